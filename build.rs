@@ -1,0 +1,66 @@
+//! Builds the executor crate as a static binary and embeds it in the operator.
+//!
+//! The executor is built with its own target directory inside OUT_DIR so the nested cargo
+//! never waits on the outer build's lock. musl is preferred (smallest, fully static); when
+//! that target is not installed, glibc with `+crt-static` is used and a warning says so.
+//! The binary's path and its sha3-256 reach the code as DIRECTOR_EXEC_PATH and
+//! DIRECTOR_EXEC_SHA3.
+
+use sha3::{Digest, Sha3_256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    for p in ["crates/director-exec/src", "crates/director-exec/Cargo.toml", "crates/director-proto/src", "crates/director-proto/Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+    println!("cargo:rerun-if-env-changed=DIRECTOR_EXEC_TARGET");
+    let target_dir = out.join("exec-target");
+    let forced = std::env::var("DIRECTOR_EXEC_TARGET").ok();
+    let candidates: Vec<(&str, &str)> = match forced.as_deref() {
+        Some("gnu") => vec![("x86_64-unknown-linux-gnu", "-C target-feature=+crt-static")],
+        _ => vec![("x86_64-unknown-linux-musl", ""), ("x86_64-unknown-linux-gnu", "-C target-feature=+crt-static")],
+    };
+    let mut built = None;
+    let mut failures = Vec::new();
+    for (target, flags) in &candidates {
+        match build(&root, &target_dir, target, flags) {
+            Ok(path) => {
+                if !failures.is_empty() {
+                    println!("cargo:warning=executor built for {target} (static glibc): musl target unavailable; run `rustup target add x86_64-unknown-linux-musl` for a smaller executor");
+                }
+                built = Some(path);
+                break;
+            }
+            Err(e) => failures.push(format!("{target}: {e}")),
+        }
+    }
+    let Some(path) = built else {
+        panic!("could not build the executor:\n{}", failures.join("\n"));
+    };
+    let bytes = std::fs::read(&path).unwrap();
+    let hex: String = Sha3_256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    println!("cargo:rustc-env=DIRECTOR_EXEC_PATH={}", path.display());
+    println!("cargo:rustc-env=DIRECTOR_EXEC_SHA3={hex}");
+}
+
+fn build(root: &Path, target_dir: &Path, target: &str, flags: &str) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args(["build", "--quiet", "--profile", "exec", "-p", "director-exec", "--target", target, "--target-dir"])
+        .arg(target_dir);
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "CARGO_PROFILE_RELEASE_DEBUG"] {
+        cmd.env_remove(var);
+    }
+    if !flags.is_empty() {
+        cmd.env("RUSTFLAGS", flags);
+    }
+    let output = cmd.output().map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).lines().take(5).collect::<Vec<_>>().join(" | "));
+    }
+    Ok(target_dir.join(target).join("exec").join("director-exec"))
+}

@@ -1,0 +1,158 @@
+//! One running job on the node: spawn, stream its pipes, enforce its timeout, report its end.
+//!
+//! Every job gets its own process group (the shell is the leader), so a timeout or a cancel
+//! kills everything the command started, not only the shell.
+
+use crate::Outbox;
+use director_proto::{split_utf8, Outcome, Reply, Stream, OUTPUT_CHUNK};
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long the pipes may stay open after the shell exits (a backgrounded child holding
+/// them) before the job is reported finished anyway.
+const PIPE_GRACE: Duration = Duration::from_secs(1);
+
+struct Running {
+    pgid: i32,
+    cancelled: Arc<AtomicBool>,
+}
+
+/// The jobs this executor is running, by operator-chosen id.
+#[derive(Default, Clone)]
+pub struct Jobs(Arc<Mutex<HashMap<u64, Running>>>);
+
+fn kill_group(pgid: i32) {
+    // SAFETY: plain syscall; a negative pid addresses the whole process group.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+impl Jobs {
+    pub fn start(&self, outbox: Outbox, id: u64, command: String, env: Vec<(String, String)>, cwd: Option<String>, timeout_ms: u64) {
+        let started = Instant::now();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(&command).process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.envs(env);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                outbox.send(&Reply::Finished { id, outcome: Outcome::SpawnFailed { message: e.to_string() }, ms: 0 });
+                return;
+            }
+        };
+        let pgid = child.id() as i32;
+        let cancelled = Arc::new(AtomicBool::new(false));
+        self.lock().insert(id, Running { pgid, cancelled: cancelled.clone() });
+        outbox.send(&Reply::Started { id, pid: child.id() });
+
+        let finished = Arc::new(AtomicBool::new(false));
+        let (pipes_tx, pipes_rx) = mpsc::channel::<()>();
+        for (pipe, stream) in [
+            (child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>), Stream::Stdout),
+            (child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>), Stream::Stderr),
+        ] {
+            let Some(pipe) = pipe else { continue };
+            let (outbox, finished, done) = (outbox.clone(), finished.clone(), pipes_tx.clone());
+            std::thread::spawn(move || {
+                pump(pipe, stream, id, &outbox, &finished);
+                let _ = done.send(());
+            });
+        }
+        drop(pipes_tx);
+
+        let jobs = self.clone();
+        std::thread::spawn(move || {
+            let (exit_tx, exit_rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = exit_tx.send(child.wait());
+            });
+            let mut timed_out = false;
+            let status = match exit_rx.recv_timeout(Duration::from_millis(timeout_ms)) {
+                Ok(status) => status,
+                Err(_) => {
+                    timed_out = true;
+                    kill_group(pgid);
+                    exit_rx.recv().unwrap_or_else(|_| Err(std::io::Error::other("waiter lost")))
+                }
+            };
+            jobs.lock().remove(&id);
+            if timed_out || cancelled.load(Ordering::SeqCst) {
+                // The group was killed: its pipes close at once.
+                kill_group(pgid);
+            }
+            let deadline = Instant::now() + PIPE_GRACE;
+            for _ in 0..2 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if pipes_rx.recv_timeout(left).is_err() {
+                    break;
+                }
+            }
+            finished.store(true, Ordering::SeqCst);
+            let outcome = if cancelled.load(Ordering::SeqCst) {
+                Outcome::Cancelled
+            } else if timed_out {
+                Outcome::TimedOut
+            } else {
+                match status {
+                    Ok(s) => match (s.code(), s.signal()) {
+                        (Some(code), _) => Outcome::Exited { code },
+                        (None, Some(signal)) => Outcome::Signaled { signal },
+                        _ => Outcome::Exited { code: -1 },
+                    },
+                    Err(e) => Outcome::SpawnFailed { message: e.to_string() },
+                }
+            };
+            outbox.send(&Reply::Finished { id, outcome, ms: started.elapsed().as_millis() as u64 });
+        });
+    }
+
+    pub fn cancel(&self, id: u64) {
+        if let Some(job) = self.lock().get(&id) {
+            job.cancelled.store(true, Ordering::SeqCst);
+            kill_group(job.pgid);
+        }
+    }
+
+    pub fn kill_all(&self) {
+        for job in self.lock().values() {
+            kill_group(job.pgid);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Streams one pipe to the operator until it closes, keeping a character cut by a chunk
+/// boundary for the next chunk. Output after the job was reported finished is dropped.
+fn pump(mut pipe: Box<dyn Read + Send>, stream: Stream, id: u64, outbox: &Outbox, finished: &AtomicBool) {
+    let mut buf = vec![0u8; OUTPUT_CHUNK];
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let n = match pipe.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        carry.extend_from_slice(&buf[..n]);
+        let (text, tail) = split_utf8(&carry);
+        let tail = tail.to_vec();
+        if !text.is_empty() && !finished.load(Ordering::SeqCst) {
+            outbox.send(&Reply::Output { id, stream, data: text });
+        }
+        carry = tail;
+    }
+    if !carry.is_empty() && !finished.load(Ordering::SeqCst) {
+        outbox.send(&Reply::Output { id, stream, data: String::from_utf8_lossy(&carry).into_owned() });
+    }
+}

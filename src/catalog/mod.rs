@@ -1,0 +1,502 @@
+//! The catalog: which nodes exist and how to reach them; and the orchestration files.
+//!
+//! This module owns reading user files (through [`yaml`], the only YAML code) and turning them
+//! into plain, validated values: [`Catalog`] of [`Node`]s here, [`orchestration::Orchestration`]
+//! beside it. Every mistake in a file becomes an [`Error`] naming file:line:column with a hint.
+//! It knows nothing of SSH or of running anything.
+//!
+//! Two catalog shapes load. Director's own:
+//!
+//! ```yaml
+//! defaults: {user: root, port: 22, identity_file: ~/.ssh/id_ed25519, transport: ssh}
+//! groups: {web: {vars: {http_port: 80}}}
+//! nodes:
+//!   - {name: web1, host: 192.0.2.10, groups: [web], vars: {role: front}}
+//! ```
+//!
+//! and Directord's bootstrap catalogs (`directord_server` / `directord_clients`, each with
+//! `args` and `targets`), whose nodes land in the groups `directord_server` and
+//! `directord_clients`. Several files merge: their nodes are concatenated; a name twice is an
+//! error.
+
+pub mod orchestration;
+pub mod yaml;
+
+use crate::error::Error;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use yaml::{scalar_text, Document, Seg};
+
+/// The catalog used when none is given: one node run through a local child process.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../catalogs/local.yaml");
+pub const EMBEDDED_DEFAULT_NAME: &str = "<embedded catalogs/local.yaml>";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Ssh,
+    Local,
+}
+
+/// What to do with a host key that known_hosts does not have, or has another of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// Record unknown keys; refuse changed ones (OpenSSH's `accept-new`).
+    AcceptNew,
+    /// Refuse unknown and changed keys.
+    Strict,
+    /// Check nothing. Only when asked for, and with a warning.
+    Off,
+}
+
+impl HostKeyPolicy {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "accept-new" => Some(HostKeyPolicy::AcceptNew),
+            "strict" | "yes" => Some(HostKeyPolicy::Strict),
+            "off" | "no" => Some(HostKeyPolicy::Off),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub identity_file: Option<PathBuf>,
+    pub groups: Vec<String>,
+    pub vars: Map<String, Value>,
+    pub transport: TransportKind,
+    pub host_key_checking: Option<HostKeyPolicy>,
+    /// Where the node was defined: document index and path, for error messages.
+    pub origin: (usize, Vec<Seg>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub docs: Vec<Document>,
+    pub nodes: Vec<Node>,
+}
+
+const NODE_KEYS: &[&str] = &["name", "host", "port", "user", "identity_file", "groups", "vars", "transport", "host_key_checking"];
+const DEFAULT_KEYS: &[&str] = &["port", "user", "identity_file", "vars", "transport", "host_key_checking"];
+const TOP_KEYS: &[&str] = &["defaults", "groups", "nodes", "vars"];
+
+impl Catalog {
+    /// Loads and merges catalog files; with none, the embedded default.
+    pub fn load(paths: &[PathBuf]) -> Result<Self, Error> {
+        let docs = if paths.is_empty() {
+            vec![Document::parse(Path::new(EMBEDDED_DEFAULT_NAME), EMBEDDED_DEFAULT.to_string())?]
+        } else {
+            paths.iter().map(|p| Document::load(p)).collect::<Result<Vec<_>, _>>()?
+        };
+        Self::from_documents(docs)
+    }
+
+    pub fn from_documents(docs: Vec<Document>) -> Result<Self, Error> {
+        let mut nodes: Vec<Node> = Vec::new();
+        // Directord catalogs split `args` and `targets` across files; merge args first.
+        let mut directord_args: Map<String, Value> = Map::new();
+        for doc in &docs {
+            for section in DIRECTORD_SECTIONS {
+                if let Some(Value::Object(args)) = doc.root.get(section).and_then(|s| s.get("args")) {
+                    let merged = directord_args.entry(section.to_string()).or_insert_with(|| Value::Object(Map::new()));
+                    if let Value::Object(m) = merged {
+                        m.extend(args.clone());
+                    }
+                }
+            }
+        }
+        for (index, doc) in docs.iter().enumerate() {
+            let found = match &doc.root {
+                Value::Null => Vec::new(),
+                Value::Object(top) if DIRECTORD_SECTIONS.iter().any(|s| top.contains_key(*s)) && !top.contains_key("nodes") => {
+                    directord_nodes(index, doc, &directord_args)?
+                }
+                Value::Object(_) => director_nodes(index, doc)?,
+                _ => {
+                    return Err(doc
+                        .error_at(&[], "a catalog must be a mapping with a `nodes:` list")
+                        .hint("see catalogs/example.yaml for the format"))
+                }
+            };
+            for node in found {
+                if let Some(first) = nodes.iter().find(|n| n.name == node.name) {
+                    let here = docs[node.origin.0].position(&node.origin.1);
+                    let there = docs[first.origin.0].position(&first.origin.1);
+                    return Err(Error::input(format!("{here}: node `{}` is defined twice", node.name))
+                        .hint(format!("the first definition is at {there}; node names must be unique")));
+                }
+                nodes.push(node);
+            }
+        }
+        if nodes.is_empty() {
+            let files: Vec<String> = docs.iter().map(|d| d.file.display().to_string()).collect();
+            return Err(Error::input(format!("no nodes in catalog {}", files.join(", ")))
+                .hint("add a `nodes:` list, e.g. `nodes: [{name: web1, host: 192.0.2.10}]`"));
+        }
+        Ok(Catalog { docs, nodes })
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Every group name any node has, sorted.
+    pub fn groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self.nodes.iter().flat_map(|n| n.groups.iter().cloned()).collect();
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+
+    /// The catalog's node names for a hint, shortened when there are many.
+    pub fn names_hint(&self) -> String {
+        let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+        if names.len() <= 8 {
+            names.join(", ")
+        } else {
+            format!("{}, … ({} nodes)", names[..8].join(", "), names.len())
+        }
+    }
+
+    /// `file:line:column` of a node's definition, for error messages about it.
+    pub fn position_of(&self, node: &Node, field: Option<&str>) -> String {
+        let mut path = node.origin.1.clone();
+        if let Some(f) = field {
+            path.push(Seg::Key(f.to_string()));
+        }
+        self.docs[node.origin.0].position(&path)
+    }
+}
+
+const DIRECTORD_SECTIONS: &[&str] = &["directord_server", "directord_clients"];
+
+fn key_list(keys: &[&str]) -> String {
+    keys.join(", ")
+}
+
+fn check_keys(doc: &Document, path: &[Seg], map: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), Error> {
+    for key in map.keys() {
+        if !allowed.contains(&key.as_str()) {
+            let mut at = path.to_vec();
+            at.push(Seg::Key(key.clone()));
+            let mut err = doc.error_at(&at, format!("unknown key `{key}` in {what}"));
+            err = match crate::suggest(key, allowed.iter().copied()) {
+                Some(s) => err.hint(format!("did you mean `{s}`? {what} keys are: {}", key_list(allowed))),
+                None => err.hint(format!("{what} keys are: {}", key_list(allowed))),
+            };
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn text_field(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ (Value::String(_) | Value::Number(_))) => Ok(scalar_text(v)),
+        Some(_) => {
+            let mut at = path.to_vec();
+            at.push(Seg::Key(key.to_string()));
+            Err(doc.error_at(&at, format!("`{key}` must be a string")))
+        }
+    }
+}
+
+fn port_field(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str) -> Result<Option<u16>, Error> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let parsed = match v {
+                Value::Number(n) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
+                Value::String(s) => s.parse::<u16>().ok(),
+                _ => None,
+            };
+            match parsed {
+                Some(p) if p > 0 => Ok(Some(p)),
+                _ => {
+                    let mut at = path.to_vec();
+                    at.push(Seg::Key(key.to_string()));
+                    Err(doc.error_at(&at, format!("`{key}` must be a port number from 1 to 65535")))
+                }
+            }
+        }
+    }
+}
+
+fn map_field<'a>(doc: &Document, path: &[Seg], map: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Map<String, Value>>, Error> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => {
+            let mut at = path.to_vec();
+            at.push(Seg::Key(key.to_string()));
+            Err(doc.error_at(&at, format!("`{key}` must be a mapping")))
+        }
+    }
+}
+
+fn list_of_text(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, Error> {
+    let mut at = path.to_vec();
+    at.push(Seg::Key(key.to_string()));
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(_) | Value::Number(_) => Ok(scalar_text(v).unwrap_or_default()),
+                _ => {
+                    let mut item = at.clone();
+                    item.push(Seg::Index(i));
+                    Err(doc.error_at(&item, format!("`{key}` items must be strings")))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(v @ Value::String(_)) => Ok(Some(vec![scalar_text(v).unwrap_or_default()])),
+        Some(_) => Err(doc.error_at(&at, format!("`{key}` must be a list of strings"))),
+    }
+}
+
+/// Expands a leading `~/` to the operator's home directory.
+pub fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// The user name SSH uses when the catalog gives none, as OpenSSH does.
+pub fn local_user() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".to_string())
+}
+
+struct Settings {
+    port: Option<u16>,
+    user: Option<String>,
+    identity_file: Option<String>,
+    transport: Option<TransportKind>,
+    host_key_checking: Option<HostKeyPolicy>,
+    vars: Map<String, Value>,
+}
+
+fn settings(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Settings, Error> {
+    let transport = match text_field(doc, path, map, "transport")? {
+        None => None,
+        Some(t) => Some(match t.as_str() {
+            "ssh" => TransportKind::Ssh,
+            "local" => TransportKind::Local,
+            other => {
+                let mut at = path.to_vec();
+                at.push(Seg::Key("transport".into()));
+                return Err(doc.error_at(&at, format!("unknown transport `{other}`")).hint("transport is `ssh` or `local`"));
+            }
+        }),
+    };
+    let host_key_checking = match text_field(doc, path, map, "host_key_checking")? {
+        None => None,
+        Some(t) => Some(HostKeyPolicy::parse(&t).ok_or_else(|| {
+            let mut at = path.to_vec();
+            at.push(Seg::Key("host_key_checking".into()));
+            doc.error_at(&at, format!("unknown host_key_checking `{t}`")).hint("host_key_checking is `accept-new`, `strict` or `off`")
+        })?),
+    };
+    Ok(Settings {
+        port: port_field(doc, path, map, "port")?,
+        user: text_field(doc, path, map, "user")?,
+        identity_file: text_field(doc, path, map, "identity_file")?,
+        transport,
+        host_key_checking,
+        vars: map_field(doc, path, map, "vars")?.cloned().unwrap_or_default(),
+    })
+}
+
+fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
+    let top = doc.root.as_object().expect("checked by caller");
+    check_keys(doc, &[], top, TOP_KEYS, "catalog")?;
+    let defaults_path = [Seg::Key("defaults".into())];
+    let defaults = match map_field(doc, &[], top, "defaults")? {
+        Some(d) => {
+            check_keys(doc, &defaults_path, d, DEFAULT_KEYS, "defaults")?;
+            settings(doc, &defaults_path, d)?
+        }
+        None => settings(doc, &defaults_path, &Map::new())?,
+    };
+    let global_vars = map_field(doc, &[], top, "vars")?.cloned().unwrap_or_default();
+    let groups = map_field(doc, &[], top, "groups")?.cloned().unwrap_or_default();
+    for (name, group) in &groups {
+        let path = [Seg::Key("groups".into()), Seg::Key(name.clone())];
+        match group {
+            Value::Object(g) => check_keys(doc, &path, g, &["vars"], "group")?,
+            Value::Null => {}
+            _ => return Err(doc.error_at(&path, format!("group `{name}` must be a mapping, e.g. `{name}: {{vars: {{}}}}`"))),
+        }
+    }
+    let list = match top.get("nodes") {
+        Some(Value::Array(list)) => list,
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(_) => return Err(doc.error_at(&[Seg::Key("nodes".into())], "`nodes` must be a list").hint("write `nodes:` followed by `- name: ...` items")),
+    };
+    let mut nodes = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let path = vec![Seg::Key("nodes".into()), Seg::Index(i)];
+        let Value::Object(map) = item else {
+            return Err(doc.error_at(&path, "a node must be a mapping with at least `name`").hint("e.g. `- {name: web1, host: 192.0.2.10}`"));
+        };
+        check_keys(doc, &path, map, NODE_KEYS, "node")?;
+        let own = settings(doc, &path, map)?;
+        let name = text_field(doc, &path, map, "name")?;
+        let host = text_field(doc, &path, map, "host")?;
+        let Some(name) = name.or_else(|| host.clone()) else {
+            return Err(doc.error_at(&path, "node has neither `name` nor `host`").hint("give each node at least a `name`"));
+        };
+        let node_groups = list_of_text(doc, &path, map, "groups")?.unwrap_or_default();
+        // Vars: global, then each group's in order, then the node's own; later wins.
+        let mut vars = global_vars.clone();
+        vars.extend(defaults.vars.clone());
+        for (gi, g) in node_groups.iter().enumerate() {
+            match groups.get(g) {
+                Some(Value::Object(gm)) => {
+                    if let Some(Value::Object(gv)) = gm.get("vars") {
+                        vars.extend(gv.clone());
+                    }
+                }
+                Some(_) => {}
+                None if groups.is_empty() => {}
+                None => {
+                    let mut at = path.clone();
+                    at.extend([Seg::Key("groups".into()), Seg::Index(gi)]);
+                    let known: Vec<&str> = groups.keys().map(String::as_str).collect();
+                    let err = doc.error_at(&at, format!("node `{name}` is in group `{g}`, which `groups:` does not define"));
+                    return Err(match crate::suggest(g, known.iter().copied()) {
+                        Some(s) => err.hint(format!("did you mean `{s}`? defined groups: {}", known.join(", "))),
+                        None => err.hint(format!("defined groups: {}", known.join(", "))),
+                    });
+                }
+            }
+        }
+        vars.extend(own.vars);
+        nodes.push(Node {
+            host: host.unwrap_or_else(|| name.clone()),
+            name,
+            port: own.port.or(defaults.port).unwrap_or(22),
+            user: own.user.or(defaults.user.clone()).unwrap_or_else(local_user),
+            identity_file: own.identity_file.or(defaults.identity_file.clone()).map(|p| expand_home(&p)),
+            groups: node_groups,
+            vars,
+            transport: own.transport.or(defaults.transport).unwrap_or(TransportKind::Ssh),
+            host_key_checking: own.host_key_checking.or(defaults.host_key_checking),
+            origin: (index, path),
+        });
+    }
+    Ok(nodes)
+}
+
+fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value>) -> Result<Vec<Node>, Error> {
+    let top = doc.root.as_object().expect("checked by caller");
+    let mut nodes = Vec::new();
+    for section in DIRECTORD_SECTIONS {
+        let Some(sec) = top.get(*section) else { continue };
+        let sec_path = [Seg::Key(section.to_string())];
+        let Value::Object(sec) = sec else {
+            return Err(doc.error_at(&sec_path, format!("`{section}` must be a mapping with `targets`")));
+        };
+        let args = merged_args.get(*section).and_then(Value::as_object).cloned().unwrap_or_default();
+        let args_path = [Seg::Key(section.to_string()), Seg::Key("args".into())];
+        let arg_port = port_field(doc, &args_path, &args, "port")?;
+        let arg_user = text_field(doc, &args_path, &args, "username")?;
+        let arg_key = text_field(doc, &args_path, &args, "key_file")?;
+        let targets = match sec.get("targets") {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(t)) => t,
+            Some(_) => {
+                let mut at = sec_path.to_vec();
+                at.push(Seg::Key("targets".into()));
+                return Err(doc.error_at(&at, "`targets` must be a list of `{host: ...}` mappings"));
+            }
+        };
+        for (i, t) in targets.iter().enumerate() {
+            let path = vec![Seg::Key(section.to_string()), Seg::Key("targets".into()), Seg::Index(i)];
+            let Value::Object(t) = t else {
+                return Err(doc.error_at(&path, "a target must be a mapping with `host`"));
+            };
+            let Some(host) = text_field(doc, &path, t, "host")? else {
+                return Err(doc.error_at(&path, "[host] is undefined in bootstrap catalog").hint("every target needs `host:`"));
+            };
+            let name = text_field(doc, &path, t, "name")?.unwrap_or_else(|| host.clone());
+            nodes.push(Node {
+                name,
+                host,
+                port: port_field(doc, &path, t, "port")?.or(arg_port).unwrap_or(22),
+                user: text_field(doc, &path, t, "username")?.or(arg_user.clone()).unwrap_or_else(local_user),
+                identity_file: arg_key.as_deref().map(expand_home),
+                groups: vec![section.to_string()],
+                vars: Map::new(),
+                transport: TransportKind::Ssh,
+                host_key_checking: None,
+                origin: (index, path),
+            });
+        }
+    }
+    Ok(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Catalog, Error> {
+        Catalog::from_documents(vec![Document::parse(Path::new("c.yaml"), text.to_string())?])
+    }
+
+    #[test]
+    fn director_catalog_with_defaults_groups_and_vars() {
+        let c = load(
+            "vars: {a: 0}\ndefaults: {user: ops, port: 2222, vars: {b: 1}}\ngroups: {web: {vars: {a: 2}}}\nnodes:\n  - {name: w1, host: 10.0.0.1, groups: [web], vars: {c: 3}}\n  - {name: local, transport: local, port: 22}\n",
+        )
+        .unwrap();
+        let w1 = c.node("w1").unwrap();
+        assert_eq!((w1.host.as_str(), w1.port, w1.user.as_str()), ("10.0.0.1", 2222, "ops"));
+        assert_eq!(Value::Object(w1.vars.clone()), serde_json::json!({"a": 2, "b": 1, "c": 3}));
+        let local = c.node("local").unwrap();
+        assert_eq!((local.host.as_str(), local.port, local.transport), ("local", 22, TransportKind::Local));
+    }
+
+    #[test]
+    fn directord_inventory_loads_with_groups() {
+        let c = load(&std::fs::read_to_string("tests/fixtures/corpus/tools/directord-inventory-catalog.yaml").unwrap()).unwrap();
+        let names: Vec<_> = c.nodes.iter().map(|n| (n.name.as_str(), n.groups[0].as_str())).collect();
+        assert_eq!(names, [("127.0.0.1", "directord_server"), ("client1", "directord_clients")]);
+    }
+
+    #[test]
+    fn unknown_node_key_suggests_the_right_one() {
+        let err = load("nodes:\n  - name: a\n    hots: x\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "error: c.yaml:3:5: unknown key `hots` in node\n  hint: did you mean `host`? node keys are: name, host, port, user, identity_file, groups, vars, transport, host_key_checking"
+        );
+        assert_eq!(err.code, 2);
+    }
+
+    #[test]
+    fn duplicate_node_names_are_refused() {
+        let err = load("nodes:\n  - name: a\n  - name: a\n").unwrap_err();
+        assert_eq!(err.to_string(), "error: c.yaml:3:5: node `a` is defined twice\n  hint: the first definition is at c.yaml:2:5; node names must be unique");
+    }
+
+    #[test]
+    fn bad_port_and_empty_catalog() {
+        let err = load("nodes:\n  - {name: a, port: 70000}\n").unwrap_err();
+        assert_eq!(err.to_string(), "error: c.yaml:2:22: `port` must be a port number from 1 to 65535");
+        let err = load("nodes: []\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "error: no nodes in catalog c.yaml\n  hint: add a `nodes:` list, e.g. `nodes: [{name: web1, host: 192.0.2.10}]`"
+        );
+    }
+}

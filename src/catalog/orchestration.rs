@@ -1,0 +1,249 @@
+//! Orchestration files, in Directord's format exactly.
+//!
+//! A file is a list of entries; each entry has optional `name`, `targets`, `assign` (which
+//! overrides `targets`), `async` (a bool or a yes/no string), and a required `jobs` list. A job
+//! is a mapping whose keys `name`, `vars` and `assign` are taken out first; the first key left
+//! is the verb and its value the argument string (scalars are coerced to strings: `REBOOT: 5`
+//! is `"5"`). Further keys are ignored, as Directord ignores them. Verbs are matched without
+//! regard to case and kept upper-case.
+//!
+//! This module checks shape and verb names only; what a verb's arguments mean, and whether the
+//! targets exist, is the plan's business.
+
+use super::yaml::{scalar_text, Document, Seg};
+use crate::error::Error;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// Every verb Directord knows, built-in and contributed.
+pub const KNOWN_VERBS: &[&str] = &[
+    "RUN", "ARG", "ENV", "ADD", "COPY", "WORKDIR", "CACHEFILE", "CACHEEVICT", "QUERY", "QUEUESENTINEL", "DNF", "SERVICE",
+    "WAIT", "ECHO", "REBOOT", "QUERY_WAIT", "JOB_WAIT", "FACTER", "CONTAINER_IMAGE", "POD", "SECONTEXT",
+    "CONTAINER_CONFIG_DATA",
+];
+
+#[derive(Debug, Clone)]
+pub struct Orchestration {
+    pub doc: Document,
+    pub entries: Vec<Entry>,
+}
+
+/// A name given in `targets` or `assign`, with where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetRef {
+    pub name: String,
+    pub path: Vec<Seg>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: Option<String>,
+    /// `assign` if present, else `targets`; `None` means every node.
+    pub targets: Option<Vec<TargetRef>>,
+    pub is_async: bool,
+    pub jobs: Vec<JobSpec>,
+    pub path: Vec<Seg>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub verb: String,
+    pub args: String,
+    pub name: Option<String>,
+    pub vars: Map<String, Value>,
+    pub assign: Option<Vec<TargetRef>>,
+    pub path: Vec<Seg>,
+}
+
+impl Orchestration {
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        Self::from_document(Document::load(path)?)
+    }
+
+    pub fn from_document(doc: Document) -> Result<Self, Error> {
+        let list = match &doc.root {
+            Value::Array(list) => list,
+            Value::Null => {
+                return Err(doc.error_at(&[], "the orchestration is empty").hint("an orchestration is a list of entries, e.g. `- jobs: [{RUN: uptime}]`"))
+            }
+            _ => {
+                return Err(doc
+                    .error_at(&[], "an orchestration must be a list of entries")
+                    .hint("start each entry with `- `, e.g. `- jobs: [{RUN: uptime}]`"))
+            }
+        };
+        let mut entries = Vec::new();
+        for (i, item) in list.iter().enumerate() {
+            let path = vec![Seg::Index(i)];
+            let Value::Object(map) = item else {
+                return Err(doc.error_at(&path, format!("entry {} must be a mapping with `jobs`", i + 1)).hint("e.g. `- jobs: [{RUN: uptime}]`"));
+            };
+            entries.push(entry(&doc, path, i, map)?);
+        }
+        Ok(Orchestration { doc, entries })
+    }
+}
+
+fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>) -> Result<Entry, Error> {
+    let at = |key: &str| {
+        let mut p = path.clone();
+        p.push(Seg::Key(key.into()));
+        p
+    };
+    let name = match map.get("name") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(scalar_text(v).ok_or_else(|| doc.error_at(&at("name"), "`name` must be a string"))?),
+    };
+    let targets = match map.get("assign") {
+        Some(v) if !v.is_null() => Some(targets(doc, at("assign"), v, "assign")?),
+        _ => match map.get("targets") {
+            Some(v) if !v.is_null() => Some(targets(doc, at("targets"), v, "targets")?),
+            _ => None,
+        },
+    };
+    let is_async = match map.get("async") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => strtobool(s).ok_or_else(|| {
+            doc.error_at(&at("async"), format!("`async` must be true or false, not `{s}`")).hint("yes/no, true/false, on/off and 1/0 are accepted")
+        })?,
+        Some(Value::Number(n)) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => n.as_i64() == Some(1),
+        Some(_) => return Err(doc.error_at(&at("async"), "`async` must be true or false")),
+    };
+    let jobs = match map.get("jobs") {
+        Some(Value::Array(jobs)) if !jobs.is_empty() => jobs,
+        Some(Value::Array(_)) => {
+            return Err(doc.error_at(&at("jobs"), format!("entry {} has an empty `jobs` list", index + 1)).hint("give it at least one job, e.g. `- RUN: uptime`"))
+        }
+        None | Some(Value::Null) => {
+            return Err(doc
+                .error_at(&path, format!("entry {} has no `jobs`", index + 1))
+                .hint("every entry needs a `jobs:` list, e.g. `jobs: [{RUN: uptime}]`"))
+        }
+        Some(_) => return Err(doc.error_at(&at("jobs"), "`jobs` must be a list of jobs").hint("write each job as `- VERB: arguments`")),
+    };
+    let mut specs = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        let mut jpath = at("jobs");
+        jpath.push(Seg::Index(j));
+        specs.push(job_spec(doc, jpath, index, j, job)?);
+    }
+    Ok(Entry { name, targets, is_async, jobs: specs, path })
+}
+
+/// Python's `strtobool`, which Directord applies to `async`.
+fn strtobool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "y" | "yes" | "t" | "true" | "on" | "1" => Some(true),
+        "n" | "no" | "f" | "false" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn targets(doc: &Document, path: Vec<Seg>, v: &Value, key: &str) -> Result<Vec<TargetRef>, Error> {
+    let Value::Array(items) = v else {
+        return Err(doc.error_at(&path, format!("`{key}` must be a list of node names")).hint(format!("write `{key}: [web1, web2]`")));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let mut p = path.clone();
+            p.push(Seg::Index(i));
+            match item {
+                Value::String(_) | Value::Number(_) => Ok(TargetRef { name: scalar_text(item).unwrap_or_default(), path: p }),
+                _ => Err(doc.error_at(&p, format!("`{key}` items must be node names"))),
+            }
+        })
+        .collect()
+}
+
+fn job_spec(doc: &Document, path: Vec<Seg>, entry: usize, index: usize, job: &Value) -> Result<JobSpec, Error> {
+    let what = format!("job {} of entry {}", index + 1, entry + 1);
+    let Value::Object(map) = job else {
+        return Err(doc.error_at(&path, format!("{what} must be a mapping like `RUN: command`")).hint("write each job as `- VERB: arguments`"));
+    };
+    let at = |key: &str| {
+        let mut p = path.clone();
+        p.push(Seg::Key(key.into()));
+        p
+    };
+    let name = match map.get("name") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(scalar_text(v).ok_or_else(|| doc.error_at(&at("name"), "`name` must be a string"))?),
+    };
+    let vars = match map.get("vars") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err(doc.error_at(&at("vars"), "`vars` must be a mapping").hint("e.g. `vars: {timeout: 30}`")),
+    };
+    let assign = match map.get("assign") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(targets(doc, at("assign"), v, "assign")?),
+    };
+    let Some((key, value)) = map.iter().find(|(k, _)| !matches!(k.as_str(), "name" | "vars" | "assign")) else {
+        return Err(doc.error_at(&path, format!("{what} has no verb")).hint("write the job as `- RUN: command` (or another verb)"));
+    };
+    let verb = key.to_ascii_uppercase();
+    if !KNOWN_VERBS.contains(&verb.as_str()) {
+        let err = doc.error_at(&at(key), format!("unknown verb `{key}` in {what}"));
+        return Err(match crate::suggest(&verb, KNOWN_VERBS.iter().copied()) {
+            Some(s) => err.hint(format!("did you mean `{s}`?")),
+            None => err.hint(format!("known verbs: {}", KNOWN_VERBS.join(", "))),
+        });
+    }
+    let args = scalar_text(value).ok_or_else(|| {
+        doc.error_at(&at(key), format!("the value of `{key}` in {what} must be a string, not a list or mapping"))
+            .hint(format!("quote it: `{key}: \"...\"`"))
+    })?;
+    Ok(JobSpec { verb, args, name, vars, assign, path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Orchestration, Error> {
+        Orchestration::from_document(Document::parse(Path::new("o.yaml"), text.to_string())?)
+    }
+
+    #[test]
+    fn directord_shape_parses_with_assign_and_coercion() {
+        let o = parse("- name: p\n  targets: [a]\n  assign: [b]\n  async: 'yes'\n  jobs:\n    - name: j\n      vars: {timeout: 3}\n      REBOOT: 5\n      extra: ignored\n    - run: echo hi\n").unwrap();
+        let e = &o.entries[0];
+        assert_eq!(e.targets.as_ref().unwrap()[0].name, "b");
+        assert!(e.is_async);
+        assert_eq!((e.jobs[0].verb.as_str(), e.jobs[0].args.as_str()), ("REBOOT", "5"));
+        assert_eq!(e.jobs[0].vars["timeout"], 3);
+        assert_eq!((e.jobs[1].verb.as_str(), e.jobs[1].args.as_str()), ("RUN", "echo hi"));
+    }
+
+    #[test]
+    fn every_corpus_orchestration_parses() {
+        let dir = Path::new("tests/fixtures/corpus/orchestrations");
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                Orchestration::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                count += 1;
+            }
+        }
+        assert!(count >= 20, "only {count} files");
+    }
+
+    #[test]
+    fn error_texts() {
+        let cases = [
+            ("- jobs:\n    - RUNN: echo\n", "error: o.yaml:2:7: unknown verb `RUNN` in job 1 of entry 1\n  hint: did you mean `RUN`?"),
+            ("- name: x\n", "error: o.yaml:1:3: entry 1 has no `jobs`\n  hint: every entry needs a `jobs:` list, e.g. `jobs: [{RUN: uptime}]`"),
+            ("jobs: []\n", "error: o.yaml:1:1: an orchestration must be a list of entries\n  hint: start each entry with `- `, e.g. `- jobs: [{RUN: uptime}]`"),
+            ("- jobs:\n  - RUN: [a]\n", "error: o.yaml:2:10: the value of `RUN` in job 1 of entry 1 must be a string, not a list or mapping\n  hint: quote it: `RUN: \"...\"`"),
+            ("- async: maybe\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:10: `async` must be true or false, not `maybe`\n  hint: yes/no, true/false, on/off and 1/0 are accepted"),
+            ("- jobs:\n  - name: only\n", "error: o.yaml:2:5: job 1 of entry 1 has no verb\n  hint: write the job as `- RUN: command` (or another verb)"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse(text).unwrap_err().to_string(), want, "for {text:?}");
+        }
+    }
+}

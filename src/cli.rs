@@ -1,0 +1,89 @@
+//! What the user typed: the clap definitions, and nothing resolved yet.
+//!
+//! `config.rs` turns these into one read-only set of settings; nothing else reads clap types.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "director", version, about = "Agentless SSH push orchestrator", disable_help_subcommand = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run orchestration files on the catalog's nodes.
+    Orchestrate {
+        /// Orchestration files (Directord's format), run in order.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Run one job on the catalog's nodes.
+    Exec {
+        /// The verb of the job.
+        #[arg(long, default_value = "RUN")]
+        verb: String,
+        /// Nodes to run on (names or hosts); all catalog nodes when absent.
+        #[arg(long = "target", value_name = "NODE")]
+        targets: Vec<String>,
+        /// The job's arguments, e.g. the command for RUN.
+        #[arg(required = true, value_name = "ARGS", allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    /// Live view on a terminal, plain lines otherwise.
+    Auto,
+    /// The live view, even when stdout is not a terminal.
+    Tui,
+    /// One line per finished job and a summary.
+    Plain,
+    /// Only failures and the summary.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HostKeyChecking {
+    AcceptNew,
+    Strict,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Catalog file(s); several are merged. Default: the embedded local catalog.
+    #[arg(long, short = 'c', value_name = "FILE", env = "DIRECTOR_CATALOG", value_delimiter = ',')]
+    pub catalog: Vec<PathBuf>,
+    /// Only these nodes: node names, group names or globs (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub restrict: Vec<String>,
+    /// Write one JSON event per line on stdout (see README, "JSON events").
+    #[arg(long)]
+    pub json: bool,
+    /// How progress is shown.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: Progress,
+    /// Run every job even if its fingerprint already succeeded.
+    #[arg(long)]
+    pub ignore_cache: bool,
+    /// Host key policy for every node (default: the catalog's, else accept-new).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub host_key_checking: Option<HostKeyChecking>,
+    /// known_hosts file to check and record host keys in.
+    #[arg(long, value_name = "FILE", env = "DIRECTOR_KNOWN_HOSTS")]
+    pub known_hosts: Option<PathBuf>,
+    /// Seconds allowed for TCP connect plus SSH handshake, and again for authentication.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// SSH handshakes in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub connect_concurrency: usize,
+}

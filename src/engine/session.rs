@@ -1,0 +1,176 @@
+//! The operator's side of the protocol with one executor.
+//!
+//! A [`Session`] wraps a transport [`Link`]: it checks the executor's hello (protocol
+//! version), then multiplexes jobs over the one pipe. Each job gets an id and a receiver of
+//! its replies; a dispatcher task decodes frames and routes them by id. When the link closes,
+//! every job still waiting sees its receiver end, and [`Session::lost`] says why.
+
+use crate::transport::{Incoming, Link};
+use director_proto::{decode, encode, Facts, Reply, Request, PROTOCOL_VERSION};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Why a session could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The executor answered, but not in this protocol: install the right one and retry.
+    WrongExecutor(String),
+    /// Anything else, as text for the node's event.
+    Failed(String),
+}
+
+type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Reply>>>>;
+
+pub struct Session {
+    writer: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    routes: Routes,
+    next_id: AtomicU64,
+    lost: Arc<Mutex<Option<String>>>,
+    _guard: Option<Box<dyn Send + Sync>>,
+}
+
+fn stderr_tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    let tail: String = text.chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
+    tail
+}
+
+impl Session {
+    /// Waits for the executor's hello and starts routing its replies.
+    pub async fn open(mut link: Link, hello_timeout: Duration) -> Result<(Session, Facts), OpenError> {
+        let mut buf = std::mem::take(&mut link.pending);
+        let mut stderr = Vec::new();
+        let hello = tokio::time::timeout(hello_timeout, async {
+            loop {
+                match decode::<Reply>(&buf) {
+                    Ok(Some((reply, used))) => {
+                        buf.drain(..used);
+                        return Ok(reply);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(OpenError::WrongExecutor(format!("the executor's greeting is not readable: {e}"))),
+                }
+                match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
+                    Incoming::Data(d) => buf.extend_from_slice(&d),
+                    Incoming::Stderr(e) => stderr.extend_from_slice(&e),
+                    Incoming::Closed(status) => {
+                        return Err(OpenError::Failed(format!(
+                            "the executor exited before greeting (exit {}){}",
+                            status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                            match stderr_tail(&stderr) {
+                                t if t.is_empty() => String::new(),
+                                t => format!(": {t}"),
+                            }
+                        )))
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|_| OpenError::Failed(format!("the executor did not answer within {} s", hello_timeout.as_secs())))??;
+        let facts = match hello {
+            Reply::Hello { version, facts, .. } if version == PROTOCOL_VERSION => facts,
+            Reply::Hello { version, .. } => {
+                return Err(OpenError::WrongExecutor(format!("the executor speaks protocol {version}, this director speaks {PROTOCOL_VERSION}")))
+            }
+            other => return Err(OpenError::WrongExecutor(format!("the executor greeted with {other:?}"))),
+        };
+        let routes: Routes = Arc::default();
+        let lost = Arc::new(Mutex::new(None));
+        tokio::spawn(dispatch(link.incoming, buf, stderr, routes.clone(), lost.clone()));
+        let session = Session {
+            writer: tokio::sync::Mutex::new(link.writer),
+            routes,
+            next_id: AtomicU64::new(1),
+            lost,
+            _guard: link.guard,
+        };
+        Ok((session, facts))
+    }
+
+    async fn send(&self, request: &Request) -> Result<(), String> {
+        let frame = encode(request);
+        let mut w = self.writer.lock().await;
+        w.write_all(&frame).await.map_err(|e| e.to_string())?;
+        w.flush().await.map_err(|e| e.to_string())
+    }
+
+    /// Starts a job; its replies arrive on the receiver, which ends if the link is lost.
+    pub async fn run(&self, command: String, timeout: Duration) -> Result<(u64, mpsc::UnboundedReceiver<Reply>), String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        let request = Request::Run { id, command, env: Vec::new(), cwd: None, timeout_ms: timeout.as_millis() as u64 };
+        if let Err(e) = self.send(&request).await {
+            self.routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            return Err(self.lost().unwrap_or(format!("cannot send the job: {e}")));
+        }
+        Ok((id, rx))
+    }
+
+    pub async fn cancel(&self, id: u64) {
+        let _ = self.send(&Request::Cancel { id }).await;
+    }
+
+    /// Asks the executor to exit; it kills whatever still runs.
+    pub async fn shutdown(&self) {
+        let _ = self.send(&Request::Shutdown).await;
+        let _ = self.writer.lock().await.shutdown().await;
+    }
+
+    /// Why the link closed, once it has.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+async fn dispatch(mut incoming: mpsc::Receiver<Incoming>, mut buf: Vec<u8>, mut stderr: Vec<u8>, routes: Routes, lost: Arc<Mutex<Option<String>>>) {
+    let reason = 'outer: loop {
+        loop {
+            match decode::<Reply>(&buf) {
+                Ok(Some((reply, used))) => {
+                    buf.drain(..used);
+                    let (id, last) = match &reply {
+                        Reply::Started { id, .. } | Reply::Output { id, .. } => (*id, false),
+                        Reply::Finished { id, .. } => (*id, true),
+                        Reply::Error { message } => break 'outer format!("the executor reported a protocol error: {message}"),
+                        Reply::Hello { .. } => continue,
+                    };
+                    let mut map = routes.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(tx) = map.get(&id) {
+                        let _ = tx.send(reply);
+                    }
+                    if last {
+                        map.remove(&id);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => break 'outer format!("unreadable reply from the executor: {e}"),
+            }
+        }
+        match incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
+            Incoming::Data(d) => buf.extend_from_slice(&d),
+            Incoming::Stderr(e) => {
+                stderr.extend_from_slice(&e);
+                if stderr.len() > 64 * 1024 {
+                    stderr.drain(..stderr.len() - 16 * 1024);
+                }
+            }
+            Incoming::Closed(status) => {
+                let tail = stderr_tail(&stderr);
+                break format!(
+                    "connection to the executor lost (exit {}){}",
+                    status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                    if tail.is_empty() { String::new() } else { format!(": {tail}") }
+                );
+            }
+        }
+    };
+    *lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}

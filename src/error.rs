@@ -1,0 +1,61 @@
+//! Errors that stop the whole program, and the exit codes director documents.
+//!
+//! A failed or unreachable node is never one of these: it is an event in the run. These are
+//! for what makes a run impossible: bad input (exit 2) or the operator's own machine failing.
+//! The text is product surface: each message names what was wrong and where, and most carry a
+//! hint. Tests compare it word for word.
+
+use std::fmt;
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    /// Every job succeeded (or was skipped because an earlier one failed on no node).
+    pub const OK: i32 = 0;
+    /// At least one job failed or timed out.
+    pub const JOB_FAILED: i32 = 1;
+    /// Bad input or usage; nothing was contacted.
+    pub const USAGE: i32 = 2;
+    /// At least one node was unreachable, and no job failed.
+    pub const UNREACHABLE: i32 = 3;
+    /// The run was cancelled (Ctrl-C).
+    pub const CANCELLED: i32 = 130;
+}
+
+/// An error that ends the program before (or instead of) a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub message: String,
+    pub hint: Option<String>,
+    pub code: i32,
+}
+
+impl Error {
+    /// Bad input: exit 2.
+    pub fn input(message: impl Into<String>) -> Self {
+        Error { message: message.into(), hint: None, code: exit::USAGE }
+    }
+
+    /// A failure of the operator's own machine (cannot write a file, no runtime): exit 1.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error { message: message.into(), hint: None, code: exit::JOB_FAILED }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "error: {}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,135 @@
+//! The one interface from the engine to everything else.
+//!
+//! The engine turns what happens on the nodes into [`Event`]s and sends them down a channel;
+//! it never prints. The frontends (`--json`, plain lines, the live view) and, later, the run
+//! history are all consumers of the same stream, so what is recorded is exactly what was shown.
+//!
+//! The `--json` output is these events, one JSON object per line, each with `"v": 1` and a
+//! `"type"`; see docs in README.md ("JSON events"). A field is never removed or renamed within
+//! a version; new fields may be added, so consumers that deny unknown fields pin a version.
+
+use serde::Serialize;
+
+/// Version of the `--json` event schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How a job ended on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Ok,
+    Failed,
+    /// Not run because an earlier job of its entry failed on this node, or the node was lost.
+    Skipped,
+    TimedOut,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Counts for the end of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub nodes: usize,
+    pub nodes_ok: usize,
+    pub nodes_failed: usize,
+    pub nodes_unreachable: usize,
+    pub jobs_ok: usize,
+    pub jobs_failed: usize,
+    pub jobs_skipped: usize,
+    pub jobs_timed_out: usize,
+    pub jobs_cancelled: usize,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        run: String,
+        nodes: Vec<String>,
+        jobs: usize,
+        tasks: usize,
+    },
+    NodeConnecting {
+        node: String,
+        address: String,
+    },
+    /// Host key checked and session authenticated (or local process ready to start).
+    NodeConnected {
+        node: String,
+        ms: u64,
+    },
+    ExecutorUploaded {
+        node: String,
+        bytes: u64,
+        sha3: String,
+    },
+    /// The executor answered; `facts` describe the node.
+    NodeReady {
+        node: String,
+        arch: String,
+        os: String,
+        kernel: String,
+        hostname: String,
+        ms: u64,
+    },
+    NodeUnreachable {
+        node: String,
+        error: String,
+    },
+    JobStarted {
+        node: String,
+        job: usize,
+        name: String,
+        fingerprint: String,
+    },
+    JobOutput {
+        node: String,
+        job: usize,
+        stream: Stream,
+        data: String,
+    },
+    JobFinished {
+        node: String,
+        job: usize,
+        name: String,
+        status: JobStatus,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// Why it failed or was skipped, for a person.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        ms: u64,
+    },
+    /// The node is done: every job it had has finished.
+    NodeFinished {
+        node: String,
+        ok: bool,
+    },
+    RunFinished {
+        summary: Summary,
+        exit_code: i32,
+    },
+}
+
+/// An event as written by `--json`: the schema version beside the event's own fields.
+#[derive(Serialize)]
+pub struct Versioned<'a> {
+    pub v: u32,
+    #[serde(flatten)]
+    pub event: &'a Event,
+}
+
+impl Event {
+    pub fn to_json_line(&self) -> String {
+        let mut line = serde_json::to_string(&Versioned { v: SCHEMA_VERSION, event: self }).expect("events serialize");
+        line.push('\n');
+        line
+    }
+}

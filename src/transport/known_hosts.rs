@@ -1,0 +1,87 @@
+//! Host key checking against an OpenSSH known_hosts file.
+//!
+//! Unknown keys are recorded under accept-new (the default) and refused under strict; a key
+//! that differs from the recorded one is always refused, with both fingerprints and the
+//! command that removes the stale entry. Checking is never skipped silently: `off` must be
+//! asked for, and the CLI warns when it is.
+
+use crate::catalog::HostKeyPolicy;
+use russh::keys::{HashAlg, PublicKey};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Serializes appends to known_hosts from the many connection tasks of one run.
+static WRITE_LOCK: Mutex<()> = Mutex::new(());
+
+#[derive(Debug, Clone)]
+pub struct HostKeyCheck {
+    pub node: String,
+    pub host: String,
+    pub port: u16,
+    pub policy: HostKeyPolicy,
+    pub path: PathBuf,
+}
+
+/// The default known_hosts file: `~/.ssh/known_hosts`.
+pub fn default_path() -> PathBuf {
+    crate::catalog::expand_home("~/.ssh/known_hosts")
+}
+
+fn host_pattern(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+impl HostKeyCheck {
+    /// `Ok(())` when the key may be used; otherwise the reason, for the node's event.
+    pub fn check(&self, key: &PublicKey) -> Result<(), String> {
+        if self.policy == HostKeyPolicy::Off {
+            return Ok(());
+        }
+        let offered = key.fingerprint(HashAlg::Sha256);
+        let pattern = host_pattern(&self.host, self.port);
+        match russh::keys::known_hosts::check_known_hosts_path(&self.host, self.port, key, &self.path) {
+            Ok(true) => Ok(()),
+            Ok(false) => match self.policy {
+                HostKeyPolicy::Strict => Err(format!(
+                    "host key for node {} ({pattern}) is not in {} and host key checking is strict; the server offered {offered}",
+                    self.node,
+                    self.path.display()
+                )),
+                _ => {
+                    let _guard = WRITE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+                    // Another task may have just recorded it.
+                    if let Ok(true) = russh::keys::known_hosts::check_known_hosts_path(&self.host, self.port, key, &self.path) {
+                        return Ok(());
+                    }
+                    russh::keys::known_hosts::learn_known_hosts_path(&self.host, self.port, key, &self.path)
+                        .map_err(|e| format!("cannot record the host key of node {} in {}: {e}", self.node, self.path.display()))
+                }
+            },
+            Err(russh::keys::Error::KeyChanged { line }) => {
+                let recorded = recorded_fingerprint(&self.path, &self.host, self.port, key, line);
+                Err(format!(
+                    "host key for node {} ({pattern}) has changed: {} line {line} has {recorded}, the server offered {offered}; refusing to connect (if the host was reinstalled, run: ssh-keygen -R '{pattern}' -f {})",
+                    self.node,
+                    self.path.display(),
+                    self.path.display()
+                ))
+            }
+            Err(e) => Err(format!("cannot read {}: {e}", self.path.display())),
+        }
+    }
+}
+
+fn recorded_fingerprint(path: &Path, host: &str, port: u16, offered: &PublicKey, line: usize) -> String {
+    russh::keys::known_hosts::known_host_keys_path(host, port, path)
+        .ok()
+        .and_then(|keys| {
+            keys.into_iter()
+                .find(|(l, k)| *l == line || k.algorithm() == offered.algorithm())
+                .map(|(_, k)| k.fingerprint(HashAlg::Sha256).to_string())
+        })
+        .unwrap_or_else(|| "another key".to_string())
+}

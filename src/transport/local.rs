@@ -1,0 +1,86 @@
+//! The local transport: the executor as a child process of the operator.
+//!
+//! Same executor, same protocol, same content-addressed install in the user's cache
+//! directory as on a remote node, so the engine path is identical; only the pipe differs.
+//! It lets anyone try director without sshd, and tests the engine without a network.
+
+use super::executor;
+use super::{Incoming, Link, Progress};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+pub struct LocalConnection;
+
+fn install_dir() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => crate::catalog::expand_home("~/.cache"),
+    }
+    .join("director")
+    .join("bin")
+}
+
+impl LocalConnection {
+    /// Writes the executor into place (temp file, then rename) unless it is there already.
+    fn install(force: bool) -> Result<Option<(PathBuf, u64)>, String> {
+        let dir = install_dir();
+        let path = dir.join(format!("director-exec-{}", executor::SHA3));
+        let present = std::fs::metadata(&path).map(|m| m.len() == executor::BINARY.len() as u64).unwrap_or(false);
+        if present && !force {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let tmp = dir.join(format!(".director-exec-{}.{}.tmp", executor::SHA3, std::process::id()));
+        std::fs::write(&tmp, executor::BINARY).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("cannot install {}: {e}", path.display()))?;
+        Ok(Some((path, executor::BINARY.len() as u64)))
+    }
+
+    pub async fn start_executor(&self, force_install: bool, report: &mut (dyn FnMut(Progress) + Send)) -> Result<Link, String> {
+        if let Some((_, bytes)) = Self::install(force_install)? {
+            report(Progress::Uploaded { bytes, sha3: executor::SHA3.to_string() });
+        }
+        let path = install_dir().join(format!("director-exec-{}", executor::SHA3));
+        let mut child = tokio::process::Command::new(&path)
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
+        let writer = child.stdin.take().expect("piped");
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let (tx, incoming) = mpsc::channel(256);
+        let err_tx = tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 || err_tx.send(Incoming::Stderr(buf[..n].to_vec())).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match stdout.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(Incoming::Data(buf[..n].to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let status = child.wait().await.ok().and_then(|s| s.code()).map(|c| c as u32);
+            let _ = tx.send(Incoming::Closed(status)).await;
+        });
+        Ok(Link { writer: Box::new(writer), incoming, pending: Vec::new(), guard: None })
+    }
+}

@@ -1,0 +1,335 @@
+//! The SSH transport: one russh connection per node for the whole run.
+//!
+//! It owns the handshake (bounded by a timeout, paced by [`Gates`] so a burst of connections
+//! never trips sshd's MaxStartups, retried when sshd drops one anyway), host key checking
+//! (through [`super::known_hosts`]), authentication (the catalog's key file, else ssh-agent,
+//! else the default key files), and starting the executor on one exec channel, installing it
+//! first when the probe says it is missing. Every job of the run then streams over that
+//! channel; no channel is opened per job.
+
+use super::executor::{self, ProbeAnswer};
+use super::known_hosts::HostKeyCheck;
+use super::{Incoming, Link, Progress};
+use crate::catalog::{Catalog, HostKeyPolicy, Node, TransportKind};
+use crate::error::Error;
+use russh::client;
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::ChannelMsg;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Semaphore};
+
+/// Handshakes in flight towards one address (sshd's MaxStartups starts dropping at 10).
+pub const PER_ADDRESS_HANDSHAKES: usize = 8;
+/// Attempts for a handshake that sshd dropped (reset, early EOF).
+const HANDSHAKE_ATTEMPTS: u32 = 4;
+
+/// Keys for authentication, loaded and checked before any node is contacted.
+#[derive(Default)]
+pub struct Credentials {
+    by_path: HashMap<PathBuf, Arc<PrivateKey>>,
+    defaults: Vec<Arc<PrivateKey>>,
+}
+
+impl Credentials {
+    /// Loads every identity file the SSH nodes name; an unreadable one is an input error
+    /// located at the catalog line that names it.
+    pub fn load(catalog: &Catalog, nodes: &[Node]) -> Result<Self, Error> {
+        let mut creds = Credentials::default();
+        for node in nodes.iter().filter(|n| n.transport == TransportKind::Ssh) {
+            let Some(path) = &node.identity_file else { continue };
+            if creds.by_path.contains_key(path) {
+                continue;
+            }
+            let key = russh::keys::load_secret_key(path, None).map_err(|e| {
+                let at = catalog
+                    .node(&node.name)
+                    .map(|n| catalog.position_of(n, Some("identity_file")))
+                    .unwrap_or_else(|| "catalog".into());
+                let (reason, hint) = match &e {
+                    russh::keys::Error::IO(io) => (crate::catalog::yaml::io_reason(io), "check the path and its permissions"),
+                    russh::keys::Error::KeyIsEncrypted => ("the key is protected by a passphrase".to_string(), "load it into ssh-agent and remove `identity_file`, or use a key without a passphrase"),
+                    other => (other.to_string(), "it must be a private key in OpenSSH or PEM format"),
+                };
+                Error::input(format!("{at}: cannot use identity file {} of node `{}`: {reason}", path.display(), node.name)).hint(hint)
+            })?;
+            creds.by_path.insert(path.clone(), Arc::new(key));
+        }
+        for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+            let path = crate::catalog::expand_home(&format!("~/.ssh/{name}"));
+            if let Ok(key) = russh::keys::load_secret_key(&path, None) {
+                creds.defaults.push(Arc::new(key));
+            }
+        }
+        Ok(creds)
+    }
+}
+
+/// Limits on handshakes in flight: overall, and per address.
+pub struct Gates {
+    overall: Semaphore,
+    per_address: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Gates {
+    pub fn new(overall: usize) -> Self {
+        Gates { overall: Semaphore::new(overall.max(1)), per_address: Mutex::new(HashMap::new()) }
+    }
+
+    fn address(&self, address: &str) -> Arc<Semaphore> {
+        let mut map = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(address.to_string()).or_insert_with(|| Arc::new(Semaphore::new(PER_ADDRESS_HANDSHAKES))).clone()
+    }
+}
+
+pub struct SshSettings {
+    pub connect_timeout: Duration,
+    pub known_hosts: PathBuf,
+    /// Used for nodes whose catalog entry does not set `host_key_checking`.
+    pub host_key_policy: HostKeyPolicy,
+    /// Set by `--host-key-checking`: beats the catalog.
+    pub host_key_override: Option<HostKeyPolicy>,
+    pub credentials: Credentials,
+    pub gates: Gates,
+}
+
+struct Client {
+    check: HostKeyCheck,
+    refusal: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let verdict = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => self.check.check(key),
+            PublicKeyOrCertificate::Certificate(_) => Err(format!("node {} offered a host certificate, which director does not accept yet", self.check.node)),
+        };
+        match verdict {
+            Ok(()) => Ok(true),
+            Err(reason) => {
+                *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                Ok(false)
+            }
+        }
+    }
+}
+
+pub struct SshConnection {
+    handle: client::Handle<Client>,
+    node: String,
+}
+
+fn transient(e: &russh::Error) -> bool {
+    match e {
+        russh::Error::IO(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionAborted
+        ),
+        russh::Error::Disconnect | russh::Error::HUP => true,
+        _ => false,
+    }
+}
+
+fn describe(e: &russh::Error) -> String {
+    match e {
+        russh::Error::IO(io) => crate::catalog::yaml::io_reason(io),
+        other => other.to_string(),
+    }
+}
+
+/// Connects and authenticates; every failure is text for the node's event.
+pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnection, u64), String> {
+    let _overall = settings.gates.overall.acquire().await.map_err(|e| e.to_string())?;
+    let address = format!("{}:{}", node.host, node.port);
+    let gate = settings.gates.address(&address);
+    let _slot = gate.acquire().await.map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let policy = settings.host_key_override.or(node.host_key_checking).unwrap_or(settings.host_key_policy);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let refusal = Arc::new(Mutex::new(None));
+        let handler = Client {
+            check: HostKeyCheck { node: node.name.clone(), host: node.host.clone(), port: node.port, policy, path: settings.known_hosts.clone() },
+            refusal: refusal.clone(),
+        };
+        let config = Arc::new(client::Config {
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_max: 4,
+            nodelay: true,
+            ..Default::default()
+        });
+        let outcome = tokio::time::timeout(settings.connect_timeout, async {
+            let handle = client::connect(config, (node.host.as_str(), node.port), handler).await?;
+            Ok::<_, russh::Error>(handle)
+        })
+        .await;
+        let handle = match outcome {
+            Err(_) => return Err(format!("connection to {address} timed out after {} s", settings.connect_timeout.as_secs())),
+            Ok(Ok(handle)) => handle,
+            Ok(Err(e)) => {
+                if let Some(reason) = refusal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    return Err(reason);
+                }
+                if transient(&e) && attempt < HANDSHAKE_ATTEMPTS {
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    continue;
+                }
+                return Err(format!("cannot connect to {address}: {}", describe(&e)));
+            }
+        };
+        let mut conn = SshConnection { handle, node: node.name.clone() };
+        match tokio::time::timeout(settings.connect_timeout, conn.authenticate(node, &settings.credentials)).await {
+            Err(_) => return Err(format!("authentication to {address} timed out after {} s", settings.connect_timeout.as_secs())),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(())) => {}
+        }
+        return Ok((conn, started.elapsed().as_millis() as u64));
+    }
+}
+
+impl SshConnection {
+    async fn authenticate(&mut self, node: &Node, creds: &Credentials) -> Result<(), String> {
+        let user = node.user.clone();
+        let rsa_hash = self.handle.best_supported_rsa_hash().await.map_err(|e| describe(&e))?.flatten();
+        let mut tried = Vec::new();
+        if let Some(path) = &node.identity_file {
+            if let Some(key) = creds.by_path.get(path) {
+                let res = self.handle.authenticate_publickey(&user, PrivateKeyWithHashAlg::new(key.clone(), rsa_hash)).await.map_err(|e| describe(&e))?;
+                if res.success() {
+                    return Ok(());
+                }
+                tried.push(format!("key {}", path.display()));
+            }
+        } else {
+            if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+                if let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await {
+                    let identities = agent.request_identities().await.unwrap_or_default();
+                    for id in identities {
+                        let russh::keys::agent::AgentIdentity::PublicKey { key, .. } = id else { continue };
+                        let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
+                        if let Ok(res) = self.handle.authenticate_publickey_with(&user, key, hash, &mut agent).await {
+                            if res.success() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    tried.push("ssh-agent".to_string());
+                }
+            }
+            for key in &creds.defaults {
+                let res = self.handle.authenticate_publickey(&user, PrivateKeyWithHashAlg::new(key.clone(), rsa_hash)).await.map_err(|e| describe(&e))?;
+                if res.success() {
+                    return Ok(());
+                }
+            }
+            if !creds.defaults.is_empty() {
+                tried.push("~/.ssh/id_*".to_string());
+            }
+        }
+        if tried.is_empty() {
+            return Err(format!("no key to authenticate as {user}: set `identity_file` for node {} or start ssh-agent", node.name));
+        }
+        Err(format!("authentication as {user} failed (tried {})", tried.join(", ")))
+    }
+
+    async fn exec_link(&self, command: String) -> Result<Link, String> {
+        let channel = self.handle.channel_open_session().await.map_err(|e| format!("cannot open a channel: {}", describe(&e)))?;
+        channel.exec(true, command).await.map_err(|e| format!("cannot start the executor: {}", describe(&e)))?;
+        let (mut read, write) = channel.split();
+        let writer = write.make_writer();
+        let (tx, incoming) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut status = None;
+            while let Some(msg) = read.wait().await {
+                let item = match msg {
+                    ChannelMsg::Data { data } => Incoming::Data(data.to_vec()),
+                    ChannelMsg::ExtendedData { data, .. } => Incoming::Stderr(data.to_vec()),
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        status = Some(exit_status);
+                        continue;
+                    }
+                    _ => continue,
+                };
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Incoming::Closed(status)).await;
+        });
+        Ok(Link { writer: Box::new(writer), incoming, pending: Vec::new(), guard: Some(Box::new(write)) })
+    }
+
+    async fn install(&self) -> Result<u64, String> {
+        let mut channel = self.handle.channel_open_session().await.map_err(|e| format!("cannot open a channel: {}", describe(&e)))?;
+        channel.exec(true, executor::install_command()).await.map_err(|e| describe(&e))?;
+        channel.data(executor::BINARY).await.map_err(|e| format!("upload failed: {}", describe(&e)))?;
+        channel.eof().await.map_err(|e| describe(&e))?;
+        let mut stderr = Vec::new();
+        let mut status = None;
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::ExtendedData { data, .. } => stderr.extend_from_slice(&data),
+                ChannelMsg::Data { data } => stderr.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                _ => {}
+            }
+        }
+        match status {
+            Some(0) => Ok(executor::BINARY.len() as u64),
+            other => Err(format!(
+                "installing the executor failed (exit {}): {}",
+                other.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                String::from_utf8_lossy(&stderr).trim()
+            )),
+        }
+    }
+
+    pub async fn start_executor(&self, force_install: bool, report: &mut (dyn FnMut(Progress) + Send)) -> Result<Link, String> {
+        if force_install {
+            let bytes = self.install().await?;
+            report(Progress::Uploaded { bytes, sha3: executor::SHA3.to_string() });
+        }
+        for round in 0..2 {
+            let mut link = self.exec_link(executor::probe_command()).await?;
+            loop {
+                match executor::read_probe(&link.pending) {
+                    ProbeAnswer::Started => return Ok(link),
+                    ProbeAnswer::Missing { arch } => {
+                        if arch != executor::ARCH {
+                            return Err(format!("node {} is {arch}; this director carries an executor for {} only", self.node, executor::ARCH));
+                        }
+                        if round == 1 {
+                            return Err("the executor was installed but does not start".to_string());
+                        }
+                        let bytes = self.install().await?;
+                        report(Progress::Uploaded { bytes, sha3: executor::SHA3.to_string() });
+                        break;
+                    }
+                    ProbeAnswer::NeedMore => match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
+                        Incoming::Data(d) => link.pending.extend_from_slice(&d),
+                        Incoming::Stderr(e) => {
+                            // Keep reading; the probe's stderr matters only if it fails.
+                            if link.pending.is_empty() && String::from_utf8_lossy(&e).contains("not found") {
+                                return Err(format!("the node cannot run the probe: {}", String::from_utf8_lossy(&e).trim()));
+                            }
+                        }
+                        Incoming::Closed(status) => {
+                            return Err(format!("the probe ended before the executor started (exit {})", status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())));
+                        }
+                    },
+                }
+            }
+        }
+        unreachable!("the second round returns")
+    }
+
+    pub async fn close(self) {
+        let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+    }
+}
