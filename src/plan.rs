@@ -369,7 +369,7 @@ fn doc_key(doc: &Document, path: &[Seg], verb: &str) -> String {
     for seg in path {
         node = match seg {
             Seg::Index(i) => &node[*i],
-            Seg::Key(k) => &node[k.as_str()],
+            Seg::Key(k) | Seg::KeyName(k) => &node[k.as_str()],
         };
     }
     node.as_object()

@@ -182,7 +182,7 @@ fn check_keys(doc: &Document, path: &[Seg], map: &Map<String, Value>, allowed: &
     for key in map.keys() {
         if !allowed.contains(&key.as_str()) {
             let mut at = path.to_vec();
-            at.push(Seg::Key(key.clone()));
+            at.push(Seg::KeyName(key.clone()));
             let mut err = doc.error_at(&at, format!("unknown key `{key}` in {what}"));
             err = match crate::suggest(key, allowed.iter().copied()) {
                 Some(s) => err.hint(format!("did you mean `{s}`? {what} keys are: {}", key_list(allowed))),
@@ -492,7 +492,7 @@ mod tests {
     #[test]
     fn bad_port_and_empty_catalog() {
         let err = load("nodes:\n  - {name: a, port: 70000}\n").unwrap_err();
-        assert_eq!(err.to_string(), "error: c.yaml:2:22: `port` must be a port number from 1 to 65535");
+        assert_eq!(err.to_string(), "error: c.yaml:2:21: `port` must be a port number from 1 to 65535");
         let err = load("nodes: []\n").unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -186,7 +186,9 @@ fn job_spec(doc: &Document, path: Vec<Seg>, entry: usize, index: usize, job: &Va
     };
     let verb = key.to_ascii_uppercase();
     if !KNOWN_VERBS.contains(&verb.as_str()) {
-        let err = doc.error_at(&at(key), format!("unknown verb `{key}` in {what}"));
+        let mut key_path = path.clone();
+        key_path.push(Seg::KeyName(key.clone()));
+        let err = doc.error_at(&key_path, format!("unknown verb `{key}` in {what}"));
         return Err(match crate::suggest(&verb, KNOWN_VERBS.iter().copied()) {
             Some(s) => err.hint(format!("did you mean `{s}`?")),
             None => err.hint(format!("known verbs: {}", KNOWN_VERBS.join(", "))),

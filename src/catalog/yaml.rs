@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seg {
     Index(usize),
+    /// The value under a key.
     Key(String),
+    /// The key itself (for "unknown key" errors); only last in a path.
+    KeyName(String),
 }
 
 impl From<usize> for Seg {
@@ -70,13 +73,29 @@ impl Document {
 
     /// `file:line:column` of the node at `path` (or of the deepest node that exists on it).
     pub fn position(&self, path: &[Seg]) -> String {
-        let Some(text) = &self.text else { return self.file.display().to_string() };
-        let seed = Locate { path };
-        let err = seed.deserialize(serde_yaml::Deserializer::from_str(text)).err();
-        match err.as_ref().and_then(|e| e.location()) {
-            Some(l) => format!("{}:{}:{}", self.file.display(), l.line(), l.column()),
+        match self.line_column(path) {
+            Some((line, column)) => format!("{}:{line}:{column}", self.file.display()),
             None => self.file.display().to_string(),
         }
+    }
+
+    fn line_column(&self, path: &[Seg]) -> Option<(usize, usize)> {
+        let text = self.text.as_ref()?;
+        if let Some((Seg::KeyName(key), parent)) = path.split_last() {
+            // serde_yaml marks a key error at its mapping; find the key on its value's line.
+            let mut value = parent.to_vec();
+            value.push(Seg::Key(key.clone()));
+            let (line, column) = self.line_column(&value)?;
+            let on_line = text.lines().nth(line - 1).unwrap_or("");
+            let before: String = on_line.chars().take(column.saturating_sub(1)).collect();
+            return Some(match before.rfind(key.as_str()) {
+                Some(byte) => (line, before[..byte].chars().count() + 1),
+                None => (line, column),
+            });
+        }
+        let seed = Locate { path };
+        let err = seed.deserialize(serde_yaml::Deserializer::from_str(text)).err()?;
+        err.location().map(|l| (l.line(), l.column()))
     }
 
     /// An input error located at `path` in this document.
@@ -135,12 +154,12 @@ fn to_value(yaml: serde_yaml::Value) -> Value {
     }
 }
 
-/// The text of a scalar, the way Directord coerces job values to strings; `None` for a list
-/// or a map.
+/// The text of a scalar, as job values are coerced to strings; `None` for a list or a map.
+/// Booleans read back as YAML wrote them (`RUN: true` runs `true`), where Directord crashed.
 pub fn scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(if *b { "True".into() } else { "False".into() }),
+        Value::Bool(b) => Some(b.to_string()),
         Value::Number(n) => Some(n.to_string()),
         Value::Null => Some(String::new()),
         _ => None,
@@ -270,7 +289,7 @@ mod tests {
         let d = doc("b: 1\na: true\nc: 1.5\n");
         let keys: Vec<_> = d.root.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["b", "a", "c"]);
-        assert_eq!(scalar_text(&d.root["a"]).unwrap(), "True");
+        assert_eq!(scalar_text(&d.root["a"]).unwrap(), "true");
         assert_eq!(scalar_text(&d.root["c"]).unwrap(), "1.5");
     }
 }

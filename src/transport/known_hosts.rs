@@ -57,7 +57,7 @@ impl HostKeyCheck {
                     if let Ok(true) = russh::keys::known_hosts::check_known_hosts_path(&self.host, self.port, key, &self.path) {
                         return Ok(());
                     }
-                    russh::keys::known_hosts::learn_known_hosts_path(&self.host, self.port, key, &self.path)
+                    self.record(&pattern, key)
                         .map_err(|e| format!("cannot record the host key of node {} in {}: {e}", self.node, self.path.display()))
                 }
             },
@@ -72,6 +72,30 @@ impl HostKeyCheck {
             }
             Err(e) => Err(format!("cannot read {}: {e}", self.path.display())),
         }
+    }
+}
+
+impl HostKeyCheck {
+    /// Appends `pattern key` as one line, starting a new line if the file lacks a final one.
+    fn record(&self, pattern: &str, key: &PublicKey) -> std::io::Result<()> {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new().read(true).append(true).create(true).open(&self.path)?;
+        let mut line = String::new();
+        if file.seek(SeekFrom::End(-1)).is_ok() {
+            let mut last = [0u8; 1];
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                line.push('\n');
+            }
+        }
+        let encoded = key.to_openssh().map_err(std::io::Error::other)?;
+        // Drop the key's comment: known_hosts lines are `pattern algorithm base64`.
+        let mut parts = encoded.split_whitespace();
+        line.push_str(&format!("{pattern} {} {}\n", parts.next().unwrap_or(""), parts.next().unwrap_or("")));
+        file.write_all(line.as_bytes())
     }
 }
 

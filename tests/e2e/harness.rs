@@ -1,0 +1,267 @@
+//! A fleet of real OpenSSH servers for end-to-end tests.
+//!
+//! As root, each host is an `sshd` in its own network namespace with its own address on a
+//! veth pair (10.231.X.Y, X unique to the fleet), and in its own mount namespace where `/root`
+//! (its user's home) and `/tmp` are private: each host has its own filesystem state, so the
+//! executor cache and any file a job writes belong to that host alone. Without root, hosts are
+//! sshd processes on loopback ports with their own XDG cache directory. Every host has its own
+//! host key. Dropping the fleet kills the servers and removes namespaces, links and files,
+//! also when a test panics.
+
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static FLEETS: AtomicU32 = AtomicU32::new(0);
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub struct Host {
+    pub name: String,
+    pub addr: String,
+    pub port: u16,
+    /// This host's own state: its home (as `/root` in root mode), its /tmp, its sshd files.
+    pub dir: PathBuf,
+    netns: Option<String>,
+    veth: Option<String>,
+    sshd: Option<Child>,
+}
+
+impl Host {
+    /// Path, as seen from the operator's side, of `rel` under this host's home directory.
+    pub fn home_path(&self, rel: &str) -> PathBuf {
+        self.dir.join("home").join(rel)
+    }
+
+    /// Runs a shell command in this host's namespaces (what a job on it would see).
+    pub fn sh(&self, script: &str) -> Output {
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "nsenter", "--mount", "--target"]).arg(self.sshd_pid().to_string());
+                c.args(["/bin/sh", "-c", script]);
+                c
+            }
+            None => {
+                let mut c = Command::new("/bin/sh");
+                c.args(["-c", script]);
+                c
+            }
+        };
+        cmd.output().expect("run a shell on the host")
+    }
+
+    fn sshd_pid(&self) -> u32 {
+        self.sshd.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+}
+
+pub struct Fleet {
+    pub dir: PathBuf,
+    pub hosts: Vec<Host>,
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    subnet: u8,
+    tag: String,
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Fleet {
+    /// Starts `n` hosts named h1..hn.
+    pub fn start(n: usize) -> Fleet {
+        let serial = FLEETS.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let tag = format!("{:x}{:x}", pid % 0xfff, serial);
+        let subnet = ((pid.wrapping_mul(31).wrapping_add(serial * 7)) % 250) as u8 + 1;
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fleet-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("operator-home")).unwrap();
+        let key = dir.join("id_ed25519");
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "director-test", "-f"]).arg(&key));
+        std::fs::copy(dir.join("id_ed25519.pub"), dir.join("authorized_keys")).unwrap();
+        if is_root() {
+            std::fs::create_dir_all("/run/sshd").unwrap();
+        }
+        let mut fleet = Fleet { known_hosts: dir.join("known_hosts"), dir, hosts: Vec::new(), key, subnet, tag };
+        for i in 0..n {
+            let host = fleet.make_host(i);
+            fleet.hosts.push(host);
+            fleet.start_host(i);
+        }
+        fleet
+    }
+
+    fn make_host(&self, i: usize) -> Host {
+        let name = format!("h{}", i + 1);
+        let dir = self.dir.join(&name);
+        for sub in ["home", "tmp", "cache"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let mut host = Host { name, addr: "127.0.0.1".into(), port: 22, dir, netns: None, veth: None, sshd: None };
+        if is_root() {
+            let ns = format!("dt{}n{}", self.tag, i);
+            let outer = format!("dt{}a{}", self.tag, i);
+            let inner = format!("dt{}b{}", self.tag, i);
+            let base = 4 * i as u8;
+            let (a, b) = (format!("10.231.{}.{}", self.subnet, base + 1), format!("10.231.{}.{}", self.subnet, base + 2));
+            run(Command::new("ip").args(["netns", "add", &ns]));
+            host.netns = Some(ns.clone());
+            run(Command::new("ip").args(["link", "add", &outer, "type", "veth", "peer", "name", &inner]));
+            host.veth = Some(outer.clone());
+            run(Command::new("ip").args(["link", "set", &inner, "netns", &ns]));
+            run(Command::new("ip").args(["addr", "add", &format!("{a}/30"), "dev", &outer]));
+            run(Command::new("ip").args(["link", "set", &outer, "up"]));
+            run(Command::new("ip").args(["netns", "exec", &ns, "ip", "addr", "add", &format!("{b}/30"), "dev", &inner]));
+            run(Command::new("ip").args(["netns", "exec", &ns, "ip", "link", "set", &inner, "up"]));
+            run(Command::new("ip").args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]));
+            host.addr = b;
+        } else {
+            host.port = free_port();
+        }
+        self.new_host_key(&host);
+        host
+    }
+
+    fn new_host_key(&self, host: &Host) {
+        let key = host.dir.join("ssh_host_ed25519_key");
+        let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_file(host.dir.join("ssh_host_ed25519_key.pub"));
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key));
+    }
+
+    /// Gives host `i` a new host key (as a reinstall would); restart it to take effect.
+    pub fn rekey(&self, i: usize) {
+        self.new_host_key(&self.hosts[i]);
+    }
+
+    pub fn start_host(&mut self, i: usize) {
+        let authorized = self.dir.join("authorized_keys");
+        let host = &mut self.hosts[i];
+        let config = host.dir.join("sshd_config");
+        let mut text = format!(
+            "Port {}\nListenAddress {}\nHostKey {}\nPidFile none\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel ERROR\n",
+            host.port,
+            host.addr,
+            host.dir.join("ssh_host_ed25519_key").display(),
+            authorized.display()
+        );
+        if host.netns.is_none() {
+            text.push_str(&format!("SetEnv XDG_CACHE_HOME={}\n", host.dir.join("cache").display()));
+        }
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::File::create(host.dir.join("sshd.log")).unwrap();
+        let child = match &host.netns {
+            Some(ns) => {
+                let script = format!(
+                    "mount --bind {home} /root && mount --bind {tmp} /tmp && exec /usr/sbin/sshd -D -e -f {config}",
+                    home = host.dir.join("home").display(),
+                    tmp = host.dir.join("tmp").display(),
+                    config = config.display()
+                );
+                Command::new("ip")
+                    .args(["netns", "exec", ns, "unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", &script])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("start sshd")
+            }
+            None => Command::new("/usr/sbin/sshd").args(["-D", "-e", "-f"]).arg(&config).stdin(Stdio::null()).stderr(log).spawn().expect("start sshd"),
+        };
+        host.sshd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let target = format!("{}:{}", host.addr, host.port);
+        while TcpStream::connect_timeout(&target.parse().unwrap(), Duration::from_millis(200)).is_err() {
+            if let Some(c) = host.sshd.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("sshd for {} exited with {status}: {}", host.name, std::fs::read_to_string(host.dir.join("sshd.log")).unwrap_or_default());
+                }
+            }
+            assert!(Instant::now() < deadline, "sshd for {} did not start listening on {target}", host.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops host `i`'s sshd (the listener; sessions already open die with their clients).
+    pub fn stop_host(&mut self, i: usize) {
+        if let Some(mut c) = self.hosts[i].sshd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A catalog of every host, written into the fleet's directory.
+    pub fn catalog(&self) -> PathBuf {
+        let user = if is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_else(|_| "root".into()) };
+        let mut text = format!("defaults:\n  user: {user}\n  identity_file: {}\ngroups:\n  odd: {{}}\n  even: {{}}\nnodes:\n", self.key.display());
+        for (i, h) in self.hosts.iter().enumerate() {
+            let group = if i % 2 == 0 { "odd" } else { "even" };
+            text.push_str(&format!("  - name: {}\n    host: {}\n    port: {}\n    groups: [{group}]\n", h.name, h.addr, h.port));
+        }
+        let path = self.dir.join("catalog.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Writes a file into the fleet's directory and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The director binary with an isolated home and this fleet's known_hosts.
+    pub fn director(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_director"));
+        cmd.env("HOME", self.dir.join("operator-home"))
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("DIRECTOR_CATALOG")
+            .env("DIRECTOR_KNOWN_HOSTS", &self.known_hosts)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.stop_host(i);
+        }
+        for host in &self.hosts {
+            if let Some(v) = &host.veth {
+                let _ = Command::new("ip").args(["link", "del", v]).output();
+            }
+            if let Some(ns) = &host.netns {
+                // Kill anything a test left running in the namespace, then remove it.
+                let _ = Command::new("ip").args(["netns", "pids", ns]).output().map(|o| {
+                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                        let _ = Command::new("kill").args(["-9", pid]).output();
+                    }
+                });
+                let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            }
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

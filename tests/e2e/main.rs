@@ -1,0 +1,449 @@
+//! End-to-end tests: the real `director` binary against real OpenSSH servers (see harness.rs)
+//! and against the local transport. Error texts are compared word for word.
+
+mod harness;
+mod schema;
+
+use harness::Fleet;
+use schema::Event;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output().expect("run director")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `director orchestrate FILE --catalog CAT --json ARGS` and parses every line.
+fn orchestrate_json(fleet: &Fleet, file: &Path, args: &[&str]) -> (i32, Vec<Event>, String) {
+    let out = output(fleet.director().arg("orchestrate").arg(file).arg("--catalog").arg(fleet.catalog()).arg("--json").args(args));
+    let events = schema::parse(&out.stdout);
+    (code(&out), events, stderr(&out))
+}
+
+fn finished<'a>(events: &'a [Event], node: &str) -> Vec<(usize, &'a str, Option<i32>, Option<&'a str>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobFinished { node: n, job, status, exit_code, reason, .. } if n == node => Some((*job, status.as_str(), *exit_code, reason.as_deref())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn uploads(events: &[Event]) -> Vec<String> {
+    let mut nodes: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ExecutorUploaded { node, .. } => Some(node.clone()),
+            _ => None,
+        })
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+fn run_finished(events: &[Event]) -> (&schema::Summary, i32) {
+    match events.last() {
+        Some(Event::RunFinished { summary, exit_code, .. }) => (summary, *exit_code),
+        other => panic!("last event is not run_finished: {other:?}"),
+    }
+}
+
+fn unreachable_error<'a>(events: &'a [Event], node: &str) -> Option<&'a str> {
+    events.iter().find_map(|e| match e {
+        Event::NodeUnreachable { node: n, error, .. } if n == node => Some(error.as_str()),
+        _ => None,
+    })
+}
+
+const DEPLOY: &str = r#"
+- name: deploy
+  jobs:
+    - name: write state
+      RUN: echo "state of $(id -un)" > ~/state && mkdir -p ~/app
+    - RUN: cp ~/state ~/app/copied
+    - RUN: |
+        # a multi-line script keeps its newlines
+        n=0
+        for f in ~/app/*; do n=$((n+1)); done
+        echo "files=$n"
+- name: side work
+  async: true
+  jobs:
+    - RUN: echo side > /tmp/side
+    - RUN: cat /tmp/side
+"#;
+
+#[test]
+fn multi_job_orchestration_on_three_hosts_installs_the_executor_once() {
+    let fleet = Fleet::start(3);
+    let file = fleet.file("deploy.yaml", DEPLOY);
+    let (code1, first, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code1, 0, "stderr: {err}\nevents: {first:#?}");
+    assert_eq!(uploads(&first), ["h1", "h2", "h3"]);
+    let (summary, exit) = run_finished(&first);
+    assert_eq!((summary.nodes, summary.nodes_ok, summary.jobs_ok, exit), (3, 3, 15, 0));
+    for host in &fleet.hosts {
+        // Each host wrote into its own home and its own /tmp.
+        let state = std::fs::read_to_string(host.home_path("app/copied")).unwrap();
+        assert!(state.starts_with("state of "), "{state}");
+        assert_eq!(std::fs::read_to_string(host.dir.join("tmp/side")).unwrap(), "side\n");
+        let out: String = first
+            .iter()
+            .filter_map(|e| match e {
+                Event::JobOutput { node, job: 2, data, .. } if *node == host.name => Some(data.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(out, "files=1\n");
+        // Within the non-async entry, jobs ran in order on this node.
+        let order: Vec<usize> = finished(&first, &host.name).iter().map(|f| f.0).filter(|j| *j < 3).collect();
+        assert_eq!(order, [0, 1, 2]);
+    }
+    let (code2, second, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code2, 0, "stderr: {err}");
+    assert!(uploads(&second).is_empty(), "second run uploaded again: {second:#?}");
+    assert_eq!(run_finished(&second).0.jobs_ok, 15);
+}
+
+#[test]
+fn restrict_selects_exactly_the_named_hosts() {
+    let fleet = Fleet::start(3);
+    let file = fleet.file("one.yaml", "- jobs:\n    - RUN: touch ~/touched\n");
+    let (code, events, err) = orchestrate_json(&fleet, &file, &["--restrict", "h1", "--restrict", "h3*"]);
+    assert_eq!(code, 0, "{err}");
+    match &events[0] {
+        Event::RunStarted { nodes, tasks, .. } => assert_eq!((nodes.clone(), *tasks), (vec!["h1".to_string(), "h3".to_string()], 2)),
+        other => panic!("{other:?}"),
+    }
+    let touched: Vec<bool> = fleet.hosts.iter().map(|h| h.home_path("touched").exists()).collect();
+    assert_eq!(touched, [true, false, true]);
+    assert!(events.iter().all(|e| !matches!(e, Event::NodeConnecting { node, .. } if node == "h2")));
+
+    // A group name selects its members.
+    let (code, events, _) = orchestrate_json(&fleet, &file, &["--restrict", "even"]);
+    assert_eq!(code, 0);
+    assert!(matches!(&events[0], Event::RunStarted { nodes, .. } if nodes == &["h2".to_string()]));
+
+    // An unknown name is an error before anything is contacted.
+    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).args(["--restrict", "h9"]));
+    assert_eq!(code_of(&out), 2);
+    assert_eq!(stderr(&out), "error: --restrict `h9` matches no node or group in the catalog\n  hint: did you mean `h1`? the catalog has h1, h2, h3\n");
+    assert_eq!(stdout(&out), "");
+}
+
+fn code_of(out: &Output) -> i32 {
+    code(out)
+}
+
+#[test]
+fn a_stopped_host_is_unreachable_and_the_others_succeed() {
+    let mut fleet = Fleet::start(3);
+    fleet.stop_host(1);
+    let file = fleet.file("one.yaml", "- jobs:\n    - RUN: echo ok\n    - RUN: true\n");
+    let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code, 3, "{err}");
+    let h2 = &fleet.hosts[1];
+    assert_eq!(unreachable_error(&events, "h2"), Some(format!("cannot connect to {}:{}: Connection refused", h2.addr, h2.port).as_str()));
+    for node in ["h1", "h3"] {
+        assert_eq!(finished(&events, node).iter().map(|f| f.1).collect::<Vec<_>>(), ["ok", "ok"]);
+    }
+    let (summary, exit) = run_finished(&events);
+    assert_eq!((summary.nodes_ok, summary.nodes_unreachable, summary.jobs_ok, exit), (2, 1, 4, 3));
+
+    // The plain text output says the same to a person.
+    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).arg("--progress=plain"));
+    assert_eq!(code_of(&out), 3);
+    let text = stdout(&out);
+    assert!(text.contains(&format!("h2  UNREACHABLE  cannot connect to {}:{}: Connection refused\n", h2.addr, h2.port)), "{text}");
+    assert!(text.contains("h1  ok         RUN echo ok ("), "{text}");
+    assert!(text.lines().last().unwrap().starts_with("summary: 3 nodes (2 ok, 0 failed, 1 unreachable), 4 jobs (4 ok, 0 failed, 0 skipped, 0 timed out, 0 cancelled) in "), "{text}");
+}
+
+#[test]
+fn a_failure_skips_the_rest_of_its_entry_on_that_node_only() {
+    let fleet = Fleet::start(3);
+    std::fs::write(fleet.hosts[1].home_path("fail-here"), "").unwrap();
+    let file = fleet.file(
+        "fail.yaml",
+        "- name: guarded\n  jobs:\n    - RUN: test ! -e ~/fail-here\n    - RUN: echo after > ~/after\n- name: next entry\n  jobs:\n    - RUN: echo next > ~/next\n",
+    );
+    let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        finished(&events, "h2"),
+        [
+            (0, "failed", Some(1), Some("exited with code 1")),
+            (1, "skipped", None, Some("job 1 (RUN test ! -e ~/fail-here) failed on this node")),
+            (2, "ok", Some(0), None)
+        ]
+    );
+    for (i, host) in fleet.hosts.iter().enumerate() {
+        assert_eq!(host.home_path("after").exists(), i != 1, "{}", host.name);
+        assert!(host.home_path("next").exists(), "{}", host.name);
+    }
+    let (summary, _) = run_finished(&events);
+    assert_eq!((summary.nodes_ok, summary.nodes_failed, summary.jobs_ok, summary.jobs_failed, summary.jobs_skipped), (2, 1, 7, 1, 1));
+}
+
+#[test]
+fn a_timeout_kills_the_remote_process_group() {
+    let fleet = Fleet::start(3);
+    let marker = 40000 + std::process::id() % 20000;
+    let file = fleet.file(
+        "slow.yaml",
+        &format!("- jobs:\n    - RUN: --timeout 1 sh -c 'sleep {marker}1 & sleep {marker}2; echo late > ~/late'\n    - RUN: echo never\n"),
+    );
+    let (code, events, err) = orchestrate_json(&fleet, &file, &["--restrict", "h1"]);
+    assert_eq!(code, 1, "{err}");
+    let f = finished(&events, "h1");
+    assert_eq!(f[0], (0, "timed_out", None, Some("timed out after 1 s")));
+    assert_eq!(f[1].1, "skipped");
+    assert!(f[1].3.unwrap().starts_with("job 1 (RUN sh -c 'sleep"), "{f:?}");
+    let pgrep = Command::new("pgrep").args(["-f", &format!("sleep {marker}")]).output().unwrap();
+    assert!(pgrep.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&pgrep.stdout));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!fleet.hosts[0].home_path("late").exists());
+}
+
+fn fingerprint(pub_key: &Path) -> String {
+    let out = Command::new("ssh-keygen").args(["-E", "sha256", "-lf"]).arg(pub_key).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap().to_string()
+}
+
+#[test]
+fn a_changed_host_key_is_refused_with_both_fingerprints() {
+    let mut fleet = Fleet::start(3);
+    let file = fleet.file("one.yaml", "- jobs:\n    - RUN: true\n");
+    let host_pub = fleet.hosts[0].dir.join("ssh_host_ed25519_key.pub");
+    let old = fingerprint(&host_pub);
+    let (code, _, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code, 0, "{err}");
+    let recorded = std::fs::read_to_string(&fleet.known_hosts).unwrap();
+    assert_eq!(recorded.lines().count(), 3, "{recorded}");
+
+    fleet.stop_host(0);
+    fleet.rekey(0);
+    fleet.start_host(0);
+    let new = fingerprint(&host_pub);
+    assert_ne!(old, new);
+    let (code, events, _) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code, 3);
+    let h1 = &fleet.hosts[0];
+    let pattern = if h1.port == 22 { h1.addr.clone() } else { format!("[{}]:{}", h1.addr, h1.port) };
+    let line = recorded.lines().position(|l| l.starts_with(&format!("{pattern} "))).unwrap() + 1;
+    let kh = fleet.known_hosts.display();
+    assert_eq!(
+        unreachable_error(&events, "h1").unwrap(),
+        format!("host key for node h1 ({pattern}) has changed: {kh} line {line} has {old}, the server offered {new}; refusing to connect (if the host was reinstalled, run: ssh-keygen -R '{pattern}' -f {kh})")
+    );
+    assert_eq!(finished(&events, "h2").len(), 1);
+    // Nothing was recorded over the old key.
+    assert_eq!(std::fs::read_to_string(&fleet.known_hosts).unwrap(), recorded);
+}
+
+#[test]
+fn strict_checking_refuses_unknown_hosts_and_off_warns() {
+    let fleet = Fleet::start(3);
+    let file = fleet.file("one.yaml", "- jobs:\n    - RUN: true\n");
+    let (code, events, _) = orchestrate_json(&fleet, &file, &["--host-key-checking", "strict", "--restrict", "h1"]);
+    assert_eq!(code, 3);
+    let error = unreachable_error(&events, "h1").unwrap();
+    let h1 = &fleet.hosts[0];
+    let pattern = if h1.port == 22 { h1.addr.clone() } else { format!("[{}]:{}", h1.addr, h1.port) };
+    let fp = fingerprint(&h1.dir.join("ssh_host_ed25519_key.pub"));
+    assert_eq!(
+        error,
+        format!("host key for node h1 ({pattern}) is not in {} and host key checking is strict; the server offered {fp}", fleet.known_hosts.display())
+    );
+    assert!(!fleet.known_hosts.exists());
+
+    let (code, _, err) = orchestrate_json(&fleet, &file, &["--host-key-checking", "off", "--restrict", "h1", "--restrict", "h2"]);
+    assert_eq!(code, 0);
+    assert_eq!(err, "warning: host key checking is off for 2 node(s) (h1, h2): their identity is not verified\n");
+    assert!(!fleet.known_hosts.exists());
+}
+
+#[test]
+fn exec_runs_an_ad_hoc_command_on_targets() {
+    let fleet = Fleet::start(3);
+    let out = output(fleet.director().args(["exec", "--verb", "RUN", "--target", "h2", "--catalog"]).arg(fleet.catalog()).args(["--json", "echo", "adhoc", ">", "~/adhoc"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let events = schema::parse(&out.stdout);
+    assert!(matches!(&events[0], Event::RunStarted { nodes, .. } if nodes == &["h2".to_string()]));
+    assert_eq!(std::fs::read_to_string(fleet.hosts[1].home_path("adhoc")).unwrap(), "adhoc\n");
+}
+
+// ---- bad input: exit 2, word-for-word messages, nothing contacted -------------------------
+
+fn bad_input(files: &[(&str, &str)], args: &[&str]) -> (i32, String, String, bool) {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bad-{}-{}", std::process::id(), files[0].0));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let known_hosts = dir.join("known_hosts");
+    let out = Command::new(env!("CARGO_BIN_EXE_director"))
+        .current_dir(&dir)
+        .env("HOME", &dir)
+        .env("DIRECTOR_KNOWN_HOSTS", &known_hosts)
+        .env_remove("DIRECTOR_CATALOG")
+        .args(args)
+        .output()
+        .unwrap();
+    let contacted = known_hosts.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    (code(&out), stdout(&out), stderr(&out), contacted)
+}
+
+// 192.0.2.0/24 is TEST-NET-1: never contacted, and the tests prove nothing tried to.
+const CATALOG: &str = "nodes:\n  - {name: web1, host: 192.0.2.10}\n  - {name: web2, host: 192.0.2.11}\n";
+
+#[test]
+fn bad_input_is_exit_2_with_file_line_column_and_a_hint() {
+    let cases: &[(&str, &[(&str, &str)], &[&str], &str)] = &[
+        (
+            "malformed yaml",
+            &[("c.yaml", CATALOG), ("d.yaml", "- jobs:\n    - RUN: [oops\n")],
+            &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
+            "error: d.yaml:3:1: invalid YAML: did not find expected ',' or ']'\n  hint: check the indentation and the quoting on that line and the one before it\n",
+        ),
+        (
+            "unknown verb",
+            &[("c.yaml", CATALOG), ("d.yaml", "- jobs:\n    - RUN: true\n    - RUNN: echo\n")],
+            &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
+            "error: d.yaml:3:7: unknown verb `RUNN` in job 2 of entry 1\n  hint: did you mean `RUN`?\n",
+        ),
+        (
+            "missing jobs",
+            &[("c.yaml", CATALOG), ("d.yaml", "- name: nothing to do\n  targets: [web1]\n")],
+            &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
+            "error: d.yaml:1:3: entry 1 has no `jobs`\n  hint: every entry needs a `jobs:` list, e.g. `jobs: [{RUN: uptime}]`\n",
+        ),
+        (
+            "unknown target",
+            &[("c.yaml", CATALOG), ("d.yaml", "- targets: [web1, wbe2, db1]\n  jobs:\n    - RUN: true\n")],
+            &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
+            "error: d.yaml:1:19: unknown target `wbe2`\n  hint: did you mean `web2`? targets are catalog node names or hosts; the catalog has web1, web2\n",
+        ),
+        (
+            "unreadable key",
+            &[("c.yaml", "defaults:\n  identity_file: ./no-such-key\nnodes:\n  - {name: web1, host: 192.0.2.10}\n"), ("d.yaml", "- jobs: [{RUN: true}]\n")],
+            &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
+            "error: c.yaml:4:5: cannot use identity file ./no-such-key of node `web1`: No such file or directory\n  hint: check the path and its permissions\n",
+        ),
+        (
+            "missing file",
+            &[("c.yaml", CATALOG)],
+            &["orchestrate", "nope.yaml", "--catalog", "c.yaml"],
+            "error: cannot read nope.yaml: No such file or directory\n  hint: check the path; it is taken relative to the current directory\n",
+        ),
+        (
+            "bad catalog key",
+            &[("c.yaml", "nodes:\n  - name: web1\n    hots: 192.0.2.10\n"), ("d.yaml", "- jobs: [{RUN: true}]\n")],
+            &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
+            "error: c.yaml:3:5: unknown key `hots` in node\n  hint: did you mean `host`? node keys are: name, host, port, user, identity_file, groups, vars, transport, host_key_checking\n",
+        ),
+        (
+            "unknown exec target",
+            &[("c.yaml", CATALOG)],
+            &["exec", "--target", "web3", "--catalog", "c.yaml", "uptime"],
+            "error: command line: unknown target `web3`\n  hint: did you mean `web1`? targets are catalog node names or hosts; the catalog has web1, web2\n",
+        ),
+    ];
+    for (what, files, args, want) in cases {
+        let (code, out, err, contacted) = bad_input(files, args);
+        assert_eq!(err, *want, "{what}");
+        assert_eq!(code, 2, "{what}");
+        assert_eq!(out, "", "{what}");
+        assert!(!contacted, "{what}: a node was contacted");
+    }
+}
+
+// ---- the local transport: the same engine path without sshd -------------------------------
+
+fn local_director(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_director"));
+    cmd.env("HOME", home).env_remove("XDG_CACHE_HOME").env_remove("DIRECTOR_CATALOG");
+    cmd
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn local_transport_runs_the_embedded_default_catalog() {
+    let home = scratch("local-home");
+    let file = home.join("o.yaml");
+    std::fs::write(&file, "- jobs:\n    - RUN: echo one; echo two >&2\n    - RUN: exit 3\n    - RUN: echo skipped\n- async: true\n  jobs:\n    - RUN: --timeout 1 sleep 30\n").unwrap();
+    let out = output(local_director(&home).arg("orchestrate").arg(&file).arg("--json"));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let events = schema::parse(&out.stdout);
+    assert_eq!(uploads(&events), ["localhost"]);
+    let mut f = finished(&events, "localhost");
+    f.sort();
+    assert_eq!(
+        f,
+        [
+            (0, "ok", Some(0), None),
+            (1, "failed", Some(3), Some("exited with code 3")),
+            (2, "skipped", None, Some("job 2 (RUN exit 3) failed on this node")),
+            (3, "timed_out", None, Some("timed out after 1 s"))
+        ]
+    );
+    let streams: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobOutput { job: 0, stream, data, .. } => Some((stream.clone(), data.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(streams.contains(&("stdout".into(), "one\n".into())) && streams.contains(&("stderr".into(), "two\n".into())), "{streams:?}");
+    let out = output(local_director(&home).arg("orchestrate").arg(&file).arg("--json"));
+    assert!(uploads(&schema::parse(&out.stdout)).is_empty());
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let home = scratch("local-pipe");
+    let file = home.join("o.yaml");
+    std::fs::write(&file, "- jobs:\n    - RUN: seq 1 20000\n    - RUN: touch ran-to-the-end\n").unwrap();
+    let mut child = local_director(&home)
+        .current_dir(&home)
+        .arg("orchestrate")
+        .arg(&file)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(home.join("ran-to-the-end").exists());
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = output(Command::new(env!("CARGO_BIN_EXE_director")).args(["orchestrate"]));
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).starts_with("error: the following required arguments were not provided:\n  <FILE>...\n"), "{}", stderr(&out));
+}
