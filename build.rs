@@ -44,6 +44,13 @@ fn main() {
     let hex: String = Sha3_256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
     println!("cargo:rustc-env=DIRECTOR_EXEC_PATH={}", path.display());
     println!("cargo:rustc-env=DIRECTOR_EXEC_SHA3={hex}");
+    let target = path.parent().and_then(|p| p.parent()).and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    println!(
+        "cargo:rustc-env=DIRECTOR_LONG_VERSION={} (executor {target}, {} bytes, sha3 {})",
+        std::env::var("CARGO_PKG_VERSION").unwrap(),
+        bytes.len(),
+        &hex[..16]
+    );
 }
 
 fn build(root: &Path, target_dir: &Path, target: &str, flags: &str) -> Result<PathBuf, String> {

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "director", version, about = "Agentless SSH push orchestrator", disable_help_subcommand = true)]
+#[command(name = "director", version = env!("DIRECTOR_LONG_VERSION"), about = "Agentless SSH push orchestrator", disable_help_subcommand = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -226,13 +226,11 @@ async fn run_lane(plan: &Plan, node: &Node, lane: &[Vec<usize>], session: &Sessi
         let mut blocked: Option<String> = None;
         for &j in group {
             let job = &plan.jobs[j];
-            let skip_reason = blocked.clone().or_else(|| {
-                if *cancel.borrow() != CANCEL_NONE {
-                    Some("run cancelled before this job started".to_string())
-                } else {
-                    session.lost().map(|_| "the node was lost before this job started".to_string())
-                }
-            });
+            let skip_reason = if *cancel.borrow() != CANCEL_NONE {
+                Some("run cancelled before this job started".to_string())
+            } else {
+                blocked.clone().or_else(|| session.lost().map(|_| "the node was lost before this job started".to_string()))
+            };
             let status = match skip_reason {
                 Some(reason) => {
                     sink.emit(Event::JobFinished {

@@ -4,7 +4,7 @@
 //! veth pair (10.231.X.Y, X unique to the fleet), and in its own mount namespace where `/root`
 //! (its user's home) and `/tmp` are private: each host has its own filesystem state, so the
 //! executor cache and any file a job writes belong to that host alone. Without root, hosts are
-//! sshd processes on loopback ports with their own XDG cache directory. Every host has its own
+//! sshd processes on loopback ports whose sessions get their own HOME and TMPDIR. Every host has its own
 //! host key. Dropping the fleet kills the servers and removes namespaces, links and files,
 //! also when a test panics.
 
@@ -161,7 +161,8 @@ impl Fleet {
             authorized.display()
         );
         if host.netns.is_none() {
-            text.push_str(&format!("SetEnv XDG_CACHE_HOME={}\n", host.dir.join("cache").display()));
+            // No mount namespace without root: give each host its own home and temp dir.
+            text.push_str(&format!("SetEnv HOME={} TMPDIR={}\n", host.dir.join("home").display(), host.dir.join("tmp").display()));
         }
         std::fs::write(&config, text).unwrap();
         let log = std::fs::File::create(host.dir.join("sshd.log")).unwrap();

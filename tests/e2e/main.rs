@@ -82,8 +82,8 @@ const DEPLOY: &str = r#"
 - name: side work
   async: true
   jobs:
-    - RUN: echo side > /tmp/side
-    - RUN: cat /tmp/side
+    - RUN: echo side > "${TMPDIR:-/tmp}/side"
+    - RUN: cat "${TMPDIR:-/tmp}/side"
 "#;
 
 #[test]
@@ -446,4 +446,75 @@ fn usage_errors_exit_2() {
     let out = output(Command::new(env!("CARGO_BIN_EXE_director")).args(["orchestrate"]));
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).starts_with("error: the following required arguments were not provided:\n  <FILE>...\n"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_dead_executor_is_an_event_for_its_node_only() {
+    let fleet = Fleet::start(3);
+    std::fs::write(fleet.hosts[2].home_path("die-here"), "").unwrap();
+    // The job's shell is a child of the executor: on h3 it kills the executor itself.
+    let file = fleet.file("die.yaml", "- jobs:\n    - RUN: if [ -e ~/die-here ]; then kill -9 $PPID; sleep 5; fi\n    - RUN: echo still here\n");
+    let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code, 1, "{err}");
+    let h3 = finished(&events, "h3");
+    assert_eq!(h3.len(), 2, "{h3:?}");
+    assert_eq!((h3[0].1, h3[1].1), ("failed", "skipped"));
+    assert!(h3[0].3.unwrap().starts_with("connection to the executor lost"), "{h3:?}");
+    assert!(unreachable_error(&events, "h3").unwrap().starts_with("connection to the executor lost"));
+    for node in ["h1", "h2"] {
+        assert_eq!(finished(&events, node).iter().map(|f| f.1).collect::<Vec<_>>(), ["ok", "ok"]);
+    }
+}
+
+#[test]
+fn a_burst_of_nodes_behind_one_sshd_is_paced_under_max_startups() {
+    let fleet = Fleet::start(1);
+    let h1 = &fleet.hosts[0];
+    // 40 catalog nodes that are all the same sshd: more than its MaxStartups (10) at once
+    // would be dropped; the per-address gate keeps handshakes under it.
+    let mut catalog = format!("defaults: {{user: root, identity_file: {}}}\nnodes:\n", fleet.key.display());
+    if !harness::is_root() {
+        catalog = catalog.replace("user: root", &format!("user: {}", std::env::var("USER").unwrap_or_default()));
+    }
+    for i in 0..40 {
+        catalog.push_str(&format!("  - {{name: n{i}, host: {}, port: {}}}\n", h1.addr, h1.port));
+    }
+    let catalog = fleet.file("burst.yaml", &catalog);
+    let file = fleet.file("one.yaml", "- jobs:\n    - RUN: true\n");
+    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).arg("--json"));
+    let events = schema::parse(&out.stdout);
+    let (summary, exit) = run_finished(&events);
+    assert_eq!((summary.nodes_ok, summary.jobs_ok, exit), (40, 40, 0), "{}", stderr(&out));
+}
+
+#[test]
+fn ctrl_c_twice_kills_running_jobs_and_exits_130() {
+    let home = scratch("local-cancel");
+    let file = home.join("o.yaml");
+    let marker = 50000 + std::process::id() % 9000;
+    std::fs::write(&file, format!("- jobs:\n    - RUN: sleep {marker}7\n    - RUN: echo never\n")).unwrap();
+    let child = local_director(&home).arg("orchestrate").arg(&file).arg("--json").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id() as i32;
+    let running = || !Command::new("pgrep").args(["-f", &format!("sleep {marker}7")]).output().unwrap().stdout.is_empty();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !running() {
+        assert!(std::time::Instant::now() < deadline, "the job never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(running(), "the first Ctrl-C must let the running job go on");
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 130);
+    assert!(!running(), "the job survived the second Ctrl-C");
+    let events = schema::parse(&out.stdout);
+    let f = finished(&events, "localhost");
+    assert_eq!(f, [(0, "cancelled", None, Some("cancelled")), (1, "skipped", None, Some("run cancelled before this job started"))]);
+    assert_eq!(
+        stderr(&out),
+        "cancelling: no new jobs will start; press Ctrl-C again to kill the running ones\nkilling the running jobs\n"
+    );
+    let _ = std::fs::remove_dir_all(&home);
 }

@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs what director's build and test suite need, then exits 0.
+#   - OpenSSH server and client, iproute2, procps: the end-to-end suite starts real sshd
+#     hosts (apt-get, when running as root; otherwise it says what to install).
+#   - the x86_64-unknown-linux-musl Rust target: the smallest static executor. Without it the
+#     build falls back to a static glibc executor and says so.
+set -eu
+need=""
+[ -x /usr/sbin/sshd ] || need="$need openssh-server"
+command -v ssh-keygen >/dev/null 2>&1 || need="$need openssh-client"
+command -v ip >/dev/null 2>&1 || need="$need iproute2"
+command -v pgrep >/dev/null 2>&1 || need="$need procps"
+command -v unshare >/dev/null 2>&1 || need="$need util-linux"
+if [ -n "$need" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "setup: installing$need" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+    else
+        echo "setup: missing$need; run: sudo apt-get install$need" >&2
+        exit 1
+    fi
+fi
+if command -v rustup >/dev/null 2>&1; then
+    rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 ||
+        echo "setup: the musl target is unavailable; the executor will be static glibc (larger)" >&2
+fi
+exit 0
