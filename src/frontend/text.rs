@@ -96,11 +96,13 @@ impl TextView {
         let Some(status) = self.status.as_mut() else { return };
         let mut text = format!("[{}/{}]", self.done, self.total);
         if !self.running.is_empty() {
-            text.push_str(&format!(" {} running:", self.running.len()));
-            for ((node, _), (label, since)) in self.running.iter().take(4) {
-                text.push_str(&format!(" {node} {label} {:.1}s ·", now.duration_since(*since).as_secs_f64()));
-            }
-            text.pop();
+            let shown: Vec<String> = self
+                .running
+                .iter()
+                .take(4)
+                .map(|((node, _), (label, since))| format!("{node} {label} {:.1}s", now.duration_since(*since).as_secs_f64()))
+                .collect();
+            text.push_str(&format!(" {} running: {}", self.running.len(), shown.join(" · ")));
         }
         let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse::<usize>().ok()).unwrap_or(100).max(20);
         let shown: String = text.chars().take(columns - 1).collect();
@@ -252,5 +254,20 @@ mod tests {
         view.handle(&finished("a", 1, "RUN sleep 9", JobStatus::TimedOut, None, Some("timed out after 1 s"), 1000));
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text, "a  TIMED OUT  RUN sleep 9: timed out after 1 s (1000 ms)\n");
+    }
+
+    #[test]
+    fn live_status_line_shows_jobs_in_flight_and_clears_before_lines() {
+        let (out, status) = (Shared::default(), Shared::default());
+        let mut view = TextView::new(Mode::Live, Box::new(out.clone()), Some(Box::new(status.clone())));
+        view.handle(&Event::RunStarted { run: "r".into(), nodes: vec!["web1".into(), "web2".into()], jobs: 1, tasks: 2 });
+        view.handle(&Event::JobStarted { node: "web1".into(), job: 0, name: "RUN sleep 5".into(), fingerprint: "f".into() });
+        view.tick(Instant::now() + std::time::Duration::from_millis(2500));
+        let shown = String::from_utf8(status.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(shown, "\r\x1b[K[0/2] 1 running: web1 RUN sleep 5 2.5s");
+        view.handle(&finished("web1", 0, "RUN sleep 5", JobStatus::Ok, Some(0), None, 2500));
+        let shown = String::from_utf8(status.0.lock().unwrap().clone()).unwrap();
+        assert!(shown.ends_with("2.5s\r\x1b[K"), "{shown:?}");
+        assert_eq!(String::from_utf8(out.0.lock().unwrap().clone()).unwrap(), "web1  ok         RUN sleep 5 (2500 ms)\n");
     }
 }

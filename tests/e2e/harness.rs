@@ -65,6 +65,9 @@ impl Host {
 
 pub struct Fleet {
     pub dir: PathBuf,
+    /// Where sshd sees `dir`: in root mode each host's /tmp is private, and `dir` may be under
+    /// /tmp (a checkout there), so each host binds `dir` to this alias before hiding /tmp.
+    view: PathBuf,
     pub hosts: Vec<Host>,
     pub key: PathBuf,
     pub known_hosts: PathBuf,
@@ -97,7 +100,9 @@ impl Fleet {
         if is_root() {
             std::fs::create_dir_all("/run/sshd").unwrap();
         }
-        let mut fleet = Fleet { known_hosts: dir.join("known_hosts"), dir, hosts: Vec::new(), key, subnet, tag };
+        let view = if is_root() { PathBuf::from(format!("/run/director-e2e/{tag}")) } else { dir.clone() };
+        std::fs::create_dir_all(&view).unwrap();
+        let mut fleet = Fleet { known_hosts: dir.join("known_hosts"), dir, view, hosts: Vec::new(), key, subnet, tag };
         for i in 0..n {
             let host = fleet.make_host(i);
             fleet.hosts.push(host);
@@ -150,14 +155,16 @@ impl Fleet {
     }
 
     pub fn start_host(&mut self, i: usize) {
-        let authorized = self.dir.join("authorized_keys");
+        let authorized = self.view.join("authorized_keys");
+        let (fleet_dir, view) = (self.dir.clone(), self.view.clone());
         let host = &mut self.hosts[i];
+        let seen = view.join(&host.name);
         let config = host.dir.join("sshd_config");
         let mut text = format!(
             "Port {}\nListenAddress {}\nHostKey {}\nPidFile none\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel ERROR\n",
             host.port,
             host.addr,
-            host.dir.join("ssh_host_ed25519_key").display(),
+            seen.join("ssh_host_ed25519_key").display(),
             authorized.display()
         );
         if host.netns.is_none() {
@@ -169,10 +176,12 @@ impl Fleet {
         let child = match &host.netns {
             Some(ns) => {
                 let script = format!(
-                    "mount --bind {home} /root && mount --bind {tmp} /tmp && exec /usr/sbin/sshd -D -e -f {config}",
+                    "mount --bind {fleet} {view} && mount --bind {home} /root && mount --bind {tmp} /tmp && exec /usr/sbin/sshd -D -e -f {config}",
+                    fleet = fleet_dir.display(),
+                    view = view.display(),
                     home = host.dir.join("home").display(),
                     tmp = host.dir.join("tmp").display(),
-                    config = config.display()
+                    config = seen.join("sshd_config").display()
                 );
                 Command::new("ip")
                     .args(["netns", "exec", ns, "unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", &script])
@@ -260,6 +269,9 @@ impl Drop for Fleet {
                 });
                 let _ = Command::new("ip").args(["netns", "del", ns]).output();
             }
+        }
+        if self.view != self.dir {
+            let _ = std::fs::remove_dir(&self.view);
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);

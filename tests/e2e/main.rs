@@ -518,3 +518,72 @@ fn ctrl_c_twice_kills_running_jobs_and_exits_130() {
     );
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn ssh_agent_authenticates_when_no_identity_file_is_set() {
+    let fleet = Fleet::start(2);
+    let sock = fleet.path().join("agent.sock");
+    let agent = Command::new("ssh-agent").arg("-a").arg(&sock).output().unwrap();
+    assert!(agent.status.success());
+    let agent_pid: String = String::from_utf8_lossy(&agent.stdout)
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("SSH_AGENT_PID=").map(str::to_string))
+        .unwrap();
+    let add = Command::new("ssh-add").arg(&fleet.key).env("SSH_AUTH_SOCK", &sock).output().unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let catalog = std::fs::read_to_string(fleet.catalog()).unwrap();
+    let without_key: String = catalog.lines().filter(|l| !l.contains("identity_file")).map(|l| format!("{l}\n")).collect();
+    let catalog = fleet.file("agent-catalog.yaml", &without_key);
+    let file = fleet.file("one.yaml", "- jobs:\n    - RUN: true\n");
+    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).arg("--json").env("SSH_AUTH_SOCK", &sock));
+    let _ = Command::new("kill").arg(&agent_pid).output();
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    assert_eq!(run_finished(&schema::parse(&out.stdout)).0.jobs_ok, 2);
+
+    // Without the agent (and no default keys in the isolated home) the failure says why.
+    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).args(["--json", "--restrict", "h1"]));
+    assert_eq!(code(&out), 3);
+    let user = if harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
+    assert_eq!(
+        unreachable_error(&schema::parse(&out.stdout), "h1"),
+        Some(format!("no key to authenticate as {user}: set `identity_file` for node h1 or start ssh-agent").as_str())
+    );
+}
+
+#[test]
+fn a_silent_server_times_out_as_unreachable() {
+    // Accepts TCP and never speaks SSH.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = std::thread::spawn(move || {
+        let conn = listener.accept();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        drop(conn);
+    });
+    let home = scratch("silent");
+    std::fs::write(home.join("c.yaml"), format!("nodes:\n  - {{name: mute, host: 127.0.0.1, port: {port}}}\n")).unwrap();
+    std::fs::write(home.join("o.yaml"), "- jobs:\n    - RUN: true\n").unwrap();
+    let out = output(local_director(&home).current_dir(&home).args(["orchestrate", "o.yaml", "--catalog", "c.yaml", "--json", "--connect-timeout", "1"]).env("DIRECTOR_KNOWN_HOSTS", home.join("kh")));
+    assert_eq!(code(&out), 3);
+    assert_eq!(unreachable_error(&schema::parse(&out.stdout), "mute"), Some(format!("connection to 127.0.0.1:{port} timed out after 1 s").as_str()));
+    holder.join().unwrap();
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn an_executor_speaking_another_protocol_is_replaced() {
+    let fleet = Fleet::start(1);
+    let file = fleet.file("one.yaml", "- jobs:\n    - RUN: echo fine\n");
+    let (code1, first, _) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!((code1, uploads(&first).len()), (0, 1));
+    // Put an impostor at the executor's content-addressed path: it greets with protocol 999.
+    let bin_dir = fleet.hosts[0].home_path(".cache/director/bin");
+    let exe = std::fs::read_dir(&bin_dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("director-exec-")).unwrap();
+    let hello = r#"{"t":"hello","version":999,"pid":1,"facts":{"arch":"x","kernel":"x","hostname":"x","os":"x"}}"#;
+    let script = format!("#!/bin/sh\nprintf '\\000\\000\\000\\{:03o}%s' '{hello}'\ncat >/dev/null\n", hello.len());
+    std::fs::write(&exe, script).unwrap();
+    let (code2, second, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code2, 0, "{err}\n{second:#?}");
+    assert_eq!(uploads(&second), ["h1"]);
+    assert!(std::fs::read(&exe).unwrap().len() > 100_000, "the impostor is still there");
+}
