@@ -240,9 +240,12 @@ const RUN_OPTIONS: &[(&str, bool)] = &[
     ("--retry", true),
 ];
 
+/// An option taken out of a job's arguments, with its value if it takes one.
+type TakenOption = (String, Option<String>);
+
 /// Takes the known option tokens out of `args` (anywhere, as Directord's argparse does) and
 /// returns them with what is left, whose own spacing and newlines are kept.
-fn split_options(args: &str, known: &[(&str, bool)]) -> Result<(Vec<(String, Option<String>)>, String), String> {
+fn split_options(args: &str, known: &[(&str, bool)]) -> Result<(Vec<TakenOption>, String), String> {
     // Tokens with their byte spans.
     let mut tokens: Vec<(usize, usize)> = Vec::new();
     let mut start = None;

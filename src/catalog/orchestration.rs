@@ -85,15 +85,8 @@ impl Orchestration {
 }
 
 fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>) -> Result<Entry, Error> {
-    let at = |key: &str| {
-        let mut p = path.clone();
-        p.push(Seg::Key(key.into()));
-        p
-    };
-    let name = match map.get("name") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(scalar_text(v).ok_or_else(|| doc.error_at(&at("name"), "`name` must be a string"))?),
-    };
+    let at = |key: &str| child(&path, key);
+    let name = name_field(doc, &path, map)?;
     let targets = match map.get("assign") {
         Some(v) if !v.is_null() => Some(targets(doc, at("assign"), v, "assign")?),
         _ => match map.get("targets") {
@@ -131,6 +124,21 @@ fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>)
     Ok(Entry { name, targets, is_async, jobs: specs, path })
 }
 
+/// The path of the value under `key` in the mapping at `path`.
+fn child(path: &[Seg], key: &str) -> Vec<Seg> {
+    let mut p = path.to_vec();
+    p.push(Seg::Key(key.into()));
+    p
+}
+
+/// An entry's or a job's optional `name`: any scalar, as text.
+fn name_field(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Option<String>, Error> {
+    match map.get("name") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => scalar_text(v).map(Some).ok_or_else(|| doc.error_at(&child(path, "name"), "`name` must be a string")),
+    }
+}
+
 /// Python's `strtobool`, which Directord applies to `async`.
 fn strtobool(s: &str) -> Option<bool> {
     match s.to_ascii_lowercase().as_str() {
@@ -163,15 +171,8 @@ fn job_spec(doc: &Document, path: Vec<Seg>, entry: usize, index: usize, job: &Va
     let Value::Object(map) = job else {
         return Err(doc.error_at(&path, format!("{what} must be a mapping like `RUN: command`")).hint("write each job as `- VERB: arguments`"));
     };
-    let at = |key: &str| {
-        let mut p = path.clone();
-        p.push(Seg::Key(key.into()));
-        p
-    };
-    let name = match map.get("name") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(scalar_text(v).ok_or_else(|| doc.error_at(&at("name"), "`name` must be a string"))?),
-    };
+    let at = |key: &str| child(&path, key);
+    let name = name_field(doc, &path, map)?;
     let vars = match map.get("vars") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
