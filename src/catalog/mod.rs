@@ -484,6 +484,16 @@ mod tests {
     }
 
     #[test]
+    fn shipped_catalogs_load() {
+        let c = Catalog::load(&[PathBuf::from("catalogs/example.yaml")]).unwrap();
+        assert_eq!(c.nodes.len(), 4);
+        assert_eq!(c.node("db1").unwrap().vars["pg_version"], 16);
+        assert_eq!(c.groups(), ["db", "web"]);
+        let embedded = Catalog::load(&[]).unwrap();
+        assert_eq!(embedded.nodes[0].transport, TransportKind::Local);
+    }
+
+    #[test]
     fn duplicate_node_names_are_refused() {
         let err = load("nodes:\n  - name: a\n  - name: a\n").unwrap_err();
         assert_eq!(err.to_string(), "error: c.yaml:3:5: node `a` is defined twice\n  hint: the first definition is at c.yaml:2:5; node names must be unique");
