@@ -71,9 +71,6 @@ pub struct RunArgs {
     /// How progress is shown.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: Progress,
-    /// Run every job even if its fingerprint already succeeded.
-    #[arg(long)]
-    pub ignore_cache: bool,
     /// Host key policy for every node (default: the catalog's, else accept-new).
     #[arg(long, value_enum, value_name = "POLICY")]
     pub host_key_checking: Option<HostKeyChecking>,

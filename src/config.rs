@@ -21,7 +21,6 @@ pub struct Config {
     pub catalogs: Vec<PathBuf>,
     pub restrict: Vec<String>,
     pub output: Output,
-    pub ignore_cache: bool,
     pub host_key_override: Option<HostKeyPolicy>,
     pub known_hosts: PathBuf,
     pub connect_timeout: Duration,
@@ -45,7 +44,6 @@ impl Config {
             catalogs: args.catalog.clone(),
             restrict: args.restrict.clone(),
             output,
-            ignore_cache: args.ignore_cache,
             host_key_override: args.host_key_checking.map(|h| match h {
                 HostKeyChecking::AcceptNew => HostKeyPolicy::AcceptNew,
                 HostKeyChecking::Strict => HostKeyPolicy::Strict,

@@ -66,7 +66,7 @@ fn run(cli: cli::Cli) -> Result<i32, Error> {
     };
     let config = Config::resolve(run_args);
     let catalog = Catalog::load(&config.catalogs)?;
-    let selection = Selection { restrict: config.restrict.clone(), ignore_cache: config.ignore_cache };
+    let selection = Selection { restrict: config.restrict.clone() };
     let plan = Plan::build(&catalog, &orchestrations, &selection)?;
     let ssh = if plan.nodes.iter().any(|n| n.transport == TransportKind::Ssh) {
         let credentials = transport::ssh::Credentials::load(&catalog, &plan.nodes)?;

@@ -86,8 +86,6 @@ pub struct Plan {
 pub struct Selection {
     /// `--restrict`: node names, group names or globs; empty means no restriction.
     pub restrict: Vec<String>,
-    /// `--ignore-cache`.
-    pub ignore_cache: bool,
 }
 
 impl Plan {
@@ -113,7 +111,6 @@ impl Plan {
                         targets.truncate(1);
                     }
                     job.targets = targets;
-                    job.skip_cache |= selection.ignore_cache;
                     planned.jobs.push(job.id);
                     jobs.push(job);
                 }
@@ -406,7 +403,7 @@ mod tests {
 
     fn plan(text: &str, restrict: &[&str]) -> Result<Plan, Error> {
         let o = Orchestration::from_document(Document::parse(Path::new("o.yaml"), text.into()).unwrap())?;
-        Plan::build(&catalog(), &[o], &Selection { restrict: restrict.iter().map(|s| s.to_string()).collect(), ignore_cache: false })
+        Plan::build(&catalog(), &[o], &Selection { restrict: restrict.iter().map(|s| s.to_string()).collect() })
     }
 
     #[test]
