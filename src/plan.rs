@@ -9,7 +9,7 @@
 //! Unlike Directord, a RUN command keeps its own whitespace and newlines: Directord split the
 //! string on whitespace and joined it with single spaces, which broke multi-line scripts.
 
-use crate::catalog::orchestration::{Entry, JobSpec, Orchestration, TargetRef};
+use crate::catalog::orchestration::{JobSpec, Orchestration, TargetRef};
 use crate::catalog::yaml::{Document, Seg};
 use crate::catalog::{Catalog, Node};
 use crate::error::Error;
@@ -101,7 +101,7 @@ impl Plan {
                 };
                 let mut planned = PlannedEntry { name: entry.name.clone(), is_async: entry.is_async, jobs: Vec::new() };
                 for spec in &entry.jobs {
-                    let mut job = plan_job(&orch.doc, entry, spec, jobs.len(), entries.len())?;
+                    let mut job = plan_job(&orch.doc, spec, jobs.len(), entries.len())?;
                     let targets = match &spec.assign {
                         Some(a) => resolve(catalog, &orch.doc, a)?,
                         None => entry_targets.clone(),
@@ -300,7 +300,7 @@ fn split_options(args: &str, known: &[(&str, bool)]) -> Result<(Vec<TakenOption>
     Ok((options, rest))
 }
 
-fn plan_job(doc: &Document, _entry: &Entry, spec: &JobSpec, id: usize, entry_index: usize) -> Result<Job, Error> {
+fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Result<Job, Error> {
     if !SUPPORTED_VERBS.contains(&spec.verb.as_str()) {
         return Err(doc
             .error_at(&spec.path, format!("verb `{}` is not supported yet", spec.verb))

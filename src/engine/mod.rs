@@ -172,11 +172,8 @@ async fn start_session(conn: &Connection, node: &Node, config: &EngineConfig, si
                 .await;
                 return Ok(session);
             }
-            Err(OpenError::WrongExecutor(why)) if !force => {
-                // A damaged or foreign file at our path: install ours over it, once.
-                let _ = why;
-                force = true;
-            }
+            // A damaged or foreign file at our path: install ours over it, once.
+            Err(OpenError::WrongExecutor(_)) if !force => force = true,
             Err(OpenError::WrongExecutor(why)) | Err(OpenError::Failed(why)) => return Err(why),
         }
     }

@@ -297,6 +297,7 @@ impl SshConnection {
         }
         for round in 0..2 {
             let mut link = self.exec_link(executor::probe_command()).await?;
+            let mut probe_stderr = Vec::new();
             loop {
                 match executor::read_probe(&link.pending) {
                     ProbeAnswer::Started => return Ok(link),
@@ -313,14 +314,14 @@ impl SshConnection {
                     }
                     ProbeAnswer::NeedMore => match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
                         Incoming::Data(d) => link.pending.extend_from_slice(&d),
-                        Incoming::Stderr(e) => {
-                            // Keep reading; the probe's stderr matters only if it fails.
-                            if link.pending.is_empty() && String::from_utf8_lossy(&e).contains("not found") {
-                                return Err(format!("the node cannot run the probe: {}", String::from_utf8_lossy(&e).trim()));
-                            }
-                        }
+                        Incoming::Stderr(e) => probe_stderr.extend_from_slice(&e),
                         Incoming::Closed(status) => {
-                            return Err(format!("the probe ended before the executor started (exit {})", status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())));
+                            let said = String::from_utf8_lossy(&probe_stderr).trim().to_string();
+                            return Err(format!(
+                                "the probe ended before the executor started (exit {}){}",
+                                status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                                if said.is_empty() { String::new() } else { format!(": {said}") }
+                            ));
                         }
                     },
                 }
