@@ -10,7 +10,7 @@
 //! string on whitespace and joined it with single spaces, which broke multi-line scripts.
 
 use crate::catalog::orchestration::{JobSpec, Orchestration, TargetRef};
-use crate::catalog::yaml::{Document, Seg};
+use crate::catalog::yaml::{child, Document, Seg};
 use crate::catalog::{Catalog, Node};
 use crate::error::Error;
 use serde_json::Value;
@@ -306,12 +306,7 @@ fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Re
             .error_at(&spec.path, format!("verb `{}` is not supported yet", spec.verb))
             .hint(format!("director runs {} today; the other Directord verbs are on the way", SUPPORTED_VERBS.join(", "))));
     }
-    let verb_path = {
-        let mut p = spec.path.clone();
-        let key = doc_key(doc, &spec.path, &spec.verb);
-        p.push(Seg::Key(key));
-        p
-    };
+    let verb_path = child(&spec.path, doc_key(doc, &spec.path, &spec.verb));
     let (options, command) = split_options(&spec.args, RUN_OPTIONS).map_err(|m| doc.error_at(&verb_path, m))?;
     let mut timeout = DEFAULT_TIMEOUT;
     let mut run_once = false;
@@ -333,8 +328,7 @@ fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Re
         }
     }
     for (key, value) in &spec.vars {
-        let mut at = spec.path.clone();
-        at.extend([Seg::Key("vars".into()), Seg::Key(key.clone())]);
+        let at = child(&child(&spec.path, "vars"), key.as_str());
         let as_u64 = || match value {
             Value::Number(n) => n.as_u64(),
             Value::String(s) => s.parse().ok(),

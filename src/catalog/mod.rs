@@ -25,7 +25,7 @@ pub mod yaml;
 use crate::error::Error;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-use yaml::{scalar_text, Document, Seg};
+use yaml::{child, scalar_text, Document, Seg};
 
 /// The catalog used when none is given: one node run through a local child process.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../catalogs/local.yaml");
@@ -164,10 +164,10 @@ impl Catalog {
 
     /// `file:line:column` of a node's definition, for error messages about it.
     pub fn position_of(&self, node: &Node, field: Option<&str>) -> String {
-        let mut path = node.origin.1.clone();
-        if let Some(f) = field {
-            path.push(Seg::Key(f.to_string()));
-        }
+        let path = match field {
+            Some(f) => child(&node.origin.1, f),
+            None => node.origin.1.clone(),
+        };
         self.docs[node.origin.0].position(&path)
     }
 }
@@ -181,8 +181,7 @@ fn key_list(keys: &[&str]) -> String {
 fn check_keys(doc: &Document, path: &[Seg], map: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), Error> {
     for key in map.keys() {
         if !allowed.contains(&key.as_str()) {
-            let mut at = path.to_vec();
-            at.push(Seg::KeyName(key.clone()));
+            let at = child(path, Seg::KeyName(key.clone()));
             let mut err = doc.error_at(&at, format!("unknown key `{key}` in {what}"));
             err = match crate::suggest(key, allowed.iter().copied()) {
                 Some(s) => err.hint(format!("did you mean `{s}`? {what} keys are: {}", key_list(allowed))),
@@ -199,8 +198,7 @@ fn text_field(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str)
         None | Some(Value::Null) => Ok(None),
         Some(v @ (Value::String(_) | Value::Number(_))) => Ok(scalar_text(v)),
         Some(_) => {
-            let mut at = path.to_vec();
-            at.push(Seg::Key(key.to_string()));
+            let at = child(path, key);
             Err(doc.error_at(&at, format!("`{key}` must be a string")))
         }
     }
@@ -218,8 +216,7 @@ fn port_field(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str)
             match parsed {
                 Some(p) if p > 0 => Ok(Some(p)),
                 _ => {
-                    let mut at = path.to_vec();
-                    at.push(Seg::Key(key.to_string()));
+                    let at = child(path, key);
                     Err(doc.error_at(&at, format!("`{key}` must be a port number from 1 to 65535")))
                 }
             }
@@ -232,16 +229,14 @@ fn map_field<'a>(doc: &Document, path: &[Seg], map: &'a Map<String, Value>, key:
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
         Some(_) => {
-            let mut at = path.to_vec();
-            at.push(Seg::Key(key.to_string()));
+            let at = child(path, key);
             Err(doc.error_at(&at, format!("`{key}` must be a mapping")))
         }
     }
 }
 
 fn list_of_text(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, Error> {
-    let mut at = path.to_vec();
-    at.push(Seg::Key(key.to_string()));
+    let at = child(path, key);
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => items
@@ -250,9 +245,7 @@ fn list_of_text(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &st
             .map(|(i, v)| match v {
                 Value::String(_) | Value::Number(_) => Ok(scalar_text(v).unwrap_or_default()),
                 _ => {
-                    let mut item = at.clone();
-                    item.push(Seg::Index(i));
-                    Err(doc.error_at(&item, format!("`{key}` items must be strings")))
+                    Err(doc.error_at(&child(&at, i), format!("`{key}` items must be strings")))
                 }
             })
             .collect::<Result<Vec<_>, _>>()
@@ -291,8 +284,7 @@ fn settings(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Se
             "ssh" => TransportKind::Ssh,
             "local" => TransportKind::Local,
             other => {
-                let mut at = path.to_vec();
-                at.push(Seg::Key("transport".into()));
+                let at = child(path, "transport");
                 return Err(doc.error_at(&at, format!("unknown transport `{other}`")).hint("transport is `ssh` or `local`"));
             }
         }),
@@ -300,8 +292,7 @@ fn settings(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Se
     let host_key_checking = match text_field(doc, path, map, "host_key_checking")? {
         None => None,
         Some(t) => Some(HostKeyPolicy::parse(&t).ok_or_else(|| {
-            let mut at = path.to_vec();
-            at.push(Seg::Key("host_key_checking".into()));
+            let at = child(path, "host_key_checking");
             doc.error_at(&at, format!("unknown host_key_checking `{t}`")).hint("host_key_checking is `accept-new`, `strict` or `off`")
         })?),
     };
@@ -368,8 +359,7 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
                 Some(_) => {}
                 None if groups.is_empty() => {}
                 None => {
-                    let mut at = path.clone();
-                    at.extend([Seg::Key("groups".into()), Seg::Index(gi)]);
+                    let at = child(&child(&path, "groups"), gi);
                     let known: Vec<&str> = groups.keys().map(String::as_str).collect();
                     let err = doc.error_at(&at, format!("node `{name}` is in group `{g}`, which `groups:` does not define"));
                     return Err(match crate::suggest(g, known.iter().copied()) {
@@ -414,8 +404,7 @@ fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value
             None | Some(Value::Null) => continue,
             Some(Value::Array(t)) => t,
             Some(_) => {
-                let mut at = sec_path.to_vec();
-                at.push(Seg::Key("targets".into()));
+                let at = child(&sec_path, "targets");
                 return Err(doc.error_at(&at, "`targets` must be a list of `{host: ...}` mappings"));
             }
         };

@@ -10,7 +10,7 @@
 //! This module checks shape and verb names only; what a verb's arguments mean, and whether the
 //! targets exist, is the plan's business.
 
-use super::yaml::{scalar_text, Document, Seg};
+use super::yaml::{child, scalar_text, Document, Seg};
 use crate::error::Error;
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -117,18 +117,9 @@ fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>)
     };
     let mut specs = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
-        let mut jpath = at("jobs");
-        jpath.push(Seg::Index(j));
-        specs.push(job_spec(doc, jpath, index, j, job)?);
+        specs.push(job_spec(doc, child(&at("jobs"), j), index, j, job)?);
     }
     Ok(Entry { name, targets, is_async, jobs: specs, path })
-}
-
-/// The path of the value under `key` in the mapping at `path`.
-fn child(path: &[Seg], key: &str) -> Vec<Seg> {
-    let mut p = path.to_vec();
-    p.push(Seg::Key(key.into()));
-    p
 }
 
 /// An entry's or a job's optional `name`: any scalar, as text.
@@ -156,8 +147,7 @@ fn targets(doc: &Document, path: Vec<Seg>, v: &Value, key: &str) -> Result<Vec<T
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let mut p = path.clone();
-            p.push(Seg::Index(i));
+            let p = child(&path, i);
             match item {
                 Value::String(_) | Value::Number(_) => Ok(TargetRef { name: scalar_text(item).unwrap_or_default(), path: p }),
                 _ => Err(doc.error_at(&p, format!("`{key}` items must be node names"))),
@@ -187,9 +177,7 @@ fn job_spec(doc: &Document, path: Vec<Seg>, entry: usize, index: usize, job: &Va
     };
     let verb = key.to_ascii_uppercase();
     if !KNOWN_VERBS.contains(&verb.as_str()) {
-        let mut key_path = path.clone();
-        key_path.push(Seg::KeyName(key.clone()));
-        let err = doc.error_at(&key_path, format!("unknown verb `{key}` in {what}"));
+        let err = doc.error_at(&child(&path, Seg::KeyName(key.clone())), format!("unknown verb `{key}` in {what}"));
         return Err(match crate::suggest(&verb, KNOWN_VERBS.iter().copied()) {
             Some(s) => err.hint(format!("did you mean `{s}`?")),
             None => err.hint(format!("known verbs: {}", KNOWN_VERBS.join(", "))),

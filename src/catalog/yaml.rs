@@ -22,9 +22,22 @@ pub enum Seg {
     KeyName(String),
 }
 
+/// `path` extended by one step: `child(&p, "jobs")`, `child(&p, 3)`, `child(&p, Seg::KeyName(k))`.
+pub fn child(path: &[Seg], step: impl Into<Seg>) -> Vec<Seg> {
+    let mut p = path.to_vec();
+    p.push(step.into());
+    p
+}
+
 impl From<usize> for Seg {
     fn from(i: usize) -> Self {
         Seg::Index(i)
+    }
+}
+
+impl From<String> for Seg {
+    fn from(k: String) -> Self {
+        Seg::Key(k)
     }
 }
 
@@ -83,9 +96,7 @@ impl Document {
         let text = self.text.as_ref()?;
         if let Some((Seg::KeyName(key), parent)) = path.split_last() {
             // serde_yaml marks a key error at its mapping; find the key on its value's line.
-            let mut value = parent.to_vec();
-            value.push(Seg::Key(key.clone()));
-            let (line, column) = self.line_column(&value)?;
+            let (line, column) = self.line_column(&child(parent, key.as_str()))?;
             let on_line = text.lines().nth(line - 1).unwrap_or("");
             let before: String = on_line.chars().take(column.saturating_sub(1)).collect();
             return Some(match before.rfind(key.as_str()) {

@@ -45,6 +45,8 @@ pub struct TextView {
     mode: Mode,
     out: Box<dyn Write + Send>,
     status: Option<Box<dyn Write + Send>>,
+    /// Terminal width for the live line, read once from `COLUMNS` (100 when unset).
+    columns: usize,
     width: usize,
     tails: HashMap<(String, usize), Tail>,
     running: BTreeMap<(String, usize), (String, Instant)>,
@@ -61,6 +63,7 @@ impl TextView {
             mode,
             out,
             status: if mode == Mode::Live { status } else { None },
+            columns: std::env::var("COLUMNS").ok().and_then(|c| c.parse::<usize>().ok()).unwrap_or(100).max(20),
             width: 0,
             tails: HashMap::new(),
             running: BTreeMap::new(),
@@ -104,8 +107,7 @@ impl TextView {
                 .collect();
             text.push_str(&format!(" {} running: {}", self.running.len(), shown.join(" · ")));
         }
-        let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse::<usize>().ok()).unwrap_or(100).max(20);
-        let shown: String = text.chars().take(columns - 1).collect();
+        let shown: String = text.chars().take(self.columns - 1).collect();
         let _ = write!(status, "\r\x1b[K{shown}").and_then(|_| status.flush());
         self.status_shown = true;
     }

@@ -122,8 +122,8 @@ fn multi_job_orchestration_on_three_hosts_installs_the_executor_once() {
 fn restrict_selects_exactly_the_named_hosts() {
     let fleet = Fleet::start(3);
     let file = fleet.file("one.yaml", "- jobs:\n    - RUN: touch ~/touched\n");
-    let (code, events, err) = orchestrate_json(&fleet, &file, &["--restrict", "h1", "--restrict", "h3*"]);
-    assert_eq!(code, 0, "{err}");
+    let (status, events, err) = orchestrate_json(&fleet, &file, &["--restrict", "h1", "--restrict", "h3*"]);
+    assert_eq!(status, 0, "{err}");
     match &events[0] {
         Event::RunStarted { nodes, tasks, .. } => assert_eq!((nodes.clone(), *tasks), (vec!["h1".to_string(), "h3".to_string()], 2)),
         other => panic!("{other:?}"),
@@ -133,19 +133,15 @@ fn restrict_selects_exactly_the_named_hosts() {
     assert!(events.iter().all(|e| !matches!(e, Event::NodeConnecting { node, .. } if node == "h2")));
 
     // A group name selects its members.
-    let (code, events, _) = orchestrate_json(&fleet, &file, &["--restrict", "even"]);
-    assert_eq!(code, 0);
+    let (status, events, _) = orchestrate_json(&fleet, &file, &["--restrict", "even"]);
+    assert_eq!(status, 0);
     assert!(matches!(&events[0], Event::RunStarted { nodes, .. } if nodes == &["h2".to_string()]));
 
     // An unknown name is an error before anything is contacted.
     let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).args(["--restrict", "h9"]));
-    assert_eq!(code_of(&out), 2);
+    assert_eq!(code(&out), 2);
     assert_eq!(stderr(&out), "error: --restrict `h9` matches no node or group in the catalog\n  hint: did you mean `h1`? the catalog has h1, h2, h3\n");
     assert_eq!(stdout(&out), "");
-}
-
-fn code_of(out: &Output) -> i32 {
-    code(out)
 }
 
 #[test]
@@ -153,8 +149,8 @@ fn a_stopped_host_is_unreachable_and_the_others_succeed() {
     let mut fleet = Fleet::start(3);
     fleet.stop_host(1);
     let file = fleet.file("one.yaml", "- jobs:\n    - RUN: echo ok\n    - RUN: true\n");
-    let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
-    assert_eq!(code, 3, "{err}");
+    let (status, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(status, 3, "{err}");
     let h2 = &fleet.hosts[1];
     assert_eq!(unreachable_error(&events, "h2"), Some(format!("cannot connect to {}:{}: Connection refused", h2.addr, h2.port).as_str()));
     for node in ["h1", "h3"] {
@@ -165,7 +161,7 @@ fn a_stopped_host_is_unreachable_and_the_others_succeed() {
 
     // The plain text output says the same to a person.
     let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).arg("--progress=plain"));
-    assert_eq!(code_of(&out), 3);
+    assert_eq!(code(&out), 3);
     let text = stdout(&out);
     assert!(text.contains(&format!("h2  UNREACHABLE  cannot connect to {}:{}: Connection refused\n", h2.addr, h2.port)), "{text}");
     assert!(text.contains("h1  ok         RUN echo ok ("), "{text}");
