@@ -80,7 +80,27 @@ pub struct RunArgs {
     /// Seconds allowed for TCP connect plus SSH handshake, and again for authentication.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
+    /// Run every job, whatever the node caches say (like --skip-cache on each job).
+    #[arg(long)]
+    pub ignore_cache: bool,
+    /// How long cached args and envs live on a node: seconds, or with a unit (90m, 12h, 2d).
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = parse_duration)]
+    pub args_ttl: u64,
     /// SSH handshakes in flight at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub connect_concurrency: usize,
+}
+
+/// `90`, `90s`, `15m`, `12h`, `2d` → seconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let (digits, unit) = text.trim().split_at(text.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(text.trim().len()));
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a duration; use e.g. 3600, 90m, 12h or 2d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("`{text}` has an unknown unit; use s, m, h or d")),
+    };
+    Ok(n * scale)
 }

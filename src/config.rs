@@ -25,6 +25,9 @@ pub struct Config {
     pub known_hosts: PathBuf,
     pub connect_timeout: Duration,
     pub connect_concurrency: usize,
+    pub ignore_cache: bool,
+    /// Seconds cached args and envs live on a node.
+    pub args_ttl: u64,
 }
 
 impl Config {
@@ -52,6 +55,8 @@ impl Config {
             known_hosts: args.known_hosts.clone().unwrap_or_else(crate::transport::known_hosts::default_path),
             connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
             connect_concurrency: args.connect_concurrency.max(1),
+            ignore_cache: args.ignore_cache,
+            args_ttl: args.args_ttl,
         }
     }
 }

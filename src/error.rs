@@ -40,6 +40,12 @@ impl Error {
         Error { message: message.into(), hint: None, code: exit::JOB_FAILED }
     }
 
+    /// Not a failure: text asked for (a verb's usage for `--exec-help`), printed on stdout
+    /// as it is, exit 0.
+    pub fn help(text: impl Into<String>) -> Self {
+        Error { message: text.into(), hint: None, code: exit::OK }
+    }
+
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
@@ -48,6 +54,9 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.code == exit::OK {
+            return write!(f, "{}", self.message);
+        }
         write!(f, "error: {}", self.message)?;
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;

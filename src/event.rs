@@ -18,6 +18,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Ok,
+    /// Not run: the node cache shows this exact work already succeeded there (or, for the
+    /// verbs that only set cached values, the values were already so).
+    Cached,
     Failed,
     /// Not run because an earlier job of its entry failed on this node, or the node was lost.
     Skipped,
@@ -40,6 +43,7 @@ pub struct Summary {
     pub nodes_failed: usize,
     pub nodes_unreachable: usize,
     pub jobs_ok: usize,
+    pub jobs_cached: usize,
     pub jobs_failed: usize,
     pub jobs_skipped: usize,
     pub jobs_timed_out: usize,
@@ -82,6 +86,12 @@ pub enum Event {
     NodeUnreachable {
         node: String,
         error: String,
+    },
+    /// Something about the node worth knowing that is not a failure (its cache was unreadable
+    /// and starts afresh).
+    NodeNotice {
+        node: String,
+        message: String,
     },
     JobStarted {
         node: String,

@@ -49,6 +49,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     };
     match run(cli) {
         Ok(code) => code,
+        Err(e) if e.code == exit::OK => {
+            print!("{e}");
+            exit::OK
+        }
         Err(e) => {
             eprintln!("{e}");
             e.code
@@ -66,7 +70,7 @@ fn run(cli: cli::Cli) -> Result<i32, Error> {
     };
     let config = Config::resolve(run_args);
     let catalog = Catalog::load(&config.catalogs)?;
-    let selection = Selection { restrict: config.restrict.clone() };
+    let selection = Selection { restrict: config.restrict.clone(), ignore_cache: config.ignore_cache };
     let plan = Plan::build(&catalog, &orchestrations, &selection)?;
     let ssh = if plan.nodes.iter().any(|n| n.transport == TransportKind::Ssh) {
         let credentials = transport::ssh::Credentials::load(&catalog, &plan.nodes)?;
@@ -130,7 +134,7 @@ async fn orchestrate(plan: Plan, config: Config, ssh: Option<Arc<transport::ssh:
             off.join(", ")
         ));
     }
-    let engine_config = Arc::new(engine::EngineConfig { run_id: new_run_id(), ssh, hello_timeout: Duration::from_secs(30) });
+    let engine_config = Arc::new(engine::EngineConfig { run_id: new_run_id(), ssh, hello_timeout: Duration::from_secs(30), args_ttl: config.args_ttl });
     let (tx, mut events) = tokio::sync::mpsc::channel(4096);
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(engine::CANCEL_NONE);
     let engine = tokio::spawn(engine::run(Arc::new(plan), engine_config, engine::Sink::new(tx), cancel_rx));

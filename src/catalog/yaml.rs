@@ -124,6 +124,15 @@ pub fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// A YAML (or JSON, which is YAML) text from elsewhere than a file of ours, such as a node's
+/// CACHEFILE, as a value; the error says where in that text it went wrong.
+pub fn parse_value(text: &str) -> Result<Value, String> {
+    serde_yaml::from_str::<serde_yaml::Value>(text).map(to_value).map_err(|e| match e.location() {
+        Some(l) => format!("line {} column {}: {}", l.line(), l.column(), bare_message(&e)),
+        None => bare_message(&e),
+    })
+}
+
 /// serde_yaml's message without its path prefix and its " at line N column M" suffix.
 fn bare_message(e: &serde_yaml::Error) -> String {
     let text = e.to_string();

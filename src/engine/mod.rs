@@ -1,25 +1,32 @@
 //! The engine: runs a [`Plan`] on its nodes and reports everything as [`Event`]s.
 //!
-//! One task per node: connect (through the transport's gates), start the executor once,
-//! then run the node's lanes concurrently over that one session: the lane of non-async
-//! entries in order, and one lane per async entry. Inside a lane jobs run one after another;
-//! when one fails, the rest of its entry on that node is skipped. Nodes never wait for each
-//! other. A node that cannot be reached or is lost is an event, never an error of the run.
+//! One task per node: connect (through the transport's gates), start the executor once (its
+//! greeting carries the node cache), then run the node's lanes concurrently over that one
+//! session: the lane of non-async entries in order, and one lane per async entry. Inside a
+//! lane jobs run one after another ([`work`] does one job); when one fails, the rest of its
+//! entry on that node is skipped. Nodes wait for each other only at a QUERY ([`shared`]).
+//! A node that cannot be reached or is lost is an event, never an error of the run.
+//! A QUEUESENTINEL (from a job of this run or from another run on the node) drops every job
+//! of that node not yet started: they are reported skipped.
 //!
 //! Cancellation comes in through a watch channel: level 1 stops starting jobs (running ones
 //! finish), level 2 also kills the running ones through their executors.
 //!
 //! The engine never prints; it owns no terminal and no file.
 
+pub mod cache;
+pub mod render;
 pub mod session;
+pub mod shared;
+pub mod work;
 
 use crate::catalog::{Node, TransportKind};
 use crate::error::exit;
-use crate::event::{Event, JobStatus, Stream, Summary};
-use crate::plan::{Job, Plan, Work};
+use crate::event::{Event, JobStatus, Summary};
+use crate::plan::{Plan, Work};
 use crate::transport::{self, ssh, Connection, Progress};
-use director_proto::{Outcome, Reply};
 use session::{OpenError, Session};
+use shared::Shared;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -34,7 +41,12 @@ pub struct EngineConfig {
     /// Present when some node uses SSH.
     pub ssh: Option<Arc<ssh::SshSettings>>,
     pub hello_timeout: Duration,
+    /// Seconds cached args and envs live on a node.
+    pub args_ttl: u64,
 }
+
+/// Default lifetime of cached args and envs: 12 hours.
+pub const DEFAULT_ARGS_TTL: u64 = 12 * 3600;
 
 /// Where events go; a closed receiver (the frontend is gone) does not stop the run.
 #[derive(Clone)]
@@ -55,6 +67,7 @@ impl Sink {
 struct NodeTally {
     unreachable: bool,
     ok: usize,
+    cached: usize,
     failed: usize,
     skipped: usize,
     timed_out: usize,
@@ -65,6 +78,7 @@ impl NodeTally {
     fn count(&mut self, status: JobStatus) {
         match status {
             JobStatus::Ok => self.ok += 1,
+            JobStatus::Cached => self.cached += 1,
             JobStatus::Failed => self.failed += 1,
             JobStatus::Skipped => self.skipped += 1,
             JobStatus::TimedOut => self.timed_out += 1,
@@ -88,9 +102,15 @@ pub async fn run(plan: Arc<Plan>, config: Arc<EngineConfig>, sink: Sink, cancel:
     })
     .await;
     let mut tasks = tokio::task::JoinSet::new();
+    let shared = Arc::new(Shared::new(&plan));
+    let renderer = Arc::new(render::Renderer::default());
     for index in 0..plan.nodes.len() {
-        let (plan, config, sink, cancel) = (plan.clone(), config.clone(), sink.clone(), cancel.clone());
-        tasks.spawn(async move { run_node(&plan, index, &config, &sink, cancel).await });
+        let (plan, config, sink, cancel, shared, renderer) = (plan.clone(), config.clone(), sink.clone(), cancel.clone(), shared.clone(), renderer.clone());
+        tasks.spawn(async move {
+            let tally = run_node(&plan, index, &config, &sink, &shared, &renderer, cancel).await;
+            shared.leave_all(index);
+            tally
+        });
     }
     let mut summary = Summary { nodes: plan.nodes.len(), ..Summary::default() };
     while let Some(result) = tasks.join_next().await {
@@ -103,6 +123,7 @@ pub async fn run(plan: Arc<Plan>, config: Arc<EngineConfig>, sink: Sink, cancel:
             summary.nodes_failed += 1;
         }
         summary.jobs_ok += tally.ok;
+        summary.jobs_cached += tally.cached;
         summary.jobs_failed += tally.failed;
         summary.jobs_skipped += tally.skipped;
         summary.jobs_timed_out += tally.timed_out;
@@ -148,7 +169,7 @@ async fn connect(node: &Node, config: &EngineConfig, sink: &Sink) -> Result<Conn
     Ok(conn)
 }
 
-async fn start_session(conn: &Connection, node: &Node, config: &EngineConfig, sink: &Sink) -> Result<Session, String> {
+async fn start_session(conn: &Connection, node: &Node, config: &EngineConfig, sink: &Sink) -> Result<(Session, session::Greeting), String> {
     let started = Instant::now();
     let mut force = false;
     loop {
@@ -160,7 +181,8 @@ async fn start_session(conn: &Connection, node: &Node, config: &EngineConfig, si
             }
         }
         match Session::open(link?, config.hello_timeout).await {
-            Ok((session, facts)) => {
+            Ok((session, greeting)) => {
+                let facts = greeting.facts.clone();
                 sink.emit(Event::NodeReady {
                     node: node.name.clone(),
                     arch: facts.arch,
@@ -170,7 +192,7 @@ async fn start_session(conn: &Connection, node: &Node, config: &EngineConfig, si
                     ms: started.elapsed().as_millis() as u64,
                 })
                 .await;
-                return Ok(session);
+                return Ok((session, greeting));
             }
             // A damaged or foreign file at our path: install ours over it, once.
             Err(OpenError::WrongExecutor(_)) if !force => force = true,
@@ -179,7 +201,7 @@ async fn start_session(conn: &Connection, node: &Node, config: &EngineConfig, si
     }
 }
 
-async fn run_node(plan: &Plan, index: usize, config: &EngineConfig, sink: &Sink, cancel: watch::Receiver<u8>) -> NodeTally {
+async fn run_node(plan: &Plan, index: usize, config: &EngineConfig, sink: &Sink, shared: &Shared, renderer: &render::Renderer, cancel: watch::Receiver<u8>) -> NodeTally {
     let node = &plan.nodes[index];
     let mut tally = NodeTally::default();
     let conn = match connect(node, config, sink).await {
@@ -190,7 +212,7 @@ async fn run_node(plan: &Plan, index: usize, config: &EngineConfig, sink: &Sink,
             return tally;
         }
     };
-    let session = match start_session(&conn, node, config, sink).await {
+    let (session, greeting) = match start_session(&conn, node, config, sink).await {
         Ok(s) => s,
         Err(error) => {
             sink.emit(Event::NodeUnreachable { node: node.name.clone(), error }).await;
@@ -199,8 +221,16 @@ async fn run_node(plan: &Plan, index: usize, config: &EngineConfig, sink: &Sink,
             return tally;
         }
     };
+    let state = &shared.nodes[index];
+    state.set_clock(greeting.now);
+    let (cache, why) = cache::NodeCache::load(greeting.cache.as_deref(), greeting.now, config.args_ttl);
+    *state.cache() = cache;
+    if let Some(why) = why {
+        sink.emit(Event::NodeNotice { node: node.name.clone(), message: why }).await;
+    }
+    let cx = work::Cx { plan, index, node, session: &session, sink, shared, renderer, config };
     let lanes = plan.lanes(index);
-    let results = futures::future::join_all(lanes.iter().map(|lane| run_lane(plan, node, lane, &session, sink, cancel.clone()))).await;
+    let results = futures::future::join_all(lanes.iter().map(|lane| run_lane(&cx, lane, cancel.clone()))).await;
     for statuses in results {
         for s in statuses {
             tally.count(s);
@@ -217,7 +247,8 @@ async fn run_node(plan: &Plan, index: usize, config: &EngineConfig, sink: &Sink,
 }
 
 /// One lane: groups (entries) in order, jobs in order; a failure skips the rest of its group.
-async fn run_lane(plan: &Plan, node: &Node, lane: &[Vec<usize>], session: &Session, sink: &Sink, cancel: watch::Receiver<u8>) -> Vec<JobStatus> {
+async fn run_lane(cx: &work::Cx<'_>, lane: &[Vec<usize>], cancel: watch::Receiver<u8>) -> Vec<JobStatus> {
+    let (plan, node, session) = (cx.plan, cx.node, cx.session);
     let mut statuses = Vec::new();
     for group in lane {
         let mut blocked: Option<String> = None;
@@ -226,109 +257,54 @@ async fn run_lane(plan: &Plan, node: &Node, lane: &[Vec<usize>], session: &Sessi
             let skip_reason = if *cancel.borrow() != CANCEL_NONE {
                 Some("run cancelled before this job started".to_string())
             } else {
-                blocked.clone().or_else(|| session.lost().map(|_| "the node was lost before this job started".to_string()))
+                blocked.clone().or_else(|| session.lost().map(|_| "the node was lost before this job started".to_string())).or_else(|| session.drained())
             };
             let status = match skip_reason {
                 Some(reason) => {
-                    sink.emit(Event::JobFinished {
-                        node: node.name.clone(),
-                        job: job.id,
-                        name: job.label(),
-                        status: JobStatus::Skipped,
-                        exit_code: None,
-                        reason: Some(reason),
-                        ms: 0,
-                    })
-                    .await;
+                    if matches!(job.work, Work::Query { .. }) {
+                        cx.shared.leave(job.id, cx.index);
+                    }
+                    cx.sink
+                        .emit(Event::JobFinished {
+                            node: node.name.clone(),
+                            job: job.id,
+                            name: job.label(),
+                            status: JobStatus::Skipped,
+                            exit_code: None,
+                            reason: Some(reason),
+                            ms: 0,
+                        })
+                        .await;
                     JobStatus::Skipped
                 }
-                None => run_job(node, job, session, sink, cancel.clone()).await,
+                None => work::run_job(cx, job, cancel.clone()).await,
             };
-            if blocked.is_none() && status != JobStatus::Ok && status != JobStatus::Skipped {
+            if blocked.is_none() && !matches!(status, JobStatus::Ok | JobStatus::Cached | JobStatus::Skipped) {
                 blocked = Some(format!("job {} ({}) failed on this node", job.id + 1, job.label()));
             }
             statuses.push(status);
+        }
+        if let Some(&first) = group.first() {
+            record_parent(cx, &plan.entries[plan.jobs[first].entry].fingerprint, blocked.is_none()).await;
         }
     }
     statuses
 }
 
-/// Quotes text for `/bin/sh` as one word.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-async fn run_job(node: &Node, job: &Job, session: &Session, sink: &Sink, mut cancel: watch::Receiver<u8>) -> JobStatus {
-    let started = Instant::now();
-    sink.emit(Event::JobStarted { node: node.name.clone(), job: job.id, name: job.label(), fingerprint: job.fingerprint.clone() }).await;
-    let Work::Run { command, retry, no_block } = &job.work;
-    let command = if *no_block {
-        format!("(setsid /bin/sh -c {} </dev/null >/dev/null 2>&1 &)", sh_quote(command))
-    } else {
-        command.clone()
-    };
-    let mut outcome = Err("not run".to_string());
-    for _attempt in 0..(*retry).max(1) {
-        outcome = attempt(node, job, &command, session, sink, &mut cancel).await;
-        if matches!(outcome, Ok(Outcome::Exited { code: 0 })) || matches!(outcome, Ok(Outcome::Cancelled)) || *cancel.borrow() != CANCEL_NONE {
-            break;
+/// Remembers how the entry last ended on the node (CACHEEVICT `parents` forgets it); saved
+/// only when that changes, so an unchanged re-run writes nothing.
+async fn record_parent(cx: &work::Cx<'_>, fingerprint: &str, ok: bool) {
+    let state = &cx.shared.nodes[cx.index];
+    let status = if ok { "ok" } else { "failed" };
+    let changed = {
+        let mut cache = state.cache();
+        let same = cache.parents.get(fingerprint).is_some_and(|p| p.status == status);
+        if !same {
+            cache.parents.insert(fingerprint.to_string(), cache::ParentRecord { status: status.to_string(), at: state.now() });
         }
-    }
-    let (status, exit_code, reason) = match outcome {
-        Ok(Outcome::Exited { code: 0 }) => (JobStatus::Ok, Some(0), None),
-        Ok(Outcome::Exited { code }) => (JobStatus::Failed, Some(code), Some(format!("exited with code {code}"))),
-        Ok(Outcome::Signaled { signal }) => (JobStatus::Failed, None, Some(format!("killed by signal {signal}"))),
-        Ok(Outcome::TimedOut) => (JobStatus::TimedOut, None, Some(format!("timed out after {} s", job.timeout.as_secs()))),
-        Ok(Outcome::Cancelled) => (JobStatus::Cancelled, None, Some("cancelled".to_string())),
-        Ok(Outcome::SpawnFailed { message }) => (JobStatus::Failed, None, Some(format!("could not start /bin/sh: {message}"))),
-        Err(lost) => (JobStatus::Failed, None, Some(lost)),
+        !same
     };
-    sink.emit(Event::JobFinished {
-        node: node.name.clone(),
-        job: job.id,
-        name: job.label(),
-        status,
-        exit_code,
-        reason,
-        ms: started.elapsed().as_millis() as u64,
-    })
-    .await;
-    status
-}
-
-/// Internal events of one attempt, so the select below only translates inputs.
-enum Step {
-    Reply(Option<Reply>),
-    Cancel,
-}
-
-async fn attempt(node: &Node, job: &Job, command: &str, session: &Session, sink: &Sink, cancel: &mut watch::Receiver<u8>) -> Result<Outcome, String> {
-    let (id, mut replies) = session.run(command.to_string(), job.timeout).await?;
-    let mut kill_sent = false;
-    loop {
-        let step = tokio::select! {
-            reply = replies.recv() => Step::Reply(reply),
-            changed = cancel.changed(), if !kill_sent => match changed {
-                Ok(()) if *cancel.borrow() >= CANCEL_KILL => Step::Cancel,
-                Ok(()) => continue,
-                Err(_) => { kill_sent = true; continue }
-            },
-        };
-        match step {
-            Step::Cancel => {
-                kill_sent = true;
-                session.cancel(id).await;
-            }
-            Step::Reply(None) => return Err(session.lost().unwrap_or_else(|| "connection to the executor lost".to_string())),
-            Step::Reply(Some(Reply::Output { stream, data, .. })) => {
-                let stream = match stream {
-                    director_proto::Stream::Stdout => Stream::Stdout,
-                    director_proto::Stream::Stderr => Stream::Stderr,
-                };
-                sink.emit(Event::JobOutput { node: node.name.clone(), job: job.id, stream, data }).await;
-            }
-            Step::Reply(Some(Reply::Finished { outcome, .. })) => return Ok(outcome),
-            Step::Reply(Some(_)) => {}
-        }
+    if changed && cx.session.lost().is_none() {
+        let _ = cx.save().await;
     }
 }

@@ -4,9 +4,13 @@
 //! version), then multiplexes jobs over the one pipe. Each job gets an id and a receiver of
 //! its replies; a dispatcher task decodes frames and routes them by id. When the link closes,
 //! every job still waiting sees its receiver end, and [`Session::lost`] says why.
+//!
+//! File operations are one request and one [`Done`]; [`Session::put`] streams a local file as
+//! data frames, one chunk at a time, so the operator's memory stays flat whatever the size.
 
 use crate::transport::{Incoming, Link};
-use director_proto::{decode, encode, Facts, Reply, Request, PROTOCOL_VERSION};
+use director_proto::{decode, encode, encode_data, Attrs, Done, Facts, Reply, Request, DATA_CHUNK, PROTOCOL_VERSION};
+use tokio::io::AsyncReadExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,7 +34,27 @@ pub struct Session {
     routes: Routes,
     next_id: AtomicU64,
     lost: Arc<Mutex<Option<String>>>,
+    drained: Arc<Mutex<Option<String>>>,
     _guard: Option<Box<dyn Send + Sync>>,
+}
+
+/// What the executor said when it started.
+pub struct Greeting {
+    pub facts: Facts,
+    /// The node cache file's text, if there is one.
+    pub cache: Option<String>,
+    /// The node's clock.
+    pub now: u64,
+}
+
+/// Where the bytes of a [`Session::put`] come from.
+pub enum Content<'a> {
+    /// A local file, streamed.
+    File(&'a std::path::Path),
+    /// Bytes in memory (a rendered blueprint).
+    Bytes(&'a [u8]),
+    /// A file already on the node with the same content.
+    CopyOf(String),
 }
 
 fn stderr_tail(stderr: &[u8]) -> String {
@@ -42,7 +66,7 @@ fn stderr_tail(stderr: &[u8]) -> String {
 
 impl Session {
     /// Waits for the executor's hello and starts routing its replies.
-    pub async fn open(mut link: Link, hello_timeout: Duration) -> Result<(Session, Facts), OpenError> {
+    pub async fn open(mut link: Link, hello_timeout: Duration) -> Result<(Session, Greeting), OpenError> {
         let mut buf = std::mem::take(&mut link.pending);
         let mut stderr = Vec::new();
         let hello = tokio::time::timeout(hello_timeout, async {
@@ -73,8 +97,8 @@ impl Session {
         })
         .await
         .map_err(|_| OpenError::Failed(format!("the executor did not answer within {} s", hello_timeout.as_secs())))??;
-        let facts = match hello {
-            Reply::Hello { version, facts, .. } if version == PROTOCOL_VERSION => facts,
+        let greeting = match hello {
+            Reply::Hello { version, facts, cache, now, .. } if version == PROTOCOL_VERSION => Greeting { facts, cache, now },
             Reply::Hello { version, .. } => {
                 return Err(OpenError::WrongExecutor(format!("the executor speaks protocol {version}, this director speaks {PROTOCOL_VERSION}")))
             }
@@ -82,35 +106,105 @@ impl Session {
         };
         let routes: Routes = Arc::default();
         let lost = Arc::new(Mutex::new(None));
-        tokio::spawn(dispatch(link.incoming, buf, stderr, routes.clone(), lost.clone()));
+        let drained = Arc::new(Mutex::new(None));
+        tokio::spawn(dispatch(link.incoming, buf, stderr, routes.clone(), lost.clone(), drained.clone()));
         let session = Session {
             writer: tokio::sync::Mutex::new(link.writer),
             routes,
             next_id: AtomicU64::new(1),
             lost,
+            drained,
             _guard: link.guard,
         };
-        Ok((session, facts))
+        Ok((session, greeting))
     }
 
     async fn send(&self, request: &Request) -> Result<(), String> {
-        let frame = encode(request);
+        self.send_frame(&encode(request)).await
+    }
+
+    async fn send_frame(&self, frame: &[u8]) -> Result<(), String> {
         let mut w = self.writer.lock().await;
         w.write_all(&frame).await.map_err(|e| e.to_string())?;
         w.flush().await.map_err(|e| e.to_string())
     }
 
-    /// Starts a job; its replies arrive on the receiver, which ends if the link is lost.
-    pub async fn run(&self, command: String, timeout: Duration) -> Result<(u64, mpsc::UnboundedReceiver<Reply>), String> {
+    /// Sends the request `make` builds with a fresh id; its replies arrive on the receiver,
+    /// which ends if the link is lost.
+    async fn start(&self, make: impl FnOnce(u64) -> Request) -> Result<(u64, mpsc::UnboundedReceiver<Reply>), String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
-        let request = Request::Run { id, command, env: Vec::new(), cwd: None, timeout_ms: timeout.as_millis() as u64 };
-        if let Err(e) = self.send(&request).await {
+        if let Err(e) = self.send(&make(id)).await {
             self.routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            return Err(self.lost().unwrap_or(format!("cannot send the job: {e}")));
+            return Err(self.lost().unwrap_or(format!("cannot send the request: {e}")));
         }
         Ok((id, rx))
+    }
+
+    /// Starts a command; see [`Request::Run`].
+    pub async fn run(&self, command: String, env: Vec<(String, String)>, timeout: Duration) -> Result<(u64, mpsc::UnboundedReceiver<Reply>), String> {
+        self.start(|id| Request::Run { id, command, env, cwd: None, timeout_ms: timeout.as_millis() as u64 }).await
+    }
+
+    async fn done_of(&self, mut rx: mpsc::UnboundedReceiver<Reply>) -> Result<Done, String> {
+        while let Some(reply) = rx.recv().await {
+            if let Reply::Done { done, .. } = reply {
+                return Ok(done);
+            }
+        }
+        Err(self.lost().unwrap_or_else(|| "connection to the executor lost".to_string()))
+    }
+
+    /// A file operation: one request, one [`Done`].
+    pub async fn call(&self, make: impl FnOnce(u64) -> Request) -> Result<Done, String> {
+        let (_, rx) = self.start(make).await?;
+        self.done_of(rx).await
+    }
+
+    /// Writes `path` on the node atomically with `content` of `size` bytes and hash `sha3`.
+    pub async fn put(&self, path: String, size: u64, sha3: String, attrs: Attrs, content: Content<'_>) -> Result<Done, String> {
+        let copy_from = match &content {
+            Content::CopyOf(p) => Some(p.clone()),
+            _ => None,
+        };
+        let (id, mut rx) = self.start(|id| Request::Put { id, path, size, sha3, attrs, copy_from }).await?;
+        match content {
+            Content::CopyOf(_) => {}
+            Content::Bytes(bytes) => {
+                for chunk in bytes.chunks(DATA_CHUNK) {
+                    self.send_frame(&encode_data(id, chunk)).await?;
+                }
+            }
+            Content::File(local) => {
+                let mut file = tokio::fs::File::open(local).await.map_err(|e| format!("cannot read {}: {e}", local.display()))?;
+                let mut buf = vec![0u8; DATA_CHUNK];
+                let mut sent = 0u64;
+                while sent < size {
+                    // The node may give up early (no such directory): stop sending then.
+                    if let Ok(Reply::Done { done, .. }) = rx.try_recv() {
+                        return Ok(done);
+                    }
+                    let want = ((size - sent) as usize).min(DATA_CHUNK);
+                    let n = file.read(&mut buf[..want]).await.map_err(|e| format!("cannot read {}: {e}", local.display()))?;
+                    if n == 0 {
+                        return Err(format!("{} shrank while it was being sent", local.display()));
+                    }
+                    self.send_frame(&encode_data(id, &buf[..n])).await?;
+                    sent += n as u64;
+                }
+            }
+        }
+        self.done_of(rx).await
+    }
+
+    /// Set once another run (or a job of this one) sent a QUEUESENTINEL to this node.
+    pub fn drained(&self) -> Option<String> {
+        self.drained.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn drain(&self, why: String) {
+        self.drained.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why);
     }
 
     pub async fn cancel(&self, id: u64) {
@@ -129,7 +223,7 @@ impl Session {
     }
 }
 
-async fn dispatch(mut incoming: mpsc::Receiver<Incoming>, mut buf: Vec<u8>, mut stderr: Vec<u8>, routes: Routes, lost: Arc<Mutex<Option<String>>>) {
+async fn dispatch(mut incoming: mpsc::Receiver<Incoming>, mut buf: Vec<u8>, mut stderr: Vec<u8>, routes: Routes, lost: Arc<Mutex<Option<String>>>, drained: Arc<Mutex<Option<String>>>) {
     let reason = 'outer: loop {
         loop {
             match decode::<Reply>(&buf) {
@@ -137,7 +231,11 @@ async fn dispatch(mut incoming: mpsc::Receiver<Incoming>, mut buf: Vec<u8>, mut 
                     buf.drain(..used);
                     let (id, last) = match &reply {
                         Reply::Started { id, .. } | Reply::Output { id, .. } => (*id, false),
-                        Reply::Finished { id, .. } => (*id, true),
+                        Reply::Finished { id, .. } | Reply::Done { id, .. } => (*id, true),
+                        Reply::Drain { from } => {
+                            drained.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(format!("omitted: queue sentinel from {from}"));
+                            continue;
+                        }
                         Reply::Error { message } => break 'outer format!("the executor reported a protocol error: {message}"),
                         Reply::Hello { .. } => continue,
                     };

@@ -142,13 +142,14 @@ impl TextView {
                 }
                 let word = match status {
                     JobStatus::Ok => "ok",
+                    JobStatus::Cached => "cached",
                     JobStatus::Failed => "FAILED",
                     JobStatus::TimedOut => "TIMED OUT",
                     JobStatus::Skipped => "skipped",
                     JobStatus::Cancelled => "cancelled",
                 };
                 let detail = match (status, reason) {
-                    (JobStatus::Ok, _) => format!(" ({ms} ms)"),
+                    (JobStatus::Ok | JobStatus::Cached, _) => format!(" ({ms} ms)"),
                     (JobStatus::Skipped, Some(r)) => format!(": {r}"),
                     (_, Some(r)) => format!(": {r} ({ms} ms)"),
                     (_, None) => format!(" ({ms} ms)"),
@@ -166,6 +167,9 @@ impl TextView {
             Event::NodeUnreachable { node, error } => {
                 self.line(&format!("{}  {:<9}  {error}", self.node_col(node), "UNREACHABLE"));
             }
+            Event::NodeNotice { node, message } => {
+                self.line(&format!("{}  {:<9}  {message}", self.node_col(node), "notice"));
+            }
             Event::RunFinished { summary, .. } => {
                 let text = summary_line(summary);
                 self.line(&text);
@@ -178,13 +182,14 @@ impl TextView {
 /// The last line of every text run.
 pub fn summary_line(s: &Summary) -> String {
     format!(
-        "summary: {} nodes ({} ok, {} failed, {} unreachable), {} jobs ({} ok, {} failed, {} skipped, {} timed out, {} cancelled) in {:.2} s",
+        "summary: {} nodes ({} ok, {} failed, {} unreachable), {} jobs ({} ok, {} cached, {} failed, {} skipped, {} timed out, {} cancelled) in {:.2} s",
         s.nodes,
         s.nodes_ok,
         s.nodes_failed,
         s.nodes_unreachable,
-        s.jobs_ok + s.jobs_failed + s.jobs_skipped + s.jobs_timed_out + s.jobs_cancelled,
+        s.jobs_ok + s.jobs_cached + s.jobs_failed + s.jobs_skipped + s.jobs_timed_out + s.jobs_cancelled,
         s.jobs_ok,
+        s.jobs_cached,
         s.jobs_failed,
         s.jobs_skipped,
         s.jobs_timed_out,
@@ -243,7 +248,7 @@ mod tests {
              \x20     │ worse\n\
              db10  skipped    RUN x: job 2 (RUN false) failed on this node\n\
              web1  UNREACHABLE  cannot connect to 10.0.0.1:22: Connection refused\n\
-             summary: 2 nodes (0 ok, 1 failed, 1 unreachable), 3 jobs (1 ok, 1 failed, 1 skipped, 0 timed out, 0 cancelled) in 1.23 s\n"
+             summary: 2 nodes (0 ok, 1 failed, 1 unreachable), 3 jobs (1 ok, 0 cached, 1 failed, 1 skipped, 0 timed out, 0 cancelled) in 1.23 s\n"
         );
     }
 

@@ -14,6 +14,7 @@ pub struct Summary {
     pub nodes_failed: usize,
     pub nodes_unreachable: usize,
     pub jobs_ok: usize,
+    pub jobs_cached: usize,
     pub jobs_failed: usize,
     pub jobs_skipped: usize,
     pub jobs_timed_out: usize,
@@ -30,6 +31,7 @@ pub enum Event {
     ExecutorUploaded { v: u32, node: String, bytes: u64, sha3: String },
     NodeReady { v: u32, node: String, arch: String, os: String, kernel: String, hostname: String, ms: u64 },
     NodeUnreachable { v: u32, node: String, error: String },
+    NodeNotice { v: u32, node: String, message: String },
     JobStarted { v: u32, node: String, job: usize, name: String, fingerprint: String },
     JobOutput { v: u32, node: String, job: usize, stream: String, data: String },
     JobFinished {
@@ -37,6 +39,7 @@ pub enum Event {
         node: String,
         job: usize,
         name: String,
+        /// ok, cached, failed, skipped, timed_out or cancelled.
         status: String,
         exit_code: Option<i32>,
         reason: Option<String>,
@@ -55,6 +58,7 @@ impl Event {
             | Event::ExecutorUploaded { v, .. }
             | Event::NodeReady { v, .. }
             | Event::NodeUnreachable { v, .. }
+            | Event::NodeNotice { v, .. }
             | Event::JobStarted { v, .. }
             | Event::JobOutput { v, .. }
             | Event::JobFinished { v, .. }

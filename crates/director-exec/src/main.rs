@@ -7,12 +7,18 @@
 //! so nothing is left behind on the node. It uses plain threads, not an async runtime, to stay
 //! small: a job is a waiter thread, two pipe readers and a timer.
 //!
+//! File operations (directories, hashes, atomic writes fed by raw data frames, the node cache)
+//! live in [`files`]; they run on the reading thread, in arrival order, except local copies,
+//! which get a thread of their own.
+//!
 //! `director-exec verify SHA3` hashes the executor's own file and exits 0 only if it matches:
 //! the operator uses it to check an upload before renaming it into place.
 
+mod files;
 mod job;
 
-use director_proto::{decode, encode, Facts, Reply, Request, PROTOCOL_VERSION};
+use director_proto::{decode_inbound, encode, Done, Facts, Inbound, Reply, Request, PROTOCOL_VERSION};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 
@@ -53,28 +59,66 @@ fn verify(expected: &str) -> bool {
 fn serve() {
     let outbox = Outbox(Arc::new(Mutex::new(std::io::stdout())));
     let jobs = job::Jobs::default();
-    outbox.send(&Reply::Hello { version: PROTOCOL_VERSION, pid: std::process::id(), facts: facts() });
+    let _live = files::Live::register();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    outbox.send(&Reply::Hello { version: PROTOCOL_VERSION, pid: std::process::id(), facts: facts(), cache: files::load_cache(), now });
+    files::watch_drain(outbox.clone());
 
+    let mut puts: HashMap<u64, files::Put> = HashMap::new();
     let mut stdin = std::io::stdin().lock();
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut chunk = [0u8; 64 * 1024];
+    let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
+    let mut chunk = vec![0u8; 256 * 1024];
+    let done = |id: u64, done: Done| outbox.send(&Reply::Done { id, done });
     'read: loop {
         let n = match stdin.read(&mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
         loop {
-            match decode::<Request>(&buf) {
+            match decode_inbound(&buf[at..]) {
                 Ok(None) => break,
-                Ok(Some((request, used))) => {
-                    buf.drain(..used);
-                    match request {
-                        Request::Run { id, command, env, cwd, timeout_ms } => {
-                            jobs.start(outbox.clone(), id, command, env, cwd, timeout_ms)
+                Ok(Some((frame, used))) => {
+                    at += used;
+                    match frame {
+                        Inbound::Data { id, bytes } => {
+                            if let Some(put) = puts.get_mut(&id) {
+                                if put.feed(&bytes) {
+                                    let put = puts.remove(&id).expect("present");
+                                    done(id, put.finish());
+                                }
+                            }
                         }
-                        Request::Cancel { id } => jobs.cancel(id),
-                        Request::Shutdown => break 'read,
+                        Inbound::Request(request) => match request {
+                            Request::Run { id, command, env, cwd, timeout_ms } => {
+                                jobs.start(outbox.clone(), id, command, env, cwd, timeout_ms)
+                            }
+                            Request::Cancel { id } => jobs.cancel(id),
+                            Request::Mkdir { id, path, attrs } => done(id, files::mkdir(&path, &attrs)),
+                            Request::Hash { id, path } => done(id, files::hash(&path)),
+                            Request::Read { id, path } => done(id, files::read(&path)),
+                            Request::SaveCache { id, data } => done(id, files::save_cache(&data)),
+                            Request::Sentinel { id, from } => done(id, files::sentinel(&from)),
+                            Request::Put { id, path, size, sha3, attrs, copy_from: Some(from) } => {
+                                let outbox = outbox.clone();
+                                std::thread::spawn(move || {
+                                    let d = files::copy_local(id, &from, &path, size, sha3, attrs);
+                                    outbox.send(&Reply::Done { id, done: d });
+                                });
+                            }
+                            Request::Put { id, path, size, sha3, attrs, copy_from: None } => {
+                                match files::Put::begin(id, &path, size, sha3, attrs) {
+                                    Ok(put) if size == 0 => done(id, put.finish()),
+                                    Ok(put) => {
+                                        puts.insert(id, put);
+                                    }
+                                    // The data frames that follow find no transfer and are dropped.
+                                    Err(message) => done(id, Done::Failed { message }),
+                                }
+                            }
+                            Request::Shutdown => break 'read,
+                        },
                     }
                 }
                 Err(e) => {
@@ -83,7 +127,10 @@ fn serve() {
                 }
             }
         }
+        buf.drain(..at);
     }
+    // Unfinished transfers delete their temp files here.
+    drop(puts);
     jobs.kill_all();
 }
 

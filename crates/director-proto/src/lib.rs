@@ -10,6 +10,12 @@
 //! [`Reply::Finished`]. Jobs are identified by an operator-chosen `id`, so several may be in
 //! flight on one channel.
 //!
+//! Besides jobs, the executor does the few file operations the verbs need (make a directory,
+//! hash a file, read a file, write a file atomically, save the node's cache), each answered by
+//! one [`Reply::Done`]. File content travels in raw data frames ([`encode_data`]): the length
+//! word has its top bit set and the body is the 8-byte transfer id followed by the bytes, so a
+//! file is streamed without JSON or base64 and never held whole on either side.
+//!
 //! Decoding follows the three steps of a streaming parser: is a whole frame there
 //! ([`decode`] returns `Ok(None)` when not), parse it, and tell the caller how many bytes to
 //! advance. An incomplete frame is never an error.
@@ -18,13 +24,30 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. The executor announces it in [`Reply::Hello`]; the operator
 /// refuses (and re-installs) an executor that speaks another one.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame either side accepts. Output is sent in chunks far below this.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
 /// Size of the output chunks the executor reads from a job's pipes.
 pub const OUTPUT_CHUNK: usize = 16 * 1024;
+
+/// Size of the data frames a file is sent in.
+pub const DATA_CHUNK: usize = 128 * 1024;
+
+/// Top bit of a frame's length word: the frame is raw file data, not JSON.
+const DATA_FLAG: u32 = 0x8000_0000;
+
+/// Ownership and mode to give a file or directory; names or numeric ids, resolved on the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attrs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
 
 /// What the operator asks of the executor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +68,21 @@ pub enum Request {
     },
     /// Kill the process group of job `id`; it finishes as [`Outcome::Cancelled`].
     Cancel { id: u64 },
+    /// Create `path` and its parents, then apply `attrs` (also when it already existed).
+    Mkdir { id: u64, path: String, attrs: Attrs },
+    /// sha3-224 of a regular file: [`Done::Hash`], `None` when there is no such file.
+    Hash { id: u64, path: String },
+    /// A text file's content (at most [`MAX_FRAME`] / 2 bytes): [`Done::Text`].
+    Read { id: u64, path: String },
+    /// Write `path` atomically: a temp file beside it receives `size` bytes (data frames with
+    /// this id, or a local copy of `copy_from`), is checked against `sha3` (sha3-224), gets
+    /// `attrs`, is fsynced and renamed over `path`. Answered once all bytes arrived.
+    Put { id: u64, path: String, size: u64, sha3: String, attrs: Attrs, copy_from: Option<String> },
+    /// Replace the node's cache file (atomically) with `data`.
+    SaveCache { id: u64, data: String },
+    /// Ask every other executor of this user on the node to drain its queues (QUEUESENTINEL):
+    /// [`Done::Text`] tells how many were told.
+    Sentinel { id: u64, from: String },
     /// Kill whatever still runs and exit.
     Shutdown,
 }
@@ -78,6 +116,16 @@ pub struct Facts {
     pub os: String,
 }
 
+/// The answer to a file operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Done {
+    Ok,
+    Hash { sha3: Option<String> },
+    Text { data: String },
+    Failed { message: String },
+}
+
 /// What the executor sends back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -86,6 +134,10 @@ pub enum Reply {
         version: u32,
         pid: u32,
         facts: Facts,
+        /// The node's cache file as last saved, if any.
+        cache: Option<String>,
+        /// The node's clock, seconds since the epoch: cache expiry is judged by it.
+        now: u64,
     },
     Started {
         id: u64,
@@ -101,6 +153,15 @@ pub enum Reply {
         outcome: Outcome,
         /// Wall time of the job on the node, in milliseconds.
         ms: u64,
+    },
+    /// The end of a file operation.
+    Done {
+        id: u64,
+        done: Done,
+    },
+    /// Another run on this node sent a QUEUESENTINEL: drop every job not yet started.
+    Drain {
+        from: String,
     },
     /// A request the executor could not understand.
     Error {
@@ -133,6 +194,47 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
     frame.extend_from_slice(&body);
     frame
+}
+
+/// Encodes one raw data frame of transfer `id`.
+pub fn encode_data(id: u64, bytes: &[u8]) -> Vec<u8> {
+    let len = 8 + bytes.len();
+    assert!(len <= MAX_FRAME, "data chunks are far below the frame limit");
+    let mut frame = Vec::with_capacity(4 + len);
+    frame.extend_from_slice(&(len as u32 | DATA_FLAG).to_be_bytes());
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.extend_from_slice(bytes);
+    frame
+}
+
+/// A frame from the operator: a request, or a chunk of a file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inbound {
+    Request(Request),
+    Data { id: u64, bytes: Vec<u8> },
+}
+
+/// Decodes the first frame from the operator, like [`decode`] but also raw data frames.
+pub fn decode_inbound(buf: &[u8]) -> Result<Option<(Inbound, usize)>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let word = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if word & DATA_FLAG == 0 {
+        return Ok(decode::<Request>(buf)?.map(|(r, used)| (Inbound::Request(r), used)));
+    }
+    let len = (word & !DATA_FLAG) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    if len < 8 {
+        return Err(FrameError::Malformed("data frame without a transfer id".into()));
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    let id = u64::from_be_bytes(buf[4..12].try_into().expect("8 bytes"));
+    Ok(Some((Inbound::Data { id, bytes: buf[12..4 + len].to_vec() }, 4 + len)))
 }
 
 /// Decodes the first frame in `buf`: `Ok(None)` if it is not all there yet, otherwise the
@@ -190,6 +292,20 @@ mod tests {
         assert_eq!(first, req);
         let (second, _) = decode::<Request>(&two[used..]).unwrap().unwrap();
         assert_eq!(second, Request::Shutdown);
+    }
+
+    #[test]
+    fn data_frames_interleave_with_requests() {
+        let mut buf = encode(&Request::Hash { id: 1, path: "/x".into() });
+        buf.extend_from_slice(&encode_data(9, b"\x00\xffbytes"));
+        buf.extend_from_slice(&encode(&Request::Shutdown));
+        let (a, n1) = decode_inbound(&buf).unwrap().unwrap();
+        assert_eq!(a, Inbound::Request(Request::Hash { id: 1, path: "/x".into() }));
+        assert!(decode_inbound(&buf[n1..n1 + 12]).unwrap().is_none());
+        let (b, n2) = decode_inbound(&buf[n1..]).unwrap().unwrap();
+        assert_eq!(b, Inbound::Data { id: 9, bytes: b"\x00\xffbytes".to_vec() });
+        let (c, _) = decode_inbound(&buf[n1 + n2..]).unwrap().unwrap();
+        assert_eq!(c, Inbound::Request(Request::Shutdown));
     }
 
     #[test]

@@ -1,33 +1,23 @@
 //! The plan: catalog + orchestrations + selection → which job runs on which node.
 //!
-//! Pure and synchronous: nothing here touches the network or the clock. It resolves each
-//! entry's targets against the catalog (node names first, then hosts), applies `--restrict`,
-//! parses each job's options the way Directord does (a known option token is taken out of the
-//! argument string wherever it stands; `vars` then override), and gives every job its
-//! fingerprint. Every mistake becomes an input error with file:line:column.
-//!
-//! Unlike Directord, a RUN command keeps its own whitespace and newlines: Directord split the
-//! string on whitespace and joined it with single spaces, which broke multi-line scripts.
+//! Synchronous and offline: nothing here touches the network. It resolves each entry's targets
+//! against the catalog (node names first, then hosts), applies `--restrict`, and parses each
+//! job with [`verbs`] (ADD/COPY sources are found and hashed here, on the operator). Every
+//! mistake becomes an input error with file:line:column. A job's fingerprint is not known
+//! here: it covers the command as rendered on each node, so the engine computes it with
+//! [`fingerprint`] just before the job would run.
+
+pub mod fingerprint;
+pub mod literal;
+pub mod verbs;
 
 use crate::catalog::orchestration::{JobSpec, Orchestration, TargetRef};
 use crate::catalog::yaml::{child, Document, Seg};
 use crate::catalog::{Catalog, Node};
 use crate::error::Error;
-use serde_json::Value;
-use sha3::{Digest, Sha3_224};
+pub use verbs::{Source, WaitOn, Work, DEFAULT_TIMEOUT};
+use std::path::PathBuf;
 use std::time::Duration;
-
-/// Directord's default job timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Verbs the executor can run today; the others Directord knows are refused at plan time.
-pub const SUPPORTED_VERBS: &[&str] = &["RUN"];
-
-/// What a job does on a node.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Work {
-    Run { command: String, retry: u32, no_block: bool },
-}
 
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -40,8 +30,10 @@ pub struct Job {
     pub work: Work,
     pub timeout: Duration,
     pub run_once: bool,
+    /// `--skip-cache` on the job, or `--ignore-cache` on the run.
     pub skip_cache: bool,
-    pub fingerprint: String,
+    pub stdout_arg: Option<String>,
+    pub stderr_arg: Option<String>,
     /// Indices into [`Plan::nodes`].
     pub targets: Vec<usize>,
 }
@@ -52,23 +44,45 @@ impl Job {
         if let Some(name) = &self.name {
             return name.clone();
         }
-        match &self.work {
-            Work::Run { command, .. } => {
-                let one_line = command.split_whitespace().collect::<Vec<_>>().join(" ");
-                let short: String = one_line.chars().take(60).collect();
-                if short.len() < one_line.len() {
-                    format!("{} {short}…", self.verb)
-                } else {
-                    format!("{} {short}", self.verb)
-                }
+        let args = match &self.work {
+            Work::Run { command, .. } => command.clone(),
+            Work::Arg { key, value, .. } => format!("{key} {}", match value {
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            }),
+            Work::Copy { sources, dest, .. } => {
+                let names: Vec<String> = sources.iter().map(|s| s.path.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+                format!("{} {dest}", names.join(" "))
             }
-        }
+            Work::Workdir { path, .. } => path.clone(),
+            Work::CacheFile { path } => path.clone(),
+            Work::CacheEvict { tag } => tag.clone(),
+            Work::Query { key } => key.clone(),
+            Work::QueryWait { item, .. } => item.clone(),
+            Work::JobWait { fingerprint, .. } => fingerprint.clone(),
+            Work::Wait { on: WaitOn::Seconds(s), .. } => format!("--seconds {s}"),
+            Work::Wait { on: WaitOn::Url(u), .. } => format!("--url {u}"),
+            Work::Wait { on: WaitOn::Cmd(c), .. } => format!("--cmd {c}"),
+            Work::Echo { text } => text.clone(),
+            Work::QueueSentinel => String::new(),
+        };
+        let one_line = args.split_whitespace().collect::<Vec<_>>().join(" ");
+        let short: String = one_line.chars().take(60).collect();
+        let ellipsis = if short.len() < one_line.len() { "…" } else { "" };
+        format!("{} {short}{ellipsis}", self.verb).trim_end().to_string()
+    }
+
+    /// Whether a success is recorded in the node cache and answered from it next time.
+    pub fn cacheable(&self) -> bool {
+        verbs::spec(&self.verb).is_some_and(|s| s.cacheable) && !matches!(self.work, Work::Run { no_block: true, .. })
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct PlannedEntry {
     pub name: Option<String>,
+    /// sha3-224 of the entry as written (canonical JSON), the key of its "parents" record.
+    pub fingerprint: String,
     pub is_async: bool,
     pub jobs: Vec<usize>,
 }
@@ -86,6 +100,8 @@ pub struct Plan {
 pub struct Selection {
     /// `--restrict`: node names, group names or globs; empty means no restriction.
     pub restrict: Vec<String>,
+    /// `--ignore-cache`: every job runs, whatever the node caches say.
+    pub ignore_cache: bool,
 }
 
 impl Plan {
@@ -99,15 +115,22 @@ impl Plan {
                     Some(t) => resolve(catalog, &orch.doc, t)?,
                     None => (0..catalog.nodes.len()).collect(),
                 };
-                let mut planned = PlannedEntry { name: entry.name.clone(), is_async: entry.is_async, jobs: Vec::new() };
+                let raw = match entry.path.first() {
+                    Some(Seg::Index(k)) => orch.doc.root[*k].clone(),
+                    _ => serde_json::Value::Null,
+                };
+                let fingerprint = fingerprint::hash(&fingerprint::canonical(&raw));
+                let mut planned = PlannedEntry { name: entry.name.clone(), fingerprint, is_async: entry.is_async, jobs: Vec::new() };
                 for spec in &entry.jobs {
                     let mut job = plan_job(&orch.doc, spec, jobs.len(), entries.len())?;
+                    job.skip_cache |= selection.ignore_cache;
                     let targets = match &spec.assign {
                         Some(a) => resolve(catalog, &orch.doc, a)?,
                         None => entry_targets.clone(),
                     };
                     let mut targets: Vec<usize> = targets.into_iter().filter(|&i| allowed[i]).collect();
-                    if job.run_once {
+                    // Directord's QUERY ignores --run-once: it asks every target.
+                    if job.run_once && !matches!(job.work, Work::Query { .. }) {
                         targets.truncate(1);
                     }
                     job.targets = targets;
@@ -137,7 +160,9 @@ impl Plan {
                 *t = renumber[*t];
             }
         }
-        Ok(Plan { nodes, entries, jobs })
+        let plan = Plan { nodes, entries, jobs };
+        plan.check_identities(orchestrations)?;
+        Ok(plan)
     }
 
     /// The jobs of `node` in the order its lanes will run them: one lane for every non-async
@@ -160,6 +185,26 @@ impl Plan {
             lanes.insert(0, general);
         }
         lanes
+    }
+
+    /// QUERY_WAIT and JOB_WAIT name nodes by catalog name; each must run something here.
+    fn check_identities(&self, orchestrations: &[Orchestration]) -> Result<(), Error> {
+        let specs: Vec<(&Document, &JobSpec)> = orchestrations.iter().flat_map(|o| o.entries.iter().flat_map(move |e| e.jobs.iter().map(move |j| (&o.doc, j)))).collect();
+        for (job, (doc, spec)) in self.jobs.iter().zip(specs) {
+            let ids = match &job.work {
+                Work::QueryWait { identities, .. } | Work::JobWait { identities, .. } => identities,
+                _ => continue,
+            };
+            for id in ids {
+                if !self.nodes.iter().any(|n| n.name == *id) {
+                    let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+                    return Err(doc
+                        .error_at(&spec.path, format!("{} waits for `{id}`, which runs nothing in this run", job.verb))
+                        .hint(format!("--identity takes catalog node names that this run reaches: {}", names.join(", "))));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// How many (job, node) pairs the run holds.
@@ -225,136 +270,44 @@ fn resolve(catalog: &Catalog, doc: &Document, targets: &[TargetRef]) -> Result<V
     Ok(out)
 }
 
-/// Options every verb takes, and RUN's own; `true` when the option takes a value.
-const RUN_OPTIONS: &[(&str, bool)] = &[
-    ("--skip-cache", false),
-    ("--run-once", false),
-    ("--force-lock", false),
-    ("--timeout", true),
-    ("--stdout-arg", true),
-    ("--stderr-arg", true),
-    ("--no-block", false),
-    ("--retry", true),
-];
-
-/// An option taken out of a job's arguments, with its value if it takes one.
-type TakenOption = (String, Option<String>);
-
-/// Takes the known option tokens out of `args` (anywhere, as Directord's argparse does) and
-/// returns them with what is left, whose own spacing and newlines are kept.
-fn split_options(args: &str, known: &[(&str, bool)]) -> Result<(Vec<TakenOption>, String), String> {
-    // Tokens with their byte spans.
-    let mut tokens: Vec<(usize, usize)> = Vec::new();
-    let mut start = None;
-    for (i, c) in args.char_indices() {
-        match (c.is_whitespace(), start) {
-            (true, Some(s)) => {
-                tokens.push((s, i));
-                start = None;
-            }
-            (false, None) => start = Some(i),
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        tokens.push((s, args.len()));
-    }
-    let mut options = Vec::new();
-    let mut rest = String::new();
-    let mut i = 0;
-    while i < tokens.len() {
-        let (s, e) = tokens[i];
-        let tok = &args[s..e];
-        let (flag, inline) = match tok.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (tok, None),
-        };
-        if let Some(&(name, takes_value)) = known.iter().find(|(n, _)| *n == flag) {
-            let value = if takes_value {
-                match inline {
-                    Some(v) => Some(v),
-                    None => {
-                        i += 1;
-                        match tokens.get(i) {
-                            Some(&(vs, ve)) => Some(args[vs..ve].to_string()),
-                            None => return Err(format!("option `{name}` needs a value")),
-                        }
-                    }
-                }
-            } else if inline.is_some() {
-                return Err(format!("option `{name}` takes no value"));
-            } else {
-                None
-            };
-            options.push((name.to_string(), value));
-        } else {
-            if !rest.is_empty() {
-                // The spacing right before this token is kept; spacing before a removed
-                // option goes with it.
-                rest.push_str(&args[tokens[i - 1].1..s]);
-            }
-            rest.push_str(tok);
-        }
-        i += 1;
-    }
-    Ok((options, rest))
-}
-
 fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Result<Job, Error> {
-    if !SUPPORTED_VERBS.contains(&spec.verb.as_str()) {
+    if verbs::NOT_YET.contains(&spec.verb.as_str()) {
+        let runs: Vec<&str> = verbs::VERBS.iter().map(|v| v.name).collect();
         return Err(doc
             .error_at(&spec.path, format!("verb `{}` is not supported yet", spec.verb))
-            .hint(format!("director runs {} today; the other Directord verbs are on the way", SUPPORTED_VERBS.join(", "))));
+            .hint(format!("director runs {} today", runs.join(", "))));
     }
     let verb_path = child(&spec.path, doc_key(doc, &spec.path, &spec.verb));
-    let (options, command) = split_options(&spec.args, RUN_OPTIONS).map_err(|m| doc.error_at(&verb_path, m))?;
-    let mut timeout = DEFAULT_TIMEOUT;
-    let mut run_once = false;
-    let mut skip_cache = false;
-    let mut retry = 1u32;
-    let mut no_block = false;
-    let number = |name: &str, v: &str| -> Result<u64, Error> {
-        v.parse::<u64>().map_err(|_| doc.error_at(&verb_path, format!("option `{name}` needs a whole number, not `{v}`")))
-    };
-    for (name, value) in &options {
-        let v = value.as_deref().unwrap_or("");
-        match name.as_str() {
-            "--timeout" => timeout = Duration::from_secs(number(name, v)?),
-            "--retry" => retry = number(name, v)?.max(1) as u32,
-            "--run-once" => run_once = true,
-            "--skip-cache" => skip_cache = true,
-            "--no-block" => no_block = true,
-            _ => {}
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let file_dir = doc.file.parent().map(|d| if d.as_os_str().is_empty() { PathBuf::from(".") } else { d.to_path_buf() }).map(|d| cwd.join(d));
+    let roots = verbs::SourceRoots { cwd, file_dir };
+    let parsed = verbs::parse(&spec.verb, &spec.args, &spec.vars, &roots).map_err(|e| {
+        if e.help {
+            return Error::help(e.message);
         }
-    }
-    for (key, value) in &spec.vars {
-        let at = child(&child(&spec.path, "vars"), key.as_str());
-        let as_u64 = || match value {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.parse().ok(),
-            _ => None,
+        let at = match &e.var {
+            Some(key) => child(&child(&spec.path, "vars"), Seg::KeyName(key.clone())),
+            None => verb_path.clone(),
         };
-        let as_bool = || match value {
-            Value::Bool(b) => Some(*b),
-            _ => None,
-        };
-        match key.as_str() {
-            "timeout" => timeout = Duration::from_secs(as_u64().ok_or_else(|| doc.error_at(&at, "`timeout` must be a whole number of seconds"))?),
-            "retry" => retry = as_u64().ok_or_else(|| doc.error_at(&at, "`retry` must be a whole number"))?.max(1) as u32,
-            "run_once" => run_once = as_bool().ok_or_else(|| doc.error_at(&at, "`run_once` must be true or false"))?,
-            "skip_cache" => skip_cache = as_bool().ok_or_else(|| doc.error_at(&at, "`skip_cache` must be true or false"))?,
-            "no_block" => no_block = as_bool().ok_or_else(|| doc.error_at(&at, "`no_block` must be true or false"))?,
-            // Directord sets any other var on the parsed arguments; the verbs built so far
-            // read none of them.
-            _ => {}
+        let err = doc.error_at(&at, e.message);
+        match e.hint {
+            Some(h) => err.hint(h),
+            None => err,
         }
-    }
-    if command.trim().is_empty() {
-        return Err(doc.error_at(&verb_path, "RUN needs a command").hint("e.g. `RUN: uptime`"));
-    }
-    let work = Work::Run { command, retry, no_block };
-    let fingerprint = fingerprint(&spec.verb, &work, timeout, run_once);
-    Ok(Job { id, entry: entry_index, name: spec.name.clone(), verb: spec.verb.clone(), work, timeout, run_once, skip_cache, fingerprint, targets: Vec::new() })
+    })?;
+    Ok(Job {
+        id,
+        entry: entry_index,
+        name: spec.name.clone(),
+        verb: spec.verb.clone(),
+        work: parsed.work,
+        timeout: parsed.timeout,
+        run_once: parsed.run_once,
+        skip_cache: parsed.skip_cache,
+        stdout_arg: parsed.stdout_arg,
+        stderr_arg: parsed.stderr_arg,
+        targets: Vec::new(),
+    })
 }
 
 /// The key the verb was written with (it may be lower-case in the file).
@@ -371,20 +324,6 @@ fn doc_key(doc: &Document, path: &[Seg], verb: &str) -> String {
         .unwrap_or_else(|| verb.to_string())
 }
 
-/// sha3-224 over a canonical JSON encoding of what decides what the job does: a JSON object
-/// with sorted keys and no whitespace. Provisional: the remote cache (a later issue) pins it.
-pub fn fingerprint(verb: &str, work: &Work, timeout: Duration, run_once: bool) -> String {
-    let body = match work {
-        Work::Run { command, retry, no_block } => serde_json::json!({
-            "command": command, "no_block": no_block, "retry": retry, "run_once": run_once,
-            "timeout": timeout.as_secs(), "verb": verb, "v": 1,
-        }),
-    };
-    // serde_json with preserve_order keeps insertion order; the literal above is sorted.
-    let text = serde_json::to_string(&body).expect("json");
-    Sha3_224::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,18 +336,7 @@ mod tests {
 
     fn plan(text: &str, restrict: &[&str]) -> Result<Plan, Error> {
         let o = Orchestration::from_document(Document::parse(Path::new("o.yaml"), text.into()).unwrap())?;
-        Plan::build(&catalog(), &[o], &Selection { restrict: restrict.iter().map(|s| s.to_string()).collect() })
-    }
-
-    #[test]
-    fn options_are_taken_out_anywhere_and_spacing_kept() {
-        let (opts, rest) = split_options("ls -l --retry 3 /tmp", RUN_OPTIONS).unwrap();
-        assert_eq!(opts, [("--retry".to_string(), Some("3".to_string()))]);
-        assert_eq!(rest, "ls -l /tmp");
-        let (opts, rest) = split_options("--timeout=5 echo 'a   b'\necho c", RUN_OPTIONS).unwrap();
-        assert_eq!(opts, [("--timeout".to_string(), Some("5".to_string()))]);
-        assert_eq!(rest, "echo 'a   b'\necho c");
-        assert_eq!(split_options("echo --retry", RUN_OPTIONS).unwrap_err(), "option `--retry` needs a value");
+        Plan::build(&catalog(), &[o], &Selection { restrict: restrict.iter().map(|s| s.to_string()).collect(), ignore_cache: false })
     }
 
     #[test]
@@ -436,17 +364,16 @@ mod tests {
         assert_eq!(err.to_string(), "error: o.yaml:1:13: unknown target `web9`\n  hint: did you mean `web1`? targets are catalog node names or hosts; the catalog has web1, web2, db1");
         let err = plan("- jobs: [{RUN: a}]\n", &["mail*"]).unwrap_err();
         assert_eq!(err.to_string(), "error: --restrict `mail*` matches no node or group in the catalog\n  hint: the catalog has web1, web2, db1");
-        let err = plan("- jobs:\n    - ARG: k v\n", &[]).unwrap_err();
-        assert_eq!(err.to_string(), "error: o.yaml:2:7: verb `ARG` is not supported yet\n  hint: director runs RUN today; the other Directord verbs are on the way");
+        let err = plan("- jobs:\n    - DNF: vim\n", &[]).unwrap_err();
+        assert_eq!(err.to_string(), "error: o.yaml:2:7: verb `DNF` is not supported yet\n  hint: director runs RUN, ARG, ENV, ADD, COPY, WORKDIR, CACHEFILE, CACHEEVICT, QUERY, QUERY_WAIT, JOB_WAIT, WAIT, ECHO, QUEUESENTINEL today");
+        let err = plan("- jobs:\n    - RUN: echo\n      vars: {stdout_ag: x}\n", &[]).unwrap_err();
+        assert_eq!(err.to_string(), "error: o.yaml:3:14: unknown var `stdout_ag` for RUN\n  hint: did you mean `stdout_arg`?");
+        let err = plan("- jobs:\n    - QUERY_WAIT: k --identity web7\n", &[]).unwrap_err();
+        assert_eq!(err.to_string(), "error: o.yaml:2:7: QUERY_WAIT waits for `web7`, which runs nothing in this run\n  hint: --identity takes catalog node names that this run reaches: web1, web2, db1");
+        let help = plan("- jobs:\n    - ECHO: --exec-help\n", &[]).unwrap_err();
+        assert_eq!(help.code, 0);
+        assert!(help.to_string().starts_with("usage: ECHO WORDS...\n"));
         let err = plan("- jobs:\n    - RUN: --timeout soon sleep 1\n", &[]).unwrap_err();
         assert_eq!(err.to_string(), "error: o.yaml:2:12: option `--timeout` needs a whole number, not `soon`");
-    }
-
-    #[test]
-    fn fingerprint_depends_on_what_runs() {
-        let a = fingerprint("RUN", &Work::Run { command: "echo a".into(), retry: 1, no_block: false }, DEFAULT_TIMEOUT, false);
-        let b = fingerprint("RUN", &Work::Run { command: "echo b".into(), retry: 1, no_block: false }, DEFAULT_TIMEOUT, false);
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 56);
     }
 }

@@ -1,0 +1,332 @@
+//! The executor's file operations: directories, hashes, reads, atomic writes, the node cache
+//! file, and the QUEUESENTINEL mailbox between executors of one user.
+//!
+//! Every write goes to a temp file beside its destination, is checked, gets its owner and
+//! mode, is fsynced and then renamed into place: an interrupted transfer or a crash never
+//! leaves a truncated destination or a half-written cache. A [`Put`] that is dropped before
+//! it completes (stdin closed mid-transfer) deletes its temp file.
+//!
+//! The state directory is `${XDG_CACHE_HOME:-$HOME/.cache}/director`, the same place the
+//! executor itself is installed under: `cache.json` is the node cache, `live/<pid>` marks a
+//! serving executor, `drain/<pid>` asks that executor to drain its run.
+
+use director_proto::{Attrs, Done, Reply};
+use sha3::{Digest, Sha3_224};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The state directory (see the module docs).
+pub fn state_dir() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("director"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(".cache/director"),
+    }
+}
+
+pub fn cache_path() -> PathBuf {
+    state_dir().join("cache.json")
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn failed(message: impl Into<String>) -> Done {
+    Done::Failed { message: message.into() }
+}
+
+/// Looks a user or group up in /etc/passwd or /etc/group; numbers pass through.
+fn lookup_id(name: &str, file: &str, what: &str) -> Result<u32, String> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(n);
+    }
+    let text = fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let n = f.next()?;
+            let id = f.nth(1)?;
+            (n == name).then(|| id.parse::<u32>().ok()).flatten()
+        })
+        .next()
+        .ok_or_else(|| format!("no {what} `{name}` in {file}"))
+}
+
+/// Applies owner, group and mode to `path`.
+fn apply_attrs(path: &Path, attrs: &Attrs) -> Result<(), String> {
+    let uid = attrs.owner.as_deref().map(|u| lookup_id(u, "/etc/passwd", "user")).transpose()?;
+    let gid = attrs.group.as_deref().map(|g| lookup_id(g, "/etc/group", "group")).transpose()?;
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid).map_err(|e| format!("cannot chown {}: {e}", path.display()))?;
+    }
+    if let Some(mode) = attrs.mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+pub fn mkdir(path: &str, attrs: &Attrs) -> Done {
+    let p = Path::new(path);
+    if let Err(e) = fs::create_dir_all(p) {
+        return failed(format!("cannot create directory {path}: {e}"));
+    }
+    match apply_attrs(p, attrs) {
+        Ok(()) => Done::Ok,
+        Err(e) => failed(e),
+    }
+}
+
+/// sha3-224 of a file's bytes, streamed.
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha3_224::new();
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+pub fn hash(path: &str) -> Done {
+    let p = Path::new(path);
+    match fs::metadata(p) {
+        Ok(m) if m.is_file() => match hash_file(p) {
+            Ok(h) => Done::Hash { sha3: Some(h) },
+            Err(e) => failed(format!("cannot read {path}: {e}")),
+        },
+        _ => Done::Hash { sha3: None },
+    }
+}
+
+pub fn read(path: &str) -> Done {
+    let limit = (director_proto::MAX_FRAME / 2) as u64;
+    match fs::metadata(path) {
+        Ok(m) if m.len() > limit => return failed(format!("{path} is {} bytes; at most {limit} can be read", m.len())),
+        Err(e) => return failed(format!("cannot read {path}: {e}")),
+        Ok(_) => {}
+    }
+    match fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(data) => Done::Text { data },
+            Err(_) => failed(format!("{path} is not UTF-8 text")),
+        },
+        Err(e) => failed(format!("cannot read {path}: {e}")),
+    }
+}
+
+/// A temp file beside `dest` that is removed unless [`Temp::commit`] renames it into place.
+struct Temp {
+    path: PathBuf,
+    dest: PathBuf,
+    file: Option<File>,
+}
+
+impl Temp {
+    fn create(dest: &Path, tag: u64) -> Result<Temp, String> {
+        let name = dest.file_name().ok_or_else(|| format!("{} is not a file path", dest.display()))?;
+        if dest.is_dir() {
+            return Err(format!("{} is a directory; end the destination with / to copy into it", dest.display()));
+        }
+        let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let path = dir.join(format!(".{}.director-{}-{tag}.tmp", name.to_string_lossy(), std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("cannot create a file in {}: {e}", dir.display()))?;
+        Ok(Temp { path, dest: dest.to_path_buf(), file: Some(file) })
+    }
+
+    /// Mode/owner, fsync, rename; a destination that exists keeps its mode unless `attrs` says.
+    fn commit(mut self, attrs: &Attrs) -> Result<(), String> {
+        let file = self.file.take().expect("open until commit");
+        let mut attrs = attrs.clone();
+        if attrs.mode.is_none() {
+            attrs.mode = Some(match fs::metadata(&self.dest) {
+                Ok(m) => m.permissions().mode() & 0o7777,
+                Err(_) => 0o666 & !umask(),
+            });
+        }
+        apply_attrs(&self.path, &attrs)?;
+        file.sync_all().map_err(|e| format!("cannot sync {}: {e}", self.path.display()))?;
+        drop(file);
+        fs::rename(&self.path, &self.dest).map_err(|e| format!("cannot rename into {}: {e}", self.dest.display()))?;
+        if let Some(dir) = self.dest.parent() {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn umask() -> u32 {
+    // SAFETY: umask only swaps the process mask; it is put back at once.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old);
+        old as u32
+    }
+}
+
+/// An atomic write in progress, fed by data frames.
+pub struct Put {
+    temp: Temp,
+    hasher: Sha3_224,
+    left: u64,
+    sha3: String,
+    attrs: Attrs,
+    failed: Option<String>,
+}
+
+impl Put {
+    pub fn begin(id: u64, path: &str, size: u64, sha3: String, attrs: Attrs) -> Result<Put, String> {
+        Ok(Put { temp: Temp::create(Path::new(path), id)?, hasher: Sha3_224::new(), left: size, sha3, attrs, failed: None })
+    }
+
+    /// Takes a chunk; true once every byte has arrived.
+    pub fn feed(&mut self, bytes: &[u8]) -> bool {
+        if self.failed.is_none() {
+            if bytes.len() as u64 > self.left {
+                self.failed = Some("more bytes arrived than announced".into());
+            } else if let Err(e) = self.temp.file.as_mut().expect("open").write_all(bytes) {
+                self.failed = Some(format!("cannot write {}: {e}", self.temp.path.display()));
+            }
+            self.hasher.update(bytes);
+        }
+        self.left = self.left.saturating_sub(bytes.len() as u64);
+        self.left == 0
+    }
+
+    pub fn finish(self) -> Done {
+        if let Some(message) = self.failed {
+            return failed(message);
+        }
+        let got = hex(&self.hasher.finalize());
+        if got != self.sha3 {
+            return failed(format!("data integrity failure: expected sha3-224 {}, received {got}", self.sha3));
+        }
+        match self.temp.commit(&self.attrs) {
+            Ok(()) => Done::Ok,
+            Err(e) => failed(e),
+        }
+    }
+}
+
+/// Copies a file already on the node (sent earlier in this run) to `path`, atomically.
+pub fn copy_local(id: u64, from: &str, path: &str, size: u64, sha3: String, attrs: Attrs) -> Done {
+    let mut put = match Put::begin(id, path, size, sha3, attrs) {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    let mut source = match File::open(from) {
+        Ok(f) => f,
+        Err(e) => return failed(format!("cannot open {from}: {e}")),
+    };
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        match source.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                put.feed(&buf[..n]);
+            }
+            Err(e) => return failed(format!("cannot read {from}: {e}")),
+        }
+    }
+    if put.left != 0 {
+        return failed(format!("{from} changed since it was sent"));
+    }
+    put.finish()
+}
+
+pub fn save_cache(data: &str) -> Done {
+    let path = cache_path();
+    if let Some(dir) = path.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let result = Temp::create(&path, 0).and_then(|mut temp| {
+        temp.file.as_mut().expect("open").write_all(data.as_bytes()).map_err(|e| format!("cannot write the node cache: {e}"))?;
+        temp.commit(&Attrs { mode: Some(0o600), ..Attrs::default() })
+    });
+    match result {
+        Ok(()) => Done::Ok,
+        Err(e) => failed(e),
+    }
+}
+
+pub fn load_cache() -> Option<String> {
+    fs::read_to_string(cache_path()).ok()
+}
+
+/// Marks this executor as serving, so a QUEUESENTINEL from another run can reach it; the
+/// mark goes when the returned guard drops.
+pub struct Live(PathBuf);
+
+impl Live {
+    pub fn register() -> Live {
+        let dir = state_dir().join("live");
+        let _ = fs::create_dir_all(&dir);
+        let path = dir.join(std::process::id().to_string());
+        let _ = File::create(&path);
+        Live(path)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+        let _ = fs::remove_file(state_dir().join("drain").join(std::process::id().to_string()));
+    }
+}
+
+/// Tells every other live executor of this user to drain; returns how many were told.
+pub fn sentinel(from: &str) -> Done {
+    let live = state_dir().join("live");
+    let drain = state_dir().join("drain");
+    let _ = fs::create_dir_all(&drain);
+    let me = std::process::id().to_string();
+    let mut told = 0;
+    for entry in fs::read_dir(&live).into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if pid == me {
+            continue;
+        }
+        if !Path::new("/proc").join(&pid).exists() {
+            let _ = fs::remove_file(entry.path());
+            continue;
+        }
+        let tmp = drain.join(format!(".{pid}.{me}.tmp"));
+        if fs::write(&tmp, from).and_then(|_| fs::rename(&tmp, drain.join(&pid))).is_ok() {
+            told += 1;
+        }
+    }
+    Done::Text { data: format!("queue sentinel delivered to {told} running executor(s)") }
+}
+
+/// Polls this executor's drain mailbox; a letter becomes [`Reply::Drain`].
+pub fn watch_drain(outbox: crate::Outbox) {
+    let path = state_dir().join("drain").join(std::process::id().to_string());
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if let Ok(from) = fs::read_to_string(&path) {
+            let _ = fs::remove_file(&path);
+            outbox.send(&Reply::Drain { from });
+        }
+    });
+}

@@ -1,0 +1,102 @@
+//! Templates: Directord's `{{ }}` rendering with a node's cached args, through minijinja.
+//!
+//! Jinja semantics as Directord had them: strict undefined (a missing variable fails the job,
+//! it never renders as ""), trailing newlines kept, no autoescape, the stock filters, and
+//! Python's methods on values (`query.values()`, `.items()`, `.upper()`...) through
+//! minijinja-contrib's pycompat. Booleans and None print the Python way (`True`, `None`) as Jinja2 did; lists and mappings
+//! print with double quotes (`["a"]`, `{"k": 1}`), which YAML and JSON readers both accept.
+
+use minijinja::{Environment, UndefinedBehavior, Value as Tv};
+use serde_json::Value;
+
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        Renderer { env }
+    }
+}
+
+impl Renderer {
+    /// Renders `template` with `args`; the error names the variable that is missing.
+    pub fn render(&self, template: &str, args: &Value) -> Result<String, String> {
+        if !template.contains("{{") && !template.contains("{%") && !template.contains("{#") {
+            return Ok(template.to_string());
+        }
+        let ctx = Tv::from_serialize(args);
+        match self.env.render_str(template, ctx) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == minijinja::ErrorKind::UndefinedError => Err(match self.missing(template, args) {
+                Some(name) => format!("undefined variable `{name}`: the node's cache has no such arg (set it with ARG, --stdout-arg, CACHEFILE or QUERY)"),
+                None => format!("template error: {}", describe(&e)),
+            }),
+            Err(e) => Err(format!("template error: {}", describe(&e))),
+        }
+    }
+
+    /// The first variable path the template uses that `args` does not have.
+    fn missing(&self, template: &str, args: &Value) -> Option<String> {
+        let tmpl = self.env.template_from_str(template).ok()?;
+        let mut paths: Vec<String> = tmpl.undeclared_variables(true).into_iter().collect();
+        paths.sort();
+        for path in paths {
+            let mut node = args;
+            let mut walked = Vec::new();
+            for seg in path.split('.') {
+                walked.push(seg);
+                match node.get(seg) {
+                    Some(next) => node = next,
+                    // A method call such as `query.values` is not data: only report a miss on
+                    // a mapping whose key is absent, or a top-level name.
+                    None if walked.len() == 1 || node.is_object() && !is_method(seg) => return Some(walked.join(".")),
+                    None => break,
+                }
+            }
+        }
+        None
+    }
+}
+
+fn is_method(name: &str) -> bool {
+    ["values", "items", "keys", "get", "upper", "lower", "split", "strip", "startswith", "endswith", "replace", "format", "join", "count"].contains(&name)
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    let mut text = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
+    if let Some(line) = e.line() {
+        text.push_str(&format!(" (line {line} of the template)"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_like_directord() {
+        let r = Renderer::default();
+        let args = json!({"query": {"n1": {"k": "v1"}, "n2": {}}, "lst": ["test"], "b": true, "i": 9000});
+        assert_eq!(r.render("{{ query.values() | map(attribute='k') | select('defined') | list | first }}", &args).unwrap(), "v1");
+        assert_eq!(r.render("x={{ lst }} {{ b }} {{ i }}\n", &args).unwrap(), "x=[\"test\"] True 9000\n");
+        assert_eq!(r.render("no template here $x", &args).unwrap(), "no template here $x");
+        // As in Directord, `{#` opens a Jinja comment, even inside shell like ${#arr[@]}.
+        assert!(r.render("echo ${#x}", &args).is_err());
+    }
+
+    #[test]
+    fn undefined_names_the_variable() {
+        let r = Renderer::default();
+        let args = json!({"query": {"n1": {}}});
+        assert_eq!(r.render("echo {{ wrkdir }}", &args).unwrap_err(), "undefined variable `wrkdir`: the node's cache has no such arg (set it with ARG, --stdout-arg, CACHEFILE or QUERY)");
+        assert_eq!(r.render("echo {{ query.n1.k }}", &args).unwrap_err(), "undefined variable `query.n1.k`: the node's cache has no such arg (set it with ARG, --stdout-arg, CACHEFILE or QUERY)");
+        assert_eq!(r.render("echo {{ x", &args).unwrap_err(), "template error: unexpected end of input, expected end of variable block (line 1 of the template)");
+    }
+}

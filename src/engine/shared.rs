@@ -1,0 +1,146 @@
+//! What the nodes of one run share: each node's cache (in memory, mirrored to the node), the
+//! fingerprints that failed there, the node's clock, and the QUERY rendezvous.
+//!
+//! A QUERY job needs a value from every one of its targets, so it is the one place where
+//! nodes wait for each other: each target arrives with its value (or leaves: it failed
+//! earlier, was skipped, or is unreachable), and the job completes on all of them once every
+//! target has done one or the other. A node's task leaves every rendezvous it has not reached
+//! when it ends, so a lost node never blocks the others.
+
+use super::cache::NodeCache;
+use crate::plan::{Plan, Work};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+use tokio::sync::Notify;
+
+pub struct NodeState {
+    pub cache: Mutex<NodeCache>,
+    /// Fingerprints of jobs that failed on the node in this run (JOB_WAIT sees them).
+    pub failed: Mutex<HashSet<String>>,
+    /// Files written on the node in this run: content sha3 → path, so content goes once.
+    pub sent: Mutex<HashMap<String, String>>,
+    /// Saves of the cache file are serialized, so the last one sent is the newest.
+    pub save: tokio::sync::Mutex<()>,
+    /// The node's task has ended.
+    pub done: AtomicBool,
+    /// Wakes whoever waits on this node's cache or jobs.
+    pub changed: Notify,
+    clock: Mutex<Option<(u64, Instant)>>,
+}
+
+impl NodeState {
+    fn new() -> Self {
+        NodeState {
+            cache: Mutex::default(),
+            failed: Mutex::default(),
+            sent: Mutex::default(),
+            save: tokio::sync::Mutex::new(()),
+            done: AtomicBool::new(false),
+            changed: Notify::new(),
+            clock: Mutex::new(None),
+        }
+    }
+
+    pub fn set_clock(&self, node_now: u64) {
+        *lock(&self.clock) = Some((node_now, Instant::now()));
+    }
+
+    /// The node's time now, seconds since the epoch.
+    pub fn now(&self) -> u64 {
+        match *lock(&self.clock) {
+            Some((at, since)) => at + since.elapsed().as_secs(),
+            None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        }
+    }
+
+    pub fn cache(&self) -> std::sync::MutexGuard<'_, NodeCache> {
+        lock(&self.cache)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    pub fn finish(&self) {
+        self.done.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits until `ready` holds, re-checking whenever `notify` fires.
+pub async fn until<T>(notify: &Notify, mut ready: impl FnMut() -> Option<T>) -> T {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(v) = ready() {
+            return v;
+        }
+        notified.await;
+    }
+}
+
+struct Rendezvous {
+    participants: Vec<usize>,
+    /// Node → `Some(value)` arrived (the value may be absent), `None` left.
+    seen: Mutex<HashMap<usize, Option<Option<Value>>>>,
+    notify: Notify,
+}
+
+pub struct Shared {
+    pub nodes: Vec<NodeState>,
+    queries: HashMap<usize, Rendezvous>,
+}
+
+impl Shared {
+    pub fn new(plan: &Plan) -> Self {
+        let queries = plan
+            .jobs
+            .iter()
+            .filter(|j| matches!(j.work, Work::Query { .. }))
+            .map(|j| (j.id, Rendezvous { participants: j.targets.clone(), seen: Mutex::default(), notify: Notify::new() }))
+            .collect();
+        Shared { nodes: (0..plan.nodes.len()).map(|_| NodeState::new()).collect(), queries }
+    }
+
+    /// `node` brings its value to QUERY `job` and waits for the other targets; the answer is
+    /// every target that arrived, in target order, with its value.
+    pub async fn query(&self, job: usize, node: usize, value: Option<Value>) -> Vec<(usize, Option<Value>)> {
+        let Some(r) = self.queries.get(&job) else { return vec![(node, value)] };
+        lock(&r.seen).insert(node, Some(value));
+        r.notify.notify_waiters();
+        until(&r.notify, || {
+            let seen = lock(&r.seen);
+            r.participants
+                .iter()
+                .all(|p| seen.contains_key(p))
+                .then(|| r.participants.iter().filter_map(|p| seen[p].clone().map(|v| (*p, v))).collect())
+        })
+        .await
+    }
+
+    /// `node` will not reach QUERY `job`.
+    pub fn leave(&self, job: usize, node: usize) {
+        if let Some(r) = self.queries.get(&job) {
+            lock(&r.seen).entry(node).or_insert(None);
+            r.notify.notify_waiters();
+        }
+    }
+
+    /// `node`'s task ended: it leaves every QUERY it did not reach.
+    pub fn leave_all(&self, node: usize) {
+        for (&job, r) in &self.queries {
+            if r.participants.contains(&node) {
+                self.leave(job, node);
+            }
+        }
+        self.nodes[node].finish();
+    }
+}

@@ -1,0 +1,527 @@
+//! One job on one node, from templates to the cache record.
+//!
+//! The steps: render the job's templates with the node's cached args (an undefined variable
+//! fails the job here, naming the variable, the job and the node); compute its fingerprint;
+//! answer it from the node cache when it is cacheable, not `--skip-cache`, recorded as a
+//! success, and (for ADD/COPY) every file it wrote still has the recorded hash; otherwise do
+//! the verb; then store `--stdout-arg`/`--stderr-arg`, record the success, and save the cache
+//! on the node. Verbs that only change the cache (ARG, ENV, CACHEFILE, CACHEEVICT, QUERY)
+//! report `cached` when they leave it as it was.
+
+use super::cache::{JobRecord, Kind};
+use super::render::Renderer;
+use super::session::{Content, Session};
+use super::shared::{lock, until, NodeState, Shared};
+use super::{EngineConfig, Sink, CANCEL_KILL, CANCEL_NONE};
+use crate::catalog::Node;
+use crate::event::{Event, JobStatus, Stream};
+use crate::plan::fingerprint::{self, Rendered};
+use crate::plan::{Job, Plan, WaitOn, Work};
+use director_proto::{Done, Outcome, Reply, Request};
+use serde_json::{json, Value};
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Largest captured output kept for `--stdout-arg`/`--stderr-arg`, per stream.
+const CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
+/// Largest `--blueprint` template (it is rendered in memory).
+const BLUEPRINT_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Everything a job on one node can reach.
+pub struct Cx<'a> {
+    pub plan: &'a Plan,
+    pub index: usize,
+    pub node: &'a Node,
+    pub session: &'a Session,
+    pub sink: &'a Sink,
+    pub shared: &'a Shared,
+    pub renderer: &'a Renderer,
+    pub config: &'a EngineConfig,
+}
+
+impl Cx<'_> {
+    fn state(&self) -> &NodeState {
+        &self.shared.nodes[self.index]
+    }
+
+    /// Writes the in-memory cache to the node, atomically there.
+    pub async fn save(&self) -> Result<(), String> {
+        let state = self.state();
+        let _turn = state.save.lock().await;
+        let data = state.cache().to_text();
+        match self.session.call(|id| Request::SaveCache { id, data }).await? {
+            Done::Failed { message } => Err(format!("cannot save the node cache: {message}")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How a job ended on the node.
+pub struct Finish {
+    pub status: JobStatus,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    stdout: String,
+    stderr: String,
+    /// The node cache changed, so it must be saved.
+    dirty: bool,
+    files: Vec<(String, String)>,
+}
+
+impl Finish {
+    fn ok(stdout: impl Into<String>) -> Self {
+        Finish { status: JobStatus::Ok, exit_code: None, reason: None, stdout: stdout.into(), stderr: String::new(), dirty: false, files: Vec::new() }
+    }
+
+    fn failed(reason: impl Into<String>) -> Self {
+        Finish { status: JobStatus::Failed, reason: Some(reason.into()), ..Finish::ok("") }
+    }
+
+    /// A cache-only verb: `cached` when nothing changed.
+    fn cache_only(changed: bool, stdout: impl Into<String>) -> Self {
+        Finish { status: if changed { JobStatus::Ok } else { JobStatus::Cached }, dirty: changed, ..Finish::ok(stdout) }
+    }
+}
+
+/// A file an ADD/COPY is about to write.
+struct Outgoing {
+    dest: String,
+    size: u64,
+    sha3: String,
+    body: Body,
+}
+
+enum Body {
+    File(std::path::PathBuf),
+    Rendered(Vec<u8>),
+}
+
+/// Runs `job` on the node and reports it; returns its status.
+pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> JobStatus {
+    let started = Instant::now();
+    let finish = match prepare(cx, job).await {
+        Err(reason) => Finish::failed(format!("{reason} (job {} `{}` on node {})", job.id + 1, job.label(), cx.node.name)),
+        Ok((rendered, outgoing)) => {
+            let fp = fingerprint::compute(job, &rendered);
+            cx.sink.emit(Event::JobStarted { node: cx.node.name.clone(), job: job.id, name: job.label(), fingerprint: fp.clone() }).await;
+            let mut finish = match cached(cx, job, &fp).await {
+                Some(hit) => hit,
+                None => perform(cx, job, &rendered, outgoing, cancel).await,
+            };
+            // Verbs that run no command say what they did as their output.
+            if !matches!(job.work, Work::Run { .. } | Work::Echo { .. } | Work::Wait { .. }) && !finish.stdout.is_empty() {
+                cx.sink.emit(Event::JobOutput { node: cx.node.name.clone(), job: job.id, stream: Stream::Stdout, data: format!("{}\n", finish.stdout) }).await;
+            }
+            if let Err(e) = record(cx, job, &fp, &mut finish).await {
+                finish = Finish::failed(e);
+            }
+            finish
+        }
+    };
+    cx.sink
+        .emit(Event::JobFinished {
+            node: cx.node.name.clone(),
+            job: job.id,
+            name: job.label(),
+            status: finish.status,
+            exit_code: finish.exit_code,
+            reason: finish.reason,
+            ms: started.elapsed().as_millis() as u64,
+        })
+        .await;
+    finish.status
+}
+
+/// Renders the job's templates with the node's args and, for ADD/COPY, works out each
+/// destination and content hash.
+async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), String> {
+    let (args, env) = {
+        let cache = cx.state().cache();
+        (cache.args_value(), cache.env_map())
+    };
+    let render = |t: &str| cx.renderer.render(t, &args);
+    let mut r = Rendered { env, ..Rendered::default() };
+    let mut outgoing = Vec::new();
+    match &job.work {
+        Work::Run { command, .. } => r.text = render(command)?,
+        Work::Workdir { path, .. } => r.text = render(path)?,
+        Work::Wait { on: WaitOn::Url(t) | WaitOn::Cmd(t), .. } => r.text = render(t)?,
+        Work::Arg { value, .. } => r.value = render_value(value, &render)?,
+        Work::Copy { sources, dest, blueprint, .. } => {
+            let dest = render(dest)?;
+            for source in sources {
+                let to = if dest.ends_with('/') {
+                    format!("{dest}{}", source.path.file_name().unwrap_or_default().to_string_lossy())
+                } else {
+                    dest.clone()
+                };
+                let file = if *blueprint {
+                    if source.size > BLUEPRINT_LIMIT {
+                        return Err(format!("{} is too large to render as a blueprint ({} bytes, at most {BLUEPRINT_LIMIT})", source.path.display(), source.size));
+                    }
+                    let text = tokio::fs::read_to_string(&source.path).await.map_err(|e| format!("cannot read {}: {e}", source.path.display()))?;
+                    let bytes = render(&text).map_err(|e| format!("{e} in blueprint {}", source.path.display()))?.into_bytes();
+                    let sha3 = crate::plan::verbs::hex(&<sha3::Sha3_224 as sha3::Digest>::digest(&bytes));
+                    Outgoing { dest: to, size: bytes.len() as u64, sha3, body: Body::Rendered(bytes) }
+                } else {
+                    Outgoing { dest: to, size: source.size, sha3: source.sha3.clone(), body: Body::File(source.path.clone()) }
+                };
+                r.files.push((file.dest.clone(), file.sha3.clone()));
+                outgoing.push(file);
+            }
+        }
+        _ => {}
+    }
+    Ok((r, outgoing))
+}
+
+/// ARG/ENV values are rendered as Directord did: the JSON text of the value, then read back.
+fn render_value(value: &Value, render: &dyn Fn(&str) -> Result<String, String>) -> Result<Value, String> {
+    match value {
+        Value::String(s) => Ok(Value::String(render(s)?)),
+        Value::Array(items) => items.iter().map(|v| render_value(v, render)).collect::<Result<_, _>>().map(Value::Array),
+        Value::Object(map) => map.iter().map(|(k, v)| Ok((k.clone(), render_value(v, render)?))).collect::<Result<_, String>>().map(Value::Object),
+        other => Ok(other.clone()),
+    }
+}
+
+/// The cache's answer, if it has one for this fingerprint and the node still matches it.
+async fn cached(cx: &Cx<'_>, job: &Job, fp: &str) -> Option<Finish> {
+    if !job.cacheable() || job.skip_cache {
+        return None;
+    }
+    let record = cx.state().cache().jobs.get(fp).cloned()?;
+    for (dest, sha3) in &record.files {
+        let path = dest.clone();
+        match cx.session.call(|id| Request::Hash { id, path }).await {
+            Ok(Done::Hash { sha3: Some(now) }) if now == *sha3 => {}
+            _ => return None,
+        }
+    }
+    let mut dirty = false;
+    {
+        let state = cx.state();
+        let now = state.now();
+        let mut cache = state.cache();
+        for (k, v) in &record.args {
+            dirty |= cache.set(Kind::Args, k, v.clone(), false, now, cx.config.args_ttl);
+        }
+    }
+    Some(Finish { status: JobStatus::Cached, dirty, ..Finish::ok("") })
+}
+
+/// Stores captured args, records a success or a failure, saves the cache if it changed.
+async fn record(cx: &Cx<'_>, job: &Job, fp: &str, finish: &mut Finish) -> Result<(), String> {
+    let state = cx.state();
+    let done_ok = matches!(finish.status, JobStatus::Ok | JobStatus::Cached);
+    if done_ok {
+        let now = state.now();
+        let mut captured = std::collections::BTreeMap::new();
+        for (name, text) in [(&job.stdout_arg, &finish.stdout), (&job.stderr_arg, &finish.stderr)] {
+            if let Some(name) = name {
+                captured.insert(name.clone(), Value::String(text.trim().to_string()));
+            }
+        }
+        let mut cache = state.cache();
+        for (k, v) in &captured {
+            finish.dirty |= cache.set(Kind::Args, k, v.clone(), false, now, cx.config.args_ttl);
+        }
+        if finish.status == JobStatus::Ok && job.cacheable() {
+            cache.jobs.insert(fp.to_string(), JobRecord { at: now, verb: job.verb.clone(), args: captured, files: std::mem::take(&mut finish.files) });
+            finish.dirty = true;
+        }
+    } else {
+        lock(&state.failed).insert(fp.to_string());
+    }
+    state.changed.notify_waiters();
+    if finish.dirty {
+        cx.save().await?;
+    }
+    Ok(())
+}
+
+/// Does the verb on the node.
+async fn perform(cx: &Cx<'_>, job: &Job, r: &Rendered, outgoing: Vec<Outgoing>, mut cancel: watch::Receiver<u8>) -> Finish {
+    let state = cx.state();
+    match &job.work {
+        Work::Run { retry, no_block, .. } => {
+            let command = if *no_block { format!("(setsid /bin/sh -c {} </dev/null >/dev/null 2>&1 &)", sh_quote(&r.text)) } else { r.text.clone() };
+            let env = state.cache().env_pairs();
+            let mut finish = Finish::failed("not run");
+            for _ in 0..(*retry).max(1) {
+                finish = command_finish(job, run_command(cx, job, &command, env.clone(), &mut cancel).await);
+                if finish.status == JobStatus::Ok || finish.status == JobStatus::Cancelled || *cancel.borrow() != CANCEL_NONE {
+                    break;
+                }
+            }
+            finish
+        }
+        Work::Echo { text } => {
+            let command = format!("printf '%s\\n' {}", sh_quote(text));
+            command_finish(job, run_command(cx, job, &command, Vec::new(), &mut cancel).await)
+        }
+        Work::Wait { on, retry, retry_wait, insecure } => {
+            let command = match on {
+                WaitOn::Seconds(s) => format!("sleep {s}"),
+                WaitOn::Url(_) => url_probe(&r.text, *insecure),
+                WaitOn::Cmd(_) => r.text.clone(),
+            };
+            let attempts = if matches!(on, WaitOn::Seconds(_)) { 1 } else { retry + 1 };
+            let env = state.cache().env_pairs();
+            let work = async {
+                let mut finish = Finish::failed("not run");
+                for attempt in 0..attempts {
+                    if attempt > 0 {
+                        tokio::time::sleep(*retry_wait).await;
+                    }
+                    finish = command_finish(job, run_command(cx, job, &command, env.clone(), &mut cancel.clone()).await);
+                    if finish.status == JobStatus::Ok || *cancel.borrow() != CANCEL_NONE {
+                        return finish;
+                    }
+                }
+                if attempts > 1 {
+                    finish.reason = Some(format!("still not ready after {attempts} attempts ({})", finish.reason.unwrap_or_default()));
+                }
+                finish
+            };
+            match tokio::time::timeout(job.timeout, work).await {
+                Ok(f) => f,
+                Err(_) => Finish { status: JobStatus::TimedOut, reason: Some(format!("timed out after {} s", job.timeout.as_secs())), ..Finish::ok("") },
+            }
+        }
+        Work::Arg { env, key, extend, .. } => {
+            let kind = if *env { Kind::Envs } else { Kind::Args };
+            if r.value.is_null() {
+                return Finish::cache_only(false, format!("Nothing added to cache. {} had no value", if *env { "envs" } else { "args" }));
+            }
+            let now = state.now();
+            let changed = state.cache().set(kind, key, r.value.clone(), *extend, now, cx.config.args_ttl);
+            Finish::cache_only(changed, format!("{} added to cache", if *env { "envs" } else { "args" }))
+        }
+        Work::Workdir { attrs, .. } => {
+            let path = r.text.clone();
+            let attrs = attrs.clone();
+            match cx.session.call(|id| Request::Mkdir { id, path, attrs }).await {
+                Ok(Done::Ok) => Finish::ok(format!("Directory {} OK", r.text)),
+                Ok(Done::Failed { message }) => Finish::failed(message),
+                Ok(other) => Finish::failed(format!("unexpected answer {other:?}")),
+                Err(e) => Finish::failed(e),
+            }
+        }
+        Work::Copy { attrs, .. } => copy(cx, outgoing, attrs).await,
+        Work::CacheFile { path } => {
+            let p = path.clone();
+            let text = match cx.session.call(|id| Request::Read { id, path: p }).await {
+                Ok(Done::Text { data }) => data,
+                Ok(Done::Failed { message }) => return Finish::failed(message),
+                Ok(other) => return Finish::failed(format!("unexpected answer {other:?}")),
+                Err(e) => return Finish::failed(e),
+            };
+            let value = match crate::catalog::yaml::parse_value(&text) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => return Finish::failed(format!("{path} on the node is not a mapping of args")),
+                Err(e) => return Finish::failed(format!("{path} on the node is not YAML or JSON: {e}")),
+            };
+            let now = state.now();
+            let mut cache = state.cache();
+            let mut changed = false;
+            for (k, v) in value {
+                changed |= cache.set(Kind::Args, &k, v, true, now, cx.config.args_ttl);
+            }
+            Finish::cache_only(changed, "Cache file loaded")
+        }
+        Work::CacheEvict { tag } => {
+            let changed = state.cache().evict(tag);
+            if tag == "all" || tag == "jobs" {
+                lock(&state.sent).clear();
+            }
+            Finish::cache_only(changed, format!("{tag} evicted from the cache"))
+        }
+        Work::Query { key } => {
+            let own = state.cache().arg(key).cloned();
+            let answers = match tokio::time::timeout(job.timeout, cx.shared.query(job.id, cx.index, own.clone())).await {
+                Ok(a) => a,
+                Err(_) => return Finish { status: JobStatus::TimedOut, reason: Some(format!("not every target reached this QUERY within {} s", job.timeout.as_secs())), ..Finish::ok("") },
+            };
+            let mut map = serde_json::Map::new();
+            for (node, value) in answers {
+                let mut entry = serde_json::Map::new();
+                if let Some(v) = value {
+                    entry.insert(key.clone(), v);
+                }
+                map.insert(cx.plan.nodes[node].name.clone(), Value::Object(entry));
+            }
+            let now = state.now();
+            let changed = state.cache().set(Kind::Args, "query", Value::Object(map), true, now, cx.config.args_ttl);
+            Finish::cache_only(changed, json!({ key.as_str(): own }).to_string())
+        }
+        Work::QueryWait { item, timeout, identities } => {
+            let ready = || {
+                let cache = state.cache();
+                let query = cache.arg("query")?.as_object()?.clone();
+                let has = |node: &str| query.get(node).and_then(|v| v.get(item.as_str())).is_some();
+                let ok = if identities.is_empty() { query.keys().any(|n| has(n)) } else { identities.iter().all(|n| has(n)) };
+                ok.then_some(())
+            };
+            match tokio::time::timeout(*timeout, until(&state.changed, ready)).await {
+                Ok(()) => Finish::ok(format!("query item {item} is known")),
+                Err(_) => Finish::failed(format!("Timeout after {} seconds waiting for query item {item}", timeout.as_secs())),
+            }
+        }
+        Work::JobWait { fingerprint, identities } => {
+            let mut outcome = Vec::new();
+            for name in identities {
+                let Some(other) = cx.plan.nodes.iter().position(|n| n.name == *name) else { continue };
+                let st = &cx.shared.nodes[other];
+                let seen = || {
+                    if st.cache().jobs.contains_key(fingerprint) {
+                        Some(Ok(()))
+                    } else if lock(&st.failed).contains(fingerprint) {
+                        Some(Err(format!("job {fingerprint} failed on {name}")))
+                    } else if st.is_done() {
+                        Some(Err(format!("{name} finished without running job {fingerprint}")))
+                    } else {
+                        None
+                    }
+                };
+                match tokio::time::timeout(job.timeout, until(&st.changed, seen)).await {
+                    Ok(Ok(())) => outcome.push(format!("{name}: done")),
+                    Ok(Err(e)) => return Finish::failed(e),
+                    Err(_) => return Finish::failed(format!("Timeout after {} seconds waiting for job {fingerprint} on {name}", job.timeout.as_secs())),
+                }
+            }
+            Finish::ok(outcome.join("\n"))
+        }
+        Work::QueueSentinel => {
+            let from = format!("{} (run {}, job {})", cx.node.name, cx.config.run_id, job.id + 1);
+            cx.session.drain(format!("omitted: queue sentinel from job {} of this run", job.id + 1));
+            match cx.session.call(|id| Request::Sentinel { id, from }).await {
+                Ok(Done::Text { data }) => Finish::ok(data),
+                Ok(Done::Failed { message }) => Finish::failed(message),
+                Ok(other) => Finish::failed(format!("unexpected answer {other:?}")),
+                Err(e) => Finish::failed(e),
+            }
+        }
+    }
+}
+
+/// Sends each file (or copies it on the node if this run already sent the same content).
+async fn copy(cx: &Cx<'_>, outgoing: Vec<Outgoing>, attrs: &director_proto::Attrs) -> Finish {
+    let state = cx.state();
+    let mut hashes = Vec::new();
+    let mut files = Vec::new();
+    for file in outgoing {
+        let earlier = lock(&state.sent).get(&file.sha3).cloned();
+        let mut answer = Err(String::new());
+        if let Some(from) = earlier {
+            answer = cx.session.put(file.dest.clone(), file.size, file.sha3.clone(), attrs.clone(), Content::CopyOf(from)).await;
+        }
+        if !matches!(answer, Ok(Done::Ok)) {
+            let content = match &file.body {
+                Body::File(p) => Content::File(p),
+                Body::Rendered(b) => Content::Bytes(b),
+            };
+            answer = cx.session.put(file.dest.clone(), file.size, file.sha3.clone(), attrs.clone(), content).await;
+        }
+        match answer {
+            Ok(Done::Ok) => {
+                lock(&state.sent).insert(file.sha3.clone(), file.dest.clone());
+                hashes.push(file.sha3.clone());
+                files.push((file.dest, file.sha3));
+            }
+            Ok(Done::Failed { message }) => return Finish::failed(message),
+            Ok(other) => return Finish::failed(format!("unexpected answer {other:?}")),
+            Err(e) => return Finish::failed(e),
+        }
+    }
+    Finish { files, ..Finish::ok(hashes.join("\n")) }
+}
+
+/// A shell command that succeeds when `url` answers 2xx or 3xx, with curl or wget.
+fn url_probe(url: &str, insecure: bool) -> String {
+    let u = sh_quote(url);
+    let (k, nc) = if insecure { (" -k", " --no-check-certificate") } else { ("", "") };
+    format!(
+        "if command -v curl >/dev/null 2>&1; then c=$(curl -s{k} -o /dev/null -w '%{{http_code}}' --max-time 10 {u}); case \"$c\" in 2??|3??) exit 0;; esac; echo \"HTTP status $c\" >&2; exit 1; \
+         elif command -v wget >/dev/null 2>&1; then exec wget -q{nc} -T 10 -O /dev/null {u}; \
+         else echo 'WAIT --url needs curl or wget on the node' >&2; exit 127; fi"
+    )
+}
+
+/// Quotes text for `/bin/sh` as one word.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// What one command on the node ended with, and what it printed (kept for the args).
+struct Ran {
+    outcome: Result<Outcome, String>,
+    stdout: String,
+    stderr: String,
+}
+
+fn command_finish(job: &Job, ran: Ran) -> Finish {
+    let (status, exit_code, reason) = match ran.outcome {
+        Ok(Outcome::Exited { code: 0 }) => (JobStatus::Ok, Some(0), None),
+        Ok(Outcome::Exited { code }) => (JobStatus::Failed, Some(code), Some(format!("exited with code {code}"))),
+        Ok(Outcome::Signaled { signal }) => (JobStatus::Failed, None, Some(format!("killed by signal {signal}"))),
+        Ok(Outcome::TimedOut) => (JobStatus::TimedOut, None, Some(format!("timed out after {} s", job.timeout.as_secs()))),
+        Ok(Outcome::Cancelled) => (JobStatus::Cancelled, None, Some("cancelled".to_string())),
+        Ok(Outcome::SpawnFailed { message }) => (JobStatus::Failed, None, Some(format!("could not start /bin/sh: {message}"))),
+        Err(lost) => (JobStatus::Failed, None, Some(lost)),
+    };
+    Finish { status, exit_code, reason, stdout: ran.stdout, stderr: ran.stderr, dirty: false, files: Vec::new() }
+}
+
+/// Internal events of one command, so the select below only translates inputs.
+enum Step {
+    Reply(Option<Reply>),
+    Cancel,
+}
+
+async fn run_command(cx: &Cx<'_>, job: &Job, command: &str, env: Vec<(String, String)>, cancel: &mut watch::Receiver<u8>) -> Ran {
+    let mut ran = Ran { outcome: Err(String::new()), stdout: String::new(), stderr: String::new() };
+    let (id, mut replies) = match cx.session.run(command.to_string(), env, job.timeout).await {
+        Ok(x) => x,
+        Err(e) => {
+            ran.outcome = Err(e);
+            return ran;
+        }
+    };
+    let mut kill_sent = false;
+    loop {
+        let step = tokio::select! {
+            reply = replies.recv() => Step::Reply(reply),
+            changed = cancel.changed(), if !kill_sent => match changed {
+                Ok(()) if *cancel.borrow() >= CANCEL_KILL => Step::Cancel,
+                Ok(()) => continue,
+                Err(_) => { kill_sent = true; continue }
+            },
+        };
+        match step {
+            Step::Cancel => {
+                kill_sent = true;
+                cx.session.cancel(id).await;
+            }
+            Step::Reply(None) => {
+                ran.outcome = Err(cx.session.lost().unwrap_or_else(|| "connection to the executor lost".to_string()));
+                return ran;
+            }
+            Step::Reply(Some(Reply::Output { stream, data, .. })) => {
+                let (stream, keep) = match stream {
+                    director_proto::Stream::Stdout => (Stream::Stdout, &mut ran.stdout),
+                    director_proto::Stream::Stderr => (Stream::Stderr, &mut ran.stderr),
+                };
+                if keep.len() < CAPTURE_LIMIT {
+                    keep.push_str(&data);
+                }
+                cx.sink.emit(Event::JobOutput { node: cx.node.name.clone(), job: job.id, stream, data }).await;
+            }
+            Step::Reply(Some(Reply::Finished { outcome, .. })) => {
+                ran.outcome = Ok(outcome);
+                return ran;
+            }
+            Step::Reply(Some(_)) => {}
+        }
+    }
+}

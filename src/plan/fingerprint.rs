@@ -1,0 +1,246 @@
+//! A job's fingerprint on one node: sha3-224 over a canonical encoding of everything that
+//! decides what the job does there.
+//!
+//! The encoding is a JSON object, keys sorted bytewise at every level, no whitespace, strings
+//! escaped as serde_json does (UTF-8 kept, `"` `\` and control characters escaped), numbers as
+//! integers. It always holds `v` (1, the version of this encoding), `verb`, `timeout`
+//! (seconds), `run_once`, `stdout_arg` and `stderr_arg` (null when unset), and per verb:
+//!
+//! | verb | fields |
+//! |---|---|
+//! | RUN | `command` (rendered), `env` (the node's cached envs), `no_block`, `retry` |
+//! | ARG, ENV | `key`, `value` (rendered), `extend` |
+//! | ADD, COPY | `files`: `[{"dest", "sha3"}]` (final path; content hash, after rendering for `--blueprint`), `owner`, `group`, `mode`, `blueprint` |
+//! | WORKDIR | `path` (rendered), `owner`, `group`, `mode` |
+//! | CACHEFILE | `path` |
+//! | CACHEEVICT | `tag` |
+//! | QUERY | `key` |
+//! | QUERY_WAIT | `item`, `query_timeout`, `identities` |
+//! | JOB_WAIT | `job`, `identities` |
+//! | WAIT | one of `seconds`, `url` (rendered), `command` (rendered, with `env`); `retry`, `retry_wait`, `insecure` |
+//! | ECHO | `text` |
+//! | QUEUESENTINEL | nothing more |
+//!
+//! Left out on purpose: `--skip-cache`, the job's name, targets, position and entry, so the
+//! same work anywhere has the same fingerprint. Unlike Directord, the content of ADD/COPY
+//! sources is in (editing a source re-sends it), and so are the rendered command and the
+//! environment (a changed ARG or ENV used by a later RUN makes that RUN run again).
+
+use super::{Job, WaitOn, Work};
+use serde_json::{json, Map, Value};
+use sha3::{Digest, Sha3_224};
+
+/// What a job became on one node: its templates rendered, its files hashed.
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    /// RUN command, WORKDIR path, WAIT url or command.
+    pub text: String,
+    /// ARG/ENV value.
+    pub value: Value,
+    /// ADD/COPY: (final destination path, sha3-224 of the content) per file.
+    pub files: Vec<(String, String)>,
+    /// The node's cached envs, for the verbs that run a command.
+    pub env: Map<String, Value>,
+}
+
+/// The fingerprint of `job` as rendered on a node.
+pub fn compute(job: &Job, r: &Rendered) -> String {
+    let mut body = json!({
+        "v": 1,
+        "verb": job.verb,
+        "timeout": job.timeout.as_secs(),
+        "run_once": job.run_once,
+        "stdout_arg": job.stdout_arg,
+        "stderr_arg": job.stderr_arg,
+    });
+    let fields = body.as_object_mut().expect("object");
+    let mut put = |k: &str, v: Value| {
+        fields.insert(k.to_string(), v);
+    };
+    match &job.work {
+        Work::Run { retry, no_block, .. } => {
+            put("command", json!(r.text));
+            put("env", Value::Object(r.env.clone()));
+            put("no_block", json!(no_block));
+            put("retry", json!(retry));
+        }
+        Work::Arg { key, extend, .. } => {
+            put("key", json!(key));
+            put("value", r.value.clone());
+            put("extend", json!(extend));
+        }
+        Work::Copy { attrs, blueprint, .. } => {
+            put("files", Value::Array(r.files.iter().map(|(dest, sha3)| json!({"dest": dest, "sha3": sha3})).collect()));
+            put("owner", json!(attrs.owner));
+            put("group", json!(attrs.group));
+            put("mode", json!(attrs.mode));
+            put("blueprint", json!(blueprint));
+        }
+        Work::Workdir { attrs, .. } => {
+            put("path", json!(r.text));
+            put("owner", json!(attrs.owner));
+            put("group", json!(attrs.group));
+            put("mode", json!(attrs.mode));
+        }
+        Work::CacheFile { path } => put("path", json!(path)),
+        Work::CacheEvict { tag } => put("tag", json!(tag)),
+        Work::Query { key } => put("key", json!(key)),
+        Work::QueryWait { item, timeout, identities } => {
+            put("item", json!(item));
+            put("query_timeout", json!(timeout.as_secs()));
+            put("identities", json!(identities));
+        }
+        Work::JobWait { fingerprint, identities } => {
+            put("job", json!(fingerprint));
+            put("identities", json!(identities));
+        }
+        Work::Wait { on, retry, retry_wait, insecure } => {
+            match on {
+                WaitOn::Seconds(s) => put("seconds", json!(s)),
+                WaitOn::Url(_) => put("url", json!(r.text)),
+                WaitOn::Cmd(_) => {
+                    put("command", json!(r.text));
+                    put("env", Value::Object(r.env.clone()));
+                }
+            }
+            put("retry", json!(retry));
+            put("retry_wait", json!(retry_wait.as_secs()));
+            put("insecure", json!(insecure));
+        }
+        Work::Echo { text } => put("text", json!(text)),
+        Work::QueueSentinel => {}
+    }
+    hash(&canonical(&body))
+}
+
+/// The canonical text of a JSON value (see the module docs).
+pub fn canonical(value: &Value) -> String {
+    let mut out = String::new();
+    write(value, &mut out);
+    out
+}
+
+fn write(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String((*k).clone()).to_string());
+                out.push(':');
+                write(&map[k.as_str()], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// sha3-224 of `text`, lower-case hex.
+pub fn hash(text: &str) -> String {
+    super::verbs::hex(&Sha3_224::digest(text.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::verbs::{self, SourceRoots};
+    use std::path::PathBuf;
+
+    fn job(verb: &str, args: &str) -> Job {
+        let roots = SourceRoots { cwd: PathBuf::from(env!("CARGO_MANIFEST_DIR")), file_dir: None };
+        let p = verbs::parse(verb, args, &Map::new(), &roots).unwrap();
+        Job {
+            id: 0,
+            entry: 0,
+            name: None,
+            verb: verb.into(),
+            work: p.work,
+            timeout: p.timeout,
+            run_once: p.run_once,
+            skip_cache: p.skip_cache,
+            stdout_arg: p.stdout_arg,
+            stderr_arg: p.stderr_arg,
+            targets: vec![],
+        }
+    }
+
+    /// Golden values: the canonical text is written out by hand, and each hash was computed
+    /// from that text independently (Python's hashlib.sha3_224).
+    #[test]
+    fn golden_values() {
+        let cases: Vec<(Job, Rendered, &str, &str)> = vec![
+            (
+                job("RUN", "echo hello world"),
+                Rendered { text: "echo hello world".into(), ..Rendered::default() },
+                r#"{"command":"echo hello world","env":{},"no_block":false,"retry":1,"run_once":false,"stderr_arg":null,"stdout_arg":null,"timeout":600,"v":1,"verb":"RUN"}"#,
+                "cffd7b9d7021304d0e429bca1c56ffe6ab4aba4d81859c952d73ecb4",
+            ),
+            (
+                job("RUN", "--stdout-arg x echo hi"),
+                Rendered { text: "echo hi".into(), env: json!({"k": "12345"}).as_object().unwrap().clone(), ..Rendered::default() },
+                r#"{"command":"echo hi","env":{"k":"12345"},"no_block":false,"retry":1,"run_once":false,"stderr_arg":null,"stdout_arg":"x","timeout":600,"v":1,"verb":"RUN"}"#,
+                "eb1a561566f863c5b8229556deaa275aee088c2908187daf94c1a799",
+            ),
+            (
+                job("ARG", "k ['a', 1]"),
+                Rendered { value: json!(["a", 1]), ..Rendered::default() },
+                r#"{"extend":false,"key":"k","run_once":false,"stderr_arg":null,"stdout_arg":null,"timeout":600,"v":1,"value":["a",1],"verb":"ARG"}"#,
+                "d0eabaf8b4515a39db9c13610f0845ae2bf7322936eb6fc15325c693",
+            ),
+            (
+                job("WORKDIR", "--chown=0:0 --chmod=0777 /tmp/x"),
+                Rendered { text: "/tmp/x".into(), ..Rendered::default() },
+                r#"{"group":"0","mode":511,"owner":"0","path":"/tmp/x","run_once":false,"stderr_arg":null,"stdout_arg":null,"timeout":600,"v":1,"verb":"WORKDIR"}"#,
+                "338f9e686967285493f9f388a0ffde6dbe71493082eb45f99ab5660e",
+            ),
+            (
+                job("COPY", "--chown=0 --chmod=0644 Cargo.toml /tmp/y"),
+                Rendered { files: vec![("/tmp/y".into(), "d".repeat(56))], ..Rendered::default() },
+                r#"{"blueprint":false,"files":[{"dest":"/tmp/y","sha3":"dddddddddddddddddddddddddddddddddddddddddddddddddddddddd"}],"group":null,"mode":420,"owner":"0","run_once":false,"stderr_arg":null,"stdout_arg":null,"timeout":600,"v":1,"verb":"COPY"}"#,
+                "153715984cefea5de4e23cfb5e812dc429c58b99396f941bf0f991dd",
+            ),
+            (
+                job("CACHEEVICT", "--timeout 30 all"),
+                Rendered::default(),
+                r#"{"run_once":false,"stderr_arg":null,"stdout_arg":null,"tag":"all","timeout":30,"v":1,"verb":"CACHEEVICT"}"#,
+                "0de06a16d127915e3b66446e3df9e41ad9a006dc51f6c431f38024f9",
+            ),
+        ];
+        for (job, rendered, text, golden) in cases {
+            assert_eq!(hash(text), golden, "hash of {text}");
+            assert_eq!(compute(&job, &rendered), golden, "{} {:?}", job.verb, job.work);
+        }
+    }
+
+    #[test]
+    fn what_changes_the_fingerprint() {
+        let run = job("RUN", "echo a");
+        let base = compute(&run, &Rendered { text: "echo a".into(), ..Rendered::default() });
+        assert_ne!(base, compute(&run, &Rendered { text: "echo b".into(), ..Rendered::default() }));
+        let env = json!({"x": "1"}).as_object().unwrap().clone();
+        assert_ne!(base, compute(&run, &Rendered { text: "echo a".into(), env, ..Rendered::default() }));
+        let mut skip = job("RUN", "--skip-cache echo a");
+        skip.name = Some("named".into());
+        skip.id = 7;
+        assert_eq!(base, compute(&skip, &Rendered { text: "echo a".into(), ..Rendered::default() }));
+        assert_ne!(base, compute(&job("RUN", "--run-once echo a"), &Rendered { text: "echo a".into(), ..Rendered::default() }));
+        let copy = job("COPY", "Cargo.toml /tmp/y");
+        let one = compute(&copy, &Rendered { files: vec![("/tmp/y".into(), "a".repeat(56))], ..Rendered::default() });
+        assert_ne!(one, compute(&copy, &Rendered { files: vec![("/tmp/y".into(), "b".repeat(56))], ..Rendered::default() }));
+    }
+}
