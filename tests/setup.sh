@@ -2,6 +2,8 @@
 # Installs what director's build and test suite need, then exits 0.
 #   - OpenSSH server and client, iproute2, procps: the end-to-end suite starts real sshd
 #     hosts (apt-get, when running as root; otherwise it says what to install).
+#   - curl and netbase (/etc/services): Directord's functional-test orchestrations use them
+#     (WAIT --url, ADD /etc/services).
 #   - the x86_64-unknown-linux-musl Rust target: the smallest static executor. Without it the
 #     build falls back to a static glibc executor and says so.
 set -eu
@@ -11,6 +13,9 @@ command -v ssh-keygen >/dev/null 2>&1 || need="$need openssh-client"
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v pgrep >/dev/null 2>&1 || need="$need procps"
 command -v unshare >/dev/null 2>&1 || need="$need util-linux"
+command -v curl >/dev/null 2>&1 || need="$need curl"
+[ -f /etc/services ] || need="$need netbase"
+command -v python3 >/dev/null 2>&1 || need="$need python3"
 if [ -n "$need" ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing$need" >&2

@@ -66,11 +66,13 @@ pub struct Finish {
     /// The node cache changed, so it must be saved.
     dirty: bool,
     files: Vec<(String, String)>,
+    /// Answered from the job records: its captured args were restored, not re-captured.
+    hit: bool,
 }
 
 impl Finish {
     fn ok(stdout: impl Into<String>) -> Self {
-        Finish { status: JobStatus::Ok, exit_code: None, reason: None, stdout: stdout.into(), stderr: String::new(), dirty: false, files: Vec::new() }
+        Finish { status: JobStatus::Ok, exit_code: None, reason: None, stdout: stdout.into(), stderr: String::new(), dirty: false, files: Vec::new(), hit: false }
     }
 
     fn failed(reason: impl Into<String>) -> Self {
@@ -207,14 +209,14 @@ async fn cached(cx: &Cx<'_>, job: &Job, fp: &str) -> Option<Finish> {
             dirty |= cache.set(Kind::Args, k, v.clone(), false, now, cx.config.args_ttl);
         }
     }
-    Some(Finish { status: JobStatus::Cached, dirty, ..Finish::ok("") })
+    Some(Finish { status: JobStatus::Cached, dirty, hit: true, ..Finish::ok("") })
 }
 
 /// Stores captured args, records a success or a failure, saves the cache if it changed.
 async fn record(cx: &Cx<'_>, job: &Job, fp: &str, finish: &mut Finish) -> Result<(), String> {
     let state = cx.state();
     let done_ok = matches!(finish.status, JobStatus::Ok | JobStatus::Cached);
-    if done_ok {
+    if done_ok && !finish.hit {
         let now = state.now();
         let mut captured = std::collections::BTreeMap::new();
         for (name, text) in [(&job.stdout_arg, &finish.stdout), (&job.stderr_arg, &finish.stderr)] {
@@ -230,7 +232,7 @@ async fn record(cx: &Cx<'_>, job: &Job, fp: &str, finish: &mut Finish) -> Result
             cache.jobs.insert(fp.to_string(), JobRecord { at: now, verb: job.verb.clone(), args: captured, files: std::mem::take(&mut finish.files) });
             finish.dirty = true;
         }
-    } else {
+    } else if !done_ok {
         lock(&state.failed).insert(fp.to_string());
     }
     state.changed.notify_waiters();
@@ -470,7 +472,7 @@ fn command_finish(job: &Job, ran: Ran) -> Finish {
         Ok(Outcome::SpawnFailed { message }) => (JobStatus::Failed, None, Some(format!("could not start /bin/sh: {message}"))),
         Err(lost) => (JobStatus::Failed, None, Some(lost)),
     };
-    Finish { status, exit_code, reason, stdout: ran.stdout, stderr: ran.stderr, dirty: false, files: Vec::new() }
+    Finish { status, exit_code, reason, stdout: ran.stdout, stderr: ran.stderr, ..Finish::ok("") }
 }
 
 /// Internal events of one command, so the select below only translates inputs.

@@ -2,6 +2,7 @@
 //! and against the local transport. Error texts are compared word for word.
 
 mod harness;
+mod corpus;
 mod schema;
 
 use harness::Fleet;
