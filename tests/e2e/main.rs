@@ -3,6 +3,7 @@
 
 mod harness;
 mod corpus;
+mod verbs;
 mod schema;
 
 use harness::Fleet;

@@ -1,0 +1,285 @@
+//! Each verb's options, the fingerprint cache's invalidation rules, QUEUESENTINEL across two
+//! runs, and large-file streaming, against real sshd hosts.
+
+use super::*;
+use std::io::BufRead;
+
+/// (job, status, reason) of every job on `node`, in the order they finished.
+fn statuses(events: &[Event], node: &str) -> Vec<(usize, String)> {
+    finished(events, node).iter().map(|f| (f.0, f.1.to_string())).collect()
+}
+
+fn stdout_of(events: &[Event], node: &str, job: usize) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobOutput { node: n, job: j, stream, data, .. } if n == node && *j == job && stream == "stdout" => Some(data.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fingerprint_of(events: &[Event], node: &str, job: usize) -> String {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::JobStarted { node: n, job: j, fingerprint, .. } if n == node && *j == job => Some(fingerprint.clone()),
+            _ => None,
+        })
+        .expect("job started")
+}
+
+#[test]
+fn the_cache_answers_unchanged_work_and_nothing_else() {
+    let fleet = Fleet::start(2);
+    let src = fleet.file("payload.txt", "version 1\n");
+    let deploy = |greeting: &str| {
+        fleet.file(
+            "deploy.yaml",
+            &format!(
+                "- jobs:\n    - ADD: {src} /tmp/payload.txt\n    - ARG: greeting {greeting}\n    - RUN: echo \"{{{{ greeting }}}}\" > /tmp/greeting\n    - RUN: cat /tmp/payload.txt\n",
+                src = src.display()
+            ),
+        )
+    };
+    let file = deploy("hello");
+    let status_list = |events: &[Event]| statuses(events, "h1").into_iter().map(|s| s.1).collect::<Vec<_>>();
+    let (c, first, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(status_list(&first), ["ok", "ok", "ok", "ok"]);
+    // Nothing changed: everything is cached, reported as such, and nothing runs.
+    let (_, second, _) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(status_list(&second), ["cached", "cached", "cached", "cached"]);
+    // Editing the ADD source re-sends it (Directord skipped it and kept the old file).
+    std::fs::write(&src, "version 2\n").unwrap();
+    let (_, third, _) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(status_list(&third), ["ok", "cached", "cached", "cached"]);
+    assert_eq!(std::fs::read_to_string(fleet.hosts[0].dir.join("tmp/payload.txt")).unwrap(), "version 2\n");
+    // A changed ARG makes the RUN that renders it run again, and only that one.
+    let file = deploy("bonjour");
+    let (_, fourth, _) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(status_list(&fourth), ["cached", "ok", "ok", "cached"]);
+    assert_eq!(std::fs::read_to_string(fleet.hosts[1].dir.join("tmp/greeting")).unwrap(), "bonjour\n");
+    // The cache is not fooled by a file changed behind its back: the ADD runs again.
+    std::fs::write(fleet.hosts[0].dir.join("tmp/payload.txt"), "tampered\n").unwrap();
+    let (_, fifth, _) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(status_list(&fifth), ["ok", "cached", "cached", "cached"]);
+    assert_eq!(std::fs::read_to_string(fleet.hosts[0].dir.join("tmp/payload.txt")).unwrap(), "version 2\n");
+    assert_eq!(statuses(&fifth, "h2").into_iter().map(|s| s.1).collect::<Vec<_>>(), ["cached", "cached", "cached", "cached"]);
+    // --ignore-cache runs everything; the ARG still says its value was already so.
+    let (_, sixth, _) = orchestrate_json(&fleet, &file, &["--ignore-cache"]);
+    assert_eq!(status_list(&sixth), ["ok", "cached", "ok", "ok"]);
+    // The cache file on the node is whole JSON, written by rename (no temp file left).
+    let dir = fleet.hosts[0].home_path(".cache/director");
+    let text = std::fs::read_to_string(dir.join("cache.json")).unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok(), "{text}");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn every_verb_does_what_it_says_on_real_hosts() {
+    let fleet = Fleet::start(2);
+    let dir = fleet.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.conf"), "a\n").unwrap();
+    std::fs::write(dir.join("b.conf"), "b\n").unwrap();
+    std::fs::write(dir.join("site.j2"), "name={{ site }} items={{ items | length }}\n").unwrap();
+    let orch = format!(
+        r#"
+- jobs:
+    - WORKDIR: --chmod 0750 /tmp/conf/sub
+    - COPY: --chmod=0600 --chown=root:root {dir}/*.conf /tmp/conf/
+    - RUN: stat -c '%a %U:%G' /tmp/conf/a.conf /tmp/conf/b.conf /tmp/conf/sub
+    - ARG: site "{{{{ 'main' | upper }}}}"
+    - ARG: items ['x', 'y']
+    - ADD: --blueprint {dir}/site.j2 /tmp/conf/site
+    - RUN: cat /tmp/conf/site
+    - ENV: GREETING hi there
+    - RUN: --stdout-arg said echo "$GREETING"
+    - RUN: echo said {{{{ said }}}}
+    - RUN: >-
+        echo '{{"cfg": {{"port": 8080}}}}' > /tmp/conf/vars.json
+    - CACHEFILE: /tmp/conf/vars.json
+    - RUN: test "{{{{ cfg.port }}}}" = 8080
+    - RUN: --no-block sleep 1; touch /tmp/conf/late
+    - WAIT: --cmd test -e /tmp/conf/late --retry 20 --retry-wait 1
+    - WAIT: --seconds 1
+    - RUN: --no-block echo $$ > /tmp/conf/http.pid; exec python3 -m http.server 18931 --bind 127.0.0.1 --directory /tmp/conf
+    - WAIT: --url http://127.0.0.1:18931/site --retry 20 --retry-wait 1
+    - RUN: kill $(cat /tmp/conf/http.pid)
+    - WAIT: --url http://127.0.0.1:1/ --retry 1 --retry-wait 0
+- jobs:
+    - RUN: --stdout-arg never sh -c 'echo out; exit 3'
+    - RUN: echo not reached
+- jobs:
+    - CACHEEVICT: args
+    - RUN: echo {{{{ site }}}}
+"#,
+        dir = dir.display()
+    );
+    let file = fleet.file("verbs.yaml", &orch);
+    let (c, events, err) = orchestrate_json(&fleet, &file, &["--ignore-cache"]);
+    assert_eq!(c, 1, "{err}");
+    for host in &fleet.hosts {
+        let n = host.name.as_str();
+        let got = statuses(&events, n);
+        let expect: Vec<(usize, String)> = [
+            "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "failed", "failed", "skipped", "ok",
+            "failed",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, s.to_string()))
+        .collect();
+        assert_eq!(got, expect, "{n}: {events:#?}");
+        assert_eq!(stdout_of(&events, n, 0), "Directory /tmp/conf/sub OK\n");
+        assert_eq!(stdout_of(&events, n, 2), "600 root:root\n600 root:root\n750 root:root\n");
+        assert_eq!(stdout_of(&events, n, 6), "name=MAIN items=2\n");
+        assert_eq!(stdout_of(&events, n, 9), "said hi there\n");
+        let reasons: Vec<Option<&str>> = finished(&events, n).iter().map(|f| f.3).collect();
+        assert_eq!(reasons[19], Some("still not ready after 2 attempts (exited with code 1)"));
+        assert_eq!(reasons[20], Some("exited with code 3"));
+        assert_eq!(reasons[21], Some("job 21 (RUN sh -c 'echo out; exit 3') failed on this node"));
+        assert_eq!(
+            reasons[23],
+            Some(format!("undefined variable `site`: the node's cache has no such arg (set it with ARG, --stdout-arg, CACHEFILE or QUERY) (job 24 `RUN echo {{{{ site }}}}` on node {n})").as_str())
+        );
+        // A failed --stdout-arg job stays failed and stores nothing.
+        let cache = std::fs::read_to_string(host.home_path(".cache/director/cache.json")).unwrap();
+        assert!(!cache.contains("\"never\""), "{cache}");
+    }
+    // --exec-help prints the verb's usage and contacts nothing.
+    let out = output(fleet.director().args(["exec", "--verb", "WAIT", "--exec-help"]).arg("--catalog").arg(fleet.catalog()));
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).starts_with("usage: WAIT (--seconds N | --url URL | --cmd COMMAND...) [--retry N] [--retry-wait SECS] [--insecure]\n"), "{}", stdout(&out));
+}
+
+#[test]
+fn query_and_the_waits_coordinate_nodes() {
+    let fleet = Fleet::start(3);
+    let orch = r#"
+- jobs:
+    - RUN: --stdout-arg ip echo "addr-$(hostname)-$$"
+    - QUERY: ip
+    - RUN: test "{{ query | length }}" = 3
+    - QUERY_WAIT: ip --identity h1 h2 h3
+    - RUN: echo "{{ query.h1.ip }}"
+- async: true
+  jobs:
+    - RUN: sleep 1; echo marker
+      assign: [h1]
+- async: true
+  jobs:
+    - JOB_WAIT: MARKER --identity h1
+      assign: [h2]
+"#;
+    // The JOB_WAIT needs the marker job's fingerprint: a first run tells it.
+    let probe = fleet.file("probe.yaml", "- jobs:\n    - RUN: sleep 1; echo marker\n      assign: [h1]\n");
+    let (_, events, _) = orchestrate_json(&fleet, &probe, &["--ignore-cache"]);
+    let marker = fingerprint_of(&events, "h1", 0);
+    // Forget it again, so the wait really waits for this run's job.
+    let evict = fleet.file("evict.yaml", &format!("- jobs:\n    - CACHEEVICT: {marker}\n      assign: [h1]\n"));
+    assert_eq!(orchestrate_json(&fleet, &evict, &[]).0, 0);
+    let file = fleet.file("query.yaml", &orch.replace("MARKER", &marker));
+    let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}\n{events:#?}");
+    let h1_ip = stdout_of(&events, "h1", 0);
+    for n in ["h1", "h2", "h3"] {
+        assert_eq!(stdout_of(&events, n, 4), h1_ip, "{n} sees h1's value through the query");
+    }
+    // The wait lasted at least as long as the marker's sleep: it cannot end before that job.
+    let waited = events.iter().find_map(|e| match e {
+        Event::JobFinished { node, job: 6, status, ms, .. } if node == "h2" => Some((status.clone(), *ms)),
+        _ => None,
+    });
+    let (status, ms) = waited.unwrap();
+    assert!(status == "ok" && ms >= 900, "JOB_WAIT {status} after {ms} ms");
+}
+
+#[test]
+fn a_queue_sentinel_from_another_run_drains_the_pending_jobs() {
+    let fleet = Fleet::start(3);
+    let mut child = fleet
+        .director()
+        .current_dir(crate::corpus::corpus_dir())
+        .args(["orchestrate", "functional-tests-queue-sentinel.yaml", "--json", "--catalog"])
+        .arg(fleet.catalog())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut started = std::collections::HashSet::new();
+    let mut all = String::new();
+    while started.len() < 3 {
+        let line = lines.next().expect("the run ended before every node started").unwrap();
+        if let Some(Event::JobStarted { node, .. }) = schema::parse(line.as_bytes()).pop() {
+            started.insert(node);
+        }
+        all.push_str(&line);
+        all.push('\n');
+    }
+    let out = output(fleet.director().args(["exec", "--verb", "QUEUESENTINEL", "--json", "--catalog"]).arg(fleet.catalog()).arg("stop"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for line in lines {
+        all.push_str(&line.unwrap());
+        all.push('\n');
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let events = schema::parse(all.as_bytes());
+    for n in ["h1", "h2", "h3"] {
+        let f = finished(&events, n);
+        // Each of the two lanes finishes the sleep it had started; the other 158 are dropped.
+        assert_eq!(f.iter().filter(|f| f.1 == "ok").count(), 2, "{n}");
+        let skipped: Vec<_> = f.iter().filter(|f| f.1 == "skipped").collect();
+        assert_eq!(skipped.len(), 158, "{n}");
+        assert!(skipped.iter().all(|f| f.3.is_some_and(|r| r.starts_with(&format!("omitted: queue sentinel from {n} (run ")))), "{skipped:?}");
+    }
+}
+
+/// Max resident memory of a finished child, in KiB (wait4 reports it for that child alone).
+fn wait_rss(child: &std::process::Child) -> (i32, i64) {
+    let mut status = 0;
+    // SAFETY: plain syscall on our own child, with zeroed out-parameters we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+}
+
+#[test]
+fn a_200_mb_file_streams_with_flat_memory_and_never_lands_half_written() {
+    let fleet = Fleet::start(1);
+    let big = fleet.path().join("big.bin");
+    let made = Command::new("sh").arg("-c").arg(format!("head -c 200000000 /dev/urandom > {}", big.display())).status().unwrap();
+    assert!(made.success());
+    let file = fleet.file("big.yaml", &format!("- jobs:\n    - COPY: {} /tmp/big.bin\n", big.display()));
+    let child = fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).arg("--progress=none").spawn().unwrap();
+    let (status, rss_kib) = wait_rss(&child);
+    assert_eq!(status, 0);
+    let landed = fleet.hosts[0].dir.join("tmp/big.bin");
+    assert!(Command::new("cmp").arg(&big).arg(&landed).status().unwrap().success(), "the copy differs");
+    // The operator never holds the file: its peak memory is far below the 200 MB it sent.
+    assert!(rss_kib < 64 * 1024, "operator peak RSS {rss_kib} KiB");
+
+    // Killed mid-transfer: the destination is never a truncated file, and the temp goes.
+    let fresh = fleet.file("big2.yaml", &format!("- jobs:\n    - COPY: {} /tmp/big2.bin\n", big.display()));
+    let mut child = fleet.director().arg("orchestrate").arg(&fresh).arg("--catalog").arg(fleet.catalog()).arg("--progress=none").spawn().unwrap();
+    let tmp = fleet.hosts[0].dir.join("tmp");
+    let temp_exists = || std::fs::read_dir(&tmp).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with(".big2.bin.director-"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !temp_exists() {
+        assert!(std::time::Instant::now() < deadline, "the transfer never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while temp_exists() {
+        assert!(std::time::Instant::now() < deadline, "the temp file was left behind");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!tmp.join("big2.bin").exists(), "a half-written destination appeared");
+    let _ = std::fs::remove_file(&big);
+}
