@@ -125,7 +125,7 @@ impl Session {
 
     async fn send_frame(&self, frame: &[u8]) -> Result<(), String> {
         let mut w = self.writer.lock().await;
-        w.write_all(&frame).await.map_err(|e| e.to_string())?;
+        w.write_all(frame).await.map_err(|e| e.to_string())?;
         w.flush().await.map_err(|e| e.to_string())
     }
 

@@ -255,6 +255,7 @@ fn a_200_mb_file_streams_with_flat_memory_and_never_lands_half_written() {
     let made = Command::new("sh").arg("-c").arg(format!("head -c 200000000 /dev/urandom > {}", big.display())).status().unwrap();
     assert!(made.success());
     let file = fleet.file("big.yaml", &format!("- jobs:\n    - COPY: {} /tmp/big.bin\n", big.display()));
+    #[allow(clippy::zombie_processes)] // reaped by wait4 in wait_rss
     let child = fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).arg("--progress=none").spawn().unwrap();
     let (status, rss_kib) = wait_rss(&child);
     assert_eq!(status, 0);
@@ -282,4 +283,17 @@ fn a_200_mb_file_streams_with_flat_memory_and_never_lands_half_written() {
     }
     assert!(!tmp.join("big2.bin").exists(), "a half-written destination appeared");
     let _ = std::fs::remove_file(&big);
+}
+
+#[test]
+fn the_12_job_deploy_runs_cold_then_entirely_from_the_cache() {
+    let fleet = Fleet::start(3);
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deploy/deploy-12.yaml");
+    let (c, first, err) = orchestrate_json(&fleet, &deploy, &[]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!((run_finished(&first).0.jobs_ok, run_finished(&first).0.jobs_cached), (36, 0));
+    assert_eq!(std::fs::read_to_string(fleet.hosts[2].dir.join("tmp/app/peers")).unwrap(), "3 nodes\n");
+    let (c, second, _) = orchestrate_json(&fleet, &deploy, &[]);
+    assert_eq!(c, 0);
+    assert_eq!((run_finished(&second).0.jobs_ok, run_finished(&second).0.jobs_cached), (0, 36));
 }

@@ -1,0 +1,58 @@
+//! W2: the 12-job deploy (tests/fixtures/deploy/deploy-12.yaml) on a fleet of OpenSSH hosts:
+//! cold (empty node caches, executor already installed), re-run (every job answered from the
+//! node caches), and the same floor as W1 measured in the same run. Run with
+//! `cargo bench --bench deploy`; `BENCH_HOSTS` (default 20) and `BENCH_ROUNDS` (5).
+
+#[path = "../e2e/harness.rs"]
+mod harness;
+
+use harness::Fleet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let hosts: usize = std::env::var("BENCH_HOSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let fleet = Fleet::start(hosts);
+    let catalog = fleet.catalog();
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deploy/deploy-12.yaml");
+    let floor_file = fleet.file("floor.yaml", "- jobs:\n    - RUN: --skip-cache true\n");
+    let run = |file: &Path, extra: &[&str]| {
+        let started = Instant::now();
+        let out = fleet.director().arg("orchestrate").arg(file).arg("--catalog").arg(&catalog).arg("--json").args(extra).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (started.elapsed(), text)
+    };
+    let evict = || {
+        let out = fleet.director().args(["exec", "--verb", "CACHEEVICT", "--progress=none", "--catalog"]).arg(&catalog).arg("all").output().unwrap();
+        assert!(out.status.success());
+    };
+    // First contact: host keys recorded, executor uploaded everywhere.
+    run(&floor_file, &[]);
+    let (mut colds, mut reruns, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        evict();
+        let (cold, text) = run(&deploy, &[]);
+        assert!(text.contains(&format!("\"jobs_ok\":{}", 12 * hosts)), "cold run did not run every job: {}", text.lines().last().unwrap_or(""));
+        let (rerun, text) = run(&deploy, &[]);
+        assert!(text.contains(&format!("\"jobs_ok\":0,\"jobs_cached\":{}", 12 * hosts)), "re-run was not all cached: {}", text.lines().last().unwrap_or(""));
+        colds.push(cold);
+        reruns.push(rerun);
+        // The floor of W1 with director itself: connect, start the executor, one `true`.
+        floors.push(run(&floor_file, &[]).0);
+    }
+    let (cold, rerun, floor) = (median(colds), median(reruns), median(floors));
+    println!("W2 (12-job deploy) on {hosts} OpenSSH hosts, {rounds} rounds, medians:");
+    println!("  cold (empty node caches)          : {:>8.1} ms", cold.as_secs_f64() * 1e3);
+    println!("  re-run (all 12 jobs cached)        : {:>8.1} ms", rerun.as_secs_f64() * 1e3);
+    println!("  floor (one RUN true, same session) : {:>8.1} ms", floor.as_secs_f64() * 1e3);
+    println!("  cold / floor                       : {:>8.2}", cold.as_secs_f64() / floor.as_secs_f64());
+    println!("  re-run / floor                     : {:>8.2}", rerun.as_secs_f64() / floor.as_secs_f64());
+    println!("  re-run / cold                      : {:>8.2}", rerun.as_secs_f64() / cold.as_secs_f64());
+}
