@@ -584,7 +584,11 @@ fn an_executor_speaking_another_protocol_is_replaced() {
     let exe = std::fs::read_dir(&bin_dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("director-exec-")).unwrap();
     let hello = r#"{"t":"hello","version":999,"pid":1,"facts":{"arch":"x","kernel":"x","hostname":"x","os":"x"}}"#;
     let script = format!("#!/bin/sh\nprintf '\\000\\000\\000\\{:03o}%s' '{hello}'\ncat >/dev/null\n", hello.len());
-    std::fs::write(&exe, script).unwrap();
+    // Written aside and renamed: the first run's executor may still be exiting (text file busy).
+    let aside = exe.with_extension("impostor");
+    std::fs::write(&aside, script).unwrap();
+    std::fs::set_permissions(&aside, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::rename(&aside, &exe).unwrap();
     let (code2, second, err) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(code2, 0, "{err}\n{second:#?}");
     assert_eq!(uploads(&second), ["h1"]);
