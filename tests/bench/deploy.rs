@@ -5,15 +5,12 @@
 
 #[path = "../e2e/harness.rs"]
 mod harness;
+mod stats;
 
 use harness::Fleet;
+use stats::median;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
+use std::time::Instant;
 
 fn main() {
     let hosts: usize = std::env::var("BENCH_HOSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);

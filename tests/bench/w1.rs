@@ -10,13 +10,15 @@
 
 #[path = "../e2e/harness.rs"]
 mod harness;
+mod stats;
 
 use harness::Fleet;
+use stats::median;
 use russh::client;
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::ChannelMsg;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 struct AnyKey;
 
@@ -43,11 +45,6 @@ async fn floor_one(addr: String, port: u16, user: String, key: Arc<russh::keys::
     }
     assert_eq!(status, Some(0));
     let _ = handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {

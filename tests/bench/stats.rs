@@ -1,0 +1,8 @@
+//! Small statistics shared by the benchmarks.
+
+use std::time::Duration;
+
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
