@@ -8,6 +8,12 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "director", version = env!("DIRECTOR_LONG_VERSION"), about = "Agentless SSH push orchestrator", disable_help_subcommand = true)]
 pub struct Cli {
+    /// The run history database [default: ~/.local/state/director/history.db].
+    #[arg(long, global = true, value_name = "FILE", env = "DIRECTOR_HISTORY")]
+    pub history: Option<PathBuf>,
+    /// Settings file [default: ~/.config/director/config.yaml, when it exists].
+    #[arg(long, global = true, value_name = "FILE", env = "DIRECTOR_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -17,8 +23,12 @@ pub enum Command {
     /// Run orchestration files on the catalog's nodes.
     Orchestrate {
         /// Orchestration files (Directord's format), run in order.
-        #[arg(required = true, value_name = "FILE")]
+        #[arg(required_unless_present = "retry_failed", value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Run again only on the nodes that did not end ok in that run (default: the last);
+        /// without FILEs, that run's files and catalogs are used.
+        #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "last")]
+        retry_failed: Option<String>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -36,6 +46,65 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// First contact with a fleet: connect every node, record its host key, install the
+    /// executor, gather facts, then run the catalogs' own jobs (servers first, one at a time).
+    Bootstrap {
+        /// Clients bootstrapped at once.
+        #[arg(long, value_name = "N", default_value_t = 10, env = "DIRECTOR_BOOTSTRAP_THREADS")]
+        threads: usize,
+        /// SSH private key for every node (instead of the catalog's).
+        #[arg(long, value_name = "FILE", env = "DIRECTOR_BOOTSTRAP_SSH_KEY_FILE")]
+        key_file: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Read and tidy the run history; cancel a run.
+    Manage(ManageArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JobFilter {
+    Success,
+    Failed,
+    Processing,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("action").required(true).multiple(false)))]
+pub struct ManageArgs {
+    /// Every node the history knows, with its facts.
+    #[arg(long, group = "action")]
+    pub list_nodes: bool,
+    /// Every recorded job, with how many nodes succeeded and failed.
+    #[arg(long, group = "action")]
+    pub list_jobs: bool,
+    /// Every recorded run.
+    #[arg(long, group = "action")]
+    pub list_runs: bool,
+    /// One job in full: definition, fingerprint, and each node's result and output.
+    #[arg(long, value_name = "ID|last", group = "action")]
+    pub job_info: Option<String>,
+    /// One run in full: command, files, status, and each node's outcome.
+    #[arg(long, value_name = "ID|last", group = "action")]
+    pub run_info: Option<String>,
+    /// Write every job and its results to FILE as YAML.
+    #[arg(long, value_name = "FILE", group = "action")]
+    pub export_jobs: Option<PathBuf>,
+    /// Forget every finished run and its jobs (running runs are kept).
+    #[arg(long, group = "action")]
+    pub purge_jobs: bool,
+    /// Forget every node's facts.
+    #[arg(long, group = "action")]
+    pub purge_nodes: bool,
+    /// Stop a running run: its running jobs are killed on the nodes.
+    #[arg(long, value_name = "RUN", group = "action")]
+    pub cancel: Option<String>,
+    /// With --list-jobs: only these jobs.
+    #[arg(long, value_enum, requires = "list_jobs")]
+    pub filter: Option<JobFilter>,
+    /// JSON on stdout instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -86,6 +155,9 @@ pub struct RunArgs {
     /// How long cached args and envs live on a node: seconds, or with a unit (90m, 12h, 2d).
     #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = parse_duration)]
     pub args_ttl: u64,
+    /// When another run holds some of these nodes, wait for it instead of exiting with 4.
+    #[arg(long)]
+    pub wait: bool,
     /// SSH handshakes in flight at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub connect_concurrency: usize,

@@ -1,13 +1,21 @@
-//! Resolved settings: what the run will use, after flags, environment and defaults.
+//! Resolved settings: what the run will use, after flags, environment, the settings file
+//! and defaults, in that order of precedence.
 //!
-//! Built once from [`crate::cli::RunArgs`] and read-only afterwards, so nothing past this point
-//! looks at clap types or the environment.
+//! Built once from [`crate::cli::RunArgs`] and [`Settings`] and read-only afterwards, so
+//! nothing past this point looks at clap types or the environment.
+//!
+//! The settings file (`~/.config/director/config.yaml`, or `--config FILE`) is YAML with the
+//! keys `history`, `catalog` (a file or a list) and `known_hosts`; relative paths in it are
+//! taken from its own directory.
 
 use crate::catalog::HostKeyPolicy;
+use crate::catalog::yaml::{child, Document, Seg};
 use crate::cli::{HostKeyChecking, Progress, RunArgs};
+use crate::error::Error;
+use serde_json::Value;
 use crate::frontend::text::Mode;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,10 +36,84 @@ pub struct Config {
     pub ignore_cache: bool,
     /// Seconds cached args and envs live on a node.
     pub args_ttl: u64,
+    /// `--wait`: wait for a run that holds our nodes instead of refusing.
+    pub wait: bool,
+}
+
+/// What the settings file says; every field is optional.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub history: Option<PathBuf>,
+    pub catalog: Vec<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+}
+
+const SETTINGS_KEYS: &[&str] = &["history", "catalog", "known_hosts"];
+
+impl Settings {
+    /// The default settings file: `$XDG_CONFIG_HOME/director/config.yaml` or
+    /// `~/.config/director/config.yaml`.
+    pub fn default_path() -> PathBuf {
+        let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => crate::catalog::expand_home("~/.config"),
+        };
+        base.join("director").join("config.yaml")
+    }
+
+    /// Reads `explicit`, or the default file when it exists.
+    pub fn load(explicit: Option<&Path>) -> Result<Settings, Error> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = Self::default_path();
+                if !p.exists() {
+                    return Ok(Settings::default());
+                }
+                p
+            }
+        };
+        let doc = Document::load(&path)?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let map = match &doc.root {
+            Value::Null => return Ok(Settings::default()),
+            Value::Object(m) => m.clone(),
+            _ => return Err(doc.error_at(&[], "the settings file must be a mapping").hint(format!("its keys are: {}", SETTINGS_KEYS.join(", ")))),
+        };
+        let mut settings = Settings::default();
+        for (key, value) in &map {
+            let at = child(&[], Seg::KeyName(key.clone()));
+            let path_of = |v: &Value, at: &[Seg]| match v {
+                Value::String(s) if !s.is_empty() => {
+                    let p = crate::catalog::expand_home(s);
+                    Ok(if p.is_absolute() { p } else { dir.join(p) })
+                }
+                _ => Err(doc.error_at(at, format!("`{key}` must be a file path"))),
+            };
+            match key.as_str() {
+                "history" => settings.history = Some(path_of(value, &at)?),
+                "known_hosts" => settings.known_hosts = Some(path_of(value, &at)?),
+                "catalog" => {
+                    settings.catalog = match value {
+                        Value::Array(items) => items.iter().enumerate().map(|(i, v)| path_of(v, &child(&child(&[], key.as_str()), i))).collect::<Result<_, _>>()?,
+                        v => vec![path_of(v, &at)?],
+                    }
+                }
+                _ => {
+                    let err = doc.error_at(&at, format!("unknown key `{key}` in the settings file"));
+                    return Err(match crate::suggest(key, SETTINGS_KEYS.iter().copied()) {
+                        Some(s) => err.hint(format!("did you mean `{s}`? the keys are: {}", SETTINGS_KEYS.join(", "))),
+                        None => err.hint(format!("the keys are: {}", SETTINGS_KEYS.join(", "))),
+                    });
+                }
+            }
+        }
+        Ok(settings)
+    }
 }
 
 impl Config {
-    pub fn resolve(args: &RunArgs) -> Config {
+    pub fn resolve(args: &RunArgs, settings: &Settings) -> Config {
         let output = if args.json {
             Output::Json
         } else {
@@ -44,7 +126,7 @@ impl Config {
             })
         };
         Config {
-            catalogs: args.catalog.clone(),
+            catalogs: if args.catalog.is_empty() { settings.catalog.clone() } else { args.catalog.clone() },
             restrict: args.restrict.clone(),
             output,
             host_key_override: args.host_key_checking.map(|h| match h {
@@ -52,11 +134,12 @@ impl Config {
                 HostKeyChecking::Strict => HostKeyPolicy::Strict,
                 HostKeyChecking::Off => HostKeyPolicy::Off,
             }),
-            known_hosts: args.known_hosts.clone().unwrap_or_else(crate::transport::known_hosts::default_path),
+            known_hosts: args.known_hosts.clone().or_else(|| settings.known_hosts.clone()).unwrap_or_else(crate::transport::known_hosts::default_path),
             connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
             connect_concurrency: args.connect_concurrency.max(1),
             ignore_cache: args.ignore_cache,
             args_ttl: args.args_ttl,
+            wait: args.wait,
         }
     }
 }

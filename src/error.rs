@@ -17,7 +17,9 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// At least one node was unreachable, and no job failed.
     pub const UNREACHABLE: i32 = 3;
-    /// The run was cancelled (Ctrl-C).
+    /// A node of the run is held by another run that is still running (see `--wait`).
+    pub const LOCKED: i32 = 4;
+    /// The run was cancelled (Ctrl-C, or `manage --cancel`).
     pub const CANCELLED: i32 = 130;
 }
 

@@ -98,6 +98,9 @@ pub enum Event {
         job: usize,
         name: String,
         fingerprint: String,
+        /// What the job does on this node, rendered: the command, the files written, the
+        /// value set (cut at 4 KiB).
+        info: String,
     },
     JobOutput {
         node: String,

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod frontend;
+pub mod history;
 pub mod plan;
 pub mod transport;
 
@@ -40,14 +41,15 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 
 /// Parses `args`, runs the command, and returns the process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let cli = match cli::Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let cli = match cli::Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() { exit::USAGE } else { exit::OK };
         }
     };
-    match run(cli) {
+    match run(cli, &command_line(&args)) {
         Ok(code) => code,
         Err(e) if e.code == exit::OK => {
             print!("{e}");
@@ -60,20 +62,118 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
-fn run(cli: cli::Cli) -> Result<i32, Error> {
-    let (orchestrations, run_args) = match &cli.command {
-        cli::Command::Orchestrate { files, run } => {
+/// The command line as a person would retype it, for the history.
+fn command_line(args: &[OsString]) -> String {
+    let words: Vec<String> = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let a = a.to_string_lossy();
+            let a = if i == 0 { std::path::Path::new(a.as_ref()).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default() } else { a.into_owned() };
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
+                a
+            } else {
+                engine::work::sh_quote(&a)
+            }
+        })
+        .collect();
+    words.join(" ")
+}
+
+/// What a run is, before it starts: for the history and the lock.
+struct Invocation {
+    kind: &'static str,
+    command: String,
+    files: Vec<String>,
+    history: std::path::PathBuf,
+}
+
+fn absolute(p: &std::path::Path) -> String {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
+}
+
+fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
+    let settings = config::Settings::load(cli.config.as_deref())?;
+    let history = cli.history.clone().or(settings.history.clone()).unwrap_or_else(history::default_path);
+    let invocation = |kind, files: &[std::path::PathBuf]| Invocation { kind, command: command.to_string(), files: files.iter().map(|f| absolute(f)).collect(), history: history.clone() };
+    match cli.command {
+        cli::Command::Manage(args) => frontend::manage::run(&args, &history),
+        cli::Command::Orchestrate { files, retry_failed, run } => {
+            let mut config = Config::resolve(&run, &settings);
+            let mut files = files;
+            let mut only = None;
+            if let Some(which) = retry_failed {
+                let Some((run_id, nodes, recorded_files, catalogs)) = retry_set(&history, &which, files.is_empty())? else {
+                    return Ok(exit::OK);
+                };
+                if files.is_empty() {
+                    files = recorded_files.iter().map(std::path::PathBuf::from).collect();
+                    if run.catalog.is_empty() {
+                        config.catalogs = catalogs.iter().map(std::path::PathBuf::from).collect();
+                    }
+                }
+                eprintln!("retrying run {run_id} on {} node(s): {}", nodes.len(), nodes.join(", "));
+                only = Some(nodes);
+            }
             let list = files.iter().map(|f| Orchestration::load(f)).collect::<Result<Vec<_>, _>>()?;
-            (list, run)
+            let catalog = Catalog::load(&config.catalogs)?;
+            let selection = Selection { restrict: config.restrict.clone(), ignore_cache: config.ignore_cache, only };
+            let plan = Plan::build(&catalog, &list, &selection)?;
+            execute(plan, &catalog, config, invocation("orchestrate", &files))
         }
-        cli::Command::Exec { verb, targets, args, run } => (vec![exec_orchestration(verb, targets, args)?], run),
+        cli::Command::Exec { verb, targets, args, run } => {
+            let config = Config::resolve(&run, &settings);
+            let orchestration = exec_orchestration(&verb, &targets, &args)?;
+            let catalog = Catalog::load(&config.catalogs)?;
+            let selection = Selection { restrict: config.restrict.clone(), ignore_cache: config.ignore_cache, only: None };
+            let plan = Plan::build(&catalog, &[orchestration], &selection)?;
+            execute(plan, &catalog, config, invocation("exec", &[]))
+        }
+        cli::Command::Bootstrap { threads, key_file, run } => {
+            let config = Config::resolve(&run, &settings);
+            if config.catalogs.is_empty() {
+                return Err(Error::input("bootstrap needs the fleet's catalog").hint("give it with --catalog FILE (repeat it to merge several files, as Directord does)"));
+            }
+            let mut catalog = Catalog::load(&config.catalogs)?;
+            if let Some(key) = key_file {
+                for node in &mut catalog.nodes {
+                    node.identity_file = Some(key.clone());
+                }
+            }
+            let selection = Selection { restrict: config.restrict.clone(), ignore_cache: true, only: None };
+            let plan = Plan::bootstrap(&catalog, &selection, threads)?;
+            execute(plan, &catalog, config, invocation("bootstrap", &[]))
+        }
+    }
+}
+
+/// For `--retry-failed`: the run, its nodes that did not end ok, its files and catalogs.
+/// `None` (after saying why) when there is nothing to retry.
+#[allow(clippy::type_complexity)]
+fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Option<(String, Vec<String>, Vec<String>, Vec<String>)>, Error> {
+    let none = || Error::input(format!("--retry-failed: no runs recorded yet in {}", path.display())).hint("run an orchestration first; its failed nodes can then be retried");
+    let store = history::History::open_existing(path)?.ok_or_else(none)?;
+    let id = match store.find("runs", "run", which)? {
+        history::query::Found::One(id) => id,
+        history::query::Found::Empty => return Err(none()),
     };
-    let config = Config::resolve(run_args);
-    let catalog = Catalog::load(&config.catalogs)?;
-    let selection = Selection { restrict: config.restrict.clone(), ignore_cache: config.ignore_cache };
-    let plan = Plan::build(&catalog, &orchestrations, &selection)?;
+    let kind = store.run_kind(&id)?.unwrap_or_default();
+    if need_files && kind != "orchestrate" {
+        return Err(Error::input(format!("--retry-failed: run {id} was `{kind}`, which has no orchestration files to run again"))
+            .hint("give the orchestration files: `director orchestrate FILE... --retry-failed RUN`"));
+    }
+    let (nodes, files, catalogs) = store.retry_set(&id)?;
+    if nodes.is_empty() {
+        eprintln!("run {id} has no failed, unreachable or cancelled node: nothing to retry");
+        return Ok(None);
+    }
+    Ok(Some((id, nodes, files, catalogs)))
+}
+
+/// Takes the nodes in the history, runs the plan, records it; returns the exit code.
+fn execute(plan: Plan, catalog: &Catalog, config: Config, invocation: Invocation) -> Result<i32, Error> {
     let ssh = if plan.nodes.iter().any(|n| n.transport == TransportKind::Ssh) {
-        let credentials = transport::ssh::Credentials::load(&catalog, &plan.nodes)?;
+        let credentials = transport::ssh::Credentials::load(catalog, &plan.nodes)?;
         Some(Arc::new(transport::ssh::SshSettings {
             connect_timeout: config.connect_timeout,
             known_hosts: config.known_hosts.clone(),
@@ -85,11 +185,45 @@ fn run(cli: cli::Cli) -> Result<i32, Error> {
     } else {
         None
     };
+    let spec = run_spec(&plan, &config, invocation.kind, invocation.command, invocation.files);
+    let mut store = history::History::open(&invocation.history)?;
+    let contention = if config.wait { history::Contention::Wait } else { history::Contention::Refuse };
+    let guard = store.begin(&spec, contention, &mut |h| {
+        eprintln!("waiting for run {} (`{}`, since {}) to release {}", h.run, h.command, h.started, h.nodes.join(", "));
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
-    Ok(runtime.block_on(orchestrate(plan, config, ssh)))
+    let code = runtime.block_on(orchestrate(plan, config, ssh, store, &spec))?;
+    drop(guard);
+    Ok(code)
+}
+
+fn run_spec(plan: &Plan, config: &Config, kind: &str, command: String, files: Vec<String>) -> history::RunSpec {
+    let names = |targets: &[usize]| targets.iter().map(|&t| plan.nodes[t].name.clone()).collect::<Vec<_>>();
+    history::RunSpec {
+        id: new_run_id(),
+        kind: kind.to_string(),
+        command,
+        files,
+        catalogs: config.catalogs.iter().map(|c| absolute(c)).collect(),
+        nodes: plan.nodes.iter().map(|n| (n.name.clone(), engine::address(n))).collect(),
+        jobs: plan
+            .jobs
+            .iter()
+            .map(|j| history::JobSpec {
+                seq: j.id,
+                entry: j.entry,
+                parent_name: plan.entries[j.entry].name.clone(),
+                parent_sha3: plan.entries[j.entry].fingerprint.clone(),
+                name: j.label(),
+                verb: j.verb.clone(),
+                definition: j.definition.to_string(),
+                targets: names(&j.targets),
+            })
+            .collect(),
+    }
 }
 
 /// `exec --verb V ARGS`: one entry with one job, built from the command line.
@@ -110,7 +244,7 @@ fn new_run_id() -> String {
     format!("{:012x}", mixed & 0xffff_ffff_ffff)
 }
 
-async fn orchestrate(plan: Plan, config: Config, ssh: Option<Arc<transport::ssh::SshSettings>>) -> i32 {
+async fn orchestrate(plan: Plan, config: Config, ssh: Option<Arc<transport::ssh::SshSettings>>, store: history::History, spec: &history::RunSpec) -> Result<i32, Error> {
     use std::io::IsTerminal;
     let mut frontend = match config.output {
         Output::Json => Frontend::Json(frontend::json::JsonLines::new(Box::new(std::io::stdout()))),
@@ -134,9 +268,13 @@ async fn orchestrate(plan: Plan, config: Config, ssh: Option<Arc<transport::ssh:
             off.join(", ")
         ));
     }
-    let engine_config = Arc::new(engine::EngineConfig { run_id: new_run_id(), ssh, hello_timeout: Duration::from_secs(30), args_ttl: config.args_ttl });
+    let (remote_cancel_tx, mut remote_cancel) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let recorder = history::recorder::Recorder::start(store, spec, remote_cancel_tx)?;
+    let engine_config = Arc::new(engine::EngineConfig { run_id: spec.id.clone(), ssh, hello_timeout: Duration::from_secs(30), args_ttl: config.args_ttl });
     let (tx, mut events) = tokio::sync::mpsc::channel(4096);
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(engine::CANCEL_NONE);
+    let cancel_tx = Arc::new(cancel_tx);
+    let remote_cancel_tx = cancel_tx.clone();
     let engine = tokio::spawn(engine::run(Arc::new(plan), engine_config, engine::Sink::new(tx), cancel_rx));
     let (notice_tx, mut notices) = tokio::sync::mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
@@ -156,18 +294,23 @@ async fn orchestrate(plan: Plan, config: Config, ssh: Option<Arc<transport::ssh:
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(event) => frontend.handle(&event),
+                Some(event) => {
+                    recorder.record(&event);
+                    frontend.handle(&event);
+                }
                 None => break,
             },
+            Some(()) = remote_cancel.recv() => {
+                let _ = remote_cancel_tx.send(engine::CANCEL_KILL);
+                frontend.notice("cancelled from another terminal (`director manage --cancel`): killing the running jobs");
+            }
             Some(text) = notices.recv() => frontend.notice(&text),
             now = tick.tick() => frontend.tick(now.into_std()),
         }
     }
+    recorder.close();
     match engine.await {
-        Ok((_, code)) => code,
-        Err(e) => {
-            eprintln!("error: the engine stopped unexpectedly: {e}");
-            exit::JOB_FAILED
-        }
+        Ok((_, code)) => Ok(code),
+        Err(e) => Err(Error::internal(format!("the engine stopped unexpectedly: {e}"))),
     }
 }

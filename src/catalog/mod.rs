@@ -19,6 +19,7 @@
 //! `directord_clients`. Several files merge: their nodes are concatenated; a name twice is an
 //! error.
 
+pub mod bootstrap;
 pub mod orchestration;
 pub mod yaml;
 

@@ -115,6 +115,11 @@ impl Document {
     }
 }
 
+/// A value as YAML text (for `manage --export-jobs`).
+pub fn to_yaml(value: &Value) -> String {
+    serde_yaml::to_string(value).unwrap_or_default()
+}
+
 /// The reason of an I/O error without Rust's "(os error N)" suffix.
 pub fn io_reason(e: &std::io::Error) -> String {
     let text = e.to_string();

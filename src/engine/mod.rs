@@ -23,7 +23,7 @@ pub mod work;
 use crate::catalog::{Node, TransportKind};
 use crate::error::exit;
 use crate::event::{Event, JobStatus, Summary};
-use crate::plan::{Plan, Work};
+use crate::plan::{Plan, Schedule, Work};
 use crate::transport::{self, ssh, Connection, Progress};
 use session::{OpenError, Session};
 use shared::Shared;
@@ -72,6 +72,8 @@ struct NodeTally {
     skipped: usize,
     timed_out: usize,
     cancelled: usize,
+    /// Not contacted at all (bootstrap after a server failed).
+    aborted: bool,
 }
 
 impl NodeTally {
@@ -87,7 +89,7 @@ impl NodeTally {
     }
 
     fn clean(&self) -> bool {
-        !self.unreachable && self.failed == 0 && self.timed_out == 0 && self.cancelled == 0
+        !self.unreachable && !self.aborted && self.failed == 0 && self.timed_out == 0 && self.cancelled == 0
     }
 }
 
@@ -101,38 +103,94 @@ pub async fn run(plan: Arc<Plan>, config: Arc<EngineConfig>, sink: Sink, cancel:
         tasks: plan.total_tasks(),
     })
     .await;
-    let mut tasks = tokio::task::JoinSet::new();
     let shared = Arc::new(Shared::new(&plan));
     let renderer = Arc::new(render::Renderer::default());
-    for index in 0..plan.nodes.len() {
+    let node_task = |index: usize| {
         let (plan, config, sink, cancel, shared, renderer) = (plan.clone(), config.clone(), sink.clone(), cancel.clone(), shared.clone(), renderer.clone());
-        tasks.spawn(async move {
+        async move {
             let tally = run_node(&plan, index, &config, &sink, &shared, &renderer, cancel).await;
             shared.leave_all(index);
             tally
-        });
-    }
-    let mut summary = Summary { nodes: plan.nodes.len(), ..Summary::default() };
-    while let Some(result) = tasks.join_next().await {
-        let tally = result.unwrap_or_else(|_| NodeTally { unreachable: true, ..NodeTally::default() });
-        if tally.unreachable {
-            summary.nodes_unreachable += 1;
-        } else if tally.clean() {
-            summary.nodes_ok += 1;
-        } else {
-            summary.nodes_failed += 1;
         }
-        summary.jobs_ok += tally.ok;
-        summary.jobs_cached += tally.cached;
-        summary.jobs_failed += tally.failed;
-        summary.jobs_skipped += tally.skipped;
-        summary.jobs_timed_out += tally.timed_out;
-        summary.jobs_cancelled += tally.cancelled;
+    };
+    let mut summary = Summary { nodes: plan.nodes.len(), ..Summary::default() };
+    let mut tasks = tokio::task::JoinSet::new();
+    match &plan.schedule {
+        Schedule::Together => {
+            for index in 0..plan.nodes.len() {
+                tasks.spawn(node_task(index));
+            }
+        }
+        Schedule::Bootstrap { servers, threads } => {
+            let mut stop: Option<String> = None;
+            for &index in servers {
+                if stop.is_none() && *cancel.borrow() != CANCEL_NONE {
+                    stop = Some("not attempted: the run was cancelled".to_string());
+                }
+                let tally = match &stop {
+                    Some(why) => not_attempted(&plan, index, why, &sink).await,
+                    None => node_task(index).await,
+                };
+                if stop.is_none() && !tally.clean() {
+                    stop = Some(format!("not attempted: server {} failed, so no other node was bootstrapped", plan.nodes[index].name));
+                }
+                add(&mut summary, tally);
+            }
+            let gate = Arc::new(tokio::sync::Semaphore::new(*threads));
+            for index in (0..plan.nodes.len()).filter(|i| !servers.contains(i)) {
+                if let Some(why) = &stop {
+                    add(&mut summary, not_attempted(&plan, index, why, &sink).await);
+                    continue;
+                }
+                let (gate, task, cancel, plan, sink) = (gate.clone(), node_task(index), cancel.clone(), plan.clone(), sink.clone());
+                tasks.spawn(async move {
+                    let _permit = gate.acquire_owned().await;
+                    if *cancel.borrow() != CANCEL_NONE {
+                        return not_attempted(&plan, index, "not attempted: the run was cancelled", &sink).await;
+                    }
+                    task.await
+                });
+            }
+        }
+    }
+    while let Some(result) = tasks.join_next().await {
+        add(&mut summary, result.unwrap_or_else(|_| NodeTally { unreachable: true, ..NodeTally::default() }));
     }
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     let code = exit_code(&summary, *cancel.borrow() != CANCEL_NONE);
     sink.emit(Event::RunFinished { summary: summary.clone(), exit_code: code }).await;
     (summary, code)
+}
+
+fn add(summary: &mut Summary, tally: NodeTally) {
+    if tally.unreachable {
+        summary.nodes_unreachable += 1;
+    } else if tally.clean() {
+        summary.nodes_ok += 1;
+    } else {
+        summary.nodes_failed += 1;
+    }
+    summary.jobs_ok += tally.ok;
+    summary.jobs_cached += tally.cached;
+    summary.jobs_failed += tally.failed;
+    summary.jobs_skipped += tally.skipped;
+    summary.jobs_timed_out += tally.timed_out;
+    summary.jobs_cancelled += tally.cancelled;
+}
+
+/// A node the run decided not to contact: each of its jobs is reported skipped with `why`.
+async fn not_attempted(plan: &Plan, index: usize, why: &str, sink: &Sink) -> NodeTally {
+    let node = &plan.nodes[index];
+    let mut tally = NodeTally { aborted: true, ..NodeTally::default() };
+    for lane in plan.lanes(index) {
+        for &j in lane.iter().flatten() {
+            let job = &plan.jobs[j];
+            sink.emit(Event::JobFinished { node: node.name.clone(), job: job.id, name: job.label(), status: JobStatus::Skipped, exit_code: None, reason: Some(why.to_string()), ms: 0 }).await;
+            tally.count(JobStatus::Skipped);
+        }
+    }
+    sink.emit(Event::NodeFinished { node: node.name.clone(), ok: false }).await;
+    tally
 }
 
 /// The documented exit code for a finished run.
@@ -148,7 +206,8 @@ pub fn exit_code(summary: &Summary, cancelled: bool) -> i32 {
     }
 }
 
-fn address(node: &Node) -> String {
+/// How a node is reached, as events and the history show it.
+pub fn address(node: &Node) -> String {
     match node.transport {
         TransportKind::Local => "local".to_string(),
         TransportKind::Ssh => format!("{}@{}:{}", node.user, node.host, node.port),

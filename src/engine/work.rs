@@ -105,13 +105,14 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
         Err(reason) => Finish::failed(format!("{reason} (job {} `{}` on node {})", job.id + 1, job.label(), cx.node.name)),
         Ok((rendered, outgoing)) => {
             let fp = fingerprint::compute(job, &rendered);
-            cx.sink.emit(Event::JobStarted { node: cx.node.name.clone(), job: job.id, name: job.label(), fingerprint: fp.clone() }).await;
+            let info = rendered_info(job, &rendered);
+            cx.sink.emit(Event::JobStarted { node: cx.node.name.clone(), job: job.id, name: job.label(), fingerprint: fp.clone(), info }).await;
             let mut finish = match cached(cx, job, &fp).await {
                 Some(hit) => hit,
                 None => perform(cx, job, &rendered, outgoing, cancel).await,
             };
             // Verbs that run no command say what they did as their output.
-            if !matches!(job.work, Work::Run { .. } | Work::Echo { .. } | Work::Wait { .. }) && !finish.stdout.is_empty() {
+            if !matches!(job.work, Work::Run { .. } | Work::Shell { .. } | Work::Echo { .. } | Work::Wait { .. }) && !finish.stdout.is_empty() {
                 cx.sink.emit(Event::JobOutput { node: cx.node.name.clone(), job: job.id, stream: Stream::Stdout, data: format!("{}\n", finish.stdout) }).await;
             }
             if let Err(e) = record(cx, job, &fp, &mut finish).await {
@@ -134,18 +135,50 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
     finish.status
 }
 
+/// What the job does on this node, as a person would read it, for the events and history.
+fn rendered_info(job: &Job, r: &Rendered) -> String {
+    let text = match &job.work {
+        Work::Run { .. } | Work::Shell { .. } | Work::Workdir { .. } | Work::Wait { on: WaitOn::Url(_) | WaitOn::Cmd(_), .. } => r.text.clone(),
+        Work::Fetch { .. } => format!("{} -> {}", r.text, r.value.as_str().unwrap_or_default()),
+        Work::Send { .. } => r.files.iter().map(|(dest, sha3)| format!("{dest} (sha3-224 {sha3})")).collect::<Vec<_>>().join("\n"),
+        Work::Arg { key, .. } => format!("{key} = {}", r.value),
+        Work::Copy { .. } => r.files.iter().map(|(dest, sha3)| format!("{dest} (sha3-224 {sha3})")).collect::<Vec<_>>().join("\n"),
+        _ => job.label(),
+    };
+    let cut: String = text.chars().take(4096).collect();
+    if cut.len() < text.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
 /// Renders the job's templates with the node's args and, for ADD/COPY, works out each
 /// destination and content hash.
 async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), String> {
-    let (args, env) = {
+    let (mut args, env) = {
         let cache = cx.state().cache();
         (cache.args_value(), cache.env_map())
     };
+    if let (Value::Object(a), Some(extra)) = (&mut args, cx.plan.vars.get(cx.index)) {
+        a.extend(extra.clone());
+    }
     let render = |t: &str| cx.renderer.render(t, &args);
     let mut r = Rendered { env, ..Rendered::default() };
     let mut outgoing = Vec::new();
     match &job.work {
-        Work::Run { command, .. } => r.text = render(command)?,
+        Work::Run { command, .. } | Work::Shell { command } => r.text = render(command)?,
+        Work::Fetch { remote, local } => {
+            r.text = render(remote)?;
+            r.value = Value::String(render(local)?);
+        }
+        Work::Send { source, dest, roots } => {
+            let source = render(source)?;
+            let dest = render(dest)?;
+            let found = crate::plan::verbs::find_source(&source, roots).map_err(|e| e.message)?;
+            r.files.push((dest.clone(), found.sha3.clone()));
+            outgoing.push(Outgoing { dest, size: found.size, sha3: found.sha3, body: Body::File(found.path) });
+        }
         Work::Workdir { path, .. } => r.text = render(path)?,
         Work::Wait { on: WaitOn::Url(t) | WaitOn::Cmd(t), .. } => r.text = render(t)?,
         Work::Arg { value, .. } => r.value = render_value(value, &render)?,
@@ -257,6 +290,31 @@ async fn perform(cx: &Cx<'_>, job: &Job, r: &Rendered, outgoing: Vec<Outgoing>, 
                 }
             }
             finish
+        }
+        Work::Shell { .. } => {
+            let env = state.cache().env_pairs();
+            command_finish(job, run_command(cx, job, &r.text, env, &mut cancel).await)
+        }
+        Work::Send { .. } => {
+            // Directord keeps the local file's mode.
+            let mode = outgoing.first().and_then(|o| match &o.body {
+                Body::File(p) => std::fs::metadata(p).ok().map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777),
+                Body::Rendered(_) => None,
+            });
+            copy(cx, outgoing, &director_proto::Attrs { mode, ..Default::default() }).await
+        }
+        Work::Fetch { .. } => {
+            let (remote, local) = (r.text.clone(), r.value.as_str().unwrap_or_default().to_string());
+            let p = remote.clone();
+            match cx.session.call(|id| Request::Read { id, path: p }).await {
+                Ok(Done::Text { data }) => match write_local(&local, data.as_bytes()) {
+                    Ok(()) => Finish::ok(format!("fetched {remote} to {local} ({} bytes)", data.len())),
+                    Err(e) => Finish::failed(e),
+                },
+                Ok(Done::Failed { message }) => Finish::failed(message),
+                Ok(other) => Finish::failed(format!("unexpected answer {other:?}")),
+                Err(e) => Finish::failed(e),
+            }
         }
         Work::Echo { text } => {
             let command = format!("printf '%s\\n' {}", sh_quote(text));
@@ -437,6 +495,25 @@ async fn copy(cx: &Cx<'_>, outgoing: Vec<Outgoing>, attrs: &director_proto::Attr
         }
     }
     Finish { files, ..Finish::ok(hashes.join("\n")) }
+}
+
+/// Writes a fetched file on the operator atomically (a temp file renamed over it), mode 0600:
+/// what is fetched from a node is often a key.
+fn write_local(path: &str, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let target = std::path::Path::new(path);
+    let temp = target.with_file_name(format!(".{}.director-{}", target.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&temp, target)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&temp);
+        format!("cannot write {path} on the operator: {}", crate::catalog::yaml::io_reason(&e))
+    })
 }
 
 /// A shell command that succeeds when `url` answers 2xx or 3xx, with curl or wget.

@@ -6,6 +6,7 @@
 //! stdout (a pipe whose reader went away) silences the frontend; it never stops the run.
 
 pub mod json;
+pub mod manage;
 pub mod text;
 
 use crate::event::Event;

@@ -268,7 +268,7 @@ mod tests {
         let (out, status) = (Shared::default(), Shared::default());
         let mut view = TextView::new(Mode::Live, Box::new(out.clone()), Some(Box::new(status.clone())));
         view.handle(&Event::RunStarted { run: "r".into(), nodes: vec!["web1".into(), "web2".into()], jobs: 1, tasks: 2 });
-        view.handle(&Event::JobStarted { node: "web1".into(), job: 0, name: "RUN sleep 5".into(), fingerprint: "f".into() });
+        view.handle(&Event::JobStarted { node: "web1".into(), job: 0, name: "RUN sleep 5".into(), fingerprint: "f".into(), info: "sleep 5".into() });
         view.tick(Instant::now() + std::time::Duration::from_millis(2500));
         let shown = String::from_utf8(status.0.lock().unwrap().clone()).unwrap();
         assert_eq!(shown, "\r\x1b[K[0/2] 1 running: web1 RUN sleep 5 2.5s");

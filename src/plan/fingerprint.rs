@@ -109,6 +109,12 @@ pub fn compute(job: &Job, r: &Rendered) -> String {
         }
         Work::Echo { text } => put("text", json!(text)),
         Work::QueueSentinel => {}
+        Work::Shell { .. } => put("command", json!(r.text)),
+        Work::Send { .. } => put("files", Value::Array(r.files.iter().map(|(dest, sha3)| json!({"dest": dest, "sha3": sha3})).collect())),
+        Work::Fetch { .. } => {
+            put("remote", json!(r.text));
+            put("local", r.value.clone());
+        }
     }
     hash(&canonical(&body))
 }
@@ -176,6 +182,7 @@ mod tests {
             stdout_arg: p.stdout_arg,
             stderr_arg: p.stderr_arg,
             targets: vec![],
+            definition: serde_json::Value::Null,
         }
     }
 

@@ -7,6 +7,7 @@
 //! here: it covers the command as rendered on each node, so the engine computes it with
 //! [`fingerprint`] just before the job would run.
 
+pub mod bootstrap;
 pub mod fingerprint;
 pub mod literal;
 pub mod verbs;
@@ -36,6 +37,8 @@ pub struct Job {
     pub stderr_arg: Option<String>,
     /// Indices into [`Plan::nodes`].
     pub targets: Vec<usize>,
+    /// The job as written in its file, for the history.
+    pub definition: serde_json::Value,
 }
 
 impl Job {
@@ -65,6 +68,9 @@ impl Job {
             Work::Wait { on: WaitOn::Cmd(c), .. } => format!("--cmd {c}"),
             Work::Echo { text } => text.clone(),
             Work::QueueSentinel => String::new(),
+            Work::Shell { command } => command.clone(),
+            Work::Send { source, dest, .. } => format!("{source} {dest}"),
+            Work::Fetch { remote, local } => format!("{remote} {local}"),
         };
         let one_line = args.split_whitespace().collect::<Vec<_>>().join(" ");
         let short: String = one_line.chars().take(60).collect();
@@ -74,7 +80,8 @@ impl Job {
 
     /// Whether a success is recorded in the node cache and answered from it next time.
     pub fn cacheable(&self) -> bool {
-        verbs::spec(&self.verb).is_some_and(|s| s.cacheable) && !matches!(self.work, Work::Run { no_block: true, .. })
+        verbs::spec(&self.verb).is_some_and(|s| s.cacheable)
+            && !matches!(self.work, Work::Run { no_block: true, .. } | Work::Shell { .. } | Work::Send { .. } | Work::Fetch { .. })
     }
 }
 
@@ -93,6 +100,20 @@ pub struct Plan {
     pub nodes: Vec<Node>,
     pub entries: Vec<PlannedEntry>,
     pub jobs: Vec<Job>,
+    /// Template variables of each node beyond its cached args (bootstrap's catalog and
+    /// `directord_bootstrap`); empty for orchestrations.
+    pub vars: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub schedule: Schedule,
+}
+
+/// In what order the engine takes the nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// Every node at once (connections are paced by the transport).
+    Together,
+    /// `servers` one after another, then the other nodes, `threads` at a time; when a server
+    /// fails, the others are not attempted.
+    Bootstrap { servers: Vec<usize>, threads: usize },
 }
 
 /// What the user asked for beyond the files.
@@ -102,11 +123,13 @@ pub struct Selection {
     pub restrict: Vec<String>,
     /// `--ignore-cache`: every job runs, whatever the node caches say.
     pub ignore_cache: bool,
+    /// `--retry-failed`: only these node names (after `restrict`).
+    pub only: Option<Vec<String>>,
 }
 
 impl Plan {
     pub fn build(catalog: &Catalog, orchestrations: &[Orchestration], selection: &Selection) -> Result<Plan, Error> {
-        let allowed = restrict_mask(catalog, &selection.restrict)?;
+        let allowed = selection.mask(catalog)?;
         let mut jobs = Vec::new();
         let mut entries = Vec::new();
         for orch in orchestrations {
@@ -160,7 +183,8 @@ impl Plan {
                 *t = renumber[*t];
             }
         }
-        let plan = Plan { nodes, entries, jobs };
+        let vars = vec![serde_json::Map::new(); nodes.len()];
+        let plan = Plan { nodes, entries, jobs, vars, schedule: Schedule::Together };
         plan.check_identities(orchestrations)?;
         Ok(plan)
     }
@@ -210,6 +234,19 @@ impl Plan {
     /// How many (job, node) pairs the run holds.
     pub fn total_tasks(&self) -> usize {
         self.jobs.iter().map(|j| j.targets.len()).sum()
+    }
+}
+
+impl Selection {
+    /// Which catalog nodes the selection lets through.
+    pub fn mask(&self, catalog: &Catalog) -> Result<Vec<bool>, Error> {
+        let mut mask = restrict_mask(catalog, &self.restrict)?;
+        if let Some(only) = &self.only {
+            for (i, node) in catalog.nodes.iter().enumerate() {
+                mask[i] &= only.contains(&node.name);
+            }
+        }
+        Ok(mask)
     }
 }
 
@@ -307,11 +344,12 @@ fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Re
         stdout_arg: parsed.stdout_arg,
         stderr_arg: parsed.stderr_arg,
         targets: Vec::new(),
+        definition: value_at(doc, &spec.path).clone(),
     })
 }
 
-/// The key the verb was written with (it may be lower-case in the file).
-fn doc_key(doc: &Document, path: &[Seg], verb: &str) -> String {
+/// The value at `path` in `doc` (null when there is none).
+pub fn value_at<'a>(doc: &'a Document, path: &[Seg]) -> &'a serde_json::Value {
     let mut node = &doc.root;
     for seg in path {
         node = match seg {
@@ -319,7 +357,13 @@ fn doc_key(doc: &Document, path: &[Seg], verb: &str) -> String {
             Seg::Key(k) | Seg::KeyName(k) => &node[k.as_str()],
         };
     }
-    node.as_object()
+    node
+}
+
+/// The key the verb was written with (it may be lower-case in the file).
+fn doc_key(doc: &Document, path: &[Seg], verb: &str) -> String {
+    value_at(doc, path)
+        .as_object()
         .and_then(|m| m.keys().find(|k| k.eq_ignore_ascii_case(verb)).cloned())
         .unwrap_or_else(|| verb.to_string())
 }
@@ -336,7 +380,7 @@ mod tests {
 
     fn plan(text: &str, restrict: &[&str]) -> Result<Plan, Error> {
         let o = Orchestration::from_document(Document::parse(Path::new("o.yaml"), text.into()).unwrap())?;
-        Plan::build(&catalog(), &[o], &Selection { restrict: restrict.iter().map(|s| s.to_string()).collect(), ignore_cache: false })
+        Plan::build(&catalog(), &[o], &Selection { restrict: restrict.iter().map(|s| s.to_string()).collect(), ignore_cache: false, only: None })
     }
 
     #[test]

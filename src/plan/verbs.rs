@@ -121,6 +121,13 @@ pub enum Work {
     Wait { on: WaitOn, retry: u32, retry_wait: Duration, insecure: bool },
     Echo { text: String },
     QueueSentinel,
+    /// A bootstrap RUN: the whole string is the shell command (no options), a template.
+    Shell { command: String },
+    /// A bootstrap ADD: `source` (on the operator, looked up in `roots`) and `dest` are
+    /// templates, resolved on each node when the job runs.
+    Send { source: String, dest: String, roots: Vec<PathBuf> },
+    /// A bootstrap GET: copy `remote` from the node to `local` on the operator; templates.
+    Fetch { remote: String, local: String },
 }
 
 /// A parsed job: its work and the options every verb has.
@@ -421,6 +428,19 @@ pub fn parse(verb: &str, args: &str, vars: &Map<String, Value>, roots: &SourceRo
         stdout_arg: one("--stdout-arg"),
         stderr_arg: one("--stderr-arg"),
     })
+}
+
+/// A bootstrap ADD's source: one file (not a pattern), looked up in `bases` in order.
+pub fn find_source(path: &str, bases: &[PathBuf]) -> Result<Source, VerbError> {
+    let p = Path::new(path);
+    let candidates: Vec<PathBuf> = if p.is_absolute() { vec![p.to_path_buf()] } else { bases.iter().map(|b| b.join(p)).collect() };
+    match candidates.iter().find(|c| c.is_file()) {
+        Some(found) => hash_source(found),
+        None => {
+            let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+            Err(err(format!("ADD source `{path}` is not a file on the operator (looked for {})", looked.join(" and "))))
+        }
+    }
 }
 
 /// The regular files a source pattern names, sorted, each hashed.

@@ -32,7 +32,7 @@ pub enum Event {
     NodeReady { v: u32, node: String, arch: String, os: String, kernel: String, hostname: String, ms: u64 },
     NodeUnreachable { v: u32, node: String, error: String },
     NodeNotice { v: u32, node: String, message: String },
-    JobStarted { v: u32, node: String, job: usize, name: String, fingerprint: String },
+    JobStarted { v: u32, node: String, job: usize, name: String, fingerprint: String, info: String },
     JobOutput { v: u32, node: String, job: usize, stream: String, data: String },
     JobFinished {
         v: u32,

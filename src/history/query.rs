@@ -1,0 +1,367 @@
+//! Reading the history: what `manage` shows and what `--retry-failed` needs.
+//!
+//! Every function returns plain rows (timestamps already formatted in local time by SQLite);
+//! the frontends decide how they look. An id may be given whole, as a unique prefix, or as
+//! `last`; anything else is an input error naming what was looked for.
+
+use super::History;
+use crate::error::Error;
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+const TIME: &str = "'%Y-%m-%d %H:%M:%S', ?, 'unixepoch', 'localtime'";
+
+fn time(col: &str) -> String {
+    format!("strftime({}) ", TIME.replace('?', &format!("{col} / 1000")))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub kind: String,
+    pub command: String,
+    pub status: String,
+    pub started: String,
+    pub ended: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub pid: i64,
+    pub host: String,
+    pub nodes: i64,
+    pub nodes_ok: i64,
+    pub nodes_failed: i64,
+    pub nodes_unreachable: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunNode {
+    pub node: String,
+    pub address: String,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    #[serde(flatten)]
+    pub run: RunRow,
+    pub files: Vec<String>,
+    pub catalogs: Vec<String>,
+    pub jobs: i64,
+    pub summary: Option<serde_json::Value>,
+    pub node_outcomes: Vec<RunNode>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    pub id: String,
+    pub run: String,
+    pub parent_name: String,
+    pub name: String,
+    pub verb: String,
+    /// Mean execution time over the nodes that finished it, in seconds.
+    pub execution_time: Option<f64>,
+    pub processing: bool,
+    pub success: i64,
+    pub failed: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultRow {
+    pub node: String,
+    pub status: String,
+    pub fingerprint: Option<String>,
+    pub info: Option<String>,
+    pub reason: Option<String>,
+    pub exit_code: Option<i64>,
+    pub stdout: String,
+    pub stdout_cut: i64,
+    pub stderr: String,
+    pub stderr_cut: i64,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub execution_ms: Option<i64>,
+    pub roundtrip_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobInfo {
+    pub id: String,
+    pub run: String,
+    pub seq: i64,
+    pub parent_id: String,
+    pub parent_name: Option<String>,
+    pub parent_sha3: String,
+    pub name: String,
+    pub verb: String,
+    pub definition: serde_json::Value,
+    pub targets: Vec<String>,
+    pub created: String,
+    pub results: Vec<ResultRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRow {
+    pub name: String,
+    pub address: String,
+    pub arch: String,
+    pub os: String,
+    pub kernel: String,
+    pub hostname: String,
+    pub executor_sha3: String,
+    pub last_seen: Option<String>,
+    pub last_run: Option<String>,
+}
+
+/// `--list-jobs --filter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobFilter {
+    Success,
+    Failed,
+    Processing,
+}
+
+fn run_select() -> String {
+    format!(
+        "SELECT r.id, r.kind, r.command, r.status, {}, CASE WHEN r.ended_at IS NULL THEN NULL ELSE {} END, r.ended_at - r.started_at, r.exit_code, r.pid, r.host,
+           (SELECT count(*) FROM run_nodes n WHERE n.run_id = r.id),
+           (SELECT count(*) FROM run_nodes n WHERE n.run_id = r.id AND n.outcome = 'ok'),
+           (SELECT count(*) FROM run_nodes n WHERE n.run_id = r.id AND n.outcome IN ('failed', 'cancelled', 'abandoned')),
+           (SELECT count(*) FROM run_nodes n WHERE n.run_id = r.id AND n.outcome = 'unreachable'),
+           r.files, r.catalogs, r.summary
+         FROM runs r",
+        time("r.started_at"),
+        time("r.ended_at")
+    )
+}
+
+fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        command: r.get(2)?,
+        status: r.get(3)?,
+        started: r.get(4)?,
+        ended: r.get(5)?,
+        duration_ms: r.get(6)?,
+        exit_code: r.get(7)?,
+        pid: r.get(8)?,
+        host: r.get(9)?,
+        nodes: r.get(10)?,
+        nodes_ok: r.get(11)?,
+        nodes_failed: r.get(12)?,
+        nodes_unreachable: r.get(13)?,
+    })
+}
+
+/// What `last` or an id prefix named.
+pub enum Found {
+    One(String),
+    /// The table has no rows at all.
+    Empty,
+}
+
+impl History {
+    fn q<T>(&self, r: rusqlite::Result<T>) -> Result<T, Error> {
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Resolves `last`, a whole id or a unique prefix in `table` (`runs` or `jobs`).
+    pub fn find(&self, table: &str, what: &str, given: &str) -> Result<Found, Error> {
+        let order = if table == "runs" { "started_at DESC" } else { "created_at DESC, seq DESC" };
+        let count: i64 = self.q(self.conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)))?;
+        if count == 0 {
+            return Ok(Found::Empty);
+        }
+        if given == "last" {
+            let id: String = self.q(self.conn.query_row(&format!("SELECT id FROM {table} ORDER BY {order} LIMIT 1"), [], |r| r.get(0)))?;
+            return Ok(Found::One(id));
+        }
+        let mut stmt = self.q(self.conn.prepare(&format!("SELECT id FROM {table} WHERE id LIKE ?1 || '%' ESCAPE '\\' ORDER BY {order} LIMIT 6")))?;
+        let escaped = given.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let ids: Vec<String> = self.q(self.q(stmt.query_map([escaped], |r| r.get(0)))?.collect())?;
+        match ids.len() {
+            0 => Err(Error::input(format!("no {what} has an id starting with `{given}` in {}", self.path.display()))
+                .hint(format!("`director manage --list-{what}s` shows them; an id, a unique prefix of one, or `last` is accepted"))),
+            1 => Ok(Found::One(ids[0].clone())),
+            _ => {
+                let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
+                Err(Error::input(format!("`{given}` starts the ids of several {what}s: {}{}", shown.join(", "), if ids.len() > 5 { ", …" } else { "" }))
+                    .hint("give more characters of the id"))
+            }
+        }
+    }
+
+    pub fn list_runs(&self) -> Result<Vec<RunRow>, Error> {
+        let mut stmt = self.q(self.conn.prepare(&format!("{} ORDER BY r.started_at", run_select())))?;
+        let rows = self.q(stmt.query_map([], run_row))?;
+        self.q(rows.collect())
+    }
+
+    pub fn run_info(&self, id: &str) -> Result<RunInfo, Error> {
+        let (run, files, catalogs, summary): (RunRow, String, String, Option<String>) = self.q(self.conn.query_row(
+            &format!("{} WHERE r.id = ?1", run_select()),
+            [id],
+            |r| Ok((run_row(r)?, r.get(14)?, r.get(15)?, r.get(16)?)),
+        ))?;
+        let jobs: i64 = self.q(self.conn.query_row("SELECT count(*) FROM jobs WHERE run_id = ?1", [id], |r| r.get(0)))?;
+        let mut stmt = self.q(self.conn.prepare("SELECT node, address, outcome, error FROM run_nodes WHERE run_id = ?1 ORDER BY rowid"))?;
+        let nodes = self.q(self.q(stmt.query_map([id], |r| Ok(RunNode { node: r.get(0)?, address: r.get(1)?, outcome: r.get(2)?, error: r.get(3)? })))?.collect())?;
+        Ok(RunInfo {
+            run,
+            files: serde_json::from_str(&files).unwrap_or_default(),
+            catalogs: serde_json::from_str(&catalogs).unwrap_or_default(),
+            jobs,
+            summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
+            node_outcomes: nodes,
+        })
+    }
+
+    pub fn list_jobs(&self, filter: Option<JobFilter>) -> Result<Vec<JobRow>, Error> {
+        let mut stmt = self.q(self.conn.prepare(
+            "SELECT j.id, j.run_id, coalesce(j.parent_name, j.parent_id), j.name, j.verb,
+               (SELECT avg(execution_ms) FROM results s WHERE s.job_id = j.id AND s.execution_ms IS NOT NULL),
+               (SELECT count(*) FROM results s WHERE s.job_id = j.id AND s.status = 'running') > 0
+                 OR (r.status = 'running' AND (SELECT count(*) FROM results s WHERE s.job_id = j.id) < json_array_length(j.targets)),
+               (SELECT count(*) FROM results s WHERE s.job_id = j.id AND s.status IN ('ok', 'cached')),
+               (SELECT count(*) FROM results s WHERE s.job_id = j.id AND s.status IN ('failed', 'timed_out', 'unreachable', 'cancelled', 'abandoned'))
+             FROM jobs j JOIN runs r ON r.id = j.run_id ORDER BY j.created_at, j.seq",
+        ))?;
+        let rows = self.q(stmt.query_map([], |r| {
+            Ok(JobRow {
+                id: r.get(0)?,
+                run: r.get(1)?,
+                parent_name: r.get(2)?,
+                name: r.get(3)?,
+                verb: r.get(4)?,
+                execution_time: r.get::<_, Option<f64>>(5)?.map(|ms| ms / 1000.0),
+                processing: r.get(6)?,
+                success: r.get(7)?,
+                failed: r.get(8)?,
+            })
+        }))?;
+        let all: Vec<JobRow> = self.q(rows.collect())?;
+        Ok(all
+            .into_iter()
+            .filter(|j| match filter {
+                None => true,
+                Some(JobFilter::Success) => !j.processing && j.failed == 0 && j.success > 0,
+                Some(JobFilter::Failed) => j.failed > 0,
+                Some(JobFilter::Processing) => j.processing,
+            })
+            .collect())
+    }
+
+    pub fn job_info(&self, id: &str) -> Result<JobInfo, Error> {
+        let mut info = self.q(self.conn.query_row(
+            &format!("SELECT id, run_id, seq, parent_id, parent_name, parent_sha3, name, verb, definition, targets, {} FROM jobs WHERE id = ?1", time("created_at")),
+            [id],
+            |r| {
+                Ok(JobInfo {
+                    id: r.get(0)?,
+                    run: r.get(1)?,
+                    seq: r.get(2)?,
+                    parent_id: r.get(3)?,
+                    parent_name: r.get(4)?,
+                    parent_sha3: r.get(5)?,
+                    name: r.get(6)?,
+                    verb: r.get(7)?,
+                    definition: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or(serde_json::Value::Null),
+                    targets: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
+                    created: r.get(10)?,
+                    results: Vec::new(),
+                })
+            },
+        ))?;
+        let mut stmt = self.q(self.conn.prepare(&format!(
+            "SELECT node, status, fingerprint, info, reason, exit_code, stdout, stdout_cut, stderr, stderr_cut,
+               CASE WHEN started_at IS NULL THEN NULL ELSE {} END, CASE WHEN finished_at IS NULL THEN NULL ELSE {} END, execution_ms, roundtrip_ms
+             FROM results WHERE job_id = ?1 ORDER BY node",
+            time("started_at"),
+            time("finished_at")
+        )))?;
+        let rows = self.q(stmt.query_map([id], |r| {
+            Ok(ResultRow {
+                node: r.get(0)?,
+                status: r.get(1)?,
+                fingerprint: r.get(2)?,
+                info: r.get(3)?,
+                reason: r.get(4)?,
+                exit_code: r.get(5)?,
+                stdout: r.get(6)?,
+                stdout_cut: r.get(7)?,
+                stderr: r.get(8)?,
+                stderr_cut: r.get(9)?,
+                started: r.get(10)?,
+                finished: r.get(11)?,
+                execution_ms: r.get(12)?,
+                roundtrip_ms: r.get(13)?,
+            })
+        }))?;
+        info.results = self.q(rows.collect())?;
+        Ok(info)
+    }
+
+    /// Every job with its results, for `--export-jobs`.
+    pub fn all_jobs(&self) -> Result<Vec<JobInfo>, Error> {
+        let mut stmt = self.q(self.conn.prepare("SELECT id FROM jobs ORDER BY created_at, seq"))?;
+        let ids: Vec<String> = self.q(self.q(stmt.query_map([], |r| r.get(0)))?.collect())?;
+        ids.iter().map(|id| self.job_info(id)).collect()
+    }
+
+    pub fn list_nodes(&self) -> Result<Vec<NodeRow>, Error> {
+        let mut stmt = self.q(self.conn.prepare(&format!(
+            "SELECT name, address, arch, os, kernel, hostname, executor_sha3, CASE WHEN last_seen IS NULL THEN NULL ELSE {} END, last_run FROM nodes ORDER BY name",
+            time("last_seen")
+        )))?;
+        let rows = self.q(stmt.query_map([], |r| {
+            Ok(NodeRow {
+                name: r.get(0)?,
+                address: r.get(1)?,
+                arch: r.get(2)?,
+                os: r.get(3)?,
+                kernel: r.get(4)?,
+                hostname: r.get(5)?,
+                executor_sha3: r.get(6)?,
+                last_seen: r.get(7)?,
+                last_run: r.get(8)?,
+            })
+        }))?;
+        self.q(rows.collect())
+    }
+
+    /// Deletes the jobs (and results) of every run that is not running, and those runs;
+    /// returns (jobs, runs) deleted. A running run keeps its record: it is the lock.
+    pub fn purge_jobs(&mut self) -> Result<(usize, usize), Error> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| super::db_error(&path, e))?;
+        let done = "SELECT id FROM runs WHERE status <> 'running'";
+        let e = |e| super::db_error(&path, e);
+        tx.execute(&format!("DELETE FROM results WHERE job_id IN (SELECT id FROM jobs WHERE run_id IN ({done}))"), []).map_err(e)?;
+        let jobs = tx.execute(&format!("DELETE FROM jobs WHERE run_id IN ({done})"), []).map_err(e)?;
+        tx.execute(&format!("DELETE FROM run_nodes WHERE run_id IN ({done})"), []).map_err(e)?;
+        let runs = tx.execute("DELETE FROM runs WHERE status <> 'running'", []).map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok((jobs, runs))
+    }
+
+    pub fn purge_nodes(&mut self) -> Result<usize, Error> {
+        let n = self.conn.execute("DELETE FROM nodes", []);
+        self.q(n)
+    }
+
+    /// The nodes of run `id` that did not end ok: failed, unreachable, cancelled or never
+    /// reported. With the run's files and catalogs, for `--retry-failed`.
+    pub fn retry_set(&self, id: &str) -> Result<(Vec<String>, Vec<String>, Vec<String>), Error> {
+        let (files, catalogs): (String, String) = self.q(self.conn.query_row("SELECT files, catalogs FROM runs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?))))?;
+        let mut stmt = self.q(self.conn.prepare("SELECT node FROM run_nodes WHERE run_id = ?1 AND outcome <> 'ok' ORDER BY rowid"))?;
+        let nodes: Vec<String> = self.q(self.q(stmt.query_map(params![id], |r| r.get(0)))?.collect())?;
+        Ok((nodes, serde_json::from_str(&files).unwrap_or_default(), serde_json::from_str(&catalogs).unwrap_or_default()))
+    }
+
+    /// The kind of run `id` (`orchestrate`, `exec`, `bootstrap`), if it exists.
+    pub fn run_kind(&self, id: &str) -> Result<Option<String>, Error> {
+        let k = self.conn.query_row("SELECT kind FROM runs WHERE id = ?1", [id], |r| r.get(0)).optional();
+        self.q(k)
+    }
+}

@@ -1,0 +1,316 @@
+//! Writes a run's events into the history, on a thread of its own.
+//!
+//! The recorder is one more consumer of the engine's events (beside the frontends), so the
+//! history holds exactly what the user saw. Events queue on a channel; the thread writes each
+//! batch in one transaction, so a fleet's worth of results costs a few commits, not one per
+//! event. Output is kept per job and node, capped at [`KEEP_HEAD`] + [`KEEP_TAIL`] bytes per
+//! stream: the start and the end, with a marker saying how much was cut between them.
+//!
+//! Between batches the thread checks whether `manage --cancel` asked this run to stop, and
+//! says so once through the channel it was given.
+
+use super::{now_ms, History, RunSpec};
+use crate::error::Error;
+use crate::event::{Event, JobStatus, Stream};
+use rusqlite::params;
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Bytes kept from the start of a job's stdout or stderr.
+pub const KEEP_HEAD: usize = 32 * 1024;
+/// Bytes kept from the end.
+pub const KEEP_TAIL: usize = 32 * 1024;
+
+enum Msg {
+    Event(Event, i64),
+    Close,
+}
+
+pub struct Recorder {
+    tx: mpsc::Sender<Msg>,
+    started: Instant,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Recorder {
+    /// Starts the thread; `cancelled` hears once when another terminal cancels the run.
+    pub fn start(history: History, spec: &RunSpec, cancelled: tokio::sync::mpsc::UnboundedSender<()>) -> Result<Recorder, Error> {
+        let (tx, rx) = mpsc::channel();
+        let mut state = State::new(history, spec);
+        let thread = std::thread::Builder::new()
+            .name("history".into())
+            .spawn(move || state.serve(rx, cancelled))
+            .map_err(|e| Error::internal(format!("cannot start the history writer: {e}")))?;
+        Ok(Recorder { tx, started: Instant::now(), thread: Some(thread) })
+    }
+
+    pub fn record(&self, event: &Event) {
+        let _ = self.tx.send(Msg::Event(event.clone(), self.started.elapsed().as_millis() as i64));
+    }
+
+    /// Writes what is queued and stops the thread.
+    pub fn close(mut self) {
+        let _ = self.tx.send(Msg::Close);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The start and the end of a stream, and how much was cut between them.
+#[derive(Default)]
+struct Capped {
+    head: String,
+    tail: String,
+    cut: u64,
+}
+
+impl Capped {
+    fn push(&mut self, data: &str) {
+        let mut data = data;
+        if self.head.len() < KEEP_HEAD {
+            let room = KEEP_HEAD - self.head.len();
+            let take = floor_char(data, room);
+            self.head.push_str(&data[..take]);
+            data = &data[take..];
+        }
+        self.tail.push_str(data);
+        if self.tail.len() > 2 * KEEP_TAIL {
+            let drop = ceil_char(&self.tail, self.tail.len() - KEEP_TAIL);
+            self.cut += drop as u64;
+            self.tail.drain(..drop);
+        }
+    }
+
+    fn finish(mut self) -> (String, u64) {
+        if self.tail.len() > KEEP_TAIL {
+            let drop = ceil_char(&self.tail, self.tail.len() - KEEP_TAIL);
+            self.cut += drop as u64;
+            self.tail.drain(..drop);
+        }
+        if self.cut == 0 {
+            return (self.head + &self.tail, 0);
+        }
+        (format!("{}\n[… director: {} bytes cut here …]\n{}", self.head, self.cut, self.tail), self.cut)
+    }
+}
+
+fn floor_char(s: &str, at: usize) -> usize {
+    let mut at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+fn ceil_char(s: &str, at: usize) -> usize {
+    let mut at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at += 1;
+    }
+    at
+}
+
+struct State {
+    history: History,
+    run: String,
+    job_ids: Vec<String>,
+    targets: Vec<Vec<String>>,
+    addresses: HashMap<String, String>,
+    output: HashMap<(String, usize), (Capped, Capped)>,
+    unreachable: HashSet<String>,
+    cancelled: HashSet<String>,
+    cancel_seen: bool,
+}
+
+impl State {
+    fn new(history: History, spec: &RunSpec) -> Self {
+        State {
+            history,
+            run: spec.id.clone(),
+            job_ids: spec.jobs.iter().map(|j| spec.job_id(j.seq)).collect(),
+            targets: spec.jobs.iter().map(|j| j.targets.clone()).collect(),
+            addresses: spec.nodes.iter().cloned().collect(),
+            output: HashMap::new(),
+            unreachable: HashSet::new(),
+            cancelled: HashSet::new(),
+            cancel_seen: false,
+        }
+    }
+
+    fn serve(&mut self, rx: mpsc::Receiver<Msg>, cancelled: tokio::sync::mpsc::UnboundedSender<()>) {
+        let mut open = true;
+        while open {
+            let mut batch = Vec::new();
+            match rx.recv_timeout(Duration::from_millis(300)) {
+                Ok(Msg::Event(e, at)) => batch.push((e, at)),
+                Ok(Msg::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            while open && batch.len() < 2000 {
+                match rx.try_recv() {
+                    Ok(Msg::Event(e, at)) => batch.push((e, at)),
+                    Ok(Msg::Close) | Err(mpsc::TryRecvError::Disconnected) => open = false,
+                    Err(mpsc::TryRecvError::Empty) => break,
+                }
+            }
+            if !batch.is_empty() {
+                if let Err(e) = self.write(batch) {
+                    // The run goes on; the history says what it could. Only stderr is ours here.
+                    eprintln!("warning: the run history could not record some events: {e}");
+                }
+            }
+            if !self.cancel_seen && self.cancel_requested() {
+                self.cancel_seen = true;
+                let _ = cancelled.send(());
+            }
+        }
+    }
+
+    fn cancel_requested(&self) -> bool {
+        self.history.conn().query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&self.run], |r| r.get::<_, i64>(0)).map(|v| v != 0).unwrap_or(false)
+    }
+
+    fn write(&mut self, batch: Vec<(Event, i64)>) -> rusqlite::Result<()> {
+        let mut pending = Vec::new();
+        for (event, at) in batch {
+            if let Event::JobOutput { node, job, stream, data } = &event {
+                let bufs = self.output.entry((node.clone(), *job)).or_default();
+                match stream {
+                    Stream::Stdout => bufs.0.push(data),
+                    Stream::Stderr => bufs.1.push(data),
+                }
+            } else {
+                pending.push((event, at));
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let run = self.run.clone();
+        let now = now_ms();
+        let tx = self.history.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (event, at) in pending {
+            match event {
+                Event::NodeConnecting { node, address } => {
+                    self.addresses.insert(node, address);
+                }
+                Event::NodeReady { node, arch, os, kernel, hostname, .. } => {
+                    let address = self.addresses.get(&node).cloned().unwrap_or_default();
+                    tx.execute(
+                        "INSERT INTO nodes (name, address, arch, os, kernel, hostname, executor_sha3, last_seen, last_run) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                         ON CONFLICT(name) DO UPDATE SET address = ?2, arch = ?3, os = ?4, kernel = ?5, hostname = ?6, executor_sha3 = ?7, last_seen = ?8, last_run = ?9",
+                        params![node, address, arch, os, kernel, hostname, env!("DIRECTOR_EXEC_SHA3"), now, run],
+                    )?;
+                }
+                Event::NodeUnreachable { node, error } => {
+                    tx.execute("UPDATE run_nodes SET outcome = 'unreachable', error = ?3 WHERE run_id = ?1 AND node = ?2", params![run, node, error])?;
+                    for (seq, targets) in self.targets.iter().enumerate() {
+                        if targets.contains(&node) {
+                            tx.execute(
+                                "INSERT OR IGNORE INTO results (job_id, node, status, reason, finished_at, roundtrip_ms) VALUES (?1, ?2, 'unreachable', ?3, ?4, ?5)",
+                                params![self.job_ids[seq], node, error, now, at],
+                            )?;
+                        }
+                    }
+                    self.unreachable.insert(node);
+                }
+                Event::JobStarted { node, job, fingerprint, info, .. } => {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO results (job_id, node, status, fingerprint, info, started_at) VALUES (?1, ?2, 'running', ?3, ?4, ?5)",
+                        params![self.job_ids[job], node, fingerprint, info, now],
+                    )?;
+                }
+                Event::JobFinished { node, job, status, exit_code, reason, ms, .. } => {
+                    let (out, err) = self.output.remove(&(node.clone(), job)).unwrap_or_default();
+                    let ((stdout, stdout_cut), (stderr, stderr_cut)) = (out.finish(), err.finish());
+                    if status == JobStatus::Cancelled {
+                        self.cancelled.insert(node.clone());
+                    }
+                    tx.execute(
+                        "INSERT INTO results (job_id, node, status, reason, exit_code, stdout, stdout_cut, stderr, stderr_cut, finished_at, execution_ms, roundtrip_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                         ON CONFLICT(job_id, node) DO UPDATE SET status = ?3, reason = ?4, exit_code = ?5, stdout = ?6, stdout_cut = ?7, stderr = ?8,
+                           stderr_cut = ?9, finished_at = ?10, execution_ms = ?11, roundtrip_ms = ?12",
+                        params![self.job_ids[job], node, status_text(status), reason, exit_code, stdout, stdout_cut as i64, stderr, stderr_cut as i64, now, ms as i64, at],
+                    )?;
+                }
+                Event::NodeFinished { node, ok } => {
+                    let outcome = if self.unreachable.contains(&node) {
+                        "unreachable"
+                    } else if self.cancelled.contains(&node) {
+                        "cancelled"
+                    } else if ok {
+                        "ok"
+                    } else {
+                        "failed"
+                    };
+                    tx.execute("UPDATE run_nodes SET outcome = ?3 WHERE run_id = ?1 AND node = ?2", params![run, node, outcome])?;
+                }
+                Event::RunFinished { summary, exit_code } => {
+                    let status = match exit_code {
+                        crate::error::exit::OK => "succeeded",
+                        crate::error::exit::CANCELLED => "cancelled",
+                        _ => "failed",
+                    };
+                    // Whatever never reported (a node the run stopped waiting for) ends with the run.
+                    let ended = if status == "cancelled" { "cancelled" } else { "failed" };
+                    tx.execute("UPDATE run_nodes SET outcome = ?2 WHERE run_id = ?1 AND outcome = 'pending'", params![run, ended])?;
+                    tx.execute("UPDATE results SET status = ?2 WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?1)", params![run, ended])?;
+                    tx.execute(
+                        "UPDATE runs SET status = ?2, ended_at = ?3, exit_code = ?4, summary = ?5 WHERE id = ?1",
+                        params![run, status, now, exit_code, serde_json::to_string(&summary).unwrap_or_default()],
+                    )?;
+                }
+                _ => {}
+            }
+        }
+        tx.commit()
+    }
+}
+
+/// A job status as the history writes it (the same words as `--json`).
+pub fn status_text(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Ok => "ok",
+        JobStatus::Cached => "cached",
+        JobStatus::Failed => "failed",
+        JobStatus::Skipped => "skipped",
+        JobStatus::TimedOut => "timed_out",
+        JobStatus::Cancelled => "cancelled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_output_keeps_both_ends_and_says_what_was_cut() {
+        let mut c = Capped::default();
+        c.push("short");
+        assert_eq!(c.finish(), ("short".to_string(), 0));
+        let mut c = Capped::default();
+        let lines = 700;
+        for i in 0..lines {
+            c.push(&format!("{:099}\n", i));
+        }
+        let (text, cut) = c.finish();
+        assert_eq!(cut as usize, lines * 100 - KEEP_HEAD - KEEP_TAIL);
+        assert!(text.starts_with(&format!("{:099}\n", 0)));
+        assert!(text.ends_with(&format!("{:099}\n", lines - 1)));
+        assert!(text.contains(&format!("\n[… director: {cut} bytes cut here …]\n")));
+    }
+
+    #[test]
+    fn cutting_respects_utf8() {
+        let mut c = Capped::default();
+        for _ in 0..(KEEP_HEAD + KEEP_TAIL) {
+            c.push("é");
+        }
+        let (text, cut) = c.finish();
+        assert!(cut > 0);
+        assert!(text.len() < KEEP_HEAD + KEEP_TAIL + 100);
+    }
+}
