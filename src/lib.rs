@@ -187,7 +187,12 @@ fn execute(plan: Plan, catalog: &Catalog, config: Config, invocation: Invocation
     };
     let spec = run_spec(&plan, &config, invocation.kind, invocation.command, invocation.files);
     let mut store = history::History::open(&invocation.history)?;
-    let contention = if config.wait { history::Contention::Wait } else { history::Contention::Refuse };
+    let sentinel_only = !plan.jobs.is_empty() && plan.jobs.iter().all(|j| matches!(j.work, plan::Work::QueueSentinel));
+    let contention = match () {
+        _ if sentinel_only => history::Contention::Share,
+        _ if config.wait => history::Contention::Wait,
+        _ => history::Contention::Refuse,
+    };
     let guard = store.begin(&spec, contention, &mut |h| {
         eprintln!("waiting for run {} (`{}`, since {}) to release {}", h.run, h.command, h.started, h.nodes.join(", "));
     })?;

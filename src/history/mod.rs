@@ -89,6 +89,9 @@ pub enum Contention {
     Refuse,
     /// Wait until the holder is gone.
     Wait,
+    /// Take nothing: a run of QUEUESENTINEL jobs only, whose purpose is to reach the nodes
+    /// another run holds and drain its queues.
+    Share,
 }
 
 /// The run that holds a node another run wants.
@@ -174,7 +177,7 @@ impl History {
         let guard = RunGuard { id: spec.id.clone(), lock_path: lock_path.clone(), _lock: lock };
         let mut told = false;
         loop {
-            match self.try_begin(spec, &lock_path)? {
+            match self.try_begin(spec, &lock_path, contention != Contention::Share)? {
                 None => return Ok(guard),
                 Some(holder) => match contention {
                     Contention::Refuse => {
@@ -191,7 +194,7 @@ impl History {
                             code: exit::LOCKED,
                         })
                     }
-                    Contention::Wait => {
+                    Contention::Wait | Contention::Share => {
                         if !told {
                             waiting(&holder);
                             told = true;
@@ -203,7 +206,7 @@ impl History {
         }
     }
 
-    fn try_begin(&mut self, spec: &RunSpec, lock_path: &Path) -> Result<Option<Holder>, Error> {
+    fn try_begin(&mut self, spec: &RunSpec, lock_path: &Path, exclusive: bool) -> Result<Option<Holder>, Error> {
         let path = self.path.clone();
         let err = |e| db_error(&path, e);
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
@@ -221,7 +224,7 @@ impl History {
             let mut holders: Vec<(Holder, String)> = Vec::new();
             for row in rows {
                 let (run, command, started, pid, lock, node) = row.map_err(err)?;
-                if !wanted.contains(&node.as_str()) {
+                if !exclusive || !wanted.contains(&node.as_str()) {
                     continue;
                 }
                 match holders.iter_mut().find(|(h, _)| h.run == run) {

@@ -241,6 +241,10 @@ impl Fleet {
         cmd.env("HOME", self.dir.join("operator-home"))
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("DIRECTOR_CATALOG")
+            .env_remove("DIRECTOR_HISTORY")
+            .env_remove("DIRECTOR_CONFIG")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("XDG_CONFIG_HOME")
             .env("DIRECTOR_KNOWN_HOSTS", &self.known_hosts)
             .stdin(Stdio::null());
         cmd

@@ -4,6 +4,7 @@
 mod harness;
 mod corpus;
 mod verbs;
+mod history;
 mod schema;
 
 use harness::Fleet;
@@ -379,7 +380,13 @@ fn bad_input_is_exit_2_with_file_line_column_and_a_hint() {
 
 fn local_director(home: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_director"));
-    cmd.env("HOME", home).env_remove("XDG_CACHE_HOME").env_remove("DIRECTOR_CATALOG");
+    cmd.env("HOME", home)
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("DIRECTOR_HISTORY")
+        .env_remove("DIRECTOR_CONFIG")
+        .env_remove("DIRECTOR_CATALOG");
     cmd
 }
 
