@@ -1,8 +1,8 @@
 //! The one interface from the engine to everything else.
 //!
 //! The engine turns what happens on the nodes into [`Event`]s and sends them down a channel;
-//! it never prints. The frontends (`--json`, plain lines, the live view) and, later, the run
-//! history are all consumers of the same stream, so what is recorded is exactly what was shown.
+//! it never prints. The frontends (`--json`, plain lines, the live view) and the run
+//! history ([`crate::history`]) are all consumers of the same stream, so what is recorded is exactly what was shown.
 //!
 //! The `--json` output is these events, one JSON object per line, each with `"v": 1` and a
 //! `"type"`; see docs in README.md ("JSON events"). A field is never removed or renamed within

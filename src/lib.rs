@@ -2,7 +2,8 @@
 //!
 //! The pipeline, one module each: [`catalog`] (files in, validated values out) → [`plan`]
 //! (which job runs where) → [`engine`] ⇄ [`transport`] ⇄ the executor (`crates/director-exec`,
-//! speaking `crates/director-proto`) → [`event`]s → [`frontend`]s. This file wires them for
+//! speaking `crates/director-proto`) → [`event`]s → [`frontend`]s and the [`history`], which
+//! also holds the nodes of a running run (its locks). This file wires them for
 //! the commands in [`cli`]; `main.rs` only calls [`main_with_args`].
 
 pub mod catalog;
@@ -103,17 +104,17 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             let mut files = files;
             let mut only = None;
             if let Some(which) = retry_failed {
-                let Some((run_id, nodes, recorded_files, catalogs)) = retry_set(&history, &which, files.is_empty())? else {
+                let Some(set) = retry_set(&history, &which, files.is_empty())? else {
                     return Ok(exit::OK);
                 };
                 if files.is_empty() {
-                    files = recorded_files.iter().map(std::path::PathBuf::from).collect();
+                    files = set.files.iter().map(std::path::PathBuf::from).collect();
                     if run.catalog.is_empty() {
-                        config.catalogs = catalogs.iter().map(std::path::PathBuf::from).collect();
+                        config.catalogs = set.catalogs.iter().map(std::path::PathBuf::from).collect();
                     }
                 }
-                eprintln!("retrying run {run_id} on {} node(s): {}", nodes.len(), nodes.join(", "));
-                only = Some(nodes);
+                eprintln!("retrying run {} on {} node(s): {}", set.run, set.nodes.len(), set.nodes.join(", "));
+                only = Some(set.nodes);
             }
             let list = files.iter().map(|f| Orchestration::load(f)).collect::<Result<Vec<_>, _>>()?;
             let catalog = Catalog::load(&config.catalogs)?;
@@ -149,8 +150,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
 
 /// For `--retry-failed`: the run, its nodes that did not end ok, its files and catalogs.
 /// `None` (after saying why) when there is nothing to retry.
-#[allow(clippy::type_complexity)]
-fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Option<(String, Vec<String>, Vec<String>, Vec<String>)>, Error> {
+fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Option<history::query::RetrySet>, Error> {
     let none = || Error::input(format!("--retry-failed: no runs recorded yet in {}", path.display())).hint("run an orchestration first; its failed nodes can then be retried");
     let store = history::History::open_existing(path)?.ok_or_else(none)?;
     let id = match store.find("runs", "run", which)? {
@@ -162,12 +162,12 @@ fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Op
         return Err(Error::input(format!("--retry-failed: run {id} was `{kind}`, which has no orchestration files to run again"))
             .hint("give the orchestration files: `director orchestrate FILE... --retry-failed RUN`"));
     }
-    let (nodes, files, catalogs) = store.retry_set(&id)?;
-    if nodes.is_empty() {
+    let set = store.retry_set(&id)?;
+    if set.nodes.is_empty() {
         eprintln!("run {id} has no failed, unreachable or cancelled node: nothing to retry");
         return Ok(None);
     }
-    Ok(Some((id, nodes, files, catalogs)))
+    Ok(Some(set))
 }
 
 /// Takes the nodes in the history, runs the plan, records it; returns the exit code.

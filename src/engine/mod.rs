@@ -9,6 +9,10 @@
 //! A QUEUESENTINEL (from a job of this run or from another run on the node) drops every job
 //! of that node not yet started: they are reported skipped.
 //!
+//! Nodes start together, unless the plan's [`Schedule`] is bootstrap's: its servers one after
+//! another, then the other nodes a few at a time; after a failed server the others are not
+//! contacted and their jobs are reported skipped.
+//!
 //! Cancellation comes in through a watch channel: level 1 stops starting jobs (running ones
 //! finish), level 2 also kills the running ones through their executors.
 //!

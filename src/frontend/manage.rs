@@ -46,17 +46,9 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
     // Runs whose process died are abandoned, whatever we are asked.
     store.sweep_abandoned()?;
     if args.list_runs {
-        let rows = store.list_runs()?;
-        if args.json {
-            return Ok(json(&rows));
-        }
-        if rows.is_empty() {
-            return Ok(empty(path, "runs"));
-        }
-        let table: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                vec![
+        let header = ["ID", "KIND", "STATUS", "STARTED", "DURATION", "NODES", "OK", "FAILED", "UNREACHABLE", "COMMAND"];
+        return Ok(listing(&store.list_runs()?, args.json, path, "runs", &header, |r| {
+            vec![
                     r.id.clone(),
                     r.kind.clone(),
                     r.status.clone(),
@@ -67,10 +59,8 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
                     r.nodes_failed.to_string(),
                     r.nodes_unreachable.to_string(),
                     r.command.clone(),
-                ]
-            })
-            .collect();
-        return Ok(tabulate(&["ID", "KIND", "STATUS", "STARTED", "DURATION", "NODES", "OK", "FAILED", "UNREACHABLE", "COMMAND"], &table));
+            ]
+        }));
     }
     if let Some(given) = &args.run_info {
         let Found::One(id) = store.find("runs", "run", given)? else { return Ok(empty(path, "runs")) };
@@ -83,17 +73,9 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
             JobFilter::Failed => Filter::Failed,
             JobFilter::Processing => Filter::Processing,
         });
-        let rows = store.list_jobs(filter)?;
-        if args.json {
-            return Ok(json(&rows));
-        }
-        if rows.is_empty() {
-            return Ok(empty(path, "jobs"));
-        }
-        let table: Vec<Vec<String>> = rows
-            .iter()
-            .map(|j| {
-                vec![
+        let header = ["ID", "RUN", "PARENT_JOB_NAME", "JOB_NAME", "VERB", "EXECUTION_TIME", "PROCESSING", "SUCCESS", "FAILED"];
+        return Ok(listing(&store.list_jobs(filter)?, args.json, path, "jobs", &header, |j| {
+            vec![
                     j.id.clone(),
                     j.run.clone(),
                     j.parent_name.clone(),
@@ -103,10 +85,8 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
                     if j.processing { "True" } else { "False" }.to_string(),
                     j.success.to_string(),
                     j.failed.to_string(),
-                ]
-            })
-            .collect();
-        return Ok(tabulate(&["ID", "RUN", "PARENT_JOB_NAME", "JOB_NAME", "VERB", "EXECUTION_TIME", "PROCESSING", "SUCCESS", "FAILED"], &table));
+            ]
+        }));
     }
     if let Some(given) = &args.job_info {
         let Found::One(id) = store.find("jobs", "job", given)? else { return Ok(empty(path, "jobs")) };
@@ -126,17 +106,9 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
         return Ok(if args.json { json(&serde_json::json!({"exported": jobs.len(), "file": file})) } else { format!("Exported {} jobs to {}\n", jobs.len(), file.display()) });
     }
     if args.list_nodes {
-        let rows = store.list_nodes()?;
-        if args.json {
-            return Ok(json(&rows));
-        }
-        if rows.is_empty() {
-            return Ok(empty(path, "nodes"));
-        }
-        let table: Vec<Vec<String>> = rows
-            .iter()
-            .map(|n| {
-                vec![
+        let header = ["NAME", "ADDRESS", "ARCH", "OS", "KERNEL", "HOSTNAME", "EXECUTOR", "LAST_SEEN", "LAST_RUN"];
+        return Ok(listing(&store.list_nodes()?, args.json, path, "nodes", &header, |n| {
+            vec![
                     n.name.clone(),
                     n.address.clone(),
                     n.arch.clone(),
@@ -146,10 +118,8 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
                     n.executor_sha3.chars().take(12).collect(),
                     n.last_seen.clone().unwrap_or_default(),
                     n.last_run.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
-        return Ok(tabulate(&["NAME", "ADDRESS", "ARCH", "OS", "KERNEL", "HOSTNAME", "EXECUTOR", "LAST_SEEN", "LAST_RUN"], &table));
+            ]
+        }));
     }
     if args.purge_jobs {
         let (jobs, runs) = store.purge_jobs()?;
@@ -185,6 +155,17 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
         return Ok(if args.json { json(&serde_json::json!({"run": id, "status": store.status(&id)?})) } else { said });
     }
     Err(Error::input("manage needs one action").hint("see `director manage --help`"))
+}
+
+/// A list: JSON, the empty-history sentence, or a table of `cells` of each row.
+fn listing<T: serde::Serialize>(rows: &[T], as_json: bool, path: &Path, what: &str, header: &[&str], cells: impl Fn(&T) -> Vec<String>) -> String {
+    if as_json {
+        return json(&rows);
+    }
+    if rows.is_empty() {
+        return empty(path, what);
+    }
+    tabulate(header, &rows.iter().map(cells).collect::<Vec<_>>())
 }
 
 fn unknown_run(given: &str, path: &Path) -> Error {
@@ -230,10 +211,10 @@ fn key_value(rows: &[(&str, String)]) -> String {
     let mut out = format!("{:<width$}  VALUE\n{}  -----\n", "KEY", "-".repeat(width));
     for (key, value) in rows {
         let mut lines = value.lines();
-        out.push_str(&format!("{key:<width$}  {}", lines.next().unwrap_or("")).trim_end().to_string());
+        out.push_str(format!("{key:<width$}  {}", lines.next().unwrap_or("")).trim_end());
         out.push('\n');
         for more in lines {
-            out.push_str(&format!("{:<width$}  {more}", "").trim_end().to_string());
+            out.push_str(format!("{:<width$}  {more}", "").trim_end());
             out.push('\n');
         }
     }

@@ -113,6 +113,16 @@ pub struct NodeRow {
     pub last_run: Option<String>,
 }
 
+/// What `--retry-failed` runs again.
+#[derive(Debug, Clone)]
+pub struct RetrySet {
+    pub run: String,
+    /// The nodes that did not end ok.
+    pub nodes: Vec<String>,
+    pub files: Vec<String>,
+    pub catalogs: Vec<String>,
+}
+
 /// `--list-jobs --filter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobFilter {
@@ -352,11 +362,11 @@ impl History {
 
     /// The nodes of run `id` that did not end ok: failed, unreachable, cancelled or never
     /// reported. With the run's files and catalogs, for `--retry-failed`.
-    pub fn retry_set(&self, id: &str) -> Result<(Vec<String>, Vec<String>, Vec<String>), Error> {
+    pub fn retry_set(&self, id: &str) -> Result<RetrySet, Error> {
         let (files, catalogs): (String, String) = self.q(self.conn.query_row("SELECT files, catalogs FROM runs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?))))?;
         let mut stmt = self.q(self.conn.prepare("SELECT node FROM run_nodes WHERE run_id = ?1 AND outcome <> 'ok' ORDER BY rowid"))?;
         let nodes: Vec<String> = self.q(self.q(stmt.query_map(params![id], |r| r.get(0)))?.collect())?;
-        Ok((nodes, serde_json::from_str(&files).unwrap_or_default(), serde_json::from_str(&catalogs).unwrap_or_default()))
+        Ok(RetrySet { run: id.to_string(), nodes, files: serde_json::from_str(&files).unwrap_or_default(), catalogs: serde_json::from_str(&catalogs).unwrap_or_default() })
     }
 
     /// The kind of run `id` (`orchestrate`, `exec`, `bootstrap`), if it exists.

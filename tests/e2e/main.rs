@@ -526,6 +526,16 @@ fn ctrl_c_twice_kills_running_jobs_and_exits_130() {
         stderr(&out),
         "cancelling: no new jobs will start; press Ctrl-C again to kill the running ones\nkilling the running jobs\n"
     );
+    // The history records the run and the interrupted job as cancelled.
+    let run = output(local_director(&home).args(["manage", "--run-info", "last", "--json"]));
+    let run: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!((run["status"].as_str(), run["exit_code"].as_i64()), (Some("cancelled"), Some(130)));
+    assert_eq!(run["node_outcomes"][0]["outcome"], "cancelled");
+    let jobs = output(local_director(&home).args(["manage", "--list-jobs", "--json"]));
+    let jobs: serde_json::Value = serde_json::from_slice(&jobs.stdout).unwrap();
+    let first = output(local_director(&home).args(["manage", "--job-info", jobs[0]["id"].as_str().unwrap(), "--json"]));
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(first["results"][0]["status"], "cancelled");
     let _ = std::fs::remove_dir_all(&home);
 }
 
