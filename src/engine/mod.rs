@@ -182,6 +182,11 @@ fn add(summary: &mut Summary, tally: NodeTally) {
     summary.jobs_cancelled += tally.cancelled;
 }
 
+/// The event of a job that did not run on `node`, and why.
+fn skipped(node: &str, job: &crate::plan::Job, reason: String) -> Event {
+    Event::JobFinished { node: node.to_string(), job: job.id, name: job.label(), status: JobStatus::Skipped, exit_code: None, reason: Some(reason), ms: 0 }
+}
+
 /// A node the run decided not to contact: each of its jobs is reported skipped with `why`.
 async fn not_attempted(plan: &Plan, index: usize, why: &str, sink: &Sink) -> NodeTally {
     let node = &plan.nodes[index];
@@ -189,7 +194,7 @@ async fn not_attempted(plan: &Plan, index: usize, why: &str, sink: &Sink) -> Nod
     for lane in plan.lanes(index) {
         for &j in lane.iter().flatten() {
             let job = &plan.jobs[j];
-            sink.emit(Event::JobFinished { node: node.name.clone(), job: job.id, name: job.label(), status: JobStatus::Skipped, exit_code: None, reason: Some(why.to_string()), ms: 0 }).await;
+            sink.emit(skipped(&node.name, job, why.to_string())).await;
             tally.count(JobStatus::Skipped);
         }
     }
@@ -327,17 +332,7 @@ async fn run_lane(cx: &work::Cx<'_>, lane: &[Vec<usize>], cancel: watch::Receive
                     if matches!(job.work, Work::Query { .. }) {
                         cx.shared.leave(job.id, cx.index);
                     }
-                    cx.sink
-                        .emit(Event::JobFinished {
-                            node: node.name.clone(),
-                            job: job.id,
-                            name: job.label(),
-                            status: JobStatus::Skipped,
-                            exit_code: None,
-                            reason: Some(reason),
-                            ms: 0,
-                        })
-                        .await;
+                    cx.sink.emit(skipped(&node.name, job, reason)).await;
                     JobStatus::Skipped
                 }
                 None => work::run_job(cx, job, cancel.clone()).await,

@@ -140,9 +140,8 @@ fn rendered_info(job: &Job, r: &Rendered) -> String {
     let text = match &job.work {
         Work::Run { .. } | Work::Shell { .. } | Work::Workdir { .. } | Work::Wait { on: WaitOn::Url(_) | WaitOn::Cmd(_), .. } => r.text.clone(),
         Work::Fetch { .. } => format!("{} -> {}", r.text, r.value.as_str().unwrap_or_default()),
-        Work::Send { .. } => r.files.iter().map(|(dest, sha3)| format!("{dest} (sha3-224 {sha3})")).collect::<Vec<_>>().join("\n"),
         Work::Arg { key, .. } => format!("{key} = {}", r.value),
-        Work::Copy { .. } => r.files.iter().map(|(dest, sha3)| format!("{dest} (sha3-224 {sha3})")).collect::<Vec<_>>().join("\n"),
+        Work::Copy { .. } | Work::Send { .. } => r.files.iter().map(|(dest, sha3)| format!("{dest} (sha3-224 {sha3})")).collect::<Vec<_>>().join("\n"),
         _ => job.label(),
     };
     let cut: String = text.chars().take(4096).collect();

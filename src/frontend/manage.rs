@@ -7,7 +7,7 @@
 
 use crate::cli::{JobFilter, ManageArgs};
 use crate::error::{exit, Error};
-use crate::history::query::{Found, JobFilter as Filter, JobInfo, RunInfo};
+use crate::history::query::{not_found, Found, JobFilter as Filter, JobInfo, RunInfo};
 use crate::history::{CancelState, History};
 use std::io::Write;
 use std::path::Path;
@@ -35,13 +35,17 @@ fn json(value: &impl serde::Serialize) -> String {
 /// The text `manage` prints for `args`.
 pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
     let Some(mut store) = History::open_existing(path)? else {
-        return Ok(match () {
-            _ if args.cancel.is_some() => return Err(unknown_run(args.cancel.as_deref().unwrap_or_default(), path)),
-            _ if args.json => json(&serde_json::json!([])),
-            _ if args.list_nodes || args.purge_nodes => empty(path, "nodes"),
-            _ if args.list_runs || args.run_info.is_some() => empty(path, "runs"),
-            _ => empty(path, "jobs"),
-        });
+        if let Some(given) = &args.cancel {
+            return Err(not_found("run", given, path));
+        }
+        let what = if args.list_nodes || args.purge_nodes {
+            "nodes"
+        } else if args.list_runs || args.run_info.is_some() {
+            "runs"
+        } else {
+            "jobs"
+        };
+        return Ok(if args.json { json(&serde_json::json!([])) } else { empty(path, what) });
     };
     // Runs whose process died are abandoned, whatever we are asked.
     store.sweep_abandoned()?;
@@ -132,10 +136,10 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
     if let Some(given) = &args.cancel {
         let id = match store.find("runs", "run", given)? {
             Found::One(id) => id,
-            Found::Empty => return Err(unknown_run(given, path)),
+            Found::Empty => return Err(not_found("run", given, path)),
         };
         let said = match store.request_cancel(&id)? {
-            CancelState::Unknown => return Err(unknown_run(given, path)),
+            CancelState::Unknown => return Err(not_found("run", given, path)),
             CancelState::NotRunning(status) => format!("Run {id} is not running: it is {status}.\n"),
             CancelState::OwnerGone => format!("Run {id} had no live process any more; it is now recorded cancelled.\n"),
             CancelState::Requested => {
@@ -166,10 +170,6 @@ fn listing<T: serde::Serialize>(rows: &[T], as_json: bool, path: &Path, what: &s
         return empty(path, what);
     }
     tabulate(header, &rows.iter().map(cells).collect::<Vec<_>>())
-}
-
-fn unknown_run(given: &str, path: &Path) -> Error {
-    Error::input(format!("no run has an id starting with `{given}` in {}", path.display())).hint("`director manage --list-runs` shows the runs; an id, a unique prefix of one, or `last` is accepted")
 }
 
 fn seconds(ms: i64) -> String {

@@ -213,10 +213,11 @@ impl History {
         let wanted: Vec<&str> = spec.nodes.iter().map(|(n, _)| n.as_str()).collect();
         let holders = {
             let mut stmt = tx
-                .prepare(
-                    "SELECT r.id, r.command, strftime('%Y-%m-%d %H:%M:%S', r.started_at / 1000, 'unixepoch', 'localtime'), r.pid, r.lock_path, n.node
+                .prepare(&format!(
+                    "SELECT r.id, r.command, {}, r.pid, r.lock_path, n.node
                      FROM runs r JOIN run_nodes n ON n.run_id = r.id WHERE r.status = 'running' ORDER BY r.started_at, n.node",
-                )
+                    query::time("r.started_at")
+                ))
                 .map_err(err)?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?)))

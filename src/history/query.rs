@@ -9,10 +9,15 @@ use crate::error::Error;
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-const TIME: &str = "'%Y-%m-%d %H:%M:%S', ?, 'unixepoch', 'localtime'";
+/// SQL that shows the millisecond timestamp `col` as local `YYYY-MM-DD HH:MM:SS`.
+pub fn time(col: &str) -> String {
+    format!("strftime('%Y-%m-%d %H:%M:%S', {col} / 1000, 'unixepoch', 'localtime')")
+}
 
-fn time(col: &str) -> String {
-    format!("strftime({}) ", TIME.replace('?', &format!("{col} / 1000")))
+/// No `what` (run, job) has an id starting with `given`.
+pub fn not_found(what: &str, given: &str, path: &std::path::Path) -> Error {
+    Error::input(format!("no {what} has an id starting with `{given}` in {}", path.display()))
+        .hint(format!("`director manage --list-{what}s` shows them; an id, a unique prefix of one, or `last` is accepted"))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -191,8 +196,7 @@ impl History {
         let escaped = given.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
         let ids: Vec<String> = self.q(self.q(stmt.query_map([escaped], |r| r.get(0)))?.collect())?;
         match ids.len() {
-            0 => Err(Error::input(format!("no {what} has an id starting with `{given}` in {}", self.path.display()))
-                .hint(format!("`director manage --list-{what}s` shows them; an id, a unique prefix of one, or `last` is accepted"))),
+            0 => Err(not_found(what, given, &self.path)),
             1 => Ok(Found::One(ids[0].clone())),
             _ => {
                 let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
