@@ -60,6 +60,14 @@ pub enum Command {
     },
     /// Read and tidy the run history; cancel a run.
     Manage(ManageArgs),
+    /// The full-screen terminal UI: nodes, runs as they go, past runs, actions.
+    Tui {
+        /// Catalog file(s); several are merged. Default: --catalog, else the embedded local catalog.
+        #[arg(value_name = "CATALOG")]
+        catalogs: Vec<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -14,19 +14,20 @@ pub mod error;
 pub mod event;
 pub mod frontend;
 pub mod history;
+pub mod launch;
 pub mod plan;
 pub mod transport;
 
 use catalog::orchestration::Orchestration;
 use catalog::yaml::Document;
-use catalog::{Catalog, HostKeyPolicy, TransportKind};
+use catalog::Catalog;
 use clap::Parser;
-use config::{Config, Output};
+use config::Config;
 use error::{exit, Error};
 use frontend::Frontend;
+use launch::{Incoming, Launch, Running};
 use plan::{Plan, Selection};
 use std::ffi::OsString;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The closest candidate to `word` by edit distance, if one is close enough to be a typo.
@@ -89,16 +90,22 @@ struct Invocation {
     history: std::path::PathBuf,
 }
 
-fn absolute(p: &std::path::Path) -> String {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
-}
-
 fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
     let settings = config::Settings::load(cli.config.as_deref())?;
     let history = cli.history.clone().or(settings.history.clone()).unwrap_or_else(history::default_path);
-    let invocation = |kind, files: &[std::path::PathBuf]| Invocation { kind, command: command.to_string(), files: files.iter().map(|f| absolute(f)).collect(), history: history.clone() };
+    let invocation = |kind, files: &[std::path::PathBuf]| Invocation { kind, command: command.to_string(), files: files.iter().map(|f| launch::absolute(f)).collect(), history: history.clone() };
     match cli.command {
         cli::Command::Manage(args) => frontend::manage::run(&args, &history),
+        cli::Command::Tui { catalogs, run } => {
+            if run.json {
+                return Err(Error::input("--json has no meaning in the TUI").hint("use `director orchestrate FILE --json` for events a script can read"));
+            }
+            let mut config = Config::resolve(&run, &settings);
+            if !catalogs.is_empty() {
+                config.catalogs = catalogs;
+            }
+            frontend::tui::run(config, history)
+        }
         cli::Command::Orchestrate { files, retry_failed, run } => {
             let mut config = Config::resolve(&run, &settings);
             let mut files = files;
@@ -172,67 +179,60 @@ fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Op
 
 /// Takes the nodes in the history, runs the plan, records it; returns the exit code.
 fn execute(plan: Plan, catalog: &Catalog, config: Config, invocation: Invocation) -> Result<i32, Error> {
-    let ssh = if plan.nodes.iter().any(|n| n.transport == TransportKind::Ssh) {
-        let credentials = transport::ssh::Credentials::load(catalog, &plan.nodes)?;
-        Some(Arc::new(transport::ssh::SshSettings {
-            connect_timeout: config.connect_timeout,
-            known_hosts: config.known_hosts.clone(),
-            host_key_policy: HostKeyPolicy::AcceptNew,
-            host_key_override: config.host_key_override,
-            credentials,
-            gates: transport::ssh::Gates::new(config.connect_concurrency),
-        }))
-    } else {
-        None
-    };
-    let spec = run_spec(&plan, &config, invocation.kind, invocation.command, invocation.files);
-    let mut store = history::History::open(&invocation.history)?;
-    let sentinel_only = !plan.jobs.is_empty() && plan.jobs.iter().all(|j| matches!(j.work, plan::Work::QueueSentinel));
-    let contention = match () {
-        _ if sentinel_only => history::Contention::Share,
-        _ if config.wait => history::Contention::Wait,
-        _ => history::Contention::Refuse,
-    };
-    let guard = store.begin(&spec, contention, &mut |h| {
-        eprintln!("waiting for run {} (`{}`, since {}) to release {}", h.run, h.command, h.started, h.nodes.join(", "));
-    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
-    let code = runtime.block_on(orchestrate(plan, config, ssh, store, &spec))?;
-    drop(guard);
-    Ok(code)
+    let totals = frontend::board::totals(&plan);
+    let launch = Launch { plan, kind: invocation.kind, command: invocation.command, files: invocation.files, history: invocation.history };
+    let contention = if config.wait { history::Contention::Wait } else { history::Contention::Refuse };
+    runtime.block_on(async {
+        let running = launch.start(catalog, &config, contention, &mut |h| {
+            eprintln!("waiting for run {} (`{}`, since {}) to release {}", h.run, h.command, h.started, h.nodes.join(", "));
+        })?;
+        follow(running, config.output, &totals).await
+    })
 }
 
-fn run_spec(plan: &Plan, config: &Config, kind: &str, command: String, files: Vec<String>) -> history::RunSpec {
-    let names = |targets: &[usize]| targets.iter().map(|&t| plan.nodes[t].name.clone()).collect::<Vec<_>>();
-    history::RunSpec {
-        id: new_run_id(),
-        kind: kind.to_string(),
-        command,
-        files,
-        catalogs: config.catalogs.iter().map(|c| absolute(c)).collect(),
-        nodes: plan.nodes.iter().map(|n| (n.name.clone(), engine::address(n))).collect(),
-        jobs: plan
-            .jobs
-            .iter()
-            .map(|j| history::JobSpec {
-                seq: j.id,
-                entry: j.entry,
-                parent_name: plan.entries[j.entry].name.clone(),
-                parent_sha3: plan.entries[j.entry].fingerprint.clone(),
-                name: j.label(),
-                verb: j.verb.clone(),
-                definition: j.definition.to_string(),
-                targets: names(&j.targets),
-            })
-            .collect(),
+/// Shows a run's events until it ends; Ctrl-C once drains, twice kills.
+async fn follow(mut running: Running, output: config::Output, totals: &[(String, usize)]) -> Result<i32, Error> {
+    let (mut frontend, fallback) = Frontend::new(output, totals);
+    for text in fallback.iter().chain(running.warning.iter()) {
+        frontend.notice(text);
     }
+    let (notice_tx, mut notices) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let cancel = running.cancel_handle();
+    tokio::spawn(async move {
+        let mut presses = 0u8;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            presses += 1;
+            if presses == 1 {
+                cancel.raise(engine::CANCEL_DRAIN);
+                let _ = notice_tx.send("cancelling: no new jobs will start; press Ctrl-C again to kill the running ones".into());
+            } else {
+                cancel.raise(engine::CANCEL_KILL);
+                let _ = notice_tx.send("killing the running jobs".into());
+            }
+        }
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            incoming = running.next() => match incoming {
+                Some(Incoming::Event(event)) => frontend.handle(&event),
+                Some(Incoming::CancelledElsewhere) => frontend.notice("cancelled from another terminal (`director manage --cancel`): killing the running jobs"),
+                None => break,
+            },
+            Some(text) = notices.recv() => frontend.notice(&text),
+            now = tick.tick() => frontend.tick(now.into_std()),
+        }
+    }
+    frontend.finish();
+    running.finish().await
 }
 
 /// `exec --verb V ARGS`: one entry with one job, built from the command line.
-fn exec_orchestration(verb: &str, targets: &[String], args: &[String]) -> Result<Orchestration, Error> {
+pub(crate) fn exec_orchestration(verb: &str, targets: &[String], args: &[String]) -> Result<Orchestration, Error> {
     let mut entry = serde_json::Map::new();
     if !targets.is_empty() {
         entry.insert("targets".into(), serde_json::json!(targets));
@@ -241,81 +241,4 @@ fn exec_orchestration(verb: &str, targets: &[String], args: &[String]) -> Result
     job.insert(verb.to_string(), serde_json::Value::String(args.join(" ")));
     entry.insert("jobs".into(), serde_json::json!([job]));
     Orchestration::from_document(Document::synthetic("command line", serde_json::json!([entry])))
-}
-
-fn new_run_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 40);
-    format!("{:012x}", mixed & 0xffff_ffff_ffff)
-}
-
-async fn orchestrate(plan: Plan, config: Config, ssh: Option<Arc<transport::ssh::SshSettings>>, store: history::History, spec: &history::RunSpec) -> Result<i32, Error> {
-    use std::io::IsTerminal;
-    let mut frontend = match config.output {
-        Output::Json => Frontend::Json(frontend::json::JsonLines::new(Box::new(std::io::stdout()))),
-        Output::Text(mode) => {
-            let status: Option<Box<dyn std::io::Write + Send>> =
-                if std::io::stderr().is_terminal() { Some(Box::new(std::io::stderr())) } else { None };
-            Frontend::Text(frontend::text::TextView::new(mode, Box::new(std::io::stdout()), status))
-        }
-    };
-    let off: Vec<&str> = plan
-        .nodes
-        .iter()
-        .filter(|n| n.transport == TransportKind::Ssh)
-        .filter(|n| config.host_key_override.or(n.host_key_checking) == Some(HostKeyPolicy::Off))
-        .map(|n| n.name.as_str())
-        .collect();
-    if !off.is_empty() {
-        frontend.notice(&format!(
-            "warning: host key checking is off for {} node(s) ({}): their identity is not verified",
-            off.len(),
-            off.join(", ")
-        ));
-    }
-    let (remote_cancel_tx, mut remote_cancel) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let recorder = history::recorder::Recorder::start(store, spec, remote_cancel_tx)?;
-    let engine_config = Arc::new(engine::EngineConfig { run_id: spec.id.clone(), ssh, hello_timeout: Duration::from_secs(30), args_ttl: config.args_ttl });
-    let (tx, mut events) = tokio::sync::mpsc::channel(4096);
-    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(engine::CANCEL_NONE);
-    let cancel_tx = Arc::new(cancel_tx);
-    let remote_cancel_tx = cancel_tx.clone();
-    let engine = tokio::spawn(engine::run(Arc::new(plan), engine_config, engine::Sink::new(tx), cancel_rx));
-    let (notice_tx, mut notices) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        let mut presses = 0u8;
-        while tokio::signal::ctrl_c().await.is_ok() {
-            presses += 1;
-            if presses == 1 {
-                let _ = cancel_tx.send(engine::CANCEL_DRAIN);
-                let _ = notice_tx.send("cancelling: no new jobs will start; press Ctrl-C again to kill the running ones".into());
-            } else {
-                let _ = cancel_tx.send(engine::CANCEL_KILL);
-                let _ = notice_tx.send("killing the running jobs".into());
-            }
-        }
-    });
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => {
-                    recorder.record(&event);
-                    frontend.handle(&event);
-                }
-                None => break,
-            },
-            Some(()) = remote_cancel.recv() => {
-                let _ = remote_cancel_tx.send(engine::CANCEL_KILL);
-                frontend.notice("cancelled from another terminal (`director manage --cancel`): killing the running jobs");
-            }
-            Some(text) = notices.recv() => frontend.notice(&text),
-            now = tick.tick() => frontend.tick(now.into_std()),
-        }
-    }
-    recorder.close();
-    match engine.await {
-        Ok((_, code)) => Ok(code),
-        Err(e) => Err(Error::internal(format!("the engine stopped unexpectedly: {e}"))),
-    }
 }

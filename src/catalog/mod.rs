@@ -88,15 +88,34 @@ const TOP_KEYS: &[&str] = &["defaults", "groups", "nodes", "vars"];
 impl Catalog {
     /// Loads and merges catalog files; with none, the embedded default.
     pub fn load(paths: &[PathBuf]) -> Result<Self, Error> {
-        let docs = if paths.is_empty() {
-            vec![Document::parse(Path::new(EMBEDDED_DEFAULT_NAME), EMBEDDED_DEFAULT.to_string())?]
+        Self::from_documents(Self::documents(paths)?)
+    }
+
+    /// Like [`Catalog::load`], but a catalog without nodes is not an error: the TUI opens
+    /// it and says so.
+    pub fn load_browsable(paths: &[PathBuf]) -> Result<Self, Error> {
+        Self::merge(Self::documents(paths)?)
+    }
+
+    fn documents(paths: &[PathBuf]) -> Result<Vec<Document>, Error> {
+        if paths.is_empty() {
+            Ok(vec![Document::parse(Path::new(EMBEDDED_DEFAULT_NAME), EMBEDDED_DEFAULT.to_string())?])
         } else {
-            paths.iter().map(|p| Document::load(p)).collect::<Result<Vec<_>, _>>()?
-        };
-        Self::from_documents(docs)
+            paths.iter().map(|p| Document::load(p)).collect()
+        }
     }
 
     pub fn from_documents(docs: Vec<Document>) -> Result<Self, Error> {
+        let catalog = Self::merge(docs)?;
+        if catalog.nodes.is_empty() {
+            let files: Vec<String> = catalog.docs.iter().map(|d| d.file.display().to_string()).collect();
+            return Err(Error::input(format!("no nodes in catalog {}", files.join(", ")))
+                .hint("add a `nodes:` list, e.g. `nodes: [{name: web1, host: 192.0.2.10}]`"));
+        }
+        Ok(catalog)
+    }
+
+    fn merge(docs: Vec<Document>) -> Result<Self, Error> {
         let mut nodes: Vec<Node> = Vec::new();
         // Directord catalogs split `args` and `targets` across files; merge args first.
         let mut directord_args: Map<String, Value> = Map::new();
@@ -132,11 +151,6 @@ impl Catalog {
                 }
                 nodes.push(node);
             }
-        }
-        if nodes.is_empty() {
-            let files: Vec<String> = docs.iter().map(|d| d.file.display().to_string()).collect();
-            return Err(Error::input(format!("no nodes in catalog {}", files.join(", ")))
-                .hint("add a `nodes:` list, e.g. `nodes: [{name: web1, host: 192.0.2.10}]`"));
         }
         Ok(Catalog { docs, nodes })
     }

@@ -1,13 +1,14 @@
 //! Plain text for people: one line per finished job, failures with their output tail, a
-//! summary; on a terminal, a live status line of the jobs in flight and their elapsed time.
+//! summary. (On a terminal, [`super::live`] shows progress and prints this view's quiet
+//! lines above it.)
 //!
 //! The view is a plain struct fed events; what it prints is a function of them, so tests feed
 //! events and compare the text.
 
+use super::board::keep;
 use crate::event::{Event, JobStatus, Stream, Summary};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
-use std::time::Instant;
 
 /// Bytes of output kept per job and node, for showing the tail of a failure.
 pub const OUTPUT_KEEP: usize = 16 * 1024;
@@ -18,7 +19,7 @@ pub const TAIL_LINES: usize = 10;
 pub enum Mode {
     /// Every finished job and the summary.
     Plain,
-    /// Plain, plus a live status line on the terminal.
+    /// The live inline view ([`super::live`]) on a terminal.
     Live,
     /// Only failures and the summary.
     Quiet,
@@ -30,86 +31,28 @@ struct Tail {
     stderr: String,
 }
 
-fn keep(buf: &mut String, data: &str) {
-    buf.push_str(data);
-    if buf.len() > OUTPUT_KEEP {
-        let mut cut = buf.len() - OUTPUT_KEEP;
-        while !buf.is_char_boundary(cut) {
-            cut += 1;
-        }
-        buf.drain(..cut);
-    }
-}
-
 pub struct TextView {
     mode: Mode,
     out: Box<dyn Write + Send>,
-    status: Option<Box<dyn Write + Send>>,
-    /// Terminal width for the live line, read once from `COLUMNS` (100 when unset).
-    columns: usize,
     width: usize,
     tails: HashMap<(String, usize), Tail>,
-    running: BTreeMap<(String, usize), (String, Instant)>,
-    total: usize,
-    done: usize,
-    status_shown: bool,
     closed: bool,
 }
 
 impl TextView {
-    /// `status` is where the live line goes (a terminal), only in [`Mode::Live`].
-    pub fn new(mode: Mode, out: Box<dyn Write + Send>, status: Option<Box<dyn Write + Send>>) -> Self {
-        TextView {
-            mode,
-            out,
-            status: if mode == Mode::Live { status } else { None },
-            columns: std::env::var("COLUMNS").ok().and_then(|c| c.parse::<usize>().ok()).unwrap_or(100).max(20),
-            width: 0,
-            tails: HashMap::new(),
-            running: BTreeMap::new(),
-            total: 0,
-            done: 0,
-            status_shown: false,
-            closed: false,
-        }
+    /// [`Mode::Live`] prints like [`Mode::Plain`]: the live view itself is elsewhere.
+    pub fn new(mode: Mode, out: Box<dyn Write + Send>) -> Self {
+        TextView { mode, out, width: 0, tails: HashMap::new(), closed: false }
     }
 
     fn line(&mut self, text: &str) {
-        self.clear_status();
         if !self.closed && writeln!(self.out, "{text}").and_then(|_| self.out.flush()).is_err() {
             self.closed = true;
         }
     }
 
     pub fn notice(&mut self, text: &str) {
-        self.clear_status();
         eprintln!("{text}");
-    }
-
-    fn clear_status(&mut self) {
-        if self.status_shown {
-            if let Some(s) = self.status.as_mut() {
-                let _ = write!(s, "\r\x1b[K").and_then(|_| s.flush());
-            }
-            self.status_shown = false;
-        }
-    }
-
-    pub fn tick(&mut self, now: Instant) {
-        let Some(status) = self.status.as_mut() else { return };
-        let mut text = format!("[{}/{}]", self.done, self.total);
-        if !self.running.is_empty() {
-            let shown: Vec<String> = self
-                .running
-                .iter()
-                .take(4)
-                .map(|((node, _), (label, since))| format!("{node} {label} {:.1}s", now.duration_since(*since).as_secs_f64()))
-                .collect();
-            text.push_str(&format!(" {} running: {}", self.running.len(), shown.join(" · ")));
-        }
-        let shown: String = text.chars().take(self.columns - 1).collect();
-        let _ = write!(status, "\r\x1b[K{shown}").and_then(|_| status.flush());
-        self.status_shown = true;
     }
 
     fn node_col(&self, node: &str) -> String {
@@ -118,23 +61,17 @@ impl TextView {
 
     pub fn handle(&mut self, event: &Event) {
         match event {
-            Event::RunStarted { nodes, tasks, .. } => {
+            Event::RunStarted { nodes, .. } => {
                 self.width = nodes.iter().map(|n| n.chars().count()).max().unwrap_or(4).min(24);
-                self.total = *tasks;
-            }
-            Event::JobStarted { node, job, name, .. } => {
-                self.running.insert((node.clone(), *job), (name.clone(), Instant::now()));
             }
             Event::JobOutput { node, job, stream, data } => {
                 let tail = self.tails.entry((node.clone(), *job)).or_default();
                 match stream {
-                    Stream::Stdout => keep(&mut tail.stdout, data),
-                    Stream::Stderr => keep(&mut tail.stderr, data),
+                    Stream::Stdout => keep(&mut tail.stdout, data, OUTPUT_KEEP),
+                    Stream::Stderr => keep(&mut tail.stderr, data, OUTPUT_KEEP),
                 }
             }
             Event::JobFinished { node, job, name, status, reason, ms, .. } => {
-                self.running.remove(&(node.clone(), *job));
-                self.done += 1;
                 let tail = self.tails.remove(&(node.clone(), *job)).unwrap_or_default();
                 let failed = matches!(status, JobStatus::Failed | JobStatus::TimedOut);
                 if self.mode == Mode::Quiet && !failed {
@@ -222,7 +159,7 @@ mod tests {
     #[test]
     fn plain_lines_failure_tail_and_summary() {
         let buf = Shared::default();
-        let mut view = TextView::new(Mode::Plain, Box::new(buf.clone()), None);
+        let mut view = TextView::new(Mode::Plain, Box::new(buf.clone()));
         let events = [
             Event::RunStarted { run: "r".into(), nodes: vec!["web1".into(), "db10".into()], jobs: 2, tasks: 4 },
             finished("web1", 0, "RUN true", JobStatus::Ok, Some(0), None, 12),
@@ -255,26 +192,11 @@ mod tests {
     #[test]
     fn quiet_mode_keeps_only_failures() {
         let buf = Shared::default();
-        let mut view = TextView::new(Mode::Quiet, Box::new(buf.clone()), None);
+        let mut view = TextView::new(Mode::Quiet, Box::new(buf.clone()));
         view.handle(&Event::RunStarted { run: "r".into(), nodes: vec!["a".into()], jobs: 1, tasks: 2 });
         view.handle(&finished("a", 0, "RUN true", JobStatus::Ok, Some(0), None, 1));
         view.handle(&finished("a", 1, "RUN sleep 9", JobStatus::TimedOut, None, Some("timed out after 1 s"), 1000));
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text, "a  TIMED OUT  RUN sleep 9: timed out after 1 s (1000 ms)\n");
-    }
-
-    #[test]
-    fn live_status_line_shows_jobs_in_flight_and_clears_before_lines() {
-        let (out, status) = (Shared::default(), Shared::default());
-        let mut view = TextView::new(Mode::Live, Box::new(out.clone()), Some(Box::new(status.clone())));
-        view.handle(&Event::RunStarted { run: "r".into(), nodes: vec!["web1".into(), "web2".into()], jobs: 1, tasks: 2 });
-        view.handle(&Event::JobStarted { node: "web1".into(), job: 0, name: "RUN sleep 5".into(), fingerprint: "f".into(), info: "sleep 5".into() });
-        view.tick(Instant::now() + std::time::Duration::from_millis(2500));
-        let shown = String::from_utf8(status.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(shown, "\r\x1b[K[0/2] 1 running: web1 RUN sleep 5 2.5s");
-        view.handle(&finished("web1", 0, "RUN sleep 5", JobStatus::Ok, Some(0), None, 2500));
-        let shown = String::from_utf8(status.0.lock().unwrap().clone()).unwrap();
-        assert!(shown.ends_with("2.5s\r\x1b[K"), "{shown:?}");
-        assert_eq!(String::from_utf8(out.0.lock().unwrap().clone()).unwrap(), "web1  ok         RUN sleep 5 (2500 ms)\n");
     }
 }

@@ -69,12 +69,17 @@ pub struct RunSpec {
 impl RunSpec {
     /// The id of job `seq` of this run: short, unique, and a stable function of both.
     pub fn job_id(&self, seq: usize) -> String {
-        hash_id(&format!("{}/job/{seq}", self.id))
+        job_id(&self.id, seq)
     }
 
     pub fn parent_id(&self, entry: usize) -> String {
         hash_id(&format!("{}/entry/{entry}", self.id))
     }
+}
+
+/// The id of job `seq` of run `run` in the history.
+pub fn job_id(run: &str, seq: usize) -> String {
+    hash_id(&format!("{run}/job/{seq}"))
 }
 
 fn hash_id(text: &str) -> String {

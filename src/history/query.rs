@@ -106,6 +106,26 @@ pub struct JobInfo {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct ResultBrief {
+    pub job_id: String,
+    pub seq: i64,
+    pub job: String,
+    pub node: String,
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub reason: Option<String>,
+    pub execution_ms: Option<i64>,
+}
+
+/// How a node ended in the last run that held it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastOutcome {
+    pub node: String,
+    pub run: String,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct NodeRow {
     pub name: String,
     pub address: String,
@@ -371,6 +391,39 @@ impl History {
         let mut stmt = self.q(self.conn.prepare("SELECT node FROM run_nodes WHERE run_id = ?1 AND outcome <> 'ok' ORDER BY rowid"))?;
         let nodes: Vec<String> = self.q(self.q(stmt.query_map(params![id], |r| r.get(0)))?.collect())?;
         Ok(RetrySet { run: id.to_string(), nodes, files: serde_json::from_str(&files).unwrap_or_default(), catalogs: serde_json::from_str(&catalogs).unwrap_or_default() })
+    }
+
+    /// Every result of run `id` (of `node` only, when given), in job order, for browsing.
+    pub fn run_results(&self, id: &str, node: Option<&str>) -> Result<Vec<ResultBrief>, Error> {
+        let mut stmt = self.q(self.conn.prepare(
+            "SELECT j.id, j.seq, j.name, r.node, r.status, r.exit_code, r.reason, r.execution_ms
+             FROM results r JOIN jobs j ON j.id = r.job_id
+             WHERE j.run_id = ?1 AND (?2 IS NULL OR r.node = ?2) ORDER BY j.seq, r.node",
+        ))?;
+        let rows = self.q(stmt.query_map(params![id, node], |r| {
+            Ok(ResultBrief {
+                job_id: r.get(0)?,
+                seq: r.get(1)?,
+                job: r.get(2)?,
+                node: r.get(3)?,
+                status: r.get(4)?,
+                exit_code: r.get(5)?,
+                reason: r.get(6)?,
+                execution_ms: r.get(7)?,
+            })
+        }))?;
+        self.q(rows.collect())
+    }
+
+    /// Each node's outcome in the latest run that held it.
+    pub fn last_outcomes(&self) -> Result<Vec<LastOutcome>, Error> {
+        let mut stmt = self.q(self.conn.prepare(
+            "SELECT n.node, n.run_id, n.outcome FROM run_nodes n JOIN runs r ON r.id = n.run_id
+             WHERE r.started_at = (SELECT MAX(r2.started_at) FROM runs r2 JOIN run_nodes n2 ON n2.run_id = r2.id WHERE n2.node = n.node)
+             ORDER BY n.node",
+        ))?;
+        let rows = self.q(stmt.query_map([], |r| Ok(LastOutcome { node: r.get(0)?, run: r.get(1)?, outcome: r.get(2)? })))?;
+        self.q(rows.collect())
     }
 
     /// The kind of run `id` (`orchestrate`, `exec`, `bootstrap`), if it exists.

@@ -1,0 +1,293 @@
+//! `director tui`: the full-screen app an operator can live in.
+//!
+//! This module owns the terminal and the loop; [`app`] holds the state and turns keys into
+//! actions, [`view`] draws it. The loop only turns inputs into calls on the app: a key (read
+//! on a thread of its own), a run's event (through [`crate::launch`], the same path as the
+//! command line, so runs started here are locked, recorded and cancellable like any other),
+//! and a tick that redraws. Events are applied as they come and drawn at most every tick, so
+//! a thousand nodes reporting at once cost one frame, not a thousand.
+//!
+//! The terminal is restored on quit, on error (the guard's drop) and on panic (ratatui's
+//! hook, set before the screen is taken).
+
+pub mod app;
+#[cfg(test)]
+mod tests;
+pub mod view;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::error::Error;
+use crate::frontend::board;
+use crate::history::{self, Contention, History};
+use crate::launch::{Incoming, Launch, Running};
+use crate::plan::{Plan, Selection};
+use app::{Action, App, Started};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How often the screen is redrawn while something moves.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Leaves the alternate screen and raw mode when dropped, whatever happened.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+/// `orchestrations/*.y*ml` beside each catalog file, one level up (a `catalogs/` folder's
+/// sibling) and in the current directory.
+pub fn find_orchestrations(catalogs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for c in catalogs {
+        let dir = std::path::absolute(c).unwrap_or(c.clone()).parent().map(Path::to_path_buf).unwrap_or_default();
+        dirs.push(dir.join("orchestrations"));
+        if let Some(up) = dir.parent() {
+            dirs.push(up.join("orchestrations"));
+        }
+    }
+    dirs.push(PathBuf::from("orchestrations"));
+    let mut found: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+        for f in files {
+            let canonical = std::fs::canonicalize(&f).unwrap_or(f.clone());
+            if !found.iter().any(|g| std::fs::canonicalize(g).unwrap_or(g.clone()) == canonical) {
+                found.push(f);
+            }
+        }
+    }
+    found
+}
+
+/// Runs the app until the user quits; returns the exit code.
+pub fn run(config: Config, history_path: PathBuf) -> Result<i32, Error> {
+    let catalog = Catalog::load_browsable(&config.catalogs)?;
+    let title = match config.catalogs.as_slice() {
+        [] => "embedded local catalog".to_string(),
+        files => files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+    };
+    let mut app = App::new(&catalog, title, find_orchestrations(&config.catalogs), Instant::now());
+    refresh_facts(&mut app, &history_path);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
+    let mut terminal = ratatui::try_init().map_err(|e| Error::internal(format!("cannot take the terminal: {e}")).hint("`director tui` needs a terminal; use `orchestrate` in scripts"))?;
+    let _restore = Restore;
+    let tui = Tui { catalog, config, history: history_path };
+    runtime.block_on(tui.serve(&mut app, &mut terminal))
+}
+
+struct Tui {
+    catalog: Catalog,
+    config: Config,
+    history: PathBuf,
+}
+
+/// The next incoming of the run in flight; never resolves when there is none.
+async fn next_incoming(running: &mut Option<Running>) -> Option<Incoming> {
+    match running {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn refresh_facts(app: &mut App, path: &Path) {
+    let Ok(Some(store)) = History::open_existing(path) else { return };
+    let facts = store.list_nodes().unwrap_or_default();
+    let outcomes = store.last_outcomes().unwrap_or_default();
+    app.know(&facts, &outcomes, env!("DIRECTOR_EXEC_SHA3"));
+}
+
+impl Tui {
+    async fn serve(&self, app: &mut App, terminal: &mut ratatui::DefaultTerminal) -> Result<i32, Error> {
+        let draw_error = |e: std::io::Error| Error::internal(format!("cannot draw on the terminal: {e}"));
+        let (key_tx, mut keys) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("keys".into())
+            .spawn(move || {
+                while let Ok(event) = crossterm::event::read() {
+                    if key_tx.send(event).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::internal(format!("cannot read the keyboard: {e}")))?;
+        let mut running: Option<Running> = None;
+        let mut tick = tokio::time::interval(TICK);
+        let mut dirty = true;
+        let mut quit = false;
+        loop {
+            tokio::select! {
+                Some(input) = keys.recv() => {
+                    if let crossterm::event::Event::Key(key) = input {
+                        if key.kind == crossterm::event::KeyEventKind::Press {
+                            if let Some(action) = app.key(key) {
+                                quit |= self.perform(action, app, &mut running);
+                            }
+                        }
+                    }
+                    dirty = true;
+                }
+                incoming = next_incoming(&mut running) => {
+                    match incoming {
+                        Some(Incoming::Event(event)) => app.event(&event, Instant::now()),
+                        Some(Incoming::CancelledElsewhere) => app.message = Some("cancelled from another terminal (`director manage --cancel`): killing the running jobs".into()),
+                        None => {
+                            let run = running.take().expect("a run was in flight");
+                            let code = run.finish().await?;
+                            app.run_ended(code);
+                            refresh_facts(app, &self.history);
+                        }
+                    }
+                    dirty = true;
+                }
+                _ = tick.tick() => {
+                    app.now = Instant::now();
+                    if dirty || app.in_flight {
+                        terminal.draw(|f| view::render(app, f)).map_err(draw_error)?;
+                        dirty = false;
+                    }
+                }
+            }
+            if quit && running.is_none() {
+                return Ok(crate::error::exit::OK);
+            }
+            if dirty && app.dialog.is_some() {
+                // Typing in a dialog is drawn at once, not on the next tick.
+                app.now = Instant::now();
+                terminal.draw(|f| view::render(app, f)).map_err(draw_error)?;
+                dirty = false;
+            }
+        }
+    }
+
+    /// Does what a key asked; returns true when the app should end (once no run is in flight).
+    fn perform(&self, action: Action, app: &mut App, running: &mut Option<Running>) -> bool {
+        match action {
+            Action::Quit => return true,
+            Action::Cancel(level) => {
+                if let Some(r) = running.as_ref() {
+                    r.cancel(level);
+                }
+                return app.quit_armed;
+            }
+            Action::Orchestrate { files, nodes } => {
+                let label = format!("{} on {} node(s)", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "), nodes.len());
+                let built = files
+                    .iter()
+                    .map(|f| crate::catalog::orchestration::Orchestration::load(f))
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(|list| Plan::build(&self.catalog, &list, &self.selection(nodes)));
+                let what = What {
+                    kind: "orchestrate",
+                    command: format!("director tui: orchestrate {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" ")),
+                    files: files.iter().map(|f| crate::launch::absolute(f)).collect(),
+                    label,
+                    started: Started::Orchestrate(files),
+                };
+                self.start(app, running, built, what);
+            }
+            Action::Exec { command, nodes } => {
+                let label = format!("`{command}` on {} node(s)", nodes.len());
+                let built = crate::exec_orchestration("RUN", &[], std::slice::from_ref(&command)).and_then(|o| Plan::build(&self.catalog, &[o], &self.selection(nodes)));
+                let what = What { kind: "exec", command: format!("director tui: exec {command}"), files: Vec::new(), label, started: Started::Exec(command) };
+                self.start(app, running, built, what);
+            }
+            Action::RetryRun { run } => match self.retry_set(&run) {
+                Ok(set) if set.nodes.is_empty() => app.message = Some(format!("run {run} has no failed, unreachable or cancelled node: nothing to retry")),
+                Ok(set) if set.files.is_empty() => app.message = Some(format!("run {run} has no orchestration files to run again (it was not `orchestrate`)")),
+                Ok(set) => {
+                    let files: Vec<PathBuf> = set.files.iter().map(PathBuf::from).collect();
+                    return self.perform(Action::Orchestrate { files, nodes: set.nodes }, app, running);
+                }
+                Err(e) => app.message = Some(one_line(&e)),
+            },
+            Action::LoadRuns => match self.store().and_then(|s| s.map(|s| s.list_runs()).transpose()) {
+                Ok(runs) => {
+                    app.runs = runs.unwrap_or_default();
+                    app.runs_list.cursor = app.runs_list.cursor.min(app.runs.len().saturating_sub(1));
+                }
+                Err(e) => app.message = Some(one_line(&e)),
+            },
+            Action::LoadResults { run, node } => match self.store().and_then(|s| s.map(|s| s.run_results(&run, node.as_deref())).transpose()) {
+                Ok(rows) => {
+                    let rows = rows.unwrap_or_default();
+                    // Start on the first result that went wrong: that is usually why one looks.
+                    app.results_list.cursor = rows.iter().position(|r| !matches!(r.status.as_str(), "ok" | "cached" | "skipped")).unwrap_or(0);
+                    app.results = Some((run, node, rows));
+                    app.open(app::Screen::Results);
+                }
+                Err(e) => app.message = Some(one_line(&e)),
+            },
+            Action::LoadJob { job_id, node } => match self.store().and_then(|s| s.map(|s| s.job_info(&job_id)).transpose()) {
+                Ok(Some(job)) => {
+                    app.job = Some((job, node));
+                    app.job_scroll = 0;
+                    app.open(app::Screen::Job);
+                }
+                Ok(None) => app.message = Some("the history has no record of that job".into()),
+                Err(e) => app.message = Some(one_line(&e)),
+            },
+        }
+        false
+    }
+
+    fn store(&self) -> Result<Option<History>, Error> {
+        History::open_existing(&self.history)
+    }
+
+    fn retry_set(&self, run: &str) -> Result<history::query::RetrySet, Error> {
+        let store = self.store()?.ok_or_else(|| Error::input("no runs recorded yet"))?;
+        store.retry_set(run)
+    }
+
+    fn selection(&self, nodes: Vec<String>) -> Selection {
+        Selection { restrict: Vec::new(), ignore_cache: self.config.ignore_cache, only: Some(nodes) }
+    }
+
+    fn start(&self, app: &mut App, running: &mut Option<Running>, built: Result<Plan, Error>, what: What) {
+        let plan = match built {
+            Ok(plan) => plan,
+            Err(e) => {
+                app.message = Some(one_line(&e));
+                return;
+            }
+        };
+        let totals = board::totals(&plan);
+        let launch = Launch { plan, kind: what.kind, command: what.command, files: what.files, history: self.history.clone() };
+        match launch.start(&self.catalog, &self.config, Contention::Refuse, &mut |_| {}) {
+            Ok(run) => {
+                app.run_started(&totals, what.label, what.started);
+                if let Some(w) = &run.warning {
+                    app.message = Some(w.clone());
+                }
+                *running = Some(run);
+            }
+            Err(e) => app.message = Some(one_line(&e)),
+        }
+    }
+}
+
+/// A run about to start from a key: what the history and the screen call it.
+struct What {
+    kind: &'static str,
+    command: String,
+    files: Vec<String>,
+    label: String,
+    started: Started,
+}
+
+/// An error for the message line: its text and hint on one line.
+fn one_line(e: &Error) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,487 @@
+//! Drawing the TUI: a pure function of [`App`] onto a ratatui frame, plus the few pieces the
+//! inline view of `orchestrate` shares (progress bar, counts, phase colours).
+//!
+//! Lists build rows only for what fits on screen, so a frame costs the same at 10 or 10,000
+//! nodes; the first row shown is remembered in the list's state so the highlighted row stays
+//! in view without jumping.
+
+use super::app::{App, Dialog, Executor, ListState, Screen};
+use crate::frontend::board::{short_duration, Board, Phase};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Table, Wrap};
+use ratatui::Frame;
+use std::time::Instant;
+
+pub fn phase_style(phase: Phase) -> Style {
+    match phase {
+        Phase::Waiting => Style::new().fg(Color::DarkGray),
+        Phase::Connecting | Phase::Ready => Style::new().fg(Color::Blue),
+        Phase::Running => Style::new().fg(Color::Yellow),
+        Phase::Ok => Style::new().fg(Color::Green),
+        Phase::Failed => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        Phase::Cancelled => Style::new().fg(Color::Magenta),
+        Phase::Unreachable => Style::new().fg(Color::Red),
+    }
+}
+
+/// `[██████░░░░]` for `done` of `total` in `width` cells.
+pub fn bar(done: usize, total: usize, width: usize) -> String {
+    let full = (done * width).checked_div(total).unwrap_or(0).min(width);
+    format!("{}{}", "█".repeat(full), "░".repeat(width - full))
+}
+
+/// `jobs ████░░ 45/120  nodes ██░░ 3/10  12.3s`
+pub fn progress_line(board: &Board, now: Instant, width: usize) -> Line<'static> {
+    let done = board.counts.total();
+    let bar_width = (width.saturating_sub(40) / 2).clamp(4, 30);
+    let mut spans = vec![
+        Span::raw("jobs "),
+        Span::styled(bar(done, board.jobs_total, bar_width), Style::new().fg(Color::Green)),
+        Span::raw(format!(" {done}/{}   nodes ", board.jobs_total)),
+        Span::styled(bar(board.nodes_done(), board.nodes.len(), bar_width), Style::new().fg(Color::Green)),
+        Span::raw(format!(" {}/{}   ", board.nodes_done(), board.nodes.len())),
+        Span::raw(short_duration(board.elapsed(now))).bold(),
+    ];
+    match board.cancel {
+        0 => {}
+        1 => spans.push(Span::styled("   cancelling (no new jobs)", Style::new().fg(Color::Magenta))),
+        _ => spans.push(Span::styled("   killing running jobs", Style::new().fg(Color::Magenta))),
+    }
+    Line::from(spans)
+}
+
+/// `ok 40 · cached 3 · failed 2 │ nodes: running 5 · connecting 2 · unreachable 1`
+pub fn counts_line(board: &Board) -> Line<'static> {
+    let c = board.counts;
+    let mut spans = Vec::new();
+    for (word, n, colour) in [
+        ("ok", c.ok, Color::Green),
+        ("cached", c.cached, Color::Cyan),
+        ("failed", c.failed, Color::Red),
+        ("timed out", c.timed_out, Color::Red),
+        ("skipped", c.skipped, Color::DarkGray),
+        ("cancelled", c.cancelled, Color::Magenta),
+    ] {
+        if n > 0 || matches!(word, "ok" | "failed") {
+            if !spans.is_empty() {
+                spans.push(Span::raw(" · "));
+            }
+            spans.push(Span::styled(format!("{word} {n}"), Style::new().fg(colour)));
+        }
+    }
+    spans.push(Span::raw("  │ nodes: "));
+    for (i, (phase, n)) in board.phases().into_iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::raw(" · "));
+        }
+        spans.push(Span::styled(format!("{} {n}", phase.word()), phase_style(phase)));
+    }
+    Line::from(spans)
+}
+
+/// What a node of a run is doing: `running 2/5 RUN apt-get …` or its phase.
+pub fn node_doing(board: &Board, index: usize) -> (String, String) {
+    let n = &board.nodes[index];
+    let state = match n.phase {
+        Phase::Running => format!("running {}/{}", (n.done + 1).min(n.total.max(1)), n.total),
+        p => p.word().to_string(),
+    };
+    let job = match (n.running.first(), &n.error) {
+        (Some(r), _) if n.running.len() > 1 => format!("{} (+{} more)", r.name, n.running.len() - 1),
+        (Some(r), _) => r.name.clone(),
+        (None, Some(e)) => e.lines().next().unwrap_or_default().to_string(),
+        (None, None) => String::new(),
+    };
+    (state, job)
+}
+
+/// Moves the list's first shown row so the cursor is visible; returns the rows to draw.
+fn window(list: &ListState, len: usize, height: usize) -> std::ops::Range<usize> {
+    let height = height.max(1);
+    let mut offset = list.offset.get().min(len.saturating_sub(1));
+    if list.cursor < offset {
+        offset = list.cursor;
+    } else if list.cursor >= offset + height {
+        offset = list.cursor + 1 - height;
+    }
+    list.offset.set(offset);
+    offset..(offset + height).min(len)
+}
+
+fn highlight() -> Style {
+    Style::new().add_modifier(Modifier::REVERSED)
+}
+
+fn header_style() -> Style {
+    Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+}
+
+pub fn render(app: &App, frame: &mut Frame) {
+    let [top, main, bottom] = Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
+    render_top(app, frame, top);
+    match app.screen {
+        Screen::Nodes => render_nodes(app, frame, main),
+        Screen::Run => render_run(app, frame, main),
+        Screen::History => render_history(app, frame, main),
+        Screen::Results => render_results(app, frame, main),
+        Screen::Job => render_job(app, frame, main),
+    }
+    let hint = match app.screen {
+        Screen::Nodes => "/ filter · space select · a all · o orchestrate · x command · R retry · ? keys · q quit",
+        Screen::Run if app.in_flight => "c cancel (again: kill) · ↑↓ node · enter its jobs · ? keys",
+        Screen::Run => "↑↓ node · enter its jobs · R retry failed · o orchestrate · ? keys · q quit",
+        Screen::History => "↑↓ run · enter its results · R retry its failed nodes · esc back · ? keys",
+        Screen::Results => "↑↓ result · enter the job's record · esc back",
+        Screen::Job => "↑↓ pgup pgdn scroll · esc back",
+    };
+    let line = match &app.message {
+        Some(m) => Line::from(Span::styled(m.clone(), Style::new().fg(Color::Yellow))),
+        None => Line::from(Span::styled(hint, Style::new().fg(Color::DarkGray))),
+    };
+    frame.render_widget(Paragraph::new(line), bottom);
+    if let Some(dialog) = &app.dialog {
+        render_dialog(app, dialog, frame, main);
+    }
+}
+
+fn render_top(app: &App, frame: &mut Frame, area: Rect) {
+    let tab = |n: &str, name: &str, on: bool| {
+        let s = Span::raw(format!(" {n} {name} "));
+        if on {
+            s.reversed()
+        } else {
+            s
+        }
+    };
+    let mut spans = vec![Span::raw(" director ").bold(), Span::raw(format!("· {} · {} nodes", app.title, app.nodes.len()))];
+    if !app.selected.is_empty() {
+        spans.push(Span::raw(format!(" · {} selected", app.selected.len())));
+    }
+    spans.push(Span::raw("   "));
+    spans.push(tab("1", "Nodes", app.screen == Screen::Nodes));
+    spans.push(tab("2", "Run", app.screen == Screen::Run));
+    spans.push(tab("3", "History", matches!(app.screen, Screen::History | Screen::Results | Screen::Job)));
+    if app.in_flight {
+        spans.push(Span::styled("  ● running", Style::new().fg(Color::Yellow)));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn render_nodes(app: &App, frame: &mut Frame, area: Rect) {
+    let title = match app.filter.as_str() {
+        "" => format!(" Nodes ({}) ", app.nodes.len()),
+        f => format!(" Nodes: /{f} ({} of {}) ", app.shown.len(), app.nodes.len()),
+    };
+    let block = Block::new().borders(Borders::ALL).title(title);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if app.nodes.is_empty() {
+        let text = "The catalog has no nodes.\n\nAdd some under `nodes:` in the catalog file, then start the TUI again.";
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), inner);
+        return;
+    }
+    if app.shown.is_empty() {
+        frame.render_widget(Paragraph::new(format!("No node matches `{}` (name, group or glob). Esc in the filter clears it.", app.filter)), inner);
+        return;
+    }
+    let range = window(&app.node_list, app.shown.len(), inner.height.saturating_sub(1) as usize);
+    let rows: Vec<Row> = range
+        .map(|pos| {
+            let node = &app.nodes[app.shown[pos]];
+            let (phase, on_board) = app.state(&node.name);
+            let (state, style) = match on_board {
+                Some(b) if phase == Phase::Running => (format!("running {}/{}", (b.done + 1).min(b.total.max(1)), b.total), phase_style(phase)),
+                Some(_) => (phase.word().to_string(), phase_style(phase)),
+                None => ("unknown".to_string(), Style::new().fg(Color::DarkGray)),
+            };
+            let system = match (node.arch.as_str(), node.os.as_str()) {
+                ("", "") => "-".to_string(),
+                (a, o) => format!("{a} {o}"),
+            };
+            let executor = match node.executor {
+                Executor::Unknown => "-",
+                Executor::Present => "yes",
+                Executor::Old => "old",
+            };
+            let last = node.last.as_ref().map(|(o, _)| o.clone()).unwrap_or_else(|| "-".into());
+            let rtt = node.round_trip_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "-".into());
+            let mark = if app.selected.contains(&node.name) { "●" } else { " " };
+            let row = Row::new(vec![
+                Span::raw(mark),
+                Span::raw(node.name.clone()),
+                Span::styled(state, style),
+                Span::raw(node.address.clone()),
+                Span::raw(system),
+                Span::raw(executor),
+                Span::raw(last),
+                Span::raw(rtt),
+            ]);
+            if pos == app.node_list.cursor {
+                row.style(highlight())
+            } else {
+                row
+            }
+        })
+        .collect();
+    let name_width = app.nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).clamp(4, 30) as u16;
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(1),
+            Constraint::Length(name_width),
+            Constraint::Length(13),
+            Constraint::Length(22),
+            Constraint::Length(24),
+            Constraint::Length(4),
+            Constraint::Length(11),
+            Constraint::Min(6),
+        ],
+    )
+    .header(Row::new(vec!["", "NODE", "STATE", "ADDRESS", "SYSTEM", "EXEC", "LAST RUN", "RTT"]).style(header_style()));
+    frame.render_widget(table, inner);
+}
+
+fn render_run(app: &App, frame: &mut Frame, area: Rect) {
+    let Some(board) = &app.board else {
+        let text = "No run yet in this session.\n\no runs an orchestration on the selected nodes (all shown nodes when none is selected), x runs a command; 3 browses past runs.";
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }).block(Block::new().borders(Borders::ALL).title(" Run ")), area);
+        return;
+    };
+    let status = match &board.finished {
+        None if app.in_flight => "running".to_string(),
+        None => "starting".to_string(),
+        Some((_, 0)) => "finished: ok".to_string(),
+        Some((_, code)) => format!("finished: exit code {code}"),
+    };
+    let [head, body] = Layout::vertical([Constraint::Length(4), Constraint::Min(3)]).areas(area);
+    let block = Block::new().borders(Borders::ALL).title(format!(" Run {} · {} · {status} ", board.run, app.run_label));
+    let inner = block.inner(head);
+    frame.render_widget(block, head);
+    frame.render_widget(Paragraph::new(vec![progress_line(board, app.now, inner.width as usize), counts_line(board)]), inner);
+    let finished = board.finished.is_some();
+    let [list, detail] = Layout::vertical([Constraint::Percentage(if finished { 45 } else { 60 }), Constraint::Min(4)]).areas(body);
+    let rows_order = app.run_rows();
+    let block = Block::new().borders(Borders::ALL).title(" Nodes (in flight first) ");
+    let inner = block.inner(list);
+    frame.render_widget(block, list);
+    let range = window(&app.run_list, rows_order.len(), inner.height.saturating_sub(1) as usize);
+    let name_width = board.nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).clamp(4, 30) as u16;
+    let rows: Vec<Row> = range
+        .map(|pos| {
+            let i = rows_order[pos];
+            let n = &board.nodes[i];
+            let (state, job) = node_doing(board, i);
+            let (elapsed, quiet) = match n.running.first() {
+                Some(r) => {
+                    let quiet = n.last_output.map(|t| t.max(r.since)).unwrap_or(r.since);
+                    (short_duration(app.now.saturating_duration_since(r.since)), short_duration(app.now.saturating_duration_since(quiet)))
+                }
+                None => match (n.first_seen, n.finished_at) {
+                    (Some(a), Some(b)) => (short_duration(b.duration_since(a)), String::new()),
+                    _ => (String::new(), String::new()),
+                },
+            };
+            let row = Row::new(vec![Span::raw(n.name.clone()), Span::styled(state, phase_style(n.phase)), Span::raw(job), Span::raw(elapsed), Span::raw(quiet)]);
+            if pos == app.run_list.cursor {
+                row.style(highlight())
+            } else {
+                row
+            }
+        })
+        .collect();
+    let table = Table::new(rows, [Constraint::Length(name_width), Constraint::Length(13), Constraint::Min(20), Constraint::Length(8), Constraint::Length(8)])
+        .header(Row::new(vec!["NODE", "STATE", "JOB", "ELAPSED", "QUIET"]).style(header_style()));
+    frame.render_widget(table, inner);
+    if finished {
+        render_summary(app, board, frame, detail);
+    } else {
+        let node = rows_order.get(app.run_list.cursor).map(|&i| &board.nodes[i]);
+        let (name, tail) = node.map(|n| (n.name.as_str(), n.tail.as_str())).unwrap_or(("", ""));
+        let block = Block::new().borders(Borders::ALL).title(format!(" Output: {name} "));
+        let inner = block.inner(detail);
+        frame.render_widget(block, detail);
+        let lines: Vec<&str> = tail.lines().collect();
+        let shown = lines[lines.len().saturating_sub(inner.height as usize)..].join("\n");
+        frame.render_widget(Paragraph::new(shown), inner);
+    }
+}
+
+fn render_summary(app: &App, board: &Board, frame: &mut Frame, area: Rect) {
+    let [left, right] = Layout::horizontal([Constraint::Percentage(70), Constraint::Percentage(30)]).areas(area);
+    let groups = board.failure_groups();
+    let mut lines: Vec<Line> = Vec::new();
+    if groups.is_empty() {
+        lines.push(Line::from(Span::styled("No failures.", Style::new().fg(Color::Green))));
+    }
+    for g in &groups {
+        let code = g.key.exit_code.map(|c| format!(", exit {c}")).unwrap_or_default();
+        lines.push(Line::from(vec![
+            Span::styled(format!("{} node(s)", g.nodes.len()), Style::new().fg(Color::Red).bold()),
+            Span::raw(format!(" · {} · {}{code}", g.key.job, g.key.status)),
+        ]));
+        lines.push(Line::from(Span::styled(format!("  {}", g.nodes.join(", ")), Style::new().fg(Color::Cyan))));
+        for l in g.key.text.lines().take(6) {
+            lines.push(Line::from(format!("  │ {l}")));
+        }
+    }
+    let title = format!(" Failures, grouped by identical error ({} groups) ", groups.len());
+    frame.render_widget(Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(title)), left);
+    let slow: Vec<Line> = board.slowest(right.height.saturating_sub(2) as usize).into_iter().map(|(n, d)| Line::from(format!("{:>8}  {n}", short_duration(d)))).collect();
+    frame.render_widget(Paragraph::new(slow).block(Block::new().borders(Borders::ALL).title(" Slowest nodes ")), right);
+    let _ = app;
+}
+
+fn render_history(app: &App, frame: &mut Frame, area: Rect) {
+    let block = Block::new().borders(Borders::ALL).title(format!(" Past runs ({}) ", app.runs.len()));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if app.runs.is_empty() {
+        frame.render_widget(Paragraph::new("No runs recorded yet."), inner);
+        return;
+    }
+    let range = window(&app.runs_list, app.runs.len(), inner.height.saturating_sub(1) as usize);
+    let rows: Vec<Row> = range
+        .map(|pos| {
+            let r = &app.runs[pos];
+            let duration = r.duration_ms.map(|ms| short_duration(std::time::Duration::from_millis(ms as u64))).unwrap_or_default();
+            let nodes = format!("{} ({} ok, {} failed, {} unreach.)", r.nodes, r.nodes_ok, r.nodes_failed, r.nodes_unreachable);
+            let row = Row::new(vec![r.id.clone(), r.kind.clone(), r.status.clone(), r.started.clone(), duration, nodes, r.command.clone()]);
+            if pos == app.runs_list.cursor {
+                row.style(highlight())
+            } else {
+                row
+            }
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [Constraint::Length(12), Constraint::Length(11), Constraint::Length(10), Constraint::Length(19), Constraint::Length(8), Constraint::Length(32), Constraint::Min(10)],
+    )
+    .header(Row::new(vec!["RUN", "KIND", "STATUS", "STARTED", "TOOK", "NODES", "COMMAND"]).style(header_style()));
+    frame.render_widget(table, inner);
+}
+
+fn render_results(app: &App, frame: &mut Frame, area: Rect) {
+    let Some((run, node, rows)) = &app.results else { return };
+    let whose = node.as_ref().map(|n| format!(" on {n}")).unwrap_or_default();
+    let block = Block::new().borders(Borders::ALL).title(format!(" Results of run {run}{whose} ({}) ", rows.len()));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if rows.is_empty() {
+        frame.render_widget(Paragraph::new("No results recorded for this run yet."), inner);
+        return;
+    }
+    let range = window(&app.results_list, rows.len(), inner.height.saturating_sub(1) as usize);
+    let table_rows: Vec<Row> = range
+        .map(|pos| {
+            let r = &rows[pos];
+            let style = match r.status.as_str() {
+                "ok" | "cached" => Style::new().fg(Color::Green),
+                "skipped" | "pending" => Style::new().fg(Color::DarkGray),
+                _ => Style::new().fg(Color::Red),
+            };
+            let row = Row::new(vec![
+                Span::raw(r.seq.to_string()),
+                Span::raw(r.job.clone()),
+                Span::raw(r.node.clone()),
+                Span::styled(r.status.clone(), style),
+                Span::raw(r.exit_code.map(|c| c.to_string()).unwrap_or_default()),
+                Span::raw(r.execution_ms.map(|ms| format!("{ms} ms")).unwrap_or_default()),
+                Span::raw(r.reason.clone().unwrap_or_default()),
+            ]);
+            if pos == app.results_list.cursor {
+                row.style(highlight())
+            } else {
+                row
+            }
+        })
+        .collect();
+    let table = Table::new(
+        table_rows,
+        [Constraint::Length(4), Constraint::Length(28), Constraint::Length(14), Constraint::Length(11), Constraint::Length(5), Constraint::Length(9), Constraint::Min(10)],
+    )
+    .header(Row::new(vec!["#", "JOB", "NODE", "STATUS", "EXIT", "TIME", "REASON"]).style(header_style()));
+    frame.render_widget(table, inner);
+}
+
+fn render_job(app: &App, frame: &mut Frame, area: Rect) {
+    let Some((job, node)) = &app.job else { return };
+    let Some(r) = job.results.iter().find(|r| &r.node == node) else { return };
+    let field = |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<12}"), Style::new().fg(Color::DarkGray)), Span::raw(v)]);
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let mut lines = vec![
+        field("job", format!("{} ({})", job.name, job.id)),
+        field("run", format!("{} · job {} · entry {}", job.run, job.seq, job.parent_name.clone().unwrap_or_default())),
+        field("node", node.clone()),
+        field("status", r.status.clone()),
+        field("exit code", r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into())),
+        field("reason", opt(&r.reason)),
+        field("fingerprint", opt(&r.fingerprint)),
+        field("started", opt(&r.started)),
+        field("finished", opt(&r.finished)),
+        field("took", r.execution_ms.map(|ms| format!("{ms} ms (round trip {} ms)", r.roundtrip_ms.unwrap_or_default())).unwrap_or_else(|| "-".into())),
+        field("info", String::new()),
+    ];
+    lines.extend(r.info.clone().unwrap_or_default().lines().map(|l| Line::from(format!("  {l}"))));
+    for (name, text, cut) in [("stdout", &r.stdout, r.stdout_cut), ("stderr", &r.stderr, r.stderr_cut)] {
+        let note = if cut > 0 { format!(" ({cut} bytes cut)") } else { String::new() };
+        lines.push(Line::from(Span::styled(format!("── {name}{note} ──"), Style::new().fg(Color::Cyan))));
+        lines.extend(text.lines().map(|l| Line::from(l.to_string())));
+    }
+    let block = Block::new().borders(Borders::ALL).title(format!(" Job record: {} on {node} ", job.name));
+    frame.render_widget(Paragraph::new(Text::from(lines)).block(block).scroll((app.job_scroll, 0)), area);
+}
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
+}
+
+pub const KEYS: &[(&str, &str)] = &[
+    ("1 2 3, tab", "nodes, run, history"),
+    ("↑ ↓ j k, pgup pgdn, g G", "move in a list"),
+    ("/", "filter nodes by name, group or glob (esc clears)"),
+    ("space, a", "select a node, select all shown"),
+    ("o", "run an orchestration on the selected nodes"),
+    ("x", "run a command on the selected nodes"),
+    ("c, ctrl-c", "cancel the run: first drains, again kills"),
+    ("R", "retry the failed nodes of the run"),
+    ("enter", "open: a node's jobs, a run's results, a job's record"),
+    ("esc", "back"),
+    ("?", "this help"),
+    ("q", "quit (twice while a run is in flight: kills it)"),
+];
+
+fn render_dialog(app: &App, dialog: &Dialog, frame: &mut Frame, area: Rect) {
+    let (title, lines, height): (&str, Vec<Line>, u16) = match dialog {
+        Dialog::Help => {
+            let lines = KEYS.iter().map(|(k, what)| Line::from(vec![Span::styled(format!("{k:<24}"), Style::new().bold()), Span::raw(*what)])).collect::<Vec<_>>();
+            let n = lines.len() as u16 + 2;
+            (" Keys (any key closes) ", lines, n)
+        }
+        Dialog::Filter => (" Filter: name, group or glob ", vec![Line::from(format!("/{}█", app.filter)), Line::from(format!("{} of {} nodes", app.shown.len(), app.nodes.len()))], 4),
+        Dialog::Command(text) => {
+            let n = app.targets().len();
+            (" Run a command (enter runs, esc closes) ", vec![Line::from(format!("$ {text}█")), Line::from(format!("on {n} node(s)"))], 4)
+        }
+        Dialog::Pick { input, cursor } => {
+            let picks = app.picks(input);
+            let mut lines = vec![Line::from(format!("path: {input}█")), Line::from(format!("on {} node(s)", app.targets().len()))];
+            if picks.is_empty() {
+                lines.push(Line::from(Span::styled("enter runs the typed path", Style::new().fg(Color::DarkGray))));
+            }
+            for (i, p) in picks.iter().enumerate().take(12) {
+                let l = Line::from(format!("  {}", p.display()));
+                lines.push(if i == *cursor { l.style(highlight()) } else { l });
+            }
+            let n = lines.len() as u16 + 2;
+            (" Run an orchestration (type a path or pick one) ", lines, n)
+        }
+    };
+    let rect = centered(area, 78, height);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(title)), rect);
+}

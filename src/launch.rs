@@ -1,0 +1,199 @@
+//! Starting a run and following it: the one path from a built [`Plan`] to a stream of events,
+//! shared by the command line (`orchestrate`, `exec`, `bootstrap`) and the TUI.
+//!
+//! [`Launch::start`] takes the plan's nodes in the history (the lock), starts the recorder and
+//! the engine, and hands back a [`Running`] run: its events come out of [`Running::next`]
+//! already recorded, cancellation goes in through [`Running::cancel`] (first drain, then
+//! kill: the same levels whether they come from Ctrl-C, a key in the TUI or `manage --cancel`
+//! in another terminal), and [`Running::finish`] waits for the engine and the history.
+//! Nothing here prints; the caller decides what the user sees.
+
+use crate::catalog::{Catalog, HostKeyPolicy, TransportKind};
+use crate::config::Config;
+use crate::engine;
+use crate::error::Error;
+use crate::event::Event;
+use crate::history::{self, recorder::Recorder, Contention, History, RunGuard, RunSpec};
+use crate::plan::{self, Plan};
+use crate::transport;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// A run about to start: the plan and how it is recorded.
+pub struct Launch {
+    pub plan: Plan,
+    /// `orchestrate`, `exec` or `bootstrap`, for the history.
+    pub kind: &'static str,
+    /// The command line as the user would retype it.
+    pub command: String,
+    /// Orchestration files (absolute), for the history and `--retry-failed`.
+    pub files: Vec<String>,
+    pub history: PathBuf,
+}
+
+/// What [`Running::next`] gives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Event(Event),
+    /// `director manage --cancel` asked for this run from another terminal; its running jobs
+    /// are being killed.
+    CancelledElsewhere,
+}
+
+pub struct Running {
+    pub id: String,
+    /// The host-key-off warning, when some node has checking off: the caller shows it.
+    pub warning: Option<String>,
+    events: mpsc::Receiver<Event>,
+    remote_cancel: mpsc::UnboundedReceiver<()>,
+    cancel: watch::Sender<u8>,
+    recorder: Recorder,
+    engine: tokio::task::JoinHandle<(crate::event::Summary, i32)>,
+    _guard: RunGuard,
+}
+
+impl Launch {
+    /// Takes the nodes (refusing, waiting or sharing per `contention`; `waiting` hears about
+    /// the holder once) and starts the run. Must be called inside a tokio runtime.
+    pub fn start(self, catalog: &Catalog, config: &Config, contention: Contention, waiting: &mut dyn FnMut(&history::Holder)) -> Result<Running, Error> {
+        let plan = self.plan;
+        let ssh = if plan.nodes.iter().any(|n| n.transport == TransportKind::Ssh) {
+            let credentials = transport::ssh::Credentials::load(catalog, &plan.nodes)?;
+            Some(Arc::new(transport::ssh::SshSettings {
+                connect_timeout: config.connect_timeout,
+                known_hosts: config.known_hosts.clone(),
+                host_key_policy: HostKeyPolicy::AcceptNew,
+                host_key_override: config.host_key_override,
+                credentials,
+                gates: transport::ssh::Gates::new(config.connect_concurrency),
+            }))
+        } else {
+            None
+        };
+        let spec = run_spec(&plan, config, self.kind, self.command, self.files);
+        let mut store = History::open(&self.history)?;
+        let sentinel_only = !plan.jobs.is_empty() && plan.jobs.iter().all(|j| matches!(j.work, plan::Work::QueueSentinel));
+        let contention = if sentinel_only { Contention::Share } else { contention };
+        let guard = store.begin(&spec, contention, waiting)?;
+        let warning = host_key_warning(&plan, config);
+        let (remote_cancel_tx, remote_cancel) = mpsc::unbounded_channel::<()>();
+        let recorder = Recorder::start(store, &spec, remote_cancel_tx)?;
+        let engine_config = Arc::new(engine::EngineConfig { run_id: spec.id.clone(), ssh, hello_timeout: Duration::from_secs(30), args_ttl: config.args_ttl });
+        let (tx, events) = mpsc::channel(4096);
+        let (cancel, cancel_rx) = watch::channel(engine::CANCEL_NONE);
+        let engine = tokio::spawn(engine::run(Arc::new(plan), engine_config, engine::Sink::new(tx), cancel_rx));
+        Ok(Running { id: spec.id, warning, events, remote_cancel, cancel, recorder, engine, _guard: guard })
+    }
+}
+
+impl Running {
+    /// The next event (already handed to the history), or `None` once the run has ended.
+    pub async fn next(&mut self) -> Option<Incoming> {
+        let incoming = tokio::select! {
+            event = self.events.recv() => event.map(Incoming::Event),
+            Some(()) = self.remote_cancel.recv() => Some(Incoming::CancelledElsewhere),
+        };
+        match &incoming {
+            Some(Incoming::Event(event)) => self.recorder.record(event),
+            Some(Incoming::CancelledElsewhere) => self.cancel(engine::CANCEL_KILL),
+            None => {}
+        }
+        incoming
+    }
+
+    /// Raises the cancel level ([`engine::CANCEL_DRAIN`], then [`engine::CANCEL_KILL`]);
+    /// never lowers it.
+    pub fn cancel(&self, level: u8) {
+        raise(&self.cancel, level);
+    }
+
+    /// The cancel level reached so far.
+    pub fn cancel_level(&self) -> u8 {
+        *self.cancel.borrow()
+    }
+
+    /// Sender for the cancel level, for a task that listens to Ctrl-C.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle(self.cancel.clone())
+    }
+
+    /// Waits for the engine, writes the rest of the history and releases the nodes.
+    pub async fn finish(mut self) -> Result<i32, Error> {
+        while self.events.recv().await.is_some() {}
+        self.recorder.close();
+        match self.engine.await {
+            Ok((_, code)) => Ok(code),
+            Err(e) => Err(Error::internal(format!("the engine stopped unexpectedly: {e}"))),
+        }
+    }
+}
+
+/// Raises a run's cancel level from elsewhere (a signal handler).
+#[derive(Clone)]
+pub struct CancelHandle(watch::Sender<u8>);
+
+impl CancelHandle {
+    /// Like [`Running::cancel`]: the level only goes up.
+    pub fn raise(&self, level: u8) {
+        raise(&self.0, level);
+    }
+}
+
+fn raise(cancel: &watch::Sender<u8>, level: u8) {
+    cancel.send_if_modified(|current| {
+        let higher = level > *current;
+        if higher {
+            *current = level;
+        }
+        higher
+    });
+}
+
+fn host_key_warning(plan: &Plan, config: &Config) -> Option<String> {
+    let off: Vec<&str> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.transport == TransportKind::Ssh)
+        .filter(|n| config.host_key_override.or(n.host_key_checking) == Some(HostKeyPolicy::Off))
+        .map(|n| n.name.as_str())
+        .collect();
+    (!off.is_empty()).then(|| format!("warning: host key checking is off for {} node(s) ({}): their identity is not verified", off.len(), off.join(", ")))
+}
+
+fn run_spec(plan: &Plan, config: &Config, kind: &str, command: String, files: Vec<String>) -> RunSpec {
+    let names = |targets: &[usize]| targets.iter().map(|&t| plan.nodes[t].name.clone()).collect::<Vec<_>>();
+    RunSpec {
+        id: new_run_id(),
+        kind: kind.to_string(),
+        command,
+        files,
+        catalogs: config.catalogs.iter().map(|c| absolute(c)).collect(),
+        nodes: plan.nodes.iter().map(|n| (n.name.clone(), engine::address(n))).collect(),
+        jobs: plan
+            .jobs
+            .iter()
+            .map(|j| history::JobSpec {
+                seq: j.id,
+                entry: j.entry,
+                parent_name: plan.entries[j.entry].name.clone(),
+                parent_sha3: plan.entries[j.entry].fingerprint.clone(),
+                name: j.label(),
+                verb: j.verb.clone(),
+                definition: j.definition.to_string(),
+                targets: names(&j.targets),
+            })
+            .collect(),
+    }
+}
+
+pub fn absolute(p: &std::path::Path) -> String {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
+}
+
+fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 40);
+    format!("{:012x}", mixed & 0xffff_ffff_ffff)
+}
