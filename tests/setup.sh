@@ -4,6 +4,8 @@
 #     hosts (apt-get, when running as root; otherwise it says what to install).
 #   - curl and netbase (/etc/services): Directord's functional-test orchestrations use them
 #     (WAIT --url, ADD /etc/services).
+#   - tmux: the TUI's end-to-end tests drive the binary in a real terminal (send-keys,
+#     capture-pane).
 #   - the x86_64-unknown-linux-musl Rust target: the smallest static executor. Without it the
 #     build falls back to a static glibc executor and says so.
 set -eu
@@ -16,6 +18,7 @@ command -v unshare >/dev/null 2>&1 || need="$need util-linux"
 command -v curl >/dev/null 2>&1 || need="$need curl"
 [ -f /etc/services ] || need="$need netbase"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
+command -v tmux >/dev/null 2>&1 || need="$need tmux"
 if [ -n "$need" ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing$need" >&2

@@ -6,6 +6,7 @@ mod corpus;
 mod verbs;
 mod history;
 mod schema;
+mod tui;
 
 use harness::Fleet;
 use schema::Event;

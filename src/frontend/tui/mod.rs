@@ -125,6 +125,7 @@ impl Tui {
         let mut running: Option<Running> = None;
         let mut tick = tokio::time::interval(TICK);
         let mut dirty = true;
+        let mut pressed = false;
         let mut quit = false;
         loop {
             tokio::select! {
@@ -136,7 +137,7 @@ impl Tui {
                             }
                         }
                     }
-                    dirty = true;
+                    pressed = true;
                 }
                 incoming = next_incoming(&mut running) => {
                     match incoming {
@@ -162,8 +163,8 @@ impl Tui {
             if quit && running.is_none() {
                 return Ok(crate::error::exit::OK);
             }
-            if dirty && app.dialog.is_some() {
-                // Typing in a dialog is drawn at once, not on the next tick.
+            if std::mem::take(&mut pressed) {
+                // A key is answered at once, not on the next tick; events wait for the tick.
                 app.now = Instant::now();
                 terminal.draw(|f| view::render(app, f)).map_err(draw_error)?;
                 dirty = false;

@@ -1,0 +1,147 @@
+//! The TUI and the inline live view, driven for real: the director binary runs in a tmux
+//! pane (a real terminal) against the fleet's sshd hosts; keys go in with `send-keys` and the
+//! screen comes back with `capture-pane`.
+
+use crate::harness::Fleet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmux server of the test's own (its own socket), with one session.
+struct Tmux {
+    socket: PathBuf,
+}
+
+impl Tmux {
+    fn start(dir: &Path, script: &str, width: u16, height: u16) -> Tmux {
+        let tmux = Tmux { socket: dir.join("tmux.sock") };
+        let script_path = dir.join("pane.sh");
+        std::fs::write(&script_path, script).unwrap();
+        let out = tmux.cmd().args(["new-session", "-d", "-s", "t", "-x", &width.to_string(), "-y", &height.to_string(), "sh"]).arg(&script_path).output().expect("tmux");
+        assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
+        tmux
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&self.socket);
+        c
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            let out = self.cmd().args(["send-keys", "-t", "t", k]).output().expect("tmux send-keys");
+            assert!(out.status.success());
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    fn screen(&self) -> String {
+        let out = self.cmd().args(["capture-pane", "-p", "-t", "t"]).output().expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the screen shows every one of `texts`; returns that screen.
+    fn wait_for(&self, texts: &[&str], within: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if texts.iter().all(|t| screen.contains(t)) {
+                return screen;
+            }
+            assert!(start.elapsed() < within, "the screen never showed {texts:?}; it shows:\n{screen}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn alternate_screen(&self) -> bool {
+        let out = self.cmd().args(["display-message", "-p", "-t", "t", "#{alternate_on}"]).output().expect("tmux display");
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").output();
+    }
+}
+
+/// The shell line that runs director in the pane as `Fleet::director` would, then says how
+/// it ended and how the terminal was left.
+fn pane_script(fleet: &Fleet, args: &str) -> String {
+    format!(
+        "cd {dir}\nenv -u SSH_AUTH_SOCK -u DIRECTOR_CATALOG -u DIRECTOR_HISTORY -u DIRECTOR_CONFIG -u XDG_STATE_HOME -u XDG_CONFIG_HOME HOME={home} DIRECTOR_KNOWN_HOSTS={kh} TERM=xterm-256color {bin} --history {dir}/history.db {args}\necho \"EXITED $?\"\nstty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '; echo\nsleep 600\n",
+        dir = fleet.dir.display(),
+        home = fleet.dir.join("operator-home").display(),
+        kh = fleet.known_hosts.display(),
+        bin = env!("CARGO_BIN_EXE_director"),
+    )
+}
+
+const DEPLOY: &str = "- jobs:\n    - RUN: echo hello from the node\n    - RUN: if [ -e ~/fail ]; then echo 'disk full on /var' >&2; exit 4; fi; echo fine\n";
+
+#[test]
+fn tui_runs_an_orchestration_shows_grouped_failures_opens_the_failed_job_and_restores_the_terminal() {
+    let fleet = Fleet::start(3);
+    let catalog = fleet.catalog();
+    std::fs::create_dir_all(fleet.dir.join("orchestrations")).unwrap();
+    fleet.file("orchestrations/deploy.yaml", DEPLOY);
+    for h in &fleet.hosts[1..] {
+        std::fs::write(h.home_path("fail"), "").unwrap();
+    }
+    let tmux = Tmux::start(&fleet.dir, &pane_script(&fleet, &format!("tui {}", catalog.display())), 150, 45);
+    tmux.wait_for(&["Nodes (3)", "unknown"], Duration::from_secs(20));
+    assert!(tmux.alternate_screen(), "the TUI takes the alternate screen");
+
+    tmux.keys(&["o"]);
+    tmux.wait_for(&["Run an orchestration", "orchestrations/deploy.yaml"], Duration::from_secs(5));
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for(&["finished: exit code 1"], Duration::from_secs(60));
+    for text in ["jobs ", "6/6", "nodes", "3/3", "ok 4", "failed 2", "Failures, grouped by identical error (1 groups)", "2 node(s) · RUN if [ -e ~/fail ]", "disk full on /var", "Slowest nodes"] {
+        assert!(screen.contains(text), "{text:?} missing from the finished run:\n{screen}");
+    }
+    let grouped = format!("{}, {}", fleet.hosts[1].name, fleet.hosts[2].name);
+    assert!(screen.contains(&grouped), "the two failed nodes are listed once, together ({grouped}):\n{screen}");
+
+    // The first row of the run's node list is a failed node; enter lists its jobs with the
+    // failed one highlighted, enter again opens its record.
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["Results of run", "failed"], Duration::from_secs(5));
+    tmux.keys(&["Enter"]);
+    let record = tmux.wait_for(&["Job record:", "── stderr ──"], Duration::from_secs(5));
+    for text in ["status      failed", "exit code   4", "reason      exited with code 4", "fingerprint ", "disk full on /var", "started ", "took "] {
+        assert!(record.contains(text), "{text:?} missing from the job record:\n{record}");
+    }
+
+    tmux.keys(&["Escape", "Escape", "3"]);
+    tmux.wait_for(&["Past runs (1)", "orchestrate", "failed"], Duration::from_secs(5));
+    tmux.keys(&["q"]);
+    let end = tmux.wait_for(&["EXITED 0"], Duration::from_secs(10));
+    assert!(!tmux.alternate_screen(), "the alternate screen is left");
+    assert!(end.contains("icanon echo") || end.contains("echo icanon"), "the terminal is back in cooked mode with echo:\n{end}");
+    assert!(!end.contains("Nodes (3)"), "nothing of the TUI is left on the screen:\n{end}");
+
+    // The run the TUI started is in the history like any other.
+    let out = fleet.director().args(["--history"]).arg(fleet.dir.join("history.db")).args(["manage", "--run-info", "last", "--json"]).output().unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(info["status"], "failed", "{info}");
+    assert_eq!(info["kind"], "orchestrate", "{info}");
+}
+
+#[test]
+fn orchestrate_on_a_terminal_shows_the_inline_view_and_leaves_plain_lines() {
+    let fleet = Fleet::start(2);
+    let catalog = fleet.catalog();
+    let file = fleet.file("deploy.yaml", DEPLOY);
+    std::fs::write(fleet.hosts[1].home_path("fail"), "").unwrap();
+    let args = format!("orchestrate {} --catalog {}", file.display(), catalog.display());
+    let tmux = Tmux::start(&fleet.dir, &pane_script(&fleet, &args), 140, 30);
+    let screen = tmux.wait_for(&["EXITED 1"], Duration::from_secs(60));
+    let ok_line = format!("{}  ok  2 jobs (2 ok, 0 cached, 0 skipped) in ", fleet.hosts[0].name);
+    assert!(screen.contains(&ok_line), "a line for the node that ended well:\n{screen}");
+    assert!(screen.contains("FAILED     RUN if [ -e ~/fail ]"), "the failure above the view:\n{screen}");
+    assert!(screen.contains("│ disk full on /var"), "with its output tail:\n{screen}");
+    assert!(screen.contains("summary: 2 nodes (1 ok, 1 failed, 0 unreachable)"), "{screen}");
+    assert!(!screen.contains("jobs █") && !screen.contains("jobs ░"), "the progress lines are gone at the end:\n{screen}");
+    assert!(!tmux.alternate_screen());
+}
