@@ -14,6 +14,14 @@ use tokio::sync::mpsc;
 
 pub struct LocalConnection;
 
+/// Local nodes of one run share one install: it is written once, under this lock, and each
+/// attempt gets a temp file of its own.
+static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// `ETXTBSY`: another thread forked while the fresh executor was still open for writing, and
+/// its child holds that descriptor until it execs; starting again shortly after succeeds.
+const TEXT_FILE_BUSY: i32 = 26;
+
 fn install_dir() -> PathBuf {
     match std::env::var_os("XDG_CACHE_HOME") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
@@ -26,6 +34,7 @@ fn install_dir() -> PathBuf {
 impl LocalConnection {
     /// Writes the executor into place (temp file, then rename) unless it is there already.
     fn install(force: bool) -> Result<Option<(PathBuf, u64)>, String> {
+        let _one_at_a_time = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
         let dir = install_dir();
         let path = dir.join(format!("director-exec-{}", executor::SHA3));
         let present = std::fs::metadata(&path).map(|m| m.len() == executor::BINARY.len() as u64).unwrap_or(false);
@@ -33,7 +42,8 @@ impl LocalConnection {
             return Ok(None);
         }
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let tmp = dir.join(format!(".director-exec-{}.{}.tmp", executor::SHA3, std::process::id()));
+        let attempt = ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".director-exec-{}.{}.{attempt}.tmp", executor::SHA3, std::process::id()));
         std::fs::write(&tmp, executor::BINARY).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, &path).map_err(|e| format!("cannot install {}: {e}", path.display()))?;
@@ -45,14 +55,23 @@ impl LocalConnection {
             report(Progress::Uploaded { bytes, sha3: executor::SHA3.to_string() });
         }
         let path = install_dir().join(format!("director-exec-{}", executor::SHA3));
-        let mut child = tokio::process::Command::new(&path)
-            .arg("serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
+        let mut tries = 0;
+        let mut child = loop {
+            let spawned = tokio::process::Command::new(&path)
+                .arg("serve")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn();
+            match spawned {
+                Err(e) if e.raw_os_error() == Some(TEXT_FILE_BUSY) && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                other => break other.map_err(|e| format!("cannot start {}: {e}", path.display()))?,
+            }
+        };
         let writer = child.stdin.take().expect("piped");
         let mut stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");

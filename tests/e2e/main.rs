@@ -612,3 +612,18 @@ fn an_executor_speaking_another_protocol_is_replaced() {
     assert_eq!(uploads(&second), ["h1"]);
     assert!(std::fs::read(&exe).unwrap().len() > 100_000, "the impostor is still there");
 }
+
+#[test]
+fn several_local_nodes_install_the_executor_once_without_racing() {
+    // Eight local nodes share one cache directory: their first contact writes the executor
+    // once, and none of them may see it half-installed (missing, or "text file busy").
+    let nodes: String = (1..=8).map(|i| format!("  - {{name: n{i}}}\n")).collect();
+    for round in 0..3 {
+        let home = scratch(&format!("local-race-{round}"));
+        let catalog = home.join("catalog.yaml");
+        std::fs::write(&catalog, format!("defaults: {{transport: local}}\nnodes:\n{nodes}")).unwrap();
+        let out = output(local_director(&home).args(["exec", "--progress", "plain", "--catalog"]).arg(&catalog).arg("true"));
+        assert_eq!(code(&out), 0, "round {round}: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("summary: 8 nodes (8 ok, 0 failed, 0 unreachable)"));
+    }
+}
