@@ -110,7 +110,9 @@ impl<B: Backend> LiveView<B> {
                     _ => String::new(),
                 };
                 let c = n.counts;
-                let line = format!("{node}  ok  {} jobs ({} ok, {} cached, {} skipped){took}\n", c.total(), c.ok, c.cached, c.skipped);
+                // Columns as the text view's failure lines: the node padded, then the word.
+                let width = self.board.nodes.iter().map(|n| n.name.chars().count()).max().unwrap_or(4).min(24);
+                let line = format!("{node:<width$}  {:<9}  {} jobs ({} ok, {} cached, {} skipped){took}\n", "ok", c.total(), c.ok, c.cached, c.skipped);
                 let _ = self.queue.write(line.as_bytes());
             }
         }
@@ -187,7 +189,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "web1  ok  1 jobs (1 ok, 0 cached, 0 skipped) in 3.0s",
+                "web1  ok         1 jobs (1 ok, 0 cached, 0 skipped) in 3.0s",
                 "db1   FAILED     RUN make: exited with code 2 (4000 ms)",
                 "      │ make: *** No rule",
                 "jobs █████████████░░░░░░░ 2/3   nodes ██████░░░░░░░░░░░░░░ 1/3   12s",

@@ -97,7 +97,7 @@ fn tui_runs_an_orchestration_shows_grouped_failures_opens_the_failed_job_and_res
     tmux.wait_for(&["Run an orchestration", "orchestrations/deploy.yaml"], Duration::from_secs(5));
     tmux.keys(&["Enter"]);
     let screen = tmux.wait_for(&["finished: exit code 1"], Duration::from_secs(60));
-    for text in ["jobs ", "6/6", "nodes", "3/3", "ok 4", "failed 2", "Failures, grouped by identical error (1 groups)", "2 node(s) · RUN if [ -e ~/fail ]", "disk full on /var", "Slowest nodes"] {
+    for text in ["jobs ", "6/6", "nodes", "3/3", "ok 4", "failed 2", "Failures, grouped by identical error (1 groups)", "2 node(s) · failed, exit 4 · RUN if [ -e ~/fail ]", "disk full on /var", "Slowest nodes"] {
         assert!(screen.contains(text), "{text:?} missing from the finished run:\n{screen}");
     }
     let grouped = format!("{}, {}", fleet.hosts[1].name, fleet.hosts[2].name);
@@ -137,7 +137,7 @@ fn orchestrate_on_a_terminal_shows_the_inline_view_and_leaves_plain_lines() {
     let args = format!("orchestrate {} --catalog {}", file.display(), catalog.display());
     let tmux = Tmux::start(&fleet.dir, &pane_script(&fleet, &args), 140, 30);
     let screen = tmux.wait_for(&["EXITED 1"], Duration::from_secs(60));
-    let ok_line = format!("{}  ok  2 jobs (2 ok, 0 cached, 0 skipped) in ", fleet.hosts[0].name);
+    let ok_line = format!("{}  ok         2 jobs (2 ok, 0 cached, 0 skipped) in ", fleet.hosts[0].name);
     assert!(screen.contains(&ok_line), "a line for the node that ended well:\n{screen}");
     assert!(screen.contains("FAILED     RUN if [ -e ~/fail ]"), "the failure above the view:\n{screen}");
     assert!(screen.contains("│ disk full on /var"), "with its output tail:\n{screen}");

@@ -311,6 +311,15 @@ impl App {
         }
     }
 
+    /// The tab the current page belongs to: results and job pages belong to where they
+    /// were opened from.
+    pub fn tab(&self) -> Screen {
+        match self.screen {
+            Screen::Results | Screen::Job => self.back.first().copied().unwrap_or(Screen::History),
+            s => s,
+        }
+    }
+
     fn back(&mut self) {
         if let Some(s) = self.back.pop() {
             self.screen = s;

@@ -160,9 +160,9 @@ fn render_top(app: &App, frame: &mut Frame, area: Rect) {
         spans.push(Span::raw(format!(" · {} selected", app.selected.len())));
     }
     spans.push(Span::raw("   "));
-    spans.push(tab("1", "Nodes", app.screen == Screen::Nodes));
-    spans.push(tab("2", "Run", app.screen == Screen::Run));
-    spans.push(tab("3", "History", matches!(app.screen, Screen::History | Screen::Results | Screen::Job)));
+    spans.push(tab("1", "Nodes", app.tab() == Screen::Nodes));
+    spans.push(tab("2", "Run", app.tab() == Screen::Run));
+    spans.push(tab("3", "History", app.tab() == Screen::History));
     if app.in_flight {
         spans.push(Span::styled("  ● running", Style::new().fg(Color::Yellow)));
     }
@@ -319,7 +319,7 @@ fn render_summary(app: &App, board: &Board, frame: &mut Frame, area: Rect) {
         let code = g.key.exit_code.map(|c| format!(", exit {c}")).unwrap_or_default();
         lines.push(Line::from(vec![
             Span::styled(format!("{} node(s)", g.nodes.len()), Style::new().fg(Color::Red).bold()),
-            Span::raw(format!(" · {} · {}{code}", g.key.job, g.key.status)),
+            Span::raw(format!(" · {}{code} · {}", g.key.status, g.key.job)),
         ]));
         lines.push(Line::from(Span::styled(format!("  {}", g.nodes.join(", ")), Style::new().fg(Color::Cyan))));
         for l in g.key.text.lines().take(6) {
