@@ -161,6 +161,13 @@ impl<B: Backend> LiveView<B> {
     }
 }
 
+impl<B: Backend> Drop for LiveView<B> {
+    /// The cursor comes back even when the run ends in a panic.
+    fn drop(&mut self) {
+        let _ = self.terminal.show_cursor();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
