@@ -35,6 +35,34 @@ pub enum Stream {
     Stderr,
 }
 
+/// Jobs by how they ended: what a node's task tallies and the live views show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    pub ok: usize,
+    pub cached: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub timed_out: usize,
+    pub cancelled: usize,
+}
+
+impl JobCounts {
+    pub fn add(&mut self, status: JobStatus) {
+        match status {
+            JobStatus::Ok => self.ok += 1,
+            JobStatus::Cached => self.cached += 1,
+            JobStatus::Failed => self.failed += 1,
+            JobStatus::Skipped => self.skipped += 1,
+            JobStatus::TimedOut => self.timed_out += 1,
+            JobStatus::Cancelled => self.cancelled += 1,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.ok + self.cached + self.failed + self.skipped + self.timed_out + self.cancelled
+    }
+}
+
 /// Counts for the end of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {

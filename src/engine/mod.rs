@@ -26,7 +26,7 @@ pub mod work;
 
 use crate::catalog::{Node, TransportKind};
 use crate::error::exit;
-use crate::event::{Event, JobStatus, Summary};
+use crate::event::{Event, JobCounts, JobStatus, Summary};
 use crate::plan::{Plan, Schedule, Work};
 use crate::transport::{self, ssh, Connection, Progress};
 use session::{OpenError, Session};
@@ -70,30 +70,18 @@ impl Sink {
 #[derive(Default)]
 struct NodeTally {
     unreachable: bool,
-    ok: usize,
-    cached: usize,
-    failed: usize,
-    skipped: usize,
-    timed_out: usize,
-    cancelled: usize,
+    jobs: JobCounts,
     /// Not contacted at all (bootstrap after a server failed).
     aborted: bool,
 }
 
 impl NodeTally {
     fn count(&mut self, status: JobStatus) {
-        match status {
-            JobStatus::Ok => self.ok += 1,
-            JobStatus::Cached => self.cached += 1,
-            JobStatus::Failed => self.failed += 1,
-            JobStatus::Skipped => self.skipped += 1,
-            JobStatus::TimedOut => self.timed_out += 1,
-            JobStatus::Cancelled => self.cancelled += 1,
-        }
+        self.jobs.add(status);
     }
 
     fn clean(&self) -> bool {
-        !self.unreachable && !self.aborted && self.failed == 0 && self.timed_out == 0 && self.cancelled == 0
+        !self.unreachable && !self.aborted && self.jobs.failed == 0 && self.jobs.timed_out == 0 && self.jobs.cancelled == 0
     }
 }
 
@@ -174,12 +162,12 @@ fn add(summary: &mut Summary, tally: NodeTally) {
     } else {
         summary.nodes_failed += 1;
     }
-    summary.jobs_ok += tally.ok;
-    summary.jobs_cached += tally.cached;
-    summary.jobs_failed += tally.failed;
-    summary.jobs_skipped += tally.skipped;
-    summary.jobs_timed_out += tally.timed_out;
-    summary.jobs_cancelled += tally.cancelled;
+    summary.jobs_ok += tally.jobs.ok;
+    summary.jobs_cached += tally.jobs.cached;
+    summary.jobs_failed += tally.jobs.failed;
+    summary.jobs_skipped += tally.jobs.skipped;
+    summary.jobs_timed_out += tally.jobs.timed_out;
+    summary.jobs_cancelled += tally.jobs.cancelled;
 }
 
 /// The event of a job that did not run on `node`, and why.

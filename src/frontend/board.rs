@@ -6,7 +6,7 @@
 //! A plain struct fed events and the time they arrived; it reads no clock and draws nothing,
 //! so the inline view, the TUI and their tests share it.
 
-use crate::event::{Event, JobStatus, Stream, Summary};
+use crate::event::{Event, JobCounts, JobStatus, Stream, Summary};
 use crate::plan::Plan;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -68,42 +68,27 @@ pub struct NodeBoard {
     pub first_seen: Option<Instant>,
     pub finished_at: Option<Instant>,
     pub last_output: Option<Instant>,
-    /// Connect plus executor greeting, from `node_ready`.
-    pub ready_ms: Option<u64>,
-    pub arch: Option<String>,
-    pub os: Option<String>,
-    pub executor: bool,
     pub tail: String,
     /// The first failure or the unreachable error, for a person.
     pub error: Option<String>,
-    pub counts: Counts,
+    pub counts: JobCounts,
 }
 
-/// Jobs by how they ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub ok: usize,
-    pub cached: usize,
-    pub failed: usize,
-    pub skipped: usize,
-    pub timed_out: usize,
-    pub cancelled: usize,
-}
-
-impl Counts {
-    fn add(&mut self, status: JobStatus) {
-        match status {
-            JobStatus::Ok => self.ok += 1,
-            JobStatus::Cached => self.cached += 1,
-            JobStatus::Failed => self.failed += 1,
-            JobStatus::Skipped => self.skipped += 1,
-            JobStatus::TimedOut => self.timed_out += 1,
-            JobStatus::Cancelled => self.cancelled += 1,
+impl NodeBoard {
+    fn new(name: &str, total: usize) -> NodeBoard {
+        NodeBoard {
+            name: name.to_string(),
+            phase: Phase::Waiting,
+            total,
+            done: 0,
+            running: Vec::new(),
+            first_seen: None,
+            finished_at: None,
+            last_output: None,
+            tail: String::new(),
+            error: None,
+            counts: JobCounts::default(),
         }
-    }
-
-    pub fn total(&self) -> usize {
-        self.ok + self.cached + self.failed + self.skipped + self.timed_out + self.cancelled
     }
 }
 
@@ -141,7 +126,7 @@ pub struct Board {
     pub nodes: Vec<NodeBoard>,
     index: HashMap<String, usize>,
     pub jobs_total: usize,
-    pub counts: Counts,
+    pub counts: JobCounts,
     failures: BTreeMap<FailureKey, (Vec<String>, Option<usize>)>,
     outputs: HashMap<(usize, usize), Pending>,
     /// The cancel level asked for (1 drain, 2 kill), for the header.
@@ -161,26 +146,7 @@ pub fn totals(plan: &Plan) -> Vec<(String, usize)> {
 
 impl Board {
     pub fn new(totals: &[(String, usize)]) -> Board {
-        let nodes: Vec<NodeBoard> = totals
-            .iter()
-            .map(|(name, total)| NodeBoard {
-                name: name.clone(),
-                phase: Phase::Waiting,
-                total: *total,
-                done: 0,
-                running: Vec::new(),
-                first_seen: None,
-                finished_at: None,
-                last_output: None,
-                ready_ms: None,
-                arch: None,
-                os: None,
-                executor: false,
-                tail: String::new(),
-                error: None,
-                counts: Counts::default(),
-            })
-            .collect();
+        let nodes: Vec<NodeBoard> = totals.iter().map(|(name, total)| NodeBoard::new(name, *total)).collect();
         Board {
             run: String::new(),
             started: None,
@@ -189,7 +155,7 @@ impl Board {
             index: nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect(),
             jobs_total: totals.iter().map(|(_, t)| t).sum(),
             nodes,
-            counts: Counts::default(),
+            counts: JobCounts::default(),
             failures: BTreeMap::new(),
             outputs: HashMap::new(),
             cancel: 0,
@@ -204,9 +170,7 @@ impl Board {
         if let Some(&i) = self.index.get(name) {
             return i;
         }
-        let mut fresh = Board::new(&[(name.to_string(), 0)]).nodes.remove(0);
-        fresh.phase = Phase::Waiting;
-        self.nodes.push(fresh);
+        self.nodes.push(NodeBoard::new(name, 0));
         self.index.insert(name.to_string(), self.nodes.len() - 1);
         self.nodes.len() - 1
     }
@@ -246,22 +210,14 @@ impl Board {
                 n.phase = Phase::Connecting;
                 n.first_seen.get_or_insert(at);
             }
-            Event::NodeConnected { .. } | Event::NodeNotice { .. } => {}
-            Event::ExecutorUploaded { node, .. } => {
-                let i = self.slot(node);
-                self.nodes[i].executor = true;
-            }
-            Event::NodeReady { node, arch, os, ms, .. } => {
+            Event::NodeConnected { .. } | Event::NodeNotice { .. } | Event::ExecutorUploaded { .. } => {}
+            Event::NodeReady { node, .. } => {
                 let i = self.slot(node);
                 let n = &mut self.nodes[i];
                 if n.phase < Phase::Ready {
                     n.phase = Phase::Ready;
                 }
                 n.first_seen.get_or_insert(at);
-                n.ready_ms = Some(*ms);
-                n.arch = Some(arch.clone());
-                n.os = Some(os.clone());
-                n.executor = true;
             }
             Event::NodeUnreachable { node, error } => {
                 let i = self.slot(node);

@@ -6,7 +6,7 @@
 //! in view without jumping.
 
 use super::app::{App, Dialog, Executor, ListState, Screen};
-use crate::frontend::board::{short_duration, Board, Phase};
+use crate::frontend::board::{short_duration, Board, NodeBoard, Phase};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span, Text};
@@ -81,13 +81,18 @@ pub fn counts_line(board: &Board) -> Line<'static> {
     Line::from(spans)
 }
 
+/// `running 2/5` (job k of N) or the node's phase.
+pub fn state_word(n: &NodeBoard) -> String {
+    match n.phase {
+        Phase::Running => format!("running {}/{}", (n.done + 1).min(n.total.max(1)), n.total),
+        p => p.word().to_string(),
+    }
+}
+
 /// What a node of a run is doing: `running 2/5 RUN apt-get …` or its phase.
 pub fn node_doing(board: &Board, index: usize) -> (String, String) {
     let n = &board.nodes[index];
-    let state = match n.phase {
-        Phase::Running => format!("running {}/{}", (n.done + 1).min(n.total.max(1)), n.total),
-        p => p.word().to_string(),
-    };
+    let state = state_word(n);
     let job = match (n.running.first(), &n.error) {
         (Some(r), _) if n.running.len() > 1 => format!("{} (+{} more)", r.name, n.running.len() - 1),
         (Some(r), _) => r.name.clone(),
@@ -108,6 +113,13 @@ fn window(list: &ListState, len: usize, height: usize) -> std::ops::Range<usize>
     }
     list.offset.set(offset);
     offset..(offset + height).min(len)
+}
+
+/// The rows of a list that fit in `height`, built by `row`, the cursor's highlighted.
+fn visible_rows<'a>(list: &ListState, len: usize, height: u16, row: impl Fn(usize) -> Row<'a>) -> Vec<Row<'a>> {
+    window(list, len, height.saturating_sub(1) as usize)
+        .map(|pos| if pos == list.cursor { row(pos).style(highlight()) } else { row(pos) })
+        .collect()
 }
 
 fn highlight() -> Style {
@@ -186,45 +198,36 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect) {
         frame.render_widget(Paragraph::new(format!("No node matches `{}` (name, group or glob). Esc in the filter clears it.", app.filter)), inner);
         return;
     }
-    let range = window(&app.node_list, app.shown.len(), inner.height.saturating_sub(1) as usize);
-    let rows: Vec<Row> = range
-        .map(|pos| {
-            let node = &app.nodes[app.shown[pos]];
-            let (phase, on_board) = app.state(&node.name);
-            let (state, style) = match on_board {
-                Some(b) if phase == Phase::Running => (format!("running {}/{}", (b.done + 1).min(b.total.max(1)), b.total), phase_style(phase)),
-                Some(_) => (phase.word().to_string(), phase_style(phase)),
-                None => ("unknown".to_string(), Style::new().fg(Color::DarkGray)),
-            };
-            let system = match (node.arch.as_str(), node.os.as_str()) {
-                ("", "") => "-".to_string(),
-                (a, o) => format!("{a} {o}"),
-            };
-            let executor = match node.executor {
-                Executor::Unknown => "-",
-                Executor::Present => "yes",
-                Executor::Old => "old",
-            };
-            let last = node.last.as_ref().map(|(o, _)| o.clone()).unwrap_or_else(|| "-".into());
-            let rtt = node.round_trip_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "-".into());
-            let mark = if app.selected.contains(&node.name) { "●" } else { " " };
-            let row = Row::new(vec![
-                Span::raw(mark),
-                Span::raw(node.name.clone()),
-                Span::styled(state, style),
-                Span::raw(node.address.clone()),
-                Span::raw(system),
-                Span::raw(executor),
-                Span::raw(last),
-                Span::raw(rtt),
-            ]);
-            if pos == app.node_list.cursor {
-                row.style(highlight())
-            } else {
-                row
-            }
-        })
-        .collect();
+    let rows: Vec<Row> = visible_rows(&app.node_list, app.shown.len(), inner.height, |pos| {
+        let node = &app.nodes[app.shown[pos]];
+        let (phase, on_board) = app.state(&node.name);
+        let (state, style) = match on_board {
+            Some(b) => (state_word(b), phase_style(phase)),
+            None => ("unknown".to_string(), Style::new().fg(Color::DarkGray)),
+        };
+        let system = match (node.arch.as_str(), node.os.as_str()) {
+            ("", "") => "-".to_string(),
+            (a, o) => format!("{a} {o}"),
+        };
+        let executor = match node.executor {
+            Executor::Unknown => "-",
+            Executor::Present => "yes",
+            Executor::Old => "old",
+        };
+        let last = node.last.as_ref().map(|(o, _)| o.clone()).unwrap_or_else(|| "-".into());
+        let rtt = node.round_trip_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "-".into());
+        let mark = if app.selected.contains(&node.name) { "●" } else { " " };
+        Row::new(vec![
+            Span::raw(mark),
+            Span::raw(node.name.clone()),
+            Span::styled(state, style),
+            Span::raw(node.address.clone()),
+            Span::raw(system),
+            Span::raw(executor),
+            Span::raw(last),
+            Span::raw(rtt),
+        ])
+    });
     let name_width = app.nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).clamp(4, 30) as u16;
     let table = Table::new(
         rows,
@@ -266,36 +269,28 @@ fn render_run(app: &App, frame: &mut Frame, area: Rect) {
     let block = Block::new().borders(Borders::ALL).title(" Nodes (in flight first) ");
     let inner = block.inner(list);
     frame.render_widget(block, list);
-    let range = window(&app.run_list, rows_order.len(), inner.height.saturating_sub(1) as usize);
     let name_width = board.nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).clamp(4, 30) as u16;
-    let rows: Vec<Row> = range
-        .map(|pos| {
-            let i = rows_order[pos];
-            let n = &board.nodes[i];
-            let (state, job) = node_doing(board, i);
-            let (elapsed, quiet) = match n.running.first() {
-                Some(r) => {
-                    let quiet = n.last_output.map(|t| t.max(r.since)).unwrap_or(r.since);
-                    (short_duration(app.now.saturating_duration_since(r.since)), short_duration(app.now.saturating_duration_since(quiet)))
-                }
-                None => match (n.first_seen, n.finished_at) {
-                    (Some(a), Some(b)) => (short_duration(b.duration_since(a)), String::new()),
-                    _ => (String::new(), String::new()),
-                },
-            };
-            let row = Row::new(vec![Span::raw(n.name.clone()), Span::styled(state, phase_style(n.phase)), Span::raw(job), Span::raw(elapsed), Span::raw(quiet)]);
-            if pos == app.run_list.cursor {
-                row.style(highlight())
-            } else {
-                row
+    let rows: Vec<Row> = visible_rows(&app.run_list, rows_order.len(), inner.height, |pos| {
+        let i = rows_order[pos];
+        let n = &board.nodes[i];
+        let (state, job) = node_doing(board, i);
+        let (elapsed, quiet) = match n.running.first() {
+            Some(r) => {
+                let quiet = n.last_output.map(|t| t.max(r.since)).unwrap_or(r.since);
+                (short_duration(app.now.saturating_duration_since(r.since)), short_duration(app.now.saturating_duration_since(quiet)))
             }
-        })
-        .collect();
+            None => match (n.first_seen, n.finished_at) {
+                (Some(a), Some(b)) => (short_duration(b.duration_since(a)), String::new()),
+                _ => (String::new(), String::new()),
+            },
+        };
+        Row::new(vec![Span::raw(n.name.clone()), Span::styled(state, phase_style(n.phase)), Span::raw(job), Span::raw(elapsed), Span::raw(quiet)])
+    });
     let table = Table::new(rows, [Constraint::Length(name_width), Constraint::Length(13), Constraint::Min(20), Constraint::Length(8), Constraint::Length(8)])
         .header(Row::new(vec!["NODE", "STATE", "JOB", "ELAPSED", "QUIET"]).style(header_style()));
     frame.render_widget(table, inner);
     if finished {
-        render_summary(app, board, frame, detail);
+        render_summary(board, frame, detail);
     } else {
         let node = rows_order.get(app.run_list.cursor).map(|&i| &board.nodes[i]);
         let (name, tail) = node.map(|n| (n.name.as_str(), n.tail.as_str())).unwrap_or(("", ""));
@@ -308,7 +303,7 @@ fn render_run(app: &App, frame: &mut Frame, area: Rect) {
     }
 }
 
-fn render_summary(app: &App, board: &Board, frame: &mut Frame, area: Rect) {
+fn render_summary(board: &Board, frame: &mut Frame, area: Rect) {
     let [left, right] = Layout::horizontal([Constraint::Percentage(70), Constraint::Percentage(30)]).areas(area);
     let groups = board.failure_groups();
     let mut lines: Vec<Line> = Vec::new();
@@ -330,7 +325,6 @@ fn render_summary(app: &App, board: &Board, frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(title)), left);
     let slow: Vec<Line> = board.slowest(right.height.saturating_sub(2) as usize).into_iter().map(|(n, d)| Line::from(format!("{:>8}  {n}", short_duration(d)))).collect();
     frame.render_widget(Paragraph::new(slow).block(Block::new().borders(Borders::ALL).title(" Slowest nodes ")), right);
-    let _ = app;
 }
 
 fn render_history(app: &App, frame: &mut Frame, area: Rect) {
@@ -341,20 +335,12 @@ fn render_history(app: &App, frame: &mut Frame, area: Rect) {
         frame.render_widget(Paragraph::new("No runs recorded yet."), inner);
         return;
     }
-    let range = window(&app.runs_list, app.runs.len(), inner.height.saturating_sub(1) as usize);
-    let rows: Vec<Row> = range
-        .map(|pos| {
-            let r = &app.runs[pos];
-            let duration = r.duration_ms.map(|ms| short_duration(std::time::Duration::from_millis(ms as u64))).unwrap_or_default();
-            let nodes = format!("{} ({} ok, {} failed, {} unreach.)", r.nodes, r.nodes_ok, r.nodes_failed, r.nodes_unreachable);
-            let row = Row::new(vec![r.id.clone(), r.kind.clone(), r.status.clone(), r.started.clone(), duration, nodes, r.command.clone()]);
-            if pos == app.runs_list.cursor {
-                row.style(highlight())
-            } else {
-                row
-            }
-        })
-        .collect();
+    let rows: Vec<Row> = visible_rows(&app.runs_list, app.runs.len(), inner.height, |pos| {
+        let r = &app.runs[pos];
+        let duration = r.duration_ms.map(|ms| short_duration(std::time::Duration::from_millis(ms as u64))).unwrap_or_default();
+        let nodes = format!("{} ({} ok, {} failed, {} unreach.)", r.nodes, r.nodes_ok, r.nodes_failed, r.nodes_unreachable);
+        Row::new(vec![r.id.clone(), r.kind.clone(), r.status.clone(), r.started.clone(), duration, nodes, r.command.clone()])
+    });
     let table = Table::new(
         rows,
         [Constraint::Length(12), Constraint::Length(11), Constraint::Length(10), Constraint::Length(19), Constraint::Length(8), Constraint::Length(32), Constraint::Min(10)],
@@ -373,31 +359,23 @@ fn render_results(app: &App, frame: &mut Frame, area: Rect) {
         frame.render_widget(Paragraph::new("No results recorded for this run yet."), inner);
         return;
     }
-    let range = window(&app.results_list, rows.len(), inner.height.saturating_sub(1) as usize);
-    let table_rows: Vec<Row> = range
-        .map(|pos| {
-            let r = &rows[pos];
-            let style = match r.status.as_str() {
-                "ok" | "cached" => Style::new().fg(Color::Green),
-                "skipped" | "pending" => Style::new().fg(Color::DarkGray),
-                _ => Style::new().fg(Color::Red),
-            };
-            let row = Row::new(vec![
-                Span::raw(r.seq.to_string()),
-                Span::raw(r.job.clone()),
-                Span::raw(r.node.clone()),
-                Span::styled(r.status.clone(), style),
-                Span::raw(r.exit_code.map(|c| c.to_string()).unwrap_or_default()),
-                Span::raw(r.execution_ms.map(|ms| format!("{ms} ms")).unwrap_or_default()),
-                Span::raw(r.reason.clone().unwrap_or_default()),
-            ]);
-            if pos == app.results_list.cursor {
-                row.style(highlight())
-            } else {
-                row
-            }
-        })
-        .collect();
+    let table_rows: Vec<Row> = visible_rows(&app.results_list, rows.len(), inner.height, |pos| {
+        let r = &rows[pos];
+        let style = match r.status.as_str() {
+            "ok" | "cached" => Style::new().fg(Color::Green),
+            "skipped" | "pending" => Style::new().fg(Color::DarkGray),
+            _ => Style::new().fg(Color::Red),
+        };
+        Row::new(vec![
+            Span::raw(r.seq.to_string()),
+            Span::raw(r.job.clone()),
+            Span::raw(r.node.clone()),
+            Span::styled(r.status.clone(), style),
+            Span::raw(r.exit_code.map(|c| c.to_string()).unwrap_or_default()),
+            Span::raw(r.execution_ms.map(|ms| format!("{ms} ms")).unwrap_or_default()),
+            Span::raw(r.reason.clone().unwrap_or_default()),
+        ])
+    });
     let table = Table::new(
         table_rows,
         [Constraint::Length(4), Constraint::Length(28), Constraint::Length(14), Constraint::Length(11), Constraint::Length(5), Constraint::Length(9), Constraint::Min(10)],
