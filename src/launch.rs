@@ -121,7 +121,9 @@ impl Running {
 
     /// Waits for the engine, writes the rest of the history and releases the nodes.
     pub async fn finish(mut self) -> Result<i32, Error> {
-        while self.events.recv().await.is_some() {}
+        while let Some(event) = self.events.recv().await {
+            self.recorder.record(&event);
+        }
         self.recorder.close();
         match self.engine.await {
             Ok((_, code)) => Ok(code),

@@ -379,7 +379,7 @@ fn bad_input_is_exit_2_with_file_line_column_and_a_hint() {
 
 // ---- the local transport: the same engine path without sshd -------------------------------
 
-fn local_director(home: &Path) -> Command {
+pub(crate) fn local_director(home: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_director"));
     cmd.env("HOME", home)
         .env_remove("XDG_CACHE_HOME")
@@ -391,7 +391,7 @@ fn local_director(home: &Path) -> Command {
     cmd
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
+pub(crate) fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

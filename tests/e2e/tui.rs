@@ -145,3 +145,31 @@ fn orchestrate_on_a_terminal_shows_the_inline_view_and_leaves_plain_lines() {
     assert!(!screen.contains("jobs █") && !screen.contains("jobs ░"), "the progress lines are gone at the end:\n{screen}");
     assert!(!tmux.alternate_screen());
 }
+
+#[test]
+fn tui_refuses_bad_input_and_a_missing_terminal_before_touching_anything() {
+    let home = crate::scratch("tui-errors");
+    let history = home.join("history.db");
+    let run = |args: &[&str]| {
+        let out = crate::local_director(&home).arg("--history").arg(&history).args(args).stdin(std::process::Stdio::null()).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert_eq!(
+        run(&["tui", "--json"]),
+        (Some(2), String::new(), "error: --json has no meaning in the TUI\n  hint: use `director orchestrate FILE --json` for events a script can read\n".to_string())
+    );
+    assert_eq!(
+        run(&["tui", "--restrict", "nope"]),
+        (Some(2), String::new(), "error: --restrict `nope` matches no node or group in the catalog\n  hint: the catalog has localhost\n".to_string())
+    );
+    // Output to a pipe: no escape codes, no raw mode, a clear refusal.
+    assert_eq!(
+        run(&["tui"]),
+        (
+            Some(2),
+            String::new(),
+            "error: the TUI cannot start: stdout is not a terminal\n  hint: `director tui` needs a terminal; in scripts, use `director orchestrate FILE` (with --json for events)\n".to_string()
+        )
+    );
+    assert!(!history.exists(), "nothing is recorded");
+}

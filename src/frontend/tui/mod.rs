@@ -23,6 +23,7 @@ use crate::history::{self, Contention, History};
 use crate::launch::{Incoming, Launch, Running};
 use crate::plan::{Plan, Selection};
 use app::{Action, App, Started};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -76,12 +77,21 @@ pub fn run(config: Config, history_path: PathBuf) -> Result<i32, Error> {
         files => files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
     };
     let mut app = App::new(&catalog, title, find_orchestrations(&config.catalogs), Instant::now());
+    if !config.restrict.is_empty() {
+        // `--restrict` preselects its nodes: they are what the first run applies to.
+        let mask = Selection { restrict: config.restrict.clone(), ..Selection::default() }.mask(&catalog)?;
+        app.selected = catalog.nodes.iter().zip(mask).filter(|(_, on)| *on).map(|(n, _)| n.name.clone()).collect();
+    }
     refresh_facts(&mut app, &history_path);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
-    let mut terminal = ratatui::try_init().map_err(|e| Error::internal(format!("cannot take the terminal: {e}")).hint("`director tui` needs a terminal; use `orchestrate` in scripts"))?;
+    let hint = "`director tui` needs a terminal; in scripts, use `director orchestrate FILE` (with --json for events)";
+    if !std::io::stdout().is_terminal() {
+        return Err(Error::input("the TUI cannot start: stdout is not a terminal").hint(hint));
+    }
+    let mut terminal = ratatui::try_init().map_err(|e| Error::input(format!("the TUI cannot start: cannot take the terminal: {e}")).hint(hint))?;
     let _restore = Restore;
     let tui = Tui { catalog, config, history: history_path };
     runtime.block_on(tui.serve(&mut app, &mut terminal))
