@@ -155,13 +155,20 @@ fn rendered_info(job: &Job, r: &Rendered) -> String {
 /// Renders the job's templates with the node's args and, for ADD/COPY, works out each
 /// destination and content hash.
 async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), String> {
-    let (mut args, env) = {
+    let (cached, env) = {
         let cache = cx.state().cache();
         (cache.args_value(), cache.env_map())
     };
-    if let (Value::Object(a), Some(extra)) = (&mut args, cx.plan.vars.get(cx.index)) {
-        a.extend(extra.clone());
+    // The catalog's vars for the node are the defaults; what its cache holds (ARG, QUERY…)
+    // wins over them, and the plan's own extras (bootstrap's catalog) over both.
+    let mut context = cx.node.vars.clone();
+    if let Value::Object(a) = cached {
+        context.extend(a);
     }
+    if let Some(extra) = cx.plan.vars.get(cx.index) {
+        context.extend(extra.clone());
+    }
+    let args = Value::Object(context);
     let render = |t: &str| cx.renderer.render(t, &args);
     let mut r = Rendered { env, ..Rendered::default() };
     let mut outgoing = Vec::new();

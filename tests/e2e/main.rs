@@ -627,3 +627,26 @@ fn several_local_nodes_install_the_executor_once_without_racing() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("summary: 8 nodes (8 ok, 0 failed, 0 unreachable)"));
     }
 }
+
+#[test]
+fn catalog_vars_reach_templates_and_the_node_cache_wins_over_them() {
+    let home = scratch("catalog-vars");
+    let catalog = home.join("catalog.yaml");
+    std::fs::write(
+        &catalog,
+        "defaults: {transport: local}\nvars: {region: eu, greeting: hello}\ngroups:\n  web: {vars: {greeting: howdy}}\nnodes:\n  - {name: a, groups: [web], vars: {role: front}}\n  - {name: b, vars: {role: back}}\n",
+    )
+    .unwrap();
+    let file = home.join("o.yaml");
+    std::fs::write(&file, "- jobs:\n    - RUN: echo {{ greeting }} {{ role }} {{ region }}\n- targets: [b]\n  jobs:\n    - ARG: role cached\n    - RUN: echo then {{ role }}\n").unwrap();
+    let out = output(local_director(&home).arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).arg("--json"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let said = |node: &str| -> String {
+        schema::parse(&out.stdout).iter().filter_map(|e| match e {
+            Event::JobOutput { node: n, data, .. } if n == node => Some(data.clone()),
+            _ => None,
+        }).collect()
+    };
+    assert_eq!(said("a"), "howdy front eu\n", "node vars beat group vars beat global vars");
+    assert_eq!(said("b"), "hello back eu\nargs added to cache\nthen cached\n", "an ARG in the node's cache beats the catalog");
+}
