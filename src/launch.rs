@@ -43,7 +43,6 @@ pub enum Incoming {
 }
 
 pub struct Running {
-    pub id: String,
     /// The host-key-off warning, when some node has checking off: the caller shows it.
     pub warning: Option<String>,
     events: mpsc::Receiver<Event>,
@@ -84,7 +83,7 @@ impl Launch {
         let (tx, events) = mpsc::channel(4096);
         let (cancel, cancel_rx) = watch::channel(engine::CANCEL_NONE);
         let engine = tokio::spawn(engine::run(Arc::new(plan), engine_config, engine::Sink::new(tx), cancel_rx));
-        Ok(Running { id: spec.id, warning, events, remote_cancel, cancel, recorder, engine, _guard: guard })
+        Ok(Running { warning, events, remote_cancel, cancel, recorder, engine, _guard: guard })
     }
 }
 
@@ -107,11 +106,6 @@ impl Running {
     /// never lowers it.
     pub fn cancel(&self, level: u8) {
         raise(&self.cancel, level);
-    }
-
-    /// The cancel level reached so far.
-    pub fn cancel_level(&self) -> u8 {
-        *self.cancel.borrow()
     }
 
     /// Sender for the cancel level, for a task that listens to Ctrl-C.

@@ -82,18 +82,10 @@ fn command_line(args: &[OsString]) -> String {
     words.join(" ")
 }
 
-/// What a run is, before it starts: for the history and the lock.
-struct Invocation {
-    kind: &'static str,
-    command: String,
-    files: Vec<String>,
-    history: std::path::PathBuf,
-}
-
 fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
     let settings = config::Settings::load(cli.config.as_deref())?;
     let history = cli.history.clone().or(settings.history.clone()).unwrap_or_else(history::default_path);
-    let invocation = |kind, files: &[std::path::PathBuf]| Invocation { kind, command: command.to_string(), files: files.iter().map(|f| launch::absolute(f)).collect(), history: history.clone() };
+    let launch = |plan, kind, files: &[std::path::PathBuf]| Launch { plan, kind, command: command.to_string(), files: files.iter().map(|f| launch::absolute(f)).collect(), history: history.clone() };
     match cli.command {
         cli::Command::Manage(args) => frontend::manage::run(&args, &history),
         cli::Command::Tui { catalogs, run } => {
@@ -127,7 +119,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             let catalog = Catalog::load(&config.catalogs)?;
             let selection = Selection { restrict: config.restrict.clone(), ignore_cache: config.ignore_cache, only };
             let plan = Plan::build(&catalog, &list, &selection)?;
-            execute(plan, &catalog, config, invocation("orchestrate", &files))
+            execute(launch(plan, "orchestrate", &files), &catalog, config)
         }
         cli::Command::Exec { verb, targets, args, run } => {
             let config = Config::resolve(&run, &settings);
@@ -135,7 +127,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             let catalog = Catalog::load(&config.catalogs)?;
             let selection = Selection { restrict: config.restrict.clone(), ignore_cache: config.ignore_cache, only: None };
             let plan = Plan::build(&catalog, &[orchestration], &selection)?;
-            execute(plan, &catalog, config, invocation("exec", &[]))
+            execute(launch(plan, "exec", &[]), &catalog, config)
         }
         cli::Command::Bootstrap { threads, key_file, run } => {
             let config = Config::resolve(&run, &settings);
@@ -150,7 +142,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             }
             let selection = Selection { restrict: config.restrict.clone(), ignore_cache: true, only: None };
             let plan = Plan::bootstrap(&catalog, &selection, threads)?;
-            execute(plan, &catalog, config, invocation("bootstrap", &[]))
+            execute(launch(plan, "bootstrap", &[]), &catalog, config)
         }
     }
 }
@@ -178,13 +170,12 @@ fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Op
 }
 
 /// Takes the nodes in the history, runs the plan, records it; returns the exit code.
-fn execute(plan: Plan, catalog: &Catalog, config: Config, invocation: Invocation) -> Result<i32, Error> {
+fn execute(launch: Launch, catalog: &Catalog, config: Config) -> Result<i32, Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
-    let totals = frontend::board::totals(&plan);
-    let launch = Launch { plan, kind: invocation.kind, command: invocation.command, files: invocation.files, history: invocation.history };
+    let totals = frontend::board::totals(&launch.plan);
     let contention = if config.wait { history::Contention::Wait } else { history::Contention::Refuse };
     runtime.block_on(async {
         let running = launch.start(catalog, &config, contention, &mut |h| {

@@ -122,7 +122,6 @@ pub struct Board {
     pub run: String,
     pub started: Option<Instant>,
     pub finished: Option<(Summary, i32)>,
-    pub ended_at: Option<Instant>,
     pub nodes: Vec<NodeBoard>,
     index: HashMap<String, usize>,
     pub jobs_total: usize,
@@ -151,7 +150,6 @@ impl Board {
             run: String::new(),
             started: None,
             finished: None,
-            ended_at: None,
             index: nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect(),
             jobs_total: totals.iter().map(|(_, t)| t).sum(),
             nodes,
@@ -188,11 +186,7 @@ impl Board {
         if let Some((summary, _)) = &self.finished {
             return Duration::from_millis(summary.elapsed_ms);
         }
-        match (self.started, self.ended_at) {
-            (Some(s), Some(e)) => e.duration_since(s),
-            (Some(s), None) => now.saturating_duration_since(s),
-            _ => Duration::ZERO,
-        }
+        self.started.map(|s| now.saturating_duration_since(s)).unwrap_or_default()
     }
 
     pub fn handle(&mut self, event: &Event, at: Instant) {
@@ -290,7 +284,6 @@ impl Board {
             }
             Event::RunFinished { summary, exit_code } => {
                 self.finished = Some((summary.clone(), *exit_code));
-                self.ended_at = Some(at);
                 for n in &mut self.nodes {
                     n.running.clear();
                 }

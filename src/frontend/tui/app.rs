@@ -213,12 +213,9 @@ impl App {
         }
     }
 
-    /// The state word of a node: from the run on screen when it holds the node.
-    pub fn state(&self, node: &str) -> (Phase, Option<&board::NodeBoard>) {
-        match self.board.as_ref().and_then(|b| b.node(node)) {
-            Some(n) => (n.phase, Some(n)),
-            None => (Phase::Waiting, None),
-        }
+    /// The node in the run on screen, when that run holds it.
+    pub fn on_board(&self, node: &str) -> Option<&board::NodeBoard> {
+        self.board.as_ref().and_then(|b| b.node(node))
     }
 
     fn refilter(&mut self) {

@@ -193,7 +193,8 @@ impl Tui {
                 return app.quit_armed;
             }
             Action::Orchestrate { files, nodes } => {
-                let label = format!("{} on {} node(s)", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "), nodes.len());
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                let label = format!("{} on {} node(s)", names.join(", "), nodes.len());
                 let built = files
                     .iter()
                     .map(|f| crate::catalog::orchestration::Orchestration::load(f))
@@ -201,7 +202,7 @@ impl Tui {
                     .and_then(|list| Plan::build(&self.catalog, &list, &self.selection(nodes)));
                 let what = What {
                     kind: "orchestrate",
-                    command: format!("director tui: orchestrate {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" ")),
+                    command: format!("director tui: orchestrate {}", names.join(" ")),
                     files: files.iter().map(|f| crate::launch::absolute(f)).collect(),
                     label,
                     started: Started::Orchestrate(files),

@@ -200,9 +200,8 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect) {
     }
     let rows: Vec<Row> = visible_rows(&app.node_list, app.shown.len(), inner.height, |pos| {
         let node = &app.nodes[app.shown[pos]];
-        let (phase, on_board) = app.state(&node.name);
-        let (state, style) = match on_board {
-            Some(b) => (state_word(b), phase_style(phase)),
+        let (state, style) = match app.on_board(&node.name) {
+            Some(b) => (state_word(b), phase_style(b.phase)),
             None => ("unknown".to_string(), Style::new().fg(Color::DarkGray)),
         };
         let system = match (node.arch.as_str(), node.os.as_str()) {
