@@ -13,7 +13,13 @@ use std::process::Command;
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    for p in ["crates/director-exec/src", "crates/director-exec/Cargo.toml", "crates/director-proto/src", "crates/director-proto/Cargo.toml", "Cargo.lock"] {
+    for p in [
+        "crates/director-exec/src",
+        "crates/director-exec/Cargo.toml",
+        "crates/director-proto/src",
+        "crates/director-proto/Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     println!("cargo:rerun-if-env-changed=DIRECTOR_EXEC_TARGET");
@@ -44,7 +50,12 @@ fn main() {
     let hex: String = Sha3_256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
     println!("cargo:rustc-env=DIRECTOR_EXEC_PATH={}", path.display());
     println!("cargo:rustc-env=DIRECTOR_EXEC_SHA3={hex}");
-    let target = path.parent().and_then(|p| p.parent()).and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let target = path
+        .parent()
+        .and_then(|p| p.parent())
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     println!(
         "cargo:rustc-env=DIRECTOR_LONG_VERSION={} (executor {target}, {} bytes, sha3 {})",
         std::env::var("CARGO_PKG_VERSION").unwrap(),
@@ -59,7 +70,13 @@ fn build(root: &Path, target_dir: &Path, target: &str, flags: &str) -> Result<Pa
     cmd.current_dir(root)
         .args(["build", "--quiet", "--profile", "exec", "-p", "director-exec", "--target", target, "--target-dir"])
         .arg(target_dir);
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "CARGO_PROFILE_RELEASE_DEBUG"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+    ] {
         cmd.env_remove(var);
     }
     if !flags.is_empty() {

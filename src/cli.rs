@@ -173,7 +173,8 @@ pub struct RunArgs {
 
 /// `90`, `90s`, `15m`, `12h`, `2d` → seconds.
 fn parse_duration(text: &str) -> Result<u64, String> {
-    let (digits, unit) = text.trim().split_at(text.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(text.trim().len()));
+    let (digits, unit) =
+        text.trim().split_at(text.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(text.trim().len()));
     let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a duration; use e.g. 3600, 90m, 12h or 2d"))?;
     let scale = match unit {
         "" | "s" => 1,

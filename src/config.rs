@@ -8,12 +8,12 @@
 //! keys `history`, `catalog` (a file or a list) and `known_hosts`; relative paths in it are
 //! taken from its own directory.
 
-use crate::catalog::HostKeyPolicy;
 use crate::catalog::yaml::{child, Document, Seg};
+use crate::catalog::HostKeyPolicy;
 use crate::cli::{HostKeyChecking, Progress, RunArgs};
 use crate::error::Error;
-use serde_json::Value;
 use crate::frontend::text::Mode;
+use serde_json::Value;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,7 +78,11 @@ impl Settings {
         let map = match &doc.root {
             Value::Null => return Ok(Settings::default()),
             Value::Object(m) => m.clone(),
-            _ => return Err(doc.error_at(&[], "the settings file must be a mapping").hint(format!("its keys are: {}", SETTINGS_KEYS.join(", ")))),
+            _ => {
+                return Err(doc
+                    .error_at(&[], "the settings file must be a mapping")
+                    .hint(format!("its keys are: {}", SETTINGS_KEYS.join(", "))))
+            }
         };
         let mut settings = Settings::default();
         for (key, value) in &map {
@@ -95,7 +99,11 @@ impl Settings {
                 "known_hosts" => settings.known_hosts = Some(path_of(value, &at)?),
                 "catalog" => {
                     settings.catalog = match value {
-                        Value::Array(items) => items.iter().enumerate().map(|(i, v)| path_of(v, &child(&child(&[], key.as_str()), i))).collect::<Result<_, _>>()?,
+                        Value::Array(items) => items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| path_of(v, &child(&child(&[], key.as_str()), i)))
+                            .collect::<Result<_, _>>()?,
                         v => vec![path_of(v, &at)?],
                     }
                 }
@@ -134,7 +142,11 @@ impl Config {
                 HostKeyChecking::Strict => HostKeyPolicy::Strict,
                 HostKeyChecking::Off => HostKeyPolicy::Off,
             }),
-            known_hosts: args.known_hosts.clone().or_else(|| settings.known_hosts.clone()).unwrap_or_else(crate::transport::known_hosts::default_path),
+            known_hosts: args
+                .known_hosts
+                .clone()
+                .or_else(|| settings.known_hosts.clone())
+                .unwrap_or_else(crate::transport::known_hosts::default_path),
             connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
             connect_concurrency: args.connect_concurrency.max(1),
             ignore_cache: args.ignore_cache,

@@ -56,7 +56,13 @@ pub struct Running {
 impl Launch {
     /// Takes the nodes (refusing, waiting or sharing per `contention`; `waiting` hears about
     /// the holder once) and starts the run. Must be called inside a tokio runtime.
-    pub fn start(self, catalog: &Catalog, config: &Config, contention: Contention, waiting: &mut dyn FnMut(&history::Holder)) -> Result<Running, Error> {
+    pub fn start(
+        self,
+        catalog: &Catalog,
+        config: &Config,
+        contention: Contention,
+        waiting: &mut dyn FnMut(&history::Holder),
+    ) -> Result<Running, Error> {
         let plan = self.plan;
         let ssh = if plan.nodes.iter().any(|n| n.transport == TransportKind::Ssh) {
             let credentials = transport::ssh::Credentials::load(catalog, &plan.nodes)?;
@@ -73,13 +79,19 @@ impl Launch {
         };
         let spec = run_spec(&plan, config, self.kind, self.command, self.files);
         let mut store = History::open(&self.history)?;
-        let sentinel_only = !plan.jobs.is_empty() && plan.jobs.iter().all(|j| matches!(j.work, plan::Work::QueueSentinel));
+        let sentinel_only =
+            !plan.jobs.is_empty() && plan.jobs.iter().all(|j| matches!(j.work, plan::Work::QueueSentinel));
         let contention = if sentinel_only { Contention::Share } else { contention };
         let guard = store.begin(&spec, contention, waiting)?;
         let warning = host_key_warning(&plan, config);
         let (remote_cancel_tx, remote_cancel) = mpsc::unbounded_channel::<()>();
         let recorder = Recorder::start(store, &spec, remote_cancel_tx)?;
-        let engine_config = Arc::new(engine::EngineConfig { run_id: spec.id.clone(), ssh, hello_timeout: Duration::from_secs(30), args_ttl: config.args_ttl });
+        let engine_config = Arc::new(engine::EngineConfig {
+            run_id: spec.id.clone(),
+            ssh,
+            hello_timeout: Duration::from_secs(30),
+            args_ttl: config.args_ttl,
+        });
         let (tx, events) = mpsc::channel(4096);
         let (cancel, cancel_rx) = watch::channel(engine::CANCEL_NONE);
         let engine = tokio::spawn(engine::run(Arc::new(plan), engine_config, engine::Sink::new(tx), cancel_rx));
@@ -155,7 +167,13 @@ fn host_key_warning(plan: &Plan, config: &Config) -> Option<String> {
         .filter(|n| config.host_key_override.or(n.host_key_checking) == Some(HostKeyPolicy::Off))
         .map(|n| n.name.as_str())
         .collect();
-    (!off.is_empty()).then(|| format!("warning: host key checking is off for {} node(s) ({}): their identity is not verified", off.len(), off.join(", ")))
+    (!off.is_empty()).then(|| {
+        format!(
+            "warning: host key checking is off for {} node(s) ({}): their identity is not verified",
+            off.len(),
+            off.join(", ")
+        )
+    })
 }
 
 fn run_spec(plan: &Plan, config: &Config, kind: &str, command: String, files: Vec<String>) -> RunSpec {

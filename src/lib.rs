@@ -71,7 +71,14 @@ fn command_line(args: &[OsString]) -> String {
         .enumerate()
         .map(|(i, a)| {
             let a = a.to_string_lossy();
-            let a = if i == 0 { std::path::Path::new(a.as_ref()).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default() } else { a.into_owned() };
+            let a = if i == 0 {
+                std::path::Path::new(a.as_ref())
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            } else {
+                a.into_owned()
+            };
             if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
                 a
             } else {
@@ -85,12 +92,19 @@ fn command_line(args: &[OsString]) -> String {
 fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
     let settings = config::Settings::load(cli.config.as_deref())?;
     let history = cli.history.clone().or(settings.history.clone()).unwrap_or_else(history::default_path);
-    let launch = |plan, kind, files: &[std::path::PathBuf]| Launch { plan, kind, command: command.to_string(), files: files.iter().map(|f| launch::absolute(f)).collect(), history: history.clone() };
+    let launch = |plan, kind, files: &[std::path::PathBuf]| Launch {
+        plan,
+        kind,
+        command: command.to_string(),
+        files: files.iter().map(|f| launch::absolute(f)).collect(),
+        history: history.clone(),
+    };
     match cli.command {
         cli::Command::Manage(args) => frontend::manage::run(&args, &history),
         cli::Command::Tui { catalogs, run } => {
             if run.json {
-                return Err(Error::input("--json has no meaning in the TUI").hint("use `director orchestrate FILE --json` for events a script can read"));
+                return Err(Error::input("--json has no meaning in the TUI")
+                    .hint("use `director orchestrate FILE --json` for events a script can read"));
             }
             let mut config = Config::resolve(&run, &settings);
             if !catalogs.is_empty() {
@@ -125,14 +139,16 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             let config = Config::resolve(&run, &settings);
             let orchestration = exec_orchestration(&verb, &targets, &args)?;
             let catalog = Catalog::load(&config.catalogs)?;
-            let selection = Selection { restrict: config.restrict.clone(), ignore_cache: config.ignore_cache, only: None };
+            let selection =
+                Selection { restrict: config.restrict.clone(), ignore_cache: config.ignore_cache, only: None };
             let plan = Plan::build(&catalog, &[orchestration], &selection)?;
             execute(launch(plan, "exec", &[]), &catalog, config)
         }
         cli::Command::Bootstrap { threads, key_file, run } => {
             let config = Config::resolve(&run, &settings);
             if config.catalogs.is_empty() {
-                return Err(Error::input("bootstrap needs the fleet's catalog").hint("give it with --catalog FILE (repeat it to merge several files, as Directord does)"));
+                return Err(Error::input("bootstrap needs the fleet's catalog")
+                    .hint("give it with --catalog FILE (repeat it to merge several files, as Directord does)"));
             }
             let mut catalog = Catalog::load(&config.catalogs)?;
             if let Some(key) = key_file {
@@ -150,7 +166,10 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
 /// For `--retry-failed`: the run, its nodes that did not end ok, its files and catalogs.
 /// `None` (after saying why) when there is nothing to retry.
 fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Option<history::query::RetrySet>, Error> {
-    let none = || Error::input(format!("--retry-failed: no runs recorded yet in {}", path.display())).hint("run an orchestration first; its failed nodes can then be retried");
+    let none = || {
+        Error::input(format!("--retry-failed: no runs recorded yet in {}", path.display()))
+            .hint("run an orchestration first; its failed nodes can then be retried")
+    };
     let store = history::History::open_existing(path)?.ok_or_else(none)?;
     let id = match store.find("runs", "run", which)? {
         history::query::Found::One(id) => id,
@@ -158,8 +177,10 @@ fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Op
     };
     let kind = store.run_kind(&id)?.unwrap_or_default();
     if need_files && kind != "orchestrate" {
-        return Err(Error::input(format!("--retry-failed: run {id} was `{kind}`, which has no orchestration files to run again"))
-            .hint("give the orchestration files: `director orchestrate FILE... --retry-failed RUN`"));
+        return Err(Error::input(format!(
+            "--retry-failed: run {id} was `{kind}`, which has no orchestration files to run again"
+        ))
+        .hint("give the orchestration files: `director orchestrate FILE... --retry-failed RUN`"));
     }
     let set = store.retry_set(&id)?;
     if set.nodes.is_empty() {
@@ -179,7 +200,13 @@ fn execute(launch: Launch, catalog: &Catalog, config: Config) -> Result<i32, Err
     let contention = if config.wait { history::Contention::Wait } else { history::Contention::Refuse };
     runtime.block_on(async {
         let running = launch.start(catalog, &config, contention, &mut |h| {
-            eprintln!("waiting for run {} (`{}`, since {}) to release {}", h.run, h.command, h.started, h.nodes.join(", "));
+            eprintln!(
+                "waiting for run {} (`{}`, since {}) to release {}",
+                h.run,
+                h.command,
+                h.started,
+                h.nodes.join(", ")
+            );
         })?;
         follow(running, config.output, &totals).await
     })
@@ -199,7 +226,8 @@ async fn follow(mut running: Running, output: config::Output, totals: &[(String,
             presses += 1;
             if presses == 1 {
                 cancel.raise(engine::CANCEL_DRAIN);
-                let _ = notice_tx.send("cancelling: no new jobs will start; press Ctrl-C again to kill the running ones".into());
+                let _ = notice_tx
+                    .send("cancelling: no new jobs will start; press Ctrl-C again to kill the running ones".into());
             } else {
                 cancel.raise(engine::CANCEL_KILL);
                 let _ = notice_tx.send("killing the running jobs".into());

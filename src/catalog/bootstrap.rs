@@ -36,7 +36,11 @@ pub fn jobs(catalog: &Catalog) -> Result<Vec<BootstrapJob>, Error> {
         for doc in &catalog.docs {
             let Some(list) = doc.root.get(section).and_then(|s| s.get("jobs")) else { continue };
             let path = vec![Seg::Key(section.into()), Seg::Key("jobs".into())];
-            let dir = doc.file.parent().map(|d| if d.as_os_str().is_empty() { std::path::PathBuf::from(".") } else { d.to_path_buf() }).unwrap_or_default();
+            let dir = doc
+                .file
+                .parent()
+                .map(|d| if d.as_os_str().is_empty() { std::path::PathBuf::from(".") } else { d.to_path_buf() })
+                .unwrap_or_default();
             let dir = std::path::absolute(&dir).unwrap_or(dir);
             flatten(doc, list, &path, section, &dir, &mut out)?;
         }
@@ -44,7 +48,14 @@ pub fn jobs(catalog: &Catalog) -> Result<Vec<BootstrapJob>, Error> {
     Ok(out)
 }
 
-fn flatten(doc: &super::yaml::Document, value: &Value, path: &[Seg], section: &'static str, dir: &std::path::Path, out: &mut Vec<BootstrapJob>) -> Result<(), Error> {
+fn flatten(
+    doc: &super::yaml::Document,
+    value: &Value,
+    path: &[Seg],
+    section: &'static str,
+    dir: &std::path::Path,
+    out: &mut Vec<BootstrapJob>,
+) -> Result<(), Error> {
     let hint = "a bootstrap job is `- RUN: \"command\"`, `- ADD: \"LOCAL REMOTE\"` or `- GET: \"REMOTE LOCAL\"`";
     match value {
         Value::Null => Ok(()),
@@ -70,7 +81,9 @@ fn flatten(doc: &super::yaml::Document, value: &Value, path: &[Seg], section: &'
             };
             if verb != "RUN" && !text.contains("{{") && text.split_whitespace().count() != 2 {
                 let order = if verb == "ADD" { "LOCAL REMOTE" } else { "REMOTE LOCAL" };
-                return Err(doc.error_at(&child(path, key.as_str()), format!("{verb} takes two paths, `{order}`")).hint(hint));
+                return Err(doc
+                    .error_at(&child(path, key.as_str()), format!("{verb} takes two paths, `{order}`"))
+                    .hint(hint));
             }
             out.push(BootstrapJob { section, verb, text, raw: value.clone(), dir: dir.to_path_buf() });
             Ok(())
@@ -115,7 +128,9 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     fn catalog(files: &[(&str, &str)]) -> Result<Catalog, Error> {
-        Catalog::from_documents(files.iter().map(|(n, t)| Document::parse(Path::new(n), t.to_string())).collect::<Result<_, _>>()?)
+        Catalog::from_documents(
+            files.iter().map(|(n, t)| Document::parse(Path::new(n), t.to_string())).collect::<Result<_, _>>()?,
+        )
     }
 
     #[test]
@@ -129,15 +144,30 @@ mod tests {
         assert_eq!(m["directord_clients"]["args"], serde_json::json!({"port": 22, "username": "ops"}));
         assert_eq!(m["directord_server"]["targets"][0]["host"], "10.0.0.1");
         let j: Vec<String> = jobs(&c).unwrap().iter().map(|j| format!("{} {} {}", j.section, j.verb, j.text)).collect();
-        assert_eq!(j, ["directord_server RUN echo s", "directord_clients RUN echo one", "directord_clients ADD a b", "directord_clients GET c d"]);
+        assert_eq!(
+            j,
+            [
+                "directord_server RUN echo s",
+                "directord_clients RUN echo one",
+                "directord_clients ADD a b",
+                "directord_clients GET c d"
+            ]
+        );
         assert_eq!(c.node("c1").unwrap().user, "ops");
     }
 
     #[test]
     fn bad_jobs_are_named_with_their_position() {
-        let err = catalog(&[("b.yaml", "directord_clients:\n  targets: [{host: h}]\n  jobs:\n  - COPY: a b\n")]).and_then(|c| jobs(&c)).unwrap_err();
-        assert_eq!(err.to_string(), "error: b.yaml:4:5: unknown bootstrap verb `COPY`\n  hint: bootstrap jobs use RUN, ADD and GET");
-        let err = catalog(&[("b.yaml", "directord_clients:\n  targets: [{host: h}]\n  jobs:\n  - ADD: onlyone\n")]).and_then(|c| jobs(&c)).unwrap_err();
+        let err = catalog(&[("b.yaml", "directord_clients:\n  targets: [{host: h}]\n  jobs:\n  - COPY: a b\n")])
+            .and_then(|c| jobs(&c))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "error: b.yaml:4:5: unknown bootstrap verb `COPY`\n  hint: bootstrap jobs use RUN, ADD and GET"
+        );
+        let err = catalog(&[("b.yaml", "directord_clients:\n  targets: [{host: h}]\n  jobs:\n  - ADD: onlyone\n")])
+            .and_then(|c| jobs(&c))
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "error: b.yaml:4:10: ADD takes two paths, `LOCAL REMOTE`\n  hint: a bootstrap job is `- RUN: \"command\"`, `- ADD: \"LOCAL REMOTE\"` or `- GET: \"REMOTE LOCAL\"`"
@@ -152,7 +182,8 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml") && path != inventory {
-                let c = Catalog::load(&[inventory.clone(), path.clone()]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let c = Catalog::load(&[inventory.clone(), path.clone()])
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 jobs(&c).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 n += 1;
             }

@@ -81,7 +81,8 @@ pub struct Catalog {
     pub nodes: Vec<Node>,
 }
 
-const NODE_KEYS: &[&str] = &["name", "host", "port", "user", "identity_file", "groups", "vars", "transport", "host_key_checking"];
+const NODE_KEYS: &[&str] =
+    &["name", "host", "port", "user", "identity_file", "groups", "vars", "transport", "host_key_checking"];
 const DEFAULT_KEYS: &[&str] = &["port", "user", "identity_file", "vars", "transport", "host_key_checking"];
 const TOP_KEYS: &[&str] = &["defaults", "groups", "nodes", "vars"];
 
@@ -132,7 +133,9 @@ impl Catalog {
         for (index, doc) in docs.iter().enumerate() {
             let found = match &doc.root {
                 Value::Null => Vec::new(),
-                Value::Object(top) if DIRECTORD_SECTIONS.iter().any(|s| top.contains_key(*s)) && !top.contains_key("nodes") => {
+                Value::Object(top)
+                    if DIRECTORD_SECTIONS.iter().any(|s| top.contains_key(*s)) && !top.contains_key("nodes") =>
+                {
                     directord_nodes(index, doc, &directord_args)?
                 }
                 Value::Object(_) => director_nodes(index, doc)?,
@@ -193,7 +196,13 @@ fn key_list(keys: &[&str]) -> String {
     keys.join(", ")
 }
 
-fn check_keys(doc: &Document, path: &[Seg], map: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), Error> {
+fn check_keys(
+    doc: &Document,
+    path: &[Seg],
+    map: &Map<String, Value>,
+    allowed: &[&str],
+    what: &str,
+) -> Result<(), Error> {
     for key in map.keys() {
         if !allowed.contains(&key.as_str()) {
             let at = child(path, Seg::KeyName(key.clone()));
@@ -239,7 +248,12 @@ fn port_field(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str)
     }
 }
 
-fn map_field<'a>(doc: &Document, path: &[Seg], map: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Map<String, Value>>, Error> {
+fn map_field<'a>(
+    doc: &Document,
+    path: &[Seg],
+    map: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a Map<String, Value>>, Error> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
@@ -250,7 +264,12 @@ fn map_field<'a>(doc: &Document, path: &[Seg], map: &'a Map<String, Value>, key:
     }
 }
 
-fn list_of_text(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, Error> {
+fn list_of_text(
+    doc: &Document,
+    path: &[Seg],
+    map: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<Vec<String>>, Error> {
     let at = child(path, key);
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -259,9 +278,7 @@ fn list_of_text(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &st
             .enumerate()
             .map(|(i, v)| match v {
                 Value::String(_) | Value::Number(_) => Ok(scalar_text(v).unwrap_or_default()),
-                _ => {
-                    Err(doc.error_at(&child(&at, i), format!("`{key}` items must be strings")))
-                }
+                _ => Err(doc.error_at(&child(&at, i), format!("`{key}` items must be strings"))),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
@@ -300,7 +317,9 @@ fn settings(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Se
             "local" => TransportKind::Local,
             other => {
                 let at = child(path, "transport");
-                return Err(doc.error_at(&at, format!("unknown transport `{other}`")).hint("transport is `ssh` or `local`"));
+                return Err(doc
+                    .error_at(&at, format!("unknown transport `{other}`"))
+                    .hint("transport is `ssh` or `local`"));
             }
         }),
     };
@@ -308,7 +327,8 @@ fn settings(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Se
         None => None,
         Some(t) => Some(HostKeyPolicy::parse(&t).ok_or_else(|| {
             let at = child(path, "host_key_checking");
-            doc.error_at(&at, format!("unknown host_key_checking `{t}`")).hint("host_key_checking is `accept-new`, `strict` or `off`")
+            doc.error_at(&at, format!("unknown host_key_checking `{t}`"))
+                .hint("host_key_checking is `accept-new`, `strict` or `off`")
         })?),
     };
     Ok(Settings {
@@ -339,26 +359,38 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
         match group {
             Value::Object(g) => check_keys(doc, &path, g, &["vars"], "group")?,
             Value::Null => {}
-            _ => return Err(doc.error_at(&path, format!("group `{name}` must be a mapping, e.g. `{name}: {{vars: {{}}}}`"))),
+            _ => {
+                return Err(
+                    doc.error_at(&path, format!("group `{name}` must be a mapping, e.g. `{name}: {{vars: {{}}}}`"))
+                )
+            }
         }
     }
     let list = match top.get("nodes") {
         Some(Value::Array(list)) => list,
         None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(_) => return Err(doc.error_at(&[Seg::Key("nodes".into())], "`nodes` must be a list").hint("write `nodes:` followed by `- name: ...` items")),
+        Some(_) => {
+            return Err(doc
+                .error_at(&[Seg::Key("nodes".into())], "`nodes` must be a list")
+                .hint("write `nodes:` followed by `- name: ...` items"))
+        }
     };
     let mut nodes = Vec::new();
     for (i, item) in list.iter().enumerate() {
         let path = vec![Seg::Key("nodes".into()), Seg::Index(i)];
         let Value::Object(map) = item else {
-            return Err(doc.error_at(&path, "a node must be a mapping with at least `name`").hint("e.g. `- {name: web1, host: 192.0.2.10}`"));
+            return Err(doc
+                .error_at(&path, "a node must be a mapping with at least `name`")
+                .hint("e.g. `- {name: web1, host: 192.0.2.10}`"));
         };
         check_keys(doc, &path, map, NODE_KEYS, "node")?;
         let own = settings(doc, &path, map)?;
         let name = text_field(doc, &path, map, "name")?;
         let host = text_field(doc, &path, map, "host")?;
         let Some(name) = name.or_else(|| host.clone()) else {
-            return Err(doc.error_at(&path, "node has neither `name` nor `host`").hint("give each node at least a `name`"));
+            return Err(doc
+                .error_at(&path, "node has neither `name` nor `host`")
+                .hint("give each node at least a `name`"));
         };
         let node_groups = list_of_text(doc, &path, map, "groups")?.unwrap_or_default();
         // Vars: global, then each group's in order, then the node's own; later wins.
@@ -376,7 +408,8 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
                 None => {
                     let at = child(&child(&path, "groups"), gi);
                     let known: Vec<&str> = groups.keys().map(String::as_str).collect();
-                    let err = doc.error_at(&at, format!("node `{name}` is in group `{g}`, which `groups:` does not define"));
+                    let err =
+                        doc.error_at(&at, format!("node `{name}` is in group `{g}`, which `groups:` does not define"));
                     return Err(match crate::suggest(g, known.iter().copied()) {
                         Some(s) => err.hint(format!("did you mean `{s}`? defined groups: {}", known.join(", "))),
                         None => err.hint(format!("defined groups: {}", known.join(", "))),
@@ -429,7 +462,9 @@ fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value
                 return Err(doc.error_at(&path, "a target must be a mapping with `host`"));
             };
             let Some(host) = text_field(doc, &path, t, "host")? else {
-                return Err(doc.error_at(&path, "[host] is undefined in bootstrap catalog").hint("every target needs `host:`"));
+                return Err(doc
+                    .error_at(&path, "[host] is undefined in bootstrap catalog")
+                    .hint("every target needs `host:`"));
             };
             let name = text_field(doc, &path, t, "name")?.unwrap_or_else(|| host.clone());
             nodes.push(Node {
@@ -472,7 +507,8 @@ mod tests {
 
     #[test]
     fn directord_inventory_loads_with_groups() {
-        let c = load(&std::fs::read_to_string("tests/fixtures/corpus/tools/directord-inventory-catalog.yaml").unwrap()).unwrap();
+        let c = load(&std::fs::read_to_string("tests/fixtures/corpus/tools/directord-inventory-catalog.yaml").unwrap())
+            .unwrap();
         let names: Vec<_> = c.nodes.iter().map(|n| (n.name.as_str(), n.groups[0].as_str())).collect();
         assert_eq!(names, [("127.0.0.1", "directord_server"), ("client1", "directord_clients")]);
     }

@@ -17,8 +17,27 @@ use std::path::Path;
 
 /// Every verb Directord knows, built-in and contributed.
 pub const KNOWN_VERBS: &[&str] = &[
-    "RUN", "ARG", "ENV", "ADD", "COPY", "WORKDIR", "CACHEFILE", "CACHEEVICT", "QUERY", "QUEUESENTINEL", "DNF", "SERVICE",
-    "WAIT", "ECHO", "REBOOT", "QUERY_WAIT", "JOB_WAIT", "FACTER", "CONTAINER_IMAGE", "POD", "SECONTEXT",
+    "RUN",
+    "ARG",
+    "ENV",
+    "ADD",
+    "COPY",
+    "WORKDIR",
+    "CACHEFILE",
+    "CACHEEVICT",
+    "QUERY",
+    "QUEUESENTINEL",
+    "DNF",
+    "SERVICE",
+    "WAIT",
+    "ECHO",
+    "REBOOT",
+    "QUERY_WAIT",
+    "JOB_WAIT",
+    "FACTER",
+    "CONTAINER_IMAGE",
+    "POD",
+    "SECONTEXT",
     "CONTAINER_CONFIG_DATA",
 ];
 
@@ -64,7 +83,9 @@ impl Orchestration {
         let list = match &doc.root {
             Value::Array(list) => list,
             Value::Null => {
-                return Err(doc.error_at(&[], "the orchestration is empty").hint("an orchestration is a list of entries, e.g. `- jobs: [{RUN: uptime}]`"))
+                return Err(doc
+                    .error_at(&[], "the orchestration is empty")
+                    .hint("an orchestration is a list of entries, e.g. `- jobs: [{RUN: uptime}]`"))
             }
             _ => {
                 return Err(doc
@@ -76,7 +97,9 @@ impl Orchestration {
         for (i, item) in list.iter().enumerate() {
             let path = vec![Seg::Index(i)];
             let Value::Object(map) = item else {
-                return Err(doc.error_at(&path, format!("entry {} must be a mapping with `jobs`", i + 1)).hint("e.g. `- jobs: [{RUN: uptime}]`"));
+                return Err(doc
+                    .error_at(&path, format!("entry {} must be a mapping with `jobs`", i + 1))
+                    .hint("e.g. `- jobs: [{RUN: uptime}]`"));
             };
             entries.push(entry(&doc, path, i, map)?);
         }
@@ -98,7 +121,8 @@ fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>)
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => strtobool(s).ok_or_else(|| {
-            doc.error_at(&at("async"), format!("`async` must be true or false, not `{s}`")).hint("yes/no, true/false, on/off and 1/0 are accepted")
+            doc.error_at(&at("async"), format!("`async` must be true or false, not `{s}`"))
+                .hint("yes/no, true/false, on/off and 1/0 are accepted")
         })?,
         Some(Value::Number(n)) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => n.as_i64() == Some(1),
         Some(_) => return Err(doc.error_at(&at("async"), "`async` must be true or false")),
@@ -106,14 +130,20 @@ fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>)
     let jobs = match map.get("jobs") {
         Some(Value::Array(jobs)) if !jobs.is_empty() => jobs,
         Some(Value::Array(_)) => {
-            return Err(doc.error_at(&at("jobs"), format!("entry {} has an empty `jobs` list", index + 1)).hint("give it at least one job, e.g. `- RUN: uptime`"))
+            return Err(doc
+                .error_at(&at("jobs"), format!("entry {} has an empty `jobs` list", index + 1))
+                .hint("give it at least one job, e.g. `- RUN: uptime`"))
         }
         None | Some(Value::Null) => {
             return Err(doc
                 .error_at(&path, format!("entry {} has no `jobs`", index + 1))
                 .hint("every entry needs a `jobs:` list, e.g. `jobs: [{RUN: uptime}]`"))
         }
-        Some(_) => return Err(doc.error_at(&at("jobs"), "`jobs` must be a list of jobs").hint("write each job as `- VERB: arguments`")),
+        Some(_) => {
+            return Err(doc
+                .error_at(&at("jobs"), "`jobs` must be a list of jobs")
+                .hint("write each job as `- VERB: arguments`"))
+        }
     };
     let mut specs = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
@@ -126,7 +156,9 @@ fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>)
 fn name_field(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Option<String>, Error> {
     match map.get("name") {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => scalar_text(v).map(Some).ok_or_else(|| doc.error_at(&child(path, "name"), "`name` must be a string")),
+        Some(v) => {
+            scalar_text(v).map(Some).ok_or_else(|| doc.error_at(&child(path, "name"), "`name` must be a string"))
+        }
     }
 }
 
@@ -141,7 +173,9 @@ fn strtobool(s: &str) -> Option<bool> {
 
 fn targets(doc: &Document, path: Vec<Seg>, v: &Value, key: &str) -> Result<Vec<TargetRef>, Error> {
     let Value::Array(items) = v else {
-        return Err(doc.error_at(&path, format!("`{key}` must be a list of node names")).hint(format!("write `{key}: [web1, web2]`")));
+        return Err(doc
+            .error_at(&path, format!("`{key}` must be a list of node names"))
+            .hint(format!("write `{key}: [web1, web2]`")));
     };
     items
         .iter()
@@ -149,7 +183,9 @@ fn targets(doc: &Document, path: Vec<Seg>, v: &Value, key: &str) -> Result<Vec<T
         .map(|(i, item)| {
             let p = child(&path, i);
             match item {
-                Value::String(_) | Value::Number(_) => Ok(TargetRef { name: scalar_text(item).unwrap_or_default(), path: p }),
+                Value::String(_) | Value::Number(_) => {
+                    Ok(TargetRef { name: scalar_text(item).unwrap_or_default(), path: p })
+                }
                 _ => Err(doc.error_at(&p, format!("`{key}` items must be node names"))),
             }
         })
@@ -159,21 +195,27 @@ fn targets(doc: &Document, path: Vec<Seg>, v: &Value, key: &str) -> Result<Vec<T
 fn job_spec(doc: &Document, path: Vec<Seg>, entry: usize, index: usize, job: &Value) -> Result<JobSpec, Error> {
     let what = format!("job {} of entry {}", index + 1, entry + 1);
     let Value::Object(map) = job else {
-        return Err(doc.error_at(&path, format!("{what} must be a mapping like `RUN: command`")).hint("write each job as `- VERB: arguments`"));
+        return Err(doc
+            .error_at(&path, format!("{what} must be a mapping like `RUN: command`"))
+            .hint("write each job as `- VERB: arguments`"));
     };
     let at = |key: &str| child(&path, key);
     let name = name_field(doc, &path, map)?;
     let vars = match map.get("vars") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
-        Some(_) => return Err(doc.error_at(&at("vars"), "`vars` must be a mapping").hint("e.g. `vars: {timeout: 30}`")),
+        Some(_) => {
+            return Err(doc.error_at(&at("vars"), "`vars` must be a mapping").hint("e.g. `vars: {timeout: 30}`"))
+        }
     };
     let assign = match map.get("assign") {
         None | Some(Value::Null) => None,
         Some(v) => Some(targets(doc, at("assign"), v, "assign")?),
     };
     let Some((key, value)) = map.iter().find(|(k, _)| !matches!(k.as_str(), "name" | "vars" | "assign")) else {
-        return Err(doc.error_at(&path, format!("{what} has no verb")).hint("write the job as `- RUN: command` (or another verb)"));
+        return Err(doc
+            .error_at(&path, format!("{what} has no verb"))
+            .hint("write the job as `- RUN: command` (or another verb)"));
     };
     let verb = key.to_ascii_uppercase();
     if !KNOWN_VERBS.contains(&verb.as_str()) {

@@ -77,7 +77,10 @@ impl NodeCache {
                 cache.envs.retain(|_, s| fresh(s));
                 (cache, None)
             }
-            Ok(cache) => (NodeCache::default(), Some(format!("the node cache has layout {}, this director writes {LAYOUT}; starting afresh", cache.v))),
+            Ok(cache) => (
+                NodeCache::default(),
+                Some(format!("the node cache has layout {}, this director writes {LAYOUT}; starting afresh", cache.v)),
+            ),
             Err(e) => (NodeCache::default(), Some(format!("the node cache is unreadable ({e}); starting afresh"))),
         }
     }
@@ -239,7 +242,10 @@ mod tests {
             c
         };
         for (tag, check) in [
-            ("jobs", Box::new(|c: &NodeCache| c.jobs.is_empty() && !c.args.is_empty()) as Box<dyn Fn(&NodeCache) -> bool>),
+            (
+                "jobs",
+                Box::new(|c: &NodeCache| c.jobs.is_empty() && !c.args.is_empty()) as Box<dyn Fn(&NodeCache) -> bool>,
+            ),
             ("parents", Box::new(|c: &NodeCache| c.parents.is_empty() && !c.jobs.is_empty())),
             ("args", Box::new(|c: &NodeCache| c.args.is_empty() && !c.envs.is_empty())),
             ("envs", Box::new(|c: &NodeCache| c.envs.is_empty() && !c.args.is_empty())),

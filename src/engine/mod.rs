@@ -81,12 +81,21 @@ impl NodeTally {
     }
 
     fn clean(&self) -> bool {
-        !self.unreachable && !self.aborted && self.jobs.failed == 0 && self.jobs.timed_out == 0 && self.jobs.cancelled == 0
+        !self.unreachable
+            && !self.aborted
+            && self.jobs.failed == 0
+            && self.jobs.timed_out == 0
+            && self.jobs.cancelled == 0
     }
 }
 
 /// Runs the whole plan; returns the summary and the exit code it implies.
-pub async fn run(plan: Arc<Plan>, config: Arc<EngineConfig>, sink: Sink, cancel: watch::Receiver<u8>) -> (Summary, i32) {
+pub async fn run(
+    plan: Arc<Plan>,
+    config: Arc<EngineConfig>,
+    sink: Sink,
+    cancel: watch::Receiver<u8>,
+) -> (Summary, i32) {
     let started = Instant::now();
     sink.emit(Event::RunStarted {
         run: config.run_id.clone(),
@@ -98,7 +107,8 @@ pub async fn run(plan: Arc<Plan>, config: Arc<EngineConfig>, sink: Sink, cancel:
     let shared = Arc::new(Shared::new(&plan));
     let renderer = Arc::new(render::Renderer::default());
     let node_task = |index: usize| {
-        let (plan, config, sink, cancel, shared, renderer) = (plan.clone(), config.clone(), sink.clone(), cancel.clone(), shared.clone(), renderer.clone());
+        let (plan, config, sink, cancel, shared, renderer) =
+            (plan.clone(), config.clone(), sink.clone(), cancel.clone(), shared.clone(), renderer.clone());
         async move {
             let tally = run_node(&plan, index, &config, &sink, &shared, &renderer, cancel).await;
             shared.leave_all(index);
@@ -124,7 +134,10 @@ pub async fn run(plan: Arc<Plan>, config: Arc<EngineConfig>, sink: Sink, cancel:
                     None => node_task(index).await,
                 };
                 if stop.is_none() && !tally.clean() {
-                    stop = Some(format!("not attempted: server {} failed, so no other node was bootstrapped", plan.nodes[index].name));
+                    stop = Some(format!(
+                        "not attempted: server {} failed, so no other node was bootstrapped",
+                        plan.nodes[index].name
+                    ));
                 }
                 add(&mut summary, tally);
             }
@@ -134,7 +147,8 @@ pub async fn run(plan: Arc<Plan>, config: Arc<EngineConfig>, sink: Sink, cancel:
                     add(&mut summary, not_attempted(&plan, index, why, &sink).await);
                     continue;
                 }
-                let (gate, task, cancel, plan, sink) = (gate.clone(), node_task(index), cancel.clone(), plan.clone(), sink.clone());
+                let (gate, task, cancel, plan, sink) =
+                    (gate.clone(), node_task(index), cancel.clone(), plan.clone(), sink.clone());
                 tasks.spawn(async move {
                     let _permit = gate.acquire_owned().await;
                     if *cancel.borrow() != CANCEL_NONE {
@@ -172,7 +186,15 @@ fn add(summary: &mut Summary, tally: NodeTally) {
 
 /// The event of a job that did not run on `node`, and why.
 fn skipped(node: &str, job: &crate::plan::Job, reason: String) -> Event {
-    Event::JobFinished { node: node.to_string(), job: job.id, name: job.label(), status: JobStatus::Skipped, exit_code: None, reason: Some(reason), ms: 0 }
+    Event::JobFinished {
+        node: node.to_string(),
+        job: job.id,
+        name: job.label(),
+        status: JobStatus::Skipped,
+        exit_code: None,
+        reason: Some(reason),
+        ms: 0,
+    }
 }
 
 /// A node the run decided not to contact: each of its jobs is reported skipped with `why`.
@@ -225,7 +247,12 @@ async fn connect(node: &Node, config: &EngineConfig, sink: &Sink) -> Result<Conn
     Ok(conn)
 }
 
-async fn start_session(conn: &Connection, node: &Node, config: &EngineConfig, sink: &Sink) -> Result<(Session, session::Greeting), String> {
+async fn start_session(
+    conn: &Connection,
+    node: &Node,
+    config: &EngineConfig,
+    sink: &Sink,
+) -> Result<(Session, session::Greeting), String> {
     let started = Instant::now();
     let mut force = false;
     loop {
@@ -257,7 +284,15 @@ async fn start_session(conn: &Connection, node: &Node, config: &EngineConfig, si
     }
 }
 
-async fn run_node(plan: &Plan, index: usize, config: &EngineConfig, sink: &Sink, shared: &Shared, renderer: &render::Renderer, cancel: watch::Receiver<u8>) -> NodeTally {
+async fn run_node(
+    plan: &Plan,
+    index: usize,
+    config: &EngineConfig,
+    sink: &Sink,
+    shared: &Shared,
+    renderer: &render::Renderer,
+    cancel: watch::Receiver<u8>,
+) -> NodeTally {
     let node = &plan.nodes[index];
     let mut tally = NodeTally::default();
     let conn = match connect(node, config, sink).await {
@@ -313,7 +348,10 @@ async fn run_lane(cx: &work::Cx<'_>, lane: &[Vec<usize>], cancel: watch::Receive
             let skip_reason = if *cancel.borrow() != CANCEL_NONE {
                 Some("run cancelled before this job started".to_string())
             } else {
-                blocked.clone().or_else(|| session.lost().map(|_| "the node was lost before this job started".to_string())).or_else(|| session.drained())
+                blocked
+                    .clone()
+                    .or_else(|| session.lost().map(|_| "the node was lost before this job started".to_string()))
+                    .or_else(|| session.drained())
             };
             let status = match skip_reason {
                 Some(reason) => {
@@ -346,7 +384,9 @@ async fn record_parent(cx: &work::Cx<'_>, fingerprint: &str, ok: bool) {
         let mut cache = state.cache();
         let same = cache.parents.get(fingerprint).is_some_and(|p| p.status == status);
         if !same {
-            cache.parents.insert(fingerprint.to_string(), cache::ParentRecord { status: status.to_string(), at: state.now() });
+            cache
+                .parents
+                .insert(fingerprint.to_string(), cache::ParentRecord { status: status.to_string(), at: state.now() });
         }
         !same
     };

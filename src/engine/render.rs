@@ -64,7 +64,23 @@ impl Renderer {
 }
 
 fn is_method(name: &str) -> bool {
-    ["values", "items", "keys", "get", "upper", "lower", "split", "strip", "startswith", "endswith", "replace", "format", "join", "count"].contains(&name)
+    [
+        "values",
+        "items",
+        "keys",
+        "get",
+        "upper",
+        "lower",
+        "split",
+        "strip",
+        "startswith",
+        "endswith",
+        "replace",
+        "format",
+        "join",
+        "count",
+    ]
+    .contains(&name)
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -84,7 +100,10 @@ mod tests {
     fn renders_like_directord() {
         let r = Renderer::default();
         let args = json!({"query": {"n1": {"k": "v1"}, "n2": {}}, "lst": ["test"], "b": true, "i": 9000});
-        assert_eq!(r.render("{{ query.values() | map(attribute='k') | select('defined') | list | first }}", &args).unwrap(), "v1");
+        assert_eq!(
+            r.render("{{ query.values() | map(attribute='k') | select('defined') | list | first }}", &args).unwrap(),
+            "v1"
+        );
         assert_eq!(r.render("x={{ lst }} {{ b }} {{ i }}\n", &args).unwrap(), "x=[\"test\"] True 9000\n");
         assert_eq!(r.render("no template here $x", &args).unwrap(), "no template here $x");
         // As in Directord, `{#` opens a Jinja comment, even inside shell like ${#arr[@]}.
@@ -97,6 +116,9 @@ mod tests {
         let args = json!({"query": {"n1": {}}});
         assert_eq!(r.render("echo {{ wrkdir }}", &args).unwrap_err(), "undefined variable `wrkdir`: the node's cache has no such arg (set it with ARG, --stdout-arg, CACHEFILE or QUERY)");
         assert_eq!(r.render("echo {{ query.n1.k }}", &args).unwrap_err(), "undefined variable `query.n1.k`: the node's cache has no such arg (set it with ARG, --stdout-arg, CACHEFILE or QUERY)");
-        assert_eq!(r.render("echo {{ x", &args).unwrap_err(), "template error: unexpected end of input, expected end of variable block (line 1 of the template)");
+        assert_eq!(
+            r.render("echo {{ x", &args).unwrap_err(),
+            "template error: unexpected end of input, expected end of variable block (line 1 of the template)"
+        );
     }
 }

@@ -10,11 +10,11 @@
 
 use crate::transport::{Incoming, Link};
 use director_proto::{decode, encode, encode_data, Attrs, Done, Facts, Reply, Request, DATA_CHUNK, PROTOCOL_VERSION};
-use tokio::io::AsyncReadExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -77,7 +77,9 @@ impl Session {
                         return Ok(reply);
                     }
                     Ok(None) => {}
-                    Err(e) => return Err(OpenError::WrongExecutor(format!("the executor's greeting is not readable: {e}"))),
+                    Err(e) => {
+                        return Err(OpenError::WrongExecutor(format!("the executor's greeting is not readable: {e}")))
+                    }
                 }
                 match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
                     Incoming::Data(d) => buf.extend_from_slice(&d),
@@ -96,11 +98,17 @@ impl Session {
             }
         })
         .await
-        .map_err(|_| OpenError::Failed(format!("the executor did not answer within {} s", hello_timeout.as_secs())))??;
+        .map_err(|_| {
+            OpenError::Failed(format!("the executor did not answer within {} s", hello_timeout.as_secs()))
+        })??;
         let greeting = match hello {
-            Reply::Hello { version, facts, cache, now, .. } if version == PROTOCOL_VERSION => Greeting { facts, cache, now },
+            Reply::Hello { version, facts, cache, now, .. } if version == PROTOCOL_VERSION => {
+                Greeting { facts, cache, now }
+            }
             Reply::Hello { version, .. } => {
-                return Err(OpenError::WrongExecutor(format!("the executor speaks protocol {version}, this director speaks {PROTOCOL_VERSION}")))
+                return Err(OpenError::WrongExecutor(format!(
+                    "the executor speaks protocol {version}, this director speaks {PROTOCOL_VERSION}"
+                )))
             }
             other => return Err(OpenError::WrongExecutor(format!("the executor greeted with {other:?}"))),
         };
@@ -143,7 +151,12 @@ impl Session {
     }
 
     /// Starts a command; see [`Request::Run`].
-    pub async fn run(&self, command: String, env: Vec<(String, String)>, timeout: Duration) -> Result<(u64, mpsc::UnboundedReceiver<Reply>), String> {
+    pub async fn run(
+        &self,
+        command: String,
+        env: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<Reply>), String> {
         self.start(|id| Request::Run { id, command, env, cwd: None, timeout_ms: timeout.as_millis() as u64 }).await
     }
 
@@ -163,7 +176,14 @@ impl Session {
     }
 
     /// Writes `path` on the node atomically with `content` of `size` bytes and hash `sha3`.
-    pub async fn put(&self, path: String, size: u64, sha3: String, attrs: Attrs, content: Content<'_>) -> Result<Done, String> {
+    pub async fn put(
+        &self,
+        path: String,
+        size: u64,
+        sha3: String,
+        attrs: Attrs,
+        content: Content<'_>,
+    ) -> Result<Done, String> {
         let copy_from = match &content {
             Content::CopyOf(p) => Some(p.clone()),
             _ => None,
@@ -177,7 +197,8 @@ impl Session {
                 }
             }
             Content::File(local) => {
-                let mut file = tokio::fs::File::open(local).await.map_err(|e| format!("cannot read {}: {e}", local.display()))?;
+                let mut file =
+                    tokio::fs::File::open(local).await.map_err(|e| format!("cannot read {}: {e}", local.display()))?;
                 let mut buf = vec![0u8; DATA_CHUNK];
                 let mut sent = 0u64;
                 while sent < size {
@@ -186,7 +207,10 @@ impl Session {
                         return Ok(done);
                     }
                     let want = ((size - sent) as usize).min(DATA_CHUNK);
-                    let n = file.read(&mut buf[..want]).await.map_err(|e| format!("cannot read {}: {e}", local.display()))?;
+                    let n = file
+                        .read(&mut buf[..want])
+                        .await
+                        .map_err(|e| format!("cannot read {}: {e}", local.display()))?;
                     if n == 0 {
                         return Err(format!("{} shrank while it was being sent", local.display()));
                     }
@@ -223,7 +247,14 @@ impl Session {
     }
 }
 
-async fn dispatch(mut incoming: mpsc::Receiver<Incoming>, mut buf: Vec<u8>, mut stderr: Vec<u8>, routes: Routes, lost: Arc<Mutex<Option<String>>>, drained: Arc<Mutex<Option<String>>>) {
+async fn dispatch(
+    mut incoming: mpsc::Receiver<Incoming>,
+    mut buf: Vec<u8>,
+    mut stderr: Vec<u8>,
+    routes: Routes,
+    lost: Arc<Mutex<Option<String>>>,
+    drained: Arc<Mutex<Option<String>>>,
+) {
     let reason = 'outer: loop {
         loop {
             match decode::<Reply>(&buf) {
@@ -233,10 +264,15 @@ async fn dispatch(mut incoming: mpsc::Receiver<Incoming>, mut buf: Vec<u8>, mut 
                         Reply::Started { id, .. } | Reply::Output { id, .. } => (*id, false),
                         Reply::Finished { id, .. } | Reply::Done { id, .. } => (*id, true),
                         Reply::Drain { from } => {
-                            drained.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(format!("omitted: queue sentinel from {from}"));
+                            drained
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(format!("omitted: queue sentinel from {from}"));
                             continue;
                         }
-                        Reply::Error { message } => break 'outer format!("the executor reported a protocol error: {message}"),
+                        Reply::Error { message } => {
+                            break 'outer format!("the executor reported a protocol error: {message}")
+                        }
                         Reply::Hello { .. } => continue,
                     };
                     let mut map = routes.lock().unwrap_or_else(|p| p.into_inner());

@@ -52,7 +52,9 @@ impl NodeState {
     pub fn now(&self) -> u64 {
         match *lock(&self.clock) {
             Some((at, since)) => at + since.elapsed().as_secs(),
-            None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            None => {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+            }
         }
     }
 
@@ -105,7 +107,9 @@ impl Shared {
             .jobs
             .iter()
             .filter(|j| matches!(j.work, Work::Query { .. }))
-            .map(|j| (j.id, Rendezvous { participants: j.targets.clone(), seen: Mutex::default(), notify: Notify::new() }))
+            .map(|j| {
+                (j.id, Rendezvous { participants: j.targets.clone(), seen: Mutex::default(), notify: Notify::new() })
+            })
             .collect();
         Shared { nodes: (0..plan.nodes.len()).map(|_| NodeState::new()).collect(), queries }
     }

@@ -72,7 +72,16 @@ pub struct Finish {
 
 impl Finish {
     fn ok(stdout: impl Into<String>) -> Self {
-        Finish { status: JobStatus::Ok, exit_code: None, reason: None, stdout: stdout.into(), stderr: String::new(), dirty: false, files: Vec::new(), hit: false }
+        Finish {
+            status: JobStatus::Ok,
+            exit_code: None,
+            reason: None,
+            stdout: stdout.into(),
+            stderr: String::new(),
+            dirty: false,
+            files: Vec::new(),
+            hit: false,
+        }
     }
 
     fn failed(reason: impl Into<String>) -> Self {
@@ -102,18 +111,37 @@ enum Body {
 pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> JobStatus {
     let started = Instant::now();
     let finish = match prepare(cx, job).await {
-        Err(reason) => Finish::failed(format!("{reason} (job {} `{}` on node {})", job.id + 1, job.label(), cx.node.name)),
+        Err(reason) => {
+            Finish::failed(format!("{reason} (job {} `{}` on node {})", job.id + 1, job.label(), cx.node.name))
+        }
         Ok((rendered, outgoing)) => {
             let fp = fingerprint::compute(job, &rendered);
             let info = rendered_info(job, &rendered);
-            cx.sink.emit(Event::JobStarted { node: cx.node.name.clone(), job: job.id, name: job.label(), fingerprint: fp.clone(), info }).await;
+            cx.sink
+                .emit(Event::JobStarted {
+                    node: cx.node.name.clone(),
+                    job: job.id,
+                    name: job.label(),
+                    fingerprint: fp.clone(),
+                    info,
+                })
+                .await;
             let mut finish = match cached(cx, job, &fp).await {
                 Some(hit) => hit,
                 None => perform(cx, job, &rendered, outgoing, cancel).await,
             };
             // Verbs that run no command say what they did as their output.
-            if !matches!(job.work, Work::Run { .. } | Work::Shell { .. } | Work::Echo { .. } | Work::Wait { .. }) && !finish.stdout.is_empty() {
-                cx.sink.emit(Event::JobOutput { node: cx.node.name.clone(), job: job.id, stream: Stream::Stdout, data: format!("{}\n", finish.stdout) }).await;
+            if !matches!(job.work, Work::Run { .. } | Work::Shell { .. } | Work::Echo { .. } | Work::Wait { .. })
+                && !finish.stdout.is_empty()
+            {
+                cx.sink
+                    .emit(Event::JobOutput {
+                        node: cx.node.name.clone(),
+                        job: job.id,
+                        stream: Stream::Stdout,
+                        data: format!("{}\n", finish.stdout),
+                    })
+                    .await;
             }
             if let Err(e) = record(cx, job, &fp, &mut finish).await {
                 finish = Finish::failed(e);
@@ -138,10 +166,15 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
 /// What the job does on this node, as a person would read it, for the events and history.
 fn rendered_info(job: &Job, r: &Rendered) -> String {
     let text = match &job.work {
-        Work::Run { .. } | Work::Shell { .. } | Work::Workdir { .. } | Work::Wait { on: WaitOn::Url(_) | WaitOn::Cmd(_), .. } => r.text.clone(),
+        Work::Run { .. }
+        | Work::Shell { .. }
+        | Work::Workdir { .. }
+        | Work::Wait { on: WaitOn::Url(_) | WaitOn::Cmd(_), .. } => r.text.clone(),
         Work::Fetch { .. } => format!("{} -> {}", r.text, r.value.as_str().unwrap_or_default()),
         Work::Arg { key, .. } => format!("{key} = {}", r.value),
-        Work::Copy { .. } | Work::Send { .. } => r.files.iter().map(|(dest, sha3)| format!("{dest} (sha3-224 {sha3})")).collect::<Vec<_>>().join("\n"),
+        Work::Copy { .. } | Work::Send { .. } => {
+            r.files.iter().map(|(dest, sha3)| format!("{dest} (sha3-224 {sha3})")).collect::<Vec<_>>().join("\n")
+        }
         _ => job.label(),
     };
     let cut: String = text.chars().take(4096).collect();
@@ -198,14 +231,26 @@ async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), St
                 };
                 let file = if *blueprint {
                     if source.size > BLUEPRINT_LIMIT {
-                        return Err(format!("{} is too large to render as a blueprint ({} bytes, at most {BLUEPRINT_LIMIT})", source.path.display(), source.size));
+                        return Err(format!(
+                            "{} is too large to render as a blueprint ({} bytes, at most {BLUEPRINT_LIMIT})",
+                            source.path.display(),
+                            source.size
+                        ));
                     }
-                    let text = tokio::fs::read_to_string(&source.path).await.map_err(|e| format!("cannot read {}: {e}", source.path.display()))?;
-                    let bytes = render(&text).map_err(|e| format!("{e} in blueprint {}", source.path.display()))?.into_bytes();
+                    let text = tokio::fs::read_to_string(&source.path)
+                        .await
+                        .map_err(|e| format!("cannot read {}: {e}", source.path.display()))?;
+                    let bytes =
+                        render(&text).map_err(|e| format!("{e} in blueprint {}", source.path.display()))?.into_bytes();
                     let sha3 = crate::plan::verbs::hex(&<sha3::Sha3_224 as sha3::Digest>::digest(&bytes));
                     Outgoing { dest: to, size: bytes.len() as u64, sha3, body: Body::Rendered(bytes) }
                 } else {
-                    Outgoing { dest: to, size: source.size, sha3: source.sha3.clone(), body: Body::File(source.path.clone()) }
+                    Outgoing {
+                        dest: to,
+                        size: source.size,
+                        sha3: source.sha3.clone(),
+                        body: Body::File(source.path.clone()),
+                    }
                 };
                 r.files.push((file.dest.clone(), file.sha3.clone()));
                 outgoing.push(file);
@@ -220,8 +265,14 @@ async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), St
 fn render_value(value: &Value, render: &dyn Fn(&str) -> Result<String, String>) -> Result<Value, String> {
     match value {
         Value::String(s) => Ok(Value::String(render(s)?)),
-        Value::Array(items) => items.iter().map(|v| render_value(v, render)).collect::<Result<_, _>>().map(Value::Array),
-        Value::Object(map) => map.iter().map(|(k, v)| Ok((k.clone(), render_value(v, render)?))).collect::<Result<_, String>>().map(Value::Object),
+        Value::Array(items) => {
+            items.iter().map(|v| render_value(v, render)).collect::<Result<_, _>>().map(Value::Array)
+        }
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), render_value(v, render)?)))
+            .collect::<Result<_, String>>()
+            .map(Value::Object),
         other => Ok(other.clone()),
     }
 }
@@ -268,7 +319,10 @@ async fn record(cx: &Cx<'_>, job: &Job, fp: &str, finish: &mut Finish) -> Result
             finish.dirty |= cache.set(Kind::Args, k, v.clone(), false, now, cx.config.args_ttl);
         }
         if finish.status == JobStatus::Ok && job.cacheable() {
-            cache.jobs.insert(fp.to_string(), JobRecord { at: now, verb: job.verb.clone(), args: captured, files: std::mem::take(&mut finish.files) });
+            cache.jobs.insert(
+                fp.to_string(),
+                JobRecord { at: now, verb: job.verb.clone(), args: captured, files: std::mem::take(&mut finish.files) },
+            );
             finish.dirty = true;
         }
     } else if !done_ok {
@@ -282,16 +336,29 @@ async fn record(cx: &Cx<'_>, job: &Job, fp: &str, finish: &mut Finish) -> Result
 }
 
 /// Does the verb on the node.
-async fn perform(cx: &Cx<'_>, job: &Job, r: &Rendered, outgoing: Vec<Outgoing>, mut cancel: watch::Receiver<u8>) -> Finish {
+async fn perform(
+    cx: &Cx<'_>,
+    job: &Job,
+    r: &Rendered,
+    outgoing: Vec<Outgoing>,
+    mut cancel: watch::Receiver<u8>,
+) -> Finish {
     let state = cx.state();
     match &job.work {
         Work::Run { retry, no_block, .. } => {
-            let command = if *no_block { format!("(setsid /bin/sh -c {} </dev/null >/dev/null 2>&1 &)", sh_quote(&r.text)) } else { r.text.clone() };
+            let command = if *no_block {
+                format!("(setsid /bin/sh -c {} </dev/null >/dev/null 2>&1 &)", sh_quote(&r.text))
+            } else {
+                r.text.clone()
+            };
             let env = state.cache().env_pairs();
             let mut finish = Finish::failed("not run");
             for _ in 0..(*retry).max(1) {
                 finish = command_finish(job, run_command(cx, job, &command, env.clone(), &mut cancel).await);
-                if finish.status == JobStatus::Ok || finish.status == JobStatus::Cancelled || *cancel.borrow() != CANCEL_NONE {
+                if finish.status == JobStatus::Ok
+                    || finish.status == JobStatus::Cancelled
+                    || *cancel.borrow() != CANCEL_NONE
+                {
                     break;
                 }
             }
@@ -304,7 +371,9 @@ async fn perform(cx: &Cx<'_>, job: &Job, r: &Rendered, outgoing: Vec<Outgoing>, 
         Work::Send { .. } => {
             // Directord keeps the local file's mode.
             let mode = outgoing.first().and_then(|o| match &o.body {
-                Body::File(p) => std::fs::metadata(p).ok().map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777),
+                Body::File(p) => std::fs::metadata(p)
+                    .ok()
+                    .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777),
                 Body::Rendered(_) => None,
             });
             copy(cx, outgoing, &director_proto::Attrs { mode, ..Default::default() }).await
@@ -340,25 +409,36 @@ async fn perform(cx: &Cx<'_>, job: &Job, r: &Rendered, outgoing: Vec<Outgoing>, 
                     if attempt > 0 {
                         tokio::time::sleep(*retry_wait).await;
                     }
-                    finish = command_finish(job, run_command(cx, job, &command, env.clone(), &mut cancel.clone()).await);
+                    finish =
+                        command_finish(job, run_command(cx, job, &command, env.clone(), &mut cancel.clone()).await);
                     if finish.status == JobStatus::Ok || *cancel.borrow() != CANCEL_NONE {
                         return finish;
                     }
                 }
                 if attempts > 1 {
-                    finish.reason = Some(format!("still not ready after {attempts} attempts ({})", finish.reason.unwrap_or_default()));
+                    finish.reason = Some(format!(
+                        "still not ready after {attempts} attempts ({})",
+                        finish.reason.unwrap_or_default()
+                    ));
                 }
                 finish
             };
             match tokio::time::timeout(job.timeout, work).await {
                 Ok(f) => f,
-                Err(_) => Finish { status: JobStatus::TimedOut, reason: Some(format!("timed out after {} s", job.timeout.as_secs())), ..Finish::ok("") },
+                Err(_) => Finish {
+                    status: JobStatus::TimedOut,
+                    reason: Some(format!("timed out after {} s", job.timeout.as_secs())),
+                    ..Finish::ok("")
+                },
             }
         }
         Work::Arg { env, key, extend, .. } => {
             let kind = if *env { Kind::Envs } else { Kind::Args };
             if r.value.is_null() {
-                return Finish::cache_only(false, format!("Nothing added to cache. {} had no value", if *env { "envs" } else { "args" }));
+                return Finish::cache_only(
+                    false,
+                    format!("Nothing added to cache. {} had no value", if *env { "envs" } else { "args" }),
+                );
             }
             let now = state.now();
             let changed = state.cache().set(kind, key, r.value.clone(), *extend, now, cx.config.args_ttl);
@@ -405,9 +485,16 @@ async fn perform(cx: &Cx<'_>, job: &Job, r: &Rendered, outgoing: Vec<Outgoing>, 
         }
         Work::Query { key } => {
             let own = state.cache().arg(key).cloned();
-            let answers = match tokio::time::timeout(job.timeout, cx.shared.query(job.id, cx.index, own.clone())).await {
+            let answers = match tokio::time::timeout(job.timeout, cx.shared.query(job.id, cx.index, own.clone())).await
+            {
                 Ok(a) => a,
-                Err(_) => return Finish { status: JobStatus::TimedOut, reason: Some(format!("not every target reached this QUERY within {} s", job.timeout.as_secs())), ..Finish::ok("") },
+                Err(_) => {
+                    return Finish {
+                        status: JobStatus::TimedOut,
+                        reason: Some(format!("not every target reached this QUERY within {} s", job.timeout.as_secs())),
+                        ..Finish::ok("")
+                    }
+                }
             };
             let mut map = serde_json::Map::new();
             for (node, value) in answers {
@@ -426,12 +513,18 @@ async fn perform(cx: &Cx<'_>, job: &Job, r: &Rendered, outgoing: Vec<Outgoing>, 
                 let cache = state.cache();
                 let query = cache.arg("query")?.as_object()?.clone();
                 let has = |node: &str| query.get(node).and_then(|v| v.get(item.as_str())).is_some();
-                let ok = if identities.is_empty() { query.keys().any(|n| has(n)) } else { identities.iter().all(|n| has(n)) };
+                let ok = if identities.is_empty() {
+                    query.keys().any(|n| has(n))
+                } else {
+                    identities.iter().all(|n| has(n))
+                };
                 ok.then_some(())
             };
             match tokio::time::timeout(*timeout, until(&state.changed, ready)).await {
                 Ok(()) => Finish::ok(format!("query item {item} is known")),
-                Err(_) => Finish::failed(format!("Timeout after {} seconds waiting for query item {item}", timeout.as_secs())),
+                Err(_) => {
+                    Finish::failed(format!("Timeout after {} seconds waiting for query item {item}", timeout.as_secs()))
+                }
             }
         }
         Work::JobWait { fingerprint, identities } => {
@@ -453,7 +546,12 @@ async fn perform(cx: &Cx<'_>, job: &Job, r: &Rendered, outgoing: Vec<Outgoing>, 
                 match tokio::time::timeout(job.timeout, until(&st.changed, seen)).await {
                     Ok(Ok(())) => outcome.push(format!("{name}: done")),
                     Ok(Err(e)) => return Finish::failed(e),
-                    Err(_) => return Finish::failed(format!("Timeout after {} seconds waiting for job {fingerprint} on {name}", job.timeout.as_secs())),
+                    Err(_) => {
+                        return Finish::failed(format!(
+                            "Timeout after {} seconds waiting for job {fingerprint} on {name}",
+                            job.timeout.as_secs()
+                        ))
+                    }
                 }
             }
             Finish::ok(outcome.join("\n"))
@@ -480,7 +578,10 @@ async fn copy(cx: &Cx<'_>, outgoing: Vec<Outgoing>, attrs: &director_proto::Attr
         let earlier = lock(&state.sent).get(&file.sha3).cloned();
         let mut answer = Err(String::new());
         if let Some(from) = earlier {
-            answer = cx.session.put(file.dest.clone(), file.size, file.sha3.clone(), attrs.clone(), Content::CopyOf(from)).await;
+            answer = cx
+                .session
+                .put(file.dest.clone(), file.size, file.sha3.clone(), attrs.clone(), Content::CopyOf(from))
+                .await;
         }
         if !matches!(answer, Ok(Done::Ok)) {
             let content = match &file.body {
@@ -509,7 +610,11 @@ fn write_local(path: &str, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let target = std::path::Path::new(path);
-    let temp = target.with_file_name(format!(".{}.director-{}", target.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let temp = target.with_file_name(format!(
+        ".{}.director-{}",
+        target.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
         f.write_all(bytes)?;
@@ -550,9 +655,13 @@ fn command_finish(job: &Job, ran: Ran) -> Finish {
         Ok(Outcome::Exited { code: 0 }) => (JobStatus::Ok, Some(0), None),
         Ok(Outcome::Exited { code }) => (JobStatus::Failed, Some(code), Some(format!("exited with code {code}"))),
         Ok(Outcome::Signaled { signal }) => (JobStatus::Failed, None, Some(format!("killed by signal {signal}"))),
-        Ok(Outcome::TimedOut) => (JobStatus::TimedOut, None, Some(format!("timed out after {} s", job.timeout.as_secs()))),
+        Ok(Outcome::TimedOut) => {
+            (JobStatus::TimedOut, None, Some(format!("timed out after {} s", job.timeout.as_secs())))
+        }
         Ok(Outcome::Cancelled) => (JobStatus::Cancelled, None, Some("cancelled".to_string())),
-        Ok(Outcome::SpawnFailed { message }) => (JobStatus::Failed, None, Some(format!("could not start /bin/sh: {message}"))),
+        Ok(Outcome::SpawnFailed { message }) => {
+            (JobStatus::Failed, None, Some(format!("could not start /bin/sh: {message}")))
+        }
         Err(lost) => (JobStatus::Failed, None, Some(lost)),
     };
     Finish { status, exit_code, reason, stdout: ran.stdout, stderr: ran.stderr, ..Finish::ok("") }
@@ -564,7 +673,13 @@ enum Step {
     Cancel,
 }
 
-async fn run_command(cx: &Cx<'_>, job: &Job, command: &str, env: Vec<(String, String)>, cancel: &mut watch::Receiver<u8>) -> Ran {
+async fn run_command(
+    cx: &Cx<'_>,
+    job: &Job,
+    command: &str,
+    env: Vec<(String, String)>,
+    cancel: &mut watch::Receiver<u8>,
+) -> Ran {
     let mut ran = Ran { outcome: Err(String::new()), stdout: String::new(), stderr: String::new() };
     let (id, mut replies) = match cx.session.run(command.to_string(), env, job.timeout).await {
         Ok(x) => x,

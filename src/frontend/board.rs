@@ -220,7 +220,12 @@ impl Board {
                 n.finished_at = Some(at);
                 n.running.clear();
                 n.error = Some(error.clone());
-                let key = FailureKey { job: "(connect)".into(), status: "unreachable".into(), exit_code: None, text: error.clone() };
+                let key = FailureKey {
+                    job: "(connect)".into(),
+                    status: "unreachable".into(),
+                    exit_code: None,
+                    text: error.clone(),
+                };
                 self.failures.entry(key).or_default().0.push(node.clone());
             }
             Event::JobStarted { node, job, name, .. } => {
@@ -263,7 +268,12 @@ impl Board {
                     if n.error.is_none() {
                         n.error = Some(format!("{name}: {}", reason.as_deref().unwrap_or("failed")));
                     }
-                    let key = FailureKey { job: name.clone(), status: crate::history::recorder::status_text(*status).to_string(), exit_code: *exit_code, text };
+                    let key = FailureKey {
+                        job: name.clone(),
+                        status: crate::history::recorder::status_text(*status).to_string(),
+                        exit_code: *exit_code,
+                        text,
+                    };
                     let entry = self.failures.entry(key).or_default();
                     entry.0.push(node.clone());
                     entry.1.get_or_insert(*job);
@@ -293,12 +303,17 @@ impl Board {
 
     /// Failures grouped by identical error, biggest group first, then by job.
     pub fn failure_groups(&self) -> Vec<FailureGroup> {
-        let mut groups: Vec<FailureGroup> =
-            self.failures.iter().map(|(key, (nodes, job))| FailureGroup { key: key.clone(), nodes: nodes.clone(), job: *job }).collect();
+        let mut groups: Vec<FailureGroup> = self
+            .failures
+            .iter()
+            .map(|(key, (nodes, job))| FailureGroup { key: key.clone(), nodes: nodes.clone(), job: *job })
+            .collect();
         for g in &mut groups {
             g.nodes.sort();
         }
-        groups.sort_by(|a, b| b.nodes.len().cmp(&a.nodes.len()).then_with(|| a.job.cmp(&b.job)).then_with(|| a.key.cmp(&b.key)));
+        groups.sort_by(|a, b| {
+            b.nodes.len().cmp(&a.nodes.len()).then_with(|| a.job.cmp(&b.job)).then_with(|| a.key.cmp(&b.key))
+        });
         groups
     }
 
@@ -329,7 +344,10 @@ impl Board {
         let mut order: Vec<usize> = (0..self.nodes.len()).collect();
         order.sort_by(|&a, &b| {
             let (na, nb) = (&self.nodes[a], &self.nodes[b]);
-            rank(na).cmp(&rank(nb)).then_with(|| na.running.first().map(|r| r.since).cmp(&nb.running.first().map(|r| r.since))).then(a.cmp(&b))
+            rank(na)
+                .cmp(&rank(nb))
+                .then_with(|| na.running.first().map(|r| r.since).cmp(&nb.running.first().map(|r| r.since)))
+                .then(a.cmp(&b))
         });
         order
     }
@@ -372,7 +390,15 @@ mod tests {
     use super::*;
 
     fn finished(node: &str, job: usize, status: JobStatus, code: Option<i32>) -> Event {
-        Event::JobFinished { node: node.into(), job, name: "RUN x".into(), status, exit_code: code, reason: Some("exited with code 1".into()), ms: 1 }
+        Event::JobFinished {
+            node: node.into(),
+            job,
+            name: "RUN x".into(),
+            status,
+            exit_code: code,
+            reason: Some("exited with code 1".into()),
+            ms: 1,
+        }
     }
 
     #[test]
@@ -396,7 +422,16 @@ mod tests {
         let mut b = Board::new(&[("a".into(), 2)]);
         b.handle(&Event::NodeConnecting { node: "a".into(), address: "x".into() }, t0);
         assert_eq!(b.nodes[0].phase, Phase::Connecting);
-        b.handle(&Event::JobStarted { node: "a".into(), job: 0, name: "RUN x".into(), fingerprint: "f".into(), info: "x".into() }, t0);
+        b.handle(
+            &Event::JobStarted {
+                node: "a".into(),
+                job: 0,
+                name: "RUN x".into(),
+                fingerprint: "f".into(),
+                info: "x".into(),
+            },
+            t0,
+        );
         assert_eq!((b.nodes[0].phase, b.nodes[0].done), (Phase::Running, 0));
         b.handle(&finished("a", 0, JobStatus::Ok, Some(0)), t0 + Duration::from_secs(3));
         b.handle(&Event::NodeFinished { node: "a".into(), ok: true }, t0 + Duration::from_secs(3));

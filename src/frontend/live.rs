@@ -53,7 +53,11 @@ pub struct LiveView<B: Backend> {
 pub fn render_inline(board: &Board, now: Instant, area: Rect, buf: &mut Buffer) {
     let mut lines = vec![progress_line(board, now, area.width as usize), counts_line(board)];
     let room = (area.height as usize).saturating_sub(2);
-    let order: Vec<usize> = board.display_order().into_iter().filter(|&i| matches!(board.nodes[i].phase, Phase::Running | Phase::Connecting)).collect();
+    let order: Vec<usize> = board
+        .display_order()
+        .into_iter()
+        .filter(|&i| matches!(board.nodes[i].phase, Phase::Running | Phase::Connecting))
+        .collect();
     let width = order.iter().map(|&i| board.nodes[i].name.len()).max().unwrap_or(4).min(24);
     for (k, &i) in order.iter().enumerate() {
         if k + 1 == room && order.len() > room {
@@ -62,7 +66,8 @@ pub fn render_inline(board: &Board, now: Instant, area: Rect, buf: &mut Buffer) 
         }
         let n = &board.nodes[i];
         let (state, job) = node_doing(board, i);
-        let timer = n.running.first().map(|r| short_duration(now.saturating_duration_since(r.since))).unwrap_or_default();
+        let timer =
+            n.running.first().map(|r| short_duration(now.saturating_duration_since(r.since))).unwrap_or_default();
         lines.push(Line::from(vec![
             Span::raw(format!("  {:<width$}  ", n.name)),
             Span::styled(format!("{state:<13}"), phase_style(n.phase)),
@@ -90,10 +95,19 @@ fn rows(text: &str, width: usize) -> Vec<String> {
 
 impl<B: Backend> LiveView<B> {
     pub fn new(backend: B, totals: &[(String, usize)]) -> Result<LiveView<B>, String> {
-        let terminal = Terminal::with_options(backend, TerminalOptions { viewport: Viewport::Inline(HEIGHT) }).map_err(|e| e.to_string())?;
+        let terminal = Terminal::with_options(backend, TerminalOptions { viewport: Viewport::Inline(HEIGHT) })
+            .map_err(|e| e.to_string())?;
         let width = terminal.size().map(|s| s.width).unwrap_or(100);
         let queue = Queue::default();
-        Ok(LiveView { terminal, board: Board::new(totals), text: TextView::new(Mode::Quiet, Box::new(queue.clone())), queue, width, now: Instant::now(), closed: false })
+        Ok(LiveView {
+            terminal,
+            board: Board::new(totals),
+            text: TextView::new(Mode::Quiet, Box::new(queue.clone())),
+            queue,
+            width,
+            now: Instant::now(),
+            closed: false,
+        })
     }
 
     pub fn backend(&self) -> &B {
@@ -112,7 +126,14 @@ impl<B: Backend> LiveView<B> {
                 let c = n.counts;
                 // Columns as the text view's failure lines: the node padded, then the word.
                 let width = self.board.nodes.iter().map(|n| n.name.chars().count()).max().unwrap_or(4).min(24);
-                let line = format!("{node:<width$}  {:<9}  {} jobs ({} ok, {} cached, {} skipped){took}\n", "ok", c.total(), c.ok, c.cached, c.skipped);
+                let line = format!(
+                    "{node:<width$}  {:<9}  {} jobs ({} ok, {} cached, {} skipped){took}\n",
+                    "ok",
+                    c.total(),
+                    c.ok,
+                    c.cached,
+                    c.skipped
+                );
                 let _ = self.queue.write(line.as_bytes());
             }
         }
@@ -180,19 +201,68 @@ mod tests {
         let t0 = Instant::now();
         let totals: Vec<(String, usize)> = ["web1", "web2", "db1"].iter().map(|n| (n.to_string(), 1)).collect();
         let mut view = LiveView::new(TestBackend::new(80, 14), &totals).unwrap();
-        let ev = |view: &mut LiveView<TestBackend>, e: Event, secs: u64| view.handle(&e, t0 + Duration::from_secs(secs));
-        ev(&mut view, Event::RunStarted { run: "r".into(), nodes: totals.iter().map(|t| t.0.clone()).collect(), jobs: 1, tasks: 3 }, 0);
+        let ev =
+            |view: &mut LiveView<TestBackend>, e: Event, secs: u64| view.handle(&e, t0 + Duration::from_secs(secs));
+        ev(
+            &mut view,
+            Event::RunStarted {
+                run: "r".into(),
+                nodes: totals.iter().map(|t| t.0.clone()).collect(),
+                jobs: 1,
+                tasks: 3,
+            },
+            0,
+        );
         for n in ["web1", "web2", "db1"] {
             ev(&mut view, Event::NodeConnecting { node: n.into(), address: "x".into() }, 0);
-            ev(&mut view, Event::JobStarted { node: n.into(), job: 0, name: "RUN make".into(), fingerprint: "f".into(), info: "make".into() }, 0);
+            ev(
+                &mut view,
+                Event::JobStarted {
+                    node: n.into(),
+                    job: 0,
+                    name: "RUN make".into(),
+                    fingerprint: "f".into(),
+                    info: "make".into(),
+                },
+                0,
+            );
         }
-        ev(&mut view, Event::JobFinished { node: "web1".into(), job: 0, name: "RUN make".into(), status: JobStatus::Ok, exit_code: Some(0), reason: None, ms: 3000 }, 3);
+        ev(
+            &mut view,
+            Event::JobFinished {
+                node: "web1".into(),
+                job: 0,
+                name: "RUN make".into(),
+                status: JobStatus::Ok,
+                exit_code: Some(0),
+                reason: None,
+                ms: 3000,
+            },
+            3,
+        );
         ev(&mut view, Event::NodeFinished { node: "web1".into(), ok: true }, 3);
-        ev(&mut view, Event::JobOutput { node: "db1".into(), job: 0, stream: Stream::Stderr, data: "make: *** No rule\n".into() }, 4);
-        ev(&mut view, Event::JobFinished { node: "db1".into(), job: 0, name: "RUN make".into(), status: JobStatus::Failed, exit_code: Some(2), reason: Some("exited with code 2".into()), ms: 4000 }, 4);
+        ev(
+            &mut view,
+            Event::JobOutput { node: "db1".into(), job: 0, stream: Stream::Stderr, data: "make: *** No rule\n".into() },
+            4,
+        );
+        ev(
+            &mut view,
+            Event::JobFinished {
+                node: "db1".into(),
+                job: 0,
+                name: "RUN make".into(),
+                status: JobStatus::Failed,
+                exit_code: Some(2),
+                reason: Some("exited with code 2".into()),
+                ms: 4000,
+            },
+            4,
+        );
         view.tick(t0 + Duration::from_secs(12));
         let screen = view.backend().to_string();
-        let lines: Vec<&str> = screen.lines().map(|l| l.trim_matches('"').trim_end()).filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&str> =
+            screen.lines().map(|l| l.trim_matches('"').trim_end()).filter(|l| !l.is_empty()).collect();
         assert_eq!(
             lines,
             [
@@ -204,7 +274,15 @@ mod tests {
                 "  web2  running 1/1      12s  RUN make",
             ]
         );
-        let summary = Summary { nodes: 3, nodes_ok: 1, nodes_failed: 2, jobs_ok: 1, jobs_failed: 2, elapsed_ms: 13_000, ..Summary::default() };
+        let summary = Summary {
+            nodes: 3,
+            nodes_ok: 1,
+            nodes_failed: 2,
+            jobs_ok: 1,
+            jobs_failed: 2,
+            elapsed_ms: 13_000,
+            ..Summary::default()
+        };
         view.handle(&Event::RunFinished { summary, exit_code: 1 }, t0 + Duration::from_secs(13));
         view.finish();
         let screen = view.backend().to_string();

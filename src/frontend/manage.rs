@@ -53,16 +53,16 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
         let header = ["ID", "KIND", "STATUS", "STARTED", "DURATION", "NODES", "OK", "FAILED", "UNREACHABLE", "COMMAND"];
         return Ok(listing(&store.list_runs()?, args.json, path, "runs", &header, |r| {
             vec![
-                    r.id.clone(),
-                    r.kind.clone(),
-                    r.status.clone(),
-                    r.started.clone(),
-                    r.duration_ms.map(seconds).unwrap_or_default(),
-                    r.nodes.to_string(),
-                    r.nodes_ok.to_string(),
-                    r.nodes_failed.to_string(),
-                    r.nodes_unreachable.to_string(),
-                    r.command.clone(),
+                r.id.clone(),
+                r.kind.clone(),
+                r.status.clone(),
+                r.started.clone(),
+                r.duration_ms.map(seconds).unwrap_or_default(),
+                r.nodes.to_string(),
+                r.nodes_ok.to_string(),
+                r.nodes_failed.to_string(),
+                r.nodes_unreachable.to_string(),
+                r.command.clone(),
             ]
         }));
     }
@@ -77,18 +77,19 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
             JobFilter::Failed => Filter::Failed,
             JobFilter::Processing => Filter::Processing,
         });
-        let header = ["ID", "RUN", "PARENT_JOB_NAME", "JOB_NAME", "VERB", "EXECUTION_TIME", "PROCESSING", "SUCCESS", "FAILED"];
+        let header =
+            ["ID", "RUN", "PARENT_JOB_NAME", "JOB_NAME", "VERB", "EXECUTION_TIME", "PROCESSING", "SUCCESS", "FAILED"];
         return Ok(listing(&store.list_jobs(filter)?, args.json, path, "jobs", &header, |j| {
             vec![
-                    j.id.clone(),
-                    j.run.clone(),
-                    j.parent_name.clone(),
-                    j.name.clone(),
-                    j.verb.clone(),
-                    j.execution_time.map(|t| format!("{t:.3}")).unwrap_or_default(),
-                    if j.processing { "True" } else { "False" }.to_string(),
-                    j.success.to_string(),
-                    j.failed.to_string(),
+                j.id.clone(),
+                j.run.clone(),
+                j.parent_name.clone(),
+                j.name.clone(),
+                j.verb.clone(),
+                j.execution_time.map(|t| format!("{t:.3}")).unwrap_or_default(),
+                if j.processing { "True" } else { "False" }.to_string(),
+                j.success.to_string(),
+                j.failed.to_string(),
             ]
         }));
     }
@@ -105,33 +106,46 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
         }
         let text = crate::catalog::yaml::to_yaml(&serde_json::Value::Object(map));
         std::fs::write(file, text).map_err(|e| {
-            Error::internal(format!("cannot write {}: {}", file.display(), crate::catalog::yaml::io_reason(&e))).hint("check that the directory exists and is writable")
+            Error::internal(format!("cannot write {}: {}", file.display(), crate::catalog::yaml::io_reason(&e)))
+                .hint("check that the directory exists and is writable")
         })?;
-        return Ok(if args.json { json(&serde_json::json!({"exported": jobs.len(), "file": file})) } else { format!("Exported {} jobs to {}\n", jobs.len(), file.display()) });
+        return Ok(if args.json {
+            json(&serde_json::json!({"exported": jobs.len(), "file": file}))
+        } else {
+            format!("Exported {} jobs to {}\n", jobs.len(), file.display())
+        });
     }
     if args.list_nodes {
         let header = ["NAME", "ADDRESS", "ARCH", "OS", "KERNEL", "HOSTNAME", "EXECUTOR", "LAST_SEEN", "LAST_RUN"];
         return Ok(listing(&store.list_nodes()?, args.json, path, "nodes", &header, |n| {
             vec![
-                    n.name.clone(),
-                    n.address.clone(),
-                    n.arch.clone(),
-                    n.os.clone(),
-                    n.kernel.clone(),
-                    n.hostname.clone(),
-                    n.executor_sha3.chars().take(12).collect(),
-                    n.last_seen.clone().unwrap_or_default(),
-                    n.last_run.clone().unwrap_or_default(),
+                n.name.clone(),
+                n.address.clone(),
+                n.arch.clone(),
+                n.os.clone(),
+                n.kernel.clone(),
+                n.hostname.clone(),
+                n.executor_sha3.chars().take(12).collect(),
+                n.last_seen.clone().unwrap_or_default(),
+                n.last_run.clone().unwrap_or_default(),
             ]
         }));
     }
     if args.purge_jobs {
         let (jobs, runs) = store.purge_jobs()?;
-        return Ok(if args.json { json(&serde_json::json!({"jobs": jobs, "runs": runs})) } else { format!("Purged {jobs} jobs of {runs} finished runs\n") });
+        return Ok(if args.json {
+            json(&serde_json::json!({"jobs": jobs, "runs": runs}))
+        } else {
+            format!("Purged {jobs} jobs of {runs} finished runs\n")
+        });
     }
     if args.purge_nodes {
         let nodes = store.purge_nodes()?;
-        return Ok(if args.json { json(&serde_json::json!({"nodes": nodes})) } else { format!("Purged {nodes} nodes\n") });
+        return Ok(if args.json {
+            json(&serde_json::json!({"nodes": nodes}))
+        } else {
+            format!("Purged {nodes} nodes\n")
+        });
     }
     if let Some(given) = &args.cancel {
         let id = match store.find("runs", "run", given)? {
@@ -162,7 +176,14 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
 }
 
 /// A list: JSON, the empty-history sentence, or a table of `cells` of each row.
-fn listing<T: serde::Serialize>(rows: &[T], as_json: bool, path: &Path, what: &str, header: &[&str], cells: impl Fn(&T) -> Vec<String>) -> String {
+fn listing<T: serde::Serialize>(
+    rows: &[T],
+    as_json: bool,
+    path: &Path,
+    what: &str,
+    header: &[&str],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> String {
     if as_json {
         return json(&rows);
     }
@@ -234,17 +255,34 @@ fn mean(values: impl Iterator<Item = Option<i64>>) -> String {
 }
 
 fn job_table(given: &str, info: &JobInfo) -> String {
-    let output = |text: &str, cut: i64| if text.is_empty() && cut == 0 { None } else { Some(text.trim_end().to_string()) };
+    let output =
+        |text: &str, cut: i64| if text.is_empty() && cut == 0 { None } else { Some(text.trim_end().to_string()) };
     let fingerprints: Vec<&str> = {
         let mut f: Vec<&str> = info.results.iter().filter_map(|r| r.fingerprint.as_deref()).collect();
         f.dedup();
         f
     };
-    let sha = if fingerprints.len() <= 1 { fingerprints.first().map(|s| s.to_string()).unwrap_or_default() } else { per_node(info, |r| r.fingerprint.clone()) };
-    let nodes_with = |statuses: &[&str]| info.results.iter().filter(|r| statuses.contains(&r.status.as_str())).map(|r| r.node.clone()).collect::<Vec<_>>().join("\n");
-    let processing = info.results.iter().any(|r| r.status == "running") || info.results.len() < info.targets.len() && info.results.iter().all(|r| r.status != "abandoned");
+    let sha = if fingerprints.len() <= 1 {
+        fingerprints.first().map(|s| s.to_string()).unwrap_or_default()
+    } else {
+        per_node(info, |r| r.fingerprint.clone())
+    };
+    let nodes_with = |statuses: &[&str]| {
+        info.results
+            .iter()
+            .filter(|r| statuses.contains(&r.status.as_str()))
+            .map(|r| r.node.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let processing = info.results.iter().any(|r| r.status == "running")
+        || info.results.len() < info.targets.len() && info.results.iter().all(|r| r.status != "abandoned");
     let definition = match &info.definition {
-        serde_json::Value::Object(m) => m.iter().map(|(k, v)| format!("{k} = {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect::<Vec<_>>().join("\n"),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k} = {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .collect::<Vec<_>>()
+            .join("\n"),
         v => v.to_string(),
     };
     key_value(&[
@@ -279,7 +317,13 @@ fn run_table(given: &str, info: &RunInfo) -> String {
         .summary
         .as_ref()
         .and_then(|s| s.as_object())
-        .map(|m| m.iter().filter(|(k, _)| k.starts_with("jobs_")).map(|(k, v)| format!("{} = {v}", &k[5..])).collect::<Vec<_>>().join("\n"))
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| k.starts_with("jobs_"))
+                .map(|(k, v)| format!("{} = {v}", &k[5..]))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
         .unwrap_or_default();
     key_value(&[
         ("ID", given.to_string()),
@@ -287,7 +331,10 @@ fn run_table(given: &str, info: &RunInfo) -> String {
         ("KIND", r.kind.clone()),
         ("COMMAND", r.command.clone()),
         ("FILES", info.files.join("\n")),
-        ("CATALOGS", if info.catalogs.is_empty() { "(embedded local catalog)".to_string() } else { info.catalogs.join("\n") }),
+        (
+            "CATALOGS",
+            if info.catalogs.is_empty() { "(embedded local catalog)".to_string() } else { info.catalogs.join("\n") },
+        ),
         ("STATUS", r.status.clone()),
         ("EXIT_CODE", r.exit_code.map(|c| c.to_string()).unwrap_or_default()),
         ("STARTED", r.started.clone()),

@@ -31,13 +31,15 @@ impl Frontend {
     pub fn new(output: Output, totals: &[(String, usize)]) -> (Frontend, Option<String>) {
         match output {
             Output::Json => (Frontend::Json(json::JsonLines::new(Box::new(std::io::stdout()))), None),
-            Output::Text(text::Mode::Live) => match live::LiveView::new(CrosstermBackend::new(std::io::stdout()), totals) {
-                Ok(view) => (Frontend::Live(Box::new(view)), None),
-                Err(e) => (
-                    Frontend::Text(text::TextView::new(text::Mode::Plain, Box::new(std::io::stdout()))),
-                    Some(format!("cannot show the live view ({e}): printing plain lines")),
-                ),
-            },
+            Output::Text(text::Mode::Live) => {
+                match live::LiveView::new(CrosstermBackend::new(std::io::stdout()), totals) {
+                    Ok(view) => (Frontend::Live(Box::new(view)), None),
+                    Err(e) => (
+                        Frontend::Text(text::TextView::new(text::Mode::Plain, Box::new(std::io::stdout()))),
+                        Some(format!("cannot show the live view ({e}): printing plain lines")),
+                    ),
+                }
+            }
             Output::Text(mode) => (Frontend::Text(text::TextView::new(mode, Box::new(std::io::stdout()))), None),
         }
     }

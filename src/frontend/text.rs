@@ -152,8 +152,24 @@ mod tests {
         }
     }
 
-    fn finished(node: &str, job: usize, name: &str, status: JobStatus, code: Option<i32>, reason: Option<&str>, ms: u64) -> Event {
-        Event::JobFinished { node: node.into(), job, name: name.into(), status, exit_code: code, reason: reason.map(Into::into), ms }
+    fn finished(
+        node: &str,
+        job: usize,
+        name: &str,
+        status: JobStatus,
+        code: Option<i32>,
+        reason: Option<&str>,
+        ms: u64,
+    ) -> Event {
+        Event::JobFinished {
+            node: node.into(),
+            job,
+            name: name.into(),
+            status,
+            exit_code: code,
+            reason: reason.map(Into::into),
+            ms,
+        }
     }
 
     #[test]
@@ -167,9 +183,22 @@ mod tests {
             Event::JobOutput { node: "db10".into(), job: 1, stream: Stream::Stderr, data: "bad thing\nworse\n".into() },
             finished("db10", 1, "RUN false", JobStatus::Failed, Some(1), Some("exited with code 1"), 5),
             finished("db10", 2, "RUN x", JobStatus::Skipped, None, Some("job 2 (RUN false) failed on this node"), 0),
-            Event::NodeUnreachable { node: "web1".into(), error: "cannot connect to 10.0.0.1:22: Connection refused".into() },
+            Event::NodeUnreachable {
+                node: "web1".into(),
+                error: "cannot connect to 10.0.0.1:22: Connection refused".into(),
+            },
             Event::RunFinished {
-                summary: Summary { nodes: 2, nodes_ok: 0, nodes_failed: 1, nodes_unreachable: 1, jobs_ok: 1, jobs_failed: 1, jobs_skipped: 1, elapsed_ms: 1234, ..Summary::default() },
+                summary: Summary {
+                    nodes: 2,
+                    nodes_ok: 0,
+                    nodes_failed: 1,
+                    nodes_unreachable: 1,
+                    jobs_ok: 1,
+                    jobs_failed: 1,
+                    jobs_skipped: 1,
+                    elapsed_ms: 1234,
+                    ..Summary::default()
+                },
                 exit_code: 1,
             },
         ];

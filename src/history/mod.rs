@@ -173,7 +173,12 @@ impl History {
     /// transaction, so two runs can never both take a node. A holder whose process is dead is
     /// marked abandoned and its nodes taken over. With [`Contention::Wait`], `waiting` is
     /// called once with the holder and the attempt repeats until the nodes are free.
-    pub fn begin(&mut self, spec: &RunSpec, contention: Contention, waiting: &mut dyn FnMut(&Holder)) -> Result<RunGuard, Error> {
+    pub fn begin(
+        &mut self,
+        spec: &RunSpec,
+        contention: Contention,
+        waiting: &mut dyn FnMut(&Holder),
+    ) -> Result<RunGuard, Error> {
         let locks = self.locks_dir();
         std::fs::create_dir_all(&locks).map_err(|e| open_error(&self.path, crate::catalog::yaml::io_reason(&e)))?;
         let lock_path = locks.join(format!("{}.lock", spec.id));
@@ -195,7 +200,10 @@ impl History {
                                 holder.started,
                                 holder.pid
                             ),
-                            hint: Some(format!("wait for it with --wait, or stop it with `director manage --cancel {}`", holder.run)),
+                            hint: Some(format!(
+                                "wait for it with --wait, or stop it with `director manage --cancel {}`",
+                                holder.run
+                            )),
                             code: exit::LOCKED,
                         })
                     }
@@ -225,7 +233,16 @@ impl History {
                 ))
                 .map_err(err)?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?)))
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                })
                 .map_err(err)?;
             let mut holders: Vec<(Holder, String)> = Vec::new();
             for row in rows {
@@ -254,7 +271,11 @@ impl History {
         )
         .map_err(err)?;
         for (node, address) in &spec.nodes {
-            tx.execute("INSERT INTO run_nodes (run_id, node, address) VALUES (?1, ?2, ?3)", params![spec.id, node, address]).map_err(err)?;
+            tx.execute(
+                "INSERT INTO run_nodes (run_id, node, address) VALUES (?1, ?2, ?3)",
+                params![spec.id, node, address],
+            )
+            .map_err(err)?;
         }
         for job in &spec.jobs {
             tx.execute(
@@ -283,7 +304,10 @@ impl History {
     /// Marks every `running` run whose process is gone as abandoned; returns their ids.
     pub fn sweep_abandoned(&mut self) -> Result<Vec<String>, Error> {
         let running: Vec<(String, String)> = {
-            let mut stmt = self.conn.prepare("SELECT id, lock_path FROM runs WHERE status = 'running'").map_err(|e| self.err(e))?;
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id, lock_path FROM runs WHERE status = 'running'")
+                .map_err(|e| self.err(e))?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
             rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
         };
@@ -295,7 +319,10 @@ impl History {
         }
         if !gone.is_empty() {
             let path = self.path.clone();
-            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| db_error(&path, e))?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| db_error(&path, e))?;
             for id in &gone {
                 mark_abandoned(&tx, id).map_err(|e| db_error(&path, e))?;
             }
@@ -317,7 +344,10 @@ impl History {
         }
         if !owner_alive(Path::new(&lock)) {
             let path = self.path.clone();
-            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| db_error(&path, e))?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| db_error(&path, e))?;
             mark_abandoned(&tx, id).map_err(|e| db_error(&path, e))?;
             tx.execute("UPDATE runs SET status = 'cancelled' WHERE id = ?1", [id]).map_err(|e| db_error(&path, e))?;
             tx.commit().map_err(|e| db_error(&path, e))?;
@@ -329,7 +359,10 @@ impl History {
 
     /// The status of run `id` now.
     pub fn status(&self, id: &str) -> Result<Option<String>, Error> {
-        self.conn.query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(|e| self.err(e))
+        self.conn
+            .query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
     }
 }
 
@@ -380,7 +413,8 @@ fn mark_abandoned(tx: &rusqlite::Transaction<'_>, run: &str) -> rusqlite::Result
     tx.execute("UPDATE runs SET status = 'abandoned' WHERE id = ?1 AND status = 'running'", [run])?;
     tx.execute("UPDATE run_nodes SET outcome = 'abandoned' WHERE run_id = ?1 AND outcome = 'pending'", [run])?;
     tx.execute("UPDATE results SET status = 'abandoned' WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?1)", [run])?;
-    let lock: Option<String> = tx.query_row("SELECT lock_path FROM runs WHERE id = ?1", [run], |r| r.get(0)).optional()?;
+    let lock: Option<String> =
+        tx.query_row("SELECT lock_path FROM runs WHERE id = ?1", [run], |r| r.get(0)).optional()?;
     if let Some(lock) = lock {
         let _ = std::fs::remove_file(lock);
     }
@@ -389,5 +423,8 @@ fn mark_abandoned(tx: &rusqlite::Transaction<'_>, run: &str) -> rusqlite::Result
 
 /// The operator machine's name, recorded as part of a run's owner.
 fn operator_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).or_else(|_| std::env::var("HOSTNAME")).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
 }

@@ -16,8 +16,9 @@ pub fn time(col: &str) -> String {
 
 /// No `what` (run, job) has an id starting with `given`.
 pub fn not_found(what: &str, given: &str, path: &std::path::Path) -> Error {
-    Error::input(format!("no {what} has an id starting with `{given}` in {}", path.display()))
-        .hint(format!("`director manage --list-{what}s` shows them; an id, a unique prefix of one, or `last` is accepted"))
+    Error::input(format!("no {what} has an id starting with `{given}` in {}", path.display())).hint(format!(
+        "`director manage --list-{what}s` shows them; an id, a unique prefix of one, or `last` is accepted"
+    ))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -209,10 +210,15 @@ impl History {
             return Ok(Found::Empty);
         }
         if given == "last" {
-            let id: String = self.q(self.conn.query_row(&format!("SELECT id FROM {table} ORDER BY {order} LIMIT 1"), [], |r| r.get(0)))?;
+            let id: String =
+                self.q(self
+                    .conn
+                    .query_row(&format!("SELECT id FROM {table} ORDER BY {order} LIMIT 1"), [], |r| r.get(0)))?;
             return Ok(Found::One(id));
         }
-        let mut stmt = self.q(self.conn.prepare(&format!("SELECT id FROM {table} WHERE id LIKE ?1 || '%' ESCAPE '\\' ORDER BY {order} LIMIT 6")))?;
+        let mut stmt = self.q(self.conn.prepare(&format!(
+            "SELECT id FROM {table} WHERE id LIKE ?1 || '%' ESCAPE '\\' ORDER BY {order} LIMIT 6"
+        )))?;
         let escaped = given.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
         let ids: Vec<String> = self.q(self.q(stmt.query_map([escaped], |r| r.get(0)))?.collect())?;
         match ids.len() {
@@ -220,8 +226,12 @@ impl History {
             1 => Ok(Found::One(ids[0].clone())),
             _ => {
                 let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
-                Err(Error::input(format!("`{given}` starts the ids of several {what}s: {}{}", shown.join(", "), if ids.len() > 5 { ", …" } else { "" }))
-                    .hint("give more characters of the id"))
+                Err(Error::input(format!(
+                    "`{given}` starts the ids of several {what}s: {}{}",
+                    shown.join(", "),
+                    if ids.len() > 5 { ", …" } else { "" }
+                ))
+                .hint("give more characters of the id"))
             }
         }
     }
@@ -233,14 +243,20 @@ impl History {
     }
 
     pub fn run_info(&self, id: &str) -> Result<RunInfo, Error> {
-        let (run, files, catalogs, summary): (RunRow, String, String, Option<String>) = self.q(self.conn.query_row(
-            &format!("{} WHERE r.id = ?1", run_select()),
-            [id],
-            |r| Ok((run_row(r)?, r.get(14)?, r.get(15)?, r.get(16)?)),
-        ))?;
-        let jobs: i64 = self.q(self.conn.query_row("SELECT count(*) FROM jobs WHERE run_id = ?1", [id], |r| r.get(0)))?;
-        let mut stmt = self.q(self.conn.prepare("SELECT node, address, outcome, error FROM run_nodes WHERE run_id = ?1 ORDER BY rowid"))?;
-        let nodes = self.q(self.q(stmt.query_map([id], |r| Ok(RunNode { node: r.get(0)?, address: r.get(1)?, outcome: r.get(2)?, error: r.get(3)? })))?.collect())?;
+        let (run, files, catalogs, summary): (RunRow, String, String, Option<String>) =
+            self.q(self.conn.query_row(&format!("{} WHERE r.id = ?1", run_select()), [id], |r| {
+                Ok((run_row(r)?, r.get(14)?, r.get(15)?, r.get(16)?))
+            }))?;
+        let jobs: i64 =
+            self.q(self.conn.query_row("SELECT count(*) FROM jobs WHERE run_id = ?1", [id], |r| r.get(0)))?;
+        let mut stmt = self.q(self
+            .conn
+            .prepare("SELECT node, address, outcome, error FROM run_nodes WHERE run_id = ?1 ORDER BY rowid"))?;
+        let nodes = self.q(self
+            .q(stmt.query_map([id], |r| {
+                Ok(RunNode { node: r.get(0)?, address: r.get(1)?, outcome: r.get(2)?, error: r.get(3)? })
+            }))?
+            .collect())?;
         Ok(RunInfo {
             run,
             files: serde_json::from_str(&files).unwrap_or_default(),
@@ -368,10 +384,14 @@ impl History {
     /// returns (jobs, runs) deleted. A running run keeps its record: it is the lock.
     pub fn purge_jobs(&mut self) -> Result<(usize, usize), Error> {
         let path = self.path.clone();
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| super::db_error(&path, e))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| super::db_error(&path, e))?;
         let done = "SELECT id FROM runs WHERE status <> 'running'";
         let e = |e| super::db_error(&path, e);
-        tx.execute(&format!("DELETE FROM results WHERE job_id IN (SELECT id FROM jobs WHERE run_id IN ({done}))"), []).map_err(e)?;
+        tx.execute(&format!("DELETE FROM results WHERE job_id IN (SELECT id FROM jobs WHERE run_id IN ({done}))"), [])
+            .map_err(e)?;
         let jobs = tx.execute(&format!("DELETE FROM jobs WHERE run_id IN ({done})"), []).map_err(e)?;
         tx.execute(&format!("DELETE FROM run_nodes WHERE run_id IN ({done})"), []).map_err(e)?;
         let runs = tx.execute("DELETE FROM runs WHERE status <> 'running'", []).map_err(e)?;
@@ -387,10 +407,19 @@ impl History {
     /// The nodes of run `id` that did not end ok: failed, unreachable, cancelled or never
     /// reported. With the run's files and catalogs, for `--retry-failed`.
     pub fn retry_set(&self, id: &str) -> Result<RetrySet, Error> {
-        let (files, catalogs): (String, String) = self.q(self.conn.query_row("SELECT files, catalogs FROM runs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?))))?;
-        let mut stmt = self.q(self.conn.prepare("SELECT node FROM run_nodes WHERE run_id = ?1 AND outcome <> 'ok' ORDER BY rowid"))?;
+        let (files, catalogs): (String, String) =
+            self.q(self
+                .conn
+                .query_row("SELECT files, catalogs FROM runs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?))))?;
+        let mut stmt = self
+            .q(self.conn.prepare("SELECT node FROM run_nodes WHERE run_id = ?1 AND outcome <> 'ok' ORDER BY rowid"))?;
         let nodes: Vec<String> = self.q(self.q(stmt.query_map(params![id], |r| r.get(0)))?.collect())?;
-        Ok(RetrySet { run: id.to_string(), nodes, files: serde_json::from_str(&files).unwrap_or_default(), catalogs: serde_json::from_str(&catalogs).unwrap_or_default() })
+        Ok(RetrySet {
+            run: id.to_string(),
+            nodes,
+            files: serde_json::from_str(&files).unwrap_or_default(),
+            catalogs: serde_json::from_str(&catalogs).unwrap_or_default(),
+        })
     }
 
     /// Every result of run `id` (of `node` only, when given), in job order, for browsing.
@@ -422,7 +451,8 @@ impl History {
              WHERE r.started_at = (SELECT MAX(r2.started_at) FROM runs r2 JOIN run_nodes n2 ON n2.run_id = r2.id WHERE n2.node = n.node)
              ORDER BY n.node",
         ))?;
-        let rows = self.q(stmt.query_map([], |r| Ok(LastOutcome { node: r.get(0)?, run: r.get(1)?, outcome: r.get(2)? })))?;
+        let rows =
+            self.q(stmt.query_map([], |r| Ok(LastOutcome { node: r.get(0)?, run: r.get(1)?, outcome: r.get(2)? })))?;
         self.q(rows.collect())
     }
 

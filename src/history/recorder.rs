@@ -35,7 +35,11 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the thread; `cancelled` hears once when another terminal cancels the run.
-    pub fn start(history: History, spec: &RunSpec, cancelled: tokio::sync::mpsc::UnboundedSender<()>) -> Result<Recorder, Error> {
+    pub fn start(
+        history: History,
+        spec: &RunSpec,
+        cancelled: tokio::sync::mpsc::UnboundedSender<()>,
+    ) -> Result<Recorder, Error> {
         let (tx, rx) = mpsc::channel();
         let mut state = State::new(history, spec);
         let thread = std::thread::Builder::new()
@@ -169,7 +173,11 @@ impl State {
     }
 
     fn cancel_requested(&self) -> bool {
-        self.history.conn().query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&self.run], |r| r.get::<_, i64>(0)).map(|v| v != 0).unwrap_or(false)
+        self.history
+            .conn()
+            .query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&self.run], |r| r.get::<_, i64>(0))
+            .map(|v| v != 0)
+            .unwrap_or(false)
     }
 
     fn write(&mut self, batch: Vec<(Event, i64)>) -> rusqlite::Result<()> {
@@ -205,7 +213,10 @@ impl State {
                     )?;
                 }
                 Event::NodeUnreachable { node, error } => {
-                    tx.execute("UPDATE run_nodes SET outcome = 'unreachable', error = ?3 WHERE run_id = ?1 AND node = ?2", params![run, node, error])?;
+                    tx.execute(
+                        "UPDATE run_nodes SET outcome = 'unreachable', error = ?3 WHERE run_id = ?1 AND node = ?2",
+                        params![run, node, error],
+                    )?;
                     for (seq, targets) in self.targets.iter().enumerate() {
                         if targets.contains(&node) {
                             tx.execute(
@@ -246,7 +257,10 @@ impl State {
                     } else {
                         "failed"
                     };
-                    tx.execute("UPDATE run_nodes SET outcome = ?3 WHERE run_id = ?1 AND node = ?2", params![run, node, outcome])?;
+                    tx.execute(
+                        "UPDATE run_nodes SET outcome = ?3 WHERE run_id = ?1 AND node = ?2",
+                        params![run, node, outcome],
+                    )?;
                 }
                 Event::RunFinished { summary, exit_code } => {
                     let status = match exit_code {
@@ -256,7 +270,10 @@ impl State {
                     };
                     // Whatever never reported (a node the run stopped waiting for) ends with the run.
                     let ended = if status == "cancelled" { "cancelled" } else { "failed" };
-                    tx.execute("UPDATE run_nodes SET outcome = ?2 WHERE run_id = ?1 AND outcome = 'pending'", params![run, ended])?;
+                    tx.execute(
+                        "UPDATE run_nodes SET outcome = ?2 WHERE run_id = ?1 AND outcome = 'pending'",
+                        params![run, ended],
+                    )?;
                     tx.execute("UPDATE results SET status = ?2 WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?1)", params![run, ended])?;
                     tx.execute(
                         "UPDATE runs SET status = ?2, ended_at = ?3, exit_code = ?4, summary = ?5 WHERE id = ?1",

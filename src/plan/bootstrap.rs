@@ -16,24 +16,36 @@ use std::path::PathBuf;
 impl Plan {
     pub fn bootstrap(catalog: &Catalog, selection: &Selection, threads: usize) -> Result<Plan, Error> {
         let allowed = selection.mask(catalog)?;
-        let nodes: Vec<Node> = catalog.nodes.iter().zip(&allowed).filter(|(_, ok)| **ok).map(|(n, _)| n.clone()).collect();
+        let nodes: Vec<Node> =
+            catalog.nodes.iter().zip(&allowed).filter(|(_, ok)| **ok).map(|(n, _)| n.clone()).collect();
         let is_server = |n: &Node| n.groups.iter().any(|g| g == SECTIONS[0]);
         let specs = bootstrap::jobs(catalog)?;
         let mut jobs = Vec::new();
         let mut entries = Vec::new();
         for section in SECTIONS {
-            let targets: Vec<usize> = (0..nodes.len()).filter(|&i| is_server(&nodes[i]) == (section == SECTIONS[0])).collect();
+            let targets: Vec<usize> =
+                (0..nodes.len()).filter(|&i| is_server(&nodes[i]) == (section == SECTIONS[0])).collect();
             let mine: Vec<&bootstrap::BootstrapJob> = specs.iter().filter(|j| j.section == section).collect();
             if mine.is_empty() {
                 continue;
             }
             let raw = Value::Array(mine.iter().map(|j| j.raw.clone()).collect());
-            let mut entry = PlannedEntry { name: Some(section.to_string()), fingerprint: super::fingerprint::hash(&super::fingerprint::canonical(&raw)), is_async: false, jobs: Vec::new() };
+            let mut entry = PlannedEntry {
+                name: Some(section.to_string()),
+                fingerprint: super::fingerprint::hash(&super::fingerprint::canonical(&raw)),
+                is_async: false,
+                jobs: Vec::new(),
+            };
             for spec in mine {
                 let work = match spec.verb.as_str() {
                     "RUN" => Work::Shell { command: spec.text.clone() },
                     verb => {
-                        let (a, b) = spec.text.trim().split_once(char::is_whitespace).map(|(a, b)| (a.to_string(), b.trim().to_string())).unwrap_or((spec.text.clone(), String::new()));
+                        let (a, b) = spec
+                            .text
+                            .trim()
+                            .split_once(char::is_whitespace)
+                            .map(|(a, b)| (a.to_string(), b.trim().to_string()))
+                            .unwrap_or((spec.text.clone(), String::new()));
                         if verb == "ADD" {
                             let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
                             Work::Send { source: a, dest: b, roots: vec![spec.dir.clone(), cwd] }
@@ -66,7 +78,8 @@ impl Plan {
             .map(|node| {
                 let mut vars = merged.clone();
                 let section = if is_server(node) { SECTIONS[0] } else { SECTIONS[1] };
-                let section_jobs = merged.get(section).and_then(|s| s.get("jobs")).cloned().unwrap_or(Value::Array(Vec::new()));
+                let section_jobs =
+                    merged.get(section).and_then(|s| s.get("jobs")).cloned().unwrap_or(Value::Array(Vec::new()));
                 vars.insert("directord_bootstrap".into(), entry_of(node, section_jobs));
                 vars
             })
@@ -83,7 +96,10 @@ fn entry_of(node: &Node, jobs: Value) -> Value {
     m.insert("port".into(), json!(node.port));
     m.insert("username".into(), json!(node.user));
     m.insert("jobs".into(), jobs);
-    m.insert("key_file".into(), node.identity_file.as_ref().map(|p| json!(p.display().to_string())).unwrap_or(Value::Null));
+    m.insert(
+        "key_file".into(),
+        node.identity_file.as_ref().map(|p| json!(p.display().to_string())).unwrap_or(Value::Null),
+    );
     m.insert("name".into(), json!(node.name));
     Value::Object(m)
 }
@@ -106,7 +122,14 @@ mod tests {
         assert_eq!(plan.nodes.len(), 3);
         assert_eq!(plan.schedule, Schedule::Bootstrap { servers: vec![0], threads: 3 });
         let shape: Vec<(String, Vec<usize>)> = plan.jobs.iter().map(|j| (j.label(), j.targets.clone())).collect();
-        assert_eq!(shape, [("RUN echo s".to_string(), vec![0]), ("RUN echo {{ directord_bootstrap.name }}".to_string(), vec![1, 2]), ("GET /etc/hostname out".to_string(), vec![1, 2])]);
+        assert_eq!(
+            shape,
+            [
+                ("RUN echo s".to_string(), vec![0]),
+                ("RUN echo {{ directord_bootstrap.name }}".to_string(), vec![1, 2]),
+                ("GET /etc/hostname out".to_string(), vec![1, 2])
+            ]
+        );
         assert_eq!(plan.vars[2]["directord_bootstrap"]["name"], "c2");
         assert_eq!(plan.vars[2]["directord_server"]["targets"][0]["host"], "10.0.0.1");
         assert!(plan.jobs.iter().all(|j| !j.cacheable()));

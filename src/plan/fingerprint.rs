@@ -70,7 +70,10 @@ pub fn compute(job: &Job, r: &Rendered) -> String {
             put("extend", json!(extend));
         }
         Work::Copy { attrs, blueprint, .. } => {
-            put("files", Value::Array(r.files.iter().map(|(dest, sha3)| json!({"dest": dest, "sha3": sha3})).collect()));
+            put(
+                "files",
+                Value::Array(r.files.iter().map(|(dest, sha3)| json!({"dest": dest, "sha3": sha3})).collect()),
+            );
             put("owner", json!(attrs.owner));
             put("group", json!(attrs.group));
             put("mode", json!(attrs.mode));
@@ -110,7 +113,9 @@ pub fn compute(job: &Job, r: &Rendered) -> String {
         Work::Echo { text } => put("text", json!(text)),
         Work::QueueSentinel => {}
         Work::Shell { .. } => put("command", json!(r.text)),
-        Work::Send { .. } => put("files", Value::Array(r.files.iter().map(|(dest, sha3)| json!({"dest": dest, "sha3": sha3})).collect())),
+        Work::Send { .. } => {
+            put("files", Value::Array(r.files.iter().map(|(dest, sha3)| json!({"dest": dest, "sha3": sha3})).collect()))
+        }
         Work::Fetch { .. } => {
             put("remote", json!(r.text));
             put("local", r.value.clone());
@@ -199,7 +204,11 @@ mod tests {
             ),
             (
                 job("RUN", "--stdout-arg x echo hi"),
-                Rendered { text: "echo hi".into(), env: json!({"k": "12345"}).as_object().unwrap().clone(), ..Rendered::default() },
+                Rendered {
+                    text: "echo hi".into(),
+                    env: json!({"k": "12345"}).as_object().unwrap().clone(),
+                    ..Rendered::default()
+                },
                 r#"{"command":"echo hi","env":{"k":"12345"},"no_block":false,"retry":1,"run_once":false,"stderr_arg":null,"stdout_arg":"x","timeout":600,"v":1,"verb":"RUN"}"#,
                 "eb1a561566f863c5b8229556deaa275aee088c2908187daf94c1a799",
             ),
@@ -245,9 +254,15 @@ mod tests {
         skip.name = Some("named".into());
         skip.id = 7;
         assert_eq!(base, compute(&skip, &Rendered { text: "echo a".into(), ..Rendered::default() }));
-        assert_ne!(base, compute(&job("RUN", "--run-once echo a"), &Rendered { text: "echo a".into(), ..Rendered::default() }));
+        assert_ne!(
+            base,
+            compute(&job("RUN", "--run-once echo a"), &Rendered { text: "echo a".into(), ..Rendered::default() })
+        );
         let copy = job("COPY", "Cargo.toml /tmp/y");
         let one = compute(&copy, &Rendered { files: vec![("/tmp/y".into(), "a".repeat(56))], ..Rendered::default() });
-        assert_ne!(one, compute(&copy, &Rendered { files: vec![("/tmp/y".into(), "b".repeat(56))], ..Rendered::default() }));
+        assert_ne!(
+            one,
+            compute(&copy, &Rendered { files: vec![("/tmp/y".into(), "b".repeat(56))], ..Rendered::default() })
+        );
     }
 }

@@ -128,7 +128,9 @@ impl Reader<'_> {
             "None" => Some(Value::Null),
             _ => {
                 let digits = word.strip_prefix(['-', '+']).unwrap_or(word);
-                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'e' || b == b'E' || b == b'_') {
+                if digits.is_empty()
+                    || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'e' || b == b'E' || b == b'_')
+                {
                     return None;
                 }
                 let clean = word.replace('_', "");

@@ -16,9 +16,9 @@ use crate::catalog::orchestration::{JobSpec, Orchestration, TargetRef};
 use crate::catalog::yaml::{child, Document, Seg};
 use crate::catalog::{Catalog, Node};
 use crate::error::Error;
-pub use verbs::{Source, WaitOn, Work, DEFAULT_TIMEOUT};
 use std::path::PathBuf;
 use std::time::Duration;
+pub use verbs::{Source, WaitOn, Work, DEFAULT_TIMEOUT};
 
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -49,12 +49,18 @@ impl Job {
         }
         let args = match &self.work {
             Work::Run { command, .. } => command.clone(),
-            Work::Arg { key, value, .. } => format!("{key} {}", match value {
-                serde_json::Value::String(s) => s.clone(),
-                v => v.to_string(),
-            }),
+            Work::Arg { key, value, .. } => format!(
+                "{key} {}",
+                match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                }
+            ),
             Work::Copy { sources, dest, .. } => {
-                let names: Vec<String> = sources.iter().map(|s| s.path.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+                let names: Vec<String> = sources
+                    .iter()
+                    .map(|s| s.path.file_name().unwrap_or_default().to_string_lossy().into_owned())
+                    .collect();
                 format!("{} {dest}", names.join(" "))
             }
             Work::Workdir { path, .. } => path.clone(),
@@ -81,7 +87,10 @@ impl Job {
     /// Whether a success is recorded in the node cache and answered from it next time.
     pub fn cacheable(&self) -> bool {
         verbs::spec(&self.verb).is_some_and(|s| s.cacheable)
-            && !matches!(self.work, Work::Run { no_block: true, .. } | Work::Shell { .. } | Work::Send { .. } | Work::Fetch { .. })
+            && !matches!(
+                self.work,
+                Work::Run { no_block: true, .. } | Work::Shell { .. } | Work::Send { .. } | Work::Fetch { .. }
+            )
     }
 }
 
@@ -143,7 +152,8 @@ impl Plan {
                     _ => serde_json::Value::Null,
                 };
                 let fingerprint = fingerprint::hash(&fingerprint::canonical(&raw));
-                let mut planned = PlannedEntry { name: entry.name.clone(), fingerprint, is_async: entry.is_async, jobs: Vec::new() };
+                let mut planned =
+                    PlannedEntry { name: entry.name.clone(), fingerprint, is_async: entry.is_async, jobs: Vec::new() };
                 for spec in &entry.jobs {
                     let mut job = plan_job(&orch.doc, spec, jobs.len(), entries.len())?;
                     job.skip_cache |= selection.ignore_cache;
@@ -195,7 +205,8 @@ impl Plan {
         let mut general: Vec<Vec<usize>> = Vec::new();
         let mut lanes = Vec::new();
         for entry in &self.entries {
-            let jobs: Vec<usize> = entry.jobs.iter().copied().filter(|&j| self.jobs[j].targets.contains(&node)).collect();
+            let jobs: Vec<usize> =
+                entry.jobs.iter().copied().filter(|&j| self.jobs[j].targets.contains(&node)).collect();
             if jobs.is_empty() {
                 continue;
             }
@@ -213,7 +224,10 @@ impl Plan {
 
     /// QUERY_WAIT and JOB_WAIT name nodes by catalog name; each must run something here.
     fn check_identities(&self, orchestrations: &[Orchestration]) -> Result<(), Error> {
-        let specs: Vec<(&Document, &JobSpec)> = orchestrations.iter().flat_map(|o| o.entries.iter().flat_map(move |e| e.jobs.iter().map(move |j| (&o.doc, j)))).collect();
+        let specs: Vec<(&Document, &JobSpec)> = orchestrations
+            .iter()
+            .flat_map(|o| o.entries.iter().flat_map(move |e| e.jobs.iter().map(move |j| (&o.doc, j))))
+            .collect();
         for (job, (doc, spec)) in self.jobs.iter().zip(specs) {
             let ids = match &job.work {
                 Work::QueryWait { identities, .. } | Work::JobWait { identities, .. } => identities,
@@ -224,7 +238,10 @@ impl Plan {
                     let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
                     return Err(doc
                         .error_at(&spec.path, format!("{} waits for `{id}`, which runs nothing in this run", job.verb))
-                        .hint(format!("--identity takes catalog node names that this run reaches: {}", names.join(", "))));
+                        .hint(format!(
+                            "--identity takes catalog node names that this run reaches: {}",
+                            names.join(", ")
+                        )));
                 }
             }
         }
@@ -258,7 +275,8 @@ fn restrict_mask(catalog: &Catalog, restrict: &[String]) -> Result<Vec<bool>, Er
     let mut mask = vec![false; catalog.nodes.len()];
     for pattern in restrict {
         let glob = glob::Pattern::new(pattern).map_err(|e| {
-            Error::input(format!("--restrict `{pattern}` is not a valid pattern: {}", e.msg)).hint("use node names, group names or globs like `web*`")
+            Error::input(format!("--restrict `{pattern}` is not a valid pattern: {}", e.msg))
+                .hint("use node names, group names or globs like `web*`")
         })?;
         let mut hit = false;
         for (i, node) in catalog.nodes.iter().enumerate() {
@@ -285,17 +303,18 @@ fn restrict_mask(catalog: &Catalog, restrict: &[String]) -> Result<Vec<bool>, Er
 fn resolve(catalog: &Catalog, doc: &Document, targets: &[TargetRef]) -> Result<Vec<usize>, Error> {
     let mut out = Vec::new();
     for t in targets {
-        let found = catalog
-            .nodes
-            .iter()
-            .position(|n| n.name == t.name)
-            .map(|i| vec![i])
-            .unwrap_or_else(|| catalog.nodes.iter().enumerate().filter(|(_, n)| n.host == t.name).map(|(i, _)| i).collect());
+        let found = catalog.nodes.iter().position(|n| n.name == t.name).map(|i| vec![i]).unwrap_or_else(|| {
+            catalog.nodes.iter().enumerate().filter(|(_, n)| n.host == t.name).map(|(i, _)| i).collect()
+        });
         if found.is_empty() {
             let err = doc.error_at(&t.path, format!("unknown target `{}`", t.name));
             return Err(match crate::suggest(&t.name, catalog.nodes.iter().map(|n| n.name.as_str())) {
-                Some(s) => err.hint(format!("did you mean `{s}`? targets are catalog node names or hosts; the catalog has {}", catalog.names_hint())),
-                None => err.hint(format!("targets are catalog node names or hosts; the catalog has {}", catalog.names_hint())),
+                Some(s) => err.hint(format!(
+                    "did you mean `{s}`? targets are catalog node names or hosts; the catalog has {}",
+                    catalog.names_hint()
+                )),
+                None => err
+                    .hint(format!("targets are catalog node names or hosts; the catalog has {}", catalog.names_hint())),
             });
         }
         for i in found {
@@ -316,7 +335,11 @@ fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Re
     }
     let verb_path = child(&spec.path, doc_key(doc, &spec.path, &spec.verb));
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let file_dir = doc.file.parent().map(|d| if d.as_os_str().is_empty() { PathBuf::from(".") } else { d.to_path_buf() }).map(|d| cwd.join(d));
+    let file_dir = doc
+        .file
+        .parent()
+        .map(|d| if d.as_os_str().is_empty() { PathBuf::from(".") } else { d.to_path_buf() })
+        .map(|d| cwd.join(d));
     let roots = verbs::SourceRoots { cwd, file_dir };
     let parsed = verbs::parse(&spec.verb, &spec.args, &spec.vars, &roots).map_err(|e| {
         if e.help {
@@ -380,7 +403,11 @@ mod tests {
 
     fn plan(text: &str, restrict: &[&str]) -> Result<Plan, Error> {
         let o = Orchestration::from_document(Document::parse(Path::new("o.yaml"), text.into()).unwrap())?;
-        Plan::build(&catalog(), &[o], &Selection { restrict: restrict.iter().map(|s| s.to_string()).collect(), ignore_cache: false, only: None })
+        Plan::build(
+            &catalog(),
+            &[o],
+            &Selection { restrict: restrict.iter().map(|s| s.to_string()).collect(), ignore_cache: false, only: None },
+        )
     }
 
     #[test]
@@ -398,7 +425,8 @@ mod tests {
 
     #[test]
     fn lanes_put_async_entries_apart() {
-        let p = plan("- jobs: [{RUN: a}, {RUN: b}]\n- async: true\n  jobs: [{RUN: c}]\n- jobs: [{RUN: d}]\n", &[]).unwrap();
+        let p =
+            plan("- jobs: [{RUN: a}, {RUN: b}]\n- async: true\n  jobs: [{RUN: c}]\n- jobs: [{RUN: d}]\n", &[]).unwrap();
         assert_eq!(p.lanes(0), vec![vec![vec![0, 1], vec![3]], vec![vec![2]]]);
     }
 
@@ -411,7 +439,10 @@ mod tests {
         let err = plan("- jobs:\n    - DNF: vim\n", &[]).unwrap_err();
         assert_eq!(err.to_string(), "error: o.yaml:2:7: verb `DNF` is not supported yet\n  hint: director runs RUN, ARG, ENV, ADD, COPY, WORKDIR, CACHEFILE, CACHEEVICT, QUERY, QUERY_WAIT, JOB_WAIT, WAIT, ECHO, QUEUESENTINEL today");
         let err = plan("- jobs:\n    - RUN: echo\n      vars: {stdout_ag: x}\n", &[]).unwrap_err();
-        assert_eq!(err.to_string(), "error: o.yaml:3:14: unknown var `stdout_ag` for RUN\n  hint: did you mean `stdout_arg`?");
+        assert_eq!(
+            err.to_string(),
+            "error: o.yaml:3:14: unknown var `stdout_ag` for RUN\n  hint: did you mean `stdout_arg`?"
+        );
         let err = plan("- jobs:\n    - QUERY_WAIT: k --identity web7\n", &[]).unwrap_err();
         assert_eq!(err.to_string(), "error: o.yaml:2:7: QUERY_WAIT waits for `web7`, which runs nothing in this run\n  hint: --identity takes catalog node names that this run reaches: web1, web2, db1");
         let help = plan("- jobs:\n    - ECHO: --exec-help\n", &[]).unwrap_err();
@@ -426,11 +457,17 @@ mod tests {
     #[test]
     fn the_directord_corpus_plans() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus/orchestrations");
-        let mut names: Vec<String> = ["df.next-c0.localdomain", "df.next-c1.localdomain", "df.next-c2.localdomain"].iter().map(|s| s.to_string()).collect();
+        let mut names: Vec<String> = ["df.next-c0.localdomain", "df.next-c1.localdomain", "df.next-c2.localdomain"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         names.extend((1..=3).map(|i| format!("df.next-c{i}.localdomain-client-1")));
         let nodes: String = names.iter().map(|n| format!("  - {{name: {n}, host: {n}}}\n")).collect();
-        let catalog = Catalog::from_documents(vec![Document::parse(Path::new("c.yaml"), format!("nodes:\n{nodes}")).unwrap()]).unwrap();
-        let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+        let catalog =
+            Catalog::from_documents(vec![Document::parse(Path::new("c.yaml"), format!("nodes:\n{nodes}")).unwrap()])
+                .unwrap();
+        let mut files: Vec<_> =
+            std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
         files.sort();
         let mut refused = Vec::new();
         for file in &files {
@@ -446,7 +483,11 @@ mod tests {
                         refused.push(format!("{name} (no {what})"));
                         continue;
                     }
-                    assert!(text.contains(&format!("verb `{what}` is not supported yet")) && verbs::NOT_YET.contains(&what.as_str()), "{name}: {text}");
+                    assert!(
+                        text.contains(&format!("verb `{what}` is not supported yet"))
+                            && verbs::NOT_YET.contains(&what.as_str()),
+                        "{name}: {text}"
+                    );
                     refused.push(format!("{name} ({what})"));
                 }
             }

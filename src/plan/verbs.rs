@@ -20,7 +20,8 @@ use std::time::Duration;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Verbs Directord has that director does not run yet; refused at plan time.
-pub const NOT_YET: &[&str] = &["DNF", "SERVICE", "REBOOT", "FACTER", "CONTAINER_IMAGE", "POD", "SECONTEXT", "CONTAINER_CONFIG_DATA"];
+pub const NOT_YET: &[&str] =
+    &["DNF", "SERVICE", "REBOOT", "FACTER", "CONTAINER_IMAGE", "POD", "SECONTEXT", "CONTAINER_CONFIG_DATA"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arity {
@@ -105,29 +106,75 @@ pub enum WaitOn {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Work {
     /// `command` is a template.
-    Run { command: String, retry: u32, no_block: bool },
+    Run {
+        command: String,
+        retry: u32,
+        no_block: bool,
+    },
     /// ARG (`env: false`) or ENV; string parts of `value` are templates.
-    Arg { env: bool, key: String, value: Value, extend: bool },
+    Arg {
+        env: bool,
+        key: String,
+        value: Value,
+        extend: bool,
+    },
     /// `dest` is a template; with `blueprint`, so is each file's content.
-    Copy { sources: Vec<Source>, dest: String, attrs: Attrs, blueprint: bool },
+    Copy {
+        sources: Vec<Source>,
+        dest: String,
+        attrs: Attrs,
+        blueprint: bool,
+    },
     /// `path` is a template.
-    Workdir { path: String, attrs: Attrs },
-    CacheFile { path: String },
-    CacheEvict { tag: String },
-    Query { key: String },
-    QueryWait { item: String, timeout: Duration, identities: Vec<String> },
-    JobWait { fingerprint: String, identities: Vec<String> },
+    Workdir {
+        path: String,
+        attrs: Attrs,
+    },
+    CacheFile {
+        path: String,
+    },
+    CacheEvict {
+        tag: String,
+    },
+    Query {
+        key: String,
+    },
+    QueryWait {
+        item: String,
+        timeout: Duration,
+        identities: Vec<String>,
+    },
+    JobWait {
+        fingerprint: String,
+        identities: Vec<String>,
+    },
     /// URL and command are templates.
-    Wait { on: WaitOn, retry: u32, retry_wait: Duration, insecure: bool },
-    Echo { text: String },
+    Wait {
+        on: WaitOn,
+        retry: u32,
+        retry_wait: Duration,
+        insecure: bool,
+    },
+    Echo {
+        text: String,
+    },
     QueueSentinel,
     /// A bootstrap RUN: the whole string is the shell command (no options), a template.
-    Shell { command: String },
+    Shell {
+        command: String,
+    },
     /// A bootstrap ADD: `source` (on the operator, looked up in `roots`) and `dest` are
     /// templates, resolved on each node when the job runs.
-    Send { source: String, dest: String, roots: Vec<PathBuf> },
+    Send {
+        source: String,
+        dest: String,
+        roots: Vec<PathBuf>,
+    },
     /// A bootstrap GET: copy `remote` from the node to `local` on the operator; templates.
-    Fetch { remote: String, local: String },
+    Fetch {
+        remote: String,
+        local: String,
+    },
 }
 
 /// A parsed job: its work and the options every verb has.
@@ -167,7 +214,11 @@ pub type TakenOption = (String, Vec<String>);
 
 /// Takes the known option tokens out of `args` and returns them with what is left, whose own
 /// spacing and newlines are kept. With `free_text`, unknown `--options` stay in the rest.
-pub fn split_options(args: &str, known: &[(&str, Arity)], free_text: bool) -> Result<(Vec<TakenOption>, String), VerbError> {
+pub fn split_options(
+    args: &str,
+    known: &[(&str, Arity)],
+    free_text: bool,
+) -> Result<(Vec<TakenOption>, String), VerbError> {
     let mut tokens: Vec<(usize, usize)> = Vec::new();
     let mut start = None;
     for (i, c) in args.char_indices() {
@@ -304,7 +355,9 @@ pub fn parse(verb: &str, args: &str, vars: &Map<String, Value>, roots: &SourceRo
     let number = |name: &str| -> Result<Option<u64>, VerbError> {
         match one(name) {
             None => Ok(None),
-            Some(v) => v.parse::<u64>().map(Some).map_err(|_| err(format!("option `{name}` needs a whole number, not `{v}`"))),
+            Some(v) => {
+                v.parse::<u64>().map(Some).map_err(|_| err(format!("option `{name}` needs a whole number, not `{v}`")))
+            }
         }
     };
     let attrs = || -> Result<Attrs, VerbError> {
@@ -315,7 +368,8 @@ pub fn parse(verb: &str, args: &str, vars: &Map<String, Value>, roots: &SourceRo
                 None => (chown.clone(), None),
             };
             if user.is_empty() {
-                return Err(err(format!("`--chown {chown}` names no user")).hint("use USER or USER:GROUP, names or numeric ids"));
+                return Err(err(format!("`--chown {chown}` names no user"))
+                    .hint("use USER or USER:GROUP, names or numeric ids"));
             }
             attrs.owner = Some(user);
             attrs.group = group;
@@ -331,12 +385,17 @@ pub fn parse(verb: &str, args: &str, vars: &Map<String, Value>, roots: &SourceRo
     };
     let words: Vec<&str> = rest.split_whitespace().collect();
     let usage_hint = || format!("usage: {}", spec.usage.lines().next().unwrap_or(""));
-    let need = |ok: bool, what: &str| if ok { Ok(()) } else { Err(err(format!("{verb} needs {what}")).hint(usage_hint())) };
+    let need =
+        |ok: bool, what: &str| if ok { Ok(()) } else { Err(err(format!("{verb} needs {what}")).hint(usage_hint())) };
 
     let work = match verb {
         "RUN" => {
             need(!rest.trim().is_empty(), "a command")?;
-            Work::Run { command: rest.clone(), retry: number("--retry")?.unwrap_or(1).max(1) as u32, no_block: has("--no-block") }
+            Work::Run {
+                command: rest.clone(),
+                retry: number("--retry")?.unwrap_or(1).max(1) as u32,
+                no_block: has("--no-block"),
+            }
         }
         "ARG" | "ENV" => {
             need(!words.is_empty(), "a key and a value")?;
@@ -354,7 +413,11 @@ pub fn parse(verb: &str, args: &str, vars: &Map<String, Value>, roots: &SourceRo
                 sources.extend(resolve_sources(pattern, roots)?);
             }
             if sources.len() > 1 && !dest.ends_with('/') {
-                return Err(err(format!("{} files match but the destination `{dest}` does not end with /", sources.len())).hint(format!("copy them into a directory: `{dest}/`")));
+                return Err(err(format!(
+                    "{} files match but the destination `{dest}` does not end with /",
+                    sources.len()
+                ))
+                .hint(format!("copy them into a directory: `{dest}/`")));
             }
             Work::Copy { sources, dest: dest.to_string(), attrs: attrs()?, blueprint: has("--blueprint") }
         }
@@ -371,7 +434,8 @@ pub fn parse(verb: &str, args: &str, vars: &Map<String, Value>, roots: &SourceRo
             let tag = words[0];
             let fingerprint = tag.len() == 56 && tag.bytes().all(|b| b.is_ascii_hexdigit());
             if !fingerprint && !["jobs", "parents", "args", "envs", "query", "all"].contains(&tag) {
-                return Err(err(format!("CACHEEVICT does not know the tag `{tag}`")).hint("use jobs, parents, args, envs, query, all, or a job fingerprint (56 hex digits)"));
+                return Err(err(format!("CACHEEVICT does not know the tag `{tag}`"))
+                    .hint("use jobs, parents, args, envs, query, all, or a job fingerprint (56 hex digits)"));
             }
             Work::CacheEvict { tag: tag.to_string() }
         }
@@ -407,7 +471,11 @@ pub fn parse(verb: &str, args: &str, vars: &Map<String, Value>, roots: &SourceRo
                     need(!rest.trim().is_empty(), "a command after --cmd")?;
                     WaitOn::Cmd(rest.clone())
                 }
-                _ => return Err(err("WAIT needs exactly one of --seconds N, --url URL, --cmd COMMAND").hint(usage_hint())),
+                _ => {
+                    return Err(
+                        err("WAIT needs exactly one of --seconds N, --url URL, --cmd COMMAND").hint(usage_hint())
+                    )
+                }
             };
             Work::Wait {
                 on,
@@ -433,7 +501,8 @@ pub fn parse(verb: &str, args: &str, vars: &Map<String, Value>, roots: &SourceRo
 /// A bootstrap ADD's source: one file (not a pattern), looked up in `bases` in order.
 pub fn find_source(path: &str, bases: &[PathBuf]) -> Result<Source, VerbError> {
     let p = Path::new(path);
-    let candidates: Vec<PathBuf> = if p.is_absolute() { vec![p.to_path_buf()] } else { bases.iter().map(|b| b.join(p)).collect() };
+    let candidates: Vec<PathBuf> =
+        if p.is_absolute() { vec![p.to_path_buf()] } else { bases.iter().map(|b| b.join(p)).collect() };
     match candidates.iter().find(|c| c.is_file()) {
         Some(found) => hash_source(found),
         None => {
@@ -454,7 +523,8 @@ fn resolve_sources(pattern: &str, roots: &SourceRoots) -> Result<Vec<Source>, Ve
     for base in &bases {
         let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { base.join(pattern) };
         let escaped = full.to_string_lossy().into_owned();
-        let paths = glob::glob(&escaped).map_err(|e| err(format!("source `{pattern}` is not a valid pattern: {}", e.msg)))?;
+        let paths =
+            glob::glob(&escaped).map_err(|e| err(format!("source `{pattern}` is not a valid pattern: {}", e.msg)))?;
         let mut files: Vec<PathBuf> = paths.flatten().filter(|p| p.is_file()).collect();
         files.sort();
         if !files.is_empty() {
@@ -465,7 +535,8 @@ fn resolve_sources(pattern: &str, roots: &SourceRoots) -> Result<Vec<Source>, Ve
         }
     }
     let looked: Vec<String> = bases.iter().map(|b| b.display().to_string()).collect();
-    Err(err(format!("source `{pattern}` matches no file")).hint(format!("relative sources are looked up in {}", looked.join(" and then "))))
+    Err(err(format!("source `{pattern}` matches no file"))
+        .hint(format!("relative sources are looked up in {}", looked.join(" and then "))))
 }
 
 fn hash_source(path: &Path) -> Result<Source, VerbError> {
@@ -521,28 +592,52 @@ mod tests {
         let run = p("RUN", "--stdout-arg x --no-block echo hi").unwrap();
         assert_eq!(run.work, Work::Run { command: "echo hi".into(), retry: 1, no_block: true });
         assert_eq!(run.stdout_arg.as_deref(), Some("x"));
-        assert_eq!(p("ARG", "k ['a', 1]").unwrap().work, Work::Arg { env: false, key: "k".into(), value: json!(["a", 1]), extend: false });
-        assert_eq!(p("ENV", "k 12345").unwrap().work, Work::Arg { env: true, key: "k".into(), value: json!(12345), extend: false });
+        assert_eq!(
+            p("ARG", "k ['a', 1]").unwrap().work,
+            Work::Arg { env: false, key: "k".into(), value: json!(["a", 1]), extend: false }
+        );
+        assert_eq!(
+            p("ENV", "k 12345").unwrap().work,
+            Work::Arg { env: true, key: "k".into(), value: json!(12345), extend: false }
+        );
         assert_eq!(
             p("WORKDIR", "--chown=0:0 --chmod=0777 /tmp/x").unwrap().work,
-            Work::Workdir { path: "/tmp/x".into(), attrs: Attrs { owner: Some("0".into()), group: Some("0".into()), mode: Some(0o777) } }
+            Work::Workdir {
+                path: "/tmp/x".into(),
+                attrs: Attrs { owner: Some("0".into()), group: Some("0".into()), mode: Some(0o777) }
+            }
         );
         let copy = p("COPY", "--chown=0 --chmod=0644 Cargo.toml /tmp/y").unwrap().work;
         let Work::Copy { sources, dest, attrs, blueprint } = copy else { panic!() };
-        assert_eq!((dest.as_str(), attrs.owner.as_deref(), attrs.group, attrs.mode, blueprint), ("/tmp/y", Some("0"), None, Some(0o644), false));
+        assert_eq!(
+            (dest.as_str(), attrs.owner.as_deref(), attrs.group, attrs.mode, blueprint),
+            ("/tmp/y", Some("0"), None, Some(0o644), false)
+        );
         assert_eq!(sources.len(), 1);
         assert_eq!(sources[0].sha3.len(), 56);
         assert_eq!(p("CACHEEVICT", "all").unwrap().work, Work::CacheEvict { tag: "all".into() });
         assert_eq!(p("QUERY", "foo").unwrap().work, Work::Query { key: "foo".into() });
         assert_eq!(
             p("QUERY_WAIT", "k --identity a b --query-timeout 5").unwrap().work,
-            Work::QueryWait { item: "k".into(), timeout: Duration::from_secs(5), identities: vec!["a".into(), "b".into()] }
+            Work::QueryWait {
+                item: "k".into(),
+                timeout: Duration::from_secs(5),
+                identities: vec!["a".into(), "b".into()]
+            }
         );
         assert_eq!(
             p("WAIT", "--cmd test -e /tmp/x --retry 3").unwrap().work,
-            Work::Wait { on: WaitOn::Cmd("test -e /tmp/x".into()), retry: 3, retry_wait: Duration::from_secs(1), insecure: false }
+            Work::Wait {
+                on: WaitOn::Cmd("test -e /tmp/x".into()),
+                retry: 3,
+                retry_wait: Duration::from_secs(1),
+                insecure: false
+            }
         );
-        assert_eq!(p("WAIT", "--seconds 2").unwrap().work, Work::Wait { on: WaitOn::Seconds(2), retry: 30, retry_wait: Duration::from_secs(1), insecure: false });
+        assert_eq!(
+            p("WAIT", "--seconds 2").unwrap().work,
+            Work::Wait { on: WaitOn::Seconds(2), retry: 30, retry_wait: Duration::from_secs(1), insecure: false }
+        );
         assert_eq!(p("ECHO", "hello   world").unwrap().work, Work::Echo { text: "hello world".into() });
         assert_eq!(p("QUEUESENTINEL", "x").unwrap().work, Work::QueueSentinel);
         let help = p("RUN", "--exec-help").unwrap_err();
@@ -557,11 +652,17 @@ mod tests {
         vars.insert("skip_cache".into(), json!(true));
         vars.insert("timeout".into(), json!(30));
         let job = parse("RUN", "--stdout-arg x echo hi", &vars, &roots()).unwrap();
-        assert_eq!((job.stdout_arg.as_deref(), job.skip_cache, job.timeout), (Some("out"), true, Duration::from_secs(30)));
+        assert_eq!(
+            (job.stdout_arg.as_deref(), job.skip_cache, job.timeout),
+            (Some("out"), true, Duration::from_secs(30))
+        );
         let mut vars = Map::new();
         vars.insert("stdout_ag".into(), json!("out"));
         let e = parse("RUN", "echo", &vars, &roots()).unwrap_err();
-        assert_eq!((e.message.as_str(), e.hint.as_deref(), e.var.as_deref()), ("unknown var `stdout_ag` for RUN", Some("did you mean `stdout_arg`?"), Some("stdout_ag")));
+        assert_eq!(
+            (e.message.as_str(), e.hint.as_deref(), e.var.as_deref()),
+            ("unknown var `stdout_ag` for RUN", Some("did you mean `stdout_arg`?"), Some("stdout_ag"))
+        );
     }
 
     #[test]
@@ -574,9 +675,21 @@ mod tests {
         assert_eq!(e("WORKDIR", "--chmod 999 /x"), "`--chmod 999` is not an octal mode / e.g. --chmod 0644");
         assert_eq!(e("CACHEEVICT", "everything"), "CACHEEVICT does not know the tag `everything` / use jobs, parents, args, envs, query, all, or a job fingerprint (56 hex digits)");
         assert_eq!(e("WAIT", "--seconds 1 --cmd true"), "WAIT needs exactly one of --seconds N, --url URL, --cmd COMMAND / usage: WAIT (--seconds N | --url URL | --cmd COMMAND...) [--retry N] [--retry-wait SECS] [--insecure]");
-        assert_eq!(e("COPY", "Cargo.*  /tmp/x"), "2 files match but the destination `/tmp/x` does not end with / / copy them into a directory: `/tmp/x/`");
-        assert_eq!(e("JOB_WAIT", "abc"), "JOB_WAIT needs `--identity NODE...` / usage: JOB_WAIT FINGERPRINT --identity NODE...");
+        assert_eq!(
+            e("COPY", "Cargo.*  /tmp/x"),
+            "2 files match but the destination `/tmp/x` does not end with / / copy them into a directory: `/tmp/x/`"
+        );
+        assert_eq!(
+            e("JOB_WAIT", "abc"),
+            "JOB_WAIT needs `--identity NODE...` / usage: JOB_WAIT FINGERPRINT --identity NODE..."
+        );
         let missing = e("ADD", "no/such/file /tmp/");
-        assert_eq!(missing, format!("source `no/such/file` matches no file / relative sources are looked up in {}", env!("CARGO_MANIFEST_DIR")));
+        assert_eq!(
+            missing,
+            format!(
+                "source `no/such/file` matches no file / relative sources are looked up in {}",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        );
     }
 }

@@ -50,7 +50,11 @@ impl LocalConnection {
         Ok(Some((path, executor::BINARY.len() as u64)))
     }
 
-    pub async fn start_executor(&self, force_install: bool, report: &mut (dyn FnMut(Progress) + Send)) -> Result<Link, String> {
+    pub async fn start_executor(
+        &self,
+        force_install: bool,
+        report: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Link, String> {
         if let Some((_, bytes)) = Self::install(force_install)? {
             report(Progress::Uploaded { bytes, sha3: executor::SHA3.to_string() });
         }

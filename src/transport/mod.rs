@@ -52,7 +52,11 @@ pub enum Connection {
 impl Connection {
     /// Starts the executor (installing it first if the node lacks it) and returns the link.
     /// With `force_install` the executor is installed again even if present.
-    pub async fn start_executor(&self, force_install: bool, report: &mut (dyn FnMut(Progress) + Send)) -> Result<Link, String> {
+    pub async fn start_executor(
+        &self,
+        force_install: bool,
+        report: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Link, String> {
         match self {
             Connection::Ssh(c) => c.start_executor(force_install, report).await,
             Connection::Local(c) => c.start_executor(force_install, report).await,

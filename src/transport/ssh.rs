@@ -49,11 +49,21 @@ impl Credentials {
                     .map(|n| catalog.position_of(n, Some("identity_file")))
                     .unwrap_or_else(|| "catalog".into());
                 let (reason, hint) = match &e {
-                    russh::keys::Error::IO(io) => (crate::catalog::yaml::io_reason(io), "check the path and its permissions"),
-                    russh::keys::Error::KeyIsEncrypted => ("the key is protected by a passphrase".to_string(), "load it into ssh-agent and remove `identity_file`, or use a key without a passphrase"),
+                    russh::keys::Error::IO(io) => {
+                        (crate::catalog::yaml::io_reason(io), "check the path and its permissions")
+                    }
+                    russh::keys::Error::KeyIsEncrypted => (
+                        "the key is protected by a passphrase".to_string(),
+                        "load it into ssh-agent and remove `identity_file`, or use a key without a passphrase",
+                    ),
                     other => (other.to_string(), "it must be a private key in OpenSSH or PEM format"),
                 };
-                Error::input(format!("{at}: cannot use identity file {} of node `{}`: {reason}", path.display(), node.name)).hint(hint)
+                Error::input(format!(
+                    "{at}: cannot use identity file {} of node `{}`: {reason}",
+                    path.display(),
+                    node.name
+                ))
+                .hint(hint)
             })?;
             creds.by_path.insert(path.clone(), Arc::new(key));
         }
@@ -106,7 +116,9 @@ impl client::Handler for Client {
     async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let verdict = match key {
             PublicKeyOrCertificate::PublicKey { key, .. } => self.check.check(key),
-            PublicKeyOrCertificate::Certificate(_) => Err(format!("node {} offered a host certificate, which director does not accept yet", self.check.node)),
+            PublicKeyOrCertificate::Certificate(_) => {
+                Err(format!("node {} offered a host certificate, which director does not accept yet", self.check.node))
+            }
         };
         match verdict {
             Ok(()) => Ok(true),
@@ -127,7 +139,10 @@ fn transient(e: &russh::Error) -> bool {
     match e {
         russh::Error::IO(io) => matches!(
             io.kind(),
-            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionAborted
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionAborted
         ),
         russh::Error::Disconnect | russh::Error::HUP => true,
         _ => false,
@@ -154,7 +169,13 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
         attempt += 1;
         let refusal = Arc::new(Mutex::new(None));
         let handler = Client {
-            check: HostKeyCheck { node: node.name.clone(), host: node.host.clone(), port: node.port, policy, path: settings.known_hosts.clone() },
+            check: HostKeyCheck {
+                node: node.name.clone(),
+                host: node.host.clone(),
+                port: node.port,
+                policy,
+                path: settings.known_hosts.clone(),
+            },
             refusal: refusal.clone(),
         };
         let config = Arc::new(client::Config {
@@ -170,7 +191,9 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
         })
         .await;
         let handle = match outcome {
-            Err(_) => return Err(format!("connection to {address} timed out after {} s", settings.connect_timeout.as_secs())),
+            Err(_) => {
+                return Err(format!("connection to {address} timed out after {} s", settings.connect_timeout.as_secs()))
+            }
             Ok(Ok(handle)) => handle,
             Ok(Err(e)) => {
                 if let Some(reason) = refusal.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -185,7 +208,12 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
         };
         let mut conn = SshConnection { handle, node: node.name.clone() };
         match tokio::time::timeout(settings.connect_timeout, conn.authenticate(node, &settings.credentials)).await {
-            Err(_) => return Err(format!("authentication to {address} timed out after {} s", settings.connect_timeout.as_secs())),
+            Err(_) => {
+                return Err(format!(
+                    "authentication to {address} timed out after {} s",
+                    settings.connect_timeout.as_secs()
+                ))
+            }
             Ok(Err(e)) => return Err(e),
             Ok(Ok(())) => {}
         }
@@ -200,7 +228,11 @@ impl SshConnection {
         let mut tried = Vec::new();
         if let Some(path) = &node.identity_file {
             if let Some(key) = creds.by_path.get(path) {
-                let res = self.handle.authenticate_publickey(&user, PrivateKeyWithHashAlg::new(key.clone(), rsa_hash)).await.map_err(|e| describe(&e))?;
+                let res = self
+                    .handle
+                    .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(key.clone(), rsa_hash))
+                    .await
+                    .map_err(|e| describe(&e))?;
                 if res.success() {
                     return Ok(());
                 }
@@ -223,7 +255,11 @@ impl SshConnection {
                 }
             }
             for key in &creds.defaults {
-                let res = self.handle.authenticate_publickey(&user, PrivateKeyWithHashAlg::new(key.clone(), rsa_hash)).await.map_err(|e| describe(&e))?;
+                let res = self
+                    .handle
+                    .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(key.clone(), rsa_hash))
+                    .await
+                    .map_err(|e| describe(&e))?;
                 if res.success() {
                     return Ok(());
                 }
@@ -233,13 +269,17 @@ impl SshConnection {
             }
         }
         if tried.is_empty() {
-            return Err(format!("no key to authenticate as {user}: set `identity_file` for node {} or start ssh-agent", node.name));
+            return Err(format!(
+                "no key to authenticate as {user}: set `identity_file` for node {} or start ssh-agent",
+                node.name
+            ));
         }
         Err(format!("authentication as {user} failed (tried {})", tried.join(", ")))
     }
 
     async fn exec_link(&self, command: String) -> Result<Link, String> {
-        let channel = self.handle.channel_open_session().await.map_err(|e| format!("cannot open a channel: {}", describe(&e)))?;
+        let channel =
+            self.handle.channel_open_session().await.map_err(|e| format!("cannot open a channel: {}", describe(&e)))?;
         channel.exec(true, command).await.map_err(|e| format!("cannot start the executor: {}", describe(&e)))?;
         let (mut read, write) = channel.split();
         let writer = write.make_writer();
@@ -266,7 +306,8 @@ impl SshConnection {
     }
 
     async fn install(&self) -> Result<u64, String> {
-        let mut channel = self.handle.channel_open_session().await.map_err(|e| format!("cannot open a channel: {}", describe(&e)))?;
+        let mut channel =
+            self.handle.channel_open_session().await.map_err(|e| format!("cannot open a channel: {}", describe(&e)))?;
         channel.exec(true, executor::install_command()).await.map_err(|e| describe(&e))?;
         channel.data(executor::BINARY).await.map_err(|e| format!("upload failed: {}", describe(&e)))?;
         channel.eof().await.map_err(|e| describe(&e))?;
@@ -290,7 +331,11 @@ impl SshConnection {
         }
     }
 
-    pub async fn start_executor(&self, force_install: bool, report: &mut (dyn FnMut(Progress) + Send)) -> Result<Link, String> {
+    pub async fn start_executor(
+        &self,
+        force_install: bool,
+        report: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Link, String> {
         if force_install {
             let bytes = self.install().await?;
             report(Progress::Uploaded { bytes, sha3: executor::SHA3.to_string() });
@@ -303,7 +348,11 @@ impl SshConnection {
                     ProbeAnswer::Started => return Ok(link),
                     ProbeAnswer::Missing { arch } => {
                         if arch != executor::ARCH {
-                            return Err(format!("node {} is {arch}; this director carries an executor for {} only", self.node, executor::ARCH));
+                            return Err(format!(
+                                "node {} is {arch}; this director carries an executor for {} only",
+                                self.node,
+                                executor::ARCH
+                            ));
                         }
                         if round == 1 {
                             return Err("the executor was installed but does not start".to_string());

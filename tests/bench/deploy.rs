@@ -21,13 +21,28 @@ fn main() {
     let floor_file = fleet.file("floor.yaml", "- jobs:\n    - RUN: --skip-cache true\n");
     let run = |file: &Path, extra: &[&str]| {
         let started = Instant::now();
-        let out = fleet.director().arg("orchestrate").arg(file).arg("--catalog").arg(&catalog).arg("--json").args(extra).output().unwrap();
+        let out = fleet
+            .director()
+            .arg("orchestrate")
+            .arg(file)
+            .arg("--catalog")
+            .arg(&catalog)
+            .arg("--json")
+            .args(extra)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         (started.elapsed(), text)
     };
     let evict = || {
-        let out = fleet.director().args(["exec", "--verb", "CACHEEVICT", "--progress=none", "--catalog"]).arg(&catalog).arg("all").output().unwrap();
+        let out = fleet
+            .director()
+            .args(["exec", "--verb", "CACHEEVICT", "--progress=none", "--catalog"])
+            .arg(&catalog)
+            .arg("all")
+            .output()
+            .unwrap();
         assert!(out.status.success());
     };
     // First contact: host keys recorded, executor uploaded everywhere.
@@ -36,9 +51,17 @@ fn main() {
     for _ in 0..rounds {
         evict();
         let (cold, text) = run(&deploy, &[]);
-        assert!(text.contains(&format!("\"jobs_ok\":{}", 12 * hosts)), "cold run did not run every job: {}", text.lines().last().unwrap_or(""));
+        assert!(
+            text.contains(&format!("\"jobs_ok\":{}", 12 * hosts)),
+            "cold run did not run every job: {}",
+            text.lines().last().unwrap_or("")
+        );
         let (rerun, text) = run(&deploy, &[]);
-        assert!(text.contains(&format!("\"jobs_ok\":0,\"jobs_cached\":{}", 12 * hosts)), "re-run was not all cached: {}", text.lines().last().unwrap_or(""));
+        assert!(
+            text.contains(&format!("\"jobs_ok\":0,\"jobs_cached\":{}", 12 * hosts)),
+            "re-run was not all cached: {}",
+            text.lines().last().unwrap_or("")
+        );
         colds.push(cold);
         reruns.push(rerun);
         // The floor of W1 with director itself: connect, start the executor, one `true`.

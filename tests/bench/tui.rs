@@ -40,15 +40,47 @@ fn main() {
     let mut events = vec![Event::RunStarted { run: "bench".into(), nodes: names.clone(), jobs: 12, tasks: 12 * n }];
     for (i, name) in names.iter().enumerate() {
         events.push(Event::NodeConnecting { node: name.clone(), address: "x".into() });
-        events.push(Event::NodeReady { node: name.clone(), arch: "x86_64".into(), os: "Debian GNU/Linux 12".into(), kernel: "6.1".into(), hostname: name.clone(), ms: 40 });
+        events.push(Event::NodeReady {
+            node: name.clone(),
+            arch: "x86_64".into(),
+            os: "Debian GNU/Linux 12".into(),
+            kernel: "6.1".into(),
+            hostname: name.clone(),
+            ms: 40,
+        });
         for job in 0..(i % 12) {
-            events.push(Event::JobStarted { node: name.clone(), job, name: format!("RUN step {job}"), fingerprint: "f".into(), info: "x".into() });
-            events.push(Event::JobOutput { node: name.clone(), job, stream: Stream::Stdout, data: "a line of output\n".repeat(4) });
+            events.push(Event::JobStarted {
+                node: name.clone(),
+                job,
+                name: format!("RUN step {job}"),
+                fingerprint: "f".into(),
+                info: "x".into(),
+            });
+            events.push(Event::JobOutput {
+                node: name.clone(),
+                job,
+                stream: Stream::Stdout,
+                data: "a line of output\n".repeat(4),
+            });
             let status = if i % 50 == 0 && job == 3 { JobStatus::Failed } else { JobStatus::Ok };
-            events.push(Event::JobFinished { node: name.clone(), job, name: format!("RUN step {job}"), status, exit_code: Some(0), reason: None, ms: 5 });
+            events.push(Event::JobFinished {
+                node: name.clone(),
+                job,
+                name: format!("RUN step {job}"),
+                status,
+                exit_code: Some(0),
+                reason: None,
+                ms: 5,
+            });
         }
         if i % 3 == 0 {
-            events.push(Event::JobStarted { node: name.clone(), job: 11, name: "RUN long".into(), fingerprint: "f".into(), info: "x".into() });
+            events.push(Event::JobStarted {
+                node: name.clone(),
+                job: 11,
+                name: "RUN long".into(),
+                fingerprint: "f".into(),
+                info: "x".into(),
+            });
         }
     }
     app.run_started(&totals, "bench on 1000 nodes".into(), Started::Exec("x".into()));
@@ -62,7 +94,10 @@ fn main() {
     for name in &names {
         app.event(&Event::NodeFinished { node: name.clone(), ok: true }, t0 + Duration::from_secs(20));
     }
-    app.event(&Event::RunFinished { summary: Summary { nodes: n, ..Summary::default() }, exit_code: 1 }, t0 + Duration::from_secs(20));
+    app.event(
+        &Event::RunFinished { summary: Summary { nodes: n, ..Summary::default() }, exit_code: 1 },
+        t0 + Duration::from_secs(20),
+    );
     app.run_ended(1);
     let summary_screen = median((0..rounds).map(|_| frame(&app)).collect());
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -70,5 +105,10 @@ fn main() {
     println!("  nodes screen                 : {:>7.2} ms", ms(nodes_screen));
     println!("  run in flight                : {:>7.2} ms", ms(run_screen));
     println!("  finished run (grouped fails) : {:>7.2} ms", ms(summary_screen));
-    println!("  applying {} events        : {:>7.2} ms ({:.2} µs each)", events.len(), ms(apply), apply.as_secs_f64() * 1e6 / events.len() as f64);
+    println!(
+        "  applying {} events        : {:>7.2} ms ({:.2} µs each)",
+        events.len(),
+        ms(apply),
+        apply.as_secs_f64() * 1e6 / events.len() as f64
+    );
 }

@@ -13,10 +13,10 @@ mod harness;
 mod stats;
 
 use harness::Fleet;
-use stats::median;
 use russh::client;
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::ChannelMsg;
+use stats::median;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -59,7 +59,15 @@ fn main() {
 
     let director = || {
         let started = Instant::now();
-        let out = fleet.director().arg("orchestrate").arg(&w1).arg("--catalog").arg(&catalog).arg("--progress=none").output().unwrap();
+        let out = fleet
+            .director()
+            .arg("orchestrate")
+            .arg(&w1)
+            .arg("--catalog")
+            .arg(&catalog)
+            .arg("--progress=none")
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         started.elapsed()
     };
@@ -70,7 +78,11 @@ fn main() {
     for _ in 0..rounds {
         let started = Instant::now();
         runtime.block_on(async {
-            let tasks: Vec<_> = fleet.hosts.iter().map(|h| tokio::spawn(floor_one(h.addr.clone(), h.port, user.clone(), key.clone()))).collect();
+            let tasks: Vec<_> = fleet
+                .hosts
+                .iter()
+                .map(|h| tokio::spawn(floor_one(h.addr.clone(), h.port, user.clone(), key.clone())))
+                .collect();
             for t in tasks {
                 t.await.unwrap();
             }

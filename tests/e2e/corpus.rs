@@ -10,9 +10,21 @@ pub fn corpus_dir() -> std::path::PathBuf {
 /// Runs one corpus file from the corpus directory; returns the events after checking the
 /// run is green (exit 0, every job ok or cached on every node).
 fn run_green(fleet: &Fleet, name: &str) -> Vec<Event> {
-    let out = output(fleet.director().current_dir(corpus_dir()).arg("orchestrate").arg(name).arg("--catalog").arg(fleet.catalog()).arg("--json"));
+    let out = output(
+        fleet
+            .director()
+            .current_dir(corpus_dir())
+            .arg("orchestrate")
+            .arg(name)
+            .arg("--catalog")
+            .arg(fleet.catalog())
+            .arg("--json"),
+    );
     let events = schema::parse(&out.stdout);
-    let bad: Vec<&Event> = events.iter().filter(|e| matches!(e, Event::JobFinished { status, .. } if status != "ok" && status != "cached")).collect();
+    let bad: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::JobFinished { status, .. } if status != "ok" && status != "cached"))
+        .collect();
     assert!(bad.is_empty() && code(&out) == 0, "{name}: exit {}\n{bad:#?}\n{}", code(&out), stderr(&out));
     events
 }

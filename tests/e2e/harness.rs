@@ -123,7 +123,8 @@ impl Fleet {
             let outer = format!("dt{}a{}", self.tag, i);
             let inner = format!("dt{}b{}", self.tag, i);
             let base = 4 * i as u8;
-            let (a, b) = (format!("10.231.{}.{}", self.subnet, base + 1), format!("10.231.{}.{}", self.subnet, base + 2));
+            let (a, b) =
+                (format!("10.231.{}.{}", self.subnet, base + 1), format!("10.231.{}.{}", self.subnet, base + 2));
             run(Command::new("ip").args(["netns", "add", &ns]));
             host.netns = Some(ns.clone());
             run(Command::new("ip").args(["link", "add", &outer, "type", "veth", "peer", "name", &inner]));
@@ -131,7 +132,17 @@ impl Fleet {
             run(Command::new("ip").args(["link", "set", &inner, "netns", &ns]));
             run(Command::new("ip").args(["addr", "add", &format!("{a}/30"), "dev", &outer]));
             run(Command::new("ip").args(["link", "set", &outer, "up"]));
-            run(Command::new("ip").args(["netns", "exec", &ns, "ip", "addr", "add", &format!("{b}/30"), "dev", &inner]));
+            run(Command::new("ip").args([
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "addr",
+                "add",
+                &format!("{b}/30"),
+                "dev",
+                &inner,
+            ]));
             run(Command::new("ip").args(["netns", "exec", &ns, "ip", "link", "set", &inner, "up"]));
             run(Command::new("ip").args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]));
             host.addr = b;
@@ -169,7 +180,11 @@ impl Fleet {
         );
         if host.netns.is_none() {
             // No mount namespace without root: give each host its own home and temp dir.
-            text.push_str(&format!("SetEnv HOME={} TMPDIR={}\n", host.dir.join("home").display(), host.dir.join("tmp").display()));
+            text.push_str(&format!(
+                "SetEnv HOME={} TMPDIR={}\n",
+                host.dir.join("home").display(),
+                host.dir.join("tmp").display()
+            ));
         }
         std::fs::write(&config, text).unwrap();
         let log = std::fs::File::create(host.dir.join("sshd.log")).unwrap();
@@ -184,14 +199,31 @@ impl Fleet {
                     config = seen.join("sshd_config").display()
                 );
                 Command::new("ip")
-                    .args(["netns", "exec", ns, "unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", &script])
+                    .args([
+                        "netns",
+                        "exec",
+                        ns,
+                        "unshare",
+                        "--mount",
+                        "--propagation",
+                        "private",
+                        "/bin/sh",
+                        "-c",
+                        &script,
+                    ])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(log)
                     .spawn()
                     .expect("start sshd")
             }
-            None => Command::new("/usr/sbin/sshd").args(["-D", "-e", "-f"]).arg(&config).stdin(Stdio::null()).stderr(log).spawn().expect("start sshd"),
+            None => Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start sshd"),
         };
         host.sshd = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -199,7 +231,11 @@ impl Fleet {
         while TcpStream::connect_timeout(&target.parse().unwrap(), Duration::from_millis(200)).is_err() {
             if let Some(c) = host.sshd.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("sshd for {} exited with {status}: {}", host.name, std::fs::read_to_string(host.dir.join("sshd.log")).unwrap_or_default());
+                    panic!(
+                        "sshd for {} exited with {status}: {}",
+                        host.name,
+                        std::fs::read_to_string(host.dir.join("sshd.log")).unwrap_or_default()
+                    );
                 }
             }
             assert!(Instant::now() < deadline, "sshd for {} did not start listening on {target}", host.name);
@@ -218,10 +254,16 @@ impl Fleet {
     /// A catalog of every host, written into the fleet's directory.
     pub fn catalog(&self) -> PathBuf {
         let user = if is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_else(|_| "root".into()) };
-        let mut text = format!("defaults:\n  user: {user}\n  identity_file: {}\ngroups:\n  odd: {{}}\n  even: {{}}\nnodes:\n", self.key.display());
+        let mut text = format!(
+            "defaults:\n  user: {user}\n  identity_file: {}\ngroups:\n  odd: {{}}\n  even: {{}}\nnodes:\n",
+            self.key.display()
+        );
         for (i, h) in self.hosts.iter().enumerate() {
             let group = if i % 2 == 0 { "odd" } else { "even" };
-            text.push_str(&format!("  - name: {}\n    host: {}\n    port: {}\n    groups: [{group}]\n", h.name, h.addr, h.port));
+            text.push_str(&format!(
+                "  - name: {}\n    host: {}\n    port: {}\n    groups: [{group}]\n",
+                h.name, h.addr, h.port
+            ));
         }
         let path = self.dir.join("catalog.yaml");
         std::fs::write(&path, text).unwrap();

@@ -22,7 +22,11 @@ fn results_of(director: &dyn Fn() -> Command, run: &str) -> Vec<(usize, String, 
     for job in jobs.as_array().unwrap().iter().filter(|j| j["run"] == run) {
         let info = json_of(&manage(director(), &["--job-info", job["id"].as_str().unwrap(), "--json"]));
         for r in info["results"].as_array().unwrap() {
-            out.push((info["seq"].as_u64().unwrap() as usize, r["node"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string()));
+            out.push((
+                info["seq"].as_u64().unwrap() as usize,
+                r["node"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            ));
         }
     }
     out.sort();
@@ -83,10 +87,17 @@ fn the_history_records_ok_failed_cached_skipped_and_unreachable_results() {
     let info = json_of(&manage(fleet.director(), &["--job-info", "last", "--json"]));
     assert_eq!(info["seq"], 2);
     let jobs = json_of(&manage(fleet.director(), &["--list-jobs", "--json"]));
-    let failed = jobs.as_array().unwrap().iter().filter(|j| j["run"] == run_id(&events2).as_str()).nth(1).unwrap()["id"].as_str().unwrap().to_string();
+    let failed = jobs.as_array().unwrap().iter().filter(|j| j["run"] == run_id(&events2).as_str()).nth(1).unwrap()
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let info = json_of(&manage(fleet.director(), &["--job-info", &failed[..6], "--json"]));
     let h2 = info["results"].as_array().unwrap().iter().find(|r| r["node"] == "h2").unwrap();
-    assert_eq!((h2["stdout"].as_str(), h2["exit_code"].as_i64(), h2["reason"].as_str()), (Some("checking\n"), Some(1), Some("exited with code 1")));
+    assert_eq!(
+        (h2["stdout"].as_str(), h2["exit_code"].as_i64(), h2["reason"].as_str()),
+        (Some("checking\n"), Some(1), Some("exited with code 1"))
+    );
     assert_eq!(h2["info"], "echo checking; test ! -e $HOME/fail");
     assert_eq!(info["parent_name"], "deploy");
     assert_eq!(info["definition"], serde_json::json!({"RUN": "echo checking; test ! -e $HOME/fail"}));
@@ -96,31 +107,68 @@ fn the_history_records_ok_failed_cached_skipped_and_unreachable_results() {
     let run = json_of(&manage(fleet.director(), &["--run-info", "last", "--json"]));
     assert_eq!(run["status"], "failed");
     assert_eq!(run["exit_code"], 1);
-    let outcomes: Vec<(&str, &str)> = run["node_outcomes"].as_array().unwrap().iter().map(|n| (n["node"].as_str().unwrap(), n["outcome"].as_str().unwrap())).collect();
+    let outcomes: Vec<(&str, &str)> = run["node_outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["node"].as_str().unwrap(), n["outcome"].as_str().unwrap()))
+        .collect();
     assert_eq!(outcomes, [("h1", "ok"), ("h2", "failed"), ("h3", "unreachable")]);
 
     // The tables' headers, word for word.
     let text = stdout(&manage(fleet.director(), &["--list-runs"]));
     let mut lines = text.lines();
-    assert_eq!(lines.next().unwrap().split_whitespace().collect::<Vec<_>>(), ["ID", "KIND", "STATUS", "STARTED", "DURATION", "NODES", "OK", "FAILED", "UNREACHABLE", "COMMAND"]);
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["ID", "KIND", "STATUS", "STARTED", "DURATION", "NODES", "OK", "FAILED", "UNREACHABLE", "COMMAND"]
+    );
     assert!(text.ends_with("\nTotal Items: 2\n"), "{text}");
     assert!(text.contains(&format!("{}  orchestrate  failed", run_id(&events2))), "{text}");
     let text = stdout(&manage(fleet.director(), &["--list-jobs"]));
-    assert_eq!(text.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(), ["ID", "RUN", "PARENT_JOB_NAME", "JOB_NAME", "VERB", "EXECUTION_TIME", "PROCESSING", "SUCCESS", "FAILED"]);
+    assert_eq!(
+        text.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["ID", "RUN", "PARENT_JOB_NAME", "JOB_NAME", "VERB", "EXECUTION_TIME", "PROCESSING", "SUCCESS", "FAILED"]
+    );
     assert!(text.ends_with("\nTotal Items: 6\n"), "{text}");
     // Run 1's failed job, and every job of run 2 (h3 was unreachable).
     let text = stdout(&manage(fleet.director(), &["--list-jobs", "--filter", "failed"]));
     assert!(text.ends_with("\nTotal Items: 4\n"), "{text}");
     let text = stdout(&manage(fleet.director(), &["--list-nodes"]));
-    assert_eq!(text.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(), ["NAME", "ADDRESS", "ARCH", "OS", "KERNEL", "HOSTNAME", "EXECUTOR", "LAST_SEEN", "LAST_RUN"]);
+    assert_eq!(
+        text.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "ADDRESS", "ARCH", "OS", "KERNEL", "HOSTNAME", "EXECUTOR", "LAST_SEEN", "LAST_RUN"]
+    );
     assert_eq!(text.lines().filter(|l| l.contains("x86_64")).count(), 3, "{text}");
     let text = stdout(&manage(fleet.director(), &["--job-info", &failed]));
-    let keys: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ')).map(|l| l.split_whitespace().next().unwrap_or("")).collect();
+    let keys: Vec<&str> =
+        text.lines().filter(|l| !l.starts_with(' ')).map(|l| l.split_whitespace().next().unwrap_or("")).collect();
     assert_eq!(
         keys,
         [
-            "KEY", "-------------------", "ID", "JOB_ID", "RUN_ID", "JOB_DEFINITION", "JOB_SHA3_224", "JOB_NAME", "PARENT_JOB_ID", "PARENT_JOB_NAME", "VERB", "COMPONENT_TIMESTAMP", "INFO", "STATUS",
-            "REASON", "EXIT_CODE", "PROCESSING", "RETURN_TIMESTAMP", "STDERR", "STDOUT", "ROUNDTRIP_TIME", "EXECUTION_TIME", "SUCCESS", "FAILED"
+            "KEY",
+            "-------------------",
+            "ID",
+            "JOB_ID",
+            "RUN_ID",
+            "JOB_DEFINITION",
+            "JOB_SHA3_224",
+            "JOB_NAME",
+            "PARENT_JOB_ID",
+            "PARENT_JOB_NAME",
+            "VERB",
+            "COMPONENT_TIMESTAMP",
+            "INFO",
+            "STATUS",
+            "REASON",
+            "EXIT_CODE",
+            "PROCESSING",
+            "RETURN_TIMESTAMP",
+            "STDERR",
+            "STDOUT",
+            "ROUNDTRIP_TIME",
+            "EXECUTION_TIME",
+            "SUCCESS",
+            "FAILED"
         ]
     );
     // h1 answered from its cache: it ran nothing, so it printed nothing.
@@ -153,7 +201,11 @@ fn manage_on_an_empty_history_says_so_and_exits_0() {
         (&["--purge-nodes"][..], "nodes"),
     ] {
         let out = manage(local_director(&home), args);
-        assert_eq!((code(&out), stdout(&out), stderr(&out)), (0, format!("No {what} recorded yet (history: {}).\n", db.display()), String::new()), "{args:?}");
+        assert_eq!(
+            (code(&out), stdout(&out), stderr(&out)),
+            (0, format!("No {what} recorded yet (history: {}).\n", db.display()), String::new()),
+            "{args:?}"
+        );
     }
     assert!(!db.exists(), "reading an empty history must not create it");
     assert_eq!(stdout(&manage(local_director(&home), &["--list-jobs", "--json"])), "[]\n");
@@ -176,10 +228,21 @@ fn the_history_path_comes_from_the_flag_the_environment_or_the_settings_file() {
     std::fs::write(home.join(".config/director/config.yaml"), "history: runs/from-settings.db\n").unwrap();
     assert_eq!(code(&output(local_director(&home).args(["exec", "true"]))), 0);
     assert!(home.join(".config/director/runs/from-settings.db").exists());
-    assert_eq!(code(&output(local_director(&home).env("DIRECTOR_HISTORY", home.join("env.db")).args(["exec", "true"]))), 0);
+    assert_eq!(
+        code(&output(local_director(&home).env("DIRECTOR_HISTORY", home.join("env.db")).args(["exec", "true"]))),
+        0
+    );
     assert!(home.join("env.db").exists());
     let flag = home.join("flag.db");
-    assert_eq!(code(&output(local_director(&home).env("DIRECTOR_HISTORY", home.join("env.db")).args(["--history", flag.to_str().unwrap(), "exec", "true"]))), 0);
+    assert_eq!(
+        code(&output(local_director(&home).env("DIRECTOR_HISTORY", home.join("env.db")).args([
+            "--history",
+            flag.to_str().unwrap(),
+            "exec",
+            "true"
+        ]))),
+        0
+    );
     let runs = json_of(&manage(local_director(&home), &["--history", flag.to_str().unwrap(), "--list-runs", "--json"]));
     assert_eq!(runs.as_array().unwrap().len(), 1);
     std::fs::write(home.join(".config/director/config.yaml"), "histroy: x.db\n").unwrap();
@@ -199,7 +262,14 @@ fn the_history_path_comes_from_the_flag_the_environment_or_the_settings_file() {
 
 /// Starts `director orchestrate FILE --json` on the local node and waits until `marker` runs.
 fn start_holding(home: &Path, file: &Path, marker: &str) -> std::process::Child {
-    let child = local_director(home).arg("orchestrate").arg(file).arg("--json").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = local_director(home)
+        .arg("orchestrate")
+        .arg(file)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !running(marker) {
         assert!(Instant::now() < deadline, "the holding job never started");
@@ -239,11 +309,21 @@ fn a_run_on_held_nodes_is_refused_with_exit_4_and_wait_waits() {
     );
     let waiter = output(local_director(&home).args(["exec", "--wait", "--json", "echo", "after"]));
     assert_eq!(code(&waiter), 0, "{}", stderr(&waiter));
-    assert!(stderr(&waiter).starts_with(&format!("waiting for run {} (`director orchestrate ", run["id"].as_str().unwrap())), "{}", stderr(&waiter));
+    assert!(
+        stderr(&waiter)
+            .starts_with(&format!("waiting for run {} (`director orchestrate ", run["id"].as_str().unwrap())),
+        "{}",
+        stderr(&waiter)
+    );
     assert_eq!(code(&holder.wait_with_output().unwrap()), 0);
     let runs = json_of(&manage(local_director(&home), &["--list-runs", "--json"]));
-    let statuses: Vec<(&str, &str)> = runs.as_array().unwrap().iter().map(|r| (r["kind"].as_str().unwrap(), r["status"].as_str().unwrap())).collect();
-    assert_eq!(statuses, [("orchestrate", "succeeded"), ("exec", "succeeded")], "the refused run is not recorded; the waiting one ran after");
+    let statuses: Vec<(&str, &str)> =
+        runs.as_array().unwrap().iter().map(|r| (r["kind"].as_str().unwrap(), r["status"].as_str().unwrap())).collect();
+    assert_eq!(
+        statuses,
+        [("orchestrate", "succeeded"), ("exec", "succeeded")],
+        "the refused run is not recorded; the waiting one ran after"
+    );
     let _ = std::fs::remove_dir_all(&home);
 }
 
@@ -282,7 +362,17 @@ fn manage_cancel_kills_the_remote_jobs_and_records_the_run_cancelled() {
     let fleet = Fleet::start(2);
     let marker = format!("sleep 7{}", std::process::id());
     let file = fleet.file("c.yaml", &format!("- jobs:\n    - RUN: {marker}\n    - RUN: echo never\n"));
-    let child = fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).arg("--json").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = fleet
+        .director()
+        .arg("orchestrate")
+        .arg(&file)
+        .arg("--catalog")
+        .arg(fleet.catalog())
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // `[s]` keeps pgrep from finding the shell that runs it.
     let on = |h: &harness::Host| !h.sh(&format!("pgrep -f '[s]{}'", &marker[1..])).stdout.is_empty();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -299,13 +389,25 @@ fn manage_cancel_kills_the_remote_jobs_and_records_the_run_cancelled() {
     }
     let out = child.wait_with_output().unwrap();
     assert_eq!(code(&out), 130);
-    assert_eq!(stderr(&out), "cancelled from another terminal (`director manage --cancel`): killing the running jobs\n");
+    assert_eq!(
+        stderr(&out),
+        "cancelled from another terminal (`director manage --cancel`): killing the running jobs\n"
+    );
     let events = schema::parse(&out.stdout);
     for h in ["h1", "h2"] {
-        assert_eq!(finished(&events, h), [(0, "cancelled", None, Some("cancelled")), (1, "skipped", None, Some("run cancelled before this job started"))]);
+        assert_eq!(
+            finished(&events, h),
+            [
+                (0, "cancelled", None, Some("cancelled")),
+                (1, "skipped", None, Some("run cancelled before this job started"))
+            ]
+        );
     }
     let director = || fleet.director();
-    assert_eq!(results_of(&director, &id), triples(&[(0, "h1", "cancelled"), (0, "h2", "cancelled"), (1, "h1", "skipped"), (1, "h2", "skipped")]));
+    assert_eq!(
+        results_of(&director, &id),
+        triples(&[(0, "h1", "cancelled"), (0, "h2", "cancelled"), (1, "h1", "skipped"), (1, "h2", "skipped")])
+    );
     let run = json_of(&manage(fleet.director(), &["--run-info", &id, "--json"]));
     assert_eq!((run["status"].as_str(), run["exit_code"].as_i64()), (Some("cancelled"), Some(130)));
     let out = manage(fleet.director(), &["--cancel", &id]);
@@ -325,7 +427,11 @@ fn retry_failed_runs_again_only_on_the_nodes_that_failed() {
     // No files: the run's own files and catalogs are used.
     let out = output(fleet.director().args(["orchestrate", "--retry-failed", "--json"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(stderr(&out).starts_with("retrying run ") && stderr(&out).ends_with(" on 2 node(s): h2, h3\n"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("retrying run ") && stderr(&out).ends_with(" on 2 node(s): h2, h3\n"),
+        "{}",
+        stderr(&out)
+    );
     let events = schema::parse(&out.stdout);
     match &events[0] {
         Event::RunStarted { nodes, .. } => assert_eq!(nodes, &["h2", "h3"]),
@@ -334,13 +440,26 @@ fn retry_failed_runs_again_only_on_the_nodes_that_failed() {
     assert_eq!(std::fs::read_to_string(fleet.hosts[0].home_path("ran")).unwrap(), "fine\n", "h1 must not run again");
     assert_eq!(std::fs::read_to_string(fleet.hosts[1].home_path("ran")).unwrap(), "fine\n");
     // Nothing left to retry.
-    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).args(["--retry-failed", "last"]));
+    let out = output(
+        fleet
+            .director()
+            .arg("orchestrate")
+            .arg(&file)
+            .arg("--catalog")
+            .arg(fleet.catalog())
+            .args(["--retry-failed", "last"]),
+    );
     assert_eq!(code(&out), 0);
-    assert!(stderr(&out).ends_with(" has no failed, unreachable or cancelled node: nothing to retry\n"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).ends_with(" has no failed, unreachable or cancelled node: nothing to retry\n"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn bootstrap_catalog(fleet: &Fleet, name: &str, server_jobs: &str, client_jobs: &str) -> PathBuf {
-    let user = if harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_else(|_| "root".into()) };
+    let user =
+        if harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_else(|_| "root".into()) };
     let target = |h: &harness::Host| format!("  - {{host: {}, port: {}, name: {}}}\n", h.addr, h.port, h.name);
     let text = format!(
         "directord_server:\n  args: {{username: {user}, key_file: {key}}}\n  targets:\n{s}  jobs:\n{server_jobs}directord_clients:\n  args: {{username: {user}, key_file: {key}}}\n  targets:\n{c}  jobs:\n{client_jobs}",
@@ -369,8 +488,10 @@ fn bootstrap_runs_the_server_first_then_the_clients_and_fails_when_a_client_fail
     assert_eq!(finished(&events, "h1").iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(), [(0, "ok"), (1, "ok")]);
     assert_eq!(finished(&events, "h2").iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(), [(2, "ok"), (3, "ok")]);
     assert_eq!(finished(&events, "h3").iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(), [(2, "ok"), (3, "failed")]);
-    let server_done = events.iter().position(|e| matches!(e, Event::NodeFinished { node, .. } if node == "h1")).unwrap();
-    let first_client = events.iter().position(|e| matches!(e, Event::NodeConnecting { node, .. } if node != "h1")).unwrap();
+    let server_done =
+        events.iter().position(|e| matches!(e, Event::NodeFinished { node, .. } if node == "h1")).unwrap();
+    let first_client =
+        events.iter().position(|e| matches!(e, Event::NodeConnecting { node, .. } if node != "h1")).unwrap();
     assert!(server_done < first_client, "clients started before the server was done");
     // --threads 1: one client at a time.
     let h2_done = events.iter().position(|e| matches!(e, Event::NodeFinished { node, .. } if node == "h2")).unwrap();
@@ -387,7 +508,8 @@ fn bootstrap_runs_the_server_first_then_the_clients_and_fails_when_a_client_fail
         .collect();
     assert_eq!(h2_out, format!("the payload\nserver is {}\n", fleet.hosts[0].addr));
     let nodes = json_of(&manage(fleet.director(), &["--list-nodes", "--json"]));
-    let facts: Vec<(&str, &str)> = nodes.as_array().unwrap().iter().map(|n| (n["name"].as_str().unwrap(), n["arch"].as_str().unwrap())).collect();
+    let facts: Vec<(&str, &str)> =
+        nodes.as_array().unwrap().iter().map(|n| (n["name"].as_str().unwrap(), n["arch"].as_str().unwrap())).collect();
     assert_eq!(facts, [("h1", "x86_64"), ("h2", "x86_64"), ("h3", "x86_64")]);
     assert_eq!(std::fs::read_to_string(&fleet.known_hosts).unwrap().lines().count(), 3);
     let run = json_of(&manage(fleet.director(), &["--run-info", "last", "--json"]));

@@ -1,12 +1,12 @@
 //! End-to-end tests: the real `director` binary against real OpenSSH servers (see harness.rs)
 //! and against the local transport. Error texts are compared word for word.
 
-mod harness;
 mod corpus;
-mod verbs;
+mod harness;
 mod history;
 mod schema;
 mod tui;
+mod verbs;
 
 use harness::Fleet;
 use schema::Event;
@@ -31,7 +31,9 @@ fn stdout(out: &Output) -> String {
 
 /// Runs `director orchestrate FILE --catalog CAT --json ARGS` and parses every line.
 fn orchestrate_json(fleet: &Fleet, file: &Path, args: &[&str]) -> (i32, Vec<Event>, String) {
-    let out = output(fleet.director().arg("orchestrate").arg(file).arg("--catalog").arg(fleet.catalog()).arg("--json").args(args));
+    let out = output(
+        fleet.director().arg("orchestrate").arg(file).arg("--catalog").arg(fleet.catalog()).arg("--json").args(args),
+    );
     let events = schema::parse(&out.stdout);
     (code(&out), events, stderr(&out))
 }
@@ -40,7 +42,9 @@ fn finished<'a>(events: &'a [Event], node: &str) -> Vec<(usize, &'a str, Option<
     events
         .iter()
         .filter_map(|e| match e {
-            Event::JobFinished { node: n, job, status, exit_code, reason, .. } if n == node => Some((*job, status.as_str(), *exit_code, reason.as_deref())),
+            Event::JobFinished { node: n, job, status, exit_code, reason, .. } if n == node => {
+                Some((*job, status.as_str(), *exit_code, reason.as_deref()))
+            }
             _ => None,
         })
         .collect()
@@ -132,7 +136,9 @@ fn restrict_selects_exactly_the_named_hosts() {
     let (status, events, err) = orchestrate_json(&fleet, &file, &["--restrict", "h1", "--restrict", "h3*"]);
     assert_eq!(status, 0, "{err}");
     match &events[0] {
-        Event::RunStarted { nodes, tasks, .. } => assert_eq!((nodes.clone(), *tasks), (vec!["h1".to_string(), "h3".to_string()], 2)),
+        Event::RunStarted { nodes, tasks, .. } => {
+            assert_eq!((nodes.clone(), *tasks), (vec!["h1".to_string(), "h3".to_string()], 2))
+        }
         other => panic!("{other:?}"),
     }
     let touched: Vec<bool> = fleet.hosts.iter().map(|h| h.home_path("touched").exists()).collect();
@@ -145,7 +151,9 @@ fn restrict_selects_exactly_the_named_hosts() {
     assert!(matches!(&events[0], Event::RunStarted { nodes, .. } if nodes == &["h2".to_string()]));
 
     // An unknown name is an error before anything is contacted.
-    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).args(["--restrict", "h9"]));
+    let out = output(
+        fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).args(["--restrict", "h9"]),
+    );
     assert_eq!(code(&out), 2);
     assert_eq!(stderr(&out), "error: --restrict `h9` matches no node or group in the catalog\n  hint: did you mean `h1`? the catalog has h1, h2, h3\n");
     assert_eq!(stdout(&out), "");
@@ -159,7 +167,10 @@ fn a_stopped_host_is_unreachable_and_the_others_succeed() {
     let (status, events, err) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(status, 3, "{err}");
     let h2 = &fleet.hosts[1];
-    assert_eq!(unreachable_error(&events, "h2"), Some(format!("cannot connect to {}:{}: Connection refused", h2.addr, h2.port).as_str()));
+    assert_eq!(
+        unreachable_error(&events, "h2"),
+        Some(format!("cannot connect to {}:{}: Connection refused", h2.addr, h2.port).as_str())
+    );
     for node in ["h1", "h3"] {
         assert_eq!(finished(&events, node).iter().map(|f| f.1).collect::<Vec<_>>(), ["ok", "ok"]);
     }
@@ -167,10 +178,15 @@ fn a_stopped_host_is_unreachable_and_the_others_succeed() {
     assert_eq!((summary.nodes_ok, summary.nodes_unreachable, summary.jobs_ok, exit), (2, 1, 4, 3));
 
     // The plain text output says the same to a person.
-    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).arg("--progress=plain"));
+    let out = output(
+        fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).arg("--progress=plain"),
+    );
     assert_eq!(code(&out), 3);
     let text = stdout(&out);
-    assert!(text.contains(&format!("h2  UNREACHABLE  cannot connect to {}:{}: Connection refused\n", h2.addr, h2.port)), "{text}");
+    assert!(
+        text.contains(&format!("h2  UNREACHABLE  cannot connect to {}:{}: Connection refused\n", h2.addr, h2.port)),
+        "{text}"
+    );
     // The JSON run above already did this work, so the node caches answer.
     assert!(text.contains("h1  cached     RUN echo ok ("), "{text}");
     assert!(text.lines().last().unwrap().starts_with("summary: 3 nodes (2 ok, 0 failed, 1 unreachable), 4 jobs (0 ok, 4 cached, 0 failed, 0 skipped, 0 timed out, 0 cancelled) in "), "{text}");
@@ -199,7 +215,10 @@ fn a_failure_skips_the_rest_of_its_entry_on_that_node_only() {
         assert!(host.home_path("next").exists(), "{}", host.name);
     }
     let (summary, _) = run_finished(&events);
-    assert_eq!((summary.nodes_ok, summary.nodes_failed, summary.jobs_ok, summary.jobs_failed, summary.jobs_skipped), (2, 1, 7, 1, 1));
+    assert_eq!(
+        (summary.nodes_ok, summary.nodes_failed, summary.jobs_ok, summary.jobs_failed, summary.jobs_skipped),
+        (2, 1, 7, 1, 1)
+    );
 }
 
 #[test]
@@ -270,11 +289,15 @@ fn strict_checking_refuses_unknown_hosts_and_off_warns() {
     let fp = fingerprint(&h1.dir.join("ssh_host_ed25519_key.pub"));
     assert_eq!(
         error,
-        format!("host key for node h1 ({pattern}) is not in {} and host key checking is strict; the server offered {fp}", fleet.known_hosts.display())
+        format!(
+            "host key for node h1 ({pattern}) is not in {} and host key checking is strict; the server offered {fp}",
+            fleet.known_hosts.display()
+        )
     );
     assert!(!fleet.known_hosts.exists());
 
-    let (code, _, err) = orchestrate_json(&fleet, &file, &["--host-key-checking", "off", "--restrict", "h1", "--restrict", "h2"]);
+    let (code, _, err) =
+        orchestrate_json(&fleet, &file, &["--host-key-checking", "off", "--restrict", "h1", "--restrict", "h2"]);
     assert_eq!(code, 0);
     assert_eq!(err, "warning: host key checking is off for 2 node(s) (h1, h2): their identity is not verified\n");
     assert!(!fleet.known_hosts.exists());
@@ -283,7 +306,13 @@ fn strict_checking_refuses_unknown_hosts_and_off_warns() {
 #[test]
 fn exec_runs_an_ad_hoc_command_on_targets() {
     let fleet = Fleet::start(3);
-    let out = output(fleet.director().args(["exec", "--verb", "RUN", "--target", "h2", "--catalog"]).arg(fleet.catalog()).args(["--json", "echo", "adhoc", ">", "~/adhoc"]));
+    let out = output(
+        fleet
+            .director()
+            .args(["exec", "--verb", "RUN", "--target", "h2", "--catalog"])
+            .arg(fleet.catalog())
+            .args(["--json", "echo", "adhoc", ">", "~/adhoc"]),
+    );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let events = schema::parse(&out.stdout);
     assert!(matches!(&events[0], Event::RunStarted { nodes, .. } if nodes == &["h2".to_string()]));
@@ -293,7 +322,11 @@ fn exec_runs_an_ad_hoc_command_on_targets() {
 // ---- bad input: exit 2, word-for-word messages, nothing contacted -------------------------
 
 fn bad_input(files: &[(&str, &str)], args: &[&str]) -> (i32, String, String, bool) {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bad-{}-{}", std::process::id(), files[0].0));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "bad-{}-{}",
+        std::process::id(),
+        files[0].0
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for (name, text) in files {
@@ -425,7 +458,10 @@ fn local_transport_runs_the_embedded_default_catalog() {
             _ => None,
         })
         .collect();
-    assert!(streams.contains(&("stdout".into(), "one\n".into())) && streams.contains(&("stderr".into(), "two\n".into())), "{streams:?}");
+    assert!(
+        streams.contains(&("stdout".into(), "one\n".into())) && streams.contains(&("stderr".into(), "two\n".into())),
+        "{streams:?}"
+    );
     let out = output(local_director(&home).arg("orchestrate").arg(&file).arg("--json"));
     assert!(uploads(&schema::parse(&out.stdout)).is_empty());
     let _ = std::fs::remove_dir_all(&home);
@@ -455,7 +491,11 @@ fn a_closed_stdout_is_not_an_error() {
 fn usage_errors_exit_2() {
     let out = output(Command::new(env!("CARGO_BIN_EXE_director")).args(["orchestrate"]));
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).starts_with("error: the following required arguments were not provided:\n  <FILE>...\n"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: the following required arguments were not provided:\n  <FILE>...\n"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -463,7 +503,10 @@ fn a_dead_executor_is_an_event_for_its_node_only() {
     let fleet = Fleet::start(3);
     std::fs::write(fleet.hosts[2].home_path("die-here"), "").unwrap();
     // The job's shell is a child of the executor: on h3 it kills the executor itself.
-    let file = fleet.file("die.yaml", "- jobs:\n    - RUN: if [ -e ~/die-here ]; then kill -9 $PPID; sleep 5; fi\n    - RUN: echo still here\n");
+    let file = fleet.file(
+        "die.yaml",
+        "- jobs:\n    - RUN: if [ -e ~/die-here ]; then kill -9 $PPID; sleep 5; fi\n    - RUN: echo still here\n",
+    );
     let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(code, 1, "{err}");
     let h3 = finished(&events, "h3");
@@ -504,9 +547,17 @@ fn ctrl_c_twice_kills_running_jobs_and_exits_130() {
     let file = home.join("o.yaml");
     let marker = 50000 + std::process::id() % 9000;
     std::fs::write(&file, format!("- jobs:\n    - RUN: sleep {marker}7\n    - RUN: echo never\n")).unwrap();
-    let child = local_director(&home).arg("orchestrate").arg(&file).arg("--json").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = local_director(&home)
+        .arg("orchestrate")
+        .arg(&file)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id() as i32;
-    let running = || !Command::new("pgrep").args(["-f", &format!("sleep {marker}7")]).output().unwrap().stdout.is_empty();
+    let running =
+        || !Command::new("pgrep").args(["-f", &format!("sleep {marker}7")]).output().unwrap().stdout.is_empty();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !running() {
         assert!(std::time::Instant::now() < deadline, "the job never started");
@@ -522,7 +573,13 @@ fn ctrl_c_twice_kills_running_jobs_and_exits_130() {
     assert!(!running(), "the job survived the second Ctrl-C");
     let events = schema::parse(&out.stdout);
     let f = finished(&events, "localhost");
-    assert_eq!(f, [(0, "cancelled", None, Some("cancelled")), (1, "skipped", None, Some("run cancelled before this job started"))]);
+    assert_eq!(
+        f,
+        [
+            (0, "cancelled", None, Some("cancelled")),
+            (1, "skipped", None, Some("run cancelled before this job started"))
+        ]
+    );
     assert_eq!(
         stderr(&out),
         "cancelling: no new jobs will start; press Ctrl-C again to kill the running ones\nkilling the running jobs\n"
@@ -553,16 +610,30 @@ fn ssh_agent_authenticates_when_no_identity_file_is_set() {
     let add = Command::new("ssh-add").arg(&fleet.key).env("SSH_AUTH_SOCK", &sock).output().unwrap();
     assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
     let catalog = std::fs::read_to_string(fleet.catalog()).unwrap();
-    let without_key: String = catalog.lines().filter(|l| !l.contains("identity_file")).map(|l| format!("{l}\n")).collect();
+    let without_key: String =
+        catalog.lines().filter(|l| !l.contains("identity_file")).map(|l| format!("{l}\n")).collect();
     let catalog = fleet.file("agent-catalog.yaml", &without_key);
     let file = fleet.file("one.yaml", "- jobs:\n    - RUN: true\n");
-    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).arg("--json").env("SSH_AUTH_SOCK", &sock));
+    let out = output(
+        fleet
+            .director()
+            .arg("orchestrate")
+            .arg(&file)
+            .arg("--catalog")
+            .arg(&catalog)
+            .arg("--json")
+            .env("SSH_AUTH_SOCK", &sock),
+    );
     let _ = Command::new("kill").arg(&agent_pid).output();
     assert_eq!(code(&out), 0, "{}", stdout(&out));
     assert_eq!(run_finished(&schema::parse(&out.stdout)).0.jobs_ok, 2);
 
     // Without the agent (and no default keys in the isolated home) the failure says why.
-    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).args(["--json", "--restrict", "h1"]));
+    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).args([
+        "--json",
+        "--restrict",
+        "h1",
+    ]));
     assert_eq!(code(&out), 3);
     let user = if harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
     assert_eq!(
@@ -582,11 +653,20 @@ fn a_silent_server_times_out_as_unreachable() {
         drop(conn);
     });
     let home = scratch("silent");
-    std::fs::write(home.join("c.yaml"), format!("nodes:\n  - {{name: mute, host: 127.0.0.1, port: {port}}}\n")).unwrap();
+    std::fs::write(home.join("c.yaml"), format!("nodes:\n  - {{name: mute, host: 127.0.0.1, port: {port}}}\n"))
+        .unwrap();
     std::fs::write(home.join("o.yaml"), "- jobs:\n    - RUN: true\n").unwrap();
-    let out = output(local_director(&home).current_dir(&home).args(["orchestrate", "o.yaml", "--catalog", "c.yaml", "--json", "--connect-timeout", "1"]).env("DIRECTOR_KNOWN_HOSTS", home.join("kh")));
+    let out = output(
+        local_director(&home)
+            .current_dir(&home)
+            .args(["orchestrate", "o.yaml", "--catalog", "c.yaml", "--json", "--connect-timeout", "1"])
+            .env("DIRECTOR_KNOWN_HOSTS", home.join("kh")),
+    );
     assert_eq!(code(&out), 3);
-    assert_eq!(unreachable_error(&schema::parse(&out.stdout), "mute"), Some(format!("connection to 127.0.0.1:{port} timed out after 1 s").as_str()));
+    assert_eq!(
+        unreachable_error(&schema::parse(&out.stdout), "mute"),
+        Some(format!("connection to 127.0.0.1:{port} timed out after 1 s").as_str())
+    );
     holder.join().unwrap();
     let _ = std::fs::remove_dir_all(&home);
 }
@@ -599,7 +679,11 @@ fn an_executor_speaking_another_protocol_is_replaced() {
     assert_eq!((code1, uploads(&first).len()), (0, 1));
     // Put an impostor at the executor's content-addressed path: it greets with protocol 999.
     let bin_dir = fleet.hosts[0].home_path(".cache/director/bin");
-    let exe = std::fs::read_dir(&bin_dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("director-exec-")).unwrap();
+    let exe = std::fs::read_dir(&bin_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("director-exec-"))
+        .unwrap();
     let hello = r#"{"t":"hello","version":999,"pid":1,"facts":{"arch":"x","kernel":"x","hostname":"x","os":"x"}}"#;
     let script = format!("#!/bin/sh\nprintf '\\000\\000\\000\\{:03o}%s' '{hello}'\ncat >/dev/null\n", hello.len());
     // Written aside and renamed: the first run's executor may still be exiting (text file busy).
@@ -622,7 +706,8 @@ fn several_local_nodes_install_the_executor_once_without_racing() {
         let home = scratch(&format!("local-race-{round}"));
         let catalog = home.join("catalog.yaml");
         std::fs::write(&catalog, format!("defaults: {{transport: local}}\nnodes:\n{nodes}")).unwrap();
-        let out = output(local_director(&home).args(["exec", "--progress", "plain", "--catalog"]).arg(&catalog).arg("true"));
+        let out =
+            output(local_director(&home).args(["exec", "--progress", "plain", "--catalog"]).arg(&catalog).arg("true"));
         assert_eq!(code(&out), 0, "round {round}: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
         assert!(String::from_utf8_lossy(&out.stdout).contains("summary: 8 nodes (8 ok, 0 failed, 0 unreachable)"));
     }
@@ -642,11 +727,18 @@ fn catalog_vars_reach_templates_and_the_node_cache_wins_over_them() {
     let out = output(local_director(&home).arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).arg("--json"));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let said = |node: &str| -> String {
-        schema::parse(&out.stdout).iter().filter_map(|e| match e {
-            Event::JobOutput { node: n, data, .. } if n == node => Some(data.clone()),
-            _ => None,
-        }).collect()
+        schema::parse(&out.stdout)
+            .iter()
+            .filter_map(|e| match e {
+                Event::JobOutput { node: n, data, .. } if n == node => Some(data.clone()),
+                _ => None,
+            })
+            .collect()
     };
     assert_eq!(said("a"), "howdy front eu\n", "node vars beat group vars beat global vars");
-    assert_eq!(said("b"), "hello back eu\nargs added to cache\nthen cached\n", "an ARG in the node's cache beats the catalog");
+    assert_eq!(
+        said("b"),
+        "hello back eu\nargs added to cache\nthen cached\n",
+        "an ARG in the node's cache beats the catalog"
+    );
 }

@@ -25,15 +25,63 @@ pub struct Summary {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Event {
-    RunStarted { v: u32, run: String, nodes: Vec<String>, jobs: usize, tasks: usize },
-    NodeConnecting { v: u32, node: String, address: String },
-    NodeConnected { v: u32, node: String, ms: u64 },
-    ExecutorUploaded { v: u32, node: String, bytes: u64, sha3: String },
-    NodeReady { v: u32, node: String, arch: String, os: String, kernel: String, hostname: String, ms: u64 },
-    NodeUnreachable { v: u32, node: String, error: String },
-    NodeNotice { v: u32, node: String, message: String },
-    JobStarted { v: u32, node: String, job: usize, name: String, fingerprint: String, info: String },
-    JobOutput { v: u32, node: String, job: usize, stream: String, data: String },
+    RunStarted {
+        v: u32,
+        run: String,
+        nodes: Vec<String>,
+        jobs: usize,
+        tasks: usize,
+    },
+    NodeConnecting {
+        v: u32,
+        node: String,
+        address: String,
+    },
+    NodeConnected {
+        v: u32,
+        node: String,
+        ms: u64,
+    },
+    ExecutorUploaded {
+        v: u32,
+        node: String,
+        bytes: u64,
+        sha3: String,
+    },
+    NodeReady {
+        v: u32,
+        node: String,
+        arch: String,
+        os: String,
+        kernel: String,
+        hostname: String,
+        ms: u64,
+    },
+    NodeUnreachable {
+        v: u32,
+        node: String,
+        error: String,
+    },
+    NodeNotice {
+        v: u32,
+        node: String,
+        message: String,
+    },
+    JobStarted {
+        v: u32,
+        node: String,
+        job: usize,
+        name: String,
+        fingerprint: String,
+        info: String,
+    },
+    JobOutput {
+        v: u32,
+        node: String,
+        job: usize,
+        stream: String,
+        data: String,
+    },
     JobFinished {
         v: u32,
         node: String,
@@ -45,8 +93,16 @@ pub enum Event {
         reason: Option<String>,
         ms: u64,
     },
-    NodeFinished { v: u32, node: String, ok: bool },
-    RunFinished { v: u32, summary: Summary, exit_code: i32 },
+    NodeFinished {
+        v: u32,
+        node: String,
+        ok: bool,
+    },
+    RunFinished {
+        v: u32,
+        summary: Summary,
+        exit_code: i32,
+    },
 }
 
 impl Event {
@@ -73,7 +129,8 @@ pub fn parse(stdout: &[u8]) -> Vec<Event> {
     let text = std::str::from_utf8(stdout).expect("json output is UTF-8");
     text.lines()
         .map(|line| {
-            let e: Event = serde_json::from_str(line).unwrap_or_else(|err| panic!("line does not fit the schema: {err}\n{line}"));
+            let e: Event =
+                serde_json::from_str(line).unwrap_or_else(|err| panic!("line does not fit the schema: {err}\n{line}"));
             assert_eq!(e.version(), 1, "{line}");
             e
         })

@@ -17,7 +17,12 @@ impl Tmux {
         let tmux = Tmux { socket: dir.join("tmux.sock") };
         let script_path = dir.join("pane.sh");
         std::fs::write(&script_path, script).unwrap();
-        let out = tmux.cmd().args(["new-session", "-d", "-s", "t", "-x", &width.to_string(), "-y", &height.to_string(), "sh"]).arg(&script_path).output().expect("tmux");
+        let out = tmux
+            .cmd()
+            .args(["new-session", "-d", "-s", "t", "-x", &width.to_string(), "-y", &height.to_string(), "sh"])
+            .arg(&script_path)
+            .output()
+            .expect("tmux");
         assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
         tmux
     }
@@ -55,7 +60,8 @@ impl Tmux {
     }
 
     fn alternate_screen(&self) -> bool {
-        let out = self.cmd().args(["display-message", "-p", "-t", "t", "#{alternate_on}"]).output().expect("tmux display");
+        let out =
+            self.cmd().args(["display-message", "-p", "-t", "t", "#{alternate_on}"]).output().expect("tmux display");
         String::from_utf8_lossy(&out.stdout).trim() == "1"
     }
 }
@@ -97,7 +103,18 @@ fn tui_runs_an_orchestration_shows_grouped_failures_opens_the_failed_job_and_res
     tmux.wait_for(&["Run an orchestration", "orchestrations/deploy.yaml"], Duration::from_secs(5));
     tmux.keys(&["Enter"]);
     let screen = tmux.wait_for(&["finished: exit code 1"], Duration::from_secs(60));
-    for text in ["jobs ", "6/6", "nodes", "3/3", "ok 4", "failed 2", "Failures, grouped by identical error (1 groups)", "2 node(s) · failed, exit 4 · RUN if [ -e ~/fail ]", "disk full on /var", "Slowest nodes"] {
+    for text in [
+        "jobs ",
+        "6/6",
+        "nodes",
+        "3/3",
+        "ok 4",
+        "failed 2",
+        "Failures, grouped by identical error (1 groups)",
+        "2 node(s) · failed, exit 4 · RUN if [ -e ~/fail ]",
+        "disk full on /var",
+        "Slowest nodes",
+    ] {
         assert!(screen.contains(text), "{text:?} missing from the finished run:\n{screen}");
     }
     let grouped = format!("{}, {}", fleet.hosts[1].name, fleet.hosts[2].name);
@@ -109,7 +126,15 @@ fn tui_runs_an_orchestration_shows_grouped_failures_opens_the_failed_job_and_res
     tmux.wait_for(&["Results of run", "failed"], Duration::from_secs(5));
     tmux.keys(&["Enter"]);
     let record = tmux.wait_for(&["Job record:", "── stderr ──"], Duration::from_secs(5));
-    for text in ["status      failed", "exit code   4", "reason      exited with code 4", "fingerprint ", "disk full on /var", "started ", "took "] {
+    for text in [
+        "status      failed",
+        "exit code   4",
+        "reason      exited with code 4",
+        "fingerprint ",
+        "disk full on /var",
+        "started ",
+        "took ",
+    ] {
         assert!(record.contains(text), "{text:?} missing from the job record:\n{record}");
     }
 
@@ -118,12 +143,22 @@ fn tui_runs_an_orchestration_shows_grouped_failures_opens_the_failed_job_and_res
     tmux.keys(&["q"]);
     let end = tmux.wait_for(&["EXITED 0"], Duration::from_secs(10));
     assert!(!tmux.alternate_screen(), "the alternate screen is left");
-    assert!(end.contains("icanon echo") || end.contains("echo icanon"), "the terminal is back in cooked mode with echo:\n{end}");
+    assert!(
+        end.contains("icanon echo") || end.contains("echo icanon"),
+        "the terminal is back in cooked mode with echo:\n{end}"
+    );
     assert!(!end.contains("Nodes (3)"), "nothing of the TUI is left on the screen:\n{end}");
 
     // The run the TUI started is in the history like any other.
-    let out = fleet.director().args(["--history"]).arg(fleet.dir.join("history.db")).args(["manage", "--run-info", "last", "--json"]).output().unwrap();
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let out = fleet
+        .director()
+        .args(["--history"])
+        .arg(fleet.dir.join("history.db"))
+        .args(["manage", "--run-info", "last", "--json"])
+        .output()
+        .unwrap();
+    let info: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(info["status"], "failed", "{info}");
     assert_eq!(info["kind"], "orchestrate", "{info}");
 }
@@ -142,7 +177,10 @@ fn orchestrate_on_a_terminal_shows_the_inline_view_and_leaves_plain_lines() {
     assert!(screen.contains("FAILED     RUN if [ -e ~/fail ]"), "the failure above the view:\n{screen}");
     assert!(screen.contains("│ disk full on /var"), "with its output tail:\n{screen}");
     assert!(screen.contains("summary: 2 nodes (1 ok, 1 failed, 0 unreachable)"), "{screen}");
-    assert!(!screen.contains("jobs █") && !screen.contains("jobs ░"), "the progress lines are gone at the end:\n{screen}");
+    assert!(
+        !screen.contains("jobs █") && !screen.contains("jobs ░"),
+        "the progress lines are gone at the end:\n{screen}"
+    );
     assert!(!tmux.alternate_screen());
 }
 
@@ -151,8 +189,18 @@ fn tui_refuses_bad_input_and_a_missing_terminal_before_touching_anything() {
     let home = crate::scratch("tui-errors");
     let history = home.join("history.db");
     let run = |args: &[&str]| {
-        let out = crate::local_director(&home).arg("--history").arg(&history).args(args).stdin(std::process::Stdio::null()).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = crate::local_director(&home)
+            .arg("--history")
+            .arg(&history)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     assert_eq!(
         run(&["tui", "--json"]),
@@ -160,7 +208,12 @@ fn tui_refuses_bad_input_and_a_missing_terminal_before_touching_anything() {
     );
     assert_eq!(
         run(&["tui", "--restrict", "nope"]),
-        (Some(2), String::new(), "error: --restrict `nope` matches no node or group in the catalog\n  hint: the catalog has localhost\n".to_string())
+        (
+            Some(2),
+            String::new(),
+            "error: --restrict `nope` matches no node or group in the catalog\n  hint: the catalog has localhost\n"
+                .to_string()
+        )
     );
     // Output to a pipe: no escape codes, no raw mode, a clear refusal.
     assert_eq!(

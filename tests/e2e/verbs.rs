@@ -13,7 +13,9 @@ fn stdout_of(events: &[Event], node: &str, job: usize) -> String {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::JobOutput { node: n, job: j, stream, data, .. } if n == node && *j == job && stream == "stdout" => Some(data.as_str()),
+            Event::JobOutput { node: n, job: j, stream, data, .. } if n == node && *j == job && stream == "stdout" => {
+                Some(data.as_str())
+            }
             _ => None,
         })
         .collect()
@@ -23,7 +25,9 @@ fn fingerprint_of(events: &[Event], node: &str, job: usize) -> String {
     events
         .iter()
         .find_map(|e| match e {
-            Event::JobStarted { node: n, job: j, fingerprint, .. } if n == node && *j == job => Some(fingerprint.clone()),
+            Event::JobStarted { node: n, job: j, fingerprint, .. } if n == node && *j == job => {
+                Some(fingerprint.clone())
+            }
             _ => None,
         })
         .expect("job started")
@@ -65,7 +69,10 @@ fn the_cache_answers_unchanged_work_and_nothing_else() {
     let (_, fifth, _) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(status_list(&fifth), ["ok", "cached", "cached", "cached"]);
     assert_eq!(std::fs::read_to_string(fleet.hosts[0].dir.join("tmp/payload.txt")).unwrap(), "version 2\n");
-    assert_eq!(statuses(&fifth, "h2").into_iter().map(|s| s.1).collect::<Vec<_>>(), ["cached", "cached", "cached", "cached"]);
+    assert_eq!(
+        statuses(&fifth, "h2").into_iter().map(|s| s.1).collect::<Vec<_>>(),
+        ["cached", "cached", "cached", "cached"]
+    );
     // --ignore-cache runs everything; the ARG still says its value was already so.
     let (_, sixth, _) = orchestrate_json(&fleet, &file, &["--ignore-cache"]);
     assert_eq!(status_list(&sixth), ["ok", "cached", "ok", "ok"]);
@@ -73,7 +80,11 @@ fn the_cache_answers_unchanged_work_and_nothing_else() {
     let dir = fleet.hosts[0].home_path(".cache/director");
     let text = std::fs::read_to_string(dir.join("cache.json")).unwrap();
     assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok(), "{text}");
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -125,8 +136,8 @@ fn every_verb_does_what_it_says_on_real_hosts() {
         let n = host.name.as_str();
         let got = statuses(&events, n);
         let expect: Vec<(usize, String)> = [
-            "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "failed", "failed", "skipped", "ok",
-            "failed",
+            "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok",
+            "ok", "failed", "failed", "skipped", "ok", "failed",
         ]
         .iter()
         .enumerate()
@@ -150,9 +161,16 @@ fn every_verb_does_what_it_says_on_real_hosts() {
         assert!(!cache.contains("\"never\""), "{cache}");
     }
     // --exec-help prints the verb's usage and contacts nothing.
-    let out = output(fleet.director().args(["exec", "--verb", "WAIT", "--exec-help"]).arg("--catalog").arg(fleet.catalog()));
+    let out =
+        output(fleet.director().args(["exec", "--verb", "WAIT", "--exec-help"]).arg("--catalog").arg(fleet.catalog()));
     assert_eq!(code(&out), 0);
-    assert!(stdout(&out).starts_with("usage: WAIT (--seconds N | --url URL | --cmd COMMAND...) [--retry N] [--retry-wait SECS] [--insecure]\n"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with(
+            "usage: WAIT (--seconds N | --url URL | --cmd COMMAND...) [--retry N] [--retry-wait SECS] [--insecure]\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -220,7 +238,13 @@ fn a_queue_sentinel_from_another_run_drains_the_pending_jobs() {
         all.push_str(&line);
         all.push('\n');
     }
-    let out = output(fleet.director().args(["exec", "--verb", "QUEUESENTINEL", "--json", "--catalog"]).arg(fleet.catalog()).arg("stop"));
+    let out = output(
+        fleet
+            .director()
+            .args(["exec", "--verb", "QUEUESENTINEL", "--json", "--catalog"])
+            .arg(fleet.catalog())
+            .arg("stop"),
+    );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     for line in lines {
         all.push_str(&line.unwrap());
@@ -234,7 +258,12 @@ fn a_queue_sentinel_from_another_run_drains_the_pending_jobs() {
         assert_eq!(f.iter().filter(|f| f.1 == "ok").count(), 2, "{n}");
         let skipped: Vec<_> = f.iter().filter(|f| f.1 == "skipped").collect();
         assert_eq!(skipped.len(), 158, "{n}");
-        assert!(skipped.iter().all(|f| f.3.is_some_and(|r| r.starts_with(&format!("omitted: queue sentinel from {n} (run ")))), "{skipped:?}");
+        assert!(
+            skipped
+                .iter()
+                .all(|f| f.3.is_some_and(|r| r.starts_with(&format!("omitted: queue sentinel from {n} (run ")))),
+            "{skipped:?}"
+        );
     }
 }
 
@@ -252,11 +281,23 @@ fn wait_rss(child: &std::process::Child) -> (i32, i64) {
 fn a_200_mb_file_streams_with_flat_memory_and_never_lands_half_written() {
     let fleet = Fleet::start(1);
     let big = fleet.path().join("big.bin");
-    let made = Command::new("sh").arg("-c").arg(format!("head -c 200000000 /dev/urandom > {}", big.display())).status().unwrap();
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c 200000000 /dev/urandom > {}", big.display()))
+        .status()
+        .unwrap();
     assert!(made.success());
     let file = fleet.file("big.yaml", &format!("- jobs:\n    - COPY: {} /tmp/big.bin\n", big.display()));
     #[allow(clippy::zombie_processes)] // reaped by wait4 in wait_rss
-    let child = fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).arg("--progress=none").spawn().unwrap();
+    let child = fleet
+        .director()
+        .arg("orchestrate")
+        .arg(&file)
+        .arg("--catalog")
+        .arg(fleet.catalog())
+        .arg("--progress=none")
+        .spawn()
+        .unwrap();
     let (status, rss_kib) = wait_rss(&child);
     assert_eq!(status, 0);
     let landed = fleet.hosts[0].dir.join("tmp/big.bin");
@@ -266,9 +307,22 @@ fn a_200_mb_file_streams_with_flat_memory_and_never_lands_half_written() {
 
     // Killed mid-transfer: the destination is never a truncated file, and the temp goes.
     let fresh = fleet.file("big2.yaml", &format!("- jobs:\n    - COPY: {} /tmp/big2.bin\n", big.display()));
-    let mut child = fleet.director().arg("orchestrate").arg(&fresh).arg("--catalog").arg(fleet.catalog()).arg("--progress=none").spawn().unwrap();
+    let mut child = fleet
+        .director()
+        .arg("orchestrate")
+        .arg(&fresh)
+        .arg("--catalog")
+        .arg(fleet.catalog())
+        .arg("--progress=none")
+        .spawn()
+        .unwrap();
     let tmp = fleet.hosts[0].dir.join("tmp");
-    let temp_exists = || std::fs::read_dir(&tmp).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with(".big2.bin.director-"));
+    let temp_exists = || {
+        std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".big2.bin.director-"))
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !temp_exists() {
         assert!(std::time::Instant::now() < deadline, "the transfer never started");

@@ -62,7 +62,8 @@ fn apply_attrs(path: &Path, attrs: &Attrs) -> Result<(), String> {
         std::os::unix::fs::chown(path, uid, gid).map_err(|e| format!("cannot chown {}: {e}", path.display()))?;
     }
     if let Some(mode) = attrs.mode {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
     }
     Ok(())
 }
@@ -197,7 +198,14 @@ pub struct Put {
 
 impl Put {
     pub fn begin(id: u64, path: &str, size: u64, sha3: String, attrs: Attrs) -> Result<Put, String> {
-        Ok(Put { temp: Temp::create(Path::new(path), id)?, hasher: Sha3_224::new(), left: size, sha3, attrs, failed: None })
+        Ok(Put {
+            temp: Temp::create(Path::new(path), id)?,
+            hasher: Sha3_224::new(),
+            left: size,
+            sha3,
+            attrs,
+            failed: None,
+        })
     }
 
     /// Takes a chunk; true once every byte has arrived.
@@ -261,7 +269,11 @@ pub fn save_cache(data: &str) -> Done {
         let _ = fs::create_dir_all(dir);
     }
     let result = Temp::create(&path, 0).and_then(|mut temp| {
-        temp.file.as_mut().expect("open").write_all(data.as_bytes()).map_err(|e| format!("cannot write the node cache: {e}"))?;
+        temp.file
+            .as_mut()
+            .expect("open")
+            .write_all(data.as_bytes())
+            .map_err(|e| format!("cannot write the node cache: {e}"))?;
         temp.commit(&Attrs { mode: Some(0o600), ..Attrs::default() })
     });
     match result {

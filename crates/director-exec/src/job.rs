@@ -35,7 +35,15 @@ fn kill_group(pgid: i32) {
 }
 
 impl Jobs {
-    pub fn start(&self, outbox: Outbox, id: u64, command: String, env: Vec<(String, String)>, cwd: Option<String>, timeout_ms: u64) {
+    pub fn start(
+        &self,
+        outbox: Outbox,
+        id: u64,
+        command: String,
+        env: Vec<(String, String)>,
+        cwd: Option<String>,
+        timeout_ms: u64,
+    ) {
         let started = Instant::now();
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(&command).process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());

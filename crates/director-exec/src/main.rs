@@ -61,7 +61,13 @@ fn serve() {
     let jobs = job::Jobs::default();
     let _live = files::Live::register();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    outbox.send(&Reply::Hello { version: PROTOCOL_VERSION, pid: std::process::id(), facts: facts(), cache: files::load_cache(), now });
+    outbox.send(&Reply::Hello {
+        version: PROTOCOL_VERSION,
+        pid: std::process::id(),
+        facts: facts(),
+        cache: files::load_cache(),
+        now,
+    });
     files::watch_drain(outbox.clone());
 
     let mut puts: HashMap<u64, files::Put> = HashMap::new();
@@ -139,9 +145,7 @@ fn facts() -> Facts {
     let (kernel, hostname) = unsafe {
         let mut u: libc::utsname = std::mem::zeroed();
         if libc::uname(&mut u) == 0 {
-            let s = |f: &[libc::c_char]| {
-                std::ffi::CStr::from_ptr(f.as_ptr()).to_string_lossy().into_owned()
-            };
+            let s = |f: &[libc::c_char]| std::ffi::CStr::from_ptr(f.as_ptr()).to_string_lossy().into_owned();
             (s(&u.release), s(&u.nodename))
         } else {
             (String::new(), String::new())
@@ -150,8 +154,7 @@ fn facts() -> Facts {
     let os = std::fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+            text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
         })
         .unwrap_or_default();
     Facts { arch: std::env::consts::ARCH.to_string(), kernel, hostname, os }

@@ -263,7 +263,13 @@ pub fn split_utf8(bytes: &[u8]) -> (String, &[u8]) {
     for back in 1..=3.min(bytes.len()) {
         let b = bytes[bytes.len() - back];
         if b & 0b1100_0000 == 0b1100_0000 {
-            let need = if b >= 0xF0 { 4 } else if b >= 0xE0 { 3 } else { 2 };
+            let need = if b >= 0xF0 {
+                4
+            } else if b >= 0xE0 {
+                3
+            } else {
+                2
+            };
             if need > back {
                 cut = bytes.len() - back;
             }

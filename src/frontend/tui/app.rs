@@ -58,22 +58,39 @@ pub enum Dialog {
     /// `x`: an ad-hoc command for the target nodes.
     Command(String),
     /// `o`: an orchestration to run: typed text, the files that match, the highlighted one.
-    Pick { input: String, cursor: usize },
+    Pick {
+        input: String,
+        cursor: usize,
+    },
 }
 
 /// What a key asks of the loop that owns the terminal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Quit,
-    Orchestrate { files: Vec<PathBuf>, nodes: Vec<String> },
-    Exec { command: String, nodes: Vec<String> },
+    Orchestrate {
+        files: Vec<PathBuf>,
+        nodes: Vec<String>,
+    },
+    Exec {
+        command: String,
+        nodes: Vec<String>,
+    },
     /// Raise the cancel level of the run in flight.
     Cancel(u8),
     /// Run again the history's run `run` on its nodes that did not end ok.
-    RetryRun { run: String },
+    RetryRun {
+        run: String,
+    },
     LoadRuns,
-    LoadResults { run: String, node: Option<String> },
-    LoadJob { job_id: String, node: String },
+    LoadResults {
+        run: String,
+        node: Option<String>,
+    },
+    LoadJob {
+        job_id: String,
+        node: String,
+    },
 }
 
 /// What was last started, to retry on the nodes that failed.
@@ -278,7 +295,9 @@ impl App {
         let failed = self.board.as_ref().map(|b| b.failure_groups().len()).unwrap_or(0);
         self.message = Some(match code {
             0 => "run finished: every node ok".to_string(),
-            _ if failed > 0 => format!("run finished with exit code {code}: failures below (R retries the failed nodes)"),
+            _ if failed > 0 => {
+                format!("run finished with exit code {code}: failures below (R retries the failed nodes)")
+            }
             _ => format!("run finished with exit code {code}"),
         });
         if self.quit_armed {
@@ -289,7 +308,11 @@ impl App {
     /// Nodes of the board's run that did not end ok.
     pub fn failed_nodes(&self) -> Vec<String> {
         let Some(b) = &self.board else { return Vec::new() };
-        b.nodes.iter().filter(|n| matches!(n.phase, Phase::Failed | Phase::Unreachable | Phase::Cancelled)).map(|n| n.name.clone()).collect()
+        b.nodes
+            .iter()
+            .filter(|n| matches!(n.phase, Phase::Failed | Phase::Unreachable | Phase::Cancelled))
+            .map(|n| n.name.clone())
+            .collect()
     }
 
     /// The run screen's rows: node indices into the board, in display order.
@@ -364,9 +387,13 @@ impl App {
             }
             KeyCode::Esc | KeyCode::Backspace => self.back(),
             KeyCode::Char('c') if self.in_flight => return self.cancel_or_quit(),
-            KeyCode::Char('o') if !self.in_flight => self.dialog = Some(Dialog::Pick { input: String::new(), cursor: 0 }),
+            KeyCode::Char('o') if !self.in_flight => {
+                self.dialog = Some(Dialog::Pick { input: String::new(), cursor: 0 })
+            }
             KeyCode::Char('x') if !self.in_flight => self.dialog = Some(Dialog::Command(String::new())),
-            KeyCode::Char('o' | 'x' | 'R') if self.in_flight => self.message = Some("a run is in flight: wait for it or cancel it (c)".into()),
+            KeyCode::Char('o' | 'x' | 'R') if self.in_flight => {
+                self.message = Some("a run is in flight: wait for it or cancel it (c)".into())
+            }
             KeyCode::Char('R') if self.screen == Screen::History => {
                 let run = self.runs.get(self.runs_list.cursor)?;
                 return Some(Action::RetryRun { run: run.id.clone() });
@@ -441,7 +468,10 @@ impl App {
                 KeyCode::Enter => {
                     let board = self.board.as_ref()?;
                     let row = *self.run_rows().get(self.run_list.cursor)?;
-                    return Some(Action::LoadResults { run: board.run.clone(), node: Some(board.nodes[row].name.clone()) });
+                    return Some(Action::LoadResults {
+                        run: board.run.clone(),
+                        node: Some(board.nodes[row].name.clone()),
+                    });
                 }
                 code => {
                     let len = self.board.as_ref().map(|b| b.nodes.len()).unwrap_or(0);

@@ -91,7 +91,8 @@ pub fn run(config: Config, history_path: PathBuf) -> Result<i32, Error> {
     if !std::io::stdout().is_terminal() {
         return Err(Error::input("the TUI cannot start: stdout is not a terminal").hint(hint));
     }
-    let mut terminal = ratatui::try_init().map_err(|e| Error::input(format!("the TUI cannot start: cannot take the terminal: {e}")).hint(hint))?;
+    let mut terminal = ratatui::try_init()
+        .map_err(|e| Error::input(format!("the TUI cannot start: cannot take the terminal: {e}")).hint(hint))?;
     let _restore = Restore;
     let tui = Tui { catalog, config, history: history_path };
     runtime.block_on(tui.serve(&mut app, &mut terminal))
@@ -211,13 +212,26 @@ impl Tui {
             }
             Action::Exec { command, nodes } => {
                 let label = format!("`{command}` on {} node(s)", nodes.len());
-                let built = crate::exec_orchestration("RUN", &[], std::slice::from_ref(&command)).and_then(|o| Plan::build(&self.catalog, &[o], &self.selection(nodes)));
-                let what = What { kind: "exec", command: format!("director tui: exec {command}"), files: Vec::new(), label, started: Started::Exec(command) };
+                let built = crate::exec_orchestration("RUN", &[], std::slice::from_ref(&command))
+                    .and_then(|o| Plan::build(&self.catalog, &[o], &self.selection(nodes)));
+                let what = What {
+                    kind: "exec",
+                    command: format!("director tui: exec {command}"),
+                    files: Vec::new(),
+                    label,
+                    started: Started::Exec(command),
+                };
                 self.start(app, running, built, what);
             }
             Action::RetryRun { run } => match self.retry_set(&run) {
-                Ok(set) if set.nodes.is_empty() => app.message = Some(format!("run {run} has no failed, unreachable or cancelled node: nothing to retry")),
-                Ok(set) if set.files.is_empty() => app.message = Some(format!("run {run} has no orchestration files to run again (it was not `orchestrate`)")),
+                Ok(set) if set.nodes.is_empty() => {
+                    app.message =
+                        Some(format!("run {run} has no failed, unreachable or cancelled node: nothing to retry"))
+                }
+                Ok(set) if set.files.is_empty() => {
+                    app.message =
+                        Some(format!("run {run} has no orchestration files to run again (it was not `orchestrate`)"))
+                }
                 Ok(set) => {
                     let files: Vec<PathBuf> = set.files.iter().map(PathBuf::from).collect();
                     return self.perform(Action::Orchestrate { files, nodes: set.nodes }, app, running);
@@ -231,25 +245,32 @@ impl Tui {
                 }
                 Err(e) => app.message = Some(one_line(&e)),
             },
-            Action::LoadResults { run, node } => match self.store().and_then(|s| s.map(|s| s.run_results(&run, node.as_deref())).transpose()) {
-                Ok(rows) => {
-                    let rows = rows.unwrap_or_default();
-                    // Start on the first result that went wrong: that is usually why one looks.
-                    app.results_list.cursor = rows.iter().position(|r| !matches!(r.status.as_str(), "ok" | "cached" | "skipped")).unwrap_or(0);
-                    app.results = Some((run, node, rows));
-                    app.open(app::Screen::Results);
+            Action::LoadResults { run, node } => {
+                match self.store().and_then(|s| s.map(|s| s.run_results(&run, node.as_deref())).transpose()) {
+                    Ok(rows) => {
+                        let rows = rows.unwrap_or_default();
+                        // Start on the first result that went wrong: that is usually why one looks.
+                        app.results_list.cursor = rows
+                            .iter()
+                            .position(|r| !matches!(r.status.as_str(), "ok" | "cached" | "skipped"))
+                            .unwrap_or(0);
+                        app.results = Some((run, node, rows));
+                        app.open(app::Screen::Results);
+                    }
+                    Err(e) => app.message = Some(one_line(&e)),
                 }
-                Err(e) => app.message = Some(one_line(&e)),
-            },
-            Action::LoadJob { job_id, node } => match self.store().and_then(|s| s.map(|s| s.job_info(&job_id)).transpose()) {
-                Ok(Some(job)) => {
-                    app.job = Some((job, node));
-                    app.job_scroll = 0;
-                    app.open(app::Screen::Job);
+            }
+            Action::LoadJob { job_id, node } => {
+                match self.store().and_then(|s| s.map(|s| s.job_info(&job_id)).transpose()) {
+                    Ok(Some(job)) => {
+                        app.job = Some((job, node));
+                        app.job_scroll = 0;
+                        app.open(app::Screen::Job);
+                    }
+                    Ok(None) => app.message = Some("the history has no record of that job".into()),
+                    Err(e) => app.message = Some(one_line(&e)),
                 }
-                Ok(None) => app.message = Some("the history has no record of that job".into()),
-                Err(e) => app.message = Some(one_line(&e)),
-            },
+            }
         }
         false
     }
@@ -276,7 +297,8 @@ impl Tui {
             }
         };
         let totals = board::totals(&plan);
-        let launch = Launch { plan, kind: what.kind, command: what.command, files: what.files, history: self.history.clone() };
+        let launch =
+            Launch { plan, kind: what.kind, command: what.command, files: what.files, history: self.history.clone() };
         match launch.start(&self.catalog, &self.config, Contention::Refuse, &mut |_| {}) {
             Ok(run) => {
                 app.run_started(&totals, what.label, what.started);

@@ -28,7 +28,12 @@ fn fleet(text: &str) -> Catalog {
 }
 
 fn app(catalog: &Catalog, t0: Instant) -> App {
-    App::new(catalog, "fleet.yaml".into(), vec!["orchestrations/deploy.yaml".into(), "orchestrations/hello.yaml".into()], t0)
+    App::new(
+        catalog,
+        "fleet.yaml".into(),
+        vec!["orchestrations/deploy.yaml".into(), "orchestrations/hello.yaml".into()],
+        t0,
+    )
 }
 
 fn screen(app: &App, width: u16, height: u16) -> String {
@@ -52,7 +57,15 @@ fn started(node: &str, job: usize, name: &str) -> Event {
 }
 
 fn finished(node: &str, job: usize, name: &str, status: JobStatus, code: Option<i32>, reason: Option<&str>) -> Event {
-    Event::JobFinished { node: node.into(), job, name: name.into(), status, exit_code: code, reason: reason.map(Into::into), ms: 10 }
+    Event::JobFinished {
+        node: node.into(),
+        job,
+        name: name.into(),
+        status,
+        exit_code: code,
+        reason: reason.map(Into::into),
+        ms: 10,
+    }
 }
 
 fn totals(names: &[&str], jobs: usize) -> Vec<(String, usize)> {
@@ -62,13 +75,35 @@ fn totals(names: &[&str], jobs: usize) -> Vec<(String, usize)> {
 const ALL: &[&str] = &["web1", "web2", "web3", "db1", "cache1"];
 
 fn run_started(app: &mut App, t0: Instant) {
-    app.run_started(&totals(ALL, 3), "orchestrations/deploy.yaml on 5 node(s)".into(), super::app::Started::Orchestrate(vec!["orchestrations/deploy.yaml".into()]));
-    app.event(&Event::RunStarted { run: "3f2a9c1b7d00".into(), nodes: ALL.iter().map(|n| n.to_string()).collect(), jobs: 3, tasks: 15 }, t0);
+    app.run_started(
+        &totals(ALL, 3),
+        "orchestrations/deploy.yaml on 5 node(s)".into(),
+        super::app::Started::Orchestrate(vec!["orchestrations/deploy.yaml".into()]),
+    );
+    app.event(
+        &Event::RunStarted {
+            run: "3f2a9c1b7d00".into(),
+            nodes: ALL.iter().map(|n| n.to_string()).collect(),
+            jobs: 3,
+            tasks: 15,
+        },
+        t0,
+    );
 }
 
 fn ready(app: &mut App, node: &str, at: Instant) {
     app.event(&Event::NodeConnecting { node: node.into(), address: "x".into() }, at);
-    app.event(&Event::NodeReady { node: node.into(), arch: "x86_64".into(), os: "Debian GNU/Linux 12".into(), kernel: "6.1".into(), hostname: node.into(), ms: 42 }, at);
+    app.event(
+        &Event::NodeReady {
+            node: node.into(),
+            arch: "x86_64".into(),
+            os: "Debian GNU/Linux 12".into(),
+            kernel: "6.1".into(),
+            hostname: node.into(),
+            ms: 42,
+        },
+        at,
+    );
 }
 
 #[test]
@@ -124,7 +159,15 @@ fn run_in_flight() {
         app.event(&finished(n, 0, "RUN apt-get update", JobStatus::Ok, Some(0), None), t0 + Duration::from_secs(2));
         app.event(&started(n, 1, "RUN ./migrate --all"), t0 + Duration::from_secs(2 + i as u64));
     }
-    app.event(&Event::JobOutput { node: "web1".into(), job: 1, stream: Stream::Stdout, data: "migrating users… done\nmigrating orders… ".into() }, t0 + Duration::from_secs(5));
+    app.event(
+        &Event::JobOutput {
+            node: "web1".into(),
+            job: 1,
+            stream: Stream::Stdout,
+            data: "migrating users… done\nmigrating orders… ".into(),
+        },
+        t0 + Duration::from_secs(5),
+    );
     app.event(&started("db1", 0, "RUN apt-get update"), t0 + Duration::from_secs(1));
     app.event(&finished("cache1", 0, "RUN apt-get update", JobStatus::Cached, None, None), t0);
     key(&mut app, KeyCode::Char('2'));
@@ -143,21 +186,45 @@ fn grouped_failures() {
         let at = t0 + Duration::from_secs(1 + i as u64);
         ready(&mut app, n, t0);
         app.event(&started(n, 0, "RUN systemctl restart nginx"), t0);
-        let err = if *n == "db1" { "Unit nginx.service not found.\n" } else { "Job for nginx.service failed.\nSee \"journalctl -xeu nginx.service\" for details.\n" };
+        let err = if *n == "db1" {
+            "Unit nginx.service not found.\n"
+        } else {
+            "Job for nginx.service failed.\nSee \"journalctl -xeu nginx.service\" for details.\n"
+        };
         app.event(&Event::JobOutput { node: n.to_string(), job: 0, stream: Stream::Stderr, data: err.into() }, at);
-        app.event(&finished(n, 0, "RUN systemctl restart nginx", JobStatus::Failed, Some(1), Some("exited with code 1")), at);
+        app.event(
+            &finished(n, 0, "RUN systemctl restart nginx", JobStatus::Failed, Some(1), Some("exited with code 1")),
+            at,
+        );
         app.event(&Event::NodeFinished { node: n.to_string(), ok: false }, at);
     }
     app.event(&Event::NodeConnecting { node: "cache1".into(), address: "x".into() }, t0);
-    app.event(&Event::NodeUnreachable { node: "cache1".into(), error: "cannot connect to 10.0.0.31:22: Connection refused".into() }, t0 + Duration::from_secs(10));
-    let summary = Summary { nodes: 5, nodes_failed: 4, nodes_unreachable: 1, jobs_failed: 4, jobs_skipped: 8, elapsed_ms: 10_200, ..Summary::default() };
+    app.event(
+        &Event::NodeUnreachable {
+            node: "cache1".into(),
+            error: "cannot connect to 10.0.0.31:22: Connection refused".into(),
+        },
+        t0 + Duration::from_secs(10),
+    );
+    let summary = Summary {
+        nodes: 5,
+        nodes_failed: 4,
+        nodes_unreachable: 1,
+        jobs_failed: 4,
+        jobs_skipped: 8,
+        elapsed_ms: 10_200,
+        ..Summary::default()
+    };
     app.event(&Event::RunFinished { summary, exit_code: 1 }, t0 + Duration::from_secs(10));
     app.run_ended(1);
     app.now = t0 + Duration::from_secs(60);
     insta::assert_snapshot!(screen(&app, 110, 30));
     assert_eq!(
         key(&mut app, KeyCode::Char('R')),
-        Some(Action::Orchestrate { files: vec!["orchestrations/deploy.yaml".into()], nodes: vec!["web1".into(), "web2".into(), "web3".into(), "db1".into(), "cache1".into()] })
+        Some(Action::Orchestrate {
+            files: vec!["orchestrations/deploy.yaml".into()],
+            nodes: vec!["web1".into(), "web2".into(), "web3".into(), "db1".into(), "cache1".into()]
+        })
     );
 }
 
@@ -233,7 +300,10 @@ fn filter_by_name_group_and_glob_restricts_the_next_run() {
     // Nothing selected: the shown nodes are the targets. Then the selection wins.
     key(&mut app, KeyCode::Char('x'));
     typed(&mut app, "uptime");
-    assert_eq!(key(&mut app, KeyCode::Enter), Some(Action::Exec { command: "uptime".into(), nodes: vec!["web2".into(), "web3".into()] }));
+    assert_eq!(
+        key(&mut app, KeyCode::Enter),
+        Some(Action::Exec { command: "uptime".into(), nodes: vec!["web2".into(), "web3".into()] })
+    );
     key(&mut app, KeyCode::Char(' '));
     key(&mut app, KeyCode::Char('o'));
     assert_eq!(
@@ -242,7 +312,10 @@ fn filter_by_name_group_and_glob_restricts_the_next_run() {
     );
     key(&mut app, KeyCode::Char('o'));
     typed(&mut app, "/srv/site.yaml");
-    assert_eq!(key(&mut app, KeyCode::Enter), Some(Action::Orchestrate { files: vec!["/srv/site.yaml".into()], nodes: vec!["web2".into()] }));
+    assert_eq!(
+        key(&mut app, KeyCode::Enter),
+        Some(Action::Orchestrate { files: vec!["/srv/site.yaml".into()], nodes: vec!["web2".into()] })
+    );
 }
 
 #[test]
@@ -252,7 +325,10 @@ fn cancel_drains_then_kills_and_quit_waits_for_the_run() {
     let mut app = app(&catalog, t0);
     run_started(&mut app, t0);
     assert_eq!(key(&mut app, KeyCode::Char('c')), Some(Action::Cancel(crate::engine::CANCEL_DRAIN)));
-    assert_eq!(app.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), Some(Action::Cancel(crate::engine::CANCEL_KILL)));
+    assert_eq!(
+        app.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+        Some(Action::Cancel(crate::engine::CANCEL_KILL))
+    );
     assert_eq!(key(&mut app, KeyCode::Char('q')), None, "the first q only warns while a run is in flight");
     assert_eq!(key(&mut app, KeyCode::Char('q')), Some(Action::Cancel(crate::engine::CANCEL_KILL)));
     app.run_ended(130);

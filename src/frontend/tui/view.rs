@@ -131,7 +131,8 @@ fn header_style() -> Style {
 }
 
 pub fn render(app: &App, frame: &mut Frame) {
-    let [top, main, bottom] = Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
+    let [top, main, bottom] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
     render_top(app, frame, top);
     match app.screen {
         Screen::Nodes => render_nodes(app, frame, main),
@@ -167,7 +168,8 @@ fn render_top(app: &App, frame: &mut Frame, area: Rect) {
             s
         }
     };
-    let mut spans = vec![Span::raw(" director ").bold(), Span::raw(format!("· {} · {} nodes", app.title, app.nodes.len()))];
+    let mut spans =
+        vec![Span::raw(" director ").bold(), Span::raw(format!("· {} · {} nodes", app.title, app.nodes.len()))];
     if !app.selected.is_empty() {
         spans.push(Span::raw(format!(" · {} selected", app.selected.len())));
     }
@@ -190,12 +192,19 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     if app.nodes.is_empty() {
-        let text = "The catalog has no nodes.\n\nAdd some under `nodes:` in the catalog file, then start the TUI again.";
+        let text =
+            "The catalog has no nodes.\n\nAdd some under `nodes:` in the catalog file, then start the TUI again.";
         frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), inner);
         return;
     }
     if app.shown.is_empty() {
-        frame.render_widget(Paragraph::new(format!("No node matches `{}` (name, group or glob). Esc in the filter clears it.", app.filter)), inner);
+        frame.render_widget(
+            Paragraph::new(format!(
+                "No node matches `{}` (name, group or glob). Esc in the filter clears it.",
+                app.filter
+            )),
+            inner,
+        );
         return;
     }
     let rows: Vec<Row> = visible_rows(&app.node_list, app.shown.len(), inner.height, |pos| {
@@ -248,7 +257,10 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect) {
 fn render_run(app: &App, frame: &mut Frame, area: Rect) {
     let Some(board) = &app.board else {
         let text = "No run yet in this session.\n\no runs an orchestration on the selected nodes (all shown nodes when none is selected), x runs a command; 3 browses past runs.";
-        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }).block(Block::new().borders(Borders::ALL).title(" Run ")), area);
+        frame.render_widget(
+            Paragraph::new(text).wrap(Wrap { trim: false }).block(Block::new().borders(Borders::ALL).title(" Run ")),
+            area,
+        );
         return;
     };
     let status = match &board.finished {
@@ -261,9 +273,13 @@ fn render_run(app: &App, frame: &mut Frame, area: Rect) {
     let block = Block::new().borders(Borders::ALL).title(format!(" Run {} · {} · {status} ", board.run, app.run_label));
     let inner = block.inner(head);
     frame.render_widget(block, head);
-    frame.render_widget(Paragraph::new(vec![progress_line(board, app.now, inner.width as usize), counts_line(board)]), inner);
+    frame.render_widget(
+        Paragraph::new(vec![progress_line(board, app.now, inner.width as usize), counts_line(board)]),
+        inner,
+    );
     let finished = board.finished.is_some();
-    let [list, detail] = Layout::vertical([Constraint::Percentage(if finished { 45 } else { 60 }), Constraint::Min(4)]).areas(body);
+    let [list, detail] =
+        Layout::vertical([Constraint::Percentage(if finished { 45 } else { 60 }), Constraint::Min(4)]).areas(body);
     let rows_order = app.run_rows();
     let block = Block::new().borders(Borders::ALL).title(" Nodes (in flight first) ");
     let inner = block.inner(list);
@@ -276,17 +292,35 @@ fn render_run(app: &App, frame: &mut Frame, area: Rect) {
         let (elapsed, quiet) = match n.running.first() {
             Some(r) => {
                 let quiet = n.last_output.map(|t| t.max(r.since)).unwrap_or(r.since);
-                (short_duration(app.now.saturating_duration_since(r.since)), short_duration(app.now.saturating_duration_since(quiet)))
+                (
+                    short_duration(app.now.saturating_duration_since(r.since)),
+                    short_duration(app.now.saturating_duration_since(quiet)),
+                )
             }
             None => match (n.first_seen, n.finished_at) {
                 (Some(a), Some(b)) => (short_duration(b.duration_since(a)), String::new()),
                 _ => (String::new(), String::new()),
             },
         };
-        Row::new(vec![Span::raw(n.name.clone()), Span::styled(state, phase_style(n.phase)), Span::raw(job), Span::raw(elapsed), Span::raw(quiet)])
+        Row::new(vec![
+            Span::raw(n.name.clone()),
+            Span::styled(state, phase_style(n.phase)),
+            Span::raw(job),
+            Span::raw(elapsed),
+            Span::raw(quiet),
+        ])
     });
-    let table = Table::new(rows, [Constraint::Length(name_width), Constraint::Length(13), Constraint::Min(20), Constraint::Length(8), Constraint::Length(8)])
-        .header(Row::new(vec!["NODE", "STATE", "JOB", "ELAPSED", "QUIET"]).style(header_style()));
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(name_width),
+            Constraint::Length(13),
+            Constraint::Min(20),
+            Constraint::Length(8),
+            Constraint::Length(8),
+        ],
+    )
+    .header(Row::new(vec!["NODE", "STATE", "JOB", "ELAPSED", "QUIET"]).style(header_style()));
     frame.render_widget(table, inner);
     if finished {
         render_summary(board, frame, detail);
@@ -322,7 +356,11 @@ fn render_summary(board: &Board, frame: &mut Frame, area: Rect) {
     }
     let title = format!(" Failures, grouped by identical error ({} groups) ", groups.len());
     frame.render_widget(Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(title)), left);
-    let slow: Vec<Line> = board.slowest(right.height.saturating_sub(2) as usize).into_iter().map(|(n, d)| Line::from(format!("{:>8}  {n}", short_duration(d)))).collect();
+    let slow: Vec<Line> = board
+        .slowest(right.height.saturating_sub(2) as usize)
+        .into_iter()
+        .map(|(n, d)| Line::from(format!("{:>8}  {n}", short_duration(d))))
+        .collect();
     frame.render_widget(Paragraph::new(slow).block(Block::new().borders(Borders::ALL).title(" Slowest nodes ")), right);
 }
 
@@ -336,13 +374,31 @@ fn render_history(app: &App, frame: &mut Frame, area: Rect) {
     }
     let rows: Vec<Row> = visible_rows(&app.runs_list, app.runs.len(), inner.height, |pos| {
         let r = &app.runs[pos];
-        let duration = r.duration_ms.map(|ms| short_duration(std::time::Duration::from_millis(ms as u64))).unwrap_or_default();
-        let nodes = format!("{} ({} ok, {} failed, {} unreach.)", r.nodes, r.nodes_ok, r.nodes_failed, r.nodes_unreachable);
-        Row::new(vec![r.id.clone(), r.kind.clone(), r.status.clone(), r.started.clone(), duration, nodes, r.command.clone()])
+        let duration =
+            r.duration_ms.map(|ms| short_duration(std::time::Duration::from_millis(ms as u64))).unwrap_or_default();
+        let nodes =
+            format!("{} ({} ok, {} failed, {} unreach.)", r.nodes, r.nodes_ok, r.nodes_failed, r.nodes_unreachable);
+        Row::new(vec![
+            r.id.clone(),
+            r.kind.clone(),
+            r.status.clone(),
+            r.started.clone(),
+            duration,
+            nodes,
+            r.command.clone(),
+        ])
     });
     let table = Table::new(
         rows,
-        [Constraint::Length(12), Constraint::Length(11), Constraint::Length(10), Constraint::Length(19), Constraint::Length(8), Constraint::Length(32), Constraint::Min(10)],
+        [
+            Constraint::Length(12),
+            Constraint::Length(11),
+            Constraint::Length(10),
+            Constraint::Length(19),
+            Constraint::Length(8),
+            Constraint::Length(32),
+            Constraint::Min(10),
+        ],
     )
     .header(Row::new(vec!["RUN", "KIND", "STATUS", "STARTED", "TOOK", "NODES", "COMMAND"]).style(header_style()));
     frame.render_widget(table, inner);
@@ -377,7 +433,15 @@ fn render_results(app: &App, frame: &mut Frame, area: Rect) {
     });
     let table = Table::new(
         table_rows,
-        [Constraint::Length(4), Constraint::Length(28), Constraint::Length(14), Constraint::Length(11), Constraint::Length(5), Constraint::Length(9), Constraint::Min(10)],
+        [
+            Constraint::Length(4),
+            Constraint::Length(28),
+            Constraint::Length(14),
+            Constraint::Length(11),
+            Constraint::Length(5),
+            Constraint::Length(9),
+            Constraint::Min(10),
+        ],
     )
     .header(Row::new(vec!["#", "JOB", "NODE", "STATUS", "EXIT", "TIME", "REASON"]).style(header_style()));
     frame.render_widget(table, inner);
@@ -386,7 +450,9 @@ fn render_results(app: &App, frame: &mut Frame, area: Rect) {
 fn render_job(app: &App, frame: &mut Frame, area: Rect) {
     let Some((job, node)) = &app.job else { return };
     let Some(r) = job.results.iter().find(|r| &r.node == node) else { return };
-    let field = |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<12}"), Style::new().fg(Color::DarkGray)), Span::raw(v)]);
+    let field = |k: &str, v: String| {
+        Line::from(vec![Span::styled(format!("{k:<12}"), Style::new().fg(Color::DarkGray)), Span::raw(v)])
+    };
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let mut lines = vec![
         field("job", format!("{} ({})", job.name, job.id)),
@@ -398,7 +464,12 @@ fn render_job(app: &App, frame: &mut Frame, area: Rect) {
         field("fingerprint", opt(&r.fingerprint)),
         field("started", opt(&r.started)),
         field("finished", opt(&r.finished)),
-        field("took", r.execution_ms.map(|ms| format!("{ms} ms (round trip {} ms)", r.roundtrip_ms.unwrap_or_default())).unwrap_or_else(|| "-".into())),
+        field(
+            "took",
+            r.execution_ms
+                .map(|ms| format!("{ms} ms (round trip {} ms)", r.roundtrip_ms.unwrap_or_default()))
+                .unwrap_or_else(|| "-".into()),
+        ),
         field("info", String::new()),
     ];
     lines.extend(r.info.clone().unwrap_or_default().lines().map(|l| Line::from(format!("  {l}"))));
@@ -435,18 +506,35 @@ pub const KEYS: &[(&str, &str)] = &[
 fn render_dialog(app: &App, dialog: &Dialog, frame: &mut Frame, area: Rect) {
     let (title, lines, height): (&str, Vec<Line>, u16) = match dialog {
         Dialog::Help => {
-            let lines = KEYS.iter().map(|(k, what)| Line::from(vec![Span::styled(format!("{k:<24}"), Style::new().bold()), Span::raw(*what)])).collect::<Vec<_>>();
+            let lines = KEYS
+                .iter()
+                .map(|(k, what)| {
+                    Line::from(vec![Span::styled(format!("{k:<24}"), Style::new().bold()), Span::raw(*what)])
+                })
+                .collect::<Vec<_>>();
             let n = lines.len() as u16 + 2;
             (" Keys (any key closes) ", lines, n)
         }
-        Dialog::Filter => (" Filter: name, group or glob ", vec![Line::from(format!("/{}█", app.filter)), Line::from(format!("{} of {} nodes", app.shown.len(), app.nodes.len()))], 4),
+        Dialog::Filter => (
+            " Filter: name, group or glob ",
+            vec![
+                Line::from(format!("/{}█", app.filter)),
+                Line::from(format!("{} of {} nodes", app.shown.len(), app.nodes.len())),
+            ],
+            4,
+        ),
         Dialog::Command(text) => {
             let n = app.targets().len();
-            (" Run a command (enter runs, esc closes) ", vec![Line::from(format!("$ {text}█")), Line::from(format!("on {n} node(s)"))], 4)
+            (
+                " Run a command (enter runs, esc closes) ",
+                vec![Line::from(format!("$ {text}█")), Line::from(format!("on {n} node(s)"))],
+                4,
+            )
         }
         Dialog::Pick { input, cursor } => {
             let picks = app.picks(input);
-            let mut lines = vec![Line::from(format!("path: {input}█")), Line::from(format!("on {} node(s)", app.targets().len()))];
+            let mut lines =
+                vec![Line::from(format!("path: {input}█")), Line::from(format!("on {} node(s)", app.targets().len()))];
             if picks.is_empty() {
                 lines.push(Line::from(Span::styled("enter runs the typed path", Style::new().fg(Color::DarkGray))));
             }
