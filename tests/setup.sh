@@ -6,6 +6,7 @@
 #     (WAIT --url, ADD /etc/services).
 #   - tmux: the TUI's end-to-end tests drive the binary in a real terminal (send-keys,
 #     capture-pane).
+#   - rustfmt and clippy: .ci/run checks formatting and lints first.
 #   - the x86_64-unknown-linux-musl Rust target: the smallest static executor. Without it the
 #     build falls back to a static glibc executor and says so.
 set -eu
@@ -30,6 +31,9 @@ if [ -n "$need" ]; then
     fi
 fi
 if command -v rustup >/dev/null 2>&1; then
+    # CI checks formatting and lints before the tests.
+    rustup component add rustfmt clippy >/dev/null 2>&1 ||
+        echo "setup: rustfmt or clippy is unavailable; .ci/run needs both" >&2
     rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 ||
         echo "setup: the musl target is unavailable; the executor will be static glibc (larger)" >&2
 fi

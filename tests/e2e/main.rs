@@ -349,9 +349,12 @@ fn bad_input(files: &[(&str, &str)], args: &[&str]) -> (i32, String, String, boo
 // 192.0.2.0/24 is TEST-NET-1: never contacted, and the tests prove nothing tried to.
 const CATALOG: &str = "nodes:\n  - {name: web1, host: 192.0.2.10}\n  - {name: web2, host: 192.0.2.11}\n";
 
+/// What a bad-input case is: a name, the files written, the arguments, the exact stderr.
+type BadCase<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+
 #[test]
 fn bad_input_is_exit_2_with_file_line_column_and_a_hint() {
-    let cases: &[(&str, &[(&str, &str)], &[&str], &str)] = &[
+    let cases: &[BadCase] = &[
         (
             "malformed yaml",
             &[("c.yaml", CATALOG), ("d.yaml", "- jobs:\n    - RUN: [oops\n")],
