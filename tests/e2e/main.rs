@@ -359,7 +359,7 @@ fn bad_input_is_exit_2_with_file_line_column_and_a_hint() {
             "malformed yaml",
             &[("c.yaml", CATALOG), ("d.yaml", "- jobs:\n    - RUN: [oops\n")],
             &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
-            "error: d.yaml:3:1: invalid YAML: did not find expected ',' or ']'\n  hint: check the indentation and the quoting on that line and the one before it\n",
+            "error: d.yaml:2:12: invalid YAML: unclosed bracket '['\n  hint: check the indentation and the quoting on that line and the one before it\n",
         ),
         (
             "unknown verb",
