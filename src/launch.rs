@@ -43,8 +43,9 @@ pub enum Incoming {
 }
 
 pub struct Running {
-    /// The host-key-off warning, when some node has checking off: the caller shows it.
-    pub warning: Option<String>,
+    /// Warnings for the caller to show: host key checking off for some nodes, a history
+    /// file others can read.
+    pub warnings: Vec<String>,
     events: mpsc::Receiver<Event>,
     remote_cancel: mpsc::UnboundedReceiver<()>,
     cancel: watch::Sender<u8>,
@@ -65,6 +66,7 @@ impl Launch {
     ) -> Result<Running, Error> {
         let plan = self.plan;
         let ssh = if plan.nodes.iter().any(|n| n.transport == TransportKind::Ssh) {
+            transport::known_hosts::check_file(&config.known_hosts)?;
             let credentials = transport::ssh::Credentials::load(catalog, &plan.nodes)?;
             Some(Arc::new(transport::ssh::SshSettings {
                 connect_timeout: config.connect_timeout,
@@ -83,7 +85,10 @@ impl Launch {
             !plan.jobs.is_empty() && plan.jobs.iter().all(|j| matches!(j.work, plan::Work::QueueSentinel));
         let contention = if sentinel_only { Contention::Share } else { contention };
         let guard = store.begin(&spec, contention, waiting)?;
-        let warning = host_key_warning(&plan, config);
+        let warnings: Vec<String> = host_key_warning(&plan, config)
+            .into_iter()
+            .chain(crate::private::exposure(&store.path, "the run history"))
+            .collect();
         let (remote_cancel_tx, remote_cancel) = mpsc::unbounded_channel::<()>();
         let recorder = Recorder::start(store, &spec, remote_cancel_tx)?;
         let engine_config = Arc::new(engine::EngineConfig {
@@ -95,7 +100,7 @@ impl Launch {
         let (tx, events) = mpsc::channel(4096);
         let (cancel, cancel_rx) = watch::channel(engine::CANCEL_NONE);
         let engine = tokio::spawn(engine::run(Arc::new(plan), engine_config, engine::Sink::new(tx), cancel_rx));
-        Ok(Running { warning, events, remote_cancel, cancel, recorder, engine, _guard: guard })
+        Ok(Running { warnings, events, remote_cancel, cancel, recorder, engine, _guard: guard })
     }
 }
 

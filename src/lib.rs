@@ -16,6 +16,7 @@ pub mod frontend;
 pub mod history;
 pub mod launch;
 pub mod plan;
+pub mod private;
 pub mod transport;
 
 use catalog::orchestration::Orchestration;
@@ -154,6 +155,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             if let Some(key) = key_file {
                 for node in &mut catalog.nodes {
                     node.identity_file = Some(key.clone());
+                    node.identity_at = None;
                 }
             }
             let selection = Selection { restrict: config.restrict.clone(), ignore_cache: true, only: None };
@@ -215,7 +217,7 @@ fn execute(launch: Launch, catalog: &Catalog, config: Config) -> Result<i32, Err
 /// Shows a run's events until it ends; Ctrl-C once drains, twice kills.
 async fn follow(mut running: Running, output: config::Output, totals: &[(String, usize)]) -> Result<i32, Error> {
     let (mut frontend, fallback) = Frontend::new(output, totals);
-    for text in fallback.iter().chain(running.warning.iter()) {
+    for text in fallback.iter().chain(running.warnings.iter()) {
         frontend.notice(text);
     }
     let (notice_tx, mut notices) = tokio::sync::mpsc::unbounded_channel::<String>();

@@ -67,6 +67,10 @@ pub struct Node {
     pub port: u16,
     pub user: String,
     pub identity_file: Option<PathBuf>,
+    /// Where `identity_file` was written (the node's own key, `defaults:` or a Directord
+    /// section's `args`), as a path in the node's document; `None` when it came from the
+    /// command line.
+    pub identity_at: Option<Vec<Seg>>,
     pub groups: Vec<String>,
     pub vars: Map<String, Value>,
     pub transport: TransportKind,
@@ -180,41 +184,73 @@ impl Catalog {
         }
     }
 
-    /// `file:line:column` of a node's definition, for error messages about it.
-    pub fn position_of(&self, node: &Node, field: Option<&str>) -> String {
-        let path = match field {
-            Some(f) => child(&node.origin.1, f),
-            None => node.origin.1.clone(),
-        };
-        self.docs[node.origin.0].position(&path)
+    /// Where the node's `identity_file` was written, for error messages about the key:
+    /// `file:line:column`, or `--key-file` when the command line gave it.
+    pub fn identity_position(&self, node: &Node) -> String {
+        match &node.identity_at {
+            Some(path) => self.docs[node.origin.0].position(path),
+            None => "--key-file".to_string(),
+        }
     }
 }
 
 const DIRECTORD_SECTIONS: &[&str] = &["directord_server", "directord_clients"];
+/// A Directord section's `args`: defaults for its targets.
+const DIRECTORD_ARG_KEYS: &[&str] = &["port", "username", "key_file"];
+const DIRECTORD_TARGET_KEYS: &[&str] = &["host", "name", "port", "username"];
 
-fn key_list(keys: &[&str]) -> String {
-    keys.join(", ")
+/// Words other tools use for a key director names differently (Ansible's `hosts` is an
+/// entry's `targets`), so the hint can name the right one where edit distance cannot.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("hosts", "targets"),
+    ("target", "targets"),
+    ("nodes", "targets"),
+    ("tasks", "jobs"),
+    ("hostname", "host"),
+    ("address", "host"),
+    ("ansible_host", "host"),
+    ("username", "user"),
+    ("remote_user", "user"),
+    ("ansible_user", "user"),
+    ("key_file", "identity_file"),
+    ("private_key", "identity_file"),
+    ("ansible_port", "port"),
+    ("group", "groups"),
+    ("vars_files", "vars"),
+];
+
+/// The key `key` was probably meant to be, among `allowed`.
+pub(crate) fn suggest_key(key: &str, allowed: &[&str]) -> Option<String> {
+    SYNONYMS
+        .iter()
+        .find(|(other, ours)| other.eq_ignore_ascii_case(key) && allowed.contains(ours))
+        .map(|(_, ours)| ours.to_string())
+        .or_else(|| crate::suggest(key, allowed.iter().copied()))
 }
 
-fn check_keys(
+/// The error for `key`, which `what` does not have: at the key, with a did-you-mean and the
+/// keys it does have.
+pub(crate) fn unknown_key(doc: &Document, path: &[Seg], key: &str, allowed: &[&str], what: &str) -> Error {
+    let at = child(path, Seg::KeyName(key.to_string()));
+    let err = doc.error_at(&at, format!("unknown key `{key}` in {what}"));
+    match suggest_key(key, allowed) {
+        Some(s) => err.hint(format!("did you mean `{s}`? {what} keys are: {}", allowed.join(", "))),
+        None => err.hint(format!("{what} keys are: {}", allowed.join(", "))),
+    }
+}
+
+/// Refuses the first key of `map` that is not in `allowed`.
+pub(crate) fn check_keys(
     doc: &Document,
     path: &[Seg],
     map: &Map<String, Value>,
     allowed: &[&str],
     what: &str,
 ) -> Result<(), Error> {
-    for key in map.keys() {
-        if !allowed.contains(&key.as_str()) {
-            let at = child(path, Seg::KeyName(key.clone()));
-            let mut err = doc.error_at(&at, format!("unknown key `{key}` in {what}"));
-            err = match crate::suggest(key, allowed.iter().copied()) {
-                Some(s) => err.hint(format!("did you mean `{s}`? {what} keys are: {}", key_list(allowed))),
-                None => err.hint(format!("{what} keys are: {}", key_list(allowed))),
-            };
-            return Err(err);
-        }
+    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(key) => Err(unknown_key(doc, path, key, allowed, what)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn text_field(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
@@ -225,6 +261,33 @@ fn text_field(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str)
             let at = child(path, key);
             Err(doc.error_at(&at, format!("`{key}` must be a string")))
         }
+    }
+}
+
+/// A name, host or user: one word of printable characters. An empty one, or one with spaces
+/// or control characters (which could forge lines on the operator's terminal), is refused.
+fn word_field(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
+    let Some(text) = text_field(doc, path, map, key)? else { return Ok(None) };
+    let at = || child(path, key);
+    if text.is_empty() {
+        return Err(doc
+            .error_at(&at(), format!("`{key}` is empty"))
+            .hint(format!("give `{key}` a value or leave the key out")));
+    }
+    if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(doc
+            .error_at(&at(), format!("`{key}` {:?} contains {}", text, describe_char(c)))
+            .hint(format!("a {key} is one word without spaces or control characters")));
+    }
+    Ok(Some(text))
+}
+
+fn describe_char(c: char) -> String {
+    match c {
+        ' ' => "a space".to_string(),
+        '\t' => "a tab".to_string(),
+        '\n' | '\r' => "a line break".to_string(),
+        c => format!("the control character U+{:04X}", c as u32),
     }
 }
 
@@ -333,7 +396,7 @@ fn settings(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Se
     };
     Ok(Settings {
         port: port_field(doc, path, map, "port")?,
-        user: text_field(doc, path, map, "user")?,
+        user: word_field(doc, path, map, "user")?,
         identity_file: text_field(doc, path, map, "identity_file")?,
         transport,
         host_key_checking,
@@ -385,8 +448,8 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
         };
         check_keys(doc, &path, map, NODE_KEYS, "node")?;
         let own = settings(doc, &path, map)?;
-        let name = text_field(doc, &path, map, "name")?;
-        let host = text_field(doc, &path, map, "host")?;
+        let name = word_field(doc, &path, map, "name")?;
+        let host = word_field(doc, &path, map, "host")?;
         let Some(name) = name.or_else(|| host.clone()) else {
             return Err(doc
                 .error_at(&path, "node has neither `name` nor `host`")
@@ -423,6 +486,10 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
             name,
             port: own.port.or(defaults.port).unwrap_or(22),
             user: own.user.or(defaults.user.clone()).unwrap_or_else(local_user),
+            identity_at: Some(match own.identity_file {
+                Some(_) => child(&path, "identity_file"),
+                None => child(&defaults_path, "identity_file"),
+            }),
             identity_file: own.identity_file.or(defaults.identity_file.clone()).map(|p| expand_home(&p)),
             groups: node_groups,
             vars,
@@ -436,6 +503,15 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
 
 fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value>) -> Result<Vec<Node>, Error> {
     let top = doc.root.as_object().expect("checked by caller");
+    // Other top-level keys are data for bootstrap templates, as in Directord; but a near
+    // miss of a section name is a typo that would drop the section silently.
+    for key in top.keys().filter(|k| !DIRECTORD_SECTIONS.contains(&k.as_str())) {
+        if let Some(meant) = crate::suggest(key, DIRECTORD_SECTIONS.iter().copied()) {
+            return Err(doc
+                .error_at(&[Seg::KeyName(key.clone())], format!("unknown section `{key}` in bootstrap catalog"))
+                .hint(format!("did you mean `{meant}`? the sections are directord_server and directord_clients")));
+        }
+    }
     let mut nodes = Vec::new();
     for section in DIRECTORD_SECTIONS {
         let Some(sec) = top.get(*section) else { continue };
@@ -443,10 +519,14 @@ fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value
         let Value::Object(sec) = sec else {
             return Err(doc.error_at(&sec_path, format!("`{section}` must be a mapping with `targets`")));
         };
+        check_keys(doc, &sec_path, sec, &["args", "targets", "jobs"], section)?;
+        if let Some(Value::Object(args)) = sec.get("args") {
+            check_keys(doc, &child(&sec_path, "args"), args, DIRECTORD_ARG_KEYS, &format!("{section} args"))?;
+        }
         let args = merged_args.get(*section).and_then(Value::as_object).cloned().unwrap_or_default();
         let args_path = [Seg::Key(section.to_string()), Seg::Key("args".into())];
         let arg_port = port_field(doc, &args_path, &args, "port")?;
-        let arg_user = text_field(doc, &args_path, &args, "username")?;
+        let arg_user = word_field(doc, &args_path, &args, "username")?;
         let arg_key = text_field(doc, &args_path, &args, "key_file")?;
         let targets = match sec.get("targets") {
             None | Some(Value::Null) => continue,
@@ -461,18 +541,20 @@ fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value
             let Value::Object(t) = t else {
                 return Err(doc.error_at(&path, "a target must be a mapping with `host`"));
             };
-            let Some(host) = text_field(doc, &path, t, "host")? else {
+            check_keys(doc, &path, t, DIRECTORD_TARGET_KEYS, "target")?;
+            let Some(host) = word_field(doc, &path, t, "host")? else {
                 return Err(doc
                     .error_at(&path, "[host] is undefined in bootstrap catalog")
                     .hint("every target needs `host:`"));
             };
-            let name = text_field(doc, &path, t, "name")?.unwrap_or_else(|| host.clone());
+            let name = word_field(doc, &path, t, "name")?.unwrap_or_else(|| host.clone());
             nodes.push(Node {
                 name,
                 host,
                 port: port_field(doc, &path, t, "port")?.or(arg_port).unwrap_or(22),
-                user: text_field(doc, &path, t, "username")?.or(arg_user.clone()).unwrap_or_else(local_user),
+                user: word_field(doc, &path, t, "username")?.or(arg_user.clone()).unwrap_or_else(local_user),
                 identity_file: arg_key.as_deref().map(expand_home),
+                identity_at: Some(child(&args_path, "key_file")),
                 groups: vec![section.to_string()],
                 vars: Map::new(),
                 transport: TransportKind::Ssh,

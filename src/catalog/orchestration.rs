@@ -2,10 +2,12 @@
 //!
 //! A file is a list of entries; each entry has optional `name`, `targets`, `assign` (which
 //! overrides `targets`), `async` (a bool or a yes/no string), and a required `jobs` list. A job
-//! is a mapping whose keys `name`, `vars` and `assign` are taken out first; the first key left
-//! is the verb and its value the argument string (scalars are coerced to strings: `REBOOT: 5`
-//! is `"5"`). Further keys are ignored, as Directord ignores them. Verbs are matched without
-//! regard to case and kept upper-case.
+//! is a mapping of one verb, whose value is the argument string (scalars are coerced to
+//! strings: `REBOOT: 5` is `"5"`), and the optional keys `name`, `vars` and `assign`, in any
+//! order. Verbs are matched without regard to case and kept upper-case.
+//!
+//! Unlike Directord, nothing written is ignored: an unknown key in an entry or a job, or a
+//! second verb in one job, is an error at its line and column with a did-you-mean.
 //!
 //! This module checks shape and verb names only; what a verb's arguments mean, and whether the
 //! targets exist, is the plan's business.
@@ -39,6 +41,25 @@ pub const KNOWN_VERBS: &[&str] = &[
     "POD",
     "SECONTEXT",
     "CONTAINER_CONFIG_DATA",
+];
+
+/// The keys of an entry.
+pub const ENTRY_KEYS: &[&str] = &["name", "targets", "assign", "async", "jobs"];
+
+/// The keys a job has beside its one verb.
+pub const JOB_KEYS: &[&str] = &["name", "vars", "assign"];
+
+/// Keys people bring from other tools that director will have but does not have yet: an
+/// error saying so, never ignored.
+const NOT_YET_KEYS: &[(&str, &str)] = &[
+    (
+        "become",
+        "running jobs as another user (sudo) is not supported yet; log in as that user in the catalog (`user:`)",
+    ),
+    (
+        "become_user",
+        "running jobs as another user (sudo) is not supported yet; log in as that user in the catalog (`user:`)",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -109,6 +130,7 @@ impl Orchestration {
 
 fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>) -> Result<Entry, Error> {
     let at = |key: &str| child(&path, key);
+    super::check_keys(doc, &path, map, ENTRY_KEYS, "entry")?;
     let name = name_field(doc, &path, map)?;
     let targets = match map.get("assign") {
         Some(v) if !v.is_null() => Some(targets(doc, at("assign"), v, "assign")?),
@@ -212,13 +234,30 @@ fn job_spec(doc: &Document, path: Vec<Seg>, entry: usize, index: usize, job: &Va
         None | Some(Value::Null) => None,
         Some(v) => Some(targets(doc, at("assign"), v, "assign")?),
     };
-    let Some((key, value)) = map.iter().find(|(k, _)| !matches!(k.as_str(), "name" | "vars" | "assign")) else {
+    let mut verbs = map.iter().filter(|(k, _)| !JOB_KEYS.contains(&k.as_str()));
+    let Some((key, value)) = verbs.next() else {
         return Err(doc
             .error_at(&path, format!("{what} has no verb"))
             .hint("write the job as `- RUN: command` (or another verb)"));
     };
+    let known = |k: &str| KNOWN_VERBS.contains(&k.to_ascii_uppercase().as_str());
+    // A job is one verb and the keys beside it: anything else is a typo or a second job.
+    if let Some((other, _)) = verbs.next() {
+        let (first, second) = (key.as_str(), other.as_str());
+        let err = match (known(first), known(second)) {
+            (true, true) => doc
+                .error_at(
+                    &child(&path, Seg::KeyName(other.clone())),
+                    format!("{what} has two verbs, `{first}` and `{second}`"),
+                )
+                .hint(format!("a job has one verb: make `{second}` a job of its own (`- {second}: ...`)")),
+            (false, _) => return Err(unknown_job_key(doc, &path, first, &what)),
+            (true, false) => return Err(unknown_job_key(doc, &path, second, &what)),
+        };
+        return Err(err);
+    }
     let verb = key.to_ascii_uppercase();
-    if !KNOWN_VERBS.contains(&verb.as_str()) {
+    if !known(key) {
         let err = doc.error_at(&child(&path, Seg::KeyName(key.clone())), format!("unknown verb `{key}` in {what}"));
         return Err(match crate::suggest(&verb, KNOWN_VERBS.iter().copied()) {
             Some(s) => err.hint(format!("did you mean `{s}`?")),
@@ -232,6 +271,22 @@ fn job_spec(doc: &Document, path: Vec<Seg>, entry: usize, index: usize, job: &Va
     Ok(JobSpec { verb, args, name, vars, assign, path })
 }
 
+/// A key beside a job's verb that is neither a verb nor a job key.
+fn unknown_job_key(doc: &Document, path: &[Seg], key: &str, what: &str) -> Error {
+    let at = child(path, Seg::KeyName(key.to_string()));
+    if let Some(why) = NOT_YET_KEYS.iter().find(|(k, _)| *k == key).map(|(_, why)| why) {
+        return doc.error_at(&at, format!("`{key}` in {what} is not supported yet")).hint(*why);
+    }
+    let err = doc.error_at(&at, format!("unknown key `{key}` in {what}"));
+    let keys = format!("a job has one verb and the keys {}", JOB_KEYS.join(", "));
+    match super::suggest_key(key, JOB_KEYS)
+        .or_else(|| crate::suggest(&key.to_ascii_uppercase(), KNOWN_VERBS.iter().copied()))
+    {
+        Some(s) => err.hint(format!("did you mean `{s}`? {keys}")),
+        None => err.hint(keys),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,7 +297,7 @@ mod tests {
 
     #[test]
     fn directord_shape_parses_with_assign_and_coercion() {
-        let o = parse("- name: p\n  targets: [a]\n  assign: [b]\n  async: 'yes'\n  jobs:\n    - name: j\n      vars: {timeout: 3}\n      REBOOT: 5\n      extra: ignored\n    - run: echo hi\n").unwrap();
+        let o = parse("- name: p\n  targets: [a]\n  assign: [b]\n  async: 'yes'\n  jobs:\n    - name: j\n      vars: {timeout: 3}\n      REBOOT: 5\n    - run: echo hi\n").unwrap();
         let e = &o.entries[0];
         assert_eq!(e.targets.as_ref().unwrap()[0].name, "b");
         assert!(e.is_async);
@@ -274,6 +329,14 @@ mod tests {
             ("- jobs:\n  - RUN: [a]\n", "error: o.yaml:2:10: the value of `RUN` in job 1 of entry 1 must be a string, not a list or mapping\n  hint: quote it: `RUN: \"...\"`"),
             ("- async: maybe\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:10: `async` must be true or false, not `maybe`\n  hint: yes/no, true/false, on/off and 1/0 are accepted"),
             ("- jobs:\n  - name: only\n", "error: o.yaml:2:5: job 1 of entry 1 has no verb\n  hint: write the job as `- RUN: command` (or another verb)"),
+            ("- name: x\n  target: [tb1]\n  jobs: [{RUN: x}]\n", "error: o.yaml:2:3: unknown key `target` in entry\n  hint: did you mean `targets`? entry keys are: name, targets, assign, async, jobs"),
+            ("- hosts: all\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:3: unknown key `hosts` in entry\n  hint: did you mean `targets`? entry keys are: name, targets, assign, async, jobs"),
+            ("- when: x\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:3: unknown key `when` in entry\n  hint: entry keys are: name, targets, assign, async, jobs"),
+            ("- jobs:\n  - RUN: echo one\n    ECHO: two\n", "error: o.yaml:3:5: job 1 of entry 1 has two verbs, `RUN` and `ECHO`\n  hint: a job has one verb: make `ECHO` a job of its own (`- ECHO: ...`)"),
+            ("- jobs:\n  - RUN: echo one\n    nmae: x\n", "error: o.yaml:3:5: unknown key `nmae` in job 1 of entry 1\n  hint: did you mean `name`? a job has one verb and the keys name, vars, assign"),
+            ("- jobs:\n  - nmae: x\n    RUN: echo one\n", "error: o.yaml:2:5: unknown key `nmae` in job 1 of entry 1\n  hint: did you mean `name`? a job has one verb and the keys name, vars, assign"),
+            ("- jobs:\n  - RUN: whoami\n    become: true\n", "error: o.yaml:3:5: `become` in job 1 of entry 1 is not supported yet\n  hint: running jobs as another user (sudo) is not supported yet; log in as that user in the catalog (`user:`)"),
+            ("- jobs:\n  - become: true\n    RUN: whoami\n", "error: o.yaml:2:5: `become` in job 1 of entry 1 is not supported yet\n  hint: running jobs as another user (sudo) is not supported yet; log in as that user in the catalog (`user:`)"),
         ];
         for (text, want) in cases {
             assert_eq!(parse(text).unwrap_err().to_string(), want, "for {text:?}");

@@ -607,24 +607,8 @@ async fn copy(cx: &Cx<'_>, outgoing: Vec<Outgoing>, attrs: &director_proto::Attr
 /// Writes a fetched file on the operator atomically (a temp file renamed over it), mode 0600:
 /// what is fetched from a node is often a key.
 fn write_local(path: &str, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let target = std::path::Path::new(path);
-    let temp = target.with_file_name(format!(
-        ".{}.director-{}",
-        target.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&temp, target)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&temp);
-        format!("cannot write {path} on the operator: {}", crate::catalog::yaml::io_reason(&e))
-    })
+    crate::private::write_file(std::path::Path::new(path), bytes)
+        .map_err(|e| format!("cannot write {path} on the operator: {}", crate::catalog::yaml::io_reason(&e)))
 }
 
 /// A shell command that succeeds when `url` answers 2xx or 3xx, with curl or wget.

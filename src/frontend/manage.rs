@@ -105,7 +105,11 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
             map.insert(job.id.clone(), serde_json::to_value(job).unwrap_or_default());
         }
         let text = crate::catalog::yaml::to_yaml(&serde_json::Value::Object(map));
-        std::fs::write(file, text).map_err(|e| {
+        // `-` is standard output, as for every tool that writes a file.
+        if file.as_os_str() == "-" {
+            return Ok(text);
+        }
+        crate::private::write_file(file, text.as_bytes()).map_err(|e| {
             Error::internal(format!("cannot write {}: {}", file.display(), crate::catalog::yaml::io_reason(&e)))
                 .hint("check that the directory exists and is writable")
         })?;

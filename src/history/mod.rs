@@ -127,8 +127,10 @@ pub struct History {
     conn: Connection,
 }
 
+/// The history cannot be opened: the path the user chose is unusable, so bad input (exit 2),
+/// found before any node is contacted.
 fn open_error(path: &Path, why: impl std::fmt::Display) -> Error {
-    Error::internal(format!("cannot open the run history {}: {why}", path.display()))
+    Error::input(format!("cannot open the run history {}: {why}", path.display()))
         .hint("choose another file with --history PATH (or DIRECTOR_HISTORY, or `history:` in the config file)")
 }
 
@@ -140,9 +142,12 @@ impl History {
     /// Opens (creating it and its directory if needed) and migrates the database.
     pub fn open(path: &Path) -> Result<History, Error> {
         let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open_error(path, crate::catalog::yaml::io_reason(&e)))?;
+        if let Some(dir) = path.parent() {
+            crate::private::create_dir_all(dir).map_err(|e| open_error(path, crate::catalog::yaml::io_reason(&e)))?;
         }
+        // SQLite creates the file with the umask's mode: create it private first. Its -wal
+        // and -shm files take the database's mode.
+        crate::private::touch(path).map_err(|e| open_error(path, crate::catalog::yaml::io_reason(&e)))?;
         let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
         configure(&conn).map_err(|e| open_error(path, e))?;
         schema::migrate(&mut conn).map_err(|e| open_error(path, e))?;
@@ -180,7 +185,8 @@ impl History {
         waiting: &mut dyn FnMut(&Holder),
     ) -> Result<RunGuard, Error> {
         let locks = self.locks_dir();
-        std::fs::create_dir_all(&locks).map_err(|e| open_error(&self.path, crate::catalog::yaml::io_reason(&e)))?;
+        crate::private::create_dir_all(&locks)
+            .map_err(|e| open_error(&self.path, crate::catalog::yaml::io_reason(&e)))?;
         let lock_path = locks.join(format!("{}.lock", spec.id));
         let lock = File::create(&lock_path).map_err(|e| open_error(&self.path, crate::catalog::yaml::io_reason(&e)))?;
         lock.lock().map_err(|e| open_error(&self.path, e))?;

@@ -27,6 +27,28 @@ pub fn default_path() -> PathBuf {
     crate::catalog::expand_home("~/.ssh/known_hosts")
 }
 
+/// Checks, before any node is contacted, that `path` can serve as a known_hosts file: absent
+/// (it will be created), or a regular file of text.
+pub fn check_file(path: &Path) -> Result<(), crate::error::Error> {
+    let refuse = |why: &str| {
+        crate::error::Error::input(format!("--known-hosts {}: {why}", path.display()))
+            .hint("name an OpenSSH known_hosts file (it is created if it does not exist)")
+    };
+    let meta = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(refuse(&crate::catalog::yaml::io_reason(&e))),
+        Ok(meta) => meta,
+    };
+    if !meta.is_file() {
+        return Err(refuse(if meta.is_dir() { "it is a directory" } else { "it is not a regular file" }));
+    }
+    let bytes = std::fs::read(path).map_err(|e| refuse(&crate::catalog::yaml::io_reason(&e)))?;
+    if std::str::from_utf8(&bytes).is_err() || bytes.contains(&0) {
+        return Err(refuse("it is not a text file"));
+    }
+    Ok(())
+}
+
 fn host_pattern(host: &str, port: u16) -> String {
     if port == 22 {
         host.to_string()
@@ -80,7 +102,7 @@ impl HostKeyCheck {
     fn record(&self, pattern: &str, key: &PublicKey) -> std::io::Result<()> {
         use std::io::{Read, Seek, SeekFrom, Write};
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::private::create_dir_all(dir)?;
         }
         let mut file = std::fs::OpenOptions::new().read(true).append(true).create(true).open(&self.path)?;
         let mut line = String::new();

@@ -44,10 +44,7 @@ impl Credentials {
                 continue;
             }
             let key = russh::keys::load_secret_key(path, None).map_err(|e| {
-                let at = catalog
-                    .node(&node.name)
-                    .map(|n| catalog.position_of(n, Some("identity_file")))
-                    .unwrap_or_else(|| "catalog".into());
+                let at = catalog.identity_position(node);
                 let (reason, hint) = match &e {
                     russh::keys::Error::IO(io) => {
                         (crate::catalog::yaml::io_reason(io), "check the path and its permissions")

@@ -383,7 +383,7 @@ fn bad_input_is_exit_2_with_file_line_column_and_a_hint() {
             "unreadable key",
             &[("c.yaml", "defaults:\n  identity_file: ./no-such-key\nnodes:\n  - {name: web1, host: 192.0.2.10}\n"), ("d.yaml", "- jobs: [{RUN: true}]\n")],
             &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
-            "error: c.yaml:4:5: cannot use identity file ./no-such-key of node `web1`: No such file or directory\n  hint: check the path and its permissions\n",
+            "error: c.yaml:2:18: cannot use identity file ./no-such-key of node `web1`: No such file or directory\n  hint: check the path and its permissions\n",
         ),
         (
             "missing file",

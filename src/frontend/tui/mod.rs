@@ -302,8 +302,8 @@ impl Tui {
         match launch.start(&self.catalog, &self.config, Contention::Refuse, &mut |_| {}) {
             Ok(run) => {
                 app.run_started(&totals, what.label, what.started);
-                if let Some(w) = &run.warning {
-                    app.message = Some(w.clone());
+                if !run.warnings.is_empty() {
+                    app.message = Some(run.warnings.join("; "));
                 }
                 *running = Some(run);
             }
