@@ -50,8 +50,8 @@ pub enum Command {
     /// executor, gather facts, then run the catalogs' own jobs (servers first, one at a time).
     Bootstrap {
         /// Clients bootstrapped at once.
-        #[arg(long, value_name = "N", default_value_t = 10, env = "DIRECTOR_BOOTSTRAP_THREADS")]
-        threads: usize,
+        #[arg(long, value_name = "N", default_value_t = 10, env = "DIRECTOR_BOOTSTRAP_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+        threads: u16,
         /// SSH private key for every node (instead of the catalog's).
         #[arg(long, value_name = "FILE", env = "DIRECTOR_BOOTSTRAP_SSH_KEY_FILE")]
         key_file: Option<PathBuf>,
@@ -155,7 +155,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", env = "DIRECTOR_KNOWN_HOSTS")]
     pub known_hosts: Option<PathBuf>,
     /// Seconds allowed for TCP connect plus SSH handshake, and again for authentication.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub connect_timeout: u64,
     /// Run every job, whatever the node caches say (like --skip-cache on each job).
     #[arg(long)]
@@ -167,8 +167,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub wait: bool,
     /// SSH handshakes in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub connect_concurrency: usize,
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub connect_concurrency: u16,
 }
 
 /// `90`, `90s`, `15m`, `12h`, `2d` → seconds.
@@ -183,5 +183,7 @@ fn parse_duration(text: &str) -> Result<u64, String> {
         "d" => 86400,
         _ => return Err(format!("`{text}` has an unknown unit; use s, m, h or d")),
     };
-    Ok(n * scale)
+    n.checked_mul(scale)
+        .filter(|s| *s <= 10 * 365 * 86400)
+        .ok_or_else(|| format!("`{text}` is longer than ten years; use e.g. 12h or 2d"))
 }

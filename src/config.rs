@@ -147,8 +147,8 @@ impl Config {
                 .clone()
                 .or_else(|| settings.known_hosts.clone())
                 .unwrap_or_else(crate::transport::known_hosts::default_path),
-            connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
-            connect_concurrency: args.connect_concurrency.max(1),
+            connect_timeout: Duration::from_secs(args.connect_timeout),
+            connect_concurrency: usize::from(args.connect_concurrency),
             ignore_cache: args.ignore_cache,
             args_ttl: args.args_ttl,
             wait: args.wait,

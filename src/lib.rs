@@ -159,7 +159,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
                 }
             }
             let selection = Selection { restrict: config.restrict.clone(), ignore_cache: true, only: None };
-            let plan = Plan::bootstrap(&catalog, &selection, threads)?;
+            let plan = Plan::bootstrap(&catalog, &selection, usize::from(threads))?;
             execute(launch(plan, "bootstrap", &[]), &catalog, config)
         }
     }

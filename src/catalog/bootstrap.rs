@@ -85,6 +85,9 @@ fn flatten(
                     .error_at(&child(path, key.as_str()), format!("{verb} takes two paths, `{order}`"))
                     .hint(hint));
             }
+            if let Err(e) = super::template::check(&text) {
+                return Err(doc.error_at(&child(path, key.as_str()), e).hint(super::template::SYNTAX_HINT));
+            }
             out.push(BootstrapJob { section, verb, text, raw: value.clone(), dir: dir.to_path_buf() });
             Ok(())
         }

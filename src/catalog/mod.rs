@@ -21,6 +21,7 @@
 
 pub mod bootstrap;
 pub mod orchestration;
+pub mod template;
 pub mod yaml;
 
 use crate::error::Error;

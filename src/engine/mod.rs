@@ -19,7 +19,6 @@
 //! The engine never prints; it owns no terminal and no file.
 
 pub mod cache;
-pub mod render;
 pub mod session;
 pub mod shared;
 pub mod work;
@@ -105,7 +104,7 @@ pub async fn run(
     })
     .await;
     let shared = Arc::new(Shared::new(&plan));
-    let renderer = Arc::new(render::Renderer::default());
+    let renderer = Arc::new(crate::catalog::template::Renderer::default());
     let node_task = |index: usize| {
         let (plan, config, sink, cancel, shared, renderer) =
             (plan.clone(), config.clone(), sink.clone(), cancel.clone(), shared.clone(), renderer.clone());
@@ -290,7 +289,7 @@ async fn run_node(
     config: &EngineConfig,
     sink: &Sink,
     shared: &Shared,
-    renderer: &render::Renderer,
+    renderer: &Arc<crate::catalog::template::Renderer>,
     cancel: watch::Receiver<u8>,
 ) -> NodeTally {
     let node = &plan.nodes[index];

@@ -9,10 +9,10 @@
 //! report `cached` when they leave it as it was.
 
 use super::cache::{JobRecord, Kind};
-use super::render::Renderer;
 use super::session::{Content, Session};
 use super::shared::{lock, until, NodeState, Shared};
 use super::{EngineConfig, Sink, CANCEL_KILL, CANCEL_NONE};
+use crate::catalog::template::Renderer;
 use crate::catalog::Node;
 use crate::event::{Event, JobStatus, Stream};
 use crate::plan::fingerprint::{self, Rendered};
@@ -35,7 +35,7 @@ pub struct Cx<'a> {
     pub session: &'a Session,
     pub sink: &'a Sink,
     pub shared: &'a Shared,
-    pub renderer: &'a Renderer,
+    pub renderer: &'a std::sync::Arc<Renderer>,
     pub config: &'a EngineConfig,
 }
 
@@ -202,10 +202,47 @@ async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), St
         context.extend(extra.clone());
     }
     let args = Value::Object(context);
-    let render = |t: &str| cx.renderer.render(t, &args);
+    let blueprints = read_blueprints(&job.work).await?;
+    // Rendering, hashing and looking up files are CPU work: they run on a blocking thread,
+    // so a heavy template never stalls the other nodes, and fuel bounds the template work.
+    let (renderer, work) = (cx.renderer.clone(), job.work.clone());
+    tokio::task::spawn_blocking(move || render_work(&renderer, &work, &args, env, blueprints))
+        .await
+        .map_err(|e| format!("rendering failed: {e}"))?
+}
+
+/// The texts of an ADD/COPY's `--blueprint` sources, in order (none for other jobs).
+async fn read_blueprints(work: &Work) -> Result<Vec<String>, String> {
+    let Work::Copy { sources, blueprint: true, .. } = work else { return Ok(Vec::new()) };
+    let mut texts = Vec::new();
+    for source in sources {
+        if source.size > BLUEPRINT_LIMIT {
+            return Err(format!(
+                "{} is too large to render as a blueprint ({} bytes, at most {BLUEPRINT_LIMIT})",
+                source.path.display(),
+                source.size
+            ));
+        }
+        let text = tokio::fs::read_to_string(&source.path)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", source.path.display()))?;
+        texts.push(text);
+    }
+    Ok(texts)
+}
+
+/// Renders a job's templates with `args` (blocking: call it off the async threads).
+fn render_work(
+    renderer: &Renderer,
+    work: &Work,
+    args: &Value,
+    env: serde_json::Map<String, Value>,
+    blueprints: Vec<String>,
+) -> Result<(Rendered, Vec<Outgoing>), String> {
+    let render = |t: &str| renderer.render(t, args);
     let mut r = Rendered { env, ..Rendered::default() };
     let mut outgoing = Vec::new();
-    match &job.work {
+    match work {
         Work::Run { command, .. } | Work::Shell { command } => r.text = render(command)?,
         Work::Fetch { remote, local } => {
             r.text = render(remote)?;
@@ -223,34 +260,27 @@ async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), St
         Work::Arg { value, .. } => r.value = render_value(value, &render)?,
         Work::Copy { sources, dest, blueprint, .. } => {
             let dest = render(dest)?;
+            let mut texts = blueprints.into_iter();
             for source in sources {
                 let to = if dest.ends_with('/') {
                     format!("{dest}{}", source.path.file_name().unwrap_or_default().to_string_lossy())
                 } else {
                     dest.clone()
                 };
-                let file = if *blueprint {
-                    if source.size > BLUEPRINT_LIMIT {
-                        return Err(format!(
-                            "{} is too large to render as a blueprint ({} bytes, at most {BLUEPRINT_LIMIT})",
-                            source.path.display(),
-                            source.size
-                        ));
+                let file = match texts.next().filter(|_| *blueprint) {
+                    Some(text) => {
+                        let bytes = render(&text)
+                            .map_err(|e| format!("{e} in blueprint {}", source.path.display()))?
+                            .into_bytes();
+                        let sha3 = crate::plan::verbs::hex(&<sha3::Sha3_224 as sha3::Digest>::digest(&bytes));
+                        Outgoing { dest: to, size: bytes.len() as u64, sha3, body: Body::Rendered(bytes) }
                     }
-                    let text = tokio::fs::read_to_string(&source.path)
-                        .await
-                        .map_err(|e| format!("cannot read {}: {e}", source.path.display()))?;
-                    let bytes =
-                        render(&text).map_err(|e| format!("{e} in blueprint {}", source.path.display()))?.into_bytes();
-                    let sha3 = crate::plan::verbs::hex(&<sha3::Sha3_224 as sha3::Digest>::digest(&bytes));
-                    Outgoing { dest: to, size: bytes.len() as u64, sha3, body: Body::Rendered(bytes) }
-                } else {
-                    Outgoing {
+                    None => Outgoing {
                         dest: to,
                         size: source.size,
                         sha3: source.sha3.clone(),
                         body: Body::File(source.path.clone()),
-                    }
+                    },
                 };
                 r.files.push((file.dest.clone(), file.sha3.clone()));
                 outgoing.push(file);

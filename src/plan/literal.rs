@@ -4,12 +4,17 @@
 //!
 //! A small recursive-descent reader of Python literal syntax (strings in either quote,
 //! numbers, True/False/None, lists, tuples and dicts) into JSON values; nothing is evaluated.
+//! Nesting deeper than [`MAX_DEPTH`] is not read as a literal (Python itself gives up there
+//! too): the value stays text, and the reader's stack stays small whatever the input.
 
 use serde_json::{Map, Number, Value};
 
+/// Deepest nesting of lists and dicts read as a literal.
+pub const MAX_DEPTH: usize = 64;
+
 /// The value of `text`: a literal if the whole text is one, else the text itself.
 pub fn parse(text: &str) -> Value {
-    let mut r = Reader { s: text.as_bytes(), i: 0 };
+    let mut r = Reader { s: text.as_bytes(), i: 0, depth: 0 };
     match r.value() {
         Some(v) if r.at_end() => v,
         _ => Value::String(text.to_string()),
@@ -19,6 +24,7 @@ pub fn parse(text: &str) -> Value {
 struct Reader<'a> {
     s: &'a [u8],
     i: usize,
+    depth: usize,
 }
 
 impl Reader<'_> {
@@ -45,13 +51,24 @@ impl Reader<'_> {
 
     fn value(&mut self) -> Option<Value> {
         self.ws();
-        match *self.s.get(self.i)? {
+        let open = *self.s.get(self.i)?;
+        if matches!(open, b'[' | b'(' | b'{') {
+            if self.depth == MAX_DEPTH {
+                return None;
+            }
+            self.depth += 1;
+        }
+        let value = match open {
             b'\'' | b'"' => self.string().map(Value::String),
             b'[' => self.seq(b'[', b']').map(Value::Array),
             b'(' => self.seq(b'(', b')').map(Value::Array),
             b'{' => self.dict(),
             _ => self.atom(),
+        };
+        if matches!(open, b'[' | b'(' | b'{') {
+            self.depth -= 1;
         }
+        value
     }
 
     fn string(&mut self) -> Option<String> {
@@ -145,7 +162,7 @@ impl Reader<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{parse, MAX_DEPTH};
     use serde_json::json;
 
     #[test]
@@ -161,5 +178,13 @@ mod tests {
         assert_eq!(parse("[unclosed"), json!("[unclosed"));
         assert_eq!(parse("'it''s'"), json!("'it''s'"));
         assert_eq!(parse("10.0.0.1"), json!("10.0.0.1"));
+    }
+
+    #[test]
+    fn deep_nesting_stays_text_without_exhausting_the_stack() {
+        let deep = format!("{}{}", "[".repeat(40_000), "]".repeat(40_000));
+        assert_eq!(parse(&deep), json!(deep));
+        let ok = format!("{}1{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_array());
     }
 }

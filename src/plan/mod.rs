@@ -355,6 +355,9 @@ fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Re
             None => err,
         }
     })?;
+    if let Err(e) = check_templates(&parsed.work) {
+        return Err(doc.error_at(&verb_path, e).hint(crate::catalog::template::SYNTAX_HINT));
+    }
     Ok(Job {
         id,
         entry: entry_index,
@@ -369,6 +372,40 @@ fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Re
         targets: Vec::new(),
         definition: value_at(doc, &spec.path).clone(),
     })
+}
+
+/// Checks the syntax of every template of a job (the text it renders on each node), so that
+/// a mistake is an input error before any node is contacted.
+fn check_templates(work: &Work) -> Result<(), String> {
+    use crate::catalog::template::check;
+    fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s),
+            serde_json::Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+            serde_json::Value::Object(map) => map.values().for_each(|i| strings(i, out)),
+            _ => {}
+        }
+    }
+    let mut texts: Vec<&str> = Vec::new();
+    match work {
+        Work::Run { command, .. } | Work::Shell { command } => texts.push(command),
+        Work::Workdir { path, .. } => texts.push(path),
+        Work::Wait { on: WaitOn::Url(t) | WaitOn::Cmd(t), .. } => texts.push(t),
+        Work::Arg { value, .. } => strings(value, &mut texts),
+        Work::Send { source, dest, .. } => texts.extend([source.as_str(), dest.as_str()]),
+        Work::Fetch { remote, local } => texts.extend([remote.as_str(), local.as_str()]),
+        Work::Copy { sources, dest, blueprint, .. } => {
+            texts.push(dest);
+            if *blueprint {
+                for source in sources {
+                    let text = crate::catalog::yaml::read_text(&source.path).map_err(|e| e.message)?;
+                    check(&text).map_err(|e| format!("{e} in blueprint {}", source.path.display()))?;
+                }
+            }
+        }
+        _ => {}
+    }
+    texts.into_iter().try_for_each(check)
 }
 
 /// The value at `path` in `doc` (null when there is none).
@@ -445,6 +482,14 @@ mod tests {
         );
         let err = plan("- jobs:\n    - QUERY_WAIT: k --identity web7\n", &[]).unwrap_err();
         assert_eq!(err.to_string(), "error: o.yaml:2:7: QUERY_WAIT waits for `web7`, which runs nothing in this run\n  hint: --identity takes catalog node names that this run reaches: web1, web2, db1");
+        let err = plan("- jobs:\n    - RUN: echo {{ host\n", &[]).unwrap_err();
+        assert_eq!(err.to_string(), "error: o.yaml:2:12: template error: unexpected end of input, expected end of variable block (line 1 of the template)\n  hint: templates are Jinja (`{{ name }}`, `{% if x %}...{% endif %}`); `{#` opens a comment, so write `{{ '{#' }}` for the text `{#`");
+        let err = plan("- jobs:\n    - ARG: \"k {'a': '{% if x %}'}\"\n", &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("error: o.yaml:2:12: template error: unexpected end of input, expected end of block"),
+            "{err}"
+        );
         let help = plan("- jobs:\n    - ECHO: --exec-help\n", &[]).unwrap_err();
         assert_eq!(help.code, 0);
         assert!(help.to_string().starts_with("usage: ECHO WORDS...\n"));

@@ -16,6 +16,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The largest number an option takes: seconds and counts beyond a year are mistakes, and
+/// bounding them keeps every duration computed from them exact.
+pub const MAX_NUMBER: u64 = 365 * 24 * 3600;
+
 /// Directord's default job timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -353,12 +357,16 @@ pub fn parse(verb: &str, args: &str, vars: &Map<String, Value>, roots: &SourceRo
     let has = |name: &str| get(name).is_some();
     let one = |name: &str| get(name).and_then(|v| v.first()).cloned();
     let number = |name: &str| -> Result<Option<u64>, VerbError> {
-        match one(name) {
-            None => Ok(None),
-            Some(v) => {
-                v.parse::<u64>().map(Some).map_err(|_| err(format!("option `{name}` needs a whole number, not `{v}`")))
-            }
+        let Some(v) = one(name) else { return Ok(None) };
+        let n = v.parse::<u64>().map_err(|_| err(format!("option `{name}` needs a whole number, not `{v}`")))?;
+        if n > MAX_NUMBER {
+            return Err(err(format!("option `{name}` is at most {MAX_NUMBER} (a year in seconds), not `{v}`")));
         }
+        if name == "--timeout" && n == 0 {
+            return Err(err("`--timeout 0` would stop the job before it starts")
+                .hint("give the seconds the job may take, at least 1"));
+        }
+        Ok(Some(n))
     };
     let attrs = || -> Result<Attrs, VerbError> {
         let mut attrs = Attrs::default();
@@ -672,6 +680,18 @@ mod tests {
             format!("{}{}", e.message, e.hint.map(|h| format!(" / {h}")).unwrap_or_default())
         };
         assert_eq!(e("WORKDIR", "--chmode 0644 /x"), "unknown option `--chmode` / did you mean `--chmod`?");
+        assert_eq!(
+            e("RUN", "--timeout 18446744073709552 true"),
+            "option `--timeout` is at most 31536000 (a year in seconds), not `18446744073709552`"
+        );
+        assert_eq!(
+            e("RUN", "--timeout 0 true"),
+            "`--timeout 0` would stop the job before it starts / give the seconds the job may take, at least 1"
+        );
+        assert_eq!(
+            e("WAIT", "--seconds 99999999999"),
+            "option `--seconds` is at most 31536000 (a year in seconds), not `99999999999`"
+        );
         assert_eq!(e("WORKDIR", "--chmod 999 /x"), "`--chmod 999` is not an octal mode / e.g. --chmod 0644");
         assert_eq!(e("CACHEEVICT", "everything"), "CACHEEVICT does not know the tag `everything` / use jobs, parents, args, envs, query, all, or a job fingerprint (56 hex digits)");
         assert_eq!(e("WAIT", "--seconds 1 --cmd true"), "WAIT needs exactly one of --seconds N, --url URL, --cmd COMMAND / usage: WAIT (--seconds N | --url URL | --cmd COMMAND...) [--retry N] [--retry-wait SECS] [--insecure]");

@@ -5,9 +5,19 @@
 //! Python's methods on values (`query.values()`, `.items()`, `.upper()`...) through
 //! minijinja-contrib's pycompat. Booleans and None print the Python way (`True`, `None`) as Jinja2 did; lists and mappings
 //! print with double quotes (`["a"]`, `{"k": 1}`), which YAML and JSON readers both accept.
+//!
+//! A template is a program a node's data feeds, so its work is bounded: fuel caps the steps
+//! (a loop that never ends fails the job in about a second) and the output is capped at
+//! [`MAX_OUTPUT`]. Rendering blocks: the engine calls it off the async threads.
 
 use minijinja::{Environment, UndefinedBehavior, Value as Tv};
 use serde_json::Value;
+
+/// Steps a template may take (minijinja's fuel): a loop over tens of thousands of items fits
+/// many times over; a runaway nested loop stops within about a second.
+pub const FUEL: u64 = 20_000_000;
+/// The largest text a template may render to.
+pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 
 pub struct Renderer {
     env: Environment<'static>,
@@ -16,6 +26,7 @@ pub struct Renderer {
 impl Default for Renderer {
     fn default() -> Self {
         let mut env = Environment::new();
+        env.set_fuel(Some(FUEL));
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -30,14 +41,32 @@ impl Renderer {
             return Ok(template.to_string());
         }
         let ctx = Tv::from_serialize(args);
-        match self.env.render_str(template, ctx) {
-            Ok(text) => Ok(text),
+        let tmpl = self.env.template_from_str(template).map_err(|e| format!("template error: {}", describe(&e)))?;
+        let mut out = Capped(Vec::new());
+        match tmpl.render_captured_to(ctx, &mut out) {
+            Ok(_) => String::from_utf8(out.0).map_err(|_| "template error: the output is not UTF-8".to_string()),
+            Err(e) if e.kind() == minijinja::ErrorKind::WriteFailure => Err(format!(
+                "template error: the template renders to more than {} MiB",
+                MAX_OUTPUT >> 20
+            )),
+            Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(format!(
+                "template error: the template did not finish within {FUEL} steps (a loop that never ends?)"
+            )),
             Err(e) if e.kind() == minijinja::ErrorKind::UndefinedError => Err(match self.missing(template, args) {
                 Some(name) => format!("undefined variable `{name}`: the node's cache has no such arg (set it with ARG, --stdout-arg, CACHEFILE or QUERY)"),
                 None => format!("template error: {}", describe(&e)),
             }),
             Err(e) => Err(format!("template error: {}", describe(&e))),
         }
+    }
+
+    /// Checks a template's syntax without rendering it: the error says what is wrong and on
+    /// which line of the template.
+    pub fn check(&self, template: &str) -> Result<(), String> {
+        if !template.contains("{{") && !template.contains("{%") && !template.contains("{#") {
+            return Ok(());
+        }
+        self.env.template_from_str(template).map(|_| ()).map_err(|e| format!("template error: {}", describe(&e)))
     }
 
     /// The first variable path the template uses that `args` does not have.
@@ -60,6 +89,34 @@ impl Renderer {
             }
         }
         None
+    }
+}
+
+/// Checks a template's syntax, as files are loaded and planned: a mistake is found before
+/// any node is contacted, not on each node.
+pub fn check(template: &str) -> Result<(), String> {
+    static CHECKER: std::sync::LazyLock<Renderer> = std::sync::LazyLock::new(Renderer::default);
+    CHECKER.check(template)
+}
+
+/// The hint for a template syntax error.
+pub const SYNTAX_HINT: &str =
+    "templates are Jinja (`{{ name }}`, `{% if x %}...{% endif %}`); `{#` opens a comment, so write `{{ '{#' }}` for the text `{#`";
+
+/// An output that refuses to grow past [`MAX_OUTPUT`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT {
+            return Err(std::io::Error::other("output too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -120,5 +177,24 @@ mod tests {
             r.render("echo {{ x", &args).unwrap_err(),
             "template error: unexpected end of input, expected end of variable block (line 1 of the template)"
         );
+        assert_eq!(
+            r.check("echo {{ x"),
+            Err("template error: unexpected end of input, expected end of variable block (line 1 of the template)"
+                .to_string())
+        );
+        assert_eq!(r.check("echo {{ x }} ${HOME}"), Ok(()));
+    }
+
+    #[test]
+    fn work_and_output_are_bounded() {
+        let r = Renderer::default();
+        let args = json!({});
+        let runaway = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        assert_eq!(
+            r.render(runaway, &args).unwrap_err(),
+            "template error: the template did not finish within 20000000 steps (a loop that never ends?)"
+        );
+        let huge = "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}";
+        assert_eq!(r.render(huge, &args).unwrap_err(), "template error: the template renders to more than 16 MiB");
     }
 }
