@@ -18,7 +18,6 @@ use crate::plan::{self, Plan};
 use crate::transport;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// A run about to start: the plan and how it is recorded.
@@ -94,7 +93,9 @@ impl Launch {
         let engine_config = Arc::new(engine::EngineConfig {
             run_id: spec.id.clone(),
             ssh,
-            hello_timeout: Duration::from_secs(30),
+            // The executor's start (probe, install when needed, greeting) gets three times
+            // the connect timeout: 30 s by default.
+            hello_timeout: 3 * config.connect_timeout,
             args_ttl: config.args_ttl,
         });
         let (tx, events) = mpsc::channel(4096);

@@ -211,6 +211,11 @@ async fn not_attempted(plan: &Plan, index: usize, why: &str, sink: &Sink) -> Nod
     tally
 }
 
+/// Resolves once the run is cancelled (at any level).
+async fn cancelled(cancel: &mut watch::Receiver<u8>) {
+    let _ = cancel.wait_for(|level| *level != CANCEL_NONE).await;
+}
+
 /// The documented exit code for a finished run.
 pub fn exit_code(summary: &Summary, cancelled: bool) -> i32 {
     if cancelled {
@@ -294,20 +299,37 @@ async fn run_node(
 ) -> NodeTally {
     let node = &plan.nodes[index];
     let mut tally = NodeTally::default();
-    let conn = match connect(node, config, sink).await {
-        Ok(c) => c,
-        Err(error) => {
-            sink.emit(Event::NodeUnreachable { node: node.name.clone(), error }).await;
-            tally.unreachable = true;
-            return tally;
+    // Reaching the node is bounded (connect, authentication, then the executor's start) and
+    // gives way to a cancel: a node whose login shell stalls never holds the run.
+    let mut watch_cancel = cancel.clone();
+    let reach = async {
+        let conn = connect(node, config, sink).await?;
+        match tokio::time::timeout(config.hello_timeout, start_session(&conn, node, config, sink)).await {
+            Ok(Ok((session, greeting))) => Ok((conn, session, greeting)),
+            Ok(Err(error)) => {
+                conn.close().await;
+                Err(error)
+            }
+            Err(_) => {
+                conn.close().await;
+                Err(format!(
+                    "connected, but the executor did not start within {} s (a login script on the node may be waiting: check the user's ~/.bashrc and ~/.profile)",
+                    config.hello_timeout.as_secs()
+                ))
+            }
         }
     };
-    let (session, greeting) = match start_session(&conn, node, config, sink).await {
-        Ok(s) => s,
+    let reached = tokio::select! {
+        reached = reach => reached,
+        _ = cancelled(&mut watch_cancel) => {
+            return not_attempted(plan, index, "run cancelled before this job started", sink).await;
+        }
+    };
+    let (conn, session, greeting) = match reached {
+        Ok(r) => r,
         Err(error) => {
             sink.emit(Event::NodeUnreachable { node: node.name.clone(), error }).await;
             tally.unreachable = true;
-            conn.close().await;
             return tally;
         }
     };

@@ -143,11 +143,26 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
                     })
                     .await;
             }
+            // The job's own outcome stands when only its record could not be saved (a full
+            // disk): the node is told, and the job runs again next time.
             if let Err(e) = record(cx, job, &fp, &mut finish).await {
-                finish = Finish::failed(e);
+                if cx.session.lost().is_none() {
+                    let message = format!("job {} ({}): {e}; it will run again next time", job.id + 1, job.label());
+                    cx.sink.emit(Event::NodeNotice { node: cx.node.name.clone(), message }).await;
+                }
             }
             finish
         }
+    };
+    // A job cut short because the node was lost did not fail on its own: it is reported
+    // cancelled, and the node unreachable (exit 3, not 1).
+    let finish = match (finish.status, cx.session.lost()) {
+        (JobStatus::Failed, Some(lost)) => Finish {
+            status: JobStatus::Cancelled,
+            reason: Some(format!("the node was lost while this job ran: {lost}")),
+            ..finish
+        },
+        _ => finish,
     };
     cx.sink
         .emit(Event::JobFinished {

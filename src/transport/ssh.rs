@@ -23,6 +23,8 @@ use tokio::sync::{mpsc, Semaphore};
 
 /// Handshakes in flight towards one address (sshd's MaxStartups starts dropping at 10).
 pub const PER_ADDRESS_HANDSHAKES: usize = 8;
+/// Idle time after which a keepalive is sent.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// Attempts for a handshake that sshd dropped (reset, early EOF).
 const HANDSHAKE_ATTEMPTS: u32 = 4;
 
@@ -177,8 +179,10 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
         };
         let config = Arc::new(client::Config {
             inactivity_timeout: None,
-            keepalive_interval: Some(Duration::from_secs(15)),
-            keepalive_max: 4,
+            // A lost node is noticed within about 15 s (three unanswered keepalives 5 s
+            // apart), not after a TCP timeout of minutes.
+            keepalive_interval: Some(KEEPALIVE_INTERVAL),
+            keepalive_max: 2,
             nodelay: true,
             ..Default::default()
         });

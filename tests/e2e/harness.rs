@@ -58,9 +58,41 @@ impl Host {
         cmd.output().expect("run a shell on the host")
     }
 
+    /// Freezes this host (SIGSTOP to its sshd and every process under it, executors
+    /// included): to the operator it is a node whose link went silent.
+    pub fn freeze(&self) {
+        let mut pids = vec![self.sshd_pid()];
+        let mut i = 0;
+        while i < pids.len() {
+            pids.extend(children(pids[i]));
+            i += 1;
+        }
+        for pid in pids {
+            // SAFETY: signalling processes this fleet started.
+            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        }
+    }
+
     fn sshd_pid(&self) -> u32 {
         self.sshd.as_ref().map(|c| c.id()).unwrap_or(0)
     }
+}
+
+/// The pids whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    // 0 stands for "no process" here (a stopped host): never the kernel's children.
+    if pid == 0 {
+        return Vec::new();
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok()) == Some(pid)
+        })
+        .collect()
 }
 
 pub struct Fleet {
@@ -299,6 +331,13 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
+        // Sessions of a frozen host never die with their clients: kill them first.
+        for host in &self.hosts {
+            for pid in children(host.sshd_pid()) {
+                // SAFETY: killing a process this fleet started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
         for i in 0..self.hosts.len() {
             self.stop_host(i);
         }

@@ -2,6 +2,7 @@
 //! and against the local transport. Error texts are compared word for word.
 
 mod corpus;
+mod faults;
 mod harness;
 mod history;
 mod schema;

@@ -1,0 +1,99 @@
+//! Faults on real sshd hosts: a login shell that stalls, a node that goes silent mid-job, a
+//! node cache that cannot be saved. Each must end in a clear, recorded state, never a hang.
+
+use super::harness::Fleet;
+use super::{code, finished, orchestrate_json, run_finished, schema, stderr, unreachable_error};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_login_shell_that_stalls_is_bounded_and_gives_way_to_ctrl_c() {
+    let fleet = Fleet::start(2);
+    std::fs::write(fleet.hosts[0].home_path(".bashrc"), "sleep 1000\n").unwrap();
+    let file = fleet.file("o.yaml", "- jobs:\n    - RUN: echo hi\n");
+    // The executor's start is bounded by three times the connect timeout.
+    let (code, events, err) = orchestrate_json(&fleet, &file, &["--connect-timeout", "1"]);
+    assert_eq!(
+        unreachable_error(&events, "h1"),
+        Some("connected, but the executor did not start within 3 s (a login script on the node may be waiting: check the user's ~/.bashrc and ~/.profile)"),
+        "{err}"
+    );
+    assert_eq!(finished(&events, "h2"), [(0, "ok", Some(0), None)]);
+    assert_eq!(code, 3);
+    // With the default bound (30 s), Ctrl-C ends the wait at once.
+    let child = fleet
+        .director()
+        .arg("orchestrate")
+        .arg(&file)
+        .arg("--catalog")
+        .arg(fleet.catalog())
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(sent.elapsed() < Duration::from_secs(10), "Ctrl-C took {:?}", sent.elapsed());
+    assert_eq!(super::code(&out), 130, "{}", stderr(&out));
+    let events = schema::parse(&out.stdout);
+    assert_eq!(finished(&events, "h1"), [(0, "skipped", None, Some("run cancelled before this job started"))]);
+}
+
+#[test]
+fn a_node_that_goes_silent_mid_job_is_lost_within_seconds_and_the_run_exits_3() {
+    let fleet = Fleet::start(2);
+    let file = fleet
+        .file("o.yaml", "- jobs:\n    - RUN: sleep 3; echo done\n- targets: [h1]\n  jobs:\n    - RUN: sleep 120\n");
+    let child = fleet
+        .director()
+        .arg("orchestrate")
+        .arg(&file)
+        .arg("--catalog")
+        .arg(fleet.catalog())
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    fleet.hosts[0].freeze();
+    let frozen = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    // Without keepalives the run would wait for the 120 s job or a TCP timeout.
+    assert!(frozen.elapsed() < Duration::from_secs(40), "the lost node took {:?} to notice", frozen.elapsed());
+    let events = schema::parse(&out.stdout);
+    let h1 = finished(&events, "h1");
+    assert_eq!(&h1[0], &(0, "ok", Some(0), None), "{}", stderr(&out));
+    assert_eq!((h1[1].0, h1[1].1), (1, "cancelled"));
+    assert!(h1[1].3.unwrap().starts_with("the node was lost while this job ran: "), "{h1:?}");
+    assert!(unreachable_error(&events, "h1").is_some());
+    assert_eq!(finished(&events, "h2"), [(0, "ok", Some(0), None)]);
+    let (summary, exit) = run_finished(&events);
+    assert_eq!((summary.nodes_unreachable, summary.jobs_failed, exit, code(&out)), (1, 0, 3, 3));
+}
+
+#[test]
+fn a_job_whose_cache_record_cannot_be_saved_keeps_its_own_outcome() {
+    let fleet = Fleet::start(1);
+    // cache.json as a directory: the executor's rename onto it fails, even for root.
+    std::fs::create_dir_all(fleet.hosts[0].home_path(".cache/director/cache.json/x")).unwrap();
+    let file = fleet.file("o.yaml", "- jobs:\n    - RUN: echo ran\n");
+    let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(finished(&events, "h1"), [(0, "ok", Some(0), None)], "{err}");
+    let notices: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            schema::Event::NodeNotice { message, .. } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        notices.iter().any(|m| m.starts_with("job 1 (RUN echo ran): cannot save the node cache: ")
+            && m.ends_with("; it will run again next time")),
+        "{notices:?}"
+    );
+    assert_eq!(code, 0);
+}
