@@ -19,6 +19,8 @@ const CANCEL_WAIT: Duration = Duration::from_secs(10);
 pub fn run(args: &ManageArgs, path: &Path) -> Result<i32, Error> {
     let mut out = std::io::stdout().lock();
     let text = render(args, path)?;
+    // Recorded output is shown, not obeyed; JSON and YAML escape it themselves.
+    let text = if args.json || args.export_jobs.is_some() { text.into() } else { super::printable(&text) };
     // A closed stdout is the reader's business, not an error.
     let _ = out.write_all(text.as_bytes());
     Ok(exit::OK)

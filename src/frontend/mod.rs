@@ -6,6 +6,10 @@
 //! is the full-screen app (`director tui`); [`board`] is the run state the live views share;
 //! [`manage`] prints the history. Only frontends print. A closed stdout (a pipe whose reader
 //! went away) silences the frontend; it never stops the run.
+//!
+//! What nodes send (output, facts, errors) can hold terminal escapes; everything a person
+//! sees goes through [`printable`] first, so a job cannot retitle the terminal, move the
+//! cursor or forge a line. `--json` and the history keep the bytes as they were.
 
 pub mod board;
 pub mod json;
@@ -17,7 +21,56 @@ pub mod tui;
 use crate::config::Output;
 use crate::event::Event;
 use ratatui::backend::CrosstermBackend;
+use std::borrow::Cow;
 use std::time::Instant;
+
+/// `text` safe to print on a terminal: line breaks and tabs are kept (a `\r\n` ending
+/// becomes `\n`); every other control character is shown in caret notation (`^[` for ESC,
+/// `^M` for a lone carriage return, `^?` for DEL) or as `<U+009B>` for the C1 controls.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            c if !unsafe_char(c) => out.push(c),
+            c if (c as u32) < 0x20 => {
+                out.push('^');
+                out.push(char::from(c as u8 + 0x40));
+            }
+            '\u{7f}' => out.push_str("^?"),
+            c => out.push_str(&format!("<U+{:04X}>", c as u32)),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `event` with every text a person will read made [`printable`].
+pub fn for_people(event: &Event) -> Event {
+    let clean = |s: &mut String| {
+        if let Cow::Owned(c) = printable(s) {
+            *s = c;
+        }
+    };
+    let mut e = event.clone();
+    match &mut e {
+        Event::NodeReady { arch, os, kernel, hostname, .. } => [arch, os, kernel, hostname].into_iter().for_each(clean),
+        Event::NodeUnreachable { error, .. } => clean(error),
+        Event::JobStarted { name, info, .. } => [name, info].into_iter().for_each(clean),
+        Event::JobOutput { data, .. } => clean(data),
+        Event::NodeNotice { message, .. } => clean(message),
+        Event::JobFinished { name, reason, .. } => {
+            clean(name);
+            reason.iter_mut().for_each(clean);
+        }
+        _ => {}
+    }
+    e
+}
 
 pub enum Frontend {
     Json(json::JsonLines),
@@ -47,8 +100,8 @@ impl Frontend {
     pub fn handle(&mut self, event: &Event) {
         match self {
             Frontend::Json(j) => j.handle(event),
-            Frontend::Text(t) => t.handle(event),
-            Frontend::Live(l) => l.handle(event, Instant::now()),
+            Frontend::Text(t) => t.handle(&for_people(event)),
+            Frontend::Live(l) => l.handle(&for_people(event), Instant::now()),
         }
     }
 
@@ -73,5 +126,24 @@ impl Frontend {
         if let Frontend::Live(l) = self {
             l.finish()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_are_shown_not_obeyed() {
+        assert_eq!(printable("plain\ttext\n"), "plain\ttext\n");
+        assert_eq!(printable("\x1b]2;owned\x07title"), "^[]2;owned^Gtitle");
+        assert_eq!(printable("a\r\nb\rc\x7f\u{9b}31m"), "a\nb^Mc^?<U+009B>31m");
+        let e = Event::JobOutput {
+            node: "n".into(),
+            job: 0,
+            stream: crate::event::Stream::Stdout,
+            data: "\x1b[2Jgone".into(),
+        };
+        assert!(matches!(for_people(&e), Event::JobOutput { data, .. } if data == "^[[2Jgone"));
     }
 }

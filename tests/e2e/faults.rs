@@ -97,3 +97,23 @@ fn a_job_whose_cache_record_cannot_be_saved_keeps_its_own_outcome() {
     );
     assert_eq!(code, 0);
 }
+
+#[test]
+fn terminal_escapes_from_nodes_are_shown_not_obeyed() {
+    let home = super::scratch("local-escapes");
+    let file = home.join("o.yaml");
+    std::fs::write(&file, "- jobs:\n    - RUN: printf '\\033]2;owned\\007\\033[2Jx\\n'; exit 1\n").unwrap();
+    let out = super::output(super::local_director(&home).arg("orchestrate").arg(&file).args(["--progress", "plain"]));
+    assert_eq!(code(&out), 1);
+    let text = super::stdout(&out);
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+    assert!(text.contains("│ ^[]2;owned^G^[[2Jx"), "{text}");
+    // The history keeps the bytes; showing them makes them printable.
+    let info = super::output(super::local_director(&home).args(["manage", "--job-info", "last"]));
+    let text = super::stdout(&info);
+    assert!(!text.contains('\x1b') && text.contains("^[]2;owned^G^[[2Jx"), "{text}");
+    let raw = super::output(super::local_director(&home).args(["manage", "--job-info", "last", "--json"]));
+    let json: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(json["results"][0]["stdout"], "\u{1b}]2;owned\u{7}\u{1b}[2Jx\n");
+    let _ = std::fs::remove_dir_all(&home);
+}

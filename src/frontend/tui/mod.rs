@@ -152,7 +152,7 @@ impl Tui {
                 }
                 incoming = next_incoming(&mut running) => {
                     match incoming {
-                        Some(Incoming::Event(event)) => app.event(&event, Instant::now()),
+                        Some(Incoming::Event(event)) => app.event(&super::for_people(&event), Instant::now()),
                         Some(Incoming::CancelledElsewhere) => app.message = Some("cancelled from another terminal (`director manage --cancel`): killing the running jobs".into()),
                         None => {
                             let run = running.take().expect("a run was in flight");

@@ -454,13 +454,15 @@ fn render_job(app: &App, frame: &mut Frame, area: Rect) {
         Line::from(vec![Span::styled(format!("{k:<12}"), Style::new().fg(Color::DarkGray)), Span::raw(v)])
     };
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    // Recorded text comes from the node as it was: shown, never obeyed.
+    let printable = |text: &str| crate::frontend::printable(text).into_owned();
     let mut lines = vec![
         field("job", format!("{} ({})", job.name, job.id)),
         field("run", format!("{} · job {} · entry {}", job.run, job.seq, job.parent_name.clone().unwrap_or_default())),
         field("node", node.clone()),
         field("status", r.status.clone()),
         field("exit code", r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into())),
-        field("reason", opt(&r.reason)),
+        field("reason", printable(&opt(&r.reason))),
         field("fingerprint", opt(&r.fingerprint)),
         field("started", opt(&r.started)),
         field("finished", opt(&r.finished)),
@@ -472,11 +474,11 @@ fn render_job(app: &App, frame: &mut Frame, area: Rect) {
         ),
         field("info", String::new()),
     ];
-    lines.extend(r.info.clone().unwrap_or_default().lines().map(|l| Line::from(format!("  {l}"))));
+    lines.extend(printable(r.info.as_deref().unwrap_or_default()).lines().map(|l| Line::from(format!("  {l}"))));
     for (name, text, cut) in [("stdout", &r.stdout, r.stdout_cut), ("stderr", &r.stderr, r.stderr_cut)] {
         let note = if cut > 0 { format!(" ({cut} bytes cut)") } else { String::new() };
         lines.push(Line::from(Span::styled(format!("── {name}{note} ──"), Style::new().fg(Color::Cyan))));
-        lines.extend(text.lines().map(|l| Line::from(l.to_string())));
+        lines.extend(printable(text).lines().map(|l| Line::from(l.to_string())));
     }
     let block = Block::new().borders(Borders::ALL).title(format!(" Job record: {} on {node} ", job.name));
     frame.render_widget(Paragraph::new(Text::from(lines)).block(block).scroll((app.job_scroll, 0)), area);
