@@ -340,6 +340,13 @@ async fn run_node(
     if let Some(why) = why {
         sink.emit(Event::NodeNotice { node: node.name.clone(), message: why }).await;
     }
+    if let Some(bytes) = greeting.cache_set_aside {
+        let message = format!(
+            "the node cache was {bytes} bytes, over the {} MiB a node cache may hold: it was set aside as cache.json.too-large and a new one started",
+            director_proto::MAX_CACHE >> 20
+        );
+        sink.emit(Event::NodeNotice { node: node.name.clone(), message }).await;
+    }
     let cx = work::Cx { plan, index, node, session: &session, sink, shared, renderer, config };
     let lanes = plan.lanes(index);
     let results = futures::future::join_all(lanes.iter().map(|lane| run_lane(&cx, lane, cancel.clone()))).await;

@@ -43,6 +43,8 @@ pub struct Greeting {
     pub facts: Facts,
     /// The node cache file's text, if there is one.
     pub cache: Option<String>,
+    /// The size of a cache file too large to send, which the executor set aside.
+    pub cache_set_aside: Option<u64>,
     /// The node's clock.
     pub now: u64,
 }
@@ -102,8 +104,8 @@ impl Session {
             OpenError::Failed(format!("the executor did not answer within {} s", hello_timeout.as_secs()))
         })??;
         let greeting = match hello {
-            Reply::Hello { version, facts, cache, now, .. } if version == PROTOCOL_VERSION => {
-                Greeting { facts, cache, now }
+            Reply::Hello { version, facts, cache, cache_set_aside, now, .. } if version == PROTOCOL_VERSION => {
+                Greeting { facts, cache, cache_set_aside, now }
             }
             Reply::Hello { version, .. } => {
                 return Err(OpenError::WrongExecutor(format!(
@@ -128,7 +130,8 @@ impl Session {
     }
 
     async fn send(&self, request: &Request) -> Result<(), String> {
-        self.send_frame(&encode(request)).await
+        let frame = encode(request).map_err(|e| format!("the request cannot be sent: {e}"))?;
+        self.send_frame(&frame).await
     }
 
     async fn send_frame(&self, frame: &[u8]) -> Result<(), String> {

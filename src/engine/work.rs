@@ -49,6 +49,13 @@ impl Cx<'_> {
         let state = self.state();
         let _turn = state.save.lock().await;
         let data = state.cache().to_text();
+        if data.len() > director_proto::MAX_CACHE {
+            return Err(format!(
+                "cannot save the node cache: it would be {} bytes, over the {} MiB a node cache may hold (large --stdout-arg or --stderr-arg captures are the usual cause)",
+                data.len(),
+                director_proto::MAX_CACHE >> 20
+            ));
+        }
         match self.session.call(|id| Request::SaveCache { id, data }).await? {
             Done::Failed { message } => Err(format!("cannot save the node cache: {message}")),
             _ => Ok(()),
@@ -508,7 +515,12 @@ async fn perform(
                 Ok(other) => return Finish::failed(format!("unexpected answer {other:?}")),
                 Err(e) => return Finish::failed(e),
             };
-            let value = match crate::catalog::yaml::parse_value(&text) {
+            // The node wrote this text: it is parsed off the async threads, within the
+            // parser's budgets (size, nesting, aliases).
+            let parsed = tokio::task::spawn_blocking(move || crate::catalog::yaml::parse_value(&text))
+                .await
+                .unwrap_or_else(|e| Err(format!("the parser failed: {e}")));
+            let value = match parsed {
                 Ok(Value::Object(map)) => map,
                 Ok(_) => return Finish::failed(format!("{path} on the node is not a mapping of args")),
                 Err(e) => return Finish::failed(format!("{path} on the node is not YAML or JSON: {e}")),

@@ -117,3 +117,85 @@ fn terminal_escapes_from_nodes_are_shown_not_obeyed() {
     assert_eq!(json["results"][0]["stdout"], "\u{1b}]2;owned\u{7}\u{1b}[2Jx\n");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// The node cache travels whole in the executor's greeting: it must never grow past what a
+/// frame carries, or the node could not be reached again.
+#[test]
+fn a_node_cache_never_outgrows_the_greeting() {
+    let fleet = Fleet::start(1);
+    let notices = |events: &[schema::Event]| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                schema::Event::NodeNotice { message, .. } => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // Captures of 2 MB each (kept twice: as the arg and in the job's record): the third
+    // would take the cache past 8 MiB.
+    let mut jobs = String::from("- jobs:\n");
+    for letter in ["a", "b", "c"] {
+        jobs.push_str(&format!("    - RUN: --stdout-arg big{letter} head -c 2000000 /dev/zero | tr '\\0' {letter}\n"));
+    }
+    let file = fleet.file("big.yaml", &jobs);
+    let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code, 0, "{err}");
+    let said = notices(&events);
+    assert!(
+        said.iter().any(|m| m.starts_with(
+            "job 3 (RUN head -c 2000000 /dev/zero | tr '\\0' c): cannot save the node cache: it would be "
+        ) && m.contains("over the 8 MiB a node cache may hold")),
+        "{said:?}"
+    );
+    // The node is reached again, its cache intact.
+    let again = fleet.file("again.yaml", "- jobs:\n    - RUN: echo {{ biga | length }} {{ bigb | length }}\n");
+    let (code, events, err) = orchestrate_json(&fleet, &again, &[]);
+    assert_eq!(code, 0, "{err}");
+    let out: String = events
+        .iter()
+        .filter_map(|e| match e {
+            schema::Event::JobOutput { data, .. } => Some(data.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(out, "2000000 2000000\n");
+    // A cache file too large to send (left by hand, or by an older director) is set aside.
+    let cache = fleet.hosts[0].home_path(".cache/director/cache.json");
+    std::fs::write(&cache, format!("{{\"v\": 1, \"pad\": \"{}\"}}", "x".repeat(9 << 20))).unwrap();
+    let (code, events, err) = orchestrate_json(&fleet, &again, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        notices(&events),
+        ["the node cache was 9437203 bytes, over the 8 MiB a node cache may hold: it was set aside as cache.json.too-large and a new one started"]
+    );
+    assert!(cache.with_extension("json.too-large").exists());
+}
+
+#[test]
+fn a_hostile_cachefile_from_a_node_fails_its_job_quickly() {
+    let home = super::scratch("local-cachefile");
+    std::fs::write(home.join("deep.yaml"), "{".repeat(200_000)).unwrap();
+    let file = home.join("o.yaml");
+    std::fs::write(
+        &file,
+        format!("- jobs:\n    - CACHEFILE: {}\n    - RUN: echo after\n", home.join("deep.yaml").display()),
+    )
+    .unwrap();
+    let out = super::output(super::local_director(&home).arg("orchestrate").arg(&file).arg("--json"));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let events = schema::parse(&out.stdout);
+    let f = finished(&events, "localhost");
+    assert_eq!(f[0].1, "failed");
+    assert_eq!(
+        f[0].3,
+        Some(
+            format!(
+                "{} on the node is not YAML or JSON: line 1 column 65: nesting deeper than 64 levels",
+                home.join("deep.yaml").display()
+            )
+            .as_str()
+        )
+    );
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -282,8 +282,17 @@ pub fn save_cache(data: &str) -> Done {
     }
 }
 
-pub fn load_cache() -> Option<String> {
-    fs::read_to_string(cache_path()).ok()
+/// The node cache's text; a file larger than [`director_proto::MAX_CACHE`] (it could not
+/// travel in the greeting) is renamed `cache.json.too-large` instead, and its size returned.
+pub fn load_cache() -> (Option<String>, Option<u64>) {
+    let path = cache_path();
+    match fs::metadata(&path) {
+        Ok(meta) if meta.len() > director_proto::MAX_CACHE as u64 => {
+            let _ = fs::rename(&path, path.with_extension("json.too-large"));
+            (None, Some(meta.len()))
+        }
+        _ => (fs::read_to_string(&path).ok(), None),
+    }
 }
 
 /// Marks this executor as serving, so a QUEUESENTINEL from another run can reach it; the

@@ -28,7 +28,11 @@ pub struct Outbox(Arc<Mutex<std::io::Stdout>>);
 
 impl Outbox {
     pub fn send(&self, reply: &Reply) {
-        let frame = encode(reply);
+        // Every reply is bounded well below the frame limit; should one not be, the operator
+        // hears why instead of a frame it would refuse.
+        let frame = encode(reply)
+            .or_else(|e| encode(&Reply::Error { message: format!("a reply could not be sent: {e}") }))
+            .expect("an error reply is small");
         let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // A closed stdout means the operator is gone; stdin will close too and end the loop.
         let _ = out.write_all(&frame).and_then(|_| out.flush());
@@ -61,11 +65,13 @@ fn serve() {
     let jobs = job::Jobs::default();
     let _live = files::Live::register();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (cache, cache_set_aside) = files::load_cache();
     outbox.send(&Reply::Hello {
         version: PROTOCOL_VERSION,
         pid: std::process::id(),
         facts: facts(),
-        cache: files::load_cache(),
+        cache,
+        cache_set_aside,
         now,
     });
     files::watch_drain(outbox.clone());

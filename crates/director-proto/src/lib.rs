@@ -24,10 +24,15 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. The executor announces it in [`Reply::Hello`]; the operator
 /// refuses (and re-installs) an executor that speaks another one.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame either side accepts. Output is sent in chunks far below this.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// Largest node cache: it travels whole in [`Reply::Hello`] and [`Request::SaveCache`], so it
+/// stays well under [`MAX_FRAME`]. The operator refuses to save a larger one; the executor
+/// sets a larger file aside instead of greeting with it.
+pub const MAX_CACHE: usize = MAX_FRAME / 2;
 
 /// Size of the output chunks the executor reads from a job's pipes.
 pub const OUTPUT_CHUNK: usize = 16 * 1024;
@@ -136,6 +141,10 @@ pub enum Reply {
         facts: Facts,
         /// The node's cache file as last saved, if any.
         cache: Option<String>,
+        /// The size of a cache file larger than [`MAX_CACHE`], which was set aside (renamed
+        /// `cache.json.too-large`) instead of sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_set_aside: Option<u64>,
         /// The node's clock, seconds since the epoch: cache expiry is judged by it.
         now: u64,
     },
@@ -187,13 +196,17 @@ impl std::fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-/// Encodes one message as a whole frame.
-pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
-    let body = serde_json::to_vec(message).expect("protocol messages always serialize");
+/// Encodes one message as a whole frame; a message larger than [`MAX_FRAME`], which the
+/// other side would refuse, is an error here instead.
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
+    let body = serde_json::to_vec(message).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
     frame.extend_from_slice(&body);
-    frame
+    Ok(frame)
 }
 
 /// Encodes one raw data frame of transfer `id`.
@@ -289,11 +302,11 @@ mod tests {
     #[test]
     fn frames_round_trip_and_wait_for_more_bytes() {
         let req = Request::Run { id: 7, command: "echo hi".into(), env: vec![], cwd: None, timeout_ms: 1000 };
-        let frame = encode(&req);
+        let frame = encode(&req).unwrap();
         assert!(decode::<Request>(&frame[..3]).unwrap().is_none());
         assert!(decode::<Request>(&frame[..frame.len() - 1]).unwrap().is_none());
         let mut two = frame.clone();
-        two.extend_from_slice(&encode(&Request::Shutdown));
+        two.extend_from_slice(&encode(&Request::Shutdown).unwrap());
         let (first, used) = decode::<Request>(&two).unwrap().unwrap();
         assert_eq!(first, req);
         let (second, _) = decode::<Request>(&two[used..]).unwrap().unwrap();
@@ -302,9 +315,9 @@ mod tests {
 
     #[test]
     fn data_frames_interleave_with_requests() {
-        let mut buf = encode(&Request::Hash { id: 1, path: "/x".into() });
+        let mut buf = encode(&Request::Hash { id: 1, path: "/x".into() }).unwrap();
         buf.extend_from_slice(&encode_data(9, b"\x00\xffbytes"));
-        buf.extend_from_slice(&encode(&Request::Shutdown));
+        buf.extend_from_slice(&encode(&Request::Shutdown).unwrap());
         let (a, n1) = decode_inbound(&buf).unwrap().unwrap();
         assert_eq!(a, Inbound::Request(Request::Hash { id: 1, path: "/x".into() }));
         assert!(decode_inbound(&buf[n1..n1 + 12]).unwrap().is_none());
@@ -322,6 +335,11 @@ mod tests {
         let mut junk = 3u32.to_be_bytes().to_vec();
         junk.extend_from_slice(b"{x}");
         assert!(matches!(decode::<Request>(&junk), Err(FrameError::Malformed(_))));
+        // What decode would refuse, encode refuses to write.
+        let huge = Request::SaveCache { id: 1, data: "x".repeat(MAX_FRAME) };
+        assert!(matches!(encode(&huge), Err(FrameError::TooLarge(n)) if n > MAX_FRAME));
+        let fits = Request::SaveCache { id: 1, data: "x".repeat(MAX_CACHE) };
+        assert!(encode(&fits).is_ok());
     }
 
     #[test]
