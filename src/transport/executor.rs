@@ -17,6 +17,8 @@ pub const ARCH: &str = "x86_64";
 
 /// First line printed by the probe when the node lacks this executor.
 pub const MISSING_MARKER: &str = "director-exec-missing";
+/// First line printed by the probe when another user could replace the executor.
+pub const UNSAFE_MARKER: &str = "director-exec-unsafe";
 
 fn dir_expr() -> &'static str {
     r#"d="${XDG_CACHE_HOME:-$HOME/.cache}/director/bin""#
@@ -26,10 +28,13 @@ fn file_name() -> String {
     format!("director-exec-{SHA3}")
 }
 
-/// Starts the executor if present; otherwise prints `MISSING_MARKER <uname -m>`.
+/// Starts the executor if present; otherwise prints `MISSING_MARKER <uname -m>`. An
+/// executor that another user could have replaced (its file, its directory or the one
+/// above not owned by this user, or writable by everyone) is not started: the probe prints
+/// `UNSAFE_MARKER <path>` instead.
 pub fn probe_command() -> String {
     format!(
-        r#"{dir}; p="$d/{file}"; if [ -x "$p" ]; then exec "$p" serve; fi; echo "{MISSING_MARKER} $(uname -m)""#,
+        r#"{dir}; p="$d/{file}"; if [ -x "$p" ]; then u="$(find "$d/.." "$d" "$p" -prune \( -perm -0002 -o ! -user "$(id -u)" \) -print 2>/dev/null | head -n 1)"; if [ -n "$u" ]; then echo "{UNSAFE_MARKER} $u"; exit 0; fi; exec "$p" serve; fi; echo "{MISSING_MARKER} $(uname -m)""#,
         dir = dir_expr(),
         file = file_name()
     )
@@ -51,6 +56,8 @@ pub enum ProbeAnswer {
     NeedMore,
     /// The executor is missing; the node's `uname -m`.
     Missing { arch: String },
+    /// Another user could have replaced the executor: this path is not safe.
+    Unsafe { path: String },
     /// The executor started: these bytes are protocol frames.
     Started,
 }
@@ -68,8 +75,12 @@ pub fn read_probe(bytes: &[u8]) -> ProbeAnswer {
         None => ProbeAnswer::NeedMore,
         Some(end) => {
             let line = String::from_utf8_lossy(&bytes[..end]);
-            let arch = line.strip_prefix(MISSING_MARKER).unwrap_or("").trim().to_string();
-            ProbeAnswer::Missing { arch }
+            match line.strip_prefix(UNSAFE_MARKER) {
+                Some(path) => ProbeAnswer::Unsafe { path: path.trim().to_string() },
+                None => {
+                    ProbeAnswer::Missing { arch: line.strip_prefix(MISSING_MARKER).unwrap_or("").trim().to_string() }
+                }
+            }
         }
     }
 }
@@ -92,5 +103,9 @@ mod tests {
         assert_eq!(read_probe(b"director-exec-mis"), ProbeAnswer::NeedMore);
         assert_eq!(read_probe(b"director-exec-missing aarch64\n"), ProbeAnswer::Missing { arch: "aarch64".into() });
         assert_eq!(read_probe(&[0, 0, 0, 40, b'{']), ProbeAnswer::Started);
+        assert_eq!(
+            read_probe(b"director-exec-unsafe /tmp/c/director/bin\n"),
+            ProbeAnswer::Unsafe { path: "/tmp/c/director/bin".into() }
+        );
     }
 }

@@ -347,6 +347,12 @@ impl SshConnection {
             loop {
                 match executor::read_probe(&link.pending) {
                     ProbeAnswer::Started => return Ok(link),
+                    ProbeAnswer::Unsafe { path } => {
+                        return Err(format!(
+                            "the executor on node {} is not safe to run: {path} can be changed by another user (it is writable by everyone or not owned by the login user); fix its owner and mode (chmod 700) or set XDG_CACHE_HOME elsewhere",
+                            self.node
+                        ))
+                    }
                     ProbeAnswer::Missing { arch } => {
                         if arch != executor::ARCH {
                             return Err(format!(

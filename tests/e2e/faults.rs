@@ -199,3 +199,35 @@ fn a_hostile_cachefile_from_a_node_fails_its_job_quickly() {
     );
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn workdir_refuses_a_planted_symlink_and_an_unsafe_executor_directory_is_not_run() {
+    let fleet = Fleet::start(1);
+    let host = &fleet.hosts[0];
+    // Another user's trap: a link where the orchestration expects its directory.
+    let tmp = host.dir.join("tmp");
+    std::fs::create_dir_all(tmp.join("victim")).unwrap();
+    std::fs::set_permissions(tmp.join("victim"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(tmp.join("victim"), tmp.join("planted")).unwrap();
+    let target =
+        if super::harness::is_root() { "/tmp/planted".to_string() } else { tmp.join("planted").display().to_string() };
+    let file = fleet.file("w.yaml", &format!("- jobs:\n    - WORKDIR: --chmod 0777 {target}\n"));
+    let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code, 1, "{err}");
+    let f = finished(&events, "h1");
+    assert_eq!(f[0].1, "failed");
+    let reason = f[0].3.unwrap();
+    assert!(reason.starts_with(&format!("{target} is a symbolic link (to ")), "{reason}");
+    assert!(reason.ends_with("), not a directory: refusing to follow it"), "{reason}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(tmp.join("victim")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700);
+    // An executor directory anyone can write to: the executor there is not run.
+    let bin = host.home_path(".cache/director/bin");
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let ok = fleet.file("ok.yaml", "- jobs:\n    - RUN: true\n");
+    let (code, events, _) = orchestrate_json(&fleet, &ok, &[]);
+    assert_eq!(code, 3);
+    let error = unreachable_error(&events, "h1").unwrap();
+    assert!(error.starts_with("the executor on node h1 is not safe to run: "), "{error}");
+    assert!(error.contains("/.cache/director/bin can be changed by another user"), "{error}");
+}

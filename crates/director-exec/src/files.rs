@@ -54,26 +54,41 @@ fn lookup_id(name: &str, file: &str, what: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("no {what} `{name}` in {file}"))
 }
 
-/// Applies owner, group and mode to `path`.
-fn apply_attrs(path: &Path, attrs: &Attrs) -> Result<(), String> {
+/// Applies owner, group and mode to the open `file` (shown as `path` in errors): through
+/// the descriptor, so a path swapped in the meantime is never the one changed.
+fn apply_attrs(file: &File, path: &Path, attrs: &Attrs) -> Result<(), String> {
     let uid = attrs.owner.as_deref().map(|u| lookup_id(u, "/etc/passwd", "user")).transpose()?;
     let gid = attrs.group.as_deref().map(|g| lookup_id(g, "/etc/group", "group")).transpose()?;
     if uid.is_some() || gid.is_some() {
-        std::os::unix::fs::chown(path, uid, gid).map_err(|e| format!("cannot chown {}: {e}", path.display()))?;
+        std::os::unix::fs::fchown(file, uid, gid).map_err(|e| format!("cannot chown {}: {e}", path.display()))?;
     }
     if let Some(mode) = attrs.mode {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
     }
     Ok(())
 }
 
+/// Creates `path` and its parents, then gives it `attrs`. A symbolic link at `path` (planted
+/// in a shared directory such as /tmp by another user) is refused, never followed: its
+/// target's owner and mode are not ours to change.
 pub fn mkdir(path: &str, attrs: &Attrs) -> Done {
     let p = Path::new(path);
+    if let Ok(meta) = fs::symlink_metadata(p) {
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(p).map(|t| t.display().to_string()).unwrap_or_default();
+            return failed(format!("{path} is a symbolic link (to {target}), not a directory: refusing to follow it"));
+        }
+    }
     if let Err(e) = fs::create_dir_all(p) {
         return failed(format!("cannot create directory {path}: {e}"));
     }
-    match apply_attrs(p, attrs) {
+    // O_NOFOLLOW: a link swapped in after the check above is refused too.
+    let dir = match OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW).open(p) {
+        Ok(d) => d,
+        Err(e) => return failed(format!("cannot open directory {path}: {e}")),
+    };
+    match apply_attrs(&dir, p, attrs) {
         Ok(()) => Done::Ok,
         Err(e) => failed(e),
     }
@@ -155,7 +170,7 @@ impl Temp {
                 Err(_) => 0o666 & !umask(),
             });
         }
-        apply_attrs(&self.path, &attrs)?;
+        apply_attrs(&file, &self.path, &attrs)?;
         file.sync_all().map_err(|e| format!("cannot sync {}: {e}", self.path.display()))?;
         drop(file);
         fs::rename(&self.path, &self.dest).map_err(|e| format!("cannot rename into {}: {e}", self.dest.display()))?;
