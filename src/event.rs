@@ -28,7 +28,7 @@ pub enum JobStatus {
     Cancelled,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stream {
     Stdout,
@@ -168,6 +168,29 @@ pub struct Versioned<'a> {
 }
 
 impl Event {
+    /// Calls `f` on every text of the event that can carry what a node or a job said (output,
+    /// facts, errors, rendered info, job names), for the filters that make events safe to
+    /// show ([`crate::frontend::for_people`]) and free of secrets ([`crate::secret`]).
+    pub fn map_texts(&mut self, mut f: impl FnMut(&mut String)) {
+        match self {
+            Event::NodeReady { arch, os, kernel, hostname, .. } => [arch, os, kernel, hostname].into_iter().for_each(f),
+            Event::NodeUnreachable { error, .. } => f(error),
+            Event::JobStarted { name, info, .. } => [name, info].into_iter().for_each(f),
+            Event::JobOutput { data, .. } => f(data),
+            Event::NodeNotice { message, .. } => f(message),
+            Event::JobFinished { name, reason, .. } => {
+                f(name);
+                reason.iter_mut().for_each(f);
+            }
+            Event::RunStarted { .. }
+            | Event::NodeConnecting { .. }
+            | Event::NodeConnected { .. }
+            | Event::ExecutorUploaded { .. }
+            | Event::NodeFinished { .. }
+            | Event::RunFinished { .. } => {}
+        }
+    }
+
     pub fn to_json_line(&self) -> String {
         let mut line = serde_json::to_string(&Versioned { v: SCHEMA_VERSION, event: self }).expect("events serialize");
         line.push('\n');

@@ -78,7 +78,9 @@ impl Launch {
         } else {
             None
         };
-        let spec = run_spec(&plan, config, self.kind, self.command, self.files);
+        let secrets = Arc::new(crate::secret::Secrets::default());
+        plan.secrets().iter().for_each(|v| secrets.add_value(v));
+        let spec = run_spec(&plan, config, self.kind, &secrets.mask(&self.command), self.files, &secrets);
         let mut store = History::open(&self.history)?;
         let sentinel_only =
             !plan.jobs.is_empty() && plan.jobs.iter().all(|j| matches!(j.work, plan::Work::QueueSentinel));
@@ -100,7 +102,8 @@ impl Launch {
         });
         let (tx, events) = mpsc::channel(4096);
         let (cancel, cancel_rx) = watch::channel(engine::CANCEL_NONE);
-        let engine = tokio::spawn(engine::run(Arc::new(plan), engine_config, engine::Sink::new(tx), cancel_rx));
+        let sink = engine::Sink::new(tx, secrets);
+        let engine = tokio::spawn(engine::run(Arc::new(plan), engine_config, sink, cancel_rx));
         Ok(Running { warnings, events, remote_cancel, cancel, recorder, engine, _guard: guard })
     }
 }
@@ -182,12 +185,21 @@ fn host_key_warning(plan: &Plan, config: &Config) -> Option<String> {
     })
 }
 
-fn run_spec(plan: &Plan, config: &Config, kind: &str, command: String, files: Vec<String>) -> RunSpec {
+/// What the history records of the run; secrets are masked in the command line, and in each
+/// job's name and definition.
+fn run_spec(
+    plan: &Plan,
+    config: &Config,
+    kind: &str,
+    command: &str,
+    files: Vec<String>,
+    secrets: &crate::secret::Secrets,
+) -> RunSpec {
     let names = |targets: &[usize]| targets.iter().map(|&t| plan.nodes[t].name.clone()).collect::<Vec<_>>();
     RunSpec {
         id: new_run_id(),
         kind: kind.to_string(),
-        command,
+        command: command.to_string(),
         files,
         catalogs: config.catalogs.iter().map(|c| absolute(c)).collect(),
         nodes: plan.nodes.iter().map(|n| (n.name.clone(), engine::address(n))).collect(),
@@ -199,9 +211,9 @@ fn run_spec(plan: &Plan, config: &Config, kind: &str, command: String, files: Ve
                 entry: j.entry,
                 parent_name: plan.entries[j.entry].name.clone(),
                 parent_sha3: plan.entries[j.entry].fingerprint.clone(),
-                name: j.label(),
+                name: secrets.mask(&j.label()).into_owned(),
                 verb: j.verb.clone(),
-                definition: j.definition.to_string(),
+                definition: secrets.mask(&j.definition.to_string()).into_owned(),
                 targets: names(&j.targets),
             })
             .collect(),

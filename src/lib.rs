@@ -17,6 +17,7 @@ pub mod history;
 pub mod launch;
 pub mod plan;
 pub mod private;
+pub mod secret;
 pub mod transport;
 
 use catalog::orchestration::Orchestration;

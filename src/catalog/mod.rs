@@ -74,6 +74,8 @@ pub struct Node {
     pub identity_at: Option<Vec<Seg>>,
     pub groups: Vec<String>,
     pub vars: Map<String, Value>,
+    /// The names among `vars` whose values are secret (see [`crate::secret`]).
+    pub secret_vars: Vec<String>,
     pub transport: TransportKind,
     pub host_key_checking: Option<HostKeyPolicy>,
     /// Where the node was defined: document index and path, for error messages.
@@ -89,7 +91,7 @@ pub struct Catalog {
 const NODE_KEYS: &[&str] =
     &["name", "host", "port", "user", "identity_file", "groups", "vars", "transport", "host_key_checking"];
 const DEFAULT_KEYS: &[&str] = &["port", "user", "identity_file", "vars", "transport", "host_key_checking"];
-const TOP_KEYS: &[&str] = &["defaults", "groups", "nodes", "vars"];
+const TOP_KEYS: &[&str] = &["defaults", "groups", "nodes", "vars", "secrets", "secrets_file"];
 
 impl Catalog {
     /// Loads and merges catalog files; with none, the embedded default.
@@ -416,7 +418,24 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
         }
         None => settings(doc, &defaults_path, &Map::new())?,
     };
-    let global_vars = map_field(doc, &[], top, "vars")?.cloned().unwrap_or_default();
+    let mut global_vars = map_field(doc, &[], top, "vars")?.cloned().unwrap_or_default();
+    // Secrets: the vars `secrets:` names, and every var of `secrets_file:` and of the
+    // DIRECTOR_SECRET_* environment, which come in as global vars.
+    let mut secret_vars = list_of_text(doc, &[], top, "secrets")?.unwrap_or_default();
+    if let Some(file) = text_field(doc, &[], top, "secrets_file")? {
+        let path = doc.file.parent().unwrap_or(Path::new(".")).join(expand_home(&file));
+        let secrets = Document::load(&path)?;
+        let Value::Object(values) = secrets.root.clone() else {
+            return Err(secrets
+                .error_at(&[], "a secrets file must be a mapping of names to values")
+                .hint("e.g. `db_password: hunter2`"));
+        };
+        secret_vars.extend(values.keys().cloned());
+        global_vars.extend(values);
+    }
+    let from_env = crate::secret::from_environment();
+    secret_vars.extend(from_env.keys().cloned());
+    global_vars.extend(from_env);
     let groups = map_field(doc, &[], top, "groups")?.cloned().unwrap_or_default();
     for (name, group) in &groups {
         let path = [Seg::Key("groups".into()), Seg::Key(name.clone())];
@@ -493,11 +512,29 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
             }),
             identity_file: own.identity_file.or(defaults.identity_file.clone()).map(|p| expand_home(&p)),
             groups: node_groups,
+            secret_vars: secret_vars.iter().filter(|n| vars.contains_key(n.as_str())).cloned().collect(),
             vars,
             transport: own.transport.or(defaults.transport).unwrap_or(TransportKind::Ssh),
             host_key_checking: own.host_key_checking.or(defaults.host_key_checking),
             origin: (index, path),
         });
+    }
+    // A name in `secrets:` that no var has would protect nothing: a typo, said so.
+    let listed = list_of_text(doc, &[], top, "secrets")?.unwrap_or_default();
+    for (i, name) in listed.iter().enumerate() {
+        if !nodes.iter().any(|n| n.vars.contains_key(name)) {
+            let known: Vec<&str> = nodes.iter().flat_map(|n| n.vars.keys().map(String::as_str)).collect();
+            let err = doc.error_at(
+                &[Seg::Key("secrets".into()), Seg::Index(i)],
+                format!("`secrets` names `{name}`, which is no node's var"),
+            );
+            return Err(match crate::suggest(name, known.iter().copied()) {
+                Some(s) => err.hint(format!("did you mean `{s}`? `secrets` lists var names whose values are secret")),
+                None => {
+                    err.hint("`secrets` lists var names whose values are secret (from `vars`, a group's or a node's)")
+                }
+            });
+        }
     }
     Ok(nodes)
 }
@@ -558,6 +595,7 @@ fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value
                 identity_at: Some(child(&args_path, "key_file")),
                 groups: vec![section.to_string()],
                 vars: Map::new(),
+                secret_vars: Vec::new(),
                 transport: TransportKind::Ssh,
                 host_key_checking: None,
                 origin: (index, path),

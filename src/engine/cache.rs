@@ -36,6 +36,9 @@ pub struct JobRecord {
 pub struct Stored {
     pub value: Value,
     pub at: u64,
+    /// Set by `ARG --secret`/`ENV --secret`: every run masks this value.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,10 +138,26 @@ impl NodeCache {
                 }
             }
             _ => {
-                section.insert(key.to_string(), Stored { value: new, at: now });
+                section.insert(key.to_string(), Stored { value: new, at: now, secret: false });
                 true
             }
         }
+    }
+
+    /// Marks a stored arg or env secret; true if that changed it.
+    pub fn mark_secret(&mut self, kind: Kind, key: &str) -> bool {
+        match self.section(kind).get_mut(key) {
+            Some(stored) if !stored.secret => {
+                stored.secret = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The values stored as secret.
+    pub fn secret_values(&self) -> impl Iterator<Item = &Value> {
+        self.args.values().chain(self.envs.values()).filter(|s| s.secret).map(|s| &s.value)
     }
 
     /// Forgets what `tag` names; true if anything was there.

@@ -27,6 +27,7 @@ use crate::catalog::{Node, TransportKind};
 use crate::error::exit;
 use crate::event::{Event, JobCounts, JobStatus, Summary};
 use crate::plan::{Plan, Schedule, Work};
+use crate::secret::Secrets;
 use crate::transport::{self, ssh, Connection, Progress};
 use session::{OpenError, Session};
 use shared::Shared;
@@ -51,17 +52,23 @@ pub struct EngineConfig {
 /// Default lifetime of cached args and envs: 12 hours.
 pub const DEFAULT_ARGS_TTL: u64 = 12 * 3600;
 
-/// Where events go; a closed receiver (the frontend is gone) does not stop the run.
+/// Where events go; a closed receiver (the frontend is gone) does not stop the run. Every
+/// event passes the run's [`Secrets`] on its way out: nothing downstream sees a secret.
 #[derive(Clone)]
-pub struct Sink(mpsc::Sender<Event>);
+pub struct Sink {
+    tx: mpsc::Sender<Event>,
+    pub secrets: Arc<Secrets>,
+}
 
 impl Sink {
-    pub fn new(tx: mpsc::Sender<Event>) -> Self {
-        Sink(tx)
+    pub fn new(tx: mpsc::Sender<Event>, secrets: Arc<Secrets>) -> Self {
+        Sink { tx, secrets }
     }
 
     async fn emit(&self, event: Event) {
-        let _ = self.0.send(event).await;
+        for e in self.secrets.filter(event) {
+            let _ = self.tx.send(e).await;
+        }
     }
 }
 
@@ -336,6 +343,8 @@ async fn run_node(
     let state = &shared.nodes[index];
     state.set_clock(greeting.now);
     let (cache, why) = cache::NodeCache::load(greeting.cache.as_deref(), greeting.now, config.args_ttl);
+    // Values an earlier run's `--secret` stored on this node stay secret in this run.
+    cache.secret_values().for_each(|v| sink.secrets.add_value(v));
     *state.cache() = cache;
     if let Some(why) = why {
         sink.emit(Event::NodeNotice { node: node.name.clone(), message: why }).await;

@@ -122,6 +122,10 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
             Finish::failed(format!("{reason} (job {} `{}` on node {})", job.id + 1, job.label(), cx.node.name))
         }
         Ok((rendered, outgoing)) => {
+            // A secret is known as rendered on this node before anything about the job is said.
+            if let Work::Arg { secret: true, .. } = job.work {
+                cx.sink.secrets.add_value(&rendered.value);
+            }
             let fp = fingerprint::compute(job, &rendered);
             let info = rendered_info(job, &rendered);
             cx.sink
@@ -484,7 +488,7 @@ async fn perform(
                 },
             }
         }
-        Work::Arg { env, key, extend, .. } => {
+        Work::Arg { env, key, extend, secret, .. } => {
             let kind = if *env { Kind::Envs } else { Kind::Args };
             if r.value.is_null() {
                 return Finish::cache_only(
@@ -493,7 +497,11 @@ async fn perform(
                 );
             }
             let now = state.now();
-            let changed = state.cache().set(kind, key, r.value.clone(), *extend, now, cx.config.args_ttl);
+            let changed = {
+                let mut cache = state.cache();
+                let set = cache.set(kind, key, r.value.clone(), *extend, now, cx.config.args_ttl);
+                set | (*secret && cache.mark_secret(kind, key))
+            };
             Finish::cache_only(changed, format!("{} added to cache", if *env { "envs" } else { "args" }))
         }
         Work::Workdir { attrs, .. } => {

@@ -51,24 +51,12 @@ pub fn printable(text: &str) -> Cow<'_, str> {
 
 /// `event` with every text a person will read made [`printable`].
 pub fn for_people(event: &Event) -> Event {
-    let clean = |s: &mut String| {
+    let mut e = event.clone();
+    e.map_texts(|s| {
         if let Cow::Owned(c) = printable(s) {
             *s = c;
         }
-    };
-    let mut e = event.clone();
-    match &mut e {
-        Event::NodeReady { arch, os, kernel, hostname, .. } => [arch, os, kernel, hostname].into_iter().for_each(clean),
-        Event::NodeUnreachable { error, .. } => clean(error),
-        Event::JobStarted { name, info, .. } => [name, info].into_iter().for_each(clean),
-        Event::JobOutput { data, .. } => clean(data),
-        Event::NodeNotice { message, .. } => clean(message),
-        Event::JobFinished { name, reason, .. } => {
-            clean(name);
-            reason.iter_mut().for_each(clean);
-        }
-        _ => {}
-    }
+    });
     e
 }
 

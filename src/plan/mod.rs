@@ -248,6 +248,18 @@ impl Plan {
         Ok(())
     }
 
+    /// The values known to be secret before the run: the catalog's secret vars of the plan's
+    /// nodes and the literal values of `ARG --secret`/`ENV --secret` (templated ones are
+    /// added as they are rendered on each node).
+    pub fn secrets(&self) -> Vec<serde_json::Value> {
+        let vars = self.nodes.iter().flat_map(|n| n.secret_vars.iter().filter_map(|k| n.vars.get(k)).cloned());
+        let args = self.jobs.iter().filter_map(|j| match &j.work {
+            Work::Arg { secret: true, value, .. } => Some(value.clone()),
+            _ => None,
+        });
+        vars.chain(args).collect()
+    }
+
     /// How many (job, node) pairs the run holds.
     pub fn total_tasks(&self) -> usize {
         self.jobs.iter().map(|j| j.targets.len()).sum()

@@ -62,8 +62,8 @@ const FILE_OPTS: &[(&str, Arity)] = &[("--chown", One), ("--chmod", One)];
 
 pub const VERBS: &[VerbSpec] = &[
     VerbSpec { name: "RUN", usage: "RUN [--no-block] [--retry N] COMMAND...\n  Run COMMAND with /bin/sh on the node; it succeeds when the command exits 0.\n  --no-block  start it in the background and succeed at once\n  --retry N   try up to N times until it succeeds (default 1)", options: &[("--no-block", Flag), ("--retry", One)], cacheable: true, free_text: true },
-    VerbSpec { name: "ARG", usage: "ARG [--extend-args] KEY VALUE\n  Store VALUE (a Python literal, else text) as the cached arg KEY on the node; templates see it.\n  --extend-args  extend lists and merge mappings instead of replacing", options: &[("--extend-args", Flag)], cacheable: false, free_text: false },
-    VerbSpec { name: "ENV", usage: "ENV [--extend-args] KEY VALUE\n  Store VALUE as the environment variable KEY for later commands on the node.\n  --extend-args  extend lists and merge mappings instead of replacing", options: &[("--extend-args", Flag)], cacheable: false, free_text: false },
+    VerbSpec { name: "ARG", usage: "ARG [--extend-args] [--secret] KEY VALUE\n  Store VALUE (a Python literal, else text) as the cached arg KEY on the node; templates see it.\n  --extend-args  extend lists and merge mappings instead of replacing\n  --secret       the value is secret: shown and recorded as [secret]", options: &[("--extend-args", Flag), ("--secret", Flag)], cacheable: false, free_text: false },
+    VerbSpec { name: "ENV", usage: "ENV [--extend-args] [--secret] KEY VALUE\n  Store VALUE as the environment variable KEY for later commands on the node.\n  --extend-args  extend lists and merge mappings instead of replacing\n  --secret       the value is secret: shown and recorded as [secret]", options: &[("--extend-args", Flag), ("--secret", Flag)], cacheable: false, free_text: false },
     VerbSpec { name: "ADD", usage: "ADD [--chown USER[:GROUP]] [--chmod MODE] [--blueprint] SRC... DEST\n  Copy local files (globs allowed) to DEST on the node; a DEST ending in / is a directory.\n  --chown      owner (and group) of the file\n  --chmod      octal mode, e.g. 0644\n  --blueprint  render the file as a template with the node's cached args", options: &[("--chown", One), ("--chmod", One), ("--blueprint", Flag)], cacheable: true, free_text: false },
     VerbSpec { name: "COPY", usage: "COPY [--chown USER[:GROUP]] [--chmod MODE] [--blueprint] SRC... DEST\n  Same as ADD.", options: &[("--chown", One), ("--chmod", One), ("--blueprint", Flag)], cacheable: true, free_text: false },
     VerbSpec { name: "WORKDIR", usage: "WORKDIR [--chown USER[:GROUP]] [--chmod MODE] PATH\n  Create the directory PATH and its parents on the node.", options: FILE_OPTS, cacheable: true, free_text: false },
@@ -115,12 +115,14 @@ pub enum Work {
         retry: u32,
         no_block: bool,
     },
-    /// ARG (`env: false`) or ENV; string parts of `value` are templates.
+    /// ARG (`env: false`) or ENV; string parts of `value` are templates. A `secret` value is
+    /// masked everywhere but on the node.
     Arg {
         env: bool,
         key: String,
         value: Value,
         extend: bool,
+        secret: bool,
     },
     /// `dest` is a template; with `blueprint`, so is each file's content.
     Copy {
@@ -411,7 +413,7 @@ pub fn parse(verb: &str, args: &str, vars: &Map<String, Value>, roots: &SourceRo
                 Some((k, v)) => (k.to_string(), literal::parse(&v.split_whitespace().collect::<Vec<_>>().join(" "))),
                 None => (rest.trim().to_string(), Value::Null),
             };
-            Work::Arg { env: verb == "ENV", key, value, extend: has("--extend-args") }
+            Work::Arg { env: verb == "ENV", key, value, extend: has("--extend-args"), secret: has("--secret") }
         }
         "ADD" | "COPY" => {
             need(words.len() >= 2, "at least one source and a destination")?;
@@ -602,11 +604,11 @@ mod tests {
         assert_eq!(run.stdout_arg.as_deref(), Some("x"));
         assert_eq!(
             p("ARG", "k ['a', 1]").unwrap().work,
-            Work::Arg { env: false, key: "k".into(), value: json!(["a", 1]), extend: false }
+            Work::Arg { env: false, key: "k".into(), value: json!(["a", 1]), extend: false, secret: false }
         );
         assert_eq!(
             p("ENV", "k 12345").unwrap().work,
-            Work::Arg { env: true, key: "k".into(), value: json!(12345), extend: false }
+            Work::Arg { env: true, key: "k".into(), value: json!(12345), extend: false, secret: false }
         );
         assert_eq!(
             p("WORKDIR", "--chown=0:0 --chmod=0777 /tmp/x").unwrap().work,

@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 /// them) before the job is reported finished anyway.
 const PIPE_GRACE: Duration = Duration::from_secs(1);
 
+/// Where the shell finds the command.
+const COMMAND_VAR: &str = "DIRECTOR_COMMAND";
+/// The shell's own script: take the command out of the environment, then run it.
+const RUN_FROM_ENV: &str = r#"c=$DIRECTOR_COMMAND; unset DIRECTOR_COMMAND; eval "$c""#;
+
 struct Running {
     pgid: i32,
     cancelled: Arc<AtomicBool>,
@@ -45,8 +50,17 @@ impl Jobs {
         timeout_ms: u64,
     ) {
         let started = Instant::now();
+        // The command reaches the shell through its environment, not its argv: the rendered
+        // text (which may hold a secret from a template) never shows in `ps` on the node. The
+        // shell takes it into an unexported variable before anything else runs.
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c").arg(&command).process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.arg("-c")
+            .arg(RUN_FROM_ENV)
+            .env(COMMAND_VAR, &command)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         cmd.envs(env);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
