@@ -291,7 +291,7 @@ fn reword(message: &str) -> (String, &'static str) {
     }
     if message.contains("budget breached") || message.contains("replay") {
         return (
-            format!("the document is too large once its aliases are expanded ({message})"),
+            "the document is too large once its aliases are expanded".to_string(),
             "write the values out instead of nesting aliases (`*name`) inside each other",
         );
     }

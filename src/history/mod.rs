@@ -142,6 +142,9 @@ impl History {
     /// Opens (creating it and its directory if needed) and migrates the database.
     pub fn open(path: &Path) -> Result<History, Error> {
         let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        if path.is_dir() {
+            return Err(open_error(path, "it is a directory"));
+        }
         if let Some(dir) = path.parent() {
             crate::private::create_dir_all(dir).map_err(|e| open_error(path, crate::catalog::yaml::io_reason(&e)))?;
         }

@@ -58,6 +58,12 @@ impl Host {
         cmd.output().expect("run a shell on the host")
     }
 
+    /// How many connections this host's sshd has logged (it logs at VERBOSE): the tripwire
+    /// of the tests that assert nothing was contacted.
+    pub fn connections(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default().matches("Connection from").count()
+    }
+
     /// Freezes this host (SIGSTOP to its sshd and every process under it, executors
     /// included): to the operator it is a node whose link went silent.
     pub fn freeze(&self) {
@@ -204,7 +210,7 @@ impl Fleet {
         let seen = view.join(&host.name);
         let config = host.dir.join("sshd_config");
         let mut text = format!(
-            "Port {}\nListenAddress {}\nHostKey {}\nPidFile none\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel ERROR\n",
+            "Port {}\nListenAddress {}\nHostKey {}\nPidFile none\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel VERBOSE\n",
             host.port,
             host.addr,
             seen.join("ssh_host_ed25519_key").display(),

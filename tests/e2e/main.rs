@@ -5,6 +5,7 @@ mod corpus;
 mod faults;
 mod harness;
 mod history;
+mod inputs;
 mod schema;
 mod secrets;
 mod tui;
