@@ -195,6 +195,9 @@ fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Op
 
 /// Takes the nodes in the history, runs the plan, records it; returns the exit code.
 fn execute(launch: Launch, catalog: &Catalog, config: Config) -> Result<i32, Error> {
+    for warning in &catalog.warnings {
+        eprintln!("{warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -19,6 +19,7 @@
 //! `directord_clients`. Several files merge: their nodes are concatenated; a name twice is an
 //! error.
 
+pub mod ansible;
 pub mod bootstrap;
 pub mod orchestration;
 pub mod template;
@@ -86,6 +87,9 @@ pub struct Node {
 pub struct Catalog {
     pub docs: Vec<Document>,
     pub nodes: Vec<Node>,
+    /// What the user wrote that director reads but does not use (an Ansible inventory's
+    /// `ansible_python_interpreter`): the caller shows these, once each.
+    pub warnings: Vec<String>,
 }
 
 const NODE_KEYS: &[&str] =
@@ -109,8 +113,18 @@ impl Catalog {
         if paths.is_empty() {
             Ok(vec![Document::parse(Path::new(EMBEDDED_DEFAULT_NAME), EMBEDDED_DEFAULT.to_string())?])
         } else {
-            paths.iter().map(|p| Document::load(p)).collect()
+            paths.iter().map(|p| Self::document(p)).collect()
         }
+    }
+
+    /// A catalog file as a document: YAML, or an Ansible INI inventory read into the tree
+    /// of the YAML form.
+    fn document(path: &Path) -> Result<Document, Error> {
+        let text = yaml::read_text(path)?;
+        if ansible::looks_like_ini(&text) {
+            return Ok(Document::synthetic(&path.display().to_string(), ansible::ini_to_tree(path, &text)?));
+        }
+        Document::parse(path, text)
     }
 
     pub fn from_documents(docs: Vec<Document>) -> Result<Self, Error> {
@@ -137,9 +151,15 @@ impl Catalog {
                 }
             }
         }
+        let mut warnings = Vec::new();
         for (index, doc) in docs.iter().enumerate() {
             let found = match &doc.root {
                 Value::Null => Vec::new(),
+                root if ansible::is_inventory(root) => {
+                    let (found, said) = ansible::nodes(index, doc)?;
+                    warnings.extend(said);
+                    found
+                }
                 Value::Object(top)
                     if DIRECTORD_SECTIONS.iter().any(|s| top.contains_key(*s)) && !top.contains_key("nodes") =>
                 {
@@ -147,9 +167,9 @@ impl Catalog {
                 }
                 Value::Object(_) => director_nodes(index, doc)?,
                 _ => {
-                    return Err(doc
-                        .error_at(&[], "a catalog must be a mapping with a `nodes:` list")
-                        .hint("see catalogs/example.yaml for the format"))
+                    return Err(doc.error_at(&[], "this is not a catalog").hint(
+                        "director reads its own YAML catalogs (`nodes:`, see catalogs/example.yaml), Directord's bootstrap catalogs (`directord_server:`, `directord_clients:`) and Ansible inventories (INI or YAML)",
+                    ))
                 }
             };
             for node in found {
@@ -162,7 +182,7 @@ impl Catalog {
                 nodes.push(node);
             }
         }
-        Ok(Catalog { docs, nodes })
+        Ok(Catalog { docs, nodes, warnings })
     }
 
     pub fn node(&self, name: &str) -> Option<&Node> {

@@ -6,6 +6,7 @@ mod faults;
 mod harness;
 mod history;
 mod inputs;
+mod inventory;
 mod schema;
 mod secrets;
 mod tui;

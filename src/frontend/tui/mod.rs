@@ -77,6 +77,9 @@ pub fn run(config: Config, history_path: PathBuf) -> Result<i32, Error> {
         files => files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
     };
     let mut app = App::new(&catalog, title, find_orchestrations(&config.catalogs), Instant::now());
+    if !catalog.warnings.is_empty() {
+        app.message = Some(catalog.warnings.join("; "));
+    }
     if !config.restrict.is_empty() {
         // `--restrict` preselects its nodes: they are what the first run applies to.
         let mask = Selection { restrict: config.restrict.clone(), ..Selection::default() }.mask(&catalog)?;

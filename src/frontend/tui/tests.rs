@@ -108,7 +108,7 @@ fn ready(app: &mut App, node: &str, at: Instant) {
 
 #[test]
 fn empty_catalog() {
-    let catalog = Catalog { docs: Vec::new(), nodes: Vec::new() };
+    let catalog = Catalog { docs: Vec::new(), nodes: Vec::new(), warnings: Vec::new() };
     let app = App::new(&catalog, "empty.yaml".into(), Vec::new(), Instant::now());
     insta::assert_snapshot!(screen(&app, 100, 12));
 }
