@@ -150,9 +150,12 @@ pub fn ini_to_tree(file: &Path, text: &str) -> Result<Value, Error> {
     Ok(Value::Object(Map::from_iter([("all".to_string(), Value::Object(all))])))
 }
 
+/// A host and the vars written with it.
+type HostVars = (String, Map<String, Value>);
+
 /// A host line: its hosts (a range gives several) with their vars; an error says at which
 /// byte of the line and why.
-fn host_line(line: &str) -> Result<Vec<(String, Map<String, Value>)>, (usize, String)> {
+fn host_line(line: &str) -> Result<Vec<HostVars>, (usize, String)> {
     let words = split_words(line).map_err(|why| (0, why))?;
     let (first_at, name) = words.first().cloned().ok_or((0, "an empty host line".to_string()))?;
     if name.contains('=') {
