@@ -231,3 +231,59 @@ fn workdir_refuses_a_planted_symlink_and_an_unsafe_executor_directory_is_not_run
     assert!(error.starts_with("the executor on node h1 is not safe to run: "), "{error}");
     assert!(error.contains("/.cache/director/bin can be changed by another user"), "{error}");
 }
+
+#[test]
+fn runaway_templates_fail_their_jobs_and_other_nodes_go_on() {
+    let fleet = Fleet::start(3);
+    let file = fleet.file(
+        "loop.yaml",
+        "- targets: [h1, h2]\n  jobs:\n    - RUN: echo {% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\n- targets: [h3]\n  jobs:\n    - RUN: echo fine\n",
+    );
+    let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code, 1, "{err}");
+    for node in ["h1", "h2"] {
+        let f = finished(&events, node);
+        assert_eq!(f[0].1, "failed");
+        assert!(
+            f[0].3.unwrap().starts_with(
+                "template error: the template did not finish within 20000000 steps (a loop that never ends?) (job 1 "
+            ),
+            "{f:?}"
+        );
+    }
+    assert_eq!(finished(&events, "h3"), [(1, "ok", Some(0), None)]);
+}
+
+#[test]
+fn hostile_node_files_and_values_are_bounded() {
+    let fleet = Fleet::start(1);
+    let host = &fleet.hosts[0];
+    // A CACHEFILE that is a FIFO (no writer ever comes) or a device.
+    let fifo = host.home_path("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo on a path the test owns.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let on_node = if super::harness::is_root() { "/root/fifo".to_string() } else { fifo.display().to_string() };
+    // And an ARG value of 40 KB of nested brackets.
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let file = fleet.file(
+        "hostile.yaml",
+        &format!(
+            "- jobs:\n    - CACHEFILE: {on_node}\n- jobs:\n    - CACHEFILE: /dev/zero\n- jobs:\n    - ARG: deep {deep}\n    - RUN: echo {{{{ deep | length }}}}\n"
+        ),
+    );
+    let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code, 1, "{err}");
+    let f = finished(&events, "h1");
+    assert_eq!((f[0].1, f[0].3), ("failed", Some(format!("{on_node} is not a regular file").as_str())));
+    assert_eq!((f[1].1, f[1].3), ("failed", Some("/dev/zero is not a regular file")));
+    assert_eq!((f[2].1, f[3].1), ("ok", "ok"));
+    let out: String = events
+        .iter()
+        .filter_map(|e| match e {
+            schema::Event::JobOutput { job: 3, data, .. } => Some(data.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(out, "40000\n");
+}

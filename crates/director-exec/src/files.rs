@@ -120,15 +120,25 @@ pub fn hash(path: &str) -> Done {
     }
 }
 
+/// A text file's content. Only a regular file is read, and at most the limit: a FIFO or a
+/// device named by a CACHEFILE would otherwise block this executor or fill its memory.
 pub fn read(path: &str) -> Done {
     let limit = (director_proto::MAX_FRAME / 2) as u64;
-    match fs::metadata(path) {
+    // O_NONBLOCK: opening a FIFO must not wait for a writer.
+    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
+        Ok(f) => f,
+        Err(e) => return failed(format!("cannot read {path}: {e}")),
+    };
+    match file.metadata() {
+        Ok(m) if !m.is_file() => return failed(format!("{path} is not a regular file")),
         Ok(m) if m.len() > limit => return failed(format!("{path} is {} bytes; at most {limit} can be read", m.len())),
         Err(e) => return failed(format!("cannot read {path}: {e}")),
         Ok(_) => {}
     }
-    match fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
+    let mut bytes = Vec::new();
+    match file.take(limit + 1).read_to_end(&mut bytes) {
+        Ok(_) if bytes.len() as u64 > limit => failed(format!("{path} grew past {limit} bytes while it was read")),
+        Ok(_) => match String::from_utf8(bytes) {
             Ok(data) => Done::Text { data },
             Err(_) => failed(format!("{path} is not UTF-8 text")),
         },
