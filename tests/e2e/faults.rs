@@ -5,6 +5,17 @@ use super::harness::Fleet;
 use super::{code, finished, orchestrate_json, run_finished, schema, stderr, unreachable_error};
 use std::time::{Duration, Instant};
 
+/// The messages of the `node_notice` events.
+fn notices(events: &[schema::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            schema::Event::NodeNotice { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_login_shell_that_stalls_is_bounded_and_gives_way_to_ctrl_c() {
     let fleet = Fleet::start(2);
@@ -21,11 +32,7 @@ fn a_login_shell_that_stalls_is_bounded_and_gives_way_to_ctrl_c() {
     assert_eq!(code, 3);
     // With the default bound (30 s), Ctrl-C ends the wait at once.
     let child = fleet
-        .director()
-        .arg("orchestrate")
-        .arg(&file)
-        .arg("--catalog")
-        .arg(fleet.catalog())
+        .orchestrate(&file)
         .arg("--json")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -48,11 +55,7 @@ fn a_node_that_goes_silent_mid_job_is_lost_within_seconds_and_the_run_exits_3() 
     let file = fleet
         .file("o.yaml", "- jobs:\n    - RUN: sleep 3; echo done\n- targets: [h1]\n  jobs:\n    - RUN: sleep 120\n");
     let child = fleet
-        .director()
-        .arg("orchestrate")
-        .arg(&file)
-        .arg("--catalog")
-        .arg(fleet.catalog())
+        .orchestrate(&file)
         .arg("--json")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -83,13 +86,7 @@ fn a_job_whose_cache_record_cannot_be_saved_keeps_its_own_outcome() {
     let file = fleet.file("o.yaml", "- jobs:\n    - RUN: echo ran\n");
     let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(finished(&events, "h1"), [(0, "ok", Some(0), None)], "{err}");
-    let notices: Vec<&str> = events
-        .iter()
-        .filter_map(|e| match e {
-            schema::Event::NodeNotice { message, .. } => Some(message.as_str()),
-            _ => None,
-        })
-        .collect();
+    let notices = notices(&events);
     assert!(
         notices.iter().any(|m| m.starts_with("job 1 (RUN echo ran): cannot save the node cache: ")
             && m.ends_with("; it will run again next time")),
@@ -123,15 +120,6 @@ fn terminal_escapes_from_nodes_are_shown_not_obeyed() {
 #[test]
 fn a_node_cache_never_outgrows_the_greeting() {
     let fleet = Fleet::start(1);
-    let notices = |events: &[schema::Event]| -> Vec<String> {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                schema::Event::NodeNotice { message, .. } => Some(message.clone()),
-                _ => None,
-            })
-            .collect()
-    };
     // Captures of 2 MB each (kept twice: as the arg and in the job's record): the third
     // would take the cache past 8 MiB.
     let mut jobs = String::from("- jobs:\n");

@@ -330,6 +330,13 @@ impl Fleet {
         cmd
     }
 
+    /// `director orchestrate FILE --catalog <this fleet's catalog>`, to add to and run.
+    pub fn orchestrate(&self, file: &Path) -> Command {
+        let mut cmd = self.director();
+        cmd.arg("orchestrate").arg(file).arg("--catalog").arg(self.catalog());
+        cmd
+    }
+
     pub fn path(&self) -> &Path {
         &self.dir
     }

@@ -362,17 +362,7 @@ fn manage_cancel_kills_the_remote_jobs_and_records_the_run_cancelled() {
     let fleet = Fleet::start(2);
     let marker = format!("sleep 7{}", std::process::id());
     let file = fleet.file("c.yaml", &format!("- jobs:\n    - RUN: {marker}\n    - RUN: echo never\n"));
-    let child = fleet
-        .director()
-        .arg("orchestrate")
-        .arg(&file)
-        .arg("--catalog")
-        .arg(fleet.catalog())
-        .arg("--json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = fleet.orchestrate(&file).arg("--json").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // `[s]` keeps pgrep from finding the shell that runs it.
     let on = |h: &harness::Host| !h.sh(&format!("pgrep -f '[s]{}'", &marker[1..])).stdout.is_empty();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -440,15 +430,7 @@ fn retry_failed_runs_again_only_on_the_nodes_that_failed() {
     assert_eq!(std::fs::read_to_string(fleet.hosts[0].home_path("ran")).unwrap(), "fine\n", "h1 must not run again");
     assert_eq!(std::fs::read_to_string(fleet.hosts[1].home_path("ran")).unwrap(), "fine\n");
     // Nothing left to retry.
-    let out = output(
-        fleet
-            .director()
-            .arg("orchestrate")
-            .arg(&file)
-            .arg("--catalog")
-            .arg(fleet.catalog())
-            .args(["--retry-failed", "last"]),
-    );
+    let out = output(fleet.orchestrate(&file).args(["--retry-failed", "last"]));
     assert_eq!(code(&out), 0);
     assert!(
         stderr(&out).ends_with(" has no failed, unreachable or cancelled node: nothing to retry\n"),

@@ -35,9 +35,7 @@ fn stdout(out: &Output) -> String {
 
 /// Runs `director orchestrate FILE --catalog CAT --json ARGS` and parses every line.
 fn orchestrate_json(fleet: &Fleet, file: &Path, args: &[&str]) -> (i32, Vec<Event>, String) {
-    let out = output(
-        fleet.director().arg("orchestrate").arg(file).arg("--catalog").arg(fleet.catalog()).arg("--json").args(args),
-    );
+    let out = output(fleet.orchestrate(file).arg("--json").args(args));
     let events = schema::parse(&out.stdout);
     (code(&out), events, stderr(&out))
 }
@@ -155,9 +153,7 @@ fn restrict_selects_exactly_the_named_hosts() {
     assert!(matches!(&events[0], Event::RunStarted { nodes, .. } if nodes == &["h2".to_string()]));
 
     // An unknown name is an error before anything is contacted.
-    let out = output(
-        fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).args(["--restrict", "h9"]),
-    );
+    let out = output(fleet.orchestrate(&file).args(["--restrict", "h9"]));
     assert_eq!(code(&out), 2);
     assert_eq!(stderr(&out), "error: --restrict `h9` matches no node or group in the catalog\n  hint: did you mean `h1`? the catalog has h1, h2, h3\n");
     assert_eq!(stdout(&out), "");
@@ -182,9 +178,7 @@ fn a_stopped_host_is_unreachable_and_the_others_succeed() {
     assert_eq!((summary.nodes_ok, summary.nodes_unreachable, summary.jobs_ok, exit), (2, 1, 4, 3));
 
     // The plain text output says the same to a person.
-    let out = output(
-        fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(fleet.catalog()).arg("--progress=plain"),
-    );
+    let out = output(fleet.orchestrate(&file).arg("--progress=plain"));
     assert_eq!(code(&out), 3);
     let text = stdout(&out);
     assert!(

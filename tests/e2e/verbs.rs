@@ -289,15 +289,7 @@ fn a_200_mb_file_streams_with_flat_memory_and_never_lands_half_written() {
     assert!(made.success());
     let file = fleet.file("big.yaml", &format!("- jobs:\n    - COPY: {} /tmp/big.bin\n", big.display()));
     #[allow(clippy::zombie_processes)] // reaped by wait4 in wait_rss
-    let child = fleet
-        .director()
-        .arg("orchestrate")
-        .arg(&file)
-        .arg("--catalog")
-        .arg(fleet.catalog())
-        .arg("--progress=none")
-        .spawn()
-        .unwrap();
+    let child = fleet.orchestrate(&file).arg("--progress=none").spawn().unwrap();
     let (status, rss_kib) = wait_rss(&child);
     assert_eq!(status, 0);
     let landed = fleet.hosts[0].dir.join("tmp/big.bin");
