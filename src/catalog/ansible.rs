@@ -207,43 +207,62 @@ fn unquote(value: &str) -> String {
     }
 }
 
+/// Most hosts one name may expand to.
+const MAX_RANGE_HOSTS: usize = 100_000;
+
 /// Ansible's host ranges: `web[01:03]` is web01, web02, web03; `db-[a:c]` db-a … db-c; an
-/// optional stride `[1:9:2]`.
+/// optional stride `[1:9:2]`; several ranges in one name multiply (at most 100,000 hosts).
 fn expand_range(name: &str) -> Result<Vec<String>, String> {
-    let (Some(open), Some(close)) = (name.find('['), name.find(']')) else { return Ok(vec![name.to_string()]) };
-    if close < open {
-        return Err(format!("`{name}` has a `]` before its `[`"));
-    }
-    let (head, spec, tail) = (&name[..open], &name[open + 1..close], &name[close + 1..]);
-    let parts: Vec<&str> = spec.split(':').collect();
     let bad = || format!("`{name}`: a host range is [START:END] or [START:END:STEP], e.g. web[01:20]");
+    // The name as literal pieces and ranges, each range as its list of items.
+    let mut parts: Vec<Vec<String>> = Vec::new();
+    let mut rest = name;
+    let mut total: usize = 1;
+    while let Some(open) = rest.find('[') {
+        let close = rest[open..].find(']').map(|c| open + c).ok_or_else(bad)?;
+        parts.push(vec![rest[..open].to_string()]);
+        let items = range_items(&rest[open + 1..close]).ok_or_else(bad)?;
+        total = total.saturating_mul(items.len());
+        if total > MAX_RANGE_HOSTS {
+            return Err(format!("`{name}` expands to more than {MAX_RANGE_HOSTS} hosts"));
+        }
+        parts.push(items);
+        rest = &rest[close + 1..];
+    }
+    if rest.contains(']') {
+        return Err(bad());
+    }
+    parts.push(vec![rest.to_string()]);
+    let mut names = vec![String::new()];
+    for part in parts {
+        names = names.iter().flat_map(|n| part.iter().map(move |p| format!("{n}{p}"))).collect();
+    }
+    Ok(names)
+}
+
+/// The items of one range `START:END[:STEP]`, numbers (zero-padded as START is) or letters.
+fn range_items(spec: &str) -> Option<Vec<String>> {
+    let parts: Vec<&str> = spec.split(':').collect();
     let (start, end) = match parts.as_slice() {
         [s, e] | [s, e, _] => (*s, *e),
-        _ => return Err(bad()),
+        _ => return None,
     };
     let step: usize = match parts.get(2) {
-        Some(s) => s.parse().ok().filter(|s| *s > 0).ok_or_else(bad)?,
+        Some(s) => s.parse().ok().filter(|s| *s > 0)?,
         None => 1,
     };
-    let items: Vec<String> = match (start.parse::<u64>(), end.parse::<u64>()) {
-        (Ok(a), Ok(b)) if a <= b && b - a <= 100_000 => {
+    match (start.parse::<u64>(), end.parse::<u64>()) {
+        (Ok(a), Ok(b)) if a <= b && b - a < MAX_RANGE_HOSTS as u64 => {
             let width = if start.starts_with('0') && start.len() > 1 { start.len() } else { 0 };
-            (a..=b).step_by(step).map(|i| format!("{i:0width$}")).collect()
+            Some((a..=b).step_by(step).map(|i| format!("{i:0width$}")).collect())
         }
         _ if start.len() == 1 && end.len() == 1 && start <= end => {
             let (a, b) = (start.as_bytes()[0], end.as_bytes()[0]);
-            if !(a.is_ascii_alphabetic() && b.is_ascii_alphabetic()) {
-                return Err(bad());
-            }
-            (a..=b).step_by(step).map(|c| (c as char).to_string()).collect()
+            (a.is_ascii_alphabetic() && b.is_ascii_alphabetic())
+                .then(|| (a..=b).step_by(step).map(|c| (c as char).to_string()).collect())
         }
-        _ => return Err(bad()),
-    };
-    let mut out = Vec::new();
-    for item in items {
-        out.extend(expand_range(&format!("{head}{item}{tail}"))?);
+        _ => None,
     }
-    Ok(out)
 }
 
 /// What one group holds, gathered over every place it appears.
@@ -255,31 +274,52 @@ struct Group {
     hosts: Vec<(String, Map<String, Value>, Vec<Seg>)>,
 }
 
+/// Hosts in the order first written, and the set of them.
+#[derive(Default)]
+struct HostOrder(Vec<String>, std::collections::HashSet<String>);
+
 /// The nodes of an inventory document, and the warnings about vars director does not use.
 pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), Error> {
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-    let mut host_order: Vec<String> = Vec::new();
+    let mut order = HostOrder::default();
     let top = doc.root.as_object().expect("checked by is_inventory");
     for (name, value) in top {
-        walk(doc, &[Seg::Key(name.clone())], name, value, None, &mut groups, &mut host_order)?;
+        walk(doc, &[Seg::Key(name.clone())], name, value, None, &mut groups, &mut order)?;
     }
-    // Depth from `all`: vars of outer groups first, inner groups win.
-    let depth = |g: &str| -> usize {
-        let mut d = 0;
-        let mut frontier = vec![g.to_string()];
-        while !frontier.is_empty() && d < 64 {
-            frontier =
-                frontier.iter().flat_map(|f| groups.get(f).map(|g| g.parents.clone()).unwrap_or_default()).collect();
-            d += 1;
+    let host_order = order.0;
+    // Depth from `all` (the longest chain of parents): outer groups' vars first, inner win.
+    let depth: std::collections::HashMap<&str, usize> = groups
+        .keys()
+        .map(|g| {
+            let mut d = 0;
+            let mut frontier = vec![g.as_str()];
+            while !frontier.is_empty() && d < 64 {
+                frontier = frontier
+                    .iter()
+                    .flat_map(|f| {
+                        groups.get(*f).map(|g| g.parents.iter().map(String::as_str).collect()).unwrap_or_else(Vec::new)
+                    })
+                    .collect();
+                d += 1;
+            }
+            (g.as_str(), if g == "all" { 0 } else { d })
+        })
+        .collect();
+    // Where each host is written: its groups, with the vars written on it there.
+    let mut placed: std::collections::HashMap<&str, Vec<(&str, &Map<String, Value>, &Vec<Seg>)>> =
+        std::collections::HashMap::new();
+    for (name, group) in &groups {
+        for (host, own, path) in &group.hosts {
+            placed.entry(host.as_str()).or_default().push((name.as_str(), own, path));
         }
-        d
-    };
+    }
     let mut warned: Vec<String> = Vec::new();
     let mut warnings = Vec::new();
     let mut nodes = Vec::new();
     for host in &host_order {
-        let mut member: Vec<String> =
-            groups.iter().filter(|(_, g)| g.hosts.iter().any(|h| &h.0 == host)).map(|(n, _)| n.clone()).collect();
+        let places = placed.get(host.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let mut member: Vec<String> = places.iter().map(|(g, _, _)| g.to_string()).collect();
+        member.dedup();
         let mut i = 0;
         while i < member.len() {
             for p in groups.get(&member[i]).map(|g| g.parents.clone()).unwrap_or_default() {
@@ -292,24 +332,19 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
         if !member.iter().any(|g| g == "all") {
             member.push("all".into());
         }
-        member.sort_by_key(|g| (if g == "all" { 0 } else { depth(g) }, g.clone()));
+        member.sort_by_key(|g| (depth.get(g.as_str()).copied().unwrap_or(0), g.clone()));
         let mut vars = Map::new();
-        let mut origin = Vec::new();
         for g in &member {
             if let Some(group) = groups.get(g) {
                 vars.extend(group.vars.clone());
             }
         }
         for g in &member {
-            for (name, own, path) in groups.get(g).map(|g| g.hosts.as_slice()).unwrap_or_default() {
-                if name == host {
-                    vars.extend(own.clone());
-                    if origin.is_empty() {
-                        origin = path.clone();
-                    }
-                }
+            for (_, own, _) in places.iter().filter(|(pg, _, _)| pg == g) {
+                vars.extend((*own).clone());
             }
         }
+        let origin: Vec<Seg> = places.first().map(|(_, _, path)| (*path).clone()).unwrap_or_default();
         let mut node = Node {
             name: host.clone(),
             host: host.clone(),
@@ -385,7 +420,7 @@ fn walk(
     value: &Value,
     parent: Option<&str>,
     groups: &mut BTreeMap<String, Group>,
-    hosts: &mut Vec<String>,
+    hosts: &mut HostOrder,
 ) -> Result<(), Error> {
     let entry = groups.entry(name.to_string()).or_default();
     if let Some(p) = parent {
@@ -422,8 +457,8 @@ fn walk(
                     _ => return Err(doc.error_at(&at, format!("host `{host}` must be a mapping of vars (or empty)"))),
                 };
                 for expanded in expand_range(host).map_err(|why| doc.error_at(&at, why))? {
-                    if !hosts.contains(&expanded) {
-                        hosts.push(expanded.clone());
+                    if hosts.1.insert(expanded.clone()) {
+                        hosts.0.push(expanded.clone());
                     }
                     groups.get_mut(name).expect("inserted").hosts.push((expanded, own.clone(), at.clone()));
                 }
@@ -512,5 +547,11 @@ mod tests {
         );
         assert_eq!(expand_range("db-[a:c]").unwrap(), ["db-a", "db-b", "db-c"]);
         assert_eq!(expand_range("n[1:5:2]").unwrap(), ["n1", "n3", "n5"]);
+        assert_eq!(expand_range("r[1:2]n[a:b]").unwrap(), ["r1na", "r1nb", "r2na", "r2nb"]);
+        // Ranges multiply: a name cannot make an inventory of billions.
+        assert_eq!(
+            expand_range("w[a:z]x[a:z]y[a:z]z[a:z]").unwrap_err(),
+            "`w[a:z]x[a:z]y[a:z]z[a:z]` expands to more than 100000 hosts"
+        );
     }
 }

@@ -152,6 +152,7 @@ impl Catalog {
             }
         }
         let mut warnings = Vec::new();
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for (index, doc) in docs.iter().enumerate() {
             let found = match &doc.root {
                 Value::Null => Vec::new(),
@@ -173,12 +174,13 @@ impl Catalog {
                 }
             };
             for node in found {
-                if let Some(first) = nodes.iter().find(|n| n.name == node.name) {
+                if let Some(first) = seen.get(&node.name).map(|&i| &nodes[i]) {
                     let here = docs[node.origin.0].position(&node.origin.1);
                     let there = docs[first.origin.0].position(&first.origin.1);
                     return Err(Error::input(format!("{here}: node `{}` is defined twice", node.name))
                         .hint(format!("the first definition is at {there}; node names must be unique")));
                 }
+                seen.insert(node.name.clone(), nodes.len());
                 nodes.push(node);
             }
         }
