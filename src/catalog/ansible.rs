@@ -274,6 +274,9 @@ struct Group {
     hosts: Vec<(String, Map<String, Value>, Vec<Seg>)>,
 }
 
+/// One place a host is written: the group, the vars written on it there, the path.
+type Placement<'a> = (&'a str, &'a Map<String, Value>, &'a Vec<Seg>);
+
 /// Hosts in the order first written, and the set of them.
 #[derive(Default)]
 struct HostOrder(Vec<String>, std::collections::HashSet<String>);
@@ -297,7 +300,7 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
                 frontier = frontier
                     .iter()
                     .flat_map(|f| {
-                        groups.get(*f).map(|g| g.parents.iter().map(String::as_str).collect()).unwrap_or_else(Vec::new)
+                        groups.get(*f).map(|g| g.parents.iter().map(String::as_str).collect()).unwrap_or_default()
                     })
                     .collect();
                 d += 1;
@@ -306,8 +309,7 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
         })
         .collect();
     // Where each host is written: its groups, with the vars written on it there.
-    let mut placed: std::collections::HashMap<&str, Vec<(&str, &Map<String, Value>, &Vec<Seg>)>> =
-        std::collections::HashMap::new();
+    let mut placed: std::collections::HashMap<&str, Vec<Placement>> = std::collections::HashMap::new();
     for (name, group) in &groups {
         for (host, own, path) in &group.hosts {
             placed.entry(host.as_str()).or_default().push((name.as_str(), own, path));
