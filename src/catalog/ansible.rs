@@ -300,7 +300,10 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
                 frontier = frontier
                     .iter()
                     .flat_map(|f| {
-                        groups.get(*f).map(|g| g.parents.iter().map(String::as_str).collect()).unwrap_or_default()
+                        groups
+                            .get(*f)
+                            .map(|g| g.parents.iter().map(String::as_str).collect::<Vec<_>>())
+                            .unwrap_or_default()
                     })
                     .collect();
                 d += 1;
