@@ -229,6 +229,10 @@ async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), St
     }
     let args = Value::Object(context);
     let blueprints = read_blueprints(&job.work).await?;
+    if !job.heavy() {
+        // Nothing to render, hash or look up: no thread hop.
+        return render_work(cx.renderer, &job.work, &args, env, blueprints);
+    }
     // Rendering, hashing and looking up files are CPU work: they run on a blocking thread,
     // so a heavy template never stalls the other nodes, and fuel bounds the template work.
     let (renderer, work) = (cx.renderer.clone(), job.work.clone());

@@ -84,6 +84,21 @@ impl Job {
         format!("{} {short}{ellipsis}", self.verb).trim_end().to_string()
     }
 
+    /// Whether preparing the job on a node is CPU work worth a blocking thread: a template to
+    /// render, a blueprint, or a bootstrap source to find and hash.
+    pub fn heavy(&self) -> bool {
+        let templated = |t: &str| t.contains("{{") || t.contains("{%") || t.contains("{#");
+        match &self.work {
+            Work::Run { command, .. } | Work::Shell { command } => templated(command),
+            Work::Workdir { path, .. } => templated(path),
+            Work::Wait { on: WaitOn::Url(t) | WaitOn::Cmd(t), .. } => templated(t),
+            Work::Arg { value, .. } => templated(&value.to_string()),
+            Work::Copy { dest, blueprint, .. } => *blueprint || templated(dest),
+            Work::Send { .. } | Work::Fetch { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Whether a success is recorded in the node cache and answered from it next time.
     pub fn cacheable(&self) -> bool {
         verbs::spec(&self.verb).is_some_and(|s| s.cacheable)
