@@ -3,8 +3,8 @@
 //! The executor is built with its own target directory inside OUT_DIR so the nested cargo
 //! never waits on the outer build's lock. musl is preferred (smallest, fully static); when
 //! that target is not installed, glibc with `+crt-static` is used and a warning says so.
-//! The binary's path and its sha3-256 reach the code as DIRECTOR_EXEC_PATH and
-//! DIRECTOR_EXEC_SHA3.
+//! It is built for every architecture director serves (x86_64, and aarch64 when its target
+//! is installed); `OUT_DIR/executors.rs` lists them, each with its binary and sha3-256.
 
 use sha3::{Digest, Sha3_256};
 use std::path::{Path, PathBuf};
@@ -25,42 +25,55 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DIRECTOR_EXEC_TARGET");
     let target_dir = out.join("exec-target");
     let forced = std::env::var("DIRECTOR_EXEC_TARGET").ok();
-    let candidates: Vec<(&str, &str)> = match forced.as_deref() {
+    // Per architecture (as `uname -m` says it), the targets to try in order. aarch64 links
+    // with rust-lld, which ships with the toolchain: no cross compiler is needed.
+    let x86: Vec<(&str, &str)> = match forced.as_deref() {
         Some("gnu") => vec![("x86_64-unknown-linux-gnu", "-C target-feature=+crt-static")],
         _ => vec![("x86_64-unknown-linux-musl", ""), ("x86_64-unknown-linux-gnu", "-C target-feature=+crt-static")],
     };
-    let mut built = None;
-    let mut failures = Vec::new();
-    for (target, flags) in &candidates {
-        match build(&root, &target_dir, target, flags) {
-            Ok(path) => {
-                if !failures.is_empty() {
-                    println!("cargo:warning=executor built for {target} (static glibc): musl target unavailable; run `rustup target add x86_64-unknown-linux-musl` for a smaller executor");
+    let arches: Vec<(&str, Vec<(&str, &str)>)> =
+        vec![("x86_64", x86), ("aarch64", vec![("aarch64-unknown-linux-musl", "-C linker=rust-lld")])];
+    let mut table = String::from("pub static EXECUTORS: &[Executor] = &[\n");
+    let mut summary = Vec::new();
+    for (arch, candidates) in &arches {
+        let mut built = None;
+        let mut failures = Vec::new();
+        for (target, flags) in candidates {
+            match build(&root, &target_dir, target, flags) {
+                Ok(path) => {
+                    if !failures.is_empty() {
+                        println!("cargo:warning=executor for {arch} built for {target} (static glibc): musl target unavailable; run `rustup target add {arch}-unknown-linux-musl` for a smaller executor");
+                    }
+                    built = Some((path, *target));
+                    break;
                 }
-                built = Some(path);
-                break;
+                Err(e) => failures.push(format!("{target}: {e}")),
             }
-            Err(e) => failures.push(format!("{target}: {e}")),
         }
+        let Some((path, target)) = built else {
+            if *arch == "x86_64" {
+                panic!("could not build the executor:\n{}", failures.join("\n"));
+            }
+            println!(
+                "cargo:warning=no executor for {arch} nodes ({}); run `rustup target add {arch}-unknown-linux-musl`",
+                failures.join("; ")
+            );
+            continue;
+        };
+        let bytes = std::fs::read(&path).unwrap();
+        let hex: String = Sha3_256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        table.push_str(&format!(
+            "    Executor {{ arch: {arch:?}, target: {target:?}, binary: include_bytes!({:?}), sha3: {hex:?} }},\n",
+            path.display().to_string()
+        ));
+        summary.push(format!("{arch} {} bytes sha3 {}", bytes.len(), &hex[..16]));
     }
-    let Some(path) = built else {
-        panic!("could not build the executor:\n{}", failures.join("\n"));
-    };
-    let bytes = std::fs::read(&path).unwrap();
-    let hex: String = Sha3_256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-    println!("cargo:rustc-env=DIRECTOR_EXEC_PATH={}", path.display());
-    println!("cargo:rustc-env=DIRECTOR_EXEC_SHA3={hex}");
-    let target = path
-        .parent()
-        .and_then(|p| p.parent())
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    table.push_str("];\n");
+    std::fs::write(out.join("executors.rs"), table).unwrap();
     println!(
-        "cargo:rustc-env=DIRECTOR_LONG_VERSION={} (executor {target}, {} bytes, sha3 {})",
+        "cargo:rustc-env=DIRECTOR_LONG_VERSION={} (executors: {})",
         std::env::var("CARGO_PKG_VERSION").unwrap(),
-        bytes.len(),
-        &hex[..16]
+        summary.join(", ")
     );
 }
 

@@ -6,6 +6,8 @@
 #     (WAIT --url, ADD /etc/services).
 #   - tmux: the TUI's end-to-end tests drive the binary in a real terminal (send-keys,
 #     capture-pane).
+#   - qemu-user-static and binfmt-support: the arm64 test host runs the aarch64 executor
+#     through qemu-aarch64, registered with binfmt_misc so it runs like a native binary.
 #   - rustfmt and clippy: .ci/run checks formatting and lints first.
 #   - the x86_64-unknown-linux-musl Rust target: the smallest static executor. Without it the
 #     build falls back to a static glibc executor and says so.
@@ -20,6 +22,8 @@ command -v curl >/dev/null 2>&1 || need="$need curl"
 [ -f /etc/services ] || need="$need netbase"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
 command -v tmux >/dev/null 2>&1 || need="$need tmux"
+command -v qemu-aarch64-static >/dev/null 2>&1 || need="$need qemu-user-static"
+command -v update-binfmts >/dev/null 2>&1 || need="$need binfmt-support"
 if [ -n "$need" ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing$need" >&2
@@ -30,11 +34,20 @@ if [ -n "$need" ]; then
         exit 1
     fi
 fi
+if [ "$(id -u)" = 0 ]; then
+    [ -e /proc/sys/fs/binfmt_misc/register ] ||
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+    update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+    [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] ||
+        echo "setup: aarch64 binaries cannot run here (binfmt_misc); the arm64 e2e test will fail" >&2
+fi
 if command -v rustup >/dev/null 2>&1; then
     # CI checks formatting and lints before the tests.
     rustup component add rustfmt clippy >/dev/null 2>&1 ||
         echo "setup: rustfmt or clippy is unavailable; .ci/run needs both" >&2
     rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 ||
         echo "setup: the musl target is unavailable; the executor will be static glibc (larger)" >&2
+    rustup target add aarch64-unknown-linux-musl >/dev/null 2>&1 ||
+        echo "setup: the aarch64 musl target is unavailable; arm64 nodes will not be served" >&2
 fi
 exit 0

@@ -209,7 +209,17 @@ impl State {
                     tx.execute(
                         "INSERT INTO nodes (name, address, arch, os, kernel, hostname, executor_sha3, last_seen, last_run) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                          ON CONFLICT(name) DO UPDATE SET address = ?2, arch = ?3, os = ?4, kernel = ?5, hostname = ?6, executor_sha3 = ?7, last_seen = ?8, last_run = ?9",
-                        params![node, address, arch, os, kernel, hostname, env!("DIRECTOR_EXEC_SHA3"), now, run],
+                        params![
+                            node,
+                            address,
+                            arch,
+                            os,
+                            kernel,
+                            hostname,
+                            crate::transport::executor::for_arch(&arch).map(|e| e.sha3).unwrap_or_default(),
+                            now,
+                            run
+                        ],
                     )?;
                 }
                 Event::NodeUnreachable { node, error } => {

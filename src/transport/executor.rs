@@ -8,12 +8,47 @@
 //! its own hash, and renames it into place, so concurrent first contacts from two runs each
 //! rename a whole, verified file and never expose a partial one.
 
-/// The executor, built by build.rs for a static Linux target.
-pub static BINARY: &[u8] = include_bytes!(env!("DIRECTOR_EXEC_PATH"));
-/// sha3-256 of [`BINARY`], hex.
-pub const SHA3: &str = env!("DIRECTOR_EXEC_SHA3");
-/// The architecture the embedded executor runs on (`uname -m`).
-pub const ARCH: &str = "x86_64";
+/// One embedded executor: a static Linux binary for one architecture.
+#[derive(Debug)]
+pub struct Executor {
+    /// The architecture as `uname -m` names it.
+    pub arch: &'static str,
+    /// The Rust target it was built for.
+    pub target: &'static str,
+    pub binary: &'static [u8],
+    /// sha3-256 of `binary`, hex: part of its file name on the node.
+    pub sha3: &'static str,
+}
+
+// The executors build.rs made (`EXECUTORS`): x86_64 always, aarch64 when its target exists.
+include!(concat!(env!("OUT_DIR"), "/executors.rs"));
+
+/// The executor for a node whose `uname -m` is `arch` (`arm64` is `aarch64`, `amd64` is
+/// `x86_64`).
+pub fn for_arch(arch: &str) -> Option<&'static Executor> {
+    let arch = match arch {
+        "arm64" | "armv8" | "aarch64_be" => "aarch64",
+        "amd64" => "x86_64",
+        other => other,
+    };
+    EXECUTORS.iter().find(|e| e.arch == arch)
+}
+
+/// The executor for this machine (the local transport).
+pub fn native() -> Result<&'static Executor, String> {
+    for_arch(std::env::consts::ARCH).ok_or_else(|| unsupported(std::env::consts::ARCH))
+}
+
+/// The error for an architecture no executor is embedded for.
+pub fn unsupported(arch: &str) -> String {
+    let have: Vec<&str> = EXECUTORS.iter().map(|e| e.arch).collect();
+    format!("this director carries executors for {} only, and the node is {arch}", have.join(" and "))
+}
+
+/// Whether `sha3` names an executor this director carries.
+pub fn is_current(sha3: &str) -> bool {
+    EXECUTORS.iter().any(|e| e.sha3 == sha3)
+}
 
 /// First line printed by the probe when the node lacks this executor.
 pub const MISSING_MARKER: &str = "director-exec-missing";
@@ -24,28 +59,31 @@ fn dir_expr() -> &'static str {
     r#"d="${XDG_CACHE_HOME:-$HOME/.cache}/director/bin""#
 }
 
-fn file_name() -> String {
-    format!("director-exec-{SHA3}")
-}
-
-/// Starts the executor if present; otherwise prints `MISSING_MARKER <uname -m>`. An
-/// executor that another user could have replaced (its file, its directory or the one
-/// above not owned by this user, or writable by everyone) is not started: the probe prints
-/// `UNSAFE_MARKER <path>` instead.
+/// Starts the executor for the node's architecture if present; otherwise prints
+/// `MISSING_MARKER <uname -m>`. An executor that another user could have replaced (its
+/// file, its directory or the one above not owned by this user, or writable by everyone) is
+/// not started: the probe prints `UNSAFE_MARKER <path>` instead.
 pub fn probe_command() -> String {
+    let cases: String = EXECUTORS
+        .iter()
+        .map(|e| {
+            let names = if e.arch == "aarch64" { "aarch64|arm64".to_string() } else { e.arch.to_string() };
+            format!("{names}) h={};; ", e.sha3)
+        })
+        .collect();
     format!(
-        r#"{dir}; p="$d/{file}"; if [ -x "$p" ]; then u="$(find "$d/.." "$d" "$p" -prune \( -perm -0002 -o ! -user "$(id -u)" \) -print 2>/dev/null | head -n 1)"; if [ -n "$u" ]; then echo "{UNSAFE_MARKER} $u"; exit 0; fi; exec "$p" serve; fi; echo "{MISSING_MARKER} $(uname -m)""#,
+        r#"{dir}; m="$(uname -m)"; h=; case "$m" in {cases}esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then u="$(find "$d/.." "$d" "$p" -prune \( -perm -0002 -o ! -user "$(id -u)" \) -print 2>/dev/null | head -n 1)"; if [ -n "$u" ]; then echo "{UNSAFE_MARKER} $u"; exit 0; fi; exec "$p" serve; fi; echo "{MISSING_MARKER} $m""#,
         dir = dir_expr(),
-        file = file_name()
     )
 }
 
-/// Reads the executor from stdin into a temp file, verifies it, renames it into place.
-pub fn install_command() -> String {
+/// Reads `executor` from stdin into a temp file, verifies it, renames it into place.
+pub fn install_command(executor: &Executor) -> String {
+    let file = format!("director-exec-{}", executor.sha3);
     format!(
-        r#"set -e; umask 077; {dir}; mkdir -p "$d"; t="$d/.{file}.$$.tmp"; trap 'rm -f "$t"' EXIT; cat > "$t"; chmod 700 "$t"; "$t" verify {SHA3}; mv -f "$t" "$d/{file}"; trap - EXIT"#,
+        r#"set -e; umask 077; {dir}; mkdir -p "$d"; t="$d/.{file}.$$.tmp"; trap 'rm -f "$t"' EXIT; cat > "$t"; chmod 700 "$t"; "$t" verify {sha3}; mv -f "$t" "$d/{file}"; trap - EXIT"#,
         dir = dir_expr(),
-        file = file_name()
+        sha3 = executor.sha3
     )
 }
 
@@ -90,11 +128,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn embedded_executor_is_small_and_hashed() {
+    fn embedded_executors_are_small_hashed_and_chosen_by_arch() {
         use sha3::{Digest, Sha3_256};
-        let hex: String = Sha3_256::digest(BINARY).iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, SHA3);
-        assert!(BINARY.len() <= 1024 * 1024, "executor is {} bytes", BINARY.len());
+        for e in EXECUTORS {
+            let hex: String = Sha3_256::digest(e.binary).iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hex, e.sha3, "{}", e.arch);
+            assert!(e.binary.len() <= 1024 * 1024, "the {} executor is {} bytes", e.arch, e.binary.len());
+        }
+        assert_eq!(for_arch("x86_64").unwrap().arch, "x86_64");
+        assert_eq!(for_arch("amd64").unwrap().arch, "x86_64");
+        // Setup installs the aarch64 target: both are carried.
+        assert_eq!(for_arch("arm64").map(|e| e.target), Some("aarch64-unknown-linux-musl"));
+        assert!(for_arch("riscv64").is_none());
+        assert_eq!(
+            unsupported("riscv64"),
+            "this director carries executors for x86_64 and aarch64 only, and the node is riscv64"
+        );
     }
 
     #[test]

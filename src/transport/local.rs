@@ -35,19 +35,20 @@ impl LocalConnection {
     /// Writes the executor into place (temp file, then rename) unless it is there already.
     fn install(force: bool) -> Result<Option<(PathBuf, u64)>, String> {
         let _one_at_a_time = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+        let exe = executor::native()?;
         let dir = install_dir();
-        let path = dir.join(format!("director-exec-{}", executor::SHA3));
-        let present = std::fs::metadata(&path).map(|m| m.len() == executor::BINARY.len() as u64).unwrap_or(false);
+        let path = dir.join(format!("director-exec-{}", exe.sha3));
+        let present = std::fs::metadata(&path).map(|m| m.len() == exe.binary.len() as u64).unwrap_or(false);
         if present && !force {
             return Ok(None);
         }
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let attempt = ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = dir.join(format!(".director-exec-{}.{}.{attempt}.tmp", executor::SHA3, std::process::id()));
-        std::fs::write(&tmp, executor::BINARY).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        let tmp = dir.join(format!(".director-exec-{}.{}.{attempt}.tmp", exe.sha3, std::process::id()));
+        std::fs::write(&tmp, exe.binary).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, &path).map_err(|e| format!("cannot install {}: {e}", path.display()))?;
-        Ok(Some((path, executor::BINARY.len() as u64)))
+        Ok(Some((path, exe.binary.len() as u64)))
     }
 
     pub async fn start_executor(
@@ -55,10 +56,11 @@ impl LocalConnection {
         force_install: bool,
         report: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Link, String> {
+        let exe = executor::native()?;
         if let Some((_, bytes)) = Self::install(force_install)? {
-            report(Progress::Uploaded { bytes, sha3: executor::SHA3.to_string() });
+            report(Progress::Uploaded { bytes, sha3: exe.sha3.to_string() });
         }
-        let path = install_dir().join(format!("director-exec-{}", executor::SHA3));
+        let path = install_dir().join(format!("director-exec-{}", exe.sha3));
         let mut tries = 0;
         let mut child = loop {
             let spawned = tokio::process::Command::new(&path)

@@ -306,28 +306,38 @@ impl SshConnection {
         Ok(Link { writer: Box::new(writer), incoming, pending: Vec::new(), guard: Some(Box::new(write)) })
     }
 
-    async fn install(&self) -> Result<u64, String> {
+    /// Runs `command` on its own channel; its exit status and everything it printed.
+    async fn run_once(&self, command: &str, input: Option<&[u8]>) -> Result<(Option<u32>, Vec<u8>, Vec<u8>), String> {
         let mut channel =
             self.handle.channel_open_session().await.map_err(|e| format!("cannot open a channel: {}", describe(&e)))?;
-        channel.exec(true, executor::install_command()).await.map_err(|e| describe(&e))?;
-        channel.data(executor::BINARY).await.map_err(|e| format!("upload failed: {}", describe(&e)))?;
+        channel.exec(true, command).await.map_err(|e| describe(&e))?;
+        if let Some(bytes) = input {
+            channel.data(bytes).await.map_err(|e| format!("upload failed: {}", describe(&e)))?;
+        }
         channel.eof().await.map_err(|e| describe(&e))?;
-        let mut stderr = Vec::new();
-        let mut status = None;
+        let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
         while let Some(msg) = channel.wait().await {
             match msg {
                 ChannelMsg::ExtendedData { data, .. } => stderr.extend_from_slice(&data),
-                ChannelMsg::Data { data } => stderr.extend_from_slice(&data),
+                ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
                 ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
                 _ => {}
             }
         }
+        Ok((status, stdout, stderr))
+    }
+
+    /// Installs the executor for `arch` (as `uname -m` says it); the bytes sent.
+    async fn install(&self, arch: &str) -> Result<&'static executor::Executor, String> {
+        let exe =
+            executor::for_arch(arch).ok_or_else(|| format!("node {}: {}", self.node, executor::unsupported(arch)))?;
+        let (status, stdout, stderr) = self.run_once(&executor::install_command(exe), Some(exe.binary)).await?;
         match status {
-            Some(0) => Ok(executor::BINARY.len() as u64),
+            Some(0) => Ok(exe),
             other => Err(format!(
                 "installing the executor failed (exit {}): {}",
                 other.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
-                String::from_utf8_lossy(&stderr).trim()
+                String::from_utf8_lossy(&[stderr, stdout].concat()).trim()
             )),
         }
     }
@@ -337,9 +347,14 @@ impl SshConnection {
         force_install: bool,
         report: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Link, String> {
+        let mut uploaded = |exe: &executor::Executor| {
+            report(Progress::Uploaded { bytes: exe.binary.len() as u64, sha3: exe.sha3.to_string() })
+        };
         if force_install {
-            let bytes = self.install().await?;
-            report(Progress::Uploaded { bytes, sha3: executor::SHA3.to_string() });
+            // The file there is not ours (another protocol): its architecture decides which
+            // executor replaces it.
+            let (_, arch, _) = self.run_once("uname -m", None).await?;
+            uploaded(self.install(String::from_utf8_lossy(&arch).trim()).await?);
         }
         for round in 0..2 {
             let mut link = self.exec_link(executor::probe_command()).await?;
@@ -354,18 +369,10 @@ impl SshConnection {
                         ))
                     }
                     ProbeAnswer::Missing { arch } => {
-                        if arch != executor::ARCH {
-                            return Err(format!(
-                                "node {} is {arch}; this director carries an executor for {} only",
-                                self.node,
-                                executor::ARCH
-                            ));
-                        }
                         if round == 1 {
                             return Err("the executor was installed but does not start".to_string());
                         }
-                        let bytes = self.install().await?;
-                        report(Progress::Uploaded { bytes, sha3: executor::SHA3.to_string() });
+                        uploaded(self.install(&arch).await?);
                         break;
                     }
                     ProbeAnswer::NeedMore => match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {

@@ -275,3 +275,47 @@ fn hostile_node_files_and_values_are_bounded() {
         .collect();
     assert_eq!(out, "40000\n");
 }
+
+/// The e_machine field of an ELF file (0x3e x86-64, 0xb7 AArch64).
+fn elf_machine(path: &std::path::Path) -> u16 {
+    let bytes = std::fs::read(path).unwrap();
+    u16::from_le_bytes([bytes[18], bytes[19]])
+}
+
+#[test]
+fn an_arm64_node_gets_the_aarch64_executor_and_another_arch_a_clear_error() {
+    let mut fleet = Fleet::start(3);
+    fleet.set_arch(0, "aarch64");
+    fleet.set_arch(2, "riscv64");
+    let file = fleet.file("o.yaml", "- jobs:\n    - RUN: echo hello from $(/usr/bin/uname -n)\n");
+    let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code, 3, "{err}");
+    let ready: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            schema::Event::NodeReady { node, arch, .. } => Some((node.clone(), arch.clone())),
+            _ => None,
+        })
+        .collect();
+    // The arch a node reports is the one its executor was built for.
+    assert!(ready.contains(&("h1".into(), "aarch64".into())), "{ready:?}");
+    assert!(ready.contains(&("h2".into(), "x86_64".into())), "{ready:?}");
+    assert_eq!(finished(&events, "h1"), [(0, "ok", Some(0), None)]);
+    assert_eq!(finished(&events, "h2"), [(0, "ok", Some(0), None)]);
+    let installed = |i: usize| {
+        let bin = fleet.hosts[i].home_path(".cache/director/bin");
+        let entry =
+            std::fs::read_dir(&bin).unwrap().flatten().find(|e| !e.file_name().to_string_lossy().starts_with('.'));
+        entry.unwrap().path()
+    };
+    assert_eq!(elf_machine(&installed(0)), 0xb7);
+    assert_eq!(elf_machine(&installed(1)), 0x3e);
+    assert_eq!(
+        unreachable_error(&events, "h3"),
+        Some("node h3: this director carries executors for x86_64 and aarch64 only, and the node is riscv64")
+    );
+    // The second run finds the aarch64 executor in place.
+    let (code, events, _) = orchestrate_json(&fleet, &file, &["--restrict", "h1"]);
+    assert_eq!(code, 0);
+    assert!(super::uploads(&events).is_empty());
+}

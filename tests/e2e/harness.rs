@@ -32,6 +32,9 @@ pub struct Host {
     netns: Option<String>,
     veth: Option<String>,
     sshd: Option<Child>,
+    /// What `uname -m` says on this host's logins, when not the machine's own (see
+    /// [`Fleet::set_arch`]).
+    arch: Option<String>,
 }
 
 impl Host {
@@ -155,7 +158,8 @@ impl Fleet {
         for sub in ["home", "tmp", "cache"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        let mut host = Host { name, addr: "127.0.0.1".into(), port: 22, dir, netns: None, veth: None, sshd: None };
+        let mut host =
+            Host { name, addr: "127.0.0.1".into(), port: 22, dir, netns: None, veth: None, sshd: None, arch: None };
         if is_root() {
             let ns = format!("dt{}n{}", self.tag, i);
             let outer = format!("dt{}a{}", self.tag, i);
@@ -224,6 +228,9 @@ impl Fleet {
                 host.dir.join("tmp").display()
             ));
         }
+        if host.arch.is_some() {
+            text.push_str(&format!("SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin\n", seen.join("fakebin").display()));
+        }
         std::fs::write(&config, text).unwrap();
         let log = std::fs::File::create(host.dir.join("sshd.log")).unwrap();
         let child = match &host.netns {
@@ -279,6 +286,20 @@ impl Fleet {
             assert!(Instant::now() < deadline, "sshd for {} did not start listening on {target}", host.name);
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Makes host `i` answer `uname -m` with `arch` on its logins (restarting its sshd): an
+    /// arm64 host, with binfmt_misc running aarch64 binaries through qemu. What runs there
+    /// is real; only the login shell's answer to `uname -m` is not the machine's.
+    pub fn set_arch(&mut self, i: usize, arch: &str) {
+        let bin = self.hosts[i].dir.join("fakebin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let script = format!("#!/bin/sh\ncase \"$1\" in -m) echo {arch};; *) exec /usr/bin/uname \"$@\";; esac\n");
+        std::fs::write(bin.join("uname"), script).unwrap();
+        std::fs::set_permissions(bin.join("uname"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        self.hosts[i].arch = Some(arch.to_string());
+        self.stop_host(i);
+        self.start_host(i);
     }
 
     /// Stops host `i`'s sshd (the listener; sessions already open die with their clients).

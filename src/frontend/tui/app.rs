@@ -211,7 +211,9 @@ impl App {
     }
 
     /// Facts and last outcomes from the history.
-    pub fn know(&mut self, facts: &[NodeRow], outcomes: &[LastOutcome], executor_sha3: &str) {
+    /// Takes in what the history knows of the nodes; `current` tells whether an executor hash
+    /// is one this director carries.
+    pub fn know(&mut self, facts: &[NodeRow], outcomes: &[LastOutcome], current: fn(&str) -> bool) {
         let facts: HashMap<&str, &NodeRow> = facts.iter().map(|f| (f.name.as_str(), f)).collect();
         let outcomes: HashMap<&str, &LastOutcome> = outcomes.iter().map(|o| (o.node.as_str(), o)).collect();
         for n in &mut self.nodes {
@@ -220,7 +222,7 @@ impl App {
                 n.os = f.os.clone();
                 n.executor = match f.executor_sha3.as_str() {
                     "" => Executor::Unknown,
-                    s if s == executor_sha3 => Executor::Present,
+                    s if current(s) => Executor::Present,
                     _ => Executor::Old,
                 };
             }

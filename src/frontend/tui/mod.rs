@@ -119,7 +119,7 @@ fn refresh_facts(app: &mut App, path: &Path) {
     let Ok(Some(store)) = History::open_existing(path) else { return };
     let facts = store.list_nodes().unwrap_or_default();
     let outcomes = store.last_outcomes().unwrap_or_default();
-    app.know(&facts, &outcomes, env!("DIRECTOR_EXEC_SHA3"));
+    app.know(&facts, &outcomes, crate::transport::executor::is_current);
 }
 
 impl Tui {

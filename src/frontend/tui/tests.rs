@@ -131,7 +131,7 @@ fn nodes_connecting() {
             last_run: None,
         }],
         &[crate::history::query::LastOutcome { node: "db1".into(), run: "1".into(), outcome: "failed".into() }],
-        "current",
+        |sha3| sha3 == "current",
     );
     run_started(&mut app, t0);
     ready(&mut app, "web1", t0);
