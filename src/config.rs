@@ -30,7 +30,8 @@ pub struct Config {
     pub restrict: Vec<String>,
     pub output: Output,
     pub host_key_override: Option<HostKeyPolicy>,
-    pub known_hosts: PathBuf,
+    /// The known_hosts files: `--known-hosts` (or the settings file's), else OpenSSH's.
+    pub known_hosts: crate::transport::known_hosts::KnownHosts,
     pub connect_timeout: Duration,
     pub connect_concurrency: usize,
     pub ignore_cache: bool,
@@ -142,11 +143,9 @@ impl Config {
                 HostKeyChecking::Strict => HostKeyPolicy::Strict,
                 HostKeyChecking::Off => HostKeyPolicy::Off,
             }),
-            known_hosts: args
-                .known_hosts
-                .clone()
-                .or_else(|| settings.known_hosts.clone())
-                .unwrap_or_else(crate::transport::known_hosts::default_path),
+            known_hosts: crate::transport::known_hosts::KnownHosts::new(
+                args.known_hosts.clone().or_else(|| settings.known_hosts.clone()),
+            ),
             connect_timeout: Duration::from_secs(args.connect_timeout),
             connect_concurrency: usize::from(args.connect_concurrency),
             ignore_cache: args.ignore_cache,

@@ -65,11 +65,11 @@ impl Launch {
     ) -> Result<Running, Error> {
         let plan = self.plan;
         let ssh = if plan.nodes.iter().any(|n| n.transport == TransportKind::Ssh) {
-            transport::known_hosts::check_file(&config.known_hosts)?;
+            config.known_hosts.user.iter().try_for_each(|f| transport::known_hosts::check_file(f))?;
             let credentials = transport::ssh::Credentials::load(catalog, &plan.nodes)?;
             Some(Arc::new(transport::ssh::SshSettings {
                 connect_timeout: config.connect_timeout,
-                known_hosts: config.known_hosts.clone(),
+                known_hosts: Arc::new(config.known_hosts.clone()),
                 host_key_policy: HostKeyPolicy::AcceptNew,
                 host_key_override: config.host_key_override,
                 credentials,

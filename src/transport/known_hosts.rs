@@ -1,25 +1,91 @@
-//! Host key checking against an OpenSSH known_hosts file.
+//! Host keys, decided as OpenSSH decides them (`hostfile.c`, `sshconnect.c`).
 //!
-//! Unknown keys are recorded under accept-new (the default) and refused under strict; a key
-//! that differs from the recorded one is always refused, with both fingerprints and the
-//! command that removes the stale entry. Checking is never skipped silently: `off` must be
+//! The files: the user's (`--known-hosts`, else `~/.ssh/known_hosts` and
+//! `~/.ssh/known_hosts2`; new keys are written to the first) and the global ones
+//! (`/etc/ssh/ssh_known_hosts`, `/etc/ssh/ssh_known_hosts2`). A line is
+//! `[@revoked|@cert-authority] PATTERNS KEYTYPE BASE64 [COMMENT]`; PATTERNS is a comma list of
+//! globs (`*`, `?`), each maybe negated with `!` (a negated match rules the line out), or one
+//! hashed name `|1|salt|hmac`; a host on another port than 22 is matched as `[host]:port`.
+//! Lines that cannot be read are skipped, as OpenSSH skips them.
+//!
+//! The decision, for the lines that match the host: a `@revoked` line with the offered key
+//! refuses it, whatever the policy; any line with the offered key accepts it (a stale line
+//! before the right one does not matter); lines for the host with other keys, of any type,
+//! mean the key has changed, and it is refused with both fingerprints; no line at all is a
+//! new host, recorded under accept-new, refused under strict. Host certificates
+//! (`@cert-authority`) are not accepted yet. Checking is never skipped silently: `off` must be
 //! asked for, and the CLI warns when it is.
 
 use crate::catalog::HostKeyPolicy;
-use russh::keys::{HashAlg, PublicKey};
+use hmac::{Hmac, KeyInit, Mac};
+use russh::keys::{Algorithm, HashAlg, PublicKey};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Serializes appends to known_hosts from the many connection tasks of one run.
 static WRITE_LOCK: Mutex<()> = Mutex::new(());
 
+/// The global files OpenSSH reads by default.
+const GLOBAL_FILES: [&str; 2] = ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
+
+/// The known_hosts files a run reads.
 #[derive(Debug, Clone)]
-pub struct HostKeyCheck {
-    pub node: String,
-    pub host: String,
-    pub port: u16,
-    pub policy: HostKeyPolicy,
-    pub path: PathBuf,
+pub struct KnownHosts {
+    /// The user's files; new keys go to the first.
+    pub user: Vec<PathBuf>,
+    pub global: Vec<PathBuf>,
+}
+
+impl KnownHosts {
+    /// `explicit` (from `--known-hosts`) alone, or OpenSSH's defaults; the global files always.
+    pub fn new(explicit: Option<PathBuf>) -> Self {
+        let user = match explicit {
+            Some(p) => vec![p],
+            None => vec![default_path(), crate::catalog::expand_home("~/.ssh/known_hosts2")],
+        };
+        KnownHosts { user, global: GLOBAL_FILES.iter().map(PathBuf::from).collect() }
+    }
+
+    /// Where new keys are written.
+    pub fn writable(&self) -> &Path {
+        &self.user[0]
+    }
+
+    fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.user.iter().chain(self.global.iter())
+    }
+
+    /// Every readable line of every file that matches `host` (`name` or `[name]:port`).
+    fn entries(&self, host: &str) -> Result<Vec<Entry>, String> {
+        let mut out = Vec::new();
+        for file in self.files() {
+            let text = match std::fs::read(file) {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(format!("cannot read {}: {}", file.display(), crate::catalog::yaml::io_reason(&e)))
+                }
+            };
+            for (n, line) in text.lines().enumerate() {
+                if let Some(entry) = Entry::parse(line, file, n + 1).filter(|e| host_matches(&e.patterns, host)) {
+                    out.push(entry);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The key algorithms known for `host`, so the handshake can prefer them as OpenSSH does
+    /// (a host known by its RSA key is asked for that key, not a newer ed25519 one).
+    pub fn known_algorithms(&self, host: &str, port: u16) -> Vec<Algorithm> {
+        let mut algs: Vec<Algorithm> = Vec::new();
+        for e in self.entries(&host_pattern(host, port)).unwrap_or_default() {
+            if e.marker == Marker::None && !algs.contains(&e.key.algorithm()) {
+                algs.push(e.key.algorithm());
+            }
+        }
+        algs
+    }
 }
 
 /// The default known_hosts file: `~/.ssh/known_hosts`.
@@ -49,12 +115,120 @@ pub fn check_file(path: &Path) -> Result<(), crate::error::Error> {
     Ok(())
 }
 
-fn host_pattern(host: &str, port: u16) -> String {
+/// How a host is written in known_hosts: `name`, or `[name]:port` off port 22.
+pub fn host_pattern(host: &str, port: u16) -> String {
     if port == 22 {
         host.to_string()
     } else {
         format!("[{host}]:{port}")
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    None,
+    Revoked,
+    CertAuthority,
+}
+
+#[derive(Debug)]
+struct Entry {
+    marker: Marker,
+    patterns: String,
+    key: PublicKey,
+    file: PathBuf,
+    line: usize,
+}
+
+impl Entry {
+    fn parse(line: &str, file: &Path, n: usize) -> Option<Entry> {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let mut words = line.split_whitespace();
+        let mut first = words.next()?;
+        let marker = match first {
+            "@revoked" => Marker::Revoked,
+            "@cert-authority" => Marker::CertAuthority,
+            m if m.starts_with('@') => return None,
+            _ => Marker::None,
+        };
+        if marker != Marker::None {
+            first = words.next()?;
+        }
+        let (kind, data) = (words.next()?, words.next()?);
+        let key = PublicKey::from_openssh(&format!("{kind} {data}")).ok()?;
+        Some(Entry { marker, patterns: first.to_string(), key, file: file.to_path_buf(), line: n })
+    }
+
+    fn fingerprint(&self) -> String {
+        self.key.fingerprint(HashAlg::Sha256).to_string()
+    }
+}
+
+/// OpenSSH's `match_hostname` over a pattern list, or a hashed name.
+fn host_matches(patterns: &str, host: &str) -> bool {
+    if let Some(hashed) = patterns.strip_prefix("|1|") {
+        return hashed_matches(hashed, host);
+    }
+    let host = host.to_ascii_lowercase();
+    let mut matched = false;
+    for pattern in patterns.split(',') {
+        let (negated, pattern) = match pattern.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, pattern),
+        };
+        if glob(pattern.to_ascii_lowercase().as_bytes(), host.as_bytes()) {
+            if negated {
+                return false;
+            }
+            matched = true;
+        }
+    }
+    matched
+}
+
+/// `*` and `?` globbing, as OpenSSH's `match_pattern`.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..])),
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p == t => glob(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+fn hmac_sha1(salt: &[u8], host: &str) -> Vec<u8> {
+    let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(salt).expect("HMAC takes any key length");
+    mac.update(host.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// `salt|hmac` (base64 each): HMAC-SHA1 of the host name keyed with the salt.
+fn hashed_matches(hashed: &str, host: &str) -> bool {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Some((salt, hash)) = hashed.split_once('|') else { return false };
+    let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else { return false };
+    hmac_sha1(&salt, host) == hash
+}
+
+/// A host name hashed as `ssh-keygen -H` and `HashKnownHosts yes` write it.
+pub fn hash_host(host: &str, salt: &[u8; 20]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!("|1|{}|{}", b64.encode(salt), b64.encode(hmac_sha1(salt, host)))
+}
+
+#[derive(Debug, Clone)]
+pub struct HostKeyCheck {
+    pub node: String,
+    pub host: String,
+    pub port: u16,
+    pub policy: HostKeyPolicy,
+    pub files: std::sync::Arc<KnownHosts>,
 }
 
 impl HostKeyCheck {
@@ -65,69 +239,93 @@ impl HostKeyCheck {
         }
         let offered = key.fingerprint(HashAlg::Sha256);
         let pattern = host_pattern(&self.host, self.port);
-        match russh::keys::known_hosts::check_known_hosts_path(&self.host, self.port, key, &self.path) {
-            Ok(true) => Ok(()),
-            Ok(false) => match self.policy {
-                HostKeyPolicy::Strict => Err(format!(
-                    "host key for node {} ({pattern}) is not in {} and host key checking is strict; the server offered {offered}",
-                    self.node,
-                    self.path.display()
-                )),
-                _ => {
-                    let _guard = WRITE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-                    // Another task may have just recorded it.
-                    if let Ok(true) = russh::keys::known_hosts::check_known_hosts_path(&self.host, self.port, key, &self.path) {
-                        return Ok(());
-                    }
-                    self.record(&pattern, key)
-                        .map_err(|e| format!("cannot record the host key of node {} in {}: {e}", self.node, self.path.display()))
-                }
-            },
-            Err(russh::keys::Error::KeyChanged { line }) => {
-                let recorded = recorded_fingerprint(&self.path, &self.host, self.port, key, line);
-                Err(format!(
-                    "host key for node {} ({pattern}) has changed: {} line {line} has {recorded}, the server offered {offered}; refusing to connect (if the host was reinstalled, run: ssh-keygen -R '{pattern}' -f {})",
-                    self.node,
-                    self.path.display(),
-                    self.path.display()
-                ))
-            }
-            Err(e) => Err(format!("cannot read {}: {e}", self.path.display())),
+        let entries = self.files.entries(&pattern)?;
+        if let Some(revoked) = entries.iter().find(|e| e.marker == Marker::Revoked && e.key == *key) {
+            return Err(format!(
+                "host key for node {} ({pattern}) is revoked: {} line {} marks {offered} @revoked; refusing to connect",
+                self.node,
+                revoked.file.display(),
+                revoked.line
+            ));
         }
+        let plain: Vec<&Entry> = entries.iter().filter(|e| e.marker == Marker::None).collect();
+        if plain.iter().any(|e| e.key == *key) {
+            return Ok(());
+        }
+        // Another key is known for the host: of the same type if there is one, to show.
+        if let Some(other) = plain.iter().find(|e| e.key.algorithm() == key.algorithm()).or(plain.first()).copied() {
+            return Err(format!(
+                "host key for node {} ({pattern}) has changed: {} line {} has {}, the server offered {offered}; refusing to connect (if the host was reinstalled, run: ssh-keygen -R '{pattern}' -f {})",
+                self.node,
+                other.file.display(),
+                other.line,
+                other.fingerprint(),
+                other.file.display()
+            ));
+        }
+        if self.policy == HostKeyPolicy::Strict {
+            // The files that exist and were read (or, when none does, the one to write).
+            let mut files: Vec<String> =
+                self.files.files().filter(|f| f.exists()).map(|f| f.display().to_string()).collect();
+            if files.is_empty() {
+                files.push(self.files.writable().display().to_string());
+            }
+            return Err(format!(
+                "host key for node {} ({pattern}) is not in {} and host key checking is strict; the server offered {offered}",
+                self.node,
+                files.join(", ")
+            ));
+        }
+        let _guard = WRITE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        // Another task may have just recorded it.
+        if self.files.entries(&pattern)?.iter().any(|e| e.marker == Marker::None && e.key == *key) {
+            return Ok(());
+        }
+        let path = self.files.writable();
+        record(path, &pattern, key)
+            .map_err(|e| format!("cannot record the host key of node {} in {}: {e}", self.node, path.display()))
     }
 }
 
-impl HostKeyCheck {
-    /// Appends `pattern key` as one line, starting a new line if the file lacks a final one.
-    fn record(&self, pattern: &str, key: &PublicKey) -> std::io::Result<()> {
-        use std::io::{Read, Seek, SeekFrom, Write};
-        if let Some(dir) = self.path.parent() {
-            crate::private::create_dir_all(dir)?;
-        }
-        let mut file = std::fs::OpenOptions::new().read(true).append(true).create(true).open(&self.path)?;
-        let mut line = String::new();
-        if file.seek(SeekFrom::End(-1)).is_ok() {
-            let mut last = [0u8; 1];
-            file.read_exact(&mut last)?;
-            if last[0] != b'\n' {
-                line.push('\n');
-            }
-        }
-        let encoded = key.to_openssh().map_err(std::io::Error::other)?;
-        // Drop the key's comment: known_hosts lines are `pattern algorithm base64`.
-        let mut parts = encoded.split_whitespace();
-        line.push_str(&format!("{pattern} {} {}\n", parts.next().unwrap_or(""), parts.next().unwrap_or("")));
-        file.write_all(line.as_bytes())
+/// Appends `pattern key` as one line, starting a new line if the file lacks a final one.
+fn record(path: &Path, pattern: &str, key: &PublicKey) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        crate::private::create_dir_all(dir)?;
     }
+    let mut file = std::fs::OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path)?;
+    let mut line = String::new();
+    if file.seek(SeekFrom::End(-1)).is_ok() {
+        let mut last = [0u8; 1];
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            line.push('\n');
+        }
+    }
+    let encoded = key.to_openssh().map_err(std::io::Error::other)?;
+    // Drop the key's comment: known_hosts lines are `pattern algorithm base64`.
+    let mut parts = encoded.split_whitespace();
+    line.push_str(&format!("{pattern} {} {}\n", parts.next().unwrap_or(""), parts.next().unwrap_or("")));
+    file.write_all(line.as_bytes())
 }
 
-fn recorded_fingerprint(path: &Path, host: &str, port: u16, offered: &PublicKey, line: usize) -> String {
-    russh::keys::known_hosts::known_host_keys_path(host, port, path)
-        .ok()
-        .and_then(|keys| {
-            keys.into_iter()
-                .find(|(l, k)| *l == line || k.algorithm() == offered.algorithm())
-                .map(|(_, k)| k.fingerprint(HashAlg::Sha256).to_string())
-        })
-        .unwrap_or_else(|| "another key".to_string())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_negation_and_hashes_match_as_openssh_does() {
+        assert!(host_matches("10.0.0.*", "10.0.0.7"));
+        assert!(host_matches("web?,db*", "db12"));
+        assert!(!host_matches("10.0.0.*,!10.0.0.7", "10.0.0.7"));
+        assert!(host_matches("10.0.0.*,!10.0.0.7", "10.0.0.8"));
+        assert!(host_matches("WEB1", "web1"));
+        assert!(host_matches("[web1]:2222", "[web1]:2222"));
+        assert!(!host_matches("web1", "[web1]:2222"));
+        // `ssh-keygen -H` of "web1" with this salt.
+        let hashed = hash_host("web1", &[7u8; 20]);
+        assert!(host_matches(&hashed, "web1"));
+        assert!(!host_matches(&hashed, "web2"));
+    }
 }

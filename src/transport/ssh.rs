@@ -95,7 +95,7 @@ impl Gates {
 
 pub struct SshSettings {
     pub connect_timeout: Duration,
-    pub known_hosts: PathBuf,
+    pub known_hosts: Arc<super::known_hosts::KnownHosts>,
     /// Used for nodes whose catalog entry does not set `host_key_checking`.
     pub host_key_policy: HostKeyPolicy,
     /// Set by `--host-key-checking`: beats the catalog.
@@ -132,6 +132,21 @@ impl client::Handler for Client {
 pub struct SshConnection {
     handle: client::Handle<Client>,
     node: String,
+}
+
+/// russh's algorithms, with the host key types known for the host first, as OpenSSH orders
+/// them: a host known by its RSA key is asked for that key, so a second key type it has
+/// does not read as a changed key.
+fn preferred_for(known: &[russh::keys::Algorithm]) -> russh::Preferred {
+    let mut preferred = russh::Preferred::default();
+    if !known.is_empty() {
+        let rsa = |a: &russh::keys::Algorithm| matches!(a, russh::keys::Algorithm::Rsa { .. });
+        let same = |a: &russh::keys::Algorithm, b: &russh::keys::Algorithm| a == b || (rsa(a) && rsa(b));
+        let mut keys = preferred.key.to_vec();
+        keys.sort_by_key(|a| !known.iter().any(|k| same(k, a)));
+        preferred.key = std::borrow::Cow::Owned(keys);
+    }
+    preferred
 }
 
 fn transient(e: &russh::Error) -> bool {
@@ -173,11 +188,12 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
                 host: node.host.clone(),
                 port: node.port,
                 policy,
-                path: settings.known_hosts.clone(),
+                files: settings.known_hosts.clone(),
             },
             refusal: refusal.clone(),
         };
         let config = Arc::new(client::Config {
+            preferred: preferred_for(&settings.known_hosts.known_algorithms(&node.host, node.port)),
             inactivity_timeout: None,
             // A lost node is noticed within about 15 s (three unanswered keepalives 5 s
             // apart), not after a TCP timeout of minutes.

@@ -5,6 +5,7 @@ mod corpus;
 mod faults;
 mod harness;
 mod history;
+mod hostkeys;
 mod inputs;
 mod inventory;
 mod schema;

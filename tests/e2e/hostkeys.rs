@@ -1,0 +1,129 @@
+//! known_hosts decided as OpenSSH decides: each case writes the same file for director and
+//! for the `ssh` client (the oracle), runs both against a real sshd host with the same
+//! policy, and compares accept/refuse. A line director records must be one `ssh-keygen -F`
+//! finds.
+
+use super::harness::{self, Fleet};
+use super::{code, output, stderr};
+use std::process::Command;
+
+fn keygen(dir: &std::path::Path, name: &str, kind: &str) -> String {
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    let out = Command::new("ssh-keygen").args(["-q", "-t", kind, "-N", "", "-f"]).arg(&path).output().unwrap();
+    assert!(out.status.success());
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn known_hosts_decisions_match_the_ssh_client() {
+    let fleet = Fleet::start(1);
+    let h = &fleet.hosts[0];
+    let user = if harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
+    let dir = fleet.path().join("kh");
+    std::fs::create_dir_all(&dir).unwrap();
+    let host_key = {
+        let text = std::fs::read_to_string(h.dir.join("ssh_host_ed25519_key.pub")).unwrap();
+        text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    };
+    let other = keygen(&dir, "other", "ed25519");
+    let rsa = keygen(&dir, "rsa", "rsa");
+    // How the host is named in known_hosts, and a wildcard that covers it.
+    let (name, wild) = if h.port == 22 {
+        let stem = h.addr.rsplit_once('.').unwrap().0;
+        (h.addr.clone(), format!("{stem}.*"))
+    } else {
+        (format!("[{}]:{}", h.addr, h.port), format!("[127.0.0.*]:{}", h.port))
+    };
+    // A hashed line, made by ssh-keygen -H.
+    let hashed = |key: &str| {
+        let f = dir.join("to-hash");
+        std::fs::write(&f, format!("{name} {key}\n")).unwrap();
+        assert!(Command::new("ssh-keygen").args(["-q", "-H", "-f"]).arg(&f).output().unwrap().status.success());
+        std::fs::read_to_string(&f).unwrap()
+    };
+    let cases: Vec<(&str, String)> = vec![
+        ("exact line", format!("{name} {host_key}\n")),
+        ("another key", format!("{name} {other}\n")),
+        ("a stale line before the right one", format!("{name} {other}\n{name} {host_key}\n")),
+        ("only a key of another type", format!("{name} {rsa}\n")),
+        ("revoked and listed", format!("@revoked {name} {host_key}\n{name} {host_key}\n")),
+        ("revoked for every host", format!("@revoked * {host_key}\n")),
+        ("wildcard with the key", format!("{wild} {host_key}\n")),
+        ("wildcard with another key", format!("{wild} {other}\n")),
+        ("negated out", format!("*,!{name} {other}\n")),
+        ("hashed with the key", hashed(&host_key)),
+        ("hashed with another key", hashed(&other)),
+        ("empty", String::new()),
+        (
+            "garbage around the right line",
+            format!("not a line\n# comment\n{name} ssh-ed25519 !!!\n{name} {host_key}\n\n"),
+        ),
+        ("a CA line only", format!("@cert-authority {name} {other}\n")),
+        ("other hosts only", format!("192.0.2.1 {other}\n[{name}]:2 {host_key}\n")),
+    ];
+    let file = fleet.file("o.yaml", "- jobs:\n    - RUN: true\n");
+    let mut differ = Vec::new();
+    for policy in ["strict", "accept-new"] {
+        for (i, (what, text)) in cases.iter().enumerate() {
+            let theirs = dir.join(format!("ssh-{policy}-{i}"));
+            let ours = dir.join(format!("director-{policy}-{i}"));
+            std::fs::write(&theirs, text).unwrap();
+            std::fs::write(&ours, text).unwrap();
+            let ssh = Command::new("ssh")
+                .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "HashKnownHosts=no"])
+                .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "CheckHostIP=no", "-o"])
+                .arg(format!("StrictHostKeyChecking={}", if policy == "strict" { "yes" } else { "accept-new" }))
+                .arg("-o")
+                .arg(format!("UserKnownHostsFile={}", theirs.display()))
+                .arg("-i")
+                .arg(&fleet.key)
+                .args(["-p", &h.port.to_string(), &format!("{user}@{}", h.addr), "true"])
+                .env("HOME", fleet.path().join("operator-home"))
+                .output()
+                .unwrap();
+            let ssh_accepts = ssh.status.success();
+            let out = output(fleet.orchestrate(&file).env("DIRECTOR_KNOWN_HOSTS", &ours).args([
+                "--host-key-checking",
+                policy,
+                "--progress",
+                "none",
+            ]));
+            let director_accepts = code(&out) == 0;
+            if ssh_accepts != director_accepts {
+                differ.push(format!(
+                    "{policy} / {what}: ssh {}, director {} ({})",
+                    if ssh_accepts { "accepts" } else { "refuses" },
+                    if director_accepts { "accepts" } else { "refuses" },
+                    stderr(&out).trim()
+                ));
+            }
+            // What director recorded, ssh-keygen finds.
+            if policy == "accept-new" && director_accepts && text.is_empty() {
+                let found = Command::new("ssh-keygen").args(["-F", &name, "-f"]).arg(&ours).output().unwrap();
+                assert!(
+                    String::from_utf8_lossy(&found.stdout).contains(&host_key),
+                    "ssh-keygen -F does not find the recorded key"
+                );
+            }
+        }
+    }
+    assert!(differ.is_empty(), "director and ssh decide differently:\n{}", differ.join("\n"));
+    // A revoked key is refused whatever the policy, and the message says where it is revoked.
+    let revoked = dir.join("revoked");
+    std::fs::write(&revoked, format!("{name} {host_key}\n@revoked * {host_key}\n")).unwrap();
+    let out = output(fleet.orchestrate(&file).env("DIRECTOR_KNOWN_HOSTS", &revoked).args(["--json"]));
+    let events = super::schema::parse(&out.stdout);
+    let offered = super::fingerprint(&h.dir.join("ssh_host_ed25519_key.pub"));
+    assert_eq!(
+        super::unreachable_error(&events, "h1"),
+        Some(
+            format!(
+                "host key for node h1 ({name}) is revoked: {} line 2 marks {offered} @revoked; refusing to connect",
+                revoked.display()
+            )
+            .as_str()
+        )
+    );
+}
