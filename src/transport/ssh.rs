@@ -13,7 +13,7 @@ use super::{Incoming, Link, Progress};
 use crate::catalog::{Catalog, HostKeyPolicy, Node, TransportKind};
 use crate::error::Error;
 use russh::client;
-use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::ChannelMsg;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,43 +28,68 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// Attempts for a handshake that sshd dropped (reset, early EOF).
 const HANDSHAKE_ATTEMPTS: u32 = 4;
 
+/// A key named by `identity_file`: loaded, or (protected by a passphrase) held by ssh-agent,
+/// which signs with it without the key ever being decrypted here.
+enum Identity {
+    Key(Arc<PrivateKey>),
+    Agent(PublicKey),
+}
+
 /// Keys for authentication, loaded and checked before any node is contacted.
 #[derive(Default)]
 pub struct Credentials {
-    by_path: HashMap<PathBuf, Arc<PrivateKey>>,
+    by_path: HashMap<PathBuf, Identity>,
     defaults: Vec<Arc<PrivateKey>>,
 }
 
 impl Credentials {
     /// Loads every identity file the SSH nodes name; an unreadable one is an input error
-    /// located at the catalog line that names it.
+    /// located at the catalog line that names it. A key protected by a passphrase is used
+    /// through ssh-agent when the agent holds it (matched by its public key, read from the
+    /// file's clear part or `FILE.pub`), as `ssh` does.
     pub fn load(catalog: &Catalog, nodes: &[Node]) -> Result<Self, Error> {
         let mut creds = Credentials::default();
+        let mut agent_keys: Option<Vec<PublicKey>> = None;
         for node in nodes.iter().filter(|n| n.transport == TransportKind::Ssh) {
             let Some(path) = &node.identity_file else { continue };
             if creds.by_path.contains_key(path) {
                 continue;
             }
-            let key = russh::keys::load_secret_key(path, None).map_err(|e| {
-                let at = catalog.identity_position(node);
-                let (reason, hint) = match &e {
-                    russh::keys::Error::IO(io) => {
-                        (crate::catalog::yaml::io_reason(io), "check the path and its permissions")
-                    }
-                    russh::keys::Error::KeyIsEncrypted => (
-                        "the key is protected by a passphrase".to_string(),
-                        "load it into ssh-agent and remove `identity_file`, or use a key without a passphrase",
-                    ),
-                    other => (other.to_string(), "it must be a private key in OpenSSH or PEM format"),
-                };
+            let refuse = |reason: String, hint: &str| {
                 Error::input(format!(
-                    "{at}: cannot use identity file {} of node `{}`: {reason}",
+                    "{}: cannot use identity file {} of node `{}`: {reason}",
+                    catalog.identity_position(node),
                     path.display(),
                     node.name
                 ))
                 .hint(hint)
-            })?;
-            creds.by_path.insert(path.clone(), Arc::new(key));
+            };
+            let identity = match russh::keys::load_secret_key(path, None) {
+                Ok(key) => Identity::Key(Arc::new(key)),
+                Err(russh::keys::Error::KeyIsEncrypted) => {
+                    let public = public_half(path).ok_or_else(|| {
+                        refuse(
+                            "the key is protected by a passphrase and its public key cannot be read".into(),
+                            "put the public key beside it as FILE.pub, or use a key without a passphrase",
+                        )
+                    })?;
+                    let held = agent_keys.get_or_insert_with(agent_identities);
+                    if !held.iter().any(|k| k.key_data() == public.key_data()) {
+                        return Err(refuse(
+                            "the key is protected by a passphrase and ssh-agent does not hold it".into(),
+                            &format!("add it to the agent first: ssh-add {}", path.display()),
+                        ));
+                    }
+                    Identity::Agent(public)
+                }
+                Err(russh::keys::Error::IO(io)) => {
+                    return Err(refuse(crate::catalog::yaml::io_reason(&io), "check the path and its permissions"))
+                }
+                Err(other) => {
+                    return Err(refuse(other.to_string(), "it must be a private key in OpenSSH or PEM format"))
+                }
+            };
+            creds.by_path.insert(path.clone(), identity);
         }
         for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
             let path = crate::catalog::expand_home(&format!("~/.ssh/{name}"));
@@ -74,6 +99,59 @@ impl Credentials {
         }
         Ok(creds)
     }
+}
+
+/// The public key of a private key file: its clear part (OpenSSH format keeps it there even
+/// when the private part is encrypted), else `FILE.pub`.
+fn public_half(path: &std::path::Path) -> Option<PublicKey> {
+    let text = std::fs::read_to_string(path).ok()?;
+    if let Ok(private) = PrivateKey::from_openssh(&text) {
+        return Some(private.public_key().clone());
+    }
+    let mut pub_path = path.as_os_str().to_owned();
+    pub_path.push(".pub");
+    russh::keys::load_public_key(PathBuf::from(pub_path)).ok()
+}
+
+/// The public keys ssh-agent (`SSH_AUTH_SOCK`) holds, asked over its socket: this runs before
+/// the async runtime serves connections, so it speaks the agent protocol's one request
+/// (REQUEST_IDENTITIES) itself. No agent, or an agent that does not answer: none.
+fn agent_identities() -> Vec<PublicKey> {
+    use std::io::{Read, Write};
+    let Some(sock) = std::env::var_os("SSH_AUTH_SOCK") else { return Vec::new() };
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(sock) else { return Vec::new() };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    // uint32 length, byte SSH_AGENTC_REQUEST_IDENTITIES (11).
+    if stream.write_all(&[0, 0, 0, 1, 11]).is_err() {
+        return Vec::new();
+    }
+    let mut len = [0u8; 4];
+    if stream.read_exact(&mut len).is_err() {
+        return Vec::new();
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > 1 << 20 {
+        return Vec::new();
+    }
+    let mut body = vec![0u8; len];
+    if stream.read_exact(&mut body).is_err() || body.first() != Some(&12) {
+        return Vec::new();
+    }
+    // byte SSH_AGENT_IDENTITIES_ANSWER (12), uint32 count, then (string blob, string comment)*.
+    let mut at = 5;
+    let mut keys = Vec::new();
+    let next = |at: &mut usize| -> Option<Vec<u8>> {
+        let n = u32::from_be_bytes(body.get(*at..*at + 4)?.try_into().ok()?) as usize;
+        let item = body.get(*at + 4..*at + 4 + n)?.to_vec();
+        *at += 4 + n;
+        Some(item)
+    };
+    while let (Some(blob), Some(_comment)) = (next(&mut at), next(&mut at)) {
+        if let Ok(key) = PublicKey::from_bytes(&blob) {
+            keys.push(key);
+        }
+    }
+    keys
 }
 
 /// Limits on handshakes in flight: overall, and per address.
@@ -244,16 +322,34 @@ impl SshConnection {
         let rsa_hash = self.handle.best_supported_rsa_hash().await.map_err(|e| describe(&e))?.flatten();
         let mut tried = Vec::new();
         if let Some(path) = &node.identity_file {
-            if let Some(key) = creds.by_path.get(path) {
-                let res = self
-                    .handle
-                    .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(key.clone(), rsa_hash))
-                    .await
-                    .map_err(|e| describe(&e))?;
-                if res.success() {
-                    return Ok(());
+            match creds.by_path.get(path) {
+                Some(Identity::Key(key)) => {
+                    let res = self
+                        .handle
+                        .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(key.clone(), rsa_hash))
+                        .await
+                        .map_err(|e| describe(&e))?;
+                    if res.success() {
+                        return Ok(());
+                    }
+                    tried.push(format!("key {}", path.display()));
                 }
-                tried.push(format!("key {}", path.display()));
+                Some(Identity::Agent(public)) => {
+                    let mut agent = russh::keys::agent::client::AgentClient::connect_env()
+                        .await
+                        .map_err(|e| format!("cannot reach ssh-agent for {}: {e}", path.display()))?;
+                    let hash = if public.algorithm().is_rsa() { rsa_hash } else { None };
+                    let res = self
+                        .handle
+                        .authenticate_publickey_with(&user, public.clone(), hash, &mut agent)
+                        .await
+                        .map_err(|e| format!("ssh-agent could not sign with {}: {e}", path.display()))?;
+                    if res.success() {
+                        return Ok(());
+                    }
+                    tried.push(format!("key {} (through ssh-agent)", path.display()));
+                }
+                None => {}
             }
         } else {
             if std::env::var_os("SSH_AUTH_SOCK").is_some() {

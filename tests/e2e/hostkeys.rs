@@ -127,3 +127,69 @@ fn known_hosts_decisions_match_the_ssh_client() {
         )
     );
 }
+
+#[test]
+fn an_encrypted_identity_file_is_used_through_the_agent_that_holds_it() {
+    let fleet = Fleet::start(1);
+    let dir = fleet.path().join("enc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("id_locked");
+    let made =
+        Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "s3cret pass", "-f"]).arg(&key).output().unwrap();
+    assert!(made.status.success());
+    // The hosts accept it too (they read the fleet's authorized_keys).
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let authorized = fleet.path().join("authorized_keys");
+    let mut keys = std::fs::read_to_string(&authorized).unwrap();
+    keys.push_str(&public);
+    std::fs::write(&authorized, keys).unwrap();
+    let base = std::fs::read_to_string(fleet.catalog()).unwrap();
+    let catalog = fleet.file(
+        "locked.yaml",
+        &base.replace(&format!("identity_file: {}", fleet.key.display()), &format!("identity_file: {}", key.display())),
+    );
+    let file = fleet.file("o.yaml", "- jobs:\n    - RUN: true\n");
+    let run = |sock: Option<&std::path::Path>| {
+        let mut cmd = fleet.director();
+        cmd.arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).arg("--json");
+        if let Some(s) = sock {
+            cmd.env("SSH_AUTH_SOCK", s);
+        }
+        output(&mut cmd)
+    };
+    // No agent: refused before any contact, saying what to do.
+    let out = run(None);
+    assert_eq!(code(&out), 2);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: {}:3:18: cannot use identity file {} of node `h1`: the key is protected by a passphrase and ssh-agent does not hold it\n  hint: add it to the agent first: ssh-add {}\n",
+            catalog.display(),
+            key.display(),
+            key.display()
+        )
+    );
+    // With the key in an agent: used through it, never decrypted by director.
+    let sock = dir.join("agent.sock");
+    let agent = Command::new("ssh-agent").arg("-a").arg(&sock).output().unwrap();
+    let agent_pid: String = String::from_utf8_lossy(&agent.stdout)
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("SSH_AGENT_PID=").map(str::to_string))
+        .unwrap();
+    let askpass = dir.join("askpass");
+    std::fs::write(&askpass, "#!/bin/sh\necho 's3cret pass'\n").unwrap();
+    std::fs::set_permissions(&askpass, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let add = Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let out = run(Some(&sock));
+    let _ = Command::new("kill").arg(&agent_pid).output();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
