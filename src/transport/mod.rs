@@ -11,6 +11,7 @@ pub mod executor;
 pub mod known_hosts;
 pub mod local;
 pub mod ssh;
+pub mod ssh_config;
 
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;

@@ -10,6 +10,7 @@ mod inputs;
 mod inventory;
 mod schema;
 mod secrets;
+mod ssh_config;
 mod tui;
 mod verbs;
 

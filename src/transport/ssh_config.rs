@@ -1,0 +1,389 @@
+//! ssh_config, resolved for one host as OpenSSH resolves it (`readconf.c`, `ssh.c`).
+//!
+//! The files: an explicit one (as `ssh -F`: then nothing else is read), else `~/.ssh/config`
+//! and then `/etc/ssh/ssh_config`. Lines are `Keyword value`, `Keyword=value` or quoted;
+//! keywords are case-insensitive; a `#` word ends the line. Options before any `Host` apply
+//! to every host. `Host` patterns (globs, `!` negation ruling the block out) match the host as
+//! typed; `Match` takes `all`, `host` (the name after `HostName`), `originalhost`, `user`,
+//! `localuser`, `exec` (the command succeeds) and `final` (a second pass once the host name
+//! is known), each maybe negated. `Include` reads files (globs; relative to `~/.ssh` or
+//! `/etc/ssh`) in the block it stands in. The first value obtained wins, except
+//! `IdentityFile` and `CertificateFile`, which add up. `HostName` may use `%h` and `%%`.
+//!
+//! `tests/e2e/ssh_config.rs` compares what this resolves with `ssh -G` on a corpus of configs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Keywords whose values add up instead of the first winning.
+const MULTI: &[&str] = &["identityfile", "certificatefile"];
+
+/// Deepest `Include` nesting, as OpenSSH's READCONF_MAX_DEPTH.
+const MAX_DEPTH: usize = 16;
+
+/// What the files say for one host: each keyword (lower case) with its values, and where.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Resolved {
+    pub options: BTreeMap<String, Vec<String>>,
+    /// `file:line` of the first value of each keyword.
+    pub origin: BTreeMap<String, String>,
+}
+
+impl Resolved {
+    pub fn get(&self, keyword: &str) -> Option<&str> {
+        self.options.get(keyword).and_then(|v| v.first()).map(String::as_str)
+    }
+
+    pub fn all(&self, keyword: &str) -> &[String] {
+        self.options.get(keyword).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+/// The files to read.
+#[derive(Debug, Clone)]
+pub struct SshConfig {
+    /// An explicit file (`ssh -F`): the only one read. `none` reads nothing.
+    pub explicit: Option<PathBuf>,
+    pub home: PathBuf,
+    pub local_user: String,
+}
+
+struct Pass<'a> {
+    /// The host as typed (`originalhost`, and what `Host` matches on the first pass).
+    original: &'a str,
+    /// What `Host` matches: the host as typed, or on the final pass the resolved name.
+    host: String,
+    final_pass: bool,
+    want_final: bool,
+    resolved: Resolved,
+    errors: Vec<String>,
+}
+
+impl SshConfig {
+    /// The user's `~/.ssh/config` and the system file, or `explicit`.
+    pub fn new(explicit: Option<PathBuf>) -> Self {
+        SshConfig { explicit, home: crate::catalog::expand_home("~"), local_user: crate::catalog::local_user() }
+    }
+
+    /// Resolves `host` (as it would be typed after `ssh`); errors are `file:line: what`.
+    pub fn resolve(&self, host: &str) -> Result<Resolved, String> {
+        let mut pass = Pass {
+            original: host,
+            host: host.to_string(),
+            final_pass: false,
+            want_final: false,
+            resolved: Resolved::default(),
+            errors: Vec::new(),
+        };
+        self.read_all(&mut pass);
+        if pass.want_final {
+            // ssh.c: the files are read again, `Host` now matching the host name resolved so
+            // far (which becomes HostName); what the first pass obtained stays.
+            let name = hostname(&pass.resolved, host).to_ascii_lowercase();
+            pass.resolved.options.insert("hostname".into(), vec![name.clone()]);
+            pass.host = name;
+            pass.final_pass = true;
+            self.read_all(&mut pass);
+        }
+        match pass.errors.first() {
+            Some(e) => Err(e.clone()),
+            None => Ok(pass.resolved),
+        }
+    }
+
+    fn read_all(&self, pass: &mut Pass) {
+        match &self.explicit {
+            Some(p) if p.as_os_str() == "none" => {}
+            Some(p) => {
+                if let Err(e) = std::fs::metadata(p) {
+                    pass.errors.push(format!(
+                        "cannot read ssh config {}: {}",
+                        p.display(),
+                        crate::catalog::yaml::io_reason(&e)
+                    ));
+                    return;
+                }
+                self.read_file(p, true, pass, &mut true, 0)
+            }
+            None => {
+                self.read_file(&self.home.join(".ssh/config"), true, pass, &mut true, 0);
+                self.read_file(Path::new("/etc/ssh/ssh_config"), false, pass, &mut true, 0);
+            }
+        }
+    }
+
+    fn read_file(&self, path: &Path, user_file: bool, pass: &mut Pass, active: &mut bool, depth: usize) {
+        let Ok(text) = std::fs::read_to_string(path) else { return };
+        *active = true;
+        for (n, raw) in text.lines().enumerate() {
+            let at = format!("{}:{}", path.display(), n + 1);
+            let Some((keyword, args)) = split_line(raw) else { continue };
+            let keyword = keyword.to_ascii_lowercase();
+            match keyword.as_str() {
+                "host" => {
+                    *active = false;
+                    for arg in &args {
+                        let (negated, pattern) = match arg.strip_prefix('!') {
+                            Some(p) => (true, p),
+                            None => (false, arg.as_str()),
+                        };
+                        if glob(pattern.as_bytes(), pass.host.as_bytes()) {
+                            if negated {
+                                *active = false;
+                                break;
+                            }
+                            *active = true;
+                        }
+                    }
+                }
+                "match" => match self.match_line(&args, pass) {
+                    Ok(m) => *active = m,
+                    Err(e) => {
+                        pass.errors.push(format!("{at}: {e}"));
+                        *active = false;
+                    }
+                },
+                "include" => {
+                    if depth >= MAX_DEPTH {
+                        pass.errors.push(format!("{at}: Include nested too deep"));
+                        continue;
+                    }
+                    let outer = *active;
+                    for arg in &args {
+                        let full = if arg.starts_with('/') {
+                            arg.clone()
+                        } else if let Some(rest) = arg.strip_prefix("~/") {
+                            self.home.join(rest).display().to_string()
+                        } else if user_file {
+                            self.home.join(".ssh").join(arg).display().to_string()
+                        } else {
+                            format!("/etc/ssh/{arg}")
+                        };
+                        let mut files: Vec<PathBuf> =
+                            glob::glob(&full).map(|g| g.flatten().collect()).unwrap_or_default();
+                        files.sort();
+                        for file in files {
+                            // Lines of an include inside an inactive block are read, not applied.
+                            let mut inner = outer;
+                            if outer {
+                                self.read_file(&file, user_file, pass, &mut inner, depth + 1);
+                            }
+                        }
+                    }
+                    // An include's Host and Match do not change the including block.
+                    *active = outer;
+                }
+                _ if *active => {
+                    if args.is_empty() {
+                        continue;
+                    }
+                    let values = &mut pass.resolved.options;
+                    if MULTI.contains(&keyword.as_str()) {
+                        values.entry(keyword.clone()).or_default().extend(args);
+                        pass.resolved.origin.entry(keyword).or_insert(at);
+                    } else if !values.contains_key(&keyword) {
+                        values.insert(keyword.clone(), args);
+                        pass.resolved.origin.insert(keyword, at);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A `Match` line's criteria, all of which must hold.
+    fn match_line(&self, args: &[String], pass: &mut Pass) -> Result<bool, String> {
+        let mut result = true;
+        let mut words = args.iter();
+        let mut count = 0;
+        while let Some(word) = words.next() {
+            count += 1;
+            let (negated, criterion) = match word.strip_prefix('!') {
+                Some(c) => (true, c.to_ascii_lowercase()),
+                None => (false, word.to_ascii_lowercase()),
+            };
+            let (criterion, inline) = match criterion.split_once('=') {
+                Some((c, v)) => (c.to_string(), Some(v.to_string())),
+                None => (criterion, None),
+            };
+            let hit = match criterion.as_str() {
+                "all" => {
+                    if count > 1 || words.len() > 0 {
+                        return Err("'all' cannot be combined with other Match attributes".into());
+                    }
+                    true
+                }
+                "final" | "canonical" => {
+                    if criterion == "final" && !negated {
+                        pass.want_final = true;
+                    }
+                    pass.final_pass
+                }
+                _ => {
+                    let arg = match inline {
+                        Some(v) => v,
+                        None => words.next().cloned().ok_or_else(|| format!("missing argument for Match '{word}'"))?,
+                    };
+                    match criterion.as_str() {
+                        "host" => {
+                            let host = if pass.final_pass {
+                                pass.host.clone()
+                            } else {
+                                hostname(&pass.resolved, pass.original)
+                            };
+                            pattern_list(&arg, &host.to_ascii_lowercase())
+                        }
+                        "originalhost" => pattern_list(&arg, &pass.original.to_ascii_lowercase()),
+                        "user" => {
+                            let user = pass.resolved.get("user").unwrap_or(&self.local_user).to_string();
+                            pattern_list(&arg, &user)
+                        }
+                        "localuser" => pattern_list(&arg, &self.local_user),
+                        "exec" => {
+                            // Only when what came before holds, as OpenSSH skips it.
+                            result
+                                && std::process::Command::new("/bin/sh")
+                                    .arg("-c")
+                                    .arg(expand(&arg, &pass.resolved, pass.original, &self.local_user))
+                                    .stdin(std::process::Stdio::null())
+                                    .stdout(std::process::Stdio::null())
+                                    .stderr(std::process::Stdio::null())
+                                    .status()
+                                    .is_ok_and(|s| s.success())
+                        }
+                        other => return Err(format!("unsupported Match attribute {other}")),
+                    }
+                }
+            };
+            if hit == negated {
+                result = false;
+            }
+        }
+        if count == 0 {
+            return Err("Match needs criteria (all, host, originalhost, user, localuser, exec, final)".into());
+        }
+        Ok(result)
+    }
+}
+
+/// The host name to connect to: `HostName` with `%h` expanded, else the host as typed.
+pub fn hostname(resolved: &Resolved, original: &str) -> String {
+    match resolved.get("hostname") {
+        Some(name) => percent(name, &[('h', original)]),
+        None => original.to_string(),
+    }
+}
+
+/// `%` tokens: `%%` and the given ones; an unknown token is kept as written.
+fn percent(text: &str, tokens: &[(char, &str)]) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('%') => out.push('%'),
+            Some(t) => match tokens.iter().find(|(k, _)| *k == t) {
+                Some((_, v)) => out.push_str(v),
+                None => {
+                    out.push('%');
+                    out.push(t);
+                }
+            },
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// The tokens of a `Match exec` command.
+fn expand(text: &str, resolved: &Resolved, original: &str, local_user: &str) -> String {
+    let host = hostname(resolved, original);
+    let user = resolved.get("user").unwrap_or(local_user).to_string();
+    let port = resolved.get("port").unwrap_or("22").to_string();
+    percent(text, &[('h', &host), ('n', original), ('r', &user), ('u', local_user), ('p', &port)])
+}
+
+/// A comma list of patterns, `!` negating (a negated match fails the list).
+fn pattern_list(list: &str, text: &str) -> bool {
+    let mut matched = false;
+    for pattern in list.split(',') {
+        let (negated, p) = match pattern.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, pattern),
+        };
+        if glob(p.to_ascii_lowercase().as_bytes(), text.as_bytes()) {
+            if negated {
+                return false;
+            }
+            matched = true;
+        }
+    }
+    matched
+}
+
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..])),
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p == t => glob(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+/// A line's keyword and arguments: `Keyword value`, `Keyword=value`, `Keyword = "a b"`; `None`
+/// for a blank line or a comment.
+fn split_line(line: &str) -> Option<(String, Vec<String>)> {
+    let line = line.trim_start();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let end = line.find(|c: char| c.is_whitespace() || c == '=').unwrap_or(line.len());
+    let keyword = line[..end].to_string();
+    let mut rest = line[end..].trim_start();
+    if let Some(r) = rest.strip_prefix('=') {
+        rest = r.trim_start();
+    }
+    let mut args = Vec::new();
+    let mut current: Option<String> = None;
+    let mut quote: Option<char> = None;
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), '\\') if matches!(chars.peek(), Some('"' | '\'' | '\\')) => {
+                current.get_or_insert_with(String::new).push(chars.next().unwrap_or('\\'))
+            }
+            (Some(_), c) => current.get_or_insert_with(String::new).push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                current.get_or_insert_with(String::new);
+            }
+            (None, '#') if current.is_none() => break,
+            (None, c) if c.is_whitespace() => args.extend(current.take()),
+            (None, c) => current.get_or_insert_with(String::new).push(c),
+        }
+    }
+    args.extend(current);
+    Some((keyword, args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_like_openssh() {
+        assert_eq!(split_line("  HostName=web.example.com"), Some(("HostName".into(), vec!["web.example.com".into()])));
+        assert_eq!(split_line("User = deploy # the deploy user"), Some(("User".into(), vec!["deploy".into()])));
+        assert_eq!(
+            split_line("IdentityFile \"~/my keys/id\""),
+            Some(("IdentityFile".into(), vec!["~/my keys/id".into()]))
+        );
+        assert_eq!(split_line("# comment"), None);
+        assert_eq!(percent("%h.example.com%%", &[('h', "web1")]), "web1.example.com%");
+    }
+}

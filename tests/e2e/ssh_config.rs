@@ -1,0 +1,154 @@
+//! The ssh_config resolver against OpenSSH itself: for each config of the corpus and each
+//! host name, what `ssh -G -F FILE HOST` prints must be what director resolves, for the
+//! directives director uses.
+
+use director::transport::ssh_config::{hostname, SshConfig};
+use std::process::Command;
+
+/// (config, hosts to resolve with it). `@D@` is the test's directory.
+const CORPUS: &[(&str, &[&str])] = &[
+    ("Host web-*\n  HostName %h.example.com\n  User deploy\n  Port 2200\n", &["web-1", "db-1"]),
+    ("Host *\n  User everyone\nHost web1\n  User web\n", &["web1"]),
+    ("Host web1\n  User web\nHost *\n  User everyone\n", &["web1", "other"]),
+    ("User top\nHost web1\n  User web\n", &["web1"]),
+    ("Host web? !web9\n  User pattern\n", &["web1", "web9", "web10"]),
+    ("Host *.prod !bad.prod\n  Port 2022\n", &["a.prod", "bad.prod", "a.dev"]),
+    ("Host alias\n  HostName 192.0.2.10\n  Port 2222\n  User admin\n", &["alias", "ALIAS"]),
+    ("Host = eq1\n  HostName = eq.example.com\n  User=equal\n", &["eq1"]),
+    ("Host \"quoted host\" plain\n  User quoted\n", &["plain"]),
+    ("Host a\n  IdentityFile ~/.ssh/a_key\nHost *\n  IdentityFile ~/.ssh/common\n", &["a", "b"]),
+    ("Host a\n  IdentityFile \"~/my keys/a\"\n  IdentitiesOnly yes\n", &["a"]),
+    ("Host j\n  ProxyJump bastion.example\n", &["j", "k"]),
+    ("Host j\n  ProxyJump admin@b1:2222,b2\n", &["j"]),
+    ("Host j\n  ProxyJump none\nHost *\n  ProxyJump everywhere\n", &["j", "x"]),
+    ("Host pc\n  ProxyCommand nc -X connect %h %p\n", &["pc"]),
+    ("Host s\n  StrictHostKeyChecking yes\nHost *\n  StrictHostKeyChecking accept-new\n", &["s", "t"]),
+    ("Host s\n  StrictHostKeyChecking no\n", &["s"]),
+    ("Host k\n  UserKnownHostsFile /tmp/kh1 /tmp/kh2\n", &["k"]),
+    ("Host a\n  HostKeyAlias alias-a\n  ConnectTimeout 7\n", &["a"]),
+    ("Match host 192.0.2.*\n  User by-address\nHost named\n  HostName 192.0.2.5\n", &["named", "192.0.2.9", "other"]),
+    ("Host named\n  HostName 192.0.2.5\nMatch host 192.0.2.*\n  User by-address\n", &["named", "other"]),
+    ("Match originalhost web*\n  User orig\n", &["web3", "db3"]),
+    ("Match user root,deploy\n  Port 2300\n", &["x"]),
+    ("User deploy\nMatch user deploy\n  Port 2301\n", &["x"]),
+    ("Match localuser nobody-here\n  Port 2302\n", &["x"]),
+    ("Match !localuser nobody-here\n  Port 2303\n", &["x"]),
+    ("Match all\n  User all-match\n", &["x"]),
+    ("Match exec \"test %h = ex1\"\n  User execd\n", &["ex1", "ex2"]),
+    ("Match exec false\n  User never\nMatch exec true\n  User always\n", &["x"]),
+    (
+        "Host short\n  HostName short.example.com\nMatch final host short.example.com\n  User final-user\n",
+        &["short", "long"],
+    ),
+    ("Match final\n  Port 2304\nHost *\n  Port 2305\n", &["x"]),
+    ("Host first\n  Port 2306\n  Port 2307\n", &["first"]),
+    ("Host inc\n  Include @D@/inc-*.conf\nHost *\n  User after-include\n", &["inc", "other"]),
+    ("Include @D@/inc-*.conf\n", &["inc", "x"]),
+    ("Host a b c\n  User abc\n", &["b", "d"]),
+    ("HOST upper\n  USER shouting\n  hostname UP.example.com\n", &["upper"]),
+    ("Host p\n  Port 2222 # a comment\n", &["p"]),
+    ("Host *\n  HostName %h.corp.example\n", &["db", "web.x"]),
+    ("Host pct\n  HostName %%literal%h\n", &["pct"]),
+    ("Match host web1,web2 user root\n  Port 2400\nHost web1\n  User other\n", &["web1", "web3"]),
+    ("Host cert\n  CertificateFile ~/.ssh/c1-cert.pub\n  CertificateFile ~/.ssh/c2-cert.pub\n", &["cert"]),
+    ("Host *\n  ServerAliveInterval 5\n  ServerAliveCountMax 2\n", &["x"]),
+];
+
+/// What director compares: keyword, and the value it resolves to (with OpenSSH's default).
+fn ours(config: &SshConfig, host: &str, local_user: &str) -> Vec<(String, String)> {
+    let r = config.resolve(host).unwrap();
+    let yes_no = |v: Option<&str>, default: &str| match v.map(str::to_ascii_lowercase).as_deref() {
+        Some("yes") => "true".to_string(),
+        Some("no") => "false".to_string(),
+        Some(other) => other.to_string(),
+        None => default.to_string(),
+    };
+    let mut out = vec![
+        ("hostname".into(), hostname(&r, host).to_ascii_lowercase()),
+        ("user".into(), r.get("user").unwrap_or(local_user).to_string()),
+        ("port".into(), r.get("port").unwrap_or("22").to_string()),
+        ("stricthostkeychecking".into(), yes_no(r.get("stricthostkeychecking"), "ask")),
+        ("identitiesonly".into(), r.get("identitiesonly").unwrap_or("no").to_ascii_lowercase()),
+        ("connecttimeout".into(), r.get("connecttimeout").unwrap_or("none").to_string()),
+        ("serveraliveinterval".into(), r.get("serveraliveinterval").unwrap_or("0").to_string()),
+        ("serveralivecountmax".into(), r.get("serveralivecountmax").unwrap_or("3").to_string()),
+    ];
+    for k in ["hostkeyalias", "proxycommand"] {
+        if let Some(v) = r.options.get(k) {
+            out.push((k.into(), v.join(" ")));
+        }
+    }
+    if let Some(v) = r.get("proxyjump").filter(|v| *v != "none") {
+        out.push(("proxyjump".into(), v.to_string()));
+    }
+    for k in ["identityfile", "certificatefile"] {
+        for v in r.all(k) {
+            out.push((k.into(), v.clone()));
+        }
+    }
+    if let Some(v) = r.options.get("userknownhostsfile") {
+        out.push(("userknownhostsfile".into(), v.join(" ")));
+    }
+    out.sort();
+    out
+}
+
+fn theirs(
+    file: &std::path::Path,
+    host: &str,
+    home: &std::path::Path,
+    wanted: &[(String, String)],
+) -> Vec<(String, String)> {
+    let out = Command::new("ssh").arg("-G").arg("-F").arg(file).arg(host).env("HOME", home).output().unwrap();
+    assert!(out.status.success(), "ssh -G {host}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let keys: Vec<&str> = wanted.iter().map(|(k, _)| k.as_str()).collect();
+    let mut pairs: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())))
+        .filter(|(k, _)| {
+            keys.contains(&k.as_str()) || ["proxyjump", "proxycommand", "hostkeyalias"].contains(&k.as_str())
+        })
+        .collect();
+    // ssh prints its default identities when none is set; director compares only set ones.
+    if !keys.contains(&"identityfile") {
+        pairs.retain(|(k, _)| k != "identityfile");
+    }
+    if !keys.contains(&"userknownhostsfile") {
+        pairs.retain(|(k, _)| k != "userknownhostsfile");
+    }
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
+#[test]
+fn ssh_config_resolves_as_ssh_g_does() {
+    let dir = super::scratch("ssh-config");
+    let home = dir.join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(
+        dir.join("inc-1.conf"),
+        "Host inc\n  Port 2501\n  User from-include\nMatch all\n  User include-wide\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("inc-2.conf"), "HostName inc2.example.com\n").unwrap();
+    let local_user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let mut cases = 0;
+    let mut differ = Vec::new();
+    for (i, (text, hosts)) in CORPUS.iter().enumerate() {
+        let file = dir.join(format!("config-{i}"));
+        std::fs::write(&file, text.replace("@D@", &dir.display().to_string())).unwrap();
+        let config = SshConfig { explicit: Some(file.clone()), home: home.clone(), local_user: local_user.clone() };
+        for host in *hosts {
+            cases += 1;
+            let mine = ours(&config, host, &local_user);
+            let ssh = theirs(&file, host, &home, &mine);
+            if mine != ssh {
+                differ.push(format!("config {i} host {host}:\n  director {mine:?}\n  ssh      {ssh:?}"));
+            }
+        }
+    }
+    assert!(cases >= 40, "only {cases} cases");
+    assert!(differ.is_empty(), "{} of {cases} resolutions differ:\n{}", differ.len(), differ.join("\n"));
+}
