@@ -151,6 +151,10 @@ pub struct RunArgs {
     /// Host key policy for every node (default: the catalog's, else accept-new).
     #[arg(long, value_enum, value_name = "POLICY")]
     pub host_key_checking: Option<HostKeyChecking>,
+    /// ssh_config file to resolve nodes with, as `ssh -F` (`none`: none) [default:
+    /// ~/.ssh/config, then /etc/ssh/ssh_config].
+    #[arg(long, value_name = "FILE", env = "DIRECTOR_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
     /// known_hosts file to check and record host keys in.
     #[arg(long, value_name = "FILE", env = "DIRECTOR_KNOWN_HOSTS")]
     pub known_hosts: Option<PathBuf>,

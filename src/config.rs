@@ -5,7 +5,7 @@
 //! nothing past this point looks at clap types or the environment.
 //!
 //! The settings file (`~/.config/director/config.yaml`, or `--config FILE`) is YAML with the
-//! keys `history`, `catalog` (a file or a list) and `known_hosts`; relative paths in it are
+//! keys `history`, `catalog` (a file or a list), `known_hosts` and `ssh_config`; relative paths in it are
 //! taken from its own directory.
 
 use crate::catalog::yaml::{child, Document, Seg};
@@ -32,6 +32,8 @@ pub struct Config {
     pub host_key_override: Option<HostKeyPolicy>,
     /// The known_hosts files: `--known-hosts` (or the settings file's), else OpenSSH's.
     pub known_hosts: crate::transport::known_hosts::KnownHosts,
+    /// The ssh_config files nodes are resolved with.
+    pub ssh_config: crate::transport::ssh_config::SshConfig,
     pub connect_timeout: Duration,
     pub connect_concurrency: usize,
     pub ignore_cache: bool,
@@ -47,9 +49,10 @@ pub struct Settings {
     pub history: Option<PathBuf>,
     pub catalog: Vec<PathBuf>,
     pub known_hosts: Option<PathBuf>,
+    pub ssh_config: Option<PathBuf>,
 }
 
-const SETTINGS_KEYS: &[&str] = &["history", "catalog", "known_hosts"];
+const SETTINGS_KEYS: &[&str] = &["history", "catalog", "known_hosts", "ssh_config"];
 
 impl Settings {
     /// The default settings file: `$XDG_CONFIG_HOME/director/config.yaml` or
@@ -98,6 +101,7 @@ impl Settings {
             match key.as_str() {
                 "history" => settings.history = Some(path_of(value, &at)?),
                 "known_hosts" => settings.known_hosts = Some(path_of(value, &at)?),
+                "ssh_config" => settings.ssh_config = Some(path_of(value, &at)?),
                 "catalog" => {
                     settings.catalog = match value {
                         Value::Array(items) => items
@@ -143,6 +147,9 @@ impl Config {
                 HostKeyChecking::Strict => HostKeyPolicy::Strict,
                 HostKeyChecking::Off => HostKeyPolicy::Off,
             }),
+            ssh_config: crate::transport::ssh_config::SshConfig::new(
+                args.ssh_config.clone().or_else(|| settings.ssh_config.clone()),
+            ),
             known_hosts: crate::transport::known_hosts::KnownHosts::new(
                 args.known_hosts.clone().or_else(|| settings.known_hosts.clone()),
             ),

@@ -63,7 +63,8 @@ impl Launch {
         contention: Contention,
         waiting: &mut dyn FnMut(&history::Holder),
     ) -> Result<Running, Error> {
-        let plan = self.plan;
+        let mut plan = self.plan;
+        let ssh_warnings = transport::ssh_config::apply(&mut plan.nodes, &config.ssh_config)?;
         let ssh = if plan.nodes.iter().any(|n| n.transport == TransportKind::Ssh) {
             config.known_hosts.user.iter().try_for_each(|f| transport::known_hosts::check_file(f))?;
             let credentials = transport::ssh::Credentials::load(catalog, &plan.nodes)?;
@@ -88,6 +89,7 @@ impl Launch {
         let guard = store.begin(&spec, contention, waiting)?;
         let warnings: Vec<String> = host_key_warning(&plan, config)
             .into_iter()
+            .chain(ssh_warnings)
             .chain(crate::private::exposure(&store.path, "the run history"))
             .collect();
         let (remote_cancel_tx, remote_cancel) = mpsc::unbounded_channel::<()>();

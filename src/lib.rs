@@ -156,7 +156,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             if let Some(key) = key_file {
                 for node in &mut catalog.nodes {
                     node.identity_file = Some(key.clone());
-                    node.identity_at = None;
+                    node.identity_at = catalog::IdentityOrigin::KeyFile;
                 }
             }
             let selection = Selection { restrict: config.restrict.clone(), ignore_cache: true, only: None };

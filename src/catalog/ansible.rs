@@ -356,7 +356,9 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
             port: 22,
             user: local_user(),
             identity_file: None,
-            identity_at: None,
+            identity_at: super::IdentityOrigin::KeyFile,
+            user_set: false,
+            port_set: false,
             groups: member,
             vars: Map::new(),
             secret_vars: Vec::new(),
@@ -372,16 +374,20 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
             match key.as_str() {
                 "ansible_host" | "ansible_ssh_host" => node.host = text,
                 "ansible_port" | "ansible_ssh_port" => {
+                    node.port_set = true;
                     node.port = text
                         .parse::<u16>()
                         .ok()
                         .filter(|p| *p > 0)
                         .ok_or_else(|| bad("a port number from 1 to 65535"))?
                 }
-                "ansible_user" | "ansible_ssh_user" => node.user = text,
+                "ansible_user" | "ansible_ssh_user" => {
+                    node.user_set = true;
+                    node.user = text
+                }
                 "ansible_ssh_private_key_file" => {
                     node.identity_file = Some(expand_home(&text));
-                    node.identity_at = Some(child(&origin, key.as_str()));
+                    node.identity_at = super::IdentityOrigin::Catalog(child(&origin, key.as_str()));
                 }
                 "ansible_connection" => {
                     node.transport = match text.as_str() {

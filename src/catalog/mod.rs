@@ -69,10 +69,12 @@ pub struct Node {
     pub port: u16,
     pub user: String,
     pub identity_file: Option<PathBuf>,
-    /// Where `identity_file` was written (the node's own key, `defaults:` or a Directord
-    /// section's `args`), as a path in the node's document; `None` when it came from the
-    /// command line.
-    pub identity_at: Option<Vec<Seg>>,
+    /// Where `identity_file` was written, for errors about the key.
+    pub identity_at: IdentityOrigin,
+    /// Whether the catalog set the user and the port (they beat ssh_config; the defaults do
+    /// not).
+    pub user_set: bool,
+    pub port_set: bool,
     pub groups: Vec<String>,
     pub vars: Map<String, Value>,
     /// The names among `vars` whose values are secret (see [`crate::secret`]).
@@ -81,6 +83,17 @@ pub struct Node {
     pub host_key_checking: Option<HostKeyPolicy>,
     /// Where the node was defined: document index and path, for error messages.
     pub origin: (usize, Vec<Seg>),
+}
+
+/// Where a node's identity file was given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdentityOrigin {
+    /// A path in the node's document (its own key, `defaults:`, a Directord `args`).
+    Catalog(Vec<Seg>),
+    /// `bootstrap --key-file`.
+    KeyFile,
+    /// An `IdentityFile` line of ssh_config (`file:line`).
+    SshConfig(String),
 }
 
 #[derive(Debug, Clone)]
@@ -210,11 +223,12 @@ impl Catalog {
     }
 
     /// Where the node's `identity_file` was written, for error messages about the key:
-    /// `file:line:column`, or `--key-file` when the command line gave it.
+    /// `file:line:column`, `--key-file`, or the ssh_config line.
     pub fn identity_position(&self, node: &Node) -> String {
         match &node.identity_at {
-            Some(path) => self.docs[node.origin.0].position(path),
-            None => "--key-file".to_string(),
+            IdentityOrigin::Catalog(path) => self.docs[node.origin.0].position(path),
+            IdentityOrigin::KeyFile => "--key-file".to_string(),
+            IdentityOrigin::SshConfig(at) => at.clone(),
         }
     }
 }
@@ -523,15 +537,19 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
             }
         }
         vars.extend(own.vars);
+        let (user_set, port_set) =
+            (own.user.is_some() || defaults.user.is_some(), own.port.is_some() || defaults.port.is_some());
         nodes.push(Node {
             host: host.unwrap_or_else(|| name.clone()),
             name,
             port: own.port.or(defaults.port).unwrap_or(22),
             user: own.user.or(defaults.user.clone()).unwrap_or_else(local_user),
-            identity_at: Some(match own.identity_file {
+            identity_at: IdentityOrigin::Catalog(match own.identity_file {
                 Some(_) => child(&path, "identity_file"),
                 None => child(&defaults_path, "identity_file"),
             }),
+            user_set,
+            port_set,
             identity_file: own.identity_file.or(defaults.identity_file.clone()).map(|p| expand_home(&p)),
             groups: node_groups,
             secret_vars: secret_vars.iter().filter(|n| vars.contains_key(n.as_str())).cloned().collect(),
@@ -614,7 +632,9 @@ fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value
                 port: port_field(doc, &path, t, "port")?.or(arg_port).unwrap_or(22),
                 user: word_field(doc, &path, t, "username")?.or(arg_user.clone()).unwrap_or_else(local_user),
                 identity_file: arg_key.as_deref().map(expand_home),
-                identity_at: Some(child(&args_path, "key_file")),
+                identity_at: IdentityOrigin::Catalog(child(&args_path, "key_file")),
+                user_set: t.contains_key("username") || arg_user.is_some(),
+                port_set: t.contains_key("port") || arg_port.is_some(),
                 groups: vec![section.to_string()],
                 vars: Map::new(),
                 secret_vars: Vec::new(),

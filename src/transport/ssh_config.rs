@@ -266,6 +266,85 @@ impl SshConfig {
     }
 }
 
+/// Directives director honours; any other that applies to a node is named in a warning.
+const HONOURED: &[&str] =
+    &["hostname", "user", "port", "identityfile", "stricthostkeychecking", "proxyjump", "proxycommand"];
+
+/// Resolves every SSH node through ssh_config before anything is contacted, as `ssh NODE`
+/// would: its `host` may be an alias (`HostName`), and `User`, `Port`, `IdentityFile` and
+/// `StrictHostKeyChecking` apply where the catalog set none (the catalog beats the file, as
+/// `-o` beats it for `ssh`). A node the file routes through `ProxyJump` or `ProxyCommand` is
+/// refused: connecting directly would bypass the route the operator set. The warnings name
+/// the directives that applied but director does not honour, once each.
+pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<Vec<String>, crate::error::Error> {
+    use crate::catalog::{HostKeyPolicy, IdentityOrigin, TransportKind};
+    use crate::error::Error;
+    let mut ignored: BTreeMap<String, String> = BTreeMap::new();
+    for node in nodes.iter_mut().filter(|n| n.transport == TransportKind::Ssh) {
+        let r = config.resolve(&node.host).map_err(|e| {
+            Error::input(format!("ssh_config, for node `{}`: {e}", node.name))
+                .hint("fix the line, or choose another file with --ssh-config (`none` reads none)")
+        })?;
+        let at = |k: &str| r.origin.get(k).cloned().unwrap_or_default();
+        for (keyword, how) in [("proxyjump", "ProxyJump"), ("proxycommand", "ProxyCommand")] {
+            if let Some(route) = r.get(keyword).filter(|v| !v.eq_ignore_ascii_case("none")) {
+                return Err(Error::input(format!(
+                    "{}: ssh_config routes node `{}` through {how} {route}, which director does not support yet",
+                    at(keyword),
+                    node.name
+                ))
+                .hint("director will not bypass it by connecting directly: --restrict to other nodes, or reach this one another way"));
+            }
+        }
+        let name = hostname(&r, &node.host);
+        if !node.user_set {
+            if let Some(user) = r.get("user") {
+                node.user = user.to_string();
+            }
+        }
+        if !node.port_set {
+            if let Some(port) = r.get("port") {
+                node.port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| Error::input(format!("{}: `Port {port}` is not a port number", at("port"))))?;
+            }
+        }
+        if node.identity_file.is_none() {
+            let tokens = |f: &str| {
+                let f = percent(f, &[('h', &name), ('n', &node.host), ('r', &node.user), ('u', &config.local_user)]);
+                crate::catalog::expand_home(&f)
+            };
+            // ssh offers each in turn; the first that exists is the one director uses.
+            if let Some(file) = r.all("identityfile").iter().map(|f| tokens(f)).find(|f| f.exists()) {
+                node.identity_file = Some(file);
+                node.identity_at = IdentityOrigin::SshConfig(at("identityfile"));
+            }
+        }
+        if node.host_key_checking.is_none() {
+            node.host_key_checking = match r.get("stricthostkeychecking").map(str::to_ascii_lowercase).as_deref() {
+                Some("yes" | "ask") => Some(HostKeyPolicy::Strict),
+                Some("accept-new") => Some(HostKeyPolicy::AcceptNew),
+                Some("no" | "off") => Some(HostKeyPolicy::Off),
+                _ => None,
+            };
+        }
+        node.host = name;
+        for (keyword, where_) in &r.origin {
+            if !HONOURED.contains(&keyword.as_str()) {
+                ignored.entry(keyword.clone()).or_insert_with(|| where_.clone());
+            }
+        }
+    }
+    Ok(if ignored.is_empty() {
+        Vec::new()
+    } else {
+        let named: Vec<String> = ignored.iter().map(|(k, at)| format!("{k} ({at})")).collect();
+        vec![format!("warning: ssh_config: director does not use {} yet", named.join(", "))]
+    })
+}
+
 /// The host name to connect to: `HostName` with `%h` expanded, else the host as typed.
 pub fn hostname(resolved: &Resolved, original: &str) -> String {
     match resolved.get("hostname") {

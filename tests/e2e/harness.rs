@@ -347,6 +347,8 @@ impl Fleet {
             .env_remove("XDG_STATE_HOME")
             .env_remove("XDG_CONFIG_HOME")
             .env("DIRECTOR_KNOWN_HOSTS", &self.known_hosts)
+            // The machine's /etc/ssh/ssh_config is not the test's: resolve with none.
+            .env("DIRECTOR_SSH_CONFIG", "none")
             .stdin(Stdio::null());
         cmd
     }

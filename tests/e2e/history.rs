@@ -252,7 +252,7 @@ fn the_history_path_comes_from_the_flag_the_environment_or_the_settings_file() {
         (
             2,
             format!(
-                "error: {}:1:1: unknown key `histroy` in the settings file\n  hint: did you mean `history`? the keys are: history, catalog, known_hosts\n",
+                "error: {}:1:1: unknown key `histroy` in the settings file\n  hint: did you mean `history`? the keys are: history, catalog, known_hosts, ssh_config\n",
                 home.join(".config/director/config.yaml").display()
             )
         )

@@ -158,6 +158,7 @@ fn every_bad_input_is_exit_2_with_its_message_and_contacts_nothing() {
             .env_remove("DIRECTOR_CATALOG")
             .env_remove("DIRECTOR_CONFIG")
             .env_remove("SSH_AUTH_SOCK")
+            .env("DIRECTOR_SSH_CONFIG", "none")
             .env_remove("XDG_CONFIG_HOME")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -337,6 +337,7 @@ fn bad_input(files: &[(&str, &str)], args: &[&str]) -> (i32, String, String, boo
         .current_dir(&dir)
         .env("HOME", &dir)
         .env("DIRECTOR_KNOWN_HOSTS", &known_hosts)
+        .env("DIRECTOR_SSH_CONFIG", "none")
         .env_remove("DIRECTOR_CATALOG")
         .args(args)
         .output()
@@ -423,7 +424,8 @@ pub(crate) fn local_director(home: &Path) -> Command {
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("DIRECTOR_HISTORY")
         .env_remove("DIRECTOR_CONFIG")
-        .env_remove("DIRECTOR_CATALOG");
+        .env_remove("DIRECTOR_CATALOG")
+        .env("DIRECTOR_SSH_CONFIG", "none");
     cmd
 }
 

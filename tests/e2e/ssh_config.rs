@@ -152,3 +152,90 @@ fn ssh_config_resolves_as_ssh_g_does() {
     assert!(cases >= 40, "only {cases} cases");
     assert!(differ.is_empty(), "{} of {cases} resolutions differ:\n{}", differ.len(), differ.join("\n"));
 }
+
+#[test]
+fn nodes_are_reached_the_way_ssh_config_says() {
+    use super::{code, output, stderr};
+    let fleet = super::harness::Fleet::start(2);
+    let h = &fleet.hosts;
+    let user = if super::harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
+    let config = fleet.file(
+        "ssh_config",
+        &format!(
+            "Host web-1\n  HostName {}\n  Port {}\nHost web-2\n  HostName {}\n  Port {}\nHost web-*\n  User {user}\n  IdentityFile {}\n  SendEnv LANG\n",
+            h[0].addr,
+            h[0].port,
+            h[1].addr,
+            h[1].port,
+            fleet.key.display()
+        ),
+    );
+    // The catalog names aliases only: ssh_config says how to reach them.
+    let catalog = fleet.file("aliases.yaml", "nodes:\n  - {name: web-1}\n  - {name: web-2}\n");
+    // OpenSSH reaches them with this file: the oracle.
+    let ssh = Command::new("ssh")
+        .args(["-F"])
+        .arg(&config)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "web-1",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(ssh.status.success(), "ssh -F: {}", String::from_utf8_lossy(&ssh.stderr));
+    let run = |catalog: &std::path::Path, extra: &[&str]| {
+        output(
+            fleet
+                .director()
+                .args(["exec", "--catalog"])
+                .arg(catalog)
+                .arg("--ssh-config")
+                .arg(&config)
+                .args(extra)
+                .args(["--json", "uname", "-n"]),
+        )
+    };
+    let out = run(&catalog, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!("warning: ssh_config: director does not use sendenv ({}:10) yet\n", config.display())
+    );
+    let events = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(events.contains(&format!("\"address\":\"{user}@{}:{}\"", h[0].addr, h[0].port)), "{events}");
+    // A catalog value beats the file, as `ssh -o` does.
+    let strict = fleet.file("user.yaml", "nodes:\n  - {name: web-1, user: nobody-here}\n");
+    let out = run(&strict, &[]);
+    assert_eq!(code(&out), 3);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("authentication as nobody-here failed"));
+    // A route director cannot take is refused before anything is contacted.
+    let jumped = fleet.file(
+        "jump_config",
+        &format!("Host web-2\n  ProxyJump bastion.example\n{}", std::fs::read_to_string(&config).unwrap()),
+    );
+    let before = h[1].connections();
+    let out = output(
+        fleet
+            .director()
+            .args(["exec", "--catalog"])
+            .arg(&catalog)
+            .arg("--ssh-config")
+            .arg(&jumped)
+            .args(["uname", "-n"]),
+    );
+    assert_eq!(code(&out), 2);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: {}:2: ssh_config routes node `web-2` through ProxyJump bastion.example, which director does not support yet\n  hint: director will not bypass it by connecting directly: --restrict to other nodes, or reach this one another way\n",
+            jumped.display()
+        )
+    );
+    assert_eq!(h[1].connections(), before, "web-2 was contacted directly");
+}

@@ -76,7 +76,7 @@ impl Drop for Tmux {
 /// it ended and how the terminal was left.
 fn pane_script(fleet: &Fleet, args: &str) -> String {
     format!(
-        "cd {dir}\nenv -u SSH_AUTH_SOCK -u DIRECTOR_CATALOG -u DIRECTOR_HISTORY -u DIRECTOR_CONFIG -u XDG_STATE_HOME -u XDG_CONFIG_HOME HOME={home} DIRECTOR_KNOWN_HOSTS={kh} TERM=xterm-256color {bin} --history {dir}/history.db {args}\necho \"EXITED $?\"\nstty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '; echo\nsleep 600\n",
+        "cd {dir}\nenv -u SSH_AUTH_SOCK -u DIRECTOR_CATALOG -u DIRECTOR_HISTORY -u DIRECTOR_CONFIG -u XDG_STATE_HOME -u XDG_CONFIG_HOME HOME={home} DIRECTOR_KNOWN_HOSTS={kh} DIRECTOR_SSH_CONFIG=none TERM=xterm-256color {bin} --history {dir}/history.db {args}\necho \"EXITED $?\"\nstty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '; echo\nsleep 600\n",
         dir = fleet.dir.display(),
         home = fleet.dir.join("operator-home").display(),
         kh = fleet.known_hosts.display(),
