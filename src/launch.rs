@@ -75,6 +75,7 @@ impl Launch {
                 host_key_override: config.host_key_override,
                 credentials,
                 gates: transport::ssh::Gates::new(config.connect_concurrency),
+                bastions: Default::default(),
             }))
         } else {
             None

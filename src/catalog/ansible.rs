@@ -357,6 +357,7 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
             user: local_user(),
             identity_file: None,
             identity_at: super::IdentityOrigin::KeyFile,
+            jumps: Vec::new(),
             user_set: false,
             port_set: false,
             groups: member,

@@ -71,6 +71,9 @@ pub struct Node {
     pub identity_file: Option<PathBuf>,
     /// Where `identity_file` was written, for errors about the key.
     pub identity_at: IdentityOrigin,
+    /// Jump hosts to reach the node through, first hop first (`via:`, else ssh_config's
+    /// ProxyJump); resolved before any contact.
+    pub jumps: Vec<Jump>,
     /// Whether the catalog set the user and the port (they beat ssh_config; the defaults do
     /// not).
     pub user_set: bool,
@@ -83,6 +86,43 @@ pub struct Node {
     pub host_key_checking: Option<HostKeyPolicy>,
     /// Where the node was defined: document index and path, for error messages.
     pub origin: (usize, Vec<Seg>),
+}
+
+/// One jump host on the way to a node: written `[user@]host[:port]`, then resolved through
+/// ssh_config as `ssh` resolves a jump host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Jump {
+    /// As written (for messages and to share one connection per bastion).
+    pub spec: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub identity_file: Option<PathBuf>,
+}
+
+impl Jump {
+    /// `[user@]host[:port]`, with the node's login user and port 22 as defaults; the
+    /// resolution through ssh_config fills in the rest.
+    pub fn parse(spec: &str) -> Option<Jump> {
+        let (user, rest) = match spec.rsplit_once('@') {
+            Some((u, r)) => (Some(u.to_string()), r),
+            None => (None, spec),
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h.to_string(), Some(p.parse::<u16>().ok().filter(|p| *p > 0)?)),
+            _ => (rest.to_string(), None),
+        };
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return None;
+        }
+        Some(Jump {
+            spec: spec.to_string(),
+            host,
+            port: port.unwrap_or(0),
+            user: user.unwrap_or_default(),
+            identity_file: None,
+        })
+    }
 }
 
 /// Where a node's identity file was given.
@@ -106,8 +146,8 @@ pub struct Catalog {
 }
 
 const NODE_KEYS: &[&str] =
-    &["name", "host", "port", "user", "identity_file", "groups", "vars", "transport", "host_key_checking"];
-const DEFAULT_KEYS: &[&str] = &["port", "user", "identity_file", "vars", "transport", "host_key_checking"];
+    &["name", "host", "port", "user", "identity_file", "groups", "vars", "transport", "host_key_checking", "via"];
+const DEFAULT_KEYS: &[&str] = &["port", "user", "identity_file", "vars", "transport", "host_key_checking", "via"];
 const TOP_KEYS: &[&str] = &["defaults", "groups", "nodes", "vars", "secrets", "secrets_file"];
 
 impl Catalog {
@@ -403,6 +443,8 @@ pub fn local_user() -> String {
 }
 
 struct Settings {
+    /// Jump hosts, as ProxyJump writes them (`[user@]host[:port]`, first hop first).
+    via: Option<Vec<String>>,
     port: Option<u16>,
     user: Option<String>,
     identity_file: Option<String>,
@@ -434,6 +476,7 @@ fn settings(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Se
         })?),
     };
     Ok(Settings {
+        via: list_of_text(doc, path, map, "via")?,
         port: port_field(doc, path, map, "port")?,
         user: word_field(doc, path, map, "user")?,
         identity_file: text_field(doc, path, map, "identity_file")?,
@@ -441,6 +484,18 @@ fn settings(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Se
         host_key_checking,
         vars: map_field(doc, path, map, "vars")?.cloned().unwrap_or_default(),
     })
+}
+
+/// `via:` hops, each `[user@]host[:port]`.
+fn parse_jumps(doc: &Document, path: &[Seg], hops: &[String]) -> Result<Vec<Jump>, Error> {
+    hops.iter()
+        .map(|h| {
+            Jump::parse(h).ok_or_else(|| {
+                doc.error_at(&child(path, "via"), format!("`via` hop `{h}` is not [user@]host[:port]"))
+                    .hint("e.g. `via: [admin@bastion.example:2222]`, first hop first")
+            })
+        })
+        .collect()
 }
 
 fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
@@ -548,6 +603,10 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
                 Some(_) => child(&path, "identity_file"),
                 None => child(&defaults_path, "identity_file"),
             }),
+            jumps: match own.via.clone().or(defaults.via.clone()) {
+                Some(hops) => parse_jumps(doc, &path, &hops)?,
+                None => Vec::new(),
+            },
             user_set,
             port_set,
             identity_file: own.identity_file.or(defaults.identity_file.clone()).map(|p| expand_home(&p)),
@@ -633,6 +692,7 @@ fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value
                 user: word_field(doc, &path, t, "username")?.or(arg_user.clone()).unwrap_or_else(local_user),
                 identity_file: arg_key.as_deref().map(expand_home),
                 identity_at: IdentityOrigin::Catalog(child(&args_path, "key_file")),
+                jumps: Vec::new(),
                 user_set: t.contains_key("username") || arg_user.is_some(),
                 port_set: t.contains_key("port") || arg_port.is_some(),
                 groups: vec![section.to_string()],
@@ -681,7 +741,7 @@ mod tests {
         let err = load("nodes:\n  - name: a\n    hots: x\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "error: c.yaml:3:5: unknown key `hots` in node\n  hint: did you mean `host`? node keys are: name, host, port, user, identity_file, groups, vars, transport, host_key_checking"
+            "error: c.yaml:3:5: unknown key `hots` in node\n  hint: did you mean `host`? node keys are: name, host, port, user, identity_file, groups, vars, transport, host_key_checking, via"
         );
         assert_eq!(err.code, 2);
     }

@@ -50,8 +50,11 @@ impl Credentials {
     pub fn load(catalog: &Catalog, nodes: &[Node]) -> Result<Self, Error> {
         let mut creds = Credentials::default();
         let mut agent_keys: Option<Vec<PublicKey>> = None;
-        for node in nodes.iter().filter(|n| n.transport == TransportKind::Ssh) {
-            let Some(path) = &node.identity_file else { continue };
+        // Each node's identity file, and its jump hosts'.
+        let wanted = nodes.iter().filter(|n| n.transport == TransportKind::Ssh).flat_map(|n| {
+            n.identity_file.iter().chain(n.jumps.iter().filter_map(|j| j.identity_file.as_ref())).map(move |p| (n, p))
+        });
+        for (node, path) in wanted {
             if creds.by_path.contains_key(path) {
                 continue;
             }
@@ -180,7 +183,16 @@ pub struct SshSettings {
     pub host_key_override: Option<HostKeyPolicy>,
     pub credentials: Credentials,
     pub gates: Gates,
+    /// Sessions on jump hosts, by route: one per bastion for every node behind it.
+    pub bastions: Bastions,
 }
+
+/// The jump-host sessions of a run, by route (each opened once, on first use).
+#[derive(Default)]
+pub struct Bastions(Mutex<HashMap<String, Arc<BastionCell>>>);
+
+/// One jump-host session: opened once by the first node that needs it, or why it could not be.
+type BastionCell = tokio::sync::OnceCell<Result<Arc<client::Handle<Client>>, String>>;
 
 struct Client {
     check: HostKeyCheck,
@@ -248,30 +260,40 @@ fn describe(e: &russh::Error) -> String {
     }
 }
 
-/// Connects and authenticates; every failure is text for the node's event.
-pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnection, u64), String> {
-    let _overall = settings.gates.overall.acquire().await.map_err(|e| e.to_string())?;
-    let address = format!("{}:{}", node.host, node.port);
-    let gate = settings.gates.address(&address);
-    let _slot = gate.acquire().await.map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    let policy = settings.host_key_override.or(node.host_key_checking).unwrap_or(settings.host_key_policy);
+/// What a handshake reaches: a node, or a jump host on the way to one.
+struct Target<'a> {
+    /// How it is named in messages and host-key errors.
+    name: String,
+    host: &'a str,
+    port: u16,
+}
+
+/// Opens an SSH session to `target`, directly or through the session `via` (a direct-tcpip
+/// channel on it): bounded by the connect timeout, retried when sshd drops a burst, host key
+/// checked. Authentication is the caller's.
+async fn handshake(
+    target: &Target<'_>,
+    via: Option<&client::Handle<Client>>,
+    settings: &SshSettings,
+    policy: HostKeyPolicy,
+) -> Result<client::Handle<Client>, String> {
+    let address = format!("{}:{}", target.host, target.port);
     let mut attempt = 0;
     loop {
         attempt += 1;
         let refusal = Arc::new(Mutex::new(None));
         let handler = Client {
             check: HostKeyCheck {
-                node: node.name.clone(),
-                host: node.host.clone(),
-                port: node.port,
+                node: target.name.clone(),
+                host: target.host.to_string(),
+                port: target.port,
                 policy,
                 files: settings.known_hosts.clone(),
             },
             refusal: refusal.clone(),
         };
         let config = Arc::new(client::Config {
-            preferred: preferred_for(&settings.known_hosts.known_algorithms(&node.host, node.port)),
+            preferred: preferred_for(&settings.known_hosts.known_algorithms(target.host, target.port)),
             inactivity_timeout: None,
             // A lost node is noticed within about 15 s (three unanswered keepalives 5 s
             // apart), not after a TCP timeout of minutes.
@@ -281,15 +303,21 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
             ..Default::default()
         });
         let outcome = tokio::time::timeout(settings.connect_timeout, async {
-            let handle = client::connect(config, (node.host.as_str(), node.port), handler).await?;
-            Ok::<_, russh::Error>(handle)
+            match via {
+                None => client::connect(config, (target.host, target.port), handler).await,
+                Some(bastion) => {
+                    let channel =
+                        bastion.channel_open_direct_tcpip(target.host, u32::from(target.port), "127.0.0.1", 0).await?;
+                    client::connect_stream(config, channel.into_stream(), handler).await
+                }
+            }
         })
         .await;
-        let handle = match outcome {
+        match outcome {
             Err(_) => {
                 return Err(format!("connection to {address} timed out after {} s", settings.connect_timeout.as_secs()))
             }
-            Ok(Ok(handle)) => handle,
+            Ok(Ok(handle)) => return Ok(handle),
             Ok(Err(e)) => {
                 if let Some(reason) = refusal.lock().unwrap_or_else(|p| p.into_inner()).take() {
                     return Err(reason);
@@ -298,22 +326,79 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                     continue;
                 }
-                return Err(format!("cannot connect to {address}: {}", describe(&e)));
+                let how = if via.is_some() { " through the jump host" } else { "" };
+                return Err(format!("cannot connect to {address}{how}: {}", describe(&e)));
             }
-        };
-        let mut conn = SshConnection { handle, node: node.name.clone() };
-        match tokio::time::timeout(settings.connect_timeout, conn.authenticate(node, &settings.credentials)).await {
-            Err(_) => {
-                return Err(format!(
-                    "authentication to {address} timed out after {} s",
-                    settings.connect_timeout.as_secs()
-                ))
-            }
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(())) => {}
         }
-        return Ok((conn, started.elapsed().as_millis() as u64));
     }
+}
+
+/// The session on the last jump host of `node`'s route, shared by every node behind the same
+/// hops: opened once (each hop through the one before), authenticated, kept for the run.
+async fn bastion(
+    node: &Node,
+    settings: &SshSettings,
+    policy: HostKeyPolicy,
+) -> Result<Arc<client::Handle<Client>>, String> {
+    let mut via: Option<Arc<client::Handle<Client>>> = None;
+    let mut key = String::new();
+    for hop in &node.jumps {
+        key.push_str(&format!("{}@{}:{}>", hop.user, hop.host, hop.port));
+        let cell = {
+            let mut map = settings.bastions.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        let before = via.clone();
+        let opened = cell
+            .get_or_init(|| async {
+                let target = Target { name: format!("jump host {}", hop.spec), host: &hop.host, port: hop.port };
+                let handle = handshake(&target, before.as_deref(), settings, policy).await?;
+                let mut conn = SshConnection { handle, node: target.name.clone() };
+                let login = Node {
+                    name: target.name.clone(),
+                    host: hop.host.clone(),
+                    port: hop.port,
+                    user: hop.user.clone(),
+                    identity_file: hop.identity_file.clone(),
+                    jumps: Vec::new(),
+                    ..node.clone()
+                };
+                match tokio::time::timeout(settings.connect_timeout, conn.authenticate(&login, &settings.credentials))
+                    .await
+                {
+                    Err(_) => Err(format!("authentication to jump host {} timed out", hop.spec)),
+                    Ok(Err(e)) => Err(format!("jump host {}: {e}", hop.spec)),
+                    Ok(Ok(())) => Ok(Arc::new(conn.handle)),
+                }
+            })
+            .await
+            .clone()?;
+        via = Some(opened);
+    }
+    via.ok_or_else(|| "no jump host".to_string())
+}
+
+/// Connects and authenticates, directly or through the node's jump hosts; every failure is
+/// text for the node's event.
+pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnection, u64), String> {
+    let _overall = settings.gates.overall.acquire().await.map_err(|e| e.to_string())?;
+    let address = format!("{}:{}", node.host, node.port);
+    let gate = settings.gates.address(&address);
+    let _slot = gate.acquire().await.map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let policy = settings.host_key_override.or(node.host_key_checking).unwrap_or(settings.host_key_policy);
+    let via = if node.jumps.is_empty() { None } else { Some(bastion(node, settings, policy).await?) };
+    let target = Target { name: node.name.clone(), host: &node.host, port: node.port };
+    let handle = handshake(&target, via.as_deref(), settings, policy).await?;
+    let mut conn = SshConnection { handle, node: node.name.clone() };
+    match tokio::time::timeout(settings.connect_timeout, conn.authenticate(node, &settings.credentials)).await {
+        Err(_) => {
+            return Err(format!("authentication to {address} timed out after {} s", settings.connect_timeout.as_secs()))
+        }
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(())) => {}
+    }
+    Ok((conn, started.elapsed().as_millis() as u64))
 }
 
 impl SshConnection {

@@ -273,9 +273,10 @@ const HONOURED: &[&str] =
 /// Resolves every SSH node through ssh_config before anything is contacted, as `ssh NODE`
 /// would: its `host` may be an alias (`HostName`), and `User`, `Port`, `IdentityFile` and
 /// `StrictHostKeyChecking` apply where the catalog set none (the catalog beats the file, as
-/// `-o` beats it for `ssh`). A node the file routes through `ProxyJump` or `ProxyCommand` is
-/// refused: connecting directly would bypass the route the operator set. The warnings name
-/// the directives that applied but director does not honour, once each.
+/// `-o` beats it for `ssh`). `ProxyJump` hops (or the catalog's `via:`) are resolved the same
+/// way; a node routed through `ProxyCommand` is refused: connecting directly would bypass
+/// the route the operator set. The warnings name the directives that applied but director
+/// does not honour, once each.
 pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<Vec<String>, crate::error::Error> {
     use crate::catalog::{HostKeyPolicy, IdentityOrigin, TransportKind};
     use crate::error::Error;
@@ -286,15 +287,54 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
                 .hint("fix the line, or choose another file with --ssh-config (`none` reads none)")
         })?;
         let at = |k: &str| r.origin.get(k).cloned().unwrap_or_default();
-        for (keyword, how) in [("proxyjump", "ProxyJump"), ("proxycommand", "ProxyCommand")] {
-            if let Some(route) = r.get(keyword).filter(|v| !v.eq_ignore_ascii_case("none")) {
-                return Err(Error::input(format!(
-                    "{}: ssh_config routes node `{}` through {how} {route}, which director does not support yet",
-                    at(keyword),
-                    node.name
-                ))
-                .hint("director will not bypass it by connecting directly: --restrict to other nodes, or reach this one another way"));
+        let command = r.all("proxycommand").join(" ");
+        if let Some(route) = Some(command.as_str()).filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("none")) {
+            return Err(Error::input(format!(
+                "{}: ssh_config routes node `{}` through ProxyCommand {route}, which director does not support yet",
+                at("proxycommand"),
+                node.name
+            ))
+            .hint("director will not bypass it by connecting directly: use ProxyJump, --restrict to other nodes, or reach this one another way"));
+        }
+        // The hops: the catalog's `via:` wins; else ssh_config's ProxyJump, whose hops log in
+        // as ssh would (their own User, else the local user).
+        let from_config = node.jumps.is_empty();
+        if from_config {
+            if let Some(route) = r.get("proxyjump").filter(|v| !v.eq_ignore_ascii_case("none")) {
+                node.jumps = route
+                    .split(',')
+                    .map(|h| {
+                        crate::catalog::Jump::parse(h).ok_or_else(|| {
+                            Error::input(format!("{}: ProxyJump hop `{h}` is not [user@]host[:port]", at("proxyjump")))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
             }
+        }
+        for hop in &mut node.jumps {
+            let hr = config
+                .resolve(&hop.host)
+                .map_err(|e| Error::input(format!("ssh_config, for jump host `{}`: {e}", hop.spec)))?;
+            if hop.user.is_empty() {
+                hop.user = match hr.get("user") {
+                    Some(u) => u.to_string(),
+                    None if from_config => config.local_user.clone(),
+                    None => node.user.clone(),
+                };
+            }
+            if hop.port == 0 {
+                hop.port = hr.get("port").and_then(|p| p.parse().ok()).unwrap_or(22);
+            }
+            let hop_name = hostname(&hr, &hop.host);
+            hop.identity_file = hr
+                .all("identityfile")
+                .iter()
+                .map(|f| {
+                    crate::catalog::expand_home(&percent(f, &[('h', &hop_name), ('n', &hop.host), ('r', &hop.user)]))
+                })
+                .find(|f| f.exists())
+                .or_else(|| node.identity_file.clone());
+            hop.host = hop_name;
         }
         let name = hostname(&r, &node.host);
         if !node.user_set {

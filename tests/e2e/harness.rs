@@ -35,6 +35,9 @@ pub struct Host {
     /// What `uname -m` says on this host's logins, when not the machine's own (see
     /// [`Fleet::set_arch`]).
     arch: Option<String>,
+    /// The unreachable route that keeps the operator from this host (see
+    /// [`Fleet::put_behind`]).
+    unreachable: Option<String>,
 }
 
 impl Host {
@@ -158,8 +161,17 @@ impl Fleet {
         for sub in ["home", "tmp", "cache"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        let mut host =
-            Host { name, addr: "127.0.0.1".into(), port: 22, dir, netns: None, veth: None, sshd: None, arch: None };
+        let mut host = Host {
+            name,
+            addr: "127.0.0.1".into(),
+            port: 22,
+            dir,
+            netns: None,
+            veth: None,
+            sshd: None,
+            arch: None,
+            unreachable: None,
+        };
         if is_root() {
             let ns = format!("dt{}n{}", self.tag, i);
             let outer = format!("dt{}a{}", self.tag, i);
@@ -288,6 +300,34 @@ impl Fleet {
         }
     }
 
+    /// Puts host `i` behind host `bastion` (as root): its link moves into the bastion's
+    /// network namespace, so only the bastion can reach it and the operator has no route to
+    /// it. Without root every host shares loopback, and this changes nothing.
+    pub fn put_behind(&mut self, i: usize, bastion: usize) {
+        let (Some(outer), Some(ns)) = (self.hosts[i].veth.clone(), self.hosts[bastion].netns.clone()) else { return };
+        let gateway = format!("10.231.{}.{}", self.subnet, 4 * i as u8 + 1);
+        run(Command::new("ip").args(["link", "set", &outer, "netns", &ns]));
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns,
+            "ip",
+            "addr",
+            "add",
+            &format!("{gateway}/30"),
+            "dev",
+            &outer,
+        ]));
+        run(Command::new("ip").args(["netns", "exec", &ns, "ip", "link", "set", &outer, "up"]));
+        // The link now lives in the bastion's namespace and goes with it. The operator's
+        // namespace gets an explicit unreachable route for the link's /30, so a direct try
+        // fails here at once instead of leaving by the default route.
+        let net = format!("10.231.{}.{}/30", self.subnet, 4 * i as u8);
+        run(Command::new("ip").args(["route", "add", "unreachable", &net]));
+        self.hosts[i].veth = None;
+        self.hosts[i].unreachable = Some(net);
+    }
+
     /// Makes host `i` answer `uname -m` with `arch` on its logins (restarting its sshd): an
     /// arm64 host, with binfmt_misc running aarch64 binaries through qemu. What runs there
     /// is real; only the login shell's answer to `uname -m` is not the machine's.
@@ -380,6 +420,9 @@ impl Drop for Fleet {
         for host in &self.hosts {
             if let Some(v) = &host.veth {
                 let _ = Command::new("ip").args(["link", "del", v]).output();
+            }
+            if let Some(net) = &host.unreachable {
+                let _ = Command::new("ip").args(["route", "del", "unreachable", net]).output();
             }
             if let Some(ns) = &host.netns {
                 // Kill anything a test left running in the namespace, then remove it.

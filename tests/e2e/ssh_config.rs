@@ -217,7 +217,7 @@ fn nodes_are_reached_the_way_ssh_config_says() {
     // A route director cannot take is refused before anything is contacted.
     let jumped = fleet.file(
         "jump_config",
-        &format!("Host web-2\n  ProxyJump bastion.example\n{}", std::fs::read_to_string(&config).unwrap()),
+        &format!("Host web-2\n  ProxyCommand nc %h %p\n{}", std::fs::read_to_string(&config).unwrap()),
     );
     let before = h[1].connections();
     let out = output(
@@ -233,9 +233,77 @@ fn nodes_are_reached_the_way_ssh_config_says() {
     assert_eq!(
         stderr(&out),
         format!(
-            "error: {}:2: ssh_config routes node `web-2` through ProxyJump bastion.example, which director does not support yet\n  hint: director will not bypass it by connecting directly: --restrict to other nodes, or reach this one another way\n",
+            "error: {}:2: ssh_config routes node `web-2` through ProxyCommand nc %h %p, which director does not support yet\n  hint: director will not bypass it by connecting directly: use ProxyJump, --restrict to other nodes, or reach this one another way\n",
             jumped.display()
         )
     );
     assert_eq!(h[1].connections(), before, "web-2 was contacted directly");
+}
+
+#[test]
+fn nodes_behind_jump_hosts_are_reached_through_them() {
+    use super::{code, output, stderr};
+    let mut fleet = super::harness::Fleet::start(3);
+    // h2 is behind h1, h3 behind h2: h3 is two hops away.
+    fleet.put_behind(1, 0);
+    fleet.put_behind(2, 1);
+    let h = &fleet.hosts;
+    if super::harness::is_root() {
+        for behind in &h[1..] {
+            let direct = std::net::TcpStream::connect_timeout(
+                &format!("{}:{}", behind.addr, behind.port).parse().unwrap(),
+                std::time::Duration::from_millis(500),
+            );
+            assert!(direct.is_err(), "{} is reachable directly", behind.name);
+        }
+    }
+    let user = if super::harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
+    let hop = |i: usize| format!("{user}@{}:{}", h[i].addr, h[i].port);
+    let catalog = fleet.file(
+        "behind.yaml",
+        &format!(
+            "defaults: {{user: {user}, identity_file: {}}}\nnodes:\n  - {{name: h2, host: {}, port: {}, via: [{}]}}\n  - {{name: h3, host: {}, port: {}, via: [{}, {}]}}\n",
+            fleet.key.display(),
+            h[1].addr,
+            h[1].port,
+            hop(0),
+            h[2].addr,
+            h[2].port,
+            hop(0),
+            hop(1)
+        ),
+    );
+    let file = fleet.file("o.yaml", "- jobs:\n    - RUN: hostname > ~/reached\n");
+    let before = h[0].connections();
+    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).arg("--json"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(h[1].home_path("reached").exists() && h[2].home_path("reached").exists());
+    // One session on the first bastion served both nodes.
+    assert_eq!(h[0].connections() - before, 1);
+
+    // The same route from ssh_config's ProxyJump, as ssh takes it.
+    let config = fleet.file(
+        "jump_ssh_config",
+        &format!(
+            "Host far\n  HostName {}\n  Port {}\n  ProxyJump {},{}\nHost *\n  User {user}\n  IdentityFile {}\n  BatchMode yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n",
+            h[2].addr,
+            h[2].port,
+            hop(0),
+            hop(1),
+            fleet.key.display()
+        ),
+    );
+    let ssh = Command::new("ssh").arg("-F").arg(&config).args(["far", "true"]).output().unwrap();
+    assert!(ssh.status.success(), "ssh -F: {}", String::from_utf8_lossy(&ssh.stderr));
+    let aliases = fleet.file("far.yaml", "nodes:\n  - {name: far}\n");
+    let out = output(
+        fleet
+            .director()
+            .args(["exec", "--catalog"])
+            .arg(&aliases)
+            .arg("--ssh-config")
+            .arg(&config)
+            .args(["--json", "true"]),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
