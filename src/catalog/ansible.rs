@@ -358,6 +358,7 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
             identity_file: None,
             identity_at: super::IdentityOrigin::KeyFile,
             jumps: Vec::new(),
+            hash_known_hosts: false,
             user_set: false,
             port_set: false,
             groups: member,

@@ -71,6 +71,8 @@ pub struct Node {
     pub identity_file: Option<PathBuf>,
     /// Where `identity_file` was written, for errors about the key.
     pub identity_at: IdentityOrigin,
+    /// Write the node's host key hashed when recording it (ssh_config's HashKnownHosts).
+    pub hash_known_hosts: bool,
     /// Jump hosts to reach the node through, first hop first (`via:`, else ssh_config's
     /// ProxyJump); resolved before any contact.
     pub jumps: Vec<Jump>,
@@ -603,6 +605,7 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
                 Some(_) => child(&path, "identity_file"),
                 None => child(&defaults_path, "identity_file"),
             }),
+            hash_known_hosts: false,
             jumps: match own.via.clone().or(defaults.via.clone()) {
                 Some(hops) => parse_jumps(doc, &path, &hops)?,
                 None => Vec::new(),
@@ -693,6 +696,7 @@ fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value
                 identity_file: arg_key.as_deref().map(expand_home),
                 identity_at: IdentityOrigin::Catalog(child(&args_path, "key_file")),
                 jumps: Vec::new(),
+                hash_known_hosts: false,
                 user_set: t.contains_key("username") || arg_user.is_some(),
                 port_set: t.contains_key("port") || arg_port.is_some(),
                 groups: vec![section.to_string()],

@@ -229,6 +229,8 @@ pub struct HostKeyCheck {
     pub port: u16,
     pub policy: HostKeyPolicy,
     pub files: std::sync::Arc<KnownHosts>,
+    /// Record new keys under a hashed name (HashKnownHosts), as `ssh` does.
+    pub hash: bool,
 }
 
 impl HostKeyCheck {
@@ -282,9 +284,23 @@ impl HostKeyCheck {
             return Ok(());
         }
         let path = self.files.writable();
-        record(path, &pattern, key)
+        let written = if self.hash { hash_host(&pattern, &salt()) } else { pattern.clone() };
+        record(path, &written, key)
             .map_err(|e| format!("cannot record the host key of node {} in {}: {e}", self.node, path.display()))
     }
+}
+
+/// 20 random bytes for a hashed name's salt.
+fn salt() -> [u8; 20] {
+    use std::io::Read;
+    let mut salt = [0u8; 20];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut salt)).is_err() {
+        // No /dev/urandom: still a different salt per line.
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        salt[..16].copy_from_slice(&nanos.to_le_bytes());
+    }
+    salt
 }
 
 /// Appends `pattern key` as one line, starting a new line if the file lacks a final one.

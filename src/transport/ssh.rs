@@ -266,6 +266,8 @@ struct Target<'a> {
     name: String,
     host: &'a str,
     port: u16,
+    /// Record a new host key hashed.
+    hash: bool,
 }
 
 /// Opens an SSH session to `target`, directly or through the session `via` (a direct-tcpip
@@ -289,6 +291,7 @@ async fn handshake(
                 port: target.port,
                 policy,
                 files: settings.known_hosts.clone(),
+                hash: target.hash,
             },
             refusal: refusal.clone(),
         };
@@ -351,7 +354,12 @@ async fn bastion(
         let before = via.clone();
         let opened = cell
             .get_or_init(|| async {
-                let target = Target { name: format!("jump host {}", hop.spec), host: &hop.host, port: hop.port };
+                let target = Target {
+                    name: format!("jump host {}", hop.spec),
+                    host: &hop.host,
+                    port: hop.port,
+                    hash: node.hash_known_hosts,
+                };
                 let handle = handshake(&target, before.as_deref(), settings, policy).await?;
                 let mut conn = SshConnection { handle, node: target.name.clone() };
                 let login = Node {
@@ -388,7 +396,7 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
     let started = Instant::now();
     let policy = settings.host_key_override.or(node.host_key_checking).unwrap_or(settings.host_key_policy);
     let via = if node.jumps.is_empty() { None } else { Some(bastion(node, settings, policy).await?) };
-    let target = Target { name: node.name.clone(), host: &node.host, port: node.port };
+    let target = Target { name: node.name.clone(), host: &node.host, port: node.port, hash: node.hash_known_hosts };
     let handle = handshake(&target, via.as_deref(), settings, policy).await?;
     let mut conn = SshConnection { handle, node: node.name.clone() };
     match tokio::time::timeout(settings.connect_timeout, conn.authenticate(node, &settings.credentials)).await {

@@ -267,8 +267,16 @@ impl SshConfig {
 }
 
 /// Directives director honours; any other that applies to a node is named in a warning.
-const HONOURED: &[&str] =
-    &["hostname", "user", "port", "identityfile", "stricthostkeychecking", "proxyjump", "proxycommand"];
+const HONOURED: &[&str] = &[
+    "hostname",
+    "user",
+    "port",
+    "identityfile",
+    "stricthostkeychecking",
+    "hashknownhosts",
+    "proxyjump",
+    "proxycommand",
+];
 
 /// Resolves every SSH node through ssh_config before anything is contacted, as `ssh NODE`
 /// would: its `host` may be an alias (`HostName`), and `User`, `Port`, `IdentityFile` and
@@ -370,6 +378,7 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
                 _ => None,
             };
         }
+        node.hash_known_hosts = r.get("hashknownhosts").is_some_and(|v| v.eq_ignore_ascii_case("yes"));
         node.host = name;
         for (keyword, where_) in &r.origin {
             if !HONOURED.contains(&keyword.as_str()) {

@@ -162,7 +162,7 @@ fn nodes_are_reached_the_way_ssh_config_says() {
     let config = fleet.file(
         "ssh_config",
         &format!(
-            "Host web-1\n  HostName {}\n  Port {}\nHost web-2\n  HostName {}\n  Port {}\nHost web-*\n  User {user}\n  IdentityFile {}\n  SendEnv LANG\n",
+            "Host web-1\n  HostName {}\n  Port {}\nHost web-2\n  HostName {}\n  Port {}\nHost web-*\n  User {user}\n  IdentityFile {}\n  SendEnv LANG\n  HashKnownHosts yes\n",
             h[0].addr,
             h[0].port,
             h[1].addr,
@@ -209,6 +209,12 @@ fn nodes_are_reached_the_way_ssh_config_says() {
     );
     let events = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(events.contains(&format!("\"address\":\"{user}@{}:{}\"", h[0].addr, h[0].port)), "{events}");
+    // HashKnownHosts: the new keys are recorded under hashed names, which ssh-keygen finds.
+    let recorded = std::fs::read_to_string(&fleet.known_hosts).unwrap();
+    assert!(recorded.lines().count() == 2 && recorded.lines().all(|l| l.starts_with("|1|")), "{recorded}");
+    let name = if h[0].port == 22 { h[0].addr.clone() } else { format!("[{}]:{}", h[0].addr, h[0].port) };
+    let found = Command::new("ssh-keygen").args(["-F", &name, "-f"]).arg(&fleet.known_hosts).output().unwrap();
+    assert!(String::from_utf8_lossy(&found.stdout).contains("ssh-ed25519"), "ssh-keygen -F does not find {name}");
     // A catalog value beats the file, as `ssh -o` does.
     let strict = fleet.file("user.yaml", "nodes:\n  - {name: web-1, user: nobody-here}\n");
     let out = run(&strict, &[]);
