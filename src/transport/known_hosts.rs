@@ -169,34 +169,9 @@ impl Entry {
 
 /// OpenSSH's `match_hostname` over a pattern list, or a hashed name.
 fn host_matches(patterns: &str, host: &str) -> bool {
-    if let Some(hashed) = patterns.strip_prefix("|1|") {
-        return hashed_matches(hashed, host);
-    }
-    let host = host.to_ascii_lowercase();
-    let mut matched = false;
-    for pattern in patterns.split(',') {
-        let (negated, pattern) = match pattern.strip_prefix('!') {
-            Some(p) => (true, p),
-            None => (false, pattern),
-        };
-        if glob(pattern.to_ascii_lowercase().as_bytes(), host.as_bytes()) {
-            if negated {
-                return false;
-            }
-            matched = true;
-        }
-    }
-    matched
-}
-
-/// `*` and `?` globbing, as OpenSSH's `match_pattern`.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match (pattern.first(), text.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..])),
-        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
-        (Some(p), Some(t)) if p == t => glob(&pattern[1..], &text[1..]),
-        _ => false,
+    match patterns.strip_prefix("|1|") {
+        Some(hashed) => hashed_matches(hashed, host),
+        None => super::pattern::list(patterns, host),
     }
 }
 

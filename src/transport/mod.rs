@@ -10,6 +10,7 @@
 pub mod executor;
 pub mod known_hosts;
 pub mod local;
+pub mod pattern;
 pub mod ssh;
 pub mod ssh_config;
 

@@ -13,7 +13,7 @@ use super::{Incoming, Link, Progress};
 use crate::catalog::{Catalog, HostKeyPolicy, Node, TransportKind};
 use crate::error::Error;
 use russh::client;
-use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::ChannelMsg;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -410,6 +410,16 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
 }
 
 impl SshConnection {
+    /// Offers `key`; whether the server accepted it.
+    async fn with_key(&mut self, user: &str, key: &Arc<PrivateKey>, rsa_hash: Option<HashAlg>) -> Result<bool, String> {
+        let res = self
+            .handle
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), rsa_hash))
+            .await
+            .map_err(|e| describe(&e))?;
+        Ok(res.success())
+    }
+
     async fn authenticate(&mut self, node: &Node, creds: &Credentials) -> Result<(), String> {
         let user = node.user.clone();
         let rsa_hash = self.handle.best_supported_rsa_hash().await.map_err(|e| describe(&e))?.flatten();
@@ -417,12 +427,7 @@ impl SshConnection {
         if let Some(path) = &node.identity_file {
             match creds.by_path.get(path) {
                 Some(Identity::Key(key)) => {
-                    let res = self
-                        .handle
-                        .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(key.clone(), rsa_hash))
-                        .await
-                        .map_err(|e| describe(&e))?;
-                    if res.success() {
+                    if self.with_key(&user, key, rsa_hash).await? {
                         return Ok(());
                     }
                     tried.push(format!("key {}", path.display()));
@@ -461,12 +466,7 @@ impl SshConnection {
                 }
             }
             for key in &creds.defaults {
-                let res = self
-                    .handle
-                    .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(key.clone(), rsa_hash))
-                    .await
-                    .map_err(|e| describe(&e))?;
-                if res.success() {
+                if self.with_key(&user, key, rsa_hash).await? {
                     return Ok(());
                 }
             }

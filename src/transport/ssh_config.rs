@@ -127,7 +127,7 @@ impl SshConfig {
                             Some(p) => (true, p),
                             None => (false, arg.as_str()),
                         };
-                        if glob(pattern.as_bytes(), pass.host.as_bytes()) {
+                        if super::pattern::glob(pattern, &pass.host) {
                             if negated {
                                 *active = false;
                                 break;
@@ -231,14 +231,14 @@ impl SshConfig {
                             } else {
                                 hostname(&pass.resolved, pass.original)
                             };
-                            pattern_list(&arg, &host.to_ascii_lowercase())
+                            super::pattern::list(&arg, &host.to_ascii_lowercase())
                         }
-                        "originalhost" => pattern_list(&arg, &pass.original.to_ascii_lowercase()),
+                        "originalhost" => super::pattern::list(&arg, &pass.original.to_ascii_lowercase()),
                         "user" => {
                             let user = pass.resolved.get("user").unwrap_or(&self.local_user).to_string();
-                            pattern_list(&arg, &user)
+                            super::pattern::list(&arg, &user)
                         }
-                        "localuser" => pattern_list(&arg, &self.local_user),
+                        "localuser" => super::pattern::list(&arg, &self.local_user),
                         "exec" => {
                             // Only when what came before holds, as OpenSSH skips it.
                             result
@@ -432,34 +432,6 @@ fn expand(text: &str, resolved: &Resolved, original: &str, local_user: &str) -> 
     let user = resolved.get("user").unwrap_or(local_user).to_string();
     let port = resolved.get("port").unwrap_or("22").to_string();
     percent(text, &[('h', &host), ('n', original), ('r', &user), ('u', local_user), ('p', &port)])
-}
-
-/// A comma list of patterns, `!` negating (a negated match fails the list).
-fn pattern_list(list: &str, text: &str) -> bool {
-    let mut matched = false;
-    for pattern in list.split(',') {
-        let (negated, p) = match pattern.strip_prefix('!') {
-            Some(p) => (true, p),
-            None => (false, pattern),
-        };
-        if glob(p.to_ascii_lowercase().as_bytes(), text.as_bytes()) {
-            if negated {
-                return false;
-            }
-            matched = true;
-        }
-    }
-    matched
-}
-
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match (pattern.first(), text.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..])),
-        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
-        (Some(p), Some(t)) if p == t => glob(&pattern[1..], &text[1..]),
-        _ => false,
-    }
 }
 
 /// A line's keyword and arguments: `Keyword value`, `Keyword=value`, `Keyword = "a b"`; `None`
