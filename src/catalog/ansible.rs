@@ -359,6 +359,7 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
             identity_at: super::IdentityOrigin::KeyFile,
             jumps: Vec::new(),
             hash_known_hosts: false,
+            proxy_command: None,
             user_set: false,
             port_set: false,
             groups: member,

@@ -71,6 +71,9 @@ pub struct Node {
     pub identity_file: Option<PathBuf>,
     /// Where `identity_file` was written, for errors about the key.
     pub identity_at: IdentityOrigin,
+    /// ssh_config's ProxyCommand for the node, its tokens expanded: run with `sh -c`, the
+    /// session goes over its stdin and stdout.
+    pub proxy_command: Option<String>,
     /// Write the node's host key hashed when recording it (ssh_config's HashKnownHosts).
     pub hash_known_hosts: bool,
     /// Jump hosts to reach the node through, first hop first (`via:`, else ssh_config's
@@ -606,6 +609,7 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
                 None => child(&defaults_path, "identity_file"),
             }),
             hash_known_hosts: false,
+            proxy_command: None,
             jumps: match own.via.clone().or(defaults.via.clone()) {
                 Some(hops) => parse_jumps(doc, &path, &hops)?,
                 None => Vec::new(),
@@ -697,6 +701,7 @@ fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value
                 identity_at: IdentityOrigin::Catalog(child(&args_path, "key_file")),
                 jumps: Vec::new(),
                 hash_known_hosts: false,
+                proxy_command: None,
                 user_set: t.contains_key("username") || arg_user.is_some(),
                 port_set: t.contains_key("port") || arg_port.is_some(),
                 groups: vec![section.to_string()],

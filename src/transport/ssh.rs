@@ -222,6 +222,8 @@ impl client::Handler for Client {
 pub struct SshConnection {
     handle: client::Handle<Client>,
     node: String,
+    /// The ProxyCommand the session goes through: killed when the connection goes.
+    _proxy: Option<Box<tokio::process::Child>>,
 }
 
 /// russh's algorithms, with the host key types known for the host first, as OpenSSH orders
@@ -268,6 +270,8 @@ struct Target<'a> {
     port: u16,
     /// Record a new host key hashed.
     hash: bool,
+    /// A ProxyCommand to reach it through (its stdin and stdout carry the session).
+    proxy: Option<&'a str>,
 }
 
 /// Opens an SSH session to `target`, directly or through the session `via` (a direct-tcpip
@@ -278,7 +282,7 @@ async fn handshake(
     via: Option<&client::Handle<Client>>,
     settings: &SshSettings,
     policy: HostKeyPolicy,
-) -> Result<client::Handle<Client>, String> {
+) -> Result<(client::Handle<Client>, Option<tokio::process::Child>), String> {
     let address = format!("{}:{}", target.host, target.port);
     let mut attempt = 0;
     loop {
@@ -305,14 +309,31 @@ async fn handshake(
             nodelay: true,
             ..Default::default()
         });
+        let mut proxy = None;
         let outcome = tokio::time::timeout(settings.connect_timeout, async {
-            match via {
-                None => client::connect(config, (target.host, target.port), handler).await,
-                Some(bastion) => {
+            match (via, target.proxy) {
+                (Some(bastion), _) => {
                     let channel =
                         bastion.channel_open_direct_tcpip(target.host, u32::from(target.port), "127.0.0.1", 0).await?;
                     client::connect_stream(config, channel.into_stream(), handler).await
                 }
+                (None, Some(command)) => {
+                    let mut child = tokio::process::Command::new("/bin/sh")
+                        .arg("-c")
+                        .arg(command)
+                        .stdin(std::process::Stdio::piped())
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::null())
+                        .kill_on_drop(true)
+                        .spawn()
+                        .map_err(russh::Error::IO)?;
+                    let (Some(out), Some(input)) = (child.stdout.take(), child.stdin.take()) else {
+                        return Err(russh::Error::Disconnect);
+                    };
+                    proxy = Some(child);
+                    client::connect_stream(config, tokio::io::join(out, input), handler).await
+                }
+                (None, None) => client::connect(config, (target.host, target.port), handler).await,
             }
         })
         .await;
@@ -320,7 +341,7 @@ async fn handshake(
             Err(_) => {
                 return Err(format!("connection to {address} timed out after {} s", settings.connect_timeout.as_secs()))
             }
-            Ok(Ok(handle)) => return Ok(handle),
+            Ok(Ok(handle)) => return Ok((handle, proxy)),
             Ok(Err(e)) => {
                 if let Some(reason) = refusal.lock().unwrap_or_else(|p| p.into_inner()).take() {
                     return Err(reason);
@@ -329,7 +350,11 @@ async fn handshake(
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                     continue;
                 }
-                let how = if via.is_some() { " through the jump host" } else { "" };
+                let how = match (via, target.proxy) {
+                    (Some(_), _) => " through the jump host".to_string(),
+                    (None, Some(command)) => format!(" through ProxyCommand `{command}`"),
+                    (None, None) => String::new(),
+                };
                 return Err(format!("cannot connect to {address}{how}: {}", describe(&e)));
             }
         }
@@ -359,9 +384,10 @@ async fn bastion(
                     host: &hop.host,
                     port: hop.port,
                     hash: node.hash_known_hosts,
+                    proxy: None,
                 };
-                let handle = handshake(&target, before.as_deref(), settings, policy).await?;
-                let mut conn = SshConnection { handle, node: target.name.clone() };
+                let (handle, _) = handshake(&target, before.as_deref(), settings, policy).await?;
+                let mut conn = SshConnection { handle, node: target.name.clone(), _proxy: None };
                 let login = Node {
                     name: target.name.clone(),
                     host: hop.host.clone(),
@@ -396,9 +422,15 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
     let started = Instant::now();
     let policy = settings.host_key_override.or(node.host_key_checking).unwrap_or(settings.host_key_policy);
     let via = if node.jumps.is_empty() { None } else { Some(bastion(node, settings, policy).await?) };
-    let target = Target { name: node.name.clone(), host: &node.host, port: node.port, hash: node.hash_known_hosts };
-    let handle = handshake(&target, via.as_deref(), settings, policy).await?;
-    let mut conn = SshConnection { handle, node: node.name.clone() };
+    let target = Target {
+        name: node.name.clone(),
+        host: &node.host,
+        port: node.port,
+        hash: node.hash_known_hosts,
+        proxy: node.proxy_command.as_deref(),
+    };
+    let (handle, proxy) = handshake(&target, via.as_deref(), settings, policy).await?;
+    let mut conn = SshConnection { handle, node: node.name.clone(), _proxy: proxy.map(Box::new) };
     match tokio::time::timeout(settings.connect_timeout, conn.authenticate(node, &settings.credentials)).await {
         Err(_) => {
             return Err(format!("authentication to {address} timed out after {} s", settings.connect_timeout.as_secs()))

@@ -27,6 +27,9 @@ pub struct Resolved {
     pub options: BTreeMap<String, Vec<String>>,
     /// `file:line` of the first value of each keyword.
     pub origin: BTreeMap<String, String>,
+    /// In which order the keywords were first obtained (ProxyJump and ProxyCommand: the
+    /// first one obtained wins over the other).
+    pub order: BTreeMap<String, usize>,
 }
 
 impl Resolved {
@@ -178,11 +181,14 @@ impl SshConfig {
                         continue;
                     }
                     let values = &mut pass.resolved.options;
+                    let next = pass.resolved.order.len();
                     if MULTI.contains(&keyword.as_str()) {
                         values.entry(keyword.clone()).or_default().extend(args);
+                        pass.resolved.order.entry(keyword.clone()).or_insert(next);
                         pass.resolved.origin.entry(keyword).or_insert(at);
                     } else if !values.contains_key(&keyword) {
                         values.insert(keyword.clone(), args);
+                        pass.resolved.order.insert(keyword.clone(), next);
                         pass.resolved.origin.insert(keyword, at);
                     }
                 }
@@ -282,8 +288,8 @@ const HONOURED: &[&str] = &[
 /// would: its `host` may be an alias (`HostName`), and `User`, `Port`, `IdentityFile` and
 /// `StrictHostKeyChecking` apply where the catalog set none (the catalog beats the file, as
 /// `-o` beats it for `ssh`). `ProxyJump` hops (or the catalog's `via:`) are resolved the same
-/// way; a node routed through `ProxyCommand` is refused: connecting directly would bypass
-/// the route the operator set. The warnings name the directives that applied but director
+/// way; `ProxyCommand` runs with `sh -c` and the session goes over its stdin and stdout (the
+/// first obtained of the two wins, as in `ssh`). The warnings name the directives that applied but director
 /// does not honour, once each.
 pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<Vec<String>, crate::error::Error> {
     use crate::catalog::{HostKeyPolicy, IdentityOrigin, TransportKind};
@@ -295,19 +301,17 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
                 .hint("fix the line, or choose another file with --ssh-config (`none` reads none)")
         })?;
         let at = |k: &str| r.origin.get(k).cloned().unwrap_or_default();
+        // ProxyJump and ProxyCommand exclude each other: the first obtained wins.
         let command = r.all("proxycommand").join(" ");
-        if let Some(route) = Some(command.as_str()).filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("none")) {
-            return Err(Error::input(format!(
-                "{}: ssh_config routes node `{}` through ProxyCommand {route}, which director does not support yet",
-                at("proxycommand"),
-                node.name
-            ))
-            .hint("director will not bypass it by connecting directly: use ProxyJump, --restrict to other nodes, or reach this one another way"));
-        }
+        let command = Some(command).filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("none"));
+        let jump_first = match (r.order.get("proxyjump"), r.order.get("proxycommand")) {
+            (Some(j), Some(c)) => j < c,
+            _ => true,
+        };
         // The hops: the catalog's `via:` wins; else ssh_config's ProxyJump, whose hops log in
         // as ssh would (their own User, else the local user).
         let from_config = node.jumps.is_empty();
-        if from_config {
+        if from_config && (command.is_none() || jump_first) {
             if let Some(route) = r.get("proxyjump").filter(|v| !v.eq_ignore_ascii_case("none")) {
                 node.jumps = route
                     .split(',')
@@ -379,6 +383,12 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
             };
         }
         node.hash_known_hosts = r.get("hashknownhosts").is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+        if from_config && node.jumps.is_empty() {
+            node.proxy_command = command.map(|c| {
+                let port = node.port.to_string();
+                percent(&c, &[('h', &name), ('p', &port), ('r', &node.user), ('n', &node.host)])
+            });
+        }
         node.host = name;
         for (keyword, where_) in &r.origin {
             if !HONOURED.contains(&keyword.as_str()) {

@@ -220,30 +220,6 @@ fn nodes_are_reached_the_way_ssh_config_says() {
     let out = run(&strict, &[]);
     assert_eq!(code(&out), 3);
     assert!(String::from_utf8_lossy(&out.stdout).contains("authentication as nobody-here failed"));
-    // A route director cannot take is refused before anything is contacted.
-    let jumped = fleet.file(
-        "jump_config",
-        &format!("Host web-2\n  ProxyCommand nc %h %p\n{}", std::fs::read_to_string(&config).unwrap()),
-    );
-    let before = h[1].connections();
-    let out = output(
-        fleet
-            .director()
-            .args(["exec", "--catalog"])
-            .arg(&catalog)
-            .arg("--ssh-config")
-            .arg(&jumped)
-            .args(["uname", "-n"]),
-    );
-    assert_eq!(code(&out), 2);
-    assert_eq!(
-        stderr(&out),
-        format!(
-            "error: {}:2: ssh_config routes node `web-2` through ProxyCommand nc %h %p, which director does not support yet\n  hint: director will not bypass it by connecting directly: use ProxyJump, --restrict to other nodes, or reach this one another way\n",
-            jumped.display()
-        )
-    );
-    assert_eq!(h[1].connections(), before, "web-2 was contacted directly");
 }
 
 #[test]
@@ -312,4 +288,35 @@ fn nodes_behind_jump_hosts_are_reached_through_them() {
             .args(["--json", "true"]),
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // ProxyCommand: the session goes over the command's stdin and stdout (here OpenSSH's own
+    // `ssh -W` through the first bastion), and the command is gone when the run is.
+    let marker = format!("director-proxy-{}", std::process::id());
+    let proxied = fleet.file(
+        "proxy_ssh_config",
+        &format!(
+            "Host near\n  HostName {}\n  Port {}\n  ProxyCommand ssh -F {} -o SetEnv=M={marker} -p {} -W %h:%p {user}@{}\nHost *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n",
+            h[1].addr,
+            h[1].port,
+            config.display(),
+            h[0].port,
+            h[0].addr,
+        ),
+    );
+    let near = fleet.file(
+        "near.yaml",
+        &format!("nodes:\n  - {{name: near, user: {user}, identity_file: {}}}\n", fleet.key.display()),
+    );
+    let out = output(
+        fleet
+            .director()
+            .args(["exec", "--catalog"])
+            .arg(&near)
+            .arg("--ssh-config")
+            .arg(&proxied)
+            .args(["--json", "true"]),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let left = Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+    assert!(left.stdout.is_empty(), "the ProxyCommand outlived the run");
 }
