@@ -12,9 +12,10 @@
 //! refuses it, whatever the policy; any line with the offered key accepts it (a stale line
 //! before the right one does not matter); lines for the host with other keys, of any type,
 //! mean the key has changed, and it is refused with both fingerprints; no line at all is a
-//! new host, recorded under accept-new, refused under strict. Host certificates
-//! (`@cert-authority`) are not accepted yet. Checking is never skipped silently: `off` must be
-//! asked for, and the CLI warns when it is.
+//! new host, recorded under accept-new, refused under strict. A host certificate is trusted
+//! when a `@cert-authority` line for the host holds its CA and it is valid for the host now;
+//! otherwise its plain key is judged as above. Checking is never skipped silently: `off` must
+//! be asked for, and the CLI warns when it is.
 
 use crate::catalog::HostKeyPolicy;
 use hmac::{Hmac, KeyInit, Mac};
@@ -73,6 +74,12 @@ impl KnownHosts {
             }
         }
         Ok(out)
+    }
+
+    /// Whether a `@cert-authority` line covers `host`: then the handshake asks for a host
+    /// certificate first, as OpenSSH does.
+    pub fn has_authority(&self, host: &str, port: u16) -> bool {
+        self.entries(&host_pattern(host, port)).unwrap_or_default().iter().any(|e| e.marker == Marker::CertAuthority)
     }
 
     /// The key algorithms known for `host`, so the handshake can prefer them as OpenSSH does
@@ -276,6 +283,47 @@ fn salt() -> [u8; 20] {
         salt[..16].copy_from_slice(&nanos.to_le_bytes());
     }
     salt
+}
+
+impl HostKeyCheck {
+    /// A host certificate, as `sshconnect.c` decides it: trusted when a `@cert-authority`
+    /// line for the host holds its CA, it is a host certificate, its signature and validity
+    /// period hold now, and its principals name the host (or there are none). A revoked CA or
+    /// key is refused. Any other certificate is judged as its plain key, like OpenSSH's
+    /// fallback.
+    pub fn check_certificate(&self, cert: &russh::keys::Certificate) -> Result<(), String> {
+        if self.policy == HostKeyPolicy::Off {
+            return Ok(());
+        }
+        let pattern = host_pattern(&self.host, self.port);
+        let entries = self.files.entries(&pattern)?;
+        let (ca, key) = (cert.signature_key(), cert.public_key());
+        if let Some(revoked) =
+            entries.iter().find(|e| e.marker == Marker::Revoked && (e.key.key_data() == ca || e.key.key_data() == key))
+        {
+            return Err(format!(
+                "host certificate of node {} ({pattern}) is revoked: {} line {} marks its {} @revoked; refusing to connect",
+                self.node,
+                revoked.file.display(),
+                revoked.line,
+                if revoked.key.key_data() == ca { "authority" } else { "key" }
+            ));
+        }
+        let trusted = entries.iter().any(|e| e.marker == Marker::CertAuthority && e.key.key_data() == ca);
+        if trusted {
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let fingerprint = PublicKey::from(ca.clone()).fingerprint(HashAlg::Sha256);
+            let principals = cert.valid_principals();
+            if cert.cert_type() == russh::keys::ssh_key::certificate::CertType::Host
+                && cert.validate_at(now, [&fingerprint]).is_ok()
+                && (principals.is_empty() || principals.iter().any(|p| p == &self.host))
+            {
+                return Ok(());
+            }
+        }
+        self.check(&PublicKey::from(key.clone()))
+    }
 }
 
 /// Appends `pattern key` as one line, starting a new line if the file lacks a final one.

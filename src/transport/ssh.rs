@@ -205,9 +205,7 @@ impl client::Handler for Client {
     async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let verdict = match key {
             PublicKeyOrCertificate::PublicKey { key, .. } => self.check.check(key),
-            PublicKeyOrCertificate::Certificate(_) => {
-                Err(format!("node {} offered a host certificate, which director does not accept yet", self.check.node))
-            }
+            PublicKeyOrCertificate::Certificate(cert) => self.check.check_certificate(cert),
         };
         match verdict {
             Ok(()) => Ok(true),
@@ -299,8 +297,13 @@ async fn handshake(
             },
             refusal: refusal.clone(),
         };
+        let mut preferred = preferred_for(&settings.known_hosts.known_algorithms(target.host, target.port));
+        if settings.known_hosts.has_authority(target.host, target.port) {
+            // A CA is trusted for this host: ask for its certificate first, as ssh does.
+            preferred.host_key_certificates = preferred.key.clone();
+        }
         let config = Arc::new(client::Config {
-            preferred: preferred_for(&settings.known_hosts.known_algorithms(target.host, target.port)),
+            preferred,
             inactivity_timeout: None,
             // A lost node is noticed within about 15 s (three unanswered keepalives 5 s
             // apart), not after a TCP timeout of minutes.

@@ -38,6 +38,8 @@ pub struct Host {
     /// The unreachable route that keeps the operator from this host (see
     /// [`Fleet::put_behind`]).
     unreachable: Option<String>,
+    /// sshd presents a host certificate (see [`Fleet::certify`]).
+    certified: bool,
 }
 
 impl Host {
@@ -171,6 +173,7 @@ impl Fleet {
             sshd: None,
             arch: None,
             unreachable: None,
+            certified: false,
         };
         if is_root() {
             let ns = format!("dt{}n{}", self.tag, i);
@@ -239,6 +242,9 @@ impl Fleet {
                 host.dir.join("home").display(),
                 host.dir.join("tmp").display()
             ));
+        }
+        if host.certified {
+            text.push_str(&format!("HostCertificate {}\n", seen.join("ssh_host_ed25519_key-cert.pub").display()));
         }
         if host.arch.is_some() {
             text.push_str(&format!("SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin\n", seen.join("fakebin").display()));
@@ -326,6 +332,20 @@ impl Fleet {
         run(Command::new("ip").args(["route", "add", "unreachable", &net]));
         self.hosts[i].veth = None;
         self.hosts[i].unreachable = Some(net);
+    }
+
+    /// Has host `i`'s sshd present a host certificate signed by the CA key `ca`, for
+    /// `principals` (comma list), valid for `validity` (`ssh-keygen -V`), restarting it.
+    pub fn certify(&mut self, i: usize, ca: &Path, principals: &str, validity: &str) {
+        let public = self.hosts[i].dir.join("ssh_host_ed25519_key.pub");
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-h", "-s"])
+            .arg(ca)
+            .args(["-I", "director-test-host", "-n", principals, "-V", validity])
+            .arg(&public));
+        self.hosts[i].certified = true;
+        self.stop_host(i);
+        self.start_host(i);
     }
 
     /// Makes host `i` answer `uname -m` with `arch` on its logins (restarting its sshd): an

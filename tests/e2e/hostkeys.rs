@@ -16,11 +16,46 @@ fn keygen(dir: &std::path::Path, name: &str, kind: &str) -> String {
     public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
+/// Whether the `ssh` client accepts the host with this known_hosts file and policy (the
+/// oracle): host key decided, then logged in with the fleet's key to run `true`.
+fn ssh_accepts(fleet: &Fleet, known_hosts: &std::path::Path, policy: &str) -> bool {
+    let h = &fleet.hosts[0];
+    let user = if harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
+    Command::new("ssh")
+        .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "HashKnownHosts=no"])
+        .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "CheckHostIP=no", "-o"])
+        .arg(format!("StrictHostKeyChecking={}", if policy == "strict" { "yes" } else { "accept-new" }))
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .arg("-i")
+        .arg(&fleet.key)
+        .args(["-p", &h.port.to_string(), &format!("{user}@{}", h.addr), "true"])
+        .env("HOME", fleet.path().join("operator-home"))
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// director's run of `file` with this known_hosts file and policy.
+fn director_run(
+    fleet: &Fleet,
+    file: &std::path::Path,
+    known_hosts: &std::path::Path,
+    policy: &str,
+) -> std::process::Output {
+    output(fleet.orchestrate(file).env("DIRECTOR_KNOWN_HOSTS", known_hosts).args([
+        "--host-key-checking",
+        policy,
+        "--progress",
+        "none",
+    ]))
+}
+
 #[test]
 fn known_hosts_decisions_match_the_ssh_client() {
     let fleet = Fleet::start(1);
     let h = &fleet.hosts[0];
-    let user = if harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
     let dir = fleet.path().join("kh");
     std::fs::create_dir_all(&dir).unwrap();
     let host_key = {
@@ -71,25 +106,9 @@ fn known_hosts_decisions_match_the_ssh_client() {
             let ours = dir.join(format!("director-{policy}-{i}"));
             std::fs::write(&theirs, text).unwrap();
             std::fs::write(&ours, text).unwrap();
-            let ssh = Command::new("ssh")
-                .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "HashKnownHosts=no"])
-                .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "CheckHostIP=no", "-o"])
-                .arg(format!("StrictHostKeyChecking={}", if policy == "strict" { "yes" } else { "accept-new" }))
-                .arg("-o")
-                .arg(format!("UserKnownHostsFile={}", theirs.display()))
-                .arg("-i")
-                .arg(&fleet.key)
-                .args(["-p", &h.port.to_string(), &format!("{user}@{}", h.addr), "true"])
-                .env("HOME", fleet.path().join("operator-home"))
-                .output()
-                .unwrap();
-            let ssh_accepts = ssh.status.success();
-            let out = output(fleet.orchestrate(&file).env("DIRECTOR_KNOWN_HOSTS", &ours).args([
-                "--host-key-checking",
-                policy,
-                "--progress",
-                "none",
-            ]));
+            let ssh_ok = ssh_accepts(&fleet, &theirs, policy);
+            let ssh_accepts = ssh_ok;
+            let out = director_run(&fleet, &file, &ours, policy);
             let director_accepts = code(&out) == 0;
             if ssh_accepts != director_accepts {
                 differ.push(format!(
@@ -192,4 +211,56 @@ fn an_encrypted_identity_file_is_used_through_the_agent_that_holds_it() {
     let out = run(Some(&sock));
     let _ = Command::new("kill").arg(&agent_pid).output();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn host_certificates_are_decided_as_ssh_decides() {
+    let mut fleet = Fleet::start(1);
+    let dir = fleet.path().join("ca");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = keygen(&dir, "ca", "ed25519");
+    let other_ca = keygen(&dir, "other-ca", "ed25519");
+    let addr = fleet.hosts[0].addr.clone();
+    let port = fleet.hosts[0].port;
+    let name = if port == 22 { addr.clone() } else { format!("[{addr}]:{port}") };
+    let host_key = {
+        let text = std::fs::read_to_string(fleet.hosts[0].dir.join("ssh_host_ed25519_key.pub")).unwrap();
+        text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    };
+    let file = fleet.file("o.yaml", "- jobs:\n    - RUN: true\n");
+    // (certificate principals, validity), then the known_hosts files to try with it.
+    let certs = [(addr.as_str(), "-5m:+1h"), ("someone-else", "-5m:+1h"), (addr.as_str(), "-2d:-1d")];
+    let files = |ca_line: &str| {
+        vec![
+            ("trusted CA", format!("@cert-authority {name} {ca_line}\n")),
+            ("another CA", format!("@cert-authority {name} {other_ca}\n")),
+            ("trusted CA and the plain key", format!("@cert-authority * {ca_line}\n{name} {host_key}\n")),
+            ("revoked CA", format!("@cert-authority * {ca_line}\n@revoked * {ca_line}\n")),
+            ("CA for other hosts", format!("@cert-authority 192.0.2.* {ca_line}\n")),
+        ]
+    };
+    let mut differ = Vec::new();
+    for (c, (principals, validity)) in certs.iter().enumerate() {
+        fleet.certify(0, &dir.join("ca"), principals, validity);
+        for policy in ["strict", "accept-new"] {
+            for (i, (what, text)) in files(&ca).into_iter().enumerate() {
+                let theirs = dir.join(format!("ssh-{c}-{policy}-{i}"));
+                let ours = dir.join(format!("director-{c}-{policy}-{i}"));
+                std::fs::write(&theirs, &text).unwrap();
+                std::fs::write(&ours, &text).unwrap();
+                let ssh_ok = ssh_accepts(&fleet, &theirs, policy);
+                let out = director_run(&fleet, &file, &ours, policy);
+                let (theirs_ok, ours_ok) = (ssh_ok, code(&out) == 0);
+                if theirs_ok != ours_ok {
+                    differ.push(format!(
+                        "certificate for {principals} valid {validity}, {policy} / {what}: ssh {}, director {} ({})",
+                        if theirs_ok { "accepts" } else { "refuses" },
+                        if ours_ok { "accepts" } else { "refuses" },
+                        stderr(&out).trim()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(differ.is_empty(), "director and ssh decide differently:\n{}", differ.join("\n"));
 }
