@@ -360,6 +360,8 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
             jumps: Vec::new(),
             hash_known_hosts: false,
             proxy_command: None,
+            user_known_hosts: Vec::new(),
+            global_known_hosts: Vec::new(),
             user_set: false,
             port_set: false,
             groups: member,

@@ -74,6 +74,10 @@ pub struct Node {
     /// ssh_config's ProxyCommand for the node, its tokens expanded: run with `sh -c`, the
     /// session goes over its stdin and stdout.
     pub proxy_command: Option<String>,
+    /// ssh_config's `UserKnownHostsFile` and `GlobalKnownHostsFile` for the node (empty: not
+    /// set there).
+    pub user_known_hosts: Vec<PathBuf>,
+    pub global_known_hosts: Vec<PathBuf>,
     /// Write the node's host key hashed when recording it (ssh_config's HashKnownHosts).
     pub hash_known_hosts: bool,
     /// Jump hosts to reach the node through, first hop first (`via:`, else ssh_config's
@@ -610,6 +614,8 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
             }),
             hash_known_hosts: false,
             proxy_command: None,
+            user_known_hosts: Vec::new(),
+            global_known_hosts: Vec::new(),
             jumps: match own.via.clone().or(defaults.via.clone()) {
                 Some(hops) => parse_jumps(doc, &path, &hops)?,
                 None => Vec::new(),
@@ -702,6 +708,8 @@ fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value
                 jumps: Vec::new(),
                 hash_known_hosts: false,
                 proxy_command: None,
+                user_known_hosts: Vec::new(),
+                global_known_hosts: Vec::new(),
                 user_set: t.contains_key("username") || arg_user.is_some(),
                 port_set: t.contains_key("port") || arg_port.is_some(),
                 groups: vec![section.to_string()],

@@ -35,16 +35,32 @@ pub struct KnownHosts {
     /// The user's files; new keys go to the first.
     pub user: Vec<PathBuf>,
     pub global: Vec<PathBuf>,
+    /// Given on the command line (or the settings file): it beats ssh_config's files.
+    pub explicit: bool,
 }
 
 impl KnownHosts {
     /// `explicit` (from `--known-hosts`) alone, or OpenSSH's defaults; the global files always.
     pub fn new(explicit: Option<PathBuf>) -> Self {
+        let given = explicit.is_some();
         let user = match explicit {
             Some(p) => vec![p],
             None => vec![default_path(), crate::catalog::expand_home("~/.ssh/known_hosts2")],
         };
-        KnownHosts { user, global: GLOBAL_FILES.iter().map(PathBuf::from).collect() }
+        KnownHosts { user, global: GLOBAL_FILES.iter().map(PathBuf::from).collect(), explicit: given }
+    }
+
+    /// The files for a node whose ssh_config names its own (`UserKnownHostsFile`,
+    /// `GlobalKnownHostsFile`; empty lists: not named); an explicit `--known-hosts` wins.
+    pub fn for_node(self: &std::sync::Arc<Self>, user: &[PathBuf], global: &[PathBuf]) -> std::sync::Arc<Self> {
+        if self.explicit || (user.is_empty() && global.is_empty()) {
+            return self.clone();
+        }
+        std::sync::Arc::new(KnownHosts {
+            user: if user.is_empty() { self.user.clone() } else { user.to_vec() },
+            global: if global.is_empty() { self.global.clone() } else { global.to_vec() },
+            explicit: false,
+        })
     }
 
     /// Where new keys are written.

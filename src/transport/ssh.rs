@@ -270,6 +270,8 @@ struct Target<'a> {
     hash: bool,
     /// A ProxyCommand to reach it through (its stdin and stdout carry the session).
     proxy: Option<&'a str>,
+    /// The known_hosts files its key is checked against.
+    files: Arc<super::known_hosts::KnownHosts>,
 }
 
 /// Opens an SSH session to `target`, directly or through the session `via` (a direct-tcpip
@@ -292,13 +294,13 @@ async fn handshake(
                 host: target.host.to_string(),
                 port: target.port,
                 policy,
-                files: settings.known_hosts.clone(),
+                files: target.files.clone(),
                 hash: target.hash,
             },
             refusal: refusal.clone(),
         };
-        let mut preferred = preferred_for(&settings.known_hosts.known_algorithms(target.host, target.port));
-        if settings.known_hosts.has_authority(target.host, target.port) {
+        let mut preferred = preferred_for(&target.files.known_algorithms(target.host, target.port));
+        if target.files.has_authority(target.host, target.port) {
             // A CA is trusted for this host: ask for its certificate first, as ssh does.
             preferred.host_key_certificates = preferred.key.clone();
         }
@@ -388,6 +390,7 @@ async fn bastion(
                     port: hop.port,
                     hash: node.hash_known_hosts,
                     proxy: None,
+                    files: settings.known_hosts.for_node(&node.user_known_hosts, &node.global_known_hosts),
                 };
                 let (handle, _) = handshake(&target, before.as_deref(), settings, policy).await?;
                 let mut conn = SshConnection { handle, node: target.name.clone(), _proxy: None };
@@ -431,6 +434,7 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
         port: node.port,
         hash: node.hash_known_hosts,
         proxy: node.proxy_command.as_deref(),
+        files: settings.known_hosts.for_node(&node.user_known_hosts, &node.global_known_hosts),
     };
     let (handle, proxy) = handshake(&target, via.as_deref(), settings, policy).await?;
     let mut conn = SshConnection { handle, node: node.name.clone(), _proxy: proxy.map(Box::new) };

@@ -383,6 +383,19 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
             };
         }
         node.hash_known_hosts = r.get("hashknownhosts").is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+        let files = |keyword: &str| -> Vec<PathBuf> {
+            let values = r.all(keyword);
+            if values.first().is_some_and(|v| v.eq_ignore_ascii_case("none")) {
+                // `none`: no file of that kind (a file that does not exist reads as empty).
+                return vec![PathBuf::from("/dev/null")];
+            }
+            values
+                .iter()
+                .map(|f| crate::catalog::expand_home(&percent(f, &[('h', &name), ('u', &config.local_user)])))
+                .collect()
+        };
+        node.user_known_hosts = files("userknownhostsfile");
+        node.global_known_hosts = files("globalknownhostsfile");
         if from_config && node.jumps.is_empty() {
             node.proxy_command = command.map(|c| {
                 let port = node.port.to_string();

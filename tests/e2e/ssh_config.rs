@@ -215,6 +215,26 @@ fn nodes_are_reached_the_way_ssh_config_says() {
     let name = if h[0].port == 22 { h[0].addr.clone() } else { format!("[{}]:{}", h[0].addr, h[0].port) };
     let found = Command::new("ssh-keygen").args(["-F", &name, "-f"]).arg(&fleet.known_hosts).output().unwrap();
     assert!(String::from_utf8_lossy(&found.stdout).contains("ssh-ed25519"), "ssh-keygen -F does not find {name}");
+    // UserKnownHostsFile from the file is where keys are checked and recorded, unless
+    // --known-hosts (or DIRECTOR_KNOWN_HOSTS) names one.
+    let own_kh = fleet.path().join("kh-from-config");
+    let with_kh = fleet.file(
+        "kh_config",
+        &format!("{}  UserKnownHostsFile {}\n", std::fs::read_to_string(&config).unwrap(), own_kh.display()),
+    );
+    let out = output(
+        fleet
+            .director()
+            .env_remove("DIRECTOR_KNOWN_HOSTS")
+            .args(["exec", "--catalog"])
+            .arg(&catalog)
+            .arg("--ssh-config")
+            .arg(&with_kh)
+            .args(["--json", "true"]),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&own_kh).unwrap().lines().count(), 2);
+    assert!(!fleet.path().join("operator-home/.ssh/known_hosts").exists());
     // A catalog value beats the file, as `ssh -o` does.
     let strict = fleet.file("user.yaml", "nodes:\n  - {name: web-1, user: nobody-here}\n");
     let out = run(&strict, &[]);
