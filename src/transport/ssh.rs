@@ -31,7 +31,9 @@ const HANDSHAKE_ATTEMPTS: u32 = 4;
 /// A key named by `identity_file`: loaded, or (protected by a passphrase) held by ssh-agent,
 /// which signs with it without the key ever being decrypted here.
 enum Identity {
-    Key(Arc<PrivateKey>),
+    /// The key, and its certificate when `FILE-cert.pub` is beside it (offered first, as
+    /// ssh offers it).
+    Key(Arc<PrivateKey>, Option<Box<russh::keys::Certificate>>),
     Agent(PublicKey),
 }
 
@@ -68,7 +70,7 @@ impl Credentials {
                 .hint(hint)
             };
             let identity = match russh::keys::load_secret_key(path, None) {
-                Ok(key) => Identity::Key(Arc::new(key)),
+                Ok(key) => Identity::Key(Arc::new(key), certificate_of(path).map(Box::new)),
                 Err(russh::keys::Error::KeyIsEncrypted) => {
                     let public = public_half(path).ok_or_else(|| {
                         refuse(
@@ -102,6 +104,13 @@ impl Credentials {
         }
         Ok(creds)
     }
+}
+
+/// The user certificate beside a private key file (`FILE-cert.pub`), as ssh finds it.
+fn certificate_of(path: &std::path::Path) -> Option<russh::keys::Certificate> {
+    let mut cert = path.as_os_str().to_owned();
+    cert.push("-cert.pub");
+    russh::keys::Certificate::read_file(std::path::Path::new(&cert)).ok()
 }
 
 /// The public key of a private key file: its clear part (OpenSSH format keeps it there even
@@ -465,7 +474,18 @@ impl SshConnection {
         let mut tried = Vec::new();
         if let Some(path) = &node.identity_file {
             match creds.by_path.get(path) {
-                Some(Identity::Key(key)) => {
+                Some(Identity::Key(key, cert)) => {
+                    if let Some(cert) = cert {
+                        let res = self
+                            .handle
+                            .authenticate_openssh_cert(&user, key.clone(), (**cert).clone())
+                            .await
+                            .map_err(|e| describe(&e))?;
+                        if res.success() {
+                            return Ok(());
+                        }
+                        tried.push(format!("certificate {}-cert.pub", path.display()));
+                    }
                     if self.with_key(&user, key, rsa_hash).await? {
                         return Ok(());
                     }

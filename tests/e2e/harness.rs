@@ -243,6 +243,9 @@ impl Fleet {
                 host.dir.join("tmp").display()
             ));
         }
+        if fleet_dir.join("user_ca.pub").exists() {
+            text.push_str(&format!("TrustedUserCAKeys {}\n", view.join("user_ca.pub").display()));
+        }
         if host.certified {
             text.push_str(&format!("HostCertificate {}\n", seen.join("ssh_host_ed25519_key-cert.pub").display()));
         }
@@ -332,6 +335,16 @@ impl Fleet {
         run(Command::new("ip").args(["route", "add", "unreachable", &net]));
         self.hosts[i].veth = None;
         self.hosts[i].unreachable = Some(net);
+    }
+
+    /// Makes every host trust user certificates signed by the CA whose public key is
+    /// `ca_pub` (sshd's TrustedUserCAKeys), restarting them.
+    pub fn trust_user_ca(&mut self, ca_pub: &Path) {
+        std::fs::copy(ca_pub, self.dir.join("user_ca.pub")).unwrap();
+        for i in 0..self.hosts.len() {
+            self.stop_host(i);
+            self.start_host(i);
+        }
     }
 
     /// Has host `i`'s sshd present a host certificate signed by the CA key `ca`, for

@@ -264,3 +264,51 @@ fn host_certificates_are_decided_as_ssh_decides() {
     }
     assert!(differ.is_empty(), "director and ssh decide differently:\n{}", differ.join("\n"));
 }
+
+#[test]
+fn a_user_certificate_beside_the_identity_file_is_offered() {
+    let mut fleet = Fleet::start(1);
+    let dir = fleet.path().join("usercert");
+    std::fs::create_dir_all(&dir).unwrap();
+    keygen(&dir, "user-ca", "ed25519");
+    // A key the hosts do not list: only its certificate can get it in.
+    keygen(&dir, "id_certified", "ed25519");
+    let user = if harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
+    let signed = Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(dir.join("user-ca"))
+        .args(["-I", "director-user", "-n", &user, "-V", "-5m:+1h"])
+        .arg(dir.join("id_certified.pub"))
+        .output()
+        .unwrap();
+    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+    assert!(dir.join("id_certified-cert.pub").exists());
+    let base = std::fs::read_to_string(fleet.catalog()).unwrap();
+    let key = dir.join("id_certified");
+    let catalog = fleet.file(
+        "cert.yaml",
+        &base.replace(&format!("identity_file: {}", fleet.key.display()), &format!("identity_file: {}", key.display())),
+    );
+    let file = fleet.file("o.yaml", "- jobs:\n    - RUN: true\n");
+    let run = |fleet: &Fleet| {
+        output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).arg("--json"))
+    };
+    // Not trusted yet: the certificate and the key are both refused, and the error says so.
+    let out = run(&fleet);
+    assert_eq!(code(&out), 3);
+    assert_eq!(
+        super::unreachable_error(&super::schema::parse(&out.stdout), "h1"),
+        Some(
+            format!(
+                "authentication as {user} failed (tried certificate {}-cert.pub, key {})",
+                key.display(),
+                key.display()
+            )
+            .as_str()
+        )
+    );
+    // Once the hosts trust the CA, the certificate gets in.
+    fleet.trust_user_ca(&dir.join("user-ca.pub"));
+    let out = run(&fleet);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
