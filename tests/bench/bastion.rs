@@ -8,27 +8,18 @@
 //! channel running `true`. director's time is the wall time of `director orchestrate` with
 //! the nodes' `via: [bastion]`.
 
+mod floor;
 #[path = "../e2e/harness.rs"]
 mod harness;
 mod stats;
 
+use floor::{auth_and_run_true, AnyKey};
 use harness::Fleet;
 use russh::client;
-use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::ChannelMsg;
+use russh::keys::PrivateKeyWithHashAlg;
 use stats::median;
 use std::sync::Arc;
 use std::time::Instant;
-
-struct AnyKey;
-
-impl client::Handler for AnyKey {
-    type Error = russh::Error;
-    // The floor measures the protocol's cost only; the fleet is ours and freshly keyed.
-    async fn check_server_key(&mut self, _: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
 
 async fn floor_one(
     bastion: Arc<client::Handle<AnyKey>>,
@@ -39,19 +30,8 @@ async fn floor_one(
 ) {
     let config = Arc::new(client::Config { nodelay: true, ..Default::default() });
     let channel = bastion.channel_open_direct_tcpip(addr, u32::from(port), "127.0.0.1", 0).await.expect("direct-tcpip");
-    let mut handle = client::connect_stream(config, channel.into_stream(), AnyKey).await.expect("handshake");
-    let auth = handle.authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, None)).await.expect("auth");
-    assert!(auth.success());
-    let mut channel = handle.channel_open_session().await.expect("channel");
-    channel.exec(true, "true").await.expect("exec");
-    let mut status = None;
-    while let Some(msg) = channel.wait().await {
-        if let ChannelMsg::ExitStatus { exit_status } = msg {
-            status = Some(exit_status);
-        }
-    }
-    assert_eq!(status, Some(0));
-    let _ = handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+    let handle = client::connect_stream(config, channel.into_stream(), AnyKey).await.expect("handshake");
+    auth_and_run_true(handle, user, key).await;
 }
 
 fn main() {

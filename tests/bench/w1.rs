@@ -8,43 +8,22 @@
 //! process (start-up, parsing, planning, connecting, starting the executor, the job, the
 //! summary). Reported as medians and their ratio.
 
+mod floor;
 #[path = "../e2e/harness.rs"]
 mod harness;
 mod stats;
 
+use floor::{auth_and_run_true, AnyKey};
 use harness::Fleet;
 use russh::client;
-use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::ChannelMsg;
 use stats::median;
 use std::sync::Arc;
 use std::time::Instant;
 
-struct AnyKey;
-
-impl client::Handler for AnyKey {
-    type Error = russh::Error;
-    // The floor measures the protocol's cost only; the fleet is ours and freshly keyed.
-    async fn check_server_key(&mut self, _: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
 async fn floor_one(addr: String, port: u16, user: String, key: Arc<russh::keys::PrivateKey>) {
     let config = Arc::new(client::Config { nodelay: true, ..Default::default() });
-    let mut handle = client::connect(config, (addr.as_str(), port), AnyKey).await.expect("connect");
-    let auth = handle.authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, None)).await.expect("auth");
-    assert!(auth.success());
-    let mut channel = handle.channel_open_session().await.expect("channel");
-    channel.exec(true, "true").await.expect("exec");
-    let mut status = None;
-    while let Some(msg) = channel.wait().await {
-        if let ChannelMsg::ExitStatus { exit_status } = msg {
-            status = Some(exit_status);
-        }
-    }
-    assert_eq!(status, Some(0));
-    let _ = handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+    let handle = client::connect(config, (addr.as_str(), port), AnyKey).await.expect("connect");
+    auth_and_run_true(handle, user, key).await;
 }
 
 fn main() {
