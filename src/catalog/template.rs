@@ -37,7 +37,7 @@ impl Default for Renderer {
 impl Renderer {
     /// Renders `template` with `args`; the error names the variable that is missing.
     pub fn render(&self, template: &str, args: &Value) -> Result<String, String> {
-        if !template.contains("{{") && !template.contains("{%") && !template.contains("{#") {
+        if !is_template(template) {
             return Ok(template.to_string());
         }
         let ctx = Tv::from_serialize(args);
@@ -63,7 +63,7 @@ impl Renderer {
     /// Checks a template's syntax without rendering it: the error says what is wrong and on
     /// which line of the template.
     pub fn check(&self, template: &str) -> Result<(), String> {
-        if !template.contains("{{") && !template.contains("{%") && !template.contains("{#") {
+        if !is_template(template) {
             return Ok(());
         }
         self.env.template_from_str(template).map(|_| ()).map_err(|e| format!("template error: {}", describe(&e)))
@@ -90,6 +90,12 @@ impl Renderer {
         }
         None
     }
+}
+
+/// Whether `text` holds template syntax at all (`{{`, `{%` or `{#`); plain text renders as
+/// itself.
+pub fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%") || text.contains("{#")
 }
 
 /// Checks a template's syntax, as files are loaded and planned: a mistake is found before

@@ -87,16 +87,8 @@ impl Job {
     /// Whether preparing the job on a node is CPU work worth a blocking thread: a template to
     /// render, a blueprint, or a bootstrap source to find and hash.
     pub fn heavy(&self) -> bool {
-        let templated = |t: &str| t.contains("{{") || t.contains("{%") || t.contains("{#");
-        match &self.work {
-            Work::Run { command, .. } | Work::Shell { command } => templated(command),
-            Work::Workdir { path, .. } => templated(path),
-            Work::Wait { on: WaitOn::Url(t) | WaitOn::Cmd(t), .. } => templated(t),
-            Work::Arg { value, .. } => templated(&value.to_string()),
-            Work::Copy { dest, blueprint, .. } => *blueprint || templated(dest),
-            Work::Send { .. } | Work::Fetch { .. } => true,
-            _ => false,
-        }
+        matches!(self.work, Work::Send { .. } | Work::Fetch { .. } | Work::Copy { blueprint: true, .. })
+            || self.work.templates().into_iter().any(crate::catalog::template::is_template)
     }
 
     /// Whether a success is recorded in the node cache and answered from it next time.
@@ -405,34 +397,13 @@ fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Re
 /// a mistake is an input error before any node is contacted.
 fn check_templates(work: &Work) -> Result<(), String> {
     use crate::catalog::template::check;
-    fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
-        match v {
-            serde_json::Value::String(s) => out.push(s),
-            serde_json::Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
-            serde_json::Value::Object(map) => map.values().for_each(|i| strings(i, out)),
-            _ => {}
+    if let Work::Copy { sources, blueprint: true, .. } = work {
+        for source in sources {
+            let text = crate::catalog::yaml::read_text(&source.path).map_err(|e| e.message)?;
+            check(&text).map_err(|e| format!("{e} in blueprint {}", source.path.display()))?;
         }
     }
-    let mut texts: Vec<&str> = Vec::new();
-    match work {
-        Work::Run { command, .. } | Work::Shell { command } => texts.push(command),
-        Work::Workdir { path, .. } => texts.push(path),
-        Work::Wait { on: WaitOn::Url(t) | WaitOn::Cmd(t), .. } => texts.push(t),
-        Work::Arg { value, .. } => strings(value, &mut texts),
-        Work::Send { source, dest, .. } => texts.extend([source.as_str(), dest.as_str()]),
-        Work::Fetch { remote, local } => texts.extend([remote.as_str(), local.as_str()]),
-        Work::Copy { sources, dest, blueprint, .. } => {
-            texts.push(dest);
-            if *blueprint {
-                for source in sources {
-                    let text = crate::catalog::yaml::read_text(&source.path).map_err(|e| e.message)?;
-                    check(&text).map_err(|e| format!("{e} in blueprint {}", source.path.display()))?;
-                }
-            }
-        }
-        _ => {}
-    }
-    texts.into_iter().try_for_each(check)
+    work.templates().into_iter().try_for_each(check)
 }
 
 /// The value at `path` in `doc` (null when there is none).

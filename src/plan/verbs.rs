@@ -183,6 +183,33 @@ pub enum Work {
     },
 }
 
+impl Work {
+    /// The texts of this work that are templates, rendered on each node (a blueprint's file
+    /// content is one too, read when needed).
+    pub fn templates(&self) -> Vec<&str> {
+        fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+            match v {
+                Value::String(s) => out.push(s),
+                Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+                Value::Object(map) => map.values().for_each(|i| strings(i, out)),
+                _ => {}
+            }
+        }
+        let mut texts: Vec<&str> = Vec::new();
+        match self {
+            Work::Run { command, .. } | Work::Shell { command } => texts.push(command),
+            Work::Workdir { path, .. } => texts.push(path),
+            Work::Wait { on: WaitOn::Url(t) | WaitOn::Cmd(t), .. } => texts.push(t),
+            Work::Arg { value, .. } => strings(value, &mut texts),
+            Work::Send { source, dest, .. } => texts.extend([source.as_str(), dest.as_str()]),
+            Work::Fetch { remote, local } => texts.extend([remote.as_str(), local.as_str()]),
+            Work::Copy { dest, .. } => texts.push(dest),
+            _ => {}
+        }
+        texts
+    }
+}
+
 /// A parsed job: its work and the options every verb has.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
