@@ -173,6 +173,37 @@ pub struct RunArgs {
     /// SSH handshakes in flight at once.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub connect_concurrency: u16,
+    /// Run the jobs as another user on every node (--become-user, else the catalog's
+    /// become_user, else root), through sudo unless the catalog says otherwise.
+    #[arg(long = "become", short = 'b')]
+    pub become_on: bool,
+    /// The user to become (beats the catalog's become_user).
+    #[arg(long, value_name = "USER", value_parser = user_name)]
+    pub become_user: Option<String>,
+    /// How to become it (beats the catalog's become_method).
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub become_method: Option<BecomeMethodArg>,
+    /// Ask for the become password once (on the terminal, or one line on stdin).
+    #[arg(long, short = 'K')]
+    pub ask_become_pass: bool,
+    /// Read the become password from this file's first line (private to you: chmod 600).
+    #[arg(long, value_name = "FILE", env = "DIRECTOR_BECOME_PASSWORD_FILE", conflicts_with = "ask_become_pass")]
+    pub become_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BecomeMethodArg {
+    Sudo,
+    Su,
+    Doas,
+}
+
+/// A user name: one word without spaces or control characters.
+fn user_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{text}` is not a user name"));
+    }
+    Ok(text.to_string())
 }
 
 /// `90`, `90s`, `15m`, `12h`, `2d` → seconds.

@@ -9,8 +9,8 @@
 //! taken from its own directory.
 
 use crate::catalog::yaml::{child, Document, Seg};
-use crate::catalog::HostKeyPolicy;
-use crate::cli::{HostKeyChecking, Progress, RunArgs};
+use crate::catalog::{BecomeMethod, HostKeyPolicy};
+use crate::cli::{BecomeMethodArg, HostKeyChecking, Progress, RunArgs};
 use crate::error::Error;
 use crate::frontend::text::Mode;
 use serde_json::Value;
@@ -41,6 +41,33 @@ pub struct Config {
     pub args_ttl: u64,
     /// `--wait`: wait for a run that holds our nodes instead of refusing.
     pub wait: bool,
+    /// `--become`, `--become-user`, `--become-method`: over every node's catalog settings.
+    pub becomes: BecomeOverride,
+    /// Where the become password comes from; read once by [`Config::read_become_password`].
+    pub become_password: crate::secret::PasswordSource,
+    /// The become password, once read.
+    pub password: Option<std::sync::Arc<crate::secret::Password>>,
+}
+
+/// What the command line says about become, over each node's catalog settings (as an
+/// explicit `-o` beats ssh_config).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BecomeOverride {
+    pub on: bool,
+    pub user: Option<String>,
+    pub method: Option<BecomeMethod>,
+}
+
+impl BecomeOverride {
+    pub fn apply(&self, node: &mut crate::catalog::Node) {
+        node.becomes.enabled |= self.on;
+        if let Some(user) = &self.user {
+            node.becomes.user = user.clone();
+        }
+        if let Some(method) = self.method {
+            node.becomes.method = method;
+        }
+    }
 }
 
 /// What the settings file says; every field is optional.
@@ -158,6 +185,30 @@ impl Config {
             ignore_cache: args.ignore_cache,
             args_ttl: args.args_ttl,
             wait: args.wait,
+            becomes: BecomeOverride {
+                on: args.become_on,
+                user: args.become_user.clone(),
+                method: args.become_method.map(|m| match m {
+                    BecomeMethodArg::Sudo => BecomeMethod::Sudo,
+                    BecomeMethodArg::Su => BecomeMethod::Su,
+                    BecomeMethodArg::Doas => BecomeMethod::Doas,
+                }),
+            },
+            become_password: match (&args.become_password_file, args.ask_become_pass) {
+                (Some(file), _) => crate::secret::PasswordSource::File(file.clone()),
+                (None, true) => crate::secret::PasswordSource::Ask,
+                (None, false) => crate::secret::PasswordSource::None,
+            },
+            password: None,
         }
+    }
+
+    /// Reads the become password, when one was asked for: once per run, before any node is
+    /// contacted.
+    pub fn read_become_password(&mut self) -> Result<(), Error> {
+        if self.password.is_none() {
+            self.password = self.become_password.read()?.map(std::sync::Arc::new);
+        }
+        Ok(())
     }
 }

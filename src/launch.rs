@@ -64,6 +64,7 @@ impl Launch {
         waiting: &mut dyn FnMut(&history::Holder),
     ) -> Result<Running, Error> {
         let mut plan = self.plan;
+        plan.nodes.iter_mut().for_each(|n| config.becomes.apply(n));
         let ssh_warnings = transport::ssh_config::apply(&mut plan.nodes, &config.ssh_config)?;
         let ssh = if plan.nodes.iter().any(|n| n.transport == TransportKind::Ssh) {
             config.known_hosts.user.iter().try_for_each(|f| transport::known_hosts::check_file(f))?;
@@ -82,6 +83,9 @@ impl Launch {
         };
         let secrets = Arc::new(crate::secret::Secrets::default());
         plan.secrets().iter().for_each(|v| secrets.add_value(v));
+        if let Some(password) = &config.password {
+            secrets.add(password.reveal());
+        }
         let spec = run_spec(&plan, config, self.kind, &secrets.mask(&self.command), self.files, &secrets);
         let mut store = History::open(&self.history)?;
         let sentinel_only =
@@ -102,6 +106,7 @@ impl Launch {
             // the connect timeout: 30 s by default.
             hello_timeout: 3 * config.connect_timeout,
             args_ttl: config.args_ttl,
+            become_password: config.password.clone(),
         });
         let (tx, events) = mpsc::channel(4096);
         let (cancel, cancel_rx) = watch::channel(engine::CANCEL_NONE);

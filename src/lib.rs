@@ -112,6 +112,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             if !catalogs.is_empty() {
                 config.catalogs = catalogs;
             }
+            config.read_become_password()?;
             frontend::tui::run(config, history)
         }
         cli::Command::Orchestrate { files, retry_failed, run } => {
@@ -194,10 +195,11 @@ fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Op
 }
 
 /// Takes the nodes in the history, runs the plan, records it; returns the exit code.
-fn execute(launch: Launch, catalog: &Catalog, config: Config) -> Result<i32, Error> {
+fn execute(launch: Launch, catalog: &Catalog, mut config: Config) -> Result<i32, Error> {
     for warning in &catalog.warnings {
         eprintln!("{warning}");
     }
+    config.read_become_password()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

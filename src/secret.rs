@@ -144,6 +144,95 @@ pub fn from_environment() -> serde_json::Map<String, serde_json::Value> {
         .collect()
 }
 
+/// The become password of a run (`--ask-become-pass`, `--become-password-file`): held in
+/// memory only, shown as `[secret]` by `Debug`, zeroed when dropped. The engine adds it to
+/// the run's [`Secrets`] and writes it only to a become method's standard input.
+pub struct Password(zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Password({MASK})")
+    }
+}
+
+impl Password {
+    /// One line of text; a line break would end the password early at the node's prompt.
+    pub fn new(text: String) -> Result<Password, String> {
+        let mut text = zeroize::Zeroizing::new(text);
+        while text.ends_with('\n') || text.ends_with('\r') {
+            text.pop();
+        }
+        if text.is_empty() {
+            return Err("the become password is empty".to_string());
+        }
+        if text.contains(['\n', '\r']) {
+            return Err("the become password holds a line break".to_string());
+        }
+        Ok(Password(text))
+    }
+
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where the become password comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PasswordSource {
+    #[default]
+    None,
+    /// `--ask-become-pass`: asked on the terminal (echo off) when stdin is one, else one line
+    /// read from stdin, as `sudo -S` reads it.
+    Ask,
+    /// `--become-password-file`: its first line; the file must be private to its owner.
+    File(std::path::PathBuf),
+}
+
+impl PasswordSource {
+    /// Reads the password, once, before anything is contacted.
+    pub fn read(&self) -> Result<Option<Password>, crate::error::Error> {
+        use crate::error::Error;
+        use std::io::{BufRead, IsTerminal};
+        let text = match self {
+            PasswordSource::None => return Ok(None),
+            PasswordSource::Ask if std::io::stdin().is_terminal() => rpassword::prompt_password("BECOME password: ")
+                .map_err(|e| Error::input(format!("--ask-become-pass: cannot read the password: {e}")))?,
+            PasswordSource::Ask => {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+                    Error::input(format!("--ask-become-pass: cannot read the password from stdin: {e}"))
+                })?;
+                line
+            }
+            PasswordSource::File(path) => {
+                use std::os::unix::fs::MetadataExt;
+                let refuse = |why: String| {
+                    Error::input(format!("--become-password-file {}: {why}", path.display()))
+                        .hint("write the password as the file's first line, in a file only you can read (chmod 600)")
+                };
+                let meta = std::fs::metadata(path).map_err(|e| refuse(crate::catalog::yaml::io_reason(&e)))?;
+                if !meta.is_file() {
+                    return Err(refuse("not a regular file".into()));
+                }
+                if meta.mode() & 0o077 != 0 {
+                    return Err(refuse(format!("others can read or change it (mode {:04o})", meta.mode() & 0o7777)));
+                }
+                let text = zeroize::Zeroizing::new(
+                    std::fs::read_to_string(path).map_err(|e| refuse(crate::catalog::yaml::io_reason(&e)))?,
+                );
+                text.lines().next().unwrap_or_default().to_string()
+            }
+        };
+        let (flag, hint) = match self {
+            PasswordSource::File(path) => {
+                (format!("--become-password-file {}", path.display()), "write the password as the file's first line")
+            }
+            _ => ("--ask-become-pass".to_string(), "type the password at the prompt, or pipe it on stdin"),
+        };
+        Password::new(text).map(Some).map_err(|why| Error::input(format!("{flag}: {why}")).hint(hint))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

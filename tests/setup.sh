@@ -6,6 +6,8 @@
 #     (WAIT --url, ADD /etc/services).
 #   - tmux: the TUI's end-to-end tests drive the binary in a real terminal (send-keys,
 #     capture-pane).
+#   - sudo and opendoas: the become tests log in as normal users and become root through
+#     sudo, su and doas on the test hosts.
 #   - qemu-user-static and binfmt-support: the arm64 test host runs the aarch64 executor
 #     through qemu-aarch64, registered with binfmt_misc so it runs like a native binary.
 #   - rustfmt and clippy: .ci/run checks formatting and lints first.
@@ -22,6 +24,8 @@ command -v curl >/dev/null 2>&1 || need="$need curl"
 [ -f /etc/services ] || need="$need netbase"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
 command -v tmux >/dev/null 2>&1 || need="$need tmux"
+command -v sudo >/dev/null 2>&1 || need="$need sudo"
+command -v doas >/dev/null 2>&1 || need="$need opendoas"
 command -v qemu-aarch64-static >/dev/null 2>&1 || need="$need qemu-user-static"
 command -v update-binfmts >/dev/null 2>&1 || need="$need binfmt-support"
 if [ -n "$need" ]; then

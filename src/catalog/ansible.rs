@@ -369,6 +369,7 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
             secret_vars: Vec::new(),
             transport: TransportKind::Ssh,
             host_key_checking: None,
+            becomes: super::Become::default(),
             origin: (index, origin.clone()),
         };
         for (key, value) in vars {
@@ -403,10 +404,26 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
                         }
                     }
                 }
+                "ansible_become" => {
+                    node.becomes.enabled =
+                        super::strtobool(&text).ok_or_else(|| bad("true or false").hint("e.g. ansible_become=true"))?
+                }
+                "ansible_become_user" => {
+                    if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                        return Err(bad("a user name"));
+                    }
+                    node.becomes.user = text
+                }
+                "ansible_become_method" => {
+                    node.becomes.method = super::BecomeMethod::parse(&text).ok_or_else(|| {
+                        bad("a become method director knows")
+                            .hint(format!("become methods: {}", super::BecomeMethod::NAMES.join(", ")))
+                    })?
+                }
                 k if k.starts_with("ansible_") => {
                     if !warned.contains(&key) {
-                        let why = if k.starts_with("ansible_become") {
-                            "running jobs as another user is not supported yet"
+                        let why = if k.starts_with("ansible_become_pass") || k == "ansible_become_password" {
+                            "give the become password with --ask-become-pass or --become-password-file"
                         } else {
                             "director has no use for it"
                         };
@@ -533,14 +550,22 @@ mod tests {
 
     #[test]
     fn yaml_inventory_with_nested_children() {
-        let text = "all:\n  vars: {ntp: pool}\n  children:\n    db:\n      hosts:\n        db1: {ansible_host: 192.0.2.20, ansible_become: true}\n    prod:\n      children:\n        db:\n      vars: {env: prod}\n";
+        let text = "all:\n  vars: {ntp: pool}\n  children:\n    db:\n      hosts:\n        db1: {ansible_host: 192.0.2.20, ansible_become: true, ansible_become_user: postgres, ansible_become_pass: x}\n    prod:\n      children:\n        db:\n      vars: {env: prod}\n";
         let (nodes, warnings) = load("inv.yaml", text).unwrap();
         assert_eq!(nodes.len(), 1);
         assert_eq!(nodes[0].groups, ["all", "prod", "db"]);
         assert_eq!((nodes[0].vars["ntp"].as_str(), nodes[0].vars["env"].as_str()), (Some("pool"), Some("prod")));
         assert_eq!(
+            nodes[0].becomes,
+            crate::catalog::Become {
+                enabled: true,
+                user: "postgres".into(),
+                method: crate::catalog::BecomeMethod::Sudo
+            }
+        );
+        assert_eq!(
             warnings,
-            ["warning: inv.yaml: `ansible_become` is ignored: running jobs as another user is not supported yet"]
+            ["warning: inv.yaml: `ansible_become_pass` is ignored: give the become password with --ask-become-pass or --become-password-file"]
         );
         let err = load("inv.yaml", "all:\n  hosts: {a: {}}\n  childen: {}\n").unwrap_err();
         assert_eq!(

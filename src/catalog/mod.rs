@@ -19,6 +19,7 @@
 //! `directord_clients`. Several files merge: their nodes are concatenated; a name twice is an
 //! error.
 
+pub mod account;
 pub mod ansible;
 pub mod bootstrap;
 pub mod orchestration;
@@ -26,6 +27,7 @@ pub mod template;
 pub mod yaml;
 
 use crate::error::Error;
+pub use account::{Account, Become, BecomeMethod};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use yaml::{child, scalar_text, Document, Seg};
@@ -93,6 +95,8 @@ pub struct Node {
     pub secret_vars: Vec<String>,
     pub transport: TransportKind,
     pub host_key_checking: Option<HostKeyPolicy>,
+    /// Whether its jobs become another user, which, and how (see [`account`]).
+    pub becomes: Become,
     /// Where the node was defined: document index and path, for error messages.
     pub origin: (usize, Vec<Seg>),
 }
@@ -154,9 +158,34 @@ pub struct Catalog {
     pub warnings: Vec<String>,
 }
 
-const NODE_KEYS: &[&str] =
-    &["name", "host", "port", "user", "identity_file", "groups", "vars", "transport", "host_key_checking", "via"];
-const DEFAULT_KEYS: &[&str] = &["port", "user", "identity_file", "vars", "transport", "host_key_checking", "via"];
+const NODE_KEYS: &[&str] = &[
+    "name",
+    "host",
+    "port",
+    "user",
+    "identity_file",
+    "groups",
+    "vars",
+    "transport",
+    "host_key_checking",
+    "via",
+    "become",
+    "become_user",
+    "become_method",
+];
+const DEFAULT_KEYS: &[&str] = &[
+    "port",
+    "user",
+    "identity_file",
+    "vars",
+    "transport",
+    "host_key_checking",
+    "via",
+    "become",
+    "become_user",
+    "become_method",
+];
+const GROUP_KEYS: &[&str] = &["vars", "become", "become_user", "become_method"];
 const TOP_KEYS: &[&str] = &["defaults", "groups", "nodes", "vars", "secrets", "secrets_file"];
 
 impl Catalog {
@@ -305,6 +334,11 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("ansible_port", "port"),
     ("group", "groups"),
     ("vars_files", "vars"),
+    ("sudo", "become"),
+    ("sudo_user", "become_user"),
+    ("ansible_become", "become"),
+    ("ansible_become_user", "become_user"),
+    ("ansible_become_method", "become_method"),
 ];
 
 /// The key `key` was probably meant to be, among `allowed`.
@@ -459,7 +493,73 @@ struct Settings {
     identity_file: Option<String>,
     transport: Option<TransportKind>,
     host_key_checking: Option<HostKeyPolicy>,
+    becomes: BecomeSettings,
     vars: Map<String, Value>,
+}
+
+/// `become`, `become_user` and `become_method` as one level (defaults, a group, a node) wrote
+/// them.
+#[derive(Default, Clone)]
+struct BecomeSettings {
+    enabled: Option<bool>,
+    user: Option<String>,
+    method: Option<BecomeMethod>,
+}
+
+impl BecomeSettings {
+    fn read(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Self, Error> {
+        let method = match text_field(doc, path, map, "become_method")? {
+            None => None,
+            Some(m) => Some(BecomeMethod::parse(&m).ok_or_else(|| {
+                doc.error_at(&child(path, "become_method"), format!("unknown become_method `{m}`"))
+                    .hint(format!("become_method is one of {}", BecomeMethod::NAMES.join(", ")))
+            })?),
+        };
+        Ok(BecomeSettings {
+            enabled: bool_field(doc, path, map, "become")?,
+            user: word_field(doc, path, map, "become_user")?,
+            method,
+        })
+    }
+
+    /// These settings over `under` (a later level over an earlier one).
+    fn over(&self, under: Become) -> Become {
+        Become {
+            enabled: self.enabled.unwrap_or(under.enabled),
+            user: self.user.clone().unwrap_or(under.user),
+            method: self.method.unwrap_or(under.method),
+        }
+    }
+}
+
+/// A yes/no key: a YAML boolean, or one of the words Python's strtobool takes (Ansible's
+/// habit).
+pub(crate) fn bool_field(
+    doc: &Document,
+    path: &[Seg],
+    map: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<bool>, Error> {
+    let refuse = |shown: String| {
+        doc.error_at(&child(path, key), format!("`{key}` must be true or false{shown}"))
+            .hint("yes/no, true/false, on/off and 1/0 are accepted")
+    };
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) => strtobool(s).map(Some).ok_or_else(|| refuse(format!(", not `{s}`"))),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 1) => Ok(Some(n.as_u64() == Some(1))),
+        Some(_) => Err(refuse(String::new())),
+    }
+}
+
+/// Python's `strtobool`, which Directord applies to `async`.
+pub(crate) fn strtobool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "y" | "yes" | "t" | "true" | "on" | "1" => Some(true),
+        "n" | "no" | "f" | "false" | "off" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 fn settings(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Settings, Error> {
@@ -491,6 +591,7 @@ fn settings(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Se
         identity_file: text_field(doc, path, map, "identity_file")?,
         transport,
         host_key_checking,
+        becomes: BecomeSettings::read(doc, path, map)?,
         vars: map_field(doc, path, map, "vars")?.cloned().unwrap_or_default(),
     })
 }
@@ -540,7 +641,10 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
     for (name, group) in &groups {
         let path = [Seg::Key("groups".into()), Seg::Key(name.clone())];
         match group {
-            Value::Object(g) => check_keys(doc, &path, g, &["vars"], "group")?,
+            Value::Object(g) => {
+                check_keys(doc, &path, g, GROUP_KEYS, "group")?;
+                BecomeSettings::read(doc, &path, g)?;
+            }
             Value::Null => {}
             _ => {
                 return Err(
@@ -577,14 +681,18 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
         };
         let node_groups = list_of_text(doc, &path, map, "groups")?.unwrap_or_default();
         // Vars: global, then each group's in order, then the node's own; later wins.
+        // Become: the defaults', then each group's in order, then the node's own.
         let mut vars = global_vars.clone();
         vars.extend(defaults.vars.clone());
+        let mut becomes = defaults.becomes.over(Become::default());
         for (gi, g) in node_groups.iter().enumerate() {
             match groups.get(g) {
                 Some(Value::Object(gm)) => {
                     if let Some(Value::Object(gv)) = gm.get("vars") {
                         vars.extend(gv.clone());
                     }
+                    let path = [Seg::Key("groups".into()), Seg::Key(g.clone())];
+                    becomes = BecomeSettings::read(doc, &path, gm)?.over(becomes);
                 }
                 Some(_) => {}
                 None if groups.is_empty() => {}
@@ -628,6 +736,7 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
             vars,
             transport: own.transport.or(defaults.transport).unwrap_or(TransportKind::Ssh),
             host_key_checking: own.host_key_checking.or(defaults.host_key_checking),
+            becomes: own.becomes.over(becomes),
             origin: (index, path),
         });
     }
@@ -717,6 +826,7 @@ fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value
                 secret_vars: Vec::new(),
                 transport: TransportKind::Ssh,
                 host_key_checking: None,
+                becomes: Become::default(),
                 origin: (index, path),
             });
         }
@@ -758,7 +868,7 @@ mod tests {
         let err = load("nodes:\n  - name: a\n    hots: x\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "error: c.yaml:3:5: unknown key `hots` in node\n  hint: did you mean `host`? node keys are: name, host, port, user, identity_file, groups, vars, transport, host_key_checking, via"
+            "error: c.yaml:3:5: unknown key `hots` in node\n  hint: did you mean `host`? node keys are: name, host, port, user, identity_file, groups, vars, transport, host_key_checking, via, become, become_user, become_method"
         );
         assert_eq!(err.code, 2);
     }

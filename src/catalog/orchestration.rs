@@ -44,23 +44,10 @@ pub const KNOWN_VERBS: &[&str] = &[
 ];
 
 /// The keys of an entry.
-pub const ENTRY_KEYS: &[&str] = &["name", "targets", "assign", "async", "jobs"];
+pub const ENTRY_KEYS: &[&str] = &["name", "targets", "assign", "async", "become", "become_user", "jobs"];
 
 /// The keys a job has beside its one verb.
-pub const JOB_KEYS: &[&str] = &["name", "vars", "assign"];
-
-/// Keys people bring from other tools that director will have but does not have yet: an
-/// error saying so, never ignored.
-const NOT_YET_KEYS: &[(&str, &str)] = &[
-    (
-        "become",
-        "running jobs as another user (sudo) is not supported yet; log in as that user in the catalog (`user:`)",
-    ),
-    (
-        "become_user",
-        "running jobs as another user (sudo) is not supported yet; log in as that user in the catalog (`user:`)",
-    ),
-];
+pub const JOB_KEYS: &[&str] = &["name", "vars", "assign", "become", "become_user"];
 
 #[derive(Debug, Clone)]
 pub struct Orchestration {
@@ -81,6 +68,8 @@ pub struct Entry {
     /// `assign` if present, else `targets`; `None` means every node.
     pub targets: Option<Vec<TargetRef>>,
     pub is_async: bool,
+    /// `become` and `become_user` for the entry's jobs (see [`super::account`]).
+    pub becomes: BecomeSpec,
     pub jobs: Vec<JobSpec>,
     pub path: Vec<Seg>,
 }
@@ -92,7 +81,38 @@ pub struct JobSpec {
     pub name: Option<String>,
     pub vars: Map<String, Value>,
     pub assign: Option<Vec<TargetRef>>,
+    /// The job's own `become` and `become_user`, over its entry's.
+    pub becomes: BecomeSpec,
     pub path: Vec<Seg>,
+}
+
+/// `become` and `become_user` as an entry or a job wrote them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BecomeSpec {
+    pub enabled: Option<bool>,
+    pub user: Option<String>,
+}
+
+impl BecomeSpec {
+    fn read(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Self, Error> {
+        let user = match map.get("become_user") {
+            None | Some(Value::Null) => None,
+            Some(v) => match scalar_text(v) {
+                Some(u) if !u.is_empty() && !u.chars().any(|c| c.is_whitespace() || c.is_control()) => Some(u),
+                _ => {
+                    return Err(doc
+                        .error_at(&child(path, "become_user"), "`become_user` must be a user name")
+                        .hint("e.g. `become_user: postgres`"))
+                }
+            },
+        };
+        Ok(BecomeSpec { enabled: super::bool_field(doc, path, map, "become")?, user })
+    }
+
+    /// `self` (a job's) over `under` (its entry's).
+    pub fn over(&self, under: &BecomeSpec) -> BecomeSpec {
+        BecomeSpec { enabled: self.enabled.or(under.enabled), user: self.user.clone().or(under.user.clone()) }
+    }
 }
 
 impl Orchestration {
@@ -139,16 +159,8 @@ fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>)
             _ => None,
         },
     };
-    let is_async = match map.get("async") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => strtobool(s).ok_or_else(|| {
-            doc.error_at(&at("async"), format!("`async` must be true or false, not `{s}`"))
-                .hint("yes/no, true/false, on/off and 1/0 are accepted")
-        })?,
-        Some(Value::Number(n)) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => n.as_i64() == Some(1),
-        Some(_) => return Err(doc.error_at(&at("async"), "`async` must be true or false")),
-    };
+    let is_async = super::bool_field(doc, &path, map, "async")?.unwrap_or(false);
+    let becomes = BecomeSpec::read(doc, &path, map)?;
     let jobs = match map.get("jobs") {
         Some(Value::Array(jobs)) if !jobs.is_empty() => jobs,
         Some(Value::Array(_)) => {
@@ -171,7 +183,7 @@ fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>)
     for (j, job) in jobs.iter().enumerate() {
         specs.push(job_spec(doc, child(&at("jobs"), j), index, j, job)?);
     }
-    Ok(Entry { name, targets, is_async, jobs: specs, path })
+    Ok(Entry { name, targets, is_async, becomes, jobs: specs, path })
 }
 
 /// An entry's or a job's optional `name`: any scalar, as text.
@@ -181,15 +193,6 @@ fn name_field(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<
         Some(v) => {
             scalar_text(v).map(Some).ok_or_else(|| doc.error_at(&child(path, "name"), "`name` must be a string"))
         }
-    }
-}
-
-/// Python's `strtobool`, which Directord applies to `async`.
-fn strtobool(s: &str) -> Option<bool> {
-    match s.to_ascii_lowercase().as_str() {
-        "y" | "yes" | "t" | "true" | "on" | "1" => Some(true),
-        "n" | "no" | "f" | "false" | "off" | "0" => Some(false),
-        _ => None,
     }
 }
 
@@ -234,6 +237,7 @@ fn job_spec(doc: &Document, path: Vec<Seg>, entry: usize, index: usize, job: &Va
         None | Some(Value::Null) => None,
         Some(v) => Some(targets(doc, at("assign"), v, "assign")?),
     };
+    let becomes = BecomeSpec::read(doc, &path, map)?;
     let mut verbs = map.iter().filter(|(k, _)| !JOB_KEYS.contains(&k.as_str()));
     let Some((key, value)) = verbs.next() else {
         return Err(doc
@@ -268,15 +272,12 @@ fn job_spec(doc: &Document, path: Vec<Seg>, entry: usize, index: usize, job: &Va
         doc.error_at(&at(key), format!("the value of `{key}` in {what} must be a string, not a list or mapping"))
             .hint(format!("quote it: `{key}: \"...\"`"))
     })?;
-    Ok(JobSpec { verb, args, name, vars, assign, path })
+    Ok(JobSpec { verb, args, name, vars, assign, becomes, path })
 }
 
 /// A key beside a job's verb that is neither a verb nor a job key.
 fn unknown_job_key(doc: &Document, path: &[Seg], key: &str, what: &str) -> Error {
     let at = child(path, Seg::KeyName(key.to_string()));
-    if let Some(why) = NOT_YET_KEYS.iter().find(|(k, _)| *k == key).map(|(_, why)| why) {
-        return doc.error_at(&at, format!("`{key}` in {what} is not supported yet")).hint(*why);
-    }
     let err = doc.error_at(&at, format!("unknown key `{key}` in {what}"));
     let keys = format!("a job has one verb and the keys {}", JOB_KEYS.join(", "));
     match super::suggest_key(key, JOB_KEYS)
@@ -307,6 +308,17 @@ mod tests {
     }
 
     #[test]
+    fn become_is_read_before_or_after_the_verb_and_at_the_entry() {
+        let o = parse("- become: yes\n  become_user: postgres\n  jobs:\n    - RUN: whoami\n      become: false\n    - become_user: app\n      RUN: id\n    - RUN: id\n").unwrap();
+        let e = &o.entries[0];
+        assert_eq!(e.becomes, BecomeSpec { enabled: Some(true), user: Some("postgres".into()) });
+        let folded: Vec<BecomeSpec> = e.jobs.iter().map(|j| j.becomes.over(&e.becomes)).collect();
+        assert_eq!(folded[0], BecomeSpec { enabled: Some(false), user: Some("postgres".into()) });
+        assert_eq!(folded[1], BecomeSpec { enabled: Some(true), user: Some("app".into()) });
+        assert_eq!(folded[2], BecomeSpec { enabled: Some(true), user: Some("postgres".into()) });
+    }
+
+    #[test]
     fn every_corpus_orchestration_parses() {
         let dir = Path::new("tests/fixtures/corpus/orchestrations");
         let mut count = 0;
@@ -329,14 +341,15 @@ mod tests {
             ("- jobs:\n  - RUN: [a]\n", "error: o.yaml:2:10: the value of `RUN` in job 1 of entry 1 must be a string, not a list or mapping\n  hint: quote it: `RUN: \"...\"`"),
             ("- async: maybe\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:10: `async` must be true or false, not `maybe`\n  hint: yes/no, true/false, on/off and 1/0 are accepted"),
             ("- jobs:\n  - name: only\n", "error: o.yaml:2:5: job 1 of entry 1 has no verb\n  hint: write the job as `- RUN: command` (or another verb)"),
-            ("- name: x\n  target: [tb1]\n  jobs: [{RUN: x}]\n", "error: o.yaml:2:3: unknown key `target` in entry\n  hint: did you mean `targets`? entry keys are: name, targets, assign, async, jobs"),
-            ("- hosts: all\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:3: unknown key `hosts` in entry\n  hint: did you mean `targets`? entry keys are: name, targets, assign, async, jobs"),
-            ("- when: x\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:3: unknown key `when` in entry\n  hint: entry keys are: name, targets, assign, async, jobs"),
+            ("- name: x\n  target: [tb1]\n  jobs: [{RUN: x}]\n", "error: o.yaml:2:3: unknown key `target` in entry\n  hint: did you mean `targets`? entry keys are: name, targets, assign, async, become, become_user, jobs"),
+            ("- hosts: all\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:3: unknown key `hosts` in entry\n  hint: did you mean `targets`? entry keys are: name, targets, assign, async, become, become_user, jobs"),
+            ("- when: x\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:3: unknown key `when` in entry\n  hint: entry keys are: name, targets, assign, async, become, become_user, jobs"),
             ("- jobs:\n  - RUN: echo one\n    ECHO: two\n", "error: o.yaml:3:5: job 1 of entry 1 has two verbs, `RUN` and `ECHO`\n  hint: a job has one verb: make `ECHO` a job of its own (`- ECHO: ...`)"),
-            ("- jobs:\n  - RUN: echo one\n    nmae: x\n", "error: o.yaml:3:5: unknown key `nmae` in job 1 of entry 1\n  hint: did you mean `name`? a job has one verb and the keys name, vars, assign"),
-            ("- jobs:\n  - nmae: x\n    RUN: echo one\n", "error: o.yaml:2:5: unknown key `nmae` in job 1 of entry 1\n  hint: did you mean `name`? a job has one verb and the keys name, vars, assign"),
-            ("- jobs:\n  - RUN: whoami\n    become: true\n", "error: o.yaml:3:5: `become` in job 1 of entry 1 is not supported yet\n  hint: running jobs as another user (sudo) is not supported yet; log in as that user in the catalog (`user:`)"),
-            ("- jobs:\n  - become: true\n    RUN: whoami\n", "error: o.yaml:2:5: `become` in job 1 of entry 1 is not supported yet\n  hint: running jobs as another user (sudo) is not supported yet; log in as that user in the catalog (`user:`)"),
+            ("- jobs:\n  - RUN: echo one\n    nmae: x\n", "error: o.yaml:3:5: unknown key `nmae` in job 1 of entry 1\n  hint: did you mean `name`? a job has one verb and the keys name, vars, assign, become, become_user"),
+            ("- jobs:\n  - nmae: x\n    RUN: echo one\n", "error: o.yaml:2:5: unknown key `nmae` in job 1 of entry 1\n  hint: did you mean `name`? a job has one verb and the keys name, vars, assign, become, become_user"),
+            ("- jobs:\n  - RUN: whoami\n    become: maybe\n", "error: o.yaml:3:13: `become` must be true or false, not `maybe`\n  hint: yes/no, true/false, on/off and 1/0 are accepted"),
+            ("- become_user: [a]\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:16: `become_user` must be a user name\n  hint: e.g. `become_user: postgres`"),
+            ("- jobs:\n  - RUN: whoami\n    becom: true\n", "error: o.yaml:3:5: unknown key `becom` in job 1 of entry 1\n  hint: did you mean `become`? a job has one verb and the keys name, vars, assign, become, become_user"),
         ];
         for (text, want) in cases {
             assert_eq!(parse(text).unwrap_err().to_string(), want, "for {text:?}");

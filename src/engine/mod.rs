@@ -23,7 +23,7 @@ pub mod session;
 pub mod shared;
 pub mod work;
 
-use crate::catalog::{Node, TransportKind};
+use crate::catalog::{Account, Node, TransportKind};
 use crate::error::exit;
 use crate::event::{Event, JobCounts, JobStatus, Summary};
 use crate::plan::{Plan, Schedule, Work};
@@ -47,6 +47,8 @@ pub struct EngineConfig {
     pub hello_timeout: Duration,
     /// Seconds cached args and envs live on a node.
     pub args_ttl: u64,
+    /// The become password, for a become method that asks (see `transport::escalate`).
+    pub become_password: Option<Arc<crate::secret::Password>>,
 }
 
 /// Default lifetime of cached args and envs: 12 hours.
@@ -258,23 +260,29 @@ async fn connect(node: &Node, config: &EngineConfig, sink: &Sink) -> Result<Conn
     Ok(conn)
 }
 
+/// Starts an executor on the node as `account`. The node's first (its own account's) says
+/// the node is ready; one for another account a job needs is said by that job.
 async fn start_session(
     conn: &Connection,
     node: &Node,
+    account: &Account,
     config: &EngineConfig,
     sink: &Sink,
+    first: bool,
 ) -> Result<(Session, session::Greeting), String> {
     let started = Instant::now();
     let mut force = false;
+    let password = config.become_password.as_deref();
     loop {
         let mut uploads = Vec::new();
-        let link = conn.start_executor(force, &mut |p: Progress| uploads.push(p)).await;
+        let link = conn.start_executor(&node.name, account, password, force, &mut |p: Progress| uploads.push(p)).await;
         for p in uploads {
             if let Progress::Uploaded { bytes, sha3 } = p {
                 sink.emit(Event::ExecutorUploaded { node: node.name.clone(), bytes, sha3 }).await;
             }
         }
         match Session::open(link?, config.hello_timeout).await {
+            Ok((session, greeting)) if !first => return Ok((session, greeting)),
             Ok((session, greeting)) => {
                 let facts = greeting.facts.clone();
                 sink.emit(Event::NodeReady {
@@ -306,12 +314,16 @@ async fn run_node(
 ) -> NodeTally {
     let node = &plan.nodes[index];
     let mut tally = NodeTally::default();
+    // The node's own account runs its executor, which keeps the node cache; other accounts
+    // some of its jobs run as get executors of their own when first needed.
+    let account = node.becomes.account(None, None);
     // Reaching the node is bounded (connect, authentication, then the executor's start) and
     // gives way to a cancel: a node whose login shell stalls never holds the run.
     let mut watch_cancel = cancel.clone();
     let reach = async {
         let conn = connect(node, config, sink).await?;
-        match tokio::time::timeout(config.hello_timeout, start_session(&conn, node, config, sink)).await {
+        match tokio::time::timeout(config.hello_timeout, start_session(&conn, node, &account, config, sink, true)).await
+        {
             Ok(Ok((session, greeting))) => Ok((conn, session, greeting)),
             Ok(Err(error)) => {
                 conn.close().await;
@@ -356,9 +368,22 @@ async fn run_node(
         );
         sink.emit(Event::NodeNotice { node: node.name.clone(), message }).await;
     }
-    let cx = work::Cx { plan, index, node, session: &session, sink, shared, renderer, config };
     let lanes = plan.lanes(index);
-    let results = futures::future::join_all(lanes.iter().map(|lane| run_lane(&cx, lane, cancel.clone()))).await;
+    let mut others: Vec<Account> = Vec::new();
+    for &j in lanes.iter().flatten().flatten() {
+        let wanted = plan.jobs[j].account(node);
+        if wanted != account && !others.contains(&wanted) {
+            others.push(wanted);
+        }
+    }
+    let accounts = Accounts {
+        conn: &conn,
+        own: account,
+        others: others.into_iter().map(|a| (a, tokio::sync::OnceCell::new())).collect(),
+    };
+    let cx = work::Cx { plan, index, node, session: &session, home: &session, sink, shared, renderer, config };
+    let results =
+        futures::future::join_all(lanes.iter().map(|lane| run_lane(&cx, &accounts, lane, cancel.clone()))).await;
     for statuses in results {
         for s in statuses {
             tally.count(s);
@@ -369,13 +394,60 @@ async fn run_node(
         tally.unreachable = true;
     }
     session.shutdown().await;
+    for (_, cell) in &accounts.others {
+        if let Some(Ok(other)) = cell.get() {
+            other.shutdown().await;
+        }
+    }
+    drop(accounts);
     conn.close().await;
     sink.emit(Event::NodeFinished { node: node.name.clone(), ok: tally.clean() }).await;
     tally
 }
 
+/// The executors of one node, one per account its jobs run as.
+struct Accounts<'a> {
+    conn: &'a Connection,
+    /// The node's own account: its executor is the node's session.
+    own: Account,
+    /// The other accounts, each started by the first job that runs as it.
+    others: Vec<(Account, tokio::sync::OnceCell<Result<Session, String>>)>,
+}
+
+impl Accounts<'_> {
+    /// The session `job` runs on, or why the executor for its account could not start.
+    async fn session_for<'s>(&'s self, cx: &work::Cx<'s>, job: &crate::plan::Job) -> Result<&'s Session, String> {
+        let account = job.account(cx.node);
+        if account == self.own {
+            return Ok(cx.session);
+        }
+        let Some((_, cell)) = self.others.iter().find(|(a, _)| *a == account) else {
+            return Err(format!("no executor for {account:?}"));
+        };
+        let opened = cell
+            .get_or_init(|| async {
+                let start = start_session(self.conn, cx.node, &account, cx.config, cx.sink, false);
+                match tokio::time::timeout(cx.config.hello_timeout, start).await {
+                    Ok(started) => started.map(|(session, _)| session),
+                    Err(_) => Err(format!(
+                        "the executor for {} did not start within {} s",
+                        account.user().unwrap_or("the login user"),
+                        cx.config.hello_timeout.as_secs()
+                    )),
+                }
+            })
+            .await;
+        opened.as_ref().map_err(Clone::clone)
+    }
+}
+
 /// One lane: groups (entries) in order, jobs in order; a failure skips the rest of its group.
-async fn run_lane(cx: &work::Cx<'_>, lane: &[Vec<usize>], cancel: watch::Receiver<u8>) -> Vec<JobStatus> {
+async fn run_lane(
+    cx: &work::Cx<'_>,
+    accounts: &Accounts<'_>,
+    lane: &[Vec<usize>],
+    cancel: watch::Receiver<u8>,
+) -> Vec<JobStatus> {
     let (plan, node, session) = (cx.plan, cx.node, cx.session);
     let mut statuses = Vec::new();
     for group in lane {
@@ -398,7 +470,13 @@ async fn run_lane(cx: &work::Cx<'_>, lane: &[Vec<usize>], cancel: watch::Receive
                     cx.sink.emit(skipped(&node.name, job, reason)).await;
                     JobStatus::Skipped
                 }
-                None => work::run_job(cx, job, cancel.clone()).await,
+                None => match accounts.session_for(cx, job).await {
+                    Ok(session) => work::run_job(&work::Cx { session, ..*cx }, job, cancel.clone()).await,
+                    Err(reason) => {
+                        cx.sink.emit(work::failed_to_start(node, job, reason)).await;
+                        JobStatus::Failed
+                    }
+                },
             };
             if blocked.is_none() && !matches!(status, JobStatus::Ok | JobStatus::Cached | JobStatus::Skipped) {
                 blocked = Some(format!("job {} ({}) failed on this node", job.id + 1, job.label()));

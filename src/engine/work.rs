@@ -28,11 +28,15 @@ const CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
 const BLUEPRINT_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Everything a job on one node can reach.
+#[derive(Clone, Copy)]
 pub struct Cx<'a> {
     pub plan: &'a Plan,
     pub index: usize,
     pub node: &'a Node,
+    /// The executor the job runs on (the one of the account it runs as).
     pub session: &'a Session,
+    /// The node's own executor, which keeps the node cache.
+    pub home: &'a Session,
     pub sink: &'a Sink,
     pub shared: &'a Shared,
     pub renderer: &'a std::sync::Arc<Renderer>,
@@ -56,7 +60,7 @@ impl Cx<'_> {
                 director_proto::MAX_CACHE >> 20
             ));
         }
-        match self.session.call(|id| Request::SaveCache { id, data }).await? {
+        match self.home.call(|id| Request::SaveCache { id, data }).await? {
             Done::Failed { message } => Err(format!("cannot save the node cache: {message}")),
             _ => Ok(()),
         }
@@ -189,6 +193,20 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
     finish.status
 }
 
+/// The events of a job that could not start because its account's executor did not: it
+/// starts and fails with `reason`.
+pub fn failed_to_start(node: &Node, job: &Job, reason: String) -> Event {
+    Event::JobFinished {
+        node: node.name.clone(),
+        job: job.id,
+        name: job.label(),
+        status: JobStatus::Failed,
+        exit_code: None,
+        reason: Some(format!("{reason} (job {} `{}` on node {})", job.id + 1, job.label(), node.name)),
+        ms: 0,
+    }
+}
+
 /// What the job does on this node, as a person would read it, for the events and history.
 fn rendered_info(job: &Job, r: &Rendered) -> String {
     let text = match &job.work {
@@ -229,9 +247,11 @@ async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), St
     }
     let args = Value::Object(context);
     let blueprints = read_blueprints(&job.work).await?;
+    let run_as = job.account(cx.node).user().map(str::to_string);
     if !job.heavy() {
         // Nothing to render, hash or look up: no thread hop.
-        return render_work(cx.renderer, &job.work, &args, env, blueprints);
+        return render_work(cx.renderer, &job.work, &args, env, blueprints)
+            .map(|(r, out)| (Rendered { run_as, ..r }, out));
     }
     // Rendering, hashing and looking up files are CPU work: they run on a blocking thread,
     // so a heavy template never stalls the other nodes, and fuel bounds the template work.
@@ -239,6 +259,7 @@ async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), St
     tokio::task::spawn_blocking(move || render_work(&renderer, &work, &args, env, blueprints))
         .await
         .map_err(|e| format!("rendering failed: {e}"))?
+        .map(|(r, out)| (Rendered { run_as, ..r }, out))
 }
 
 /// The texts of an ADD/COPY's `--blueprint` sources, in order (none for other jobs).

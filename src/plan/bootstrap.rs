@@ -68,6 +68,7 @@ impl Plan {
                     stderr_arg: None,
                     targets: targets.clone(),
                     definition: spec.raw.clone(),
+                    becomes: Default::default(),
                 });
             }
             entries.push(entry);

@@ -21,6 +21,10 @@
 //! | ECHO | `text` |
 //! | QUEUESENTINEL | nothing more |
 //!
+//! A job that runs as another user than the login user (become) also holds `as`, that user:
+//! the same command as root and as the login user are different work. Jobs run as the login
+//! user have no `as`, so their fingerprints are those of earlier versions.
+//!
 //! Left out on purpose: `--skip-cache`, the job's name, targets, position and entry, so the
 //! same work anywhere has the same fingerprint. Unlike Directord, the content of ADD/COPY
 //! sources is in (editing a source re-sends it), and so are the rendered command and the
@@ -41,6 +45,8 @@ pub struct Rendered {
     pub files: Vec<(String, String)>,
     /// The node's cached envs, for the verbs that run a command.
     pub env: Map<String, Value>,
+    /// The user the job runs as through become; `None` for the login user.
+    pub run_as: Option<String>,
 }
 
 /// The fingerprint of `job` as rendered on a node.
@@ -54,6 +60,9 @@ pub fn compute(job: &Job, r: &Rendered) -> String {
         "stderr_arg": job.stderr_arg,
     });
     let fields = body.as_object_mut().expect("object");
+    if let Some(user) = &r.run_as {
+        fields.insert("as".to_string(), json!(user));
+    }
     let mut put = |k: &str, v: Value| {
         fields.insert(k.to_string(), v);
     };
@@ -188,6 +197,7 @@ mod tests {
             stderr_arg: p.stderr_arg,
             targets: vec![],
             definition: serde_json::Value::Null,
+            becomes: Default::default(),
         }
     }
 
@@ -250,6 +260,8 @@ mod tests {
         assert_ne!(base, compute(&run, &Rendered { text: "echo b".into(), ..Rendered::default() }));
         let env = json!({"x": "1"}).as_object().unwrap().clone();
         assert_ne!(base, compute(&run, &Rendered { text: "echo a".into(), env, ..Rendered::default() }));
+        let as_root = Rendered { text: "echo a".into(), run_as: Some("root".into()), ..Rendered::default() };
+        assert_ne!(base, compute(&run, &as_root));
         let mut skip = job("RUN", "--skip-cache echo a");
         skip.name = Some("named".into());
         skip.id = 7;

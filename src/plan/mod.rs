@@ -12,9 +12,9 @@ pub mod fingerprint;
 pub mod literal;
 pub mod verbs;
 
-use crate::catalog::orchestration::{JobSpec, Orchestration, TargetRef};
+use crate::catalog::orchestration::{BecomeSpec, JobSpec, Orchestration, TargetRef};
 use crate::catalog::yaml::{child, Document, Seg};
-use crate::catalog::{Catalog, Node};
+use crate::catalog::{Account, Catalog, Node};
 use crate::error::Error;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,9 +39,16 @@ pub struct Job {
     pub targets: Vec<usize>,
     /// The job as written in its file, for the history.
     pub definition: serde_json::Value,
+    /// Its `become` and `become_user`, over its entry's.
+    pub becomes: BecomeSpec,
 }
 
 impl Job {
+    /// Who the job runs as on `node`.
+    pub fn account(&self, node: &Node) -> Account {
+        node.becomes.account(self.becomes.enabled, self.becomes.user.as_deref())
+    }
+
     /// How the job is shown to a person: its name, or its verb and arguments.
     pub fn label(&self) -> String {
         if let Some(name) = &self.name {
@@ -163,6 +170,7 @@ impl Plan {
                     PlannedEntry { name: entry.name.clone(), fingerprint, is_async: entry.is_async, jobs: Vec::new() };
                 for spec in &entry.jobs {
                     let mut job = plan_job(&orch.doc, spec, jobs.len(), entries.len())?;
+                    job.becomes = spec.becomes.over(&entry.becomes);
                     job.skip_cache |= selection.ignore_cache;
                     let targets = match &spec.assign {
                         Some(a) => resolve(catalog, &orch.doc, a)?,
@@ -390,6 +398,7 @@ fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Re
         stderr_arg: parsed.stderr_arg,
         targets: Vec::new(),
         definition: value_at(doc, &spec.path).clone(),
+        becomes: BecomeSpec::default(),
     })
 }
 

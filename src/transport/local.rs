@@ -62,7 +62,7 @@ impl LocalConnection {
         }
         let path = install_dir().join(format!("director-exec-{}", exe.sha3));
         let mut tries = 0;
-        let mut child = loop {
+        let child = loop {
             let spawned = tokio::process::Command::new(&path)
                 .arg("serve")
                 .stdin(Stdio::piped())
@@ -78,34 +78,55 @@ impl LocalConnection {
                 other => break other.map_err(|e| format!("cannot start {}: {e}", path.display()))?,
             }
         };
-        let writer = child.stdin.take().expect("piped");
-        let mut stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
-        let (tx, incoming) = mpsc::channel(256);
-        let err_tx = tx.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 16 * 1024];
-            while let Ok(n) = stderr.read(&mut buf).await {
-                if n == 0 || err_tx.send(Incoming::Stderr(buf[..n].to_vec())).await.is_err() {
-                    break;
-                }
+        Ok(link_of(child))
+    }
+}
+
+/// Runs `command` with `/bin/sh -c`: a link to whatever it starts (the shell path of
+/// become, which runs the probe and install scripts as on a remote node).
+pub fn exec_shell(command: String) -> Result<Link, String> {
+    let child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start /bin/sh: {e}"))?;
+    Ok(link_of(child))
+}
+
+/// A link over a child's pipes; its stderr is all delivered before it is reported closed.
+fn link_of(mut child: tokio::process::Child) -> Link {
+    let writer = child.stdin.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let (tx, incoming) = mpsc::channel(256);
+    let err_tx = tx.clone();
+    let errors = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 || err_tx.send(Incoming::Stderr(buf[..n].to_vec())).await.is_err() {
+                break;
             }
-        });
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match stdout.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send(Incoming::Data(buf[..n].to_vec())).await.is_err() {
-                            return;
-                        }
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stdout.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(Incoming::Data(buf[..n].to_vec())).await.is_err() {
+                        return;
                     }
                 }
             }
-            let status = child.wait().await.ok().and_then(|s| s.code()).map(|c| c as u32);
-            let _ = tx.send(Incoming::Closed(status)).await;
-        });
-        Ok(Link { writer: Box::new(writer), incoming, pending: Vec::new(), guard: None })
-    }
+        }
+        let _ = errors.await;
+        let status = child.wait().await.ok().and_then(|s| s.code()).map(|c| c as u32);
+        let _ = tx.send(Incoming::Closed(status)).await;
+    });
+    Link { writer: Box::new(writer), incoming, pending: Vec::new(), guard: None }
 }

@@ -7,6 +7,7 @@
 //! link is the engine's business (see `director-proto`); this module never decodes a frame,
 //! and it never prints: failures come back as text the engine turns into events.
 
+pub mod escalate;
 pub mod executor;
 pub mod known_hosts;
 pub mod local;
@@ -14,7 +15,10 @@ pub mod pattern;
 pub mod ssh;
 pub mod ssh_config;
 
-use tokio::io::AsyncWrite;
+use crate::catalog::Account;
+use crate::secret::Password;
+use executor::ProbeAnswer;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// What arrives from the executor's side of a link.
@@ -52,16 +56,20 @@ pub enum Connection {
 }
 
 impl Connection {
-    /// Starts the executor (installing it first if the node lacks it) and returns the link.
-    /// With `force_install` the executor is installed again even if present.
+    /// Starts the executor as `account` (installing it first if the node lacks it) and
+    /// returns the link. With `force_install` the executor is installed again even if
+    /// present. `node` names the node in messages; `password` answers a become prompt.
     pub async fn start_executor(
         &self,
+        node: &str,
+        account: &Account,
+        password: Option<&Password>,
         force_install: bool,
         report: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Link, String> {
-        match self {
-            Connection::Ssh(c) => c.start_executor(force_install, report).await,
-            Connection::Local(c) => c.start_executor(force_install, report).await,
+        match (self, account) {
+            (Connection::Local(c), Account::Login) => c.start_executor(force_install, report).await,
+            _ => self.start_through_shell(node, account, password, force_install, report).await,
         }
     }
 
@@ -69,5 +77,128 @@ impl Connection {
         if let Connection::Ssh(c) = self {
             c.close().await
         }
+    }
+
+    /// Runs a shell command on the node: a link to whatever it starts.
+    async fn exec(&self, command: String) -> Result<Link, String> {
+        match self {
+            Connection::Ssh(c) => c.exec_link(command).await,
+            Connection::Local(_) => local::exec_shell(command),
+        }
+    }
+
+    /// Runs `script` as `account` to its end, with `input` on its stdin: its exit status and
+    /// everything it printed.
+    async fn run_script(
+        &self,
+        script: &str,
+        account: &Account,
+        password: Option<&Password>,
+        input: &[u8],
+    ) -> Result<(Option<u32>, Vec<u8>, Vec<u8>), String> {
+        let mut link = self.exec(escalate::wrap(script, account, password.is_some())).await?;
+        escalate::dialogue(&mut link, account, password).await?;
+        // A script that ends without reading all of its input (it failed first) is reported by
+        // its status and output, not by the broken pipe.
+        let sent = async {
+            link.writer.write_all(input).await?;
+            link.writer.shutdown().await
+        };
+        let unsent = sent.await.err();
+        // End of input: a channel's EOF was sent by shutdown; a pipe closes when dropped.
+        drop(std::mem::replace(&mut link.writer, Box::new(tokio::io::sink())));
+        let (mut stdout, mut stderr) = (std::mem::take(&mut link.pending), Vec::new());
+        loop {
+            match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
+                Incoming::Data(d) => stdout.extend_from_slice(&d),
+                Incoming::Stderr(e) => stderr.extend_from_slice(&e),
+                Incoming::Closed(Some(0)) if unsent.is_some() => {
+                    return Err(format!("upload failed: {}", unsent.map(|e| e.to_string()).unwrap_or_default()))
+                }
+                Incoming::Closed(status) => return Ok((status, stdout, stderr)),
+            }
+        }
+    }
+
+    /// Installs the executor for `arch` (as `uname -m` says it) as `account`.
+    async fn install(
+        &self,
+        node: &str,
+        arch: &str,
+        account: &Account,
+        password: Option<&Password>,
+    ) -> Result<&'static executor::Executor, String> {
+        let exe = executor::for_arch(arch).ok_or_else(|| format!("node {node}: {}", executor::unsupported(arch)))?;
+        let (status, stdout, stderr) =
+            self.run_script(&executor::install_command(exe), account, password, exe.binary).await?;
+        match status {
+            Some(0) => Ok(exe),
+            other => Err(format!(
+                "installing the executor failed (exit {}): {}",
+                other.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                String::from_utf8_lossy(&[stderr, stdout].concat()).trim()
+            )),
+        }
+    }
+
+    /// The probe (and the install when it says the executor is missing), run through the
+    /// node's shell as `account`: how every SSH node, and a local node with become, starts
+    /// its executor.
+    async fn start_through_shell(
+        &self,
+        node: &str,
+        account: &Account,
+        password: Option<&Password>,
+        force_install: bool,
+        report: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Link, String> {
+        let mut uploaded = |exe: &executor::Executor| {
+            report(Progress::Uploaded { bytes: exe.binary.len() as u64, sha3: exe.sha3.to_string() })
+        };
+        if force_install {
+            // The file there is not ours (another protocol): its architecture decides which
+            // executor replaces it.
+            let (_, arch, _) = self.run_script("uname -m", &Account::Login, None, b"").await?;
+            uploaded(self.install(node, String::from_utf8_lossy(&arch).trim(), account, password).await?);
+        }
+        for round in 0..2 {
+            let mut link = self.exec(escalate::wrap(&executor::probe_command(), account, password.is_some())).await?;
+            escalate::dialogue(&mut link, account, password).await?;
+            let mut probe_stderr = Vec::new();
+            loop {
+                match executor::read_probe(&link.pending) {
+                    ProbeAnswer::Started => return Ok(link),
+                    ProbeAnswer::Unsafe { path } => {
+                        let owner = match account.user() {
+                            Some(user) => format!("{user}, the become user"),
+                            None => "the login user".to_string(),
+                        };
+                        return Err(format!(
+                            "the executor on node {node} is not safe to run: {path} can be changed by another user (it is writable by everyone or not owned by {owner}); fix its owner and mode (chmod 700) or set XDG_CACHE_HOME elsewhere"
+                        ));
+                    }
+                    ProbeAnswer::Missing { arch } => {
+                        if round == 1 {
+                            return Err("the executor was installed but does not start".to_string());
+                        }
+                        uploaded(self.install(node, &arch, account, password).await?);
+                        break;
+                    }
+                    ProbeAnswer::NeedMore => match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
+                        Incoming::Data(d) => link.pending.extend_from_slice(&d),
+                        Incoming::Stderr(e) => probe_stderr.extend_from_slice(&e),
+                        Incoming::Closed(status) => {
+                            let said = String::from_utf8_lossy(&probe_stderr).trim().to_string();
+                            return Err(format!(
+                                "the probe ended before the executor started (exit {}){}",
+                                status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                                if said.is_empty() { String::new() } else { format!(": {said}") }
+                            ));
+                        }
+                    },
+                }
+            }
+        }
+        unreachable!("the second round returns")
     }
 }

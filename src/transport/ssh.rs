@@ -3,13 +3,13 @@
 //! It owns the handshake (bounded by a timeout, paced by [`Gates`] so a burst of connections
 //! never trips sshd's MaxStartups, retried when sshd drops one anyway), host key checking
 //! (through [`super::known_hosts`]), authentication (the catalog's key file, else ssh-agent,
-//! else the default key files), and starting the executor on one exec channel, installing it
-//! first when the probe says it is missing. Every job of the run then streams over that
-//! channel; no channel is opened per job.
+//! else the default key files), and exec channels: the probe and install scripts of
+//! [`super::Connection`] run on them, and the executor's session is one of them. Every job of
+//! the run then streams over that channel (one per account the node's jobs run as); no
+//! channel is opened per job.
 
-use super::executor::{self, ProbeAnswer};
 use super::known_hosts::HostKeyCheck;
-use super::{Incoming, Link, Progress};
+use super::{Incoming, Link};
 use crate::catalog::{Catalog, HostKeyPolicy, Node, TransportKind};
 use crate::error::Error;
 use russh::client;
@@ -228,7 +228,6 @@ impl client::Handler for Client {
 
 pub struct SshConnection {
     handle: client::Handle<Client>,
-    node: String,
     /// The ProxyCommand the session goes through: killed when the connection goes.
     _proxy: Option<Box<tokio::process::Child>>,
 }
@@ -402,7 +401,7 @@ async fn bastion(
                     files: settings.known_hosts.for_node(&node.user_known_hosts, &node.global_known_hosts),
                 };
                 let (handle, _) = handshake(&target, before.as_deref(), settings, policy).await?;
-                let mut conn = SshConnection { handle, node: target.name.clone(), _proxy: None };
+                let mut conn = SshConnection { handle, _proxy: None };
                 let login = Node {
                     name: target.name.clone(),
                     host: hop.host.clone(),
@@ -446,7 +445,7 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
         files: settings.known_hosts.for_node(&node.user_known_hosts, &node.global_known_hosts),
     };
     let (handle, proxy) = handshake(&target, via.as_deref(), settings, policy).await?;
-    let mut conn = SshConnection { handle, node: node.name.clone(), _proxy: proxy.map(Box::new) };
+    let mut conn = SshConnection { handle, _proxy: proxy.map(Box::new) };
     match tokio::time::timeout(settings.connect_timeout, conn.authenticate(node, &settings.credentials)).await {
         Err(_) => {
             return Err(format!("authentication to {address} timed out after {} s", settings.connect_timeout.as_secs()))
@@ -542,7 +541,8 @@ impl SshConnection {
         Err(format!("authentication as {user} failed (tried {})", tried.join(", ")))
     }
 
-    async fn exec_link(&self, command: String) -> Result<Link, String> {
+    /// Runs `command` on a channel of its own: a link to whatever it starts.
+    pub(super) async fn exec_link(&self, command: String) -> Result<Link, String> {
         let channel =
             self.handle.channel_open_session().await.map_err(|e| format!("cannot open a channel: {}", describe(&e)))?;
         channel.exec(true, command).await.map_err(|e| format!("cannot start the executor: {}", describe(&e)))?;
@@ -568,93 +568,6 @@ impl SshConnection {
             let _ = tx.send(Incoming::Closed(status)).await;
         });
         Ok(Link { writer: Box::new(writer), incoming, pending: Vec::new(), guard: Some(Box::new(write)) })
-    }
-
-    /// Runs `command` on its own channel; its exit status and everything it printed.
-    async fn run_once(&self, command: &str, input: Option<&[u8]>) -> Result<(Option<u32>, Vec<u8>, Vec<u8>), String> {
-        let mut channel =
-            self.handle.channel_open_session().await.map_err(|e| format!("cannot open a channel: {}", describe(&e)))?;
-        channel.exec(true, command).await.map_err(|e| describe(&e))?;
-        if let Some(bytes) = input {
-            channel.data(bytes).await.map_err(|e| format!("upload failed: {}", describe(&e)))?;
-        }
-        channel.eof().await.map_err(|e| describe(&e))?;
-        let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
-        while let Some(msg) = channel.wait().await {
-            match msg {
-                ChannelMsg::ExtendedData { data, .. } => stderr.extend_from_slice(&data),
-                ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
-                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-                _ => {}
-            }
-        }
-        Ok((status, stdout, stderr))
-    }
-
-    /// Installs the executor for `arch` (as `uname -m` says it); the bytes sent.
-    async fn install(&self, arch: &str) -> Result<&'static executor::Executor, String> {
-        let exe =
-            executor::for_arch(arch).ok_or_else(|| format!("node {}: {}", self.node, executor::unsupported(arch)))?;
-        let (status, stdout, stderr) = self.run_once(&executor::install_command(exe), Some(exe.binary)).await?;
-        match status {
-            Some(0) => Ok(exe),
-            other => Err(format!(
-                "installing the executor failed (exit {}): {}",
-                other.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
-                String::from_utf8_lossy(&[stderr, stdout].concat()).trim()
-            )),
-        }
-    }
-
-    pub async fn start_executor(
-        &self,
-        force_install: bool,
-        report: &mut (dyn FnMut(Progress) + Send),
-    ) -> Result<Link, String> {
-        let mut uploaded = |exe: &executor::Executor| {
-            report(Progress::Uploaded { bytes: exe.binary.len() as u64, sha3: exe.sha3.to_string() })
-        };
-        if force_install {
-            // The file there is not ours (another protocol): its architecture decides which
-            // executor replaces it.
-            let (_, arch, _) = self.run_once("uname -m", None).await?;
-            uploaded(self.install(String::from_utf8_lossy(&arch).trim()).await?);
-        }
-        for round in 0..2 {
-            let mut link = self.exec_link(executor::probe_command()).await?;
-            let mut probe_stderr = Vec::new();
-            loop {
-                match executor::read_probe(&link.pending) {
-                    ProbeAnswer::Started => return Ok(link),
-                    ProbeAnswer::Unsafe { path } => {
-                        return Err(format!(
-                            "the executor on node {} is not safe to run: {path} can be changed by another user (it is writable by everyone or not owned by the login user); fix its owner and mode (chmod 700) or set XDG_CACHE_HOME elsewhere",
-                            self.node
-                        ))
-                    }
-                    ProbeAnswer::Missing { arch } => {
-                        if round == 1 {
-                            return Err("the executor was installed but does not start".to_string());
-                        }
-                        uploaded(self.install(&arch).await?);
-                        break;
-                    }
-                    ProbeAnswer::NeedMore => match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
-                        Incoming::Data(d) => link.pending.extend_from_slice(&d),
-                        Incoming::Stderr(e) => probe_stderr.extend_from_slice(&e),
-                        Incoming::Closed(status) => {
-                            let said = String::from_utf8_lossy(&probe_stderr).trim().to_string();
-                            return Err(format!(
-                                "the probe ended before the executor started (exit {}){}",
-                                status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
-                                if said.is_empty() { String::new() } else { format!(": {said}") }
-                            ));
-                        }
-                    },
-                }
-            }
-        }
-        unreachable!("the second round returns")
     }
 
     pub async fn close(self) {

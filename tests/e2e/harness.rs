@@ -18,6 +18,12 @@ use std::time::{Duration, Instant};
 
 static FLEETS: AtomicU32 = AtomicU32::new(0);
 
+/// The password of the `ops` user and of root on hosts with [`Fleet::add_users`].
+pub const BECOME_PASSWORD: &str = "correct-horse-42";
+/// Its SHA-512 crypt, as /etc/shadow holds it (`openssl passwd -6 -salt directorE2E`).
+const BECOME_PASSWORD_HASH: &str =
+    "$6$directorE2E$Wo1mt0rxlNLupMr/wvLvaOIS7JMF4Mgm0EOmUaLUwXctiCPbfAZ93T1Me6rgOsveg18gxDHaCnCL/tAs44f4P/";
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -40,12 +46,20 @@ pub struct Host {
     unreachable: Option<String>,
     /// sshd presents a host certificate (see [`Fleet::certify`]).
     certified: bool,
+    /// The host has the login users of [`Fleet::add_users`].
+    users: bool,
 }
 
 impl Host {
     /// Path, as seen from the operator's side, of `rel` under this host's home directory.
     pub fn home_path(&self, rel: &str) -> PathBuf {
         self.dir.join("home").join(rel)
+    }
+
+    /// Path, as seen from the operator's side, of `rel` under the home of `user`, one of
+    /// [`Fleet::add_users`]'.
+    pub fn user_path(&self, user: &str, rel: &str) -> PathBuf {
+        self.dir.join("users").join(user).join(rel)
     }
 
     /// Runs a shell command in this host's namespaces (what a job on it would see).
@@ -174,6 +188,7 @@ impl Fleet {
             arch: None,
             unreachable: None,
             certified: false,
+            users: false,
         };
         if is_root() {
             let ns = format!("dt{}n{}", self.tag, i);
@@ -256,8 +271,18 @@ impl Fleet {
         let log = std::fs::File::create(host.dir.join("sshd.log")).unwrap();
         let child = match &host.netns {
             Some(ns) => {
+                // With users, the host's /etc is an overlay of the machine's (its own passwd,
+                // shadow, group, sudoers and doas.conf) and /home is its own.
+                let users = if host.users {
+                    format!(
+                        "mount -t overlay overlay -o lowerdir=/etc,upperdir={dir}/etc,workdir={dir}/etc-work /etc && mount --bind {dir}/users /home && ",
+                        dir = seen.display()
+                    )
+                } else {
+                    String::new()
+                };
                 let script = format!(
-                    "mount --bind {fleet} {view} && mount --bind {home} /root && mount --bind {tmp} /tmp && exec /usr/sbin/sshd -D -e -f {config}",
+                    "mount --bind {fleet} {view} && {users}mount --bind {home} /root && mount --bind {tmp} /tmp && exec /usr/sbin/sshd -D -e -f {config}",
                     fleet = fleet_dir.display(),
                     view = view.display(),
                     home = host.dir.join("home").display(),
@@ -373,6 +398,56 @@ impl Fleet {
         self.hosts[i].arch = Some(arch.to_string());
         self.stop_host(i);
         self.start_host(i);
+    }
+
+    /// Gives every host (as root) the login users of a real fleet, and restarts them:
+    /// `deploy` may use sudo (and doas) without a password, `ops` with its password
+    /// ([`BECOME_PASSWORD`], also root's, for su), and `guest` has no such rights. They log in
+    /// with the fleet's key; each has a private home under the host's `users/`.
+    pub fn add_users(&mut self) {
+        assert!(is_root(), "login users need root: each host gets its own /etc overlay and /home");
+        for i in 0..self.hosts.len() {
+            let dir = self.hosts[i].dir.clone();
+            for sub in ["etc", "etc-work", "users"] {
+                std::fs::create_dir_all(dir.join(sub)).unwrap();
+            }
+            let read = |f: &str| std::fs::read_to_string(Path::new("/etc").join(f)).unwrap();
+            let hash = BECOME_PASSWORD_HASH;
+            let mut passwd = read("passwd");
+            let mut shadow = read("shadow")
+                .lines()
+                .map(|l| match l.strip_prefix("root:") {
+                    Some(rest) => format!("root:{hash}:{}", rest.split_once(':').map(|(_, r)| r).unwrap_or("")),
+                    None => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            shadow.push('\n');
+            let mut group = read("group");
+            for (user, uid, secret) in [("deploy", 2001, "*"), ("ops", 2002, hash), ("guest", 2003, "*")] {
+                passwd.push_str(&format!("{user}:x:{uid}:{uid}::/home/{user}:/bin/sh\n"));
+                shadow.push_str(&format!("{user}:{secret}:19000:0:99999:7:::\n"));
+                group.push_str(&format!("{user}:x:{uid}:\n"));
+                let home = dir.join("users").join(user);
+                std::fs::create_dir_all(&home).unwrap();
+                std::os::unix::fs::chown(&home, Some(uid), Some(uid)).unwrap();
+                std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+            }
+            let etc = dir.join("etc");
+            std::fs::write(etc.join("passwd"), passwd).unwrap();
+            std::fs::write(etc.join("shadow"), shadow).unwrap();
+            std::fs::set_permissions(etc.join("shadow"), std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+            std::fs::write(etc.join("group"), group).unwrap();
+            // Debian's defaults, then the rules: no fqdn lookup (no DNS here), and no cached
+            // credentials between tests.
+            let sudoers = "Defaults env_reset\nDefaults mail_badpass\nDefaults secure_path=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\nDefaults use_pty\nDefaults !fqdn\nDefaults timestamp_timeout=0\nroot ALL=(ALL:ALL) ALL\ndeploy ALL=(ALL:ALL) NOPASSWD: ALL\nops ALL=(ALL:ALL) ALL\n";
+            std::fs::write(etc.join("sudoers"), sudoers).unwrap();
+            std::fs::set_permissions(etc.join("sudoers"), std::os::unix::fs::PermissionsExt::from_mode(0o440)).unwrap();
+            std::fs::write(etc.join("doas.conf"), "permit nopass deploy as root\npermit ops as root\n").unwrap();
+            self.hosts[i].users = true;
+            self.stop_host(i);
+            self.start_host(i);
+        }
     }
 
     /// Stops host `i`'s sshd (the listener; sessions already open die with their clients).
