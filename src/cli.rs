@@ -158,9 +158,10 @@ pub struct RunArgs {
     /// known_hosts file to check and record host keys in.
     #[arg(long, value_name = "FILE", env = "DIRECTOR_KNOWN_HOSTS")]
     pub known_hosts: Option<PathBuf>,
-    /// Seconds allowed for TCP connect plus SSH handshake, and again for authentication.
-    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub connect_timeout: u64,
+    /// Seconds allowed for TCP connect plus SSH handshake, and again for authentication
+    /// [default: ssh_config's ConnectTimeout, else 10].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub connect_timeout: Option<u64>,
     /// Run every job, whatever the node caches say (like --skip-cache on each job).
     #[arg(long)]
     pub ignore_cache: bool,

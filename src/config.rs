@@ -18,6 +18,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Seconds for connect and handshake, and again for authentication, when neither
+/// `--connect-timeout` nor ssh_config's ConnectTimeout says.
+pub const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
     Json,
@@ -35,6 +39,8 @@ pub struct Config {
     /// The ssh_config files nodes are resolved with.
     pub ssh_config: crate::transport::ssh_config::SshConfig,
     pub connect_timeout: Duration,
+    /// `--connect-timeout` was given (it beats ssh_config's ConnectTimeout).
+    pub connect_timeout_given: bool,
     pub connect_concurrency: usize,
     pub ignore_cache: bool,
     /// Seconds cached args and envs live on a node.
@@ -180,7 +186,8 @@ impl Config {
             known_hosts: crate::transport::known_hosts::KnownHosts::new(
                 args.known_hosts.clone().or_else(|| settings.known_hosts.clone()),
             ),
-            connect_timeout: Duration::from_secs(args.connect_timeout),
+            connect_timeout: Duration::from_secs(args.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)),
+            connect_timeout_given: args.connect_timeout.is_some(),
             connect_concurrency: usize::from(args.connect_concurrency),
             ignore_cache: args.ignore_cache,
             args_ttl: args.args_ttl,

@@ -71,6 +71,7 @@ impl Launch {
             let credentials = transport::ssh::Credentials::load(catalog, &plan.nodes)?;
             Some(Arc::new(transport::ssh::SshSettings {
                 connect_timeout: config.connect_timeout,
+                connect_timeout_given: config.connect_timeout_given,
                 known_hosts: Arc::new(config.known_hosts.clone()),
                 host_key_policy: HostKeyPolicy::AcceptNew,
                 host_key_override: config.host_key_override,

@@ -370,6 +370,7 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
             transport: TransportKind::Ssh,
             host_key_checking: None,
             becomes: super::Become::default(),
+            ssh: super::SshOptions::default(),
             origin: (index, origin.clone()),
         };
         for (key, value) in vars {

@@ -97,6 +97,8 @@ pub struct Node {
     pub host_key_checking: Option<HostKeyPolicy>,
     /// Whether its jobs become another user, which, and how (see [`account`]).
     pub becomes: Become,
+    /// What ssh_config says of it beyond where it is.
+    pub ssh: SshOptions,
     /// Where the node was defined: document index and path, for error messages.
     pub origin: (usize, Vec<Seg>),
 }
@@ -111,6 +113,44 @@ pub struct Jump {
     pub port: u16,
     pub user: String,
     pub identity_file: Option<PathBuf>,
+    /// What ssh_config says of the hop beyond where it is.
+    pub ssh: SshOptions,
+}
+
+/// What ssh_config says of a node (or a jump host) beyond where it is: filled in by
+/// `transport::ssh_config::apply`, used by the SSH transport. Empty for nodes no ssh_config
+/// speaks of.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SshOptions {
+    /// HostKeyAlias: the name its host key is looked up and recorded under (no port).
+    pub host_key_alias: Option<String>,
+    /// ConnectTimeout, where `--connect-timeout` was not given.
+    pub connect_timeout: Option<std::time::Duration>,
+    /// ServerAliveInterval (seconds, 0: none) and ServerAliveCountMax.
+    pub server_alive: Option<(u64, u32)>,
+    /// IdentitiesOnly: the agent's other keys are not offered.
+    pub identities_only: bool,
+    /// CertificateFile: user certificates, offered with the key they certify.
+    pub certificate_files: Vec<PathBuf>,
+    /// IdentityAgent.
+    pub agent: AgentSocket,
+    /// KexAlgorithms, Ciphers, MACs and HostKeyAlgorithms as written (`+`, `-`, `^` lists),
+    /// mapped onto what director's SSH offers.
+    pub kex: Option<String>,
+    pub ciphers: Option<String>,
+    pub macs: Option<String>,
+    pub host_key_algorithms: Option<String>,
+}
+
+/// Where ssh-agent is reached (IdentityAgent).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum AgentSocket {
+    /// `SSH_AUTH_SOCK`.
+    #[default]
+    Environment,
+    /// `none`: no agent.
+    Off,
+    Path(PathBuf),
 }
 
 impl Jump {
@@ -134,6 +174,7 @@ impl Jump {
             port: port.unwrap_or(0),
             user: user.unwrap_or_default(),
             identity_file: None,
+            ssh: SshOptions::default(),
         })
     }
 }
@@ -737,6 +778,7 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
             transport: own.transport.or(defaults.transport).unwrap_or(TransportKind::Ssh),
             host_key_checking: own.host_key_checking.or(defaults.host_key_checking),
             becomes: own.becomes.over(becomes),
+            ssh: SshOptions::default(),
             origin: (index, path),
         });
     }
@@ -827,6 +869,7 @@ fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value
                 transport: TransportKind::Ssh,
                 host_key_checking: None,
                 becomes: Become::default(),
+                ssh: SshOptions::default(),
                 origin: (index, path),
             });
         }

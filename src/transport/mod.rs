@@ -7,6 +7,7 @@
 //! link is the engine's business (see `director-proto`); this module never decodes a frame,
 //! and it never prints: failures come back as text the engine turns into events.
 
+pub mod auth;
 pub mod escalate;
 pub mod executor;
 pub mod known_hosts;

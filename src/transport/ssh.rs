@@ -8,15 +8,14 @@
 //! the run then streams over that channel (one per account the node's jobs run as); no
 //! channel is opened per job.
 
+pub use super::auth::Credentials;
 use super::known_hosts::HostKeyCheck;
 use super::{Incoming, Link};
-use crate::catalog::{Catalog, HostKeyPolicy, Node, TransportKind};
-use crate::error::Error;
+use crate::catalog::{HostKeyPolicy, Node};
 use russh::client;
-use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::PublicKeyOrCertificate;
 use russh::ChannelMsg;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
@@ -27,144 +26,6 @@ pub const PER_ADDRESS_HANDSHAKES: usize = 8;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// Attempts for a handshake that sshd dropped (reset, early EOF).
 const HANDSHAKE_ATTEMPTS: u32 = 4;
-
-/// A key named by `identity_file`: loaded, or (protected by a passphrase) held by ssh-agent,
-/// which signs with it without the key ever being decrypted here.
-enum Identity {
-    /// The key, and its certificate when `FILE-cert.pub` is beside it (offered first, as
-    /// ssh offers it).
-    Key(Arc<PrivateKey>, Option<Box<russh::keys::Certificate>>),
-    Agent(PublicKey),
-}
-
-/// Keys for authentication, loaded and checked before any node is contacted.
-#[derive(Default)]
-pub struct Credentials {
-    by_path: HashMap<PathBuf, Identity>,
-    defaults: Vec<Arc<PrivateKey>>,
-}
-
-impl Credentials {
-    /// Loads every identity file the SSH nodes name; an unreadable one is an input error
-    /// located at the catalog line that names it. A key protected by a passphrase is used
-    /// through ssh-agent when the agent holds it (matched by its public key, read from the
-    /// file's clear part or `FILE.pub`), as `ssh` does.
-    pub fn load(catalog: &Catalog, nodes: &[Node]) -> Result<Self, Error> {
-        let mut creds = Credentials::default();
-        let mut agent_keys: Option<Vec<PublicKey>> = None;
-        // Each node's identity file, and its jump hosts'.
-        let wanted = nodes.iter().filter(|n| n.transport == TransportKind::Ssh).flat_map(|n| {
-            n.identity_file.iter().chain(n.jumps.iter().filter_map(|j| j.identity_file.as_ref())).map(move |p| (n, p))
-        });
-        for (node, path) in wanted {
-            if creds.by_path.contains_key(path) {
-                continue;
-            }
-            let refuse = |reason: String, hint: &str| {
-                Error::input(format!(
-                    "{}: cannot use identity file {} of node `{}`: {reason}",
-                    catalog.identity_position(node),
-                    path.display(),
-                    node.name
-                ))
-                .hint(hint)
-            };
-            let identity = match russh::keys::load_secret_key(path, None) {
-                Ok(key) => Identity::Key(Arc::new(key), certificate_of(path).map(Box::new)),
-                Err(russh::keys::Error::KeyIsEncrypted) => {
-                    let public = public_half(path).ok_or_else(|| {
-                        refuse(
-                            "the key is protected by a passphrase and its public key cannot be read".into(),
-                            "put the public key beside it as FILE.pub, or use a key without a passphrase",
-                        )
-                    })?;
-                    let held = agent_keys.get_or_insert_with(agent_identities);
-                    if !held.iter().any(|k| k.key_data() == public.key_data()) {
-                        return Err(refuse(
-                            "the key is protected by a passphrase and ssh-agent does not hold it".into(),
-                            &format!("add it to the agent first: ssh-add {}", path.display()),
-                        ));
-                    }
-                    Identity::Agent(public)
-                }
-                Err(russh::keys::Error::IO(io)) => {
-                    return Err(refuse(crate::catalog::yaml::io_reason(&io), "check the path and its permissions"))
-                }
-                Err(other) => {
-                    return Err(refuse(other.to_string(), "it must be a private key in OpenSSH or PEM format"))
-                }
-            };
-            creds.by_path.insert(path.clone(), identity);
-        }
-        for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-            let path = crate::catalog::expand_home(&format!("~/.ssh/{name}"));
-            if let Ok(key) = russh::keys::load_secret_key(&path, None) {
-                creds.defaults.push(Arc::new(key));
-            }
-        }
-        Ok(creds)
-    }
-}
-
-/// The user certificate beside a private key file (`FILE-cert.pub`), as ssh finds it.
-fn certificate_of(path: &std::path::Path) -> Option<russh::keys::Certificate> {
-    let mut cert = path.as_os_str().to_owned();
-    cert.push("-cert.pub");
-    russh::keys::Certificate::read_file(std::path::Path::new(&cert)).ok()
-}
-
-/// The public key of a private key file: its clear part (OpenSSH format keeps it there even
-/// when the private part is encrypted), else `FILE.pub`.
-fn public_half(path: &std::path::Path) -> Option<PublicKey> {
-    let text = std::fs::read_to_string(path).ok()?;
-    if let Ok(private) = PrivateKey::from_openssh(&text) {
-        return Some(private.public_key().clone());
-    }
-    let mut pub_path = path.as_os_str().to_owned();
-    pub_path.push(".pub");
-    russh::keys::load_public_key(PathBuf::from(pub_path)).ok()
-}
-
-/// The public keys ssh-agent (`SSH_AUTH_SOCK`) holds, asked over its socket: this runs before
-/// the async runtime serves connections, so it speaks the agent protocol's one request
-/// (REQUEST_IDENTITIES) itself. No agent, or an agent that does not answer: none.
-fn agent_identities() -> Vec<PublicKey> {
-    use std::io::{Read, Write};
-    let Some(sock) = std::env::var_os("SSH_AUTH_SOCK") else { return Vec::new() };
-    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(sock) else { return Vec::new() };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    // uint32 length, byte SSH_AGENTC_REQUEST_IDENTITIES (11).
-    if stream.write_all(&[0, 0, 0, 1, 11]).is_err() {
-        return Vec::new();
-    }
-    let mut len = [0u8; 4];
-    if stream.read_exact(&mut len).is_err() {
-        return Vec::new();
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > 1 << 20 {
-        return Vec::new();
-    }
-    let mut body = vec![0u8; len];
-    if stream.read_exact(&mut body).is_err() || body.first() != Some(&12) {
-        return Vec::new();
-    }
-    // byte SSH_AGENT_IDENTITIES_ANSWER (12), uint32 count, then (string blob, string comment)*.
-    let mut at = 5;
-    let mut keys = Vec::new();
-    let next = |at: &mut usize| -> Option<Vec<u8>> {
-        let n = u32::from_be_bytes(body.get(*at..*at + 4)?.try_into().ok()?) as usize;
-        let item = body.get(*at + 4..*at + 4 + n)?.to_vec();
-        *at += 4 + n;
-        Some(item)
-    };
-    while let (Some(blob), Some(_comment)) = (next(&mut at), next(&mut at)) {
-        if let Ok(key) = PublicKey::from_bytes(&blob) {
-            keys.push(key);
-        }
-    }
-    keys
-}
 
 /// Limits on handshakes in flight: overall, and per address.
 pub struct Gates {
@@ -185,6 +46,8 @@ impl Gates {
 
 pub struct SshSettings {
     pub connect_timeout: Duration,
+    /// `--connect-timeout` was given: it beats ssh_config's ConnectTimeout.
+    pub connect_timeout_given: bool,
     pub known_hosts: Arc<super::known_hosts::KnownHosts>,
     /// Used for nodes whose catalog entry does not set `host_key_checking`.
     pub host_key_policy: HostKeyPolicy,
@@ -229,14 +92,13 @@ impl client::Handler for Client {
 pub struct SshConnection {
     handle: client::Handle<Client>,
     /// The ProxyCommand the session goes through: killed when the connection goes.
-    _proxy: Option<Box<tokio::process::Child>>,
+    proxy: Option<Box<tokio::process::Child>>,
 }
 
 /// russh's algorithms, with the host key types known for the host first, as OpenSSH orders
 /// them: a host known by its RSA key is asked for that key, so a second key type it has
 /// does not read as a changed key.
-fn preferred_for(known: &[russh::keys::Algorithm]) -> russh::Preferred {
-    let mut preferred = russh::Preferred::default();
+fn preferred_for(mut preferred: russh::Preferred, known: &[russh::keys::Algorithm]) -> russh::Preferred {
     if !known.is_empty() {
         let rsa = |a: &russh::keys::Algorithm| matches!(a, russh::keys::Algorithm::Rsa { .. });
         let same = |a: &russh::keys::Algorithm, b: &russh::keys::Algorithm| a == b || (rsa(a) && rsa(b));
@@ -245,6 +107,83 @@ fn preferred_for(known: &[russh::keys::Algorithm]) -> russh::Preferred {
         preferred.key = std::borrow::Cow::Owned(keys);
     }
     preferred
+}
+
+/// An OpenSSH algorithm list applied to `defaults`: `a,b` replaces them, `+a,b` appends,
+/// `-a*,b` removes (patterns), `^a,b` puts first. Only names in `supported` are kept; the
+/// others come back to be warned about.
+fn algorithm_list(spec: &str, defaults: &[String], supported: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mode, names) = match spec.chars().next() {
+        Some(c @ ('+' | '-' | '^')) => (c, &spec[1..]),
+        _ => (' ', spec),
+    };
+    let wanted: Vec<&str> = names.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    let unknown: Vec<String> = match mode {
+        '-' => Vec::new(),
+        _ => wanted.iter().filter(|n| !supported.iter().any(|s| s == *n)).map(|n| n.to_string()).collect(),
+    };
+    let known = wanted.iter().filter(|n| supported.iter().any(|s| s == *n)).map(|n| n.to_string());
+    let list: Vec<String> = match mode {
+        '+' => defaults.iter().cloned().chain(known.filter(|n| !defaults.contains(n))).collect(),
+        '^' => {
+            let first: Vec<String> = known.collect();
+            first.iter().cloned().chain(defaults.iter().filter(|d| !first.contains(d)).cloned()).collect()
+        }
+        '-' => defaults.iter().filter(|d| !super::pattern::list(names, d)).cloned().collect(),
+        _ => known.collect(),
+    };
+    (list, unknown)
+}
+
+/// russh's algorithms for a node as ssh_config's KexAlgorithms, Ciphers, MACs and
+/// HostKeyAlgorithms say, and the names asked for that director's SSH does not have. A
+/// list that leaves nothing is an error.
+pub fn preferred(options: &crate::catalog::SshOptions) -> Result<(russh::Preferred, Vec<String>), String> {
+    let mut preferred = russh::Preferred::default();
+    let mut unknown = Vec::new();
+    let mut pick = |what: &str, spec: &Option<String>, defaults: Vec<String>, supported: Vec<String>| {
+        let Some(spec) = spec else { return Ok(None) };
+        let (list, missing) = algorithm_list(spec, &defaults, &supported);
+        unknown.extend(missing.into_iter().map(|m| format!("{what} {m}")));
+        if list.is_empty() {
+            return Err(format!(
+                "{what} `{spec}` leaves no algorithm director's SSH has (it has: {})",
+                supported.join(",")
+            ));
+        }
+        Ok(Some(list))
+    };
+    let kex = preferred.kex.iter().map(|n| n.as_ref().to_string()).collect();
+    let all_kex = russh::kex::ALL_KEX_ALGORITHMS.iter().map(|n| n.as_ref().to_string()).collect();
+    if let Some(list) = pick("KexAlgorithms", &options.kex, kex, all_kex)? {
+        preferred.kex = list.iter().filter_map(|n| russh::kex::Name::try_from(n.as_str()).ok()).collect();
+    }
+    let ciphers = preferred.cipher.iter().map(|n| n.as_ref().to_string()).collect();
+    let all_ciphers = russh::cipher::ALL_CIPHERS.iter().map(|n| n.as_ref().to_string()).collect();
+    if let Some(list) = pick("Ciphers", &options.ciphers, ciphers, all_ciphers)? {
+        preferred.cipher = list.iter().filter_map(|n| russh::cipher::Name::try_from(n.as_str()).ok()).collect();
+    }
+    let macs = preferred.mac.iter().map(|n| n.as_ref().to_string()).collect();
+    let all_macs = russh::mac::ALL_MAC_ALGORITHMS.iter().map(|n| n.as_ref().to_string()).collect();
+    if let Some(list) = pick("MACs", &options.macs, macs, all_macs)? {
+        preferred.mac = list.iter().filter_map(|n| russh::mac::Name::try_from(n.as_str()).ok()).collect();
+    }
+    // Host key algorithms: certificate types are asked for where a @cert-authority line
+    // trusts a CA for the host (see handshake); the plain types are these.
+    let keys: Vec<String> = preferred.key.iter().map(|a| a.as_str().to_string()).collect();
+    let host_keys = options
+        .host_key_algorithms
+        .as_ref()
+        .map(|spec| spec.split(',').filter(|n| !n.contains("-cert-v01@openssh.com")).collect::<Vec<_>>().join(","));
+    let host_keys = host_keys.map(|h| match options.host_key_algorithms.as_deref().and_then(|s| s.chars().next()) {
+        Some(c @ ('+' | '-' | '^')) if !h.starts_with(c) => format!("{c}{h}"),
+        _ => h,
+    });
+    let all_keys = russh::keys::key::ALL_KEY_TYPES.iter().map(|a| a.as_str().to_string()).collect();
+    if let Some(list) = pick("HostKeyAlgorithms", &host_keys, keys, all_keys)? {
+        preferred.key = list.iter().filter_map(|n| russh::keys::Algorithm::new(n).ok()).collect();
+    }
+    Ok((preferred, unknown))
 }
 
 fn transient(e: &russh::Error) -> bool {
@@ -261,7 +200,7 @@ fn transient(e: &russh::Error) -> bool {
     }
 }
 
-fn describe(e: &russh::Error) -> String {
+pub(super) fn describe(e: &russh::Error) -> String {
     match e {
         russh::Error::IO(io) => crate::catalog::yaml::io_reason(io),
         other => other.to_string(),
@@ -280,6 +219,28 @@ struct Target<'a> {
     proxy: Option<&'a str>,
     /// The known_hosts files its key is checked against.
     files: Arc<super::known_hosts::KnownHosts>,
+    /// What ssh_config says of it (HostKeyAlias, ConnectTimeout, ServerAlive*, algorithms).
+    ssh: &'a crate::catalog::SshOptions,
+}
+
+impl Target<'_> {
+    /// The name and port its host key is looked up and recorded under: HostKeyAlias (with no
+    /// port, as sshconnect.c records it), else the host and port.
+    fn key_name(&self) -> (&str, u16) {
+        match &self.ssh.host_key_alias {
+            Some(alias) => (alias, 22),
+            None => (self.host, self.port),
+        }
+    }
+}
+
+/// The connect timeout for `ssh`: `--connect-timeout` when given, else ssh_config's
+/// ConnectTimeout, else the default.
+fn connect_timeout(settings: &SshSettings, ssh: &crate::catalog::SshOptions) -> Duration {
+    match (settings.connect_timeout_given, ssh.connect_timeout) {
+        (false, Some(t)) => t,
+        _ => settings.connect_timeout,
+    }
 }
 
 /// Opens an SSH session to `target`, directly or through the session `via` (a direct-tcpip
@@ -292,6 +253,17 @@ async fn handshake(
     policy: HostKeyPolicy,
 ) -> Result<(client::Handle<Client>, Option<tokio::process::Child>), String> {
     let address = format!("{}:{}", target.host, target.port);
+    let (key_host, key_port) = target.key_name();
+    let timeout = connect_timeout(settings, target.ssh);
+    // ssh_config's lists were checked when it was applied.
+    let (base, _) = preferred(target.ssh)?;
+    // A lost node is noticed within about 15 s (three unanswered keepalives 5 s apart), not
+    // after a TCP timeout of minutes; ServerAliveInterval/CountMax say otherwise (0: none).
+    let (keepalive_interval, keepalive_max) = match target.ssh.server_alive {
+        Some((0, _)) => (None, 0),
+        Some((secs, count)) => (Some(Duration::from_secs(secs)), count as usize),
+        None => (Some(KEEPALIVE_INTERVAL), 2),
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -299,31 +271,29 @@ async fn handshake(
         let handler = Client {
             check: HostKeyCheck {
                 node: target.name.clone(),
-                host: target.host.to_string(),
-                port: target.port,
+                host: key_host.to_string(),
+                port: key_port,
                 policy,
                 files: target.files.clone(),
                 hash: target.hash,
             },
             refusal: refusal.clone(),
         };
-        let mut preferred = preferred_for(&target.files.known_algorithms(target.host, target.port));
-        if target.files.has_authority(target.host, target.port) {
+        let mut preferred = preferred_for(base.clone(), &target.files.known_algorithms(key_host, key_port));
+        if target.files.has_authority(key_host, key_port) {
             // A CA is trusted for this host: ask for its certificate first, as ssh does.
             preferred.host_key_certificates = preferred.key.clone();
         }
         let config = Arc::new(client::Config {
             preferred,
             inactivity_timeout: None,
-            // A lost node is noticed within about 15 s (three unanswered keepalives 5 s
-            // apart), not after a TCP timeout of minutes.
-            keepalive_interval: Some(KEEPALIVE_INTERVAL),
-            keepalive_max: 2,
+            keepalive_interval,
+            keepalive_max,
             nodelay: true,
             ..Default::default()
         });
         let mut proxy = None;
-        let outcome = tokio::time::timeout(settings.connect_timeout, async {
+        let outcome = tokio::time::timeout(timeout, async {
             match (via, target.proxy) {
                 (Some(bastion), _) => {
                     let channel =
@@ -351,9 +321,7 @@ async fn handshake(
         })
         .await;
         match outcome {
-            Err(_) => {
-                return Err(format!("connection to {address} timed out after {} s", settings.connect_timeout.as_secs()))
-            }
+            Err(_) => return Err(format!("connection to {address} timed out after {} s", timeout.as_secs())),
             Ok(Ok(handle)) => return Ok((handle, proxy)),
             Ok(Err(e)) => {
                 if let Some(reason) = refusal.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -399,9 +367,10 @@ async fn bastion(
                     hash: node.hash_known_hosts,
                     proxy: None,
                     files: settings.known_hosts.for_node(&node.user_known_hosts, &node.global_known_hosts),
+                    ssh: &hop.ssh,
                 };
                 let (handle, _) = handshake(&target, before.as_deref(), settings, policy).await?;
-                let mut conn = SshConnection { handle, _proxy: None };
+                let mut conn = SshConnection { handle, proxy: None };
                 let login = Node {
                     name: target.name.clone(),
                     host: hop.host.clone(),
@@ -409,11 +378,11 @@ async fn bastion(
                     user: hop.user.clone(),
                     identity_file: hop.identity_file.clone(),
                     jumps: Vec::new(),
+                    ssh: hop.ssh.clone(),
                     ..node.clone()
                 };
-                match tokio::time::timeout(settings.connect_timeout, conn.authenticate(&login, &settings.credentials))
-                    .await
-                {
+                let timeout = connect_timeout(settings, &hop.ssh);
+                match tokio::time::timeout(timeout, conn.authenticate(&login, &settings.credentials)).await {
                     Err(_) => Err(format!("authentication to jump host {} timed out", hop.spec)),
                     Ok(Err(e)) => Err(format!("jump host {}: {e}", hop.spec)),
                     Ok(Ok(())) => Ok(Arc::new(conn.handle)),
@@ -443,13 +412,13 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
         hash: node.hash_known_hosts,
         proxy: node.proxy_command.as_deref(),
         files: settings.known_hosts.for_node(&node.user_known_hosts, &node.global_known_hosts),
+        ssh: &node.ssh,
     };
     let (handle, proxy) = handshake(&target, via.as_deref(), settings, policy).await?;
-    let mut conn = SshConnection { handle, _proxy: proxy.map(Box::new) };
-    match tokio::time::timeout(settings.connect_timeout, conn.authenticate(node, &settings.credentials)).await {
-        Err(_) => {
-            return Err(format!("authentication to {address} timed out after {} s", settings.connect_timeout.as_secs()))
-        }
+    let mut conn = SshConnection { handle, proxy: proxy.map(Box::new) };
+    let timeout = connect_timeout(settings, &node.ssh);
+    match tokio::time::timeout(timeout, conn.authenticate(node, &settings.credentials)).await {
+        Err(_) => return Err(format!("authentication to {address} timed out after {} s", timeout.as_secs())),
         Ok(Err(e)) => return Err(e),
         Ok(Ok(())) => {}
     }
@@ -457,88 +426,8 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
 }
 
 impl SshConnection {
-    /// Offers `key`; whether the server accepted it.
-    async fn with_key(&mut self, user: &str, key: &Arc<PrivateKey>, rsa_hash: Option<HashAlg>) -> Result<bool, String> {
-        let res = self
-            .handle
-            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), rsa_hash))
-            .await
-            .map_err(|e| describe(&e))?;
-        Ok(res.success())
-    }
-
     async fn authenticate(&mut self, node: &Node, creds: &Credentials) -> Result<(), String> {
-        let user = node.user.clone();
-        let rsa_hash = self.handle.best_supported_rsa_hash().await.map_err(|e| describe(&e))?.flatten();
-        let mut tried = Vec::new();
-        if let Some(path) = &node.identity_file {
-            match creds.by_path.get(path) {
-                Some(Identity::Key(key, cert)) => {
-                    if let Some(cert) = cert {
-                        let res = self
-                            .handle
-                            .authenticate_openssh_cert(&user, key.clone(), (**cert).clone())
-                            .await
-                            .map_err(|e| describe(&e))?;
-                        if res.success() {
-                            return Ok(());
-                        }
-                        tried.push(format!("certificate {}-cert.pub", path.display()));
-                    }
-                    if self.with_key(&user, key, rsa_hash).await? {
-                        return Ok(());
-                    }
-                    tried.push(format!("key {}", path.display()));
-                }
-                Some(Identity::Agent(public)) => {
-                    let mut agent = russh::keys::agent::client::AgentClient::connect_env()
-                        .await
-                        .map_err(|e| format!("cannot reach ssh-agent for {}: {e}", path.display()))?;
-                    let hash = if public.algorithm().is_rsa() { rsa_hash } else { None };
-                    let res = self
-                        .handle
-                        .authenticate_publickey_with(&user, public.clone(), hash, &mut agent)
-                        .await
-                        .map_err(|e| format!("ssh-agent could not sign with {}: {e}", path.display()))?;
-                    if res.success() {
-                        return Ok(());
-                    }
-                    tried.push(format!("key {} (through ssh-agent)", path.display()));
-                }
-                None => {}
-            }
-        } else {
-            if std::env::var_os("SSH_AUTH_SOCK").is_some() {
-                if let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await {
-                    let identities = agent.request_identities().await.unwrap_or_default();
-                    for id in identities {
-                        let russh::keys::agent::AgentIdentity::PublicKey { key, .. } = id else { continue };
-                        let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
-                        if let Ok(res) = self.handle.authenticate_publickey_with(&user, key, hash, &mut agent).await {
-                            if res.success() {
-                                return Ok(());
-                            }
-                        }
-                    }
-                    tried.push("ssh-agent".to_string());
-                }
-            }
-            for key in &creds.defaults {
-                if self.with_key(&user, key, rsa_hash).await? {
-                    return Ok(());
-                }
-            }
-            if !creds.defaults.is_empty() {
-                tried.push("~/.ssh/id_*".to_string());
-            }
-        }
-        if tried.is_empty() {
-            return Err(format!(
-                "no key to authenticate as {user}: set `identity_file` for node {} or start ssh-agent",
-                node.name
-            ));
-        }
-        Err(format!("authentication as {user} failed (tried {})", tried.join(", ")))
+        super::auth::authenticate(&mut self.handle, node, creds).await
     }
 
     /// Runs `command` on a channel of its own: a link to whatever it starts.
@@ -570,7 +459,11 @@ impl SshConnection {
         Ok(Link { writer: Box::new(writer), incoming, pending: Vec::new(), guard: Some(Box::new(write)) })
     }
 
+    /// Ends the session; a ProxyCommand it went through is killed and waited for.
     pub async fn close(self) {
         let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+        if let Some(mut proxy) = self.proxy {
+            let _ = proxy.kill().await;
+        }
     }
 }

@@ -65,7 +65,8 @@ struct Pass<'a> {
 impl SshConfig {
     /// The user's `~/.ssh/config` and the system file, or `explicit`.
     pub fn new(explicit: Option<PathBuf>) -> Self {
-        SshConfig { explicit, home: crate::catalog::expand_home("~"), local_user: crate::catalog::local_user() }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        SshConfig { explicit, home, local_user: crate::catalog::local_user() }
     }
 
     /// Resolves `host` (as it would be typed after `ssh`); errors are `file:line: what`.
@@ -278,11 +279,136 @@ const HONOURED: &[&str] = &[
     "user",
     "port",
     "identityfile",
+    "identitiesonly",
+    "certificatefile",
+    "identityagent",
     "stricthostkeychecking",
     "hashknownhosts",
+    "userknownhostsfile",
+    "globalknownhostsfile",
+    "hostkeyalias",
     "proxyjump",
     "proxycommand",
+    "connecttimeout",
+    "serveraliveinterval",
+    "serveralivecountmax",
+    "kexalgorithms",
+    "ciphers",
+    "macs",
+    "hostkeyalgorithms",
 ];
+
+/// The `%` tokens of a connection, as ssh.c's DEFAULT_CLIENT_PERCENT_EXPAND_ARGS: `%h` the
+/// host name, `%n` the host as typed, `%p` the port, `%r` the remote user, `%u` the local
+/// user, `%d` the local home, `%l` the local host name (`%L` its first part), `%i` the local
+/// uid, `%k` the host key alias (else the host as typed), `%j` the last ProxyJump hop, `%C`
+/// the sha1 of `%l%h%p%r%j`.
+pub struct Tokens(Vec<(char, String)>);
+
+impl Tokens {
+    pub fn new(
+        host: &str,
+        original: &str,
+        port: u16,
+        user: &str,
+        alias: Option<&str>,
+        jump: &str,
+        config: &SshConfig,
+    ) -> Self {
+        use sha1::Digest;
+        let local = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+        let short = local.split('.').next().unwrap_or_default().to_string();
+        let uid = std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:").and_then(|r| r.split_whitespace().next().map(str::to_string)))
+            .unwrap_or_default();
+        let port = port.to_string();
+        let hash: String = sha1::Sha1::digest(format!("{local}{host}{port}{user}{jump}").as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Tokens(vec![
+            ('h', host.to_string()),
+            ('n', original.to_string()),
+            ('p', port),
+            ('r', user.to_string()),
+            ('u', config.local_user.clone()),
+            ('d', config.home.display().to_string()),
+            ('l', local),
+            ('L', short),
+            ('i', uid),
+            ('k', alias.unwrap_or(original).to_string()),
+            ('j', jump.to_string()),
+            ('C', hash),
+        ])
+    }
+
+    /// `text` with its tokens expanded, then a leading `~/` as the local home (`%d`).
+    pub fn path(&self, text: &str) -> PathBuf {
+        let pairs: Vec<(char, &str)> = self.0.iter().map(|(c, v)| (*c, v.as_str())).collect();
+        let expanded = percent(text, &pairs);
+        match (expanded.strip_prefix("~/"), pairs.iter().find(|(c, _)| *c == 'd')) {
+            (Some(rest), Some((_, home))) => Path::new(home).join(rest),
+            _ => PathBuf::from(expanded),
+        }
+    }
+}
+
+/// What ssh_config says of a host beyond where it is (see [`crate::catalog::SshOptions`]);
+/// a value it cannot use is an input error at its line.
+fn options(r: &Resolved, tokens: &Tokens) -> Result<crate::catalog::SshOptions, crate::error::Error> {
+    use crate::catalog::AgentSocket;
+    use crate::error::Error;
+    let at = |k: &str| r.origin.get(k).cloned().unwrap_or_default();
+    let number = |k: &str, what: &str| -> Result<Option<u64>, Error> {
+        match r.get(k) {
+            None => Ok(None),
+            Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+                Error::input(format!("{}: `{v}` is not {what}", at(k))).hint("give a whole number of seconds")
+            }),
+        }
+    };
+    let yes = |k: &str| r.get(k).is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+    let mut options = crate::catalog::SshOptions {
+        host_key_alias: r.get("hostkeyalias").map(str::to_string),
+        connect_timeout: number("connecttimeout", "a number of seconds")?
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs),
+        identities_only: yes("identitiesonly"),
+        certificate_files: r.all("certificatefile").iter().map(|f| tokens.path(f)).collect(),
+        agent: match r.get("identityagent") {
+            None => AgentSocket::Environment,
+            Some(v) if v.eq_ignore_ascii_case("none") => AgentSocket::Off,
+            Some("SSH_AUTH_SOCK") => AgentSocket::Environment,
+            Some(v) => match v.strip_prefix('$') {
+                Some(var) => match std::env::var_os(var) {
+                    Some(p) => AgentSocket::Path(PathBuf::from(p)),
+                    None => AgentSocket::Off,
+                },
+                None => AgentSocket::Path(tokens.path(v)),
+            },
+        },
+        kex: r.get("kexalgorithms").map(str::to_string),
+        ciphers: r.get("ciphers").map(str::to_string),
+        macs: r.get("macs").map(str::to_string),
+        host_key_algorithms: r.get("hostkeyalgorithms").map(str::to_string),
+        server_alive: None,
+    };
+    let interval = number("serveraliveinterval", "a number of seconds")?;
+    let count = number("serveralivecountmax", "a count")?;
+    if interval.is_some() || count.is_some() {
+        options.server_alive = Some((interval.unwrap_or(0), count.unwrap_or(3).min(u64::from(u32::MAX)) as u32));
+    }
+    if let Err(e) = crate::transport::ssh::preferred(&options) {
+        let key = ["kexalgorithms", "ciphers", "macs", "hostkeyalgorithms"]
+            .into_iter()
+            .find(|k| e.to_ascii_lowercase().starts_with(k))
+            .unwrap_or("kexalgorithms");
+        return Err(Error::input(format!("{}: {e}", at(key))).hint("name at least one algorithm director's SSH has"));
+    }
+    Ok(options)
+}
 
 /// Resolves every SSH node through ssh_config before anything is contacted, as `ssh NODE`
 /// would: its `host` may be an alias (`HostName`), and `User`, `Port`, `IdentityFile` and
@@ -295,6 +421,7 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
     use crate::catalog::{HostKeyPolicy, IdentityOrigin, TransportKind};
     use crate::error::Error;
     let mut ignored: BTreeMap<String, String> = BTreeMap::new();
+    let mut warned: Vec<String> = Vec::new();
     for node in nodes.iter_mut().filter(|n| n.transport == TransportKind::Ssh) {
         let r = config.resolve(&node.host).map_err(|e| {
             Error::input(format!("ssh_config, for node `{}`: {e}", node.name))
@@ -338,14 +465,15 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
                 hop.port = hr.get("port").and_then(|p| p.parse().ok()).unwrap_or(22);
             }
             let hop_name = hostname(&hr, &hop.host);
+            let tokens = Tokens::new(&hop_name, &hop.host, hop.port, &hop.user, hr.get("hostkeyalias"), "", config);
             hop.identity_file = hr
                 .all("identityfile")
                 .iter()
-                .map(|f| {
-                    crate::catalog::expand_home(&percent(f, &[('h', &hop_name), ('n', &hop.host), ('r', &hop.user)]))
-                })
+                .map(|f| tokens.path(f))
                 .find(|f| f.exists())
                 .or_else(|| node.identity_file.clone());
+            hop.ssh = options(&hr, &tokens)?;
+            warned.extend(unsupported(&hop.ssh, &hr));
             hop.host = hop_name;
         }
         let name = hostname(&r, &node.host);
@@ -363,13 +491,12 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
                     .ok_or_else(|| Error::input(format!("{}: `Port {port}` is not a port number", at("port"))))?;
             }
         }
+        let last_hop = node.jumps.last().map(|j| j.spec.rsplit_once('@').map_or(j.spec.as_str(), |(_, h)| h));
+        let last_hop = last_hop.map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h)).unwrap_or("").to_string();
+        let tokens = Tokens::new(&name, &node.host, node.port, &node.user, r.get("hostkeyalias"), &last_hop, config);
         if node.identity_file.is_none() {
-            let tokens = |f: &str| {
-                let f = percent(f, &[('h', &name), ('n', &node.host), ('r', &node.user), ('u', &config.local_user)]);
-                crate::catalog::expand_home(&f)
-            };
             // ssh offers each in turn; the first that exists is the one director uses.
-            if let Some(file) = r.all("identityfile").iter().map(|f| tokens(f)).find(|f| f.exists()) {
+            if let Some(file) = r.all("identityfile").iter().map(|f| tokens.path(f)).find(|f| f.exists()) {
                 node.identity_file = Some(file);
                 node.identity_at = IdentityOrigin::SshConfig(at("identityfile"));
             }
@@ -389,10 +516,7 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
                 // `none`: no file of that kind (a file that does not exist reads as empty).
                 return vec![PathBuf::from("/dev/null")];
             }
-            values
-                .iter()
-                .map(|f| crate::catalog::expand_home(&percent(f, &[('h', &name), ('u', &config.local_user)])))
-                .collect()
+            values.iter().map(|f| tokens.path(f)).collect()
         };
         node.user_known_hosts = files("userknownhostsfile");
         node.global_known_hosts = files("globalknownhostsfile");
@@ -402,6 +526,8 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
                 percent(&c, &[('h', &name), ('p', &port), ('r', &node.user), ('n', &node.host)])
             });
         }
+        node.ssh = options(&r, &tokens)?;
+        warned.extend(unsupported(&node.ssh, &r));
         node.host = name;
         for (keyword, where_) in &r.origin {
             if !HONOURED.contains(&keyword.as_str()) {
@@ -409,12 +535,28 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
             }
         }
     }
-    Ok(if ignored.is_empty() {
-        Vec::new()
-    } else {
+    let mut warnings = Vec::new();
+    if !ignored.is_empty() {
         let named: Vec<String> = ignored.iter().map(|(k, at)| format!("{k} ({at})")).collect();
-        vec![format!("warning: ssh_config: director does not use {} yet", named.join(", "))]
-    })
+        warnings.push(format!("warning: ssh_config: director does not use {} yet", named.join(", ")));
+    }
+    warned.sort();
+    warned.dedup();
+    warnings.extend(warned);
+    Ok(warnings)
+}
+
+/// Algorithms ssh_config names that director's SSH does not have: named once each.
+fn unsupported(options: &crate::catalog::SshOptions, r: &Resolved) -> Vec<String> {
+    let Ok((_, names)) = crate::transport::ssh::preferred(options) else { return Vec::new() };
+    names
+        .into_iter()
+        .map(|n| {
+            let keyword = n.split(' ').next().unwrap_or_default().to_ascii_lowercase();
+            let at = r.origin.get(&keyword).cloned().unwrap_or_default();
+            format!("warning: ssh_config: {at}: director's SSH has no {n}; it is left out")
+        })
+        .collect()
 }
 
 /// The host name to connect to: `HostName` with `%h` expanded, else the host as typed.

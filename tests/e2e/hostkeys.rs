@@ -182,7 +182,7 @@ fn an_encrypted_identity_file_is_used_through_the_agent_that_holds_it() {
     assert_eq!(
         stderr(&out),
         format!(
-            "error: {}:3:18: cannot use identity file {} of node `h1`: the key is protected by a passphrase and ssh-agent does not hold it\n  hint: add it to the agent first: ssh-add {}\n",
+            "error: {}:3:18: cannot use identity file {} of node `h1`: the key is protected by a passphrase, ssh-agent does not hold it, and there is no terminal to ask it on\n  hint: add it to the agent first: ssh-add {}\n",
             catalog.display(),
             key.display(),
             key.display()

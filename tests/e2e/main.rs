@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `director` binary against real OpenSSH servers (see harness.rs)
 //! and against the local transport. Error texts are compared word for word.
 
+mod auth;
 mod corpus;
 mod escalate;
 mod faults;

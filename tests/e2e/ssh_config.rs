@@ -235,6 +235,20 @@ fn nodes_are_reached_the_way_ssh_config_says() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&own_kh).unwrap().lines().count(), 2);
     assert!(!fleet.path().join("operator-home/.ssh/known_hosts").exists());
+    // Without --ssh-config, ~/.ssh/config is the file read (then /etc/ssh/ssh_config).
+    let dot_ssh = fleet.path().join("operator-home/.ssh");
+    std::fs::create_dir_all(&dot_ssh).unwrap();
+    std::fs::copy(&config, dot_ssh.join("config")).unwrap();
+    let out = output(
+        fleet
+            .director()
+            .env_remove("DIRECTOR_SSH_CONFIG")
+            .args(["exec", "--catalog"])
+            .arg(&catalog)
+            .args(["--json", "true"]),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("sendenv ({}:10)", dot_ssh.join("config").display())), "{}", stderr(&out));
     // A catalog value beats the file, as `ssh -o` does.
     let strict = fleet.file("user.yaml", "nodes:\n  - {name: web-1, user: nobody-here}\n");
     let out = run(&strict, &[]);
@@ -339,4 +353,144 @@ fn nodes_behind_jump_hosts_are_reached_through_them() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let left = Command::new("pgrep").args(["-f", &marker]).output().unwrap();
     assert!(left.stdout.is_empty(), "the ProxyCommand outlived the run");
+}
+
+#[test]
+fn host_key_alias_connect_timeout_algorithms_and_tokens_apply() {
+    use super::{code, output, stderr};
+    let fleet = super::harness::Fleet::start(2);
+    let h = &fleet.hosts;
+    let user = if super::harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
+    let home = fleet.path().join("operator-home");
+    // IdentityFile with tokens: the fleet's key copied to ~/keys/<user>@<host>.
+    std::fs::create_dir_all(home.join("keys")).unwrap();
+    std::fs::copy(&fleet.key, home.join(format!("keys/{user}@{}", h[0].addr))).unwrap();
+    let kh = fleet.path().join("alias_known_hosts");
+    let config = fleet.file(
+        "alias_ssh_config",
+        &format!(
+            "Host aliased\n  HostName {}\n  Port {}\n  HostKeyAlias web-alias\n  Ciphers aes128-ctr,3des-cbc\n  KexAlgorithms -diffie-hellman-*\nHost frozen\n  HostName {}\n  Port {}\n  ConnectTimeout 1\nHost *\n  User {user}\n  IdentityFile ~/keys/%r@%h\n  UserKnownHostsFile {}\n",
+            h[0].addr,
+            h[0].port,
+            h[1].addr,
+            h[1].port,
+            kh.display()
+        ),
+    );
+    let catalog = fleet.file("alias.yaml", "nodes:\n  - {name: aliased}\n");
+    let run = |catalog: &std::path::Path, config: &std::path::Path, extra: &[&str]| {
+        output(
+            fleet
+                .director()
+                .env_remove("DIRECTOR_KNOWN_HOSTS")
+                .args(["exec", "--catalog"])
+                .arg(catalog)
+                .arg("--ssh-config")
+                .arg(config)
+                .args(extra)
+                .args(["--json", "true"]),
+        )
+    };
+    let out = run(&catalog, &config, &[]);
+    assert_eq!(code(&out), 0, "{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    // A cipher director's SSH lacks is named; the others are used.
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "warning: ssh_config: {}:5: director's SSH has no Ciphers 3des-cbc; it is left out\n",
+            config.display()
+        )
+    );
+    // HostKeyAlias: the key is recorded under the alias, with no port, as ssh records it...
+    let recorded = std::fs::read_to_string(&kh).unwrap();
+    assert!(recorded.starts_with("web-alias ssh-ed25519 "), "{recorded}");
+    // ...and ssh, strict, accepts the host with that file.
+    let ssh = Command::new("ssh")
+        .arg("-F")
+        .arg(&config)
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "Ciphers=aes128-ctr", "-i"])
+        .arg(&fleet.key)
+        .args(["aliased", "true"])
+        .output()
+        .unwrap();
+    assert!(ssh.status.success(), "ssh: {}", String::from_utf8_lossy(&ssh.stderr));
+    let out = run(&catalog, &config, &["--host-key-checking", "strict"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // A list that leaves nothing director's SSH has is an input error; nothing is contacted.
+    let none = fleet.file(
+        "none_ssh_config",
+        &std::fs::read_to_string(&config).unwrap().replace("Ciphers aes128-ctr,3des-cbc", "Ciphers 3des-cbc"),
+    );
+    let out = run(&catalog, &none, &[]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "error: {}:5: Ciphers `3des-cbc` leaves no algorithm director's SSH has (it has: ",
+            none.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    // ConnectTimeout: a host whose sshd never answers is given up after 1 s; the flag beats it.
+    h[1].freeze();
+    let frozen = fleet.file("frozen.yaml", "nodes:\n  - {name: frozen}\n");
+    let out = run(&frozen, &config, &[]);
+    let error = |out: &std::process::Output| {
+        super::unreachable_error(&super::schema::parse(&out.stdout), "frozen").map(str::to_string)
+    };
+    assert_eq!(error(&out), Some(format!("connection to {}:{} timed out after 1 s", h[1].addr, h[1].port)));
+    let out = run(&frozen, &config, &["--connect-timeout", "2"]);
+    assert_eq!(error(&out), Some(format!("connection to {}:{} timed out after 2 s", h[1].addr, h[1].port)));
+}
+
+#[test]
+fn connection_tokens_expand_as_ssh_expands_them() {
+    // ssh -G prints UserKnownHostsFile with its tokens expanded (%C is a hash of %l%h%p%r).
+    // One difference, on purpose: director takes `~` and `%d` from $HOME (as it takes every
+    // other path), ssh from the password database.
+    let dir = super::scratch("ssh-config-tokens");
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let file = dir.join("config");
+    std::fs::write(
+        &file,
+        "Host t\n  HostName t.example\n  User tok\n  Port 2022\n  HostKeyAlias t-alias\n  UserKnownHostsFile ~/kh-%C %d/%u-%r-%h-%p-%n-%k-%i-%L-%l %%\n",
+    )
+    .unwrap();
+    let catalog_file = dir.join("c.yaml");
+    std::fs::write(&catalog_file, "nodes:\n  - {name: t}\n").unwrap();
+    let catalog = director::catalog::Catalog::load(&[catalog_file]).unwrap();
+    let mut nodes = catalog.nodes.clone();
+    let local_user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let config = director::transport::ssh_config::SshConfig {
+        explicit: Some(file.clone()),
+        home: home.clone(),
+        local_user: local_user.clone(),
+    };
+    director::transport::ssh_config::apply(&mut nodes, &config).unwrap();
+    let ours: Vec<String> = nodes[0].user_known_hosts.iter().map(|p| p.display().to_string()).collect();
+    let out = Command::new("ssh")
+        .arg("-G")
+        .arg("-F")
+        .arg(&file)
+        .arg("t")
+        .env("HOME", &home)
+        .env("USER", &local_user)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let theirs: Vec<String> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("userknownhostsfile "))
+        .unwrap()
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    let passwd_home = String::from_utf8_lossy(
+        &Command::new("sh").args(["-c", "getent passwd $(id -u) | cut -d: -f6"]).output().unwrap().stdout,
+    )
+    .trim()
+    .to_string();
+    let theirs: Vec<String> = theirs.iter().map(|t| t.replacen(&passwd_home, &home.display().to_string(), 1)).collect();
+    assert_eq!(ours, theirs);
 }

@@ -226,3 +226,36 @@ fn tui_refuses_bad_input_and_a_missing_terminal_before_touching_anything() {
     );
     assert!(!history.exists(), "nothing is recorded");
 }
+
+#[test]
+fn the_become_password_and_a_key_passphrase_are_asked_on_the_terminal_without_echo() {
+    use crate::harness::BECOME_PASSWORD;
+    let mut fleet = Fleet::start(1);
+    fleet.add_users();
+    // A key with a passphrase, no agent: its passphrase is asked once on the terminal.
+    let key = fleet.dir.join("id_locked");
+    let made =
+        Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "key pass 7", "-f"]).arg(&key).output().unwrap();
+    assert!(made.status.success());
+    let authorized = fleet.dir.join("authorized_keys");
+    let mut keys = std::fs::read_to_string(&authorized).unwrap();
+    keys.push_str(&std::fs::read_to_string(key.with_extension("pub")).unwrap());
+    std::fs::write(&authorized, keys).unwrap();
+    let catalog = fleet.file(
+        "ops.yaml",
+        &std::fs::read_to_string(fleet.catalog())
+            .unwrap()
+            .replace("user: root", "user: ops")
+            .replace(&fleet.key.display().to_string(), &key.display().to_string()),
+    );
+    let file = fleet.file("who.yaml", "- jobs:\n    - RUN: id -un > /tmp/who\n");
+    let args = format!("orchestrate {} -c {} --become -K --progress plain", file.display(), catalog.display());
+    let tmux = Tmux::start(&fleet.dir, &pane_script(&fleet, &args), 120, 30);
+    tmux.wait_for(&["BECOME password:"], Duration::from_secs(20));
+    tmux.keys(&[BECOME_PASSWORD, "Enter"]);
+    tmux.wait_for(&["Enter passphrase for key"], Duration::from_secs(20));
+    tmux.keys(&["key pass 7", "Enter"]);
+    let screen = tmux.wait_for(&["EXITED 0"], Duration::from_secs(60));
+    assert!(!screen.contains(BECOME_PASSWORD) && !screen.contains("key pass 7"), "echoed:\n{screen}");
+    assert_eq!(std::fs::read_to_string(fleet.hosts[0].dir.join("tmp/who")).unwrap(), "root\n");
+}

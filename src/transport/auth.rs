@@ -1,0 +1,430 @@
+//! Public-key authentication as OpenSSH does it (`sshconnect2.c`, `pubkey_prepare`).
+//!
+//! [`Credentials`] loads every identity file the nodes name (or the default ones) before any
+//! node is contacted: a key without a passphrase is loaded; a key protected by one is used
+//! through ssh-agent when the agent holds it (it is never decrypted here), else its
+//! passphrase is asked on the terminal, once per key per run, and without a terminal the run
+//! stops with a clear error. Certificates are `FILE-cert.pub` beside a key and ssh_config's
+//! `CertificateFile`s.
+//!
+//! [`authenticate`] offers, in OpenSSH's order: the agent's keys that are identity files,
+//! then the agent's other keys (not with `IdentitiesOnly`), then the identity files the agent
+//! does not hold; each identity's certificates just before it. It stops after
+//! [`MAX_OFFERS`], under sshd's default MaxAuthTries, so a long agent never ends in "too many
+//! authentication failures"; a failure lists everything offered. RSA certificates are signed
+//! here with SHA-2 (russh's own certificate method offers `ssh-rsa-cert-v01` and signs with
+//! SHA-512, which sshd refuses), through russh's signer interface.
+
+use crate::catalog::{AgentSocket, Catalog, Node, TransportKind};
+use crate::error::Error;
+use russh::client;
+use russh::keys::agent::client::AgentClient;
+use russh::keys::agent::AgentIdentity;
+use russh::keys::{Certificate, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Keys offered at most: one fewer than sshd's default MaxAuthTries (6), at which sshd drops
+/// the connection with "too many authentication failures".
+pub const MAX_OFFERS: usize = 5;
+
+/// OpenSSH's default identity files, in its order (`readconf.c`).
+const DEFAULT_IDENTITIES: &[&str] = &["~/.ssh/id_rsa", "~/.ssh/id_ecdsa", "~/.ssh/id_ed25519"];
+
+/// An identity file: loaded, or (protected by a passphrase) held by ssh-agent, which signs
+/// with it without the key ever being decrypted here.
+#[derive(Clone)]
+enum Identity {
+    Key(Arc<PrivateKey>),
+    Agent(PublicKey),
+}
+
+impl Identity {
+    fn public(&self) -> PublicKey {
+        match self {
+            Identity::Key(key) => key.public_key().clone(),
+            Identity::Agent(public) => public.clone(),
+        }
+    }
+}
+
+/// Keys and certificates for authentication, loaded and checked before any node is contacted.
+#[derive(Default)]
+pub struct Credentials {
+    by_path: HashMap<PathBuf, Identity>,
+    /// The default identity files that exist and could be loaded.
+    defaults: Vec<(PathBuf, Identity)>,
+    /// Certificates by file: `FILE-cert.pub` of each identity, and each CertificateFile.
+    certificates: HashMap<PathBuf, Certificate>,
+}
+
+impl Credentials {
+    /// Loads every identity file and certificate the SSH nodes (and their jump hosts) name;
+    /// an unreadable identity file is an input error located where it was written.
+    pub fn load(catalog: &Catalog, nodes: &[Node]) -> Result<Self, Error> {
+        let mut creds = Credentials::default();
+        let mut agents: HashMap<Option<PathBuf>, Vec<PublicKey>> = HashMap::new();
+        let ssh_nodes = nodes.iter().filter(|n| n.transport == TransportKind::Ssh);
+        for node in ssh_nodes.clone() {
+            let own = node.identity_file.iter().map(|p| (p, &node.ssh));
+            let hops = node.jumps.iter().filter_map(|j| j.identity_file.as_ref().map(|p| (p, &j.ssh)));
+            for (path, ssh) in own.chain(hops) {
+                if !creds.by_path.contains_key(path) {
+                    let held = agents.entry(socket(&ssh.agent)).or_insert_with_key(|s| agent_identities(s.as_deref()));
+                    let identity = load_identity(path, held).map_err(|(reason, hint)| {
+                        Error::input(format!(
+                            "{}: cannot use identity file {} of node `{}`: {reason}",
+                            catalog.identity_position(node),
+                            path.display(),
+                            node.name
+                        ))
+                        .hint(hint)
+                    })?;
+                    creds.by_path.insert(path.clone(), identity);
+                }
+                creds.add_certificate(&with_suffix(path, "-cert.pub"));
+            }
+            for file in
+                node.ssh.certificate_files.iter().chain(node.jumps.iter().flat_map(|j| &j.ssh.certificate_files))
+            {
+                creds.add_certificate(file);
+            }
+        }
+        if ssh_nodes.clone().any(|n| n.identity_file.is_none() || n.jumps.iter().any(|j| j.identity_file.is_none())) {
+            for name in DEFAULT_IDENTITIES {
+                let path = crate::catalog::expand_home(name);
+                // A default key that cannot be used is skipped, as ssh skips it.
+                if let Ok(key) = russh::keys::load_secret_key(&path, None) {
+                    creds.defaults.push((path.clone(), Identity::Key(Arc::new(key))));
+                    creds.add_certificate(&with_suffix(&path, "-cert.pub"));
+                }
+            }
+        }
+        Ok(creds)
+    }
+
+    fn add_certificate(&mut self, path: &Path) {
+        if !self.certificates.contains_key(path) {
+            if let Ok(cert) = Certificate::read_file(path) {
+                self.certificates.insert(path.to_path_buf(), cert);
+            }
+        }
+    }
+
+    /// The certificates (and their files) that certify `key`.
+    fn certificates_of(&self, key: &PublicKey, node: &Node, file: Option<&Path>) -> Vec<(PathBuf, Certificate)> {
+        let beside = file.map(|f| with_suffix(f, "-cert.pub"));
+        beside
+            .iter()
+            .chain(node.ssh.certificate_files.iter())
+            .filter_map(|p| self.certificates.get(p).map(|c| (p.clone(), c.clone())))
+            .filter(|(_, c)| c.public_key() == key.key_data())
+            .collect()
+    }
+}
+
+/// `path` with `suffix` added to its name (`id_ed25519` → `id_ed25519-cert.pub`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Loads one identity file: the key; or, protected by a passphrase, the agent's copy, else
+/// the key decrypted with a passphrase asked on the terminal.
+fn load_identity(path: &Path, agent: &[PublicKey]) -> Result<Identity, (String, String)> {
+    match russh::keys::load_secret_key(path, None) {
+        Ok(key) => Ok(Identity::Key(Arc::new(key))),
+        Err(russh::keys::Error::KeyIsEncrypted) => {
+            if let Some(public) = public_half(path) {
+                if agent.iter().any(|k| k.key_data() == public.key_data()) {
+                    return Ok(Identity::Agent(public));
+                }
+            }
+            ask_passphrase(path).map(|key| Identity::Key(Arc::new(key)))
+        }
+        Err(russh::keys::Error::IO(io)) => {
+            Err((crate::catalog::yaml::io_reason(&io), "check the path and its permissions".into()))
+        }
+        Err(other) => Err((other.to_string(), "it must be a private key in OpenSSH or PEM format".into())),
+    }
+}
+
+/// The passphrase of an encrypted key, asked on the terminal as ssh asks it (three tries).
+fn ask_passphrase(path: &Path) -> Result<PrivateKey, (String, String)> {
+    use std::io::IsTerminal;
+    let no_agent = || {
+        (
+            "the key is protected by a passphrase, ssh-agent does not hold it, and there is no terminal to ask it on"
+                .to_string(),
+            format!("add it to the agent first: ssh-add {}", path.display()),
+        )
+    };
+    if !std::io::stdin().is_terminal() || std::fs::File::open("/dev/tty").is_err() {
+        return Err(no_agent());
+    }
+    for _ in 0..3 {
+        let passphrase = zeroize::Zeroizing::new(
+            rpassword::prompt_password(format!("Enter passphrase for key '{}': ", path.display()))
+                .map_err(|_| no_agent())?,
+        );
+        match russh::keys::load_secret_key(path, Some(&passphrase)) {
+            Ok(key) => return Ok(key),
+            Err(_) => continue,
+        }
+    }
+    Err(("the passphrase was wrong three times".into(), "check the passphrase, or add the key to ssh-agent".into()))
+}
+
+/// The public key of a private key file: its clear part (OpenSSH format keeps it there even
+/// when the private part is encrypted), else `FILE.pub`.
+fn public_half(path: &Path) -> Option<PublicKey> {
+    let text = std::fs::read_to_string(path).ok()?;
+    if let Ok(private) = PrivateKey::from_openssh(&text) {
+        return Some(private.public_key().clone());
+    }
+    russh::keys::load_public_key(with_suffix(path, ".pub")).ok()
+}
+
+/// The agent's socket for IdentityAgent: `SSH_AUTH_SOCK`, a path, or none.
+fn socket(agent: &AgentSocket) -> Option<PathBuf> {
+    match agent {
+        AgentSocket::Environment => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
+        AgentSocket::Off => None,
+        AgentSocket::Path(p) => Some(p.clone()),
+    }
+}
+
+/// The public keys the agent at `sock` holds, asked over its socket: this runs before the
+/// async runtime serves connections, so it speaks the agent protocol's one request
+/// (REQUEST_IDENTITIES) itself. No agent, or an agent that does not answer: none.
+fn agent_identities(sock: Option<&Path>) -> Vec<PublicKey> {
+    use std::io::{Read, Write};
+    let Some(sock) = sock else { return Vec::new() };
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(sock) else { return Vec::new() };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    // uint32 length, byte SSH_AGENTC_REQUEST_IDENTITIES (11).
+    if stream.write_all(&[0, 0, 0, 1, 11]).is_err() {
+        return Vec::new();
+    }
+    let mut len = [0u8; 4];
+    if stream.read_exact(&mut len).is_err() {
+        return Vec::new();
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > 1 << 20 {
+        return Vec::new();
+    }
+    let mut body = vec![0u8; len];
+    if stream.read_exact(&mut body).is_err() || body.first() != Some(&12) {
+        return Vec::new();
+    }
+    // byte SSH_AGENT_IDENTITIES_ANSWER (12), uint32 count, then (string blob, string comment)*.
+    let mut at = 5;
+    let mut keys = Vec::new();
+    let next = |at: &mut usize| -> Option<Vec<u8>> {
+        let n = u32::from_be_bytes(body.get(*at..*at + 4)?.try_into().ok()?) as usize;
+        let item = body.get(*at + 4..*at + 4 + n)?.to_vec();
+        *at += 4 + n;
+        Some(item)
+    };
+    while let (Some(blob), Some(_comment)) = (next(&mut at), next(&mut at)) {
+        if let Ok(key) = PublicKey::from_bytes(&blob) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+/// Signs with a loaded key for russh's signer interface, with the hash asked for: how an
+/// RSA certificate is offered as `rsa-sha2-512-cert-v01` and signed to match.
+struct KeySigner(Arc<PrivateKey>);
+
+#[derive(Debug)]
+struct SignError(String);
+
+impl From<russh::SendError> for SignError {
+    fn from(e: russh::SendError) -> Self {
+        SignError(e.to_string())
+    }
+}
+
+impl russh::Signer for KeySigner {
+    type Error = SignError;
+
+    fn auth_sign(
+        &mut self,
+        _key: &AgentIdentity,
+        hash_alg: Option<HashAlg>,
+        mut to_sign: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, Self::Error>> + Send {
+        let key = self.0.clone();
+        async move {
+            use russh::keys::signature::Signer;
+            use russh::keys::ssh_encoding::Encode;
+            let signature = match key.key_data() {
+                russh::keys::ssh_key::private::KeypairData::Rsa(rsa) => (rsa, hash_alg).try_sign(&to_sign),
+                _ => key.as_ref().try_sign(&to_sign),
+            }
+            .map_err(|e| SignError(e.to_string()))?;
+            // The signature blob (string algorithm, string signature), as one string.
+            signature.encode_prefixed(&mut to_sign).map_err(|e| SignError(e.to_string()))?;
+            Ok(to_sign)
+        }
+    }
+}
+
+/// One thing offered to the server.
+enum Offer {
+    Certificate { file: PathBuf, cert: Box<Certificate>, signer: Signer },
+    Key { what: String, signer: Signer },
+}
+
+/// Who signs an offer: a loaded key, or the agent for a public key it holds.
+#[derive(Clone)]
+enum Signer {
+    Key(Arc<PrivateKey>),
+    Agent(PublicKey),
+}
+
+impl Offer {
+    fn describe(&self) -> String {
+        match self {
+            Offer::Certificate { file, .. } => format!("certificate {}", file.display()),
+            Offer::Key { what, .. } => what.clone(),
+        }
+    }
+}
+
+/// Authenticates as `node.user` on `handle`, offering keys in OpenSSH's order (see the
+/// module); the error names everything offered.
+pub async fn authenticate<H: client::Handler>(
+    handle: &mut client::Handle<H>,
+    node: &Node,
+    creds: &Credentials,
+) -> Result<(), String> {
+    let user = node.user.clone();
+    let describe = |e: russh::Error| super::ssh::describe(&e);
+    let rsa_hash = handle.best_supported_rsa_hash().await.map_err(describe)?.flatten();
+    let sock = socket(&node.ssh.agent);
+    let mut agent = match &sock {
+        Some(path) => AgentClient::connect_uds(path).await.ok(),
+        None => None,
+    };
+    let held: Vec<(PublicKey, String)> = match agent.as_mut() {
+        Some(a) => a
+            .request_identities()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|id| match id {
+                AgentIdentity::PublicKey { key, comment } => Some((key, comment)),
+                _ => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    // The identity files: the node's, else the default ones.
+    let files: Vec<(PathBuf, Identity)> = match &node.identity_file {
+        Some(path) => creds.by_path.get(path).map(|i| vec![(path.clone(), i.clone())]).unwrap_or_default(),
+        None => creds.defaults.clone(),
+    };
+    let mut offers: Vec<Offer> = Vec::new();
+    let push = |offers: &mut Vec<Offer>, public: &PublicKey, file: Option<&Path>, what: String, signer: Signer| {
+        for (cert_file, cert) in creds.certificates_of(public, node, file) {
+            offers.push(Offer::Certificate { file: cert_file, cert: Box::new(cert), signer: signer.clone() });
+        }
+        offers.push(Offer::Key { what, signer });
+    };
+    // 1. The agent's keys that are identity files; 2. its other keys (not with
+    // IdentitiesOnly); 3. the identity files it does not hold.
+    let mut from_agent = Vec::new();
+    for (key, comment) in &held {
+        match files.iter().find(|(_, id)| id.public().key_data() == key.key_data()) {
+            Some((path, _)) => {
+                let what = format!("key {} (through ssh-agent)", path.display());
+                push(&mut offers, key, Some(path), what, Signer::Agent(key.clone()));
+            }
+            None if !node.ssh.identities_only => from_agent.push((key, comment)),
+            None => {}
+        }
+    }
+    for (key, comment) in from_agent {
+        let what = format!("ssh-agent key {} ({})", comment, key.fingerprint(HashAlg::Sha256));
+        push(&mut offers, key, None, what, Signer::Agent(key.clone()));
+    }
+    for (path, identity) in &files {
+        if held.iter().any(|(k, _)| k.key_data() == identity.public().key_data()) {
+            continue;
+        }
+        let what = format!("key {}", path.display());
+        match identity {
+            Identity::Key(key) => push(&mut offers, key.public_key(), Some(path), what, Signer::Key(key.clone())),
+            // Held encrypted by an agent that is not this node's: nothing can sign with it.
+            Identity::Agent(_) => {}
+        }
+    }
+    if offers.is_empty() {
+        return Err(format!(
+            "no key to authenticate as {user}: set `identity_file` for node {} or start ssh-agent",
+            node.name
+        ));
+    }
+    let mut offered = Vec::new();
+    let total = offers.len();
+    for offer in offers.into_iter().take(MAX_OFFERS) {
+        offered.push(offer.describe());
+        let accepted = match offer {
+            Offer::Certificate { cert, signer: Signer::Key(key), .. } => {
+                let hash = if key.algorithm().is_rsa() { rsa_hash.or(Some(HashAlg::Sha512)) } else { None };
+                let mut signer = KeySigner(key);
+                handle
+                    .authenticate_certificate_with(&user, *cert, hash, &mut signer)
+                    .await
+                    .map_err(|e| {
+                        format!("signing with {} failed: {}", offered.last().cloned().unwrap_or_default(), e.0)
+                    })?
+                    .success()
+            }
+            Offer::Certificate { cert, signer: Signer::Agent(public), .. } => {
+                let Some(agent) = agent.as_mut() else { continue };
+                let hash = if public.algorithm().is_rsa() { rsa_hash.or(Some(HashAlg::Sha512)) } else { None };
+                handle
+                    .authenticate_certificate_with(&user, *cert, hash, agent)
+                    .await
+                    .map_err(|e| format!("ssh-agent could not sign: {e}"))?
+                    .success()
+            }
+            Offer::Key { signer: Signer::Key(key), .. } => {
+                let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
+                handle
+                    .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(key, hash))
+                    .await
+                    .map_err(describe)?
+                    .success()
+            }
+            Offer::Key { signer: Signer::Agent(public), .. } => {
+                let Some(agent) = agent.as_mut() else { continue };
+                let hash = if public.algorithm().is_rsa() { rsa_hash } else { None };
+                handle
+                    .authenticate_publickey_with(&user, public, hash, agent)
+                    .await
+                    .map_err(|e| format!("ssh-agent could not sign: {e}"))?
+                    .success()
+            }
+        };
+        if accepted {
+            return Ok(());
+        }
+    }
+    let mut reason = format!("authentication as {user} failed (tried {})", offered.join(", "));
+    if total > MAX_OFFERS {
+        reason.push_str(&format!(
+            "; {} more not offered, to stay under sshd's MaxAuthTries: name the key with `identity_file` (and IdentitiesOnly)",
+            total - MAX_OFFERS
+        ));
+    }
+    Err(reason)
+}
