@@ -276,15 +276,19 @@ impl HostKeyCheck {
                 files.join(", ")
             ));
         }
+        // One writer at a time: the tasks of this run (a mutex), and other processes (an
+        // exclusive lock on the file itself, as long as the line is being written).
         let _guard = WRITE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        // Another task may have just recorded it.
+        let path = self.files.writable();
+        let failed =
+            |e: std::io::Error| format!("cannot record the host key of node {} in {}: {e}", self.node, path.display());
+        let file = open_locked(path).map_err(failed)?;
+        // Another task or run may have just recorded it.
         if self.files.entries(&pattern)?.iter().any(|e| e.marker == Marker::None && e.key == *key) {
             return Ok(());
         }
-        let path = self.files.writable();
         let written = if self.hash { hash_host(&pattern, &salt()) } else { pattern.clone() };
-        record(path, &written, key)
-            .map_err(|e| format!("cannot record the host key of node {} in {}: {e}", self.node, path.display()))
+        record(file, &written, key).map_err(failed)
     }
 }
 
@@ -343,13 +347,21 @@ impl HostKeyCheck {
 }
 
 /// Appends `pattern key` as one line, starting a new line if the file lacks a final one.
-fn record(path: &Path, pattern: &str, key: &PublicKey) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom, Write};
+/// The known_hosts file to write, created 0600 (its directory 0700) and locked exclusively
+/// until it is dropped.
+fn open_locked(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         crate::private::create_dir_all(dir)?;
     }
-    let mut file = std::fs::OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path)?;
+    let file = std::fs::OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path)?;
+    file.lock()?;
+    Ok(file)
+}
+
+/// Appends `pattern key` to the locked file.
+fn record(mut file: std::fs::File, pattern: &str, key: &PublicKey) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
     let mut line = String::new();
     if file.seek(SeekFrom::End(-1)).is_ok() {
         let mut last = [0u8; 1];

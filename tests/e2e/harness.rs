@@ -48,6 +48,8 @@ pub struct Host {
     certified: bool,
     /// The host has the login users of [`Fleet::add_users`].
     users: bool,
+    /// The types of its host keys (`ed25519` unless [`Fleet::set_host_keys`] said otherwise).
+    key_types: Vec<&'static str>,
 }
 
 impl Host {
@@ -189,6 +191,7 @@ impl Fleet {
             unreachable: None,
             certified: false,
             users: false,
+            key_types: vec!["ed25519"],
         };
         if is_root() {
             let ns = format!("dt{}n{}", self.tag, i);
@@ -243,11 +246,15 @@ impl Fleet {
         let host = &mut self.hosts[i];
         let seen = view.join(&host.name);
         let config = host.dir.join("sshd_config");
+        let host_keys: String = host
+            .key_types
+            .iter()
+            .map(|t| format!("HostKey {}\n", seen.join(format!("ssh_host_{t}_key")).display()))
+            .collect();
         let mut text = format!(
-            "Port {}\nListenAddress {}\nHostKey {}\nPidFile none\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel VERBOSE\n",
+            "Port {}\nListenAddress {}\n{host_keys}PidFile none\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel VERBOSE\n",
             host.port,
             host.addr,
-            seen.join("ssh_host_ed25519_key").display(),
             authorized.display()
         );
         if host.netns.is_none() {
@@ -396,6 +403,20 @@ impl Fleet {
         std::fs::write(bin.join("uname"), script).unwrap();
         std::fs::set_permissions(bin.join("uname"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         self.hosts[i].arch = Some(arch.to_string());
+        self.stop_host(i);
+        self.start_host(i);
+    }
+
+    /// Gives host `i` host keys of these types (`rsa`, `ed25519`, `ecdsa`), made when missing,
+    /// and restarts it: a host with only an RSA key, or one that gained a second type.
+    pub fn set_host_keys(&mut self, i: usize, types: &[&'static str]) {
+        for t in types {
+            let key = self.hosts[i].dir.join(format!("ssh_host_{t}_key"));
+            if !key.exists() {
+                run(Command::new("ssh-keygen").args(["-q", "-t", t, "-N", "", "-f"]).arg(&key));
+            }
+        }
+        self.hosts[i].key_types = types.to_vec();
         self.stop_host(i);
         self.start_host(i);
     }

@@ -312,3 +312,47 @@ fn a_user_certificate_beside_the_identity_file_is_offered() {
     let out = run(&fleet);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+#[test]
+fn a_new_host_key_is_recorded_under_the_file_lock_other_writers_hold() {
+    let fleet = Fleet::start(1);
+    let file = fleet.file("o.yaml", "- jobs:\n    - RUN: true\n");
+    std::fs::write(&fleet.known_hosts, "").unwrap();
+    // Another writer (here flock(1), as ssh-keygen or a second run would be) holds the file.
+    let holder = Command::new("flock").arg(&fleet.known_hosts).args(["sleep", "3"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let run = fleet.orchestrate(&file).arg("--json").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Still waiting for the lock: nothing written yet.
+    assert_eq!(std::fs::read_to_string(&fleet.known_hosts).unwrap(), "");
+    let mut holder = holder;
+    holder.wait().unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&fleet.known_hosts).unwrap().lines().count(), 1);
+}
+
+#[test]
+fn a_host_with_only_an_rsa_key_then_a_second_type_then_only_the_new_one() {
+    let mut fleet = Fleet::start(1);
+    fleet.set_host_keys(0, &["rsa"]);
+    let file = fleet.file("o.yaml", "- jobs:\n    - RUN: true\n");
+    let kh = fleet.path().join("rsa_known_hosts");
+    // First contact: the RSA key is recorded, and ssh, strict, accepts the host with it.
+    let out = director_run(&fleet, &file, &kh, "accept-new");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let recorded = std::fs::read_to_string(&kh).unwrap();
+    assert!(recorded.contains(" ssh-rsa "), "{recorded}");
+    assert!(ssh_accepts(&fleet, &kh, "strict"));
+    // The host gains an ed25519 key: both still ask it for the known RSA key and accept.
+    fleet.set_host_keys(0, &["rsa", "ed25519"]);
+    assert!(ssh_accepts(&fleet, &kh, "strict"));
+    assert_eq!(code(&director_run(&fleet, &file, &kh, "strict")), 0);
+    // Only the new key is left: a changed key for both, whatever the policy.
+    fleet.set_host_keys(0, &["ed25519"]);
+    for policy in ["strict", "accept-new"] {
+        assert!(!ssh_accepts(&fleet, &kh, policy), "{policy}");
+        let out = director_run(&fleet, &file, &kh, policy);
+        assert_eq!(code(&out), 3, "{policy}: {}", stderr(&out));
+    }
+}

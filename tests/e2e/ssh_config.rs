@@ -296,6 +296,16 @@ fn nodes_behind_jump_hosts_are_reached_through_them() {
     assert!(h[1].home_path("reached").exists() && h[2].home_path("reached").exists());
     // One session on the first bastion served both nodes.
     assert_eq!(h[0].connections() - before, 1);
+    if super::harness::is_root() {
+        // Each node's sshd saw its connection come from the hop before it (the bastion's end
+        // of its link), never from the operator.
+        for behind in &h[1..] {
+            let (stem, last) = behind.addr.rsplit_once('.').unwrap();
+            let gateway = format!("{stem}.{}", last.parse::<u8>().unwrap() - 1);
+            let log = std::fs::read_to_string(behind.dir.join("sshd.log")).unwrap();
+            assert!(log.contains(&format!("Connection from {gateway} ")), "{}: {log}", behind.name);
+        }
+    }
 
     // The same route from ssh_config's ProxyJump, as ssh takes it.
     let config = fleet.file(
