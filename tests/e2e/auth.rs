@@ -6,7 +6,7 @@ use super::harness::{self, Fleet};
 use super::schema;
 use super::{code, output, stderr, unreachable_error};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 fn user() -> String {
     if harness::is_root() {
@@ -14,6 +14,24 @@ fn user() -> String {
     } else {
         std::env::var("USER").unwrap_or_default()
     }
+}
+
+/// `director orchestrate FILE --catalog CATALOG --ssh-config CONFIG --json`, with `agent` as
+/// SSH_AUTH_SOCK (none without).
+fn orchestrate_via(fleet: &Fleet, file: &Path, catalog: &Path, ssh_config: &Path, agent: Option<&Path>) -> Output {
+    let mut cmd = fleet.director();
+    if let Some(sock) = agent {
+        cmd.env("SSH_AUTH_SOCK", sock);
+    }
+    output(
+        cmd.arg("orchestrate")
+            .arg(file)
+            .arg("--catalog")
+            .arg(catalog)
+            .arg("--ssh-config")
+            .arg(ssh_config)
+            .arg("--json"),
+    )
 }
 
 fn keygen(path: &Path, kind: &str) {
@@ -71,20 +89,7 @@ fn keys_are_offered_in_openssh_order_and_never_past_max_auth_tries() {
         )
     };
     let catalog = fleet.file("target.yaml", "nodes:\n  - {name: target}\n");
-    let run = |ssh_config: &Path| {
-        output(
-            fleet
-                .director()
-                .env("SSH_AUTH_SOCK", &sock)
-                .arg("orchestrate")
-                .arg(&file)
-                .arg("--catalog")
-                .arg(&catalog)
-                .arg("--ssh-config")
-                .arg(ssh_config)
-                .arg("--json"),
-        )
-    };
+    let run = |ssh_config: &Path| orchestrate_via(&fleet, &file, &catalog, ssh_config, Some(&sock));
     // As ssh: the agent's keys first, then the identity file. sshd drops a client at its
     // sixth failure: five offers, and the last two agent keys and the right key are never
     // offered; the error says why.
@@ -128,17 +133,7 @@ fn keys_are_offered_in_openssh_order_and_never_past_max_auth_tries() {
     let right_sock = dir.join("right.sock");
     let _right = Agent::start(&right_sock, std::slice::from_ref(&fleet.key));
     let ssh_config = config(&format!("  IdentityAgent {}\n", right_sock.display()));
-    let out = output(
-        fleet
-            .director()
-            .arg("orchestrate")
-            .arg(&file)
-            .arg("--catalog")
-            .arg(&catalog)
-            .arg("--ssh-config")
-            .arg(&ssh_config)
-            .arg("--json"),
-    );
+    let out = orchestrate_via(&fleet, &file, &catalog, &ssh_config, None);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
@@ -179,19 +174,7 @@ fn certificate_files_and_rsa_certificates_get_in() {
             ),
         );
         let catalog = fleet.file("certified.yaml", "nodes:\n  - {name: certified}\n");
-        let run = |ssh_config: &Path| {
-            output(
-                fleet
-                    .director()
-                    .arg("orchestrate")
-                    .arg(&file)
-                    .arg("--catalog")
-                    .arg(&catalog)
-                    .arg("--ssh-config")
-                    .arg(ssh_config)
-                    .arg("--json"),
-            )
-        };
+        let run = |ssh_config: &Path| orchestrate_via(&fleet, &file, &catalog, ssh_config, None);
         let out = run(&ssh_config);
         assert_eq!(code(&out), 0, "{kind}: {}", stderr(&out));
         // The oracle: ssh gets in with the same files.
