@@ -301,9 +301,11 @@ async fn handshake(
                     client::connect_stream(config, channel.into_stream(), handler).await
                 }
                 (None, Some(command)) => {
+                    // As sshconnect.c runs it: `sh -c "exec COMMAND"`, so the process killed
+                    // when the node is done is the command itself, not a shell around it.
                     let mut child = tokio::process::Command::new("/bin/sh")
                         .arg("-c")
-                        .arg(command)
+                        .arg(format!("exec {command}"))
                         .stdin(std::process::Stdio::piped())
                         .stdout(std::process::Stdio::piped())
                         .stderr(std::process::Stdio::null())
