@@ -1,7 +1,9 @@
 //! The engine: runs a [`Plan`] on its nodes and reports everything as [`Event`]s.
 //!
 //! One task per node: connect (through the transport's gates), start the executor once (its
-//! greeting carries the node cache), then run the node's lanes concurrently over that one
+//! greeting carries the node cache; it runs as the node's own account, the login user or its
+//! become user, and a job that runs as another account gets that account's executor, started
+//! on first use over the same connection), then run the node's lanes concurrently over that
 //! session: the lane of non-async entries in order, and one lane per async entry. Inside a
 //! lane jobs run one after another ([`work`] does one job); when one fails, the rest of its
 //! entry on that node is skipped. Nodes wait for each other only at a QUERY ([`shared`]).

@@ -491,8 +491,9 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
                     .ok_or_else(|| Error::input(format!("{}: `Port {port}` is not a port number", at("port"))))?;
             }
         }
-        let last_hop = node.jumps.last().map(|j| j.spec.rsplit_once('@').map_or(j.spec.as_str(), |(_, h)| h));
-        let last_hop = last_hop.map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h)).unwrap_or("").to_string();
+        // %j: the last hop's host as written.
+        let last_hop = node.jumps.last().and_then(|j| crate::catalog::Jump::parse(&j.spec)).map(|j| j.host);
+        let last_hop = last_hop.unwrap_or_default();
         let tokens = Tokens::new(&name, &node.host, node.port, &node.user, r.get("hostkeyalias"), &last_hop, config);
         if node.identity_file.is_none() {
             // ssh offers each in turn; the first that exists is the one director uses.
