@@ -40,6 +40,10 @@ pub enum Command {
         /// Nodes to run on (names or hosts); all catalog nodes when absent.
         #[arg(long = "target", value_name = "NODE")]
         targets: Vec<String>,
+        /// Answer from the node caches when this exact job already succeeded there (by
+        /// default an ad-hoc command always runs).
+        #[arg(long)]
+        cached: bool,
         /// The job's arguments, e.g. the command for RUN.
         #[arg(required = true, value_name = "ARGS", allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
@@ -128,6 +132,13 @@ pub enum Progress {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputShown {
+    None,
+    Failed,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum HostKeyChecking {
     AcceptNew,
     Strict,
@@ -148,6 +159,10 @@ pub struct RunArgs {
     /// How progress is shown.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: Progress,
+    /// Whose output the results show: none, failed jobs', or all [default: all for exec,
+    /// failed for orchestrate and bootstrap].
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub output: Option<OutputShown>,
     /// Host key policy for every node (default: the catalog's, else accept-new).
     #[arg(long, value_enum, value_name = "POLICY")]
     pub host_key_checking: Option<HostKeyChecking>,

@@ -10,9 +10,9 @@
 
 use crate::catalog::yaml::{child, Document, Seg};
 use crate::catalog::{BecomeMethod, HostKeyPolicy};
-use crate::cli::{BecomeMethodArg, HostKeyChecking, Progress, RunArgs};
+use crate::cli::{BecomeMethodArg, HostKeyChecking, OutputShown, Progress, RunArgs};
 use crate::error::Error;
-use crate::frontend::text::Mode;
+use crate::frontend::text::{Mode, Shown};
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,8 @@ pub struct Config {
     pub catalogs: Vec<PathBuf>,
     pub restrict: Vec<String>,
     pub output: Output,
+    /// Whose output the text views show (`--output`; the command's default when not given).
+    pub shown: Option<Shown>,
     pub host_key_override: Option<HostKeyPolicy>,
     /// The known_hosts files: `--known-hosts` (or the settings file's), else OpenSSH's.
     pub known_hosts: crate::transport::known_hosts::KnownHosts,
@@ -175,6 +177,11 @@ impl Config {
             catalogs: if args.catalog.is_empty() { settings.catalog.clone() } else { args.catalog.clone() },
             restrict: args.restrict.clone(),
             output,
+            shown: args.output.map(|o| match o {
+                OutputShown::None => Shown::None,
+                OutputShown::Failed => Shown::Failed,
+                OutputShown::All => Shown::All,
+            }),
             host_key_override: args.host_key_checking.map(|h| match h {
                 HostKeyChecking::AcceptNew => HostKeyPolicy::AcceptNew,
                 HostKeyChecking::Strict => HostKeyPolicy::Strict,

@@ -138,12 +138,13 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             let plan = Plan::build(&catalog, &list, &selection)?;
             execute(launch(plan, "orchestrate", &files), &catalog, config)
         }
-        cli::Command::Exec { verb, targets, args, run } => {
+        cli::Command::Exec { verb, targets, cached, args, run } => {
             let config = Config::resolve(&run, &settings);
             let orchestration = exec_orchestration(&verb, &targets, &args)?;
             let catalog = Catalog::load(&config.catalogs)?;
-            let selection =
-                Selection { restrict: config.restrict.clone(), ignore_cache: config.ignore_cache, only: None };
+            // An ad-hoc command is run to be run: the caches answer only when asked to.
+            let ignore_cache = config.ignore_cache || !cached;
+            let selection = Selection { restrict: config.restrict.clone(), ignore_cache, only: None };
             let plan = Plan::build(&catalog, &[orchestration], &selection)?;
             execute(launch(plan, "exec", &[]), &catalog, config)
         }
@@ -205,6 +206,8 @@ fn execute(launch: Launch, catalog: &Catalog, mut config: Config) -> Result<i32,
         .build()
         .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
     let totals = frontend::board::totals(&launch.plan);
+    // An ad-hoc command is run to see what it says; an orchestration to see what failed.
+    let default_shown = if launch.kind == "exec" { frontend::text::Shown::All } else { frontend::text::Shown::Failed };
     let contention = if config.wait { history::Contention::Wait } else { history::Contention::Refuse };
     runtime.block_on(async {
         let running = launch.start(catalog, &config, contention, &mut |h| {
@@ -216,13 +219,18 @@ fn execute(launch: Launch, catalog: &Catalog, mut config: Config) -> Result<i32,
                 h.nodes.join(", ")
             );
         })?;
-        follow(running, config.output, &totals).await
+        follow(running, config.output, config.shown.unwrap_or(default_shown), &totals).await
     })
 }
 
 /// Shows a run's events until it ends; Ctrl-C once drains, twice kills.
-async fn follow(mut running: Running, output: config::Output, totals: &[(String, usize)]) -> Result<i32, Error> {
-    let (mut frontend, fallback) = Frontend::new(output, totals);
+async fn follow(
+    mut running: Running,
+    output: config::Output,
+    shown: frontend::text::Shown,
+    totals: &[(String, usize)],
+) -> Result<i32, Error> {
+    let (mut frontend, fallback) = Frontend::new(output, shown, totals);
     for text in fallback.iter().chain(running.warnings.iter()) {
         frontend.notice(text);
     }

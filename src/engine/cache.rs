@@ -30,7 +30,13 @@ pub struct JobRecord {
     /// ADD/COPY: (destination, sha3-224) of each file written; a hit checks they still match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<(String, String)>,
+    /// What the job printed when it ran (the last [`RECORDED_OUTPUT`] bytes): a hit shows it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
 }
+
+/// Bytes of a job's output its record keeps.
+pub const RECORDED_OUTPUT: usize = 4 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stored {

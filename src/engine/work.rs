@@ -22,6 +22,9 @@ use serde_json::{json, Value};
 use std::time::Instant;
 use tokio::sync::watch;
 
+/// Why a job answered from its record did not run.
+pub const CACHED_HINT: &str = "done before with this exact fingerprint (--ignore-cache runs it again)";
+
 /// Largest captured output kept for `--stdout-arg`/`--stderr-arg`, per stream.
 const CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
 /// Largest `--blueprint` template (it is rendered in memory).
@@ -145,16 +148,17 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
                 Some(hit) => hit,
                 None => perform(cx, job, &rendered, outgoing, cancel).await,
             };
-            // Verbs that run no command say what they did as their output.
-            if !matches!(job.work, Work::Run { .. } | Work::Shell { .. } | Work::Echo { .. } | Work::Wait { .. })
-                && !finish.stdout.is_empty()
-            {
+            // Verbs that run no command say what they did as their output; a job answered
+            // from its record says what it printed when it ran.
+            let ran_a_command =
+                matches!(job.work, Work::Run { .. } | Work::Shell { .. } | Work::Echo { .. } | Work::Wait { .. });
+            if (!ran_a_command || finish.hit) && !finish.stdout.is_empty() {
                 cx.sink
                     .emit(Event::JobOutput {
                         node: cx.node.name.clone(),
                         job: job.id,
                         stream: Stream::Stdout,
-                        data: format!("{}\n", finish.stdout),
+                        data: if finish.hit { finish.stdout.clone() } else { format!("{}\n", finish.stdout) },
                     })
                     .await;
             }
@@ -380,7 +384,25 @@ async fn cached(cx: &Cx<'_>, job: &Job, fp: &str) -> Option<Finish> {
             dirty |= cache.set(Kind::Args, k, v.clone(), false, now, cx.config.args_ttl);
         }
     }
-    Some(Finish { status: JobStatus::Cached, dirty, hit: true, ..Finish::ok("") })
+    // It says what it said when it ran, and that it did not run now.
+    Some(Finish {
+        status: JobStatus::Cached,
+        reason: Some(CACHED_HINT.to_string()),
+        dirty,
+        hit: true,
+        ..Finish::ok(record.output)
+    })
+}
+
+/// What a job's record keeps of its output: stdout then stderr, the last
+/// [`super::cache::RECORDED_OUTPUT`] bytes (cut at a character boundary).
+fn recorded_output(finish: &Finish) -> String {
+    let all = format!("{}{}", finish.stdout, finish.stderr);
+    let mut from = all.len().saturating_sub(super::cache::RECORDED_OUTPUT);
+    while !all.is_char_boundary(from) {
+        from += 1;
+    }
+    all[from..].to_string()
 }
 
 /// Stores captured args, records a success or a failure, saves the cache if it changed.
@@ -402,7 +424,13 @@ async fn record(cx: &Cx<'_>, job: &Job, fp: &str, finish: &mut Finish) -> Result
         if finish.status == JobStatus::Ok && job.cacheable() {
             cache.jobs.insert(
                 fp.to_string(),
-                JobRecord { at: now, verb: job.verb.clone(), args: captured, files: std::mem::take(&mut finish.files) },
+                JobRecord {
+                    at: now,
+                    verb: job.verb.clone(),
+                    args: captured,
+                    files: std::mem::take(&mut finish.files),
+                    output: recorded_output(finish),
+                },
             );
             finish.dirty = true;
         }

@@ -9,7 +9,7 @@
 //! viewport, on the tick, so a burst of events costs one draw.
 
 use super::board::{short_duration, Board, Phase};
-use super::text::{Mode, TextView};
+use super::text::{Mode, Shown, TextView};
 use super::tui::view::{counts_line, node_doing, phase_style, progress_line};
 use crate::event::Event;
 use ratatui::backend::Backend;
@@ -94,7 +94,7 @@ fn rows(text: &str, width: usize) -> Vec<String> {
 }
 
 impl<B: Backend> LiveView<B> {
-    pub fn new(backend: B, totals: &[(String, usize)]) -> Result<LiveView<B>, String> {
+    pub fn new(backend: B, shown: Shown, totals: &[(String, usize)]) -> Result<LiveView<B>, String> {
         let terminal = Terminal::with_options(backend, TerminalOptions { viewport: Viewport::Inline(HEIGHT) })
             .map_err(|e| e.to_string())?;
         let width = terminal.size().map(|s| s.width).unwrap_or(100);
@@ -102,7 +102,7 @@ impl<B: Backend> LiveView<B> {
         Ok(LiveView {
             terminal,
             board: Board::new(totals),
-            text: TextView::new(Mode::Quiet, Box::new(queue.clone())),
+            text: TextView::new(Mode::Live, shown, Box::new(queue.clone())),
             queue,
             width,
             now: Instant::now(),
@@ -200,7 +200,7 @@ mod tests {
     fn progress_below_and_finished_nodes_and_failures_above() {
         let t0 = Instant::now();
         let totals: Vec<(String, usize)> = ["web1", "web2", "db1"].iter().map(|n| (n.to_string(), 1)).collect();
-        let mut view = LiveView::new(TestBackend::new(80, 14), &totals).unwrap();
+        let mut view = LiveView::new(TestBackend::new(80, 14), Shown::Failed, &totals).unwrap();
         let ev =
             |view: &mut LiveView<TestBackend>, e: Event, secs: u64| view.handle(&e, t0 + Duration::from_secs(secs));
         ev(
@@ -259,6 +259,7 @@ mod tests {
             },
             4,
         );
+        ev(&mut view, Event::NodeFinished { node: "db1".into(), ok: false }, 4);
         view.tick(t0 + Duration::from_secs(12));
         let screen = view.backend().to_string();
         let lines: Vec<&str> =
@@ -267,10 +268,9 @@ mod tests {
             lines,
             [
                 "web1  ok         1 jobs (1 ok, 0 cached, 0 skipped) in 3.0s",
-                "db1   FAILED     RUN make: exited with code 2 (4000 ms)",
-                "      │ make: *** No rule",
-                "jobs █████████████░░░░░░░ 2/3   nodes ██████░░░░░░░░░░░░░░ 1/3   12s",
-                "ok 1 · failed 1  │ nodes: ready 1 · running 1 · ok 1",
+                "db1   FAILED     1 jobs (0 ok, 0 cached, 1 failed, 0 skipped)",
+                "jobs █████████████░░░░░░░ 2/3   nodes █████████████░░░░░░░ 2/3   12s",
+                "ok 1 · failed 1  │ nodes: running 1 · ok 1 · failed 1",
                 "  web2  running 1/1      12s  RUN make",
             ]
         );
@@ -287,6 +287,9 @@ mod tests {
         view.finish();
         let screen = view.backend().to_string();
         assert!(screen.contains("summary: 3 nodes (1 ok, 2 failed, 0 unreachable)"), "{screen}");
+        // The failure's output, grouped, above the summary.
+        assert!(screen.contains("  db1 (1)   FAILED: exited with code 2"), "{screen}");
+        assert!(screen.contains("    │ make: *** No rule"), "{screen}");
         assert!(!screen.contains("jobs ████"), "the viewport is cleared at the end: {screen}");
     }
 }

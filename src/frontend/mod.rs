@@ -15,6 +15,7 @@ pub mod board;
 pub mod json;
 pub mod live;
 pub mod manage;
+pub mod nodeset;
 pub mod text;
 pub mod tui;
 
@@ -69,19 +70,20 @@ pub enum Frontend {
 impl Frontend {
     /// The frontend for `output`; `totals` is each node's job count, for the live view. When
     /// the live view cannot take the terminal, plain lines are used and `fallback` says why.
-    pub fn new(output: Output, totals: &[(String, usize)]) -> (Frontend, Option<String>) {
+    pub fn new(output: Output, shown: text::Shown, totals: &[(String, usize)]) -> (Frontend, Option<String>) {
+        let plain = |mode| Frontend::Text(text::TextView::new(mode, shown, Box::new(std::io::stdout())));
         match output {
             Output::Json => (Frontend::Json(json::JsonLines::new(Box::new(std::io::stdout()))), None),
             Output::Text(text::Mode::Live) => {
-                match live::LiveView::new(CrosstermBackend::new(std::io::stdout()), totals) {
+                match live::LiveView::new(CrosstermBackend::new(std::io::stdout()), shown, totals) {
                     Ok(view) => (Frontend::Live(Box::new(view)), None),
                     Err(e) => (
-                        Frontend::Text(text::TextView::new(text::Mode::Plain, Box::new(std::io::stdout()))),
+                        plain(text::Mode::Plain),
                         Some(format!("cannot show the live view ({e}): printing plain lines")),
                     ),
                 }
             }
-            Output::Text(mode) => (Frontend::Text(text::TextView::new(mode, Box::new(std::io::stdout()))), None),
+            Output::Text(mode) => (plain(mode), None),
         }
     }
 

@@ -1,48 +1,95 @@
-//! Plain text for people: one line per finished job, failures with their output tail, a
-//! summary. (On a terminal, [`super::live`] shows progress and prints this view's quiet
-//! lines above it.)
+//! Plain text for people: what happened, grouped, then a summary. (On a terminal,
+//! [`super::live`] shows progress and prints this view's lines above it.)
+//!
+//! During the run: a line when a node is unreachable, has a notice, or finishes (every node
+//! in plain mode, failed ones otherwise: the live view says the others). When the run ends,
+//! each job's results grouped as `dshbak -c` groups them: nodes with the same status and the
+//! same output share one line, written as folded ranges (`web[1-38],db[1-4] (42)`), sorted,
+//! with the output inline when it is one line and below when it is more. [`Shown`] says whose
+//! output is shown; distinct outputs are kept once each (at most [`OUTPUT_KEEP`] bytes per
+//! job and node), so a thousand identical outputs cost one.
 //!
 //! The view is a plain struct fed events; what it prints is a function of them, so tests feed
 //! events and compare the text.
 
 use super::board::keep;
-use crate::event::{Event, JobStatus, Stream, Summary};
-use std::collections::HashMap;
+use super::nodeset::{fold, natural};
+use crate::event::{Event, JobCounts, JobStatus, Summary};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
-/// Bytes of output kept per job and node, for showing the tail of a failure.
+/// Bytes of output kept per job and node.
 pub const OUTPUT_KEEP: usize = 16 * 1024;
-/// Lines of output shown under a failed job.
+/// Lines of a group's output shown (the last ones).
 pub const TAIL_LINES: usize = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Every finished job and the summary.
+    /// A line for every finished node, every job's groups, the summary.
     Plain,
-    /// The live inline view ([`super::live`]) on a terminal.
+    /// Inside the live view ([`super::live`]): as plain, but finished nodes that are fine
+    /// are the live view's to say.
     Live,
     /// Only failures and the summary.
     Quiet,
 }
 
-#[derive(Default)]
-struct Tail {
-    stdout: String,
-    stderr: String,
+/// Whose output the groups show (`--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    None,
+    Failed,
+    All,
+}
+
+/// One group of a job's results: same status, same reason, same output.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Outcome {
+    status: JobStatus,
+    reason: Option<String>,
+    output: String,
 }
 
 pub struct TextView {
     mode: Mode,
+    shown: Shown,
     out: Box<dyn Write + Send>,
     width: usize,
-    tails: HashMap<(String, usize), Tail>,
+    /// Output of jobs still running, by (node, job).
+    running: HashMap<(String, usize), String>,
+    /// Finished results: job → (name, outcome → nodes).
+    results: BTreeMap<usize, (String, BTreeMap<Outcome, Vec<String>>)>,
+    counts: HashMap<String, JobCounts>,
     closed: bool,
 }
 
+fn failed(status: JobStatus) -> bool {
+    matches!(status, JobStatus::Failed | JobStatus::TimedOut | JobStatus::Cancelled)
+}
+
+fn word(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Ok => "ok",
+        JobStatus::Cached => "cached",
+        JobStatus::Failed => "FAILED",
+        JobStatus::TimedOut => "TIMED OUT",
+        JobStatus::Skipped => "skipped",
+        JobStatus::Cancelled => "cancelled",
+    }
+}
+
 impl TextView {
-    /// [`Mode::Live`] prints like [`Mode::Plain`]: the live view itself is elsewhere.
-    pub fn new(mode: Mode, out: Box<dyn Write + Send>) -> Self {
-        TextView { mode, out, width: 0, tails: HashMap::new(), closed: false }
+    pub fn new(mode: Mode, shown: Shown, out: Box<dyn Write + Send>) -> Self {
+        TextView {
+            mode,
+            shown,
+            out,
+            width: 0,
+            running: HashMap::new(),
+            results: BTreeMap::new(),
+            counts: HashMap::new(),
+            closed: false,
+        }
     }
 
     fn line(&mut self, text: &str) {
@@ -64,42 +111,36 @@ impl TextView {
             Event::RunStarted { nodes, .. } => {
                 self.width = nodes.iter().map(|n| n.chars().count()).max().unwrap_or(4).min(24);
             }
-            Event::JobOutput { node, job, stream, data } => {
-                let tail = self.tails.entry((node.clone(), *job)).or_default();
-                match stream {
-                    Stream::Stdout => keep(&mut tail.stdout, data, OUTPUT_KEEP),
-                    Stream::Stderr => keep(&mut tail.stderr, data, OUTPUT_KEEP),
-                }
+            Event::JobOutput { node, job, data, .. } => {
+                keep(self.running.entry((node.clone(), *job)).or_default(), data, OUTPUT_KEEP);
             }
-            Event::JobFinished { node, job, name, status, reason, ms, .. } => {
-                let tail = self.tails.remove(&(node.clone(), *job)).unwrap_or_default();
-                let failed = matches!(status, JobStatus::Failed | JobStatus::TimedOut);
-                if self.mode == Mode::Quiet && !failed {
+            Event::JobFinished { node, job, name, status, reason, .. } => {
+                let output = self.running.remove(&(node.clone(), *job)).unwrap_or_default();
+                self.counts.entry(node.clone()).or_default().add(*status);
+                let outcome = Outcome { status: *status, reason: reason.clone(), output };
+                let entry = self.results.entry(*job).or_insert_with(|| (name.clone(), BTreeMap::new()));
+                entry.1.entry(outcome).or_default().push(node.clone());
+            }
+            Event::NodeFinished { node, ok } => {
+                if *ok && self.mode != Mode::Plain {
                     return;
                 }
-                let word = match status {
-                    JobStatus::Ok => "ok",
-                    JobStatus::Cached => "cached",
-                    JobStatus::Failed => "FAILED",
-                    JobStatus::TimedOut => "TIMED OUT",
-                    JobStatus::Skipped => "skipped",
-                    JobStatus::Cancelled => "cancelled",
-                };
-                let detail = match (status, reason) {
-                    (JobStatus::Ok | JobStatus::Cached, _) => format!(" ({ms} ms)"),
-                    (JobStatus::Skipped, Some(r)) => format!(": {r}"),
-                    (_, Some(r)) => format!(": {r} ({ms} ms)"),
-                    (_, None) => format!(" ({ms} ms)"),
-                };
-                self.line(&format!("{}  {word:<9}  {name}{detail}", self.node_col(node)));
-                if failed {
-                    let shown = if tail.stderr.trim().is_empty() { &tail.stdout } else { &tail.stderr };
-                    let lines: Vec<&str> = shown.trim_end().lines().collect();
-                    let pad = " ".repeat(self.width);
-                    for l in &lines[lines.len().saturating_sub(TAIL_LINES)..] {
-                        self.line(&format!("{pad}  │ {l}"));
+                let c = self.counts.get(node).copied().unwrap_or_default();
+                let mut parts = vec![format!("{} ok", c.ok), format!("{} cached", c.cached)];
+                for (n, what) in [(c.failed, "failed"), (c.timed_out, "timed out"), (c.cancelled, "cancelled")] {
+                    if n > 0 {
+                        parts.push(format!("{n} {what}"));
                     }
                 }
+                parts.push(format!("{} skipped", c.skipped));
+                let text = format!(
+                    "{}  {:<9}  {} jobs ({})",
+                    self.node_col(node),
+                    if *ok { "ok" } else { "FAILED" },
+                    c.total(),
+                    parts.join(", ")
+                );
+                self.line(&text);
             }
             Event::NodeUnreachable { node, error } => {
                 self.line(&format!("{}  {:<9}  {error}", self.node_col(node), "UNREACHABLE"));
@@ -108,10 +149,72 @@ impl TextView {
                 self.line(&format!("{}  {:<9}  {message}", self.node_col(node), "notice"));
             }
             Event::RunFinished { summary, .. } => {
+                self.report();
                 let text = summary_line(summary);
                 self.line(&text);
             }
             _ => {}
+        }
+    }
+
+    /// Every job's results, grouped.
+    fn report(&mut self) {
+        let results = std::mem::take(&mut self.results);
+        let shown = self.shown;
+        let shows = move |status: JobStatus| match shown {
+            Shown::All => true,
+            Shown::Failed => failed(status),
+            Shown::None => false,
+        };
+        for (job, (name, outcomes)) in results {
+            // An output not shown does not split a group.
+            let mut merged: BTreeMap<Outcome, Vec<String>> = BTreeMap::new();
+            for (mut outcome, nodes) in outcomes {
+                if self.mode == Mode::Quiet && !failed(outcome.status) {
+                    continue;
+                }
+                if !shows(outcome.status) {
+                    outcome.output.clear();
+                }
+                merged.entry(outcome).or_default().extend(nodes);
+            }
+            // Groups in node order: by their first node, as people sort names.
+            let mut groups: Vec<(String, Outcome, String, usize)> = merged
+                .into_iter()
+                .map(|(o, nodes)| {
+                    let first = nodes.iter().map(|n| natural(n)).min().unwrap_or_default();
+                    (first, o, fold(&nodes), nodes.len())
+                })
+                .collect();
+            if groups.is_empty() {
+                continue;
+            }
+            groups.sort_by(|a, b| a.0.cmp(&b.0));
+            let groups: Vec<(Outcome, String, usize)> = groups.into_iter().map(|(_, o, f, n)| (o, f, n)).collect();
+            self.line(&format!("job {}: {name}", job + 1));
+            let labels: Vec<String> = groups.iter().map(|(_, nodes, n)| format!("{nodes} ({n})")).collect();
+            let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).min(48);
+            for ((outcome, _, _), label) in groups.iter().zip(&labels) {
+                let output = outcome.output.trim_end();
+                let lines: Vec<&str> = if output.is_empty() { Vec::new() } else { output.lines().collect() };
+                let mut head = format!("  {label:<width$}  {}", word(outcome.status));
+                if let Some(reason) = &outcome.reason {
+                    head.push_str(&format!(": {reason}"));
+                }
+                if lines.len() == 1 && outcome.reason.is_none() {
+                    head = format!("  {label:<width$}  {:<9}  {}", word(outcome.status), lines[0]);
+                    self.line(head.trim_end());
+                    continue;
+                }
+                self.line(&head);
+                let from = lines.len().saturating_sub(TAIL_LINES);
+                if from > 0 {
+                    self.line(&format!("    │ … {from} lines above"));
+                }
+                for l in &lines[from..] {
+                    self.line(&format!("    │ {l}"));
+                }
+            }
         }
     }
 }
@@ -138,6 +241,7 @@ pub fn summary_line(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Stream;
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
@@ -172,60 +276,114 @@ mod tests {
         }
     }
 
-    #[test]
-    fn plain_lines_failure_tail_and_summary() {
+    fn output(node: &str, job: usize, data: &str) -> Event {
+        Event::JobOutput { node: node.into(), job, stream: Stream::Stdout, data: data.into() }
+    }
+
+    fn run(mode: Mode, shown: Shown, events: &[Event]) -> String {
         let buf = Shared::default();
-        let mut view = TextView::new(Mode::Plain, Box::new(buf.clone()));
-        let events = [
-            Event::RunStarted { run: "r".into(), nodes: vec!["web1".into(), "db10".into()], jobs: 2, tasks: 4 },
-            finished("web1", 0, "RUN true", JobStatus::Ok, Some(0), None, 12),
-            Event::JobOutput { node: "db10".into(), job: 1, stream: Stream::Stdout, data: "out\n".into() },
-            Event::JobOutput { node: "db10".into(), job: 1, stream: Stream::Stderr, data: "bad thing\nworse\n".into() },
-            finished("db10", 1, "RUN false", JobStatus::Failed, Some(1), Some("exited with code 1"), 5),
-            finished("db10", 2, "RUN x", JobStatus::Skipped, None, Some("job 2 (RUN false) failed on this node"), 0),
-            Event::NodeUnreachable {
-                node: "web1".into(),
-                error: "cannot connect to 10.0.0.1:22: Connection refused".into(),
-            },
-            Event::RunFinished {
-                summary: Summary {
-                    nodes: 2,
-                    nodes_ok: 0,
-                    nodes_failed: 1,
-                    nodes_unreachable: 1,
-                    jobs_ok: 1,
-                    jobs_failed: 1,
-                    jobs_skipped: 1,
-                    elapsed_ms: 1234,
-                    ..Summary::default()
-                },
-                exit_code: 1,
-            },
-        ];
-        for e in &events {
+        let mut view = TextView::new(mode, shown, Box::new(buf.clone()));
+        for e in events {
             view.handle(e);
         }
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    /// Six nodes, two jobs: identical outputs fold into ranges, a failure is its own group.
+    fn six_nodes() -> Vec<Event> {
+        let nodes: Vec<String> =
+            ["web1", "web2", "web3", "web10", "db1", "db2"].iter().map(|s| s.to_string()).collect();
+        let mut events = vec![Event::RunStarted { run: "r".into(), nodes: nodes.clone(), jobs: 2, tasks: 12 }];
+        for n in &nodes {
+            let kernel = if n == "web10" { "6.1.0-13-amd64\n" } else { "6.1.0-18-amd64\n" };
+            events.push(output(n, 0, kernel));
+            events.push(finished(n, 0, "RUN uname -r", JobStatus::Ok, Some(0), None, 3));
+            if n.starts_with("db") {
+                events.push(output(n, 1, "disk full on /var\nstopping\n"));
+                events.push(finished(n, 1, "RUN deploy", JobStatus::Failed, Some(4), Some("exited with code 4"), 5));
+            } else {
+                events.push(finished(n, 1, "RUN deploy", JobStatus::Ok, Some(0), None, 5));
+            }
+            events.push(Event::NodeFinished { node: n.clone(), ok: !n.starts_with("db") });
+        }
+        events.push(Event::RunFinished {
+            summary: Summary {
+                nodes: 6,
+                nodes_ok: 4,
+                nodes_failed: 2,
+                jobs_ok: 10,
+                jobs_failed: 2,
+                elapsed_ms: 1234,
+                ..Summary::default()
+            },
+            exit_code: 1,
+        });
+        events
+    }
+
+    #[test]
+    fn outputs_are_grouped_by_content_with_folded_node_ranges() {
         assert_eq!(
-            text,
-            "web1  ok         RUN true (12 ms)\n\
-             db10  FAILED     RUN false: exited with code 1 (5 ms)\n\
-             \x20     │ bad thing\n\
-             \x20     │ worse\n\
-             db10  skipped    RUN x: job 2 (RUN false) failed on this node\n\
-             web1  UNREACHABLE  cannot connect to 10.0.0.1:22: Connection refused\n\
-             summary: 2 nodes (0 ok, 1 failed, 1 unreachable), 3 jobs (1 ok, 0 cached, 1 failed, 1 skipped, 0 timed out, 0 cancelled) in 1.23 s\n"
+            run(Mode::Plain, Shown::All, &six_nodes()),
+            "web1   ok         2 jobs (2 ok, 0 cached, 0 skipped)\n\
+             web2   ok         2 jobs (2 ok, 0 cached, 0 skipped)\n\
+             web3   ok         2 jobs (2 ok, 0 cached, 0 skipped)\n\
+             web10  ok         2 jobs (2 ok, 0 cached, 0 skipped)\n\
+             db1    FAILED     2 jobs (1 ok, 0 cached, 1 failed, 0 skipped)\n\
+             db2    FAILED     2 jobs (1 ok, 0 cached, 1 failed, 0 skipped)\n\
+             job 1: RUN uname -r\n\
+             \x20 db[1-2],web[1-3] (5)  ok         6.1.0-18-amd64\n\
+             \x20 web10 (1)             ok         6.1.0-13-amd64\n\
+             job 2: RUN deploy\n\
+             \x20 db[1-2] (2)      FAILED: exited with code 4\n\
+             \x20   │ disk full on /var\n\
+             \x20   │ stopping\n\
+             \x20 web[1-3,10] (4)  ok\n\
+             summary: 6 nodes (4 ok, 2 failed, 0 unreachable), 12 jobs (10 ok, 0 cached, 2 failed, 0 skipped, 0 timed out, 0 cancelled) in 1.23 s\n"
         );
     }
 
     #[test]
-    fn quiet_mode_keeps_only_failures() {
-        let buf = Shared::default();
-        let mut view = TextView::new(Mode::Quiet, Box::new(buf.clone()));
-        view.handle(&Event::RunStarted { run: "r".into(), nodes: vec!["a".into()], jobs: 1, tasks: 2 });
-        view.handle(&finished("a", 0, "RUN true", JobStatus::Ok, Some(0), None, 1));
-        view.handle(&finished("a", 1, "RUN sleep 9", JobStatus::TimedOut, None, Some("timed out after 1 s"), 1000));
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(text, "a  TIMED OUT  RUN sleep 9: timed out after 1 s (1000 ms)\n");
+    fn failed_outputs_only_and_quiet_mode() {
+        // --output failed (orchestrate's default): successes are counted, not shown.
+        let text = run(Mode::Live, Shown::Failed, &six_nodes());
+        assert!(text.starts_with("db1    FAILED     2 jobs"), "{text}");
+        assert!(text.contains("job 1: RUN uname -r\n  db[1-2],web[1-3,10] (6)  ok\njob 2"), "{text}");
+        assert!(text.contains("  db[1-2] (2)      FAILED: exited with code 4\n    │ disk full on /var\n"), "{text}");
+        // Quiet: only the failed groups, under their job.
+        let text = run(Mode::Quiet, Shown::Failed, &six_nodes());
+        assert_eq!(
+            text,
+            "db1    FAILED     2 jobs (1 ok, 0 cached, 1 failed, 0 skipped)\n\
+             db2    FAILED     2 jobs (1 ok, 0 cached, 1 failed, 0 skipped)\n\
+             job 2: RUN deploy\n\
+             \x20 db[1-2] (2)  FAILED: exited with code 4\n\
+             \x20   │ disk full on /var\n\
+             \x20   │ stopping\n\
+             summary: 6 nodes (4 ok, 2 failed, 0 unreachable), 12 jobs (10 ok, 0 cached, 2 failed, 0 skipped, 0 timed out, 0 cancelled) in 1.23 s\n"
+        );
+        // --output none: groups and reasons, no output.
+        let text = run(Mode::Quiet, Shown::None, &six_nodes());
+        assert!(text.contains("  db[1-2] (2)  FAILED: exited with code 4\nsummary"), "{text}");
+    }
+
+    #[test]
+    fn unreachable_nodes_and_long_outputs() {
+        let mut events =
+            vec![Event::RunStarted { run: "r".into(), nodes: vec!["a".into(), "b".into()], jobs: 1, tasks: 2 }];
+        events.push(Event::NodeUnreachable {
+            node: "b".into(),
+            error: "cannot connect to 10.0.0.1:22: Connection refused".into(),
+        });
+        let long: String = (1..=15).map(|i| format!("line {i}\n")).collect();
+        events.push(output("a", 0, &long));
+        events.push(finished("a", 0, "RUN seq", JobStatus::Ok, Some(0), None, 1));
+        events.push(Event::RunFinished { summary: Summary::default(), exit_code: 3 });
+        let text = run(Mode::Quiet, Shown::All, &events);
+        assert!(text.starts_with("b  UNREACHABLE  cannot connect to 10.0.0.1:22: Connection refused\n"), "{text}");
+        let text = run(Mode::Plain, Shown::All, &events);
+        assert!(text.contains("job 1: RUN seq\n  a (1)  ok\n    │ … 5 lines above\n    │ line 6\n"), "{text}");
+        assert!(text.contains("    │ line 15\nsummary"), "{text}");
     }
 }

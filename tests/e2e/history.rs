@@ -171,8 +171,14 @@ fn the_history_records_ok_failed_cached_skipped_and_unreachable_results() {
             "FAILED"
         ]
     );
-    // h1 answered from its cache: it ran nothing, so it printed nothing.
-    assert!(text.contains(&format!("{:<19}  h2 = checking\n{:<19}  ", "STDOUT", "ROUNDTRIP_TIME")), "{text}");
+    // h1 answered from its cache: it ran nothing now, and shows what it printed when it ran.
+    assert!(text.contains(&format!("{:<19}  h1 = checking\n{:<19}  h2 = checking\n", "STDOUT", "")), "{text}");
+    assert!(
+        text.contains(
+            "REASON               h1 = done before with this exact fingerprint (--ignore-cache runs it again)\n"
+        ),
+        "{text}"
+    );
     assert!(text.contains(&format!("{:<19}  h1\n{:<19}  h2\n{:<19}  h3\n", "SUCCESS", "FAILED", "")), "{text}");
 
     // Export, then purge.

@@ -129,10 +129,22 @@ fn multi_job_orchestration_on_three_hosts_installs_the_executor_once() {
     let (code2, second, err) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(code2, 0, "stderr: {err}");
     assert!(uploads(&second).is_empty(), "second run uploaded again: {second:#?}");
-    // Nothing changed: every job is answered from the node caches, and nothing is written.
+    // Nothing changed: every job is answered from the node caches, and each says what it
+    // printed when it ran, word for word.
     let s2 = run_finished(&second).0;
     assert_eq!((s2.jobs_ok, s2.jobs_cached), (0, 15));
-    assert!(!second.iter().any(|e| matches!(e, Event::JobOutput { .. })), "a cached job ran: {second:#?}");
+    let said = |events: &[Event]| {
+        let mut out: Vec<(String, usize, String)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::JobOutput { node, job, data, .. } => Some((node.clone(), *job, data.clone())),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(said(&second), said(&first));
 }
 
 #[test]
@@ -189,8 +201,11 @@ fn a_stopped_host_is_unreachable_and_the_others_succeed() {
         text.contains(&format!("h2  UNREACHABLE  cannot connect to {}:{}: Connection refused\n", h2.addr, h2.port)),
         "{text}"
     );
-    // The JSON run above already did this work, so the node caches answer.
-    assert!(text.contains("h1  cached     RUN echo ok ("), "{text}");
+    // The JSON run above already did this work, so the node caches answer: grouped per job.
+    assert!(
+        text.contains("job 1: RUN echo ok\n  h[1,3] (2)  cached: done before with this exact fingerprint (--ignore-cache runs it again)\njob 2"),
+        "{text}"
+    );
     assert!(text.lines().last().unwrap().starts_with("summary: 3 nodes (2 ok, 0 failed, 1 unreachable), 4 jobs (0 ok, 4 cached, 0 failed, 0 skipped, 0 timed out, 0 cancelled) in "), "{text}");
 }
 
@@ -319,6 +334,55 @@ fn exec_runs_an_ad_hoc_command_on_targets() {
     let events = schema::parse(&out.stdout);
     assert!(matches!(&events[0], Event::RunStarted { nodes, .. } if nodes == &["h2".to_string()]));
     assert_eq!(std::fs::read_to_string(fleet.hosts[1].home_path("adhoc")).unwrap(), "adhoc\n");
+}
+
+#[test]
+fn exec_outputs_are_folded_by_content_and_ad_hoc_commands_always_run() {
+    let fleet = Fleet::start(6);
+    // Two hosts fail the same way; h6 says something else.
+    for i in [2, 3] {
+        std::fs::write(fleet.hosts[i].home_path("broken"), "").unwrap();
+    }
+    std::fs::write(fleet.hosts[5].home_path("flavour"), "other\n").unwrap();
+    let script = "if [ -e ~/broken ]; then echo 'disk full on /var' >&2; exit 4; fi; cat ~/flavour 2>/dev/null || echo same; echo run >> ~/runs\n";
+    for host in &fleet.hosts {
+        std::fs::write(host.home_path("job.sh"), script).unwrap();
+    }
+    let command = "sh ~/job.sh";
+    let exec = |extra: &[&str]| {
+        output(
+            fleet
+                .director()
+                .args(["exec", "--progress", "plain", "--catalog"])
+                .arg(fleet.catalog())
+                .args(extra)
+                .arg(command),
+        )
+    };
+    let out = exec(&[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let text = stdout(&out);
+    let report = text.split_once("job 1: ").map(|(_, r)| format!("job 1: {r}")).unwrap_or_default();
+    let report: String = report.lines().filter(|l| !l.starts_with("summary:")).map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        report,
+        format!(
+            "job 1: RUN {command}\n  h[1-2,5] (3)  ok         same\n  h[3-4] (2)    FAILED: exited with code 4\n    │ disk full on /var\n  h6 (1)        ok         other\n"
+        ),
+        "{text}"
+    );
+    // Run again: an ad-hoc command runs again (it is not answered from the cache)...
+    let out = exec(&[]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(std::fs::read_to_string(fleet.hosts[0].home_path("runs")).unwrap(), "run\nrun\n");
+    // ...unless asked: then the cache answers, says so, and shows what it printed then.
+    let out = exec(&["--cached"]);
+    let text = stdout(&out);
+    assert_eq!(std::fs::read_to_string(fleet.hosts[0].home_path("runs")).unwrap(), "run\nrun\n");
+    assert!(
+        text.contains("  h[1-2,5] (3)  cached: done before with this exact fingerprint (--ignore-cache runs it again)\n    │ same\n"),
+        "{text}"
+    );
 }
 
 // ---- bad input: exit 2, word-for-word messages, nothing contacted -------------------------

@@ -174,8 +174,12 @@ fn orchestrate_on_a_terminal_shows_the_inline_view_and_leaves_plain_lines() {
     let screen = tmux.wait_for(&["EXITED 1"], Duration::from_secs(60));
     let ok_line = format!("{}  ok         2 jobs (2 ok, 0 cached, 0 skipped) in ", fleet.hosts[0].name);
     assert!(screen.contains(&ok_line), "a line for the node that ended well:\n{screen}");
-    assert!(screen.contains("FAILED     RUN if [ -e ~/fail ]"), "the failure above the view:\n{screen}");
-    assert!(screen.contains("│ disk full on /var"), "with its output tail:\n{screen}");
+    let failed_line = format!("{}  FAILED     2 jobs (1 ok, 0 cached, 1 failed, 0 skipped)", fleet.hosts[1].name);
+    assert!(screen.contains(&failed_line), "a line for the node that failed:\n{screen}");
+    let group = "job 2: RUN if [ -e ~/fail ]";
+    assert!(screen.contains(group), "the failed job's results:\n{screen}");
+    assert!(screen.contains(&format!("  {} (1)  FAILED: exited with code 4", fleet.hosts[1].name)), "{screen}");
+    assert!(screen.contains("    │ disk full on /var"), "with its output:\n{screen}");
     assert!(screen.contains("summary: 2 nodes (1 ok, 1 failed, 0 unreachable)"), "{screen}");
     assert!(
         !screen.contains("jobs █") && !screen.contains("jobs ░"),
