@@ -37,8 +37,8 @@ pub enum Command {
         /// The verb of the job.
         #[arg(long, default_value = "RUN")]
         verb: String,
-        /// Nodes to run on (names or hosts); all catalog nodes when absent.
-        #[arg(long = "target", value_name = "NODE")]
+        /// Nodes to run on, as --restrict selects them; all catalog nodes when absent.
+        #[arg(long = "target", value_name = "SELECTION")]
         targets: Vec<String>,
         /// Answer from the node caches when this exact job already succeeded there (by
         /// default an ad-hoc command always runs).
@@ -150,9 +150,13 @@ pub struct RunArgs {
     /// Catalog file(s); several are merged. Default: the embedded local catalog.
     #[arg(long, short = 'c', value_name = "FILE", env = "DIRECTOR_CATALOG", value_delimiter = ',')]
     pub catalog: Vec<PathBuf>,
-    /// Only these nodes: node names, group names or globs (repeatable).
-    #[arg(long, value_name = "PATTERN")]
+    /// Only these nodes: a comma list of node names, groups, hosts, globs (`web*`) and ranges
+    /// (`web[1-4]`); `&TERM` intersects, `!TERM` excludes (repeatable).
+    #[arg(long, value_name = "SELECTION")]
     pub restrict: Vec<String>,
+    /// Print the nodes the run would reach and exit, contacting none.
+    #[arg(long)]
+    pub list_nodes: bool,
     /// Write one JSON event per line on stdout (see README, "JSON events").
     #[arg(long)]
     pub json: bool,

@@ -32,6 +32,8 @@ pub enum Output {
 pub struct Config {
     pub catalogs: Vec<PathBuf>,
     pub restrict: Vec<String>,
+    /// `--list-nodes`: print the selection and exit.
+    pub list_nodes: bool,
     pub output: Output,
     /// Whose output the text views show (`--output`; the command's default when not given).
     pub shown: Option<Shown>,
@@ -176,6 +178,7 @@ impl Config {
         Config {
             catalogs: if args.catalog.is_empty() { settings.catalog.clone() } else { args.catalog.clone() },
             restrict: args.restrict.clone(),
+            list_nodes: args.list_nodes,
             output,
             shown: args.output.map(|o| match o {
                 OutputShown::None => Shown::None,

@@ -134,17 +134,22 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             }
             let list = files.iter().map(|f| Orchestration::load(f)).collect::<Result<Vec<_>, _>>()?;
             let catalog = Catalog::load(&config.catalogs)?;
-            let selection = Selection { restrict: config.restrict.clone(), ignore_cache: config.ignore_cache, only };
+            let selection = Selection {
+                restrict: config.restrict.clone(),
+                ignore_cache: config.ignore_cache,
+                only,
+                targets: Vec::new(),
+            };
             let plan = Plan::build(&catalog, &list, &selection)?;
             execute(launch(plan, "orchestrate", &files), &catalog, config)
         }
         cli::Command::Exec { verb, targets, cached, args, run } => {
             let config = Config::resolve(&run, &settings);
-            let orchestration = exec_orchestration(&verb, &targets, &args)?;
+            let orchestration = exec_orchestration(&verb, &args)?;
             let catalog = Catalog::load(&config.catalogs)?;
             // An ad-hoc command is run to be run: the caches answer only when asked to.
             let ignore_cache = config.ignore_cache || !cached;
-            let selection = Selection { restrict: config.restrict.clone(), ignore_cache, only: None };
+            let selection = Selection { restrict: config.restrict.clone(), ignore_cache, only: None, targets };
             let plan = Plan::build(&catalog, &[orchestration], &selection)?;
             execute(launch(plan, "exec", &[]), &catalog, config)
         }
@@ -161,7 +166,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
                     node.identity_at = catalog::IdentityOrigin::KeyFile;
                 }
             }
-            let selection = Selection { restrict: config.restrict.clone(), ignore_cache: true, only: None };
+            let selection = Selection { restrict: config.restrict.clone(), ignore_cache: true, ..Selection::default() };
             let plan = Plan::bootstrap(&catalog, &selection, usize::from(threads))?;
             execute(launch(plan, "bootstrap", &[]), &catalog, config)
         }
@@ -199,6 +204,13 @@ fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Op
 fn execute(launch: Launch, catalog: &Catalog, mut config: Config) -> Result<i32, Error> {
     for warning in &catalog.warnings {
         eprintln!("{warning}");
+    }
+    if config.list_nodes {
+        // The selection, as the run would reach it; nothing is contacted.
+        for node in &launch.plan.nodes {
+            println!("{}  {}  {}", node.name, engine::address(node), node.groups.join(","));
+        }
+        return Ok(exit::OK);
     }
     config.read_become_password()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -266,12 +278,10 @@ async fn follow(
     running.finish().await
 }
 
-/// `exec --verb V ARGS`: one entry with one job, built from the command line.
-pub(crate) fn exec_orchestration(verb: &str, targets: &[String], args: &[String]) -> Result<Orchestration, Error> {
+/// `exec --verb V ARGS`: one entry with one job, built from the command line (its nodes are
+/// the selection's: `--target` and `--restrict`).
+pub(crate) fn exec_orchestration(verb: &str, args: &[String]) -> Result<Orchestration, Error> {
     let mut entry = serde_json::Map::new();
-    if !targets.is_empty() {
-        entry.insert("targets".into(), serde_json::json!(targets));
-    }
     let mut job = serde_json::Map::new();
     job.insert(verb.to_string(), serde_json::Value::String(args.join(" ")));
     entry.insert("jobs".into(), serde_json::json!([job]));

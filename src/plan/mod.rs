@@ -10,6 +10,7 @@
 pub mod bootstrap;
 pub mod fingerprint;
 pub mod literal;
+pub mod select;
 pub mod verbs;
 
 use crate::catalog::orchestration::{BecomeSpec, JobSpec, Orchestration, TargetRef};
@@ -142,8 +143,10 @@ pub enum Schedule {
 /// What the user asked for beyond the files.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
-    /// `--restrict`: node names, group names or globs; empty means no restriction.
+    /// `--restrict`: a selection ([`select`]); empty means no restriction.
     pub restrict: Vec<String>,
+    /// `exec --target`: a selection too, which `--restrict` narrows.
+    pub targets: Vec<String>,
     /// `--ignore-cache`: every job runs, whatever the node caches say.
     pub ignore_cache: bool,
     /// `--retry-failed`: only these node names (after `restrict`).
@@ -284,7 +287,19 @@ impl Plan {
 impl Selection {
     /// Which catalog nodes the selection lets through.
     pub fn mask(&self, catalog: &Catalog) -> Result<Vec<bool>, Error> {
-        let mut mask = restrict_mask(catalog, &self.restrict)?;
+        let mut mask = select::select(catalog, &self.restrict, "--restrict")?;
+        if !self.targets.is_empty() {
+            let targets = select::select(catalog, &self.targets, "--target")?;
+            mask.iter_mut().zip(&targets).for_each(|(m, t)| *m &= *t);
+            if !mask.iter().any(|m| *m) {
+                return Err(Error::input(format!(
+                    "--target `{}` and --restrict `{}` select no node together",
+                    self.targets.join(","),
+                    self.restrict.join(",")
+                ))
+                .hint("--restrict narrows the nodes --target names; drop one, or name nodes both take"));
+            }
+        }
         if let Some(only) = &self.only {
             for (i, node) in catalog.nodes.iter().enumerate() {
                 mask[i] &= only.contains(&node.name);
@@ -292,38 +307,6 @@ impl Selection {
         }
         Ok(mask)
     }
-}
-
-/// Which catalog nodes `--restrict` lets through.
-fn restrict_mask(catalog: &Catalog, restrict: &[String]) -> Result<Vec<bool>, Error> {
-    if restrict.is_empty() {
-        return Ok(vec![true; catalog.nodes.len()]);
-    }
-    let mut mask = vec![false; catalog.nodes.len()];
-    for pattern in restrict {
-        let glob = glob::Pattern::new(pattern).map_err(|e| {
-            Error::input(format!("--restrict `{pattern}` is not a valid pattern: {}", e.msg))
-                .hint("use node names, group names or globs like `web*`")
-        })?;
-        let mut hit = false;
-        for (i, node) in catalog.nodes.iter().enumerate() {
-            if node.name == *pattern || node.groups.iter().any(|g| g == pattern) || glob.matches(&node.name) {
-                mask[i] = true;
-                hit = true;
-            }
-        }
-        if !hit {
-            let groups = catalog.groups();
-            let names = catalog.nodes.iter().map(|n| n.name.as_str()).chain(groups.iter().map(|g| g.as_str()));
-            let mut err = Error::input(format!("--restrict `{pattern}` matches no node or group in the catalog"));
-            err = match crate::suggest(pattern, names) {
-                Some(s) => err.hint(format!("did you mean `{s}`? the catalog has {}", catalog.names_hint())),
-                None => err.hint(format!("the catalog has {}", catalog.names_hint())),
-            };
-            return Err(err);
-        }
-    }
-    Ok(mask)
 }
 
 /// Catalog indices of the named targets: a node name first, then a host.
@@ -450,8 +433,26 @@ mod tests {
         Plan::build(
             &catalog(),
             &[o],
-            &Selection { restrict: restrict.iter().map(|s| s.to_string()).collect(), ignore_cache: false, only: None },
+            &Selection { restrict: restrict.iter().map(|s| s.to_string()).collect(), ..Selection::default() },
         )
+    }
+
+    #[test]
+    fn exec_targets_narrowed_by_restrict_must_leave_a_node() {
+        let c = crate::catalog::Catalog::from_documents(vec![Document::parse(
+            std::path::Path::new("c.yaml"),
+            "nodes:\n  - {name: tb1, groups: [web]}\n  - {name: db1, groups: [db]}\n".into(),
+        )
+        .unwrap()])
+        .unwrap();
+        let selection = Selection { targets: vec!["tb1".into()], restrict: vec!["db".into()], ..Selection::default() };
+        assert_eq!(
+            selection.mask(&c).unwrap_err().to_string(),
+            "error: --target `tb1` and --restrict `db` select no node together\n  hint: --restrict narrows the nodes --target names; drop one, or name nodes both take"
+        );
+        let selection =
+            Selection { targets: vec!["tb1,db1".into()], restrict: vec!["db".into()], ..Selection::default() };
+        assert_eq!(selection.mask(&c).unwrap(), [false, true]);
     }
 
     #[test]

@@ -385,6 +385,42 @@ fn exec_outputs_are_folded_by_content_and_ad_hoc_commands_always_run() {
     );
 }
 
+#[test]
+fn one_selection_grammar_for_restrict_and_target_and_list_nodes() {
+    let fleet = Fleet::start(4);
+    let file = fleet.file("o.yaml", "- jobs:\n    - RUN: true\n");
+    // --list-nodes prints the selection and contacts nothing (no host key gets recorded).
+    let out = output(fleet.orchestrate(&file).args(["--restrict", "odd,h2,!h3", "--list-nodes"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let listed: Vec<String> = stdout(&out).lines().map(|l| l.split_whitespace().next().unwrap().to_string()).collect();
+    assert_eq!(listed, ["h1", "h2"]);
+    assert!(!fleet.known_hosts.exists(), "--list-nodes contacted a node");
+    // exec --target takes the same grammar, and --restrict narrows it.
+    let out = output(
+        fleet
+            .director()
+            .args(["exec", "--json", "--target", "h[1-3]", "--restrict", "!h2", "--catalog"])
+            .arg(fleet.catalog())
+            .arg("true"),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let events = schema::parse(&out.stdout);
+    assert!(matches!(&events[0], Event::RunStarted { nodes, .. } if nodes == &["h1".to_string(), "h3".to_string()]));
+    // Two selections that share no node: an error, not a run that does nothing.
+    let out = output(
+        fleet
+            .director()
+            .args(["exec", "--target", "odd", "--restrict", "even", "--catalog"])
+            .arg(fleet.catalog())
+            .arg("true"),
+    );
+    assert_eq!(code(&out), 2);
+    assert_eq!(
+        stderr(&out),
+        "error: --target `odd` and --restrict `even` select no node together\n  hint: --restrict narrows the nodes --target names; drop one, or name nodes both take\n"
+    );
+}
+
 // ---- bad input: exit 2, word-for-word messages, nothing contacted -------------------------
 
 fn bad_input(files: &[(&str, &str)], args: &[&str]) -> (i32, String, String, bool) {
@@ -468,7 +504,7 @@ fn bad_input_is_exit_2_with_file_line_column_and_a_hint() {
             "unknown exec target",
             &[("c.yaml", CATALOG)],
             &["exec", "--target", "web3", "--catalog", "c.yaml", "uptime"],
-            "error: command line: unknown target `web3`\n  hint: did you mean `web1`? targets are catalog node names or hosts; the catalog has web1, web2\n",
+            "error: --target `web3` matches no node or group in the catalog\n  hint: did you mean `web1`? the catalog has web1, web2\n",
         ),
     ];
     for (what, files, args, want) in cases {

@@ -215,7 +215,7 @@ impl Tui {
             }
             Action::Exec { command, nodes } => {
                 let label = format!("`{command}` on {} node(s)", nodes.len());
-                let built = crate::exec_orchestration("RUN", &[], std::slice::from_ref(&command))
+                let built = crate::exec_orchestration("RUN", std::slice::from_ref(&command))
                     .and_then(|o| Plan::build(&self.catalog, &[o], &self.selection(nodes)));
                 let what = What {
                     kind: "exec",
@@ -288,7 +288,7 @@ impl Tui {
     }
 
     fn selection(&self, nodes: Vec<String>) -> Selection {
-        Selection { restrict: Vec::new(), ignore_cache: self.config.ignore_cache, only: Some(nodes) }
+        Selection { ignore_cache: self.config.ignore_cache, only: Some(nodes), ..Selection::default() }
     }
 
     fn start(&self, app: &mut App, running: &mut Option<Running>, built: Result<Plan, Error>, what: What) {
