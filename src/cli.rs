@@ -165,7 +165,8 @@ pub struct RunArgs {
     pub progress: Progress,
     /// Whose output the results show: none, failed jobs', or all [default: all for exec,
     /// failed for orchestrate and bootstrap].
-    #[arg(long, value_enum, value_name = "WHICH")]
+    /// (`--json` events carry every output: the two do not go together.)
+    #[arg(long, value_enum, value_name = "WHICH", conflicts_with = "json")]
     pub output: Option<OutputShown>,
     /// Host key policy for every node (default: the catalog's, else accept-new).
     #[arg(long, value_enum, value_name = "POLICY")]

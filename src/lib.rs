@@ -108,6 +108,11 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
                 return Err(Error::input("--json has no meaning in the TUI")
                     .hint("use `director orchestrate FILE --json` for events a script can read"));
             }
+            if run.list_nodes || run.output.is_some() {
+                let flag = if run.list_nodes { "--list-nodes" } else { "--output" };
+                return Err(Error::input(format!("{flag} has no meaning in the TUI"))
+                    .hint("the TUI shows its nodes and every job's output itself"));
+            }
             let mut config = Config::resolve(&run, &settings);
             if !catalogs.is_empty() {
                 config.catalogs = catalogs;
