@@ -221,7 +221,7 @@ pub enum BecomeMethodArg {
 
 /// A user name: one word without spaces or control characters.
 fn user_name(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c.is_control()) {
+    if !crate::catalog::is_word(text) {
         return Err(format!("`{text}` is not a user name"));
     }
     Ok(text.to_string())

@@ -410,7 +410,7 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
                         super::strtobool(&text).ok_or_else(|| bad("true or false").hint("e.g. ansible_become=true"))?
                 }
                 "ansible_become_user" => {
-                    if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                    if !super::is_word(&text) {
                         return Err(bad("a user name"));
                     }
                     node.becomes.user = text
@@ -438,7 +438,7 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
             }
         }
         for (what, v) in [("host", &node.host), ("user", &node.user)] {
-            if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            if !super::is_word(v) {
                 return Err(doc.error_at(&origin, format!("the {what} of `{host}` is empty or not one word")));
             }
         }

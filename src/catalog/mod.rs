@@ -427,6 +427,12 @@ fn text_field(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str)
     }
 }
 
+/// Whether `text` is one word: not empty, no spaces, no control characters (which could
+/// forge lines on the operator's terminal). Names, hosts and users must be.
+pub fn is_word(text: &str) -> bool {
+    !text.is_empty() && !text.contains(|c: char| c.is_whitespace() || c.is_control())
+}
+
 /// A name, host or user: one word of printable characters. An empty one, or one with spaces
 /// or control characters (which could forge lines on the operator's terminal), is refused.
 fn word_field(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {

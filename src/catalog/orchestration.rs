@@ -98,7 +98,7 @@ impl BecomeSpec {
         let user = match map.get("become_user") {
             None | Some(Value::Null) => None,
             Some(v) => match scalar_text(v) {
-                Some(u) if !u.is_empty() && !u.chars().any(|c| c.is_whitespace() || c.is_control()) => Some(u),
+                Some(u) if super::is_word(&u) => Some(u),
                 _ => {
                     return Err(doc
                         .error_at(&child(path, "become_user"), "`become_user` must be a user name")

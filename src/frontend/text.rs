@@ -190,11 +190,10 @@ impl TextView {
                 continue;
             }
             groups.sort_by(|a, b| a.0.cmp(&b.0));
-            let groups: Vec<(Outcome, String, usize)> = groups.into_iter().map(|(_, o, f, n)| (o, f, n)).collect();
             self.line(&format!("job {}: {name}", job + 1));
-            let labels: Vec<String> = groups.iter().map(|(_, nodes, n)| format!("{nodes} ({n})")).collect();
+            let labels: Vec<String> = groups.iter().map(|(_, _, nodes, n)| format!("{nodes} ({n})")).collect();
             let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).min(48);
-            for ((outcome, _, _), label) in groups.iter().zip(&labels) {
+            for ((_, outcome, _, _), label) in groups.iter().zip(&labels) {
                 let output = outcome.output.trim_end();
                 let lines: Vec<&str> = if output.is_empty() { Vec::new() } else { output.lines().collect() };
                 let mut head = format!("  {label:<width$}  {}", word(outcome.status));

@@ -316,13 +316,8 @@ impl Tokens {
         config: &SshConfig,
     ) -> Self {
         use sha1::Digest;
-        let local = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+        let (local, uid) = local_identity().clone();
         let short = local.split('.').next().unwrap_or_default().to_string();
-        let uid = std::fs::read_to_string("/proc/self/status")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:").and_then(|r| r.split_whitespace().next().map(str::to_string)))
-            .unwrap_or_default();
         let port = port.to_string();
         let hash: String = sha1::Sha1::digest(format!("{local}{host}{port}{user}{jump}").as_bytes())
             .iter()
@@ -355,9 +350,24 @@ impl Tokens {
     }
 }
 
-/// What ssh_config says of a host beyond where it is (see [`crate::catalog::SshOptions`]);
-/// a value it cannot use is an input error at its line.
-fn options(r: &Resolved, tokens: &Tokens) -> Result<crate::catalog::SshOptions, crate::error::Error> {
+/// This machine's host name and the user's uid (`%l`, `%i`): read once per process, not per
+/// node.
+fn local_identity() -> &'static (String, String) {
+    static LOCAL: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    LOCAL.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+        let uid = std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:").and_then(|r| r.split_whitespace().next().map(str::to_string)))
+            .unwrap_or_default();
+        (host, uid)
+    })
+}
+
+/// What ssh_config says of a host beyond where it is (see [`crate::catalog::SshOptions`]),
+/// and the warnings it calls for; a value it cannot use is an input error at its line.
+fn options(r: &Resolved, tokens: &Tokens) -> Result<(crate::catalog::SshOptions, Vec<String>), crate::error::Error> {
     use crate::catalog::AgentSocket;
     use crate::error::Error;
     let at = |k: &str| r.origin.get(k).cloned().unwrap_or_default();
@@ -400,14 +410,28 @@ fn options(r: &Resolved, tokens: &Tokens) -> Result<crate::catalog::SshOptions, 
     if interval.is_some() || count.is_some() {
         options.server_alive = Some((interval.unwrap_or(0), count.unwrap_or(3).min(u64::from(u32::MAX)) as u32));
     }
-    if let Err(e) = crate::transport::ssh::preferred(&options) {
-        let key = ["kexalgorithms", "ciphers", "macs", "hostkeyalgorithms"]
-            .into_iter()
-            .find(|k| e.to_ascii_lowercase().starts_with(k))
-            .unwrap_or("kexalgorithms");
-        return Err(Error::input(format!("{}: {e}", at(key))).hint("name at least one algorithm director's SSH has"));
-    }
-    Ok(options)
+    // The algorithm lists: an empty one is an error; names director's SSH lacks are warned
+    // about, once each, at their line.
+    let missing = match crate::transport::ssh::preferred(&options) {
+        Ok((_, missing)) => missing,
+        Err(e) => {
+            let key = ["kexalgorithms", "ciphers", "macs", "hostkeyalgorithms"]
+                .into_iter()
+                .find(|k| e.to_ascii_lowercase().starts_with(k))
+                .unwrap_or("kexalgorithms");
+            return Err(
+                Error::input(format!("{}: {e}", at(key))).hint("name at least one algorithm director's SSH has")
+            );
+        }
+    };
+    let warnings = missing
+        .into_iter()
+        .map(|n| {
+            let keyword = n.split(' ').next().unwrap_or_default().to_ascii_lowercase();
+            format!("warning: ssh_config: {}: director's SSH has no {n}; it is left out", at(&keyword))
+        })
+        .collect();
+    Ok((options, warnings))
 }
 
 /// Resolves every SSH node through ssh_config before anything is contacted, as `ssh NODE`
@@ -472,8 +496,9 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
                 .map(|f| tokens.path(f))
                 .find(|f| f.exists())
                 .or_else(|| node.identity_file.clone());
-            hop.ssh = options(&hr, &tokens)?;
-            warned.extend(unsupported(&hop.ssh, &hr));
+            let (ssh, said) = options(&hr, &tokens)?;
+            hop.ssh = ssh;
+            warned.extend(said);
             hop.host = hop_name;
         }
         let name = hostname(&r, &node.host);
@@ -527,8 +552,9 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
                 percent(&c, &[('h', &name), ('p', &port), ('r', &node.user), ('n', &node.host)])
             });
         }
-        node.ssh = options(&r, &tokens)?;
-        warned.extend(unsupported(&node.ssh, &r));
+        let (ssh, said) = options(&r, &tokens)?;
+        node.ssh = ssh;
+        warned.extend(said);
         node.host = name;
         for (keyword, where_) in &r.origin {
             if !HONOURED.contains(&keyword.as_str()) {
@@ -545,19 +571,6 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
     warned.dedup();
     warnings.extend(warned);
     Ok(warnings)
-}
-
-/// Algorithms ssh_config names that director's SSH does not have: named once each.
-fn unsupported(options: &crate::catalog::SshOptions, r: &Resolved) -> Vec<String> {
-    let Ok((_, names)) = crate::transport::ssh::preferred(options) else { return Vec::new() };
-    names
-        .into_iter()
-        .map(|n| {
-            let keyword = n.split(' ').next().unwrap_or_default().to_ascii_lowercase();
-            let at = r.origin.get(&keyword).cloned().unwrap_or_default();
-            format!("warning: ssh_config: {at}: director's SSH has no {n}; it is left out")
-        })
-        .collect()
 }
 
 /// The host name to connect to: `HostName` with `%h` expanded, else the host as typed.
