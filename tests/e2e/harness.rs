@@ -554,10 +554,20 @@ impl Drop for Fleet {
                 let _ = Command::new("ip").args(["route", "del", "unreachable", net]).output();
             }
             if let Some(ns) = &host.netns {
-                // Kill anything a test left running in the namespace, then remove it.
+                // Kill anything a test left running in the namespace, then remove it. A listed
+                // process may have exited and its pid gone to another fleet's sshd by the time
+                // it is killed: each pid is checked to be in this namespace, right before.
+                let ns_inode = std::os::unix::fs::MetadataExt::ino(
+                    &std::fs::metadata(format!("/run/netns/{ns}")).unwrap_or_else(|_| std::fs::metadata("/").unwrap()),
+                );
                 let _ = Command::new("ip").args(["netns", "pids", ns]).output().map(|o| {
                     for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                        let _ = Command::new("kill").args(["-9", pid]).output();
+                        let Ok(pid) = pid.parse::<i32>() else { continue };
+                        let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap_or_default();
+                        if link.to_string_lossy() == format!("net:[{ns_inode}]") {
+                            // SAFETY: signalling a process of this fleet's namespace.
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                        }
                     }
                 });
                 let _ = Command::new("ip").args(["netns", "del", ns]).output();
