@@ -185,6 +185,18 @@ pub struct RunArgs {
     /// Run every job, whatever the node caches say (like --skip-cache on each job).
     #[arg(long)]
     pub ignore_cache: bool,
+    /// Run nothing: connect, read each node's cache and report which jobs a run would run
+    /// and why, and which it would answer from the cache. Nothing on the nodes changes.
+    #[arg(long)]
+    pub plan: bool,
+    /// Run the nodes in batches of N (or N% of them), each batch finishing all its jobs
+    /// before the next starts.
+    #[arg(long, value_name = "N|N%", value_parser = portion)]
+    pub serial: Option<crate::plan::batch::Portion>,
+    /// Start no new batch once N nodes (or N% of them) failed or were unreachable; the nodes
+    /// left are reported skipped [default: stop after a batch in which every node failed].
+    #[arg(long, value_name = "N|N%", value_parser = portion)]
+    pub max_fail: Option<crate::plan::batch::Portion>,
     /// How long cached args and envs live on a node: seconds, or with a unit (90m, 12h, 2d).
     #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = parse_duration)]
     pub args_ttl: u64,
@@ -217,6 +229,10 @@ pub enum BecomeMethodArg {
     Sudo,
     Su,
     Doas,
+}
+
+fn portion(text: &str) -> Result<crate::plan::batch::Portion, String> {
+    crate::plan::batch::Portion::parse(text)
 }
 
 /// A user name: one word without spaces or control characters.

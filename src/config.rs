@@ -57,6 +57,11 @@ pub struct Config {
     pub become_password: crate::secret::PasswordSource,
     /// The become password, once read.
     pub password: Option<std::sync::Arc<crate::secret::Password>>,
+    /// `--plan`: say what the run would do, and do nothing.
+    pub mode: crate::event::RunMode,
+    /// `--serial`, `--max-fail`.
+    pub serial: Option<crate::plan::batch::Portion>,
+    pub max_fail: Option<crate::plan::batch::Portion>,
 }
 
 /// What the command line says about become, over each node's catalog settings (as an
@@ -217,6 +222,9 @@ impl Config {
                 (None, false) => crate::secret::PasswordSource::None,
             },
             password: None,
+            mode: if args.plan { crate::event::RunMode::Plan } else { crate::event::RunMode::Run },
+            serial: args.serial,
+            max_fail: args.max_fail,
         }
     }
 

@@ -26,6 +26,8 @@ pub enum JobStatus {
     Skipped,
     TimedOut,
     Cancelled,
+    /// `--plan`: a run would run it (the reason says why); nothing ran.
+    WouldRun,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -44,6 +46,7 @@ pub struct JobCounts {
     pub skipped: usize,
     pub timed_out: usize,
     pub cancelled: usize,
+    pub would_run: usize,
 }
 
 impl JobCounts {
@@ -55,12 +58,33 @@ impl JobCounts {
             JobStatus::Skipped => self.skipped += 1,
             JobStatus::TimedOut => self.timed_out += 1,
             JobStatus::Cancelled => self.cancelled += 1,
+            JobStatus::WouldRun => self.would_run += 1,
         }
     }
 
     pub fn total(&self) -> usize {
-        self.ok + self.cached + self.failed + self.skipped + self.timed_out + self.cancelled
+        self.ok + self.cached + self.failed + self.skipped + self.timed_out + self.cancelled + self.would_run
     }
+}
+
+/// A real run, or a plan of one (`--plan`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    #[default]
+    Run,
+    Plan,
+}
+
+/// One job of a run, as `run_started` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobBrief {
+    pub job: usize,
+    /// The whole name (events never cut it; frontends may for display).
+    pub name: String,
+    pub verb: String,
+    /// How many nodes it targets.
+    pub targets: usize,
 }
 
 /// Counts for the end of a run.
@@ -76,6 +100,9 @@ pub struct Summary {
     pub jobs_skipped: usize,
     pub jobs_timed_out: usize,
     pub jobs_cancelled: usize,
+    /// `--plan`: jobs a run would run (only present in a plan's summary).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub jobs_would_run: usize,
     pub elapsed_ms: u64,
 }
 
@@ -84,9 +111,20 @@ pub struct Summary {
 pub enum Event {
     RunStarted {
         run: String,
+        /// `run`, or `plan` for `--plan` (nothing runs: jobs end `would_run` or `cached`).
+        mode: RunMode,
         nodes: Vec<String>,
         jobs: usize,
         tasks: usize,
+        /// Every job of the run, in order.
+        job_list: Vec<JobBrief>,
+    },
+    /// `--serial`: a batch of nodes starts; the one before it has finished.
+    BatchStarted {
+        /// From 1.
+        batch: usize,
+        batches: usize,
+        nodes: Vec<String>,
     },
     NodeConnecting {
         node: String,
@@ -159,10 +197,16 @@ pub enum Event {
     },
 }
 
-/// An event as written by `--json`: the schema version beside the event's own fields.
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// An event as written by `--json`: the schema version and the time it is written (RFC 3339,
+/// UTC) beside the event's own fields.
 #[derive(Serialize)]
 pub struct Versioned<'a> {
     pub v: u32,
+    pub ts: String,
     #[serde(flatten)]
     pub event: &'a Event,
 }
@@ -182,7 +226,8 @@ impl Event {
                 f(name);
                 reason.iter_mut().for_each(f);
             }
-            Event::RunStarted { .. }
+            Event::RunStarted { job_list, .. } => job_list.iter_mut().for_each(|j| f(&mut j.name)),
+            Event::BatchStarted { .. }
             | Event::NodeConnecting { .. }
             | Event::NodeConnected { .. }
             | Event::ExecutorUploaded { .. }
@@ -192,8 +237,28 @@ impl Event {
     }
 
     pub fn to_json_line(&self) -> String {
-        let mut line = serde_json::to_string(&Versioned { v: SCHEMA_VERSION, event: self }).expect("events serialize");
+        let ts = timestamp(jiff::Timestamp::now());
+        let mut line =
+            serde_json::to_string(&Versioned { v: SCHEMA_VERSION, ts, event: self }).expect("events serialize");
         line.push('\n');
         line
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds: `2026-11-30T01:02:03.456Z`.
+pub fn timestamp(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t: jiff::Timestamp = "2026-11-30T01:02:03.4567Z".parse().unwrap();
+        assert_eq!(timestamp(t), "2026-11-30T01:02:03.456Z");
+        let t: jiff::Timestamp = "2026-01-02T03:04:05Z".parse().unwrap();
+        assert_eq!(timestamp(t), "2026-01-02T03:04:05.000Z");
     }
 }

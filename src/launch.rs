@@ -108,6 +108,7 @@ impl Launch {
             hello_timeout: 3 * config.connect_timeout,
             args_ttl: config.args_ttl,
             become_password: config.password.clone(),
+            mode: config.mode,
         });
         let (tx, events) = mpsc::channel(4096);
         let (cancel, cancel_rx) = watch::channel(engine::CANCEL_NONE);
@@ -208,6 +209,7 @@ fn run_spec(
     RunSpec {
         id: new_run_id(),
         kind: kind.to_string(),
+        mode: config.mode,
         command: command.to_string(),
         files,
         catalogs: config.catalogs.iter().map(|c| absolute(c)).collect(),
@@ -220,7 +222,7 @@ fn run_spec(
                 entry: j.entry,
                 parent_name: plan.entries[j.entry].name.clone(),
                 parent_sha3: plan.entries[j.entry].fingerprint.clone(),
-                name: secrets.mask(&j.label()).into_owned(),
+                name: secrets.mask(&j.full_name()).into_owned(),
                 verb: j.verb.clone(),
                 definition: secrets.mask(&j.definition.to_string()).into_owned(),
                 targets: names(&j.targets),

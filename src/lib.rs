@@ -108,6 +108,10 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
                 return Err(Error::input("--json has no meaning in the TUI")
                     .hint("use `director orchestrate FILE --json` for events a script can read"));
             }
+            if run.plan {
+                return Err(Error::input("--plan has no meaning in the TUI")
+                    .hint("use `director orchestrate FILE --plan` to see what a run would do"));
+            }
             if run.list_nodes || run.output.is_some() {
                 let flag = if run.list_nodes { "--list-nodes" } else { "--output" };
                 return Err(Error::input(format!("{flag} has no meaning in the TUI"))
@@ -144,6 +148,8 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
                 ignore_cache: config.ignore_cache,
                 only,
                 targets: Vec::new(),
+                serial: config.serial,
+                max_fail: config.max_fail,
             };
             let plan = Plan::build(&catalog, &list, &selection)?;
             execute(launch(plan, "orchestrate", &files), &catalog, config)
@@ -154,12 +160,26 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             let catalog = Catalog::load(&config.catalogs)?;
             // An ad-hoc command is run to be run: the caches answer only when asked to.
             let ignore_cache = config.ignore_cache || !cached;
-            let selection = Selection { restrict: config.restrict.clone(), ignore_cache, only: None, targets };
-            let plan = Plan::build(&catalog, &[orchestration], &selection)?;
+            let selection = Selection {
+                restrict: config.restrict.clone(),
+                ignore_cache,
+                only: None,
+                targets,
+                serial: config.serial,
+                max_fail: config.max_fail,
+            };
+            let mut plan = Plan::build(&catalog, &[orchestration], &selection)?;
+            if !cached && !config.ignore_cache {
+                plan.forced = Some("an ad-hoc command always runs (--cached answers it from the node cache)");
+            }
             execute(launch(plan, "exec", &[]), &catalog, config)
         }
         cli::Command::Bootstrap { threads, key_file, run } => {
             let config = Config::resolve(&run, &settings);
+            if config.serial.is_some() || config.max_fail.is_some() {
+                return Err(Error::input("bootstrap does not take --serial or --max-fail")
+                    .hint("bootstrap runs its servers one at a time, then the other nodes --threads at a time; a failed server stops it"));
+            }
             if config.catalogs.is_empty() {
                 return Err(Error::input("bootstrap needs the fleet's catalog")
                     .hint("give it with --catalog FILE (repeat it to merge several files, as Directord does)"));

@@ -14,6 +14,7 @@
 
 use super::yaml::{child, scalar_text, Document, Seg};
 use crate::error::Error;
+use crate::plan::batch::Portion;
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -44,7 +45,7 @@ pub const KNOWN_VERBS: &[&str] = &[
 ];
 
 /// The keys of an entry.
-pub const ENTRY_KEYS: &[&str] = &["name", "targets", "assign", "async", "become", "become_user", "jobs"];
+pub const ENTRY_KEYS: &[&str] = &["name", "targets", "assign", "async", "become", "become_user", "serial", "jobs"];
 
 /// The keys a job has beside its one verb.
 pub const JOB_KEYS: &[&str] = &["name", "vars", "assign", "become", "become_user"];
@@ -70,6 +71,8 @@ pub struct Entry {
     pub is_async: bool,
     /// `become` and `become_user` for the entry's jobs (see [`super::account`]).
     pub becomes: BecomeSpec,
+    /// `serial`: the run takes its nodes in batches of this size ([`crate::plan::batch`]).
+    pub serial: Option<Portion>,
     pub jobs: Vec<JobSpec>,
     pub path: Vec<Seg>,
 }
@@ -161,6 +164,19 @@ fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>)
     };
     let is_async = super::bool_field(doc, &path, map, "async")?.unwrap_or(false);
     let becomes = BecomeSpec::read(doc, &path, map)?;
+    let serial = match map.get("serial") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Some(Portion::parse(&text).map_err(|e| {
+                doc.error_at(&at("serial"), format!("`serial: {text}`: {e}"))
+                    .hint("`serial: 2` runs the nodes two at a time; `serial: 25%` a quarter of them at a time")
+            })?)
+        }
+    };
     let jobs = match map.get("jobs") {
         Some(Value::Array(jobs)) if !jobs.is_empty() => jobs,
         Some(Value::Array(_)) => {
@@ -183,7 +199,7 @@ fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>)
     for (j, job) in jobs.iter().enumerate() {
         specs.push(job_spec(doc, child(&at("jobs"), j), index, j, job)?);
     }
-    Ok(Entry { name, targets, is_async, becomes, jobs: specs, path })
+    Ok(Entry { name, targets, is_async, becomes, serial, jobs: specs, path })
 }
 
 /// An entry's or a job's optional `name`: any scalar, as text.
@@ -341,9 +357,9 @@ mod tests {
             ("- jobs:\n  - RUN: [a]\n", "error: o.yaml:2:10: the value of `RUN` in job 1 of entry 1 must be a string, not a list or mapping\n  hint: quote it: `RUN: \"...\"`"),
             ("- async: maybe\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:10: `async` must be true or false, not `maybe`\n  hint: yes/no, true/false, on/off and 1/0 are accepted"),
             ("- jobs:\n  - name: only\n", "error: o.yaml:2:5: job 1 of entry 1 has no verb\n  hint: write the job as `- RUN: command` (or another verb)"),
-            ("- name: x\n  target: [tb1]\n  jobs: [{RUN: x}]\n", "error: o.yaml:2:3: unknown key `target` in entry\n  hint: did you mean `targets`? entry keys are: name, targets, assign, async, become, become_user, jobs"),
-            ("- hosts: all\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:3: unknown key `hosts` in entry\n  hint: did you mean `targets`? entry keys are: name, targets, assign, async, become, become_user, jobs"),
-            ("- when: x\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:3: unknown key `when` in entry\n  hint: entry keys are: name, targets, assign, async, become, become_user, jobs"),
+            ("- name: x\n  target: [tb1]\n  jobs: [{RUN: x}]\n", "error: o.yaml:2:3: unknown key `target` in entry\n  hint: did you mean `targets`? entry keys are: name, targets, assign, async, become, become_user, serial, jobs"),
+            ("- hosts: all\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:3: unknown key `hosts` in entry\n  hint: did you mean `targets`? entry keys are: name, targets, assign, async, become, become_user, serial, jobs"),
+            ("- when: x\n  jobs: [{RUN: x}]\n", "error: o.yaml:1:3: unknown key `when` in entry\n  hint: entry keys are: name, targets, assign, async, become, become_user, serial, jobs"),
             ("- jobs:\n  - RUN: echo one\n    ECHO: two\n", "error: o.yaml:3:5: job 1 of entry 1 has two verbs, `RUN` and `ECHO`\n  hint: a job has one verb: make `ECHO` a job of its own (`- ECHO: ...`)"),
             ("- jobs:\n  - RUN: echo one\n    nmae: x\n", "error: o.yaml:3:5: unknown key `nmae` in job 1 of entry 1\n  hint: did you mean `name`? a job has one verb and the keys name, vars, assign, become, become_user"),
             ("- jobs:\n  - nmae: x\n    RUN: echo one\n", "error: o.yaml:2:5: unknown key `nmae` in job 1 of entry 1\n  hint: did you mean `name`? a job has one verb and the keys name, vars, assign, become, become_user"),

@@ -69,6 +69,23 @@ impl Renderer {
         self.env.template_from_str(template).map(|_| ()).map_err(|e| format!("template error: {}", describe(&e)))
     }
 
+    /// The top-level variables the template reads (none for plain text, or a template that
+    /// does not parse: rendering it says why).
+    pub fn uses(&self, template: &str) -> Vec<String> {
+        if !is_template(template) {
+            return Vec::new();
+        }
+        match self.env.template_from_str(template) {
+            Ok(t) => t.undeclared_variables(false).into_iter().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The top-level variables any of `templates` reads.
+    pub fn uses_all(&self, templates: &[&str]) -> std::collections::BTreeSet<String> {
+        templates.iter().flat_map(|t| self.uses(t)).collect()
+    }
+
     /// The first variable path the template uses that `args` does not have.
     fn missing(&self, template: &str, args: &Value) -> Option<String> {
         let tmpl = self.env.template_from_str(template).ok()?;
@@ -189,6 +206,16 @@ mod tests {
                 .to_string())
         );
         assert_eq!(r.check("echo {{ x }} ${HOME}"), Ok(()));
+    }
+
+    #[test]
+    fn uses_names_top_level_variables() {
+        let r = Renderer::default();
+        let mut used = r.uses("{{ a.b }} {% for x in items %}{{ x }}{{ c }}{% endfor %} $HOME");
+        used.sort();
+        assert_eq!(used, ["a", "c", "items"]);
+        assert!(r.uses("echo plain").is_empty());
+        assert!(r.uses("echo {{ broken").is_empty());
     }
 
     #[test]

@@ -33,6 +33,13 @@ pub struct JobRecord {
     /// What the job printed when it ran (the last [`RECORDED_OUTPUT`] bytes): a hit shows it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub output: String,
+    /// Which job this was ([`crate::plan::fingerprint::slot`]), and the parts of its
+    /// fingerprint ([`crate::plan::fingerprint::parts`]): a plan compares them with a new
+    /// fingerprint's to say what changed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub slot: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, String>,
 }
 
 /// Bytes of a job's output its record keeps.
@@ -65,6 +72,16 @@ pub struct NodeCache {
     pub args: BTreeMap<String, Stored>,
     #[serde(default)]
     pub envs: BTreeMap<String, Stored>,
+    /// What [`NodeCache::load`] dropped as expired (never written back).
+    #[serde(skip)]
+    pub expired: Expired,
+}
+
+/// The names of the args and envs dropped from a node's cache as expired when it was read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub args: std::collections::BTreeSet<String>,
+    pub envs: std::collections::BTreeSet<String>,
 }
 
 /// ARG or ENV.
@@ -82,6 +99,10 @@ impl NodeCache {
         match serde_json::from_str::<NodeCache>(text) {
             Ok(mut cache) if cache.v == LAYOUT => {
                 let fresh = |s: &Stored| s.at.saturating_add(ttl) > now;
+                let stale = |section: &BTreeMap<String, Stored>| {
+                    section.iter().filter(|(_, s)| !fresh(s)).map(|(k, _)| k.clone()).collect()
+                };
+                cache.expired = Expired { args: stale(&cache.args), envs: stale(&cache.envs) };
                 cache.args.retain(|_, s| fresh(s));
                 cache.envs.retain(|_, s| fresh(s));
                 (cache, None)
@@ -129,6 +150,11 @@ impl NodeCache {
     /// unchanged value is refreshed once it is past half its TTL, so it does not expire
     /// while it is in use.
     pub fn set(&mut self, kind: Kind, key: &str, value: Value, extend: bool, now: u64, ttl: u64) -> bool {
+        // Set again in this run: what it holds now did not expire.
+        match kind {
+            Kind::Args => self.expired.args.remove(key),
+            Kind::Envs => self.expired.envs.remove(key),
+        };
         let section = self.section(kind);
         let new = match (extend, section.get(key)) {
             (true, Some(old)) => merged(&old.value, value),
@@ -168,7 +194,7 @@ impl NodeCache {
 
     /// Forgets what `tag` names; true if anything was there.
     pub fn evict(&mut self, tag: &str) -> bool {
-        let had = *self != NodeCache::default();
+        let had = !(self.jobs.is_empty() && self.parents.is_empty() && self.args.is_empty() && self.envs.is_empty());
         match tag {
             "all" => {
                 let changed = had;
@@ -239,6 +265,7 @@ mod tests {
         assert_eq!((fresh.arg("a"), why), (Some(&json!(1)), None));
         let (old, _) = NodeCache::load(Some(&text), 1000 + TTL, TTL);
         assert_eq!(old.arg("a"), None);
+        assert_eq!(old.expired.args, ["a".to_string()].into());
         assert!(old.jobs.contains_key("f"));
         let (broken, why) = NodeCache::load(Some("{\"v\":1,"), 0, TTL);
         assert_eq!(broken, NodeCache::default());

@@ -21,13 +21,14 @@
 //! The engine never prints; it owns no terminal and no file.
 
 pub mod cache;
+pub mod preview;
 pub mod session;
 pub mod shared;
 pub mod work;
 
 use crate::catalog::{Account, Node, TransportKind};
 use crate::error::exit;
-use crate::event::{Event, JobCounts, JobStatus, Summary};
+use crate::event::{Event, JobBrief, JobCounts, JobStatus, RunMode, Summary};
 use crate::plan::{Plan, Schedule, Work};
 use crate::secret::Secrets;
 use crate::transport::{self, ssh, Connection, Progress};
@@ -51,6 +52,8 @@ pub struct EngineConfig {
     pub args_ttl: u64,
     /// The become password, for a become method that asks (see `transport::escalate`).
     pub become_password: Option<Arc<crate::secret::Password>>,
+    /// A run, or `--plan`: say what a run would do and do nothing ([`preview`]).
+    pub mode: RunMode,
 }
 
 /// Default lifetime of cached args and envs: 12 hours.
@@ -109,9 +112,15 @@ pub async fn run(
     let started = Instant::now();
     sink.emit(Event::RunStarted {
         run: config.run_id.clone(),
+        mode: config.mode,
         nodes: plan.nodes.iter().map(|n| n.name.clone()).collect(),
         jobs: plan.jobs.len(),
         tasks: plan.total_tasks(),
+        job_list: plan
+            .jobs
+            .iter()
+            .map(|j| JobBrief { job: j.id, name: j.full_name(), verb: j.verb.clone(), targets: j.targets.len() })
+            .collect(),
     })
     .await;
     let shared = Arc::new(Shared::new(&plan));
@@ -128,11 +137,43 @@ pub async fn run(
     let mut summary = Summary { nodes: plan.nodes.len(), ..Summary::default() };
     let mut tasks = tokio::task::JoinSet::new();
     match &plan.schedule {
-        Schedule::Together => {
-            for index in 0..plan.nodes.len() {
-                tasks.spawn(node_task(index));
+        Schedule::Together => match plan.batching {
+            None => {
+                for index in 0..plan.nodes.len() {
+                    tasks.spawn(node_task(index));
+                }
             }
-        }
+            Some(batching) => {
+                let total = plan.nodes.len();
+                let batches = batching.batches(total);
+                let (mut failed, mut stop) = (0, None::<String>);
+                for (k, range) in batches.iter().enumerate() {
+                    if stop.is_none() && *cancel.borrow() != CANCEL_NONE {
+                        stop = Some("not attempted: the run was cancelled".to_string());
+                    }
+                    if let Some(why) = &stop {
+                        for index in range.clone() {
+                            add(&mut summary, not_attempted(&plan, index, why, &sink).await);
+                        }
+                        continue;
+                    }
+                    let nodes = range.clone().map(|i| plan.nodes[i].name.clone()).collect();
+                    sink.emit(Event::BatchStarted { batch: k + 1, batches: batches.len(), nodes }).await;
+                    let mut batch = tokio::task::JoinSet::new();
+                    range.clone().for_each(|index| {
+                        batch.spawn(node_task(index));
+                    });
+                    let mut batch_failed = 0;
+                    while let Some(result) = batch.join_next().await {
+                        let tally = result.unwrap_or_else(|_| NodeTally { unreachable: true, ..NodeTally::default() });
+                        batch_failed += usize::from(!tally.clean());
+                        add(&mut summary, tally);
+                    }
+                    failed += batch_failed;
+                    stop = batching.stop(failed, total, batch_failed, range.len());
+                }
+            }
+        },
         Schedule::Bootstrap { servers, threads } => {
             let mut stop: Option<String> = None;
             for &index in servers {
@@ -192,6 +233,7 @@ fn add(summary: &mut Summary, tally: NodeTally) {
     summary.jobs_skipped += tally.jobs.skipped;
     summary.jobs_timed_out += tally.jobs.timed_out;
     summary.jobs_cancelled += tally.jobs.cancelled;
+    summary.jobs_would_run += tally.jobs.would_run;
 }
 
 /// The event of a job that did not run on `node`, and why.
@@ -199,7 +241,7 @@ fn skipped(node: &str, job: &crate::plan::Job, reason: String) -> Event {
     Event::JobFinished {
         node: node.to_string(),
         job: job.id,
-        name: job.label(),
+        name: job.full_name(),
         status: JobStatus::Skipped,
         exit_code: None,
         reason: Some(reason),
@@ -480,12 +522,14 @@ async fn run_lane(
                     }
                 },
             };
-            if blocked.is_none() && !matches!(status, JobStatus::Ok | JobStatus::Cached | JobStatus::Skipped) {
+            if blocked.is_none()
+                && !matches!(status, JobStatus::Ok | JobStatus::Cached | JobStatus::Skipped | JobStatus::WouldRun)
+            {
                 blocked = Some(format!("job {} ({}) failed on this node", job.id + 1, job.label()));
             }
             statuses.push(status);
         }
-        if let Some(&first) = group.first() {
+        if let (Some(&first), RunMode::Run) = (group.first(), cx.config.mode) {
             record_parent(cx, &plan.entries[plan.jobs[first].entry].fingerprint, blocked.is_none()).await;
         }
     }

@@ -28,6 +28,8 @@ pub struct NodeState {
     pub done: AtomicBool,
     /// Wakes whoever waits on this node's cache or jobs.
     pub changed: Notify,
+    /// In a plan: jobs that would run and capture args the plan cannot foresee.
+    pub pending: Mutex<Vec<super::preview::Pending>>,
     clock: Mutex<Option<(u64, Instant)>>,
 }
 
@@ -40,6 +42,7 @@ impl NodeState {
             save: tokio::sync::Mutex::new(()),
             done: AtomicBool::new(false),
             changed: Notify::new(),
+            pending: Mutex::default(),
             clock: Mutex::new(None),
         }
     }

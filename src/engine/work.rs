@@ -9,12 +9,13 @@
 //! report `cached` when they leave it as it was.
 
 use super::cache::{JobRecord, Kind};
+use super::preview::Pending;
 use super::session::{Content, Session};
 use super::shared::{lock, until, NodeState, Shared};
 use super::{EngineConfig, Sink, CANCEL_KILL, CANCEL_NONE};
 use crate::catalog::template::Renderer;
 use crate::catalog::Node;
-use crate::event::{Event, JobStatus, Stream};
+use crate::event::{Event, JobStatus, RunMode, Stream};
 use crate::plan::fingerprint::{self, Rendered};
 use crate::plan::{Job, Plan, WaitOn, Work};
 use director_proto::{Done, Outcome, Reply, Request};
@@ -49,6 +50,12 @@ pub struct Cx<'a> {
 impl Cx<'_> {
     fn state(&self) -> &NodeState {
         &self.shared.nodes[self.index]
+    }
+
+    /// In a plan: why `job`, which uses the variables `uses`, cannot be known before a job
+    /// that would run first on this node captures one of them.
+    fn depends(&self, uses: &std::collections::BTreeSet<String>) -> Option<String> {
+        Pending::blocking(&lock(&self.state().pending), uses)
     }
 
     /// Writes the in-memory cache to the node, atomically there.
@@ -98,6 +105,10 @@ impl Finish {
         }
     }
 
+    fn would_run(reason: impl Into<String>) -> Self {
+        Finish { status: JobStatus::WouldRun, reason: Some(reason.into()), ..Finish::ok("") }
+    }
+
     fn failed(reason: impl Into<String>) -> Self {
         Finish { status: JobStatus::Failed, reason: Some(reason.into()), ..Finish::ok("") }
     }
@@ -124,10 +135,13 @@ enum Body {
 /// Runs `job` on the node and reports it; returns its status.
 pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> JobStatus {
     let started = Instant::now();
+    let planning = cx.config.mode == RunMode::Plan;
     let finish = match prepare(cx, job).await {
-        Err(reason) => {
-            Finish::failed(format!("{reason} (job {} `{}` on node {})", job.id + 1, job.label(), cx.node.name))
-        }
+        // A plan cannot render a job that needs what a job before it would capture.
+        Err(reason) => match planning.then(|| cx.depends(&cx.renderer.uses_all(&job.work.templates()))).flatten() {
+            Some(why) => Finish::would_run(why),
+            None => Finish::failed(format!("{reason} (job {} `{}` on node {})", job.id + 1, job.label(), cx.node.name)),
+        },
         Ok((rendered, outgoing)) => {
             // A secret is known as rendered on this node before anything about the job is said.
             if let Work::Arg { secret: true, .. } = job.work {
@@ -139,14 +153,18 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
                 .emit(Event::JobStarted {
                     node: cx.node.name.clone(),
                     job: job.id,
-                    name: job.label(),
+                    name: job.full_name(),
                     fingerprint: fp.clone(),
                     info,
                 })
                 .await;
-            let mut finish = match cached(cx, job, &fp).await {
-                Some(hit) => hit,
-                None => perform(cx, job, &rendered, outgoing, cancel).await,
+            let mut finish = if planning {
+                preview(cx, job, &fp, &rendered, outgoing, cancel).await
+            } else {
+                match cached(cx, job, &fp).await {
+                    Some(hit) => hit,
+                    None => perform(cx, job, &rendered, outgoing, cancel).await,
+                }
             };
             // Verbs that run no command say what they did as their output; a job answered
             // from its record says what it printed when it ran.
@@ -163,11 +181,13 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
                     .await;
             }
             // The job's own outcome stands when only its record could not be saved (a full
-            // disk): the node is told, and the job runs again next time.
-            if let Err(e) = record(cx, job, &fp, &mut finish).await {
-                if cx.session.lost().is_none() {
-                    let message = format!("job {} ({}): {e}; it will run again next time", job.id + 1, job.label());
-                    cx.sink.emit(Event::NodeNotice { node: cx.node.name.clone(), message }).await;
+            // disk): the node is told, and the job runs again next time. A plan records nothing.
+            if !planning {
+                if let Err(e) = record(cx, job, &fp, &rendered, &mut finish).await {
+                    if cx.session.lost().is_none() {
+                        let message = format!("job {} ({}): {e}; it will run again next time", job.id + 1, job.label());
+                        cx.sink.emit(Event::NodeNotice { node: cx.node.name.clone(), message }).await;
+                    }
                 }
             }
             finish
@@ -187,7 +207,7 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
         .emit(Event::JobFinished {
             node: cx.node.name.clone(),
             job: job.id,
-            name: job.label(),
+            name: job.full_name(),
             status: finish.status,
             exit_code: finish.exit_code,
             reason: finish.reason,
@@ -203,7 +223,7 @@ pub fn failed_to_start(node: &Node, job: &Job, reason: String) -> Event {
     Event::JobFinished {
         node: node.name.clone(),
         job: job.id,
-        name: job.label(),
+        name: job.full_name(),
         status: JobStatus::Failed,
         exit_code: None,
         reason: Some(format!("{reason} (job {} `{}` on node {})", job.id + 1, job.label(), node.name)),
@@ -295,7 +315,16 @@ fn render_work(
     blueprints: Vec<String>,
 ) -> Result<(Rendered, Vec<Outgoing>), String> {
     let render = |t: &str| renderer.render(t, args);
-    let mut r = Rendered { env, ..Rendered::default() };
+    let texts: Vec<&str> = work.templates().into_iter().chain(blueprints.iter().map(String::as_str)).collect();
+    let uses = renderer
+        .uses_all(&texts)
+        .into_iter()
+        .map(|name| {
+            let value = args.get(&name).map(fingerprint::short).unwrap_or_default();
+            (name, value)
+        })
+        .collect();
+    let mut r = Rendered { env, uses, ..Rendered::default() };
     let mut outgoing = Vec::new();
     match work {
         Work::Run { command, .. } | Work::Shell { command } => r.text = render(command)?,
@@ -362,18 +391,26 @@ fn render_value(value: &Value, render: &dyn Fn(&str) -> Result<String, String>) 
     }
 }
 
+/// The first file a job's record says it wrote that no longer has the recorded content.
+async fn drifted(cx: &Cx<'_>, record: &JobRecord) -> Option<String> {
+    for (dest, sha3) in &record.files {
+        let path = dest.clone();
+        match cx.session.call(|id| Request::Hash { id, path }).await {
+            Ok(Done::Hash { sha3: Some(now) }) if now == *sha3 => {}
+            _ => return Some(dest.clone()),
+        }
+    }
+    None
+}
+
 /// The cache's answer, if it has one for this fingerprint and the node still matches it.
 async fn cached(cx: &Cx<'_>, job: &Job, fp: &str) -> Option<Finish> {
     if !job.cacheable() || job.skip_cache {
         return None;
     }
     let record = cx.state().cache().jobs.get(fp).cloned()?;
-    for (dest, sha3) in &record.files {
-        let path = dest.clone();
-        match cx.session.call(|id| Request::Hash { id, path }).await {
-            Ok(Done::Hash { sha3: Some(now) }) if now == *sha3 => {}
-            _ => return None,
-        }
+    if drifted(cx, &record).await.is_some() {
+        return None;
     }
     let mut dirty = false;
     {
@@ -394,6 +431,71 @@ async fn cached(cx: &Cx<'_>, job: &Job, fp: &str) -> Option<Finish> {
     })
 }
 
+/// A plan's answer for a job (see [`super::preview`]): what a run would do with it, doing
+/// only what changes the in-memory cache, so the jobs after it see what they would in a run.
+async fn preview(
+    cx: &Cx<'_>,
+    job: &Job,
+    fp: &str,
+    rendered: &Rendered,
+    outgoing: Vec<Outgoing>,
+    cancel: watch::Receiver<u8>,
+) -> Finish {
+    if let Some(why) = cx.depends(&rendered.uses.keys().cloned().collect()) {
+        return Finish::would_run(why);
+    }
+    let finish = match &job.work {
+        Work::Arg { .. }
+        | Work::CacheFile { .. }
+        | Work::CacheEvict { .. }
+        | Work::Query { .. }
+        | Work::QueryWait { .. } => {
+            let done = perform(cx, job, rendered, outgoing, cancel).await;
+            match done.status {
+                JobStatus::Ok => Finish::would_run(format!("it changes the node's cached values: {}", done.stdout)),
+                JobStatus::Cached => Finish {
+                    reason: Some("the node's cache already holds this".to_string()),
+                    ..Finish::cache_only(false, "")
+                },
+                _ => done,
+            }
+        }
+        _ if job.skip_cache => {
+            Finish::would_run(cx.plan.forced.unwrap_or("--skip-cache: it runs whatever the cache says"))
+        }
+        _ if !job.cacheable() => Finish::would_run("a job like this always runs: it is never answered from the cache"),
+        _ => match cached(cx, job, fp).await {
+            Some(hit) => hit,
+            None => {
+                let record = cx.state().cache().jobs.get(fp).cloned();
+                match record {
+                    Some(record) => {
+                        let file = drifted(cx, &record).await.unwrap_or_default();
+                        Finish::would_run(format!("{file} was changed on the node since this job wrote it"))
+                    }
+                    None => {
+                        let cache = cx.state().cache();
+                        let slot = fingerprint::slot(job, rendered.run_as.as_deref());
+                        let parts = fingerprint::parts(job, rendered);
+                        Finish::would_run(super::preview::why_new(
+                            &parts,
+                            super::preview::newest(&cache.jobs, &slot),
+                            &cache.expired,
+                        ))
+                    }
+                }
+            }
+        },
+    };
+    if finish.status == JobStatus::WouldRun {
+        let captures: Vec<String> = job.stdout_arg.iter().chain(&job.stderr_arg).cloned().collect();
+        if !captures.is_empty() {
+            lock(&cx.state().pending).push(Pending { job: job.id, label: job.label(), captures });
+        }
+    }
+    finish
+}
+
 /// What a job's record keeps of its output: stdout then stderr, the last
 /// [`super::cache::RECORDED_OUTPUT`] bytes (cut at a character boundary).
 fn recorded_output(finish: &Finish) -> String {
@@ -406,7 +508,7 @@ fn recorded_output(finish: &Finish) -> String {
 }
 
 /// Stores captured args, records a success or a failure, saves the cache if it changed.
-async fn record(cx: &Cx<'_>, job: &Job, fp: &str, finish: &mut Finish) -> Result<(), String> {
+async fn record(cx: &Cx<'_>, job: &Job, fp: &str, rendered: &Rendered, finish: &mut Finish) -> Result<(), String> {
     let state = cx.state();
     let done_ok = matches!(finish.status, JobStatus::Ok | JobStatus::Cached);
     if done_ok && !finish.hit {
@@ -430,6 +532,8 @@ async fn record(cx: &Cx<'_>, job: &Job, fp: &str, finish: &mut Finish) -> Result
                     args: captured,
                     files: std::mem::take(&mut finish.files),
                     output: recorded_output(finish),
+                    slot: fingerprint::slot(job, rendered.run_as.as_deref()),
+                    parts: fingerprint::parts(job, rendered),
                 },
             );
             finish.dirty = true;

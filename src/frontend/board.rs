@@ -130,6 +130,8 @@ pub struct Board {
     outputs: HashMap<(usize, usize), Pending>,
     /// The cancel level asked for (1 drain, 2 kill), for the header.
     pub cancel: u8,
+    /// `--serial`: the batch running (from 1) and how many there are.
+    pub batch: Option<(usize, usize)>,
 }
 
 /// Per node name, how many jobs of the plan it runs.
@@ -157,6 +159,7 @@ impl Board {
             failures: BTreeMap::new(),
             outputs: HashMap::new(),
             cancel: 0,
+            batch: None,
         }
     }
 
@@ -198,6 +201,7 @@ impl Board {
                     self.slot(n);
                 }
             }
+            Event::BatchStarted { batch, batches, .. } => self.batch = Some((*batch, *batches)),
             Event::NodeConnecting { node, .. } => {
                 let i = self.slot(node);
                 let n = &mut self.nodes[i];

@@ -126,11 +126,11 @@ impl<B: Backend> LiveView<B> {
                 let c = n.counts;
                 // Columns as the text view's failure lines: the node padded, then the word.
                 let width = self.board.nodes.iter().map(|n| n.name.chars().count()).max().unwrap_or(4).min(24);
+                let done = if c.would_run > 0 { format!("{} would run", c.would_run) } else { format!("{} ok", c.ok) };
                 let line = format!(
-                    "{node:<width$}  {:<9}  {} jobs ({} ok, {} cached, {} skipped){took}\n",
+                    "{node:<width$}  {:<9}  {} jobs ({done}, {} cached, {} skipped){took}\n",
                     "ok",
                     c.total(),
-                    c.ok,
                     c.cached,
                     c.skipped
                 );
@@ -207,6 +207,8 @@ mod tests {
             &mut view,
             Event::RunStarted {
                 run: "r".into(),
+                mode: Default::default(),
+                job_list: Vec::new(),
                 nodes: totals.iter().map(|t| t.0.clone()).collect(),
                 jobs: 1,
                 tasks: 3,

@@ -56,7 +56,7 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
         return Ok(listing(&store.list_runs()?, args.json, path, "runs", &header, |r| {
             vec![
                 r.id.clone(),
-                r.kind.clone(),
+                kind(r),
                 r.status.clone(),
                 r.started.clone(),
                 r.duration_ms.map(seconds).unwrap_or_default(),
@@ -199,6 +199,15 @@ fn listing<T: serde::Serialize>(
     tabulate(header, &rows.iter().map(cells).collect::<Vec<_>>())
 }
 
+/// A run's kind as the tables show it: `orchestrate`, or `orchestrate (plan)` for a --plan.
+fn kind(r: &crate::history::query::RunRow) -> String {
+    if r.mode == "plan" {
+        format!("{} (plan)", r.kind)
+    } else {
+        r.kind.clone()
+    }
+}
+
 fn seconds(ms: i64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
 }
@@ -334,7 +343,7 @@ fn run_table(given: &str, info: &RunInfo) -> String {
     key_value(&[
         ("ID", given.to_string()),
         ("RUN_ID", r.id.clone()),
-        ("KIND", r.kind.clone()),
+        ("KIND", kind(r)),
         ("COMMAND", r.command.clone()),
         ("FILES", info.files.join("\n")),
         (
@@ -353,9 +362,12 @@ fn run_table(given: &str, info: &RunInfo) -> String {
             "NODES",
             info.node_outcomes
                 .iter()
-                .map(|n| match &n.error {
-                    Some(e) => format!("{} = {} ({})", n.node, n.outcome, e),
-                    None => format!("{} = {}", n.node, n.outcome),
+                .map(|n| {
+                    let batch = n.batch.map(|b| format!(", batch {b}")).unwrap_or_default();
+                    match &n.error {
+                        Some(e) => format!("{} = {}{batch} ({})", n.node, n.outcome, e),
+                        None => format!("{} = {}{batch}", n.node, n.outcome),
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join("\n"),

@@ -14,7 +14,7 @@
 
 use super::board::keep;
 use super::nodeset::{fold, natural};
-use crate::event::{Event, JobCounts, JobStatus, Summary};
+use crate::event::{Event, JobCounts, JobStatus, RunMode, Summary};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
@@ -61,6 +61,8 @@ pub struct TextView {
     results: BTreeMap<usize, (String, BTreeMap<Outcome, Vec<String>>)>,
     counts: HashMap<String, JobCounts>,
     closed: bool,
+    /// The run is a `--plan`.
+    planning: bool,
 }
 
 fn failed(status: JobStatus) -> bool {
@@ -75,6 +77,7 @@ fn word(status: JobStatus) -> &'static str {
         JobStatus::TimedOut => "TIMED OUT",
         JobStatus::Skipped => "skipped",
         JobStatus::Cancelled => "cancelled",
+        JobStatus::WouldRun => "would run",
     }
 }
 
@@ -89,6 +92,7 @@ impl TextView {
             results: BTreeMap::new(),
             counts: HashMap::new(),
             closed: false,
+            planning: false,
         }
     }
 
@@ -108,7 +112,8 @@ impl TextView {
 
     pub fn handle(&mut self, event: &Event) {
         match event {
-            Event::RunStarted { nodes, .. } => {
+            Event::RunStarted { nodes, mode, .. } => {
+                self.planning = *mode == RunMode::Plan;
                 self.width = nodes.iter().map(|n| n.chars().count()).max().unwrap_or(4).min(24);
             }
             Event::JobOutput { node, job, data, .. } => {
@@ -127,6 +132,9 @@ impl TextView {
                 }
                 let c = self.counts.get(node).copied().unwrap_or_default();
                 let mut parts = vec![format!("{} ok", c.ok), format!("{} cached", c.cached)];
+                if self.planning {
+                    parts[0] = format!("{} would run", c.would_run);
+                }
                 for (n, what) in [(c.failed, "failed"), (c.timed_out, "timed out"), (c.cancelled, "cancelled")] {
                     if n > 0 {
                         parts.push(format!("{n} {what}"));
@@ -142,6 +150,9 @@ impl TextView {
                 );
                 self.line(&text);
             }
+            Event::BatchStarted { batch, batches, nodes } => {
+                self.line(&format!("batch {batch} of {batches}: {} ({})", fold(nodes), nodes.len()));
+            }
             Event::NodeUnreachable { node, error } => {
                 self.line(&format!("{}  {:<9}  {error}", self.node_col(node), "UNREACHABLE"));
             }
@@ -150,7 +161,7 @@ impl TextView {
             }
             Event::RunFinished { summary, .. } => {
                 self.report();
-                let text = summary_line(summary);
+                let text = if self.planning { plan_line(summary) } else { summary_line(summary) };
                 self.line(&text);
             }
             _ => {}
@@ -190,7 +201,7 @@ impl TextView {
                 continue;
             }
             groups.sort_by(|a, b| a.0.cmp(&b.0));
-            self.line(&format!("job {}: {name}", job + 1));
+            self.line(&format!("job {}: {}", job + 1, short_name(&name)));
             let labels: Vec<String> = groups.iter().map(|(_, _, nodes, n)| format!("{nodes} ({n})")).collect();
             let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).min(48);
             for ((_, outcome, _, _), label) in groups.iter().zip(&labels) {
@@ -235,6 +246,33 @@ pub fn summary_line(s: &Summary) -> String {
         s.jobs_cancelled,
         s.elapsed_ms as f64 / 1000.0
     )
+}
+
+/// The last line of a `--plan`.
+pub fn plan_line(s: &Summary) -> String {
+    format!(
+        "plan: {} nodes ({} ok, {} failed, {} unreachable), {} jobs ({} would run, {} cached, {} failed, {} skipped) in {:.2} s; nothing was run",
+        s.nodes,
+        s.nodes_ok,
+        s.nodes_failed,
+        s.nodes_unreachable,
+        s.jobs_would_run + s.jobs_cached + s.jobs_failed + s.jobs_skipped + s.jobs_timed_out + s.jobs_cancelled,
+        s.jobs_would_run,
+        s.jobs_cached,
+        s.jobs_failed + s.jobs_timed_out + s.jobs_cancelled,
+        s.jobs_skipped,
+        s.elapsed_ms as f64 / 1000.0
+    )
+}
+
+/// A job's name as a line of the report shows it: cut at 72 characters.
+fn short_name(name: &str) -> String {
+    let cut: String = name.chars().take(72).collect();
+    if cut.len() < name.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
 }
 
 #[cfg(test)]
@@ -293,7 +331,14 @@ mod tests {
     fn six_nodes() -> Vec<Event> {
         let nodes: Vec<String> =
             ["web1", "web2", "web3", "web10", "db1", "db2"].iter().map(|s| s.to_string()).collect();
-        let mut events = vec![Event::RunStarted { run: "r".into(), nodes: nodes.clone(), jobs: 2, tasks: 12 }];
+        let mut events = vec![Event::RunStarted {
+            run: "r".into(),
+            mode: Default::default(),
+            job_list: Vec::new(),
+            nodes: nodes.clone(),
+            jobs: 2,
+            tasks: 12,
+        }];
         for n in &nodes {
             let kernel = if n == "web10" { "6.1.0-13-amd64\n" } else { "6.1.0-18-amd64\n" };
             events.push(output(n, 0, kernel));
@@ -369,8 +414,14 @@ mod tests {
 
     #[test]
     fn unreachable_nodes_and_long_outputs() {
-        let mut events =
-            vec![Event::RunStarted { run: "r".into(), nodes: vec!["a".into(), "b".into()], jobs: 1, tasks: 2 }];
+        let mut events = vec![Event::RunStarted {
+            run: "r".into(),
+            mode: Default::default(),
+            job_list: Vec::new(),
+            nodes: vec!["a".into(), "b".into()],
+            jobs: 1,
+            tasks: 2,
+        }];
         events.push(Event::NodeUnreachable {
             node: "b".into(),
             error: "cannot connect to 10.0.0.1:22: Connection refused".into(),

@@ -58,12 +58,22 @@ pub struct RunSpec {
     pub id: String,
     /// `orchestrate`, `exec` or `bootstrap`.
     pub kind: String,
+    /// `run`, or `plan` for `--plan`.
+    pub mode: crate::event::RunMode,
     pub command: String,
     pub files: Vec<String>,
     pub catalogs: Vec<String>,
     /// Name and address of each node the run holds.
     pub nodes: Vec<(String, String)>,
     pub jobs: Vec<JobSpec>,
+}
+
+/// A run's mode as the history writes it.
+pub fn mode_text(mode: crate::event::RunMode) -> &'static str {
+    match mode {
+        crate::event::RunMode::Run => "run",
+        crate::event::RunMode::Plan => "plan",
+    }
 }
 
 impl RunSpec {
@@ -275,8 +285,8 @@ impl History {
         let now = now_ms();
         let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_default();
         tx.execute(
-            "INSERT INTO runs (id, kind, command, files, catalogs, started_at, status, pid, host, lock_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?9)",
-            params![spec.id, spec.kind, spec.command, json(&spec.files), json(&spec.catalogs), now, std::process::id(), operator_host(), lock_path.display().to_string()],
+            "INSERT INTO runs (id, kind, command, files, catalogs, started_at, status, pid, host, lock_path, mode) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?9, ?10)",
+            params![spec.id, spec.kind, spec.command, json(&spec.files), json(&spec.catalogs), now, std::process::id(), operator_host(), lock_path.display().to_string(), mode_text(spec.mode)],
         )
         .map_err(err)?;
         for (node, address) in &spec.nodes {

@@ -25,6 +25,8 @@ pub fn not_found(what: &str, given: &str, path: &std::path::Path) -> Error {
 pub struct RunRow {
     pub id: String,
     pub kind: String,
+    /// `run`, or `plan` for a `--plan`.
+    pub mode: String,
     pub command: String,
     pub status: String,
     pub started: String,
@@ -45,6 +47,9 @@ pub struct RunNode {
     pub address: String,
     pub outcome: String,
     pub error: Option<String>,
+    /// `--serial`: the batch it ran in, from 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,7 +169,7 @@ fn run_select() -> String {
            (SELECT count(*) FROM run_nodes n WHERE n.run_id = r.id AND n.outcome = 'ok'),
            (SELECT count(*) FROM run_nodes n WHERE n.run_id = r.id AND n.outcome IN ('failed', 'cancelled', 'abandoned')),
            (SELECT count(*) FROM run_nodes n WHERE n.run_id = r.id AND n.outcome = 'unreachable'),
-           r.files, r.catalogs, r.summary
+           r.files, r.catalogs, r.summary, r.mode
          FROM runs r",
         time("r.started_at"),
         time("r.ended_at")
@@ -187,6 +192,7 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
         nodes_ok: r.get(11)?,
         nodes_failed: r.get(12)?,
         nodes_unreachable: r.get(13)?,
+        mode: r.get(17)?,
     })
 }
 
@@ -251,10 +257,16 @@ impl History {
             self.q(self.conn.query_row("SELECT count(*) FROM jobs WHERE run_id = ?1", [id], |r| r.get(0)))?;
         let mut stmt = self.q(self
             .conn
-            .prepare("SELECT node, address, outcome, error FROM run_nodes WHERE run_id = ?1 ORDER BY rowid"))?;
+            .prepare("SELECT node, address, outcome, error, batch FROM run_nodes WHERE run_id = ?1 ORDER BY rowid"))?;
         let nodes = self.q(self
             .q(stmt.query_map([id], |r| {
-                Ok(RunNode { node: r.get(0)?, address: r.get(1)?, outcome: r.get(2)?, error: r.get(3)? })
+                Ok(RunNode {
+                    node: r.get(0)?,
+                    address: r.get(1)?,
+                    outcome: r.get(2)?,
+                    error: r.get(3)?,
+                    batch: r.get(4)?,
+                })
             }))?
             .collect())?;
         Ok(RunInfo {

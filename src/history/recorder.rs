@@ -201,6 +201,14 @@ impl State {
         let tx = self.history.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for (event, at) in pending {
             match event {
+                Event::BatchStarted { batch, nodes, .. } => {
+                    for node in nodes {
+                        tx.execute(
+                            "UPDATE run_nodes SET batch = ?1 WHERE run_id = ?2 AND node = ?3",
+                            params![batch as i64, run, node],
+                        )?;
+                    }
+                }
                 Event::NodeConnecting { node, address } => {
                     self.addresses.insert(node, address);
                 }
@@ -306,6 +314,7 @@ pub fn status_text(status: JobStatus) -> &'static str {
         JobStatus::Skipped => "skipped",
         JobStatus::TimedOut => "timed_out",
         JobStatus::Cancelled => "cancelled",
+        JobStatus::WouldRun => "would_run",
     }
 }
 

@@ -79,6 +79,10 @@ pub const MIGRATIONS: &[&str] = &[
         last_seen INTEGER,
         last_run TEXT
     );",
+    // 2: a run's mode (`run`, or `plan` for --plan), and the batch (from 1) each node of a
+    // --serial run ran in.
+    "ALTER TABLE runs ADD COLUMN mode TEXT NOT NULL DEFAULT 'run';
+    ALTER TABLE run_nodes ADD COLUMN batch INTEGER;",
 ];
 
 /// Brings the database to the newest schema; returns the version it was at.

@@ -86,7 +86,15 @@ impl Plan {
             })
             .collect();
         let servers = (0..nodes.len()).filter(|&i| is_server(&nodes[i])).collect();
-        Ok(Plan { nodes, entries, jobs, vars, schedule: Schedule::Bootstrap { servers, threads: threads.max(1) } })
+        Ok(Plan {
+            nodes,
+            entries,
+            jobs,
+            vars,
+            schedule: Schedule::Bootstrap { servers, threads: threads.max(1) },
+            forced: Some("bootstrap runs every job"),
+            batching: None,
+        })
     }
 }
 

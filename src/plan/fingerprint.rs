@@ -47,10 +47,57 @@ pub struct Rendered {
     pub env: Map<String, Value>,
     /// The user the job runs as through become; `None` for the login user.
     pub run_as: Option<String>,
+    /// The variables the job's templates use, each with [`short`] of its value (empty when
+    /// the node has no such value): not in the fingerprint (the rendered text is), but in its
+    /// [`parts`], so a plan can say which one changed.
+    pub uses: std::collections::BTreeMap<String, String>,
 }
 
 /// The fingerprint of `job` as rendered on a node.
 pub fn compute(job: &Job, r: &Rendered) -> String {
+    hash(&canonical(&body(job, r)))
+}
+
+/// What a job's record keeps to explain a changed fingerprint: [`short`] of each field of
+/// the fingerprint's body (each file of `files` on its own, as `file:DEST`), and of each
+/// variable its templates use (as `arg:NAME`).
+pub fn parts(job: &Job, r: &Rendered) -> std::collections::BTreeMap<String, String> {
+    let mut parts = std::collections::BTreeMap::new();
+    if let Value::Object(fields) = body(job, r) {
+        for (k, v) in fields {
+            match (k.as_str(), v) {
+                ("files", Value::Array(files)) => {
+                    for f in files {
+                        let dest = f["dest"].as_str().unwrap_or_default();
+                        parts.insert(format!("file:{dest}"), short(&f["sha3"]));
+                    }
+                }
+                (_, v) => {
+                    parts.insert(k, short(&v));
+                }
+            }
+        }
+    }
+    for (name, value) in &r.uses {
+        parts.insert(format!("arg:{name}"), value.clone());
+    }
+    parts
+}
+
+/// Which job this is, whatever it renders to: its verb, how it is shown (its name, or its
+/// arguments as written) and who it runs as. A job whose fingerprint is new but whose slot
+/// has a record is a job that ran before with other inputs.
+pub fn slot(job: &Job, run_as: Option<&str>) -> String {
+    short(&json!([job.verb, job.full_name(), run_as]))
+}
+
+/// 16 hex digits of the sha3-224 of a value's canonical text: enough to tell values apart.
+pub fn short(value: &Value) -> String {
+    hash(&canonical(value))[..16].to_string()
+}
+
+/// The fingerprint's body: the object whose canonical text is hashed (see the module docs).
+fn body(job: &Job, r: &Rendered) -> Value {
     let mut body = json!({
         "v": 1,
         "verb": job.verb,
@@ -130,7 +177,7 @@ pub fn compute(job: &Job, r: &Rendered) -> String {
             put("local", r.value.clone());
         }
     }
-    hash(&canonical(&body))
+    body
 }
 
 /// The canonical text of a JSON value (see the module docs).

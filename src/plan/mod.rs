@@ -7,6 +7,7 @@
 //! here: it covers the command as rendered on each node, so the engine computes it with
 //! [`fingerprint`] just before the job would run.
 
+pub mod batch;
 pub mod bootstrap;
 pub mod fingerprint;
 pub mod literal;
@@ -50,11 +51,26 @@ impl Job {
         node.becomes.account(self.becomes.enabled, self.becomes.user.as_deref())
     }
 
-    /// How the job is shown to a person: its name, or its verb and arguments.
+    /// How the job is shown to a person: its name, or its verb and arguments cut at 60
+    /// characters.
     pub fn label(&self) -> String {
-        if let Some(name) = &self.name {
-            return name.clone();
+        match &self.name {
+            Some(name) => name.clone(),
+            None => self.spelled(Some(60)),
         }
+    }
+
+    /// The job's whole name, for events and the history: its name, or its verb and all its
+    /// arguments on one line.
+    pub fn full_name(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => self.spelled(None),
+        }
+    }
+
+    /// The verb and its arguments on one line, cut at `cut` characters.
+    fn spelled(&self, cut: Option<usize>) -> String {
         let args = match &self.work {
             Work::Run { command, .. } => command.clone(),
             Work::Arg { key, value, .. } => format!(
@@ -87,7 +103,7 @@ impl Job {
             Work::Fetch { remote, local } => format!("{remote} {local}"),
         };
         let one_line = args.split_whitespace().collect::<Vec<_>>().join(" ");
-        let short: String = one_line.chars().take(60).collect();
+        let short: String = one_line.chars().take(cut.unwrap_or(usize::MAX)).collect();
         let ellipsis = if short.len() < one_line.len() { "…" } else { "" };
         format!("{} {short}{ellipsis}", self.verb).trim_end().to_string()
     }
@@ -128,6 +144,11 @@ pub struct Plan {
     /// `directord_bootstrap`); empty for orchestrations.
     pub vars: Vec<serde_json::Map<String, serde_json::Value>>,
     pub schedule: Schedule,
+    /// Why every job runs whatever the node caches say, when they all do (`--ignore-cache`,
+    /// an ad-hoc command, bootstrap): a plan's reason for them.
+    pub forced: Option<&'static str>,
+    /// `--serial` or an entry's `serial:`: the nodes run in batches ([`batch`]).
+    pub batching: Option<batch::Batching>,
 }
 
 /// In what order the engine takes the nodes.
@@ -138,6 +159,39 @@ pub enum Schedule {
     /// `servers` one after another, then the other nodes, `threads` at a time; when a server
     /// fails, the others are not attempted.
     Bootstrap { servers: Vec<usize>, threads: usize },
+}
+
+/// Every job as written, with its file, in the order of [`Plan::jobs`].
+fn job_specs(orchestrations: &[Orchestration]) -> Vec<(&Document, &JobSpec)> {
+    orchestrations
+        .iter()
+        .flat_map(|o| o.entries.iter().flat_map(move |e| e.jobs.iter().map(move |j| (&o.doc, j))))
+        .collect()
+}
+
+/// The run's batches: `--serial`, else the one `serial:` its entries give.
+fn batching(orchestrations: &[Orchestration], selection: &Selection) -> Result<Option<batch::Batching>, Error> {
+    let mut given: Option<batch::Portion> = None;
+    for orch in orchestrations {
+        for entry in &orch.entries {
+            match (entry.serial, given) {
+                (Some(s), Some(g)) if s != g && selection.serial.is_none() => {
+                    return Err(orch
+                        .doc
+                        .error_at(&child(&entry.path, "serial"), format!("`serial: {s}` differs from the `serial: {g}` of an entry before it"))
+                        .hint("director runs the whole orchestration in one set of batches: give `serial` once (or the same on every entry), or --serial on the command line"));
+                }
+                (Some(s), None) => given = Some(s),
+                _ => {}
+            }
+        }
+    }
+    match (selection.serial.or(given), selection.max_fail) {
+        (Some(size), max_fail) => Ok(Some(batch::Batching { size, max_fail })),
+        (None, Some(_)) => Err(Error::input("--max-fail needs batches")
+            .hint("give --serial N or N% (or `serial:` on an entry): the threshold is checked between batches")),
+        (None, None) => Ok(None),
+    }
 }
 
 /// What the user asked for beyond the files.
@@ -151,6 +205,10 @@ pub struct Selection {
     pub ignore_cache: bool,
     /// `--retry-failed`: only these node names (after `restrict`).
     pub only: Option<Vec<String>>,
+    /// `--serial`: over any entry's `serial:`.
+    pub serial: Option<batch::Portion>,
+    /// `--max-fail`.
+    pub max_fail: Option<batch::Portion>,
 }
 
 impl Plan {
@@ -212,8 +270,13 @@ impl Plan {
             }
         }
         let vars = vec![serde_json::Map::new(); nodes.len()];
-        let plan = Plan { nodes, entries, jobs, vars, schedule: Schedule::Together };
+        let forced = selection.ignore_cache.then_some("--ignore-cache: every job runs");
+        let batching = batching(orchestrations, selection)?;
+        let plan = Plan { nodes, entries, jobs, vars, schedule: Schedule::Together, forced, batching };
         plan.check_identities(orchestrations)?;
+        if plan.batching.is_some() {
+            plan.check_batchable(orchestrations)?;
+        }
         Ok(plan)
     }
 
@@ -240,13 +303,22 @@ impl Plan {
         lanes
     }
 
+    /// Jobs that wait for other nodes cannot run in batches: the nodes they wait for may be
+    /// in a batch that starts only after theirs ends.
+    fn check_batchable(&self, orchestrations: &[Orchestration]) -> Result<(), Error> {
+        for (job, (doc, spec)) in self.jobs.iter().zip(job_specs(orchestrations)) {
+            if matches!(job.work, Work::Query { .. } | Work::QueryWait { .. } | Work::JobWait { .. }) {
+                return Err(doc
+                    .error_at(&spec.path, format!("{} waits for other nodes, so it cannot run in batches", job.verb))
+                    .hint("a node of a later batch has not run when an earlier batch waits for it: run this orchestration without --serial (or `serial:`), or move this job to an orchestration of its own"));
+            }
+        }
+        Ok(())
+    }
+
     /// QUERY_WAIT and JOB_WAIT name nodes by catalog name; each must run something here.
     fn check_identities(&self, orchestrations: &[Orchestration]) -> Result<(), Error> {
-        let specs: Vec<(&Document, &JobSpec)> = orchestrations
-            .iter()
-            .flat_map(|o| o.entries.iter().flat_map(move |e| e.jobs.iter().map(move |j| (&o.doc, j))))
-            .collect();
-        for (job, (doc, spec)) in self.jobs.iter().zip(specs) {
+        for (job, (doc, spec)) in self.jobs.iter().zip(job_specs(orchestrations)) {
             let ids = match &job.work {
                 Work::QueryWait { identities, .. } | Work::JobWait { identities, .. } => identities,
                 _ => continue,

@@ -37,7 +37,14 @@ fn main() {
     };
     let nodes_screen = median((0..rounds).map(|_| frame(&app)).collect());
 
-    let mut events = vec![Event::RunStarted { run: "bench".into(), nodes: names.clone(), jobs: 12, tasks: 12 * n }];
+    let mut events = vec![Event::RunStarted {
+        run: "bench".into(),
+        mode: Default::default(),
+        job_list: Vec::new(),
+        nodes: names.clone(),
+        jobs: 12,
+        tasks: 12 * n,
+    }];
     for (i, name) in names.iter().enumerate() {
         events.push(Event::NodeConnecting { node: name.clone(), address: "x".into() });
         events.push(Event::NodeReady {

@@ -10,6 +10,8 @@ mod history;
 mod hostkeys;
 mod inputs;
 mod inventory;
+mod plan;
+mod rollout;
 mod schema;
 mod secrets;
 mod ssh_config;

@@ -19,7 +19,19 @@ pub struct Summary {
     pub jobs_skipped: usize,
     pub jobs_timed_out: usize,
     pub jobs_cancelled: usize,
+    /// Only in a `--plan`'s summary.
+    #[serde(default)]
+    pub jobs_would_run: usize,
     pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobBrief {
+    pub job: usize,
+    pub name: String,
+    pub verb: String,
+    pub targets: usize,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -27,29 +39,44 @@ pub struct Summary {
 pub enum Event {
     RunStarted {
         v: u32,
+        ts: String,
         run: String,
+        /// run or plan.
+        mode: String,
         nodes: Vec<String>,
         jobs: usize,
         tasks: usize,
+        job_list: Vec<JobBrief>,
+    },
+    BatchStarted {
+        v: u32,
+        ts: String,
+        batch: usize,
+        batches: usize,
+        nodes: Vec<String>,
     },
     NodeConnecting {
         v: u32,
+        ts: String,
         node: String,
         address: String,
     },
     NodeConnected {
         v: u32,
+        ts: String,
         node: String,
         ms: u64,
     },
     ExecutorUploaded {
         v: u32,
+        ts: String,
         node: String,
         bytes: u64,
         sha3: String,
     },
     NodeReady {
         v: u32,
+        ts: String,
         node: String,
         arch: String,
         os: String,
@@ -59,16 +86,19 @@ pub enum Event {
     },
     NodeUnreachable {
         v: u32,
+        ts: String,
         node: String,
         error: String,
     },
     NodeNotice {
         v: u32,
+        ts: String,
         node: String,
         message: String,
     },
     JobStarted {
         v: u32,
+        ts: String,
         node: String,
         job: usize,
         name: String,
@@ -77,6 +107,7 @@ pub enum Event {
     },
     JobOutput {
         v: u32,
+        ts: String,
         node: String,
         job: usize,
         stream: String,
@@ -84,10 +115,11 @@ pub enum Event {
     },
     JobFinished {
         v: u32,
+        ts: String,
         node: String,
         job: usize,
         name: String,
-        /// ok, cached, failed, skipped, timed_out or cancelled.
+        /// ok, cached, failed, skipped, timed_out, cancelled or would_run.
         status: String,
         exit_code: Option<i32>,
         reason: Option<String>,
@@ -95,31 +127,34 @@ pub enum Event {
     },
     NodeFinished {
         v: u32,
+        ts: String,
         node: String,
         ok: bool,
     },
     RunFinished {
         v: u32,
+        ts: String,
         summary: Summary,
         exit_code: i32,
     },
 }
 
 impl Event {
-    pub fn version(&self) -> u32 {
+    pub fn version(&self) -> (u32, &str) {
         match self {
-            Event::RunStarted { v, .. }
-            | Event::NodeConnecting { v, .. }
-            | Event::NodeConnected { v, .. }
-            | Event::ExecutorUploaded { v, .. }
-            | Event::NodeReady { v, .. }
-            | Event::NodeUnreachable { v, .. }
-            | Event::NodeNotice { v, .. }
-            | Event::JobStarted { v, .. }
-            | Event::JobOutput { v, .. }
-            | Event::JobFinished { v, .. }
-            | Event::NodeFinished { v, .. }
-            | Event::RunFinished { v, .. } => *v,
+            Event::RunStarted { v, ts, .. }
+            | Event::BatchStarted { v, ts, .. }
+            | Event::NodeConnecting { v, ts, .. }
+            | Event::NodeConnected { v, ts, .. }
+            | Event::ExecutorUploaded { v, ts, .. }
+            | Event::NodeReady { v, ts, .. }
+            | Event::NodeUnreachable { v, ts, .. }
+            | Event::NodeNotice { v, ts, .. }
+            | Event::JobStarted { v, ts, .. }
+            | Event::JobOutput { v, ts, .. }
+            | Event::JobFinished { v, ts, .. }
+            | Event::NodeFinished { v, ts, .. }
+            | Event::RunFinished { v, ts, .. } => (*v, ts),
         }
     }
 }
@@ -131,8 +166,31 @@ pub fn parse(stdout: &[u8]) -> Vec<Event> {
         .map(|line| {
             let e: Event =
                 serde_json::from_str(line).unwrap_or_else(|err| panic!("line does not fit the schema: {err}\n{line}"));
-            assert_eq!(e.version(), 1, "{line}");
+            let (v, ts) = e.version();
+            assert_eq!(v, 1, "{line}");
+            assert!(is_rfc3339_utc(ts), "ts is not RFC 3339 UTC: {line}");
             e
         })
         .collect()
+}
+
+/// `2026-11-30T01:02:03.456Z`: the form README.md documents for `ts`.
+fn is_rfc3339_utc(ts: &str) -> bool {
+    let b = ts.as_bytes();
+    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    b.len() == 24
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b[19] == b'.'
+        && digits(20..23)
+        && b[23] == b'Z'
 }

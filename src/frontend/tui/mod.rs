@@ -288,7 +288,13 @@ impl Tui {
     }
 
     fn selection(&self, nodes: Vec<String>) -> Selection {
-        Selection { ignore_cache: self.config.ignore_cache, only: Some(nodes), ..Selection::default() }
+        Selection {
+            ignore_cache: self.config.ignore_cache,
+            only: Some(nodes),
+            serial: self.config.serial,
+            max_fail: self.config.max_fail,
+            ..Selection::default()
+        }
     }
 
     fn start(&self, app: &mut App, running: &mut Option<Running>, built: Result<Plan, Error>, what: What) {

@@ -83,6 +83,8 @@ fn run_started(app: &mut App, t0: Instant) {
     app.event(
         &Event::RunStarted {
             run: "3f2a9c1b7d00".into(),
+            mode: Default::default(),
+            job_list: Vec::new(),
             nodes: ALL.iter().map(|n| n.to_string()).collect(),
             jobs: 3,
             tasks: 15,

@@ -44,6 +44,9 @@ pub fn progress_line(board: &Board, now: Instant, width: usize) -> Line<'static>
         Span::raw(format!(" {}/{}   ", board.nodes_done(), board.nodes.len())),
         Span::raw(short_duration(board.elapsed(now))).bold(),
     ];
+    if let Some((batch, batches)) = board.batch {
+        spans.push(Span::raw(format!("   batch {batch}/{batches}")));
+    }
     match board.cancel {
         0 => {}
         1 => spans.push(Span::styled("   cancelling (no new jobs)", Style::new().fg(Color::Magenta))),
@@ -63,6 +66,7 @@ pub fn counts_line(board: &Board) -> Line<'static> {
         ("timed out", c.timed_out, Color::Red),
         ("skipped", c.skipped, Color::DarkGray),
         ("cancelled", c.cancelled, Color::Magenta),
+        ("would run", c.would_run, Color::Yellow),
     ] {
         if n > 0 || matches!(word, "ok" | "failed") {
             if !spans.is_empty() {
