@@ -189,6 +189,10 @@ pub struct RunArgs {
     /// and why, and which it would answer from the cache. Nothing on the nodes changes.
     #[arg(long)]
     pub plan: bool,
+    /// Show, as the job's output, the unified diff of every file an ADD/COPY writes (with
+    /// --plan: would write), and the mode and owner changes; --output then defaults to all.
+    #[arg(long)]
+    pub diff: bool,
     /// Run the nodes in batches of N (or N% of them), each batch finishing all its jobs
     /// before the next starts.
     #[arg(long, value_name = "N|N%", value_parser = portion)]

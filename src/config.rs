@@ -59,6 +59,8 @@ pub struct Config {
     pub password: Option<std::sync::Arc<crate::secret::Password>>,
     /// `--plan`: say what the run would do, and do nothing.
     pub mode: crate::event::RunMode,
+    /// `--diff`: show what each file written changes.
+    pub diff: bool,
     /// `--serial`, `--max-fail`.
     pub serial: Option<crate::plan::batch::Portion>,
     pub max_fail: Option<crate::plan::batch::Portion>,
@@ -223,6 +225,7 @@ impl Config {
             },
             password: None,
             mode: if args.plan { crate::event::RunMode::Plan } else { crate::event::RunMode::Run },
+            diff: args.diff,
             serial: args.serial,
             max_fail: args.max_fail,
         }

@@ -109,6 +109,7 @@ impl Launch {
             args_ttl: config.args_ttl,
             become_password: config.password.clone(),
             mode: config.mode,
+            diff: config.diff,
         });
         let (tx, events) = mpsc::channel(4096);
         let (cancel, cancel_rx) = watch::channel(engine::CANCEL_NONE);

@@ -244,7 +244,9 @@ fn execute(launch: Launch, catalog: &Catalog, mut config: Config) -> Result<i32,
         .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
     let totals = frontend::board::totals(&launch.plan);
     // An ad-hoc command is run to see what it says; an orchestration to see what failed.
-    let default_shown = if launch.kind == "exec" { frontend::text::Shown::All } else { frontend::text::Shown::Failed };
+    // --diff is asked for to be seen.
+    let default_shown =
+        if launch.kind == "exec" || config.diff { frontend::text::Shown::All } else { frontend::text::Shown::Failed };
     let contention = if config.wait { history::Contention::Wait } else { history::Contention::Refuse };
     runtime.block_on(async {
         let running = launch.start(catalog, &config, contention, &mut |h| {

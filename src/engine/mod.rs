@@ -21,6 +21,7 @@
 //! The engine never prints; it owns no terminal and no file.
 
 pub mod cache;
+pub mod diff;
 pub mod preview;
 pub mod session;
 pub mod shared;
@@ -54,6 +55,8 @@ pub struct EngineConfig {
     pub become_password: Option<Arc<crate::secret::Password>>,
     /// A run, or `--plan`: say what a run would do and do nothing ([`preview`]).
     pub mode: RunMode,
+    /// `--diff`: show what each file an ADD/COPY writes changes ([`diff`]).
+    pub diff: bool,
 }
 
 /// Default lifetime of cached args and envs: 12 hours.

@@ -9,6 +9,7 @@
 //! report `cached` when they leave it as it was.
 
 use super::cache::{JobRecord, Kind};
+use super::diff;
 use super::preview::Pending;
 use super::session::{Content, Session};
 use super::shared::{lock, until, NodeState, Shared};
@@ -159,11 +160,20 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
                 })
                 .await;
             let mut finish = if planning {
-                preview(cx, job, &fp, &rendered, outgoing, cancel).await
+                let finish = preview(cx, job, &fp, &rendered, cancel).await;
+                if finish.status == JobStatus::WouldRun && cx.config.diff {
+                    show_diff(cx, job, &outgoing).await;
+                }
+                finish
             } else {
                 match cached(cx, job, &fp).await {
                     Some(hit) => hit,
-                    None => perform(cx, job, &rendered, outgoing, cancel).await,
+                    None => {
+                        if cx.config.diff {
+                            show_diff(cx, job, &outgoing).await;
+                        }
+                        perform(cx, job, &rendered, outgoing, cancel).await
+                    }
                 }
             };
             // Verbs that run no command say what they did as their output; a job answered
@@ -433,14 +443,7 @@ async fn cached(cx: &Cx<'_>, job: &Job, fp: &str) -> Option<Finish> {
 
 /// A plan's answer for a job (see [`super::preview`]): what a run would do with it, doing
 /// only what changes the in-memory cache, so the jobs after it see what they would in a run.
-async fn preview(
-    cx: &Cx<'_>,
-    job: &Job,
-    fp: &str,
-    rendered: &Rendered,
-    outgoing: Vec<Outgoing>,
-    cancel: watch::Receiver<u8>,
-) -> Finish {
+async fn preview(cx: &Cx<'_>, job: &Job, fp: &str, rendered: &Rendered, cancel: watch::Receiver<u8>) -> Finish {
     if let Some(why) = cx.depends(&rendered.uses.keys().cloned().collect()) {
         return Finish::would_run(why);
     }
@@ -450,7 +453,8 @@ async fn preview(
         | Work::CacheEvict { .. }
         | Work::Query { .. }
         | Work::QueryWait { .. } => {
-            let done = perform(cx, job, rendered, outgoing, cancel).await;
+            // These verbs write no file: nothing goes out.
+            let done = perform(cx, job, rendered, Vec::new(), cancel).await;
             match done.status {
                 JobStatus::Ok => Finish::would_run(format!("it changes the node's cached values: {}", done.stdout)),
                 JobStatus::Cached => Finish {
@@ -494,6 +498,41 @@ async fn preview(
         }
     }
     finish
+}
+
+/// `--diff`: says, as the job's output, what each file it is about to write changes on the
+/// node (see [`super::diff`]).
+async fn show_diff(cx: &Cx<'_>, job: &Job, outgoing: &[Outgoing]) {
+    let attrs = match &job.work {
+        Work::Copy { attrs, .. } => attrs.clone(),
+        _ => director_proto::Attrs::default(),
+    };
+    for file in outgoing {
+        let path = file.dest.clone();
+        let text_limit = diff::TEXT_LIMIT;
+        let text = match cx.session.call(|id| Request::Stat { id, path, text_limit }).await {
+            Ok(Done::Stat { stat }) => {
+                let local;
+                let bytes = match &file.body {
+                    Body::Rendered(b) if b.len() as u64 <= text_limit => Some(b.as_slice()),
+                    Body::File(p) if file.size <= text_limit => {
+                        local = tokio::fs::read(p).await.ok();
+                        local.as_deref()
+                    }
+                    _ => None,
+                };
+                let new = diff::New { bytes, size: file.size, sha3: &file.sha3 };
+                diff::describe(&file.dest, stat.as_ref(), &new, &attrs)
+            }
+            Ok(Done::Failed { message }) => Some(format!("{}: cannot tell what changes: {message}\n", file.dest)),
+            Ok(other) => Some(format!("{}: cannot tell what changes: unexpected answer {other:?}\n", file.dest)),
+            Err(e) => Some(format!("{}: cannot tell what changes: {e}\n", file.dest)),
+        };
+        if let Some(data) = text {
+            let node = cx.node.name.clone();
+            cx.sink.emit(Event::JobOutput { node, job: job.id, stream: Stream::Stdout, data }).await;
+        }
+    }
 }
 
 /// What a job's record keeps of its output: stdout then stderr, the last

@@ -201,3 +201,60 @@ fn a_plan_says_what_would_run_and_why_and_changes_nothing() {
     let out = output(fleet.director().args(["manage", "--list-runs"]));
     assert!(stdout(&out).contains("orchestrate (plan)"), "{}", stdout(&out));
 }
+
+#[test]
+fn diff_shows_what_each_file_would_change_word_for_word_and_never_a_secret() {
+    let fleet = Fleet::start(2);
+    let conf = fleet.file("app.conf", "a\nb\nc\n");
+    let tmpl = fleet.file("token.j2", "user=app\n");
+    let deploy = |mode: &str| {
+        fleet.file(
+            "deploy.yaml",
+            &format!(
+                "- jobs:\n    - ARG: --secret token s3cr3t-value\n    - ADD: --chmod={mode} {} /tmp/app.conf\n    - ADD: --blueprint {} /tmp/token.conf\n",
+                conf.display(),
+                tmpl.display()
+            ),
+        )
+    };
+    let file = deploy("0600");
+    let (c, _, err) = super::orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    std::fs::write(&conf, "a\nB\nc\n").unwrap();
+    std::fs::write(&tmpl, "user=app\ntoken={{ token }}\n").unwrap();
+    let file = deploy("0640");
+    let said = |events: &[Event], node: &str, job: usize| -> String {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::JobOutput { node: n, job: j, data, .. } if n == node && *j == job => Some(data.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let app = "--- before: /tmp/app.conf\n+++ after: /tmp/app.conf\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n/tmp/app.conf: mode 0600 → 0640\n";
+    let token = "--- before: /tmp/token.conf\n+++ after: /tmp/token.conf\n@@ -1 +1,2 @@\n user=app\n+token=[secret]\n";
+    // With --plan: the diff, and nothing written.
+    let (c, events, err) = super::orchestrate_json(&fleet, &file, &["--plan", "--diff"]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(said(&events, "h1", 1), app);
+    assert_eq!(said(&events, "h2", 2), token);
+    let on_node = fleet.hosts[0].dir.join("tmp/app.conf");
+    assert_eq!(std::fs::read_to_string(&on_node).unwrap(), "a\nb\nc\n");
+    // A real run with --diff shows the same, then writes.
+    let out = output(fleet.orchestrate(&file).args(["--diff", "--progress", "plain", "--restrict", "h1"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("job 2: ADD app.conf /tmp/app.conf\n  h1 (1)  ok\n    │ --- before: /tmp/app.conf\n    │ +++ after: /tmp/app.conf\n    │ @@ -1,3 +1,3 @@\n    │  a\n    │ -b\n    │ +B\n    │  c\n    │ /tmp/app.conf: mode 0600 → 0640\n"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cr3t-value"), "{text}");
+    assert_eq!(std::fs::read_to_string(&on_node).unwrap(), "a\nB\nc\n");
+    let history = std::fs::read(fleet.path().join("operator-home/.local/state/director/history.db")).unwrap();
+    assert!(!history.windows(12).any(|w| w == b"s3cr3t-value"), "the history holds no secret");
+    // Unchanged files have no diff: they are cached (and replay what they said when they ran).
+    let (_, events, _) = super::orchestrate_json(&fleet, &file, &["--plan", "--diff", "--restrict", "h1"]);
+    assert!(!said(&events, "h1", 1).contains("--- before"), "{}", said(&events, "h1", 1));
+    assert!(planned(&events, "h1").iter().all(|(_, status, _)| status == "cached"));
+}

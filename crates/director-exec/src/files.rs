@@ -54,6 +54,56 @@ fn lookup_id(name: &str, file: &str, what: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("no {what} `{name}` in {file}"))
 }
 
+/// The name of user or group `id` in /etc/passwd or /etc/group.
+fn name_of(id: u32, file: &str) -> Option<String> {
+    let text = fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == id).then(|| name.to_string())
+    })
+}
+
+/// What is at `path` (see [`director_proto::Request::Stat`]).
+pub fn stat(path: &str, text_limit: u64) -> Done {
+    use std::os::unix::fs::MetadataExt;
+    let p = Path::new(path);
+    let meta = match fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Done::Stat { stat: None },
+        Err(e) => return failed(format!("cannot look at {path}: {e}")),
+    };
+    let kind = if meta.is_file() {
+        "file"
+    } else if meta.is_dir() {
+        "dir"
+    } else if meta.file_type().is_symlink() {
+        "link"
+    } else {
+        "other"
+    };
+    let (mut sha3, mut text) = (None, None);
+    if meta.is_file() {
+        sha3 = hash_file(p).ok();
+        if meta.len() <= text_limit {
+            text = fs::read(p).ok().filter(|b| !b.contains(&0)).and_then(|b| String::from_utf8(b).ok());
+        }
+    }
+    Done::Stat {
+        stat: Some(director_proto::FileStat {
+            kind: kind.to_string(),
+            size: meta.len(),
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            owner: name_of(meta.uid(), "/etc/passwd"),
+            group: name_of(meta.gid(), "/etc/group"),
+            sha3,
+            text,
+        }),
+    }
+}
+
 /// Applies owner, group and mode to the open `file` (shown as `path` in errors): through
 /// the descriptor, so a path swapped in the meantime is never the one changed.
 fn apply_attrs(file: &File, path: &Path, attrs: &Attrs) -> Result<(), String> {

@@ -110,6 +110,7 @@ fn serve() {
                             Request::Mkdir { id, path, attrs } => done(id, files::mkdir(&path, &attrs)),
                             Request::Hash { id, path } => done(id, files::hash(&path)),
                             Request::Read { id, path } => done(id, files::read(&path)),
+                            Request::Stat { id, path, text_limit } => done(id, files::stat(&path, text_limit)),
                             Request::SaveCache { id, data } => done(id, files::save_cache(&data)),
                             Request::Sentinel { id, from } => done(id, files::sentinel(&from)),
                             Request::Put { id, path, size, sha3, attrs, copy_from: Some(from) } => {

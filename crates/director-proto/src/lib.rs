@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. The executor announces it in [`Reply::Hello`]; the operator
 /// refuses (and re-installs) an executor that speaks another one.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest frame either side accepts. Output is sent in chunks far below this.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -79,6 +79,10 @@ pub enum Request {
     Hash { id: u64, path: String },
     /// A text file's content (at most [`MAX_FRAME`] / 2 bytes): [`Done::Text`].
     Read { id: u64, path: String },
+    /// What is at `path` (not following a final symbolic link): [`Done::Stat`], `None` when
+    /// nothing is. A regular file's text comes along when it is at most `text_limit` bytes
+    /// of UTF-8 without NUL bytes.
+    Stat { id: u64, path: String, text_limit: u64 },
     /// Write `path` atomically: a temp file beside it receives `size` bytes (data frames with
     /// this id, or a local copy of `copy_from`), is checked against `sha3` (sha3-224), gets
     /// `attrs`, is fsynced and renamed over `path`. Answered once all bytes arrived.
@@ -128,7 +132,27 @@ pub enum Done {
     Ok,
     Hash { sha3: Option<String> },
     Text { data: String },
+    Stat { stat: Option<FileStat> },
     Failed { message: String },
+}
+
+/// What [`Request::Stat`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    /// `file`, `dir`, `link` or `other`.
+    pub kind: String,
+    pub size: u64,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Names from /etc/passwd and /etc/group, when they have one.
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    /// sha3-224 of a regular file's bytes.
+    pub sha3: Option<String>,
+    /// A regular file's text (see [`Request::Stat`]).
+    pub text: Option<String>,
 }
 
 /// What the executor sends back.
