@@ -15,6 +15,7 @@ pub mod event;
 pub mod frontend;
 pub mod history;
 pub mod launch;
+pub mod logging;
 pub mod plan;
 pub mod private;
 pub mod secret;
@@ -92,6 +93,7 @@ fn command_line(args: &[OsString]) -> String {
 }
 
 fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
+    let logging = logging::init(cli.verbose, cli.log_file.as_deref())?;
     let settings = config::Settings::load(cli.config.as_deref())?;
     let history = cli.history.clone().or(settings.history.clone()).unwrap_or_else(history::default_path);
     let launch = |plan, kind, files: &[std::path::PathBuf]| Launch {
@@ -104,6 +106,11 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
     match cli.command {
         cli::Command::Manage(args) => frontend::manage::run(&args, &history),
         cli::Command::Tui { catalogs, run } => {
+            if logging == logging::Logging::Stderr {
+                return Err(Error::input("the TUI owns the terminal: its log cannot go to stderr").hint(
+                    "give --log-file FILE with -v (or DIRECTOR_LOG), and follow it with `tail -f FILE` elsewhere",
+                ));
+            }
             if run.json {
                 return Err(Error::input("--json has no meaning in the TUI")
                     .hint("use `director orchestrate FILE --json` for events a script can read"));
@@ -152,7 +159,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
                 max_fail: config.max_fail,
             };
             let plan = Plan::build(&catalog, &list, &selection)?;
-            execute(launch(plan, "orchestrate", &files), &catalog, config)
+            execute(launch(plan, "orchestrate", &files), &catalog, config, logging)
         }
         cli::Command::Exec { verb, targets, cached, args, run } => {
             let config = Config::resolve(&run, &settings);
@@ -172,7 +179,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             if !cached && !config.ignore_cache {
                 plan.forced = Some("an ad-hoc command always runs (--cached answers it from the node cache)");
             }
-            execute(launch(plan, "exec", &[]), &catalog, config)
+            execute(launch(plan, "exec", &[]), &catalog, config, logging)
         }
         cli::Command::Bootstrap { threads, key_file, run } => {
             let config = Config::resolve(&run, &settings);
@@ -193,7 +200,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             }
             let selection = Selection { restrict: config.restrict.clone(), ignore_cache: true, ..Selection::default() };
             let plan = Plan::bootstrap(&catalog, &selection, usize::from(threads))?;
-            execute(launch(plan, "bootstrap", &[]), &catalog, config)
+            execute(launch(plan, "bootstrap", &[]), &catalog, config, logging)
         }
     }
 }
@@ -226,7 +233,11 @@ fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Op
 }
 
 /// Takes the nodes in the history, runs the plan, records it; returns the exit code.
-fn execute(launch: Launch, catalog: &Catalog, mut config: Config) -> Result<i32, Error> {
+fn execute(launch: Launch, catalog: &Catalog, mut config: Config, logging: logging::Logging) -> Result<i32, Error> {
+    // Log lines on stderr would tear the live view: plain lines instead.
+    if logging == logging::Logging::Stderr && config.output == config::Output::Text(frontend::text::Mode::Live) {
+        config.output = config::Output::Text(frontend::text::Mode::Plain);
+    }
     for warning in &catalog.warnings {
         eprintln!("{warning}");
     }

@@ -1,5 +1,5 @@
 //! Files on the operator's machine that hold outputs, keys or secrets: the run history, its
-//! locks, GET'd files, exported jobs, known_hosts. They are created private to the user
+//! locks, GET'd files, exported jobs, known_hosts, the log file. They are created private to the user
 //! (files 0600, directories 0700), whatever the umask; an existing history that others can
 //! read is reported, never silently changed.
 
@@ -32,6 +32,14 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write().inspect_err(|_| {
         let _ = std::fs::remove_file(&temp);
     })
+}
+
+/// Opens `path` to append to, creating it with mode 0600 (and its directory 0700) if needed.
+pub fn append(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path)
 }
 
 /// Creates `path` empty with mode 0600 if it does not exist yet.

@@ -328,7 +328,10 @@ async fn start_session(
                 sink.emit(Event::ExecutorUploaded { node: node.name.clone(), bytes, sha3 }).await;
             }
         }
-        match Session::open(link?, config.hello_timeout).await {
+        let greeting = Instant::now();
+        let opened = Session::open(link?, config.hello_timeout).await;
+        tracing::info!(node = %node.name, ms = greeting.elapsed().as_millis() as u64, "executor greeted");
+        match opened {
             Ok((session, greeting)) if !first => return Ok((session, greeting)),
             Ok((session, greeting)) => {
                 let facts = greeting.facts.clone();

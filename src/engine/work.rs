@@ -213,6 +213,14 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
         },
         _ => finish,
     };
+    tracing::debug!(
+        node = %cx.node.name,
+        job = job.id + 1,
+        status = ?finish.status,
+        ms = started.elapsed().as_millis() as u64,
+        "job {}",
+        cx.sink.secrets.mask(&job.label())
+    );
     cx.sink
         .emit(Event::JobFinished {
             node: cx.node.name.clone(),

@@ -376,6 +376,7 @@ pub async fn authenticate<H: client::Handler>(
     let total = offers.len();
     for offer in offers.into_iter().take(MAX_OFFERS) {
         offered.push(offer.describe());
+        tracing::debug!(node = %node.name, "offering {}", offered.last().map(String::as_str).unwrap_or_default());
         let accepted = match offer {
             Offer::Certificate { cert, signer: Signer::Key(key), .. } => {
                 let hash = if key.algorithm().is_rsa() { rsa_hash.or(Some(HashAlg::Sha512)) } else { None };
@@ -416,6 +417,7 @@ pub async fn authenticate<H: client::Handler>(
             }
         };
         if accepted {
+            tracing::debug!(node = %node.name, "accepted: {}", offered.last().map(String::as_str).unwrap_or_default());
             return Ok(());
         }
     }

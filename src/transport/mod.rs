@@ -156,19 +156,27 @@ impl Connection {
         let mut uploaded = |exe: &executor::Executor| {
             report(Progress::Uploaded { bytes: exe.binary.len() as u64, sha3: exe.sha3.to_string() })
         };
+        let who = account.user().unwrap_or("the login user");
         if force_install {
             // The file there is not ours (another protocol): its architecture decides which
             // executor replaces it.
             let (_, arch, _) = self.run_script("uname -m", &Account::Login, None, b"").await?;
+            let started = std::time::Instant::now();
             uploaded(self.install(node, String::from_utf8_lossy(&arch).trim(), account, password).await?);
+            tracing::info!(node = %node, ms = started.elapsed().as_millis() as u64, "executor replaced for {who}");
         }
         for round in 0..2 {
+            let probe = std::time::Instant::now();
             let mut link = self.exec(escalate::wrap(&executor::probe_command(), account, password.is_some())).await?;
             escalate::dialogue(&mut link, account, password).await?;
             let mut probe_stderr = Vec::new();
             loop {
                 match executor::read_probe(&link.pending) {
-                    ProbeAnswer::Started => return Ok(link),
+                    ProbeAnswer::Started => {
+                        let ms = probe.elapsed().as_millis() as u64;
+                        tracing::info!(node = %node, ms, "probe done, executor started as {who}");
+                        return Ok(link);
+                    }
                     ProbeAnswer::Unsafe { path } => {
                         let owner = match account.user() {
                             Some(user) => format!("{user}, the become user"),
@@ -182,7 +190,10 @@ impl Connection {
                         if round == 1 {
                             return Err("the executor was installed but does not start".to_string());
                         }
+                        let started = std::time::Instant::now();
+                        tracing::info!(node = %node, ms = probe.elapsed().as_millis() as u64, "probe done: no executor for {arch}");
                         uploaded(self.install(node, &arch, account, password).await?);
+                        tracing::info!(node = %node, ms = started.elapsed().as_millis() as u64, "executor uploaded for {who}");
                         break;
                     }
                     ProbeAnswer::NeedMore => match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {

@@ -74,6 +74,23 @@ struct Client {
 impl client::Handler for Client {
     type Error = russh::Error;
 
+    async fn kex_done(
+        &mut self,
+        _secret: Option<&[u8]>,
+        names: &russh::Names,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        tracing::debug!(
+            node = %self.check.node,
+            kex = %names.kex.as_ref(),
+            host_key = %names.key,
+            cipher = %names.cipher.as_ref(),
+            mac = %names.client_mac.as_ref(),
+            "algorithms negotiated"
+        );
+        Ok(())
+    }
+
     async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let verdict = match key {
             PublicKeyOrCertificate::PublicKey { key, .. } => self.check.check(key),
@@ -318,7 +335,14 @@ async fn handshake(
                     proxy = Some(child);
                     client::connect_stream(config, tokio::io::join(out, input), handler).await
                 }
-                (None, None) => client::connect(config, (target.host, target.port), handler).await,
+                (None, None) => {
+                    // What client::connect does, with the TCP connect timed on its own.
+                    let tcp = Instant::now();
+                    let socket = tokio::net::TcpStream::connect((target.host, target.port)).await?;
+                    let _ = socket.set_nodelay(true);
+                    tracing::info!(node = %target.name, ms = tcp.elapsed().as_millis() as u64, "tcp connected to {address}");
+                    client::connect_stream(config, socket, handler).await
+                }
             }
         })
         .await;
@@ -416,14 +440,32 @@ pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnecti
         files: settings.known_hosts.for_node(&node.user_known_hosts, &node.global_known_hosts),
         ssh: &node.ssh,
     };
+    tracing::info!(
+        node = %node.name,
+        user = %node.user,
+        jump = %node.jumps.iter().map(|j| format!("{}@{}:{}", j.user, j.host, j.port)).collect::<Vec<_>>().join(","),
+        proxy_command = node.proxy_command.as_deref().unwrap_or(""),
+        identity = %node.identity_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        host_key_checking = ?policy,
+        connect_timeout_s = connect_timeout(settings, &node.ssh).as_secs(),
+        waited_ms = started.elapsed().as_millis() as u64,
+        "resolved {address}"
+    );
+    let handshake_started = Instant::now();
     let (handle, proxy) = handshake(&target, via.as_deref(), settings, policy).await?;
+    tracing::info!(node = %node.name, ms = handshake_started.elapsed().as_millis() as u64, "handshake done, host key accepted");
     let mut conn = SshConnection { handle, proxy: proxy.map(Box::new) };
     let timeout = connect_timeout(settings, &node.ssh);
+    let auth_started = Instant::now();
     match tokio::time::timeout(timeout, conn.authenticate(node, &settings.credentials)).await {
         Err(_) => return Err(format!("authentication to {address} timed out after {} s", timeout.as_secs())),
-        Ok(Err(e)) => return Err(e),
+        Ok(Err(e)) => {
+            tracing::info!(node = %node.name, ms = auth_started.elapsed().as_millis() as u64, "authentication failed: {e}");
+            return Err(e);
+        }
         Ok(Ok(())) => {}
     }
+    tracing::info!(node = %node.name, ms = auth_started.elapsed().as_millis() as u64, "authenticated as {}", node.user);
     Ok((conn, started.elapsed().as_millis() as u64))
 }
 

@@ -10,6 +10,7 @@ mod history;
 mod hostkeys;
 mod inputs;
 mod inventory;
+mod logging;
 mod plan;
 mod rollout;
 mod schema;
