@@ -6,7 +6,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "director", version = env!("DIRECTOR_LONG_VERSION"), about = "Agentless SSH push orchestrator", disable_help_subcommand = true)]
+#[command(
+    name = "director",
+    version = env!("DIRECTOR_LONG_VERSION"),
+    about = "Agentless SSH push orchestrator",
+    after_long_help = AFTER_HELP
+)]
 pub struct Cli {
     /// The run history database [default: ~/.local/state/director/history.db].
     #[arg(long, global = true, value_name = "FILE", env = "DIRECTOR_HISTORY")]
@@ -25,6 +30,24 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// Examples and exit codes, below `director --help`.
+const AFTER_HELP: &str = "Examples:
+  director tui catalog.yaml                            full-screen: nodes, runs, live output
+  director bootstrap --catalog catalog.yaml            first contact with every node
+  director orchestrate deploy.yaml -c catalog.yaml --plan --diff    what a run would change
+  director orchestrate deploy.yaml -c catalog.yaml --serial 10% --max-fail 2
+  director orchestrate deploy.yaml --restrict 'web,!web3' -v
+  director exec -c catalog.yaml 'uname -r'             outputs folded by host
+  director orchestrate deploy.yaml --json              NDJSON events for scripts
+
+Exit codes:
+  0    every job ok or cached (or a --plan that could judge every job)
+  1    a job failed or timed out
+  2    bad input or usage: nothing was contacted
+  3    a node was unreachable (and no job failed)
+  4    another run holds some of the nodes (see --wait)
+  130  cancelled (Ctrl-C, or manage --cancel)";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -72,6 +95,13 @@ pub enum Command {
     },
     /// Read and tidy the run history; cancel a run.
     Manage(ManageArgs),
+    /// Print a shell completion script: `director completions bash > /etc/bash_completion.d/director`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `director man | man -l -`.
+    Man,
     /// The full-screen terminal UI: nodes, runs as they go, past runs, actions.
     Tui {
         /// Catalog file(s); several are merged. Default: --catalog, else the embedded local catalog.
@@ -122,6 +152,9 @@ pub struct ManageArgs {
     /// With --list-jobs: only these jobs.
     #[arg(long, value_enum, requires = "list_jobs")]
     pub filter: Option<JobFilter>,
+    /// With --list-runs, --list-jobs or --list-nodes: only the newest N.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
     /// JSON on stdout instead of tables.
     #[arg(long)]
     pub json: bool,

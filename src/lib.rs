@@ -105,6 +105,21 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
     };
     match cli.command {
         cli::Command::Manage(args) => frontend::manage::run(&args, &history),
+        cli::Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut <cli::Cli as clap::CommandFactory>::command(), "director", &mut out);
+            // A closed stdout is the reader's business.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
+            Ok(exit::OK)
+        }
+        cli::Command::Man => {
+            let page = clap_mangen::Man::new(<cli::Cli as clap::CommandFactory>::command());
+            let mut out = Vec::new();
+            page.render(&mut out).map_err(|e| Error::internal(format!("cannot render the man page: {e}")))?;
+            // A closed stdout (`director man | head`) is the reader's business.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
+            Ok(exit::OK)
+        }
         cli::Command::Tui { catalogs, run } => {
             if logging == logging::Logging::Stderr {
                 return Err(Error::input("the TUI owns the terminal: its log cannot go to stderr").hint(

@@ -30,6 +30,9 @@ pub struct NodeState {
     pub changed: Notify,
     /// In a plan: jobs that would run and capture args the plan cannot foresee.
     pub pending: Mutex<Vec<super::preview::Pending>>,
+    /// What the executor said of the node (`hostname`, `arch`, `os`, `kernel`): templates see
+    /// it as `facts`.
+    pub facts: Mutex<serde_json::Map<String, Value>>,
     clock: Mutex<Option<(u64, Instant)>>,
 }
 
@@ -43,6 +46,7 @@ impl NodeState {
             done: AtomicBool::new(false),
             changed: Notify::new(),
             pending: Mutex::default(),
+            facts: Mutex::default(),
             clock: Mutex::new(None),
         }
     }

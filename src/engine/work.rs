@@ -279,7 +279,8 @@ async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), St
         (cache.args_value(), cache.env_map())
     };
     // The catalog's vars for the node are the defaults; what its cache holds (ARG, QUERY…)
-    // wins over them, and the plan's own extras (bootstrap's catalog) over both.
+    // wins over them, the plan's own extras (bootstrap's catalog) over both, and `facts` is
+    // always the node's.
     let mut context = cx.node.vars.clone();
     if let Value::Object(a) = cached {
         context.extend(a);
@@ -287,6 +288,8 @@ async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), St
     if let Some(extra) = cx.plan.vars.get(cx.index) {
         context.extend(extra.clone());
     }
+    // What the node said of itself when its executor started.
+    context.insert("facts".to_string(), Value::Object(lock(&cx.state().facts).clone()));
     let args = Value::Object(context);
     let blueprints = read_blueprints(&job.work).await?;
     let run_as = job.account(cx.node).user().map(str::to_string);

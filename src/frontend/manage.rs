@@ -36,6 +36,10 @@ fn json(value: &impl serde::Serialize) -> String {
 
 /// The text `manage` prints for `args`.
 pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
+    if args.limit.is_some() && !(args.list_runs || args.list_jobs || args.list_nodes) {
+        return Err(Error::input("--limit goes with --list-runs, --list-jobs or --list-nodes")
+            .hint("e.g. `director manage --list-runs --limit 10` shows the ten newest runs"));
+    }
     let Some(mut store) = History::open_existing(path)? else {
         if let Some(given) = &args.cancel {
             return Err(not_found("run", given, path));
@@ -53,12 +57,12 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
     store.sweep_abandoned()?;
     if args.list_runs {
         let header = ["ID", "KIND", "STATUS", "STARTED", "DURATION", "NODES", "OK", "FAILED", "UNREACHABLE", "COMMAND"];
-        return Ok(listing(&store.list_runs()?, args.json, path, "runs", &header, |r| {
+        return Ok(listing(&newest(store.list_runs()?, args.limit), args.json, path, "runs", &header, |r| {
             vec![
                 r.id.clone(),
                 kind(r),
                 r.status.clone(),
-                r.started.clone(),
+                r.started.to_string(),
                 r.duration_ms.map(seconds).unwrap_or_default(),
                 r.nodes.to_string(),
                 r.nodes_ok.to_string(),
@@ -81,7 +85,7 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
         });
         let header =
             ["ID", "RUN", "PARENT_JOB_NAME", "JOB_NAME", "VERB", "EXECUTION_TIME", "PROCESSING", "SUCCESS", "FAILED"];
-        return Ok(listing(&store.list_jobs(filter)?, args.json, path, "jobs", &header, |j| {
+        return Ok(listing(&newest(store.list_jobs(filter)?, args.limit), args.json, path, "jobs", &header, |j| {
             vec![
                 j.id.clone(),
                 j.run.clone(),
@@ -123,7 +127,7 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
     }
     if args.list_nodes {
         let header = ["NAME", "ADDRESS", "ARCH", "OS", "KERNEL", "HOSTNAME", "EXECUTOR", "LAST_SEEN", "LAST_RUN"];
-        return Ok(listing(&store.list_nodes()?, args.json, path, "nodes", &header, |n| {
+        return Ok(listing(&newest(store.list_nodes()?, args.limit), args.json, path, "nodes", &header, |n| {
             vec![
                 n.name.clone(),
                 n.address.clone(),
@@ -132,7 +136,7 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
                 n.kernel.clone(),
                 n.hostname.clone(),
                 n.executor_sha3.chars().take(12).collect(),
-                n.last_seen.clone().unwrap_or_default(),
+                n.last_seen.map(|w| w.to_string()).unwrap_or_default(),
                 n.last_run.clone().unwrap_or_default(),
             ]
         }));
@@ -197,6 +201,14 @@ fn listing<T: serde::Serialize>(
         return empty(path, what);
     }
     tabulate(header, &rows.iter().map(cells).collect::<Vec<_>>())
+}
+
+/// The first `limit` rows (the lists come newest first).
+fn newest<T>(mut rows: Vec<T>, limit: Option<usize>) -> Vec<T> {
+    if let Some(n) = limit {
+        rows.truncate(n);
+    }
+    rows
 }
 
 /// A run's kind as the tables show it: `orchestrate`, or `orchestrate (plan)` for a --plan.
@@ -310,13 +322,19 @@ fn job_table(given: &str, info: &JobInfo) -> String {
         ("PARENT_JOB_ID", info.parent_id.clone()),
         ("PARENT_JOB_NAME", info.parent_name.clone().unwrap_or_else(|| info.parent_sha3.clone())),
         ("VERB", info.verb.clone()),
-        ("COMPONENT_TIMESTAMP", info.results.iter().filter_map(|r| r.started.clone()).max().unwrap_or_default()),
+        (
+            "COMPONENT_TIMESTAMP",
+            info.results.iter().filter_map(|r| r.started).max().map(|w| w.to_string()).unwrap_or_default(),
+        ),
         ("INFO", per_node(info, |r| r.info.clone().filter(|s| !s.is_empty()))),
         ("STATUS", per_node(info, |r| Some(r.status.clone()))),
         ("REASON", per_node(info, |r| r.reason.clone())),
         ("EXIT_CODE", per_node(info, |r| r.exit_code.map(|c| c.to_string()))),
         ("PROCESSING", if processing { "True" } else { "False" }.to_string()),
-        ("RETURN_TIMESTAMP", info.results.iter().filter_map(|r| r.finished.clone()).max().unwrap_or_default()),
+        (
+            "RETURN_TIMESTAMP",
+            info.results.iter().filter_map(|r| r.finished).max().map(|w| w.to_string()).unwrap_or_default(),
+        ),
         ("STDERR", per_node(info, |r| output(&r.stderr, r.stderr_cut))),
         ("STDOUT", per_node(info, |r| output(&r.stdout, r.stdout_cut))),
         ("ROUNDTRIP_TIME", mean(info.results.iter().map(|r| r.roundtrip_ms))),
@@ -352,8 +370,8 @@ fn run_table(given: &str, info: &RunInfo) -> String {
         ),
         ("STATUS", r.status.clone()),
         ("EXIT_CODE", r.exit_code.map(|c| c.to_string()).unwrap_or_default()),
-        ("STARTED", r.started.clone()),
-        ("ENDED", r.ended.clone().unwrap_or_default()),
+        ("STARTED", r.started.to_string()),
+        ("ENDED", r.ended.map(|w| w.to_string()).unwrap_or_default()),
         ("DURATION", r.duration_ms.map(seconds).unwrap_or_default()),
         ("OWNER", format!("pid {} on {}", r.pid, r.host)),
         ("JOBS", info.jobs.to_string()),

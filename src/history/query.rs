@@ -1,7 +1,8 @@
 //! Reading the history: what `manage` shows and what `--retry-failed` needs.
 //!
-//! Every function returns plain rows (timestamps already formatted in local time by SQLite);
-//! the frontends decide how they look. An id may be given whole, as a unique prefix, or as
+//! Every function returns plain rows; times are [`When`]s, which a table shows as local
+//! `YYYY-MM-DD HH:MM:SS` and JSON as RFC 3339 with the local offset. The frontends decide how
+//! the rest looks. An id may be given whole, as a unique prefix, or as
 //! `last`; anything else is an input error naming what was looked for.
 
 use super::History;
@@ -9,9 +10,47 @@ use crate::error::Error;
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-/// SQL that shows the millisecond timestamp `col` as local `YYYY-MM-DD HH:MM:SS`.
+/// The SQL of a time column: its milliseconds since the epoch, read as a [`When`].
 pub fn time(col: &str) -> String {
-    format!("strftime('%Y-%m-%d %H:%M:%S', {col} / 1000, 'unixepoch', 'localtime')")
+    col.to_string()
+}
+
+/// A time the history recorded (milliseconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct When(pub i64);
+
+impl When {
+    fn local(self) -> Option<jiff::Zoned> {
+        let t = jiff::Timestamp::from_millisecond(self.0).ok()?;
+        Some(t.to_zoned(jiff::tz::TimeZone::system()))
+    }
+
+    /// RFC 3339 with the local offset: `2026-11-30T03:02:03+01:00`.
+    pub fn rfc3339(self) -> String {
+        self.local().map(|z| z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()).unwrap_or_default()
+    }
+}
+
+/// As tables show it: local `2026-11-30 03:02:03`.
+impl std::fmt::Display for When {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.local() {
+            Some(z) => write!(f, "{}", z.strftime("%Y-%m-%d %H:%M:%S")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Serialize for When {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.rfc3339())
+    }
+}
+
+impl rusqlite::types::FromSql for When {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        i64::column_result(value).map(When)
+    }
 }
 
 /// No `what` (run, job) has an id starting with `given`.
@@ -29,8 +68,8 @@ pub struct RunRow {
     pub mode: String,
     pub command: String,
     pub status: String,
-    pub started: String,
-    pub ended: Option<String>,
+    pub started: When,
+    pub ended: Option<When>,
     pub duration_ms: Option<i64>,
     pub exit_code: Option<i64>,
     pub pid: i64,
@@ -89,8 +128,8 @@ pub struct ResultRow {
     pub stdout_cut: i64,
     pub stderr: String,
     pub stderr_cut: i64,
-    pub started: Option<String>,
-    pub finished: Option<String>,
+    pub started: Option<When>,
+    pub finished: Option<When>,
     pub execution_ms: Option<i64>,
     pub roundtrip_ms: Option<i64>,
 }
@@ -107,7 +146,7 @@ pub struct JobInfo {
     pub verb: String,
     pub definition: serde_json::Value,
     pub targets: Vec<String>,
-    pub created: String,
+    pub created: When,
     pub results: Vec<ResultRow>,
 }
 
@@ -140,7 +179,7 @@ pub struct NodeRow {
     pub kernel: String,
     pub hostname: String,
     pub executor_sha3: String,
-    pub last_seen: Option<String>,
+    pub last_seen: Option<When>,
     pub last_run: Option<String>,
 }
 
@@ -243,7 +282,8 @@ impl History {
     }
 
     pub fn list_runs(&self) -> Result<Vec<RunRow>, Error> {
-        let mut stmt = self.q(self.conn.prepare(&format!("{} ORDER BY r.started_at", run_select())))?;
+        let mut stmt =
+            self.q(self.conn.prepare(&format!("{} ORDER BY r.started_at DESC, r.rowid DESC", run_select())))?;
         let rows = self.q(stmt.query_map([], run_row))?;
         self.q(rows.collect())
     }
@@ -287,7 +327,7 @@ impl History {
                  OR (r.status = 'running' AND (SELECT count(*) FROM results s WHERE s.job_id = j.id) < json_array_length(j.targets)),
                (SELECT count(*) FROM results s WHERE s.job_id = j.id AND s.status IN ('ok', 'cached')),
                (SELECT count(*) FROM results s WHERE s.job_id = j.id AND s.status IN ('failed', 'timed_out', 'unreachable', 'cancelled', 'abandoned'))
-             FROM jobs j JOIN runs r ON r.id = j.run_id ORDER BY j.created_at, j.seq",
+             FROM jobs j JOIN runs r ON r.id = j.run_id ORDER BY r.started_at DESC, r.rowid DESC, j.seq",
         ))?;
         let rows = self.q(stmt.query_map([], |r| {
             Ok(JobRow {

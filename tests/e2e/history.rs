@@ -106,6 +106,15 @@ fn the_history_records_ok_failed_cached_skipped_and_unreachable_results() {
 
     let run = json_of(&manage(fleet.director(), &["--run-info", "last", "--json"]));
     assert_eq!(run["status"], "failed");
+    // Times in JSON are RFC 3339 with the local offset (`2026-11-30T03:02:03+01:00`).
+    for at in [&run["started"], &run["ended"], &info["created"]] {
+        let t = at.as_str().unwrap_or_default();
+        let b = t.as_bytes();
+        assert!(
+            t.len() == 25 && b[10] == b'T' && (b[19] == b'+' || b[19] == b'-') && b[22] == b':',
+            "not RFC 3339 with an offset: {at}"
+        );
+    }
     assert_eq!(run["exit_code"], 1);
     let outcomes: Vec<(&str, &str)> = run["node_outcomes"]
         .as_array()
@@ -327,8 +336,8 @@ fn a_run_on_held_nodes_is_refused_with_exit_4_and_wait_waits() {
         runs.as_array().unwrap().iter().map(|r| (r["kind"].as_str().unwrap(), r["status"].as_str().unwrap())).collect();
     assert_eq!(
         statuses,
-        [("orchestrate", "succeeded"), ("exec", "succeeded")],
-        "the refused run is not recorded; the waiting one ran after"
+        [("exec", "succeeded"), ("orchestrate", "succeeded")],
+        "newest first: the refused run is not recorded; the waiting one ran after"
     );
     let _ = std::fs::remove_dir_all(&home);
 }
@@ -347,7 +356,10 @@ fn a_lock_left_by_a_killed_operator_is_released_and_its_run_shown_abandoned() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let runs = json_of(&manage(local_director(&home), &["--list-runs", "--json"]));
     let statuses: Vec<&str> = runs.as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["abandoned", "succeeded"]);
+    assert_eq!(statuses, ["succeeded", "abandoned"], "newest first");
+    let newest = json_of(&manage(local_director(&home), &["--list-runs", "--json", "--limit", "1"]));
+    assert_eq!(newest.as_array().unwrap().len(), 1);
+    assert_eq!(newest[0]["status"], "succeeded");
     let info = json_of(&manage(local_director(&home), &["--job-info", &first_job(&home), "--json"]));
     assert_eq!(info["results"][0]["status"], "abandoned");
     // The executor lost its operator and killed the job.
@@ -359,8 +371,10 @@ fn a_lock_left_by_a_killed_operator_is_released_and_its_run_shown_abandoned() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
+/// The job of the oldest run (the lists come newest first).
 fn first_job(home: &Path) -> String {
-    json_of(&manage(local_director(home), &["--list-jobs", "--json"]))[0]["id"].as_str().unwrap().to_string()
+    let jobs = json_of(&manage(local_director(home), &["--list-jobs", "--json"]));
+    jobs.as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_string()
 }
 
 #[test]

@@ -856,3 +856,66 @@ fn catalog_vars_reach_templates_and_the_node_cache_wins_over_them() {
         "an ARG in the node's cache beats the catalog"
     );
 }
+
+#[test]
+fn completions_man_page_and_help_come_from_the_clap_definitions() {
+    let director = || Command::new(env!("CARGO_BIN_EXE_director"));
+    // bash loads the script, and it completes the subcommands.
+    let script = stdout(&output(director().args(["completions", "bash"])));
+    let dir = std::env::temp_dir().join(format!("director-completions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("director.bash"), &script).unwrap();
+    let probe = format!(
+        "source {}; COMP_WORDS=(director orch); COMP_CWORD=1; _director director orch director; echo \"${{COMPREPLY[@]}}\"",
+        dir.join("director.bash").display()
+    );
+    let out = output(Command::new("bash").args(["-c", &probe]));
+    assert_eq!(stdout(&out).trim(), "orchestrate", "{}", stderr(&out));
+    for shell in ["zsh", "fish"] {
+        let out = output(director().args(["completions", shell]));
+        assert_eq!(code(&out), 0);
+        assert!(stdout(&out).contains("orchestrate"), "{shell}");
+    }
+    assert_eq!(code(&output(director().args(["completions", "tcsh"]))), 2);
+    let man = stdout(&output(director().arg("man")));
+    assert!(man.starts_with(".ie \\n(.g .ds Aq"), "{man}");
+    for part in [".TH director 1", ".SH NAME", "director\\-orchestrate", "Exit codes:"] {
+        assert!(man.contains(part), "no `{part}` in the man page");
+    }
+    // `director help CMD` is `director CMD --help`; --help ends with examples and exit codes.
+    assert_eq!(
+        stdout(&output(director().args(["help", "exec"]))),
+        stdout(&output(director().args(["exec", "--help"])))
+    );
+    let help = stdout(&output(director().arg("--help")));
+    assert!(help.contains("Examples:\n  director tui catalog.yaml") && help.contains("\n  130  cancelled"), "{help}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn facts_are_template_variables() {
+    let home = scratch("facts");
+    let file = home.join("o.yaml");
+    std::fs::write(&file, "- jobs:\n    - RUN: echo {{ facts.hostname }} {{ facts.arch }} {{ facts.kernel }}\n")
+        .unwrap();
+    let out = output(local_director(&home).arg("orchestrate").arg(&file).arg("--json"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let events = schema::parse(&out.stdout);
+    let facts = events
+        .iter()
+        .find_map(|e| match e {
+            Event::NodeReady { hostname, arch, kernel, .. } => Some(format!("{hostname} {arch} {kernel}\n")),
+            _ => None,
+        })
+        .unwrap();
+    let said: String = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobOutput { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said, facts);
+    assert!(!facts.trim().is_empty());
+    let _ = std::fs::remove_dir_all(&home);
+}

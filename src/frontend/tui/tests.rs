@@ -230,6 +230,13 @@ fn grouped_failures() {
     );
 }
 
+/// The history time that reads `text` in this machine's time zone.
+fn local(text: &str) -> crate::history::query::When {
+    let civil: jiff::civil::DateTime = text.parse().unwrap();
+    let zoned = civil.to_zoned(jiff::tz::TimeZone::system()).unwrap();
+    crate::history::query::When(zoned.timestamp().as_millisecond())
+}
+
 #[test]
 fn job_detail() {
     let catalog = fleet(FLEET);
@@ -245,8 +252,8 @@ fn job_detail() {
         stdout_cut: 0,
         stderr: "Job for nginx.service failed.\nSee \"journalctl -xeu nginx.service\" for details.\n".into(),
         stderr_cut: 0,
-        started: Some("2026-11-21 10:00:01".into()),
-        finished: Some("2026-11-21 10:00:02".into()),
+        started: Some(local("2026-11-21 10:00:01")),
+        finished: Some(local("2026-11-21 10:00:02")),
         execution_ms: Some(812),
         roundtrip_ms: Some(1490),
     };
@@ -261,7 +268,7 @@ fn job_detail() {
         verb: "RUN".into(),
         definition: serde_json::json!({"RUN": "systemctl restart nginx"}),
         targets: vec!["web2".into()],
-        created: "2026-11-21 10:00:00".into(),
+        created: local("2026-11-21 10:00:00"),
         results: vec![result],
     };
     app.job = Some((job, "web2".into()));

@@ -386,7 +386,7 @@ fn render_history(app: &App, frame: &mut Frame, area: Rect) {
             r.id.clone(),
             r.kind.clone(),
             r.status.clone(),
-            r.started.clone(),
+            r.started.to_string(),
             duration,
             nodes,
             r.command.clone(),
@@ -468,8 +468,8 @@ fn render_job(app: &App, frame: &mut Frame, area: Rect) {
         field("exit code", r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into())),
         field("reason", printable(&opt(&r.reason))),
         field("fingerprint", opt(&r.fingerprint)),
-        field("started", opt(&r.started)),
-        field("finished", opt(&r.finished)),
+        field("started", r.started.map(|w| w.to_string()).unwrap_or_else(|| "-".into())),
+        field("finished", r.finished.map(|w| w.to_string()).unwrap_or_else(|| "-".into())),
         field(
             "took",
             r.execution_ms
