@@ -6,6 +6,7 @@
 //! A plain struct fed events and the time they arrived; it reads no clock and draws nothing,
 //! so the inline view, the TUI and their tests share it.
 
+use super::nodeset::{fold, natural};
 use crate::event::{Event, JobCounts, JobStatus, Stream, Summary};
 use crate::plan::Plan;
 use std::collections::{BTreeMap, HashMap};
@@ -111,6 +112,28 @@ pub struct FailureGroup {
     pub job: Option<usize>,
 }
 
+/// One job's nodes that ended the same way with the same output, for the finished run's
+/// view (as the text report groups them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultGroup {
+    /// The nodes, folded (`web[1-3]`).
+    pub nodes: String,
+    pub count: usize,
+    pub status: JobStatus,
+    pub reason: Option<String>,
+    /// The last [`RESULT_LINES`] lines of what the job printed (stdout, then stderr).
+    pub output: String,
+}
+
+/// Lines of output a result group keeps.
+pub const RESULT_LINES: usize = 6;
+
+/// One job's nodes by (status, reason, output).
+type Outcomes = BTreeMap<(JobStatus, Option<String>, String), Vec<String>>;
+
+/// Every job's result groups, in job order.
+pub type JobResults = Vec<(usize, String, Vec<ResultGroup>)>;
+
 #[derive(Debug, Clone, Default)]
 struct Pending {
     stdout: String,
@@ -132,6 +155,8 @@ pub struct Board {
     pub cancel: u8,
     /// `--serial`: the batch running (from 1) and how many there are.
     pub batch: Option<(usize, usize)>,
+    /// Per job: its name, and (status, reason, output) → nodes.
+    results: BTreeMap<usize, (String, Outcomes)>,
 }
 
 /// Per node name, how many jobs of the plan it runs.
@@ -160,6 +185,7 @@ impl Board {
             outputs: HashMap::new(),
             cancel: 0,
             batch: None,
+            results: BTreeMap::new(),
         }
     }
 
@@ -261,6 +287,11 @@ impl Board {
                 if n.running.is_empty() && n.phase == Phase::Running {
                     n.phase = Phase::Ready;
                 }
+                let all = format!("{}{}", pending.stdout, pending.stderr);
+                let lines: Vec<&str> = all.trim_end().lines().collect();
+                let output = lines[lines.len().saturating_sub(RESULT_LINES)..].join("\n");
+                let entry = self.results.entry(*job).or_insert_with(|| (name.clone(), BTreeMap::new()));
+                entry.1.entry((*status, reason.clone(), output)).or_default().push(node.clone());
                 if matches!(status, JobStatus::Failed | JobStatus::TimedOut) {
                     let shown = if pending.stderr.trim().is_empty() { &pending.stdout } else { &pending.stderr };
                     let lines: Vec<&str> = shown.trim_end().lines().collect();
@@ -319,6 +350,32 @@ impl Board {
             b.nodes.len().cmp(&a.nodes.len()).then_with(|| a.job.cmp(&b.job)).then_with(|| a.key.cmp(&b.key))
         });
         groups
+    }
+
+    /// Every job's results, its nodes grouped by how they ended and what they printed; the
+    /// groups in node order (by their first node, as people sort names).
+    pub fn result_groups(&self) -> JobResults {
+        self.results
+            .iter()
+            .map(|(job, (name, outcomes))| {
+                let mut groups: Vec<(String, ResultGroup)> = outcomes
+                    .iter()
+                    .map(|((status, reason, output), nodes)| {
+                        let first = nodes.iter().map(|n| natural(n)).min().unwrap_or_default();
+                        let group = ResultGroup {
+                            nodes: fold(nodes),
+                            count: nodes.len(),
+                            status: *status,
+                            reason: reason.clone(),
+                            output: output.clone(),
+                        };
+                        (first, group)
+                    })
+                    .collect();
+                groups.sort_by(|a, b| a.0.cmp(&b.0));
+                (*job, name.clone(), groups.into_iter().map(|(_, g)| g).collect())
+            })
+            .collect()
     }
 
     /// The `n` nodes that took longest from first contact to their end, slowest first.

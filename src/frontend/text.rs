@@ -69,7 +69,7 @@ fn failed(status: JobStatus) -> bool {
     matches!(status, JobStatus::Failed | JobStatus::TimedOut | JobStatus::Cancelled)
 }
 
-fn word(status: JobStatus) -> &'static str {
+pub(crate) fn word(status: JobStatus) -> &'static str {
     match status {
         JobStatus::Ok => "ok",
         JobStatus::Cached => "cached",

@@ -62,6 +62,8 @@ pub enum Dialog {
         input: String,
         cursor: usize,
     },
+    /// Enter on a node: what is known of it (index into [`App::nodes`]).
+    Node(usize),
 }
 
 /// What a key asks of the loop that owns the terminal.
@@ -452,6 +454,11 @@ impl App {
                         self.node_list.step(KeyCode::Down, self.shown.len());
                     }
                 }
+                KeyCode::Enter => {
+                    if let Some(&i) = self.shown.get(self.node_list.cursor) {
+                        self.dialog = Some(Dialog::Node(i));
+                    }
+                }
                 KeyCode::Char('a') => {
                     let names: Vec<String> = self.shown.iter().map(|&i| self.nodes[i].name.clone()).collect();
                     if names.iter().all(|n| self.selected.contains(n)) {
@@ -517,6 +524,13 @@ impl App {
     fn dialog_key(&mut self, dialog: Dialog, key: KeyEvent) -> Option<Action> {
         match dialog {
             Dialog::Help => self.dialog = None,
+            Dialog::Node(i) => {
+                self.dialog = None;
+                let node = self.nodes.get(i)?;
+                if let (KeyCode::Enter, Some((_, run))) = (key.code, &node.last) {
+                    return Some(Action::LoadResults { run: run.clone(), node: Some(node.name.clone()) });
+                }
+            }
             Dialog::Filter => match key.code {
                 KeyCode::Enter => self.dialog = None,
                 KeyCode::Esc => {

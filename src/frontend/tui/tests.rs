@@ -179,6 +179,55 @@ fn run_in_flight() {
 }
 
 #[test]
+fn a_finished_run_shows_every_job_grouped_and_a_node_opens_its_details() {
+    let t0 = Instant::now();
+    let catalog = fleet(FLEET);
+    let mut app = app(&catalog, t0);
+    app.know(
+        &[NodeRow {
+            name: "db1".into(),
+            address: "root@10.0.0.21:2222".into(),
+            arch: "aarch64".into(),
+            os: "Ubuntu 24.04".into(),
+            kernel: "6.8".into(),
+            hostname: "db1".into(),
+            executor_sha3: "current".into(),
+            last_seen: None,
+            last_run: None,
+        }],
+        &[crate::history::query::LastOutcome { node: "db1".into(), run: "3f2a9c1b7d00".into(), outcome: "ok".into() }],
+        |sha3| sha3 == "current",
+    );
+    run_started(&mut app, t0);
+    for (i, n) in ALL.iter().enumerate() {
+        let at = t0 + Duration::from_secs(1 + i as u64);
+        ready(&mut app, n, t0);
+        app.event(&started(n, 0, "RUN uname -r"), t0);
+        let kernel = if *n == "db1" { "6.1.0-13-amd64\n" } else { "6.1.0-18-amd64\n" };
+        app.event(&Event::JobOutput { node: n.to_string(), job: 0, stream: Stream::Stdout, data: kernel.into() }, at);
+        app.event(&finished(n, 0, "RUN uname -r", JobStatus::Ok, Some(0), None), at);
+        app.event(&Event::NodeFinished { node: n.to_string(), ok: true }, at);
+    }
+    let summary = Summary { nodes: 5, nodes_ok: 5, jobs_ok: 5, elapsed_ms: 5_000, ..Summary::default() };
+    app.event(&Event::RunFinished { summary, exit_code: 0 }, t0 + Duration::from_secs(5));
+    app.run_ended(0);
+    app.now = t0 + Duration::from_secs(60);
+    insta::assert_snapshot!("every_job_grouped", screen(&app, 100, 26));
+    // On the Nodes screen, enter opens the node's details; enter again its last results.
+    key(&mut app, KeyCode::Char('1'));
+    for _ in 0..3 {
+        key(&mut app, KeyCode::Down);
+    }
+    key(&mut app, KeyCode::Enter);
+    insta::assert_snapshot!("node_details", screen(&app, 100, 20));
+    assert_eq!(
+        key(&mut app, KeyCode::Enter),
+        Some(Action::LoadResults { run: "3f2a9c1b7d00".into(), node: Some("db1".into()) })
+    );
+    assert_eq!(app.dialog, None);
+}
+
+#[test]
 fn grouped_failures() {
     let t0 = Instant::now();
     let catalog = fleet(FLEET);

@@ -6,6 +6,7 @@
 //! in view without jumping.
 
 use super::app::{App, Dialog, Executor, ListState, Screen};
+use crate::event::JobStatus;
 use crate::frontend::board::{short_duration, Board, NodeBoard, Phase};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -146,7 +147,9 @@ pub fn render(app: &App, frame: &mut Frame) {
         Screen::Job => render_job(app, frame, main),
     }
     let hint = match app.screen {
-        Screen::Nodes => "/ filter · space select · a all · o orchestrate · x command · R retry · ? keys · q quit",
+        Screen::Nodes => {
+            "/ filter · space select · a all · enter details · o orchestrate · x command · ? keys · q quit"
+        }
         Screen::Run if app.in_flight => "c cancel (again: kill) · ↑↓ node · enter its jobs · ? keys",
         Screen::Run => "↑↓ node · enter its jobs · R retry failed · o orchestrate · ? keys · q quit",
         Screen::History => "↑↓ run · enter its results · R retry its failed nodes · esc back · ? keys",
@@ -232,6 +235,7 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect) {
         Row::new(vec![
             Span::raw(mark),
             Span::raw(node.name.clone()),
+            Span::raw(node.groups.join(",")),
             Span::styled(state, style),
             Span::raw(node.address.clone()),
             Span::raw(system),
@@ -241,20 +245,25 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect) {
         ])
     });
     let name_width = app.nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).clamp(4, 30) as u16;
+    let group_width = app.nodes.iter().map(|n| n.groups.join(",").len()).max().unwrap_or(6).clamp(6, 16) as u16;
     let table = Table::new(
         rows,
         [
             Constraint::Length(1),
             Constraint::Length(name_width),
+            Constraint::Length(group_width),
             Constraint::Length(13),
-            Constraint::Length(22),
-            Constraint::Length(24),
+            Constraint::Length(20),
+            Constraint::Length(18),
             Constraint::Length(4),
             Constraint::Length(11),
             Constraint::Min(6),
         ],
     )
-    .header(Row::new(vec!["", "NODE", "STATE", "ADDRESS", "SYSTEM", "EXEC", "LAST RUN", "RTT"]).style(header_style()));
+    .header(
+        Row::new(vec!["", "NODE", "GROUPS", "STATE", "ADDRESS", "SYSTEM", "EXEC", "LAST RUN", "RTT"])
+            .style(header_style()),
+    );
     frame.render_widget(table, inner);
 }
 
@@ -270,8 +279,7 @@ fn render_run(app: &App, frame: &mut Frame, area: Rect) {
     let status = match &board.finished {
         None if app.in_flight => "running".to_string(),
         None => "starting".to_string(),
-        Some((_, 0)) => "finished: ok".to_string(),
-        Some((_, code)) => format!("finished: exit code {code}"),
+        Some((summary, code)) => finished_status(summary, *code),
     };
     let [head, body] = Layout::vertical([Constraint::Length(4), Constraint::Min(3)]).areas(area);
     let block = Block::new().borders(Borders::ALL).title(format!(" Run {} · {} · {status} ", board.run, app.run_label));
@@ -340,25 +348,62 @@ fn render_run(app: &App, frame: &mut Frame, area: Rect) {
     }
 }
 
+/// How a finished run ended, for the run view's title.
+pub fn finished_status(s: &crate::event::Summary, code: i32) -> String {
+    use crate::error::exit;
+    let unreachable = match s.nodes_unreachable {
+        0 => String::new(),
+        n => format!(", {n} node(s) unreachable"),
+    };
+    match code {
+        exit::OK => "finished: ok".to_string(),
+        exit::CANCELLED => {
+            format!("cancelled: {} job(s) cancelled, {} skipped{unreachable}", s.jobs_cancelled, s.jobs_skipped)
+        }
+        exit::JOB_FAILED => format!("finished: {} job(s) failed{unreachable}", s.jobs_failed + s.jobs_timed_out)
+            .replace(" node(s) unreachable", " unreachable"),
+        exit::UNREACHABLE => format!("finished: {} node(s) unreachable", s.nodes_unreachable),
+        code => format!("finished: exit code {code}"),
+    }
+}
+
 fn render_summary(board: &Board, frame: &mut Frame, area: Rect) {
     let [left, right] = Layout::horizontal([Constraint::Percentage(70), Constraint::Percentage(30)]).areas(area);
-    let groups = board.failure_groups();
+    let jobs = board.result_groups();
     let mut lines: Vec<Line> = Vec::new();
-    if groups.is_empty() {
-        lines.push(Line::from(Span::styled("No failures.", Style::new().fg(Color::Green))));
-    }
-    for g in &groups {
-        let code = g.key.exit_code.map(|c| format!(", exit {c}")).unwrap_or_default();
+    // Connection failures belong to no job: they come first.
+    for n in board.nodes.iter().filter(|n| n.phase == Phase::Unreachable) {
         lines.push(Line::from(vec![
-            Span::styled(format!("{} node(s)", g.nodes.len()), Style::new().fg(Color::Red).bold()),
-            Span::raw(format!(" · {}{code} · {}", g.key.status, g.key.job)),
+            Span::styled(format!("{} unreachable", n.name), Style::new().fg(Color::Red).bold()),
+            Span::raw(format!(": {}", n.error.as_deref().unwrap_or_default())),
         ]));
-        lines.push(Line::from(Span::styled(format!("  {}", g.nodes.join(", ")), Style::new().fg(Color::Cyan))));
-        for l in g.key.text.lines().take(6) {
-            lines.push(Line::from(format!("  │ {l}")));
+    }
+    for (job, name, groups) in &jobs {
+        lines.push(Line::from(Span::raw(format!("job {}: {name}", job + 1)).bold()));
+        for g in groups {
+            let bad = matches!(g.status, JobStatus::Failed | JobStatus::TimedOut | JobStatus::Cancelled);
+            let colour = if bad { Color::Red } else { Color::Green };
+            let mut head = vec![
+                Span::styled(format!("  {} ({})", g.nodes, g.count), Style::new().fg(Color::Cyan)),
+                Span::styled(format!("  {}", crate::frontend::text::word(g.status)), Style::new().fg(colour)),
+            ];
+            let one_line = !g.output.is_empty() && !g.output.contains('\n') && g.reason.is_none();
+            match (&g.reason, one_line) {
+                (Some(reason), _) => head.push(Span::raw(format!(": {reason}"))),
+                (None, true) => head.push(Span::raw(format!("  {}", g.output))),
+                (None, false) => {}
+            }
+            lines.push(Line::from(head));
+            if !one_line {
+                for l in g.output.lines() {
+                    lines.push(Line::from(format!("    │ {l}")));
+                }
+            }
         }
     }
-    let title = format!(" Failures, grouped by identical error ({} groups) ", groups.len());
+    let failed =
+        jobs.iter().flat_map(|j| &j.2).filter(|g| matches!(g.status, JobStatus::Failed | JobStatus::TimedOut)).count();
+    let title = format!(" Results by job, nodes grouped by identical output ({failed} failed groups) ");
     frame.render_widget(Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(title)), left);
     let slow: Vec<Line> = board
         .slowest(right.height.saturating_sub(2) as usize)
@@ -503,14 +548,14 @@ pub const KEYS: &[(&str, &str)] = &[
     ("x", "run a command on the selected nodes"),
     ("c, ctrl-c", "cancel the run: first drains, again kills"),
     ("R", "retry the failed nodes of the run"),
-    ("enter", "open: a node's jobs, a run's results, a job's record"),
+    ("enter", "open what is highlighted: node, run, result, job"),
     ("esc", "back"),
     ("?", "this help"),
     ("q", "quit (twice while a run is in flight: kills it)"),
 ];
 
 fn render_dialog(app: &App, dialog: &Dialog, frame: &mut Frame, area: Rect) {
-    let (title, lines, height): (&str, Vec<Line>, u16) = match dialog {
+    let (title, lines, height): (String, Vec<Line>, u16) = match dialog {
         Dialog::Help => {
             let lines = KEYS
                 .iter()
@@ -519,10 +564,10 @@ fn render_dialog(app: &App, dialog: &Dialog, frame: &mut Frame, area: Rect) {
                 })
                 .collect::<Vec<_>>();
             let n = lines.len() as u16 + 2;
-            (" Keys (any key closes) ", lines, n)
+            (" Keys (any key closes) ".to_string(), lines, n)
         }
         Dialog::Filter => (
-            " Filter: name, group or glob ",
+            " Filter: name, group or glob ".to_string(),
             vec![
                 Line::from(format!("/{}█", app.filter)),
                 Line::from(format!("{} of {} nodes", app.shown.len(), app.nodes.len())),
@@ -532,7 +577,7 @@ fn render_dialog(app: &App, dialog: &Dialog, frame: &mut Frame, area: Rect) {
         Dialog::Command(text) => {
             let n = app.targets().len();
             (
-                " Run a command (enter runs, esc closes) ",
+                " Run a command (enter runs, esc closes) ".to_string(),
                 vec![Line::from(format!("$ {text}█")), Line::from(format!("on {n} node(s)"))],
                 4,
             )
@@ -549,7 +594,45 @@ fn render_dialog(app: &App, dialog: &Dialog, frame: &mut Frame, area: Rect) {
                 lines.push(if i == *cursor { l.style(highlight()) } else { l });
             }
             let n = lines.len() as u16 + 2;
-            (" Run an orchestration (type a path or pick one) ", lines, n)
+            (" Run an orchestration (type a path or pick one) ".to_string(), lines, n)
+        }
+        Dialog::Node(i) => {
+            let node = &app.nodes[*i];
+            let unknown = || "-".to_string();
+            let or = |s: &str| if s.is_empty() { unknown() } else { s.to_string() };
+            let state = app.on_board(&node.name).map(state_word).unwrap_or_else(|| "unknown".into());
+            let executor = match node.executor {
+                Executor::Unknown => "unknown",
+                Executor::Present => "installed, this version",
+                Executor::Old => "another version (the next run replaces it)",
+            };
+            let mut lines: Vec<Line> = [
+                ("address", node.address.clone()),
+                ("groups", if node.groups.is_empty() { unknown() } else { node.groups.join(", ") }),
+                ("arch", or(&node.arch)),
+                ("os", or(&node.os)),
+                ("executor", executor.to_string()),
+                ("this session", state),
+                ("round trip", node.round_trip_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(unknown)),
+                ("last run", node.last.as_ref().map(|(o, run)| format!("{o} in run {run}")).unwrap_or_else(unknown)),
+            ]
+            .into_iter()
+            .map(|(k, v)| Line::from(vec![Span::styled(format!("{k:<14}"), Style::new().bold()), Span::raw(v)]))
+            .collect();
+            if let Some(error) = app.on_board(&node.name).and_then(|b| b.error.clone()) {
+                lines.push(Line::from(vec![
+                    Span::styled(format!("{:<14}", "error"), Style::new().bold()),
+                    Span::raw(error),
+                ]));
+            }
+            let hint = if node.last.is_some() {
+                "enter: its results in that run · any other key closes"
+            } else {
+                "any key closes"
+            };
+            lines.push(Line::from(Span::styled(hint, Style::new().fg(Color::DarkGray))));
+            let n = lines.len() as u16 + 2;
+            (format!(" {} ", node.name), lines, n)
         }
     };
     let rect = centered(area, 78, height);
