@@ -139,7 +139,7 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
     let planning = cx.config.mode == RunMode::Plan;
     let finish = match prepare(cx, job).await {
         // A plan cannot render a job that needs what a job before it would capture.
-        Err(reason) => match planning.then(|| cx.depends(&cx.renderer.uses_all(&job.work.templates()))).flatten() {
+        Err(reason) => match if planning { depends_unrendered(cx, job).await } else { None } {
             Some(why) => Finish::would_run(why),
             None => Finish::failed(format!("{reason} (job {} `{}` on node {})", job.id + 1, job.label(), cx.node.name)),
         },
@@ -233,6 +233,14 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
         })
         .await;
     finish.status
+}
+
+/// In a plan, for a job that could not be rendered: whether it uses (in its arguments or its
+/// `--blueprint` files) an arg a job before it would capture.
+async fn depends_unrendered(cx: &Cx<'_>, job: &Job) -> Option<String> {
+    let blueprints = read_blueprints(&job.work).await.unwrap_or_default();
+    let texts: Vec<&str> = job.work.templates().into_iter().chain(blueprints.iter().map(String::as_str)).collect();
+    cx.depends(&cx.renderer.uses_all(&texts))
 }
 
 /// The events of a job that could not start because its account's executor did not: it

@@ -1,6 +1,7 @@
 //! W2: the 12-job deploy (tests/fixtures/deploy/deploy-12.yaml) on a fleet of OpenSSH hosts:
 //! cold (empty node caches, executor already installed), re-run (every job answered from the
-//! node caches), and the same floor as W1 measured in the same run. Run with
+//! node caches), `--plan` of each (every job would run; every job cached), and the same floor
+//! as W1 measured in the same run. Run with
 //! `cargo bench --bench deploy`; `BENCH_HOSTS` (default 20) and `BENCH_ROUNDS` (5).
 
 #[path = "../e2e/harness.rs"]
@@ -48,8 +49,12 @@ fn main() {
     // First contact: host keys recorded, executor uploaded everywhere.
     run(&floor_file, &[]);
     let (mut colds, mut reruns, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut plans_cold, mut plans_cached) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         evict();
+        let (plan_cold, text) = run(&deploy, &["--plan"]);
+        assert!(text.contains(&format!("\"jobs_would_run\":{}", 12 * hosts)), "{}", text.lines().last().unwrap_or(""));
+        plans_cold.push(plan_cold);
         let (cold, text) = run(&deploy, &[]);
         assert!(
             text.contains(&format!("\"jobs_ok\":{}", 12 * hosts)),
@@ -64,10 +69,14 @@ fn main() {
         );
         colds.push(cold);
         reruns.push(rerun);
+        let (plan_cached, text) = run(&deploy, &["--plan"]);
+        assert!(text.contains(&format!("\"jobs_cached\":{}", 12 * hosts)), "{}", text.lines().last().unwrap_or(""));
+        plans_cached.push(plan_cached);
         // The floor of W1 with director itself: connect, start the executor, one `true`.
         floors.push(run(&floor_file, &[]).0);
     }
     let (cold, rerun, floor) = (median(colds), median(reruns), median(floors));
+    let (plan_cold, plan_cached) = (median(plans_cold), median(plans_cached));
     println!("W2 (12-job deploy) on {hosts} OpenSSH hosts, {rounds} rounds, medians:");
     println!("  cold (empty node caches)          : {:>8.1} ms", cold.as_secs_f64() * 1e3);
     println!("  re-run (all 12 jobs cached)        : {:>8.1} ms", rerun.as_secs_f64() * 1e3);
@@ -75,4 +84,8 @@ fn main() {
     println!("  cold / floor                       : {:>8.2}", cold.as_secs_f64() / floor.as_secs_f64());
     println!("  re-run / floor                     : {:>8.2}", rerun.as_secs_f64() / floor.as_secs_f64());
     println!("  re-run / cold                      : {:>8.2}", rerun.as_secs_f64() / cold.as_secs_f64());
+    println!("  --plan, empty caches (all would run): {:>7.1} ms", plan_cold.as_secs_f64() * 1e3);
+    println!("  --plan, all cached                 : {:>8.1} ms", plan_cached.as_secs_f64() * 1e3);
+    println!("  plan (would run) / re-run          : {:>8.2}", plan_cold.as_secs_f64() / rerun.as_secs_f64());
+    println!("  plan (cached) / re-run             : {:>8.2}", plan_cached.as_secs_f64() / rerun.as_secs_f64());
 }

@@ -69,6 +69,26 @@ fn a_plan_says_what_would_run_and_why_and_changes_nothing() {
     let markers = || fleet.hosts.iter().filter(|h| h.dir.join("tmp/marker").exists()).count();
     let file = deploy("1");
 
+    // A blueprint that renders what a job before it would capture depends on it too.
+    let tmpl = fleet.file("who.j2", "user = {{ who }}\n");
+    let capture = fleet.file(
+        "capture.yaml",
+        &format!(
+            "- jobs:\n    - RUN: --stdout-arg who id -un\n    - ADD: --blueprint {} /tmp/who.conf\n",
+            tmpl.display()
+        ),
+    );
+    let (c, events, err) = run(&capture, &["--plan", "--restrict", "h1"]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(
+        planned(&events, "h1")[1],
+        (
+            2,
+            "would_run".into(),
+            "depends on a job that would run first: job 1 `RUN id -un` captures the arg who it uses".into()
+        )
+    );
+
     // Before anything ran: every job would run, and the one that renders what job 4 captures
     // cannot be known before it.
     let (c, events, err) = run(&file, &["--plan"]);
