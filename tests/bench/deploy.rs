@@ -58,8 +58,13 @@ fn main() {
         let (cold, text) = run(&deploy, &[]);
         assert!(
             text.contains(&format!("\"jobs_ok\":{}", 12 * hosts)),
-            "cold run did not run every job: {}",
-            text.lines().last().unwrap_or("")
+            "cold run did not run every job: {}\n{}",
+            text.lines().last().unwrap_or(""),
+            text.lines()
+                .filter(|l| l.contains("job_finished") && !l.contains("\"status\":\"ok\""))
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         let (rerun, text) = run(&deploy, &[]);
         assert!(

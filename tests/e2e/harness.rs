@@ -1,7 +1,8 @@
 //! A fleet of real OpenSSH servers for end-to-end tests.
 //!
 //! As root, each host is an `sshd` in its own network namespace with its own address on a
-//! veth pair (10.231.X.Y, X unique to the fleet), and in its own mount namespace where `/root`
+//! veth pair (10.B.X.Y: X unique to the fleet, B 231 for its first 64 hosts, 232 for the next
+//! 64, and so on), and in its own mount namespace where `/root`
 //! (its user's home) and `/tmp` are private: each host has its own filesystem state, so the
 //! executor cache and any file a job writes belong to that host alone. Without root, hosts are
 //! sshd processes on loopback ports whose sessions get their own HOME and TMPDIR. Every host has its own
@@ -197,9 +198,7 @@ impl Fleet {
             let ns = format!("dt{}n{}", self.tag, i);
             let outer = format!("dt{}a{}", self.tag, i);
             let inner = format!("dt{}b{}", self.tag, i);
-            let base = 4 * i as u8;
-            let (a, b) =
-                (format!("10.231.{}.{}", self.subnet, base + 1), format!("10.231.{}.{}", self.subnet, base + 2));
+            let (a, b) = (self.address(i, 1), self.address(i, 2));
             run(Command::new("ip").args(["netns", "add", &ns]));
             host.netns = Some(ns.clone());
             run(Command::new("ip").args(["link", "add", &outer, "type", "veth", "peer", "name", &inner]));
@@ -341,12 +340,19 @@ impl Fleet {
         }
     }
 
+    /// Address `end` (1: the operator's side, 2: the host's) of host `i`'s /30: 64 hosts to
+    /// each 10.B.X.0/24, so a fleet of any size has no two hosts on one address.
+    fn address(&self, i: usize, end: usize) -> String {
+        assert!(i < 64 * 24, "a fleet has at most {} hosts", 64 * 24);
+        format!("10.{}.{}.{}", 231 + i / 64, self.subnet, 4 * (i % 64) + end)
+    }
+
     /// Puts host `i` behind host `bastion` (as root): its link moves into the bastion's
     /// network namespace, so only the bastion can reach it and the operator has no route to
     /// it. Without root every host shares loopback, and this changes nothing.
     pub fn put_behind(&mut self, i: usize, bastion: usize) {
         let (Some(outer), Some(ns)) = (self.hosts[i].veth.clone(), self.hosts[bastion].netns.clone()) else { return };
-        let gateway = format!("10.231.{}.{}", self.subnet, 4 * i as u8 + 1);
+        let gateway = self.address(i, 1);
         run(Command::new("ip").args(["link", "set", &outer, "netns", &ns]));
         run(Command::new("ip").args([
             "netns",
@@ -363,7 +369,7 @@ impl Fleet {
         // The link now lives in the bastion's namespace and goes with it. The operator's
         // namespace gets an explicit unreachable route for the link's /30, so a direct try
         // fails here at once instead of leaving by the default route.
-        let net = format!("10.231.{}.{}/30", self.subnet, 4 * i as u8);
+        let net = format!("{}/30", self.address(i, 0));
         run(Command::new("ip").args(["route", "add", "unreachable", &net]));
         self.hosts[i].veth = None;
         self.hosts[i].unreachable = Some(net);

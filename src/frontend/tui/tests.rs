@@ -115,26 +115,29 @@ fn empty_catalog() {
     insta::assert_snapshot!(screen(&app, 100, 12));
 }
 
+/// What the history knows of db1: its facts, executor, and its outcome in `run`.
+fn know_db1(app: &mut App, executor: &str, run: &str, outcome: &str) {
+    let row = NodeRow {
+        name: "db1".into(),
+        address: "root@10.0.0.21:2222".into(),
+        arch: "aarch64".into(),
+        os: "Ubuntu 24.04".into(),
+        kernel: "6.8".into(),
+        hostname: "db1".into(),
+        executor_sha3: executor.into(),
+        last_seen: None,
+        last_run: None,
+    };
+    let last = crate::history::query::LastOutcome { node: "db1".into(), run: run.into(), outcome: outcome.into() };
+    app.know(&[row], &[last], |sha3| sha3 == "current");
+}
+
 #[test]
 fn nodes_connecting() {
     let t0 = Instant::now();
     let catalog = fleet(FLEET);
     let mut app = app(&catalog, t0);
-    app.know(
-        &[NodeRow {
-            name: "db1".into(),
-            address: "root@10.0.0.21:2222".into(),
-            arch: "aarch64".into(),
-            os: "Ubuntu 24.04".into(),
-            kernel: "6.8".into(),
-            hostname: "db1".into(),
-            executor_sha3: "older".into(),
-            last_seen: None,
-            last_run: None,
-        }],
-        &[crate::history::query::LastOutcome { node: "db1".into(), run: "1".into(), outcome: "failed".into() }],
-        |sha3| sha3 == "current",
-    );
+    know_db1(&mut app, "older", "1", "failed");
     run_started(&mut app, t0);
     ready(&mut app, "web1", t0);
     app.event(&Event::NodeConnecting { node: "web2".into(), address: "x".into() }, t0);
@@ -183,21 +186,7 @@ fn a_finished_run_shows_every_job_grouped_and_a_node_opens_its_details() {
     let t0 = Instant::now();
     let catalog = fleet(FLEET);
     let mut app = app(&catalog, t0);
-    app.know(
-        &[NodeRow {
-            name: "db1".into(),
-            address: "root@10.0.0.21:2222".into(),
-            arch: "aarch64".into(),
-            os: "Ubuntu 24.04".into(),
-            kernel: "6.8".into(),
-            hostname: "db1".into(),
-            executor_sha3: "current".into(),
-            last_seen: None,
-            last_run: None,
-        }],
-        &[crate::history::query::LastOutcome { node: "db1".into(), run: "3f2a9c1b7d00".into(), outcome: "ok".into() }],
-        |sha3| sha3 == "current",
-    );
+    know_db1(&mut app, "current", "3f2a9c1b7d00", "ok");
     run_started(&mut app, t0);
     for (i, n) in ALL.iter().enumerate() {
         let at = t0 + Duration::from_secs(1 + i as u64);
