@@ -3,9 +3,11 @@
 //! timers; finished nodes, failures with their output tail, notices and the summary are
 //! printed above it and scroll away like ordinary output.
 //!
-//! What is printed above comes from the plain-text view in its quiet mode (failures and the
-//! summary, worded exactly as without a terminal) plus one line per node that ended well; the
-//! viewport is drawn from a [`Board`]. Lines are queued as events come and written, with the
+//! What is printed above comes from the plain-text view in its live mode (a line per node that
+//! failed or was unreachable as it happens, then every job's results grouped and the summary,
+//! worded exactly as without a terminal); a node that ended well gets no line of its own (the
+//! bars count it, the results name it, folded), so a thousand nodes do not scroll a thousand
+//! lines. The viewport is drawn from a [`Board`]. Lines are queued as events come and written, with the
 //! viewport, on the tick, so a burst of events costs one draw.
 
 use super::board::{short_duration, Board, Phase};
@@ -117,26 +119,6 @@ impl<B: Backend> LiveView<B> {
     pub fn handle(&mut self, event: &Event, at: Instant) {
         self.board.handle(event, at);
         self.text.handle(event);
-        if let Event::NodeFinished { node, ok: true } = event {
-            if let Some(n) = self.board.node(node) {
-                let took = match (n.first_seen, n.finished_at) {
-                    (Some(a), Some(b)) => format!(" in {}", short_duration(b.duration_since(a))),
-                    _ => String::new(),
-                };
-                let c = n.counts;
-                // Columns as the text view's failure lines: the node padded, then the word.
-                let width = self.board.nodes.iter().map(|n| n.name.chars().count()).max().unwrap_or(4).min(24);
-                let done = if c.would_run > 0 { format!("{} would run", c.would_run) } else { format!("{} ok", c.ok) };
-                let line = format!(
-                    "{node:<width$}  {:<9}  {} jobs ({done}, {} cached, {} skipped){took}\n",
-                    "ok",
-                    c.total(),
-                    c.cached,
-                    c.skipped
-                );
-                let _ = self.queue.write(line.as_bytes());
-            }
-        }
         if matches!(event, Event::RunFinished { .. }) {
             self.tick(at);
         }
@@ -269,7 +251,6 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "web1  ok         1 jobs (1 ok, 0 cached, 0 skipped) in 3.0s",
                 "db1   FAILED     1 jobs (0 ok, 0 cached, 1 failed, 0 skipped)",
                 "jobs █████████████░░░░░░░ 2/3   nodes █████████████░░░░░░░ 2/3   12s",
                 "ok 1 · failed 1  │ nodes: running 1 · ok 1 · failed 1",
