@@ -37,11 +37,25 @@ impl Default for Renderer {
 impl Renderer {
     /// Renders `template` with `args`; the error names the variable that is missing.
     pub fn render(&self, template: &str, args: &Value) -> Result<String, String> {
+        self.render_noting(template, args, None)
+    }
+
+    /// [`Renderer::render`], adding to `used` the top-level variables the template reads
+    /// (from the one parse it renders with).
+    pub fn render_noting(
+        &self,
+        template: &str,
+        args: &Value,
+        used: Option<&mut std::collections::BTreeSet<String>>,
+    ) -> Result<String, String> {
         if !is_template(template) {
             return Ok(template.to_string());
         }
         let ctx = Tv::from_serialize(args);
         let tmpl = self.env.template_from_str(template).map_err(|e| format!("template error: {}", describe(&e)))?;
+        if let Some(used) = used {
+            used.extend(tmpl.undeclared_variables(false));
+        }
         let mut out = Capped(Vec::new());
         match tmpl.render_captured_to(ctx, &mut out) {
             Ok(_) => String::from_utf8(out.0).map_err(|_| "template error: the output is not UTF-8".to_string()),
@@ -215,6 +229,10 @@ mod tests {
         used.sort();
         assert_eq!(used, ["a", "c", "items"]);
         assert!(r.uses("echo plain").is_empty());
+        let mut noted = std::collections::BTreeSet::new();
+        let args = serde_json::json!({"a": {"b": 1}, "c": 2, "items": [1]});
+        r.render_noting("{{ a.b }} {% for x in items %}{{ x }}{{ c }}{% endfor %}", &args, Some(&mut noted)).unwrap();
+        assert_eq!(noted.into_iter().collect::<Vec<_>>(), used);
         assert!(r.uses("echo {{ broken").is_empty());
     }
 

@@ -343,17 +343,10 @@ fn render_work(
     env: serde_json::Map<String, Value>,
     blueprints: Vec<String>,
 ) -> Result<(Rendered, Vec<Outgoing>), String> {
-    let render = |t: &str| renderer.render(t, args);
-    let texts: Vec<&str> = work.templates().into_iter().chain(blueprints.iter().map(String::as_str)).collect();
-    let uses = renderer
-        .uses_all(&texts)
-        .into_iter()
-        .map(|name| {
-            let value = args.get(&name).map(fingerprint::short).unwrap_or_default();
-            (name, value)
-        })
-        .collect();
-    let mut r = Rendered { env, uses, ..Rendered::default() };
+    // The variables the templates read are noted from the parse they render with.
+    let used = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let render = |t: &str| renderer.render_noting(t, args, Some(&mut used.borrow_mut()));
+    let mut r = Rendered { env, ..Rendered::default() };
     let mut outgoing = Vec::new();
     match work {
         Work::Run { command, .. } | Work::Shell { command } => r.text = render(command)?,
@@ -401,6 +394,14 @@ fn render_work(
         }
         _ => {}
     }
+    r.uses = used
+        .into_inner()
+        .into_iter()
+        .map(|name| {
+            let value = args.get(&name).map(fingerprint::short).unwrap_or_default();
+            (name, value)
+        })
+        .collect();
     Ok((r, outgoing))
 }
 
