@@ -10,6 +10,9 @@
 #     sudo, su and doas on the test hosts.
 #   - qemu-user-static and binfmt-support: the arm64 test host runs the aarch64 executor
 #     through qemu-aarch64, registered with binfmt_misc so it runs like a native binary.
+#   - systemd-container and debootstrap: the systemd test hosts are a Debian root (built once
+#     per target directory from deb.debian.org, or DIRECTOR_DEBIAN_MIRROR) booted with
+#     `systemd-nspawn -b`, so systemd is their PID 1.
 #   - rustfmt and clippy: .ci/run checks formatting and lints first.
 #   - the x86_64-unknown-linux-musl Rust target: the smallest static executor. Without it the
 #     build falls back to a static glibc executor and says so.
@@ -28,6 +31,8 @@ command -v sudo >/dev/null 2>&1 || need="$need sudo"
 command -v doas >/dev/null 2>&1 || need="$need opendoas"
 command -v qemu-aarch64-static >/dev/null 2>&1 || need="$need qemu-user-static"
 command -v update-binfmts >/dev/null 2>&1 || need="$need binfmt-support"
+command -v systemd-nspawn >/dev/null 2>&1 || need="$need systemd-container"
+command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
 if [ -n "$need" ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing$need" >&2

@@ -8,10 +8,17 @@
 //! sshd processes on loopback ports whose sessions get their own HOME and TMPDIR. Every host has its own
 //! host key. Dropping the fleet kills the servers and removes namespaces, links and files,
 //! also when a test panics.
+//!
+//! A fleet may also have systemd hosts ([`Fleet::add_systemd_host`], root only): a Debian
+//! bookworm root (built once per target directory with debootstrap, then copied per host)
+//! booted by `systemd-nspawn -b` in the host's network namespace, so systemd is PID 1 and the
+//! distribution's own sshd answers on port 22. A reboot inside it boots it again (nspawn exits
+//! 133, its supervisor starts it anew) with its filesystem kept, as a real machine's.
 
 #![allow(dead_code)]
 
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -51,6 +58,9 @@ pub struct Host {
     users: bool,
     /// The types of its host keys (`ed25519` unless [`Fleet::set_host_keys`] said otherwise).
     key_types: Vec<&'static str>,
+    /// Booted with systemd as PID 1 ([`Fleet::add_systemd_host`]); `sshd` holds the
+    /// supervisor of its `systemd-nspawn`, in a process group of its own.
+    systemd: bool,
 }
 
 impl Host {
@@ -143,6 +153,36 @@ fn run(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The Debian root systemd hosts boot: built once per target directory (under a lock, so
+/// tests in parallel wait for the one that builds it) with debootstrap from
+/// `DIRECTOR_DEBIAN_MIRROR` (default deb.debian.org).
+fn systemd_image() -> PathBuf {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("systemd-bookworm");
+    let root = base.join("root");
+    let done = root.join(".director-image-complete");
+    if done.exists() {
+        return root;
+    }
+    std::fs::create_dir_all(&base).unwrap();
+    let lock = std::fs::File::create(base.join("lock")).unwrap();
+    // SAFETY: flock on a file this process holds open.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    if !done.exists() {
+        let partial = base.join("root.partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        let mirror =
+            std::env::var("DIRECTOR_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".to_string());
+        run(Command::new("debootstrap")
+            .args(["--variant=minbase", "--include=systemd,systemd-sysv,openssh-server,dbus", "bookworm"])
+            .arg(&partial)
+            .arg(&mirror));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::rename(&partial, &root).unwrap();
+        std::fs::write(&done, "").unwrap();
+    }
+    root
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -193,6 +233,7 @@ impl Fleet {
             certified: false,
             users: false,
             key_types: vec!["ed25519"],
+            systemd: false,
         };
         if is_root() {
             let ns = format!("dt{}n{}", self.tag, i);
@@ -479,9 +520,99 @@ impl Fleet {
 
     /// Stops host `i`'s sshd (the listener; sessions already open die with their clients).
     pub fn stop_host(&mut self, i: usize) {
+        let systemd = self.hosts[i].systemd;
         if let Some(mut c) = self.hosts[i].sshd.take() {
-            let _ = c.kill();
+            if systemd {
+                // SIGTERM to the group: the supervisor ends, nspawn powers the container off.
+                let group = c.id() as i32;
+                // SAFETY: signalling the process group this fleet started.
+                unsafe { libc::kill(-group, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(20);
+                // SAFETY: probing the same group.
+                while unsafe { libc::kill(-group, 0) } == 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                // SAFETY: as above; whatever did not stop in time.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
+            } else {
+                let _ = c.kill();
+            }
             let _ = c.wait();
+        }
+    }
+
+    /// Adds a host that boots systemd as its PID 1 (see the module docs) and waits for its
+    /// sshd; returns its index. Named like the others (`h{n}`), it is in [`Fleet::catalog`].
+    pub fn add_systemd_host(&mut self) -> usize {
+        assert!(is_root(), "a systemd host boots with systemd-nspawn in a network namespace: run the tests as root");
+        let image = systemd_image();
+        let i = self.hosts.len();
+        let mut host = self.make_host(i);
+        host.systemd = true;
+        let root = host.dir.join("root");
+        run(Command::new("cp").args(["-a", "--reflink=auto"]).arg(&image).arg(&root));
+        // Its own host key (the image's were made once by debootstrap) and the fleet's key
+        // for root.
+        for entry in std::fs::read_dir(root.join("etc/ssh")).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
+        }
+        for file in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"] {
+            std::fs::copy(host.dir.join(file), root.join("etc/ssh").join(file)).unwrap();
+        }
+        let ssh = root.join("root/.ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        std::fs::copy(self.dir.join("authorized_keys"), ssh.join("authorized_keys")).unwrap();
+        self.hosts.push(host);
+        self.boot(i);
+        i
+    }
+
+    /// Boots systemd host `i` under a supervisor that boots it again when it reboots.
+    fn boot(&mut self, i: usize) {
+        let host = &mut self.hosts[i];
+        let ns = host.netns.clone().expect("a systemd host has a network namespace");
+        let script = format!(
+            "while :; do systemd-nspawn --register=no --keep-unit --quiet --console=passive -D {root} --machine={name} --network-namespace-path=/run/netns/{ns} -b; rc=$?; [ $rc = 133 ] || exit $rc; done",
+            root = host.dir.join("root").display(),
+            name = host.name,
+        );
+        let log = std::fs::File::create(host.dir.join("nspawn.log")).unwrap();
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        host.sshd = Some(child);
+        self.wait_ssh(i, Duration::from_secs(90));
+    }
+
+    /// Waits until host `i`'s sshd greets (`SSH-2.0-…`), as after a boot or a reboot.
+    pub fn wait_ssh(&self, i: usize, within: Duration) {
+        let host = &self.hosts[i];
+        let address: std::net::SocketAddr = format!("{}:{}", host.addr, host.port).parse().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut banner = [0u8; 4];
+                if std::io::Read::read_exact(&mut stream, &mut banner).is_ok() && &banner == b"SSH-" {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not answer on {address} within {} s; its console:\n{}",
+                host.name,
+                within.as_secs(),
+                std::fs::read_to_string(host.dir.join("nspawn.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -543,7 +674,7 @@ impl Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         // Sessions of a frozen host never die with their clients: kill them first.
-        for host in &self.hosts {
+        for host in self.hosts.iter().filter(|h| !h.systemd) {
             for pid in children(host.sshd_pid()) {
                 // SAFETY: killing a process this fleet started.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };

@@ -16,6 +16,7 @@ mod rollout;
 mod schema;
 mod secrets;
 mod ssh_config;
+mod systemd;
 mod tui;
 mod verbs;
 
