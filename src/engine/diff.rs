@@ -54,8 +54,18 @@ pub fn describe(dest: &str, old: Option<&FileStat>, new: &New<'_>, attrs: &Attrs
             }
         }
     }
+    let changes = attr_changes(old.filter(|o| o.kind == "file"), attrs);
+    if !changes.is_empty() {
+        out.push_str(&format!("{dest}: {}\n", changes.join(", ")));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The mode, owner and group `attrs` asks for that `old` (a file or directory, when there is
+/// one) does not have, each as `mode 0644 → 0600` (or `mode 0600` when there is nothing yet).
+pub fn attr_changes(old: Option<&FileStat>, attrs: &Attrs) -> Vec<String> {
     let mut changes = Vec::new();
-    let (mode, uid, gid, owner, group) = match old.filter(|o| o.kind == "file") {
+    let (mode, uid, gid, owner, group) = match old {
         Some(o) => (Some(o.mode), Some(o.uid), Some(o.gid), o.owner.clone(), o.group.clone()),
         None => (None, None, None, None, None),
     };
@@ -76,10 +86,7 @@ pub fn describe(dest: &str, old: Option<&FileStat>, new: &New<'_>, attrs: &Attrs
             });
         }
     }
-    if !changes.is_empty() {
-        out.push_str(&format!("{dest}: {}\n", changes.join(", ")));
-    }
-    (!out.is_empty()).then_some(out)
+    changes
 }
 
 fn word(kind: &str) -> &str {

@@ -3,8 +3,9 @@
 //! The steps: render the job's templates with the node's cached args (an undefined variable
 //! fails the job here, naming the variable, the job and the node); compute its fingerprint;
 //! answer it from the node cache when it is cacheable, not `--skip-cache`, recorded as a
-//! success, and (for ADD/COPY) every file it wrote still has the recorded hash; otherwise do
-//! the verb; then store `--stdout-arg`/`--stderr-arg`, record the success, and save the cache
+//! success, and the node still matches the record (ADD/COPY: every file it wrote has the
+//! recorded hash and the mode and owner asked; WORKDIR: the directory is there as asked);
+//! otherwise do the verb (one that ran because the node no longer matched says why); then store `--stdout-arg`/`--stderr-arg`, record the success, and save the cache
 //! on the node. Verbs that only change the cache (ARG, ENV, CACHEFILE, CACHEEVICT, QUERY)
 //! report `cached` when they leave it as it was.
 
@@ -166,13 +167,18 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
                 }
                 finish
             } else {
-                match cached(cx, job, &fp).await {
-                    Some(hit) => hit,
-                    None => {
+                match cached(cx, job, &fp, &rendered).await {
+                    Ok(hit) => hit,
+                    Err(drift) => {
                         if cx.config.diff {
                             show_diff(cx, job, &outgoing).await;
                         }
-                        perform(cx, job, &rendered, outgoing, cancel).await
+                        let mut finish = perform(cx, job, &rendered, outgoing, cancel).await;
+                        // A record the node no longer matches: the job ran again, and says why.
+                        if let (Some(why), JobStatus::Ok) = (drift, finish.status) {
+                            finish.reason = Some(format!("was cached, but {why}: done again"));
+                        }
+                        finish
                     }
                 }
             };
@@ -421,26 +427,61 @@ fn render_value(value: &Value, render: &dyn Fn(&str) -> Result<String, String>) 
     }
 }
 
-/// The first file a job's record says it wrote that no longer has the recorded content.
-async fn drifted(cx: &Cx<'_>, record: &JobRecord) -> Option<String> {
+/// What no longer holds on the node of what a cache hit promises, if anything: a file the
+/// job wrote that is gone, changed, or not of the mode, owner or group the job asks; for
+/// WORKDIR, the directory gone, not a directory, or not as asked. One stat per file or
+/// directory. RUN and the other verbs are trusted (`--skip-cache` is the escape).
+async fn drifted(cx: &Cx<'_>, job: &Job, record: &JobRecord, rendered: &Rendered) -> Option<String> {
+    let attrs = match &job.work {
+        Work::Copy { attrs, .. } | Work::Workdir { attrs, .. } => attrs.clone(),
+        _ => director_proto::Attrs::default(),
+    };
+    let stat = |path: &str| {
+        let path = path.to_string();
+        cx.session.call(move |id| Request::Stat { id, path, text_limit: 0 })
+    };
+    let changes = |path: &str, stat: &director_proto::FileStat| {
+        let changes = diff::attr_changes(Some(stat), &attrs);
+        (!changes.is_empty()).then(|| format!("{path} changed ({})", changes.join(", ")))
+    };
     for (dest, sha3) in &record.files {
-        let path = dest.clone();
-        match cx.session.call(|id| Request::Hash { id, path }).await {
-            Ok(Done::Hash { sha3: Some(now) }) if now == *sha3 => {}
-            _ => return Some(dest.clone()),
+        match stat(dest).await {
+            Ok(Done::Stat { stat: None }) => return Some(format!("{dest} is gone")),
+            Ok(Done::Stat { stat: Some(s) }) if s.kind != "file" => return Some(format!("{dest} is no longer a file")),
+            Ok(Done::Stat { stat: Some(s) }) if s.sha3.as_deref() != Some(sha3.as_str()) => {
+                return Some(format!("{dest} was changed"))
+            }
+            Ok(Done::Stat { stat: Some(s) }) => {
+                if let Some(why) = changes(dest, &s) {
+                    return Some(why);
+                }
+            }
+            Ok(_) | Err(_) => return Some(format!("{dest} could not be checked")),
+        }
+    }
+    if let Work::Workdir { .. } = job.work {
+        let path = &rendered.text;
+        match stat(path).await {
+            Ok(Done::Stat { stat: None }) => return Some(format!("{path} is gone")),
+            Ok(Done::Stat { stat: Some(s) }) if s.kind != "dir" => {
+                return Some(format!("{path} is no longer a directory"))
+            }
+            Ok(Done::Stat { stat: Some(s) }) => return changes(path, &s),
+            Ok(_) | Err(_) => return Some(format!("{path} could not be checked")),
         }
     }
     None
 }
 
-/// The cache's answer, if it has one for this fingerprint and the node still matches it.
-async fn cached(cx: &Cx<'_>, job: &Job, fp: &str) -> Option<Finish> {
+/// The cache's answer, if it has one for this fingerprint and the node still matches it;
+/// otherwise why not, when a record was there but the node no longer matches it.
+async fn cached(cx: &Cx<'_>, job: &Job, fp: &str, rendered: &Rendered) -> Result<Finish, Option<String>> {
     if !job.cacheable() || job.skip_cache {
-        return None;
+        return Err(None);
     }
-    let record = cx.state().cache().jobs.get(fp).cloned()?;
-    if drifted(cx, &record).await.is_some() {
-        return None;
+    let record = cx.state().cache().jobs.get(fp).cloned().ok_or(None)?;
+    if let Some(why) = drifted(cx, job, &record, rendered).await {
+        return Err(Some(why));
     }
     let mut dirty = false;
     {
@@ -452,7 +493,7 @@ async fn cached(cx: &Cx<'_>, job: &Job, fp: &str) -> Option<Finish> {
         }
     }
     // It says what it said when it ran, and that it did not run now.
-    Some(Finish {
+    Ok(Finish {
         status: JobStatus::Cached,
         reason: Some(CACHED_HINT.to_string()),
         dirty,
@@ -488,26 +529,18 @@ async fn preview(cx: &Cx<'_>, job: &Job, fp: &str, rendered: &Rendered, cancel: 
             Finish::would_run(cx.plan.forced.unwrap_or("--skip-cache: it runs whatever the cache says"))
         }
         _ if !job.cacheable() => Finish::would_run("a job like this always runs: it is never answered from the cache"),
-        _ => match cached(cx, job, fp).await {
-            Some(hit) => hit,
-            None => {
-                let record = cx.state().cache().jobs.get(fp).cloned();
-                match record {
-                    Some(record) => {
-                        let file = drifted(cx, &record).await.unwrap_or_default();
-                        Finish::would_run(format!("{file} was changed on the node since this job wrote it"))
-                    }
-                    None => {
-                        let cache = cx.state().cache();
-                        let slot = fingerprint::slot(job, rendered.run_as.as_deref());
-                        let parts = fingerprint::parts(job, rendered);
-                        Finish::would_run(super::preview::why_new(
-                            &parts,
-                            super::preview::newest(&cache.jobs, &slot),
-                            &cache.expired,
-                        ))
-                    }
-                }
+        _ => match cached(cx, job, fp, rendered).await {
+            Ok(hit) => hit,
+            Err(Some(drift)) => Finish::would_run(format!("was cached, but {drift}")),
+            Err(None) => {
+                let cache = cx.state().cache();
+                let slot = fingerprint::slot(job, rendered.run_as.as_deref());
+                let parts = fingerprint::parts(job, rendered);
+                Finish::would_run(super::preview::why_new(
+                    &parts,
+                    super::preview::newest(&cache.jobs, &slot),
+                    &cache.expired,
+                ))
             }
         },
     };

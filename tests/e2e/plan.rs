@@ -151,7 +151,7 @@ fn a_plan_says_what_would_run_and_why_and_changes_nothing() {
     assert_eq!(
         planned(&events, "h2"),
         rows(&[
-            (1, "would_run", "/tmp/payload.txt was changed on the node since this job wrote it"),
+            (1, "would_run", "was cached, but /tmp/payload.txt was changed"),
             (2, "would_run", "it changes the node's cached values: args added to cache"),
             (3, "would_run", changed_version),
             (4, "cached", CACHED),
@@ -210,7 +210,7 @@ fn a_plan_says_what_would_run_and_why_and_changes_nothing() {
     let report = report.join("\n");
     assert!(
         report.starts_with(
-            "job 1: ADD payload.txt /tmp/payload.txt\n  h1 (1)  cached: done before with this exact fingerprint (--ignore-cache runs it again)\n  h2 (1)  would run: /tmp/payload.txt was changed on the node since this job wrote it\njob 2: ARG version 1\n"
+            "job 1: ADD payload.txt /tmp/payload.txt\n  h1 (1)  cached: done before with this exact fingerprint (--ignore-cache runs it again)\n  h2 (1)  would run: was cached, but /tmp/payload.txt was changed\njob 2: ARG version 1\n"
         ),
         "{text}"
     );

@@ -360,3 +360,71 @@ fn the_12_job_deploy_runs_cold_then_entirely_from_the_cache() {
     assert_eq!(c, 0);
     assert_eq!((run_finished(&second).0.jobs_ok, run_finished(&second).0.jobs_cached), (0, 36));
 }
+
+#[test]
+fn a_cache_hit_is_checked_on_the_node_and_drift_is_done_again() {
+    let fleet = Fleet::start(3);
+    let src = fleet.file("payload.txt", "payload\n");
+    let file = fleet.file(
+        "demo.yaml",
+        &format!(
+            "- jobs:\n    - WORKDIR: --chmod 0750 /tmp/demo/conf\n    - ADD: --chmod 0640 {} /tmp/demo/payload.txt\n    - RUN: echo trusted >> /tmp/demo/runs\n",
+            src.display()
+        ),
+    );
+    let (c, _, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    // Behind director's back: h1 loses the whole directory, h2's file and directory get
+    // other modes; h3 is left alone.
+    std::fs::remove_dir_all(fleet.hosts[0].dir.join("tmp/demo")).unwrap();
+    let mode = |path: std::path::PathBuf, mode: u32| {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    mode(fleet.hosts[1].dir.join("tmp/demo/payload.txt"), 0o600);
+    mode(fleet.hosts[1].dir.join("tmp/demo/conf"), 0o777);
+    let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    let said = |node: &str| -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::JobFinished { node: n, status, reason, .. } if n == node => {
+                    Some((status.clone(), reason.clone().unwrap_or_default()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let cached =
+        ("cached".to_string(), "done before with this exact fingerprint (--ignore-cache runs it again)".to_string());
+    let again = |why: &str| ("ok".to_string(), format!("was cached, but {why}: done again"));
+    assert_eq!(
+        said("h1"),
+        [again("/tmp/demo/conf is gone"), again("/tmp/demo/payload.txt is gone"), cached.clone()],
+        "RUN is trusted: its record stands"
+    );
+    assert_eq!(
+        said("h2"),
+        [
+            again("/tmp/demo/conf changed (mode 0777 → 0750)"),
+            again("/tmp/demo/payload.txt changed (mode 0600 → 0640)"),
+            cached.clone()
+        ]
+    );
+    assert_eq!(said("h3"), [cached.clone(), cached.clone(), cached]);
+    let meta = |path: std::path::PathBuf| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777
+    };
+    assert_eq!(std::fs::read_to_string(fleet.hosts[0].dir.join("tmp/demo/payload.txt")).unwrap(), "payload\n");
+    assert_eq!(meta(fleet.hosts[0].dir.join("tmp/demo/conf")), 0o750);
+    assert_eq!(meta(fleet.hosts[1].dir.join("tmp/demo/payload.txt")), 0o640);
+    assert_eq!(meta(fleet.hosts[1].dir.join("tmp/demo/conf")), 0o750);
+    // A plan says the same before anything is done.
+    mode(fleet.hosts[2].dir.join("tmp/demo/conf"), 0o700);
+    let (_, events, _) = orchestrate_json(&fleet, &file, &["--plan", "--restrict", "h3"]);
+    let first = events.iter().find_map(|e| match e {
+        Event::JobFinished { job: 0, status, reason, .. } => Some((status.clone(), reason.clone().unwrap_or_default())),
+        _ => None,
+    });
+    assert_eq!(first, Some(("would_run".into(), "was cached, but /tmp/demo/conf changed (mode 0700 → 0750)".into())));
+}
