@@ -33,6 +33,16 @@ use plan::{Plan, Selection};
 use std::ffi::OsString;
 use std::time::Duration;
 
+/// `text` cut at `max` characters, with `…` when it was cut.
+pub fn ellipsize(text: &str, max: usize) -> String {
+    let cut: String = text.chars().take(max).collect();
+    if cut.len() < text.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
 /// The closest candidate to `word` by edit distance, if one is close enough to be a typo.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let lower = word.to_ascii_lowercase();

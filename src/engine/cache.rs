@@ -34,7 +34,7 @@ pub struct JobRecord {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub output: String,
     /// Which job this was ([`crate::plan::fingerprint::slot`]), and the parts of its
-    /// fingerprint ([`crate::plan::fingerprint::parts`]): a plan compares them with a new
+    /// fingerprint ([`crate::plan::fingerprint::Fingerprint::parts`]): a plan compares them with a new
     /// fingerprint's to say what changed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub slot: String,

@@ -92,6 +92,11 @@ struct NodeTally {
 }
 
 impl NodeTally {
+    /// A node task's tally; a task that panicked counts as an unreachable node.
+    fn of(joined: Result<NodeTally, tokio::task::JoinError>) -> NodeTally {
+        joined.unwrap_or_else(|_| NodeTally { unreachable: true, ..NodeTally::default() })
+    }
+
     fn count(&mut self, status: JobStatus) {
         self.jobs.add(status);
     }
@@ -168,7 +173,7 @@ pub async fn run(
                     });
                     let mut batch_failed = 0;
                     while let Some(result) = batch.join_next().await {
-                        let tally = result.unwrap_or_else(|_| NodeTally { unreachable: true, ..NodeTally::default() });
+                        let tally = NodeTally::of(result);
                         batch_failed += usize::from(!tally.clean());
                         add(&mut summary, tally);
                     }
@@ -214,7 +219,7 @@ pub async fn run(
         }
     }
     while let Some(result) = tasks.join_next().await {
-        add(&mut summary, result.unwrap_or_else(|_| NodeTally { unreachable: true, ..NodeTally::default() }));
+        add(&mut summary, NodeTally::of(result));
     }
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     let code = exit_code(&summary, *cancel.borrow() != CANCEL_NONE);

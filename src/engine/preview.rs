@@ -15,7 +15,7 @@
 //! marked as depending on it.
 //!
 //! [`fingerprint::slot`]: crate::plan::fingerprint::slot
-//! [`fingerprint::parts`]: crate::plan::fingerprint::parts
+//! [`fingerprint::parts`]: crate::plan::fingerprint::Fingerprint::parts
 
 use super::cache::{Expired, JobRecord};
 use std::collections::{BTreeMap, BTreeSet};

@@ -149,7 +149,8 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
             if let Work::Arg { secret: true, .. } = job.work {
                 cx.sink.secrets.add_value(&rendered.value);
             }
-            let fp = fingerprint::compute(job, &rendered);
+            let fingerprint = fingerprint::of(job, &rendered);
+            let fp = &fingerprint.hash;
             let info = rendered_info(job, &rendered);
             cx.sink
                 .emit(Event::JobStarted {
@@ -161,13 +162,13 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
                 })
                 .await;
             let mut finish = if planning {
-                let finish = preview(cx, job, &fp, &rendered, cancel).await;
+                let finish = preview(cx, job, &fingerprint, &rendered, cancel).await;
                 if finish.status == JobStatus::WouldRun && cx.config.diff {
                     show_diff(cx, job, &outgoing).await;
                 }
                 finish
             } else {
-                match cached(cx, job, &fp, &rendered).await {
+                match cached(cx, job, fp, &rendered).await {
                     Ok(hit) => hit,
                     Err(drift) => {
                         if cx.config.diff {
@@ -199,7 +200,7 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
             // The job's own outcome stands when only its record could not be saved (a full
             // disk): the node is told, and the job runs again next time. A plan records nothing.
             if !planning {
-                if let Err(e) = record(cx, job, &fp, &rendered, &mut finish).await {
+                if let Err(e) = record(cx, job, &fingerprint, &rendered, &mut finish).await {
                     if cx.session.lost().is_none() {
                         let message = format!("job {} ({}): {e}; it will run again next time", job.id + 1, job.label());
                         cx.sink.emit(Event::NodeNotice { node: cx.node.name.clone(), message }).await;
@@ -277,12 +278,7 @@ fn rendered_info(job: &Job, r: &Rendered) -> String {
         }
         _ => job.label(),
     };
-    let cut: String = text.chars().take(4096).collect();
-    if cut.len() < text.len() {
-        format!("{cut}…")
-    } else {
-        cut
-    }
+    crate::ellipsize(&text, 4096)
 }
 
 /// Renders the job's templates with the node's args and, for ADD/COPY, works out each
@@ -504,7 +500,13 @@ async fn cached(cx: &Cx<'_>, job: &Job, fp: &str, rendered: &Rendered) -> Result
 
 /// A plan's answer for a job (see [`super::preview`]): what a run would do with it, doing
 /// only what changes the in-memory cache, so the jobs after it see what they would in a run.
-async fn preview(cx: &Cx<'_>, job: &Job, fp: &str, rendered: &Rendered, cancel: watch::Receiver<u8>) -> Finish {
+async fn preview(
+    cx: &Cx<'_>,
+    job: &Job,
+    fingerprint: &fingerprint::Fingerprint,
+    rendered: &Rendered,
+    cancel: watch::Receiver<u8>,
+) -> Finish {
     if let Some(why) = cx.depends(&rendered.uses.keys().cloned().collect()) {
         return Finish::would_run(why);
     }
@@ -529,13 +531,13 @@ async fn preview(cx: &Cx<'_>, job: &Job, fp: &str, rendered: &Rendered, cancel: 
             Finish::would_run(cx.plan.forced.unwrap_or("--skip-cache: it runs whatever the cache says"))
         }
         _ if !job.cacheable() => Finish::would_run("a job like this always runs: it is never answered from the cache"),
-        _ => match cached(cx, job, fp, rendered).await {
+        _ => match cached(cx, job, &fingerprint.hash, rendered).await {
             Ok(hit) => hit,
             Err(Some(drift)) => Finish::would_run(format!("was cached, but {drift}")),
             Err(None) => {
                 let cache = cx.state().cache();
                 let slot = fingerprint::slot(job, rendered.run_as.as_deref());
-                let parts = fingerprint::parts(job, rendered);
+                let parts = fingerprint.parts(rendered);
                 Finish::would_run(super::preview::why_new(
                     &parts,
                     super::preview::newest(&cache.jobs, &slot),
@@ -600,7 +602,14 @@ fn recorded_output(finish: &Finish) -> String {
 }
 
 /// Stores captured args, records a success or a failure, saves the cache if it changed.
-async fn record(cx: &Cx<'_>, job: &Job, fp: &str, rendered: &Rendered, finish: &mut Finish) -> Result<(), String> {
+async fn record(
+    cx: &Cx<'_>,
+    job: &Job,
+    fingerprint: &fingerprint::Fingerprint,
+    rendered: &Rendered,
+    finish: &mut Finish,
+) -> Result<(), String> {
+    let fp = &fingerprint.hash;
     let state = cx.state();
     let done_ok = matches!(finish.status, JobStatus::Ok | JobStatus::Cached);
     if done_ok && !finish.hit {
@@ -625,7 +634,7 @@ async fn record(cx: &Cx<'_>, job: &Job, fp: &str, rendered: &Rendered, finish: &
                     files: std::mem::take(&mut finish.files),
                     output: recorded_output(finish),
                     slot: fingerprint::slot(job, rendered.run_as.as_deref()),
-                    parts: fingerprint::parts(job, rendered),
+                    parts: fingerprint.parts(rendered),
                 },
             );
             finish.dirty = true;

@@ -201,7 +201,8 @@ impl TextView {
                 continue;
             }
             groups.sort_by(|a, b| a.0.cmp(&b.0));
-            self.line(&format!("job {}: {}", job + 1, short_name(&name)));
+            // The name as a line of the report shows it: cut at 72 characters.
+            self.line(&format!("job {}: {}", job + 1, crate::ellipsize(&name, 72)));
             let labels: Vec<String> = groups.iter().map(|(_, _, nodes, n)| format!("{nodes} ({n})")).collect();
             let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).min(48);
             for ((_, outcome, _, _), label) in groups.iter().zip(&labels) {
@@ -263,16 +264,6 @@ pub fn plan_line(s: &Summary) -> String {
         s.jobs_skipped,
         s.elapsed_ms as f64 / 1000.0
     )
-}
-
-/// A job's name as a line of the report shows it: cut at 72 characters.
-fn short_name(name: &str) -> String {
-    let cut: String = name.chars().take(72).collect();
-    if cut.len() < name.len() {
-        format!("{cut}…")
-    } else {
-        cut
-    }
 }
 
 #[cfg(test)]

@@ -49,39 +49,53 @@ pub struct Rendered {
     pub run_as: Option<String>,
     /// The variables the job's templates use, each with [`short`] of its value (empty when
     /// the node has no such value): not in the fingerprint (the rendered text is), but in its
-    /// [`parts`], so a plan can say which one changed.
+    /// [`Fingerprint::parts`], so a plan can say which one changed.
     pub uses: std::collections::BTreeMap<String, String>,
 }
 
-/// The fingerprint of `job` as rendered on a node.
-pub fn compute(job: &Job, r: &Rendered) -> String {
-    hash(&canonical(&body(job, r)))
+/// A job's fingerprint on a node, with the body it was hashed from (for [`Fingerprint::parts`]).
+pub struct Fingerprint {
+    pub hash: String,
+    body: Value,
 }
 
-/// What a job's record keeps to explain a changed fingerprint: [`short`] of each field of
-/// the fingerprint's body (each file of `files` on its own, as `file:DEST`), and of each
-/// variable its templates use (as `arg:NAME`).
-pub fn parts(job: &Job, r: &Rendered) -> std::collections::BTreeMap<String, String> {
-    let mut parts = std::collections::BTreeMap::new();
-    if let Value::Object(fields) = body(job, r) {
-        for (k, v) in fields {
-            match (k.as_str(), v) {
-                ("files", Value::Array(files)) => {
-                    for f in files {
-                        let dest = f["dest"].as_str().unwrap_or_default();
-                        parts.insert(format!("file:{dest}"), short(&f["sha3"]));
+/// The fingerprint of `job` as rendered on a node.
+pub fn of(job: &Job, r: &Rendered) -> Fingerprint {
+    let body = body(job, r);
+    Fingerprint { hash: hash(&canonical(&body)), body }
+}
+
+/// The fingerprint's hash alone.
+pub fn compute(job: &Job, r: &Rendered) -> String {
+    of(job, r).hash
+}
+
+impl Fingerprint {
+    /// What a job's record keeps to explain a changed fingerprint: [`short`] of each field of
+    /// the body (each file of `files` on its own, as `file:DEST`), and of each variable the
+    /// templates use (`r.uses`, as `arg:NAME`).
+    pub fn parts(&self, r: &Rendered) -> std::collections::BTreeMap<String, String> {
+        let mut parts = std::collections::BTreeMap::new();
+        if let Value::Object(fields) = &self.body {
+            for (k, v) in fields {
+                match (k.as_str(), v) {
+                    ("files", Value::Array(files)) => {
+                        for f in files {
+                            let dest = f["dest"].as_str().unwrap_or_default();
+                            parts.insert(format!("file:{dest}"), short(&f["sha3"]));
+                        }
                     }
-                }
-                (_, v) => {
-                    parts.insert(k, short(&v));
+                    (_, v) => {
+                        parts.insert(k.clone(), short(v));
+                    }
                 }
             }
         }
+        for (name, value) in &r.uses {
+            parts.insert(format!("arg:{name}"), value.clone());
+        }
+        parts
     }
-    for (name, value) in &r.uses {
-        parts.insert(format!("arg:{name}"), value.clone());
-    }
-    parts
 }
 
 /// Which job this is, whatever it renders to: its verb, how it is shown (its name, or its

@@ -103,9 +103,8 @@ impl Job {
             Work::Fetch { remote, local } => format!("{remote} {local}"),
         };
         let one_line = args.split_whitespace().collect::<Vec<_>>().join(" ");
-        let short: String = one_line.chars().take(cut.unwrap_or(usize::MAX)).collect();
-        let ellipsis = if short.len() < one_line.len() { "…" } else { "" };
-        format!("{} {short}{ellipsis}", self.verb).trim_end().to_string()
+        let shown = crate::ellipsize(&one_line, cut.unwrap_or(usize::MAX));
+        format!("{} {shown}", self.verb).trim_end().to_string()
     }
 
     /// Whether preparing the job on a node is CPU work worth a blocking thread: a template to

@@ -9,14 +9,9 @@ use std::path::PathBuf;
 
 /// (job, status, reason) of every job that finished on `node`, in job order.
 fn planned(events: &[Event], node: &str) -> Vec<(usize, String, String)> {
-    let mut rows: Vec<(usize, String, String)> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::JobFinished { node: n, job, status, reason, .. } if n == node => {
-                Some((*job + 1, status.clone(), reason.clone().unwrap_or_default()))
-            }
-            _ => None,
-        })
+    let mut rows: Vec<(usize, String, String)> = super::finished(events, node)
+        .into_iter()
+        .map(|(job, status, _, reason)| (job + 1, status.to_string(), reason.unwrap_or_default().to_string()))
         .collect();
     rows.sort();
     rows

@@ -32,14 +32,10 @@ fn batches_run_one_after_another_and_max_fail_stops_the_rest() {
     assert!(position("h1 true") < position("batch 2/3 h3,h4"), "{order:?}");
     assert!(position("h2 true") < position("batch 2/3 h3,h4"), "{order:?}");
     assert!(!order.iter().any(|o| o.starts_with("batch 3/3")), "{order:?}");
-    let skipped: Vec<(String, String)> = events
+    let skipped: Vec<(String, String)> = ["h5", "h6"]
         .iter()
-        .filter_map(|e| match e {
-            Event::JobFinished { node, status, reason, .. } if node == "h5" || node == "h6" => {
-                Some((status.clone(), reason.clone().unwrap_or_default()))
-            }
-            _ => None,
-        })
+        .flat_map(|node| super::finished(&events, node))
+        .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
         .collect();
     let why = "not started: 1 node(s) failed or were unreachable, which reached --max-fail 1";
     assert_eq!(skipped, vec![("skipped".to_string(), why.to_string()); 4]);

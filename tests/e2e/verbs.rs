@@ -385,14 +385,9 @@ fn a_cache_hit_is_checked_on_the_node_and_drift_is_done_again() {
     let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(c, 0, "{err}");
     let said = |node: &str| -> Vec<(String, String)> {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                Event::JobFinished { node: n, status, reason, .. } if n == node => {
-                    Some((status.clone(), reason.clone().unwrap_or_default()))
-                }
-                _ => None,
-            })
+        super::finished(&events, node)
+            .into_iter()
+            .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
             .collect()
     };
     let cached =
