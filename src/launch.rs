@@ -90,7 +90,7 @@ impl Launch {
         let spec = run_spec(&plan, config, self.kind, &secrets.mask(&self.command), self.files, &secrets);
         let mut store = History::open(&self.history)?;
         let sentinel_only =
-            !plan.jobs.is_empty() && plan.jobs.iter().all(|j| matches!(j.work, plan::Work::QueueSentinel));
+            !plan.jobs.is_empty() && plan.jobs.iter().all(|j| matches!(j.work, plan::Work::QueueSentinel(_)));
         let contention = if sentinel_only { Contention::Share } else { contention };
         let guard = store.begin(&spec, contention, waiting)?;
         let warnings: Vec<String> = host_key_warning(&plan, config)

@@ -19,7 +19,9 @@ pub mod logging;
 pub mod plan;
 pub mod private;
 pub mod secret;
+pub mod shell;
 pub mod transport;
+pub mod verb;
 
 use catalog::orchestration::Orchestration;
 use catalog::yaml::Document;
@@ -95,7 +97,7 @@ fn command_line(args: &[OsString]) -> String {
             if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
                 a
             } else {
-                engine::work::sh_quote(&a)
+                shell::quote(&a)
             }
         })
         .collect();

@@ -18,32 +18,6 @@ use crate::plan::batch::Portion;
 use serde_json::{Map, Value};
 use std::path::Path;
 
-/// Every verb Directord knows, built-in and contributed.
-pub const KNOWN_VERBS: &[&str] = &[
-    "RUN",
-    "ARG",
-    "ENV",
-    "ADD",
-    "COPY",
-    "WORKDIR",
-    "CACHEFILE",
-    "CACHEEVICT",
-    "QUERY",
-    "QUEUESENTINEL",
-    "DNF",
-    "SERVICE",
-    "WAIT",
-    "ECHO",
-    "REBOOT",
-    "QUERY_WAIT",
-    "JOB_WAIT",
-    "FACTER",
-    "CONTAINER_IMAGE",
-    "POD",
-    "SECONTEXT",
-    "CONTAINER_CONFIG_DATA",
-];
-
 /// The keys of an entry.
 pub const ENTRY_KEYS: &[&str] = &["name", "targets", "assign", "async", "become", "become_user", "serial", "jobs"];
 
@@ -260,7 +234,7 @@ fn job_spec(doc: &Document, path: Vec<Seg>, entry: usize, index: usize, job: &Va
             .error_at(&path, format!("{what} has no verb"))
             .hint("write the job as `- RUN: command` (or another verb)"));
     };
-    let known = |k: &str| KNOWN_VERBS.contains(&k.to_ascii_uppercase().as_str());
+    let known = |k: &str| crate::verb::known(&k.to_ascii_uppercase());
     // A job is one verb and the keys beside it: anything else is a typo or a second job.
     if let Some((other, _)) = verbs.next() {
         let (first, second) = (key.as_str(), other.as_str());
@@ -279,9 +253,9 @@ fn job_spec(doc: &Document, path: Vec<Seg>, entry: usize, index: usize, job: &Va
     let verb = key.to_ascii_uppercase();
     if !known(key) {
         let err = doc.error_at(&child(&path, Seg::KeyName(key.clone())), format!("unknown verb `{key}` in {what}"));
-        return Err(match crate::suggest(&verb, KNOWN_VERBS.iter().copied()) {
+        return Err(match crate::suggest(&verb, crate::verb::known_names()) {
             Some(s) => err.hint(format!("did you mean `{s}`?")),
-            None => err.hint(format!("known verbs: {}", KNOWN_VERBS.join(", "))),
+            None => err.hint(format!("known verbs: {}", crate::verb::known_names().collect::<Vec<_>>().join(", "))),
         });
     }
     let args = scalar_text(value).ok_or_else(|| {
@@ -297,7 +271,7 @@ fn unknown_job_key(doc: &Document, path: &[Seg], key: &str, what: &str) -> Error
     let err = doc.error_at(&at, format!("unknown key `{key}` in {what}"));
     let keys = format!("a job has one verb and the keys {}", JOB_KEYS.join(", "));
     match super::suggest_key(key, JOB_KEYS)
-        .or_else(|| crate::suggest(&key.to_ascii_uppercase(), KNOWN_VERBS.iter().copied()))
+        .or_else(|| crate::suggest(&key.to_ascii_uppercase(), crate::verb::known_names()))
     {
         Some(s) => err.hint(format!("did you mean `{s}`? {keys}")),
         None => err.hint(keys),

@@ -22,6 +22,7 @@
 
 pub mod cache;
 pub mod diff;
+pub mod node;
 pub mod preview;
 pub mod session;
 pub mod shared;
@@ -30,7 +31,7 @@ pub mod work;
 use crate::catalog::{Account, Node, TransportKind};
 use crate::error::exit;
 use crate::event::{Event, JobBrief, JobCounts, JobStatus, RunMode, Summary};
-use crate::plan::{Plan, Schedule, Work};
+use crate::plan::{Plan, Schedule};
 use crate::secret::Secrets;
 use crate::transport::{self, ssh, Connection, Progress};
 use session::{OpenError, Session};
@@ -441,7 +442,7 @@ async fn run_node(
         own: account,
         others: others.into_iter().map(|a| (a, tokio::sync::OnceCell::new())).collect(),
     };
-    let cx = work::Cx { plan, index, node, session: &session, home: &session, sink, shared, renderer, config };
+    let cx = node::Cx { plan, index, node, session: &session, home: &session, sink, shared, renderer, config };
     let results =
         futures::future::join_all(lanes.iter().map(|lane| run_lane(&cx, &accounts, lane, cancel.clone()))).await;
     for statuses in results {
@@ -476,7 +477,7 @@ struct Accounts<'a> {
 
 impl Accounts<'_> {
     /// The session `job` runs on, or why the executor for its account could not start.
-    async fn session_for<'s>(&'s self, cx: &work::Cx<'s>, job: &crate::plan::Job) -> Result<&'s Session, String> {
+    async fn session_for<'s>(&'s self, cx: &node::Cx<'s>, job: &crate::plan::Job) -> Result<&'s Session, String> {
         let account = job.account(cx.node);
         if account == self.own {
             return Ok(cx.session);
@@ -503,7 +504,7 @@ impl Accounts<'_> {
 
 /// One lane: groups (entries) in order, jobs in order; a failure skips the rest of its group.
 async fn run_lane(
-    cx: &work::Cx<'_>,
+    cx: &node::Cx<'_>,
     accounts: &Accounts<'_>,
     lane: &[Vec<usize>],
     cancel: watch::Receiver<u8>,
@@ -524,14 +525,14 @@ async fn run_lane(
             };
             let status = match skip_reason {
                 Some(reason) => {
-                    if matches!(job.work, Work::Query { .. }) {
+                    if job.work.gathers() {
                         cx.shared.leave(job.id, cx.index);
                     }
                     cx.sink.emit(skipped(&node.name, job, reason)).await;
                     JobStatus::Skipped
                 }
                 None => match accounts.session_for(cx, job).await {
-                    Ok(session) => work::run_job(&work::Cx { session, ..*cx }, job, cancel.clone()).await,
+                    Ok(session) => work::run_job(&node::Cx { session, ..*cx }, job, cancel.clone()).await,
                     Err(reason) => {
                         cx.sink.emit(work::failed_to_start(node, job, reason)).await;
                         JobStatus::Failed
@@ -554,7 +555,7 @@ async fn run_lane(
 
 /// Remembers how the entry last ended on the node (CACHEEVICT `parents` forgets it); saved
 /// only when that changes, so an unchanged re-run writes nothing.
-async fn record_parent(cx: &work::Cx<'_>, fingerprint: &str, ok: bool) {
+async fn record_parent(cx: &node::Cx<'_>, fingerprint: &str, ok: bool) {
     let state = &cx.shared.nodes[cx.index];
     let status = if ok { "ok" } else { "failed" };
     let changed = {

@@ -157,10 +157,12 @@ impl Session {
     pub async fn run(
         &self,
         command: String,
+        check: Option<String>,
         env: Vec<(String, String)>,
         timeout: Duration,
     ) -> Result<(u64, mpsc::UnboundedReceiver<Reply>), String> {
-        self.start(|id| Request::Run { id, command, env, cwd: None, timeout_ms: timeout.as_millis() as u64 }).await
+        let timeout_ms = timeout.as_millis() as u64;
+        self.start(|id| Request::Run { id, command, env, cwd: None, timeout_ms, check }).await
     }
 
     async fn done_of(&self, mut rx: mpsc::UnboundedReceiver<Reply>) -> Result<Done, String> {
@@ -264,7 +266,7 @@ async fn dispatch(
                 Ok(Some((reply, used))) => {
                     buf.drain(..used);
                     let (id, last) = match &reply {
-                        Reply::Started { id, .. } | Reply::Output { id, .. } => (*id, false),
+                        Reply::Started { id, .. } | Reply::Output { id, .. } | Reply::Unheld { id, .. } => (*id, false),
                         Reply::Finished { id, .. } | Reply::Done { id, .. } => (*id, true),
                         Reply::Drain { from } => {
                             drained

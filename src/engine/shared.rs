@@ -8,7 +8,7 @@
 //! when it ends, so a lost node never blocks the others.
 
 use super::cache::NodeCache;
-use crate::plan::{Plan, Work};
+use crate::plan::Plan;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,7 +113,7 @@ impl Shared {
         let queries = plan
             .jobs
             .iter()
-            .filter(|j| matches!(j.work, Work::Query { .. }))
+            .filter(|j| j.work.gathers())
             .map(|j| {
                 (j.id, Rendezvous { participants: j.targets.clone(), seen: Mutex::default(), notify: Notify::new() })
             })

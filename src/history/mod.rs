@@ -94,7 +94,7 @@ pub fn job_id(run: &str, seq: usize) -> String {
 
 fn hash_id(text: &str) -> String {
     use sha3::Digest;
-    crate::plan::verbs::hex(&sha3::Sha3_224::digest(text.as_bytes()))[..16].to_string()
+    crate::verb::source::hex(&sha3::Sha3_224::digest(text.as_bytes()))[..16].to_string()
 }
 
 /// How a run that finds its nodes held behaves.

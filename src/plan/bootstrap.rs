@@ -10,6 +10,7 @@ use super::{Job, Plan, PlannedEntry, Schedule, Selection, Work, DEFAULT_TIMEOUT}
 use crate::catalog::bootstrap::{self, SECTIONS};
 use crate::catalog::{Catalog, Node};
 use crate::error::Error;
+use crate::verb;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 
@@ -38,7 +39,7 @@ impl Plan {
             };
             for spec in mine {
                 let work = match spec.verb.as_str() {
-                    "RUN" => Work::Shell { command: spec.text.clone() },
+                    "RUN" => Work::Shell(verb::shell::Shell { command: spec.text.clone() }),
                     verb => {
                         let (a, b) = spec
                             .text
@@ -48,9 +49,9 @@ impl Plan {
                             .unwrap_or((spec.text.clone(), String::new()));
                         if verb == "ADD" {
                             let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-                            Work::Send { source: a, dest: b, roots: vec![spec.dir.clone(), cwd] }
+                            Work::Send(verb::send::Send { source: a, dest: b, roots: vec![spec.dir.clone(), cwd] })
                         } else {
-                            Work::Fetch { remote: a, local: b }
+                            Work::Fetch(verb::fetch::Fetch { remote: a, local: b })
                         }
                     }
                 };

@@ -4,22 +4,10 @@
 //! The encoding is a JSON object, keys sorted bytewise at every level, no whitespace, strings
 //! escaped as serde_json does (UTF-8 kept, `"` `\` and control characters escaped), numbers as
 //! integers. It always holds `v` (1, the version of this encoding), `verb`, `timeout`
-//! (seconds), `run_once`, `stdout_arg` and `stderr_arg` (null when unset), and per verb:
-//!
-//! | verb | fields |
-//! |---|---|
-//! | RUN | `command` (rendered), `env` (the node's cached envs), `no_block`, `retry` |
-//! | ARG, ENV | `key`, `value` (rendered), `extend` |
-//! | ADD, COPY | `files`: `[{"dest", "sha3"}]` (final path; content hash, after rendering for `--blueprint`), `owner`, `group`, `mode`, `blueprint` |
-//! | WORKDIR | `path` (rendered), `owner`, `group`, `mode` |
-//! | CACHEFILE | `path` |
-//! | CACHEEVICT | `tag` |
-//! | QUERY | `key` |
-//! | QUERY_WAIT | `item`, `query_timeout`, `identities` |
-//! | JOB_WAIT | `job`, `identities` |
-//! | WAIT | one of `seconds`, `url` (rendered), `command` (rendered, with `env`); `retry`, `retry_wait`, `insecure` |
-//! | ECHO | `text` |
-//! | QUEUESENTINEL | nothing more |
+//! (seconds), `run_once`, `stdout_arg` and `stderr_arg` (null when unset), and the verb's own
+//! fields, which each verb's module names ([`crate::verb`]): RUN's `command` (rendered) and
+//! `env` (the node's cached envs), ADD/COPY's `files` (each final path with its content hash),
+//! and so on.
 //!
 //! A job that runs as another user than the login user (become) also holds `as`, that user:
 //! the same command as root and as the login user are different work. Jobs run as the login
@@ -30,7 +18,7 @@
 //! sources is in (editing a source re-sends it), and so are the rendered command and the
 //! environment (a changed ARG or ENV used by a later RUN makes that RUN run again).
 
-use super::{Job, WaitOn, Work};
+use super::Job;
 use serde_json::{json, Map, Value};
 use sha3::{Digest, Sha3_224};
 
@@ -124,73 +112,7 @@ fn body(job: &Job, r: &Rendered) -> Value {
     if let Some(user) = &r.run_as {
         fields.insert("as".to_string(), json!(user));
     }
-    let mut put = |k: &str, v: Value| {
-        fields.insert(k.to_string(), v);
-    };
-    match &job.work {
-        Work::Run { retry, no_block, .. } => {
-            put("command", json!(r.text));
-            put("env", Value::Object(r.env.clone()));
-            put("no_block", json!(no_block));
-            put("retry", json!(retry));
-        }
-        Work::Arg { key, extend, .. } => {
-            put("key", json!(key));
-            put("value", r.value.clone());
-            put("extend", json!(extend));
-        }
-        Work::Copy { attrs, blueprint, .. } => {
-            put(
-                "files",
-                Value::Array(r.files.iter().map(|(dest, sha3)| json!({"dest": dest, "sha3": sha3})).collect()),
-            );
-            put("owner", json!(attrs.owner));
-            put("group", json!(attrs.group));
-            put("mode", json!(attrs.mode));
-            put("blueprint", json!(blueprint));
-        }
-        Work::Workdir { attrs, .. } => {
-            put("path", json!(r.text));
-            put("owner", json!(attrs.owner));
-            put("group", json!(attrs.group));
-            put("mode", json!(attrs.mode));
-        }
-        Work::CacheFile { path } => put("path", json!(path)),
-        Work::CacheEvict { tag } => put("tag", json!(tag)),
-        Work::Query { key } => put("key", json!(key)),
-        Work::QueryWait { item, timeout, identities } => {
-            put("item", json!(item));
-            put("query_timeout", json!(timeout.as_secs()));
-            put("identities", json!(identities));
-        }
-        Work::JobWait { fingerprint, identities } => {
-            put("job", json!(fingerprint));
-            put("identities", json!(identities));
-        }
-        Work::Wait { on, retry, retry_wait, insecure } => {
-            match on {
-                WaitOn::Seconds(s) => put("seconds", json!(s)),
-                WaitOn::Url(_) => put("url", json!(r.text)),
-                WaitOn::Cmd(_) => {
-                    put("command", json!(r.text));
-                    put("env", Value::Object(r.env.clone()));
-                }
-            }
-            put("retry", json!(retry));
-            put("retry_wait", json!(retry_wait.as_secs()));
-            put("insecure", json!(insecure));
-        }
-        Work::Echo { text } => put("text", json!(text)),
-        Work::QueueSentinel => {}
-        Work::Shell { .. } => put("command", json!(r.text)),
-        Work::Send { .. } => {
-            put("files", Value::Array(r.files.iter().map(|(dest, sha3)| json!({"dest": dest, "sha3": sha3})).collect()))
-        }
-        Work::Fetch { .. } => {
-            put("remote", json!(r.text));
-            put("local", r.value.clone());
-        }
-    }
+    job.work.fingerprint(r, fields);
     body
 }
 
@@ -233,13 +155,13 @@ fn write(value: &Value, out: &mut String) {
 
 /// sha3-224 of `text`, lower-case hex.
 pub fn hash(text: &str) -> String {
-    super::verbs::hex(&Sha3_224::digest(text.as_bytes()))
+    crate::verb::source::hex(&Sha3_224::digest(text.as_bytes()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::verbs::{self, SourceRoots};
+    use crate::verb::{self as verbs, SourceRoots};
     use std::path::PathBuf;
 
     fn job(verb: &str, args: &str) -> Job {

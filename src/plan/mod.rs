@@ -2,7 +2,7 @@
 //!
 //! Synchronous and offline: nothing here touches the network. It resolves each entry's targets
 //! against the catalog (node names first, then hosts), applies `--restrict`, and parses each
-//! job with [`verbs`] (ADD/COPY sources are found and hashed here, on the operator). Every
+//! job with [`crate::verb`] (ADD/COPY sources are found and hashed here, on the operator). Every
 //! mistake becomes an input error with file:line:column. A job's fingerprint is not known
 //! here: it covers the command as rendered on each node, so the engine computes it with
 //! [`fingerprint`] just before the job would run.
@@ -12,15 +12,15 @@ pub mod bootstrap;
 pub mod fingerprint;
 pub mod literal;
 pub mod select;
-pub mod verbs;
 
 use crate::catalog::orchestration::{BecomeSpec, JobSpec, Orchestration, TargetRef};
 use crate::catalog::yaml::{child, Document, Seg};
 use crate::catalog::{Account, Catalog, Node};
 use crate::error::Error;
+use crate::verb;
+pub use crate::verb::{Work, DEFAULT_TIMEOUT};
 use std::path::PathBuf;
 use std::time::Duration;
-pub use verbs::{Source, WaitOn, Work, DEFAULT_TIMEOUT};
 
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -71,37 +71,7 @@ impl Job {
 
     /// The verb and its arguments on one line, cut at `cut` characters.
     fn spelled(&self, cut: Option<usize>) -> String {
-        let args = match &self.work {
-            Work::Run { command, .. } => command.clone(),
-            Work::Arg { key, value, .. } => format!(
-                "{key} {}",
-                match value {
-                    serde_json::Value::String(s) => s.clone(),
-                    v => v.to_string(),
-                }
-            ),
-            Work::Copy { sources, dest, .. } => {
-                let names: Vec<String> = sources
-                    .iter()
-                    .map(|s| s.path.file_name().unwrap_or_default().to_string_lossy().into_owned())
-                    .collect();
-                format!("{} {dest}", names.join(" "))
-            }
-            Work::Workdir { path, .. } => path.clone(),
-            Work::CacheFile { path } => path.clone(),
-            Work::CacheEvict { tag } => tag.clone(),
-            Work::Query { key } => key.clone(),
-            Work::QueryWait { item, .. } => item.clone(),
-            Work::JobWait { fingerprint, .. } => fingerprint.clone(),
-            Work::Wait { on: WaitOn::Seconds(s), .. } => format!("--seconds {s}"),
-            Work::Wait { on: WaitOn::Url(u), .. } => format!("--url {u}"),
-            Work::Wait { on: WaitOn::Cmd(c), .. } => format!("--cmd {c}"),
-            Work::Echo { text } => text.clone(),
-            Work::QueueSentinel => String::new(),
-            Work::Shell { command } => command.clone(),
-            Work::Send { source, dest, .. } => format!("{source} {dest}"),
-            Work::Fetch { remote, local } => format!("{remote} {local}"),
-        };
+        let args = self.work.spelled();
         let one_line = args.split_whitespace().collect::<Vec<_>>().join(" ");
         let shown = crate::ellipsize(&one_line, cut.unwrap_or(usize::MAX));
         format!("{} {shown}", self.verb).trim_end().to_string()
@@ -110,17 +80,12 @@ impl Job {
     /// Whether preparing the job on a node is CPU work worth a blocking thread: a template to
     /// render, a blueprint, or a bootstrap source to find and hash.
     pub fn heavy(&self) -> bool {
-        matches!(self.work, Work::Send { .. } | Work::Fetch { .. } | Work::Copy { blueprint: true, .. })
-            || self.work.templates().into_iter().any(crate::catalog::template::is_template)
+        self.work.heavy() || self.work.templates().into_iter().any(crate::catalog::template::is_template)
     }
 
     /// Whether a success is recorded in the node cache and answered from it next time.
     pub fn cacheable(&self) -> bool {
-        verbs::spec(&self.verb).is_some_and(|s| s.cacheable)
-            && !matches!(
-                self.work,
-                Work::Run { no_block: true, .. } | Work::Shell { .. } | Work::Send { .. } | Work::Fetch { .. }
-            )
+        self.work.cacheable()
     }
 }
 
@@ -238,7 +203,7 @@ impl Plan {
                     };
                     let mut targets: Vec<usize> = targets.into_iter().filter(|&i| allowed[i]).collect();
                     // Directord's QUERY ignores --run-once: it asks every target.
-                    if job.run_once && !matches!(job.work, Work::Query { .. }) {
+                    if job.run_once && !job.work.gathers() {
                         targets.truncate(1);
                     }
                     job.targets = targets;
@@ -306,7 +271,7 @@ impl Plan {
     /// in a batch that starts only after theirs ends.
     fn check_batchable(&self, orchestrations: &[Orchestration]) -> Result<(), Error> {
         for (job, (doc, spec)) in self.jobs.iter().zip(job_specs(orchestrations)) {
-            if matches!(job.work, Work::Query { .. } | Work::QueryWait { .. } | Work::JobWait { .. }) {
+            if job.work.waits_for_others() {
                 return Err(doc
                     .error_at(&spec.path, format!("{} waits for other nodes, so it cannot run in batches", job.verb))
                     .hint("a node of a later batch has not run when an earlier batch waits for it: run this orchestration without --serial (or `serial:`), or move this job to an orchestration of its own"));
@@ -318,11 +283,7 @@ impl Plan {
     /// QUERY_WAIT and JOB_WAIT name nodes by catalog name; each must run something here.
     fn check_identities(&self, orchestrations: &[Orchestration]) -> Result<(), Error> {
         for (job, (doc, spec)) in self.jobs.iter().zip(job_specs(orchestrations)) {
-            let ids = match &job.work {
-                Work::QueryWait { identities, .. } | Work::JobWait { identities, .. } => identities,
-                _ => continue,
-            };
-            for id in ids {
+            for id in job.work.identities() {
                 if !self.nodes.iter().any(|n| n.name == *id) {
                     let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
                     return Err(doc
@@ -342,10 +303,7 @@ impl Plan {
     /// added as they are rendered on each node).
     pub fn secrets(&self) -> Vec<serde_json::Value> {
         let vars = self.nodes.iter().flat_map(|n| n.secret_vars.iter().filter_map(|k| n.vars.get(k)).cloned());
-        let args = self.jobs.iter().filter_map(|j| match &j.work {
-            Work::Arg { secret: true, value, .. } => Some(value.clone()),
-            _ => None,
-        });
+        let args = self.jobs.iter().filter_map(|j| j.work.secret().cloned());
         vars.chain(args).collect()
     }
 
@@ -408,8 +366,8 @@ fn resolve(catalog: &Catalog, doc: &Document, targets: &[TargetRef]) -> Result<V
 }
 
 fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Result<Job, Error> {
-    if verbs::NOT_YET.contains(&spec.verb.as_str()) {
-        let runs: Vec<&str> = verbs::VERBS.iter().map(|v| v.name).collect();
+    if verb::NOT_YET.contains(&spec.verb.as_str()) {
+        let runs: Vec<&str> = verb::VERBS.iter().map(|v| v.name).collect();
         return Err(doc
             .error_at(&spec.path, format!("verb `{}` is not supported yet", spec.verb))
             .hint(format!("director runs {} today", runs.join(", "))));
@@ -421,8 +379,8 @@ fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Re
         .parent()
         .map(|d| if d.as_os_str().is_empty() { PathBuf::from(".") } else { d.to_path_buf() })
         .map(|d| cwd.join(d));
-    let roots = verbs::SourceRoots { cwd, file_dir };
-    let parsed = verbs::parse(&spec.verb, &spec.args, &spec.vars, &roots).map_err(|e| {
+    let roots = verb::SourceRoots { cwd, file_dir };
+    let parsed = verb::parse(&spec.verb, &spec.args, &spec.vars, &roots).map_err(|e| {
         if e.help {
             return Error::help(e.message);
         }
@@ -460,11 +418,9 @@ fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Re
 /// a mistake is an input error before any node is contacted.
 fn check_templates(work: &Work) -> Result<(), String> {
     use crate::catalog::template::check;
-    if let Work::Copy { sources, blueprint: true, .. } = work {
-        for source in sources {
-            let text = crate::catalog::yaml::read_text(&source.path).map_err(|e| e.message)?;
-            check(&text).map_err(|e| format!("{e} in blueprint {}", source.path.display()))?;
-        }
+    for source in work.blueprints() {
+        let text = crate::catalog::yaml::read_text(&source.path).map_err(|e| e.message)?;
+        check(&text).map_err(|e| format!("{e} in blueprint {}", source.path.display()))?;
     }
     work.templates().into_iter().try_for_each(check)
 }
@@ -553,7 +509,7 @@ mod tests {
         let err = plan("- jobs: [{RUN: a}]\n", &["mail*"]).unwrap_err();
         assert_eq!(err.to_string(), "error: --restrict `mail*` matches no node or group in the catalog\n  hint: the catalog has web1, web2, db1");
         let err = plan("- jobs:\n    - DNF: vim\n", &[]).unwrap_err();
-        assert_eq!(err.to_string(), "error: o.yaml:2:7: verb `DNF` is not supported yet\n  hint: director runs RUN, ARG, ENV, ADD, COPY, WORKDIR, CACHEFILE, CACHEEVICT, QUERY, QUERY_WAIT, JOB_WAIT, WAIT, ECHO, QUEUESENTINEL today");
+        assert_eq!(err.to_string(), "error: o.yaml:2:7: verb `DNF` is not supported yet\n  hint: director runs RUN, ARG, ENV, ADD, COPY, WORKDIR, CACHEFILE, CACHEEVICT, QUERY, QUERY_WAIT, JOB_WAIT, WAIT, ECHO, QUEUESENTINEL, SERVICE today");
         let err = plan("- jobs:\n    - RUN: echo\n      vars: {stdout_ag: x}\n", &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -609,7 +565,7 @@ mod tests {
                     }
                     assert!(
                         text.contains(&format!("verb `{what}` is not supported yet"))
-                            && verbs::NOT_YET.contains(&what.as_str()),
+                            && verb::NOT_YET.contains(&what.as_str()),
                         "{name}: {text}"
                     );
                     refused.push(format!("{name} ({what})"));
@@ -625,8 +581,6 @@ mod tests {
                 "functional-podman-test.yaml (CONTAINER_IMAGE)",
                 "functional-tests-facter.yaml (FACTER)",
                 "ghost-blog.yaml (no files/nginx-ghost.j2)",
-                "openstack-keystone.yaml (SERVICE)",
-                "podman.yaml (SERVICE)",
                 "rabbitmq.yaml (no files/rabbitmq/systemd-limits.conf.j2)",
                 "sonarr-radarr-nzbget.yml (no files/generic-systemd.service.j2)",
                 "ssh-keygen-distribute.yaml (no files/authorized_keys.j2)",

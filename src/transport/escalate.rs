@@ -12,8 +12,8 @@
 
 use super::{Incoming, Link};
 use crate::catalog::{Account, BecomeMethod};
-use crate::engine::work::sh_quote;
 use crate::secret::Password;
+use crate::shell::quote as sh_quote;
 use tokio::io::AsyncWriteExt;
 
 /// The line the wrapped script prints once it runs as the become user.

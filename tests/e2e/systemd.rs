@@ -51,3 +51,134 @@ fn a_systemd_host_boots_systemd_as_pid_1_runs_jobs_and_comes_back_from_a_reboot(
     assert_ne!(lines[0], lines[1], "PID 1 started again:\n{said}");
     assert_eq!(lines[2], "systemd");
 }
+
+/// SERVICE on a real systemd: Directord's order of steps, a cache hit checked against the
+/// units' state in the job's own frame (stopped or disabled by hand → done again, saying
+/// why), a plan that says the same, the first failing step ending the job, and a node
+/// without systemd told so.
+#[test]
+fn service_brings_units_to_their_state_and_a_cached_one_is_checked() {
+    let mut fleet = Fleet::start(1);
+    let i = fleet.add_systemd_host();
+    let name = fleet.hosts[i].name.clone();
+    let unit = fleet.file(
+        "demo.service",
+        "[Unit]\nDescription=demo\n[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n",
+    );
+    let file = fleet.file(
+        "service.yaml",
+        &format!(
+            "- targets: [{name}]\n  jobs:\n    - ADD: {} /usr/lib/systemd/system/demo.service\n    - SERVICE: --daemon-reload --enable --restarted demo.service\n",
+            unit.display()
+        ),
+    );
+    let exec = |command: &str| {
+        let out = output(
+            fleet
+                .director()
+                .args(["exec", "--progress", "plain", "--output", "all", "--catalog"])
+                .arg(fleet.catalog())
+                .args(["--target", &name, command]),
+        );
+        assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+        stdout(&out).lines().filter_map(|l| l.strip_prefix("    │ ")).collect::<Vec<_>>().join("\n")
+    };
+    let state = || exec("systemctl is-active demo.service; systemctl is-enabled demo.service; true");
+    let said = |events: &[super::schema::Event]| -> Vec<(String, String)> {
+        super::finished(events, &name)
+            .into_iter()
+            .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
+            .collect()
+    };
+    let cached =
+        ("cached".to_string(), "done before with this exact fingerprint (--ignore-cache runs it again)".to_string());
+
+    let (c, events, err) = super::orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(said(&events), [("ok".into(), String::new()), ("ok".into(), String::new())]);
+    assert_eq!(state(), "active\nenabled");
+    let info = events.iter().find_map(|e| match e {
+        super::schema::Event::JobStarted { job: 1, info, .. } => Some(info.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        info.as_deref(),
+        Some("systemctl daemon-reload && systemctl enable 'demo.service' && systemctl restart 'demo.service'")
+    );
+
+    // Nothing changed: both answered from the cache, the unit's state checked on the node.
+    let (c, events, err) = super::orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(said(&events), [cached.clone(), cached.clone()]);
+
+    // Stopped by hand: a plan says so, a run starts it again.
+    exec("systemctl stop demo.service");
+    let (_, events, _) = super::orchestrate_json(&fleet, &file, &["--plan"]);
+    assert_eq!(
+        said(&events),
+        [cached.clone(), ("would_run".into(), "was cached, but demo.service is inactive".into())]
+    );
+    assert_eq!(state(), "inactive\nenabled", "a plan changes nothing");
+    let (c, events, err) = super::orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(
+        said(&events),
+        [cached.clone(), ("ok".into(), "was cached, but demo.service is inactive: done again".into())]
+    );
+    assert_eq!(state(), "active\nenabled");
+
+    // Disabled by hand: enabled again.
+    exec("systemctl disable demo.service 2>&1");
+    let (c, events, err) = super::orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(
+        said(&events),
+        [cached.clone(), ("ok".into(), "was cached, but demo.service is disabled, not enabled: done again".into())]
+    );
+    assert_eq!(state(), "active\nenabled");
+
+    // Stopped and masked, in Directord's order (mask before stop).
+    let stop = fleet
+        .file("stop.yaml", &format!("- targets: [{name}]\n  jobs:\n    - SERVICE: --stopped --mask demo.service\n"));
+    let (c, _, err) = super::orchestrate_json(&fleet, &stop, &[]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(state(), "inactive\nmasked");
+
+    // The first failing step ends the job: no such unit.
+    let bad = fleet.file(
+        "bad.yaml",
+        "- jobs:\n    - SERVICE: --enable --restarted nosuch.service\n    - RUN: touch /var/tmp/after-bad\n",
+    );
+    let (c, events, _) = super::orchestrate_json(&fleet, &bad, &[]);
+    assert_eq!(c, 1);
+    let failed = super::finished(&events, &name);
+    assert_eq!((failed[0].1, failed[0].3), ("failed", Some("exited with code 1")), "{failed:?}");
+    let printed: String = events
+        .iter()
+        .filter_map(|e| match e {
+            super::schema::Event::JobOutput { node, data, .. } if *node == name => Some(data.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(printed.contains("nosuch.service"), "{printed}");
+    assert_eq!(failed[1].1, "skipped");
+
+    // h1 is a plain test host: no systemd there.
+    assert!(
+        !std::path::Path::new("/run/systemd/system").exists(),
+        "the test hosts share this machine's root, which must not run systemd"
+    );
+    let h1 = super::finished(&events, "h1");
+    assert_eq!((h1[0].1, h1[0].3), ("failed", Some("exited with code 1")));
+    let told: String = events
+        .iter()
+        .filter_map(|e| match e {
+            super::schema::Event::JobOutput { node, data, .. } if node == "h1" => Some(data.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        told,
+        "SERVICE needs systemd on the node, which was not booted with it (/run/systemd/system is missing)\n"
+    );
+}

@@ -1,7 +1,8 @@
 //! One running job on the node: spawn, stream its pipes, enforce its timeout, report its end.
 //!
 //! Every job gets its own process group (the shell is the leader), so a timeout or a cancel
-//! kills everything the command started, not only the shell.
+//! kills everything the command started, not only the shell. A job with a check runs the
+//! check first, the same way, and runs its command only when the check fails.
 
 use crate::Outbox;
 use director_proto::{split_utf8, Outcome, Reply, Stream, OUTPUT_CHUNK};
@@ -27,6 +28,9 @@ struct Running {
     pgid: i32,
     cancelled: Arc<AtomicBool>,
 }
+
+/// How much of a failed check's output is kept to say why.
+const WHY_LIMIT: usize = 1024;
 
 /// The jobs this executor is running, by operator-chosen id.
 #[derive(Default, Clone)]
@@ -135,6 +139,90 @@ impl Jobs {
                 }
             };
             outbox.send(&Reply::Finished { id, outcome, ms: started.elapsed().as_millis() as u64 });
+        });
+    }
+
+    /// Runs `check` (its output kept, not streamed); when it exits 0 the job is
+    /// [`Outcome::Held`], otherwise [`Reply::Unheld`] tells its output and `command` runs.
+    /// Both share the job's timeout; a cancel stops either.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_checked(
+        &self,
+        outbox: Outbox,
+        id: u64,
+        check: String,
+        command: String,
+        env: Vec<(String, String)>,
+        cwd: Option<String>,
+        timeout_ms: u64,
+    ) {
+        let jobs = self.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let finished = |outcome| Reply::Finished { id, outcome, ms: started.elapsed().as_millis() as u64 };
+            let mut cmd = Command::new("/bin/sh");
+            cmd.arg("-c")
+                .arg(RUN_FROM_ENV)
+                .env(COMMAND_VAR, &check)
+                .process_group(0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd.envs(env.clone());
+            if let Some(dir) = &cwd {
+                cmd.current_dir(dir);
+            }
+            let child = match cmd.spawn() {
+                Ok(child) => child,
+                Err(e) => return outbox.send(&finished(Outcome::SpawnFailed { message: e.to_string() })),
+            };
+            let pgid = child.id() as i32;
+            let cancelled = Arc::new(AtomicBool::new(false));
+            jobs.lock().insert(id, Running { pgid, cancelled: cancelled.clone() });
+            // A watchdog kills the check's group when the job's time runs out.
+            let (done_tx, done_rx) = mpsc::channel::<()>();
+            let timed_out = Arc::new(AtomicBool::new(false));
+            let watchdog = {
+                let timed_out = timed_out.clone();
+                std::thread::spawn(move || {
+                    if let Err(mpsc::RecvTimeoutError::Timeout) =
+                        done_rx.recv_timeout(Duration::from_millis(timeout_ms))
+                    {
+                        timed_out.store(true, Ordering::SeqCst);
+                        kill_group(pgid);
+                    }
+                })
+            };
+            let output = child.wait_with_output();
+            drop(done_tx);
+            let _ = watchdog.join();
+            jobs.lock().remove(&id);
+            if cancelled.load(Ordering::SeqCst) {
+                return outbox.send(&finished(Outcome::Cancelled));
+            }
+            if timed_out.load(Ordering::SeqCst) {
+                return outbox.send(&finished(Outcome::TimedOut));
+            }
+            let output = match output {
+                Ok(o) => o,
+                Err(e) => return outbox.send(&finished(Outcome::SpawnFailed { message: e.to_string() })),
+            };
+            if output.status.success() {
+                return outbox.send(&finished(Outcome::Held));
+            }
+            let mut why = String::from_utf8_lossy(&output.stdout).into_owned();
+            why.push_str(&String::from_utf8_lossy(&output.stderr));
+            let mut why = why.trim().to_string();
+            if why.len() > WHY_LIMIT {
+                let mut cut = WHY_LIMIT;
+                while !why.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                why.truncate(cut);
+            }
+            outbox.send(&Reply::Unheld { id, why });
+            let left = timeout_ms.saturating_sub(started.elapsed().as_millis() as u64).max(1);
+            jobs.start(outbox, id, command, env, cwd, left);
         });
     }
 

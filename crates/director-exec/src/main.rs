@@ -103,8 +103,11 @@ fn serve() {
                             }
                         }
                         Inbound::Request(request) => match request {
-                            Request::Run { id, command, env, cwd, timeout_ms } => {
+                            Request::Run { id, command, env, cwd, timeout_ms, check: None } => {
                                 jobs.start(outbox.clone(), id, command, env, cwd, timeout_ms)
+                            }
+                            Request::Run { id, command, env, cwd, timeout_ms, check: Some(check) } => {
+                                jobs.start_checked(outbox.clone(), id, check, command, env, cwd, timeout_ms)
                             }
                             Request::Cancel { id } => jobs.cancel(id),
                             Request::Mkdir { id, path, attrs } => done(id, files::mkdir(&path, &attrs)),

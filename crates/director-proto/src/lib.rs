@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. The executor announces it in [`Reply::Hello`]; the operator
 /// refuses (and re-installs) an executor that speaks another one.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Largest frame either side accepts. Output is sent in chunks far below this.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -70,6 +70,12 @@ pub enum Request {
         cwd: Option<String>,
         /// The whole process group is killed when this runs out.
         timeout_ms: u64,
+        /// A command run first, in the same way: when it exits 0 what `command` would do
+        /// already holds, and the job finishes [`Outcome::Held`] without running it;
+        /// otherwise [`Reply::Unheld`] says what it printed and `command` runs. This is how a
+        /// verb checks the node's state in the same frame as its work.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        check: Option<String>,
     },
     /// Kill the process group of job `id`; it finishes as [`Outcome::Cancelled`].
     Cancel { id: u64 },
@@ -108,11 +114,19 @@ pub enum Stream {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
-    Exited { code: i32 },
-    Signaled { signal: i32 },
+    Exited {
+        code: i32,
+    },
+    Signaled {
+        signal: i32,
+    },
     TimedOut,
     Cancelled,
-    SpawnFailed { message: String },
+    SpawnFailed {
+        message: String,
+    },
+    /// The job's check passed: its command did not run.
+    Held,
 }
 
 /// Facts the executor reports about its node when it starts.
@@ -180,6 +194,11 @@ pub enum Reply {
         id: u64,
         stream: Stream,
         data: String,
+    },
+    /// The job's check failed (it printed `why`): its command runs now.
+    Unheld {
+        id: u64,
+        why: String,
     },
     Finished {
         id: u64,
@@ -325,7 +344,8 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_wait_for_more_bytes() {
-        let req = Request::Run { id: 7, command: "echo hi".into(), env: vec![], cwd: None, timeout_ms: 1000 };
+        let req =
+            Request::Run { id: 7, command: "echo hi".into(), env: vec![], cwd: None, timeout_ms: 1000, check: None };
         let frame = encode(&req).unwrap();
         assert!(decode::<Request>(&frame[..3]).unwrap().is_none());
         assert!(decode::<Request>(&frame[..frame.len() - 1]).unwrap().is_none());

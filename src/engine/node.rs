@@ -1,0 +1,271 @@
+//! What the engine lends a verb on one node ([`Cx`]) and how a verb says how it ended
+//! ([`Finish`]): run a command there and stream its output as events, ask the executor for
+//! one thing, stat a path, and reach the node's state (its cache, the other nodes at a QUERY).
+//! The verbs themselves are in [`crate::verb`]; the job around them (render, fingerprint,
+//! cache, record) is [`super::work`].
+
+use super::preview::Pending;
+use super::session::Session;
+use super::shared::{lock, NodeState, Shared};
+use super::{EngineConfig, Sink, CANCEL_KILL};
+use crate::catalog::template::Renderer;
+use crate::catalog::Node;
+use crate::event::{Event, JobStatus, Stream};
+use crate::plan::{Job, Plan};
+use director_proto::{Done, FileStat, Outcome, Reply, Request};
+use tokio::sync::watch;
+
+/// Largest captured output kept for `--stdout-arg`/`--stderr-arg`, per stream.
+const CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Everything a job on one node can reach.
+#[derive(Clone, Copy)]
+pub struct Cx<'a> {
+    pub plan: &'a Plan,
+    pub index: usize,
+    pub node: &'a Node,
+    /// The executor the job runs on (the one of the account it runs as).
+    pub session: &'a Session,
+    /// The node's own executor, which keeps the node cache.
+    pub home: &'a Session,
+    pub sink: &'a Sink,
+    pub shared: &'a Shared,
+    pub renderer: &'a std::sync::Arc<Renderer>,
+    pub config: &'a EngineConfig,
+}
+
+impl Cx<'_> {
+    /// The node's state in this run: its cache, what it sent, who waits on it.
+    pub fn state(&self) -> &NodeState {
+        &self.shared.nodes[self.index]
+    }
+
+    /// In a plan: why `job`, which uses the variables `uses`, cannot be known before a job
+    /// that would run first on this node captures one of them.
+    pub fn depends(&self, uses: &std::collections::BTreeSet<String>) -> Option<String> {
+        Pending::blocking(&lock(&self.state().pending), uses)
+    }
+
+    /// Writes the in-memory cache to the node, atomically there.
+    pub async fn save(&self) -> Result<(), String> {
+        let state = self.state();
+        let _turn = state.save.lock().await;
+        let data = state.cache().to_text();
+        if data.len() > director_proto::MAX_CACHE {
+            return Err(format!(
+                "cannot save the node cache: it would be {} bytes, over the {} MiB a node cache may hold (large --stdout-arg or --stderr-arg captures are the usual cause)",
+                data.len(),
+                director_proto::MAX_CACHE >> 20
+            ));
+        }
+        match self.home.call(|id| Request::SaveCache { id, data }).await? {
+            Done::Failed { message } => Err(format!("cannot save the node cache: {message}")),
+            _ => Ok(()),
+        }
+    }
+
+    /// A request to the job's executor that is answered `Ok`: its failure, if it failed.
+    pub async fn done(&self, make: impl FnOnce(u64) -> Request) -> Result<(), String> {
+        match self.session.call(make).await? {
+            Done::Ok => Ok(()),
+            Done::Failed { message } => Err(message),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// A request to the job's executor that is answered with a text.
+    pub async fn text(&self, make: impl FnOnce(u64) -> Request) -> Result<String, String> {
+        match self.session.call(make).await? {
+            Done::Text { data } => Ok(data),
+            Done::Failed { message } => Err(message),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// What is at `path` on the node (`None`: nothing), without its text.
+    pub async fn stat(&self, path: &str) -> Result<Option<FileStat>, String> {
+        let path = path.to_string();
+        match self.session.call(move |id| Request::Stat { id, path, text_limit: 0 }).await? {
+            Done::Stat { stat } => Ok(stat),
+            Done::Failed { message } => Err(message),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// Runs `command` with `/bin/sh` on the node as the job, streaming its output as the
+    /// job's events; `env` is set on top of the executor's environment.
+    pub async fn command(
+        &self,
+        job: &Job,
+        command: &str,
+        env: Vec<(String, String)>,
+        cancel: &mut watch::Receiver<u8>,
+    ) -> Finish {
+        self.checked_command(job, None, command, env, cancel).await.0
+    }
+
+    /// [`Cx::command`] after `check` (see [`Request::Run`]): when the check passes the
+    /// command does not run and the job is `cached` ([`Checked::Held`]); when it fails, its
+    /// output is why the command ran ([`Checked::Unheld`]).
+    pub async fn checked_command(
+        &self,
+        job: &Job,
+        check: Option<String>,
+        command: &str,
+        env: Vec<(String, String)>,
+        cancel: &mut watch::Receiver<u8>,
+    ) -> (Finish, Checked) {
+        let ran = self.run_command(job, check, command, env, cancel).await;
+        let checked = ran.checked;
+        let (status, exit_code, reason) = match ran.outcome {
+            Ok(Outcome::Held) => (JobStatus::Cached, None, None),
+            Ok(Outcome::Exited { code: 0 }) => (JobStatus::Ok, Some(0), None),
+            Ok(Outcome::Exited { code }) => (JobStatus::Failed, Some(code), Some(format!("exited with code {code}"))),
+            Ok(Outcome::Signaled { signal }) => (JobStatus::Failed, None, Some(format!("killed by signal {signal}"))),
+            Ok(Outcome::TimedOut) => {
+                (JobStatus::TimedOut, None, Some(format!("timed out after {} s", job.timeout.as_secs())))
+            }
+            Ok(Outcome::Cancelled) => (JobStatus::Cancelled, None, Some("cancelled".to_string())),
+            Ok(Outcome::SpawnFailed { message }) => {
+                (JobStatus::Failed, None, Some(format!("could not start /bin/sh: {message}")))
+            }
+            Err(lost) => (JobStatus::Failed, None, Some(lost)),
+        };
+        (Finish { status, exit_code, reason, stdout: ran.stdout, stderr: ran.stderr, ..Finish::ok("") }, checked)
+    }
+
+    async fn run_command(
+        &self,
+        job: &Job,
+        check: Option<String>,
+        command: &str,
+        env: Vec<(String, String)>,
+        cancel: &mut watch::Receiver<u8>,
+    ) -> Ran {
+        let checked = if check.is_some() { Checked::Held } else { Checked::None };
+        let mut ran = Ran { outcome: Err(String::new()), stdout: String::new(), stderr: String::new(), checked };
+        let (id, mut replies) = match self.session.run(command.to_string(), check, env, job.timeout).await {
+            Ok(x) => x,
+            Err(e) => {
+                ran.outcome = Err(e);
+                return ran;
+            }
+        };
+        let mut kill_sent = false;
+        loop {
+            let step = tokio::select! {
+                reply = replies.recv() => Step::Reply(reply),
+                changed = cancel.changed(), if !kill_sent => match changed {
+                    Ok(()) if *cancel.borrow() >= CANCEL_KILL => Step::Cancel,
+                    Ok(()) => continue,
+                    Err(_) => { kill_sent = true; continue }
+                },
+            };
+            match step {
+                Step::Cancel => {
+                    kill_sent = true;
+                    self.session.cancel(id).await;
+                }
+                Step::Reply(None) => {
+                    ran.outcome =
+                        Err(self.session.lost().unwrap_or_else(|| "connection to the executor lost".to_string()));
+                    return ran;
+                }
+                Step::Reply(Some(Reply::Output { stream, data, .. })) => {
+                    let (stream, keep) = match stream {
+                        director_proto::Stream::Stdout => (Stream::Stdout, &mut ran.stdout),
+                        director_proto::Stream::Stderr => (Stream::Stderr, &mut ran.stderr),
+                    };
+                    if keep.len() < CAPTURE_LIMIT {
+                        keep.push_str(&data);
+                    }
+                    self.sink.emit(Event::JobOutput { node: self.node.name.clone(), job: job.id, stream, data }).await;
+                }
+                Step::Reply(Some(Reply::Unheld { why, .. })) => {
+                    let why = if why.is_empty() { "its check on the node failed".to_string() } else { why };
+                    ran.checked = Checked::Unheld(why);
+                }
+                Step::Reply(Some(Reply::Finished { outcome, .. })) => {
+                    ran.outcome = Ok(outcome);
+                    return ran;
+                }
+                Step::Reply(Some(_)) => {}
+            }
+        }
+    }
+}
+
+/// How a job ended on the node.
+pub struct Finish {
+    pub status: JobStatus,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
+    /// The node cache changed, so it must be saved.
+    pub dirty: bool,
+    /// The files it wrote: (path, sha3-224), for the record.
+    pub files: Vec<(String, String)>,
+    /// Answered from the job records: its captured args were restored, not re-captured.
+    pub hit: bool,
+    /// The node no longer matched the record of this job (why): it ran again.
+    pub drift: Option<String>,
+}
+
+impl Finish {
+    pub fn ok(stdout: impl Into<String>) -> Self {
+        Finish {
+            status: JobStatus::Ok,
+            exit_code: None,
+            reason: None,
+            stdout: stdout.into(),
+            stderr: String::new(),
+            dirty: false,
+            files: Vec::new(),
+            hit: false,
+            drift: None,
+        }
+    }
+
+    pub fn would_run(reason: impl Into<String>) -> Self {
+        Finish { status: JobStatus::WouldRun, reason: Some(reason.into()), ..Finish::ok("") }
+    }
+
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Finish { status: JobStatus::Failed, reason: Some(reason.into()), ..Finish::ok("") }
+    }
+
+    pub fn timed_out(reason: impl Into<String>) -> Self {
+        Finish { status: JobStatus::TimedOut, reason: Some(reason.into()), ..Finish::ok("") }
+    }
+
+    /// A cache-only verb: `cached` when nothing changed.
+    pub fn cache_only(changed: bool, stdout: impl Into<String>) -> Self {
+        Finish { status: if changed { JobStatus::Ok } else { JobStatus::Cached }, dirty: changed, ..Finish::ok(stdout) }
+    }
+}
+
+/// What one command on the node ended with, and what it printed (kept for the args).
+struct Ran {
+    outcome: Result<Outcome, String>,
+    stdout: String,
+    stderr: String,
+    checked: Checked,
+}
+
+/// What a command's check found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Checked {
+    /// There was no check.
+    None,
+    /// It passed: the command did not run.
+    Held,
+    /// It failed, printing this: the command ran.
+    Unheld(String),
+}
+
+/// Internal events of one command, so the select above only translates inputs.
+enum Step {
+    Reply(Option<Reply>),
+    Cancel,
+}

@@ -1,0 +1,365 @@
+//! Directord's job language: every verb, each in one module of its own.
+//!
+//! A verb module owns everything about its verb: its syntax (options and the `--exec-help`
+//! text, through [`Syntax`]), how a job of it is spelled, what it renders on a node, what goes
+//! into its fingerprint, how it runs there (through what the engine lends it: [`Cx`]), and how
+//! a cache hit is checked on the node before it is trusted (through [`Verb`]). Plan and engine
+//! dispatch on one type, [`Work`]; the one list of verbs is the [`verbs!`] table below, so
+//! adding a verb is a module, a line there, its tests, and the README's verb table.
+//!
+//! Options are read the Directord way ([`options`]): a known option token is taken out of the
+//! argument string wherever it stands, `--opt=v` and `--opt v` both work, and `vars` override
+//! them.
+
+pub mod options;
+pub mod source;
+
+use crate::engine::cache::JobRecord;
+use crate::plan::fingerprint::Rendered;
+use crate::plan::Job;
+use director_proto::Attrs;
+use options::Given;
+pub use options::{Arity, VerbError, DEFAULT_TIMEOUT, MAX_NUMBER};
+use serde_json::{Map, Value};
+pub use source::{Source, SourceRoots};
+use std::future::Future;
+use tokio::sync::watch;
+
+pub use crate::engine::node::{Cx, Finish};
+
+/// What the engine lends a verb on one node.
+pub type Cancel = watch::Receiver<u8>;
+
+/// How a job of a verb is written in an orchestration: its usage and options, and how its
+/// argument string becomes the verb's work.
+pub trait Syntax: Sized {
+    /// The usage `--exec-help` prints: a synopsis line, then what it does and its options.
+    const USAGE: &'static str;
+    /// The verb's own options (the common ones are [`options::COMMON`]).
+    const OPTIONS: &'static [(&'static str, Arity)];
+    /// Unknown `--options` are part of the arguments (a shell command, words to echo).
+    const FREE_TEXT: bool = false;
+
+    /// The usage of the verb spelled `name` (verbs with two names may say it apart).
+    fn usage(_name: &str) -> &'static str {
+        Self::USAGE
+    }
+
+    /// The work of a job from its options and the rest of its arguments.
+    fn parse(given: &Given) -> Result<Self, VerbError>;
+}
+
+/// What a verb's job is and does. Only [`Verb::spelled`] and [`Verb::perform`] have no
+/// default: a verb that renders nothing, fingerprints only the common fields, and whose cache
+/// hits are trusted writes just those.
+pub trait Verb {
+    /// Its arguments on one line as a person wrote them, for the job's label.
+    fn spelled(&self) -> String;
+
+    /// The texts that are templates, rendered on each node (a blueprint's content is one too,
+    /// from [`Verb::blueprints`]).
+    fn templates(&self) -> Vec<&str> {
+        Vec::new()
+    }
+
+    /// Local files whose content is a template (ADD/COPY `--blueprint`).
+    fn blueprints(&self) -> Vec<&source::Source> {
+        Vec::new()
+    }
+
+    /// Renders the templates on the node into `r` (text, value, files to send).
+    fn render(&self, _r: &mut Render<'_>) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Its own fields of the fingerprint (see [`crate::plan::fingerprint`]).
+    fn fingerprint(&self, _r: &Rendered, _fields: &mut Map<String, Value>) {}
+
+    /// What the job does on this node as a person reads it; `None` shows its label.
+    fn info(&self, _r: &Rendered) -> Option<String> {
+        None
+    }
+
+    /// Does the work on the node.
+    fn perform(&self, cx: &Cx<'_>, task: Task<'_>) -> impl Future<Output = Finish> + Send;
+
+    /// A shell command that exits 0 when what the job would do already holds on the node,
+    /// and otherwise prints why not, run in the job's own frame before its work
+    /// ([`Cx::checked_command`]); `recorded`: the node has a record of this exact job. A
+    /// verb with a check gets a record's cache hit checked this way, in no extra round trip,
+    /// instead of by [`Verb::verify`]. A job whose check passes without a record is `cached`
+    /// too: it has nothing to do (a package already installed).
+    fn check(&self, _r: &Rendered, _recorded: bool) -> Option<String> {
+        None
+    }
+
+    /// Whether a cache hit still holds on the node: why not, if it does not. The default
+    /// trusts it (RUN: `--skip-cache` is the escape).
+    fn verify(&self, _cx: &Cx<'_>, _record: &JobRecord, _r: &Rendered) -> impl Future<Output = Option<String>> + Send {
+        async { None }
+    }
+
+    /// A success is recorded in the node cache and not repeated while nothing changed.
+    fn cacheable(&self) -> bool {
+        true
+    }
+
+    /// It only changes the node cache (ARG, CACHEFILE, …): a plan does it in memory, and it
+    /// reports `cached` when it leaves the cache as it was.
+    fn cache_only(&self) -> bool {
+        false
+    }
+
+    /// Its output went to the events as the command printed it (else what it says it did is
+    /// its output).
+    fn streams_output(&self) -> bool {
+        false
+    }
+
+    /// Preparing it is CPU work worth a blocking thread beyond rendering its templates.
+    fn heavy(&self) -> bool {
+        false
+    }
+
+    /// The mode, owner and group of the files it writes.
+    fn attrs(&self) -> Attrs {
+        Attrs::default()
+    }
+
+    /// It waits for other nodes (so it cannot run in batches).
+    fn waits_for_others(&self) -> bool {
+        false
+    }
+
+    /// The catalog nodes it waits for by name (`--identity`).
+    fn identities(&self) -> &[String] {
+        &[]
+    }
+
+    /// It asks every target, even with `--run-once` (Directord's QUERY).
+    fn gathers(&self) -> bool {
+        false
+    }
+
+    /// The value it stores is secret.
+    fn secret(&self) -> Option<&Value> {
+        None
+    }
+}
+
+/// One job to do on a node, as its verb gets it.
+pub struct Task<'a> {
+    pub job: &'a Job,
+    pub rendered: &'a Rendered,
+    /// The files it writes, rendered and hashed.
+    pub outgoing: Vec<Outgoing>,
+    pub cancel: Cancel,
+    /// The node has a record of this exact job: a verb with a [`Verb::check`] checks it.
+    pub recorded: bool,
+}
+
+/// A file a job is about to write on the node.
+pub struct Outgoing {
+    pub dest: String,
+    pub size: u64,
+    pub sha3: String,
+    pub body: Body,
+}
+
+pub enum Body {
+    File(std::path::PathBuf),
+    Rendered(Vec<u8>),
+}
+
+/// What a verb renders into on one node.
+pub struct Render<'a> {
+    render: &'a dyn Fn(&str) -> Result<String, String>,
+    /// The texts of [`Verb::blueprints`], in order.
+    pub blueprints: Vec<String>,
+    pub rendered: Rendered,
+    pub outgoing: Vec<Outgoing>,
+}
+
+impl<'a> Render<'a> {
+    pub fn new(
+        render: &'a dyn Fn(&str) -> Result<String, String>,
+        blueprints: Vec<String>,
+        rendered: Rendered,
+    ) -> Self {
+        Render { render, blueprints, rendered, outgoing: Vec::new() }
+    }
+
+    /// One template, rendered with the node's args.
+    pub fn text(&self, template: &str) -> Result<String, String> {
+        (self.render)(template)
+    }
+
+    /// A value whose strings are templates, rendered as Directord did: each string rendered,
+    /// the structure kept.
+    pub fn value(&self, value: &Value) -> Result<Value, String> {
+        match value {
+            Value::String(s) => Ok(Value::String(self.text(s)?)),
+            Value::Array(items) => items.iter().map(|v| self.value(v)).collect::<Result<_, _>>().map(Value::Array),
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), self.value(v)?)))
+                .collect::<Result<_, String>>()
+                .map(Value::Object),
+            other => Ok(other.clone()),
+        }
+    }
+
+    /// A file to send: recorded among the rendered files (for the fingerprint) and queued.
+    pub fn send(&mut self, file: Outgoing) {
+        self.rendered.files.push((file.dest.clone(), file.sha3.clone()));
+        self.outgoing.push(file);
+    }
+}
+
+/// The table of verbs: `module::Type => ["NAME", …]` for the verbs of orchestrations (the
+/// type implements [`Syntax`] and [`Verb`]), then `module::Type` for bootstrap's own (only
+/// [`Verb`]: bootstrap builds them). It declares the modules, the [`Work`] enum and its
+/// dispatch, and [`VERBS`].
+macro_rules! verbs {
+    (
+        orchestration { $($module:ident :: $ty:ident => [$($name:literal),+],)* }
+        bootstrap { $($bmodule:ident :: $bty:ident,)* }
+    ) => {
+        $(pub mod $module;)*
+        $(pub mod $bmodule;)*
+
+        /// What a job does on a node: one verb's work.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Work {
+            $($ty($module::$ty),)*
+            $($bty($bmodule::$bty),)*
+        }
+
+        /// Every verb an orchestration can use, by name.
+        pub const VERBS: &[Spec] = &[
+            $($(Spec {
+                name: $name,
+                usage: <$module::$ty as Syntax>::usage,
+                options: <$module::$ty as Syntax>::OPTIONS,
+                free_text: <$module::$ty as Syntax>::FREE_TEXT,
+                parse: |given| <$module::$ty as Syntax>::parse(given).map(Work::$ty),
+            },)+)*
+        ];
+
+        macro_rules! each {
+            ($self:expr, $v:ident => $body:expr) => {
+                match $self {
+                    $(Work::$ty($v) => $body,)*
+                    $(Work::$bty($v) => $body,)*
+                }
+            };
+        }
+
+        impl Work {
+            pub fn spelled(&self) -> String { each!(self, v => v.spelled()) }
+            pub fn templates(&self) -> Vec<&str> { each!(self, v => v.templates()) }
+            pub fn blueprints(&self) -> Vec<&source::Source> { each!(self, v => v.blueprints()) }
+            pub fn render(&self, r: &mut Render<'_>) -> Result<(), String> { each!(self, v => v.render(r)) }
+            pub fn fingerprint(&self, r: &Rendered, fields: &mut Map<String, Value>) {
+                each!(self, v => v.fingerprint(r, fields))
+            }
+            pub fn info(&self, r: &Rendered) -> Option<String> { each!(self, v => v.info(r)) }
+            pub async fn perform(&self, cx: &Cx<'_>, task: Task<'_>) -> Finish {
+                each!(self, v => v.perform(cx, task).await)
+            }
+            pub fn check(&self, r: &Rendered, recorded: bool) -> Option<String> { each!(self, v => v.check(r, recorded)) }
+            pub async fn verify(&self, cx: &Cx<'_>, record: &JobRecord, r: &Rendered) -> Option<String> {
+                each!(self, v => v.verify(cx, record, r).await)
+            }
+            pub fn cacheable(&self) -> bool { each!(self, v => v.cacheable()) }
+            pub fn cache_only(&self) -> bool { each!(self, v => v.cache_only()) }
+            pub fn streams_output(&self) -> bool { each!(self, v => v.streams_output()) }
+            pub fn heavy(&self) -> bool { each!(self, v => v.heavy()) }
+            pub fn attrs(&self) -> Attrs { each!(self, v => v.attrs()) }
+            pub fn waits_for_others(&self) -> bool { each!(self, v => v.waits_for_others()) }
+            pub fn identities(&self) -> &[String] { each!(self, v => v.identities()) }
+            pub fn gathers(&self) -> bool { each!(self, v => v.gathers()) }
+            pub fn secret(&self) -> Option<&Value> { each!(self, v => v.secret()) }
+        }
+    };
+}
+
+verbs! {
+    orchestration {
+    run::Run => ["RUN"],
+    arg::Arg => ["ARG", "ENV"],
+    copy::Copy => ["ADD", "COPY"],
+    workdir::Workdir => ["WORKDIR"],
+    cachefile::CacheFile => ["CACHEFILE"],
+    cacheevict::CacheEvict => ["CACHEEVICT"],
+    query::Query => ["QUERY"],
+    query_wait::QueryWait => ["QUERY_WAIT"],
+    job_wait::JobWait => ["JOB_WAIT"],
+    wait::Wait => ["WAIT"],
+    echo::Echo => ["ECHO"],
+    queuesentinel::QueueSentinel => ["QUEUESENTINEL"],
+    service::Service => ["SERVICE"],
+    }
+    bootstrap {
+    shell::Shell,
+    send::Send,
+    fetch::Fetch,
+    }
+}
+
+/// Verbs Directord has that director does not run yet: known names (no did-you-mean for
+/// them), refused at plan time.
+pub const NOT_YET: &[&str] =
+    &["DNF", "REBOOT", "FACTER", "CONTAINER_IMAGE", "POD", "SECONTEXT", "CONTAINER_CONFIG_DATA"];
+
+/// One verb of [`VERBS`].
+pub struct Spec {
+    pub name: &'static str,
+    usage: fn(&str) -> &'static str,
+    options: &'static [(&'static str, Arity)],
+    free_text: bool,
+    parse: fn(&Given) -> Result<Work, VerbError>,
+}
+
+impl Spec {
+    /// The usage `--exec-help` prints, with the options every verb takes.
+    pub fn usage(&self) -> String {
+        format!("usage: {}\n\n{}", (self.usage)(self.name), options::COMMON_USAGE)
+    }
+}
+
+pub fn spec(verb: &str) -> Option<&'static Spec> {
+    VERBS.iter().find(|v| v.name == verb)
+}
+
+/// Whether Directord knows the verb (director may not run it yet).
+pub fn known(verb: &str) -> bool {
+    spec(verb).is_some() || NOT_YET.contains(&verb)
+}
+
+/// Every name Directord knows, for did-you-mean and hints.
+pub fn known_names() -> impl Iterator<Item = &'static str> {
+    VERBS.iter().map(|v| v.name).chain(NOT_YET.iter().copied())
+}
+
+/// A parsed job: its work and the options every verb has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub work: Work,
+    pub timeout: std::time::Duration,
+    pub run_once: bool,
+    pub skip_cache: bool,
+    pub stdout_arg: Option<String>,
+    pub stderr_arg: Option<String>,
+}
+
+/// Parses one job of `verb` from its argument string and `vars`.
+pub fn parse(verb: &str, args: &str, vars: &Map<String, Value>, roots: &SourceRoots) -> Result<Parsed, VerbError> {
+    let spec = spec(verb).ok_or_else(|| options::err(format!("verb `{verb}` is not supported yet")))?;
+    let given = Given::read(spec, args, vars, roots)?;
+    let work = (spec.parse)(&given)?;
+    given.common(work)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,147 @@
+use super::options::{split_options, COMMON};
+use super::*;
+use director_proto::Attrs;
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+use wait::WaitOn;
+
+fn roots() -> SourceRoots {
+    SourceRoots { cwd: PathBuf::from(env!("CARGO_MANIFEST_DIR")), file_dir: None }
+}
+
+fn p(verb: &str, args: &str) -> Result<Parsed, VerbError> {
+    parse(verb, args, &Map::new(), &roots())
+}
+
+#[test]
+fn options_are_taken_out_anywhere_and_spacing_kept() {
+    let known: Vec<(&str, Arity)> = COMMON.iter().chain(spec("RUN").unwrap().options.iter()).copied().collect();
+    let (opts, rest) = split_options("ls -l --retry 3 /tmp", &known, true).unwrap();
+    assert_eq!(opts, [("--retry".to_string(), vec!["3".to_string()])]);
+    assert_eq!(rest, "ls -l /tmp");
+    let (opts, rest) = split_options("--timeout=5 echo 'a   b'\necho c --color", &known, true).unwrap();
+    assert_eq!(opts, [("--timeout".to_string(), vec!["5".to_string()])]);
+    assert_eq!(rest, "echo 'a   b'\necho c --color");
+    assert_eq!(split_options("echo --retry", &known, true).unwrap_err().message, "option `--retry` needs a value");
+}
+
+#[test]
+fn every_verb_parses() {
+    let run = p("RUN", "--stdout-arg x --no-block echo hi").unwrap();
+    assert_eq!(run.work, Work::Run(run::Run { command: "echo hi".into(), retry: 1, no_block: true }));
+    assert_eq!(run.stdout_arg.as_deref(), Some("x"));
+    assert_eq!(
+        p("ARG", "k ['a', 1]").unwrap().work,
+        Work::Arg(arg::Arg { env: false, key: "k".into(), value: json!(["a", 1]), extend: false, secret: false })
+    );
+    assert_eq!(
+        p("ENV", "k 12345").unwrap().work,
+        Work::Arg(arg::Arg { env: true, key: "k".into(), value: json!(12345), extend: false, secret: false })
+    );
+    assert_eq!(
+        p("WORKDIR", "--chown=0:0 --chmod=0777 /tmp/x").unwrap().work,
+        Work::Workdir(workdir::Workdir {
+            path: "/tmp/x".into(),
+            attrs: Attrs { owner: Some("0".into()), group: Some("0".into()), mode: Some(0o777) }
+        })
+    );
+    let copy = p("COPY", "--chown=0 --chmod=0644 Cargo.toml /tmp/y").unwrap().work;
+    let Work::Copy(copy::Copy { sources, dest, attrs, blueprint }) = copy else { panic!() };
+    assert_eq!(
+        (dest.as_str(), attrs.owner.as_deref(), attrs.group, attrs.mode, blueprint),
+        ("/tmp/y", Some("0"), None, Some(0o644), false)
+    );
+    assert_eq!(sources.len(), 1);
+    assert_eq!(sources[0].sha3.len(), 56);
+    assert_eq!(p("CACHEEVICT", "all").unwrap().work, Work::CacheEvict(cacheevict::CacheEvict { tag: "all".into() }));
+    assert_eq!(p("QUERY", "foo").unwrap().work, Work::Query(query::Query { key: "foo".into() }));
+    assert_eq!(
+        p("QUERY_WAIT", "k --identity a b --query-timeout 5").unwrap().work,
+        Work::QueryWait(query_wait::QueryWait {
+            item: "k".into(),
+            timeout: Duration::from_secs(5),
+            identities: vec!["a".into(), "b".into()]
+        })
+    );
+    assert_eq!(
+        p("WAIT", "--cmd test -e /tmp/x --retry 3").unwrap().work,
+        Work::Wait(wait::Wait {
+            on: WaitOn::Cmd("test -e /tmp/x".into()),
+            retry: 3,
+            retry_wait: Duration::from_secs(1),
+            insecure: false
+        })
+    );
+    assert_eq!(
+        p("WAIT", "--seconds 2").unwrap().work,
+        Work::Wait(wait::Wait {
+            on: WaitOn::Seconds(2),
+            retry: 30,
+            retry_wait: Duration::from_secs(1),
+            insecure: false
+        })
+    );
+    assert_eq!(p("ECHO", "hello   world").unwrap().work, Work::Echo(echo::Echo { text: "hello world".into() }));
+    assert_eq!(p("QUEUESENTINEL", "x").unwrap().work, Work::QueueSentinel(queuesentinel::QueueSentinel));
+    let help = p("RUN", "--exec-help").unwrap_err();
+    assert!(help.help && help.message.starts_with("usage: RUN [--no-block] [--retry N] COMMAND...\n"));
+    assert!(p("WORKDIR", "/x --exec-help").unwrap_err().help);
+}
+
+#[test]
+fn vars_override_and_are_checked() {
+    let mut vars = Map::new();
+    vars.insert("stdout_arg".into(), json!("out"));
+    vars.insert("skip_cache".into(), json!(true));
+    vars.insert("timeout".into(), json!(30));
+    let job = parse("RUN", "--stdout-arg x echo hi", &vars, &roots()).unwrap();
+    assert_eq!((job.stdout_arg.as_deref(), job.skip_cache, job.timeout), (Some("out"), true, Duration::from_secs(30)));
+    let mut vars = Map::new();
+    vars.insert("stdout_ag".into(), json!("out"));
+    let e = parse("RUN", "echo", &vars, &roots()).unwrap_err();
+    assert_eq!(
+        (e.message.as_str(), e.hint.as_deref(), e.var.as_deref()),
+        ("unknown var `stdout_ag` for RUN", Some("did you mean `stdout_arg`?"), Some("stdout_ag"))
+    );
+}
+
+#[test]
+fn error_texts() {
+    let e = |verb: &str, args: &str| {
+        let e = p(verb, args).unwrap_err();
+        format!("{}{}", e.message, e.hint.map(|h| format!(" / {h}")).unwrap_or_default())
+    };
+    assert_eq!(e("WORKDIR", "--chmode 0644 /x"), "unknown option `--chmode` / did you mean `--chmod`?");
+    assert_eq!(
+        e("RUN", "--timeout 18446744073709552 true"),
+        "option `--timeout` is at most 31536000 (a year in seconds), not `18446744073709552`"
+    );
+    assert_eq!(
+        e("RUN", "--timeout 0 true"),
+        "`--timeout 0` would stop the job before it starts / give the seconds the job may take, at least 1"
+    );
+    assert_eq!(
+        e("WAIT", "--seconds 99999999999"),
+        "option `--seconds` is at most 31536000 (a year in seconds), not `99999999999`"
+    );
+    assert_eq!(e("WORKDIR", "--chmod 999 /x"), "`--chmod 999` is not an octal mode / e.g. --chmod 0644");
+    assert_eq!(e("CACHEEVICT", "everything"), "CACHEEVICT does not know the tag `everything` / use jobs, parents, args, envs, query, all, or a job fingerprint (56 hex digits)");
+    assert_eq!(e("WAIT", "--seconds 1 --cmd true"), "WAIT needs exactly one of --seconds N, --url URL, --cmd COMMAND / usage: WAIT (--seconds N | --url URL | --cmd COMMAND...) [--retry N] [--retry-wait SECS] [--insecure]");
+    assert_eq!(
+        e("COPY", "Cargo.*  /tmp/x"),
+        "2 files match but the destination `/tmp/x` does not end with / / copy them into a directory: `/tmp/x/`"
+    );
+    assert_eq!(
+        e("JOB_WAIT", "abc"),
+        "JOB_WAIT needs `--identity NODE...` / usage: JOB_WAIT FINGERPRINT --identity NODE..."
+    );
+    let missing = e("ADD", "no/such/file /tmp/");
+    assert_eq!(
+        missing,
+        format!(
+            "source `no/such/file` matches no file / relative sources are looked up in {}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    );
+}
