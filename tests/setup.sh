@@ -13,6 +13,8 @@
 #   - systemd-container and debootstrap: the systemd test hosts are a Debian root (built once
 #     per target directory from deb.debian.org, or DIRECTOR_DEBIAN_MIRROR) booted with
 #     `systemd-nspawn -b`, so systemd is their PID 1.
+#   - apt-utils (apt-ftparchive) and dpkg-dev's dpkg-deb: the package tests build small .deb
+#     packages and a local apt repository for the systemd test hosts.
 #   - rustfmt and clippy: .ci/run checks formatting and lints first.
 #   - the x86_64-unknown-linux-musl Rust target: the smallest static executor. Without it the
 #     build falls back to a static glibc executor and says so.
@@ -33,6 +35,8 @@ command -v qemu-aarch64-static >/dev/null 2>&1 || need="$need qemu-user-static"
 command -v update-binfmts >/dev/null 2>&1 || need="$need binfmt-support"
 command -v systemd-nspawn >/dev/null 2>&1 || need="$need systemd-container"
 command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
+command -v apt-ftparchive >/dev/null 2>&1 || need="$need apt-utils"
+command -v dpkg-deb >/dev/null 2>&1 || need="$need dpkg"
 if [ -n "$need" ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing$need" >&2

@@ -411,10 +411,11 @@ async fn run_node(
     let state = &shared.nodes[index];
     state.set_clock(greeting.now);
     let f = &greeting.facts;
-    *shared::lock(&state.facts) = [("hostname", &f.hostname), ("arch", &f.arch), ("os", &f.os), ("kernel", &f.kernel)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
-        .collect();
+    *shared::lock(&state.facts) =
+        [("hostname", &f.hostname), ("arch", &f.arch), ("os", &f.os), ("kernel", &f.kernel), ("packager", &f.packager)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+            .collect();
     let (cache, why) = cache::NodeCache::load(greeting.cache.as_deref(), greeting.now, config.args_ttl);
     // Values an earlier run's `--secret` stored on this node stay secret in this run.
     cache.secret_values().for_each(|v| sink.secrets.add_value(v));

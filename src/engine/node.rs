@@ -134,6 +134,28 @@ impl Cx<'_> {
         (Finish { status, exit_code, reason, stdout: ran.stdout, stderr: ran.stderr, ..Finish::ok("") }, checked)
     }
 
+    /// [`Cx::checked_command`], then the command alone again, a second apart, while it fails,
+    /// up to `attempts` runs in all.
+    pub async fn retried_command(
+        &self,
+        job: &Job,
+        check: Option<String>,
+        command: &str,
+        env: Vec<(String, String)>,
+        cancel: &mut watch::Receiver<u8>,
+        attempts: u32,
+    ) -> (Finish, Checked) {
+        let (mut finish, checked) = self.checked_command(job, check, command, env.clone(), cancel).await;
+        for _ in 1..attempts {
+            if finish.status != JobStatus::Failed || *cancel.borrow() != super::CANCEL_NONE {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            finish = self.command(job, command, env.clone(), cancel).await;
+        }
+        (finish, checked)
+    }
+
     async fn run_command(
         &self,
         job: &Job,

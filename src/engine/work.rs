@@ -243,7 +243,7 @@ fn render_work(
     // The variables the templates read are noted from the parse they render with.
     let used = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let render = |t: &str| renderer.render_noting(t, args, Some(&mut used.borrow_mut()));
-    let mut into = Render::new(&render, blueprints, Rendered { env, ..Rendered::default() });
+    let mut into = Render::new(&render, args, blueprints, Rendered { env, ..Rendered::default() });
     work.render(&mut into)?;
     let (mut r, outgoing) = (into.rendered, into.outgoing);
     r.uses = used

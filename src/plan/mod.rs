@@ -508,8 +508,8 @@ mod tests {
         assert_eq!(err.to_string(), "error: o.yaml:1:13: unknown target `web9`\n  hint: did you mean `web1`? targets are catalog node names or hosts; the catalog has web1, web2, db1");
         let err = plan("- jobs: [{RUN: a}]\n", &["mail*"]).unwrap_err();
         assert_eq!(err.to_string(), "error: --restrict `mail*` matches no node or group in the catalog\n  hint: the catalog has web1, web2, db1");
-        let err = plan("- jobs:\n    - DNF: vim\n", &[]).unwrap_err();
-        assert_eq!(err.to_string(), "error: o.yaml:2:7: verb `DNF` is not supported yet\n  hint: director runs RUN, ARG, ENV, ADD, COPY, WORKDIR, CACHEFILE, CACHEEVICT, QUERY, QUERY_WAIT, JOB_WAIT, WAIT, ECHO, QUEUESENTINEL, SERVICE today");
+        let err = plan("- jobs:\n    - POD: --start web\n", &[]).unwrap_err();
+        assert_eq!(err.to_string(), "error: o.yaml:2:7: verb `POD` is not supported yet\n  hint: director runs RUN, ARG, ENV, ADD, COPY, WORKDIR, CACHEFILE, CACHEEVICT, QUERY, QUERY_WAIT, JOB_WAIT, WAIT, ECHO, QUEUESENTINEL, SERVICE, DNF, APT, PKG today");
         let err = plan("- jobs:\n    - RUN: echo\n      vars: {stdout_ag: x}\n", &[]).unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -174,6 +174,8 @@ pub enum Body {
 /// What a verb renders into on one node.
 pub struct Render<'a> {
     render: &'a dyn Fn(&str) -> Result<String, String>,
+    /// What templates see: the node's args, with `facts`.
+    args: &'a Value,
     /// The texts of [`Verb::blueprints`], in order.
     pub blueprints: Vec<String>,
     pub rendered: Rendered,
@@ -183,10 +185,16 @@ pub struct Render<'a> {
 impl<'a> Render<'a> {
     pub fn new(
         render: &'a dyn Fn(&str) -> Result<String, String>,
+        args: &'a Value,
         blueprints: Vec<String>,
         rendered: Rendered,
     ) -> Self {
-        Render { render, blueprints, rendered, outgoing: Vec::new() }
+        Render { render, args, blueprints, rendered, outgoing: Vec::new() }
+    }
+
+    /// What the node said of itself when its executor started (`facts.NAME`).
+    pub fn fact(&self, name: &str) -> Option<&str> {
+        self.args.get("facts")?.get(name)?.as_str().filter(|s| !s.is_empty())
     }
 
     /// One template, rendered with the node's args.
@@ -299,6 +307,7 @@ verbs! {
     echo::Echo => ["ECHO"],
     queuesentinel::QueueSentinel => ["QUEUESENTINEL"],
     service::Service => ["SERVICE"],
+    package::Package => ["DNF", "APT", "PKG"],
     }
     bootstrap {
     shell::Shell,
@@ -309,8 +318,7 @@ verbs! {
 
 /// Verbs Directord has that director does not run yet: known names (no did-you-mean for
 /// them), refused at plan time.
-pub const NOT_YET: &[&str] =
-    &["DNF", "REBOOT", "FACTER", "CONTAINER_IMAGE", "POD", "SECONTEXT", "CONTAINER_CONFIG_DATA"];
+pub const NOT_YET: &[&str] = &["REBOOT", "FACTER", "CONTAINER_IMAGE", "POD", "SECONTEXT", "CONTAINER_CONFIG_DATA"];
 
 /// One verb of [`VERBS`].
 pub struct Spec {

@@ -14,7 +14,6 @@
 use super::options::{err, Arity, Given, VerbError};
 use super::{Cx, Finish, Render, Syntax, Task, Verb};
 use crate::engine::node::Checked;
-use crate::event::JobStatus;
 use crate::plan::fingerprint::Rendered;
 use crate::shell::quote;
 use serde_json::{json, Map, Value};
@@ -229,15 +228,8 @@ impl Verb for Service {
             self.steps(r).join(" && ")
         );
         let env = cx.state().cache().env_pairs();
-        let (mut finish, checked) =
-            cx.checked_command(job, self.check(r, recorded), &script, env.clone(), &mut cancel).await;
-        for _ in 1..self.retry {
-            if finish.status != JobStatus::Failed || *cancel.borrow() != crate::engine::CANCEL_NONE {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            finish = cx.command(job, &script, env.clone(), &mut cancel).await;
-        }
+        let check = self.check(r, recorded);
+        let (mut finish, checked) = cx.retried_command(job, check, &script, env, &mut cancel, self.retry).await;
         if let Checked::Unheld(why) = checked {
             finish.drift = Some(why);
         }

@@ -145,3 +145,51 @@ fn error_texts() {
         )
     );
 }
+
+/// DNF's command lines, word for word as Directord ran them (there is no dnf on the test
+/// hosts: apt is tested for real on the systemd host), and every manager's.
+#[test]
+fn package_commands_word_for_word() {
+    use package::{Manager, Package};
+    let pkg = |verb: &str, args: &str| -> Package {
+        match p(verb, args).unwrap().work {
+            Work::Package(p) => p,
+            other => panic!("{other:?}"),
+        }
+    };
+    let cmds = |verb: &str, args: &str, m: Manager| pkg(verb, args).commands(m, "'vim' 'curl'", 600).join(" && ");
+    assert_eq!(cmds("DNF", "vim curl", Manager::Dnf), "dnf -q -y install 'vim' 'curl'");
+    assert_eq!(
+        cmds("DNF", "--clear-metadata --exclude kernel,glibc --latest vim curl", Manager::Dnf),
+        "dnf clean all && dnf makecache && dnf -q -y --best --exclude='kernel' --exclude='glibc' install 'vim' 'curl'"
+    );
+    assert_eq!(cmds("DNF", "--absent vim curl", Manager::Dnf), "dnf -q -y remove 'vim' 'curl'");
+    assert_eq!(cmds("PKG", "vim curl", Manager::Yum), "yum -q -y install 'vim' 'curl'");
+    let apt = "apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
+    assert_eq!(
+        cmds("APT", "--clear-metadata vim curl", Manager::Apt),
+        format!("{apt} update && {apt} install 'vim' 'curl'")
+    );
+    assert_eq!(cmds("APT", "--absent vim curl", Manager::Apt), format!("{apt} remove 'vim' 'curl'"));
+    assert_eq!(
+        cmds("PKG", "--latest --clear-metadata vim curl", Manager::Zypper),
+        "zypper --non-interactive refresh --force && zypper --non-interactive update 'vim' 'curl'"
+    );
+    assert_eq!(cmds("PKG", "--absent vim curl", Manager::Apk), "apk del --wait 600 'vim' 'curl'");
+    assert_eq!(pkg("PKG", "vim").manager, None);
+    let e = |verb: &str, args: &str| {
+        let e = p(verb, args).unwrap_err();
+        format!("{}{}", e.message, e.hint.map(|h| format!(" / {h}")).unwrap_or_default())
+    };
+    assert_eq!(e("DNF", "--latest --absent vim"), "DNF takes --latest or --absent, not both / usage: DNF [--latest|--absent] [--clear-metadata] [--exclude PKG,...] [--retry N] PACKAGE...");
+    assert_eq!(e("APT", "--exclude x vim"), "APT has no --exclude: apt-get cannot leave packages out of a transaction / hold a package back with `RUN: apt-mark hold PACKAGE`");
+    assert_eq!(
+        e("APT", "--clear-metadata"),
+        "APT needs at least one package / usage: APT [--latest|--absent] [--clear-metadata] [--retry N] PACKAGE..."
+    );
+    assert_eq!(e("SERVICE", "--restarted --stopped nginx"), "SERVICE takes one of --restarted, --reloaded, --stopped, not both --restarted and --stopped / usage: SERVICE [--restarted|--reloaded|--stopped] [--enable|--disable|--mask|--unmask] [--daemon-reload] [--retry N] UNIT...");
+    assert_eq!(
+        e("SERVICE", "--mask nginx"),
+        "SERVICE --mask cannot start a unit: a masked unit does not start / mask a unit with --stopped --mask"
+    );
+}

@@ -52,6 +52,23 @@ fn a_systemd_host_boots_systemd_as_pid_1_runs_jobs_and_comes_back_from_a_reboot(
     assert_eq!(lines[2], "systemd");
 }
 
+/// What `command` printed on node `name` (stdout and stderr), through `director exec`; it
+/// must succeed.
+fn exec_on(fleet: &Fleet, name: &str, command: &str) -> String {
+    let out = output(
+        fleet.director().args(["exec", "--json", "--catalog"]).arg(fleet.catalog()).args(["--target", name, command]),
+    );
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let printed: String = super::schema::parse(&out.stdout)
+        .iter()
+        .filter_map(|e| match e {
+            super::schema::Event::JobOutput { data, .. } => Some(data.as_str()),
+            _ => None,
+        })
+        .collect();
+    printed.trim_end().to_string()
+}
+
 /// SERVICE on a real systemd: Directord's order of steps, a cache hit checked against the
 /// units' state in the job's own frame (stopped or disabled by hand → done again, saying
 /// why), a plan that says the same, the first failing step ending the job, and a node
@@ -72,17 +89,7 @@ fn service_brings_units_to_their_state_and_a_cached_one_is_checked() {
             unit.display()
         ),
     );
-    let exec = |command: &str| {
-        let out = output(
-            fleet
-                .director()
-                .args(["exec", "--progress", "plain", "--output", "all", "--catalog"])
-                .arg(fleet.catalog())
-                .args(["--target", &name, command]),
-        );
-        assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-        stdout(&out).lines().filter_map(|l| l.strip_prefix("    │ ")).collect::<Vec<_>>().join("\n")
-    };
+    let exec = |command: &str| exec_on(&fleet, &name, command);
     let state = || exec("systemctl is-active demo.service; systemctl is-enabled demo.service; true");
     let said = |events: &[super::schema::Event]| -> Vec<(String, String)> {
         super::finished(events, &name)
@@ -181,4 +188,142 @@ fn service_brings_units_to_their_state_and_a_cached_one_is_checked() {
         told,
         "SERVICE needs systemd on the node, which was not booted with it (/run/systemd/system is missing)\n"
     );
+}
+
+/// A `.deb` package built with dpkg-deb into `repo`: it installs `/usr/share/NAME/VERSION`;
+/// `preinst` is its pre-install script.
+fn deb(repo: &std::path::Path, name: &str, version: &str, preinst: Option<&str>) {
+    let tree = repo.join(format!("build-{name}-{version}"));
+    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(tree.join("usr/share").join(name)).unwrap();
+    std::fs::write(tree.join("usr/share").join(name).join("VERSION"), version).unwrap();
+    std::fs::write(
+        tree.join("DEBIAN/control"),
+        format!("Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: director tests <t@example.org>\nDescription: a director test package\n"),
+    )
+    .unwrap();
+    if let Some(script) = preinst {
+        let path = tree.join("DEBIAN/preinst");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let out = std::process::Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&tree)
+        .arg(repo.join(format!("{name}_{version}_all.deb")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(&tree).unwrap();
+}
+
+/// Indexes `repo` as a flat apt repository (Packages and Release, apt-ftparchive).
+fn index(repo: &std::path::Path) {
+    for (what, file) in [("packages", "Packages"), ("release", "Release")] {
+        let _ = std::fs::remove_file(repo.join(file));
+        let out = std::process::Command::new("apt-ftparchive").arg(what).arg(".").current_dir(repo).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(repo.join(file), out.stdout).unwrap();
+    }
+}
+
+/// APT and PKG with a real apt on the systemd host, from a local repository of packages built
+/// here: installed, then `cached` (the node checked, in the job's frame), removed by hand and
+/// installed again saying why, PKG finding apt and nothing to do, `--latest` upgrading,
+/// `--absent` waiting for another apt-get's lock instead of failing, and a missing package.
+#[test]
+fn apt_and_pkg_install_check_and_remove_real_packages() {
+    let mut fleet = Fleet::start(0);
+    let i = fleet.add_systemd_host();
+    let name = fleet.hosts[i].name.clone();
+    let root = fleet.hosts[i].dir.join("root");
+    let repo = root.join("srv/repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    deb(&repo, "director-demo", "1.0", None);
+    deb(&repo, "director-slow", "1.0", Some("touch /var/tmp/slow-started; sleep 4"));
+    index(&repo);
+    // Only the local repository: the host reaches no mirror.
+    let _ = std::fs::remove_file(root.join("etc/apt/sources.list"));
+    std::fs::write(root.join("etc/apt/sources.list.d/local.list"), "deb [trusted=yes] file:/srv/repo ./\n").unwrap();
+
+    let exec = |command: &str| exec_on(&fleet, &name, command);
+    let version = || exec("echo $(dpkg-query -W -f='${Version} ${db:Status-Abbrev}' director-demo 2>/dev/null)");
+    let said = |events: &[super::schema::Event]| -> Vec<(String, String)> {
+        super::finished(events, &name)
+            .into_iter()
+            .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
+            .collect()
+    };
+    let printed = |events: &[super::schema::Event], job: usize| -> String {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                super::schema::Event::JobOutput { job: j, data, .. } if *j == job => Some(data.as_str()),
+                _ => None,
+            })
+            .collect()
+    };
+    let run = |name: &str, jobs: &str, args: &[&str]| {
+        let file = fleet.file(name, &format!("- jobs:\n{jobs}"));
+        let (c, events, err) = super::orchestrate_json(&fleet, &file, args);
+        (c, events, err)
+    };
+    let cached =
+        ("cached".to_string(), "done before with this exact fingerprint (--ignore-cache runs it again)".to_string());
+    let install = "    - APT: --clear-metadata director-demo\n";
+
+    let (c, events, err) = run("install.yaml", install, &[]);
+    assert_eq!(c, 0, "{err}{}", printed(&events, 0));
+    assert_eq!(said(&events), [("ok".into(), String::new())]);
+    assert_eq!(version(), "1.0 ii", "{}", printed(&events, 0));
+    let (c, events, err) = run("install.yaml", install, &[]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(said(&events), [cached]);
+
+    // Removed by hand: a plan says so, a run installs it again and says why.
+    exec("dpkg -r director-demo >/dev/null");
+    let (_, events, _) = run("install.yaml", install, &["--plan"]);
+    assert_eq!(said(&events), [("would_run".into(), "was cached, but director-demo is not installed".into())]);
+    let (c, events, err) = run("install.yaml", install, &[]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(said(&events), [("ok".into(), "was cached, but director-demo is not installed: done again".into())]);
+    assert_eq!(version(), "1.0 ii");
+
+    // PKG finds apt on the node; the package is there already: nothing to do, no record needed.
+    let (c, events, err) = run("pkg.yaml", "    - PKG: director-demo\n", &[]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(said(&events), [("cached".into(), "already installed on the node: nothing to do".into())]);
+    let info = events.iter().find_map(|e| match e {
+        super::schema::Event::JobStarted { info, .. } => Some(info.clone()),
+        _ => None,
+    });
+    assert_eq!(info.as_deref(), Some("apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install 'director-demo'"));
+
+    // A newer version in the repository: --latest upgrades to it.
+    deb(&repo, "director-demo", "1.1", None);
+    index(&repo);
+    let (c, events, err) = run("latest.yaml", "    - APT: --clear-metadata --latest director-demo\n", &[]);
+    assert_eq!(c, 0, "{err}{}", printed(&events, 0));
+    assert_eq!(said(&events), [("ok".into(), String::new())]);
+    assert_eq!(version(), "1.1 ii");
+
+    // Another apt-get holds the lock (its package's preinst sleeps): --absent waits for it.
+    let (c, events, err) = run(
+        "absent.yaml",
+        "    - RUN: --no-block DEBIAN_FRONTEND=noninteractive apt-get -q -y install director-slow\n    - WAIT: --cmd test -e /var/tmp/slow-started\n    - APT: --absent director-demo\n",
+        &[],
+    );
+    assert_eq!(c, 0, "{err}{}", printed(&events, 2));
+    assert!(printed(&events, 2).contains("Could not get lock"), "{}", printed(&events, 2));
+    assert_eq!(version(), "", "removed (it has no conffiles to keep)");
+    assert_eq!(exec("dpkg-query -W -f='${Version}\\n' director-slow"), "1.0");
+    let (c, events, err) = run("absent2.yaml", "    - PKG: --absent director-demo\n", &[]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(said(&events), [("cached".into(), "already absent on the node: nothing to do".into())]);
+
+    // A package no repository has.
+    let (c, events, _) = run("missing.yaml", "    - APT: director-nosuch\n", &[]);
+    assert_eq!(c, 1);
+    assert_eq!(said(&events), [("failed".into(), "exited with code 100".into())]);
+    assert!(printed(&events, 0).contains("Unable to locate package director-nosuch"), "{}", printed(&events, 0));
 }

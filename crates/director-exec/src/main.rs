@@ -167,5 +167,10 @@ fn facts() -> Facts {
             text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
         })
         .unwrap_or_default();
-    Facts { arch: std::env::consts::ARCH.to_string(), kernel, hostname, os }
+    let packager = ["apt-get", "dnf", "yum", "zypper", "apk"]
+        .into_iter()
+        .find(|p| ["/usr/bin", "/bin", "/usr/sbin", "/sbin"].iter().any(|d| std::path::Path::new(d).join(p).exists()))
+        .unwrap_or_default()
+        .to_string();
+    Facts { arch: std::env::consts::ARCH.to_string(), kernel, hostname, os, packager }
 }

@@ -137,6 +137,10 @@ pub struct Facts {
     pub hostname: String,
     /// `PRETTY_NAME` from /etc/os-release, when there is one.
     pub os: String,
+    /// The package manager the node has, the first of apt-get, dnf, yum, zypper and apk
+    /// found (empty: none).
+    #[serde(default)]
+    pub packager: String,
 }
 
 /// The answer to a file operation.
