@@ -301,16 +301,21 @@ pub fn address(node: &Node) -> String {
 
 async fn connect(node: &Node, config: &EngineConfig, sink: &Sink) -> Result<Connection, String> {
     sink.emit(Event::NodeConnecting { node: node.name.clone(), address: address(node) }).await;
-    let (conn, ms) = match node.transport {
-        TransportKind::Local => (Connection::Local(transport::local::LocalConnection), 0),
+    let (conn, ms) = dial(node, config).await?;
+    sink.emit(Event::NodeConnected { node: node.name.clone(), ms }).await;
+    Ok(conn)
+}
+
+/// Reaches the node (host key checked as always); how long the handshake took.
+async fn dial(node: &Node, config: &EngineConfig) -> Result<(Connection, u64), String> {
+    match node.transport {
+        TransportKind::Local => Ok((Connection::Local(transport::local::LocalConnection), 0)),
         TransportKind::Ssh => {
             let settings = config.ssh.as_ref().ok_or("no SSH settings")?;
             let (c, ms) = ssh::connect(node, settings).await?;
-            (Connection::Ssh(c), ms)
+            Ok((Connection::Ssh(c), ms))
         }
-    };
-    sink.emit(Event::NodeConnected { node: node.name.clone(), ms }).await;
-    Ok(conn)
+    }
 }
 
 /// Starts an executor on the node as `account`. The node's first (its own account's) says
@@ -438,14 +443,16 @@ async fn run_node(
             others.push(wanted);
         }
     }
-    let accounts = Accounts {
-        conn: &conn,
+    let executors = Executors {
+        conn: tokio::sync::RwLock::new(Some(conn)),
         own: account,
+        home: session,
         others: others.into_iter().map(|a| (a, tokio::sync::OnceCell::new())).collect(),
     };
-    let cx = node::Cx { plan, index, node, session: &session, home: &session, sink, shared, renderer, config };
-    let results =
-        futures::future::join_all(lanes.iter().map(|lane| run_lane(&cx, &accounts, lane, cancel.clone()))).await;
+    let session = &executors.home;
+    let cx =
+        node::Cx { plan, index, node, session, home: session, executors: &executors, sink, shared, renderer, config };
+    let results = futures::future::join_all(lanes.iter().map(|lane| run_lane(&cx, lane, cancel.clone()))).await;
     for statuses in results {
         for s in statuses {
             tally.count(s);
@@ -456,27 +463,30 @@ async fn run_node(
         tally.unreachable = true;
     }
     session.shutdown().await;
-    for (_, cell) in &accounts.others {
+    for (_, cell) in &executors.others {
         if let Some(Ok(other)) = cell.get() {
             other.shutdown().await;
         }
     }
-    drop(accounts);
-    conn.close().await;
+    if let Some(conn) = executors.conn.into_inner() {
+        conn.close().await;
+    }
     sink.emit(Event::NodeFinished { node: node.name.clone(), ok: tally.clean() }).await;
     tally
 }
 
-/// The executors of one node, one per account its jobs run as.
-struct Accounts<'a> {
-    conn: &'a Connection,
+/// The executors of one node, one per account its jobs run as, over the node's connection.
+pub struct Executors {
+    /// The connection (none while a reboot replaces it).
+    conn: tokio::sync::RwLock<Option<Connection>>,
     /// The node's own account: its executor is the node's session.
     own: Account,
+    home: Session,
     /// The other accounts, each started by the first job that runs as it.
     others: Vec<(Account, tokio::sync::OnceCell<Result<Session, String>>)>,
 }
 
-impl Accounts<'_> {
+impl Executors {
     /// The session `job` runs on, or why the executor for its account could not start.
     async fn session_for<'s>(&'s self, cx: &node::Cx<'s>, job: &crate::plan::Job) -> Result<&'s Session, String> {
         let account = job.account(cx.node);
@@ -488,7 +498,9 @@ impl Accounts<'_> {
         };
         let opened = cell
             .get_or_init(|| async {
-                let start = start_session(self.conn, cx.node, &account, cx.config, cx.sink, false);
+                let conn = self.conn.read().await;
+                let Some(conn) = conn.as_ref() else { return Err("the node's connection is gone".to_string()) };
+                let start = start_session(conn, cx.node, &account, cx.config, cx.sink, false);
                 match tokio::time::timeout(cx.config.hello_timeout, start).await {
                     Ok(started) => started.map(|(session, _)| session),
                     Err(_) => Err(format!(
@@ -501,15 +513,66 @@ impl Accounts<'_> {
             .await;
         opened.as_ref().map_err(Clone::clone)
     }
+
+    /// After the node was told to reboot: waits for its link to drop, then reaches it again
+    /// (its host key checked as on first contact) and starts its executors there, each
+    /// session taking its new link in place, all within `within`. Says when the link dropped
+    /// and when the node answered again.
+    pub async fn reconnect(&self, cx: &node::Cx<'_>, within: Duration) -> Result<(Duration, Duration), String> {
+        let started = Instant::now();
+        let deadline = started + within;
+        while self.home.lost().is_none() {
+            if Instant::now() >= deadline {
+                return Err(format!("the node did not go down within {} s", within.as_secs()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let down = started.elapsed();
+        if let Some(old) = self.conn.write().await.take() {
+            old.close().await;
+        }
+        let mut last = String::from("it did not answer");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("the node did not come back within {} s ({last})", within.as_secs()));
+            }
+            let attempt = async {
+                let (conn, _) = dial(cx.node, cx.config).await?;
+                match start_session(&conn, cx.node, &self.own, cx.config, cx.sink, false).await {
+                    Ok((session, greeting)) => Ok((conn, session, greeting)),
+                    Err(e) => {
+                        conn.close().await;
+                        Err(e)
+                    }
+                }
+            };
+            match tokio::time::timeout(left, attempt).await {
+                Ok(Ok((conn, session, greeting))) => {
+                    let back = started.elapsed();
+                    self.home.adopt(session);
+                    cx.state().set_clock(greeting.now);
+                    for (account, cell) in &self.others {
+                        if let Some(Ok(other)) = cell.get() {
+                            match start_session(&conn, cx.node, account, cx.config, cx.sink, false).await {
+                                Ok((session, _)) => other.adopt(session),
+                                Err(e) => return Err(format!("the node is back, but {e}")),
+                            }
+                        }
+                    }
+                    *self.conn.write().await = Some(conn);
+                    return Ok((down, back));
+                }
+                Ok(Err(e)) => last = e,
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
 }
 
 /// One lane: groups (entries) in order, jobs in order; a failure skips the rest of its group.
-async fn run_lane(
-    cx: &node::Cx<'_>,
-    accounts: &Accounts<'_>,
-    lane: &[Vec<usize>],
-    cancel: watch::Receiver<u8>,
-) -> Vec<JobStatus> {
+async fn run_lane(cx: &node::Cx<'_>, lane: &[Vec<usize>], cancel: watch::Receiver<u8>) -> Vec<JobStatus> {
     let (plan, node, session) = (cx.plan, cx.node, cx.session);
     let mut statuses = Vec::new();
     for group in lane {
@@ -532,7 +595,7 @@ async fn run_lane(
                     cx.sink.emit(skipped(&node.name, job, reason)).await;
                     JobStatus::Skipped
                 }
-                None => match accounts.session_for(cx, job).await {
+                None => match cx.executors.session_for(cx, job).await {
                     Ok(session) => work::run_job(&node::Cx { session, ..*cx }, job, cancel.clone()).await,
                     Err(reason) => {
                         cx.sink.emit(work::failed_to_start(node, job, reason)).await;

@@ -28,6 +28,8 @@ pub struct Cx<'a> {
     pub session: &'a Session,
     /// The node's own executor, which keeps the node cache.
     pub home: &'a Session,
+    /// All of the node's executors and its connection (for a reboot).
+    pub executors: &'a super::Executors,
     pub sink: &'a Sink,
     pub shared: &'a Shared,
     pub renderer: &'a std::sync::Arc<Renderer>,
@@ -80,6 +82,16 @@ impl Cx<'_> {
             Done::Failed { message } => Err(message),
             other => Err(format!("unexpected answer {other:?}")),
         }
+    }
+
+    /// After the node was told to reboot: waits for it to go down and come back within
+    /// `within`, its executors started again there ([`super::Executors::reconnect`]);
+    /// returns when the link dropped and when the node answered again.
+    pub async fn reconnect(
+        &self,
+        within: std::time::Duration,
+    ) -> Result<(std::time::Duration, std::time::Duration), String> {
+        self.executors.reconnect(self, within).await
     }
 
     /// What is at `path` on the node (`None`: nothing), without its text.

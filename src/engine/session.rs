@@ -29,7 +29,14 @@ pub enum OpenError {
 
 type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Reply>>>>;
 
+/// A session with the node's executor. Its link can be replaced in place
+/// ([`Session::adopt`]), as after a reboot: whoever holds the session keeps it.
 pub struct Session {
+    pipe: std::sync::RwLock<Arc<Pipe>>,
+}
+
+/// One live link to an executor.
+struct Pipe {
     writer: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
     routes: Routes,
     next_id: AtomicU64,
@@ -118,7 +125,7 @@ impl Session {
         let lost = Arc::new(Mutex::new(None));
         let drained = Arc::new(Mutex::new(None));
         tokio::spawn(dispatch(link.incoming, buf, stderr, routes.clone(), lost.clone(), drained.clone()));
-        let session = Session {
+        let pipe = Pipe {
             writer: tokio::sync::Mutex::new(link.writer),
             routes,
             next_id: AtomicU64::new(1),
@@ -126,9 +133,72 @@ impl Session {
             drained,
             _guard: link.guard,
         };
-        Ok((session, greeting))
+        Ok((Session { pipe: std::sync::RwLock::new(Arc::new(pipe)) }, greeting))
     }
 
+    fn pipe(&self) -> Arc<Pipe> {
+        self.pipe.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes `other`'s link (a new executor of the same account, after a reboot): what is
+    /// asked of this session from now on goes there.
+    pub fn adopt(&self, other: Session) {
+        *self.pipe.write().unwrap_or_else(|p| p.into_inner()) = other.pipe();
+    }
+
+    /// Starts a command; see [`Request::Run`].
+    pub async fn run(
+        &self,
+        command: String,
+        check: Option<String>,
+        env: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<Reply>), String> {
+        self.pipe().run(command, check, env, timeout).await
+    }
+
+    /// A file operation: one request, one [`Done`].
+    pub async fn call(&self, make: impl FnOnce(u64) -> Request) -> Result<Done, String> {
+        self.pipe().call(make).await
+    }
+
+    /// Writes `path` on the node atomically with `content` of `size` bytes and hash `sha3`.
+    pub async fn put(
+        &self,
+        path: String,
+        size: u64,
+        sha3: String,
+        attrs: Attrs,
+        content: Content<'_>,
+    ) -> Result<Done, String> {
+        self.pipe().put(path, size, sha3, attrs, content).await
+    }
+
+    /// Set once another run (or a job of this one) sent a QUEUESENTINEL to this node.
+    pub fn drained(&self) -> Option<String> {
+        self.pipe().drained()
+    }
+
+    pub fn drain(&self, why: String) {
+        self.pipe().drain(why)
+    }
+
+    pub async fn cancel(&self, id: u64) {
+        self.pipe().cancel(id).await
+    }
+
+    /// Asks the executor to exit; it kills whatever still runs.
+    pub async fn shutdown(&self) {
+        self.pipe().shutdown().await
+    }
+
+    /// Why the link closed, once it has.
+    pub fn lost(&self) -> Option<String> {
+        self.pipe().lost()
+    }
+}
+
+impl Pipe {
     async fn send(&self, request: &Request) -> Result<(), String> {
         let frame = encode(request).map_err(|e| format!("the request cannot be sent: {e}"))?;
         self.send_frame(&frame).await
@@ -153,8 +223,7 @@ impl Session {
         Ok((id, rx))
     }
 
-    /// Starts a command; see [`Request::Run`].
-    pub async fn run(
+    async fn run(
         &self,
         command: String,
         check: Option<String>,
@@ -174,14 +243,12 @@ impl Session {
         Err(self.lost().unwrap_or_else(|| "connection to the executor lost".to_string()))
     }
 
-    /// A file operation: one request, one [`Done`].
-    pub async fn call(&self, make: impl FnOnce(u64) -> Request) -> Result<Done, String> {
+    async fn call(&self, make: impl FnOnce(u64) -> Request) -> Result<Done, String> {
         let (_, rx) = self.start(make).await?;
         self.done_of(rx).await
     }
 
-    /// Writes `path` on the node atomically with `content` of `size` bytes and hash `sha3`.
-    pub async fn put(
+    async fn put(
         &self,
         path: String,
         size: u64,
@@ -227,27 +294,24 @@ impl Session {
         self.done_of(rx).await
     }
 
-    /// Set once another run (or a job of this one) sent a QUEUESENTINEL to this node.
-    pub fn drained(&self) -> Option<String> {
+    fn drained(&self) -> Option<String> {
         self.drained.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn drain(&self, why: String) {
+    fn drain(&self, why: String) {
         self.drained.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why);
     }
 
-    pub async fn cancel(&self, id: u64) {
+    async fn cancel(&self, id: u64) {
         let _ = self.send(&Request::Cancel { id }).await;
     }
 
-    /// Asks the executor to exit; it kills whatever still runs.
-    pub async fn shutdown(&self) {
+    async fn shutdown(&self) {
         let _ = self.send(&Request::Shutdown).await;
         let _ = self.writer.lock().await.shutdown().await;
     }
 
-    /// Why the link closed, once it has.
-    pub fn lost(&self) -> Option<String> {
+    fn lost(&self) -> Option<String> {
         self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

@@ -121,7 +121,8 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
     // A job cut short because the node was lost did not fail on its own: it is reported
     // cancelled, and the node unreachable (exit 3, not 1).
     let finish = match (finish.status, cx.session.lost()) {
-        (JobStatus::Failed, Some(lost)) => Finish {
+        // A reboot that did not come back says so itself.
+        (JobStatus::Failed, Some(lost)) if !job.work.reboots() => Finish {
             status: JobStatus::Cancelled,
             reason: Some(format!("the node was lost while this job ran: {lost}")),
             ..finish

@@ -238,6 +238,7 @@ impl Plan {
         let batching = batching(orchestrations, selection)?;
         let plan = Plan { nodes, entries, jobs, vars, schedule: Schedule::Together, forced, batching };
         plan.check_identities(orchestrations)?;
+        plan.check_reboots(orchestrations)?;
         if plan.batching.is_some() {
             plan.check_batchable(orchestrations)?;
         }
@@ -275,6 +276,26 @@ impl Plan {
                 return Err(doc
                     .error_at(&spec.path, format!("{} waits for other nodes, so it cannot run in batches", job.verb))
                     .hint("a node of a later batch has not run when an earlier batch waits for it: run this orchestration without --serial (or `serial:`), or move this job to an orchestration of its own"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A job that reboots its node cannot share it with async entries, whose jobs would be
+    /// cut by the reboot.
+    fn check_reboots(&self, orchestrations: &[Orchestration]) -> Result<(), Error> {
+        for (job, (doc, spec)) in self.jobs.iter().zip(job_specs(orchestrations)) {
+            if !job.work.reboots() {
+                continue;
+            }
+            let beside = self.entries.iter().filter(|e| e.is_async).find_map(|e| {
+                let node = e.jobs.iter().flat_map(|&j| &self.jobs[j].targets).find(|t| job.targets.contains(t))?;
+                Some(self.nodes[*node].name.clone())
+            });
+            if let Some(node) = beside {
+                return Err(doc
+                    .error_at(&spec.path, format!("{} on {node} would cut short the async entries that run there beside it", job.verb))
+                    .hint("a reboot waits for nothing else on its node: make those entries not async, or reboot in an orchestration of its own"));
             }
         }
         Ok(())
@@ -509,7 +530,7 @@ mod tests {
         let err = plan("- jobs: [{RUN: a}]\n", &["mail*"]).unwrap_err();
         assert_eq!(err.to_string(), "error: --restrict `mail*` matches no node or group in the catalog\n  hint: the catalog has web1, web2, db1");
         let err = plan("- jobs:\n    - POD: --start web\n", &[]).unwrap_err();
-        assert_eq!(err.to_string(), "error: o.yaml:2:7: verb `POD` is not supported yet\n  hint: director runs RUN, ARG, ENV, ADD, COPY, WORKDIR, CACHEFILE, CACHEEVICT, QUERY, QUERY_WAIT, JOB_WAIT, WAIT, ECHO, QUEUESENTINEL, SERVICE, DNF, APT, PKG today");
+        assert_eq!(err.to_string(), "error: o.yaml:2:7: verb `POD` is not supported yet\n  hint: director runs RUN, ARG, ENV, ADD, COPY, WORKDIR, CACHEFILE, CACHEEVICT, QUERY, QUERY_WAIT, JOB_WAIT, WAIT, ECHO, QUEUESENTINEL, SERVICE, DNF, APT, PKG, REBOOT today");
         let err = plan("- jobs:\n    - RUN: echo\n      vars: {stdout_ag: x}\n", &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -528,6 +549,11 @@ mod tests {
         let help = plan("- jobs:\n    - ECHO: --exec-help\n", &[]).unwrap_err();
         assert_eq!(help.code, 0);
         assert!(help.to_string().starts_with("usage: ECHO WORDS...\n"));
+        let err =
+            plan("- jobs:\n    - REBOOT: 5\n- async: true\n  targets: [web2]\n  jobs: [{RUN: a}]\n", &[]).unwrap_err();
+        assert_eq!(err.to_string(), "error: o.yaml:2:7: REBOOT on web2 would cut short the async entries that run there beside it\n  hint: a reboot waits for nothing else on its node: make those entries not async, or reboot in an orchestration of its own");
+        let err = plan("- jobs:\n    - REBOOT: soon\n", &[]).unwrap_err();
+        assert_eq!(err.to_string(), "error: o.yaml:2:15: REBOOT takes the seconds to wait before the reboot, not `soon`\n  hint: usage: REBOOT [--reboot-timeout SECS] [SECONDS]");
         let err = plan("- jobs:\n    - RUN: --timeout soon sleep 1\n", &[]).unwrap_err();
         assert_eq!(err.to_string(), "error: o.yaml:2:12: option `--timeout` needs a whole number, not `soon`");
     }

@@ -145,6 +145,11 @@ pub trait Verb {
     fn secret(&self) -> Option<&Value> {
         None
     }
+
+    /// It reboots the node (its link drops and is made again while it runs).
+    fn reboots(&self) -> bool {
+        false
+    }
 }
 
 /// One job to do on a node, as its verb gets it.
@@ -288,6 +293,7 @@ macro_rules! verbs {
             pub fn identities(&self) -> &[String] { each!(self, v => v.identities()) }
             pub fn gathers(&self) -> bool { each!(self, v => v.gathers()) }
             pub fn secret(&self) -> Option<&Value> { each!(self, v => v.secret()) }
+            pub fn reboots(&self) -> bool { each!(self, v => v.reboots()) }
         }
     };
 }
@@ -308,6 +314,7 @@ verbs! {
     queuesentinel::QueueSentinel => ["QUEUESENTINEL"],
     service::Service => ["SERVICE"],
     package::Package => ["DNF", "APT", "PKG"],
+    reboot::Reboot => ["REBOOT"],
     }
     bootstrap {
     shell::Shell,
@@ -318,7 +325,7 @@ verbs! {
 
 /// Verbs Directord has that director does not run yet: known names (no did-you-mean for
 /// them), refused at plan time.
-pub const NOT_YET: &[&str] = &["REBOOT", "FACTER", "CONTAINER_IMAGE", "POD", "SECONTEXT", "CONTAINER_CONFIG_DATA"];
+pub const NOT_YET: &[&str] = &["FACTER", "CONTAINER_IMAGE", "POD", "SECONTEXT", "CONTAINER_CONFIG_DATA"];
 
 /// One verb of [`VERBS`].
 pub struct Spec {

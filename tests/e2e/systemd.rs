@@ -1,7 +1,7 @@
-//! The harness's systemd hosts: systemd is PID 1, the distribution's sshd answers, jobs run
-//! over SSH as on any host, and a reboot comes back with the same filesystem and host key
-//! and a new PID 1 (what SERVICE and REBOOT will be tested on). A container shares the
-//! kernel's boot id, so the boot is told by PID 1's start time (field 22 of /proc/1/stat).
+//! The harness's systemd hosts (systemd is PID 1, the distribution's sshd answers, a reboot
+//! comes back with the same filesystem and host key and a new PID 1; a container shares the
+//! kernel's boot id, so the boot is told by PID 1's start time, field 22 of /proc/1/stat),
+//! and the verbs that need a real system: SERVICE, APT and PKG, REBOOT.
 
 use super::harness::Fleet;
 use super::{code, output, stderr, stdout};
@@ -326,4 +326,63 @@ fn apt_and_pkg_install_check_and_remove_real_packages() {
     assert_eq!(c, 1);
     assert_eq!(said(&events), [("failed".into(), "exited with code 100".into())]);
     assert!(printed(&events, 0).contains("Unable to locate package director-nosuch"), "{}", printed(&events, 0));
+}
+
+/// REBOOT waits for the node: the jobs after it run on the rebooted node (PID 1 started
+/// again), its output says when the link dropped and when the node answered, a re-run
+/// answers all three from the cache, and a node that is not back in time fails the job.
+#[test]
+fn reboot_waits_for_the_node_and_the_next_jobs_run_after_it() {
+    let mut fleet = Fleet::start(0);
+    let i = fleet.add_systemd_host();
+    let name = fleet.hosts[i].name.clone();
+    let file = fleet.file(
+        "reboot.yaml",
+        "- jobs:\n    - RUN: cut -d' ' -f22 /proc/1/stat > /var/tmp/before\n    - REBOOT: 1\n    - RUN: cut -d' ' -f22 /proc/1/stat > /var/tmp/after; ps -p 1 -o comm=\n",
+    );
+    let (c, events, err) = super::orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    let done = super::finished(&events, &name);
+    assert_eq!(done.iter().map(|d| d.1).collect::<Vec<_>>(), ["ok", "ok", "ok"], "{done:?}");
+    let printed = |job: usize| -> String {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                super::schema::Event::JobOutput { job: j, data, .. } if *j == job => Some(data.as_str()),
+                _ => None,
+            })
+            .collect()
+    };
+    let said = printed(1);
+    assert!(
+        said.starts_with("rebooted: the connection dropped after ")
+            && said.contains(" s, the node answered again after "),
+        "{said}"
+    );
+    assert_eq!(printed(2), "systemd\n");
+    let before = exec_on(&fleet, &name, "cat /var/tmp/before");
+    let after = exec_on(&fleet, &name, "cat /var/tmp/after");
+    assert_ne!(before, after, "the job after REBOOT ran on the rebooted node");
+    let reboot_ms = events.iter().find_map(|e| match e {
+        super::schema::Event::JobFinished { job: 1, ms, .. } => Some(*ms),
+        _ => None,
+    });
+    assert!(reboot_ms.unwrap() >= 1000, "the job lasts the reboot: it waits a second before it");
+
+    // Nothing changed: the reboot is not done again.
+    let (c, events, err) = super::orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    let done = super::finished(&events, &name);
+    assert_eq!(done.iter().map(|d| d.1).collect::<Vec<_>>(), ["cached", "cached", "cached"]);
+
+    // A node that is not down and back within --reboot-timeout fails the job (here it waits
+    // 10 s before it reboots); the rest is skipped.
+    let file = fleet.file("short.yaml", "- jobs:\n    - REBOOT: --reboot-timeout 3 10\n    - RUN: true\n");
+    let (c, events, _) = super::orchestrate_json(&fleet, &file, &[]);
+    let done = super::finished(&events, &name);
+    assert_ne!(c, 0, "{done:?} {events:?}");
+    assert_eq!(done[0].1, "failed");
+    assert!(done[0].3.unwrap().starts_with("the node did not "), "{done:?}");
+    assert!(done[0].3.unwrap().contains(" within 3 s"), "{done:?}");
+    assert_eq!(done[1].1, "skipped");
 }
