@@ -315,6 +315,7 @@ verbs! {
     service::Service => ["SERVICE"],
     package::Package => ["DNF", "APT", "PKG"],
     reboot::Reboot => ["REBOOT"],
+    facter::Facter => ["FACTER"],
     }
     bootstrap {
     shell::Shell,
@@ -325,7 +326,7 @@ verbs! {
 
 /// Verbs Directord has that director does not run yet: known names (no did-you-mean for
 /// them), refused at plan time.
-pub const NOT_YET: &[&str] = &["FACTER", "CONTAINER_IMAGE", "POD", "SECONTEXT", "CONTAINER_CONFIG_DATA"];
+pub const NOT_YET: &[&str] = &["CONTAINER_IMAGE", "POD", "SECONTEXT", "CONTAINER_CONFIG_DATA"];
 
 /// One verb of [`VERBS`].
 pub struct Spec {

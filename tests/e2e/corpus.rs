@@ -66,3 +66,12 @@ fn directord_functional_tests_run_green_and_then_from_the_cache() {
     let events = run_green(&fleet, "functional-tests-async-time.yaml");
     assert_eq!(counts(&events), (27, 0));
 }
+
+/// Directord's FACTER test: the facts gathered by the executor (no facter on these hosts),
+/// collected from every node with QUERY and read in templates.
+#[test]
+fn the_facter_functional_test_runs_green() {
+    let fleet = Fleet::start(3);
+    let events = run_green(&fleet, "functional-tests-facter.yaml");
+    assert_eq!(counts(&events).0 + counts(&events).1, 12);
+}

@@ -423,3 +423,46 @@ fn a_cache_hit_is_checked_on_the_node_and_drift_is_done_again() {
     });
     assert_eq!(first, Some(("would_run".into(), "was cached, but /tmp/demo/conf changed (mode 0700 → 0750)".into())));
 }
+
+/// FACTER's facts come from the executor, in facter's shape, under the arg `facter`, and the
+/// other args stay (Directord replaced them all).
+#[test]
+fn facter_gathers_the_facts_without_facter_and_keeps_the_other_args() {
+    let fleet = Fleet::start(1);
+    let file = fleet.file(
+        "facts.yaml",
+        "- jobs:\n    - ARG: kept yes\n    - FACTER:\n    - RUN: echo {{ kept }} {{ facter.kernel }} {{ facter.networking.interfaces | length > 1 }} {{ facter.processors.count > 0 }} {{ facter.memory.system.total_bytes > 0 }} {{ facter.os.release.major }}\n",
+    );
+    let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    let printed: String = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobOutput { job: 2, data, .. } => Some(data.as_str()),
+            _ => None,
+        })
+        .collect();
+    let major = std::fs::read_to_string("/etc/os-release")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_ID="))
+        .map(|v| v.trim_matches('"').split('.').next().unwrap().to_string())
+        .unwrap();
+    assert_eq!(printed, format!("yes Linux True True True {major}\n"));
+    // The host's own address is among its interfaces' bindings.
+    let addr = fleet.hosts[0].addr.to_string();
+    let file = fleet.file("addr.yaml", "- jobs:\n    - RUN: echo '{{ facter.networking.interfaces | tojson }}'\n");
+    let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    let printed: String = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobOutput { data, .. } => Some(data.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        printed.contains(&format!("\"address\":\"{addr}\"")) && printed.contains("\"netmask\":\"255.255.255."),
+        "{printed}"
+    );
+}

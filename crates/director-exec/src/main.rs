@@ -14,6 +14,7 @@
 //! `director-exec verify SHA3` hashes the executor's own file and exits 0 only if it matches:
 //! the operator uses it to check an upload before renaming it into place.
 
+mod facter;
 mod files;
 mod job;
 
@@ -132,6 +133,20 @@ fn serve() {
                                     // The data frames that follow find no transfer and are dropped.
                                     Err(message) => done(id, Done::Failed { message }),
                                 }
+                            }
+                            Request::Facter { id, custom_dir, external_dir } => {
+                                // facter may take seconds: not on the reading thread.
+                                let outbox = outbox.clone();
+                                std::thread::spawn(move || {
+                                    let done = match facter::gather(custom_dir.as_deref(), external_dir.as_deref()) {
+                                        Ok(data) if data.len() <= director_proto::MAX_FRAME / 2 => Done::Text { data },
+                                        Ok(data) => Done::Failed {
+                                            message: format!("the facts are {} bytes, too many to send", data.len()),
+                                        },
+                                        Err(message) => Done::Failed { message },
+                                    };
+                                    outbox.send(&Reply::Done { id, done });
+                                });
                             }
                             Request::Shutdown => break 'read,
                         },

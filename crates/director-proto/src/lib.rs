@@ -98,6 +98,9 @@ pub enum Request {
     /// Ask every other executor of this user on the node to drain its queues (QUEUESENTINEL):
     /// [`Done::Text`] tells how many were told.
     Sentinel { id: u64, from: String },
+    /// The node's facts, gathered by the executor (and `facter --json` where facter is
+    /// installed, with these directories): [`Done::Text`], a JSON object.
+    Facter { id: u64, custom_dir: Option<String>, external_dir: Option<String> },
     /// Kill whatever still runs and exit.
     Shutdown,
 }
