@@ -316,6 +316,8 @@ verbs! {
     package::Package => ["DNF", "APT", "PKG"],
     reboot::Reboot => ["REBOOT"],
     facter::Facter => ["FACTER"],
+    secontext::SeContext => ["SECONTEXT"],
+    container_config_data::ContainerConfigData => ["CONTAINER_CONFIG_DATA"],
     }
     bootstrap {
     shell::Shell,
@@ -326,7 +328,7 @@ verbs! {
 
 /// Verbs Directord has that director does not run yet: known names (no did-you-mean for
 /// them), refused at plan time.
-pub const NOT_YET: &[&str] = &["CONTAINER_IMAGE", "POD", "SECONTEXT", "CONTAINER_CONFIG_DATA"];
+pub const NOT_YET: &[&str] = &["CONTAINER_IMAGE", "POD"];
 
 /// One verb of [`VERBS`].
 pub struct Spec {

@@ -290,7 +290,8 @@ fn var_name(option: &str) -> String {
     option.trim_start_matches('-').replace('-', "_")
 }
 
-/// `vars` values as option values: a bool switches a flag, anything else is its text.
+/// `vars` values as option values: a bool switches a flag, anything else is its text (a
+/// mapping its JSON).
 fn var_values(key: &str, value: &Value, arity: Arity) -> Result<Option<Vec<String>>, VerbError> {
     let bad = |what: &str| VerbError { var: Some(key.to_string()), ..err(format!("`{key}` must be {what}")) };
     match (arity, value) {
@@ -298,6 +299,8 @@ fn var_values(key: &str, value: &Value, arity: Arity) -> Result<Option<Vec<Strin
         (Flag, Value::Bool(false)) | (_, Value::Null) => Ok(None),
         (Flag, _) => Err(bad("true or false")),
         (Many, Value::Array(items)) => Ok(Some(items.iter().map(text_of).collect())),
+        // A mapping (CONTAINER_CONFIG_DATA's overrides) is its JSON text.
+        (One, v @ Value::Object(_)) => Ok(Some(vec![v.to_string()])),
         (_, Value::Array(_) | Value::Object(_)) => Err(bad("a single value")),
         (_, v) => Ok(Some(vec![text_of(v)])),
     }

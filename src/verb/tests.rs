@@ -193,3 +193,27 @@ fn package_commands_word_for_word() {
         "SERVICE --mask cannot start a unit: a masked unit does not start / mask a unit with --stopped --mask"
     );
 }
+
+#[test]
+fn secontext_and_container_config_data_parse_and_say_what_they_run() {
+    let Work::SeContext(se) = p("SECONTEXT", "--setype httpd_sys_content_t --ftype d /srv/web(/.*)?").unwrap().work
+    else {
+        panic!()
+    };
+    assert_eq!(
+        se.script(),
+        "command -v selinuxenabled >/dev/null 2>&1 && selinuxenabled || { echo 'SECONTEXT needs SELinux on the node: it is not enabled there (selinuxenabled says no, or is missing)' >&2; exit 1; }; if command -v semanage >/dev/null 2>&1; then if semanage fcontext -l -C | grep -q \"^/srv/web(/.*)? \"; then semanage fcontext -m -t 'httpd_sys_content_t' -f d '/srv/web(/.*)?'; else semanage fcontext -a -t 'httpd_sys_content_t' -f d '/srv/web(/.*)?'; fi && restorecon -R '/srv/web(/.*)?'; elif command -v chcon >/dev/null 2>&1; then chcon -t 'httpd_sys_content_t' '/srv/web(/.*)?'; else echo 'SECONTEXT needs semanage (policycoreutils-python-utils) or chcon on the node: neither is there' >&2; exit 1; fi"
+    );
+    let e = |verb: &str, args: &str| {
+        let e = p(verb, args).unwrap_err();
+        format!("{}{}", e.message, e.hint.map(|h| format!(" / {h}")).unwrap_or_default())
+    };
+    assert_eq!(e("SECONTEXT", "/srv"), "SECONTEXT needs --setype TYPE / usage: SECONTEXT --setype TYPE [--ftype a|b|c|d|f|l|p|s] [--seuser USER] [--selevel LEVEL] [--reload true|false] TARGET");
+    assert_eq!(e("SECONTEXT", "--setype t --ftype x /srv"), "`--ftype x` is not a file type / a (all), b (block), c (character), d (directory), f (file), l (link), p (pipe) or s (socket)");
+    assert_eq!(e("CONTAINER_CONFIG_DATA", "--config-pattern *.json"), "CONTAINER_CONFIG_DATA needs --config-path DIR / usage: CONTAINER_CONFIG_DATA --config-path DIR [--config-pattern GLOB] [--config-overrides JSON] [--debug]");
+    let mut vars = Map::new();
+    vars.insert("config_overrides".into(), json!({"a.json": {"k": 1}}));
+    let parsed = parse("CONTAINER_CONFIG_DATA", "--config-path /etc/c", &vars, &roots()).unwrap();
+    let Work::ContainerConfigData(c) = parsed.work else { panic!() };
+    assert_eq!((c.pattern.as_str(), Value::Object(c.overrides)), ("*.json", json!({"a.json": {"k": 1}})));
+}

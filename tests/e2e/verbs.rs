@@ -466,3 +466,50 @@ fn facter_gathers_the_facts_without_facter_and_keeps_the_other_args() {
         "{printed}"
     );
 }
+
+/// CONTAINER_CONFIG_DATA reads the node's JSON files into the arg `configs`, overrides merged;
+/// SECONTEXT on a node without SELinux says so.
+#[test]
+fn container_config_data_reads_the_nodes_json_and_secontext_needs_selinux() {
+    let fleet = Fleet::start(1);
+    let dir = fleet.hosts[0].dir.join("tmp/configs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.json"), r#"{"image": "web", "env": {"A": "1"}}"#).unwrap();
+    std::fs::write(dir.join("b.json"), r#"{"image": "db"}"#).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not json").unwrap();
+    let file = fleet.file(
+        "configs.yaml",
+        "- jobs:\n    - CONTAINER_CONFIG_DATA: --config-path /tmp/configs\n      vars:\n        config_overrides: {a.json: {env: {B: '2'}}}\n    - RUN: echo '{{ configs | tojson }}'\n",
+    );
+    let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    let printed: String = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobOutput { job: 1, data, .. } => Some(data.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        printed,
+        "{\"a.json\":{\"image\":\"web\",\"env\":{\"A\":\"1\",\"B\":\"2\"}},\"b.json\":{\"image\":\"db\"}}\n"
+    );
+    let file = fleet.file("se.yaml", "- jobs:\n    - SECONTEXT: --setype httpd_sys_content_t /srv\n");
+    let (c, events, _) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 1);
+    let told: String = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobOutput { data, .. } => Some(data.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !std::path::Path::new("/sys/fs/selinux/enforce").exists(),
+        "the test hosts share this machine, which must not run SELinux"
+    );
+    assert_eq!(
+        told,
+        "SECONTEXT needs SELinux on the node: it is not enabled there (selinuxenabled says no, or is missing)\n"
+    );
+}
