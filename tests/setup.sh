@@ -15,6 +15,8 @@
 #     `systemd-nspawn -b`, so systemd is their PID 1.
 #   - apt-utils (apt-ftparchive) and dpkg-dev's dpkg-deb: the package tests build small .deb
 #     packages and a local apt repository for the systemd test hosts.
+#   - podman, runc and busybox-static: POD and CONTAINER_IMAGE run a real pod from an image
+#     built in the test from a static busybox (runc: crun refuses hybrid cgroups).
 #   - rustfmt and clippy: .ci/run checks formatting and lints first.
 #   - the x86_64-unknown-linux-musl Rust target: the smallest static executor. Without it the
 #     build falls back to a static glibc executor and says so.
@@ -37,6 +39,9 @@ command -v systemd-nspawn >/dev/null 2>&1 || need="$need systemd-container"
 command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
 command -v apt-ftparchive >/dev/null 2>&1 || need="$need apt-utils"
 command -v dpkg-deb >/dev/null 2>&1 || need="$need dpkg"
+command -v podman >/dev/null 2>&1 || need="$need podman"
+command -v runc >/dev/null 2>&1 || need="$need runc"
+[ -x /bin/busybox ] || need="$need busybox-static"
 if [ -n "$need" ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing$need" >&2

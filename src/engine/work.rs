@@ -79,10 +79,6 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
                         match (finish.status, drift.or(finish.drift.take())) {
                             // Its check found the record still holds: a cache hit.
                             (JobStatus::Cached, _) if recorded => finish = hit(cx, fp).unwrap_or(finish),
-                            // Its check found nothing to do.
-                            (JobStatus::Cached, _) if finish.reason.is_none() => {
-                                finish.reason = Some(NOTHING_TO_DO.to_string());
-                            }
                             // A record the node no longer matches: the job ran again, and says why.
                             (JobStatus::Ok, Some(why)) => {
                                 finish.reason = Some(format!("was cached, but {why}: done again"));

@@ -387,12 +387,6 @@ fn resolve(catalog: &Catalog, doc: &Document, targets: &[TargetRef]) -> Result<V
 }
 
 fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Result<Job, Error> {
-    if verb::NOT_YET.contains(&spec.verb.as_str()) {
-        let runs: Vec<&str> = verb::VERBS.iter().map(|v| v.name).collect();
-        return Err(doc
-            .error_at(&spec.path, format!("verb `{}` is not supported yet", spec.verb))
-            .hint(format!("director runs {} today", runs.join(", "))));
-    }
     let verb_path = child(&spec.path, doc_key(doc, &spec.path, &spec.verb));
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let file_dir = doc
@@ -529,8 +523,8 @@ mod tests {
         assert_eq!(err.to_string(), "error: o.yaml:1:13: unknown target `web9`\n  hint: did you mean `web1`? targets are catalog node names or hosts; the catalog has web1, web2, db1");
         let err = plan("- jobs: [{RUN: a}]\n", &["mail*"]).unwrap_err();
         assert_eq!(err.to_string(), "error: --restrict `mail*` matches no node or group in the catalog\n  hint: the catalog has web1, web2, db1");
-        let err = plan("- jobs:\n    - POD: --start web\n", &[]).unwrap_err();
-        assert_eq!(err.to_string(), "error: o.yaml:2:7: verb `POD` is not supported yet\n  hint: director runs RUN, ARG, ENV, ADD, COPY, WORKDIR, CACHEFILE, CACHEEVICT, QUERY, QUERY_WAIT, JOB_WAIT, WAIT, ECHO, QUEUESENTINEL, SERVICE, DNF, APT, PKG, REBOOT, FACTER, SECONTEXT, CONTAINER_CONFIG_DATA today");
+        let err = plan("- jobs:\n    - POD: --start web --stop web\n", &[]).unwrap_err();
+        assert_eq!(err.to_string(), "error: o.yaml:2:12: POD needs exactly one of --start, --stop, --rm, --kill, --inspect, --play, --exec-run\n  hint: usage: POD (--start|--stop|--rm|--kill|--inspect NAME | --play FILE | --exec-run CONTAINER) [--socket-path PATH] [--env K=V,...] [--command CMD...] [--privileged] [--force] [--kill-signal SIG] [--systemd NAME] [--hook WHEN=CMD...]");
         let err = plan("- jobs:\n    - RUN: echo\n      vars: {stdout_ag: x}\n", &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -558,8 +552,8 @@ mod tests {
         assert_eq!(err.to_string(), "error: o.yaml:2:12: option `--timeout` needs a whole number, not `soon`");
     }
 
-    /// Every orchestration of Directord's own corpus loads and plans, except those that use
-    /// a verb director does not run yet, which fail saying so.
+    /// Every orchestration of Directord's own corpus loads and plans, except those whose ADD
+    /// sources the corpus does not ship.
     #[test]
     fn the_directord_corpus_plans() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus/orchestrations");
@@ -584,17 +578,9 @@ mod tests {
                     let text = e.to_string();
                     let what = text.split('`').nth(1).unwrap_or_default().to_string();
                     let name = file.file_name().unwrap().to_string_lossy().into_owned();
-                    if text.contains(&format!("source `{what}` matches no file")) {
-                        // ADD of a file the corpus does not ship (upstream's, or the author's own).
-                        refused.push(format!("{name} (no {what})"));
-                        continue;
-                    }
-                    assert!(
-                        text.contains(&format!("verb `{what}` is not supported yet"))
-                            && verb::NOT_YET.contains(&what.as_str()),
-                        "{name}: {text}"
-                    );
-                    refused.push(format!("{name} ({what})"));
+                    // ADD of a file the corpus does not ship (upstream's, or the author's own).
+                    assert!(text.contains(&format!("source `{what}` matches no file")), "{name}: {text}");
+                    refused.push(format!("{name} (no {what})"));
                 }
             }
         }
@@ -604,7 +590,6 @@ mod tests {
             [
                 "directord-key-rotation.yaml (no /etc/directord/private_keys/client.key_secret)",
                 "example.yaml (no /home/centos/.ssh/*)",
-                "functional-podman-test.yaml (CONTAINER_IMAGE)",
                 "ghost-blog.yaml (no files/nginx-ghost.j2)",
                 "rabbitmq.yaml (no files/rabbitmq/systemd-limits.conf.j2)",
                 "sonarr-radarr-nzbget.yml (no files/generic-systemd.service.j2)",

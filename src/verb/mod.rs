@@ -318,6 +318,8 @@ verbs! {
     facter::Facter => ["FACTER"],
     secontext::SeContext => ["SECONTEXT"],
     container_config_data::ContainerConfigData => ["CONTAINER_CONFIG_DATA"],
+    container_image::ContainerImage => ["CONTAINER_IMAGE"],
+    pod::Pod => ["POD"],
     }
     bootstrap {
     shell::Shell,
@@ -325,10 +327,6 @@ verbs! {
     fetch::Fetch,
     }
 }
-
-/// Verbs Directord has that director does not run yet: known names (no did-you-mean for
-/// them), refused at plan time.
-pub const NOT_YET: &[&str] = &["CONTAINER_IMAGE", "POD"];
 
 /// One verb of [`VERBS`].
 pub struct Spec {
@@ -350,14 +348,14 @@ pub fn spec(verb: &str) -> Option<&'static Spec> {
     VERBS.iter().find(|v| v.name == verb)
 }
 
-/// Whether Directord knows the verb (director may not run it yet).
+/// Whether director knows the verb (every verb of Directord, and APT and PKG).
 pub fn known(verb: &str) -> bool {
-    spec(verb).is_some() || NOT_YET.contains(&verb)
+    spec(verb).is_some()
 }
 
-/// Every name Directord knows, for did-you-mean and hints.
+/// Every verb's name, for did-you-mean and hints.
 pub fn known_names() -> impl Iterator<Item = &'static str> {
-    VERBS.iter().map(|v| v.name).chain(NOT_YET.iter().copied())
+    VERBS.iter().map(|v| v.name)
 }
 
 /// A parsed job: its work and the options every verb has.
@@ -373,7 +371,7 @@ pub struct Parsed {
 
 /// Parses one job of `verb` from its argument string and `vars`.
 pub fn parse(verb: &str, args: &str, vars: &Map<String, Value>, roots: &SourceRoots) -> Result<Parsed, VerbError> {
-    let spec = spec(verb).ok_or_else(|| options::err(format!("verb `{verb}` is not supported yet")))?;
+    let spec = spec(verb).ok_or_else(|| options::err(format!("unknown verb `{verb}`")))?;
     let given = Given::read(spec, args, vars, roots)?;
     let work = (spec.parse)(&given)?;
     given.common(work)

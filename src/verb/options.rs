@@ -131,6 +131,11 @@ impl<'a> Given<'a> {
         self.get(name).map(<[String]>::to_vec).unwrap_or_default()
     }
 
+    /// The values of every occurrence of an option, in order (`--hook a=1 --hook b=2`).
+    pub fn every(&self, name: &str) -> Vec<String> {
+        self.options.iter().filter(|(n, _)| n == name).flat_map(|(_, v)| v.iter().cloned()).collect()
+    }
+
     /// A whole number option, at most [`MAX_NUMBER`].
     pub fn number(&self, name: &str) -> Result<Option<u64>, VerbError> {
         let Some(v) = self.one(name) else { return Ok(None) };

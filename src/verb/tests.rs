@@ -217,3 +217,63 @@ fn secontext_and_container_config_data_parse_and_say_what_they_run() {
     let Work::ContainerConfigData(c) = parsed.work else { panic!() };
     assert_eq!((c.pattern.as_str(), Value::Object(c.overrides)), ("*.json", json!({"a.json": {"k": 1}})));
 }
+
+#[test]
+fn container_image_and_pod_command_lines_word_for_word() {
+    let image = |args: &str| match p("CONTAINER_IMAGE", args).unwrap().work {
+        Work::ContainerImage(c) => c.script(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        image("--socket-path /tmp/podman.sock --no-tlsverify --pull alpine:3.13 alpine:3.12"),
+        "podman --url 'unix:///tmp/podman.sock' pull -q --tls-verify=false 'alpine:3.13' && podman --url 'unix:///tmp/podman.sock' pull -q --tls-verify=false 'alpine:3.12'"
+    );
+    assert_eq!(image("--push 127.0.0.1:5000/myimage:spec"), "podman push -q '127.0.0.1:5000/myimage:spec'");
+    assert_eq!(image("--tag alpine:3.12 quay.io/test/alpine"), "podman tag 'alpine:3.12' 'quay.io/test/alpine'");
+    assert_eq!(image("--list"), "podman images --format json");
+    let e = |verb: &str, args: &str| {
+        let e = p(verb, args).unwrap_err();
+        format!("{}{}", e.message, e.hint.map(|h| format!(" / {h}")).unwrap_or_default())
+    };
+    assert!(e("CONTAINER_IMAGE", "--tag a")
+        .starts_with("CONTAINER_IMAGE --tag takes two images: the source and the new name / usage: "));
+    assert!(e("CONTAINER_IMAGE", "--list a").starts_with("CONTAINER_IMAGE --list takes no image / "));
+    let pod = |args: &str| match p("POD", args).unwrap().work {
+        Work::Pod(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(pod("--kill web").script(), "podman pod kill --signal 'SIGKILL' 'web'");
+    assert_eq!(pod("--rm web --force").script(), "podman pod rm --force 'web'");
+    assert_eq!(
+        pod("--exec-run web-app --privileged --env A=1,B=two --command ls -l /").script(),
+        "podman exec --privileged --env 'A=1' --env 'B=two' 'web-app' 'ls' '-l' '/'"
+    );
+    let dir = std::env::temp_dir().join(format!("director-pod-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = dir.join("web.yaml");
+    std::fs::write(
+        &yaml,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n---\nkind: ConfigMap\nmetadata:\n  name: c\n",
+    )
+    .unwrap();
+    let service = pod(&format!(
+        "--play {} --systemd web-svc --env A=1 --hook pre-start=echo before --hook post-start=echo after",
+        yaml.display()
+    ));
+    assert_eq!(
+        service.unit("web-svc"),
+        "[Unit]\nDescription=director pod service web-svc (/var/lib/director/pods/web.yaml)\nWants=network-online.target\nAfter=network-online.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nEnvironmentFile=/var/lib/director/pods/web-svc.env\nTimeoutStartSec=600\nExecStartPre=/var/lib/director/pods/web-svc.pre-start\nExecStart=/usr/bin/env podman kube play --replace /var/lib/director/pods/web.yaml\nExecStartPost=/var/lib/director/pods/web-svc.post-start\nExecStop=/usr/bin/env podman kube down /var/lib/director/pods/web.yaml\n\n[Install]\nWantedBy=multi-user.target\n"
+    );
+    assert_eq!(
+        service.hooks,
+        [(pod::Hook::PreStart, "echo before".to_string()), (pod::Hook::PostStart, "echo after".to_string())]
+    );
+    assert!(matches!(&service.action, pod::Action::Play(_, pods) if pods == &["web".to_string()]));
+    assert!(e("POD", "--start web --hook pre-start=x").starts_with("POD --hook runs around a service"));
+    assert_eq!(
+        e("POD", "--start web --systemd x"),
+        "POD --systemd NAME runs a played file as a service: it goes with --play FILE"
+    );
+    assert!(e("POD", "--exec-run web").starts_with("POD --exec-run CONTAINER goes with --command CMD..."));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -329,7 +329,8 @@ impl Fleet {
                     String::new()
                 };
                 let script = format!(
-                    "mount --bind {fleet} {view} && {users}mount --bind {home} /root && mount --bind {tmp} /tmp && exec /usr/sbin/sshd -D -e -f {config}",
+                    "{cgroups}mount --bind {fleet} {view} && {users}mount --bind {home} /root && mount --bind {tmp} /tmp && exec /usr/sbin/sshd -D -e -f {config}",
+                    cgroups = cgroup_mounts(),
                     fleet = fleet_dir.display(),
                     view = view.display(),
                     home = host.dir.join("home").display(),
@@ -717,4 +718,33 @@ impl Drop for Fleet {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Shell commands that mount this machine's cgroup hierarchies again at /sys/fs/cgroup: `ip
+/// netns exec` mounts a fresh /sys for the namespace, which hides them, and podman on a test
+/// host needs them (each command ends with `&& `).
+fn cgroup_mounts() -> String {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut script = String::new();
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [_, point, kind, options, ..] = f.as_slice() else { continue };
+        if !point.starts_with("/sys/fs/cgroup") || !matches!(*kind, "cgroup" | "cgroup2" | "tmpfs") {
+            continue;
+        }
+        // The controllers of a v1 hierarchy (or its name=…) are its mount options.
+        let wanted: Vec<&str> = options
+            .split(',')
+            .filter(|o| {
+                !matches!(*o, "rw" | "ro" | "relatime" | "nosuid" | "nodev" | "noexec") && !o.starts_with("mode=")
+            })
+            .collect();
+        let opts = match *kind {
+            "cgroup" if wanted.iter().any(|o| o.starts_with("name=")) => format!(" -o none,{}", wanted.join(",")),
+            "cgroup" => format!(" -o {}", wanted.join(",")),
+            _ => String::new(),
+        };
+        script.push_str(&format!("mkdir -p {point} && mount -t {kind}{opts} {kind} {point} && "));
+    }
+    script
 }

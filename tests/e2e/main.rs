@@ -12,6 +12,7 @@ mod inputs;
 mod inventory;
 mod logging;
 mod plan;
+mod podman;
 mod rollout;
 mod schema;
 mod secrets;
