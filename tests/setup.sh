@@ -15,6 +15,8 @@
 #     `systemd-nspawn -b`, so systemd is their PID 1.
 #   - apt-utils (apt-ftparchive) and dpkg-dev's dpkg-deb: the package tests build small .deb
 #     packages and a local apt repository for the systemd test hosts.
+#   - rpm (rpmbuild) and createrepo-c: the DNF test builds an RPM and a repository for a
+#     systemd test host that has Debian's dnf.
 #   - podman, runc and busybox-static: POD and CONTAINER_IMAGE run a real pod from an image
 #     built in the test from a static busybox (runc: crun refuses hybrid cgroups).
 #   - rustfmt and clippy: .ci/run checks formatting and lints first.
@@ -39,6 +41,8 @@ command -v systemd-nspawn >/dev/null 2>&1 || need="$need systemd-container"
 command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
 command -v apt-ftparchive >/dev/null 2>&1 || need="$need apt-utils"
 command -v dpkg-deb >/dev/null 2>&1 || need="$need dpkg"
+command -v rpmbuild >/dev/null 2>&1 || need="$need rpm"
+command -v createrepo_c >/dev/null 2>&1 || need="$need createrepo-c"
 command -v podman >/dev/null 2>&1 || need="$need podman"
 command -v runc >/dev/null 2>&1 || need="$need runc"
 [ -x /bin/busybox ] || need="$need busybox-static"

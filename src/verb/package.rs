@@ -64,7 +64,10 @@ impl Manager {
     fn installed(self) -> &'static str {
         match self {
             Manager::Apt => r#"dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii'"#,
-            Manager::Dnf | Manager::Yum | Manager::Zypper => r#"rpm -q --quiet "$p""#,
+            // dnf and yum need no rpm command (Debian's dnf comes without it).
+            Manager::Dnf => r#"if command -v rpm >/dev/null 2>&1; then rpm -q --quiet "$p"; else dnf -q list --installed "$p" >/dev/null 2>&1; fi"#,
+            Manager::Yum => r#"if command -v rpm >/dev/null 2>&1; then rpm -q --quiet "$p"; else yum -q list installed "$p" >/dev/null 2>&1; fi"#,
+            Manager::Zypper => r#"rpm -q --quiet "$p""#,
             Manager::Apk => r#"apk info -e "$p" >/dev/null 2>&1"#,
         }
     }

@@ -156,13 +156,17 @@ fn run(cmd: &mut Command) {
 /// The Debian root systemd hosts boot: built once per target directory (under a lock, so
 /// tests in parallel wait for the one that builds it) with debootstrap from
 /// `DIRECTOR_DEBIAN_MIRROR` (default deb.debian.org).
-fn systemd_image() -> PathBuf {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("systemd-bookworm");
+fn systemd_image(extra: &[&str]) -> PathBuf {
+    let name =
+        if extra.is_empty() { "systemd-bookworm".to_string() } else { format!("systemd-bookworm+{}", extra.join("+")) };
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let root = base.join("root");
     let done = root.join(".director-image-complete");
     if done.exists() {
         return root;
     }
+    // A variant starts from the plain image, built first.
+    let plain = if extra.is_empty() { None } else { Some(systemd_image(&[])) };
     std::fs::create_dir_all(&base).unwrap();
     let lock = std::fs::File::create(base.join("lock")).unwrap();
     // SAFETY: flock on a file this process holds open.
@@ -170,12 +174,25 @@ fn systemd_image() -> PathBuf {
     if !done.exists() {
         let partial = base.join("root.partial");
         let _ = std::fs::remove_dir_all(&partial);
-        let mirror =
-            std::env::var("DIRECTOR_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".to_string());
-        run(Command::new("debootstrap")
-            .args(["--variant=minbase", "--include=systemd,systemd-sysv,openssh-server,dbus", "bookworm"])
-            .arg(&partial)
-            .arg(&mirror));
+        match plain {
+            None => {
+                let mirror = std::env::var("DIRECTOR_DEBIAN_MIRROR")
+                    .unwrap_or_else(|_| "http://deb.debian.org/debian".to_string());
+                run(Command::new("debootstrap")
+                    .args(["--variant=minbase", "--include=systemd,systemd-sysv,openssh-server,dbus", "bookworm"])
+                    .arg(&partial)
+                    .arg(&mirror));
+            }
+            Some(plain) => {
+                run(Command::new("cp").args(["-a", "--reflink=auto"]).arg(&plain).arg(&partial));
+                let _ = std::fs::remove_file(partial.join(".director-image-complete"));
+                // Installed inside the root (not booted), from the image's own sources.
+                run(Command::new("systemd-nspawn")
+                    .args(["--register=no", "--keep-unit", "--quiet", "-D"])
+                    .arg(&partial)
+                    .args(["sh", "-c", &format!("export DEBIAN_FRONTEND=noninteractive; apt-get -qq update && apt-get install -y -qq --no-install-recommends {} >/dev/null", extra.join(" "))]));
+            }
+        }
         let _ = std::fs::remove_dir_all(&root);
         std::fs::rename(&partial, &root).unwrap();
         std::fs::write(&done, "").unwrap();
@@ -545,8 +562,14 @@ impl Fleet {
     /// Adds a host that boots systemd as its PID 1 (see the module docs) and waits for its
     /// sshd; returns its index. Named like the others (`h{n}`), it is in [`Fleet::catalog`].
     pub fn add_systemd_host(&mut self) -> usize {
+        self.add_systemd_host_with(&[])
+    }
+
+    /// [`Fleet::add_systemd_host`] with Debian packages `extra` installed in its image (a
+    /// variant of the plain image, built once per target directory).
+    pub fn add_systemd_host_with(&mut self, extra: &[&str]) -> usize {
         assert!(is_root(), "a systemd host boots with systemd-nspawn in a network namespace: run the tests as root");
-        let image = systemd_image();
+        let image = systemd_image(extra);
         let i = self.hosts.len();
         let mut host = self.make_host(i);
         host.systemd = true;

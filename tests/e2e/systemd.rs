@@ -1,7 +1,7 @@
 //! The harness's systemd hosts (systemd is PID 1, the distribution's sshd answers, a reboot
 //! comes back with the same filesystem and host key and a new PID 1; a container shares the
 //! kernel's boot id, so the boot is told by PID 1's start time, field 22 of /proc/1/stat),
-//! and the verbs that need a real system: SERVICE, APT and PKG, REBOOT.
+//! and the verbs that need a real system: SERVICE, APT and PKG, DNF, REBOOT.
 
 use super::harness::Fleet;
 use super::{code, output, stderr, stdout};
@@ -385,4 +385,88 @@ fn reboot_waits_for_the_node_and_the_next_jobs_run_after_it() {
     assert!(done[0].3.unwrap().starts_with("the node did not "), "{done:?}");
     assert!(done[0].3.unwrap().contains(" within 3 s"), "{done:?}");
     assert_eq!(done[1].1, "skipped");
+}
+
+/// A noarch RPM built with rpmbuild into `repo`: it installs `/usr/share/NAME/VERSION`.
+fn rpm(repo: &std::path::Path, name: &str, version: &str) {
+    let top = repo.join(format!("build-{name}-{version}"));
+    std::fs::create_dir_all(&top).unwrap();
+    let spec = top.join(format!("{name}.spec"));
+    std::fs::write(
+        &spec,
+        format!("Name: {name}\nVersion: {version}\nRelease: 1\nSummary: a director test package\nLicense: MIT\nBuildArch: noarch\n%description\nA director test package.\n%install\nmkdir -p %{{buildroot}}/usr/share/{name}\necho {version} > %{{buildroot}}/usr/share/{name}/VERSION\n%files\n/usr/share/{name}/VERSION\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new("rpmbuild")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.display()))
+        .args(["--quiet", "-bb"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let built = top.join(format!("RPMS/noarch/{name}-{version}-1.noarch.rpm"));
+    std::fs::rename(&built, repo.join(built.file_name().unwrap())).unwrap();
+    std::fs::remove_dir_all(&top).unwrap();
+    let out = std::process::Command::new("createrepo_c").arg("--quiet").arg(repo).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// DNF with a real dnf: Debian's dnf on a systemd host (its own root, so its own rpm
+/// database), a local repository of an RPM built here with rpmbuild and createrepo_c.
+#[test]
+fn dnf_installs_checks_and_removes_a_real_rpm() {
+    let mut fleet = Fleet::start(0);
+    let i = fleet.add_systemd_host_with(&["dnf"]);
+    let name = fleet.hosts[i].name.clone();
+    let root = fleet.hosts[i].dir.join("root");
+    let repo = root.join("srv/rpms");
+    std::fs::create_dir_all(&repo).unwrap();
+    rpm(&repo, "director-demo", "1.0");
+    std::fs::create_dir_all(root.join("etc/yum.repos.d")).unwrap();
+    std::fs::write(
+        root.join("etc/yum.repos.d/local.repo"),
+        "[local]\nname=local\nbaseurl=file:///srv/rpms\ngpgcheck=0\nenabled=1\n",
+    )
+    .unwrap();
+    // Debian is no rpm distribution: dnf is told its release.
+    std::fs::create_dir_all(root.join("etc/dnf/vars")).unwrap();
+    std::fs::write(root.join("etc/dnf/vars/releasever"), "12\n").unwrap();
+
+    // This dnf comes without the rpm command: the check and this test ask dnf.
+    let installed = || exec_on(&fleet, &name, "dnf -q repoquery --installed director-demo; true");
+    let said = |events: &[super::schema::Event]| -> Vec<(String, String)> {
+        super::finished(events, &name)
+            .into_iter()
+            .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
+            .collect()
+    };
+    let printed = |events: &[super::schema::Event]| -> String {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                super::schema::Event::JobOutput { data, .. } => Some(data.as_str()),
+                _ => None,
+            })
+            .collect()
+    };
+    let file = fleet.file("dnf.yaml", "- jobs:\n    - DNF: --clear-metadata director-demo\n");
+    let (c, events, err) = super::orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}{}", printed(&events));
+    assert_eq!(said(&events), [("ok".into(), String::new())]);
+    assert_eq!(installed(), "director-demo-0:1.0-1.noarch");
+    let (_, events, _) = super::orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(
+        said(&events),
+        [("cached".into(), "done before with this exact fingerprint (--ignore-cache runs it again)".into())]
+    );
+    exec_on(&fleet, &name, "dnf -q -y remove director-demo >/dev/null");
+    let (c, events, err) = super::orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}{}", printed(&events));
+    assert_eq!(said(&events), [("ok".into(), "was cached, but director-demo is not installed: done again".into())]);
+    assert_eq!(installed(), "director-demo-0:1.0-1.noarch");
+    let absent = fleet.file("absent.yaml", "- jobs:\n    - DNF: --absent director-demo\n");
+    let (c, events, err) = super::orchestrate_json(&fleet, &absent, &[]);
+    assert_eq!(c, 0, "{err}{}", printed(&events));
+    assert_eq!(installed(), "");
 }
