@@ -599,13 +599,17 @@ impl Fleet {
         let host = &mut self.hosts[i];
         let ns = host.netns.clone().expect("a systemd host has a network namespace");
         let script = format!(
-            "while :; do systemd-nspawn --register=no --keep-unit --quiet --console=passive -D {root} --machine={name} --network-namespace-path=/run/netns/{ns} -b; rc=$?; [ $rc = 133 ] || exit $rc; done",
+            "while :; do systemd-nspawn --register=no --keep-unit --quiet --console=passive --capability=all --system-call-filter='bpf @keyring' -D {root} --machine={name} --network-namespace-path=/run/netns/{ns} -b; rc=$?; [ $rc = 133 ] || exit $rc; done",
             root = host.dir.join("root").display(),
             name = host.name,
         );
         let log = std::fs::File::create(host.dir.join("nspawn.log")).unwrap();
+        // A unified cgroup hierarchy of its own, delegated: podman runs containers in it (on
+        // a hybrid host nspawn otherwise mounts the v1 controllers read-only); and runc may
+        // use bpf and the keyring, which nspawn's defaults refuse.
         let child = Command::new("sh")
             .args(["-c", &script])
+            .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

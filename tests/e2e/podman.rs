@@ -147,3 +147,64 @@ fn pods_and_images_run_through_a_real_podman() {
     assert_eq!(podman(&conf, &["pod", "exists", &pod]), "");
     let _ = podman(&conf, &["rmi", "-f", &copy, &image]);
 }
+
+/// Conductor's service model on a real systemd with a real podman: POD --play --systemd
+/// writes and starts a unit that plays the pod, its hooks run around it with the pod's
+/// configuration in their environment, a re-run is checked against the pod and the unit, and
+/// a service stopped by hand (its pre-stop hook runs, the pod goes down) is started again.
+#[test]
+fn a_pod_runs_as_a_systemd_service_with_its_hooks() {
+    let mut fleet = Fleet::start(0);
+    let i = fleet.add_systemd_host_with(&["podman", "runc", "busybox-static"]);
+    let name = fleet.hosts[i].name.clone();
+    let root = fleet.hosts[i].dir.join("root");
+    let exec = |command: &str| super::systemd::exec_on(&fleet, &name, command);
+    // The image, built from the host's own static busybox, and podman's settings there.
+    exec("mkdir -p /var/tmp/img/bin && cp /bin/busybox /var/tmp/img/bin/ && for a in sh sleep echo; do ln -s busybox /var/tmp/img/bin/$a; done && tar -C /var/tmp/img -cf /var/tmp/img.tar .");
+    std::fs::write(
+        root.join("etc/containers/containers.conf"),
+        "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1000:1000\"]\npids_limit = 0\n[engine]\nruntime = \"runc\"\ninfra_image = \"localhost/svc:1\"\n",
+    )
+    .unwrap();
+    exec("podman import --change 'CMD [\"/bin/sleep\",\"infinity\"]' --change 'ENV PATH=/bin' /var/tmp/img.tar localhost/svc:1 >/dev/null");
+    let yaml = fleet.file(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: svc\nspec:\n  hostNetwork: true\n  containers:\n    - name: app\n      image: localhost/svc:1\n      command: [\"/bin/sleep\", \"1000\"]\n",
+    );
+    let file = fleet.file(
+        "service.yaml",
+        &format!(
+            "- jobs:\n    - POD: --play {} --systemd svc-pod --env GREETING=hi\n      vars:\n        hook:\n          - pre-start=echo pre $CONDUCTOR_POD $GREETING >> /var/tmp/hooks\n          - post-start=echo post $CONDUCTOR_SERVICE $CONDUCTOR_PLAY_FILE >> /var/tmp/hooks\n          - pre-stop=echo stop $CONDUCTOR_PODS >> /var/tmp/hooks\n",
+            yaml.display()
+        ),
+    );
+    let said = |events: &[Event]| -> Vec<(String, String)> {
+        finished(events, &name)
+            .into_iter()
+            .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
+            .collect()
+    };
+    let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}{}{}", output_of(&events, 0), exec("journalctl -u svc-pod --no-pager | tail -20"));
+    assert_eq!(said(&events), [("ok".into(), String::new())]);
+    let state = || {
+        exec("systemctl is-active svc-pod.service; podman pod inspect svc --format '{% raw %}{{.State}}{% endraw %}' 2>&1 | head -1; true")
+    };
+    assert_eq!(state(), "active\nRunning");
+    assert_eq!(exec("cat /var/tmp/hooks"), "pre svc hi\npost svc-pod /var/lib/director/pods/svc.yaml");
+    assert_eq!(exec("systemctl is-enabled svc-pod.service"), "enabled");
+    let (_, events, _) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(
+        said(&events),
+        [("cached".into(), "done before with this exact fingerprint (--ignore-cache runs it again)".into())]
+    );
+    // Stopped by hand: the pre-stop hook runs and the pod goes down; a run starts it again.
+    exec("systemctl stop svc-pod.service");
+    assert_eq!(exec("tail -1 /var/tmp/hooks"), "stop svc");
+    let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    let (status, reason) = said(&events).remove(0);
+    assert_eq!(status, "ok");
+    assert!(reason.starts_with("was cached, but the pod svc is "), "{reason}");
+    assert_eq!(state(), "active\nRunning");
+}
