@@ -61,6 +61,34 @@ fn finished<'a>(events: &'a [Event], node: &str) -> Vec<(usize, &'a str, Option<
         .collect()
 }
 
+/// What jobs printed (stdout and stderr, in order): on `node`, of `job`, when given.
+fn printed(events: &[Event], node: Option<&str>, job: Option<usize>) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobOutput { node: n, job: j, data, .. }
+                if node.is_none_or(|want| want == n) && job.is_none_or(|want| want == *j) =>
+            {
+                Some(data.as_str())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Each job's status and reason (empty when none) on `node`, in job order.
+fn said(events: &[Event], node: &str) -> Vec<(String, String)> {
+    finished(events, node)
+        .into_iter()
+        .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
+        .collect()
+}
+
+/// A job answered from its record, as `said` gives it.
+fn cached_hit() -> (String, String) {
+    ("cached".to_string(), "done before with this exact fingerprint (--ignore-cache runs it again)".to_string())
+}
+
 fn uploads(events: &[Event]) -> Vec<String> {
     let mut nodes: Vec<String> = events
         .iter()

@@ -50,13 +50,7 @@ fn podman_setup(fleet: &Fleet, name: &str) -> std::path::PathBuf {
 }
 
 fn output_of(events: &[Event], job: usize) -> String {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::JobOutput { job: j, data, .. } if *j == job => Some(data.as_str()),
-            _ => None,
-        })
-        .collect()
+    super::printed(events, None, Some(job))
 }
 
 fn podman(conf: &std::path::Path, args: &[&str]) -> String {
@@ -77,16 +71,10 @@ fn pods_and_images_run_through_a_real_podman() {
         let file = fleet.file(name, &format!("- jobs:\n{env}{jobs}"));
         orchestrate_json(&fleet, &file, &[])
     };
-    let said = |events: &[Event]| -> Vec<(String, String)> {
-        finished(events, "h1")
-            .into_iter()
-            .skip(1)
-            .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
-            .collect()
-    };
+    // The ENV job first is left out.
+    let said = |events: &[Event]| super::said(events, "h1").split_off(1);
     let ok = || ("ok".to_string(), String::new());
-    let cached =
-        ("cached".to_string(), "done before with this exact fingerprint (--ignore-cache runs it again)".to_string());
+    let cached = super::cached_hit();
 
     // Images: tag, checked while the tag is there, tagged again once it is gone.
     let tagging = format!("    - CONTAINER_IMAGE: --tag {image} {copy}\n");
@@ -178,12 +166,7 @@ fn a_pod_runs_as_a_systemd_service_with_its_hooks() {
             yaml.display()
         ),
     );
-    let said = |events: &[Event]| -> Vec<(String, String)> {
-        finished(events, &name)
-            .into_iter()
-            .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
-            .collect()
-    };
+    let said = |events: &[Event]| super::said(events, &name);
     let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(c, 0, "{err}{}{}", output_of(&events, 0), exec("journalctl -u svc-pod --no-pager | tail -20"));
     assert_eq!(said(&events), [("ok".into(), String::new())]);
@@ -194,10 +177,7 @@ fn a_pod_runs_as_a_systemd_service_with_its_hooks() {
     assert_eq!(exec("cat /var/tmp/hooks"), "pre svc hi\npost svc-pod /var/lib/director/pods/svc.yaml");
     assert_eq!(exec("systemctl is-enabled svc-pod.service"), "enabled");
     let (_, events, _) = orchestrate_json(&fleet, &file, &[]);
-    assert_eq!(
-        said(&events),
-        [("cached".into(), "done before with this exact fingerprint (--ignore-cache runs it again)".into())]
-    );
+    assert_eq!(said(&events), [super::cached_hit()]);
     // Stopped by hand: the pre-stop hook runs and the pod goes down; a run starts it again.
     exec("systemctl stop svc-pod.service");
     assert_eq!(exec("tail -1 /var/tmp/hooks"), "stop svc");

@@ -59,14 +59,7 @@ pub fn exec_on(fleet: &Fleet, name: &str, command: &str) -> String {
         fleet.director().args(["exec", "--json", "--catalog"]).arg(fleet.catalog()).args(["--target", name, command]),
     );
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-    let printed: String = super::schema::parse(&out.stdout)
-        .iter()
-        .filter_map(|e| match e {
-            super::schema::Event::JobOutput { data, .. } => Some(data.as_str()),
-            _ => None,
-        })
-        .collect();
-    printed.trim_end().to_string()
+    super::printed(&super::schema::parse(&out.stdout), None, None).trim_end().to_string()
 }
 
 /// SERVICE on a real systemd: Directord's order of steps, a cache hit checked against the
@@ -91,14 +84,8 @@ fn service_brings_units_to_their_state_and_a_cached_one_is_checked() {
     );
     let exec = |command: &str| exec_on(&fleet, &name, command);
     let state = || exec("systemctl is-active demo.service; systemctl is-enabled demo.service; true");
-    let said = |events: &[super::schema::Event]| -> Vec<(String, String)> {
-        super::finished(events, &name)
-            .into_iter()
-            .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
-            .collect()
-    };
-    let cached =
-        ("cached".to_string(), "done before with this exact fingerprint (--ignore-cache runs it again)".to_string());
+    let said = |events: &[super::schema::Event]| super::said(events, &name);
+    let cached = super::cached_hit();
 
     let (c, events, err) = super::orchestrate_json(&fleet, &file, &[]);
     assert_eq!(c, 0, "{err}");
@@ -160,13 +147,7 @@ fn service_brings_units_to_their_state_and_a_cached_one_is_checked() {
     assert_eq!(c, 1);
     let failed = super::finished(&events, &name);
     assert_eq!((failed[0].1, failed[0].3), ("failed", Some("exited with code 1")), "{failed:?}");
-    let printed: String = events
-        .iter()
-        .filter_map(|e| match e {
-            super::schema::Event::JobOutput { node, data, .. } if *node == name => Some(data.as_str()),
-            _ => None,
-        })
-        .collect();
+    let printed = super::printed(&events, Some(&name), None);
     assert!(printed.contains("nosuch.service"), "{printed}");
     assert_eq!(failed[1].1, "skipped");
 
@@ -177,13 +158,7 @@ fn service_brings_units_to_their_state_and_a_cached_one_is_checked() {
     );
     let h1 = super::finished(&events, "h1");
     assert_eq!((h1[0].1, h1[0].3), ("failed", Some("exited with code 1")));
-    let told: String = events
-        .iter()
-        .filter_map(|e| match e {
-            super::schema::Event::JobOutput { node, data, .. } if node == "h1" => Some(data.as_str()),
-            _ => None,
-        })
-        .collect();
+    let told = super::printed(&events, Some("h1"), None);
     assert_eq!(
         told,
         "SERVICE needs systemd on the node, which was not booted with it (/run/systemd/system is missing)\n"
@@ -248,28 +223,14 @@ fn apt_and_pkg_install_check_and_remove_real_packages() {
 
     let exec = |command: &str| exec_on(&fleet, &name, command);
     let version = || exec("echo $(dpkg-query -W -f='${Version} ${db:Status-Abbrev}' director-demo 2>/dev/null)");
-    let said = |events: &[super::schema::Event]| -> Vec<(String, String)> {
-        super::finished(events, &name)
-            .into_iter()
-            .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
-            .collect()
-    };
-    let printed = |events: &[super::schema::Event], job: usize| -> String {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                super::schema::Event::JobOutput { job: j, data, .. } if *j == job => Some(data.as_str()),
-                _ => None,
-            })
-            .collect()
-    };
+    let said = |events: &[super::schema::Event]| super::said(events, &name);
+    let printed = |events: &[super::schema::Event], job: usize| super::printed(events, None, Some(job));
     let run = |name: &str, jobs: &str, args: &[&str]| {
         let file = fleet.file(name, &format!("- jobs:\n{jobs}"));
         let (c, events, err) = super::orchestrate_json(&fleet, &file, args);
         (c, events, err)
     };
-    let cached =
-        ("cached".to_string(), "done before with this exact fingerprint (--ignore-cache runs it again)".to_string());
+    let cached = super::cached_hit();
     let install = "    - APT: --clear-metadata director-demo\n";
 
     let (c, events, err) = run("install.yaml", install, &[]);
@@ -344,15 +305,7 @@ fn reboot_waits_for_the_node_and_the_next_jobs_run_after_it() {
     assert_eq!(c, 0, "{err}");
     let done = super::finished(&events, &name);
     assert_eq!(done.iter().map(|d| d.1).collect::<Vec<_>>(), ["ok", "ok", "ok"], "{done:?}");
-    let printed = |job: usize| -> String {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                super::schema::Event::JobOutput { job: j, data, .. } if *j == job => Some(data.as_str()),
-                _ => None,
-            })
-            .collect()
-    };
+    let printed = |job: usize| super::printed(&events, None, Some(job));
     let said = printed(1);
     assert!(
         said.starts_with("rebooted: the connection dropped after ")
@@ -435,21 +388,8 @@ fn dnf_installs_checks_and_removes_a_real_rpm() {
 
     // This dnf comes without the rpm command: the check and this test ask dnf.
     let installed = || exec_on(&fleet, &name, "dnf -q repoquery --installed director-demo; true");
-    let said = |events: &[super::schema::Event]| -> Vec<(String, String)> {
-        super::finished(events, &name)
-            .into_iter()
-            .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
-            .collect()
-    };
-    let printed = |events: &[super::schema::Event]| -> String {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                super::schema::Event::JobOutput { data, .. } => Some(data.as_str()),
-                _ => None,
-            })
-            .collect()
-    };
+    let said = |events: &[super::schema::Event]| super::said(events, &name);
+    let printed = |events: &[super::schema::Event]| super::printed(events, None, None);
     let file = fleet.file("dnf.yaml", "- jobs:\n    - DNF: --clear-metadata director-demo\n");
     let (c, events, err) = super::orchestrate_json(&fleet, &file, &[]);
     assert_eq!(c, 0, "{err}{}", printed(&events));

@@ -435,13 +435,7 @@ fn facter_gathers_the_facts_without_facter_and_keeps_the_other_args() {
     );
     let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(c, 0, "{err}");
-    let printed: String = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::JobOutput { job: 2, data, .. } => Some(data.as_str()),
-            _ => None,
-        })
-        .collect();
+    let printed = super::printed(&events, None, Some(2));
     let major = std::fs::read_to_string("/etc/os-release")
         .unwrap()
         .lines()
@@ -454,13 +448,7 @@ fn facter_gathers_the_facts_without_facter_and_keeps_the_other_args() {
     let file = fleet.file("addr.yaml", "- jobs:\n    - RUN: echo '{{ facter.networking.interfaces | tojson }}'\n");
     let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(c, 0, "{err}");
-    let printed: String = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::JobOutput { data, .. } => Some(data.as_str()),
-            _ => None,
-        })
-        .collect();
+    let printed = super::printed(&events, None, None);
     assert!(
         printed.contains(&format!("\"address\":\"{addr}\"")) && printed.contains("\"netmask\":\"255.255.255."),
         "{printed}"
@@ -483,13 +471,7 @@ fn container_config_data_reads_the_nodes_json_and_secontext_needs_selinux() {
     );
     let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(c, 0, "{err}");
-    let printed: String = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::JobOutput { job: 1, data, .. } => Some(data.as_str()),
-            _ => None,
-        })
-        .collect();
+    let printed = super::printed(&events, None, Some(1));
     assert_eq!(
         printed,
         "{\"a.json\":{\"image\":\"web\",\"env\":{\"A\":\"1\",\"B\":\"2\"}},\"b.json\":{\"image\":\"db\"}}\n"
@@ -497,13 +479,7 @@ fn container_config_data_reads_the_nodes_json_and_secontext_needs_selinux() {
     let file = fleet.file("se.yaml", "- jobs:\n    - SECONTEXT: --setype httpd_sys_content_t /srv\n");
     let (c, events, _) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(c, 1);
-    let told: String = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::JobOutput { data, .. } => Some(data.as_str()),
-            _ => None,
-        })
-        .collect();
+    let told = super::printed(&events, None, None);
     assert!(
         !std::path::Path::new("/sys/fs/selinux/enforce").exists(),
         "the test hosts share this machine, which must not run SELinux"
