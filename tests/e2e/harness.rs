@@ -644,6 +644,15 @@ impl Fleet {
         }
     }
 
+    /// Where a file of the fleet's directory is seen from its hosts (their /tmp is their own,
+    /// which may hide the fleet's directory itself).
+    pub fn on_hosts(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.dir) {
+            Ok(rest) => self.view.join(rest),
+            Err(_) => path.to_path_buf(),
+        }
+    }
+
     /// A catalog of every host, written into the fleet's directory.
     pub fn catalog(&self) -> PathBuf {
         let user = if is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_else(|_| "root".into()) };

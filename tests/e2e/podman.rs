@@ -66,7 +66,7 @@ fn pods_and_images_run_through_a_real_podman() {
     let image = format!("localhost/{tag}:1");
     let copy = format!("localhost/{tag}:copy");
     let pod = format!("{tag}-pod");
-    let env = format!("    - ENV: CONTAINERS_CONF {}\n", conf.display());
+    let env = format!("    - ENV: CONTAINERS_CONF {}\n", fleet.on_hosts(&conf).display());
     let run = |name: &str, jobs: &str| {
         let file = fleet.file(name, &format!("- jobs:\n{env}{jobs}"));
         orchestrate_json(&fleet, &file, &[])
@@ -113,7 +113,7 @@ fn pods_and_images_run_through_a_real_podman() {
             .director()
             .args(["exec", "--catalog"])
             .arg(fleet.catalog())
-            .arg(format!("CONTAINERS_CONF={} podman pod stop {pod}", conf.display())),
+            .arg(format!("CONTAINERS_CONF={} podman pod stop {pod}", fleet.on_hosts(&conf).display())),
     );
     assert_eq!(super::code(&out), 0, "{}", super::stderr(&out));
     let (c, events, err) = run("play.yaml", &play);
