@@ -524,7 +524,7 @@ mod tests {
         let err = plan("- jobs: [{RUN: a}]\n", &["mail*"]).unwrap_err();
         assert_eq!(err.to_string(), "error: --restrict `mail*` matches no node or group in the catalog\n  hint: the catalog has web1, web2, db1");
         let err = plan("- jobs:\n    - POD: --start web --stop web\n", &[]).unwrap_err();
-        assert_eq!(err.to_string(), "error: o.yaml:2:12: POD needs exactly one of --start, --stop, --rm, --kill, --inspect, --play, --exec-run\n  hint: usage: POD (--start|--stop|--rm|--kill|--inspect NAME | --play FILE | --exec-run CONTAINER) [--socket-path PATH] [--env K=V,...] [--command CMD...] [--privileged] [--force] [--kill-signal SIG] [--systemd NAME] [--hook WHEN=CMD...]");
+        assert_eq!(err.to_string(), "error: o.yaml:2:12: POD needs exactly one of --start, --stop, --rm, --kill, --inspect, --play, --exec-run\n  hint: usage: POD (--start|--stop|--rm|--kill|--inspect NAME | --play FILE | --exec-run CONTAINER) [--socket-path PATH] [--env K=V,...] [--command CMD...] [--privileged] [--force] [--no-tlsverify] [--kill-signal SIG] [--systemd NAME] [--hook WHEN=CMD...]");
         let err = plan("- jobs:\n    - RUN: echo\n      vars: {stdout_ag: x}\n", &[]).unwrap_err();
         assert_eq!(
             err.to_string(),

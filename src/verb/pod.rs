@@ -1,7 +1,8 @@
 //! POD: podman pods through the `podman` command on the node (Directord used podman's REST
 //! socket; `--socket-path` talks to one here too, through `podman --url`). Fingerprint:
 //! `action`, `target`, `files` (for `--play`), `socket`, `env`, `command`, `privileged`,
-//! `force`, `kill_signal`, `systemd`, `hooks`.
+//! `tls_verify`, `force`, `kill_signal`, `systemd`, `hooks`. Each option says what it goes
+//! with: one given where it means nothing is an error.
 //!
 //! `--play FILE` takes a kube YAML from the operator (found like an ADD source; its content
 //! is in the fingerprint, so editing it plays it again), sends it to
@@ -39,6 +40,8 @@ pub struct Pod {
     /// `--exec-run`'s command.
     pub command: Vec<String>,
     pub privileged: bool,
+    /// `--no-tlsverify`: a play pulls its images without checking the registry's TLS.
+    pub tls_verify: bool,
     pub force: bool,
     pub kill_signal: Option<String>,
     /// `--systemd NAME` with `--play`.
@@ -97,7 +100,7 @@ impl Action {
 }
 
 impl Syntax for Pod {
-    const USAGE: &'static str = "POD (--start|--stop|--rm|--kill|--inspect NAME | --play FILE | --exec-run CONTAINER) [--socket-path PATH] [--env K=V,...] [--command CMD...] [--privileged] [--force] [--kill-signal SIG] [--systemd NAME] [--hook WHEN=CMD...]\n  Manage podman pods on the node.\n  --play FILE        play a kube YAML from the operator (sent to /var/lib/director/pods/)\n  --systemd NAME     with --play: run it as the systemd service NAME (enabled, restarted)\n  --hook WHEN=CMD    with --systemd: run CMD at pre-start, post-start or pre-stop\n  --start/--stop/--rm/--kill/--inspect NAME   that pod\n  --exec-run C       run --command in container C\n  --env K=V,...      environment for --exec-run, the service and its hooks\n  --privileged       --exec-run with extended privileges\n  --force            --rm a running pod too\n  --kill-signal SIG  the signal of --kill (default SIGKILL)\n  --socket-path PATH talk to podman's API socket at PATH";
+    const USAGE: &'static str = "POD (--start|--stop|--rm|--kill|--inspect NAME | --play FILE | --exec-run CONTAINER) [--socket-path PATH] [--env K=V,...] [--command CMD...] [--privileged] [--force] [--no-tlsverify] [--kill-signal SIG] [--systemd NAME] [--hook WHEN=CMD...]\n  Manage podman pods on the node.\n  --play FILE        play a kube YAML from the operator (sent to /var/lib/director/pods/)\n  --systemd NAME     with --play: run it as the systemd service NAME (enabled, restarted)\n  --hook WHEN=CMD    with --systemd: run CMD at pre-start, post-start or pre-stop\n  --start/--stop/--rm/--kill/--inspect NAME   that pod\n  --exec-run C       run --command in container C\n  --env K=V,...      environment for --exec-run, the service and its hooks\n  --privileged       --exec-run with extended privileges\n  --force            --rm a running pod too\n  --no-tlsverify     --play pulls images without checking the registry's TLS certificate\n  --kill-signal SIG  the signal of --kill (default SIGKILL)\n  --socket-path PATH talk to podman's API socket at PATH";
     const OPTIONS: &'static [(&'static str, Arity)] = &[
         ("--start", Arity::One),
         ("--stop", Arity::One),
@@ -188,15 +191,27 @@ impl Syntax for Pod {
             return Err(err("POD --hook runs around a service: it goes with --play FILE --systemd NAME"));
         }
         let kill_signal = given.one("--kill-signal");
-        if kill_signal.is_some() && !matches!(action, Action::Kill(_)) {
-            return Err(err("POD --kill-signal goes with --kill NAME"));
-        }
+        // Nothing written is left unused: each option says what it goes with.
+        let goes_with = |option: &str, ok: bool, with: &str| {
+            if given.has(option) && !ok {
+                Err(err(format!("POD {option} goes with {with}")))
+            } else {
+                Ok(())
+            }
+        };
+        let exec_run = matches!(action, Action::ExecRun(_));
+        goes_with("--kill-signal", matches!(action, Action::Kill(_)), "--kill NAME")?;
+        goes_with("--privileged", exec_run, "--exec-run CONTAINER")?;
+        goes_with("--force", matches!(action, Action::Rm(_)), "--rm NAME")?;
+        goes_with("--no-tlsverify", matches!(action, Action::Play(..)), "--play FILE")?;
+        goes_with("--env", exec_run || systemd.is_some(), "--exec-run CONTAINER or --play FILE --systemd NAME")?;
         Ok(Pod {
             action,
             socket: given.one("--socket-path"),
             env,
             command,
             privileged: given.has("--privileged"),
+            tls_verify: !given.has("--no-tlsverify"),
             force: given.has("--force"),
             kill_signal,
             systemd,
@@ -267,15 +282,25 @@ impl Pod {
         if let Some(h) = hook(Hook::PreStart) {
             service.push_str(&format!("ExecStartPre={h}\n"));
         }
-        service.push_str(&format!("ExecStart=/usr/bin/env podman kube play --replace {play}\n"));
+        let podman = podman(self.socket.as_deref());
+        service.push_str(&format!("ExecStart=/usr/bin/env {podman} kube play --replace{} {play}\n", self.tls()));
         if let Some(h) = hook(Hook::PostStart) {
             service.push_str(&format!("ExecStartPost={h}\n"));
         }
         if let Some(h) = hook(Hook::PreStop) {
             service.push_str(&format!("ExecStop={h}\n"));
         }
-        service.push_str(&format!("ExecStop=/usr/bin/env podman kube down {play}\n\n[Install]\nWantedBy=multi-user.target\n"));
+        service.push_str(&format!("ExecStop=/usr/bin/env {podman} kube down {play}\n\n[Install]\nWantedBy=multi-user.target\n"));
         service
+    }
+
+    /// The option of a play that pulls without checking TLS.
+    fn tls(&self) -> &'static str {
+        if self.tls_verify {
+            ""
+        } else {
+            " --tls-verify=false"
+        }
     }
 
     /// The command that does the work.
@@ -302,7 +327,9 @@ impl Pod {
                 )
             }
             Action::Play(..) => match &self.systemd {
-                None => format!("{podman} kube play --replace {}", quote(&self.play_path().unwrap_or_default())),
+                None => {
+                    format!("{podman} kube play --replace{} {}", self.tls(), quote(&self.play_path().unwrap_or_default()))
+                }
                 Some(name) => {
                     let unit = quote(&format!("{name}.service"));
                     format!("[ -d /run/systemd/system ] || {{ echo 'POD --systemd needs systemd on the node, which was not booted with it' >&2; exit 1; }}; systemctl daemon-reload && systemctl enable {unit} && systemctl restart {unit}")
@@ -355,6 +382,7 @@ impl Verb for Pod {
         fields.insert("env".into(), json!(self.env));
         fields.insert("command".into(), json!(self.command));
         fields.insert("privileged".into(), json!(self.privileged));
+        fields.insert("tls_verify".into(), json!(self.tls_verify));
         fields.insert("force".into(), json!(self.force));
         fields.insert("kill_signal".into(), json!(self.kill_signal));
         fields.insert("systemd".into(), json!(self.systemd));

@@ -275,5 +275,15 @@ fn container_image_and_pod_command_lines_word_for_word() {
         "POD --systemd NAME runs a played file as a service: it goes with --play FILE"
     );
     assert!(e("POD", "--exec-run web").starts_with("POD --exec-run CONTAINER goes with --command CMD..."));
+    assert_eq!(e("POD", "--start web --force"), "POD --force goes with --rm NAME");
+    assert_eq!(e("POD", "--stop web --privileged"), "POD --privileged goes with --exec-run CONTAINER");
+    assert_eq!(e("POD", "--rm web --no-tlsverify"), "POD --no-tlsverify goes with --play FILE");
+    assert_eq!(
+        e("POD", "--start web --env A=1"),
+        "POD --env goes with --exec-run CONTAINER or --play FILE --systemd NAME"
+    );
+    let socket =
+        pod(&format!("--play {} --systemd s --socket-path /run/p.sock --no-tlsverify", yaml.display())).unit("s");
+    assert!(socket.contains("\nExecStart=/usr/bin/env podman --url 'unix:///run/p.sock' kube play --replace --tls-verify=false /var/lib/director/pods/web.yaml\n"), "{socket}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
