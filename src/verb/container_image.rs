@@ -83,6 +83,9 @@ impl Syntax for ContainerImage {
             }
             _ => given.need(false, "at least one image")?,
         }
+        if given.has("--no-tlsverify") && !matches!(action, Action::Pull | Action::Push) {
+            return Err(err("CONTAINER_IMAGE --no-tlsverify goes with --pull or --push: only they reach a registry"));
+        }
         Ok(ContainerImage {
             action: *action,
             images,

@@ -238,6 +238,12 @@ fn container_image_and_pod_command_lines_word_for_word() {
     assert!(e("CONTAINER_IMAGE", "--tag a")
         .starts_with("CONTAINER_IMAGE --tag takes two images: the source and the new name / usage: "));
     assert!(e("CONTAINER_IMAGE", "--list a").starts_with("CONTAINER_IMAGE --list takes no image / "));
+    assert_eq!(
+        e("CONTAINER_IMAGE", "--no-tlsverify --inspect a"),
+        "CONTAINER_IMAGE --no-tlsverify goes with --pull or --push: only they reach a registry"
+    );
+    assert!(e("WAIT", "--seconds 2 --retry 3").starts_with("WAIT --retry goes with --url or --cmd / usage: WAIT "));
+    assert!(e("WAIT", "--cmd true --insecure").starts_with("WAIT --insecure goes with --url / usage: WAIT "));
     let pod = |args: &str| match p("POD", args).unwrap().work {
         Work::Pod(p) => p,
         other => panic!("{other:?}"),

@@ -60,6 +60,17 @@ impl Syntax for Wait {
                     .hint(given.usage_hint()))
             }
         };
+        // A sleep is not retried and reaches no URL: options that would mean nothing are errors.
+        for (option, applies) in [
+            ("--retry", !matches!(on, WaitOn::Seconds(_))),
+            ("--retry-wait", !matches!(on, WaitOn::Seconds(_))),
+            ("--insecure", matches!(on, WaitOn::Url(_))),
+        ] {
+            if given.has(option) && !applies {
+                let with = if option == "--insecure" { "--url" } else { "--url or --cmd" };
+                return Err(err(format!("WAIT {option} goes with {with}")).hint(given.usage_hint()));
+            }
+        }
         Ok(Wait {
             on,
             retry: given.number("--retry")?.unwrap_or(30) as u32,
