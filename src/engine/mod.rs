@@ -9,7 +9,9 @@
 //! entry on that node is skipped. Nodes wait for each other only at a QUERY ([`shared`]).
 //! A node that cannot be reached or is lost is an event, never an error of the run.
 //! A QUEUESENTINEL (from a job of this run or from another run on the node) drops every job
-//! of that node not yet started: they are reported skipped.
+//! of that node not yet started: they are reported skipped. A job that reboots its node has
+//! the node's [`Executors`] reach it again and start its executors there; every session
+//! takes its new link in place, so the node's next jobs run on the rebooted node.
 //!
 //! Nodes start together, unless the plan's [`Schedule`] is bootstrap's: its servers one after
 //! another, then the other nodes a few at a time; after a failed server the others are not
