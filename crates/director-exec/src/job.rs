@@ -37,6 +37,10 @@ const WHY_LIMIT: usize = 1024;
 pub struct Jobs(Arc<Mutex<HashMap<u64, Running>>>);
 
 fn kill_group(pgid: i32) {
+    // A job whose process is not started yet has no group: never kill(0), our own group.
+    if pgid <= 0 {
+        return;
+    }
     // SAFETY: plain syscall; a negative pid addresses the whole process group.
     unsafe {
         libc::kill(-pgid, libc::SIGKILL);
@@ -54,6 +58,15 @@ impl Jobs {
         timeout_ms: u64,
     ) {
         let started = Instant::now();
+        // A job that was checked first keeps the entry of its check, so a cancel between the
+        // two is not lost.
+        let cancelled =
+            self.lock().get(&id).map(|r| r.cancelled.clone()).unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+        if cancelled.load(Ordering::SeqCst) {
+            self.lock().remove(&id);
+            outbox.send(&Reply::Finished { id, outcome: Outcome::Cancelled, ms: 0 });
+            return;
+        }
         // The command reaches the shell through its environment, not its argv: the rendered
         // text (which may hold a secret from a template) never shows in `ps` on the node. The
         // shell takes it into an unexported variable before anything else runs.
@@ -72,13 +85,17 @@ impl Jobs {
         let mut child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) => {
+                self.lock().remove(&id);
                 outbox.send(&Reply::Finished { id, outcome: Outcome::SpawnFailed { message: e.to_string() }, ms: 0 });
                 return;
             }
         };
         let pgid = child.id() as i32;
-        let cancelled = Arc::new(AtomicBool::new(false));
         self.lock().insert(id, Running { pgid, cancelled: cancelled.clone() });
+        // A cancel that came while it started found no group to kill.
+        if cancelled.load(Ordering::SeqCst) {
+            kill_group(pgid);
+        }
         outbox.send(&Reply::Started { id, pid: child.id() });
 
         let finished = Arc::new(AtomicBool::new(false));
@@ -156,10 +173,16 @@ impl Jobs {
         cwd: Option<String>,
         timeout_ms: u64,
     ) {
+        // The entry is there before the next request is read, so a cancel that follows finds it.
+        let cancelled = Arc::new(AtomicBool::new(false));
+        self.lock().insert(id, Running { pgid: 0, cancelled: cancelled.clone() });
         let jobs = self.clone();
         std::thread::spawn(move || {
             let started = Instant::now();
-            let finished = |outcome| Reply::Finished { id, outcome, ms: started.elapsed().as_millis() as u64 };
+            let finished = |outcome| {
+                jobs.lock().remove(&id);
+                Reply::Finished { id, outcome, ms: started.elapsed().as_millis() as u64 }
+            };
             let mut cmd = Command::new("/bin/sh");
             cmd.arg("-c")
                 .arg(RUN_FROM_ENV)
@@ -177,8 +200,12 @@ impl Jobs {
                 Err(e) => return outbox.send(&finished(Outcome::SpawnFailed { message: e.to_string() })),
             };
             let pgid = child.id() as i32;
-            let cancelled = Arc::new(AtomicBool::new(false));
-            jobs.lock().insert(id, Running { pgid, cancelled: cancelled.clone() });
+            if let Some(running) = jobs.lock().get_mut(&id) {
+                running.pgid = pgid;
+            }
+            if cancelled.load(Ordering::SeqCst) {
+                kill_group(pgid);
+            }
             // A watchdog kills the check's group when the job's time runs out.
             let (done_tx, done_rx) = mpsc::channel::<()>();
             let timed_out = Arc::new(AtomicBool::new(false));
@@ -196,7 +223,6 @@ impl Jobs {
             let output = child.wait_with_output();
             drop(done_tx);
             let _ = watchdog.join();
-            jobs.lock().remove(&id);
             if cancelled.load(Ordering::SeqCst) {
                 return outbox.send(&finished(Outcome::Cancelled));
             }

@@ -1,0 +1,123 @@
+//! The executor's checked jobs, driven over its own protocol: a check that passes holds the
+//! job (its command never runs), one that fails says why and lets the command run, and a
+//! cancel that arrives while the check runs cancels the job (its command never runs).
+
+use director_proto::{decode, encode, Outcome, Reply, Request};
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+struct Executor {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    buf: Vec<u8>,
+}
+
+impl Executor {
+    fn start(home: &std::path::Path) -> Executor {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_director-exec"))
+            .arg("serve")
+            .env("HOME", home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+        let mut e = Executor { child, stdin, stdout, buf: Vec::new() };
+        assert!(matches!(e.next(), Reply::Hello { .. }));
+        e
+    }
+
+    fn send(&mut self, request: &Request) {
+        self.stdin.write_all(&encode(request).unwrap()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn next(&mut self) -> Reply {
+        loop {
+            if let Some((reply, used)) = decode::<Reply>(&self.buf).unwrap() {
+                self.buf.drain(..used);
+                return reply;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stdout.read(&mut chunk).unwrap();
+            assert!(n > 0, "the executor closed its output");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The replies of job `id` up to its end, without Started.
+    fn until_finished(&mut self, id: u64) -> Vec<Reply> {
+        let mut replies = Vec::new();
+        loop {
+            let reply = self.next();
+            match &reply {
+                Reply::Started { .. } => continue,
+                Reply::Finished { id: i, .. } if *i == id => {
+                    replies.push(reply);
+                    return replies;
+                }
+                _ => replies.push(reply),
+            }
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(id: u64, check: &str, command: &str) -> Request {
+    Request::Run {
+        id,
+        command: command.to_string(),
+        env: Vec::new(),
+        cwd: None,
+        timeout_ms: 20_000,
+        check: Some(check.to_string()),
+    }
+}
+
+fn outcome(reply: &Reply) -> &Outcome {
+    match reply {
+        Reply::Finished { outcome, .. } => outcome,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_check_holds_a_job_or_lets_it_run_and_a_cancel_during_it_is_kept() {
+    let home = std::env::temp_dir().join(format!("director-exec-checks-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    let marker = |name: &str| home.join(name);
+    let mut e = Executor::start(&home);
+
+    e.send(&run(1, "true", &format!("touch {}", marker("held").display())));
+    let replies = e.until_finished(1);
+    assert_eq!(outcome(&replies[0]), &Outcome::Held);
+    assert!(!marker("held").exists(), "a held job's command does not run");
+
+    e.send(&run(2, "echo 'nginx.service is inactive'; exit 3", &format!("touch {}", marker("ran").display())));
+    let replies = e.until_finished(2);
+    assert!(matches!(&replies[0], Reply::Unheld { id: 2, why } if why == "nginx.service is inactive"), "{replies:?}");
+    assert_eq!(outcome(replies.last().unwrap()), &Outcome::Exited { code: 0 });
+    assert!(marker("ran").exists());
+
+    e.send(&run(3, "sleep 10", &format!("touch {}", marker("cancelled").display())));
+    std::thread::sleep(Duration::from_millis(200));
+    e.send(&Request::Cancel { id: 3 });
+    let replies = e.until_finished(3);
+    assert_eq!(outcome(replies.last().unwrap()), &Outcome::Cancelled);
+    // Cancelled right after it was asked (no race with a later start): the check was killed.
+    e.send(&run(4, "sleep 10", "true"));
+    e.send(&Request::Cancel { id: 4 });
+    assert_eq!(outcome(e.until_finished(4).last().unwrap()), &Outcome::Cancelled);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!marker("cancelled").exists(), "a job cancelled during its check never runs its command");
+    let _ = std::fs::remove_dir_all(&home);
+}
