@@ -14,6 +14,12 @@ fn p(verb: &str, args: &str) -> Result<Parsed, VerbError> {
     parse(verb, args, &Map::new(), &roots())
 }
 
+/// A parse error as "message / hint".
+fn e(verb: &str, args: &str) -> String {
+    let e = p(verb, args).unwrap_err();
+    format!("{}{}", e.message, e.hint.map(|h| format!(" / {h}")).unwrap_or_default())
+}
+
 #[test]
 fn options_are_taken_out_anywhere_and_spacing_kept() {
     let known: Vec<(&str, Arity)> = COMMON.iter().chain(spec("RUN").unwrap().options.iter()).copied().collect();
@@ -108,10 +114,6 @@ fn vars_override_and_are_checked() {
 
 #[test]
 fn error_texts() {
-    let e = |verb: &str, args: &str| {
-        let e = p(verb, args).unwrap_err();
-        format!("{}{}", e.message, e.hint.map(|h| format!(" / {h}")).unwrap_or_default())
-    };
     assert_eq!(e("WORKDIR", "--chmode 0644 /x"), "unknown option `--chmode` / did you mean `--chmod`?");
     assert_eq!(
         e("RUN", "--timeout 18446744073709552 true"),
@@ -177,10 +179,6 @@ fn package_commands_word_for_word() {
     );
     assert_eq!(cmds("PKG", "--absent vim curl", Manager::Apk), "apk del --wait 600 'vim' 'curl'");
     assert_eq!(pkg("PKG", "vim").manager, None);
-    let e = |verb: &str, args: &str| {
-        let e = p(verb, args).unwrap_err();
-        format!("{}{}", e.message, e.hint.map(|h| format!(" / {h}")).unwrap_or_default())
-    };
     assert_eq!(e("DNF", "--latest --absent vim"), "DNF takes --latest or --absent, not both / usage: DNF [--latest|--absent] [--clear-metadata] [--exclude PKG,...] [--retry N] PACKAGE...");
     assert_eq!(e("APT", "--exclude x vim"), "APT has no --exclude: apt-get cannot leave packages out of a transaction / hold a package back with `RUN: apt-mark hold PACKAGE`");
     assert_eq!(
@@ -204,10 +202,6 @@ fn secontext_and_container_config_data_parse_and_say_what_they_run() {
         se.script(),
         "command -v selinuxenabled >/dev/null 2>&1 && selinuxenabled || { echo 'SECONTEXT needs SELinux on the node: it is not enabled there (selinuxenabled says no, or is missing)' >&2; exit 1; }; if command -v semanage >/dev/null 2>&1; then if semanage fcontext -l -C | grep -q \"^/srv/web(/.*)? \"; then semanage fcontext -m -t 'httpd_sys_content_t' -f d '/srv/web(/.*)?'; else semanage fcontext -a -t 'httpd_sys_content_t' -f d '/srv/web(/.*)?'; fi && restorecon -R '/srv/web(/.*)?'; elif command -v chcon >/dev/null 2>&1; then chcon -t 'httpd_sys_content_t' '/srv/web(/.*)?'; else echo 'SECONTEXT needs semanage (policycoreutils-python-utils) or chcon on the node: neither is there' >&2; exit 1; fi"
     );
-    let e = |verb: &str, args: &str| {
-        let e = p(verb, args).unwrap_err();
-        format!("{}{}", e.message, e.hint.map(|h| format!(" / {h}")).unwrap_or_default())
-    };
     assert_eq!(e("SECONTEXT", "/srv"), "SECONTEXT needs --setype TYPE / usage: SECONTEXT --setype TYPE [--ftype a|b|c|d|f|l|p|s] [--seuser USER] [--selevel LEVEL] [--reload true|false] TARGET");
     assert_eq!(e("SECONTEXT", "--setype t --ftype x /srv"), "`--ftype x` is not a file type / a (all), b (block), c (character), d (directory), f (file), l (link), p (pipe) or s (socket)");
     assert_eq!(e("CONTAINER_CONFIG_DATA", "--config-pattern *.json"), "CONTAINER_CONFIG_DATA needs --config-path DIR / usage: CONTAINER_CONFIG_DATA --config-path DIR [--config-pattern GLOB] [--config-overrides JSON] [--debug]");
@@ -231,10 +225,6 @@ fn container_image_and_pod_command_lines_word_for_word() {
     assert_eq!(image("--push 127.0.0.1:5000/myimage:spec"), "podman push -q '127.0.0.1:5000/myimage:spec'");
     assert_eq!(image("--tag alpine:3.12 quay.io/test/alpine"), "podman tag 'alpine:3.12' 'quay.io/test/alpine'");
     assert_eq!(image("--list"), "podman images --format json");
-    let e = |verb: &str, args: &str| {
-        let e = p(verb, args).unwrap_err();
-        format!("{}{}", e.message, e.hint.map(|h| format!(" / {h}")).unwrap_or_default())
-    };
     assert!(e("CONTAINER_IMAGE", "--tag a")
         .starts_with("CONTAINER_IMAGE --tag takes two images: the source and the new name / usage: "));
     assert!(e("CONTAINER_IMAGE", "--list a").starts_with("CONTAINER_IMAGE --list takes no image / "));
