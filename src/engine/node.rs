@@ -118,7 +118,8 @@ impl Cx<'_> {
 
     /// [`Cx::command`] after `check` (see [`Request::Run`]): when the check passes the
     /// command does not run and the job is `cached` ([`Checked::Held`]); when it fails, its
-    /// output is why the command ran ([`Checked::Unheld`]).
+    /// output is why the command ran ([`Checked::Unheld`]), kept as the finish's `drift` (the
+    /// engine says it when the node had a record of the job).
     pub async fn checked_command(
         &self,
         job: &Job,
@@ -143,7 +144,11 @@ impl Cx<'_> {
             }
             Err(lost) => (JobStatus::Failed, None, Some(lost)),
         };
-        (Finish { status, exit_code, reason, stdout: ran.stdout, stderr: ran.stderr, ..Finish::ok("") }, checked)
+        let drift = match &checked {
+            Checked::Unheld(why) => Some(why.clone()),
+            _ => None,
+        };
+        (Finish { status, exit_code, reason, stdout: ran.stdout, stderr: ran.stderr, drift, ..Finish::ok("") }, checked)
     }
 
     /// [`Cx::checked_command`], then the command alone again, a second apart, while it fails,
@@ -163,7 +168,8 @@ impl Cx<'_> {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            finish = self.command(job, command, env.clone(), cancel).await;
+            let drift = finish.drift.take();
+            finish = Finish { drift, ..self.command(job, command, env.clone(), cancel).await };
         }
         (finish, checked)
     }

@@ -76,9 +76,10 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
                         }
                         let task = Task { job, rendered: &rendered, outgoing, cancel, recorded };
                         let mut finish = job.work.perform(cx, task).await;
-                        match (finish.status, drift.or(finish.drift.take())) {
+                        // What the verb's own check found counts as drift only against a record.
+                        match (finish.status, drift.or(finish.drift.take().filter(|_| recorded))) {
                             // Its check found the record still holds: a cache hit.
-                            (JobStatus::Cached, _) if recorded => finish = hit(cx, fp).unwrap_or(finish),
+                            (JobStatus::Cached, _) if recorded => finish = hit_of(cx, fp).unwrap_or(finish),
                             // A record the node no longer matches: the job ran again, and says why.
                             (JobStatus::Ok, Some(why)) => {
                                 finish.reason = Some(format!("was cached, but {why}: done again"));
@@ -277,27 +278,32 @@ async fn lookup(cx: &Cx<'_>, job: &Job, fp: &str, rendered: &Rendered) -> Lookup
     if let Some(why) = job.work.verify(cx, &record, rendered).await {
         return Lookup::Do { drift: Some(why), recorded: false };
     }
-    hit(cx, fp).map_or(to_do, Lookup::Hit)
+    Lookup::Hit(hit(cx, record))
+}
+
+/// [`hit`] for the record of `fp`, if the node cache has one.
+fn hit_of(cx: &Cx<'_>, fp: &str) -> Option<Finish> {
+    let record = cx.state().cache().jobs.get(fp).cloned()?;
+    Some(hit(cx, record))
 }
 
 /// A job answered from its record: the args it captured are restored, and it says what it
 /// said when it ran, and that it did not run now.
-fn hit(cx: &Cx<'_>, fp: &str) -> Option<Finish> {
+fn hit(cx: &Cx<'_>, record: JobRecord) -> Finish {
     let state = cx.state();
     let now = state.now();
     let mut cache = state.cache();
-    let record = cache.jobs.get(fp).cloned()?;
     let mut dirty = false;
     for (k, v) in &record.args {
         dirty |= cache.set(Kind::Args, k, v.clone(), false, now, cx.config.args_ttl);
     }
-    Some(Finish {
+    Finish {
         status: JobStatus::Cached,
         reason: Some(CACHED_HINT.to_string()),
         dirty,
         hit: true,
         ..Finish::ok(record.output)
-    })
+    }
 }
 
 /// A plan's answer for a job (see [`super::preview`]): what a run would do with it, doing
@@ -339,7 +345,7 @@ async fn preview(
                 let env = cx.state().cache().env_pairs();
                 match cx.checked_command(job, check, "true", env, &mut cancel.clone()).await {
                     (done, _) if done.status == JobStatus::Cached && recorded => {
-                        hit(cx, &fingerprint.hash).unwrap_or(done)
+                        hit_of(cx, &fingerprint.hash).unwrap_or(done)
                     }
                     (done, _) if done.status == JobStatus::Cached => {
                         Finish { reason: Some(NOTHING_TO_DO.to_string()), ..done }

@@ -10,7 +10,6 @@
 
 use super::options::{err, Arity, Given, VerbError};
 use super::{Cx, Finish, Syntax, Task, Verb};
-use crate::engine::node::Checked;
 use crate::plan::fingerprint::Rendered;
 use crate::shell::quote;
 use serde_json::{json, Map, Value};
@@ -143,12 +142,7 @@ impl Verb for ContainerImage {
     async fn perform(&self, cx: &Cx<'_>, task: Task<'_>) -> Finish {
         let Task { job, rendered: r, mut cancel, recorded, .. } = task;
         let env = cx.state().cache().env_pairs();
-        let (mut finish, checked) =
-            cx.checked_command(job, self.check(r, recorded), &self.script(), env, &mut cancel).await;
-        if let Checked::Unheld(why) = checked {
-            finish.drift = Some(why);
-        }
-        finish
+        cx.checked_command(job, self.check(r, recorded), &self.script(), env, &mut cancel).await.0
     }
 
     fn cacheable(&self) -> bool {

@@ -306,19 +306,15 @@ impl Verb for Package {
         env.extend(Self::env(manager, timeout));
         let check = self.check(r, recorded);
         let (mut finish, checked) = cx.retried_command(job, check, &script, env, &mut cancel, self.retry).await;
-        match checked {
-            Checked::Held if !recorded => {
-                finish.reason = Some(format!(
-                    "already {} on the node: nothing to do",
-                    match self.state {
-                        State::Present => "installed",
-                        State::Latest => "installed at their newest version",
-                        State::Absent => "absent",
-                    }
-                ))
-            }
-            Checked::Unheld(why) if recorded => finish.drift = Some(why),
-            _ => {}
+        if checked == Checked::Held && !recorded {
+            finish.reason = Some(format!(
+                "already {} on the node: nothing to do",
+                match self.state {
+                    State::Present => "installed",
+                    State::Latest => "installed at their newest version",
+                    State::Absent => "absent",
+                }
+            ))
         }
         finish
     }

@@ -462,13 +462,11 @@ impl Verb for Pod {
             }
         }
         let (mut finish, checked) = cx.checked_command(job, check, &self.script(), env, &mut cancel).await;
-        match checked {
-            Checked::Held if !recorded => {
-                finish.reason = Some(format!("the pod {} is not there: nothing to do", self.action.target()))
-            }
-            Checked::Unheld(why) if recorded => finish.drift = Some(why),
-            _ => finish.drift = drift,
+        if checked == Checked::Held && !recorded {
+            finish.reason = Some(format!("the pod {} is not there: nothing to do", self.action.target()))
         }
+        // A play checked before its files went out found the drift then.
+        finish.drift = finish.drift.take().or(drift);
         finish
     }
 

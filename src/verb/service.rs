@@ -13,7 +13,6 @@
 
 use super::options::{err, Arity, Given, VerbError};
 use super::{Cx, Finish, Render, Syntax, Task, Verb};
-use crate::engine::node::Checked;
 use crate::plan::fingerprint::Rendered;
 use crate::shell::quote;
 use serde_json::{json, Map, Value};
@@ -229,11 +228,7 @@ impl Verb for Service {
         );
         let env = cx.state().cache().env_pairs();
         let check = self.check(r, recorded);
-        let (mut finish, checked) = cx.retried_command(job, check, &script, env, &mut cancel, self.retry).await;
-        if let Checked::Unheld(why) = checked {
-            finish.drift = Some(why);
-        }
-        finish
+        cx.retried_command(job, check, &script, env, &mut cancel, self.retry).await.0
     }
 
     fn streams_output(&self) -> bool {
