@@ -1,0 +1,451 @@
+//! The scale bench: director as a user runs it, on a fleet of real OpenSSH hosts, against
+//! physical floors measured in the same run, never against director itself.
+//!
+//! `cargo bench --bench scale` (as root: each host is an sshd in its own network and mount
+//! namespace). `BENCH_HOSTS` (default 100, up to 1,000 and more on a 2-core machine),
+//! `BENCH_ROUNDS` (default 3), `BENCH_BASELINE=/path/to/another/director`: the same workloads
+//! with that binary too, interleaved in the same rounds (the order alternates by round) and
+//! printed side by side. Build a baseline with `git worktree add ../base <commit>` and
+//! `cargo build --release` there. `BENCH_ONLY=w1,w4` measures only those workloads
+//! (`first`, `w1`, `w2`, `w3`, `w4`, `w4local`), for a quick A/B while bisecting.
+//!
+//! Every binary runs as a process with a fresh HOME of its own, its key in an ssh-agent (the
+//! catalog is Directord's format and names no key), the machine's ssh_config, and known_hosts
+//! filled by its own first contact (accept-new). Each run is checked: a run that did not do
+//! every job it should (a cold run partly cached, a re-run not all cached) is an error, not a
+//! figure.
+//!
+//! The floors, in-process, bare russh, all hosts concurrently:
+//! - **floor**: connect + public-key auth + one exec channel running `true`;
+//! - **script floor**: the same, exec'ing the whole 12-job deploy as one `sh -s` script with
+//!   its files on stdin: what the deploy's work itself costs on the nodes.
+//!
+//! The workloads:
+//! - **first contact**: nodes without an executor or cache, operator without known_hosts: one
+//!   `RUN --skip-cache true` per host (host key recorded, executor uploaded and started);
+//! - **W1**: one `RUN --skip-cache true` per host, executor there;
+//! - **W2**: the 12-job deploy (`tests/fixtures/deploy/deploy-12.yaml`) on empty node caches;
+//! - **W3**: the same again, every job answered from the node caches;
+//! - **W4**: 1,000 `RUN echo N` jobs in one entry on 6 hosts, empty caches (each job adds a
+//!   record to the node cache);
+//! - **W4 local**: the same 1,000 jobs on the embedded catalog (local transport), per job.
+//!
+//! Peak RSS is the operator process's (`wait4`'s ru_maxrss) during W2.
+
+mod floor;
+#[path = "../e2e/harness.rs"]
+mod harness;
+mod stats;
+
+use floor::{auth_and_run_script, auth_and_run_true, AnyKey};
+use harness::Fleet;
+use russh::client;
+use stats::median;
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Hosts W4 runs on.
+const W4_HOSTS: usize = 6;
+/// Jobs in W4's one entry.
+const W4_JOBS: usize = 1000;
+
+/// One director binary under test, with its own operator home.
+struct Binary {
+    label: String,
+    path: PathBuf,
+    home: PathBuf,
+}
+
+#[derive(Default)]
+struct Figures {
+    first: Vec<Duration>,
+    w1: Vec<Duration>,
+    w2: Vec<Duration>,
+    w3: Vec<Duration>,
+    w4: Vec<Duration>,
+    w4_local: Vec<Duration>,
+    rss_kb: Vec<u64>,
+    failures: Vec<String>,
+}
+
+/// A line of the table: its label, its figures, the floor it is divided by (or none: per job),
+/// jobs per run.
+type Row<'a> = (&'a str, fn(&Figures) -> &Vec<Duration>, Option<Duration>, usize);
+
+/// What one director process did.
+struct Measured {
+    wall: Duration,
+    max_rss_kb: u64,
+    stdout: String,
+}
+
+/// Runs `cmd` to its end; its wall time and peak RSS (from `wait4`, the process's own).
+fn measure(mut cmd: Command) -> Result<Measured, String> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let mut stdout = String::new();
+    let _ = out.read_to_string(&mut stdout);
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child, whose Child handle is never waited on again.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    let stderr = reader.join().unwrap_or_default();
+    if pid < 0 {
+        return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+    }
+    let status = std::process::ExitStatus::from_raw(status);
+    if !status.success() {
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        return Err(format!("exit {status}: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")));
+    }
+    Ok(Measured { wall, max_rss_kb: usage.ru_maxrss as u64, stdout })
+}
+
+/// The `run_finished` line of a `--json` run.
+fn summary(stdout: &str) -> &str {
+    stdout.lines().rev().find(|l| l.contains("\"run_finished\"")).unwrap_or("(no run_finished event)")
+}
+
+/// The value of the summary's count `key`.
+fn count(stdout: &str, key: &str) -> Option<usize> {
+    let line = summary(stdout);
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// Checks that a run did `want` jobs with status `key`.
+fn expect(m: &Measured, key: &str, want: usize) -> Result<(), String> {
+    match count(&m.stdout, key) {
+        Some(n) if n == want => Ok(()),
+        _ => Err(format!("expected {key} = {want}: {}", summary(&m.stdout))),
+    }
+}
+
+struct Bench {
+    fleet: Fleet,
+    catalog: PathBuf,
+    w4_catalog: PathBuf,
+    w1: PathBuf,
+    w4: PathBuf,
+    deploy: PathBuf,
+    agent: PathBuf,
+    hosts: usize,
+}
+
+impl Bench {
+    fn director(&self, bin: &Binary) -> Command {
+        let mut cmd = Command::new(&bin.path);
+        // A user's environment: their HOME, their agent, nothing of the test harness's.
+        cmd.env_clear()
+            .env("HOME", &bin.home)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("SSH_AUTH_SOCK", &self.agent)
+            .env("LANG", "C.UTF-8");
+        cmd
+    }
+
+    fn orchestrate(&self, bin: &Binary, file: &Path, catalog: Option<&Path>) -> Command {
+        let mut cmd = self.director(bin);
+        cmd.arg("orchestrate").arg(file).arg("--json");
+        if let Some(c) = catalog {
+            cmd.arg("--catalog").arg(c);
+        }
+        cmd
+    }
+
+    /// Forgets what the nodes remember (`executor`: their executors too).
+    fn wipe_nodes(&self, hosts: usize, executor: bool) {
+        for h in &self.fleet.hosts[..hosts] {
+            let dir = h.home_path(".cache/director");
+            if executor {
+                let _ = std::fs::remove_dir_all(&dir);
+            } else {
+                let _ = std::fs::remove_file(dir.join("cache.json"));
+            }
+        }
+    }
+
+    fn first_contact(&self, bin: &Binary) -> Result<Measured, String> {
+        self.wipe_nodes(self.hosts, true);
+        let _ = std::fs::remove_file(bin.home.join(".ssh/known_hosts"));
+        let m = measure(self.orchestrate(bin, &self.w1, Some(&self.catalog)))?;
+        expect(&m, "jobs_ok", self.hosts)?;
+        Ok(m)
+    }
+
+    fn w1(&self, bin: &Binary) -> Result<Measured, String> {
+        let m = measure(self.orchestrate(bin, &self.w1, Some(&self.catalog)))?;
+        expect(&m, "jobs_ok", self.hosts)?;
+        Ok(m)
+    }
+
+    fn w2(&self, bin: &Binary) -> Result<Measured, String> {
+        self.wipe_nodes(self.hosts, false);
+        let m = measure(self.orchestrate(bin, &self.deploy, Some(&self.catalog)))?;
+        expect(&m, "jobs_ok", 12 * self.hosts)?;
+        Ok(m)
+    }
+
+    fn w3(&self, bin: &Binary) -> Result<Measured, String> {
+        let m = measure(self.orchestrate(bin, &self.deploy, Some(&self.catalog)))?;
+        expect(&m, "jobs_cached", 12 * self.hosts)?;
+        Ok(m)
+    }
+
+    fn w4(&self, bin: &Binary) -> Result<Measured, String> {
+        self.wipe_nodes(W4_HOSTS.min(self.hosts), false);
+        let m = measure(self.orchestrate(bin, &self.w4, Some(&self.w4_catalog)))?;
+        expect(&m, "jobs_ok", W4_JOBS * W4_HOSTS.min(self.hosts))?;
+        Ok(m)
+    }
+
+    fn w4_local(&self, bin: &Binary) -> Result<Measured, String> {
+        let _ = std::fs::remove_file(bin.home.join(".cache/director/cache.json"));
+        let m = measure(self.orchestrate(bin, &self.w4, None))?;
+        expect(&m, "jobs_ok", W4_JOBS)?;
+        Ok(m)
+    }
+}
+
+/// The 12-job deploy as one shell script, its files inline: what the script floor runs.
+fn deploy_script(fixtures: &Path, hosts: usize) -> Vec<u8> {
+    let payload = std::fs::read_to_string(fixtures.join("payload.txt")).unwrap();
+    assert!(!payload.contains("DIRECTOR_EOF"));
+    format!(
+        "set -e\nmkdir -p /tmp/app\nAPP_ENV=production; export APP_ENV\napp_user=$(id -un)\n\
+         cat > /tmp/app/app.conf <<DIRECTOR_EOF\n[server]\nport = 8080\nuser = $app_user\nDIRECTOR_EOF\n\
+         cat > /tmp/app/payload.txt <<'DIRECTOR_EOF'\n{payload}DIRECTOR_EOF\nchmod 0644 /tmp/app/payload.txt\n\
+         echo \"$app_user:8080\" > /tmp/app/owner\ntest \"$APP_ENV\" = production\n\
+         mkdir -p /tmp/app/logs && chmod 0750 /tmp/app/logs\ngrep -q 'port = 8080' /tmp/app/app.conf\n\
+         echo \"{hosts} nodes\" > /tmp/app/peers\n"
+    )
+    .into_bytes()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let hosts = env("BENCH_HOSTS", 100);
+    let rounds = env("BENCH_ROUNDS", 3);
+    let only: Option<Vec<String>> =
+        std::env::var("BENCH_ONLY").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    let wanted = |w: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == w));
+    // The floors open a socket per host at once.
+    raise_nofile();
+    let started = Instant::now();
+    let fleet = Fleet::start(hosts);
+    eprintln!("scale: {hosts} hosts up in {:.1} s", started.elapsed().as_secs_f64());
+    let user = if harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
+    let catalog_of = |name: &str, n: usize| {
+        let mut text = format!("directord_clients:\n  args:\n    username: {user}\n  targets:\n");
+        for h in &fleet.hosts[..n] {
+            text.push_str(&format!("  - name: {}\n    host: {}\n    port: {}\n", h.name, h.addr, h.port));
+        }
+        fleet.file(name, &text)
+    };
+    let catalog = catalog_of("catalog.yaml", hosts);
+    let w4_catalog = catalog_of("w4-catalog.yaml", W4_HOSTS.min(hosts));
+    let w1 = fleet.file("w1.yaml", "- jobs:\n    - RUN: --skip-cache true\n");
+    let mut w4_text = String::from("- jobs:\n");
+    for n in 0..W4_JOBS {
+        w4_text.push_str(&format!("    - RUN: echo {n}\n"));
+    }
+    let w4 = fleet.file("w4.yaml", &w4_text);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deploy");
+    let script = Arc::new(deploy_script(&fixtures, hosts));
+
+    // The user's agent, holding the fleet's key.
+    let agent = fleet.path().join("agent.sock");
+    let mut agent_process =
+        Command::new("ssh-agent").arg("-D").arg("-a").arg(&agent).stdout(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let added = Command::new("ssh-add").arg("-q").arg(&fleet.key).env("SSH_AUTH_SOCK", &agent).output().unwrap();
+    assert!(added.status.success(), "ssh-add: {}", String::from_utf8_lossy(&added.stderr));
+
+    let mut binaries = vec![Binary {
+        label: "candidate".into(),
+        path: PathBuf::from(env!("CARGO_BIN_EXE_director")),
+        home: fleet.path().join("home-candidate"),
+    }];
+    if let Some(base) = std::env::var_os("BENCH_BASELINE") {
+        binaries.push(Binary {
+            label: "baseline".into(),
+            path: PathBuf::from(base),
+            home: fleet.path().join("home-baseline"),
+        });
+    }
+    for b in &binaries {
+        std::fs::create_dir_all(&b.home).unwrap();
+    }
+    let mut figures: Vec<Figures> = binaries.iter().map(|_| Figures::default()).collect();
+    let bench = Bench { fleet, catalog, w4_catalog, w1, w4, deploy: fixtures.join("deploy-12.yaml"), agent, hosts };
+    let key = Arc::new(russh::keys::load_secret_key(&bench.fleet.key, None).unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let floor_run = |script: Option<Arc<Vec<u8>>>| {
+        let started = Instant::now();
+        runtime.block_on(async {
+            let tasks: Vec<_> = bench
+                .fleet
+                .hosts
+                .iter()
+                .map(|h| {
+                    let (addr, port, user, key, script) =
+                        (h.addr.clone(), h.port, user.clone(), key.clone(), script.clone());
+                    tokio::spawn(async move {
+                        let config = Arc::new(client::Config { nodelay: true, ..Default::default() });
+                        let handle = client::connect(config, (addr.as_str(), port), AnyKey).await.expect("connect");
+                        match script {
+                            None => auth_and_run_true(handle, user, key).await,
+                            Some(s) => auth_and_run_script(handle, user, key, s).await,
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        started.elapsed()
+    };
+
+    // Every binary reaches every node once before the rounds (host keys, executors).
+    for b in &binaries {
+        if let Err(e) = bench.first_contact(b) {
+            panic!("{}: first contact failed: {e}", b.label);
+        }
+    }
+    let (mut floors, mut script_floors) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        floors.push(floor_run(None));
+        script_floors.push(floor_run(Some(script.clone())));
+        let order: Vec<usize> =
+            if round % 2 == 0 { (0..binaries.len()).collect() } else { (0..binaries.len()).rev().collect() };
+        for i in order {
+            let (b, f) = (&binaries[i], &mut figures[i]);
+            let mut take = |name: &str, r: Result<Measured, String>, into: &mut Vec<Duration>| match r {
+                Ok(m) => into.push(m.wall),
+                Err(e) => f.failures.push(format!("round {}: {name}: {e}", round + 1)),
+            };
+            if wanted("first") {
+                let r = bench.first_contact(b);
+                take("first contact", r, &mut f.first);
+            }
+            if wanted("w1") {
+                let r = bench.w1(b);
+                take("W1", r, &mut f.w1);
+            }
+            if wanted("w2") {
+                let r = bench.w2(b);
+                let rss = r.as_ref().map(|m| m.max_rss_kb).ok();
+                take("W2", r, &mut f.w2);
+                f.rss_kb.extend(rss);
+            }
+            if wanted("w3") {
+                let r = bench.w3(b);
+                take("W3", r, &mut f.w3);
+            }
+            if wanted("w4") {
+                let r = bench.w4(b);
+                take("W4", r, &mut f.w4);
+            }
+            if wanted("w4local") {
+                let r = bench.w4_local(b);
+                take("W4 local", r, &mut f.w4_local);
+            }
+        }
+        eprintln!("scale: round {} done at {:.0} s", round + 1, started.elapsed().as_secs_f64());
+    }
+    let _ = agent_process.kill();
+    let _ = agent_process.wait();
+
+    let floor = median(floors);
+    let script_floor = median(script_floors);
+    println!(
+        "scale bench: {hosts} OpenSSH hosts, {rounds} rounds, medians (ratios to the physical floors of this run)"
+    );
+    println!("  floor (russh connect+auth+exec true)      : {:>9.1} ms", ms(floor));
+    println!("  script floor (the deploy as one sh script): {:>9.1} ms", ms(script_floor));
+    let mut header = format!("  {:<44}", "workload");
+    for b in &binaries {
+        header.push_str(&format!(" | {:>26}", b.label));
+    }
+    println!("{header}");
+    let rows: Vec<Row> = vec![
+        ("first contact (upload + one RUN) / floor", |f| &f.first, Some(floor), 0),
+        ("W1 one RUN per host / floor", |f| &f.w1, Some(floor), 0),
+        ("W2 12-job deploy, cold / script floor", |f| &f.w2, Some(script_floor), 0),
+        ("W3 the deploy, all cached / floor", |f| &f.w3, Some(floor), 0),
+        ("W4 1,000 RUNs x 6 hosts (per job)", |f| &f.w4, None, W4_JOBS),
+        ("W4 local, 1,000 RUNs (per job)", |f| &f.w4_local, None, W4_JOBS),
+    ];
+    for (name, pick, base, per) in rows {
+        let mut line = format!("  {name:<44}");
+        for f in &figures {
+            let v = pick(f);
+            let cell = if v.is_empty() {
+                "—".to_string()
+            } else {
+                let m = median(v.clone());
+                match base {
+                    Some(base) => format!("{:.0} ms  {:.2}x", ms(m), m.as_secs_f64() / base.as_secs_f64()),
+                    None => format!("{:.0} ms  {:.2} ms/job", ms(m), ms(m) / per as f64),
+                }
+            };
+            line.push_str(&format!(" | {cell:>26}"));
+        }
+        println!("{line}");
+    }
+    let mut line = format!("  {:<44}", "operator peak RSS during W2");
+    for f in &figures {
+        let cell = match f.rss_kb.clone() {
+            v if v.is_empty() => "—".to_string(),
+            mut v => {
+                v.sort();
+                format!("{:.1} MB", v[v.len() / 2] as f64 / 1024.0)
+            }
+        };
+        line.push_str(&format!(" | {cell:>26}"));
+    }
+    println!("{line}");
+    for (b, f) in binaries.iter().zip(&figures) {
+        let version = Command::new(&b.path).arg("--version").output().unwrap();
+        println!("  {}: {} {}", b.label, b.path.display(), String::from_utf8_lossy(&version.stdout).trim());
+        for failure in &f.failures {
+            println!("  {} FAILED {failure}", b.label);
+        }
+    }
+    if figures.iter().any(|f| !f.failures.is_empty()) {
+        std::process::exit(1);
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit.
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
