@@ -1,5 +1,11 @@
 //! The node cache: what a node remembers between runs, kept in the remote user's cache
-//! directory (`~/.cache/director/cache.json`) and written atomically by the executor.
+//! directory (`~/.cache/director/cache.json` and its journal, see
+//! [`director_proto::journal`]) by the executor.
+//!
+//! A run loads it whole from the executor's greeting and changes it through this type's
+//! methods, each of which notes the keys it changed; saving sends only those, as journal
+//! lines ([`NodeCache::take_journal`]), so a job costs one short append whatever the cache's
+//! size, and two runs on one node keep each other's records.
 //!
 //! It holds the fingerprints of the jobs that succeeded there (with what a cache hit must
 //! restore: the args a `--stdout-arg`/`--stderr-arg` captured, and the files an ADD/COPY
@@ -12,6 +18,7 @@
 //! list items that are not there yet, so loading the same file twice changes nothing
 //! (Directord appended duplicates every time).
 
+use director_proto::journal::Change;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -72,9 +79,44 @@ pub struct NodeCache {
     pub args: BTreeMap<String, Stored>,
     #[serde(default)]
     pub envs: BTreeMap<String, Stored>,
-    /// What [`NodeCache::load`] dropped as expired (never written back).
+    /// What [`NodeCache::load`] dropped as expired (removed from the node at the next save).
     #[serde(skip)]
     pub expired: Expired,
+    /// The keys changed since the last save, in order.
+    #[serde(skip)]
+    dirty: Vec<Dirty>,
+    /// How large the cache on the node may be now: its size when loaded and every line
+    /// appended since (an upper bound: a key set twice counts twice).
+    #[serde(skip)]
+    pub size: usize,
+}
+
+/// One section of the cache, as the journal names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Jobs,
+    Parents,
+    Args,
+    Envs,
+}
+
+impl Section {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Section::Jobs => "jobs",
+            Section::Parents => "parents",
+            Section::Args => "args",
+            Section::Envs => "envs",
+        }
+    }
+}
+
+/// What changed since the last save.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Dirty {
+    Key(Section, String),
+    Clear(Section),
+    All,
 }
 
 /// The names of the args and envs dropped from a node's cache as expired when it was read.
@@ -91,6 +133,15 @@ pub enum Kind {
     Envs,
 }
 
+impl Kind {
+    fn section(self) -> Section {
+        match self {
+            Kind::Args => Section::Args,
+            Kind::Envs => Section::Envs,
+        }
+    }
+}
+
 impl NodeCache {
     /// Reads the file's text; expired args and envs are dropped. The second value says why
     /// the text was not usable, if it was not.
@@ -105,6 +156,11 @@ impl NodeCache {
                 cache.expired = Expired { args: stale(&cache.args), envs: stale(&cache.envs) };
                 cache.args.retain(|_, s| fresh(s));
                 cache.envs.retain(|_, s| fresh(s));
+                // The expired ones go from the node with the next save.
+                let gone = cache.expired.args.iter().map(|k| Dirty::Key(Section::Args, k.clone()));
+                let gone = gone.chain(cache.expired.envs.iter().map(|k| Dirty::Key(Section::Envs, k.clone())));
+                cache.dirty = gone.collect();
+                cache.size = text.len();
                 (cache, None)
             }
             Ok(cache) => (
@@ -115,10 +171,62 @@ impl NodeCache {
         }
     }
 
+    /// The whole cache as the base file holds it.
     pub fn to_text(&self) -> String {
         let mut copy = self.clone();
         copy.v = LAYOUT;
         serde_json::to_string(&copy).expect("cache serializes")
+    }
+
+    fn touch(&mut self, dirty: Dirty) {
+        match &dirty {
+            Dirty::All => self.dirty.clear(),
+            Dirty::Clear(section) => self.dirty.retain(|d| !matches!(d, Dirty::Key(s, _) if s == section)),
+            Dirty::Key(..) if self.dirty.contains(&dirty) => return,
+            Dirty::Key(..) => {}
+        }
+        self.dirty.push(dirty);
+    }
+
+    /// Records a job's success under its fingerprint.
+    pub fn put_job(&mut self, fingerprint: &str, record: JobRecord) {
+        self.jobs.insert(fingerprint.to_string(), record);
+        self.touch(Dirty::Key(Section::Jobs, fingerprint.to_string()));
+    }
+
+    /// Records how an entry last ended.
+    pub fn put_parent(&mut self, fingerprint: &str, record: ParentRecord) {
+        self.parents.insert(fingerprint.to_string(), record);
+        self.touch(Dirty::Key(Section::Parents, fingerprint.to_string()));
+    }
+
+    /// The journal lines of what changed since the last call, and their size; the changes
+    /// are then considered saved.
+    pub fn take_journal(&mut self) -> (Vec<String>, usize) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let value = |section: Section, key: &str| -> Option<Value> {
+            let v = match section {
+                Section::Jobs => self.jobs.get(key).map(serde_json::to_value),
+                Section::Parents => self.parents.get(key).map(serde_json::to_value),
+                Section::Args => self.args.get(key).map(serde_json::to_value),
+                Section::Envs => self.envs.get(key).map(serde_json::to_value),
+            };
+            v.map(|v| v.expect("a cache entry serializes"))
+        };
+        let lines: Vec<String> = dirty
+            .into_iter()
+            .map(|d| match d {
+                Dirty::All => Change { s: "*".to_string(), k: None, v: None },
+                Dirty::Clear(section) => Change { s: section.as_str().to_string(), k: None, v: None },
+                Dirty::Key(section, key) => {
+                    let v = value(section, &key);
+                    Change { s: section.as_str().to_string(), k: Some(key), v }
+                }
+            })
+            .map(|c| c.line())
+            .collect();
+        let size = lines.iter().map(String::len).sum();
+        (lines, size)
     }
 
     fn section(&mut self, kind: Kind) -> &mut BTreeMap<String, Stored> {
@@ -160,7 +268,7 @@ impl NodeCache {
             (true, Some(old)) => merged(&old.value, value),
             _ => value,
         };
-        match section.get_mut(key) {
+        let changed = match section.get_mut(key) {
             Some(old) if old.value == new => {
                 if now.saturating_sub(old.at) > ttl / 2 {
                     old.at = now;
@@ -173,7 +281,11 @@ impl NodeCache {
                 section.insert(key.to_string(), Stored { value: new, at: now, secret: false });
                 true
             }
+        };
+        if changed {
+            self.touch(Dirty::Key(kind.section(), key.to_string()));
         }
+        changed
     }
 
     /// Marks a stored arg or env secret; true if that changed it.
@@ -181,6 +293,7 @@ impl NodeCache {
         match self.section(kind).get_mut(key) {
             Some(stored) if !stored.secret => {
                 stored.secret = true;
+                self.touch(Dirty::Key(kind.section(), key.to_string()));
                 true
             }
             _ => false,
@@ -195,19 +308,25 @@ impl NodeCache {
     /// Forgets what `tag` names; true if anything was there.
     pub fn evict(&mut self, tag: &str) -> bool {
         let had = !(self.jobs.is_empty() && self.parents.is_empty() && self.args.is_empty() && self.envs.is_empty());
-        match tag {
+        let (changed, dirty) = match tag {
             "all" => {
-                let changed = had;
-                *self = NodeCache::default();
-                changed
+                let size = self.size;
+                *self = NodeCache { size, ..NodeCache::default() };
+                (had, Dirty::All)
             }
-            "jobs" => !std::mem::take(&mut self.jobs).is_empty(),
-            "parents" => !std::mem::take(&mut self.parents).is_empty(),
-            "args" => !std::mem::take(&mut self.args).is_empty(),
-            "envs" => !std::mem::take(&mut self.envs).is_empty(),
-            "query" => self.args.remove("query").is_some(),
-            fingerprint => self.jobs.remove(fingerprint).is_some(),
+            "jobs" => (!std::mem::take(&mut self.jobs).is_empty(), Dirty::Clear(Section::Jobs)),
+            "parents" => (!std::mem::take(&mut self.parents).is_empty(), Dirty::Clear(Section::Parents)),
+            "args" => (!std::mem::take(&mut self.args).is_empty(), Dirty::Clear(Section::Args)),
+            "envs" => (!std::mem::take(&mut self.envs).is_empty(), Dirty::Clear(Section::Envs)),
+            "query" => (self.args.remove("query").is_some(), Dirty::Key(Section::Args, "query".to_string())),
+            fingerprint => {
+                (self.jobs.remove(fingerprint).is_some(), Dirty::Key(Section::Jobs, fingerprint.to_string()))
+            }
+        };
+        if changed {
+            self.touch(dirty);
         }
+        changed
     }
 }
 
@@ -302,7 +421,12 @@ mod tests {
             ("args", Box::new(|c: &NodeCache| c.args.is_empty() && !c.envs.is_empty())),
             ("envs", Box::new(|c: &NodeCache| c.envs.is_empty() && !c.args.is_empty())),
             ("query", Box::new(|c: &NodeCache| c.arg("query").is_none() && c.arg("a").is_some())),
-            ("all", Box::new(|c: &NodeCache| *c == NodeCache::default())),
+            (
+                "all",
+                Box::new(|c: &NodeCache| {
+                    c.jobs.is_empty() && c.parents.is_empty() && c.args.is_empty() && c.envs.is_empty()
+                }),
+            ),
         ] {
             let mut c = full();
             assert!(c.evict(tag), "{tag}");
@@ -312,5 +436,54 @@ mod tests {
         let mut c = full();
         assert!(c.evict(&"f".repeat(56)));
         assert!(c.jobs.is_empty());
+    }
+
+    /// What the journal says, replayed onto the base the node had, is the cache the run holds.
+    #[test]
+    fn the_journal_replays_to_the_cache_in_memory() {
+        let mut before = NodeCache::default();
+        before.set(Kind::Args, "old", json!("expires"), false, 0, TTL);
+        before.set(Kind::Args, "a", json!(1), false, 10 * TTL, TTL);
+        before.put_job("f1", JobRecord { at: 1, verb: "RUN".into(), ..JobRecord::default() });
+        before.put_job("f2", JobRecord { at: 2, verb: "RUN".into(), ..JobRecord::default() });
+        let base = before.to_text();
+        let (mut c, _) = NodeCache::load(Some(&base), 10 * TTL, TTL);
+        assert_eq!(c.size, base.len());
+        assert!(c.arg("old").is_none());
+        c.put_job(
+            "f3",
+            JobRecord { at: 3, verb: "COPY".into(), files: vec![("/x".into(), "h".into())], ..JobRecord::default() },
+        );
+        c.evict("f1");
+        c.set(Kind::Envs, "E", json!("x"), false, 10 * TTL, TTL);
+        c.mark_secret(Kind::Envs, "E");
+        c.put_parent("p", ParentRecord { status: "ok".into(), at: 4 });
+        c.set(Kind::Args, "a", json!({"m": [1]}), true, 10 * TTL, TTL);
+        c.put_job("f3", JobRecord { at: 5, verb: "COPY".into(), ..JobRecord::default() });
+        let (lines, size) = c.take_journal();
+        assert_eq!(size, lines.iter().map(String::len).sum::<usize>());
+        // Each key once, in the order first changed; the expired arg's removal first.
+        let keys: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                format!("{}:{}", v["s"].as_str().unwrap(), v["k"].as_str().unwrap_or("-"))
+            })
+            .collect();
+        assert_eq!(keys, ["args:old", "jobs:f3", "jobs:f1", "envs:E", "parents:p", "args:a"]);
+        let mut node: Map<String, Value> = serde_json::from_str(&base).unwrap();
+        director_proto::journal::replay(&mut node, &lines.concat());
+        let (replayed, why) = NodeCache::load(Some(&Value::Object(node).to_string()), 10 * TTL, TTL);
+        assert_eq!(why, None);
+        assert_eq!(
+            (&replayed.jobs, &replayed.parents, &replayed.args, &replayed.envs),
+            (&c.jobs, &c.parents, &c.args, &c.envs)
+        );
+        assert!(c.take_journal().0.is_empty(), "saved changes are not sent twice");
+        // Emptying a section supersedes the keys changed in it before.
+        c.put_job("f4", JobRecord::default());
+        c.evict("jobs");
+        let lines = c.take_journal().0;
+        assert_eq!(lines, ["{\"s\":\"jobs\"}\n"]);
     }
 }

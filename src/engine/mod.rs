@@ -628,9 +628,7 @@ async fn record_parent(cx: &node::Cx<'_>, fingerprint: &str, ok: bool) {
         let mut cache = state.cache();
         let same = cache.parents.get(fingerprint).is_some_and(|p| p.status == status);
         if !same {
-            cache
-                .parents
-                .insert(fingerprint.to_string(), cache::ParentRecord { status: status.to_string(), at: state.now() });
+            cache.put_parent(fingerprint, cache::ParentRecord { status: status.to_string(), at: state.now() });
         }
         !same
     };

@@ -48,22 +48,33 @@ impl Cx<'_> {
         Pending::blocking(&lock(&self.state().pending), uses)
     }
 
-    /// Writes the in-memory cache to the node, atomically there.
+    /// Sends what changed in the in-memory cache to the node's journal (see [`super::cache`]).
     pub async fn save(&self) -> Result<(), String> {
         let state = self.state();
+        // Saves take turns: changes made while one is on its way go with the next, together.
         let _turn = state.save.lock().await;
-        let data = state.cache().to_text();
-        if data.len() > director_proto::MAX_CACHE {
-            return Err(format!(
-                "cannot save the node cache: it would be {} bytes, over the {} MiB a node cache may hold (large --stdout-arg or --stderr-arg captures are the usual cause)",
-                data.len(),
-                director_proto::MAX_CACHE >> 20
-            ));
+        let lines = {
+            let mut cache = state.cache();
+            let (lines, size) = cache.take_journal();
+            if lines.is_empty() {
+                return Ok(());
+            }
+            let total = cache.size + size;
+            if total > director_proto::MAX_CACHE {
+                return Err(format!(
+                    "cannot save the node cache: it would be up to {total} bytes, over the {} MiB a node cache may hold (large --stdout-arg or --stderr-arg captures are the usual cause)",
+                    director_proto::MAX_CACHE >> 20
+                ));
+            }
+            cache.size = total;
+            lines
+        };
+        for chunk in journal_chunks(lines) {
+            if let Done::Failed { message } = self.home.call(|id| Request::AppendCache { id, lines: chunk }).await? {
+                return Err(format!("cannot save the node cache: {message}"));
+            }
         }
-        match self.home.call(|id| Request::SaveCache { id, data }).await? {
-            Done::Failed { message } => Err(format!("cannot save the node cache: {message}")),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// A request to the job's executor that is answered `Ok`: its failure, if it failed.
@@ -308,4 +319,37 @@ pub enum Checked {
 enum Step {
     Reply(Option<Reply>),
     Cancel,
+}
+
+/// Journal lines gathered into requests of at most [`director_proto::journal::APPEND_CHUNK`]
+/// bytes each (a single larger line goes alone).
+fn journal_chunks(lines: Vec<String>) -> Vec<String> {
+    let mut chunks = vec![String::new()];
+    for line in lines {
+        let last = chunks.last_mut().expect("one chunk at least");
+        if !last.is_empty() && last.len() + line.len() > director_proto::journal::APPEND_CHUNK {
+            chunks.push(line);
+        } else {
+            last.push_str(&line);
+        }
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::journal_chunks;
+    use director_proto::journal::APPEND_CHUNK;
+
+    #[test]
+    fn journal_lines_go_in_requests_below_the_chunk_size() {
+        let line = |n: usize| format!("{}\n", "x".repeat(n - 1));
+        let lines = vec![line(APPEND_CHUNK / 2), line(APPEND_CHUNK / 2), line(10), line(2 * APPEND_CHUNK), line(10)];
+        let chunks = journal_chunks(lines.clone());
+        assert_eq!(chunks.concat(), lines.concat());
+        let sizes: Vec<usize> = chunks.iter().map(String::len).collect();
+        assert_eq!(sizes, [APPEND_CHUNK, 10, 2 * APPEND_CHUNK, 10]);
+        // A line larger than a chunk goes alone, and still far below the frame limit.
+        const { assert!(2 * APPEND_CHUNK < director_proto::MAX_FRAME) };
+    }
 }

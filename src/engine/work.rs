@@ -443,8 +443,8 @@ async fn record(
             finish.dirty |= cache.set(Kind::Args, k, v.clone(), false, now, cx.config.args_ttl);
         }
         if finish.status == JobStatus::Ok && job.cacheable() {
-            cache.jobs.insert(
-                fp.to_string(),
+            cache.put_job(
+                fp,
                 JobRecord {
                     at: now,
                     verb: job.verb.clone(),

@@ -109,7 +109,7 @@ fn jobs_become_root_or_another_user_per_node_entry_and_job() {
                 home.display()
             );
         }
-        assert!(host.user_path("deploy", ".cache/director/cache.json").exists());
+        assert!(host.user_path("deploy", ".cache/director/cache.journal").exists());
     }
     // Run again: everything is answered from the cache, root's jobs included.
     let (exit, events, err) = run();

@@ -81,8 +81,8 @@ fn a_node_that_goes_silent_mid_job_is_lost_within_seconds_and_the_run_exits_3() 
 #[test]
 fn a_job_whose_cache_record_cannot_be_saved_keeps_its_own_outcome() {
     let fleet = Fleet::start(1);
-    // cache.json as a directory: the executor's rename onto it fails, even for root.
-    std::fs::create_dir_all(fleet.hosts[0].home_path(".cache/director/cache.json/x")).unwrap();
+    // The cache's journal as a directory: the executor cannot append to it, even as root.
+    std::fs::create_dir_all(fleet.hosts[0].home_path(".cache/director/cache.journal/x")).unwrap();
     let file = fleet.file("o.yaml", "- jobs:\n    - RUN: echo ran\n");
     let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(finished(&events, "h1"), [(0, "ok", Some(0), None)], "{err}");

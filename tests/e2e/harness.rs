@@ -75,6 +75,15 @@ impl Host {
         self.dir.join("users").join(user).join(rel)
     }
 
+    /// The bytes of this host's node cache files (the base, then its journal): what a run
+    /// saved there, to compare before and after.
+    pub fn cache_files(&self) -> Vec<u8> {
+        let dir = self.home_path(".cache/director");
+        let mut bytes = std::fs::read(dir.join("cache.json")).unwrap_or_default();
+        bytes.extend(std::fs::read(dir.join("cache.journal")).unwrap_or_default());
+        bytes
+    }
+
     /// Runs a shell command in this host's namespaces (what a job on it would see).
     pub fn sh(&self, script: &str) -> Output {
         let mut cmd = match &self.netns {

@@ -2,6 +2,7 @@
 //! and against the local transport. Error texts are compared word for word.
 
 mod auth;
+mod cache;
 mod corpus;
 mod escalate;
 mod faults;

@@ -76,10 +76,17 @@ fn the_cache_answers_unchanged_work_and_nothing_else() {
     // --ignore-cache runs everything; the ARG still says its value was already so.
     let (_, sixth, _) = orchestrate_json(&fleet, &file, &["--ignore-cache"]);
     assert_eq!(status_list(&sixth), ["ok", "cached", "ok", "ok"]);
-    // The cache file on the node is whole JSON, written by rename (no temp file left).
+    // The cache files on the node are whole JSON: the base (when one was written) and each
+    // line of its journal; no temp file is left.
     let dir = fleet.hosts[0].home_path(".cache/director");
-    let text = std::fs::read_to_string(dir.join("cache.json")).unwrap();
-    assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok(), "{text}");
+    if let Ok(text) = std::fs::read_to_string(dir.join("cache.json")) {
+        assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok(), "{text}");
+    }
+    let journal = std::fs::read_to_string(dir.join("cache.journal")).unwrap();
+    assert!(journal.lines().count() > 1, "{journal}");
+    for line in journal.lines() {
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "{line}");
+    }
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -157,8 +164,8 @@ fn every_verb_does_what_it_says_on_real_hosts() {
             Some(format!("undefined variable `site`: the node's cache has no such arg (set it with ARG, --stdout-arg, CACHEFILE or QUERY) (job 24 `RUN echo {{{{ site }}}}` on node {n})").as_str())
         );
         // A failed --stdout-arg job stays failed and stores nothing.
-        let cache = std::fs::read_to_string(host.home_path(".cache/director/cache.json")).unwrap();
-        assert!(!cache.contains("\"never\""), "{cache}");
+        let cache = String::from_utf8(host.cache_files()).unwrap();
+        assert!(cache.contains("\"jobs\"") && !cache.contains("\"never\""), "{cache}");
     }
     // --exec-help prints the verb's usage and contacts nothing.
     let out =

@@ -1,5 +1,5 @@
-//! The executor's file operations: directories, hashes, reads, atomic writes, the node cache
-//! file, and the QUEUESENTINEL mailbox between executors of one user.
+//! The executor's file operations: directories, hashes, reads, atomic writes, and the
+//! QUEUESENTINEL mailbox between executors of one user (the node cache is [`crate::cache`]'s).
 //!
 //! Every write goes to a temp file beside its destination, is checked, gets its owner and
 //! mode, is fsynced and then renamed into place: an interrupted transfer or a crash never
@@ -7,7 +7,7 @@
 //! it completes (stdin closed mid-transfer) deletes its temp file.
 //!
 //! The state directory is `${XDG_CACHE_HOME:-$HOME/.cache}/director`, the same place the
-//! executor itself is installed under: `cache.json` is the node cache, `live/<pid>` marks a
+//! executor itself is installed under: `cache.json` and `cache.journal` are the node cache, `live/<pid>` marks a
 //! serving executor, `drain/<pid>` asks that executor to drain its run.
 
 use director_proto::{Attrs, Done, Reply};
@@ -197,14 +197,14 @@ pub fn read(path: &str) -> Done {
 }
 
 /// A temp file beside `dest` that is removed unless [`Temp::commit`] renames it into place.
-struct Temp {
+pub struct Temp {
     path: PathBuf,
     dest: PathBuf,
-    file: Option<File>,
+    pub file: Option<File>,
 }
 
 impl Temp {
-    fn create(dest: &Path, tag: u64) -> Result<Temp, String> {
+    pub fn create(dest: &Path, tag: u64) -> Result<Temp, String> {
         let name = dest.file_name().ok_or_else(|| format!("{} is not a file path", dest.display()))?;
         if dest.is_dir() {
             return Err(format!("{} is a directory; end the destination with / to copy into it", dest.display()));
@@ -221,7 +221,7 @@ impl Temp {
     }
 
     /// Mode/owner, fsync, rename; a destination that exists keeps its mode unless `attrs` says.
-    fn commit(mut self, attrs: &Attrs) -> Result<(), String> {
+    pub fn commit(mut self, attrs: &Attrs) -> Result<(), String> {
         let file = self.file.take().expect("open until commit");
         let mut attrs = attrs.clone();
         if attrs.mode.is_none() {
@@ -336,38 +336,6 @@ pub fn copy_local(id: u64, from: &str, path: &str, size: u64, sha3: String, attr
         return failed(format!("{from} changed since it was sent"));
     }
     put.finish()
-}
-
-pub fn save_cache(data: &str) -> Done {
-    let path = cache_path();
-    if let Some(dir) = path.parent() {
-        let _ = fs::create_dir_all(dir);
-    }
-    let result = Temp::create(&path, 0).and_then(|mut temp| {
-        temp.file
-            .as_mut()
-            .expect("open")
-            .write_all(data.as_bytes())
-            .map_err(|e| format!("cannot write the node cache: {e}"))?;
-        temp.commit(&Attrs { mode: Some(0o600), ..Attrs::default() })
-    });
-    match result {
-        Ok(()) => Done::Ok,
-        Err(e) => failed(e),
-    }
-}
-
-/// The node cache's text; a file larger than [`director_proto::MAX_CACHE`] (it could not
-/// travel in the greeting) is renamed `cache.json.too-large` instead, and its size returned.
-pub fn load_cache() -> (Option<String>, Option<u64>) {
-    let path = cache_path();
-    match fs::metadata(&path) {
-        Ok(meta) if meta.len() > director_proto::MAX_CACHE as u64 => {
-            let _ = fs::rename(&path, path.with_extension("json.too-large"));
-            (None, Some(meta.len()))
-        }
-        _ => (fs::read_to_string(&path).ok(), None),
-    }
 }
 
 /// Marks this executor as serving, so a QUEUESENTINEL from another run can reach it; the

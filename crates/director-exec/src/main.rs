@@ -7,13 +7,14 @@
 //! so nothing is left behind on the node. It uses plain threads, not an async runtime, to stay
 //! small: a job is a waiter thread, two pipe readers and a timer.
 //!
-//! File operations (directories, hashes, atomic writes fed by raw data frames, the node cache)
-//! live in [`files`]; they run on the reading thread, in arrival order, except local copies,
-//! which get a thread of their own.
+//! File operations (directories, hashes, atomic writes fed by raw data frames) live in
+//! [`files`], the node cache's base and journal in [`cache`]; they run on the reading thread,
+//! in arrival order, except local copies, which get a thread of their own.
 //!
 //! `director-exec verify SHA3` hashes the executor's own file and exits 0 only if it matches:
 //! the operator uses it to check an upload before renaming it into place.
 
+mod cache;
 mod facter;
 mod files;
 mod job;
@@ -66,7 +67,7 @@ fn serve() {
     let jobs = job::Jobs::default();
     let _live = files::Live::register();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (cache, cache_set_aside) = files::load_cache();
+    let (cache, cache_set_aside) = cache::load();
     outbox.send(&Reply::Hello {
         version: PROTOCOL_VERSION,
         pid: std::process::id(),
@@ -115,7 +116,7 @@ fn serve() {
                             Request::Hash { id, path } => done(id, files::hash(&path)),
                             Request::Read { id, path } => done(id, files::read(&path)),
                             Request::Stat { id, path, text_limit } => done(id, files::stat(&path, text_limit)),
-                            Request::SaveCache { id, data } => done(id, files::save_cache(&data)),
+                            Request::AppendCache { id, lines } => done(id, cache::append(&lines)),
                             Request::Sentinel { id, from } => done(id, files::sentinel(&from)),
                             Request::Put { id, path, size, sha3, attrs, copy_from: Some(from) } => {
                                 let outbox = outbox.clone();

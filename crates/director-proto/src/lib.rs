@@ -11,7 +11,7 @@
 //! flight on one channel.
 //!
 //! Besides jobs, the executor does the few file operations the verbs need (make a directory,
-//! hash a file, read a file, write a file atomically, save the node's cache), each answered by
+//! hash a file, read a file, write a file atomically, append to the node cache's journal), each answered by
 //! one [`Reply::Done`]. File content travels in raw data frames ([`encode_data`]): the length
 //! word has its top bit set and the body is the 8-byte transfer id followed by the bytes, so a
 //! file is streamed without JSON or base64 and never held whole on either side.
@@ -22,16 +22,18 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod journal;
+
 /// Version of this protocol. The executor announces it in [`Reply::Hello`]; the operator
 /// refuses (and re-installs) an executor that speaks another one.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Largest frame either side accepts. Output is sent in chunks far below this.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
-/// Largest node cache: it travels whole in [`Reply::Hello`] and [`Request::SaveCache`], so it
-/// stays well under [`MAX_FRAME`]. The operator refuses to save a larger one; the executor
-/// sets a larger file aside instead of greeting with it.
+/// Largest node cache: it travels whole in [`Reply::Hello`], so it stays well under
+/// [`MAX_FRAME`]. The operator refuses to grow one past it; the executor sets a larger one
+/// aside instead of greeting with it.
 pub const MAX_CACHE: usize = MAX_FRAME / 2;
 
 /// Size of the output chunks the executor reads from a job's pipes.
@@ -93,8 +95,9 @@ pub enum Request {
     /// this id, or a local copy of `copy_from`), is checked against `sha3` (sha3-224), gets
     /// `attrs`, is fsynced and renamed over `path`. Answered once all bytes arrived.
     Put { id: u64, path: String, size: u64, sha3: String, attrs: Attrs, copy_from: Option<String> },
-    /// Replace the node's cache file (atomically) with `data`.
-    SaveCache { id: u64, data: String },
+    /// Append `lines` (whole [`journal::Change`] lines, at most [`journal::APPEND_CHUNK`]
+    /// bytes) to the node cache's journal, durably, before answering.
+    AppendCache { id: u64, lines: String },
     /// Ask every other executor of this user on the node to drain its queues (QUEUESENTINEL):
     /// [`Done::Text`] tells how many were told.
     Sentinel { id: u64, from: String },
@@ -184,7 +187,7 @@ pub enum Reply {
         version: u32,
         pid: u32,
         facts: Facts,
-        /// The node's cache file as last saved, if any.
+        /// The node's cache as last saved (its base with its journal replayed), if any.
         cache: Option<String>,
         /// The size of a cache file larger than [`MAX_CACHE`], which was set aside (renamed
         /// `cache.json.too-large`) instead of sent.
@@ -387,9 +390,9 @@ mod tests {
         junk.extend_from_slice(b"{x}");
         assert!(matches!(decode::<Request>(&junk), Err(FrameError::Malformed(_))));
         // What decode would refuse, encode refuses to write.
-        let huge = Request::SaveCache { id: 1, data: "x".repeat(MAX_FRAME) };
+        let huge = Request::AppendCache { id: 1, lines: "x".repeat(MAX_FRAME) };
         assert!(matches!(encode(&huge), Err(FrameError::TooLarge(n)) if n > MAX_FRAME));
-        let fits = Request::SaveCache { id: 1, data: "x".repeat(MAX_CACHE) };
+        let fits = Request::AppendCache { id: 1, lines: "x".repeat(MAX_CACHE) };
         assert!(encode(&fits).is_ok());
     }
 

@@ -1,0 +1,161 @@
+//! The node cache's journal: how a run changes a node's cache without sending it whole.
+//!
+//! A node's cache is a base file (`cache.json`: one JSON object with the sections `jobs`,
+//! `parents`, `args` and `envs`, each a map by key) and a journal beside it
+//! (`cache.journal`): one JSON object a line, appended by the executor as the operator sends
+//! them ([`crate::Request::AppendCache`]), in the order they happened. A line is a
+//! [`Change`]: set one key of a section (`{"s":"jobs","k":FP,"v":RECORD}`), remove it (no
+//! `v`), empty a section (no `k`), or empty every section (`"s":"*"`). So a job costs one
+//! short append however large the cache, and two runs on one node both keep their records.
+//!
+//! The journal's first line names the base it applies to ([`Header`]: the base file's size,
+//! modification time and inode when the journal was started): a base replaced by anything
+//! else (an older director, a hand edit) makes the journal stale, and it is dropped rather
+//! than replayed onto the wrong base. Replaying skips a line that does not parse (the torn
+//! end of an append cut short by a crash); every whole line before and after it applies.
+//!
+//! The executor replays the journal onto the base when it starts and greets with the result;
+//! once the journal outgrows [`COMPACT_AT`], it writes that result as the new base and starts
+//! an empty journal. This module owns the format and the replay; the executor owns the files
+//! and their locking.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Journal size past which the executor folds it into the base when it starts.
+pub const COMPACT_AT: usize = 256 * 1024;
+
+/// Largest batch of journal lines in one [`crate::Request::AppendCache`]: larger batches go
+/// in several requests, so no frame comes near [`crate::MAX_FRAME`].
+pub const APPEND_CHUNK: usize = 1024 * 1024;
+
+/// The sections of a node cache, as the base file and the journal name them.
+pub const SECTIONS: [&str; 4] = ["jobs", "parents", "args", "envs"];
+
+/// One line of the journal (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// The section, or `*` for all of them.
+    pub s: String,
+    /// The key; none empties the section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<String>,
+    /// The new value; none removes the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<Value>,
+}
+
+impl Change {
+    /// The change as one journal line, with its newline.
+    pub fn line(&self) -> String {
+        let mut text = serde_json::to_string(self).expect("a change serializes");
+        text.push('\n');
+        text
+    }
+}
+
+/// The journal's first line: which base file it applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub base: String,
+}
+
+impl Header {
+    pub fn line(&self) -> String {
+        let mut text = serde_json::to_string(self).expect("a header serializes");
+        text.push('\n');
+        text
+    }
+}
+
+/// Applies one change to a cache object.
+pub fn apply(cache: &mut Map<String, Value>, change: Change) {
+    if change.s == "*" {
+        for name in SECTIONS {
+            cache.insert(name.to_string(), Value::Object(Map::new()));
+        }
+        return;
+    }
+    if !SECTIONS.contains(&change.s.as_str()) {
+        return;
+    }
+    let entry = cache.entry(change.s).or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    let Value::Object(map) = entry else { return };
+    match (change.k, change.v) {
+        (None, _) => map.clear(),
+        (Some(k), Some(v)) => {
+            map.insert(k, v);
+        }
+        (Some(k), None) => {
+            map.remove(&k);
+        }
+    }
+}
+
+/// Replays journal `lines` (without their header) onto `cache`; returns how many applied.
+/// A line that does not parse is skipped.
+pub fn replay(cache: &mut Map<String, Value>, lines: &str) -> usize {
+    let mut applied = 0;
+    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+        if let Ok(change) = serde_json::from_str::<Change>(line) {
+            apply(cache, change);
+            applied += 1;
+        }
+    }
+    applied
+}
+
+/// Splits a journal's text into its header's base and the lines after it; a journal without
+/// a readable header has none.
+pub fn split(journal: &str) -> (Option<String>, &str) {
+    let (first, rest) = journal.split_once('\n').unwrap_or((journal, ""));
+    match serde_json::from_str::<Header>(first) {
+        Ok(h) => (Some(h.base), rest),
+        Err(_) => (None, journal),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn put(s: &str, k: &str, v: Value) -> String {
+        Change { s: s.into(), k: Some(k.into()), v: Some(v) }.line()
+    }
+
+    #[test]
+    fn changes_replay_in_order_and_torn_lines_are_skipped() {
+        let mut cache = json!({"v": 1, "jobs": {"a": {"at": 1}}, "args": {"x": {"value": 1, "at": 0}}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let mut journal = String::new();
+        journal.push_str(&put("jobs", "b", json!({"at": 2})));
+        journal.push_str(&Change { s: "jobs".into(), k: Some("a".into()), v: None }.line());
+        // A torn append: half a line, then whole lines appended after it.
+        journal.push_str("{\"s\":\"jobs\",\"k\":\"c\",\"v\":{\"a");
+        journal.push('\n');
+        journal.push_str(&put("parents", "p", json!({"status": "ok", "at": 3})));
+        journal.push_str(&Change { s: "args".into(), k: None, v: None }.line());
+        assert_eq!(replay(&mut cache, &journal), 4);
+        assert_eq!(
+            Value::Object(cache.clone()),
+            json!({"v": 1, "jobs": {"b": {"at": 2}}, "args": {}, "parents": {"p": {"status": "ok", "at": 3}}})
+        );
+        replay(&mut cache, &Change { s: "*".into(), k: None, v: None }.line());
+        assert_eq!(Value::Object(cache), json!({"v": 1, "jobs": {}, "args": {}, "parents": {}, "envs": {}}));
+    }
+
+    #[test]
+    fn the_header_names_the_base() {
+        let text = format!("{}{}", Header { base: "12-34-56".into() }.line(), put("jobs", "a", json!(1)));
+        let (base, rest) = split(&text);
+        assert_eq!(base.as_deref(), Some("12-34-56"));
+        assert_eq!(rest, put("jobs", "a", json!(1)));
+        assert_eq!(split("{\"s\":\"jobs\"}\n").0, None);
+    }
+}

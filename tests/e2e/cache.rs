@@ -1,0 +1,160 @@
+//! The node cache's journal on real hosts: what a run was told is saved survives a killed
+//! executor, two runs at once on one node keep each other's records, a torn or stale journal
+//! is handled, and a long journal is folded into the base.
+
+use super::harness::Fleet;
+use super::{cached_hit, code, finished, local_director, orchestrate_json, said, schema, scratch, stderr};
+use std::io::BufRead;
+use std::process::Stdio;
+
+/// An orchestration of `n` distinct `RUN echo` jobs whose outputs start with `tag`.
+fn echoes(tag: &str, n: usize) -> String {
+    let mut text = String::from("- jobs:\n");
+    for i in 0..n {
+        text.push_str(&format!("    - RUN: echo {tag}{i}\n"));
+    }
+    text
+}
+
+fn notices(events: &[schema::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            schema::Event::NodeNotice { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn two_runs_at_once_on_one_node_keep_both_their_records() {
+    let fleet = Fleet::start(1);
+    let (a, b) = (fleet.file("a.yaml", &echoes("a", 40)), fleet.file("b.yaml", &echoes("b", 40)));
+    // Two operators (two histories, so no node lock between them) on one node at once.
+    let spawn = |file: &std::path::Path, history: &str| {
+        fleet
+            .orchestrate(file)
+            .args(["--progress", "none", "--history"])
+            .arg(fleet.path().join(history))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(&a, "one.db"), spawn(&b, "two.db"));
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for file in [&a, &b] {
+        let (code, events, err) = orchestrate_json(&fleet, file, &[]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(said(&events, "h1"), vec![cached_hit(); 40], "{}", file.display());
+    }
+}
+
+#[test]
+fn a_killed_executor_loses_no_record_it_saved() {
+    let fleet = Fleet::start(1);
+    let file = fleet.file("many.yaml", &echoes("n", 400));
+    let mut child =
+        fleet.orchestrate(&file).arg("--json").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut saved = Vec::new();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(schema::Event::JobFinished { job, status, .. }) = schema::parse(line.as_bytes()).pop() {
+            assert_eq!(status, "ok", "{line}");
+            saved.push(job);
+            if saved.len() == 100 {
+                // Mid-run: the executor dies at once, between or inside its appends. It is
+                // found by its mark in the host's own state directory.
+                let live = fleet.hosts[0].home_path(".cache/director/live");
+                let pids: Vec<i32> = std::fs::read_dir(&live)
+                    .unwrap()
+                    .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect();
+                assert_eq!(pids.len(), 1, "{pids:?}");
+                // SAFETY: killing the executor this test's run started.
+                assert_eq!(unsafe { libc::kill(pids[0], libc::SIGKILL) }, 0);
+                break;
+            }
+        }
+    }
+    for line in lines {
+        if let Some(schema::Event::JobFinished { job, status, .. }) = schema::parse(line.unwrap().as_bytes()).pop() {
+            if status == "ok" {
+                saved.push(job);
+            }
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(saved.len() < 400);
+    // Every job the run reported done is answered from the cache; the cache is whole.
+    let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(notices(&events), Vec::<String>::new());
+    let done = finished(&events, "h1");
+    assert_eq!(done.len(), 400);
+    for (job, status, _, _) in done {
+        let want = if saved.contains(&job) { "cached" } else { "ok" };
+        assert_eq!(status, want, "job {job}");
+    }
+}
+
+#[test]
+fn a_torn_journal_line_is_skipped_and_a_replaced_base_drops_its_journal() {
+    let fleet = Fleet::start(1);
+    let three = fleet.file("three.yaml", &echoes("t", 3));
+    let (code, _, err) = orchestrate_json(&fleet, &three, &[]);
+    assert_eq!(code, 0, "{err}");
+    let dir = fleet.hosts[0].home_path(".cache/director");
+    let journal = dir.join("cache.journal");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&journal).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // An append cut short by a crash: half a line at the end.
+    let mut text = std::fs::read_to_string(&journal).unwrap();
+    text.push_str("{\"s\":\"jobs\",\"k\":\"00ab");
+    std::fs::write(&journal, text).unwrap();
+    let four = fleet.file("four.yaml", &echoes("t", 4));
+    let (code, events, err) = orchestrate_json(&fleet, &four, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(notices(&events), Vec::<String>::new());
+    let statuses: Vec<&str> = finished(&events, "h1").into_iter().map(|f| f.1).collect();
+    assert_eq!(statuses, ["cached", "cached", "cached", "ok"]);
+    // The fourth record went on a line of its own after the torn one.
+    let (code, events, err) = orchestrate_json(&fleet, &four, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(said(&events, "h1"), vec![cached_hit(); 4]);
+    // A base replaced without its journal (a hand edit, an older director): the journal is
+    // not replayed onto it.
+    std::fs::write(dir.join("cache.json"), "{\"v\":1}").unwrap();
+    let (code, events, err) = orchestrate_json(&fleet, &four, &[]);
+    assert_eq!(code, 0, "{err}");
+    let statuses: Vec<&str> = finished(&events, "h1").into_iter().map(|f| f.1).collect();
+    assert_eq!(statuses, ["ok"; 4]);
+}
+
+#[test]
+fn a_long_journal_is_folded_into_the_base_when_the_executor_starts() {
+    let home = scratch("journal-compaction");
+    let file = home.join("many.yaml");
+    std::fs::write(&file, echoes("c", 700)).unwrap();
+    let run = || {
+        let out = local_director(&home).arg("orchestrate").arg(&file).arg("--json").output().unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        schema::parse(&out.stdout)
+    };
+    run();
+    let dir = home.join(".cache/director");
+    let size = |name: &str| std::fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0);
+    // 700 records, one line each: past the size that is folded in at the next start.
+    assert!(size("cache.journal") > director_proto::journal::COMPACT_AT as u64, "{}", size("cache.journal"));
+    let events = run();
+    assert!(finished(&events, "localhost").iter().all(|f| f.1 == "cached"));
+    assert!(size("cache.journal") < 200, "{}", size("cache.journal"));
+    let base: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("cache.json")).unwrap()).unwrap();
+    assert_eq!(base["jobs"].as_object().unwrap().len(), 700);
+    let _ = std::fs::remove_dir_all(&home);
+}
