@@ -52,7 +52,8 @@ pub fn is_current(sha3: &str) -> bool {
 
 /// First line printed by the probe when the node lacks this executor.
 pub const MISSING_MARKER: &str = "director-exec-missing";
-/// First line printed by the probe when another user could replace the executor.
+/// First line printed by the probe (or the executor) when another user could replace the
+/// executor.
 pub const UNSAFE_MARKER: &str = "director-exec-unsafe";
 
 fn dir_expr() -> &'static str {
@@ -60,10 +61,14 @@ fn dir_expr() -> &'static str {
 }
 
 /// Starts the executor for the node's architecture if present; otherwise prints
-/// `MISSING_MARKER <uname -m>`. An executor that another user could have replaced (its
-/// file, its directory or the one above not owned by this user, or writable by everyone) is
-/// not started: the probe prints `UNSAFE_MARKER <path>` instead.
-pub fn probe_command() -> String {
+/// `MISSING_MARKER <uname -m>`. It runs on every start, so in the usual case it forks
+/// nothing: when exactly one of the executors this director carries is there, that one
+/// starts without asking `uname -m` (`by_arch` asks it always: after that one could not run,
+/// in a home shared by nodes of two architectures). An executor whose file, directory or the
+/// one above is not owned by this user is not started: the probe prints `UNSAFE_MARKER
+/// <path>` instead (the shell's `-O`); the executor itself refuses to serve from a path
+/// anyone may write to (see director-exec's `unsafe_path`), with the same marker.
+pub fn probe_command(by_arch: bool) -> String {
     let cases: String = EXECUTORS
         .iter()
         .map(|e| {
@@ -71,8 +76,14 @@ pub fn probe_command() -> String {
             format!("{names}) h={};; ", e.sha3)
         })
         .collect();
+    let shas: Vec<&str> = EXECUTORS.iter().map(|e| e.sha3).collect();
+    let present = if by_arch {
+        String::new()
+    } else {
+        format!(r#"for h in {}; do [ -x "$d/director-exec-$h" ] && n="$n $h"; done; "#, shas.join(" "))
+    };
     format!(
-        r#"{dir}; m="$(uname -m)"; h=; case "$m" in {cases}esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then u="$(find "$d/.." "$d" "$p" -prune \( -perm -0002 -o ! -user "$(id -u)" \) -print 2>/dev/null | head -n 1)"; if [ -n "$u" ]; then echo "{UNSAFE_MARKER} $u"; exit 0; fi; exec "$p" serve; fi; echo "{MISSING_MARKER} $m""#,
+        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") m="$(uname -m)"; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; echo "{MISSING_MARKER} $m""#,
         dir = dir_expr(),
     )
 }

@@ -165,9 +165,15 @@ impl Connection {
             uploaded(self.install(node, String::from_utf8_lossy(&arch).trim(), account, password).await?);
             tracing::info!(node = %node, ms = started.elapsed().as_millis() as u64, "executor replaced for {who}");
         }
-        for round in 0..2 {
+        // The probe picks the one executor there without asking the node's architecture; if
+        // that one cannot run here (a home shared with nodes of another architecture), it
+        // asks, and installs the right one beside it.
+        let mut by_arch = false;
+        let mut round = 0;
+        while round < 2 {
             let probe = std::time::Instant::now();
-            let mut link = self.exec(escalate::wrap(&executor::probe_command(), account, password.is_some())).await?;
+            let script = executor::probe_command(by_arch);
+            let mut link = self.exec(escalate::wrap(&script, account, password.is_some())).await?;
             escalate::dialogue(&mut link, account, password).await?;
             let mut probe_stderr = Vec::new();
             loop {
@@ -194,6 +200,7 @@ impl Connection {
                         tracing::info!(node = %node, ms = probe.elapsed().as_millis() as u64, "probe done: no executor for {arch}");
                         uploaded(self.install(node, &arch, account, password).await?);
                         tracing::info!(node = %node, ms = started.elapsed().as_millis() as u64, "executor uploaded for {who}");
+                        round += 1;
                         break;
                     }
                     ProbeAnswer::NeedMore => match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
@@ -201,6 +208,11 @@ impl Connection {
                         Incoming::Stderr(e) => probe_stderr.extend_from_slice(&e),
                         Incoming::Closed(status) => {
                             let said = String::from_utf8_lossy(&probe_stderr).trim().to_string();
+                            if !by_arch {
+                                tracing::info!(node = %node, "the executor there did not start ({said}): asking the architecture");
+                                by_arch = true;
+                                break;
+                            }
                             return Err(format!(
                                 "the probe ended before the executor started (exit {}){}",
                                 status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
@@ -211,6 +223,6 @@ impl Connection {
                 }
             }
         }
-        unreachable!("the second round returns")
+        Err("the executor was installed but does not start".to_string())
     }
 }

@@ -3,10 +3,11 @@
 //!
 //! `cargo bench --bench scale` (as root: each host is an sshd in its own network and mount
 //! namespace). `BENCH_HOSTS` (default 100, up to 1,000 and more on a 2-core machine),
-//! `BENCH_ROUNDS` (default 3), `BENCH_BASELINE=/path/to/another/director`: the same workloads
-//! with that binary too, interleaved in the same rounds (the order alternates by round) and
-//! printed side by side. Build a baseline with `git worktree add ../base <commit>` and
-//! `cargo build --release` there. `BENCH_ONLY=w1,w4` measures only those workloads
+//! `BENCH_ROUNDS` (default 3), `BENCH_BASELINE=/path/to/another/director` (or several,
+//! `name=path,name=path`): the same workloads with those binaries too, interleaved in the same
+//! rounds (who goes first turns with each round) and printed side by side. Build a baseline
+//! with `git worktree add ../base <commit>` and `cargo build --release` there (with its own
+//! `CARGO_TARGET_DIR`). `BENCH_ONLY=w1,w4` measures only those workloads
 //! (`first`, `w1`, `w2`, `w3`, `w4`, `w4local`), for a quick A/B while bisecting.
 //!
 //! Every binary runs as a process with a fresh HOME of its own, its key in an ssh-agent (the
@@ -286,12 +287,16 @@ fn main() {
         path: PathBuf::from(env!("CARGO_BIN_EXE_director")),
         home: fleet.path().join("home-candidate"),
     }];
-    if let Some(base) = std::env::var_os("BENCH_BASELINE") {
-        binaries.push(Binary {
-            label: "baseline".into(),
-            path: PathBuf::from(base),
-            home: fleet.path().join("home-baseline"),
-        });
+    // BENCH_BASELINE: a path, or several `name=path` separated by commas.
+    for (k, spec) in
+        std::env::var("BENCH_BASELINE").unwrap_or_default().split(',').filter(|s| !s.is_empty()).enumerate()
+    {
+        let (label, path) = match spec.split_once('=') {
+            Some((name, path)) => (name.to_string(), path),
+            None if k == 0 => ("baseline".to_string(), spec),
+            None => (format!("baseline {}", k + 1), spec),
+        };
+        binaries.push(Binary { home: fleet.path().join(format!("home-{k}")), label, path: PathBuf::from(path) });
     }
     for b in &binaries {
         std::fs::create_dir_all(&b.home).unwrap();
@@ -337,9 +342,8 @@ fn main() {
     for round in 0..rounds {
         floors.push(floor_run(None));
         script_floors.push(floor_run(Some(script.clone())));
-        let order: Vec<usize> =
-            if round % 2 == 0 { (0..binaries.len()).collect() } else { (0..binaries.len()).rev().collect() };
-        for i in order {
+        // Who goes first turns with each round.
+        for i in (0..binaries.len()).map(|i| (i + round) % binaries.len()) {
             let (b, f) = (&binaries[i], &mut figures[i]);
             let mut take = |name: &str, r: Result<Measured, String>, into: &mut Vec<Duration>| match r {
                 Ok(m) => into.push(m.wall),

@@ -218,6 +218,16 @@ fn workdir_refuses_a_planted_symlink_and_an_unsafe_executor_directory_is_not_run
     let error = unreachable_error(&events, "h1").unwrap();
     assert!(error.starts_with("the executor on node h1 is not safe to run: "), "{error}");
     assert!(error.contains("/.cache/director/bin can be changed by another user"), "{error}");
+    // One owned by another user: the probe does not start it.
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&bin, Some(65534), None).unwrap();
+    let (code, events, _) = orchestrate_json(&fleet, &ok, &[]);
+    assert_eq!(code, 3);
+    let error = unreachable_error(&events, "h1").unwrap();
+    assert!(error.contains("/.cache/director/bin can be changed by another user"), "{error}");
+    std::os::unix::fs::chown(&bin, Some(0), None).unwrap();
+    let (code, _, err) = orchestrate_json(&fleet, &ok, &[]);
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]
@@ -318,4 +328,22 @@ fn an_arm64_node_gets_the_aarch64_executor_and_another_arch_a_clear_error() {
     let (code, events, _) = orchestrate_json(&fleet, &file, &["--restrict", "h1"]);
     assert_eq!(code, 0);
     assert!(super::uploads(&events).is_empty());
+    // A home shared with nodes of another architecture: the one executor there (here an ELF
+    // for a machine this kernel cannot run, named as the aarch64 one) is tried, does not
+    // start, and the node's own is installed beside it.
+    let bin = fleet.hosts[1].home_path(".cache/director/bin");
+    std::fs::remove_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    let aarch64 = director::transport::executor::for_arch("aarch64").unwrap();
+    let foreign = bin.join(format!("director-exec-{}", aarch64.sha3));
+    let mut elf = vec![0x7f, b'E', b'L', b'F', 2, 1, 1];
+    elf.resize(64, 0);
+    elf[16] = 2;
+    std::fs::write(&foreign, elf).unwrap();
+    std::fs::set_permissions(&foreign, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let (code, events, err) = orchestrate_json(&fleet, &file, &["--restrict", "h2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(super::uploads(&events), ["h2"]);
+    assert_eq!(super::said(&events, "h2"), [super::cached_hit()]);
+    assert_eq!(std::fs::read_dir(&bin).unwrap().count(), 2);
 }
