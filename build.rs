@@ -4,7 +4,8 @@
 //! never waits on the outer build's lock. musl is preferred (smallest, fully static); when
 //! that target is not installed, glibc with `+crt-static` is used and a warning says so.
 //! It is built for every architecture director serves (x86_64, and aarch64 when its target
-//! is installed); `OUT_DIR/executors.rs` lists them, each with its binary and sha3-256.
+//! is installed); `OUT_DIR/executors.rs` lists them, each with its binary, the binary
+//! gzip-compressed (what is sent to a node that has gzip), and its sha3-256.
 
 use sha3::{Digest, Sha3_256};
 use std::path::{Path, PathBuf};
@@ -62,9 +63,15 @@ fn main() {
         };
         let bytes = std::fs::read(&path).unwrap();
         let hex: String = Sha3_256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        // What goes on the wire to a node that has gzip (every Linux distribution's base).
+        let gz = out.join(format!("director-exec-{arch}.gz"));
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut encoder, &bytes).unwrap();
+        std::fs::write(&gz, encoder.finish().unwrap()).unwrap();
         table.push_str(&format!(
-            "    Executor {{ arch: {arch:?}, target: {target:?}, binary: include_bytes!({:?}), sha3: {hex:?} }},\n",
-            path.display().to_string()
+            "    Executor {{ arch: {arch:?}, target: {target:?}, binary: include_bytes!({:?}), gz: include_bytes!({:?}), sha3: {hex:?} }},\n",
+            path.display().to_string(),
+            gz.display().to_string()
         ));
         summary.push(format!("{arch} {} bytes sha3 {}", bytes.len(), &hex[..16]));
     }

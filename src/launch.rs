@@ -64,6 +64,7 @@ impl Launch {
         waiting: &mut dyn FnMut(&history::Holder),
     ) -> Result<Running, Error> {
         let mut plan = self.plan;
+        transport::open_files::ensure(plan.nodes.len())?;
         plan.nodes.iter_mut().for_each(|n| config.becomes.apply(n));
         let ssh_warnings = transport::ssh_config::apply(&mut plan.nodes, &config.ssh_config)?;
         let ssh = if plan.nodes.iter().any(|n| n.transport == TransportKind::Ssh) {

@@ -3,10 +3,12 @@
 //! The executor lives at a content-addressed path in the remote user's cache directory,
 //! `${XDG_CACHE_HOME:-$HOME/.cache}/director/bin/director-exec-<sha3>`, so a node either has
 //! exactly this build or does not have it, and two director versions never step on each other.
-//! One round trip tells which: the probe starts the executor if it is there, or prints a
-//! marker line if it is not. The install writes a temp file, has the uploaded binary verify
-//! its own hash, and renames it into place, so concurrent first contacts from two runs each
-//! rename a whole, verified file and never expose a partial one.
+//! One exec session does it all: the probe starts the executor if it is there; if it is not,
+//! it prints a marker line naming the node's architecture (and whether it has gzip), reads
+//! the executor from its stdin (compressed when it can decompress), writes a temp file, has
+//! the uploaded binary verify its own hash, renames it into place and starts it, in the same
+//! session. Concurrent first contacts from two runs each rename a whole, verified file and
+//! never expose a partial one.
 
 /// One embedded executor: a static Linux binary for one architecture.
 #[derive(Debug)]
@@ -16,6 +18,8 @@ pub struct Executor {
     /// The Rust target it was built for.
     pub target: &'static str,
     pub binary: &'static [u8],
+    /// `binary`, gzip-compressed: what a node with gzip receives.
+    pub gz: &'static [u8],
     /// sha3-256 of `binary`, hex: part of its file name on the node.
     pub sha3: &'static str,
 }
@@ -61,7 +65,8 @@ fn dir_expr() -> &'static str {
 }
 
 /// Starts the executor for the node's architecture if present; otherwise prints
-/// `MISSING_MARKER <uname -m>`. It runs on every start, so in the usual case it forks
+/// `MISSING_MARKER <uname -m> <gz|->` and installs what follows on its stdin
+/// ([`upload_header`] and the bytes), then starts it. It runs on every start, so in the usual case it forks
 /// nothing: when exactly one of the executors this director carries is there, that one
 /// starts without asking `uname -m` (`by_arch` asks it always: after that one could not run,
 /// in a home shared by nodes of two architectures). An executor whose file, directory or the
@@ -83,9 +88,16 @@ pub fn probe_command(by_arch: bool) -> String {
         format!(r#"for h in {}; do [ -x "$d/director-exec-$h" ] && n="$n $h"; done; "#, shas.join(" "))
     };
     format!(
-        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") m="$(uname -m)"; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; echo "{MISSING_MARKER} $m""#,
+        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") m="$(uname -m)"; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; [ -n "$m" ] || m="$(uname -m)"; z=-; command -v gzip >/dev/null 2>&1 && z=gz; echo "{MISSING_MARKER} $m $z"; umask 077; mkdir -p "$d" || exit 1; read -r n h f || exit 0; t="$d/.director-exec-$h.$$.tmp"; trap 'rm -f "$t"' EXIT; if [ "$f" = gz ]; then head -c "$n" | gzip -dc > "$t"; else head -c "$n" > "$t"; fi || exit 1; chmod 700 "$t"; "$t" verify "$h" || {{ echo "the uploaded executor does not verify" >&2; exit 1; }}; mv -f "$t" "$d/director-exec-$h"; trap - EXIT; exec "$d/director-exec-$h" serve"#,
         dir = dir_expr(),
     )
+}
+
+/// The line that precedes an upload to the probe: size, hash and format of what follows
+/// (`gz` when `gzip`, the node has gzip).
+pub fn upload_header(executor: &Executor, gzip: bool) -> (String, &'static [u8]) {
+    let (body, format) = if gzip { (executor.gz, "gz") } else { (executor.binary, "raw") };
+    (format!("{} {} {format}\n", body.len(), executor.sha3), body)
 }
 
 /// Reads `executor` from stdin into a temp file, verifies it, renames it into place.
@@ -103,8 +115,9 @@ pub fn install_command(executor: &Executor) -> String {
 pub enum ProbeAnswer {
     /// Not all there yet.
     NeedMore,
-    /// The executor is missing; the node's `uname -m`.
-    Missing { arch: String },
+    /// The executor is missing; the node's `uname -m`, and whether it has gzip. The probe
+    /// now waits for the upload on its stdin.
+    Missing { arch: String, gzip: bool },
     /// Another user could have replaced the executor: this path is not safe.
     Unsafe { path: String },
     /// The executor started: these bytes are protocol frames.
@@ -127,7 +140,9 @@ pub fn read_probe(bytes: &[u8]) -> ProbeAnswer {
             match line.strip_prefix(UNSAFE_MARKER) {
                 Some(path) => ProbeAnswer::Unsafe { path: path.trim().to_string() },
                 None => {
-                    ProbeAnswer::Missing { arch: line.strip_prefix(MISSING_MARKER).unwrap_or("").trim().to_string() }
+                    let mut words = line.strip_prefix(MISSING_MARKER).unwrap_or("").split_whitespace();
+                    let arch = words.next().unwrap_or("").to_string();
+                    ProbeAnswer::Missing { arch, gzip: words.next() == Some("gz") }
                 }
             }
         }
@@ -144,6 +159,10 @@ mod tests {
         for e in EXECUTORS {
             let hex: String = Sha3_256::digest(e.binary).iter().map(|b| format!("{b:02x}")).collect();
             assert_eq!(hex, e.sha3, "{}", e.arch);
+            // What a node with gzip receives is the same binary, and much smaller.
+            let mut unpacked = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(e.gz), &mut unpacked).unwrap();
+            assert!(unpacked == e.binary && e.gz.len() * 10 < e.binary.len() * 6, "{}: {}", e.arch, e.gz.len());
             assert!(e.binary.len() <= 1024 * 1024, "the {} executor is {} bytes", e.arch, e.binary.len());
         }
         assert_eq!(for_arch("x86_64").unwrap().arch, "x86_64");
@@ -161,7 +180,14 @@ mod tests {
     fn probe_answers() {
         assert_eq!(read_probe(b""), ProbeAnswer::NeedMore);
         assert_eq!(read_probe(b"director-exec-mis"), ProbeAnswer::NeedMore);
-        assert_eq!(read_probe(b"director-exec-missing aarch64\n"), ProbeAnswer::Missing { arch: "aarch64".into() });
+        assert_eq!(
+            read_probe(b"director-exec-missing aarch64 gz\n"),
+            ProbeAnswer::Missing { arch: "aarch64".into(), gzip: true }
+        );
+        assert_eq!(
+            read_probe(b"director-exec-missing x86_64 -\n"),
+            ProbeAnswer::Missing { arch: "x86_64".into(), gzip: false }
+        );
         assert_eq!(read_probe(&[0, 0, 0, 40, b'{']), ProbeAnswer::Started);
         assert_eq!(
             read_probe(b"director-exec-unsafe /tmp/c/director/bin\n"),

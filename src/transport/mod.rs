@@ -12,6 +12,7 @@ pub mod escalate;
 pub mod executor;
 pub mod known_hosts;
 pub mod local;
+pub mod open_files;
 pub mod pattern;
 pub mod ssh;
 pub mod ssh_config;
@@ -169,8 +170,8 @@ impl Connection {
         // that one cannot run here (a home shared with nodes of another architecture), it
         // asks, and installs the right one beside it.
         let mut by_arch = false;
-        let mut round = 0;
-        while round < 2 {
+        for _ in 0..2 {
+            let mut sent = false;
             let probe = std::time::Instant::now();
             let script = executor::probe_command(by_arch);
             let mut link = self.exec(escalate::wrap(&script, account, password.is_some())).await?;
@@ -192,23 +193,34 @@ impl Connection {
                             "the executor on node {node} is not safe to run: {path} can be changed by another user (it is writable by everyone or not owned by {owner}); fix its owner and mode (chmod 700) or set XDG_CACHE_HOME elsewhere"
                         ));
                     }
-                    ProbeAnswer::Missing { arch } => {
-                        if round == 1 {
-                            return Err("the executor was installed but does not start".to_string());
-                        }
-                        let started = std::time::Instant::now();
+                    ProbeAnswer::Missing { .. } if sent => {
+                        return Err("the executor was installed but does not start".to_string());
+                    }
+                    ProbeAnswer::Missing { arch, gzip } => {
+                        // The probe waits on its stdin for the upload: in the same session.
                         tracing::info!(node = %node, ms = probe.elapsed().as_millis() as u64, "probe done: no executor for {arch}");
-                        uploaded(self.install(node, &arch, account, password).await?);
-                        tracing::info!(node = %node, ms = started.elapsed().as_millis() as u64, "executor uploaded for {who}");
-                        round += 1;
-                        break;
+                        let exe = executor::for_arch(&arch)
+                            .ok_or_else(|| format!("node {node}: {}", executor::unsupported(&arch)))?;
+                        let end = link.pending.iter().position(|&b| b == b'\n').map_or(0, |at| at + 1);
+                        link.pending.drain(..end);
+                        let started = std::time::Instant::now();
+                        let (header, body) = executor::upload_header(exe, gzip);
+                        let sent_all = async {
+                            link.writer.write_all(header.as_bytes()).await?;
+                            link.writer.write_all(body).await?;
+                            link.writer.flush().await
+                        };
+                        sent_all.await.map_err(|e| format!("upload failed: {e}"))?;
+                        sent = true;
+                        uploaded(exe);
+                        tracing::info!(node = %node, ms = started.elapsed().as_millis() as u64, bytes = body.len(), "executor sent for {who}");
                     }
                     ProbeAnswer::NeedMore => match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
                         Incoming::Data(d) => link.pending.extend_from_slice(&d),
                         Incoming::Stderr(e) => probe_stderr.extend_from_slice(&e),
                         Incoming::Closed(status) => {
                             let said = String::from_utf8_lossy(&probe_stderr).trim().to_string();
-                            if !by_arch {
+                            if !by_arch && !sent {
                                 tracing::info!(node = %node, "the executor there did not start ({said}): asking the architecture");
                                 by_arch = true;
                                 break;

@@ -70,6 +70,8 @@ struct Figures {
     w4: Vec<Duration>,
     w4_local: Vec<Duration>,
     rss_kb: Vec<u64>,
+    /// The operator's CPU time per workload, by the workload's row label.
+    cpu: std::collections::BTreeMap<&'static str, Vec<Duration>>,
     failures: Vec<String>,
 }
 
@@ -80,6 +82,8 @@ type Row<'a> = (&'a str, fn(&Figures) -> &Vec<Duration>, Option<Duration>, usize
 /// What one director process did.
 struct Measured {
     wall: Duration,
+    /// The operator's own CPU time (user + system).
+    cpu: Duration,
     max_rss_kb: u64,
     stdout: String,
 }
@@ -112,7 +116,9 @@ fn measure(mut cmd: Command) -> Result<Measured, String> {
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
         return Err(format!("exit {status}: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")));
     }
-    Ok(Measured { wall, max_rss_kb: usage.ru_maxrss as u64, stdout })
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
+    Ok(Measured { wall, cpu, max_rss_kb: usage.ru_maxrss as u64, stdout })
 }
 
 /// The `run_finished` line of a `--json` run.
@@ -174,7 +180,7 @@ impl Bench {
             if executor {
                 let _ = std::fs::remove_dir_all(&dir);
             } else {
-                let _ = std::fs::remove_file(dir.join("cache.json"));
+                wipe_cache(&dir);
             }
         }
     }
@@ -214,10 +220,17 @@ impl Bench {
     }
 
     fn w4_local(&self, bin: &Binary) -> Result<Measured, String> {
-        let _ = std::fs::remove_file(bin.home.join(".cache/director/cache.json"));
+        wipe_cache(&bin.home.join(".cache/director"));
         let m = measure(self.orchestrate(bin, &self.w4, None))?;
         expect(&m, "jobs_ok", W4_JOBS)?;
         Ok(m)
+    }
+}
+
+/// Removes a node cache (its base and its journal) from the state directory `dir`.
+fn wipe_cache(dir: &Path) {
+    for file in ["cache.json", "cache.journal"] {
+        let _ = std::fs::remove_file(dir.join(file));
     }
 }
 
@@ -345,8 +358,11 @@ fn main() {
         // Who goes first turns with each round.
         for i in (0..binaries.len()).map(|i| (i + round) % binaries.len()) {
             let (b, f) = (&binaries[i], &mut figures[i]);
-            let mut take = |name: &str, r: Result<Measured, String>, into: &mut Vec<Duration>| match r {
-                Ok(m) => into.push(m.wall),
+            let mut take = |name: &'static str, r: Result<Measured, String>, into: &mut Vec<Duration>| match r {
+                Ok(m) => {
+                    into.push(m.wall);
+                    f.cpu.entry(name).or_default().push(m.cpu);
+                }
                 Err(e) => f.failures.push(format!("round {}: {name}: {e}", round + 1)),
             };
             if wanted("first") {
@@ -360,8 +376,8 @@ fn main() {
             if wanted("w2") {
                 let r = bench.w2(b);
                 let rss = r.as_ref().map(|m| m.max_rss_kb).ok();
-                take("W2", r, &mut f.w2);
                 f.rss_kb.extend(rss);
+                take("W2", r, &mut f.w2);
             }
             if wanted("w3") {
                 let r = bench.w3(b);
@@ -430,6 +446,17 @@ fn main() {
         line.push_str(&format!(" | {cell:>26}"));
     }
     println!("{line}");
+    for name in ["first contact", "W1", "W2", "W3", "W4", "W4 local"] {
+        let mut line = format!("  {:<44}", format!("operator CPU (user+sys), {name}"));
+        for f in &figures {
+            let cell = match f.cpu.get(name) {
+                Some(v) if !v.is_empty() => format!("{:.0} ms", ms(median(v.clone()))),
+                _ => "—".to_string(),
+            };
+            line.push_str(&format!(" | {cell:>26}"));
+        }
+        println!("{line}");
+    }
     for (b, f) in binaries.iter().zip(&figures) {
         let version = Command::new(&b.path).arg("--version").output().unwrap();
         println!("  {}: {} {}", b.label, b.path.display(), String::from_utf8_lossy(&version.stdout).trim());

@@ -858,6 +858,111 @@ fn several_local_nodes_install_the_executor_once_without_racing() {
     }
 }
 
+/// The probe, run by a shell as a node runs it, installs the executor it is sent on its
+/// stdin and starts it in the same session: compressed when the node has gzip, as it is when
+/// not.
+#[test]
+fn the_probe_installs_what_it_reads_and_starts_it_with_or_without_gzip() {
+    use director::transport::executor;
+    use std::io::{BufRead, Read, Write};
+    let native = executor::native().unwrap();
+    for gzip in [true, false] {
+        let home = scratch(&format!("probe-gzip-{gzip}"));
+        // A PATH with only what the probe uses, gzip or not.
+        let bin = home.join("path");
+        std::fs::create_dir_all(&bin).unwrap();
+        let tools = ["head", "mkdir", "chmod", "mv", "uname", "rm"];
+        for tool in tools.iter().chain(if gzip { &["gzip"][..] } else { &[][..] }) {
+            let found = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists()).unwrap();
+            std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+        }
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(executor::probe_command(false))
+            .env_clear()
+            .env("HOME", &home)
+            .env("PATH", &bin)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let want = format!("director-exec-missing {} {}\n", std::env::consts::ARCH, if gzip { "gz" } else { "-" });
+        assert_eq!(line, want);
+        let (header, body) = executor::upload_header(native, gzip);
+        assert_eq!(body.len(), if gzip { native.gz.len() } else { native.binary.len() });
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(header.as_bytes()).unwrap();
+        stdin.write_all(body).unwrap();
+        stdin.flush().unwrap();
+        // The executor greets: a frame whose JSON says hello.
+        let mut len = [0u8; 4];
+        out.read_exact(&mut len).unwrap();
+        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+        out.read_exact(&mut frame).unwrap();
+        assert!(String::from_utf8_lossy(&frame).starts_with("{\"t\":\"hello\""), "{}", String::from_utf8_lossy(&frame));
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+        let installed = home.join(".cache/director/bin").join(format!("director-exec-{}", native.sha3));
+        assert_eq!(std::fs::read(installed).unwrap(), native.binary);
+        let _ = std::fs::remove_dir_all(&home);
+    }
+}
+
+/// `director` with its open-file limits set to `soft` and `hard` (as a login's may be).
+fn with_nofile(mut cmd: Command, soft: u64, hard: u64) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    cmd
+}
+
+#[test]
+fn a_run_raises_its_open_file_limit_or_says_the_hard_limit_is_too_low() {
+    let home = scratch("nofile");
+    let catalog = home.join("catalog.yaml");
+    let nodes: String = (1..=30).map(|i| format!("  - {{name: n{i}}}\n")).collect();
+    std::fs::write(&catalog, format!("defaults: {{transport: local}}\nnodes:\n{nodes}")).unwrap();
+    let mut exec = local_director(&home);
+    exec.args(["exec", "--json", "--catalog"]).arg(&catalog).args(["--restrict", "n1", "ulimit -n"]);
+    // A soft limit below what 30 nodes need, a hard one above it: raised, as the node sees.
+    let mut all = local_director(&home);
+    all.args(["exec", "--json", "--catalog"]).arg(&catalog).arg("ulimit -n");
+    let out = output(&mut with_nofile(all, 60, 4096));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let events = schema::parse(&out.stdout);
+    assert_eq!(printed(&events, Some("n1"), None), "4096\n");
+    // One node fits in 70: nothing to raise.
+    let out = output(&mut with_nofile(exec, 70, 4096));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(printed(&schema::parse(&out.stdout), Some("n1"), None), "70\n");
+    // A hard limit too low for the selection: refused before anything starts.
+    let fresh = scratch("nofile-refused");
+    let mut all = local_director(&fresh);
+    all.args(["exec", "--catalog"]).arg(&catalog).arg("true");
+    let out = output(&mut with_nofile(all, 60, 100));
+    assert_eq!(code(&out), 2);
+    assert_eq!(
+        stderr(&out),
+        "error: the run has 30 nodes and may need 154 open files at once, but this process may open at most 100 (its hard limit)\n  hint: raise the hard limit (`ulimit -Hn` as root, or nofile in /etc/security/limits.conf), or select fewer nodes with --restrict\n"
+    );
+    assert!(!fresh.join(".cache/director").exists(), "nothing was started");
+    let _ = std::fs::remove_dir_all(&home);
+    let _ = std::fs::remove_dir_all(&fresh);
+}
+
 #[test]
 fn catalog_vars_reach_templates_and_the_node_cache_wins_over_them() {
     let home = scratch("catalog-vars");
