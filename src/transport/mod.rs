@@ -213,7 +213,7 @@ impl Connection {
                         sent_all.await.map_err(|e| format!("upload failed: {e}"))?;
                         sent = true;
                         uploaded(exe);
-                        tracing::info!(node = %node, ms = started.elapsed().as_millis() as u64, bytes = body.len(), "executor sent for {who}");
+                        tracing::info!(node = %node, ms = started.elapsed().as_millis() as u64, bytes = body.len(), "executor uploaded for {who}");
                     }
                     ProbeAnswer::NeedMore => match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
                         Incoming::Data(d) => link.pending.extend_from_slice(&d),
