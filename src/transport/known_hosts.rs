@@ -20,11 +20,77 @@
 use crate::catalog::HostKeyPolicy;
 use hmac::{Hmac, KeyInit, Mac};
 use russh::keys::{Algorithm, HashAlg, PublicKey};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Serializes appends to known_hosts from the many connection tasks of one run.
 static WRITE_LOCK: Mutex<()> = Mutex::new(());
+
+/// The files read so far in this process, by path: every node of a run looks its host up in
+/// the same files, so each is read and split once (again only when it changed: its size,
+/// modification time or inode), and the lines that match a host are parsed once per host.
+/// Without it, each node read and parsed every key of every file three times: quadratic in
+/// the fleet's size.
+static PARSED: Mutex<Option<HashMap<PathBuf, Arc<Parsed>>>> = Mutex::new(None);
+
+/// One known_hosts file as last read.
+struct Parsed {
+    stamp: (u64, i64, i64, u64),
+    /// (line number, marker, patterns, key text) of each line that is not blank or a comment.
+    lines: Vec<(usize, Marker, String, String)>,
+    /// The entries that match a host, by the host as looked up.
+    matches: Mutex<HashMap<String, Arc<Vec<Arc<Entry>>>>>,
+}
+
+impl Parsed {
+    /// The entries of `file` that match `host` (none when the file does not exist).
+    fn matching(file: &Path, host: &str) -> Result<Arc<Vec<Arc<Entry>>>, String> {
+        let cannot =
+            |e: std::io::Error| format!("cannot read {}: {}", file.display(), crate::catalog::yaml::io_reason(&e));
+        let stamp = match std::fs::metadata(file) {
+            Ok(m) => {
+                use std::os::unix::fs::MetadataExt;
+                (m.len(), m.mtime(), m.mtime_nsec(), m.ino())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
+            Err(e) => return Err(cannot(e)),
+        };
+        let known =
+            PARSED.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashMap::new).get(file).cloned();
+        let parsed = match known.filter(|p| p.stamp == stamp) {
+            Some(p) => p,
+            None => {
+                let text = match std::fs::read(file) {
+                    Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
+                    Err(e) => return Err(cannot(e)),
+                };
+                let lines = text.lines().enumerate().filter_map(|(n, line)| Entry::split(line, n + 1)).collect();
+                let parsed = Arc::new(Parsed { stamp, lines, matches: Mutex::default() });
+                let mut all = PARSED.lock().unwrap_or_else(|p| p.into_inner());
+                all.get_or_insert_with(HashMap::new).insert(file.to_path_buf(), parsed.clone());
+                parsed
+            }
+        };
+        let mut matches = parsed.matches.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = matches.get(host) {
+            return Ok(found.clone());
+        }
+        let found: Vec<Arc<Entry>> = parsed
+            .lines
+            .iter()
+            .filter(|(_, _, patterns, _)| host_matches(patterns, host))
+            .filter_map(|(n, marker, _, key)| {
+                let key = PublicKey::from_openssh(key).ok()?;
+                Some(Arc::new(Entry { marker: *marker, key, file: file.to_path_buf(), line: *n }))
+            })
+            .collect();
+        let found = Arc::new(found);
+        matches.insert(host.to_string(), found.clone());
+        Ok(found)
+    }
+}
 
 /// The global files OpenSSH reads by default.
 const GLOBAL_FILES: [&str; 2] = ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
@@ -73,21 +139,10 @@ impl KnownHosts {
     }
 
     /// Every readable line of every file that matches `host` (`name` or `[name]:port`).
-    fn entries(&self, host: &str) -> Result<Vec<Entry>, String> {
+    fn entries(&self, host: &str) -> Result<Vec<Arc<Entry>>, String> {
         let mut out = Vec::new();
         for file in self.files() {
-            let text = match std::fs::read(file) {
-                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(format!("cannot read {}: {}", file.display(), crate::catalog::yaml::io_reason(&e)))
-                }
-            };
-            for (n, line) in text.lines().enumerate() {
-                if let Some(entry) = Entry::parse(line, file, n + 1).filter(|e| host_matches(&e.patterns, host)) {
-                    out.push(entry);
-                }
-            }
+            out.extend(Parsed::matching(file, host)?.iter().cloned());
         }
         Ok(out)
     }
@@ -157,14 +212,16 @@ enum Marker {
 #[derive(Debug)]
 struct Entry {
     marker: Marker,
-    patterns: String,
     key: PublicKey,
     file: PathBuf,
     line: usize,
 }
 
 impl Entry {
-    fn parse(line: &str, file: &Path, n: usize) -> Option<Entry> {
+    /// A line's number, marker, patterns and key text (`TYPE BASE64`); none for a blank line,
+    /// a comment or a line that cannot be read. The key is parsed only for the lines that
+    /// match a host looked up.
+    fn split(line: &str, n: usize) -> Option<(usize, Marker, String, String)> {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             return None;
@@ -181,8 +238,7 @@ impl Entry {
             first = words.next()?;
         }
         let (kind, data) = (words.next()?, words.next()?);
-        let key = PublicKey::from_openssh(&format!("{kind} {data}")).ok()?;
-        Some(Entry { marker, patterns: first.to_string(), key, file: file.to_path_buf(), line: n })
+        Some((n, marker, first.to_string(), format!("{kind} {data}")))
     }
 
     fn fingerprint(&self) -> String {
@@ -248,7 +304,7 @@ impl HostKeyCheck {
                 revoked.line
             ));
         }
-        let plain: Vec<&Entry> = entries.iter().filter(|e| e.marker == Marker::None).collect();
+        let plain: Vec<&Entry> = entries.iter().map(|e| &**e).filter(|e| e.marker == Marker::None).collect();
         if plain.iter().any(|e| e.key == *key) {
             return Ok(());
         }
@@ -394,5 +450,28 @@ mod tests {
         let hashed = hash_host("web1", &[7u8; 20]);
         assert!(host_matches(&hashed, "web1"));
         assert!(!host_matches(&hashed, "web2"));
+    }
+
+    /// A file is read once for every lookup of a run, and again once it changed.
+    #[test]
+    fn a_file_is_read_again_only_when_it_changed() {
+        let dir = std::env::temp_dir().join(format!("director-kh-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("known_hosts");
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        std::fs::write(&file, format!("# a comment\nweb1,web2 {key}\n@revoked web3 {key}\n")).unwrap();
+        let files = KnownHosts { user: vec![file.clone()], global: vec![dir.join("absent")], explicit: true };
+        let lines = |host: &str| files.entries(host).unwrap().iter().map(|e| (e.line, e.marker)).collect::<Vec<_>>();
+        assert_eq!(lines("web2"), [(2, Marker::None)]);
+        assert_eq!(lines("web3"), [(3, Marker::Revoked)]);
+        let first = Parsed::matching(&file, "web2").unwrap();
+        assert!(Arc::ptr_eq(&first, &Parsed::matching(&file, "web2").unwrap()), "looked up once");
+        // A line recorded since (by this run or another): the file is read again.
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        text.push_str(&format!("web4 {key}\n"));
+        std::fs::write(&file, text).unwrap();
+        assert_eq!(lines("web4"), [(4, Marker::None)]);
+        assert_eq!(lines("web1"), [(2, Marker::None)]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
