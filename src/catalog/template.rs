@@ -13,6 +13,20 @@
 use minijinja::{Environment, UndefinedBehavior, Value as Tv};
 use serde_json::Value;
 
+/// What templates render with: the args, and the same as the template engine's value,
+/// converted once (a node's jobs share one until its args change).
+pub struct Context {
+    pub args: Value,
+    tv: Tv,
+}
+
+impl Context {
+    pub fn new(args: Value) -> Self {
+        let tv = Tv::from_serialize(&args);
+        Context { args, tv }
+    }
+}
+
 /// Steps a template may take (minijinja's fuel): a loop over tens of thousands of items fits
 /// many times over; a runaway nested loop stops within about a second.
 pub const FUEL: u64 = 20_000_000;
@@ -37,7 +51,7 @@ impl Default for Renderer {
 impl Renderer {
     /// Renders `template` with `args`; the error names the variable that is missing.
     pub fn render(&self, template: &str, args: &Value) -> Result<String, String> {
-        self.render_noting(template, args, None)
+        self.render_noting(template, &Context::new(args.clone()), None)
     }
 
     /// [`Renderer::render`], adding to `used` the top-level variables the template reads
@@ -45,13 +59,13 @@ impl Renderer {
     pub fn render_noting(
         &self,
         template: &str,
-        args: &Value,
+        context: &Context,
         used: Option<&mut std::collections::BTreeSet<String>>,
     ) -> Result<String, String> {
         if !is_template(template) {
             return Ok(template.to_string());
         }
-        let ctx = Tv::from_serialize(args);
+        let (args, ctx) = (&context.args, context.tv.clone());
         let tmpl = self.env.template_from_str(template).map_err(|e| format!("template error: {}", describe(&e)))?;
         if let Some(used) = used {
             used.extend(tmpl.undeclared_variables(false));
@@ -231,7 +245,12 @@ mod tests {
         assert!(r.uses("echo plain").is_empty());
         let mut noted = std::collections::BTreeSet::new();
         let args = serde_json::json!({"a": {"b": 1}, "c": 2, "items": [1]});
-        r.render_noting("{{ a.b }} {% for x in items %}{{ x }}{{ c }}{% endfor %}", &args, Some(&mut noted)).unwrap();
+        r.render_noting(
+            "{{ a.b }} {% for x in items %}{{ x }}{{ c }}{% endfor %}",
+            &Context::new(args),
+            Some(&mut noted),
+        )
+        .unwrap();
         assert_eq!(noted.into_iter().collect::<Vec<_>>(), used);
         assert!(r.uses("echo {{ broken").is_empty());
     }

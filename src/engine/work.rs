@@ -14,7 +14,7 @@ use super::diff;
 use super::node::{Checked, Cx, Finish};
 use super::preview::Pending;
 use super::shared::lock;
-use crate::catalog::template::Renderer;
+use crate::catalog::template::{Context, Renderer};
 use crate::catalog::Node;
 use crate::event::{Event, JobStatus, RunMode, Stream};
 use crate::plan::fingerprint::{self, Rendered};
@@ -178,23 +178,32 @@ fn rendered_info(job: &Job, r: &Rendered) -> String {
 /// Renders the job's templates with the node's args and, for ADD/COPY, works out each
 /// destination and content hash.
 async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), String> {
-    let (cached, env) = {
-        let cache = cx.state().cache();
-        (cache.args_value(), cache.env_map())
+    let state = cx.state();
+    let (args, env) = {
+        let cache = state.cache();
+        let env = cache.env_map();
+        // The context is the same for every job until the node's args change: it is built
+        // once per change, not per job (a QUERY's map of every node made that quadratic).
+        let mut context = lock(&state.context);
+        match &*context {
+            Some((version, args)) if *version == cache.args_version => (args.clone(), env),
+            _ => {
+                // The catalog's vars for the node are the defaults; what its cache holds
+                // (ARG, QUERY…) wins over them, the plan's own extras (bootstrap's catalog)
+                // over both, and `facts` is always the node's.
+                let mut vars = cx.node.vars.clone();
+                vars.extend(cache.args.iter().map(|(k, s)| (k.clone(), s.value.clone())));
+                if let Some(extra) = cx.plan.vars.get(cx.index) {
+                    vars.extend(extra.clone());
+                }
+                // What the node said of itself when its executor started.
+                vars.insert("facts".to_string(), Value::Object(lock(&state.facts).clone()));
+                let args = std::sync::Arc::new(Context::new(Value::Object(vars)));
+                *context = Some((cache.args_version, args.clone()));
+                (args, env)
+            }
+        }
     };
-    // The catalog's vars for the node are the defaults; what its cache holds (ARG, QUERY…)
-    // wins over them, the plan's own extras (bootstrap's catalog) over both, and `facts` is
-    // always the node's.
-    let mut context = cx.node.vars.clone();
-    if let Value::Object(a) = cached {
-        context.extend(a);
-    }
-    if let Some(extra) = cx.plan.vars.get(cx.index) {
-        context.extend(extra.clone());
-    }
-    // What the node said of itself when its executor started.
-    context.insert("facts".to_string(), Value::Object(lock(&cx.state().facts).clone()));
-    let args = Value::Object(context);
     let blueprints = read_blueprints(&job.work).await?;
     let run_as = job.account(cx.node).user().map(str::to_string);
     if !job.heavy() {
@@ -234,13 +243,14 @@ async fn read_blueprints(work: &Work) -> Result<Vec<String>, String> {
 fn render_work(
     renderer: &Renderer,
     work: &Work,
-    args: &Value,
+    context: &Context,
     env: serde_json::Map<String, Value>,
     blueprints: Vec<String>,
 ) -> Result<(Rendered, Vec<Outgoing>), String> {
     // The variables the templates read are noted from the parse they render with.
     let used = std::cell::RefCell::new(std::collections::BTreeSet::new());
-    let render = |t: &str| renderer.render_noting(t, args, Some(&mut used.borrow_mut()));
+    let render = |t: &str| renderer.render_noting(t, context, Some(&mut used.borrow_mut()));
+    let args = &context.args;
     let mut into = Render::new(&render, args, blueprints, Rendered { env, ..Rendered::default() });
     work.render(&mut into)?;
     let (mut r, outgoing) = (into.rendered, into.outgoing);
