@@ -21,7 +21,10 @@
 //! The floors, in-process, bare russh, all hosts concurrently:
 //! - **floor**: connect + public-key auth + one exec channel running `true`;
 //! - **script floor**: the same, exec'ing the whole 12-job deploy as one `sh -s` script with
-//!   its files on stdin: what the deploy's work itself costs on the nodes.
+//!   its files on stdin: what the deploy's work itself costs on the nodes;
+//! - **W4 floor**: the same on W4's hosts, a script starting 1,000 `sh -c 'echo N'` one after
+//!   another (what W4's RUNs cost on a node, however they are sent); **W4 local floor**: the
+//!   same 1,000 processes started by the bench itself.
 //!
 //! The workloads:
 //! - **first contact**: nodes without an executor or cache, operator without known_hosts: one
@@ -320,12 +323,10 @@ fn main() {
     let bench = Bench { fleet, catalog, w4_catalog, w1, w4, deploy: fixtures.join("deploy-12.yaml"), agent, hosts };
     let key = Arc::new(russh::keys::load_secret_key(&bench.fleet.key, None).unwrap());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let floor_run = |script: Option<Arc<Vec<u8>>>| {
+    let floor_run = |script: Option<Arc<Vec<u8>>>, hosts: usize| {
         let started = Instant::now();
         runtime.block_on(async {
-            let tasks: Vec<_> = bench
-                .fleet
-                .hosts
+            let tasks: Vec<_> = bench.fleet.hosts[..hosts]
                 .iter()
                 .map(|h| {
                     let (addr, port, user, key, script) =
@@ -354,9 +355,30 @@ fn main() {
         }
     }
     let (mut floors, mut script_floors) = (Vec::new(), Vec::new());
+    let (mut w4_floors, mut w4_local_floors) = (Vec::new(), Vec::new());
+    // W4's work itself: 1,000 `sh -c 'echo N'` one after another (what each RUN costs on the
+    // node, however it is sent), on W4's hosts over one session each, and here.
+    let w4_script = Arc::new(
+        format!("i=0; while [ $i -lt {W4_JOBS} ]; do /bin/sh -c \"echo $i\" >/dev/null; i=$((i+1)); done\n")
+            .into_bytes(),
+    );
+    let spawn_floor = || {
+        let started = Instant::now();
+        for n in 0..W4_JOBS {
+            let out = Command::new("/bin/sh").arg("-c").arg(format!("echo {n}")).output().unwrap();
+            assert!(out.status.success());
+        }
+        started.elapsed()
+    };
     for round in 0..rounds {
-        floors.push(floor_run(None));
-        script_floors.push(floor_run(Some(script.clone())));
+        floors.push(floor_run(None, hosts));
+        script_floors.push(floor_run(Some(script.clone()), hosts));
+        if wanted("w4") {
+            w4_floors.push(floor_run(Some(w4_script.clone()), W4_HOSTS.min(hosts)));
+        }
+        if wanted("w4local") {
+            w4_local_floors.push(spawn_floor());
+        }
         // Who goes first turns with each round.
         for i in (0..binaries.len()).map(|i| (i + round) % binaries.len()) {
             let (b, f) = (&binaries[i], &mut figures[i]);
@@ -437,6 +459,14 @@ fn main() {
     );
     println!("  floor (russh connect+auth+exec true)      : {:>9.1} ms", ms(floor));
     println!("  script floor (the deploy as one sh script): {:>9.1} ms", ms(script_floor));
+    let w4_floor = (!w4_floors.is_empty()).then(|| median(w4_floors));
+    let w4_local_floor = (!w4_local_floors.is_empty()).then(|| median(w4_local_floors));
+    if let Some(f) = w4_floor {
+        println!("  W4 floor (1,000 sh -c in a row, per host)  : {:>9.1} ms", ms(f));
+    }
+    if let Some(f) = w4_local_floor {
+        println!("  W4 local floor (1,000 sh -c here)          : {:>9.1} ms", ms(f));
+    }
     let mut header = format!("  {:<44}", "workload");
     for b in &binaries {
         header.push_str(&format!(" | {:>26}", b.label));
@@ -447,8 +477,8 @@ fn main() {
         ("W1 one RUN per host / floor", |f| &f.w1, Some(floor), 0),
         ("W2 12-job deploy, cold / script floor", |f| &f.w2, Some(script_floor), 0),
         ("W3 the deploy, all cached / floor", |f| &f.w3, Some(floor), 0),
-        ("W4 1,000 RUNs x 6 hosts (per job)", |f| &f.w4, None, W4_JOBS),
-        ("W4 local, 1,000 RUNs (per job)", |f| &f.w4_local, None, W4_JOBS),
+        ("W4 1,000 RUNs x 6 hosts / W4 floor", |f| &f.w4, w4_floor, W4_JOBS),
+        ("W4 local, 1,000 RUNs / W4 local floor", |f| &f.w4_local, w4_local_floor, W4_JOBS),
     ];
     for (name, pick, base, per) in rows {
         let mut line = format!("  {name:<44}");
@@ -458,9 +488,12 @@ fn main() {
                 "—".to_string()
             } else {
                 let m = median(v.clone());
-                match base {
-                    Some(base) => format!("{:.0} ms  {:.2}x", ms(m), m.as_secs_f64() / base.as_secs_f64()),
-                    None => format!("{:.0} ms  {:.2} ms/job", ms(m), ms(m) / per as f64),
+                match (base, per) {
+                    (Some(base), 0) => format!("{:.0} ms  {:.2}x", ms(m), m.as_secs_f64() / base.as_secs_f64()),
+                    (Some(base), per) => {
+                        format!("{:.2} ms/job  {:.2}x", ms(m) / per as f64, m.as_secs_f64() / base.as_secs_f64())
+                    }
+                    (None, per) => format!("{:.0} ms  {:.2} ms/job", ms(m), ms(m) / per.max(1) as f64),
                 }
             };
             line.push_str(&format!(" | {cell:>26}"));
