@@ -89,17 +89,6 @@ pub struct NodeCache {
     /// appended since (an upper bound: a key set twice counts twice).
     #[serde(skip)]
     pub size: usize,
-    /// Changes whenever the args change (a new number each time, across caches): what was
-    /// built from them is current while it is the same.
-    #[serde(skip)]
-    pub args_version: u64,
-}
-
-/// The source of [`NodeCache::args_version`]s.
-static ARGS_VERSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-fn next_args_version() -> u64 {
-    ARGS_VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// One section of the cache, as the journal names it.
@@ -172,7 +161,6 @@ impl NodeCache {
                 let gone = gone.chain(cache.expired.envs.iter().map(|k| Dirty::Key(Section::Envs, k.clone())));
                 cache.dirty = gone.collect();
                 cache.size = text.len();
-                cache.args_version = next_args_version();
                 (cache, None)
             }
             Ok(cache) => (
@@ -191,9 +179,6 @@ impl NodeCache {
     }
 
     fn touch(&mut self, dirty: Dirty) {
-        if matches!(dirty, Dirty::All | Dirty::Clear(Section::Args) | Dirty::Key(Section::Args, _)) {
-            self.args_version = next_args_version();
-        }
         match &dirty {
             Dirty::All => self.dirty.clear(),
             Dirty::Clear(section) => self.dirty.retain(|d| !matches!(d, Dirty::Key(s, _) if s == section)),

@@ -33,9 +33,6 @@ pub struct NodeState {
     /// What the executor said of the node (`hostname`, `arch`, `os`, `kernel`): templates see
     /// it as `facts`.
     pub facts: Mutex<serde_json::Map<String, Value>>,
-    /// The context templates render with (catalog vars, cached args, plan vars, facts), and
-    /// the cache's [`NodeCache::args_version`] it was built from.
-    pub context: Mutex<Option<(u64, std::sync::Arc<crate::catalog::template::Context>)>>,
     clock: Mutex<Option<(u64, Instant)>>,
 }
 
@@ -50,7 +47,6 @@ impl NodeState {
             changed: Notify::new(),
             pending: Mutex::default(),
             facts: Mutex::default(),
-            context: Mutex::default(),
             clock: Mutex::new(None),
         }
     }

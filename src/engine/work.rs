@@ -179,32 +179,27 @@ fn rendered_info(job: &Job, r: &Rendered) -> String {
 /// destination and content hash.
 async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), String> {
     let state = cx.state();
+    let blueprints = read_blueprints(&job.work).await?;
+    // The context holds only the variables the job's templates read (and `facts`): a job
+    // copies what it uses, not every cached arg (a QUERY's map of every node in each node's
+    // context made time and memory quadratic in the fleet's size).
+    let texts: Vec<&str> = job.work.templates().into_iter().chain(blueprints.iter().map(String::as_str)).collect();
+    let names = cx.renderer.uses_all(&texts);
     let (args, env) = {
         let cache = state.cache();
-        let env = cache.env_map();
-        // The context is the same for every job until the node's args change: it is built
-        // once per change, not per job (a QUERY's map of every node made that quadratic).
-        let mut context = lock(&state.context);
-        match &*context {
-            Some((version, args)) if *version == cache.args_version => (args.clone(), env),
-            _ => {
-                // The catalog's vars for the node are the defaults; what its cache holds
-                // (ARG, QUERY…) wins over them, the plan's own extras (bootstrap's catalog)
-                // over both, and `facts` is always the node's.
-                let mut vars = cx.node.vars.clone();
-                vars.extend(cache.args.iter().map(|(k, s)| (k.clone(), s.value.clone())));
-                if let Some(extra) = cx.plan.vars.get(cx.index) {
-                    vars.extend(extra.clone());
-                }
-                // What the node said of itself when its executor started.
-                vars.insert("facts".to_string(), Value::Object(lock(&state.facts).clone()));
-                let args = std::sync::Arc::new(Context::new(Value::Object(vars)));
-                *context = Some((cache.args_version, args.clone()));
-                (args, env)
+        let mut vars = serde_json::Map::new();
+        for name in names {
+            // The catalog's vars for the node are the defaults; what its cache holds (ARG,
+            // QUERY…) wins over them, and the plan's own extras (bootstrap's catalog) over both.
+            let extra = cx.plan.vars.get(cx.index).and_then(|v| v.get(&name));
+            if let Some(value) = extra.or_else(|| cache.arg(&name)).or_else(|| cx.node.vars.get(&name)) {
+                vars.insert(name, value.clone());
             }
         }
+        // `facts` is always the node's: what it said of itself when its executor started.
+        vars.insert("facts".to_string(), Value::Object(lock(&state.facts).clone()));
+        (Context::new(Value::Object(vars)), cache.env_map())
     };
-    let blueprints = read_blueprints(&job.work).await?;
     let run_as = job.account(cx.node).user().map(str::to_string);
     if !job.heavy() {
         // Nothing to render, hash or look up: no thread hop.

@@ -119,7 +119,18 @@ fn measure(mut cmd: Command) -> Result<Measured, String> {
     let status = std::process::ExitStatus::from_raw(status);
     if !status.success() {
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        return Err(format!("exit {status}: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")));
+        // What the run said went wrong: its first few unreachable nodes and failed jobs.
+        let said: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.contains("\"node_unreachable\"") || l.contains("\"status\":\"failed\""))
+            .take(3)
+            .collect();
+        return Err(format!(
+            "exit {status}: {} {} | {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            said.join(" | "),
+            summary(&stdout)
+        ));
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
@@ -349,9 +360,9 @@ fn main() {
     };
 
     // Every binary reaches every node once before the rounds (host keys, executors).
-    for b in &binaries {
+    for (b, f) in binaries.iter().zip(figures.iter_mut()) {
         if let Err(e) = bench.first_contact(b) {
-            panic!("{}: first contact failed: {e}", b.label);
+            f.failures.push(format!("before the rounds: first contact: {e}"));
         }
     }
     let (mut floors, mut script_floors) = (Vec::new(), Vec::new());
@@ -531,6 +542,8 @@ fn main() {
         }
     }
     if figures.iter().any(|f| !f.failures.is_empty()) {
+        // The fleet's namespaces and servers go first: exit skips destructors.
+        drop(bench);
         std::process::exit(1);
     }
 }

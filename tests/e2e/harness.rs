@@ -209,6 +209,17 @@ fn systemd_image(extra: &[&str]) -> PathBuf {
     root
 }
 
+/// Raises the kernel's neighbour table thresholds to `entries` at least (never lowers them).
+fn raise_neighbour_table(entries: u64) {
+    for (name, want) in [("gc_thresh1", entries / 4), ("gc_thresh2", entries / 2), ("gc_thresh3", entries)] {
+        let path = format!("/proc/sys/net/ipv4/neigh/default/{name}");
+        let have: u64 = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+        if have < want {
+            let _ = std::fs::write(&path, want.to_string());
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -228,6 +239,9 @@ impl Fleet {
         std::fs::copy(dir.join("id_ed25519.pub"), dir.join("authorized_keys")).unwrap();
         if is_root() {
             std::fs::create_dir_all("/run/sshd").unwrap();
+            // Each host is a neighbour of the operator's namespace: past the kernel's default
+            // table (1,024 entries) connections fail with "neighbor table overflow".
+            raise_neighbour_table(4 * n as u64 + 1024);
         }
         let view = if is_root() { PathBuf::from(format!("/run/director-e2e/{tag}")) } else { dir.clone() };
         std::fs::create_dir_all(&view).unwrap();
