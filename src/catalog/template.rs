@@ -14,7 +14,7 @@ use minijinja::{Environment, UndefinedBehavior, Value as Tv};
 use serde_json::Value;
 
 /// What templates render with: the args, and the same as the template engine's value,
-/// converted once (a node's jobs share one until its args change).
+/// converted once for all the templates of a job.
 pub struct Context {
     pub args: Value,
     tv: Tv,

@@ -66,8 +66,8 @@ fn dir_expr() -> &'static str {
 
 /// Starts the executor for the node's architecture if present; otherwise prints
 /// `MISSING_MARKER <uname -m> <gz|->` and installs what follows on its stdin
-/// ([`upload_header`] and the bytes), then starts it. It runs on every start, so in the usual case it forks
-/// nothing: when exactly one of the executors this director carries is there, that one
+/// ([`upload_header`] and the bytes), then starts it. It runs on every start, so in the
+/// usual case it forks nothing: when exactly one of the executors this director carries is there, that one
 /// starts without asking `uname -m` (`by_arch` asks it always: after that one could not run,
 /// in a home shared by nodes of two architectures). An executor whose file, directory or the
 /// one above is not owned by this user is not started: the probe prints `UNSAFE_MARKER

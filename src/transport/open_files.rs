@@ -1,7 +1,8 @@
 //! The open-file limit a run needs: one connection per node at once, and more for each local
 //! node's pipes. A login's soft limit is often 1,024 while its hard limit allows far more, so
-//! a run raises its own soft limit (as far as the hard limit allows) before it contacts a
-//! node; a selection the hard limit cannot serve is refused before anything is contacted.
+//! a run whose nodes need more than the soft limit raises it to the hard limit (at most 1 Mi)
+//! before it contacts a node; a selection the hard limit cannot serve is refused before
+//! anything is contacted.
 
 use crate::error::Error;
 
@@ -11,8 +12,8 @@ const BASE: u64 = 64;
 /// Open files per node: its SSH connection (a local node: the executor's three pipes).
 const PER_NODE: u64 = 3;
 
-/// Raises the soft limit to what `nodes` need (up to the hard limit); refuses a selection
-/// the hard limit cannot serve.
+/// Raises the soft limit to the hard one when `nodes` need more than it allows; refuses a
+/// selection the hard limit cannot serve.
 pub fn ensure(nodes: usize) -> Result<(), Error> {
     let need = BASE + PER_NODE * nodes as u64;
     // SAFETY: getrlimit writes into a local struct.

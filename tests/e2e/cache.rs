@@ -3,7 +3,7 @@
 //! is handled, and a long journal is folded into the base.
 
 use super::harness::Fleet;
-use super::{cached_hit, code, finished, local_director, orchestrate_json, said, schema, scratch, stderr};
+use super::{cached_hit, code, finished, local_director, notices, orchestrate_json, said, schema, scratch, stderr};
 use std::io::BufRead;
 use std::process::Stdio;
 
@@ -14,16 +14,6 @@ fn echoes(tag: &str, n: usize) -> String {
         text.push_str(&format!("    - RUN: echo {tag}{i}\n"));
     }
     text
-}
-
-fn notices(events: &[schema::Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            schema::Event::NodeNotice { message, .. } => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]

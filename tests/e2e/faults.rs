@@ -2,19 +2,8 @@
 //! node cache that cannot be saved. Each must end in a clear, recorded state, never a hang.
 
 use super::harness::Fleet;
-use super::{code, finished, orchestrate_json, run_finished, schema, stderr, unreachable_error};
+use super::{code, finished, notices, orchestrate_json, run_finished, schema, stderr, unreachable_error};
 use std::time::{Duration, Instant};
-
-/// The messages of the `node_notice` events.
-fn notices(events: &[schema::Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            schema::Event::NodeNotice { message, .. } => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
-}
 
 #[test]
 fn a_login_shell_that_stalls_is_bounded_and_gives_way_to_ctrl_c() {

@@ -109,6 +109,17 @@ fn run_finished(events: &[Event]) -> (&schema::Summary, i32) {
     }
 }
 
+/// The messages of the `node_notice` events.
+fn notices(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::NodeNotice { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn unreachable_error<'a>(events: &'a [Event], node: &str) -> Option<&'a str> {
     events.iter().find_map(|e| match e {
         Event::NodeUnreachable { node: n, error, .. } if n == node => Some(error.as_str()),

@@ -162,11 +162,12 @@ pub fn load() -> (Option<String>, Option<u64>) {
     journal::replay(&mut cache, lines);
     let merged = serde_json::to_string(&cache).expect("a cache serializes");
     if merged.len() > MAX_CACHE {
+        let size = merged.len() as u64;
         if own {
-            let _ = fs::rename(&base, base.with_extension("json.too-large"));
+            set_aside(size);
             let _ = journal.restart(&base);
         }
-        return (None, Some(merged.len() as u64));
+        return (None, Some(size));
     }
     if log.len() > journal::COMPACT_AT && own {
         let _ = compact(&base, &merged, &mut journal);

@@ -7,8 +7,8 @@
 //! it completes (stdin closed mid-transfer) deletes its temp file.
 //!
 //! The state directory is `${XDG_CACHE_HOME:-$HOME/.cache}/director`, the same place the
-//! executor itself is installed under: `cache.json` and `cache.journal` are the node cache, `live/<pid>` marks a
-//! serving executor, `drain/<pid>` asks that executor to drain its run.
+//! executor itself is installed under: `cache.json` and `cache.journal` are the node cache,
+//! `live/<pid>` marks a serving executor, `drain/<pid>` asks that executor to drain its run.
 
 use director_proto::{Attrs, Done, Reply};
 use sha3::{Digest, Sha3_224};

@@ -11,8 +11,8 @@
 //! flight on one channel.
 //!
 //! Besides jobs, the executor does the few file operations the verbs need (make a directory,
-//! hash a file, read a file, write a file atomically, append to the node cache's journal), each answered by
-//! one [`Reply::Done`]. File content travels in raw data frames ([`encode_data`]): the length
+//! hash a file, read a file, write a file atomically, append to the node cache's journal),
+//! each answered by one [`Reply::Done`]. File content travels in raw data frames ([`encode_data`]): the length
 //! word has its top bit set and the body is the 8-byte transfer id followed by the bytes, so a
 //! file is streamed without JSON or base64 and never held whole on either side.
 //!
