@@ -12,18 +12,21 @@
 
 use minijinja::{Environment, UndefinedBehavior, Value as Tv};
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 
-/// What templates render with: the args, and the same as the template engine's value,
-/// converted once for all the templates of a job.
+/// What templates render with: the variables (shared with the node caches that hold them, not
+/// copied), and the same as the template engine's values, converted once for all the templates
+/// of a job ([`Renderer::context`]).
 pub struct Context {
-    pub args: Value,
+    vars: BTreeMap<String, Arc<Value>>,
     tv: Tv,
 }
 
 impl Context {
-    pub fn new(args: Value) -> Self {
-        let tv = Tv::from_serialize(&args);
-        Context { args, tv }
+    /// A variable's value.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.vars.get(name).map(|v| &**v)
     }
 }
 
@@ -35,7 +38,19 @@ pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 
 pub struct Renderer {
     env: Environment<'static>,
+    /// The variables each template text reads, by text (a job's templates are parsed once to
+    /// learn what its context needs, and again to render).
+    uses: Mutex<HashMap<String, Arc<[String]>>>,
+    /// Large values already converted to the template engine's, by the shared value's address
+    /// (with the value, to know it is still that one): a QUERY's map of every node is converted
+    /// once for the fleet, not once per node.
+    converted: Mutex<HashMap<usize, (Weak<Value>, Tv)>>,
 }
+
+/// Texts whose variables [`Renderer::uses`] remembers (the plan's templates and blueprints).
+const USES_KEPT: usize = 4096;
+/// Mappings and lists with at least this many items are converted once ([`Renderer::context`]).
+const CONVERT_ONCE_FROM: usize = 32;
 
 impl Default for Renderer {
     fn default() -> Self {
@@ -44,14 +59,49 @@ impl Default for Renderer {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        Renderer { env }
+        Renderer { env, uses: Mutex::default(), converted: Mutex::default() }
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Renderer {
-    /// Renders `template` with `args`; the error names the variable that is missing.
+    /// Renders `template` with `args` (a mapping of variables); the error names the variable
+    /// that is missing.
     pub fn render(&self, template: &str, args: &Value) -> Result<String, String> {
-        self.render_noting(template, &Context::new(args.clone()), None)
+        let vars = args.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), Arc::new(v.clone())));
+        self.render_noting(template, &self.context(vars.collect()), None)
+    }
+
+    /// The context of `vars`: each large value shared by several nodes is converted to the
+    /// template engine's once, while any node's context holds it.
+    pub fn context(&self, vars: BTreeMap<String, Arc<Value>>) -> Context {
+        let tv = vars.iter().map(|(name, value)| (name.as_str(), self.convert(value))).collect();
+        Context { tv, vars }
+    }
+
+    fn convert(&self, value: &Arc<Value>) -> Tv {
+        let items = match &**value {
+            Value::Object(m) => m.len(),
+            Value::Array(a) => a.len(),
+            _ => 0,
+        };
+        if items < CONVERT_ONCE_FROM {
+            return Tv::from_serialize(&**value);
+        }
+        let address = Arc::as_ptr(value) as usize;
+        if let Some((held, tv)) = lock(&self.converted).get(&address) {
+            if held.upgrade().is_some_and(|h| Arc::ptr_eq(&h, value)) {
+                return tv.clone();
+            }
+        }
+        let tv = Tv::from_serialize(&**value);
+        let mut converted = lock(&self.converted);
+        converted.retain(|_, (held, _)| held.strong_count() > 0);
+        converted.insert(address, (Arc::downgrade(value), tv.clone()));
+        tv
     }
 
     /// [`Renderer::render`], adding to `used` the top-level variables the template reads
@@ -65,7 +115,7 @@ impl Renderer {
         if !is_template(template) {
             return Ok(template.to_string());
         }
-        let (args, ctx) = (&context.args, context.tv.clone());
+        let ctx = context.tv.clone();
         let tmpl = self.env.template_from_str(template).map_err(|e| format!("template error: {}", describe(&e)))?;
         if let Some(used) = used {
             used.extend(tmpl.undeclared_variables(false));
@@ -80,7 +130,7 @@ impl Renderer {
             Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(format!(
                 "template error: the template did not finish within {FUEL} steps (a loop that never ends?)"
             )),
-            Err(e) if e.kind() == minijinja::ErrorKind::UndefinedError => Err(match self.missing(template, args) {
+            Err(e) if e.kind() == minijinja::ErrorKind::UndefinedError => Err(match self.missing(template, context) {
                 Some(name) => format!("undefined variable `{name}`: the node's cache has no such arg (set it with ARG, --stdout-arg, CACHEFILE or QUERY)"),
                 None => format!("template error: {}", describe(&e)),
             }),
@@ -97,38 +147,49 @@ impl Renderer {
         self.env.template_from_str(template).map(|_| ()).map_err(|e| format!("template error: {}", describe(&e)))
     }
 
-    /// The top-level variables the template reads (none for plain text, or a template that
-    /// does not parse: rendering it says why).
-    pub fn uses(&self, template: &str) -> Vec<String> {
+    /// The top-level variables the template reads, sorted (none for plain text, or a template
+    /// that does not parse: rendering it says why).
+    pub fn uses(&self, template: &str) -> Arc<[String]> {
         if !is_template(template) {
-            return Vec::new();
+            return Arc::new([]);
         }
-        match self.env.template_from_str(template) {
-            Ok(t) => t.undeclared_variables(false).into_iter().collect(),
-            Err(_) => Vec::new(),
+        if let Some(names) = lock(&self.uses).get(template) {
+            return names.clone();
         }
+        let names: Arc<[String]> = match self.env.template_from_str(template) {
+            Ok(t) => t.undeclared_variables(false).into_iter().collect::<BTreeSet<_>>().into_iter().collect(),
+            Err(_) => Arc::new([]),
+        };
+        let mut uses = lock(&self.uses);
+        if uses.len() >= USES_KEPT {
+            uses.clear();
+        }
+        uses.insert(template.to_string(), names.clone());
+        names
     }
 
     /// The top-level variables any of `templates` reads.
-    pub fn uses_all(&self, templates: &[&str]) -> std::collections::BTreeSet<String> {
-        templates.iter().flat_map(|t| self.uses(t)).collect()
+    pub fn uses_all(&self, templates: &[&str]) -> BTreeSet<String> {
+        templates.iter().flat_map(|t| self.uses(t).iter().cloned().collect::<Vec<_>>()).collect()
     }
 
-    /// The first variable path the template uses that `args` does not have.
-    fn missing(&self, template: &str, args: &Value) -> Option<String> {
+    /// The first variable path the template uses that `context` does not have.
+    fn missing(&self, template: &str, context: &Context) -> Option<String> {
         let tmpl = self.env.template_from_str(template).ok()?;
         let mut paths: Vec<String> = tmpl.undeclared_variables(true).into_iter().collect();
         paths.sort();
         for path in paths {
-            let mut node = args;
-            let mut walked = Vec::new();
-            for seg in path.split('.') {
+            let mut segs = path.split('.');
+            let first = segs.next()?;
+            let Some(mut node) = context.get(first) else { return Some(first.to_string()) };
+            let mut walked = vec![first];
+            for seg in segs {
                 walked.push(seg);
                 match node.get(seg) {
                     Some(next) => node = next,
                     // A method call such as `query.values` is not data: only report a miss on
                     // a mapping whose key is absent, or a top-level name.
-                    None if walked.len() == 1 || node.is_object() && !is_method(seg) => return Some(walked.join(".")),
+                    None if node.is_object() && !is_method(seg) => return Some(walked.join(".")),
                     None => break,
                 }
             }
@@ -239,20 +300,49 @@ mod tests {
     #[test]
     fn uses_names_top_level_variables() {
         let r = Renderer::default();
-        let mut used = r.uses("{{ a.b }} {% for x in items %}{{ x }}{{ c }}{% endfor %} $HOME");
-        used.sort();
-        assert_eq!(used, ["a", "c", "items"]);
+        let text = "{{ a.b }} {% for x in items %}{{ x }}{{ c }}{% endfor %} $HOME";
+        let used = r.uses(text);
+        assert_eq!(*used, ["a", "c", "items"]);
+        assert!(Arc::ptr_eq(&r.uses(text), &used), "a text is parsed once");
         assert!(r.uses("echo plain").is_empty());
         let mut noted = std::collections::BTreeSet::new();
         let args = serde_json::json!({"a": {"b": 1}, "c": 2, "items": [1]});
         r.render_noting(
             "{{ a.b }} {% for x in items %}{{ x }}{{ c }}{% endfor %}",
-            &Context::new(args),
+            &r.context(args.as_object().unwrap().iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect()),
             Some(&mut noted),
         )
         .unwrap();
-        assert_eq!(noted.into_iter().collect::<Vec<_>>(), used);
+        assert_eq!(noted.into_iter().collect::<Vec<_>>(), *used);
         assert!(r.uses("echo {{ broken").is_empty());
+    }
+
+    /// A large value several nodes' contexts share is converted once, and renders the same.
+    #[test]
+    fn shared_values_are_converted_once() {
+        let r = Renderer::default();
+        let map: serde_json::Map<String, Value> =
+            (0..40).map(|i| (format!("n{i}"), serde_json::json!({"k": i}))).collect();
+        let query = Arc::new(Value::Object(map));
+        let context = |v: &Arc<Value>| r.context([("query".to_string(), v.clone())].into());
+        let (a, b) = (context(&query), context(&query));
+        assert_eq!(lock(&r.converted).len(), 1);
+        let text = "{{ query | length }} {{ query.n39.k }}";
+        assert_eq!(r.render_noting(text, &a, None).unwrap(), "40 39");
+        assert_eq!(r.render_noting(text, &b, None).unwrap(), "40 39");
+        // An equal value that is another allocation is converted for itself; once the shared
+        // one is gone, its conversion goes with the next one remembered.
+        let other = Arc::new((*query).clone());
+        let c = context(&other);
+        assert_eq!(r.render_noting(text, &c, None).unwrap(), "40 39");
+        assert_eq!(lock(&r.converted).len(), 2);
+        drop((a, b, query));
+        let third = Arc::new(Value::Array(vec![Value::Null; 50]));
+        context(&third);
+        assert_eq!(lock(&r.converted).len(), 2);
+        // Small values are converted each time, not remembered.
+        context(&Arc::new(serde_json::json!({"a": 1})));
+        assert_eq!(lock(&r.converted).len(), 2);
     }
 
     #[test]

@@ -17,11 +17,16 @@
 //! Merging (ARG/ENV `--extend-args`, CACHEFILE, QUERY) merges mappings recursively and adds
 //! list items that are not there yet, so loading the same file twice changes nothing
 //! (Directord appended duplicates every time).
+//!
+//! Large arg and env values are shared between the nodes' caches ([`shared`]): a QUERY's map
+//! of every node is one value in memory, not one per node (which made the operator's memory
+//! quadratic in the fleet's size).
 
 use director_proto::journal::Change;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 /// Version of the cache file's layout.
 const LAYOUT: u32 = 1;
@@ -54,7 +59,8 @@ pub const RECORDED_OUTPUT: usize = 4 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stored {
-    pub value: Value,
+    /// Shared with every other cache holding an equal large value ([`shared`]).
+    pub value: Arc<Value>,
     pub at: u64,
     /// Set by `ARG --secret`/`ENV --secret`: every run masks this value.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -156,6 +162,9 @@ impl NodeCache {
                 cache.expired = Expired { args: stale(&cache.args), envs: stale(&cache.envs) };
                 cache.args.retain(|_, s| fresh(s));
                 cache.envs.retain(|_, s| fresh(s));
+                for stored in cache.args.values_mut().chain(cache.envs.values_mut()) {
+                    stored.value = shared(stored.value.clone());
+                }
                 // The expired ones go from the node with the next save.
                 let gone = cache.expired.args.iter().map(|k| Dirty::Key(Section::Args, k.clone()));
                 let gone = gone.chain(cache.expired.envs.iter().map(|k| Dirty::Key(Section::Envs, k.clone())));
@@ -236,13 +245,13 @@ impl NodeCache {
         }
     }
 
-    /// The args as one mapping: the context templates are rendered with.
-    pub fn args_value(&self) -> Value {
-        Value::Object(self.args.iter().map(|(k, s)| (k.clone(), s.value.clone())).collect())
+    pub fn arg(&self, key: &str) -> Option<&Value> {
+        self.args.get(key).map(|s| &*s.value)
     }
 
-    pub fn arg(&self, key: &str) -> Option<&Value> {
-        self.args.get(key).map(|s| &s.value)
+    /// An arg, shared rather than copied (templates' contexts hold it).
+    pub fn arg_shared(&self, key: &str) -> Option<Arc<Value>> {
+        self.args.get(key).map(|s| s.value.clone())
     }
 
     /// The envs as text, for the environment of commands and for fingerprints.
@@ -257,7 +266,16 @@ impl NodeCache {
     /// Sets (or with `extend`, merges into) one arg or env; true if the cache changed. An
     /// unchanged value is refreshed once it is past half its TTL, so it does not expire
     /// while it is in use.
-    pub fn set(&mut self, kind: Kind, key: &str, value: Value, extend: bool, now: u64, ttl: u64) -> bool {
+    pub fn set(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        value: impl Into<Arc<Value>>,
+        extend: bool,
+        now: u64,
+        ttl: u64,
+    ) -> bool {
+        let value = value.into();
         // Set again in this run: what it holds now did not expire.
         match kind {
             Kind::Args => self.expired.args.remove(key),
@@ -265,11 +283,13 @@ impl NodeCache {
         };
         let section = self.section(kind);
         let new = match (extend, section.get(key)) {
-            (true, Some(old)) => merged(&old.value, value),
-            _ => value,
+            // Merging a value into its equal changes nothing: keep the one held.
+            (_, Some(old)) if same(&old.value, &value) => old.value.clone(),
+            (true, Some(old)) => shared(Arc::new(merged(&old.value, Arc::unwrap_or_clone(value)))),
+            _ => shared(value),
         };
         let changed = match section.get_mut(key) {
-            Some(old) if old.value == new => {
+            Some(old) if same(&old.value, &new) => {
                 if now.saturating_sub(old.at) > ttl / 2 {
                     old.at = now;
                     true
@@ -302,7 +322,7 @@ impl NodeCache {
 
     /// The values stored as secret.
     pub fn secret_values(&self) -> impl Iterator<Item = &Value> {
-        self.args.values().chain(self.envs.values()).filter(|s| s.secret).map(|s| &s.value)
+        self.args.values().chain(self.envs.values()).filter(|s| s.secret).map(|s| &*s.value)
     }
 
     /// Forgets what `tag` names; true if anything was there.
@@ -327,6 +347,74 @@ impl NodeCache {
             self.touch(dirty);
         }
         changed
+    }
+}
+
+fn same(a: &Arc<Value>, b: &Arc<Value>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+/// Mappings and lists with at least this many items are shared between caches.
+const SHARE_FROM: usize = 32;
+
+/// Every large value some cache holds, by a hash of its text (see [`shared`]).
+static VALUES: LazyLock<Mutex<Shelf>> = LazyLock::new(Mutex::default);
+
+#[derive(Default)]
+struct Shelf {
+    by_hash: std::collections::HashMap<u64, Vec<Weak<Value>>>,
+    /// Buckets counted when the dead ones were last dropped.
+    pruned_at: usize,
+}
+
+/// `value`, or an equal value another cache already holds: a large mapping or list (a QUERY's
+/// map of every node, the same CACHEFILE on every node) is kept once for the whole fleet. Small
+/// values are returned as they are.
+pub fn shared(value: Arc<Value>) -> Arc<Value> {
+    let items = match &*value {
+        Value::Object(m) => m.len(),
+        Value::Array(a) => a.len(),
+        _ => 0,
+    };
+    if items < SHARE_FROM {
+        return value;
+    }
+    let mut hasher = std::hash::DefaultHasher::new();
+    serde_json::to_writer(HashWriter(&mut hasher), &*value).expect("a value serializes");
+    let hash = std::hash::Hasher::finish(&hasher);
+    let candidates: Vec<Arc<Value>> = {
+        let shelf = VALUES.lock().unwrap_or_else(|p| p.into_inner());
+        shelf.by_hash.get(&hash).map(|b| b.iter().filter_map(Weak::upgrade).collect()).unwrap_or_default()
+    };
+    // Compared outside the lock: two equal values shelved at once only miss one sharing.
+    if let Some(held) = candidates.into_iter().find(|c| same(c, &value)) {
+        return held;
+    }
+    let mut shelf = VALUES.lock().unwrap_or_else(|p| p.into_inner());
+    let bucket = shelf.by_hash.entry(hash).or_default();
+    bucket.retain(|w| w.strong_count() > 0);
+    bucket.push(Arc::downgrade(&value));
+    if shelf.by_hash.len() > 2 * shelf.pruned_at.max(64) {
+        shelf.by_hash.retain(|_, b| {
+            b.retain(|w| w.strong_count() > 0);
+            !b.is_empty()
+        });
+        shelf.pruned_at = shelf.by_hash.len();
+    }
+    value
+}
+
+/// Feeds what is written to a hasher.
+struct HashWriter<'a>(&'a mut std::hash::DefaultHasher);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::hash::Hasher::write(self.0, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -436,6 +524,35 @@ mod tests {
         let mut c = full();
         assert!(c.evict(&"f".repeat(56)));
         assert!(c.jobs.is_empty());
+    }
+
+    /// A large value is held once however many caches hold it: loaded from each node's file,
+    /// set on each node, or merged the same way on each.
+    #[test]
+    fn large_values_are_shared_between_caches() {
+        let big = |n: usize| Value::Object((0..n).map(|i| (format!("node{i}"), json!({"k": i}))).collect());
+        let mut one = NodeCache::default();
+        one.set(Kind::Args, "query", big(40), false, 0, TTL);
+        one.set(Kind::Args, "small", json!({"a": 1}), false, 0, TTL);
+        let text = one.to_text();
+        let (a, _) = NodeCache::load(Some(&text), 1, TTL);
+        let (b, _) = NodeCache::load(Some(&text), 1, TTL);
+        let shared = |x: &NodeCache, y: &NodeCache, key: &str| Arc::ptr_eq(&x.args[key].value, &y.args[key].value);
+        assert!(shared(&a, &b, "query") && shared(&a, &one, "query"));
+        assert!(!shared(&a, &b, "small"), "small values are not worth sharing");
+        // Set on two nodes from separate allocations, and merged the same way on both.
+        let (mut c, mut d) = (NodeCache::default(), NodeCache::default());
+        c.set(Kind::Args, "q", big(50), false, 0, TTL);
+        d.set(Kind::Args, "q", big(50), false, 0, TTL);
+        assert!(shared(&c, &d, "q"));
+        assert!(c.set(Kind::Args, "q", json!({"extra": 1}), true, 0, TTL));
+        assert!(d.set(Kind::Args, "q", json!({"extra": 1}), true, 0, TTL));
+        assert!(shared(&c, &d, "q"));
+        assert_eq!(c.arg("q").unwrap().as_object().unwrap().len(), 51);
+        // Setting an equal value keeps the one held and changes nothing.
+        let held = c.arg_shared("q").unwrap();
+        assert!(!c.set(Kind::Args, "q", (*held).clone(), true, 0, TTL));
+        assert!(Arc::ptr_eq(&held, &c.args["q"].value));
     }
 
     /// What the journal says, replayed onto the base the node had, is the cache the run holds.

@@ -12,7 +12,7 @@ use crate::plan::Plan;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use tokio::sync::Notify;
 
@@ -100,6 +100,8 @@ struct Rendezvous {
     participants: Vec<usize>,
     /// Node → `Some(value)` arrived (the value may be absent), `None` left.
     seen: Mutex<HashMap<usize, Option<Option<Value>>>>,
+    /// What every target gets, built once by the first to see the rendezvous complete.
+    answer: OnceLock<Arc<Value>>,
     notify: Notify,
 }
 
@@ -115,24 +117,39 @@ impl Shared {
             .iter()
             .filter(|j| j.work.gathers())
             .map(|j| {
-                (j.id, Rendezvous { participants: j.targets.clone(), seen: Mutex::default(), notify: Notify::new() })
+                let participants = j.targets.clone();
+                (
+                    j.id,
+                    Rendezvous { participants, seen: Mutex::default(), answer: OnceLock::new(), notify: Notify::new() },
+                )
             })
             .collect();
         Shared { nodes: (0..plan.nodes.len()).map(|_| NodeState::new()).collect(), queries }
     }
 
     /// `node` brings its value to QUERY `job` and waits for the other targets; the answer is
-    /// every target that arrived, in target order, with its value.
-    pub async fn query(&self, job: usize, node: usize, value: Option<Value>) -> Vec<(usize, Option<Value>)> {
-        let Some(r) = self.queries.get(&job) else { return vec![(node, value)] };
+    /// `build` of every target that arrived (in target order, with its value), built once and
+    /// shared by all the targets.
+    pub async fn query(
+        &self,
+        job: usize,
+        node: usize,
+        value: Option<Value>,
+        build: impl Fn(&[(usize, &Option<Value>)]) -> Value,
+    ) -> Arc<Value> {
+        let Some(r) = self.queries.get(&job) else { return Arc::new(build(&[(node, &value)])) };
         lock(&r.seen).insert(node, Some(value));
         r.notify.notify_waiters();
         until(&r.notify, || {
             let seen = lock(&r.seen);
-            r.participants
-                .iter()
-                .all(|p| seen.contains_key(p))
-                .then(|| r.participants.iter().filter_map(|p| seen[p].clone().map(|v| (*p, v))).collect())
+            r.participants.iter().all(|p| seen.contains_key(p)).then(|| {
+                let answer = r.answer.get_or_init(|| {
+                    let arrived: Vec<_> =
+                        r.participants.iter().filter_map(|p| seen[p].as_ref().map(|v| (*p, v))).collect();
+                    Arc::new(build(&arrived))
+                });
+                answer.clone()
+            })
         })
         .await
     }

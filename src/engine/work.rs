@@ -22,6 +22,7 @@ use crate::plan::{Job, Work};
 use crate::verb::{Body, Outgoing, Render, Task};
 use director_proto::{Done, Request};
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
 
@@ -187,18 +188,23 @@ async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), St
     let names = cx.renderer.uses_all(&texts);
     let (args, env) = {
         let cache = state.cache();
-        let mut vars = serde_json::Map::new();
+        let mut vars = std::collections::BTreeMap::new();
         for name in names {
             // The catalog's vars for the node are the defaults; what its cache holds (ARG,
             // QUERY…) wins over them, and the plan's own extras (bootstrap's catalog) over both.
+            // The cache's values are shared, not copied.
             let extra = cx.plan.vars.get(cx.index).and_then(|v| v.get(&name));
-            if let Some(value) = extra.or_else(|| cache.arg(&name)).or_else(|| cx.node.vars.get(&name)) {
-                vars.insert(name, value.clone());
+            let value = match extra {
+                Some(v) => Some(Arc::new(v.clone())),
+                None => cache.arg_shared(&name).or_else(|| cx.node.vars.get(&name).map(|v| Arc::new(v.clone()))),
+            };
+            if let Some(value) = value {
+                vars.insert(name, value);
             }
         }
         // `facts` is always the node's: what it said of itself when its executor started.
-        vars.insert("facts".to_string(), Value::Object(lock(&state.facts).clone()));
-        (Context::new(Value::Object(vars)), cache.env_map())
+        vars.insert("facts".to_string(), Arc::new(Value::Object(lock(&state.facts).clone())));
+        (cx.renderer.context(vars), cache.env_map())
     };
     let run_as = job.account(cx.node).user().map(str::to_string);
     if !job.heavy() {
@@ -245,15 +251,15 @@ fn render_work(
     // The variables the templates read are noted from the parse they render with.
     let used = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let render = |t: &str| renderer.render_noting(t, context, Some(&mut used.borrow_mut()));
-    let args = &context.args;
-    let mut into = Render::new(&render, args, blueprints, Rendered { env, ..Rendered::default() });
+    let facts = context.get("facts").unwrap_or(&Value::Null);
+    let mut into = Render::new(&render, facts, blueprints, Rendered { env, ..Rendered::default() });
     work.render(&mut into)?;
     let (mut r, outgoing) = (into.rendered, into.outgoing);
     r.uses = used
         .into_inner()
         .into_iter()
         .map(|name| {
-            let value = args.get(&name).map(fingerprint::short).unwrap_or_default();
+            let value = context.get(&name).map(fingerprint::short).unwrap_or_default();
             (name, value)
         })
         .collect();

@@ -179,8 +179,8 @@ pub enum Body {
 /// What a verb renders into on one node.
 pub struct Render<'a> {
     render: &'a dyn Fn(&str) -> Result<String, String>,
-    /// What templates see: the node's args, with `facts`.
-    args: &'a Value,
+    /// What the node said of itself (`facts`).
+    facts: &'a Value,
     /// The texts of [`Verb::blueprints`], in order.
     pub blueprints: Vec<String>,
     pub rendered: Rendered,
@@ -190,16 +190,16 @@ pub struct Render<'a> {
 impl<'a> Render<'a> {
     pub fn new(
         render: &'a dyn Fn(&str) -> Result<String, String>,
-        args: &'a Value,
+        facts: &'a Value,
         blueprints: Vec<String>,
         rendered: Rendered,
     ) -> Self {
-        Render { render, args, blueprints, rendered, outgoing: Vec::new() }
+        Render { render, facts, blueprints, rendered, outgoing: Vec::new() }
     }
 
     /// What the node said of itself when its executor started (`facts.NAME`).
     pub fn fact(&self, name: &str) -> Option<&str> {
-        self.args.get("facts")?.get(name)?.as_str().filter(|s| !s.is_empty())
+        self.facts.get(name)?.as_str().filter(|s| !s.is_empty())
     }
 
     /// One template, rendered with the node's args.

@@ -38,23 +38,27 @@ impl Verb for Query {
         let state = cx.state();
         let key = &self.key;
         let own = state.cache().arg(key).cloned();
-        let Ok(answers) = tokio::time::timeout(job.timeout, cx.shared.query(job.id, cx.index, own.clone())).await
+        let names = |node: usize| cx.plan.nodes[node].name.clone();
+        let build = |answers: &[(usize, &Option<Value>)]| {
+            let mut map = Map::new();
+            for (node, value) in answers {
+                let mut entry = Map::new();
+                if let Some(v) = value {
+                    entry.insert(key.clone(), v.clone());
+                }
+                map.insert(names(*node), Value::Object(entry));
+            }
+            Value::Object(map)
+        };
+        let Ok(map) = tokio::time::timeout(job.timeout, cx.shared.query(job.id, cx.index, own.clone(), build)).await
         else {
             return Finish::timed_out(format!(
                 "not every target reached this QUERY within {} s",
                 job.timeout.as_secs()
             ));
         };
-        let mut map = Map::new();
-        for (node, value) in answers {
-            let mut entry = Map::new();
-            if let Some(v) = value {
-                entry.insert(key.clone(), v);
-            }
-            map.insert(cx.plan.nodes[node].name.clone(), Value::Object(entry));
-        }
         let now = state.now();
-        let changed = state.cache().set(Kind::Args, "query", Value::Object(map), true, now, cx.config.args_ttl);
+        let changed = state.cache().set(Kind::Args, "query", map, true, now, cx.config.args_ttl);
         Finish::cache_only(changed, json!({ key.as_str(): own }).to_string())
     }
 

@@ -46,7 +46,7 @@ impl Verb for QueryWait {
         let item = &self.item;
         let ready = || {
             let cache = state.cache();
-            let query = cache.arg("query")?.as_object()?.clone();
+            let query = cache.arg("query")?.as_object()?;
             let has = |node: &str| query.get(node).and_then(|v| v.get(item.as_str())).is_some();
             let ok = if self.identities.is_empty() {
                 query.keys().any(|n| has(n))

@@ -10,7 +10,8 @@
 //! `CARGO_TARGET_DIR`). `BENCH_ONLY=w1,w4` measures only those workloads
 //! (`first`, `w1`, `w2`, `w3`, `w4`, `w4local`), for a quick A/B while bisecting;
 //! `BENCH_PERF=w3,w4` then runs those once more with the candidate under `perf record -g`
-//! (profiles in `target/tmp/scale-<workload>.perf.data`).
+//! (profiles in `target/tmp/scale-<workload>.perf.data`), and `BENCH_HEAP=w2` under heaptrack
+//! (`target/tmp/scale-<workload>.heaptrack.zst`).
 //!
 //! Every binary runs as a process with a fresh HOME of its own, its key in an ssh-agent (the
 //! catalog is Directord's format and names no key), the machine's ssh_config, and known_hosts
@@ -429,35 +430,50 @@ fn main() {
         }
         eprintln!("scale: round {} done at {:.0} s", round + 1, started.elapsed().as_secs_f64());
     }
-    // BENCH_PERF=w3,w4: one more run of each with the candidate under `perf record -g`.
-    for workload in std::env::var("BENCH_PERF").unwrap_or_default().split(',').filter(|w| !w.is_empty()) {
-        let b = &binaries[0];
-        let (file, catalog) = match workload {
-            "w1" => (&bench.w1, Some(&bench.catalog)),
-            "w2" | "w3" => (&bench.deploy, Some(&bench.catalog)),
-            "w4" => (&bench.w4, Some(&bench.w4_catalog)),
-            "w4local" => (&bench.w4, None),
-            other => panic!("BENCH_PERF: no workload {other}"),
-        };
-        match workload {
-            "w2" => bench.wipe_nodes(hosts, false),
-            "w4" => bench.wipe_nodes(W4_HOSTS.min(hosts), false),
-            "w4local" => wipe_cache(&b.home.join(".cache/director")),
-            _ => {}
-        }
-        let inner = bench.orchestrate(b, file, catalog.map(PathBuf::as_path));
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("scale-{workload}.perf.data"));
-        let mut cmd = Command::new("perf");
-        cmd.args(["record", "-g", "-q", "-o"]).arg(&out).arg("--").arg(inner.get_program()).args(inner.get_args());
-        cmd.env_clear();
-        for (k, v) in inner.get_envs() {
-            if let Some(v) = v {
-                cmd.env(k, v);
+    // BENCH_PERF=w3,w4: one more run of each with the candidate under `perf record -g`;
+    // BENCH_HEAP=w2: the same under heaptrack (where the operator's memory goes).
+    let profilers = [("BENCH_PERF", "perf.data"), ("BENCH_HEAP", "heaptrack")];
+    for (variable, suffix) in profilers {
+        for workload in std::env::var(variable).unwrap_or_default().split(',').filter(|w| !w.is_empty()) {
+            let b = &binaries[0];
+            let (file, catalog) = match workload {
+                "w1" => (&bench.w1, Some(&bench.catalog)),
+                "w2" | "w3" => (&bench.deploy, Some(&bench.catalog)),
+                "w4" => (&bench.w4, Some(&bench.w4_catalog)),
+                "w4local" => (&bench.w4, None),
+                other => panic!("{variable}: no workload {other}"),
+            };
+            match workload {
+                "w2" => bench.wipe_nodes(hosts, false),
+                "w4" => bench.wipe_nodes(W4_HOSTS.min(hosts), false),
+                "w4local" => wipe_cache(&b.home.join(".cache/director")),
+                _ => {}
             }
-        }
-        match measure(cmd) {
-            Ok(m) => println!("  perf: {workload} in {:.0} ms, profile in {}", ms(m.wall), out.display()),
-            Err(e) => println!("  perf: {workload} failed: {e}"),
+            let inner = bench.orchestrate(b, file, catalog.map(PathBuf::as_path));
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("scale-{workload}.{suffix}"));
+            let mut cmd = match variable {
+                "BENCH_PERF" => {
+                    let mut cmd = Command::new("perf");
+                    cmd.args(["record", "-g", "-q", "-o"]).arg(&out);
+                    cmd
+                }
+                _ => {
+                    let mut cmd = Command::new("heaptrack");
+                    cmd.arg("-o").arg(&out);
+                    cmd
+                }
+            };
+            cmd.arg("--").arg(inner.get_program()).args(inner.get_args());
+            cmd.env_clear();
+            for (k, v) in inner.get_envs() {
+                if let Some(v) = v {
+                    cmd.env(k, v);
+                }
+            }
+            match measure(cmd) {
+                Ok(m) => println!("  {variable}: {workload} in {:.0} ms, profile in {}", ms(m.wall), out.display()),
+                Err(e) => println!("  {variable}: {workload} failed: {e}"),
+            }
         }
     }
     let _ = agent_process.kill();

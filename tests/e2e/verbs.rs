@@ -431,6 +431,39 @@ fn a_cache_hit_is_checked_on_the_node_and_drift_is_done_again() {
     assert_eq!(first, Some(("would_run".into(), "was cached, but /tmp/demo/conf changed (mode 0700 → 0750)".into())));
 }
 
+/// The paths the cache hits will check are stat'd together when the node starts, but what a
+/// job of the run may have changed is never answered from that look: a RUN that rewrites a
+/// file and removes a directory before their hits are checked is seen, and both are done again.
+#[test]
+fn cache_hits_see_what_earlier_jobs_of_the_run_changed() {
+    let fleet = Fleet::start(1);
+    let src = fleet.file("payload.txt", "payload\n");
+    let file = fleet.file(
+        "look.yaml",
+        &format!(
+            "- jobs:\n    - RUN: --skip-cache mkdir -p /tmp/look && echo tampered > /tmp/look/payload.txt && rm -rf /tmp/look/conf\n    - WORKDIR: /tmp/look/conf\n    - ADD: {} /tmp/look/payload.txt\n",
+            src.display()
+        ),
+    );
+    let said = |events: &[Event]| -> Vec<(String, String)> {
+        super::finished(events, "h1")
+            .into_iter()
+            .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
+            .collect()
+    };
+    let (c, _, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    let again = |why: &str| ("ok".to_string(), format!("was cached, but {why}: done again"));
+    assert_eq!(
+        said(&events),
+        [("ok".into(), String::new()), again("/tmp/look/conf is gone"), again("/tmp/look/payload.txt was changed")]
+    );
+    assert_eq!(std::fs::read_to_string(fleet.hosts[0].dir.join("tmp/look/payload.txt")).unwrap(), "payload\n");
+    assert!(fleet.hosts[0].dir.join("tmp/look/conf").is_dir());
+}
+
 /// FACTER's facts come from the executor, in facter's shape, under the arg `facter`, and the
 /// other args stay (Directord replaced them all).
 #[test]
