@@ -454,7 +454,15 @@ async fn run_node(
     let session = &executors.home;
     let cx =
         node::Cx { plan, index, node, session, home: session, executors: &executors, sink, shared, renderer, config };
-    let results = futures::future::join_all(lanes.iter().map(|lane| run_lane(&cx, lane, cancel.clone()))).await;
+    // The node's saver sends the records of finished jobs while the next ones run.
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let jobs = async {
+        let results = futures::future::join_all(lanes.iter().map(|lane| run_lane(&cx, lane, cancel.clone()))).await;
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        cx.state().wake.notify_one();
+        results
+    };
+    let (results, ()) = futures::future::join(jobs, cx.saving(&finished)).await;
     for statuses in results {
         for s in statuses {
             tally.count(s);
@@ -594,13 +602,13 @@ async fn run_lane(cx: &node::Cx<'_>, lane: &[Vec<usize>], cancel: watch::Receive
                     if job.work.gathers() {
                         cx.shared.leave(job.id, cx.index);
                     }
-                    cx.sink.emit(skipped(&node.name, job, reason)).await;
+                    cx.report(skipped(&node.name, job, reason)).await;
                     JobStatus::Skipped
                 }
                 None => match cx.executors.session_for(cx, job).await {
                     Ok(session) => work::run_job(&node::Cx { session, ..*cx }, job, cancel.clone()).await,
                     Err(reason) => {
-                        cx.sink.emit(work::failed_to_start(node, job, reason)).await;
+                        cx.report(work::failed_to_start(node, job, reason)).await;
                         JobStatus::Failed
                     }
                 },
@@ -633,6 +641,6 @@ async fn record_parent(cx: &node::Cx<'_>, fingerprint: &str, ok: bool) {
         !same
     };
     if changed && cx.session.lost().is_none() {
-        let _ = cx.save().await;
+        let _ = cx.save_soon(None);
     }
 }

@@ -6,7 +6,7 @@
 
 use super::preview::Pending;
 use super::session::Session;
-use super::shared::{lock, NodeState, Shared};
+use super::shared::{lock, NodeState, Shared, Unsaved};
 use super::{EngineConfig, Sink, CANCEL_KILL};
 use crate::catalog::template::Renderer;
 use crate::catalog::Node;
@@ -48,33 +48,115 @@ impl Cx<'_> {
         Pending::blocking(&lock(&self.state().pending), uses)
     }
 
-    /// Sends what changed in the in-memory cache to the node's journal (see [`super::cache`]).
-    pub async fn save(&self) -> Result<(), String> {
+    /// Queues what changed in the in-memory cache for the node's journal (see
+    /// [`super::cache`]) and wakes the node's saver ([`Cx::saving`]): the job goes on while its
+    /// record travels and the node syncs it. `job` names the job whose record it is, for the
+    /// notice if the node cannot store it. Refused at once if the cache would outgrow what a
+    /// node cache may hold.
+    pub fn save_soon(&self, job: Option<String>) -> Result<(), String> {
         let state = self.state();
-        // Saves take turns: changes made while one is on its way go with the next, together.
-        let _turn = state.save.lock().await;
-        let lines = {
-            let mut cache = state.cache();
-            let (lines, size) = cache.take_journal();
-            if lines.is_empty() {
-                return Ok(());
-            }
-            let total = cache.size + size;
-            if total > director_proto::MAX_CACHE {
-                return Err(format!(
-                    "cannot save the node cache: it would be up to {total} bytes, over the {} MiB a node cache may hold (large --stdout-arg or --stderr-arg captures are the usual cause)",
-                    director_proto::MAX_CACHE >> 20
-                ));
-            }
-            cache.size = total;
-            lines
-        };
-        for chunk in journal_chunks(lines) {
-            if let Done::Failed { message } = self.home.call(|id| Request::AppendCache { id, lines: chunk }).await? {
-                return Err(format!("cannot save the node cache: {message}"));
+        let mut cache = state.cache();
+        let (lines, size) = cache.take_journal();
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let total = cache.size + size;
+        if total > director_proto::MAX_CACHE {
+            return Err(format!(
+                "cannot save the node cache: it would be up to {total} bytes, over the {} MiB a node cache may hold (large --stdout-arg or --stderr-arg captures are the usual cause)",
+                director_proto::MAX_CACHE >> 20
+            ));
+        }
+        cache.size = total;
+        // Queued under the cache's lock: lines are queued in the order they were taken.
+        lock(&state.unsaved).push(Unsaved { lines, job, reports: Vec::new() });
+        state.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues what changed and waits until everything queued is on the node.
+    pub async fn save(&self) -> Result<(), String> {
+        self.save_soon(None)?;
+        self.flush().await
+    }
+
+    /// Emits `event` once every change queued before it is on the node (at once if none is):
+    /// a job is reported finished only when its record will survive the executor, and after
+    /// the jobs before it.
+    pub async fn report(&self, event: Event) {
+        {
+            let mut unsaved = lock(&self.state().unsaved);
+            if let Some(last) = unsaved.last_mut() {
+                last.reports.push(event);
+                return;
             }
         }
-        Ok(())
+        self.sink.emit(event).await;
+    }
+
+    /// Sends everything queued, in order, all in one append (the node syncs once for all of
+    /// them), then emits the events that waited for it; the jobs whose records could not be
+    /// stored are told in a notice.
+    pub async fn flush(&self) -> Result<(), String> {
+        let state = self.state();
+        let _turn = state.save.lock().await;
+        let (lines, taken) = {
+            let mut unsaved = lock(&state.unsaved);
+            let lines: Vec<String> = unsaved.iter_mut().flat_map(|u| std::mem::take(&mut u.lines)).collect();
+            (lines, unsaved.len())
+        };
+        if taken == 0 {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        for chunk in journal_chunks(lines).into_iter().filter(|c| !c.is_empty()) {
+            result = match self.home.call(|id| Request::AppendCache { id, lines: chunk }).await {
+                Ok(Done::Failed { message }) => Err(format!("cannot save the node cache: {message}")),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        // Events queued behind these changes meanwhile go out with them, in order.
+        let sent: Vec<Unsaved> = lock(&state.unsaved).drain(..taken).collect();
+        // A job whose record did not reach the node is told, even when the node was lost:
+        // it is reported done, but it will run again.
+        for unsaved in sent {
+            if let (Err(e), Some(job)) = (&result, unsaved.job) {
+                let message = format!("{job}: cannot save its record: {e}; it will run again next time");
+                let message = match e.starts_with("cannot save the node cache") {
+                    true => format!("{job}: {e}; it will run again next time"),
+                    false => message,
+                };
+                self.sink.emit(Event::NodeNotice { node: self.node.name.clone(), message }).await;
+            }
+            for event in unsaved.reports {
+                self.sink.emit(event).await;
+            }
+        }
+        result
+    }
+
+    /// The node's saver: sends what [`Cx::save_soon`] queues while the node's jobs go on,
+    /// until `finished` is set, then what is left.
+    pub async fn saving(&self, finished: &std::sync::atomic::AtomicBool) {
+        let state = self.state();
+        loop {
+            let woken = state.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let done = finished.load(std::sync::atomic::Ordering::SeqCst);
+            if !lock(&state.unsaved).is_empty() {
+                let _ = self.flush().await;
+                continue;
+            }
+            if done {
+                return;
+            }
+            woken.await;
+        }
     }
 
     /// A request to the job's executor that is answered `Ok`: its failure, if it failed.

@@ -216,6 +216,12 @@ impl Pipe {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        // A link already lost has no dispatcher left to end this route: the request would
+        // wait forever. (The dispatcher marks the link lost before it drops the routes.)
+        if let Some(lost) = self.lost() {
+            self.routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            return Err(lost);
+        }
         if let Err(e) = self.send(&make(id)).await {
             self.routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             return Err(self.lost().unwrap_or(format!("cannot send the request: {e}")));

@@ -22,8 +22,12 @@ pub struct NodeState {
     pub failed: Mutex<HashSet<String>>,
     /// Files written on the node in this run: content sha3 → path, so content goes once.
     pub sent: Mutex<HashMap<String, String>>,
-    /// Saves of the cache file are serialized, so the last one sent is the newest.
+    /// Journal lines waiting to be sent to the node, oldest first ([`super::node::Cx::save_soon`]).
+    pub unsaved: Mutex<Vec<Unsaved>>,
+    /// Sends to the node take turns, so lines arrive in the order they were queued.
     pub save: tokio::sync::Mutex<()>,
+    /// Wakes the node's saver ([`super::node::Cx::saving`]).
+    pub wake: Notify,
     /// The node's task has ended.
     pub done: AtomicBool,
     /// Wakes whoever waits on this node's cache or jobs.
@@ -36,13 +40,26 @@ pub struct NodeState {
     clock: Mutex<Option<(u64, Instant)>>,
 }
 
+/// Changes of the node cache not yet on the node (or on their way).
+pub struct Unsaved {
+    /// Taken when they are sent; the entry stays queued until the node has them.
+    pub lines: Vec<String>,
+    /// The job whose record they carry (`job 3 (RUN …)`), named if they cannot be saved.
+    pub job: Option<String>,
+    /// Events that wait for these changes to be on the node: a job is reported finished
+    /// once its record is saved ([`super::node::Cx::report`]).
+    pub reports: Vec<crate::event::Event>,
+}
+
 impl NodeState {
     fn new() -> Self {
         NodeState {
             cache: Mutex::default(),
             failed: Mutex::default(),
             sent: Mutex::default(),
+            unsaved: Mutex::default(),
             save: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
             done: AtomicBool::new(false),
             changed: Notify::new(),
             pending: Mutex::default(),

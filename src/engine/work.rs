@@ -135,17 +135,16 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
         "job {}",
         cx.sink.secrets.mask(&job.label())
     );
-    cx.sink
-        .emit(Event::JobFinished {
-            node: cx.node.name.clone(),
-            job: job.id,
-            name: job.full_name(),
-            status: finish.status,
-            exit_code: finish.exit_code,
-            reason: finish.reason,
-            ms: started.elapsed().as_millis() as u64,
-        })
-        .await;
+    cx.report(Event::JobFinished {
+        node: cx.node.name.clone(),
+        job: job.id,
+        name: job.full_name(),
+        status: finish.status,
+        exit_code: finish.exit_code,
+        reason: finish.reason,
+        ms: started.elapsed().as_millis() as u64,
+    })
+    .await;
     finish.status
 }
 
@@ -473,7 +472,7 @@ async fn record(
     }
     state.changed.notify_waiters();
     if finish.dirty {
-        cx.save().await?;
+        cx.save_soon(Some(format!("job {} ({})", job.id + 1, job.label())))?;
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The node cache's journal on real hosts: what a run was told is saved survives a killed
+//! The node cache's journal on real hosts: what a run reported saved survives a killed
 //! executor, two runs at once on one node keep each other's records, a torn or stale journal
 //! is handled, and a long journal is folded into the base.
 
@@ -71,13 +71,22 @@ fn a_killed_executor_loses_no_record_it_saved() {
             }
         }
     }
+    // After the kill, a job may still be reported done whose record was on its way: it is
+    // named in a notice (it will run again), and only those are not remembered.
+    let mut unsaved = Vec::new();
     for line in lines {
-        if let Some(schema::Event::JobFinished { job, status, .. }) = schema::parse(line.unwrap().as_bytes()).pop() {
-            if status == "ok" {
-                saved.push(job);
+        match schema::parse(line.unwrap().as_bytes()).pop() {
+            Some(schema::Event::JobFinished { job, status, .. }) if status == "ok" => saved.push(job),
+            Some(schema::Event::NodeNotice { message, .. }) => {
+                assert!(message.ends_with("; it will run again next time"), "{message}");
+                let number = message.strip_prefix("job ").and_then(|m| m.split(' ').next()).unwrap();
+                unsaved.push(number.parse::<usize>().unwrap() - 1);
             }
+            _ => {}
         }
     }
+    assert!(unsaved.len() <= 2, "{unsaved:?}");
+    saved.retain(|job| !unsaved.contains(job));
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(saved.len() < 400);

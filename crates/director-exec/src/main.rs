@@ -97,6 +97,17 @@ fn serve() {
         now,
     });
     files::watch_drain(outbox.clone());
+    // Appends to the cache journal (each synced to disk) on a thread of their own, in the
+    // order they came: the next job starts while the node syncs the last one's record.
+    let (appends, queued) = std::sync::mpsc::channel::<(u64, String)>();
+    let appender = {
+        let outbox = outbox.clone();
+        std::thread::spawn(move || {
+            for (id, lines) in queued {
+                outbox.send(&Reply::Done { id, done: cache::append(&lines) });
+            }
+        })
+    };
 
     let mut puts: HashMap<u64, files::Put> = HashMap::new();
     let mut stdin = std::io::stdin().lock();
@@ -136,7 +147,9 @@ fn serve() {
                             Request::Hash { id, path } => done(id, files::hash(&path)),
                             Request::Read { id, path } => done(id, files::read(&path)),
                             Request::Stat { id, path, text_limit } => done(id, files::stat(&path, text_limit)),
-                            Request::AppendCache { id, lines } => done(id, cache::append(&lines)),
+                            Request::AppendCache { id, lines } => {
+                                let _ = appends.send((id, lines));
+                            }
                             Request::Sentinel { id, from } => done(id, files::sentinel(&from)),
                             Request::Put { id, path, size, sha3, attrs, copy_from: Some(from) } => {
                                 let outbox = outbox.clone();
@@ -181,6 +194,9 @@ fn serve() {
         }
         buf.drain(..at);
     }
+    // Appends already asked for are made before the executor goes.
+    drop(appends);
+    let _ = appender.join();
     // Unfinished transfers delete their temp files here.
     drop(puts);
     jobs.kill_all();
