@@ -175,7 +175,8 @@ impl State {
     fn cancel_requested(&self) -> bool {
         self.history
             .conn()
-            .query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&self.run], |r| r.get::<_, i64>(0))
+            .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")
+            .and_then(|mut s| s.query_row([&self.run], |r| r.get::<_, i64>(0)))
             .map(|v| v != 0)
             .unwrap_or(false)
     }
@@ -203,7 +204,8 @@ impl State {
             match event {
                 Event::BatchStarted { batch, nodes, .. } => {
                     for node in nodes {
-                        tx.execute(
+                        exec(
+                            &tx,
                             "UPDATE run_nodes SET batch = ?1 WHERE run_id = ?2 AND node = ?3",
                             params![batch as i64, run, node],
                         )?;
@@ -214,7 +216,8 @@ impl State {
                 }
                 Event::NodeReady { node, arch, os, kernel, hostname, .. } => {
                     let address = self.addresses.get(&node).cloned().unwrap_or_default();
-                    tx.execute(
+                    exec(
+                        &tx,
                         "INSERT INTO nodes (name, address, arch, os, kernel, hostname, executor_sha3, last_seen, last_run) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                          ON CONFLICT(name) DO UPDATE SET address = ?2, arch = ?3, os = ?4, kernel = ?5, hostname = ?6, executor_sha3 = ?7, last_seen = ?8, last_run = ?9",
                         params![
@@ -231,13 +234,15 @@ impl State {
                     )?;
                 }
                 Event::NodeUnreachable { node, error } => {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "UPDATE run_nodes SET outcome = 'unreachable', error = ?3 WHERE run_id = ?1 AND node = ?2",
                         params![run, node, error],
                     )?;
                     for (seq, targets) in self.targets.iter().enumerate() {
                         if targets.contains(&node) {
-                            tx.execute(
+                            exec(
+                                &tx,
                                 "INSERT OR IGNORE INTO results (job_id, node, status, reason, finished_at, roundtrip_ms) VALUES (?1, ?2, 'unreachable', ?3, ?4, ?5)",
                                 params![self.job_ids[seq], node, error, now, at],
                             )?;
@@ -246,7 +251,8 @@ impl State {
                     self.unreachable.insert(node);
                 }
                 Event::JobStarted { node, job, fingerprint, info, .. } => {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "INSERT OR REPLACE INTO results (job_id, node, status, fingerprint, info, started_at) VALUES (?1, ?2, 'running', ?3, ?4, ?5)",
                         params![self.job_ids[job], node, fingerprint, info, now],
                     )?;
@@ -257,7 +263,8 @@ impl State {
                     if status == JobStatus::Cancelled {
                         self.cancelled.insert(node.clone());
                     }
-                    tx.execute(
+                    exec(
+                        &tx,
                         "INSERT INTO results (job_id, node, status, reason, exit_code, stdout, stdout_cut, stderr, stderr_cut, finished_at, execution_ms, roundtrip_ms)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                          ON CONFLICT(job_id, node) DO UPDATE SET status = ?3, reason = ?4, exit_code = ?5, stdout = ?6, stdout_cut = ?7, stderr = ?8,
@@ -275,7 +282,8 @@ impl State {
                     } else {
                         "failed"
                     };
-                    tx.execute(
+                    exec(
+                        &tx,
                         "UPDATE run_nodes SET outcome = ?3 WHERE run_id = ?1 AND node = ?2",
                         params![run, node, outcome],
                     )?;
@@ -288,12 +296,14 @@ impl State {
                     };
                     // Whatever never reported (a node the run stopped waiting for) ends with the run.
                     let ended = if status == "cancelled" { "cancelled" } else { "failed" };
-                    tx.execute(
+                    exec(
+                        &tx,
                         "UPDATE run_nodes SET outcome = ?2 WHERE run_id = ?1 AND outcome = 'pending'",
                         params![run, ended],
                     )?;
-                    tx.execute("UPDATE results SET status = ?2 WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?1)", params![run, ended])?;
-                    tx.execute(
+                    exec(&tx, "UPDATE results SET status = ?2 WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?1)", params![run, ended])?;
+                    exec(
+                        &tx,
                         "UPDATE runs SET status = ?2, ended_at = ?3, exit_code = ?4, summary = ?5 WHERE id = ?1",
                         params![run, status, now, exit_code, serde_json::to_string(&summary).unwrap_or_default()],
                     )?;
@@ -303,6 +313,12 @@ impl State {
         }
         tx.commit()
     }
+}
+
+/// Runs `sql` through the connection's statement cache: the statements of each event are
+/// parsed once per run, not once per event.
+fn exec(tx: &rusqlite::Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
 }
 
 /// A job status as the history writes it (the same words as `--json`).
