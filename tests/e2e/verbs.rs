@@ -431,9 +431,9 @@ fn a_cache_hit_is_checked_on_the_node_and_drift_is_done_again() {
     assert_eq!(first, Some(("would_run".into(), "was cached, but /tmp/demo/conf changed (mode 0700 → 0750)".into())));
 }
 
-/// The paths the cache hits will check are stat'd together when the node starts, but what a
-/// job of the run may have changed is never answered from that look: a RUN that rewrites a
-/// file and removes a directory before their hits are checked is seen, and both are done again.
+/// A cache hit is checked against the node as it is when the hit comes, not as it was when
+/// the node started (any look-ahead must keep this): a RUN of the same run that rewrites a file
+/// and removes a directory before their hits are checked is seen, and both are done again.
 #[test]
 fn cache_hits_see_what_earlier_jobs_of_the_run_changed() {
     let fleet = Fleet::start(1);
