@@ -1,6 +1,9 @@
 //! What the engine lends a verb on one node ([`Cx`]) and how a verb says how it ended
 //! ([`Finish`]): run a command there and stream its output as events, ask the executor for
 //! one thing, stat a path, and reach the node's state (its cache, the other nodes at a QUERY).
+//! It also keeps the node cache on the node: changes are queued ([`Cx::save_soon`]) and sent
+//! by the node's saver ([`Cx::saving`]) while the next jobs run, and a job is reported
+//! finished once its record is there ([`Cx::report`]).
 //! The verbs themselves are in [`crate::verb`]; the job around them (render, fingerprint,
 //! cache, record) is [`super::work`].
 

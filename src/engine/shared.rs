@@ -1,5 +1,6 @@
-//! What the nodes of one run share: each node's cache (in memory, mirrored to the node), the
-//! fingerprints that failed there, the node's clock, and the QUERY rendezvous.
+//! What the nodes of one run share: each node's cache (in memory, mirrored to the node, with
+//! the changes on their way there), the fingerprints that failed there, the node's clock, and
+//! the QUERY rendezvous.
 //!
 //! A QUERY job needs a value from every one of its targets, so it is the one place where
 //! nodes wait for each other: each target arrives with its value (or leaves: it failed
