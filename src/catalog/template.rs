@@ -49,8 +49,20 @@ pub struct Renderer {
 
 /// Texts whose variables [`Renderer::uses`] remembers (the plan's templates and blueprints).
 const USES_KEPT: usize = 4096;
-/// Mappings and lists with at least this many items are converted once ([`Renderer::context`]).
-const CONVERT_ONCE_FROM: usize = 32;
+/// Mappings and lists with at least this many items are large ([`is_large`]).
+const LARGE_FROM: usize = 32;
+
+/// Whether `value` is a mapping or list large enough to keep once when several nodes hold it:
+/// node caches share it ([`crate::engine::cache::shared`]) and templates convert it once
+/// ([`Renderer::context`]).
+pub fn is_large(value: &Value) -> bool {
+    let items = match value {
+        Value::Object(m) => m.len(),
+        Value::Array(a) => a.len(),
+        _ => 0,
+    };
+    items >= LARGE_FROM
+}
 
 impl Default for Renderer {
     fn default() -> Self {
@@ -83,12 +95,7 @@ impl Renderer {
     }
 
     fn convert(&self, value: &Arc<Value>) -> Tv {
-        let items = match &**value {
-            Value::Object(m) => m.len(),
-            Value::Array(a) => a.len(),
-            _ => 0,
-        };
-        if items < CONVERT_ONCE_FROM {
+        if !is_large(value) {
             return Tv::from_serialize(&**value);
         }
         let address = Arc::as_ptr(value) as usize;
@@ -170,7 +177,11 @@ impl Renderer {
 
     /// The top-level variables any of `templates` reads.
     pub fn uses_all(&self, templates: &[&str]) -> BTreeSet<String> {
-        templates.iter().flat_map(|t| self.uses(t).iter().cloned().collect::<Vec<_>>()).collect()
+        let mut names = BTreeSet::new();
+        for template in templates {
+            names.extend(self.uses(template).iter().cloned());
+        }
+        names
     }
 
     /// The first variable path the template uses that `context` does not have.

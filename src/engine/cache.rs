@@ -22,6 +22,7 @@
 //! of every node is one value in memory, not one per node (which made the operator's memory
 //! quadratic in the fleet's size).
 
+use super::shared::lock;
 use director_proto::journal::Change;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -354,9 +355,6 @@ fn same(a: &Arc<Value>, b: &Arc<Value>) -> bool {
     Arc::ptr_eq(a, b) || a == b
 }
 
-/// Mappings and lists with at least this many items are shared between caches.
-const SHARE_FROM: usize = 32;
-
 /// Every large value some cache holds, by a hash of its text (see [`shared`]).
 static VALUES: LazyLock<Mutex<Shelf>> = LazyLock::new(Mutex::default);
 
@@ -371,26 +369,21 @@ struct Shelf {
 /// map of every node, the same CACHEFILE on every node) is kept once for the whole fleet. Small
 /// values are returned as they are.
 pub fn shared(value: Arc<Value>) -> Arc<Value> {
-    let items = match &*value {
-        Value::Object(m) => m.len(),
-        Value::Array(a) => a.len(),
-        _ => 0,
-    };
-    if items < SHARE_FROM {
+    if !crate::catalog::template::is_large(&value) {
         return value;
     }
     let mut hasher = std::hash::DefaultHasher::new();
     serde_json::to_writer(HashWriter(&mut hasher), &*value).expect("a value serializes");
     let hash = std::hash::Hasher::finish(&hasher);
     let candidates: Vec<Arc<Value>> = {
-        let shelf = VALUES.lock().unwrap_or_else(|p| p.into_inner());
+        let shelf = lock(&VALUES);
         shelf.by_hash.get(&hash).map(|b| b.iter().filter_map(Weak::upgrade).collect()).unwrap_or_default()
     };
     // Compared outside the lock: two equal values shelved at once only miss one sharing.
     if let Some(held) = candidates.into_iter().find(|c| same(c, &value)) {
         return held;
     }
-    let mut shelf = VALUES.lock().unwrap_or_else(|p| p.into_inner());
+    let mut shelf = lock(&VALUES);
     let bucket = shelf.by_hash.entry(hash).or_default();
     bucket.retain(|w| w.strong_count() > 0);
     bucket.push(Arc::downgrade(&value));

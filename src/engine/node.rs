@@ -128,10 +128,10 @@ impl Cx<'_> {
         // it is reported done, but it will run again.
         for unsaved in sent {
             if let (Err(e), Some(job)) = (&result, unsaved.job) {
-                let message = format!("{job}: cannot save its record: {e}; it will run again next time");
-                let message = match e.starts_with("cannot save the node cache") {
-                    true => format!("{job}: {e}; it will run again next time"),
-                    false => message,
+                let message = if e.starts_with("cannot save the node cache") {
+                    format!("{job}: {e}; it will run again next time")
+                } else {
+                    format!("{job}: cannot save its record: {e}; it will run again next time")
                 };
                 self.sink.emit(Event::NodeNotice { node: self.node.name.clone(), message }).await;
             }
