@@ -9,8 +9,8 @@
 //! with `git worktree add ../base <commit>` and `cargo build --release` there (with its own
 //! `CARGO_TARGET_DIR`). `BENCH_ONLY=w1,w4` measures only those workloads
 //! (`first`, `w1`, `w2`, `w3`, `w4`, `w4local`), for a quick A/B while bisecting;
-//! `BENCH_PERF=w3,w4` then runs those once more with the candidate under `perf record -g`
-//! (profiles in `target/tmp/scale-<workload>.perf.data`), and `BENCH_HEAP=w2` under heaptrack
+//! `BENCH_PERF=w3,w4` then runs those once more with the candidate under `perf record -a -g`,
+//! the whole machine (profiles in `target/tmp/scale-<workload>.perf.data`), and `BENCH_HEAP=w2` under heaptrack
 //! (`target/tmp/scale-<workload>.heaptrack.zst`).
 //!
 //! Every binary runs as a process with a fresh HOME of its own, its key in an ssh-agent (the
@@ -454,7 +454,9 @@ fn main() {
             let mut cmd = match variable {
                 "BENCH_PERF" => {
                     let mut cmd = Command::new("perf");
-                    cmd.args(["record", "-g", "-q", "-o"]).arg(&out);
+                    // The whole machine: on a one-box fleet the nodes' sshd, executors and
+                    // shells share the cores with the operator (`perf report --sort comm`).
+                    cmd.args(["record", "-a", "-g", "-q", "-o"]).arg(&out);
                     cmd
                 }
                 _ => {

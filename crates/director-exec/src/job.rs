@@ -106,7 +106,7 @@ impl Jobs {
         ] {
             let Some(pipe) = pipe else { continue };
             let (outbox, finished, done) = (outbox.clone(), finished.clone(), pipes_tx.clone());
-            std::thread::spawn(move || {
+            crate::pool::spawn(move || {
                 pump(pipe, stream, id, &outbox, &finished);
                 let _ = done.send(());
             });
@@ -114,9 +114,9 @@ impl Jobs {
         drop(pipes_tx);
 
         let jobs = self.clone();
-        std::thread::spawn(move || {
+        crate::pool::spawn(move || {
             let (exit_tx, exit_rx) = mpsc::channel();
-            std::thread::spawn(move || {
+            crate::pool::spawn(move || {
                 let _ = exit_tx.send(child.wait());
             });
             let mut timed_out = false;
@@ -177,7 +177,7 @@ impl Jobs {
         let cancelled = Arc::new(AtomicBool::new(false));
         self.lock().insert(id, Running { pgid: 0, cancelled: cancelled.clone() });
         let jobs = self.clone();
-        std::thread::spawn(move || {
+        crate::pool::spawn(move || {
             let started = Instant::now();
             let finished = |outcome| {
                 jobs.lock().remove(&id);
@@ -209,20 +209,23 @@ impl Jobs {
             // A watchdog kills the check's group when the job's time runs out.
             let (done_tx, done_rx) = mpsc::channel::<()>();
             let timed_out = Arc::new(AtomicBool::new(false));
-            let watchdog = {
+            let (decided_tx, decided) = mpsc::channel::<()>();
+            {
                 let timed_out = timed_out.clone();
-                std::thread::spawn(move || {
+                crate::pool::spawn(move || {
                     if let Err(mpsc::RecvTimeoutError::Timeout) =
                         done_rx.recv_timeout(Duration::from_millis(timeout_ms))
                     {
                         timed_out.store(true, Ordering::SeqCst);
                         kill_group(pgid);
                     }
+                    drop(decided_tx);
                 })
             };
             let output = child.wait_with_output();
             drop(done_tx);
-            let _ = watchdog.join();
+            // The watchdog has decided (timed out or not) once it lets go of its end.
+            let _ = decided.recv();
             if cancelled.load(Ordering::SeqCst) {
                 return outbox.send(&finished(Outcome::Cancelled));
             }

@@ -5,7 +5,8 @@
 //! stdout, and kills a job's whole process group on timeout or cancel. When stdin closes (the
 //! operator went away, the SSH connection dropped) it kills every job still running and exits,
 //! so nothing is left behind on the node. It uses plain threads, not an async runtime, to stay
-//! small: a job is a waiter thread, two pipe readers and a timer.
+//! small: a job is a waiter thread, two pipe readers and a timer, threads kept for the next
+//! job ([`pool`]).
 //!
 //! File operations (directories, hashes, atomic writes fed by raw data frames) live in
 //! [`files`], the node cache's base and journal in [`cache`]; they run on the reading thread,
@@ -18,6 +19,7 @@ mod cache;
 mod facter;
 mod files;
 mod job;
+mod pool;
 
 use director_proto::{decode_inbound, encode, Done, Facts, Inbound, Reply, Request, PROTOCOL_VERSION};
 use std::collections::HashMap;
@@ -153,7 +155,7 @@ fn serve() {
                             Request::Sentinel { id, from } => done(id, files::sentinel(&from)),
                             Request::Put { id, path, size, sha3, attrs, copy_from: Some(from) } => {
                                 let outbox = outbox.clone();
-                                std::thread::spawn(move || {
+                                pool::spawn(move || {
                                     let d = files::copy_local(id, &from, &path, size, sha3, attrs);
                                     outbox.send(&Reply::Done { id, done: d });
                                 });
@@ -171,7 +173,7 @@ fn serve() {
                             Request::Facter { id, custom_dir, external_dir } => {
                                 // facter may take seconds: not on the reading thread.
                                 let outbox = outbox.clone();
-                                std::thread::spawn(move || {
+                                pool::spawn(move || {
                                     let done = match facter::gather(custom_dir.as_deref(), external_dir.as_deref()) {
                                         Ok(data) if data.len() <= director_proto::MAX_FRAME / 2 => Done::Text { data },
                                         Ok(data) => Done::Failed {
