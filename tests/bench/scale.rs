@@ -9,7 +9,7 @@
 //! with `git worktree add ../base <commit>` and `cargo build --release` there (with its own
 //! `CARGO_TARGET_DIR`). `BENCH_ONLY=w1,w4` measures only those workloads
 //! (`first`, `w1`, `w2`, `w3`, `w4`, `w4local`), for a quick A/B while bisecting;
-//! `BENCH_PERF=w3,w4` then runs those once more with the candidate under `perf record -a -g`,
+//! `BENCH_PERF=first,w4` then runs those once more with the candidate under `perf record -a -g`,
 //! the whole machine (profiles in `target/tmp/scale-<workload>.perf.data`), and `BENCH_HEAP=w2` under heaptrack
 //! (`target/tmp/scale-<workload>.heaptrack.zst`).
 //!
@@ -430,20 +430,24 @@ fn main() {
         }
         eprintln!("scale: round {} done at {:.0} s", round + 1, started.elapsed().as_secs_f64());
     }
-    // BENCH_PERF=w3,w4: one more run of each with the candidate under `perf record -g`;
+    // BENCH_PERF=first,w4: one more run of each with the candidate under `perf record -a -g`;
     // BENCH_HEAP=w2: the same under heaptrack (where the operator's memory goes).
     let profilers = [("BENCH_PERF", "perf.data"), ("BENCH_HEAP", "heaptrack")];
     for (variable, suffix) in profilers {
         for workload in std::env::var(variable).unwrap_or_default().split(',').filter(|w| !w.is_empty()) {
             let b = &binaries[0];
             let (file, catalog) = match workload {
-                "w1" => (&bench.w1, Some(&bench.catalog)),
+                "first" | "w1" => (&bench.w1, Some(&bench.catalog)),
                 "w2" | "w3" => (&bench.deploy, Some(&bench.catalog)),
                 "w4" => (&bench.w4, Some(&bench.w4_catalog)),
                 "w4local" => (&bench.w4, None),
                 other => panic!("{variable}: no workload {other}"),
             };
             match workload {
+                "first" => {
+                    bench.wipe_nodes(hosts, true);
+                    let _ = std::fs::remove_file(b.home.join(".ssh/known_hosts"));
+                }
                 "w2" => bench.wipe_nodes(hosts, false),
                 "w4" => bench.wipe_nodes(W4_HOSTS.min(hosts), false),
                 "w4local" => wipe_cache(&b.home.join(".cache/director")),

@@ -869,40 +869,51 @@ fn several_local_nodes_install_the_executor_once_without_racing() {
     }
 }
 
+/// The probe run by a shell as a node runs it, with a PATH holding only what the probe uses
+/// (gzip or not), in a fresh HOME; it has printed its missing-executor line when this returns.
+fn probe(
+    name: &str,
+    gzip: bool,
+) -> (std::path::PathBuf, std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
+    use director::transport::executor;
+    use std::io::BufRead;
+    let home = scratch(name);
+    let bin = home.join("path");
+    std::fs::create_dir_all(&bin).unwrap();
+    let tools = ["head", "mkdir", "chmod", "uname", "rm"];
+    for tool in tools.iter().chain(if gzip { &["gzip"][..] } else { &[][..] }) {
+        let found = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists()).unwrap();
+        std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+    }
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(executor::probe_command(false))
+        .env_clear()
+        .env("HOME", &home)
+        .env("PATH", &bin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let want = format!("director-exec-missing {} {}\n", std::env::consts::ARCH, if gzip { "gz" } else { "-" });
+    assert_eq!(line, want);
+    (home, child, out)
+}
+
 /// The probe, run by a shell as a node runs it, installs the executor it is sent on its
 /// stdin and starts it in the same session: compressed when the node has gzip, as it is when
 /// not.
 #[test]
 fn the_probe_installs_what_it_reads_and_starts_it_with_or_without_gzip() {
     use director::transport::executor;
-    use std::io::{BufRead, Read, Write};
+    use std::io::{Read, Write};
     let native = executor::native().unwrap();
     for gzip in [true, false] {
-        let home = scratch(&format!("probe-gzip-{gzip}"));
-        // A PATH with only what the probe uses, gzip or not.
-        let bin = home.join("path");
-        std::fs::create_dir_all(&bin).unwrap();
-        let tools = ["head", "mkdir", "chmod", "mv", "uname", "rm"];
-        for tool in tools.iter().chain(if gzip { &["gzip"][..] } else { &[][..] }) {
-            let found = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists()).unwrap();
-            std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
-        }
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(executor::probe_command(false))
-            .env_clear()
-            .env("HOME", &home)
-            .env("PATH", &bin)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let want = format!("director-exec-missing {} {}\n", std::env::consts::ARCH, if gzip { "gz" } else { "-" });
-        assert_eq!(line, want);
+        let (home, mut child, mut out) = probe(&format!("probe-gzip-{gzip}"), gzip);
         let (header, body) = executor::upload_header(native, gzip);
         assert_eq!(body.len(), if gzip { native.gz.len() } else { native.binary.len() });
         let mut stdin = child.stdin.take().unwrap();
@@ -917,10 +928,39 @@ fn the_probe_installs_what_it_reads_and_starts_it_with_or_without_gzip() {
         assert!(String::from_utf8_lossy(&frame).starts_with("{\"t\":\"hello\""), "{}", String::from_utf8_lossy(&frame));
         drop(stdin);
         assert!(child.wait().unwrap().success());
-        let installed = home.join(".cache/director/bin").join(format!("director-exec-{}", native.sha3));
+        let dir = home.join(".cache/director/bin");
+        let installed = dir.join(format!("director-exec-{}", native.sha3));
         assert_eq!(std::fs::read(installed).unwrap(), native.binary);
+        // Nothing else: no temp file left behind.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         let _ = std::fs::remove_dir_all(&home);
     }
+}
+
+/// An upload whose bytes are not the executor named (one byte changed on the way, a file
+/// cut short on a full disk) is not installed and does not start; nothing of it is left.
+#[test]
+fn the_probe_refuses_an_upload_that_does_not_verify() {
+    use director::transport::executor;
+    use std::io::{Read, Write};
+    let native = executor::native().unwrap();
+    let (home, mut child, mut out) = probe("probe-tampered", false);
+    let (header, body) = executor::upload_header(native, false);
+    let mut body = body.to_vec();
+    // The last byte is in the section headers: the binary still runs, and must not verify.
+    *body.last_mut().unwrap() ^= 0xff;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(header.as_bytes()).unwrap();
+    stdin.write_all(&body).unwrap();
+    drop(stdin);
+    let mut rest = Vec::new();
+    out.read_to_end(&mut rest).unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!((status.code(), err.as_str(), rest.len()), (Some(1), "the uploaded executor does not verify\n", 0));
+    assert_eq!(std::fs::read_dir(home.join(".cache/director/bin")).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&home);
 }
 
 /// `director` with its open-file limits set to `soft` and `hard` (as a login's may be).
