@@ -112,8 +112,11 @@ impl Cx<'_> {
             return Ok(());
         }
         let mut result = Ok(());
-        for chunk in journal_chunks(lines).into_iter().filter(|c| !c.is_empty()) {
-            result = match self.home.call(|id| Request::AppendCache { id, lines: chunk }).await {
+        let pieces = journal_pieces(&lines);
+        let last = pieces.len().saturating_sub(1);
+        for (n, lines) in pieces.into_iter().enumerate() {
+            let more = n < last;
+            result = match self.home.call(|id| Request::AppendCache { id, lines, more }).await {
                 Ok(Done::Failed { message }) => Err(format!("cannot save the node cache: {message}")),
                 Ok(_) => Ok(()),
                 Err(e) => Err(e),
@@ -406,35 +409,42 @@ enum Step {
     Cancel,
 }
 
-/// Journal lines gathered into requests of at most [`director_proto::journal::APPEND_CHUNK`]
-/// bytes each (a single larger line goes alone).
-fn journal_chunks(lines: Vec<String>) -> Vec<String> {
-    let mut chunks = vec![String::new()];
-    for line in lines {
-        let last = chunks.last_mut().expect("one chunk at least");
-        if !last.is_empty() && last.len() + line.len() > director_proto::journal::APPEND_CHUNK {
-            chunks.push(line);
-        } else {
-            last.push_str(&line);
+/// A batch of journal lines cut into the pieces of its requests: at most
+/// [`director_proto::journal::APPEND_CHUNK`] bytes each, cut anywhere but inside a character
+/// (the node joins them before it appends: see [`Request::AppendCache`]'s `more`).
+fn journal_pieces(lines: &[String]) -> Vec<String> {
+    let text = lines.concat();
+    let mut pieces = Vec::with_capacity(text.len() / director_proto::journal::APPEND_CHUNK + 1);
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(director_proto::journal::APPEND_CHUNK);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
         }
+        pieces.push(rest[..cut].to_string());
+        rest = &rest[cut..];
     }
-    chunks
+    pieces
 }
 
 #[cfg(test)]
 mod tests {
-    use super::journal_chunks;
+    use super::journal_pieces;
     use director_proto::journal::APPEND_CHUNK;
 
     #[test]
-    fn journal_lines_go_in_requests_below_the_chunk_size() {
-        let line = |n: usize| format!("{}\n", "x".repeat(n - 1));
-        let lines = vec![line(APPEND_CHUNK / 2), line(APPEND_CHUNK / 2), line(10), line(2 * APPEND_CHUNK), line(10)];
-        let chunks = journal_chunks(lines.clone());
-        assert_eq!(chunks.concat(), lines.concat());
-        let sizes: Vec<usize> = chunks.iter().map(String::len).collect();
-        assert_eq!(sizes, [APPEND_CHUNK, 10, 2 * APPEND_CHUNK, 10]);
-        // A line larger than a chunk goes alone, and still far below the frame limit.
-        const { assert!(2 * APPEND_CHUNK < director_proto::MAX_FRAME) };
+    fn journal_lines_go_in_pieces_below_the_chunk_size_cut_between_characters() {
+        let line = |n: usize| format!("{}\n", "é".repeat(n / 2));
+        let lines = vec![line(APPEND_CHUNK / 2), line(10), line(3 * APPEND_CHUNK), line(10)];
+        let pieces = journal_pieces(&lines);
+        assert_eq!(pieces.concat(), lines.concat());
+        assert_eq!(pieces.len(), 4);
+        // Full pieces but the last; a piece ends a byte short rather than cut a character.
+        let sizes: Vec<usize> = pieces.iter().map(String::len).collect();
+        assert!(sizes[..3].iter().all(|&n| n == APPEND_CHUNK || n == APPEND_CHUNK - 1), "{sizes:?}");
+        assert!(sizes[3] < APPEND_CHUNK);
+        assert!(journal_pieces(&[]).is_empty());
+        // Each piece, even all quotes, travels in a frame.
+        const { assert!(2 * APPEND_CHUNK + 64 < director_proto::MAX_FRAME) };
     }
 }

@@ -9,7 +9,10 @@
 //! data frames, one chunk at a time, so the operator's memory stays flat whatever the size.
 
 use crate::transport::{Incoming, Link};
-use director_proto::{decode, encode, encode_data, Attrs, Done, Facts, Reply, Request, DATA_CHUNK, PROTOCOL_VERSION};
+use director_proto::{
+    decode, decode_data, encode, encode_data, Attrs, DataFrame, Done, Facts, Reply, Request, DATA_CHUNK, MAX_CACHE,
+    PROTOCOL_VERSION,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,6 +69,34 @@ pub enum Content<'a> {
     CopyOf(String),
 }
 
+/// Waits for more bytes of the executor's output into `buf` (its stderr into `stderr`); an
+/// executor that exits meanwhile is an error that says how, with the end of its stderr.
+async fn read_more(link: &mut Link, buf: &mut Vec<u8>, stderr: &mut Vec<u8>) -> Result<(), OpenError> {
+    loop {
+        match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
+            Incoming::Data(d) => {
+                buf.extend_from_slice(&d);
+                return Ok(());
+            }
+            Incoming::Stderr(e) => stderr.extend_from_slice(&e),
+            Incoming::Closed(status) => {
+                return Err(OpenError::Failed(format!(
+                    "the executor exited before greeting (exit {}){}",
+                    status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                    match stderr_tail(stderr) {
+                        t if t.is_empty() => String::new(),
+                        t => format!(": {t}"),
+                    }
+                )))
+            }
+        }
+    }
+}
+
+fn silent(hello_timeout: Duration) -> OpenError {
+    OpenError::Failed(format!("the executor did not answer within {} s", hello_timeout.as_secs()))
+}
+
 fn stderr_tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let text = text.trim();
@@ -78,6 +109,7 @@ impl Session {
     pub async fn open(mut link: Link, hello_timeout: Duration) -> Result<(Session, Greeting), OpenError> {
         let mut buf = std::mem::take(&mut link.pending);
         let mut stderr = Vec::new();
+        // The greeting, then the node cache in data frames: each must come within the time.
         let hello = tokio::time::timeout(hello_timeout, async {
             loop {
                 match decode::<Reply>(&buf) {
@@ -90,29 +122,14 @@ impl Session {
                         return Err(OpenError::WrongExecutor(format!("the executor's greeting is not readable: {e}")))
                     }
                 }
-                match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
-                    Incoming::Data(d) => buf.extend_from_slice(&d),
-                    Incoming::Stderr(e) => stderr.extend_from_slice(&e),
-                    Incoming::Closed(status) => {
-                        return Err(OpenError::Failed(format!(
-                            "the executor exited before greeting (exit {}){}",
-                            status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
-                            match stderr_tail(&stderr) {
-                                t if t.is_empty() => String::new(),
-                                t => format!(": {t}"),
-                            }
-                        )))
-                    }
-                }
+                read_more(&mut link, &mut buf, &mut stderr).await?;
             }
         })
         .await
-        .map_err(|_| {
-            OpenError::Failed(format!("the executor did not answer within {} s", hello_timeout.as_secs()))
-        })??;
-        let greeting = match hello {
-            Reply::Hello { version, facts, cache, cache_set_aside, now, .. } if version == PROTOCOL_VERSION => {
-                Greeting { facts, cache, cache_set_aside, now }
+        .map_err(|_| silent(hello_timeout))??;
+        let (facts, cache_bytes, cache_set_aside, now) = match hello {
+            Reply::Hello { version, facts, cache_bytes, cache_set_aside, now, .. } if version == PROTOCOL_VERSION => {
+                (facts, cache_bytes, cache_set_aside, now)
             }
             Reply::Hello { version, .. } => {
                 return Err(OpenError::WrongExecutor(format!(
@@ -121,6 +138,40 @@ impl Session {
             }
             other => return Err(OpenError::WrongExecutor(format!("the executor greeted with {other:?}"))),
         };
+        let cache = match cache_bytes {
+            None => None,
+            Some(size) if size > MAX_CACHE as u64 => {
+                return Err(OpenError::WrongExecutor(format!(
+                    "the executor announced a node cache of {size} bytes, over the {} MiB a node cache may hold",
+                    MAX_CACHE >> 20
+                )))
+            }
+            Some(size) => {
+                let mut text = Vec::with_capacity(size as usize);
+                while text.len() < size as usize {
+                    match decode_data(&buf) {
+                        Ok(Some(DataFrame { id: 0, bytes, used })) if text.len() + bytes.len() <= size as usize => {
+                            text.extend_from_slice(bytes);
+                            buf.drain(..used);
+                        }
+                        Ok(Some(_)) => {
+                            return Err(OpenError::WrongExecutor(
+                                "the executor sent more than the node cache it announced".into(),
+                            ))
+                        }
+                        Ok(None) => tokio::time::timeout(hello_timeout, read_more(&mut link, &mut buf, &mut stderr))
+                            .await
+                            .map_err(|_| silent(hello_timeout))??,
+                        Err(e) => return Err(OpenError::WrongExecutor(format!("the node cache is not readable: {e}"))),
+                    }
+                }
+                Some(
+                    String::from_utf8(text)
+                        .map_err(|_| OpenError::WrongExecutor("the node cache is not text".into()))?,
+                )
+            }
+        };
+        let greeting = Greeting { facts, cache, cache_set_aside, now };
         let routes: Routes = Arc::default();
         let lost = Arc::new(Mutex::new(None));
         let drained = Arc::new(Mutex::new(None));

@@ -1,6 +1,6 @@
 //! The node cache's journal on real hosts: what a run reported saved survives a killed
 //! executor, two runs at once on one node keep each other's records, a torn or stale journal
-//! is handled, and a long journal is folded into the base.
+//! is handled, a long journal is folded into the base, and a cache of 100,000 records works.
 
 use super::harness::Fleet;
 use super::{cached_hit, code, finished, local_director, notices, orchestrate_json, said, schema, scratch, stderr};
@@ -156,4 +156,42 @@ fn a_long_journal_is_folded_into_the_base_when_the_executor_starts() {
     let base: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("cache.json")).unwrap()).unwrap();
     assert_eq!(base["jobs"].as_object().unwrap().len(), 700);
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// A node cache of 100,000 job records (about 45 MB, three times what a frame may carry)
+/// reaches the operator after the greeting, answers its jobs, and takes new records.
+#[test]
+fn a_cache_of_100000_records_loads_and_works() {
+    let fleet = Fleet::start(1);
+    let three = fleet.file("three.yaml", &echoes("r", 3));
+    let (code, _, err) = orchestrate_json(&fleet, &three, &[]);
+    assert_eq!(code, 0, "{err}");
+    // The records the run made, folded into a base by hand, with 100,000 more beside them.
+    let dir = fleet.hosts[0].home_path(".cache/director");
+    let mut base = serde_json::json!({"v": 1});
+    for line in std::fs::read_to_string(dir.join("cache.journal")).unwrap().lines().skip(1) {
+        let change: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (section, key) = (change["s"].as_str().unwrap(), change["k"].as_str().unwrap());
+        base[section][key] = change["v"].clone();
+    }
+    let record = base["jobs"].as_object().unwrap().values().next().unwrap().clone();
+    let jobs = base["jobs"].as_object_mut().unwrap();
+    assert_eq!(jobs.len(), 3);
+    for n in 0..100_000u64 {
+        jobs.insert(format!("{n:056x}"), record.clone());
+    }
+    let text = serde_json::to_string(&base).unwrap();
+    assert!(text.len() > 2 * director_proto::MAX_FRAME, "{}", text.len());
+    std::fs::write(dir.join("cache.json"), text).unwrap();
+    std::fs::remove_file(dir.join("cache.journal")).unwrap();
+    let four = fleet.file("four.yaml", &echoes("r", 4));
+    let (code, events, err) = orchestrate_json(&fleet, &four, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(notices(&events), Vec::<String>::new());
+    let statuses: Vec<&str> = finished(&events, "h1").into_iter().map(|f| f.1).collect();
+    assert_eq!(statuses, ["cached", "cached", "cached", "ok"]);
+    // The new record went to the journal and is replayed onto the large base.
+    let (code, events, err) = orchestrate_json(&fleet, &four, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(said(&events, "h1"), vec![cached_hit(); 4]);
 }

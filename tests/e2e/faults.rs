@@ -104,16 +104,18 @@ fn terminal_escapes_from_nodes_are_shown_not_obeyed() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
-/// The node cache travels whole in the executor's greeting: it must never grow past what a
-/// frame carries, or the node could not be reached again.
+/// The node cache is bounded (64 MiB), so that a runaway one cannot cost every later run on
+/// the node its time and memory; a larger one found there is set aside.
 #[test]
-fn a_node_cache_never_outgrows_the_greeting() {
+fn a_node_cache_is_bounded_and_travels_in_pieces() {
     let fleet = Fleet::start(1);
-    // Captures of 2 MB each (kept twice: as the arg and in the job's record): the third
-    // would take the cache past 8 MiB.
+    // Captures of 4 MB each (the most a capture keeps), each kept twice (the arg and the
+    // job's record): the ninth would take the cache past 64 MiB. Each record goes in 1 MiB
+    // pieces; the cache comes back after the greeting in data frames, far past a frame.
+    let letters = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
     let mut jobs = String::from("- jobs:\n");
-    for letter in ["a", "b", "c"] {
-        jobs.push_str(&format!("    - RUN: --stdout-arg big{letter} head -c 2000000 /dev/zero | tr '\\0' {letter}\n"));
+    for letter in letters {
+        jobs.push_str(&format!("    - RUN: --stdout-arg big{letter} head -c 4000000 /dev/zero | tr '\\0' {letter}\n"));
     }
     let file = fleet.file("big.yaml", &jobs);
     let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
@@ -121,12 +123,15 @@ fn a_node_cache_never_outgrows_the_greeting() {
     let said = notices(&events);
     assert!(
         said.iter().any(|m| m.starts_with(
-            "job 3 (RUN head -c 2000000 /dev/zero | tr '\\0' c): cannot save the node cache: it would be "
-        ) && m.contains("over the 8 MiB a node cache may hold")),
+            "job 9 (RUN head -c 4000000 /dev/zero | tr '\\0' i): cannot save the node cache: it would be "
+        ) && m.contains("over the 64 MiB a node cache may hold")),
         "{said:?}"
     );
     // The node is reached again, its cache intact.
-    let again = fleet.file("again.yaml", "- jobs:\n    - RUN: echo {{ biga | length }} {{ bigb | length }}\n");
+    let again = fleet.file(
+        "again.yaml",
+        "- jobs:\n    - RUN: echo {{ biga | length }} {{ bigh | length }} {{ bigi | default('none') }}\n",
+    );
     let (code, events, err) = orchestrate_json(&fleet, &again, &[]);
     assert_eq!(code, 0, "{err}");
     let out: String = events
@@ -136,15 +141,15 @@ fn a_node_cache_never_outgrows_the_greeting() {
             _ => None,
         })
         .collect();
-    assert_eq!(out, "2000000 2000000\n");
+    assert_eq!(out, "4000000 4000000 none\n");
     // A cache file too large to send (left by hand, or by an older director) is set aside.
     let cache = fleet.hosts[0].home_path(".cache/director/cache.json");
-    std::fs::write(&cache, format!("{{\"v\": 1, \"pad\": \"{}\"}}", "x".repeat(9 << 20))).unwrap();
+    std::fs::write(&cache, format!("{{\"v\": 1, \"pad\": \"{}\"}}", "x".repeat(65 << 20))).unwrap();
     let (code, events, err) = orchestrate_json(&fleet, &again, &[]);
     assert_eq!(code, 1, "{err}");
     assert_eq!(
         notices(&events),
-        ["the node cache was 9437203 bytes, over the 8 MiB a node cache may hold: it was set aside as cache.json.too-large and a new one started"]
+        ["the node cache was 68157459 bytes, over the 64 MiB a node cache may hold: it was set aside as cache.json.too-large and a new one started"]
     );
     assert!(cache.with_extension("json.too-large").exists());
 }

@@ -43,6 +43,17 @@ impl Outbox {
         // A closed stdout means the operator is gone; stdin will close too and end the loop.
         let _ = out.write_all(&frame).and_then(|_| out.flush());
     }
+
+    /// Sends `bytes` as the data frames of transfer `id`, all of them under one lock.
+    pub fn send_data(&self, id: u64, bytes: &[u8]) {
+        let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for chunk in bytes.chunks(director_proto::DATA_CHUNK) {
+            if out.write_all(&director_proto::encode_data(id, chunk)).is_err() {
+                return;
+            }
+        }
+        let _ = out.flush();
+    }
 }
 
 fn main() {
@@ -120,10 +131,13 @@ fn serve() {
         version: PROTOCOL_VERSION,
         pid: std::process::id(),
         facts: facts(),
-        cache,
+        cache_bytes: cache.as_ref().map(|c| c.len() as u64),
         cache_set_aside,
         now,
     });
+    if let Some(cache) = cache {
+        outbox.send_data(0, cache.as_bytes());
+    }
     files::watch_drain(outbox.clone());
     // Appends to the cache journal (each synced to disk) on a thread of their own, in the
     // order they came: the next job starts while the node syncs the last one's record.
@@ -138,6 +152,8 @@ fn serve() {
     };
 
     let mut puts: HashMap<u64, files::Put> = HashMap::new();
+    // The pieces of a batch of journal lines until the piece that ends it.
+    let mut appending = String::new();
     let mut stdin = std::io::stdin().lock();
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     let mut chunk = vec![0u8; 256 * 1024];
@@ -175,7 +191,14 @@ fn serve() {
                             Request::Hash { id, path } => done(id, files::hash(&path)),
                             Request::Read { id, path } => done(id, files::read(&path)),
                             Request::Stat { id, path, text_limit } => done(id, files::stat(&path, text_limit)),
-                            Request::AppendCache { id, lines } => {
+                            Request::AppendCache { id, lines, more: true } => {
+                                appending.push_str(&lines);
+                                done(id, Done::Ok);
+                            }
+                            Request::AppendCache { id, mut lines, more: false } => {
+                                if !appending.is_empty() {
+                                    lines = std::mem::take(&mut appending) + &lines;
+                                }
                                 let _ = appends.send((id, lines));
                             }
                             Request::Sentinel { id, from } => done(id, files::sentinel(&from)),

@@ -25,8 +25,9 @@ use serde_json::{Map, Value};
 /// Journal size past which the executor folds it into the base when it starts.
 pub const COMPACT_AT: usize = 256 * 1024;
 
-/// Largest batch of journal lines in one [`crate::Request::AppendCache`]: larger batches go
-/// in several requests, so no frame comes near [`crate::MAX_FRAME`].
+/// Largest piece of journal lines in one [`crate::Request::AppendCache`]: a larger batch goes
+/// in several pieces (`more`), so no frame comes near [`crate::MAX_FRAME`] even when one
+/// record is larger than a frame.
 pub const APPEND_CHUNK: usize = 1024 * 1024;
 
 /// The sections of a node cache, as the base file and the journal name them.

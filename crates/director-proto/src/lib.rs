@@ -26,15 +26,17 @@ pub mod journal;
 
 /// Version of this protocol. The executor announces it in [`Reply::Hello`]; the operator
 /// refuses (and re-installs) an executor that speaks another one.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Largest frame either side accepts. Output is sent in chunks far below this.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
-/// Largest node cache: it travels whole in [`Reply::Hello`], so it stays well under
-/// [`MAX_FRAME`]. The operator refuses to grow one past it; the executor sets a larger one
-/// aside instead of greeting with it.
-pub const MAX_CACHE: usize = MAX_FRAME / 2;
+/// Largest node cache: 64 MiB, about 140,000 job records. It follows [`Reply::Hello`] in
+/// data frames of [`DATA_CHUNK`] bytes, so no frame comes near [`MAX_FRAME`] however large it
+/// is; the bound keeps a runaway cache (large captures kept run after run) from costing every
+/// run on that node its memory and time. The operator refuses to grow one past it; the
+/// executor sets a larger one aside instead of greeting with it.
+pub const MAX_CACHE: usize = 64 * 1024 * 1024;
 
 /// Size of the output chunks the executor reads from a job's pipes.
 pub const OUTPUT_CHUNK: usize = 16 * 1024;
@@ -95,9 +97,16 @@ pub enum Request {
     /// this id, or a local copy of `copy_from`), is checked against `sha3` (sha3-224), gets
     /// `attrs`, is fsynced and renamed over `path`. Answered once all bytes arrived.
     Put { id: u64, path: String, size: u64, sha3: String, attrs: Attrs, copy_from: Option<String> },
-    /// Append `lines` (whole [`journal::Change`] lines, at most [`journal::APPEND_CHUNK`]
-    /// bytes) to the node cache's journal, durably, before answering.
-    AppendCache { id: u64, lines: String },
+    /// Append `lines` ([`journal::Change`] lines, at most [`journal::APPEND_CHUNK`] bytes) to
+    /// the node cache's journal, durably, before answering. With `more`, they are a piece of
+    /// a larger batch (cut anywhere, even inside a line): kept, answered at once, and
+    /// appended with the piece that ends the batch, in one write and one sync.
+    AppendCache {
+        id: u64,
+        lines: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
+    },
     /// Ask every other executor of this user on the node to drain its queues (QUEUESENTINEL):
     /// [`Done::Text`] tells how many were told.
     Sentinel { id: u64, from: String },
@@ -187,8 +196,10 @@ pub enum Reply {
         version: u32,
         pid: u32,
         facts: Facts,
-        /// The node's cache as last saved (its base with its journal replayed), if any.
-        cache: Option<String>,
+        /// The size of the node's cache as last saved (its base with its journal replayed),
+        /// if there is one: its text follows at once, in data frames of transfer 0
+        /// ([`encode_data`], [`decode_data`]).
+        cache_bytes: Option<u64>,
         /// The size of a cache file larger than [`MAX_CACHE`], which was set aside (renamed
         /// `cache.json.too-large`) instead of sent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,6 +300,29 @@ pub fn decode_inbound(buf: &[u8]) -> Result<Option<(Inbound, usize)>, FrameError
     if word & DATA_FLAG == 0 {
         return Ok(decode::<Request>(buf)?.map(|(r, used)| (Inbound::Request(r), used)));
     }
+    Ok(decode_data(buf)?.map(|d| (Inbound::Data { id: d.id, bytes: d.bytes.to_vec() }, d.used)))
+}
+
+/// One raw data frame, decoded in place.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DataFrame<'a> {
+    /// The transfer it belongs to.
+    pub id: u64,
+    pub bytes: &'a [u8],
+    /// How many bytes of the buffer the whole frame took.
+    pub used: usize,
+}
+
+/// Decodes the first frame in `buf`, which must be a raw data frame: `Ok(None)` if it is not
+/// all there yet.
+pub fn decode_data(buf: &[u8]) -> Result<Option<DataFrame<'_>>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let word = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if word & DATA_FLAG == 0 {
+        return Err(FrameError::Malformed("a message where a data frame was expected".into()));
+    }
     let len = (word & !DATA_FLAG) as usize;
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
@@ -300,7 +334,7 @@ pub fn decode_inbound(buf: &[u8]) -> Result<Option<(Inbound, usize)>, FrameError
         return Ok(None);
     }
     let id = u64::from_be_bytes(buf[4..12].try_into().expect("8 bytes"));
-    Ok(Some((Inbound::Data { id, bytes: buf[12..4 + len].to_vec() }, 4 + len)))
+    Ok(Some(DataFrame { id, bytes: &buf[12..4 + len], used: 4 + len }))
 }
 
 /// Decodes the first frame in `buf`: `Ok(None)` if it is not all there yet, otherwise the
@@ -382,6 +416,18 @@ mod tests {
     }
 
     #[test]
+    fn a_greeting_is_followed_by_the_cache_in_data_frames() {
+        let mut buf = encode(&Reply::Done { id: 1, done: Done::Ok }).unwrap();
+        let n1 = buf.len();
+        buf.extend_from_slice(&encode_data(0, b"{\"v\":1}"));
+        // A message where data was expected is an error, not data.
+        assert!(matches!(decode_data(&buf), Err(FrameError::Malformed(_))));
+        assert!(decode_data(&buf[n1..buf.len() - 1]).unwrap().is_none());
+        let frame = decode_data(&buf[n1..]).unwrap().unwrap();
+        assert_eq!(frame, DataFrame { id: 0, bytes: b"{\"v\":1}", used: buf.len() - n1 });
+    }
+
+    #[test]
     fn oversized_and_garbage_frames_are_errors() {
         let mut big = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
         big.extend_from_slice(b"{}");
@@ -390,9 +436,10 @@ mod tests {
         junk.extend_from_slice(b"{x}");
         assert!(matches!(decode::<Request>(&junk), Err(FrameError::Malformed(_))));
         // What decode would refuse, encode refuses to write.
-        let huge = Request::AppendCache { id: 1, lines: "x".repeat(MAX_FRAME) };
+        let huge = Request::AppendCache { id: 1, lines: "x".repeat(MAX_FRAME), more: false };
         assert!(matches!(encode(&huge), Err(FrameError::TooLarge(n)) if n > MAX_FRAME));
-        let fits = Request::AppendCache { id: 1, lines: "x".repeat(MAX_CACHE) };
+        // Journal pieces of the largest size, even all quotes (escaped twice as long), fit.
+        let fits = Request::AppendCache { id: 1, lines: "\"".repeat(journal::APPEND_CHUNK), more: true };
         assert!(encode(&fits).is_ok());
     }
 
