@@ -387,7 +387,7 @@ async fn dispatch(
                 Ok(Some((reply, used))) => {
                     buf.drain(..used);
                     let (id, last) = match &reply {
-                        Reply::Started { id, .. } | Reply::Output { id, .. } | Reply::Unheld { id, .. } => (*id, false),
+                        Reply::Output { id, .. } | Reply::Unheld { id, .. } => (*id, false),
                         Reply::Finished { id, .. } | Reply::Done { id, .. } => (*id, true),
                         Reply::Drain { from } => {
                             drained

@@ -37,7 +37,11 @@
 //!   record to the node cache);
 //! - **W4 local**: the same 1,000 jobs on the embedded catalog (local transport), per job.
 //!
-//! Peak RSS is the operator process's (`wait4`'s ru_maxrss) during W2.
+//! Peak RSS is the operator process's (`wait4`'s ru_maxrss) during W1 and W2.
+//!
+//! `BENCH_NODES=5000 BENCH_HOSTS=1000`: a catalog of more nodes than hosts, spread over them
+//! (each node its own SSH connection and executor; the aliases of a host share its home), for
+//! first contact and W1 only, against a floor that opens as many connections.
 
 mod floor;
 #[path = "../e2e/harness.rs"]
@@ -76,6 +80,7 @@ struct Figures {
     w4: Vec<Duration>,
     w4_local: Vec<Duration>,
     rss_kb: Vec<u64>,
+    rss_w1_kb: Vec<u64>,
     /// The operator's CPU time per workload, by the workload's row label.
     cpu: std::collections::BTreeMap<&'static str, Vec<Duration>>,
     failures: Vec<String>,
@@ -167,6 +172,8 @@ struct Bench {
     deploy: PathBuf,
     agent: PathBuf,
     hosts: usize,
+    /// Catalog nodes: `hosts` unless BENCH_NODES asks for more (several per host).
+    nodes: usize,
 }
 
 impl Bench {
@@ -206,13 +213,13 @@ impl Bench {
         self.wipe_nodes(self.hosts, true);
         let _ = std::fs::remove_file(bin.home.join(".ssh/known_hosts"));
         let m = measure(self.orchestrate(bin, &self.w1, Some(&self.catalog)))?;
-        expect(&m, "jobs_ok", self.hosts)?;
+        expect(&m, "jobs_ok", self.nodes)?;
         Ok(m)
     }
 
     fn w1(&self, bin: &Binary) -> Result<Measured, String> {
         let m = measure(self.orchestrate(bin, &self.w1, Some(&self.catalog)))?;
-        expect(&m, "jobs_ok", self.hosts)?;
+        expect(&m, "jobs_ok", self.nodes)?;
         Ok(m)
     }
 
@@ -273,9 +280,20 @@ fn ms(d: Duration) -> f64 {
 fn main() {
     let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
     let hosts = env("BENCH_HOSTS", 100);
+    // BENCH_NODES: more catalog nodes than hosts, spread over them (each its own SSH
+    // connection and executor; the aliases of a host share its home). Only first contact and
+    // W1 make sense then: the deploy's nodes would share their caches and files.
+    let nodes = env("BENCH_NODES", hosts).max(hosts);
     let rounds = env("BENCH_ROUNDS", 3);
     let only: Option<Vec<String>> =
         std::env::var("BENCH_ONLY").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    let only = match only {
+        Some(o) if nodes > hosts && o.iter().any(|w| !["first", "w1"].contains(&w.as_str())) => {
+            panic!("BENCH_NODES above BENCH_HOSTS measures first contact and W1 only, not {o:?}")
+        }
+        None if nodes > hosts => Some(vec!["first".to_string(), "w1".to_string()]),
+        o => o,
+    };
     let wanted = |w: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == w));
     // The floors open a socket per host at once.
     raise_nofile();
@@ -285,12 +303,14 @@ fn main() {
     let user = if harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
     let catalog_of = |name: &str, n: usize| {
         let mut text = format!("directord_clients:\n  args:\n    username: {user}\n  targets:\n");
-        for h in &fleet.hosts[..n] {
-            text.push_str(&format!("  - name: {}\n    host: {}\n    port: {}\n", h.name, h.addr, h.port));
+        for i in 0..n {
+            let h = &fleet.hosts[i % hosts];
+            let name = if i < hosts { h.name.clone() } else { format!("{}-{}", h.name, i / hosts) };
+            text.push_str(&format!("  - name: {name}\n    host: {}\n    port: {}\n", h.addr, h.port));
         }
         fleet.file(name, &text)
     };
-    let catalog = catalog_of("catalog.yaml", hosts);
+    let catalog = catalog_of("catalog.yaml", nodes);
     let w4_catalog = catalog_of("w4-catalog.yaml", W4_HOSTS.min(hosts));
     let w1 = fleet.file("w1.yaml", "- jobs:\n    - RUN: --skip-cache true\n");
     let mut w4_text = String::from("- jobs:\n");
@@ -332,14 +352,16 @@ fn main() {
         std::fs::create_dir_all(&b.home).unwrap();
     }
     let mut figures: Vec<Figures> = binaries.iter().map(|_| Figures::default()).collect();
-    let bench = Bench { fleet, catalog, w4_catalog, w1, w4, deploy: fixtures.join("deploy-12.yaml"), agent, hosts };
+    let bench =
+        Bench { fleet, catalog, w4_catalog, w1, w4, deploy: fixtures.join("deploy-12.yaml"), agent, hosts, nodes };
     let key = Arc::new(russh::keys::load_secret_key(&bench.fleet.key, None).unwrap());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let floor_run = |script: Option<Arc<Vec<u8>>>, hosts: usize| {
+    // The floors open one connection per node (several per host with BENCH_NODES).
+    let floor_run = |script: Option<Arc<Vec<u8>>>, nodes: usize| {
         let started = Instant::now();
         runtime.block_on(async {
-            let tasks: Vec<_> = bench.fleet.hosts[..hosts]
-                .iter()
+            let tasks: Vec<_> = (0..nodes)
+                .map(|i| &bench.fleet.hosts[i % bench.hosts])
                 .map(|h| {
                     let (addr, port, user, key, script) =
                         (h.addr.clone(), h.port, user.clone(), key.clone(), script.clone());
@@ -383,8 +405,10 @@ fn main() {
         started.elapsed()
     };
     for round in 0..rounds {
-        floors.push(floor_run(None, hosts));
-        script_floors.push(floor_run(Some(script.clone()), hosts));
+        floors.push(floor_run(None, nodes));
+        if wanted("w2") {
+            script_floors.push(floor_run(Some(script.clone()), hosts));
+        }
         if wanted("w4") {
             w4_floors.push(floor_run(Some(w4_script.clone()), W4_HOSTS.min(hosts)));
         }
@@ -407,6 +431,7 @@ fn main() {
             }
             if wanted("w1") {
                 let r = bench.w1(b);
+                f.rss_w1_kb.extend(r.as_ref().map(|m| m.max_rss_kb).ok());
                 take("W1", r, &mut f.w1);
             }
             if wanted("w2") {
@@ -486,12 +511,14 @@ fn main() {
     let _ = agent_process.wait();
 
     let floor = median(floors);
-    let script_floor = median(script_floors);
+    let script_floor = (!script_floors.is_empty()).then(|| median(script_floors));
     println!(
-        "scale bench: {hosts} OpenSSH hosts, {rounds} rounds, medians (ratios to the physical floors of this run)"
+        "scale bench: {nodes} nodes on {hosts} OpenSSH hosts, {rounds} rounds, medians (ratios to the physical floors of this run)"
     );
     println!("  floor (russh connect+auth+exec true)      : {:>9.1} ms", ms(floor));
-    println!("  script floor (the deploy as one sh script): {:>9.1} ms", ms(script_floor));
+    if let Some(f) = script_floor {
+        println!("  script floor (the deploy as one sh script): {:>9.1} ms", ms(f));
+    }
     let w4_floor = (!w4_floors.is_empty()).then(|| median(w4_floors));
     let w4_local_floor = (!w4_local_floors.is_empty()).then(|| median(w4_local_floors));
     if let Some(f) = w4_floor {
@@ -508,7 +535,7 @@ fn main() {
     let rows: Vec<Row> = vec![
         ("first contact (upload + one RUN) / floor", |f| &f.first, Some(floor), 0),
         ("W1 one RUN per host / floor", |f| &f.w1, Some(floor), 0),
-        ("W2 12-job deploy, cold / script floor", |f| &f.w2, Some(script_floor), 0),
+        ("W2 12-job deploy, cold / script floor", |f| &f.w2, script_floor, 0),
         ("W3 the deploy, all cached / floor", |f| &f.w3, Some(floor), 0),
         ("W4 1,000 RUNs x 6 hosts / W4 floor", |f| &f.w4, w4_floor, W4_JOBS),
         ("W4 local, 1,000 RUNs / W4 local floor", |f| &f.w4_local, w4_local_floor, W4_JOBS),
@@ -533,18 +560,23 @@ fn main() {
         }
         println!("{line}");
     }
-    let mut line = format!("  {:<44}", "operator peak RSS during W2");
-    for f in &figures {
-        let cell = match f.rss_kb.clone() {
-            v if v.is_empty() => "—".to_string(),
-            mut v => {
-                v.sort();
-                format!("{:.1} MB", v[v.len() / 2] as f64 / 1024.0)
-            }
-        };
-        line.push_str(&format!(" | {cell:>26}"));
+    type Pick = fn(&Figures) -> &Vec<u64>;
+    let rss_rows: [(&str, Pick); 2] =
+        [("operator peak RSS during W1", |f| &f.rss_w1_kb), ("operator peak RSS during W2", |f| &f.rss_kb)];
+    for (name, pick) in rss_rows {
+        let mut line = format!("  {name:<44}");
+        for f in &figures {
+            let cell = match pick(f).clone() {
+                v if v.is_empty() => "—".to_string(),
+                mut v => {
+                    v.sort();
+                    format!("{:.1} MB", v[v.len() / 2] as f64 / 1024.0)
+                }
+            };
+            line.push_str(&format!(" | {cell:>26}"));
+        }
+        println!("{line}");
     }
-    println!("{line}");
     for name in ["first contact", "W1", "W2", "W3", "W4", "W4 local"] {
         let mut line = format!("  {:<44}", format!("operator CPU (user+sys), {name}"));
         for f in &figures {

@@ -4,14 +4,13 @@
 //! kills everything the command started, not only the shell. A job with a check runs the
 //! check first, the same way, and runs its command only when the check fails.
 
-use crate::Outbox;
+use crate::{watchdog, Outbox};
 use director_proto::{split_utf8, Outcome, Reply, Stream, OUTPUT_CHUNK};
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,7 +35,7 @@ const WHY_LIMIT: usize = 1024;
 #[derive(Default, Clone)]
 pub struct Jobs(Arc<Mutex<HashMap<u64, Running>>>);
 
-fn kill_group(pgid: i32) {
+pub fn kill_group(pgid: i32) {
     // A job whose process is not started yet has no group: never kill(0), our own group.
     if pgid <= 0 {
         return;
@@ -96,51 +95,16 @@ impl Jobs {
         if cancelled.load(Ordering::SeqCst) {
             kill_group(pgid);
         }
-        outbox.send(&Reply::Started { id, pid: child.id() });
-
-        let finished = Arc::new(AtomicBool::new(false));
-        let (pipes_tx, pipes_rx) = mpsc::channel::<()>();
-        for (pipe, stream) in [
-            (child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>), Stream::Stdout),
-            (child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>), Stream::Stderr),
-        ] {
-            let Some(pipe) = pipe else { continue };
-            let (outbox, finished, done) = (outbox.clone(), finished.clone(), pipes_tx.clone());
-            crate::pool::spawn(move || {
-                pump(pipe, stream, id, &outbox, &finished);
-                let _ = done.send(());
-            });
-        }
-        drop(pipes_tx);
-
+        let armed = watchdog::arm(pgid, started + Duration::from_millis(timeout_ms));
         let jobs = self.clone();
         crate::pool::spawn(move || {
-            let (exit_tx, exit_rx) = mpsc::channel();
-            crate::pool::spawn(move || {
-                let _ = exit_tx.send(child.wait());
-            });
-            let mut timed_out = false;
-            let status = match exit_rx.recv_timeout(Duration::from_millis(timeout_ms)) {
-                Ok(status) => status,
-                Err(_) => {
-                    timed_out = true;
-                    kill_group(pgid);
-                    exit_rx.recv().unwrap_or_else(|_| Err(std::io::Error::other("waiter lost")))
-                }
-            };
+            let mut output = Output::new(id, outbox);
+            let status = supervise(&mut child, &mut output);
+            // Exited (not reaped yet): no deadline and no cancel may reach its group now.
+            let timed_out = armed.fired();
+            drop(armed);
             jobs.lock().remove(&id);
-            if timed_out || cancelled.load(Ordering::SeqCst) {
-                // The group was killed: its pipes close at once.
-                kill_group(pgid);
-            }
-            let deadline = Instant::now() + PIPE_GRACE;
-            for _ in 0..2 {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if pipes_rx.recv_timeout(left).is_err() {
-                    break;
-                }
-            }
-            finished.store(true, Ordering::SeqCst);
+            let status = status.and_then(|()| child.wait());
             let outcome = if cancelled.load(Ordering::SeqCst) {
                 Outcome::Cancelled
             } else if timed_out {
@@ -155,7 +119,7 @@ impl Jobs {
                     Err(e) => Outcome::SpawnFailed { message: e.to_string() },
                 }
             };
-            outbox.send(&Reply::Finished { id, outcome, ms: started.elapsed().as_millis() as u64 });
+            output.finish(Reply::Finished { id, outcome, ms: started.elapsed().as_millis() as u64 });
         });
     }
 
@@ -206,30 +170,15 @@ impl Jobs {
             if cancelled.load(Ordering::SeqCst) {
                 kill_group(pgid);
             }
-            // A watchdog kills the check's group when the job's time runs out.
-            let (done_tx, done_rx) = mpsc::channel::<()>();
-            let timed_out = Arc::new(AtomicBool::new(false));
-            let (decided_tx, decided) = mpsc::channel::<()>();
-            {
-                let timed_out = timed_out.clone();
-                crate::pool::spawn(move || {
-                    if let Err(mpsc::RecvTimeoutError::Timeout) =
-                        done_rx.recv_timeout(Duration::from_millis(timeout_ms))
-                    {
-                        timed_out.store(true, Ordering::SeqCst);
-                        kill_group(pgid);
-                    }
-                    drop(decided_tx);
-                })
-            };
+            // The job's time runs for the check too.
+            let armed = watchdog::arm(pgid, started + Duration::from_millis(timeout_ms));
             let output = child.wait_with_output();
-            drop(done_tx);
-            // The watchdog has decided (timed out or not) once it lets go of its end.
-            let _ = decided.recv();
+            let timed_out = armed.fired();
+            drop(armed);
             if cancelled.load(Ordering::SeqCst) {
                 return outbox.send(&finished(Outcome::Cancelled));
             }
-            if timed_out.load(Ordering::SeqCst) {
+            if timed_out {
                 return outbox.send(&finished(Outcome::TimedOut));
             }
             let output = match output {
@@ -273,25 +222,171 @@ impl Jobs {
     }
 }
 
-/// Streams one pipe to the operator until it closes, keeping a character cut by a chunk
-/// boundary for the next chunk. Output after the job was reported finished is dropped.
-fn pump(mut pipe: Box<dyn Read + Send>, stream: Stream, id: u64, outbox: &Outbox, finished: &AtomicBool) {
-    let mut buf = vec![0u8; OUTPUT_CHUNK];
-    let mut carry: Vec<u8> = Vec::new();
-    loop {
-        let n = match pipe.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        carry.extend_from_slice(&buf[..n]);
-        let (text, tail) = split_utf8(&carry);
-        let tail = tail.to_vec();
-        if !text.is_empty() && !finished.load(Ordering::SeqCst) {
-            outbox.send(&Reply::Output { id, stream, data: text });
-        }
-        carry = tail;
+/// How long output waits for more before it is sent: the frames of a chatty job are
+/// fewer, and a short job's output goes with its end, in one write.
+const FLUSH_AFTER: Duration = Duration::from_millis(5);
+/// How often a job whose pipes stay open is checked for having exited.
+const EXIT_CHECK: Duration = Duration::from_millis(100);
+
+/// A job's output on its way to the operator: what was read and not sent yet, in the order it
+/// came (stdout and stderr interleaved as read), and a character cut by a read, per stream.
+struct Output {
+    id: u64,
+    outbox: Outbox,
+    unsent: Vec<Reply>,
+    size: usize,
+    since: Option<Instant>,
+    carry: [Vec<u8>; 2],
+}
+
+impl Output {
+    fn new(id: u64, outbox: Outbox) -> Output {
+        Output { id, outbox, unsent: Vec::new(), size: 0, since: None, carry: [Vec::new(), Vec::new()] }
     }
-    if !carry.is_empty() && !finished.load(Ordering::SeqCst) {
-        outbox.send(&Reply::Output { id, stream, data: String::from_utf8_lossy(&carry).into_owned() });
+
+    fn push(&mut self, stream: Stream, bytes: &[u8]) {
+        let carry = &mut self.carry[stream as usize];
+        carry.extend_from_slice(bytes);
+        let (text, tail) = split_utf8(carry);
+        *carry = tail.to_vec();
+        self.text(stream, text);
+        if self.size >= OUTPUT_CHUNK {
+            self.flush();
+        }
+    }
+
+    fn text(&mut self, stream: Stream, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        self.size += text.len();
+        self.since.get_or_insert_with(Instant::now);
+        match self.unsent.last_mut() {
+            Some(Reply::Output { stream: last, data, .. }) if *last == stream => data.push_str(&text),
+            _ => self.unsent.push(Reply::Output { id: self.id, stream, data: text }),
+        }
+    }
+
+    /// When what is unsent must go, if anything is.
+    fn due(&self) -> Option<Instant> {
+        self.since.map(|t| t + FLUSH_AFTER)
+    }
+
+    fn flush(&mut self) {
+        if !self.unsent.is_empty() {
+            self.outbox.send_all(&self.unsent);
+        }
+        self.unsent.clear();
+        self.size = 0;
+        self.since = None;
+    }
+
+    /// Sends what is left, a cut character included, then `last`, in one write.
+    fn finish(mut self, last: Reply) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let tail = std::mem::take(&mut self.carry[stream as usize]);
+            self.text(stream, String::from_utf8_lossy(&tail).into_owned());
+        }
+        self.unsent.push(last);
+        self.outbox.send_all(&self.unsent);
+    }
+}
+
+/// Reads the job's pipes until both close, or until [`PIPE_GRACE`] after its shell exited
+/// (a background process may hold them); returns once the shell has exited, not reaped.
+fn supervise(child: &mut std::process::Child, output: &mut Output) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let mut pipes: Vec<(Box<dyn Read + Send>, i32, Stream)> = Vec::with_capacity(2);
+    if let Some(p) = child.stdout.take() {
+        let fd = p.as_raw_fd();
+        pipes.push((Box::new(p), fd, Stream::Stdout));
+    }
+    if let Some(p) = child.stderr.take() {
+        let fd = p.as_raw_fd();
+        pipes.push((Box::new(p), fd, Stream::Stderr));
+    }
+    let mut buf = vec![0u8; OUTPUT_CHUNK];
+    let mut exited_at: Option<Instant> = None;
+    let mut next_check = Instant::now() + EXIT_CHECK;
+    while !pipes.is_empty() {
+        let now = Instant::now();
+        if let Some(at) = exited_at {
+            if now >= at + PIPE_GRACE {
+                break;
+            }
+        } else if now >= next_check {
+            if exited(child)? {
+                exited_at = Some(now);
+            }
+            next_check = now + EXIT_CHECK;
+        }
+        if output.due().is_some_and(|t| t <= now) {
+            output.flush();
+        }
+        let mut until = exited_at.map_or(next_check, |at| at + PIPE_GRACE);
+        if let Some(due) = output.due() {
+            until = until.min(due);
+        }
+        let mut fds: Vec<libc::pollfd> =
+            pipes.iter().map(|(_, fd, _)| libc::pollfd { fd: *fd, events: libc::POLLIN, revents: 0 }).collect();
+        let wait = until.saturating_duration_since(now).as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: poll over descriptors this function owns, for at most `wait` ms.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // Stdout first when both have something: what order they were written in is not
+        // known across two pipes, only within each.
+        let mut closed = [false; 2];
+        for (k, fd) in fds.iter().enumerate() {
+            if fd.revents == 0 {
+                continue;
+            }
+            let (pipe, _, stream) = &mut pipes[k];
+            match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => closed[k] = true,
+                Ok(n) => output.push(*stream, &buf[..n]),
+            }
+        }
+        for k in (0..pipes.len()).rev() {
+            if closed[k] {
+                pipes.remove(k);
+            }
+        }
+    }
+    if exited_at.is_none() {
+        wait_exit(child)?;
+    }
+    Ok(())
+}
+
+/// Whether the shell has exited, without reaping it.
+fn exited(child: &std::process::Child) -> std::io::Result<bool> {
+    wait_id(child, libc::WNOHANG)
+}
+
+/// Waits until the shell has exited, without reaping it.
+fn wait_exit(child: &std::process::Child) -> std::io::Result<()> {
+    wait_id(child, 0).map(|_| ())
+}
+
+fn wait_id(child: &std::process::Child, flags: i32) -> std::io::Result<bool> {
+    loop {
+        // SAFETY: waitid on our own child, into a zeroed siginfo this function owns; WNOWAIT
+        // leaves it to be reaped by `Child::wait`.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::waitid(libc::P_PID, child.id(), &mut info, libc::WEXITED | libc::WNOWAIT | flags) };
+        if r == 0 {
+            // SAFETY: si_pid is set by waitid when a child changed state, zero otherwise.
+            return Ok(unsafe { info.si_pid() } != 0);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }

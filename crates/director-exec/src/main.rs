@@ -5,8 +5,8 @@
 //! stdout, and kills a job's whole process group on timeout or cancel. When stdin closes (the
 //! operator went away, the SSH connection dropped) it kills every job still running and exits,
 //! so nothing is left behind on the node. It uses plain threads, not an async runtime, to stay
-//! small: a job is a waiter thread, two pipe readers and a timer, threads kept for the next
-//! job ([`pool`]).
+//! small: a job is one thread that reads its pipes and waits for it, taken from threads kept
+//! for the next job ([`pool`]), and one thread watches every job's deadline ([`watchdog`]).
 //!
 //! File operations (directories, hashes, atomic writes fed by raw data frames) live in
 //! [`files`], the node cache's base and journal in [`cache`]; they run on the reading thread,
@@ -22,6 +22,7 @@ mod facter;
 mod files;
 mod job;
 mod pool;
+mod watchdog;
 
 use director_proto::{decode_inbound, encode, Done, Facts, Inbound, Reply, Request, PROTOCOL_VERSION};
 use std::collections::HashMap;
@@ -34,14 +35,23 @@ pub struct Outbox(Arc<Mutex<std::io::Stdout>>);
 
 impl Outbox {
     pub fn send(&self, reply: &Reply) {
-        // Every reply is bounded well below the frame limit; should one not be, the operator
-        // hears why instead of a frame it would refuse.
-        let frame = encode(reply)
-            .or_else(|e| encode(&Reply::Error { message: format!("a reply could not be sent: {e}") }))
-            .expect("an error reply is small");
+        self.send_all(std::slice::from_ref(reply));
+    }
+
+    /// Sends `replies` in one write (the end of a job with its last output).
+    pub fn send_all(&self, replies: &[Reply]) {
+        let mut frames = Vec::new();
+        for reply in replies {
+            // Every reply is bounded well below the frame limit; should one not be, the
+            // operator hears why instead of a frame it would refuse.
+            let frame = encode(reply)
+                .or_else(|e| encode(&Reply::Error { message: format!("a reply could not be sent: {e}") }))
+                .expect("an error reply is small");
+            frames.extend_from_slice(&frame);
+        }
         let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // A closed stdout means the operator is gone; stdin will close too and end the loop.
-        let _ = out.write_all(&frame).and_then(|_| out.flush());
+        let _ = out.write_all(&frames).and_then(|_| out.flush());
     }
 
     /// Sends `bytes` as the data frames of transfer `id`, all of them under one lock.

@@ -1,6 +1,8 @@
-//! The executor's checked jobs, driven over its own protocol: a check that passes holds the
-//! job (its command never runs), one that fails says why and lets the command run, and a
-//! cancel that arrives while the check runs cancels the job (its command never runs).
+//! The executor's jobs, driven over its own protocol: a short job's output comes with its end,
+//! a long one's output comes while it runs, a timeout ends the whole group, a background
+//! process holding the pipes does not hold the job; a check that passes holds the job (its
+//! command never runs), one that fails says why and lets the command run, and a cancel that
+//! arrives while the check runs cancels the job (its command never runs).
 
 use director_proto::{decode, encode, Outcome, Reply, Request};
 use std::io::{Read, Write};
@@ -48,13 +50,12 @@ impl Executor {
         }
     }
 
-    /// The replies of job `id` up to its end, without Started.
+    /// The replies of job `id` up to its end.
     fn until_finished(&mut self, id: u64) -> Vec<Reply> {
         let mut replies = Vec::new();
         loop {
             let reply = self.next();
             match &reply {
-                Reply::Started { .. } => continue,
                 Reply::Finished { id: i, .. } if *i == id => {
                     replies.push(reply);
                     return replies;
@@ -81,6 +82,55 @@ fn run(id: u64, check: &str, command: &str) -> Request {
         timeout_ms: 20_000,
         check: Some(check.to_string()),
     }
+}
+
+fn plain(id: u64, command: &str, timeout_ms: u64) -> Request {
+    Request::Run { id, command: command.to_string(), env: Vec::new(), cwd: None, timeout_ms, check: None }
+}
+
+fn said(replies: &[Reply]) -> Vec<(director_proto::Stream, &str)> {
+    replies
+        .iter()
+        .filter_map(|r| match r {
+            Reply::Output { stream, data, .. } => Some((*stream, data.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn jobs_stream_their_output_end_on_time_and_are_not_held_by_a_background_process() {
+    use director_proto::Stream::{Stderr, Stdout};
+    let home = std::env::temp_dir().join(format!("director-exec-jobs-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    let mut e = Executor::start(&home);
+    // A short job: its output, in the order written (across the two pipes as far as reads
+    // can tell: here a moment apart), then its end.
+    e.send(&plain(1, "echo one; sleep 0.05; echo two >&2; sleep 0.05; echo three", 20_000));
+    let replies = e.until_finished(1);
+    assert_eq!(said(&replies), [(Stdout, "one\n"), (Stderr, "two\n"), (Stdout, "three\n")]);
+    assert_eq!(outcome(replies.last().unwrap()), &Outcome::Exited { code: 0 });
+    // A long job's first output comes while it still runs.
+    e.send(&plain(2, "echo early; sleep 1; echo late", 20_000));
+    assert!(matches!(e.next(), Reply::Output { id: 2, data, .. } if data == "early\n"));
+    let replies = e.until_finished(2);
+    assert_eq!(said(&replies), [(Stdout, "late\n")]);
+    // A timeout kills the whole group, the shell's children too.
+    e.send(&plain(3, "sleep 30 & sleep 30; echo never", 300));
+    let replies = e.until_finished(3);
+    assert_eq!((said(&replies), outcome(replies.last().unwrap())), (vec![], &Outcome::TimedOut));
+    // A background process that keeps the pipes open does not keep the job from ending.
+    e.send(&plain(4, "sleep 3 & echo started", 20_000));
+    let replies = e.until_finished(4);
+    assert_eq!(
+        (said(&replies), outcome(replies.last().unwrap())),
+        (vec![(Stdout, "started\n")], &Outcome::Exited { code: 0 })
+    );
+    // A character cut between two reads arrives whole.
+    e.send(&plain(5, "printf '\\303'; sleep 0.1; printf '\\251\\n'", 20_000));
+    let text: String = said(&e.until_finished(5)).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(text, "é\n");
+    let _ = std::fs::remove_dir_all(&home);
 }
 
 fn outcome(reply: &Reply) -> &Outcome {

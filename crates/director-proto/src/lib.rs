@@ -6,8 +6,8 @@
 //!
 //! A frame is a 4-byte big-endian length followed by that many bytes of JSON. The executor
 //! speaks first with [`Reply::Hello`]; then the operator sends [`Request`]s and the executor
-//! answers each job with [`Reply::Started`], any number of [`Reply::Output`], and exactly one
-//! [`Reply::Finished`]. Jobs are identified by an operator-chosen `id`, so several may be in
+//! answers each job with any number of [`Reply::Output`] and exactly one [`Reply::Finished`]
+//! (a short job's output and end come in one write). Jobs are identified by an operator-chosen `id`, so several may be in
 //! flight on one channel.
 //!
 //! Besides jobs, the executor does the few file operations the verbs need (make a directory,
@@ -206,10 +206,6 @@ pub enum Reply {
         cache_set_aside: Option<u64>,
         /// The node's clock, seconds since the epoch: cache expiry is judged by it.
         now: u64,
-    },
-    Started {
-        id: u64,
-        pid: u32,
     },
     Output {
         id: u64,
