@@ -16,6 +16,22 @@ fn echoes(tag: &str, n: usize) -> String {
     text
 }
 
+/// Runs four `echo` jobs tagged `tag` on a node that remembers the first three: they are
+/// answered from its cache, the fourth runs, and a second run finds all four cached. Returns
+/// the orchestration's file.
+fn three_cached_then_a_fourth_saved(fleet: &Fleet, tag: &str) -> std::path::PathBuf {
+    let four = fleet.file("four.yaml", &echoes(tag, 4));
+    let (code, events, err) = orchestrate_json(fleet, &four, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(notices(&events), Vec::<String>::new());
+    let statuses: Vec<&str> = finished(&events, "h1").into_iter().map(|f| f.1).collect();
+    assert_eq!(statuses, ["cached", "cached", "cached", "ok"]);
+    let (code, events, err) = orchestrate_json(fleet, &four, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(said(&events, "h1"), vec![cached_hit(); 4]);
+    four
+}
+
 #[test]
 fn two_runs_at_once_on_one_node_keep_both_their_records() {
     let fleet = Fleet::start(1);
@@ -116,16 +132,8 @@ fn a_torn_journal_line_is_skipped_and_a_replaced_base_drops_its_journal() {
     let mut text = std::fs::read_to_string(&journal).unwrap();
     text.push_str("{\"s\":\"jobs\",\"k\":\"00ab");
     std::fs::write(&journal, text).unwrap();
-    let four = fleet.file("four.yaml", &echoes("t", 4));
-    let (code, events, err) = orchestrate_json(&fleet, &four, &[]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(notices(&events), Vec::<String>::new());
-    let statuses: Vec<&str> = finished(&events, "h1").into_iter().map(|f| f.1).collect();
-    assert_eq!(statuses, ["cached", "cached", "cached", "ok"]);
-    // The fourth record went on a line of its own after the torn one.
-    let (code, events, err) = orchestrate_json(&fleet, &four, &[]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(said(&events, "h1"), vec![cached_hit(); 4]);
+    // The fourth record goes on a line of its own after the torn one.
+    let four = three_cached_then_a_fourth_saved(&fleet, "t");
     // A base replaced without its journal (a hand edit, an older director): the journal is
     // not replayed onto it.
     std::fs::write(dir.join("cache.json"), "{\"v\":1}").unwrap();
@@ -184,14 +192,6 @@ fn a_cache_of_100000_records_loads_and_works() {
     assert!(text.len() > 2 * director_proto::MAX_FRAME, "{}", text.len());
     std::fs::write(dir.join("cache.json"), text).unwrap();
     std::fs::remove_file(dir.join("cache.journal")).unwrap();
-    let four = fleet.file("four.yaml", &echoes("r", 4));
-    let (code, events, err) = orchestrate_json(&fleet, &four, &[]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(notices(&events), Vec::<String>::new());
-    let statuses: Vec<&str> = finished(&events, "h1").into_iter().map(|f| f.1).collect();
-    assert_eq!(statuses, ["cached", "cached", "cached", "ok"]);
-    // The new record went to the journal and is replayed onto the large base.
-    let (code, events, err) = orchestrate_json(&fleet, &four, &[]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(said(&events, "h1"), vec![cached_hit(); 4]);
+    // The new record goes to the journal and is replayed onto the large base.
+    three_cached_then_a_fourth_saved(&fleet, "r");
 }
