@@ -2,12 +2,12 @@
 //!
 //! The recorder is one more consumer of the engine's events (beside the frontends), so the
 //! history holds exactly what the user saw. Events queue on a channel; the thread writes each
-//! batch in one transaction, so a fleet's worth of results costs a few commits, not one per
-//! event. Output is kept per job and node, capped at [`KEEP_HEAD`] + [`KEEP_TAIL`] bytes per
+//! batch in one transaction, at most one every [`COMMIT_GAP`], so a fleet's worth of results
+//! costs a few commits, not one per event. Output is kept per job and node, capped at [`KEEP_HEAD`] + [`KEEP_TAIL`] bytes per
 //! stream: the start and the end, with a marker saying how much was cut between them.
 //!
-//! Between batches the thread checks whether `manage --cancel` asked this run to stop, and
-//! says so once through the channel it was given.
+//! Every [`CANCEL_CHECK`] the thread checks whether `manage --cancel` asked this run to stop,
+//! and says so once through the channel it was given.
 
 use super::{now_ms, History, RunSpec};
 use crate::error::Error;
@@ -16,6 +16,14 @@ use rusqlite::params;
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// The least time between two commits: events that come meanwhile share the next one (a run
+/// of short jobs on a few nodes would otherwise commit once per event).
+const COMMIT_GAP: Duration = Duration::from_millis(20);
+/// Most events in one commit.
+const MAX_BATCH: usize = 2000;
+/// How often the thread asks whether `manage --cancel` asked this run to stop.
+const CANCEL_CHECK: Duration = Duration::from_millis(300);
 
 /// Bytes kept from the start of a job's stdout or stderr.
 pub const KEEP_HEAD: usize = 32 * 1024;
@@ -145,18 +153,31 @@ impl State {
 
     fn serve(&mut self, rx: mpsc::Receiver<Msg>, cancelled: tokio::sync::mpsc::UnboundedSender<()>) {
         let mut open = true;
+        // Far enough in the past that the first batch goes at once.
+        let mut written = Instant::now() - COMMIT_GAP;
+        let mut checked = Instant::now();
         while open {
             let mut batch = Vec::new();
-            match rx.recv_timeout(Duration::from_millis(300)) {
+            match rx.recv_timeout(CANCEL_CHECK) {
                 Ok(Msg::Event(e, at)) => batch.push((e, at)),
                 Ok(Msg::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            while open && batch.len() < 2000 {
-                match rx.try_recv() {
+            // What comes within the gap since the last commit joins this one.
+            while open && !batch.is_empty() && batch.len() < MAX_BATCH {
+                let left = COMMIT_GAP.saturating_sub(written.elapsed());
+                let next = if left.is_zero() {
+                    rx.try_recv().map_err(|e| match e {
+                        mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
+                        mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
+                    })
+                } else {
+                    rx.recv_timeout(left)
+                };
+                match next {
                     Ok(Msg::Event(e, at)) => batch.push((e, at)),
-                    Ok(Msg::Close) | Err(mpsc::TryRecvError::Disconnected) => open = false,
-                    Err(mpsc::TryRecvError::Empty) => break,
+                    Ok(Msg::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
                 }
             }
             if !batch.is_empty() {
@@ -164,10 +185,14 @@ impl State {
                     // The run goes on; the history says what it could. Only stderr is ours here.
                     eprintln!("warning: the run history could not record some events: {e}");
                 }
+                written = Instant::now();
             }
-            if !self.cancel_seen && self.cancel_requested() {
-                self.cancel_seen = true;
-                let _ = cancelled.send(());
+            if !self.cancel_seen && checked.elapsed() >= CANCEL_CHECK {
+                checked = Instant::now();
+                if self.cancel_requested() {
+                    self.cancel_seen = true;
+                    let _ = cancelled.send(());
+                }
             }
         }
     }

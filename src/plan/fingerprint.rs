@@ -95,7 +95,7 @@ pub fn slot(job: &Job, run_as: Option<&str>) -> String {
 
 /// 16 hex digits of the sha3-224 of a value's canonical text: enough to tell values apart.
 pub fn short(value: &Value) -> String {
-    hash(&canonical(value))[..16].to_string()
+    crate::verb::source::hex(&Sha3_224::digest(canonical(value).as_bytes())[..8])
 }
 
 /// The fingerprint's body: the object whose canonical text is hashed (see the module docs).
@@ -118,38 +118,38 @@ fn body(job: &Job, r: &Rendered) -> Value {
 
 /// The canonical text of a JSON value (see the module docs).
 pub fn canonical(value: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write(value, &mut out);
-    out
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-fn write(value: &Value, out: &mut String) {
+fn write(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            out.push('{');
+            out.push(b'{');
             for (i, k) in keys.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
+                serde_json::to_writer(&mut *out, k).expect("a string serializes");
+                out.push(b':');
                 write(&map[k.as_str()], out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("a scalar serializes"),
     }
 }
 

@@ -101,8 +101,10 @@ fn a_killed_executor_loses_no_record_it_saved() {
             _ => {}
         }
     }
-    assert!(unsaved.len() <= 2, "{unsaved:?}");
     saved.retain(|job| !unsaved.contains(job));
+    // Records are saved in job order: what was lost is the end, after every job kept (how
+    // many depends on how many finished while the last append was syncing).
+    assert!(unsaved.iter().all(|u| saved.iter().all(|s| s < u)), "saved {saved:?}, unsaved {unsaved:?}");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(saved.len() < 400);
@@ -113,6 +115,12 @@ fn a_killed_executor_loses_no_record_it_saved() {
     let done = finished(&events, "h1");
     assert_eq!(done.len(), 400);
     for (job, status, _, _) in done {
+        if unsaved.contains(&job) {
+            // Its record may have reached the disk just before the executor died, unconfirmed:
+            // told as lost, it is either.
+            assert!(status == "cached" || status == "ok", "job {job}: {status}");
+            continue;
+        }
         let want = if saved.contains(&job) { "cached" } else { "ok" };
         assert_eq!(status, want, "job {job}");
     }
