@@ -3,8 +3,9 @@
 //! The recorder is one more consumer of the engine's events (beside the frontends), so the
 //! history holds exactly what the user saw. Events queue on a channel; the thread writes each
 //! batch in one transaction, at most one every [`COMMIT_GAP`], so a fleet's worth of results
-//! costs a few commits, not one per event. Output is kept per job and node, capped at [`KEEP_HEAD`] + [`KEEP_TAIL`] bytes per
-//! stream: the start and the end, with a marker saying how much was cut between them.
+//! costs a few commits, not one per event. Output is kept per job and node, capped at
+//! [`KEEP_HEAD`] + [`KEEP_TAIL`] bytes per stream: the start and the end, with a marker
+//! saying how much was cut between them.
 //!
 //! Every [`CANCEL_CHECK`] the thread checks whether `manage --cancel` asked this run to stop,
 //! and says so once through the channel it was given.
@@ -165,16 +166,8 @@ impl State {
             }
             // What comes within the gap since the last commit joins this one.
             while open && !batch.is_empty() && batch.len() < MAX_BATCH {
-                let left = COMMIT_GAP.saturating_sub(written.elapsed());
-                let next = if left.is_zero() {
-                    rx.try_recv().map_err(|e| match e {
-                        mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
-                        mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
-                    })
-                } else {
-                    rx.recv_timeout(left)
-                };
-                match next {
+                // Past the gap, a zero wait takes only what is already queued.
+                match rx.recv_timeout(COMMIT_GAP.saturating_sub(written.elapsed())) {
                     Ok(Msg::Event(e, at)) => batch.push((e, at)),
                     Ok(Msg::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
                     Err(mpsc::RecvTimeoutError::Timeout) => break,

@@ -7,8 +7,8 @@
 //! it prints a marker line naming the node's architecture (and whether it has gzip), reads
 //! the executor from its stdin (compressed when it can decompress), writes a temp file and
 //! starts it as `install`: the uploaded binary verifies its own hash, renames itself into
-//! place and serves, in the same session and process. Concurrent first contacts from two runs each rename a whole, verified file and
-//! never expose a partial one.
+//! place and serves, in the same session and process. Concurrent first contacts from two runs
+//! each rename a whole, verified file and never expose a partial one.
 
 /// One embedded executor: a static Linux binary for one architecture.
 #[derive(Debug)]

@@ -16,6 +16,17 @@ fn echoes(tag: &str, n: usize) -> String {
     text
 }
 
+/// A one-host fleet whose node has run three `echo` jobs tagged `tag`, and its node's
+/// state directory (the cache's base and journal).
+fn three_saved(tag: &str) -> (Fleet, std::path::PathBuf) {
+    let fleet = Fleet::start(1);
+    let three = fleet.file("three.yaml", &echoes(tag, 3));
+    let (code, _, err) = orchestrate_json(&fleet, &three, &[]);
+    assert_eq!(code, 0, "{err}");
+    let dir = fleet.hosts[0].home_path(".cache/director");
+    (fleet, dir)
+}
+
 /// Runs four `echo` jobs tagged `tag` on a node that remembers the first three: they are
 /// answered from its cache, the fourth runs, and a second run finds all four cached. Returns
 /// the orchestration's file.
@@ -128,11 +139,7 @@ fn a_killed_executor_loses_no_record_it_saved() {
 
 #[test]
 fn a_torn_journal_line_is_skipped_and_a_replaced_base_drops_its_journal() {
-    let fleet = Fleet::start(1);
-    let three = fleet.file("three.yaml", &echoes("t", 3));
-    let (code, _, err) = orchestrate_json(&fleet, &three, &[]);
-    assert_eq!(code, 0, "{err}");
-    let dir = fleet.hosts[0].home_path(".cache/director");
+    let (fleet, dir) = three_saved("t");
     let journal = dir.join("cache.journal");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&journal).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
@@ -178,12 +185,8 @@ fn a_long_journal_is_folded_into_the_base_when_the_executor_starts() {
 /// reaches the operator after the greeting, answers its jobs, and takes new records.
 #[test]
 fn a_cache_of_100000_records_loads_and_works() {
-    let fleet = Fleet::start(1);
-    let three = fleet.file("three.yaml", &echoes("r", 3));
-    let (code, _, err) = orchestrate_json(&fleet, &three, &[]);
-    assert_eq!(code, 0, "{err}");
+    let (fleet, dir) = three_saved("r");
     // The records the run made, folded into a base by hand, with 100,000 more beside them.
-    let dir = fleet.hosts[0].home_path(".cache/director");
     let mut base = serde_json::json!({"v": 1});
     for line in std::fs::read_to_string(dir.join("cache.journal")).unwrap().lines().skip(1) {
         let change: serde_json::Value = serde_json::from_str(line).unwrap();

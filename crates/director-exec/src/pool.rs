@@ -1,10 +1,10 @@
 //! Threads kept for the next job: [`spawn`] hands work to an idle thread, or starts one.
 //!
-//! A RUN is a waiter, a timer and two pipe readers; starting and ending four threads per job
-//! cost the node more than the job's own shell (a 2 MiB stack mapped, guarded, unmapped and
-//! flushed from every core's TLB, each time). A thread that finishes its work waits
-//! [`IDLE_FOR`] for more before it ends, so a run of short jobs reuses the same few threads
-//! and an idle executor keeps none.
+//! Every RUN, check, local copy and fact gathering needs a thread; starting and ending one per
+//! job costs the node a 2 MiB stack mapped, guarded, unmapped and flushed from every core's
+//! TLB, each time, which for a short job is more than its own shell. A thread that finishes
+//! its work waits [`IDLE_FOR`] for more before it ends, so a run of short jobs reuses the
+//! same few threads and an idle executor keeps none.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};

@@ -7,8 +7,8 @@
 //! A frame is a 4-byte big-endian length followed by that many bytes of JSON. The executor
 //! speaks first with [`Reply::Hello`]; then the operator sends [`Request`]s and the executor
 //! answers each job with any number of [`Reply::Output`] and exactly one [`Reply::Finished`]
-//! (a short job's output and end come in one write). Jobs are identified by an operator-chosen `id`, so several may be in
-//! flight on one channel.
+//! (a short job's output and end come in one write). Jobs are identified by an
+//! operator-chosen `id`, so several may be in flight on one channel.
 //!
 //! Besides jobs, the executor does the few file operations the verbs need (make a directory,
 //! hash a file, read a file, write a file atomically, append to the node cache's journal),
