@@ -75,9 +75,14 @@ pub enum Command {
         /// default an ad-hoc command always runs).
         #[arg(long)]
         cached: bool,
-        /// The job's arguments, e.g. the command for RUN.
+        /// The job's arguments, e.g. the command for RUN. Options go before it: a later word
+        /// that is one of exec's own options is refused, unless `--` comes before the command.
         #[arg(required = true, value_name = "ARGS", allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
+        /// Whether `--` came before ARGS (set by `parse`, not by clap): then every word is
+        /// command text.
+        #[arg(skip)]
+        escaped: bool,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -110,6 +115,54 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+}
+
+/// Parses a command line as clap does, then marks an `exec` whose ARGS follow a `--` (clap
+/// takes that `--` without saying so).
+pub fn parse(argv: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
+    let mut cli = Cli::try_parse_from(argv)?;
+    if let Command::Exec { args, escaped, .. } = &mut cli.command {
+        // ARGS run to the end of the line, so the word before them is the one before the
+        // last `args.len()` words.
+        *escaped = argv.len().checked_sub(args.len() + 1).is_some_and(|i| argv[i] == "--");
+    }
+    Ok(cli)
+}
+
+/// The first word of an exec's ARGS, after the command's first word and before any `--`
+/// among them, that is one of exec's own options (`--restrict`, `--json=…`, `-c`, `-cFILE`,
+/// `-vv`): the user meant it for director, and it must not reach the nodes as text.
+pub fn exec_option_in_command(args: &[String]) -> Option<&str> {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    cli.build();
+    let exec = cli.find_subcommand("exec")?;
+    let options: Vec<&clap::Arg> = exec.get_arguments().filter(|a| !a.is_positional()).collect();
+    let long = |name: &str| {
+        options
+            .iter()
+            .any(|a| a.get_long() == Some(name) || a.get_all_aliases().into_iter().flatten().any(|x| x == name))
+    };
+    // A short option, and whether it takes a value.
+    let short = |c: char| {
+        options
+            .iter()
+            .find(|a| a.get_short() == Some(c) || a.get_all_short_aliases().into_iter().flatten().any(|x| x == c))
+            .map(|a| a.get_action().takes_values())
+    };
+    let is_option = |word: &str| {
+        if let Some(name) = word.strip_prefix("--") {
+            return long(name.split_once('=').map_or(name, |(n, _)| n));
+        }
+        let Some(letters) = word.strip_prefix('-') else { return false };
+        let mut chars = letters.chars();
+        match chars.next().and_then(short) {
+            Some(true) => true,
+            Some(false) => chars.all(|c| short(c) == Some(false)),
+            None => false,
+        }
+    };
+    args.iter().skip(1).take_while(|w| *w != "--").map(String::as_str).find(|w| is_option(w))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -303,4 +356,51 @@ fn parse_duration(text: &str) -> Result<u64, String> {
     n.checked_mul(scale)
         .filter(|s| *s <= 10 * 365 * 86400)
         .ok_or_else(|| format!("`{text}` is longer than ten years; use e.g. 12h or 2d"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(line: &str) -> (Vec<String>, bool) {
+        let argv: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
+        match parse(&argv).unwrap().command {
+            Command::Exec { args, escaped, .. } => (args, escaped),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_word_before_exec_args_is_an_escape_only_when_it_is_the_separator() {
+        assert_eq!(
+            exec("director exec echo hi --restrict x"),
+            (vec!["echo".into(), "hi".into(), "--restrict".into(), "x".into()], false)
+        );
+        assert!(exec("director exec -- echo hi --restrict x").1);
+        assert!(exec("director exec -c f.yaml -- echo").1);
+        assert!(!exec("director exec -c f.yaml echo -- hi").1);
+        assert!(!exec("director exec --verb RUN echo").1);
+    }
+
+    #[test]
+    fn exec_options_after_the_command_are_found_and_other_words_are_text() {
+        let found = |line: &str| {
+            let args: Vec<String> = line.split(' ').map(Into::into).collect();
+            exec_option_in_command(&args).map(str::to_string)
+        };
+        assert_eq!(found("echo hi --restrict nosuchnode").as_deref(), Some("--restrict"));
+        assert_eq!(found("systemctl restart app --target web1").as_deref(), Some("--target"));
+        assert_eq!(found("uname -n --json").as_deref(), Some("--json"));
+        assert_eq!(found("uptime -c fleet.yaml").as_deref(), Some("-c"));
+        assert_eq!(found("uptime -cfleet.yaml").as_deref(), Some("-cfleet.yaml"));
+        assert_eq!(found("uptime --catalog=fleet.yaml").as_deref(), Some("--catalog=fleet.yaml"));
+        assert_eq!(found("uptime -vv").as_deref(), Some("-vv"), "a global option");
+        assert_eq!(found("uptime --history h.db").as_deref(), Some("--history"), "a global option");
+        assert_eq!(found("uptime --help").as_deref(), Some("--help"));
+        assert_eq!(found("ls -la /tmp"), None);
+        assert_eq!(found("uname -n"), None);
+        assert_eq!(found("grep --restricted x"), None);
+        assert_eq!(found("echo hi -- --restrict x"), None, "after -- every word is text");
+        assert_eq!(found("--json"), None, "the first word is never one: clap would have taken it");
+    }
 }

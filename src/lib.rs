@@ -26,7 +26,6 @@ pub mod verb;
 use catalog::orchestration::Orchestration;
 use catalog::yaml::Document;
 use catalog::Catalog;
-use clap::Parser;
 use config::Config;
 use error::{exit, Error};
 use frontend::Frontend;
@@ -59,7 +58,7 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 /// Parses `args`, runs the command, and returns the process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     let args: Vec<OsString> = args.into_iter().collect();
-    let cli = match cli::Cli::try_parse_from(&args) {
+    let cli = match cli::parse(&args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -188,7 +187,15 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             let plan = Plan::build(&catalog, &list, &selection)?;
             execute(launch(plan, "orchestrate", &files), &catalog, config, logging)
         }
-        cli::Command::Exec { verb, targets, cached, args, run } => {
+        cli::Command::Exec { verb, targets, cached, args, escaped, run } => {
+            if let Some(word) = (!escaped).then(|| cli::exec_option_in_command(&args)).flatten() {
+                return Err(Error::input(format!(
+                    "exec: `{word}` comes after the command, and it is one of exec's own options"
+                ))
+                .hint(format!(
+                    "put exec's options before the command; to pass `{word}` to the command, end exec's options with --: director exec [OPTIONS] -- COMMAND..."
+                )));
+            }
             let config = Config::resolve(&run, &settings);
             let orchestration = exec_orchestration(&verb, &args)?;
             let catalog = Catalog::load(&config.catalogs)?;

@@ -620,6 +620,25 @@ fn local_transport_runs_the_embedded_default_catalog() {
 }
 
 #[test]
+fn exec_refuses_its_own_options_after_the_command_and_passes_every_word_after_double_dash() {
+    let home = scratch("local-exec-dashdash");
+    // An exec option after the command is refused before anything runs...
+    let out = output(local_director(&home).args(["exec", "touch", "ran", "--json"]).current_dir(&home));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("error: exec: `--json` comes after the command"), "{}", stderr(&out));
+    assert!(!home.join("ran").exists());
+    // ...and after `--`, the same words are the command's, given to it as they are.
+    let out = output(local_director(&home).args(["exec", "--json", "--", "echo", "hi", "--restrict", "-c", "x"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(printed(&schema::parse(&out.stdout), Some("localhost"), Some(0)), "hi --restrict -c x\n");
+    // A word that is not one of exec's options is the command's without `--`.
+    let out = output(local_director(&home).args(["exec", "--json", "echo", "-n", "--restricted"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(printed(&schema::parse(&out.stdout), Some("localhost"), Some(0)), "--restricted");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
 fn a_closed_stdout_is_not_an_error() {
     let home = scratch("local-pipe");
     let file = home.join("o.yaml");
