@@ -290,11 +290,11 @@ pub struct RunArgs {
     /// Run the nodes in batches of N (or N% of them), each batch finishing all its jobs
     /// before the next starts.
     #[arg(long, value_name = "N|N%", value_parser = portion)]
-    pub serial: Option<crate::plan::batch::Portion>,
+    pub serial: Option<crate::catalog::portion::Portion>,
     /// Start no new batch once N nodes (or N% of them) failed or were unreachable; the nodes
     /// left are reported skipped [default: stop after a batch in which every node failed].
     #[arg(long, value_name = "N|N%", value_parser = portion)]
-    pub max_fail: Option<crate::plan::batch::Portion>,
+    pub max_fail: Option<crate::catalog::portion::Portion>,
     /// How long cached args and envs live on a node: seconds, or with a unit (90m, 12h, 2d).
     #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = parse_duration)]
     pub args_ttl: u64,
@@ -329,8 +329,8 @@ pub enum BecomeMethodArg {
     Doas,
 }
 
-fn portion(text: &str) -> Result<crate::plan::batch::Portion, String> {
-    crate::plan::batch::Portion::parse(text)
+fn portion(text: &str) -> Result<crate::catalog::portion::Portion, String> {
+    crate::catalog::portion::Portion::parse(text)
 }
 
 /// A user name: one word without spaces or control characters.

@@ -62,8 +62,8 @@ pub struct Config {
     /// `--diff`: show what each file written changes.
     pub diff: bool,
     /// `--serial`, `--max-fail`.
-    pub serial: Option<crate::plan::batch::Portion>,
-    pub max_fail: Option<crate::plan::batch::Portion>,
+    pub serial: Option<crate::catalog::portion::Portion>,
+    pub max_fail: Option<crate::catalog::portion::Portion>,
 }
 
 /// What the command line says about become, over each node's catalog settings (as an
@@ -158,7 +158,7 @@ impl Settings {
                 }
                 _ => {
                     let err = doc.error_at(&at, format!("unknown key `{key}` in the settings file"));
-                    return Err(match crate::suggest(key, SETTINGS_KEYS.iter().copied()) {
+                    return Err(match crate::error::suggest(key, SETTINGS_KEYS.iter().copied()) {
                         Some(s) => err.hint(format!("did you mean `{s}`? the keys are: {}", SETTINGS_KEYS.join(", "))),
                         None => err.hint(format!("the keys are: {}", SETTINGS_KEYS.join(", "))),
                     });

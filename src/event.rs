@@ -10,6 +10,16 @@
 
 use serde::Serialize;
 
+/// `text` cut at `max` characters, with `…` when it was cut.
+pub fn ellipsize(text: &str, max: usize) -> String {
+    let cut: String = text.chars().take(max).collect();
+    if cut.len() < text.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
 /// Version of the `--json` event schema.
 pub const SCHEMA_VERSION: u32 = 1;
 

@@ -23,37 +23,16 @@ pub mod shell;
 pub mod transport;
 pub mod verb;
 
-use catalog::orchestration::Orchestration;
 use catalog::yaml::Document;
 use catalog::Catalog;
 use config::Config;
 use error::{exit, Error};
 use frontend::Frontend;
 use launch::{Incoming, Launch, Running};
+use plan::orchestration::Orchestration;
 use plan::{Plan, Selection};
 use std::ffi::OsString;
 use std::time::Duration;
-
-/// `text` cut at `max` characters, with `…` when it was cut.
-pub fn ellipsize(text: &str, max: usize) -> String {
-    let cut: String = text.chars().take(max).collect();
-    if cut.len() < text.len() {
-        format!("{cut}…")
-    } else {
-        cut
-    }
-}
-
-/// The closest candidate to `word` by edit distance, if one is close enough to be a typo.
-pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    let lower = word.to_ascii_lowercase();
-    candidates
-        .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase()), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3) && *d < c.len())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c.to_string())
-}
 
 /// Parses `args`, runs the command, and returns the process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {

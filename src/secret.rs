@@ -210,7 +210,7 @@ impl PasswordSource {
                     Error::input(format!("--become-password-file {}: {why}", path.display()))
                         .hint("write the password as the file's first line, in a file only you can read (chmod 600)")
                 };
-                let meta = std::fs::metadata(path).map_err(|e| refuse(crate::catalog::yaml::io_reason(&e)))?;
+                let meta = std::fs::metadata(path).map_err(|e| refuse(crate::error::io_reason(&e)))?;
                 if !meta.is_file() {
                     return Err(refuse("not a regular file".into()));
                 }
@@ -218,7 +218,7 @@ impl PasswordSource {
                     return Err(refuse(format!("others can read or change it (mode {:04o})", meta.mode() & 0o7777)));
                 }
                 let text = zeroize::Zeroizing::new(
-                    std::fs::read_to_string(path).map_err(|e| refuse(crate::catalog::yaml::io_reason(&e)))?,
+                    std::fs::read_to_string(path).map_err(|e| refuse(crate::error::io_reason(&e)))?,
                 );
                 text.lines().next().unwrap_or_default().to_string()
             }

@@ -2,7 +2,7 @@
 //! an input error (or `--exec-help`'s usage); never panic, never hang.
 #![no_main]
 
-use director::catalog::orchestration::Orchestration;
+use director::plan::orchestration::Orchestration;
 use director::catalog::{yaml::Document, Catalog};
 use director::plan::{Plan, Selection};
 use libfuzzer_sys::fuzz_target;

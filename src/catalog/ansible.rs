@@ -167,7 +167,7 @@ fn host_line(line: &str) -> Result<Vec<HostVars>, (usize, String)> {
             return Err((*at, format!("`{word}` is not `key=value`")));
         };
         // Ansible reads host-line values as Python literals.
-        vars.insert(key.to_string(), crate::plan::literal::parse(value));
+        vars.insert(key.to_string(), crate::catalog::literal::parse(value));
     }
     let names = expand_range(&name).map_err(|why| (first_at, why))?;
     Ok(names.into_iter().map(|n| (n, vars.clone())).collect())
@@ -406,8 +406,8 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
                     }
                 }
                 "ansible_become" => {
-                    node.becomes.enabled =
-                        super::strtobool(&text).ok_or_else(|| bad("true or false").hint("e.g. ansible_become=true"))?
+                    node.becomes.enabled = super::fields::strtobool(&text)
+                        .ok_or_else(|| bad("true or false").hint("e.g. ansible_become=true"))?
                 }
                 "ansible_become_user" => {
                     if !super::is_word(&text) {

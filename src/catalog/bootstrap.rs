@@ -71,7 +71,7 @@ fn flatten(
             let verb = key.to_ascii_uppercase();
             if !VERBS.contains(&verb.as_str()) {
                 let err = doc.error_at(&at, format!("unknown bootstrap verb `{key}`"));
-                return Err(match crate::suggest(key, VERBS) {
+                return Err(match crate::error::suggest(key, VERBS) {
                     Some(s) => err.hint(format!("did you mean `{s}`? bootstrap jobs use RUN, ADD and GET")),
                     None => err.hint("bootstrap jobs use RUN, ADD and GET"),
                 });

@@ -22,15 +22,19 @@
 pub mod account;
 pub mod ansible;
 pub mod bootstrap;
-pub mod orchestration;
+pub mod fields;
+pub mod literal;
+pub mod portion;
 pub mod template;
 pub mod yaml;
 
 use crate::error::Error;
 pub use account::{Account, Become, BecomeMethod};
+pub use fields::is_word;
+use fields::{bool_field, check_keys, list_of_text, map_field, port_field, text_field, unknown_key, word_field};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-use yaml::{child, scalar_text, Document, Seg};
+use yaml::{child, Document, Seg};
 
 /// The catalog used when none is given: one node run through a local child process.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../catalogs/local.yaml");
@@ -357,168 +361,6 @@ const DIRECTORD_SECTIONS: &[&str] = &["directord_server", "directord_clients"];
 const DIRECTORD_ARG_KEYS: &[&str] = &["port", "username", "key_file"];
 const DIRECTORD_TARGET_KEYS: &[&str] = &["host", "name", "port", "username"];
 
-/// Words other tools use for a key director names differently (Ansible's `hosts` is an
-/// entry's `targets`), so the hint can name the right one where edit distance cannot.
-const SYNONYMS: &[(&str, &str)] = &[
-    ("hosts", "targets"),
-    ("target", "targets"),
-    ("nodes", "targets"),
-    ("tasks", "jobs"),
-    ("hostname", "host"),
-    ("address", "host"),
-    ("ansible_host", "host"),
-    ("username", "user"),
-    ("remote_user", "user"),
-    ("ansible_user", "user"),
-    ("key_file", "identity_file"),
-    ("private_key", "identity_file"),
-    ("ansible_port", "port"),
-    ("group", "groups"),
-    ("vars_files", "vars"),
-    ("sudo", "become"),
-    ("sudo_user", "become_user"),
-    ("ansible_become", "become"),
-    ("ansible_become_user", "become_user"),
-    ("ansible_become_method", "become_method"),
-];
-
-/// The key `key` was probably meant to be, among `allowed`.
-pub(crate) fn suggest_key(key: &str, allowed: &[&str]) -> Option<String> {
-    SYNONYMS
-        .iter()
-        .find(|(other, ours)| other.eq_ignore_ascii_case(key) && allowed.contains(ours))
-        .map(|(_, ours)| ours.to_string())
-        .or_else(|| crate::suggest(key, allowed.iter().copied()))
-}
-
-/// The error for `key`, which `what` does not have: at the key, with a did-you-mean and the
-/// keys it does have.
-pub(crate) fn unknown_key(doc: &Document, path: &[Seg], key: &str, allowed: &[&str], what: &str) -> Error {
-    let at = child(path, Seg::KeyName(key.to_string()));
-    let err = doc.error_at(&at, format!("unknown key `{key}` in {what}"));
-    match suggest_key(key, allowed) {
-        Some(s) => err.hint(format!("did you mean `{s}`? {what} keys are: {}", allowed.join(", "))),
-        None => err.hint(format!("{what} keys are: {}", allowed.join(", "))),
-    }
-}
-
-/// Refuses the first key of `map` that is not in `allowed`.
-pub(crate) fn check_keys(
-    doc: &Document,
-    path: &[Seg],
-    map: &Map<String, Value>,
-    allowed: &[&str],
-    what: &str,
-) -> Result<(), Error> {
-    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(key) => Err(unknown_key(doc, path, key, allowed, what)),
-        None => Ok(()),
-    }
-}
-
-fn text_field(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v @ (Value::String(_) | Value::Number(_))) => Ok(scalar_text(v)),
-        Some(_) => {
-            let at = child(path, key);
-            Err(doc.error_at(&at, format!("`{key}` must be a string")))
-        }
-    }
-}
-
-/// Whether `text` is one word: not empty, no spaces, no control characters (which could
-/// forge lines on the operator's terminal). Names, hosts and users must be.
-pub fn is_word(text: &str) -> bool {
-    !text.is_empty() && !text.contains(|c: char| c.is_whitespace() || c.is_control())
-}
-
-/// A name, host or user: one word of printable characters. An empty one, or one with spaces
-/// or control characters (which could forge lines on the operator's terminal), is refused.
-fn word_field(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
-    let Some(text) = text_field(doc, path, map, key)? else { return Ok(None) };
-    let at = || child(path, key);
-    if text.is_empty() {
-        return Err(doc
-            .error_at(&at(), format!("`{key}` is empty"))
-            .hint(format!("give `{key}` a value or leave the key out")));
-    }
-    if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(doc
-            .error_at(&at(), format!("`{key}` {:?} contains {}", text, describe_char(c)))
-            .hint(format!("a {key} is one word without spaces or control characters")));
-    }
-    Ok(Some(text))
-}
-
-fn describe_char(c: char) -> String {
-    match c {
-        ' ' => "a space".to_string(),
-        '\t' => "a tab".to_string(),
-        '\n' | '\r' => "a line break".to_string(),
-        c => format!("the control character U+{:04X}", c as u32),
-    }
-}
-
-fn port_field(doc: &Document, path: &[Seg], map: &Map<String, Value>, key: &str) -> Result<Option<u16>, Error> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => {
-            let parsed = match v {
-                Value::Number(n) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
-                Value::String(s) => s.parse::<u16>().ok(),
-                _ => None,
-            };
-            match parsed {
-                Some(p) if p > 0 => Ok(Some(p)),
-                _ => {
-                    let at = child(path, key);
-                    Err(doc.error_at(&at, format!("`{key}` must be a port number from 1 to 65535")))
-                }
-            }
-        }
-    }
-}
-
-fn map_field<'a>(
-    doc: &Document,
-    path: &[Seg],
-    map: &'a Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a Map<String, Value>>, Error> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => {
-            let at = child(path, key);
-            Err(doc.error_at(&at, format!("`{key}` must be a mapping")))
-        }
-    }
-}
-
-fn list_of_text(
-    doc: &Document,
-    path: &[Seg],
-    map: &Map<String, Value>,
-    key: &str,
-) -> Result<Option<Vec<String>>, Error> {
-    let at = child(path, key);
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::String(_) | Value::Number(_) => Ok(scalar_text(v).unwrap_or_default()),
-                _ => Err(doc.error_at(&child(&at, i), format!("`{key}` items must be strings"))),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(v @ Value::String(_)) => Ok(Some(vec![scalar_text(v).unwrap_or_default()])),
-        Some(_) => Err(doc.error_at(&at, format!("`{key}` must be a list of strings"))),
-    }
-}
-
 /// Expands a leading `~/` to the operator's home directory.
 pub fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
@@ -576,36 +418,6 @@ impl BecomeSettings {
             user: self.user.clone().unwrap_or(under.user),
             method: self.method.unwrap_or(under.method),
         }
-    }
-}
-
-/// A yes/no key: a YAML boolean, or one of the words Python's strtobool takes (Ansible's
-/// habit).
-pub(crate) fn bool_field(
-    doc: &Document,
-    path: &[Seg],
-    map: &Map<String, Value>,
-    key: &str,
-) -> Result<Option<bool>, Error> {
-    let refuse = |shown: String| {
-        doc.error_at(&child(path, key), format!("`{key}` must be true or false{shown}"))
-            .hint("yes/no, true/false, on/off and 1/0 are accepted")
-    };
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(s)) => strtobool(s).map(Some).ok_or_else(|| refuse(format!(", not `{s}`"))),
-        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 1) => Ok(Some(n.as_u64() == Some(1))),
-        Some(_) => Err(refuse(String::new())),
-    }
-}
-
-/// Python's `strtobool`, which Directord applies to `async`.
-pub(crate) fn strtobool(s: &str) -> Option<bool> {
-    match s.to_ascii_lowercase().as_str() {
-        "y" | "yes" | "t" | "true" | "on" | "1" => Some(true),
-        "n" | "no" | "f" | "false" | "off" | "0" => Some(false),
-        _ => None,
     }
 }
 
@@ -748,7 +560,7 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
                     let known: Vec<&str> = groups.keys().map(String::as_str).collect();
                     let err =
                         doc.error_at(&at, format!("node `{name}` is in group `{g}`, which `groups:` does not define"));
-                    return Err(match crate::suggest(g, known.iter().copied()) {
+                    return Err(match crate::error::suggest(g, known.iter().copied()) {
                         Some(s) => err.hint(format!("did you mean `{s}`? defined groups: {}", known.join(", "))),
                         None => err.hint(format!("defined groups: {}", known.join(", "))),
                     });
@@ -797,7 +609,7 @@ fn director_nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
                 &[Seg::Key("secrets".into()), Seg::Index(i)],
                 format!("`secrets` names `{name}`, which is no node's var"),
             );
-            return Err(match crate::suggest(name, known.iter().copied()) {
+            return Err(match crate::error::suggest(name, known.iter().copied()) {
                 Some(s) => err.hint(format!("did you mean `{s}`? `secrets` lists var names whose values are secret")),
                 None => {
                     err.hint("`secrets` lists var names whose values are secret (from `vars`, a group's or a node's)")
@@ -813,7 +625,7 @@ fn directord_nodes(index: usize, doc: &Document, merged_args: &Map<String, Value
     // Other top-level keys are data for bootstrap templates, as in Directord; but a near
     // miss of a section name is a typo that would drop the section silently.
     for key in top.keys().filter(|k| !DIRECTORD_SECTIONS.contains(&k.as_str())) {
-        if let Some(meant) = crate::suggest(key, DIRECTORD_SECTIONS.iter().copied()) {
+        if let Some(meant) = crate::error::suggest(key, DIRECTORD_SECTIONS.iter().copied()) {
             return Err(doc
                 .error_at(&[Seg::KeyName(key.clone())], format!("unknown section `{key}` in bootstrap catalog"))
                 .hint(format!("did you mean `{meant}`? the sections are directord_server and directord_clients")));

@@ -10,6 +10,7 @@
 //! (`yes`, `on` and `y` stay text), `.nan` and `.inf` are text, and a key twice in one
 //! mapping is an error. A file holds one document.
 
+use crate::error::io_reason;
 use crate::error::Error;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -192,15 +193,6 @@ pub fn read_text(path: &Path) -> Result<String, Error> {
 /// A value as YAML text (for `manage --export-jobs`).
 pub fn to_yaml(value: &Value) -> String {
     serde_saphyr::to_string(value).unwrap_or_default()
-}
-
-/// The reason of an I/O error without Rust's "(os error N)" suffix.
-pub fn io_reason(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    }
 }
 
 /// A YAML (or JSON, which is YAML) text from elsewhere than a file of ours, such as a node's

@@ -172,7 +172,7 @@ pub fn failed_to_start(node: &Node, job: &Job, reason: String) -> Event {
 
 /// What the job does on this node, as a person would read it, for the events and history.
 fn rendered_info(job: &Job, r: &Rendered) -> String {
-    crate::ellipsize(&job.work.info(r).unwrap_or_else(|| job.label()), 4096)
+    crate::event::ellipsize(&job.work.info(r).unwrap_or_else(|| job.label()), 4096)
 }
 
 /// Renders the job's templates with the node's args and, for ADD/COPY, works out each

@@ -116,7 +116,7 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
             return Ok(text);
         }
         crate::private::write_file(file, text.as_bytes()).map_err(|e| {
-            Error::internal(format!("cannot write {}: {}", file.display(), crate::catalog::yaml::io_reason(&e)))
+            Error::internal(format!("cannot write {}: {}", file.display(), crate::error::io_reason(&e)))
                 .hint("check that the directory exists and is writable")
         })?;
         return Ok(if args.json {

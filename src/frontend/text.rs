@@ -202,7 +202,7 @@ impl TextView {
             }
             groups.sort_by(|a, b| a.0.cmp(&b.0));
             // The name as a line of the report shows it: cut at 72 characters.
-            self.line(&format!("job {}: {}", job + 1, crate::ellipsize(&name, 72)));
+            self.line(&format!("job {}: {}", job + 1, crate::event::ellipsize(&name, 72)));
             let labels: Vec<String> = groups.iter().map(|(_, _, nodes, n)| format!("{nodes} ({n})")).collect();
             let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).min(48);
             for ((_, outcome, _, _), label) in groups.iter().zip(&labels) {

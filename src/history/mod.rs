@@ -156,11 +156,11 @@ impl History {
             return Err(open_error(path, "it is a directory"));
         }
         if let Some(dir) = path.parent() {
-            crate::private::create_dir_all(dir).map_err(|e| open_error(path, crate::catalog::yaml::io_reason(&e)))?;
+            crate::private::create_dir_all(dir).map_err(|e| open_error(path, crate::error::io_reason(&e)))?;
         }
         // SQLite creates the file with the umask's mode: create it private first. Its -wal
         // and -shm files take the database's mode.
-        crate::private::touch(path).map_err(|e| open_error(path, crate::catalog::yaml::io_reason(&e)))?;
+        crate::private::touch(path).map_err(|e| open_error(path, crate::error::io_reason(&e)))?;
         let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
         configure(&conn).map_err(|e| open_error(path, e))?;
         schema::migrate(&mut conn).map_err(|e| open_error(path, e))?;
@@ -198,10 +198,9 @@ impl History {
         waiting: &mut dyn FnMut(&Holder),
     ) -> Result<RunGuard, Error> {
         let locks = self.locks_dir();
-        crate::private::create_dir_all(&locks)
-            .map_err(|e| open_error(&self.path, crate::catalog::yaml::io_reason(&e)))?;
+        crate::private::create_dir_all(&locks).map_err(|e| open_error(&self.path, crate::error::io_reason(&e)))?;
         let lock_path = locks.join(format!("{}.lock", spec.id));
-        let lock = File::create(&lock_path).map_err(|e| open_error(&self.path, crate::catalog::yaml::io_reason(&e)))?;
+        let lock = File::create(&lock_path).map_err(|e| open_error(&self.path, crate::error::io_reason(&e)))?;
         lock.lock().map_err(|e| open_error(&self.path, e))?;
         let guard = RunGuard { id: spec.id.clone(), lock_path: lock_path.clone(), _lock: lock };
         let mut told = false;

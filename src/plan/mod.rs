@@ -10,13 +10,13 @@
 pub mod batch;
 pub mod bootstrap;
 pub mod fingerprint;
-pub mod literal;
+pub mod orchestration;
 pub mod select;
 
-use crate::catalog::orchestration::{BecomeSpec, JobSpec, Orchestration, TargetRef};
 use crate::catalog::yaml::{child, Document, Seg};
 use crate::catalog::{Account, Catalog, Node};
 use crate::error::Error;
+use crate::plan::orchestration::{BecomeSpec, JobSpec, Orchestration, TargetRef};
 use crate::verb;
 pub use crate::verb::{Work, DEFAULT_TIMEOUT};
 use std::path::PathBuf;
@@ -73,7 +73,7 @@ impl Job {
     fn spelled(&self, cut: Option<usize>) -> String {
         let args = self.work.spelled();
         let one_line = args.split_whitespace().collect::<Vec<_>>().join(" ");
-        let shown = crate::ellipsize(&one_line, cut.unwrap_or(usize::MAX));
+        let shown = crate::event::ellipsize(&one_line, cut.unwrap_or(usize::MAX));
         format!("{} {shown}", self.verb).trim_end().to_string()
     }
 
@@ -368,7 +368,7 @@ fn resolve(catalog: &Catalog, doc: &Document, targets: &[TargetRef]) -> Result<V
         });
         if found.is_empty() {
             let err = doc.error_at(&t.path, format!("unknown target `{}`", t.name));
-            return Err(match crate::suggest(&t.name, catalog.nodes.iter().map(|n| n.name.as_str())) {
+            return Err(match crate::error::suggest(&t.name, catalog.nodes.iter().map(|n| n.name.as_str())) {
                 Some(s) => err.hint(format!(
                     "did you mean `{s}`? targets are catalog node names or hosts; the catalog has {}",
                     catalog.names_hint()

@@ -44,7 +44,7 @@ pub fn select(catalog: &Catalog, patterns: &[String], flag: &str) -> Result<Vec<
             let what =
                 if written == *term { format!("{flag} `{written}`") } else { format!("{flag} `{written}`: `{name}`") };
             let err = Error::input(format!("{what} matches no node or group in the catalog"));
-            return Err(match crate::suggest(name, names) {
+            return Err(match crate::error::suggest(name, names) {
                 Some(s) => err.hint(format!("did you mean `{s}`? the catalog has {}", catalog.names_hint())),
                 None => err.hint(format!("the catalog has {}", catalog.names_hint())),
             });

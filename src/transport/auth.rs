@@ -146,7 +146,7 @@ fn load_identity(path: &Path, agent: &[PublicKey]) -> Result<Identity, (String, 
             ask_passphrase(path).map(|key| Identity::Key(Arc::new(key)))
         }
         Err(russh::keys::Error::IO(io)) => {
-            Err((crate::catalog::yaml::io_reason(&io), "check the path and its permissions".into()))
+            Err((crate::error::io_reason(&io), "check the path and its permissions".into()))
         }
         Err(other) => Err((other.to_string(), "it must be a private key in OpenSSH or PEM format".into())),
     }

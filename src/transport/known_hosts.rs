@@ -46,8 +46,7 @@ struct Parsed {
 impl Parsed {
     /// The entries of `file` that match `host` (none when the file does not exist).
     fn matching(file: &Path, host: &str) -> Result<Arc<Vec<Arc<Entry>>>, String> {
-        let cannot =
-            |e: std::io::Error| format!("cannot read {}: {}", file.display(), crate::catalog::yaml::io_reason(&e));
+        let cannot = |e: std::io::Error| format!("cannot read {}: {}", file.display(), crate::error::io_reason(&e));
         let stamp = match std::fs::metadata(file) {
             Ok(m) => {
                 use std::os::unix::fs::MetadataExt;
@@ -180,13 +179,13 @@ pub fn check_file(path: &Path) -> Result<(), crate::error::Error> {
     };
     let meta = match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(refuse(&crate::catalog::yaml::io_reason(&e))),
+        Err(e) => return Err(refuse(&crate::error::io_reason(&e))),
         Ok(meta) => meta,
     };
     if !meta.is_file() {
         return Err(refuse(if meta.is_dir() { "it is a directory" } else { "it is not a regular file" }));
     }
-    let bytes = std::fs::read(path).map_err(|e| refuse(&crate::catalog::yaml::io_reason(&e)))?;
+    let bytes = std::fs::read(path).map_err(|e| refuse(&crate::error::io_reason(&e)))?;
     if std::str::from_utf8(&bytes).is_err() || bytes.contains(&0) {
         return Err(refuse("it is not a text file"));
     }

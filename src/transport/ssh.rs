@@ -219,7 +219,7 @@ fn transient(e: &russh::Error) -> bool {
 
 pub(super) fn describe(e: &russh::Error) -> String {
     match e {
-        russh::Error::IO(io) => crate::catalog::yaml::io_reason(io),
+        russh::Error::IO(io) => crate::error::io_reason(io),
         other => other.to_string(),
     }
 }

@@ -103,7 +103,7 @@ impl SshConfig {
                     pass.errors.push(format!(
                         "cannot read ssh config {}: {}",
                         p.display(),
-                        crate::catalog::yaml::io_reason(&e)
+                        crate::error::io_reason(&e)
                     ));
                     return;
                 }

@@ -6,7 +6,7 @@ use super::options::{Arity, Given, VerbError};
 use super::{Cx, Finish, Task, Render, Syntax, Verb};
 use crate::engine::cache::Kind;
 use crate::plan::fingerprint::Rendered;
-use crate::plan::literal;
+use crate::catalog::literal;
 use serde_json::{json, Map, Value};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -39,7 +39,7 @@ impl Syntax for ContainerConfigData {
         }
         let overrides = match given.one("--config-overrides") {
             None => Map::new(),
-            Some(text) => match crate::plan::literal::parse(&text) {
+            Some(text) => match crate::catalog::literal::parse(&text) {
                 Value::Object(map) => map,
                 _ => {
                     return Err(err(format!("`--config-overrides {text}` is not a mapping"))

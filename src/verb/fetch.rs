@@ -61,5 +61,5 @@ impl Verb for Fetch {
 /// Writes a fetched file on the operator atomically (a temp file renamed over it), mode 0600.
 fn write_local(path: &str, bytes: &[u8]) -> Result<(), String> {
     crate::private::write_file(std::path::Path::new(path), bytes)
-        .map_err(|e| format!("cannot write {path} on the operator: {}", crate::catalog::yaml::io_reason(&e)))
+        .map_err(|e| format!("cannot write {path} on the operator: {}", crate::error::io_reason(&e)))
 }

@@ -96,7 +96,7 @@ impl<'a> Given<'a> {
             let Some(&(name, arity)) = known.iter().find(|(n, _)| var_name(n) == *key) else {
                 let names: Vec<String> = known.iter().map(|(n, _)| var_name(n)).collect();
                 let e = VerbError { var: Some(key.clone()), ..err(format!("unknown var `{key}` for {verb}")) };
-                return Err(match crate::suggest(key, names.iter().map(String::as_str)) {
+                return Err(match crate::error::suggest(key, names.iter().map(String::as_str)) {
                     Some(s) => e.hint(format!("did you mean `{s}`?")),
                     None => e.hint(format!("{verb} takes: {}", names.join(", "))),
                 });
@@ -271,7 +271,7 @@ pub fn split_options(
             None if !free_text && flag.starts_with("--") && flag.len() > 2 => {
                 let names = known.iter().map(|(n, _)| *n);
                 let e = err(format!("unknown option `{flag}`"));
-                return Err(match crate::suggest(flag, names) {
+                return Err(match crate::error::suggest(flag, names) {
                     Some(s) => e.hint(format!("did you mean `{s}`?")),
                     None => e,
                 });

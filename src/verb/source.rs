@@ -79,7 +79,7 @@ fn hash(path: &Path) -> Result<Source, VerbError> {
         }
         Ok(Source { path: path.to_path_buf(), size, sha3: hex(&hasher.finalize()) })
     };
-    read().map_err(|e| err(format!("cannot read source {}: {}", path.display(), crate::catalog::yaml::io_reason(&e))))
+    read().map_err(|e| err(format!("cannot read source {}: {}", path.display(), crate::error::io_reason(&e))))
 }
 
 pub fn hex(bytes: &[u8]) -> String {

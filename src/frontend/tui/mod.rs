@@ -201,7 +201,7 @@ impl Tui {
                 let label = format!("{} on {} node(s)", names.join(", "), nodes.len());
                 let built = files
                     .iter()
-                    .map(|f| crate::catalog::orchestration::Orchestration::load(f))
+                    .map(|f| crate::plan::orchestration::Orchestration::load(f))
                     .collect::<Result<Vec<_>, _>>()
                     .and_then(|list| Plan::build(&self.catalog, &list, &self.selection(nodes)));
                 let what = What {

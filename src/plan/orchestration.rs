@@ -12,9 +12,9 @@
 //! This module checks shape and verb names only; what a verb's arguments mean, and whether the
 //! targets exist, is the plan's business.
 
-use super::yaml::{child, scalar_text, Document, Seg};
+use crate::catalog::portion::Portion;
+use crate::catalog::yaml::{child, scalar_text, Document, Seg};
 use crate::error::Error;
-use crate::plan::batch::Portion;
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -75,7 +75,7 @@ impl BecomeSpec {
         let user = match map.get("become_user") {
             None | Some(Value::Null) => None,
             Some(v) => match scalar_text(v) {
-                Some(u) if super::is_word(&u) => Some(u),
+                Some(u) if crate::catalog::is_word(&u) => Some(u),
                 _ => {
                     return Err(doc
                         .error_at(&child(path, "become_user"), "`become_user` must be a user name")
@@ -83,7 +83,7 @@ impl BecomeSpec {
                 }
             },
         };
-        Ok(BecomeSpec { enabled: super::bool_field(doc, path, map, "become")?, user })
+        Ok(BecomeSpec { enabled: crate::catalog::fields::bool_field(doc, path, map, "become")?, user })
     }
 
     /// `self` (a job's) over `under` (its entry's).
@@ -127,7 +127,7 @@ impl Orchestration {
 
 fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>) -> Result<Entry, Error> {
     let at = |key: &str| child(&path, key);
-    super::check_keys(doc, &path, map, ENTRY_KEYS, "entry")?;
+    crate::catalog::fields::check_keys(doc, &path, map, ENTRY_KEYS, "entry")?;
     let name = name_field(doc, &path, map)?;
     let targets = match map.get("assign") {
         Some(v) if !v.is_null() => Some(targets(doc, at("assign"), v, "assign")?),
@@ -136,7 +136,7 @@ fn entry(doc: &Document, path: Vec<Seg>, index: usize, map: &Map<String, Value>)
             _ => None,
         },
     };
-    let is_async = super::bool_field(doc, &path, map, "async")?.unwrap_or(false);
+    let is_async = crate::catalog::fields::bool_field(doc, &path, map, "async")?.unwrap_or(false);
     let becomes = BecomeSpec::read(doc, &path, map)?;
     let serial = match map.get("serial") {
         None | Some(Value::Null) => None,
@@ -253,7 +253,7 @@ fn job_spec(doc: &Document, path: Vec<Seg>, entry: usize, index: usize, job: &Va
     let verb = key.to_ascii_uppercase();
     if !known(key) {
         let err = doc.error_at(&child(&path, Seg::KeyName(key.clone())), format!("unknown verb `{key}` in {what}"));
-        return Err(match crate::suggest(&verb, crate::verb::known_names()) {
+        return Err(match crate::error::suggest(&verb, crate::verb::known_names()) {
             Some(s) => err.hint(format!("did you mean `{s}`?")),
             None => err.hint(format!("known verbs: {}", crate::verb::known_names().collect::<Vec<_>>().join(", "))),
         });
@@ -270,8 +270,8 @@ fn unknown_job_key(doc: &Document, path: &[Seg], key: &str, what: &str) -> Error
     let at = child(path, Seg::KeyName(key.to_string()));
     let err = doc.error_at(&at, format!("unknown key `{key}` in {what}"));
     let keys = format!("a job has one verb and the keys {}", JOB_KEYS.join(", "));
-    match super::suggest_key(key, JOB_KEYS)
-        .or_else(|| crate::suggest(&key.to_ascii_uppercase(), crate::verb::known_names()))
+    match crate::catalog::fields::suggest_key(key, JOB_KEYS)
+        .or_else(|| crate::error::suggest(&key.to_ascii_uppercase(), crate::verb::known_names()))
     {
         Some(s) => err.hint(format!("did you mean `{s}`? {keys}")),
         None => err.hint(keys),
