@@ -14,6 +14,7 @@ use crate::engine;
 use crate::error::Error;
 use crate::event::Event;
 use crate::history::{self, recorder::Recorder, Contention, History, RunGuard, RunSpec};
+use crate::node::CancelLevel;
 use crate::plan::{self, Plan};
 use crate::transport;
 use std::path::PathBuf;
@@ -47,7 +48,7 @@ pub struct Running {
     pub warnings: Vec<String>,
     events: mpsc::Receiver<Event>,
     remote_cancel: mpsc::UnboundedReceiver<()>,
-    cancel: watch::Sender<u8>,
+    cancel: watch::Sender<CancelLevel>,
     recorder: Recorder,
     engine: tokio::task::JoinHandle<(crate::event::Summary, i32)>,
     _guard: RunGuard,
@@ -113,8 +114,8 @@ impl Launch {
             diff: config.diff,
         });
         let (tx, events) = mpsc::channel(4096);
-        let (cancel, cancel_rx) = watch::channel(engine::CANCEL_NONE);
-        let sink = engine::Sink::new(tx, secrets);
+        let (cancel, cancel_rx) = watch::channel(CancelLevel::None);
+        let sink = crate::node::Sink::new(tx, secrets);
         let engine = tokio::spawn(engine::run(Arc::new(plan), engine_config, sink, cancel_rx));
         Ok(Running { warnings, events, remote_cancel, cancel, recorder, engine, _guard: guard })
     }
@@ -129,15 +130,15 @@ impl Running {
         };
         match &incoming {
             Some(Incoming::Event(event)) => self.recorder.record(event),
-            Some(Incoming::CancelledElsewhere) => self.cancel(engine::CANCEL_KILL),
+            Some(Incoming::CancelledElsewhere) => self.cancel(CancelLevel::Kill),
             None => {}
         }
         incoming
     }
 
-    /// Raises the cancel level ([`engine::CANCEL_DRAIN`], then [`engine::CANCEL_KILL`]);
+    /// Raises the cancel level ([`CancelLevel::Drain`], then [`CancelLevel::Kill`]);
     /// never lowers it.
-    pub fn cancel(&self, level: u8) {
+    pub fn cancel(&self, level: CancelLevel) {
         raise(&self.cancel, level);
     }
 
@@ -161,16 +162,16 @@ impl Running {
 
 /// Raises a run's cancel level from elsewhere (a signal handler).
 #[derive(Clone)]
-pub struct CancelHandle(watch::Sender<u8>);
+pub struct CancelHandle(watch::Sender<CancelLevel>);
 
 impl CancelHandle {
     /// Like [`Running::cancel`]: the level only goes up.
-    pub fn raise(&self, level: u8) {
+    pub fn raise(&self, level: CancelLevel) {
         raise(&self.0, level);
     }
 }
 
-fn raise(cancel: &watch::Sender<u8>, level: u8) {
+fn raise(cancel: &watch::Sender<CancelLevel>, level: CancelLevel) {
     cancel.send_if_modified(|current| {
         let higher = level > *current;
         if higher {

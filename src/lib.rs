@@ -16,6 +16,7 @@ pub mod frontend;
 pub mod history;
 pub mod launch;
 pub mod logging;
+pub mod node;
 pub mod plan;
 pub mod private;
 pub mod secret;
@@ -29,6 +30,7 @@ use config::Config;
 use error::{exit, Error};
 use frontend::Frontend;
 use launch::{Incoming, Launch, Running};
+use node::CancelLevel;
 use plan::orchestration::Orchestration;
 use plan::{Plan, Selection};
 use std::ffi::OsString;
@@ -304,11 +306,11 @@ async fn follow(
         while tokio::signal::ctrl_c().await.is_ok() {
             presses += 1;
             if presses == 1 {
-                cancel.raise(engine::CANCEL_DRAIN);
+                cancel.raise(CancelLevel::Drain);
                 let _ = notice_tx
                     .send("cancelling: no new jobs will start; press Ctrl-C again to kill the running ones".into());
             } else {
-                cancel.raise(engine::CANCEL_KILL);
+                cancel.raise(CancelLevel::Kill);
                 let _ = notice_tx.send("killing the running jobs".into());
             }
         }

@@ -1,9 +1,12 @@
-//! The catalog: which nodes exist and how to reach them; and the orchestration files.
+//! The catalog: which nodes exist and how to reach them; and the YAML every user file is read
+//! with.
 //!
-//! This module owns reading user files (through [`yaml`], the only YAML code) and turning them
-//! into plain, validated values: [`Catalog`] of [`Node`]s here, [`orchestration::Orchestration`]
-//! beside it. Every mistake in a file becomes an [`Error`] naming file:line:column with a hint.
-//! It knows nothing of SSH or of running anything.
+//! This module owns reading user files (through [`yaml`], the only YAML code, and the typed
+//! [`fields`] of a mapping) and turning catalogs into plain, validated values: a [`Catalog`] of
+//! [`Node`]s. The orchestration files are read on the same ground by
+//! [`crate::plan::orchestration`], which knows the verbs. Every mistake in a file becomes an
+//! [`Error`] naming file:line:column with a hint. It knows nothing of SSH or of running
+//! anything.
 //!
 //! Two catalog shapes load. Director's own:
 //!

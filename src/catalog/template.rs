@@ -53,7 +53,7 @@ const USES_KEPT: usize = 4096;
 const LARGE_FROM: usize = 32;
 
 /// Whether `value` is a mapping or list large enough to keep once when several nodes hold it:
-/// node caches share it ([`crate::engine::cache::shared`]) and templates convert it once
+/// node caches share it ([`crate::node::cache::shared`]) and templates convert it once
 /// ([`Renderer::context`]).
 pub fn is_large(value: &Value) -> bool {
     let items = match value {

@@ -22,30 +22,20 @@
 //!
 //! The engine never prints; it owns no terminal and no file.
 
-pub mod cache;
-pub mod diff;
-pub mod node;
-pub mod preview;
-pub mod session;
-pub mod shared;
 pub mod work;
 
+use crate::catalog::template::Renderer;
 use crate::catalog::{Account, Node, TransportKind};
 use crate::error::exit;
 use crate::event::{Event, JobBrief, JobCounts, JobStatus, RunMode, Summary};
+use crate::node::session::{OpenError, Session};
+use crate::node::shared::{self, Shared};
+use crate::node::{cache, CancelLevel, Cx, Relink, Relinked, Sink};
 use crate::plan::{Plan, Schedule};
-use crate::secret::Secrets;
 use crate::transport::{self, ssh, Connection, Progress};
-use session::{OpenError, Session};
-use shared::Shared;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
-
-/// Cancellation levels sent through the watch channel.
-pub const CANCEL_NONE: u8 = 0;
-pub const CANCEL_DRAIN: u8 = 1;
-pub const CANCEL_KILL: u8 = 2;
+use tokio::sync::watch;
 
 pub struct EngineConfig {
     pub run_id: String,
@@ -56,34 +46,14 @@ pub struct EngineConfig {
     pub args_ttl: u64,
     /// The become password, for a become method that asks (see `transport::escalate`).
     pub become_password: Option<Arc<crate::secret::Password>>,
-    /// A run, or `--plan`: say what a run would do and do nothing ([`preview`]).
+    /// A run, or `--plan`: say what a run would do and do nothing ([`crate::node::preview`]).
     pub mode: RunMode,
-    /// `--diff`: show what each file an ADD/COPY writes changes ([`diff`]).
+    /// `--diff`: show what each file an ADD/COPY writes changes ([`crate::node::diff`]).
     pub diff: bool,
 }
 
 /// Default lifetime of cached args and envs: 12 hours.
 pub const DEFAULT_ARGS_TTL: u64 = 12 * 3600;
-
-/// Where events go; a closed receiver (the frontend is gone) does not stop the run. Every
-/// event passes the run's [`Secrets`] on its way out: nothing downstream sees a secret.
-#[derive(Clone)]
-pub struct Sink {
-    tx: mpsc::Sender<Event>,
-    pub secrets: Arc<Secrets>,
-}
-
-impl Sink {
-    pub fn new(tx: mpsc::Sender<Event>, secrets: Arc<Secrets>) -> Self {
-        Sink { tx, secrets }
-    }
-
-    async fn emit(&self, event: Event) {
-        for e in self.secrets.filter(event) {
-            let _ = self.tx.send(e).await;
-        }
-    }
-}
 
 /// What one node's task ends with, for the run's summary.
 #[derive(Default)]
@@ -118,7 +88,7 @@ pub async fn run(
     plan: Arc<Plan>,
     config: Arc<EngineConfig>,
     sink: Sink,
-    cancel: watch::Receiver<u8>,
+    cancel: watch::Receiver<CancelLevel>,
 ) -> (Summary, i32) {
     let started = Instant::now();
     sink.emit(Event::RunStarted {
@@ -134,8 +104,11 @@ pub async fn run(
             .collect(),
     })
     .await;
-    let shared = Arc::new(Shared::new(&plan));
-    let renderer = Arc::new(crate::catalog::template::Renderer::default());
+    let shared = Arc::new(Shared::new(
+        plan.nodes.iter().map(|n| n.name.clone()).collect(),
+        plan.jobs.iter().filter(|j| j.work.gathers()).map(|j| (j.id, j.targets.clone())),
+    ));
+    let renderer = Arc::new(Renderer::default());
     let node_task = |index: usize| {
         let (plan, config, sink, cancel, shared, renderer) =
             (plan.clone(), config.clone(), sink.clone(), cancel.clone(), shared.clone(), renderer.clone());
@@ -159,7 +132,7 @@ pub async fn run(
                 let batches = batching.batches(total);
                 let (mut failed, mut stop) = (0, None::<String>);
                 for (k, range) in batches.iter().enumerate() {
-                    if stop.is_none() && *cancel.borrow() != CANCEL_NONE {
+                    if stop.is_none() && *cancel.borrow() != CancelLevel::None {
                         stop = Some("not attempted: the run was cancelled".to_string());
                     }
                     if let Some(why) = &stop {
@@ -188,7 +161,7 @@ pub async fn run(
         Schedule::Bootstrap { servers, threads } => {
             let mut stop: Option<String> = None;
             for &index in servers {
-                if stop.is_none() && *cancel.borrow() != CANCEL_NONE {
+                if stop.is_none() && *cancel.borrow() != CancelLevel::None {
                     stop = Some("not attempted: the run was cancelled".to_string());
                 }
                 let tally = match &stop {
@@ -213,7 +186,7 @@ pub async fn run(
                     (gate.clone(), node_task(index), cancel.clone(), plan.clone(), sink.clone());
                 tasks.spawn(async move {
                     let _permit = gate.acquire_owned().await;
-                    if *cancel.borrow() != CANCEL_NONE {
+                    if *cancel.borrow() != CancelLevel::None {
                         return not_attempted(&plan, index, "not attempted: the run was cancelled", &sink).await;
                     }
                     task.await
@@ -225,7 +198,7 @@ pub async fn run(
         add(&mut summary, NodeTally::of(result));
     }
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
-    let code = exit_code(&summary, *cancel.borrow() != CANCEL_NONE);
+    let code = exit_code(&summary, *cancel.borrow() != CancelLevel::None);
     sink.emit(Event::RunFinished { summary: summary.clone(), exit_code: code }).await;
     (summary, code)
 }
@@ -276,8 +249,8 @@ async fn not_attempted(plan: &Plan, index: usize, why: &str, sink: &Sink) -> Nod
 }
 
 /// Resolves once the run is cancelled (at any level).
-async fn cancelled(cancel: &mut watch::Receiver<u8>) {
-    let _ = cancel.wait_for(|level| *level != CANCEL_NONE).await;
+async fn cancelled(cancel: &mut watch::Receiver<CancelLevel>) {
+    let _ = cancel.wait_for(|level| *level != CancelLevel::None).await;
 }
 
 /// The documented exit code for a finished run.
@@ -329,7 +302,7 @@ async fn start_session(
     config: &EngineConfig,
     sink: &Sink,
     first: bool,
-) -> Result<(Session, session::Greeting), String> {
+) -> Result<(Session, crate::node::session::Greeting), String> {
     let started = Instant::now();
     let mut force = false;
     let password = config.become_password.as_deref();
@@ -373,7 +346,7 @@ async fn run_node(
     sink: &Sink,
     shared: &Shared,
     renderer: &Arc<crate::catalog::template::Renderer>,
-    cancel: watch::Receiver<u8>,
+    cancel: watch::Receiver<CancelLevel>,
 ) -> NodeTally {
     let node = &plan.nodes[index];
     let mut tally = NodeTally::default();
@@ -452,12 +425,23 @@ async fn run_node(
         others: others.into_iter().map(|a| (a, tokio::sync::OnceCell::new())).collect(),
     };
     let session = &executors.home;
-    let cx =
-        node::Cx { plan, index, node, session, home: session, executors: &executors, sink, shared, renderer, config };
+    let relink = Relinker { executors: &executors, config };
+    let cx = Cx {
+        index,
+        node,
+        session,
+        home: session,
+        sink,
+        shared,
+        run_id: &config.run_id,
+        args_ttl: config.args_ttl,
+        relink: &relink,
+    };
+    let nr = NodeRun { cx, plan, config, executors: &executors, renderer };
     // The node's saver sends the records of finished jobs while the next ones run.
     let finished = std::sync::atomic::AtomicBool::new(false);
     let jobs = async {
-        let results = futures::future::join_all(lanes.iter().map(|lane| run_lane(&cx, lane, cancel.clone()))).await;
+        let results = futures::future::join_all(lanes.iter().map(|lane| run_lane(&nr, lane, cancel.clone()))).await;
         finished.store(true, std::sync::atomic::Ordering::SeqCst);
         cx.state().wake.notify_one();
         results
@@ -485,6 +469,29 @@ async fn run_node(
     tally
 }
 
+/// One node as the engine drives it: the context its jobs get ([`Cx`]), and what only the
+/// engine reads: the plan, the run's settings, the node's executors and the renderer.
+#[derive(Clone, Copy)]
+pub struct NodeRun<'a> {
+    pub cx: Cx<'a>,
+    pub plan: &'a Plan,
+    pub config: &'a EngineConfig,
+    pub executors: &'a Executors,
+    pub renderer: &'a Arc<Renderer>,
+}
+
+/// How a REBOOT reaches its node again: through the node's executors, with the run's settings.
+struct Relinker<'a> {
+    executors: &'a Executors,
+    config: &'a EngineConfig,
+}
+
+impl Relink for Relinker<'_> {
+    fn relink<'a>(&'a self, cx: &'a Cx<'a>, within: Duration) -> Relinked<'a> {
+        Box::pin(self.executors.reconnect(cx, self.config, within))
+    }
+}
+
 /// The executors of one node, one per account its jobs run as, over the node's connection.
 pub struct Executors {
     /// The connection (none while a reboot replaces it).
@@ -498,7 +505,8 @@ pub struct Executors {
 
 impl Executors {
     /// The session `job` runs on, or why the executor for its account could not start.
-    async fn session_for<'s>(&'s self, cx: &node::Cx<'s>, job: &crate::plan::Job) -> Result<&'s Session, String> {
+    async fn session_for<'s>(&'s self, nr: &NodeRun<'s>, job: &crate::plan::Job) -> Result<&'s Session, String> {
+        let (cx, config) = (&nr.cx, nr.config);
         let account = job.account(cx.node);
         if account == self.own {
             return Ok(cx.session);
@@ -510,13 +518,13 @@ impl Executors {
             .get_or_init(|| async {
                 let conn = self.conn.read().await;
                 let Some(conn) = conn.as_ref() else { return Err("the node's connection is gone".to_string()) };
-                let start = start_session(conn, cx.node, &account, cx.config, cx.sink, false);
-                match tokio::time::timeout(cx.config.hello_timeout, start).await {
+                let start = start_session(conn, cx.node, &account, config, cx.sink, false);
+                match tokio::time::timeout(config.hello_timeout, start).await {
                     Ok(started) => started.map(|(session, _)| session),
                     Err(_) => Err(format!(
                         "the executor for {} did not start within {} s",
                         account.user().unwrap_or("the login user"),
-                        cx.config.hello_timeout.as_secs()
+                        config.hello_timeout.as_secs()
                     )),
                 }
             })
@@ -528,7 +536,12 @@ impl Executors {
     /// (its host key checked as on first contact) and starts its executors there, each
     /// session taking its new link in place, all within `within`. Says when the link dropped
     /// and when the node answered again.
-    pub async fn reconnect(&self, cx: &node::Cx<'_>, within: Duration) -> Result<(Duration, Duration), String> {
+    pub async fn reconnect(
+        &self,
+        cx: &Cx<'_>,
+        config: &EngineConfig,
+        within: Duration,
+    ) -> Result<(Duration, Duration), String> {
         let started = Instant::now();
         let deadline = started + within;
         while self.home.lost().is_none() {
@@ -548,8 +561,8 @@ impl Executors {
                 return Err(format!("the node did not come back within {} s ({last})", within.as_secs()));
             }
             let attempt = async {
-                let (conn, _) = dial(cx.node, cx.config).await?;
-                match start_session(&conn, cx.node, &self.own, cx.config, cx.sink, false).await {
+                let (conn, _) = dial(cx.node, config).await?;
+                match start_session(&conn, cx.node, &self.own, config, cx.sink, false).await {
                     Ok((session, greeting)) => Ok((conn, session, greeting)),
                     Err(e) => {
                         conn.close().await;
@@ -564,7 +577,7 @@ impl Executors {
                     cx.state().set_clock(greeting.now);
                     for (account, cell) in &self.others {
                         if let Some(Ok(other)) = cell.get() {
-                            match start_session(&conn, cx.node, account, cx.config, cx.sink, false).await {
+                            match start_session(&conn, cx.node, account, config, cx.sink, false).await {
                                 Ok((session, _)) => other.adopt(session),
                                 Err(e) => return Err(format!("the node is back, but {e}")),
                             }
@@ -582,14 +595,15 @@ impl Executors {
 }
 
 /// One lane: groups (entries) in order, jobs in order; a failure skips the rest of its group.
-async fn run_lane(cx: &node::Cx<'_>, lane: &[Vec<usize>], cancel: watch::Receiver<u8>) -> Vec<JobStatus> {
-    let (plan, node, session) = (cx.plan, cx.node, cx.session);
+async fn run_lane(nr: &NodeRun<'_>, lane: &[Vec<usize>], cancel: watch::Receiver<CancelLevel>) -> Vec<JobStatus> {
+    let cx = &nr.cx;
+    let (plan, node, session) = (nr.plan, cx.node, cx.session);
     let mut statuses = Vec::new();
     for group in lane {
         let mut blocked: Option<String> = None;
         for &j in group {
             let job = &plan.jobs[j];
-            let skip_reason = if *cancel.borrow() != CANCEL_NONE {
+            let skip_reason = if *cancel.borrow() != CancelLevel::None {
                 Some("run cancelled before this job started".to_string())
             } else {
                 blocked
@@ -605,8 +619,10 @@ async fn run_lane(cx: &node::Cx<'_>, lane: &[Vec<usize>], cancel: watch::Receive
                     cx.report(skipped(&node.name, job, reason)).await;
                     JobStatus::Skipped
                 }
-                None => match cx.executors.session_for(cx, job).await {
-                    Ok(session) => work::run_job(&node::Cx { session, ..*cx }, job, cancel.clone()).await,
+                None => match nr.executors.session_for(nr, job).await {
+                    Ok(session) => {
+                        work::run_job(&NodeRun { cx: Cx { session, ..*cx }, ..*nr }, job, cancel.clone()).await
+                    }
                     Err(reason) => {
                         cx.report(work::failed_to_start(node, job, reason)).await;
                         JobStatus::Failed
@@ -620,7 +636,7 @@ async fn run_lane(cx: &node::Cx<'_>, lane: &[Vec<usize>], cancel: watch::Receive
             }
             statuses.push(status);
         }
-        if let (Some(&first), RunMode::Run) = (group.first(), cx.config.mode) {
+        if let (Some(&first), RunMode::Run) = (group.first(), nr.config.mode) {
             record_parent(cx, &plan.entries[plan.jobs[first].entry].fingerprint, blocked.is_none()).await;
         }
     }
@@ -629,7 +645,7 @@ async fn run_lane(cx: &node::Cx<'_>, lane: &[Vec<usize>], cancel: watch::Receive
 
 /// Remembers how the entry last ended on the node (CACHEEVICT `parents` forgets it); saved
 /// only when that changes, so an unchanged re-run writes nothing.
-async fn record_parent(cx: &node::Cx<'_>, fingerprint: &str, ok: bool) {
+async fn record_parent(cx: &Cx<'_>, fingerprint: &str, ok: bool) {
     let state = &cx.shared.nodes[cx.index];
     let status = if ok { "ok" } else { "failed" };
     let changed = {

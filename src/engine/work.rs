@@ -9,17 +9,18 @@
 //! and save the cache on the node. What each verb does is its own module's ([`crate::verb`]);
 //! this module does what is the same for every job.
 
-use super::cache::{JobRecord, Kind};
-use super::diff;
-use super::node::{Checked, Cx, Finish};
-use super::preview::Pending;
-use super::shared::lock;
+use super::NodeRun;
 use crate::catalog::template::{Context, Renderer};
 use crate::catalog::Node;
 use crate::event::{Event, JobStatus, RunMode, Stream};
-use crate::plan::fingerprint::{self, Rendered};
+use crate::node::cache::{JobRecord, Kind};
+use crate::node::diff;
+use crate::node::preview::Pending;
+use crate::node::shared::lock;
+use crate::node::{CancelLevel, Checked, Cx, Finish};
+use crate::plan::fingerprint;
 use crate::plan::{Job, Work};
-use crate::verb::{Body, Outgoing, Render, Task};
+use crate::verb::{Body, Outgoing, Render, Rendered, Task};
 use director_proto::{Done, Request};
 use serde_json::Value;
 use std::sync::Arc;
@@ -36,12 +37,13 @@ pub const CACHED_HINT: &str = "done before with this exact fingerprint (--ignore
 const BLUEPRINT_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Runs `job` on the node and reports it; returns its status.
-pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> JobStatus {
+pub async fn run_job(nr: &NodeRun<'_>, job: &Job, cancel: watch::Receiver<CancelLevel>) -> JobStatus {
+    let cx = &nr.cx;
     let started = Instant::now();
-    let planning = cx.config.mode == RunMode::Plan;
-    let finish = match prepare(cx, job).await {
+    let planning = nr.config.mode == RunMode::Plan;
+    let finish = match prepare(nr, job).await {
         // A plan cannot render a job that needs what a job before it would capture.
-        Err(reason) => match if planning { depends_unrendered(cx, job).await } else { None } {
+        Err(reason) => match if planning { depends_unrendered(nr, job).await } else { None } {
             Some(why) => Finish::would_run(why),
             None => Finish::failed(format!("{reason} (job {} `{}` on node {})", job.id + 1, job.label(), cx.node.name)),
         },
@@ -63,8 +65,8 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
                 })
                 .await;
             let mut finish = if planning {
-                let finish = preview(cx, job, &fingerprint, &rendered, cancel).await;
-                if finish.status == JobStatus::WouldRun && cx.config.diff {
+                let finish = preview(nr, job, &fingerprint, &rendered, cancel).await;
+                if finish.status == JobStatus::WouldRun && nr.config.diff {
                     show_diff(cx, job, &outgoing).await;
                 }
                 finish
@@ -72,10 +74,10 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
                 match lookup(cx, job, fp, &rendered).await {
                     Lookup::Hit(hit) => hit,
                     Lookup::Do { drift, recorded } => {
-                        if cx.config.diff {
+                        if nr.config.diff {
                             show_diff(cx, job, &outgoing).await;
                         }
-                        let task = Task { job, rendered: &rendered, outgoing, cancel, recorded };
+                        let task = Task { job: job.reference(), rendered: &rendered, outgoing, cancel, recorded };
                         let mut finish = job.work.perform(cx, task).await;
                         // What the verb's own check found counts as drift only against a record.
                         match (finish.status, drift.or(finish.drift.take().filter(|_| recorded))) {
@@ -150,10 +152,10 @@ pub async fn run_job(cx: &Cx<'_>, job: &Job, cancel: watch::Receiver<u8>) -> Job
 
 /// In a plan, for a job that could not be rendered: whether it uses (in its arguments or its
 /// `--blueprint` files) an arg a job before it would capture.
-async fn depends_unrendered(cx: &Cx<'_>, job: &Job) -> Option<String> {
+async fn depends_unrendered(nr: &NodeRun<'_>, job: &Job) -> Option<String> {
     let blueprints = read_blueprints(&job.work).await.unwrap_or_default();
     let texts: Vec<&str> = job.work.templates().into_iter().chain(blueprints.iter().map(String::as_str)).collect();
-    cx.depends(&cx.renderer.uses_all(&texts))
+    nr.cx.depends(&nr.renderer.uses_all(&texts))
 }
 
 /// The events of a job that could not start because its account's executor did not: it
@@ -177,14 +179,15 @@ fn rendered_info(job: &Job, r: &Rendered) -> String {
 
 /// Renders the job's templates with the node's args and, for ADD/COPY, works out each
 /// destination and content hash.
-async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), String> {
+async fn prepare(nr: &NodeRun<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), String> {
+    let cx = &nr.cx;
     let state = cx.state();
     let blueprints = read_blueprints(&job.work).await?;
     // The context holds only the variables the job's templates read (and `facts`): a job
     // copies what it uses, not every cached arg (a QUERY's map of every node in each node's
     // context made time and memory quadratic in the fleet's size).
     let texts: Vec<&str> = job.work.templates().into_iter().chain(blueprints.iter().map(String::as_str)).collect();
-    let names = cx.renderer.uses_all(&texts);
+    let names = nr.renderer.uses_all(&texts);
     let (args, env) = {
         let cache = state.cache();
         let mut vars = std::collections::BTreeMap::new();
@@ -192,7 +195,7 @@ async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), St
             // The catalog's vars for the node are the defaults; what its cache holds (ARG,
             // QUERY…) wins over them, and the plan's own extras (bootstrap's catalog) over both.
             // The cache's values are shared, not copied.
-            let extra = cx.plan.vars.get(cx.index).and_then(|v| v.get(&name));
+            let extra = nr.plan.vars.get(cx.index).and_then(|v| v.get(&name));
             let value = match extra {
                 Some(v) => Some(Arc::new(v.clone())),
                 None => cache.arg_shared(&name).or_else(|| cx.node.vars.get(&name).map(|v| Arc::new(v.clone()))),
@@ -203,17 +206,17 @@ async fn prepare(cx: &Cx<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), St
         }
         // `facts` is always the node's: what it said of itself when its executor started.
         vars.insert("facts".to_string(), Arc::new(Value::Object(lock(&state.facts).clone())));
-        (cx.renderer.context(vars), cache.env_map())
+        (nr.renderer.context(vars), cache.env_map())
     };
     let run_as = job.account(cx.node).user().map(str::to_string);
     if !job.heavy() {
         // Nothing to render, hash or look up: no thread hop.
-        return render_work(cx.renderer, &job.work, &args, env, blueprints)
+        return render_work(nr.renderer, &job.work, &args, env, blueprints)
             .map(|(r, out)| (Rendered { run_as, ..r }, out));
     }
     // Rendering, hashing and looking up files are CPU work: they run on a blocking thread,
     // so a heavy template never stalls the other nodes, and fuel bounds the template work.
-    let (renderer, work) = (cx.renderer.clone(), job.work.clone());
+    let (renderer, work) = (nr.renderer.clone(), job.work.clone());
     tokio::task::spawn_blocking(move || render_work(&renderer, &work, &args, env, blueprints))
         .await
         .map_err(|e| format!("rendering failed: {e}"))?
@@ -305,7 +308,7 @@ fn hit(cx: &Cx<'_>, record: JobRecord) -> Finish {
     let mut cache = state.cache();
     let mut dirty = false;
     for (k, v) in &record.args {
-        dirty |= cache.set(Kind::Args, k, v.clone(), false, now, cx.config.args_ttl);
+        dirty |= cache.set(Kind::Args, k, v.clone(), false, now, cx.args_ttl);
     }
     Finish {
         status: JobStatus::Cached,
@@ -319,19 +322,20 @@ fn hit(cx: &Cx<'_>, record: JobRecord) -> Finish {
 /// A plan's answer for a job (see [`super::preview`]): what a run would do with it, doing
 /// only what changes the in-memory cache, so the jobs after it see what they would in a run.
 async fn preview(
-    cx: &Cx<'_>,
+    nr: &NodeRun<'_>,
     job: &Job,
     fingerprint: &fingerprint::Fingerprint,
     rendered: &Rendered,
-    cancel: watch::Receiver<u8>,
+    cancel: watch::Receiver<CancelLevel>,
 ) -> Finish {
+    let cx = &nr.cx;
     if let Some(why) = cx.depends(&rendered.uses.keys().cloned().collect()) {
         return Finish::would_run(why);
     }
     let finish = match &job.work {
         work if work.cache_only() => {
             // These verbs write no file: nothing goes out.
-            let task = Task { job, rendered, outgoing: Vec::new(), cancel, recorded: false };
+            let task = Task { job: job.reference(), rendered, outgoing: Vec::new(), cancel, recorded: false };
             let done = work.perform(cx, task).await;
             match done.status {
                 JobStatus::Ok => Finish::would_run(format!("it changes the node's cached values: {}", done.stdout)),
@@ -343,7 +347,7 @@ async fn preview(
             }
         }
         _ if job.skip_cache => {
-            Finish::would_run(cx.plan.forced.unwrap_or("--skip-cache: it runs whatever the cache says"))
+            Finish::would_run(nr.plan.forced.unwrap_or("--skip-cache: it runs whatever the cache says"))
         }
         _ if !job.cacheable() => Finish::would_run("a job like this always runs: it is never answered from the cache"),
         _ => match lookup(cx, job, &fingerprint.hash, rendered).await {
@@ -353,7 +357,7 @@ async fn preview(
                 // Only the check runs: "true" stands for the work it would let through.
                 let check = job.work.check(rendered, recorded);
                 let env = cx.state().cache().env_pairs();
-                match cx.checked_command(job, check, "true", env, &mut cancel.clone()).await {
+                match cx.checked_command(job.reference(), check, "true", env, &mut cancel.clone()).await {
                     (done, _) if done.status == JobStatus::Cached && recorded => {
                         hit_of(cx, &fingerprint.hash).unwrap_or(done)
                     }
@@ -369,9 +373,9 @@ async fn preview(
                 let cache = cx.state().cache();
                 let slot = fingerprint::slot(job, rendered.run_as.as_deref());
                 let parts = fingerprint.parts(rendered);
-                Finish::would_run(super::preview::why_new(
+                Finish::would_run(crate::node::preview::why_new(
                     &parts,
-                    super::preview::newest(&cache.jobs, &slot),
+                    crate::node::preview::newest(&cache.jobs, &slot),
                     &cache.expired,
                 ))
             }
@@ -450,7 +454,7 @@ async fn record(
         }
         let mut cache = state.cache();
         for (k, v) in &captured {
-            finish.dirty |= cache.set(Kind::Args, k, v.clone(), false, now, cx.config.args_ttl);
+            finish.dirty |= cache.set(Kind::Args, k, v.clone(), false, now, cx.args_ttl);
         }
         if finish.status == JobStatus::Ok && job.cacheable() {
             cache.put_job(

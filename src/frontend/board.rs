@@ -151,8 +151,8 @@ pub struct Board {
     pub counts: JobCounts,
     failures: BTreeMap<FailureKey, (Vec<String>, Option<usize>)>,
     outputs: HashMap<(usize, usize), Pending>,
-    /// The cancel level asked for (1 drain, 2 kill), for the header.
-    pub cancel: u8,
+    /// The cancel level asked for, for the header.
+    pub cancel: crate::node::CancelLevel,
     /// `--serial`: the batch running (from 1) and how many there are.
     pub batch: Option<(usize, usize)>,
     /// Per job: its name, and (status, reason, output) → nodes.
@@ -183,7 +183,7 @@ impl Board {
             counts: JobCounts::default(),
             failures: BTreeMap::new(),
             outputs: HashMap::new(),
-            cancel: 0,
+            cancel: crate::node::CancelLevel::None,
             batch: None,
             results: BTreeMap::new(),
         }

@@ -2,12 +2,12 @@
 //!
 //! The recorder is one more consumer of the engine's events (beside the frontends), so the
 //! history holds exactly what the user saw. Events queue on a channel; the thread writes each
-//! batch in one transaction, at most one every [`COMMIT_GAP`], so a fleet's worth of results
+//! batch in one transaction, at most one every `COMMIT_GAP`, so a fleet's worth of results
 //! costs a few commits, not one per event. Output is kept per job and node, capped at
 //! [`KEEP_HEAD`] + [`KEEP_TAIL`] bytes per stream: the start and the end, with a marker
 //! saying how much was cut between them.
 //!
-//! Every [`CANCEL_CHECK`] the thread checks whether `manage --cancel` asked this run to stop,
+//! Every `CANCEL_CHECK` the thread checks whether `manage --cancel` asked this run to stop,
 //! and says so once through the channel it was given.
 
 use super::{now_ms, History, RunSpec};

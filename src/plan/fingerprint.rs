@@ -19,27 +19,9 @@
 //! environment (a changed ARG or ENV used by a later RUN makes that RUN run again).
 
 use super::Job;
-use serde_json::{json, Map, Value};
+use crate::verb::Rendered;
+use serde_json::{json, Value};
 use sha3::{Digest, Sha3_224};
-
-/// What a job became on one node: its templates rendered, its files hashed.
-#[derive(Debug, Clone, Default)]
-pub struct Rendered {
-    /// RUN command, WORKDIR path, WAIT url or command.
-    pub text: String,
-    /// ARG/ENV value.
-    pub value: Value,
-    /// ADD/COPY: (final destination path, sha3-224 of the content) per file.
-    pub files: Vec<(String, String)>,
-    /// The node's cached envs, for the verbs that run a command.
-    pub env: Map<String, Value>,
-    /// The user the job runs as through become; `None` for the login user.
-    pub run_as: Option<String>,
-    /// The variables the job's templates use, each with [`short`] of its value (empty when
-    /// the node has no such value): not in the fingerprint (the rendered text is), but in its
-    /// [`Fingerprint::parts`], so a plan can say which one changed.
-    pub uses: std::collections::BTreeMap<String, String>,
-}
 
 /// A job's fingerprint on a node, with the body it was hashed from (for [`Fingerprint::parts`]).
 pub struct Fingerprint {
@@ -162,6 +144,7 @@ pub fn hash(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::verb::{self as verbs, SourceRoots};
+    use serde_json::Map;
     use std::path::PathBuf;
 
     fn job(verb: &str, args: &str) -> Job {

@@ -46,6 +46,11 @@ pub struct Job {
 }
 
 impl Job {
+    /// The job as its node runs it: its place in the run and its time limit.
+    pub fn reference(&self) -> crate::node::JobRef {
+        crate::node::JobRef { id: self.id, timeout: self.timeout }
+    }
+
     /// Who the job runs as on `node`.
     pub fn account(&self, node: &Node) -> Account {
         node.becomes.account(self.becomes.enabled, self.becomes.user.as_deref())

@@ -43,7 +43,7 @@ pub struct Entry {
     /// `assign` if present, else `targets`; `None` means every node.
     pub targets: Option<Vec<TargetRef>>,
     pub is_async: bool,
-    /// `become` and `become_user` for the entry's jobs (see [`super::account`]).
+    /// `become` and `become_user` for the entry's jobs (see [`crate::catalog::account`]).
     pub becomes: BecomeSpec,
     /// `serial`: the run takes its nodes in batches of this size ([`crate::plan::batch`]).
     pub serial: Option<Portion>,

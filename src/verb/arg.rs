@@ -4,8 +4,8 @@
 
 use super::options::{Arity, Given, VerbError};
 use super::{Cx, Finish, Task, Render, Syntax, Verb};
-use crate::engine::cache::Kind;
-use crate::plan::fingerprint::Rendered;
+use crate::node::cache::Kind;
+use super::Rendered;
 use crate::catalog::literal;
 use serde_json::{json, Map, Value};
 
@@ -94,7 +94,7 @@ impl Verb for Arg {
         let now = state.now();
         let changed = {
             let mut cache = state.cache();
-            let set = cache.set(kind, &self.key, r.value.clone(), self.extend, now, cx.config.args_ttl);
+            let set = cache.set(kind, &self.key, r.value.clone(), self.extend, now, cx.args_ttl);
             set | (self.secret && cache.mark_secret(kind, &self.key))
         };
         Finish::cache_only(changed, format!("{what} added to cache"))

@@ -2,8 +2,8 @@
 
 use super::options::{err, Given, VerbError};
 use super::{Cx, Finish, Task, Syntax, Verb};
-use crate::engine::shared::lock;
-use crate::plan::fingerprint::Rendered;
+use crate::node::shared::lock;
+use super::Rendered;
 use serde_json::{json, Map, Value};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -3,8 +3,8 @@
 
 use super::options::{Given, VerbError};
 use super::{Cx, Finish, Task, Syntax, Verb};
-use crate::engine::cache::Kind;
-use crate::plan::fingerprint::Rendered;
+use crate::node::cache::Kind;
+use super::Rendered;
 use director_proto::Request;
 use serde_json::{json, Map, Value};
 
@@ -55,7 +55,7 @@ impl Verb for CacheFile {
         let mut cache = state.cache();
         let mut changed = false;
         for (k, v) in value {
-            changed |= cache.set(Kind::Args, &k, v, true, now, cx.config.args_ttl);
+            changed |= cache.set(Kind::Args, &k, v, true, now, cx.args_ttl);
         }
         Finish::cache_only(changed, "Cache file loaded")
     }

@@ -7,8 +7,8 @@
 
 use super::options::{err, Arity, Given, VerbError};
 use super::{Cx, Finish, Syntax, Task, Verb};
-use crate::engine::cache::{merged, Kind};
-use crate::plan::fingerprint::Rendered;
+use crate::node::cache::{merged, Kind};
+use super::Rendered;
 use crate::shell::quote;
 use director_proto::Request;
 use serde_json::{json, Map, Value};
@@ -97,7 +97,7 @@ impl Verb for ContainerConfigData {
         };
         let state = cx.state();
         let now = state.now();
-        let changed = state.cache().set(Kind::Args, "configs", Value::Object(configs), false, now, cx.config.args_ttl);
+        let changed = state.cache().set(Kind::Args, "configs", Value::Object(configs), false, now, cx.args_ttl);
         Finish::cache_only(changed, said)
     }
 

@@ -10,7 +10,7 @@
 
 use super::options::{err, Arity, Given, VerbError};
 use super::{Cx, Finish, Syntax, Task, Verb};
-use crate::plan::fingerprint::Rendered;
+use super::Rendered;
 use crate::shell::quote;
 use serde_json::{json, Map, Value};
 

@@ -8,11 +8,11 @@
 use super::options::{Arity, Given, VerbError, FILE_OPTS};
 use super::source::{self, Source};
 use super::{Body, Cx, Finish, Outgoing, Task, Render, Syntax, Verb};
-use crate::engine::cache::JobRecord;
-use crate::engine::diff;
-use crate::engine::session::Content;
-use crate::engine::shared::lock;
-use crate::plan::fingerprint::Rendered;
+use crate::node::cache::JobRecord;
+use crate::node::diff;
+use crate::node::session::Content;
+use crate::node::shared::lock;
+use super::Rendered;
 use director_proto::{Attrs, Done};
 use serde_json::{json, Map, Value};
 

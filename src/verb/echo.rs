@@ -2,7 +2,7 @@
 
 use super::options::{Given, VerbError};
 use super::{Cx, Finish, Task, Syntax, Verb};
-use crate::plan::fingerprint::Rendered;
+use super::Rendered;
 use serde_json::{json, Map, Value};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -8,8 +8,8 @@
 
 use super::options::{Arity, Given, VerbError};
 use super::{Cx, Finish, Syntax, Task, Verb};
-use crate::engine::cache::Kind;
-use crate::plan::fingerprint::Rendered;
+use crate::node::cache::Kind;
+use super::Rendered;
 use director_proto::Request;
 use serde_json::{json, Map, Value};
 
@@ -64,7 +64,7 @@ impl Verb for Facter {
         );
         let state = cx.state();
         let now = state.now();
-        let changed = state.cache().set(Kind::Args, "facter", facts, false, now, cx.config.args_ttl);
+        let changed = state.cache().set(Kind::Args, "facter", facts, false, now, cx.args_ttl);
         Finish::cache_only(changed, summary)
     }
 

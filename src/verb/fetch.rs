@@ -2,7 +2,7 @@
 //! fetched is often a key). Both paths are templates. Fingerprint: `remote`, `local`.
 
 use super::{Cx, Finish, Task, Render, Verb};
-use crate::plan::fingerprint::Rendered;
+use super::Rendered;
 use director_proto::Request;
 use serde_json::{json, Map, Value};
 

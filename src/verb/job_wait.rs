@@ -3,8 +3,8 @@
 
 use super::options::{Arity, Given, VerbError};
 use super::{Cx, Finish, Task, Syntax, Verb};
-use crate::engine::shared::{lock, until};
-use crate::plan::fingerprint::Rendered;
+use crate::node::shared::{lock, until};
+use super::Rendered;
 use serde_json::{json, Map, Value};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +42,7 @@ impl Verb for JobWait {
         let fingerprint = &self.fingerprint;
         let mut outcome = Vec::new();
         for name in &self.identities {
-            let Some(other) = cx.plan.nodes.iter().position(|n| n.name == *name) else { continue };
+            let Some(other) = cx.shared.position(name) else { continue };
             let st = &cx.shared.nodes[other];
             let seen = || {
                 if st.cache().jobs.contains_key(fingerprint) {

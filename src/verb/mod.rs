@@ -4,7 +4,7 @@
 //! text, through [`Syntax`]), how a job of it is spelled, what it renders on a node, what goes
 //! into its fingerprint, how it runs there (through what the engine lends it: [`Cx`]), and how
 //! a cache hit is checked on the node before it is trusted (through [`Verb`]). Plan and engine
-//! dispatch on one type, [`Work`]; the one list of verbs is the [`verbs!`] table below, so
+//! dispatch on one type, [`Work`]; the one list of verbs is the `verbs!` table below, so
 //! adding a verb is a module, a line there, its tests, and the README's verb table.
 //!
 //! Options are read the Directord way ([`options`]): a known option token is taken out of the
@@ -14,21 +14,15 @@
 pub mod options;
 pub mod source;
 
-use crate::engine::cache::JobRecord;
-use crate::plan::fingerprint::Rendered;
-use crate::plan::Job;
+use crate::node::cache::JobRecord;
 use director_proto::Attrs;
 use options::Given;
 pub use options::{Arity, VerbError, DEFAULT_TIMEOUT, MAX_NUMBER};
 use serde_json::{Map, Value};
 pub use source::{Source, SourceRoots};
 use std::future::Future;
-use tokio::sync::watch;
 
-pub use crate::engine::node::{Cx, Finish};
-
-/// What the engine lends a verb on one node.
-pub type Cancel = watch::Receiver<u8>;
+pub use crate::node::{Cancel, Cx, Finish, JobRef};
 
 /// How a job of a verb is written in an orchestration: its usage and options, and how its
 /// argument string becomes the verb's work.
@@ -154,7 +148,7 @@ pub trait Verb {
 
 /// One job to do on a node, as its verb gets it.
 pub struct Task<'a> {
-    pub job: &'a Job,
+    pub job: JobRef,
     pub rendered: &'a Rendered,
     /// The files it writes, rendered and hashed.
     pub outgoing: Vec<Outgoing>,
@@ -174,6 +168,25 @@ pub struct Outgoing {
 pub enum Body {
     File(std::path::PathBuf),
     Rendered(Vec<u8>),
+}
+
+/// What a job became on one node: its templates rendered, its files hashed.
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    /// RUN command, WORKDIR path, WAIT url or command.
+    pub text: String,
+    /// ARG/ENV value.
+    pub value: Value,
+    /// ADD/COPY: (final destination path, sha3-224 of the content) per file.
+    pub files: Vec<(String, String)>,
+    /// The node's cached envs, for the verbs that run a command.
+    pub env: Map<String, Value>,
+    /// The user the job runs as through become; `None` for the login user.
+    pub run_as: Option<String>,
+    /// The variables the job's templates use, each with [`crate::plan::fingerprint::short`] of its value (empty when
+    /// the node has no such value): not in the fingerprint (the rendered text is), but in its
+    /// [`crate::plan::fingerprint::Fingerprint::parts`], so a plan can say which one changed.
+    pub uses: std::collections::BTreeMap<String, String>,
 }
 
 /// What a verb renders into on one node.

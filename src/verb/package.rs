@@ -13,8 +13,8 @@
 
 use super::options::{err, Arity, Given, VerbError};
 use super::{Cx, Finish, Render, Syntax, Task, Verb};
-use crate::engine::node::Checked;
-use crate::plan::fingerprint::Rendered;
+use crate::node::Checked;
+use super::Rendered;
 use crate::shell::quote;
 use serde_json::{json, Map, Value};
 

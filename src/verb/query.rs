@@ -1,11 +1,11 @@
 //! QUERY: the cached arg KEY of every target of the job, collected and stored on each of them
-//! as `query.<node>.<key>`. Fingerprint: `key`. Nodes meet here ([`crate::engine::shared`]);
+//! as `query.<node>.<key>`. Fingerprint: `key`. Nodes meet here ([`crate::node::shared`]);
 //! it asks every target even with `--run-once`, as Directord's did.
 
 use super::options::{Arity, Given, VerbError};
 use super::{Cx, Finish, Task, Syntax, Verb};
-use crate::engine::cache::Kind;
-use crate::plan::fingerprint::Rendered;
+use crate::node::cache::Kind;
+use super::Rendered;
 use serde_json::{json, Map, Value};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +38,7 @@ impl Verb for Query {
         let state = cx.state();
         let key = &self.key;
         let own = state.cache().arg(key).cloned();
-        let names = |node: usize| cx.plan.nodes[node].name.clone();
+        let names = |node: usize| cx.shared.nodes[node].name.clone();
         let build = |answers: &[(usize, &Option<Value>)]| {
             let mut map = Map::new();
             for (node, value) in answers {
@@ -58,7 +58,7 @@ impl Verb for Query {
             ));
         };
         let now = state.now();
-        let changed = state.cache().set(Kind::Args, "query", map, true, now, cx.config.args_ttl);
+        let changed = state.cache().set(Kind::Args, "query", map, true, now, cx.args_ttl);
         Finish::cache_only(changed, json!({ key.as_str(): own }).to_string())
     }
 

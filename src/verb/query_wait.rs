@@ -3,8 +3,8 @@
 
 use super::options::{Arity, Given, VerbError};
 use super::{Cx, Finish, Task, Syntax, Verb};
-use crate::engine::shared::until;
-use crate::plan::fingerprint::Rendered;
+use crate::node::shared::until;
+use super::Rendered;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 

@@ -25,7 +25,7 @@ impl Verb for QueueSentinel {
 
     async fn perform(&self, cx: &Cx<'_>, task: Task<'_>) -> Finish {
         let Task { job, .. } = task;
-        let from = format!("{} (run {}, job {})", cx.node.name, cx.config.run_id, job.id + 1);
+        let from = format!("{} (run {}, job {})", cx.node.name, cx.run_id, job.id + 1);
         cx.session.drain(format!("omitted: queue sentinel from job {} of this run", job.id + 1));
         match cx.text(|id| Request::Sentinel { id, from }).await {
             Ok(text) => Finish::ok(text),

@@ -11,7 +11,7 @@
 
 use super::options::{err, Arity, Given, VerbError};
 use super::{Cx, Finish, Syntax, Task, Verb};
-use crate::plan::fingerprint::Rendered;
+use super::Rendered;
 use director_proto::Request;
 use serde_json::{json, Map, Value};
 use std::time::Duration;

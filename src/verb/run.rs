@@ -4,9 +4,9 @@
 
 use super::options::{Arity, Given, VerbError};
 use super::{Cx, Finish, Task, Render, Syntax, Verb};
-use crate::engine::CANCEL_NONE;
+use crate::node::CancelLevel;
 use crate::event::JobStatus;
-use crate::plan::fingerprint::Rendered;
+use super::Rendered;
 use serde_json::{json, Map, Value};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +68,7 @@ impl Verb for Run {
         let mut finish = Finish::failed("not run");
         for _ in 0..self.retry.max(1) {
             finish = cx.command(job, &command, env.clone(), &mut cancel).await;
-            if finish.status == JobStatus::Ok || finish.status == JobStatus::Cancelled || *cancel.borrow() != CANCEL_NONE
+            if finish.status == JobStatus::Ok || finish.status == JobStatus::Cancelled || *cancel.borrow() != CancelLevel::None
             {
                 break;
             }

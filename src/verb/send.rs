@@ -4,7 +4,7 @@
 
 use super::copy::{files_field, files_info};
 use super::{source, Body, Cx, Finish, Outgoing, Task, Render, Verb};
-use crate::plan::fingerprint::Rendered;
+use super::Rendered;
 use director_proto::Attrs;
 use serde_json::{Map, Value};
 use std::path::PathBuf;

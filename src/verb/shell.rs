@@ -2,7 +2,7 @@
 //! Fingerprint: `command` (rendered). Bootstrap always runs it.
 
 use super::{Cx, Finish, Task, Render, Verb};
-use crate::plan::fingerprint::Rendered;
+use super::Rendered;
 use serde_json::{json, Map, Value};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -4,9 +4,9 @@
 
 use super::options::{err, Arity, Given, VerbError};
 use super::{Cx, Finish, Task, Render, Syntax, Verb};
-use crate::engine::CANCEL_NONE;
+use crate::node::CancelLevel;
 use crate::event::JobStatus;
-use crate::plan::fingerprint::Rendered;
+use super::Rendered;
 use crate::shell::quote;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
@@ -140,7 +140,7 @@ impl Verb for Wait {
                     tokio::time::sleep(self.retry_wait).await;
                 }
                 finish = cx.command(job, &command, env.clone(), &mut cancel.clone()).await;
-                if finish.status == JobStatus::Ok || *cancel.borrow() != CANCEL_NONE {
+                if finish.status == JobStatus::Ok || *cancel.borrow() != CancelLevel::None {
                     return finish;
                 }
             }

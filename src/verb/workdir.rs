@@ -5,8 +5,8 @@
 use super::copy::attrs_drift;
 use super::options::{Given, VerbError, FILE_OPTS};
 use super::{Cx, Finish, Task, Render, Syntax, Verb};
-use crate::engine::cache::JobRecord;
-use crate::plan::fingerprint::Rendered;
+use crate::node::cache::JobRecord;
+use super::Rendered;
 use director_proto::{Attrs, Request};
 use serde_json::{json, Map, Value};
 

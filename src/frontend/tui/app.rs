@@ -11,6 +11,7 @@ use crate::engine;
 use crate::event::Event;
 use crate::frontend::board::{self, Board, Phase};
 use crate::history::query::{JobInfo, LastOutcome, NodeRow, ResultBrief, RunRow};
+use crate::node::CancelLevel;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
@@ -79,7 +80,7 @@ pub enum Action {
         nodes: Vec<String>,
     },
     /// Raise the cancel level of the run in flight.
-    Cancel(u8),
+    Cancel(CancelLevel),
     /// Run again the history's run `run` on its nodes that did not end ok.
     RetryRun {
         run: String,
@@ -367,7 +368,7 @@ impl App {
                     self.message = Some("a run is in flight: q again kills it and quits; c cancels it".into());
                 } else if self.in_flight {
                     self.quit_armed = true;
-                    return Some(Action::Cancel(engine::CANCEL_KILL));
+                    return Some(Action::Cancel(CancelLevel::Kill));
                 } else {
                     return Some(Action::Quit);
                 }
@@ -412,12 +413,12 @@ impl App {
         if !self.in_flight {
             return Some(Action::Quit);
         }
-        let level = self.board.as_ref().map(|b| b.cancel).unwrap_or(0);
-        let next = if level == 0 { engine::CANCEL_DRAIN } else { engine::CANCEL_KILL };
+        let level = self.board.as_ref().map(|b| b.cancel).unwrap_or_default();
+        let next = if level == CancelLevel::None { CancelLevel::Drain } else { CancelLevel::Kill };
         if let Some(b) = self.board.as_mut() {
             b.cancel = next;
         }
-        self.message = Some(if next == engine::CANCEL_DRAIN {
+        self.message = Some(if next == CancelLevel::Drain {
             "cancelling: no new jobs will start; press c again to kill the running ones".into()
         } else {
             "killing the running jobs".into()

@@ -371,13 +371,13 @@ fn cancel_drains_then_kills_and_quit_waits_for_the_run() {
     let catalog = fleet(FLEET);
     let mut app = app(&catalog, t0);
     run_started(&mut app, t0);
-    assert_eq!(key(&mut app, KeyCode::Char('c')), Some(Action::Cancel(crate::engine::CANCEL_DRAIN)));
+    assert_eq!(key(&mut app, KeyCode::Char('c')), Some(Action::Cancel(crate::node::CancelLevel::Drain)));
     assert_eq!(
         app.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
-        Some(Action::Cancel(crate::engine::CANCEL_KILL))
+        Some(Action::Cancel(crate::node::CancelLevel::Kill))
     );
     assert_eq!(key(&mut app, KeyCode::Char('q')), None, "the first q only warns while a run is in flight");
-    assert_eq!(key(&mut app, KeyCode::Char('q')), Some(Action::Cancel(crate::engine::CANCEL_KILL)));
+    assert_eq!(key(&mut app, KeyCode::Char('q')), Some(Action::Cancel(crate::node::CancelLevel::Kill)));
     app.run_ended(130);
     assert_eq!(key(&mut app, KeyCode::Char('q')), Some(Action::Quit));
 }

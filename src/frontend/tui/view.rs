@@ -8,6 +8,7 @@
 use super::app::{App, Dialog, Executor, ListState, Screen};
 use crate::event::JobStatus;
 use crate::frontend::board::{short_duration, Board, NodeBoard, Phase};
+use crate::node::CancelLevel;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span, Text};
@@ -49,9 +50,9 @@ pub fn progress_line(board: &Board, now: Instant, width: usize) -> Line<'static>
         spans.push(Span::raw(format!("   batch {batch}/{batches}")));
     }
     match board.cancel {
-        0 => {}
-        1 => spans.push(Span::styled("   cancelling (no new jobs)", Style::new().fg(Color::Magenta))),
-        _ => spans.push(Span::styled("   killing running jobs", Style::new().fg(Color::Magenta))),
+        CancelLevel::None => {}
+        CancelLevel::Drain => spans.push(Span::styled("   cancelling (no new jobs)", Style::new().fg(Color::Magenta))),
+        CancelLevel::Kill => spans.push(Span::styled("   killing running jobs", Style::new().fg(Color::Magenta))),
     }
     Line::from(spans)
 }

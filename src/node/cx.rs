@@ -1,42 +1,61 @@
-//! What the engine lends a verb on one node ([`Cx`]) and how a verb says how it ended
-//! ([`Finish`]): run a command there and stream its output as events, ask the executor for
-//! one thing, stat a path, and reach the node's state (its cache, the other nodes at a QUERY).
-//! It also keeps the node cache on the node: changes are queued ([`Cx::save_soon`]) and sent
-//! by the node's saver ([`Cx::saving`]) while the next jobs run, and a job is reported
-//! finished once its record is there ([`Cx::report`]).
-//! The verbs themselves are in [`crate::verb`]; the job around them (render, fingerprint,
-//! cache, record) is [`super::work`].
+//! What a job gets on its node ([`Cx`]) and how a verb says how it ended ([`Finish`]): run a
+//! command there and stream its output as events, ask the executor for one thing, stat a
+//! path, and reach the node's state (its cache, the other nodes at a QUERY). It also keeps
+//! the node cache on the node: changes are queued ([`Cx::save_soon`]) and sent by the node's
+//! saver ([`Cx::saving`]) while the next jobs run, and a job is reported finished once its
+//! record is there ([`Cx::report`]). It knows nothing of the plan, the engine's settings or
+//! the node's other executors: the verbs use it, the engine builds it.
 
 use super::preview::Pending;
 use super::session::Session;
 use super::shared::{lock, NodeState, Shared, Unsaved};
-use super::{EngineConfig, Sink, CANCEL_KILL};
-use crate::catalog::template::Renderer;
+use super::{Cancel, CancelLevel, Sink};
 use crate::catalog::Node;
 use crate::event::{Event, JobStatus, Stream};
-use crate::plan::{Job, Plan};
 use director_proto::{Done, FileStat, Outcome, Reply, Request};
-use tokio::sync::watch;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 /// Largest captured output kept for `--stdout-arg`/`--stderr-arg`, per stream.
 const CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
 
+/// A job as its node runs it: its place in the run (events name it) and its time limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobRef {
+    pub id: usize,
+    pub timeout: Duration,
+}
+
+/// When a rebooted node's link dropped and when it answered again, or why it did not.
+pub type Relinked<'a> = Pin<Box<dyn Future<Output = Result<(Duration, Duration), String>> + Send + 'a>>;
+
+/// Reaches a node again after it was told to reboot, its executors started there again
+/// (the engine's, which holds the node's connection and executors).
+pub trait Relink: Sync {
+    /// Waits for the node to go down and come back within `within`; returns when the link
+    /// dropped and when the node answered again.
+    fn relink<'a>(&'a self, cx: &'a Cx<'a>, within: Duration) -> Relinked<'a>;
+}
+
 /// Everything a job on one node can reach.
 #[derive(Clone, Copy)]
 pub struct Cx<'a> {
-    pub plan: &'a Plan,
+    /// The node's place among the run's nodes ([`Shared::nodes`]).
     pub index: usize,
     pub node: &'a Node,
     /// The executor the job runs on (the one of the account it runs as).
     pub session: &'a Session,
     /// The node's own executor, which keeps the node cache.
     pub home: &'a Session,
-    /// All of the node's executors and its connection (for a reboot).
-    pub executors: &'a super::Executors,
     pub sink: &'a Sink,
     pub shared: &'a Shared,
-    pub renderer: &'a std::sync::Arc<Renderer>,
-    pub config: &'a EngineConfig,
+    /// The run's id, as the history and other runs know it.
+    pub run_id: &'a str,
+    /// Seconds cached args and envs live on the node.
+    pub args_ttl: u64,
+    /// How a REBOOT reaches the node again.
+    pub relink: &'a dyn Relink,
 }
 
 impl Cx<'_> {
@@ -184,13 +203,10 @@ impl Cx<'_> {
     }
 
     /// After the node was told to reboot: waits for it to go down and come back within
-    /// `within`, its executors started again there ([`super::Executors::reconnect`]);
-    /// returns when the link dropped and when the node answered again.
-    pub async fn reconnect(
-        &self,
-        within: std::time::Duration,
-    ) -> Result<(std::time::Duration, std::time::Duration), String> {
-        self.executors.reconnect(self, within).await
+    /// `within`, its executors started again there ([`Relink`]); returns when the link
+    /// dropped and when the node answered again.
+    pub async fn reconnect(&self, within: Duration) -> Result<(Duration, Duration), String> {
+        self.relink.relink(self, within).await
     }
 
     /// What is at `path` on the node (`None`: nothing), without its text.
@@ -205,13 +221,7 @@ impl Cx<'_> {
 
     /// Runs `command` with `/bin/sh` on the node as the job, streaming its output as the
     /// job's events; `env` is set on top of the executor's environment.
-    pub async fn command(
-        &self,
-        job: &Job,
-        command: &str,
-        env: Vec<(String, String)>,
-        cancel: &mut watch::Receiver<u8>,
-    ) -> Finish {
+    pub async fn command(&self, job: JobRef, command: &str, env: Vec<(String, String)>, cancel: &mut Cancel) -> Finish {
         self.checked_command(job, None, command, env, cancel).await.0
     }
 
@@ -221,11 +231,11 @@ impl Cx<'_> {
     /// engine says it when the node had a record of the job).
     pub async fn checked_command(
         &self,
-        job: &Job,
+        job: JobRef,
         check: Option<String>,
         command: &str,
         env: Vec<(String, String)>,
-        cancel: &mut watch::Receiver<u8>,
+        cancel: &mut Cancel,
     ) -> (Finish, Checked) {
         let ran = self.run_command(job, check, command, env, cancel).await;
         let checked = ran.checked;
@@ -254,16 +264,16 @@ impl Cx<'_> {
     /// up to `attempts` runs in all.
     pub async fn retried_command(
         &self,
-        job: &Job,
+        job: JobRef,
         check: Option<String>,
         command: &str,
         env: Vec<(String, String)>,
-        cancel: &mut watch::Receiver<u8>,
+        cancel: &mut Cancel,
         attempts: u32,
     ) -> (Finish, Checked) {
         let (mut finish, checked) = self.checked_command(job, check, command, env.clone(), cancel).await;
         for _ in 1..attempts {
-            if finish.status != JobStatus::Failed || *cancel.borrow() != super::CANCEL_NONE {
+            if finish.status != JobStatus::Failed || *cancel.borrow() != CancelLevel::None {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -275,11 +285,11 @@ impl Cx<'_> {
 
     async fn run_command(
         &self,
-        job: &Job,
+        job: JobRef,
         check: Option<String>,
         command: &str,
         env: Vec<(String, String)>,
-        cancel: &mut watch::Receiver<u8>,
+        cancel: &mut Cancel,
     ) -> Ran {
         let checked = if check.is_some() { Checked::Held } else { Checked::None };
         let mut ran = Ran { outcome: Err(String::new()), stdout: String::new(), stderr: String::new(), checked };
@@ -295,7 +305,7 @@ impl Cx<'_> {
             let step = tokio::select! {
                 reply = replies.recv() => Step::Reply(reply),
                 changed = cancel.changed(), if !kill_sent => match changed {
-                    Ok(()) if *cancel.borrow() >= CANCEL_KILL => Step::Cancel,
+                    Ok(()) if *cancel.borrow() >= CancelLevel::Kill => Step::Cancel,
                     Ok(()) => continue,
                     Err(_) => { kill_sent = true; continue }
                 },

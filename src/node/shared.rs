@@ -9,7 +9,6 @@
 //! when it ends, so a lost node never blocks the others.
 
 use super::cache::NodeCache;
-use crate::plan::Plan;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,16 +17,18 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 pub struct NodeState {
+    /// The node's catalog name.
+    pub name: String,
     pub cache: Mutex<NodeCache>,
     /// Fingerprints of jobs that failed on the node in this run (JOB_WAIT sees them).
     pub failed: Mutex<HashSet<String>>,
     /// Files written on the node in this run: content sha3 → path, so content goes once.
     pub sent: Mutex<HashMap<String, String>>,
-    /// Journal lines waiting to be sent to the node, oldest first ([`super::node::Cx::save_soon`]).
+    /// Journal lines waiting to be sent to the node, oldest first ([`super::Cx::save_soon`]).
     pub unsaved: Mutex<Vec<Unsaved>>,
     /// Sends to the node take turns, so lines arrive in the order they were queued.
     pub save: tokio::sync::Mutex<()>,
-    /// Wakes the node's saver ([`super::node::Cx::saving`]).
+    /// Wakes the node's saver ([`super::Cx::saving`]).
     pub wake: Notify,
     /// The node's task has ended.
     pub done: AtomicBool,
@@ -48,13 +49,14 @@ pub struct Unsaved {
     /// The job whose record they carry (`job 3 (RUN …)`), named if they cannot be saved.
     pub job: Option<String>,
     /// Events that wait for these changes to be on the node: a job is reported finished
-    /// once its record is saved ([`super::node::Cx::report`]).
+    /// once its record is saved ([`super::Cx::report`]).
     pub reports: Vec<crate::event::Event>,
 }
 
 impl NodeState {
-    fn new() -> Self {
+    fn new(name: String) -> Self {
         NodeState {
+            name,
             cache: Mutex::default(),
             failed: Mutex::default(),
             sent: Mutex::default(),
@@ -129,20 +131,24 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(plan: &Plan) -> Self {
-        let queries = plan
-            .jobs
-            .iter()
-            .filter(|j| j.work.gathers())
-            .map(|j| {
-                let participants = j.targets.clone();
+    /// The shared state of nodes `names` (in the run's order), with a rendezvous for each
+    /// QUERY job: its id and its targets (indices into `names`).
+    pub fn new(names: Vec<String>, queries: impl IntoIterator<Item = (usize, Vec<usize>)>) -> Self {
+        let queries = queries
+            .into_iter()
+            .map(|(job, participants)| {
                 (
-                    j.id,
+                    job,
                     Rendezvous { participants, seen: Mutex::default(), answer: OnceLock::new(), notify: Notify::new() },
                 )
             })
             .collect();
-        Shared { nodes: (0..plan.nodes.len()).map(|_| NodeState::new()).collect(), queries }
+        Shared { nodes: names.into_iter().map(NodeState::new).collect(), queries }
+    }
+
+    /// The place of the node named `name` among the run's nodes.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
     }
 
     /// `node` brings its value to QUERY `job` and waits for the other targets; the answer is
