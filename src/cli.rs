@@ -131,8 +131,13 @@ pub fn parse(argv: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
 
 /// The first word of an exec's ARGS, after the command's first word and before any `--`
 /// among them, that is one of exec's own options (`--restrict`, `--json=…`, `-c`, `-cFILE`,
-/// `-vv`): the user meant it for director, and it must not reach the nodes as text.
+/// `-vv`): the user meant it for director, and it must not reach the nodes as text. A job
+/// that asks for `--exec-help` runs nothing, so any word may follow it.
 pub fn exec_option_in_command(args: &[String]) -> Option<&str> {
+    let words = || args.iter().take_while(|w| *w != "--");
+    if words().any(|w| w == "--exec-help") {
+        return None;
+    }
     use clap::CommandFactory;
     let mut cli = Cli::command();
     cli.build();
@@ -162,7 +167,7 @@ pub fn exec_option_in_command(args: &[String]) -> Option<&str> {
             None => false,
         }
     };
-    args.iter().skip(1).take_while(|w| *w != "--").map(String::as_str).find(|w| is_option(w))
+    words().skip(1).map(String::as_str).find(|w| is_option(w))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -402,5 +407,6 @@ mod tests {
         assert_eq!(found("grep --restricted x"), None);
         assert_eq!(found("echo hi -- --restrict x"), None, "after -- every word is text");
         assert_eq!(found("--json"), None, "the first word is never one: clap would have taken it");
+        assert_eq!(found("--exec-help --catalog f.yaml"), None, "help runs nothing");
     }
 }
