@@ -12,7 +12,6 @@ use crate::catalog::yaml::{child, Document, Seg};
 use crate::catalog::{BecomeMethod, HostKeyPolicy};
 use crate::cli::{BecomeMethodArg, HostKeyChecking, OutputShown, Progress, RunArgs};
 use crate::error::Error;
-use crate::frontend::text::{Mode, Shown};
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -22,6 +21,27 @@ use std::time::Duration;
 /// `--connect-timeout` nor ssh_config's ConnectTimeout says.
 pub const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
 
+/// How the text frontend shows a run (`--progress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A line for every finished node, every job's groups, the summary.
+    Plain,
+    /// Inside the live view: as plain, but finished nodes that are fine
+    /// are the live view's to say.
+    Live,
+    /// Only failures and the summary.
+    Quiet,
+}
+
+/// Whose output the groups show (`--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    None,
+    Failed,
+    All,
+}
+
+/// What goes on stdout: NDJSON events, or text for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
     Json,

@@ -24,7 +24,6 @@ pub mod shell;
 pub mod transport;
 pub mod verb;
 
-use catalog::yaml::Document;
 use catalog::Catalog;
 use config::Config;
 use error::{exit, Error};
@@ -178,7 +177,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
                 )));
             }
             let config = Config::resolve(&run, &settings);
-            let orchestration = exec_orchestration(&verb, &args)?;
+            let orchestration = Orchestration::command_line(&verb, &args)?;
             let catalog = Catalog::load(&config.catalogs)?;
             // An ad-hoc command is run to be run: the caches answer only when asked to.
             let ignore_cache = config.ignore_cache || !cached;
@@ -329,14 +328,4 @@ async fn follow(
     }
     frontend.finish();
     running.finish().await
-}
-
-/// `exec --verb V ARGS`: one entry with one job, built from the command line (its nodes are
-/// the selection's: `--target` and `--restrict`).
-pub(crate) fn exec_orchestration(verb: &str, args: &[String]) -> Result<Orchestration, Error> {
-    let mut entry = serde_json::Map::new();
-    let mut job = serde_json::Map::new();
-    job.insert(verb.to_string(), serde_json::Value::String(args.join(" ")));
-    entry.insert("jobs".into(), serde_json::json!([job]));
-    Orchestration::from_document(Document::synthetic("command line", serde_json::json!([entry])))
 }

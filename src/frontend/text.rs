@@ -14,6 +14,7 @@
 
 use super::board::keep;
 use super::nodeset::{fold, natural};
+pub use crate::config::{Mode, Shown};
 use crate::event::{Event, JobCounts, JobStatus, RunMode, Summary};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -22,25 +23,6 @@ use std::io::Write;
 pub const OUTPUT_KEEP: usize = 16 * 1024;
 /// Lines of a group's output shown (the last ones).
 pub const TAIL_LINES: usize = 10;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// A line for every finished node, every job's groups, the summary.
-    Plain,
-    /// Inside the live view ([`super::live`]): as plain, but finished nodes that are fine
-    /// are the live view's to say.
-    Live,
-    /// Only failures and the summary.
-    Quiet,
-}
-
-/// Whose output the groups show (`--output`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shown {
-    None,
-    Failed,
-    All,
-}
 
 /// One group of a job's results: same status, same reason, same output.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -97,6 +97,16 @@ impl Orchestration {
         Self::from_document(Document::load(path)?)
     }
 
+    /// `exec --verb V ARGS`: one entry with one job, built from the command line (its nodes
+    /// are the selection's: `--target` and `--restrict`).
+    pub fn command_line(verb: &str, args: &[String]) -> Result<Self, Error> {
+        let mut entry = Map::new();
+        let mut job = Map::new();
+        job.insert(verb.to_string(), Value::String(args.join(" ")));
+        entry.insert("jobs".into(), serde_json::json!([job]));
+        Self::from_document(Document::synthetic("command line", serde_json::json!([entry])))
+    }
+
     pub fn from_document(doc: Document) -> Result<Self, Error> {
         let list = match &doc.root {
             Value::Array(list) => list,

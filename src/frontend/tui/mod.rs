@@ -215,8 +215,9 @@ impl Tui {
             }
             Action::Exec { command, nodes } => {
                 let label = format!("`{command}` on {} node(s)", nodes.len());
-                let built = crate::exec_orchestration("RUN", std::slice::from_ref(&command))
-                    .and_then(|o| Plan::build(&self.catalog, &[o], &self.selection(nodes)));
+                let built =
+                    crate::plan::orchestration::Orchestration::command_line("RUN", std::slice::from_ref(&command))
+                        .and_then(|o| Plan::build(&self.catalog, &[o], &self.selection(nodes)));
                 let what = What {
                     kind: "exec",
                     command: format!("director tui: exec {command}"),
