@@ -47,8 +47,34 @@ pub enum Stream {
     Stderr,
 }
 
+/// How a node's part of the run ended, decided once by the engine for every consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeOutcome {
+    /// Every job ended ok, cached, skipped, or (in a plan) would run.
+    Ok,
+    /// A job failed or timed out, or the node was not contacted at all.
+    Failed,
+    /// The node could not be reached, or was lost.
+    Unreachable,
+    /// A job was cancelled and none failed.
+    Cancelled,
+}
+
+impl NodeOutcome {
+    /// The word the history and `manage` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeOutcome::Ok => "ok",
+            NodeOutcome::Failed => "failed",
+            NodeOutcome::Unreachable => "unreachable",
+            NodeOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Jobs by how they ended: what a node's task tallies and the live views show.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct JobCounts {
     pub ok: usize,
     pub cached: usize,
@@ -124,6 +150,8 @@ pub enum Event {
         /// `run`, or `plan` for `--plan` (nothing runs: jobs end `would_run` or `cached`).
         mode: RunMode,
         nodes: Vec<String>,
+        /// How many jobs each of `nodes` has, in the same order.
+        node_jobs: Vec<usize>,
         jobs: usize,
         tasks: usize,
         /// Every job of the run, in order.
@@ -199,7 +227,11 @@ pub enum Event {
     /// The node is done: every job it had has finished.
     NodeFinished {
         node: String,
+        /// `outcome` is `ok`.
         ok: bool,
+        outcome: NodeOutcome,
+        /// Its jobs by how they ended.
+        jobs: JobCounts,
     },
     RunFinished {
         summary: Summary,
@@ -244,6 +276,11 @@ impl Event {
             | Event::NodeFinished { .. }
             | Event::RunFinished { .. } => {}
         }
+    }
+
+    /// `node_finished` for `node`, whose jobs ended as `jobs`.
+    pub fn node_finished(node: impl Into<String>, outcome: NodeOutcome, jobs: JobCounts) -> Event {
+        Event::NodeFinished { node: node.into(), ok: outcome == NodeOutcome::Ok, outcome, jobs }
     }
 
     pub fn to_json_line(&self) -> String {

@@ -267,7 +267,6 @@ fn execute(launch: Launch, catalog: &Catalog, mut config: Config, logging: loggi
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
-    let totals = frontend::board::totals(&launch.plan);
     // An ad-hoc command is run to see what it says; an orchestration to see what failed.
     // --diff is asked for to be seen.
     let default_shown =
@@ -283,18 +282,13 @@ fn execute(launch: Launch, catalog: &Catalog, mut config: Config, logging: loggi
                 h.nodes.join(", ")
             );
         })?;
-        follow(running, config.output, config.shown.unwrap_or(default_shown), &totals).await
+        follow(running, config.output, config.shown.unwrap_or(default_shown)).await
     })
 }
 
 /// Shows a run's events until it ends; Ctrl-C once drains, twice kills.
-async fn follow(
-    mut running: Running,
-    output: config::Output,
-    shown: frontend::text::Shown,
-    totals: &[(String, usize)],
-) -> Result<i32, Error> {
-    let (mut frontend, fallback) = Frontend::new(output, shown, totals);
+async fn follow(mut running: Running, output: config::Output, shown: frontend::text::Shown) -> Result<i32, Error> {
+    let (mut frontend, fallback) = Frontend::new(output, shown);
     for text in fallback.iter().chain(running.warnings.iter()) {
         frontend.notice(text);
     }

@@ -27,7 +27,7 @@ pub mod work;
 use crate::catalog::template::Renderer;
 use crate::catalog::{Account, Node, TransportKind};
 use crate::error::exit;
-use crate::event::{Event, JobBrief, JobCounts, JobStatus, RunMode, Summary};
+use crate::event::{Event, JobBrief, JobCounts, JobStatus, NodeOutcome, RunMode, Summary};
 use crate::node::session::{OpenError, Session};
 use crate::node::shared::{self, Shared};
 use crate::node::{cache, CancelLevel, Cx, Relink, Relinked, Sink};
@@ -75,11 +75,26 @@ impl NodeTally {
     }
 
     fn clean(&self) -> bool {
-        !self.unreachable
-            && !self.aborted
-            && self.jobs.failed == 0
-            && self.jobs.timed_out == 0
-            && self.jobs.cancelled == 0
+        self.outcome() == NodeOutcome::Ok
+    }
+
+    fn outcome(&self) -> NodeOutcome {
+        let j = &self.jobs;
+        if self.unreachable {
+            NodeOutcome::Unreachable
+        } else if !self.aborted && j.failed == 0 && j.timed_out == 0 && j.cancelled == 0 {
+            NodeOutcome::Ok
+        } else if !self.aborted && j.cancelled > 0 && j.failed == 0 && j.timed_out == 0 {
+            NodeOutcome::Cancelled
+        } else {
+            NodeOutcome::Failed
+        }
+    }
+
+    /// The event that says the node is done.
+    fn finished(&self, node: &Node) -> Event {
+        let outcome = self.outcome();
+        Event::NodeFinished { node: node.name.clone(), ok: outcome == NodeOutcome::Ok, outcome, jobs: self.jobs }
     }
 }
 
@@ -95,6 +110,7 @@ pub async fn run(
         run: config.run_id.clone(),
         mode: config.mode,
         nodes: plan.nodes.iter().map(|n| n.name.clone()).collect(),
+        node_jobs: plan.jobs_per_node(),
         jobs: plan.jobs.len(),
         tasks: plan.total_tasks(),
         job_list: plan
@@ -244,7 +260,7 @@ async fn not_attempted(plan: &Plan, index: usize, why: &str, sink: &Sink) -> Nod
             tally.count(JobStatus::Skipped);
         }
     }
-    sink.emit(Event::NodeFinished { node: node.name.clone(), ok: false }).await;
+    sink.emit(tally.finished(node)).await;
     tally
 }
 
@@ -465,7 +481,7 @@ async fn run_node(
     if let Some(conn) = executors.conn.into_inner() {
         conn.close().await;
     }
-    sink.emit(Event::NodeFinished { node: node.name.clone(), ok: tally.clean() }).await;
+    sink.emit(tally.finished(node)).await;
     tally
 }
 

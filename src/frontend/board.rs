@@ -7,8 +7,7 @@
 //! so the inline view, the TUI and their tests share it.
 
 use super::nodeset::{fold, natural};
-use crate::event::{Event, JobCounts, JobStatus, Stream, Summary};
-use crate::plan::Plan;
+use crate::event::{Event, JobCounts, JobStatus, NodeOutcome, Stream, Summary};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -159,27 +158,22 @@ pub struct Board {
     results: BTreeMap<usize, (String, Outcomes)>,
 }
 
-/// Per node name, how many jobs of the plan it runs.
-pub fn totals(plan: &Plan) -> Vec<(String, usize)> {
-    let mut per = vec![0usize; plan.nodes.len()];
-    for job in &plan.jobs {
-        for &t in &job.targets {
-            per[t] += 1;
-        }
+impl Default for Board {
+    fn default() -> Self {
+        Board::new()
     }
-    plan.nodes.iter().map(|n| n.name.clone()).zip(per).collect()
 }
 
 impl Board {
-    pub fn new(totals: &[(String, usize)]) -> Board {
-        let nodes: Vec<NodeBoard> = totals.iter().map(|(name, total)| NodeBoard::new(name, *total)).collect();
+    /// An empty board: the run's `run_started` event gives it its nodes and their jobs.
+    pub fn new() -> Board {
         Board {
             run: String::new(),
             started: None,
             finished: None,
-            index: nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect(),
-            jobs_total: totals.iter().map(|(_, t)| t).sum(),
-            nodes,
+            index: HashMap::new(),
+            jobs_total: 0,
+            nodes: Vec::new(),
             counts: JobCounts::default(),
             failures: BTreeMap::new(),
             outputs: HashMap::new(),
@@ -220,11 +214,13 @@ impl Board {
 
     pub fn handle(&mut self, event: &Event, at: Instant) {
         match event {
-            Event::RunStarted { run, nodes, .. } => {
+            Event::RunStarted { run, nodes, node_jobs, tasks, .. } => {
                 self.run = run.clone();
                 self.started = Some(at);
-                for n in nodes {
-                    self.slot(n);
+                self.jobs_total = *tasks;
+                for (n, &jobs) in nodes.iter().zip(node_jobs) {
+                    let i = self.slot(n);
+                    self.nodes[i].total = jobs;
                 }
             }
             Event::BatchStarted { batch, batches, .. } => self.batch = Some((*batch, *batches)),
@@ -314,18 +310,17 @@ impl Board {
                     entry.1.get_or_insert(*job);
                 }
             }
-            Event::NodeFinished { node, ok } => {
+            Event::NodeFinished { node, outcome, .. } => {
                 let i = self.slot(node);
                 let n = &mut self.nodes[i];
                 n.running.clear();
                 n.finished_at = Some(at);
-                if n.phase != Phase::Unreachable {
-                    n.phase = match (*ok, n.counts.cancelled > 0 && n.counts.failed + n.counts.timed_out == 0) {
-                        (true, _) => Phase::Ok,
-                        (false, true) => Phase::Cancelled,
-                        (false, false) => Phase::Failed,
-                    };
-                }
+                n.phase = match outcome {
+                    NodeOutcome::Ok => Phase::Ok,
+                    NodeOutcome::Cancelled => Phase::Cancelled,
+                    NodeOutcome::Failed => Phase::Failed,
+                    NodeOutcome::Unreachable => Phase::Unreachable,
+                };
             }
             Event::RunFinished { summary, exit_code } => {
                 self.finished = Some((summary.clone(), *exit_code));
@@ -462,10 +457,28 @@ mod tests {
         }
     }
 
+    /// A board that saw the run start on `nodes`, each with its number of jobs.
+    fn started(nodes: &[(&str, usize)], t0: Instant) -> Board {
+        let mut b = Board::new();
+        b.handle(
+            &Event::RunStarted {
+                run: "r".into(),
+                mode: Default::default(),
+                nodes: nodes.iter().map(|(n, _)| n.to_string()).collect(),
+                node_jobs: nodes.iter().map(|(_, j)| *j).collect(),
+                jobs: 2,
+                tasks: nodes.iter().map(|(_, j)| j).sum(),
+                job_list: Vec::new(),
+            },
+            t0,
+        );
+        b
+    }
+
     #[test]
     fn failures_group_by_job_exit_code_and_output() {
         let t0 = Instant::now();
-        let mut b = Board::new(&[("a".into(), 1), ("b".into(), 1), ("c".into(), 1)]);
+        let mut b = started(&[("a", 1), ("b", 1), ("c", 1)], t0);
         for (node, err) in [("a", "disk full\n"), ("b", "disk full\n"), ("c", "no route\n")] {
             b.handle(&Event::JobOutput { node: node.into(), job: 0, stream: Stream::Stderr, data: err.into() }, t0);
             b.handle(&finished(node, 0, JobStatus::Failed, Some(1)), t0);
@@ -480,7 +493,7 @@ mod tests {
     #[test]
     fn phases_follow_the_node() {
         let t0 = Instant::now();
-        let mut b = Board::new(&[("a".into(), 2)]);
+        let mut b = started(&[("a", 2)], t0);
         b.handle(&Event::NodeConnecting { node: "a".into(), address: "x".into() }, t0);
         assert_eq!(b.nodes[0].phase, Phase::Connecting);
         b.handle(
@@ -495,7 +508,8 @@ mod tests {
         );
         assert_eq!((b.nodes[0].phase, b.nodes[0].done), (Phase::Running, 0));
         b.handle(&finished("a", 0, JobStatus::Ok, Some(0)), t0 + Duration::from_secs(3));
-        b.handle(&Event::NodeFinished { node: "a".into(), ok: true }, t0 + Duration::from_secs(3));
+        let one_ok = JobCounts { ok: 1, ..JobCounts::default() };
+        b.handle(&Event::node_finished("a", NodeOutcome::Ok, one_ok), t0 + Duration::from_secs(3));
         assert_eq!(b.nodes[0].phase, Phase::Ok);
         assert_eq!(b.slowest(5), vec![("a".to_string(), Duration::from_secs(3))]);
         assert_eq!(short_duration(Duration::from_millis(61_500)), "1m01s");

@@ -96,14 +96,14 @@ fn rows(text: &str, width: usize) -> Vec<String> {
 }
 
 impl<B: Backend> LiveView<B> {
-    pub fn new(backend: B, shown: Shown, totals: &[(String, usize)]) -> Result<LiveView<B>, String> {
+    pub fn new(backend: B, shown: Shown) -> Result<LiveView<B>, String> {
         let terminal = Terminal::with_options(backend, TerminalOptions { viewport: Viewport::Inline(HEIGHT) })
             .map_err(|e| e.to_string())?;
         let width = terminal.size().map(|s| s.width).unwrap_or(100);
         let queue = Queue::default();
         Ok(LiveView {
             terminal,
-            board: Board::new(totals),
+            board: Board::new(),
             text: TextView::new(Mode::Live, shown, Box::new(queue.clone())),
             queue,
             width,
@@ -174,15 +174,15 @@ impl<B: Backend> Drop for LiveView<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{JobStatus, Stream, Summary};
+    use crate::event::{JobCounts, JobStatus, NodeOutcome, Stream, Summary};
     use ratatui::backend::TestBackend;
     use std::time::Duration;
 
     #[test]
     fn progress_below_and_finished_nodes_and_failures_above() {
         let t0 = Instant::now();
-        let totals: Vec<(String, usize)> = ["web1", "web2", "db1"].iter().map(|n| (n.to_string(), 1)).collect();
-        let mut view = LiveView::new(TestBackend::new(80, 14), Shown::Failed, &totals).unwrap();
+        let names = ["web1", "web2", "db1"];
+        let mut view = LiveView::new(TestBackend::new(80, 14), Shown::Failed).unwrap();
         let ev =
             |view: &mut LiveView<TestBackend>, e: Event, secs: u64| view.handle(&e, t0 + Duration::from_secs(secs));
         ev(
@@ -191,7 +191,8 @@ mod tests {
                 run: "r".into(),
                 mode: Default::default(),
                 job_list: Vec::new(),
-                nodes: totals.iter().map(|t| t.0.clone()).collect(),
+                nodes: names.iter().map(|n| n.to_string()).collect(),
+                node_jobs: vec![1; 3],
                 jobs: 1,
                 tasks: 3,
             },
@@ -224,7 +225,7 @@ mod tests {
             },
             3,
         );
-        ev(&mut view, Event::NodeFinished { node: "web1".into(), ok: true }, 3);
+        ev(&mut view, Event::node_finished("web1", NodeOutcome::Ok, JobCounts { ok: 1, ..JobCounts::default() }), 3);
         ev(
             &mut view,
             Event::JobOutput { node: "db1".into(), job: 0, stream: Stream::Stderr, data: "make: *** No rule\n".into() },
@@ -243,7 +244,8 @@ mod tests {
             },
             4,
         );
-        ev(&mut view, Event::NodeFinished { node: "db1".into(), ok: false }, 4);
+        let one_failed = JobCounts { failed: 1, ..JobCounts::default() };
+        ev(&mut view, Event::node_finished("db1", NodeOutcome::Failed, one_failed), 4);
         view.tick(t0 + Duration::from_secs(12));
         let screen = view.backend().to_string();
         let lines: Vec<&str> =

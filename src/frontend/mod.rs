@@ -68,14 +68,14 @@ pub enum Frontend {
 }
 
 impl Frontend {
-    /// The frontend for `output`; `totals` is each node's job count, for the live view. When
-    /// the live view cannot take the terminal, plain lines are used and `fallback` says why.
-    pub fn new(output: Output, shown: text::Shown, totals: &[(String, usize)]) -> (Frontend, Option<String>) {
+    /// The frontend for `output`. When the live view cannot take the terminal, plain lines
+    /// are used and `fallback` says why.
+    pub fn new(output: Output, shown: text::Shown) -> (Frontend, Option<String>) {
         let plain = |mode| Frontend::Text(text::TextView::new(mode, shown, Box::new(std::io::stdout())));
         match output {
             Output::Json => (Frontend::Json(json::JsonLines::new(Box::new(std::io::stdout()))), None),
             Output::Text(text::Mode::Live) => {
-                match live::LiveView::new(CrosstermBackend::new(std::io::stdout()), shown, totals) {
+                match live::LiveView::new(CrosstermBackend::new(std::io::stdout()), shown) {
                     Ok(view) => (Frontend::Live(Box::new(view)), None),
                     Err(e) => (
                         plain(text::Mode::Plain),

@@ -15,7 +15,7 @@
 use super::board::keep;
 use super::nodeset::{fold, natural};
 pub use crate::config::{Mode, Shown};
-use crate::event::{Event, JobCounts, JobStatus, RunMode, Summary};
+use crate::event::{Event, JobStatus, RunMode, Summary};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
@@ -41,7 +41,6 @@ pub struct TextView {
     running: HashMap<(String, usize), String>,
     /// Finished results: job → (name, outcome → nodes).
     results: BTreeMap<usize, (String, BTreeMap<Outcome, Vec<String>>)>,
-    counts: HashMap<String, JobCounts>,
     closed: bool,
     /// The run is a `--plan`.
     planning: bool,
@@ -72,7 +71,6 @@ impl TextView {
             width: 0,
             running: HashMap::new(),
             results: BTreeMap::new(),
-            counts: HashMap::new(),
             closed: false,
             planning: false,
         }
@@ -103,16 +101,15 @@ impl TextView {
             }
             Event::JobFinished { node, job, name, status, reason, .. } => {
                 let output = self.running.remove(&(node.clone(), *job)).unwrap_or_default();
-                self.counts.entry(node.clone()).or_default().add(*status);
                 let outcome = Outcome { status: *status, reason: reason.clone(), output };
                 let entry = self.results.entry(*job).or_insert_with(|| (name.clone(), BTreeMap::new()));
                 entry.1.entry(outcome).or_default().push(node.clone());
             }
-            Event::NodeFinished { node, ok } => {
+            Event::NodeFinished { node, ok, jobs, .. } => {
                 if *ok && self.mode != Mode::Plain {
                     return;
                 }
-                let c = self.counts.get(node).copied().unwrap_or_default();
+                let c = *jobs;
                 let mut parts = vec![format!("{} ok", c.ok), format!("{} cached", c.cached)];
                 if self.planning {
                     parts[0] = format!("{} would run", c.would_run);
@@ -251,7 +248,7 @@ pub fn plan_line(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Stream;
+    use crate::event::{JobCounts, NodeOutcome, Stream};
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
@@ -309,6 +306,7 @@ mod tests {
             mode: Default::default(),
             job_list: Vec::new(),
             nodes: nodes.clone(),
+            node_jobs: vec![2; 6],
             jobs: 2,
             tasks: 12,
         }];
@@ -322,7 +320,12 @@ mod tests {
             } else {
                 events.push(finished(n, 1, "RUN deploy", JobStatus::Ok, Some(0), None, 5));
             }
-            events.push(Event::NodeFinished { node: n.clone(), ok: !n.starts_with("db") });
+            events.push(match n.starts_with("db") {
+                true => {
+                    Event::node_finished(n, NodeOutcome::Failed, JobCounts { ok: 1, failed: 1, ..JobCounts::default() })
+                }
+                false => Event::node_finished(n, NodeOutcome::Ok, JobCounts { ok: 2, ..JobCounts::default() }),
+            });
         }
         events.push(Event::RunFinished {
             summary: Summary {
@@ -392,6 +395,7 @@ mod tests {
             mode: Default::default(),
             job_list: Vec::new(),
             nodes: vec!["a".into(), "b".into()],
+            node_jobs: vec![1, 1],
             jobs: 1,
             tasks: 2,
         }];

@@ -14,7 +14,7 @@ use super::{now_ms, History, RunSpec};
 use crate::error::Error;
 use crate::event::{Event, JobStatus, Stream};
 use rusqlite::params;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -132,8 +132,6 @@ struct State {
     targets: Vec<Vec<String>>,
     addresses: HashMap<String, String>,
     output: HashMap<(String, usize), (Capped, Capped)>,
-    unreachable: HashSet<String>,
-    cancelled: HashSet<String>,
     cancel_seen: bool,
 }
 
@@ -146,8 +144,6 @@ impl State {
             targets: spec.jobs.iter().map(|j| j.targets.clone()).collect(),
             addresses: spec.nodes.iter().cloned().collect(),
             output: HashMap::new(),
-            unreachable: HashSet::new(),
-            cancelled: HashSet::new(),
             cancel_seen: false,
         }
     }
@@ -266,7 +262,6 @@ impl State {
                             )?;
                         }
                     }
-                    self.unreachable.insert(node);
                 }
                 Event::JobStarted { node, job, fingerprint, info, .. } => {
                     exec(
@@ -278,9 +273,6 @@ impl State {
                 Event::JobFinished { node, job, status, exit_code, reason, ms, .. } => {
                     let (out, err) = self.output.remove(&(node.clone(), job)).unwrap_or_default();
                     let ((stdout, stdout_cut), (stderr, stderr_cut)) = (out.finish(), err.finish());
-                    if status == JobStatus::Cancelled {
-                        self.cancelled.insert(node.clone());
-                    }
                     exec(
                         &tx,
                         "INSERT INTO results (job_id, node, status, reason, exit_code, stdout, stdout_cut, stderr, stderr_cut, finished_at, execution_ms, roundtrip_ms)
@@ -290,16 +282,8 @@ impl State {
                         params![self.job_ids[job], node, status_text(status), reason, exit_code, stdout, stdout_cut as i64, stderr, stderr_cut as i64, now, ms as i64, at],
                     )?;
                 }
-                Event::NodeFinished { node, ok } => {
-                    let outcome = if self.unreachable.contains(&node) {
-                        "unreachable"
-                    } else if self.cancelled.contains(&node) {
-                        "cancelled"
-                    } else if ok {
-                        "ok"
-                    } else {
-                        "failed"
-                    };
+                Event::NodeFinished { node, outcome, .. } => {
+                    let outcome = outcome.as_str();
                     exec(
                         &tx,
                         "UPDATE run_nodes SET outcome = ?3 WHERE run_id = ?1 AND node = ?2",

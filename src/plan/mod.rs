@@ -337,6 +337,15 @@ impl Plan {
     pub fn total_tasks(&self) -> usize {
         self.jobs.iter().map(|j| j.targets.len()).sum()
     }
+
+    /// How many jobs each node has, in node order.
+    pub fn jobs_per_node(&self) -> Vec<usize> {
+        let mut per = vec![0usize; self.nodes.len()];
+        for &t in self.jobs.iter().flat_map(|j| &j.targets) {
+            per[t] += 1;
+        }
+        per
+    }
 }
 
 impl Selection {

@@ -8,7 +8,7 @@ mod stats;
 
 use director::catalog::yaml::Document;
 use director::catalog::Catalog;
-use director::event::{Event, JobStatus, Stream, Summary};
+use director::event::{Event, JobCounts, JobStatus, NodeOutcome, Stream, Summary};
 use director::frontend::tui::app::{App, Started};
 use director::frontend::tui::view::render;
 use ratatui::backend::TestBackend;
@@ -28,7 +28,6 @@ fn main() {
     let t0 = Instant::now();
     let mut app = App::new(&catalog, "fleet.yaml".into(), Vec::new(), t0);
     let names: Vec<String> = catalog.nodes.iter().map(|n| n.name.clone()).collect();
-    let totals: Vec<(String, usize)> = names.iter().map(|n| (n.clone(), 12)).collect();
     let mut terminal = Terminal::new(TestBackend::new(200, 60)).unwrap();
     let mut frame = |app: &App| {
         let start = Instant::now();
@@ -42,6 +41,7 @@ fn main() {
         mode: Default::default(),
         job_list: Vec::new(),
         nodes: names.clone(),
+        node_jobs: vec![12; n],
         jobs: 12,
         tasks: 12 * n,
     }];
@@ -90,7 +90,7 @@ fn main() {
             });
         }
     }
-    app.run_started(&totals, "bench on 1000 nodes".into(), Started::Exec("x".into()));
+    app.run_started("bench on 1000 nodes".into(), Started::Exec("x".into()));
     let start = Instant::now();
     for e in &events {
         app.event(e, t0);
@@ -99,7 +99,8 @@ fn main() {
     app.now = t0 + Duration::from_secs(30);
     let run_screen = median((0..rounds).map(|_| frame(&app)).collect());
     for name in &names {
-        app.event(&Event::NodeFinished { node: name.clone(), ok: true }, t0 + Duration::from_secs(20));
+        let one_ok = JobCounts { ok: 1, ..JobCounts::default() };
+        app.event(&Event::node_finished(name.clone(), NodeOutcome::Ok, one_ok), t0 + Duration::from_secs(20));
     }
     app.event(
         &Event::RunFinished { summary: Summary { nodes: n, ..Summary::default() }, exit_code: 1 },

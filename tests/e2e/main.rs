@@ -603,6 +603,16 @@ fn local_transport_runs_the_embedded_default_catalog() {
             (3, "timed_out", None, Some("timed out after 1 s"))
         ]
     );
+    // The node's end carries its outcome and its jobs by how they ended.
+    let done: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::NodeFinished { node, ok, outcome, jobs, .. } => Some((node.as_str(), *ok, *outcome, *jobs)),
+            _ => None,
+        })
+        .collect();
+    let jobs = schema::JobCounts { ok: 1, cached: 0, failed: 1, skipped: 1, timed_out: 1, cancelled: 0, would_run: 0 };
+    assert_eq!(done, [("localhost", false, schema::NodeOutcome::Failed, jobs)]);
     let streams: Vec<(String, String)> = events
         .iter()
         .filter_map(|e| match e {

@@ -25,6 +25,29 @@ pub struct Summary {
     pub elapsed_ms: u64,
 }
 
+/// A node's jobs by how they ended (`node_finished`).
+#[derive(Debug, Deserialize, PartialEq, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct JobCounts {
+    pub ok: usize,
+    pub cached: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub timed_out: usize,
+    pub cancelled: usize,
+    pub would_run: usize,
+}
+
+/// How a node's part of the run ended (`node_finished`).
+#[derive(Debug, Deserialize, PartialEq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeOutcome {
+    Ok,
+    Failed,
+    Unreachable,
+    Cancelled,
+}
+
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JobBrief {
@@ -44,6 +67,7 @@ pub enum Event {
         /// run or plan.
         mode: String,
         nodes: Vec<String>,
+        node_jobs: Vec<usize>,
         jobs: usize,
         tasks: usize,
         job_list: Vec<JobBrief>,
@@ -130,6 +154,8 @@ pub enum Event {
         ts: String,
         node: String,
         ok: bool,
+        outcome: NodeOutcome,
+        jobs: JobCounts,
     },
     RunFinished {
         v: u32,

@@ -269,8 +269,8 @@ impl App {
     }
 
     /// A run was started: a fresh board for its nodes.
-    pub fn run_started(&mut self, totals: &[(String, usize)], label: String, started: Started) {
-        self.board = Some(Board::new(totals));
+    pub fn run_started(&mut self, label: String, started: Started) {
+        self.board = Some(Board::new());
         self.run_label = label;
         self.in_flight = true;
         self.started = Some(started);

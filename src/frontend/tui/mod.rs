@@ -18,7 +18,6 @@ pub mod view;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::Error;
-use crate::frontend::board;
 use crate::history::{self, Contention, History};
 use crate::launch::{Incoming, Launch, Running};
 use crate::plan::{Plan, Selection};
@@ -306,12 +305,11 @@ impl Tui {
                 return;
             }
         };
-        let totals = board::totals(&plan);
         let launch =
             Launch { plan, kind: what.kind, command: what.command, files: what.files, history: self.history.clone() };
         match launch.start(&self.catalog, &self.config, Contention::Refuse, &mut |_| {}) {
             Ok(run) => {
-                app.run_started(&totals, what.label, what.started);
+                app.run_started(what.label, what.started);
                 if !run.warnings.is_empty() {
                     app.message = Some(run.warnings.join("; "));
                 }

@@ -6,7 +6,7 @@ use super::app::{Action, App, Dialog, Screen};
 use super::view::render;
 use crate::catalog::yaml::Document;
 use crate::catalog::Catalog;
-use crate::event::{Event, JobStatus, Stream, Summary};
+use crate::event::{Event, JobCounts, JobStatus, NodeOutcome, Stream, Summary};
 use crate::history::query::{JobInfo, NodeRow, ResultRow};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
@@ -68,15 +68,10 @@ fn finished(node: &str, job: usize, name: &str, status: JobStatus, code: Option<
     }
 }
 
-fn totals(names: &[&str], jobs: usize) -> Vec<(String, usize)> {
-    names.iter().map(|n| (n.to_string(), jobs)).collect()
-}
-
 const ALL: &[&str] = &["web1", "web2", "web3", "db1", "cache1"];
 
 fn run_started(app: &mut App, t0: Instant) {
     app.run_started(
-        &totals(ALL, 3),
         "orchestrations/deploy.yaml on 5 node(s)".into(),
         super::app::Started::Orchestrate(vec!["orchestrations/deploy.yaml".into()]),
     );
@@ -86,6 +81,7 @@ fn run_started(app: &mut App, t0: Instant) {
             mode: Default::default(),
             job_list: Vec::new(),
             nodes: ALL.iter().map(|n| n.to_string()).collect(),
+            node_jobs: vec![3; ALL.len()],
             jobs: 3,
             tasks: 15,
         },
@@ -195,7 +191,7 @@ fn a_finished_run_shows_every_job_grouped_and_a_node_opens_its_details() {
         let kernel = if *n == "db1" { "6.1.0-13-amd64\n" } else { "6.1.0-18-amd64\n" };
         app.event(&Event::JobOutput { node: n.to_string(), job: 0, stream: Stream::Stdout, data: kernel.into() }, at);
         app.event(&finished(n, 0, "RUN uname -r", JobStatus::Ok, Some(0), None), at);
-        app.event(&Event::NodeFinished { node: n.to_string(), ok: true }, at);
+        app.event(&Event::node_finished(*n, NodeOutcome::Ok, JobCounts { ok: 1, ..JobCounts::default() }), at);
     }
     let summary = Summary { nodes: 5, nodes_ok: 5, jobs_ok: 5, elapsed_ms: 5_000, ..Summary::default() };
     app.event(&Event::RunFinished { summary, exit_code: 0 }, t0 + Duration::from_secs(5));
@@ -236,7 +232,7 @@ fn grouped_failures() {
             &finished(n, 0, "RUN systemctl restart nginx", JobStatus::Failed, Some(1), Some("exited with code 1")),
             at,
         );
-        app.event(&Event::NodeFinished { node: n.to_string(), ok: false }, at);
+        app.event(&Event::node_finished(*n, NodeOutcome::Failed, JobCounts { failed: 1, ..JobCounts::default() }), at);
     }
     app.event(&Event::NodeConnecting { node: "cache1".into(), address: "x".into() }, t0);
     app.event(
