@@ -122,11 +122,7 @@ impl Settings {
     /// The default settings file: `$XDG_CONFIG_HOME/director/config.yaml` or
     /// `~/.config/director/config.yaml`.
     pub fn default_path() -> PathBuf {
-        let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-            Some(dir) => PathBuf::from(dir),
-            None => crate::catalog::expand_home("~/.config"),
-        };
-        base.join("director").join("config.yaml")
+        crate::paths::config_dir().join("config.yaml")
     }
 
     /// Reads `explicit`, or the default file when it exists.
@@ -157,7 +153,7 @@ impl Settings {
             let at = child(&[], Seg::KeyName(key.clone()));
             let path_of = |v: &Value, at: &[Seg]| match v {
                 Value::String(s) if !s.is_empty() => {
-                    let p = crate::catalog::expand_home(s);
+                    let p = crate::paths::expand_home(s);
                     Ok(if p.is_absolute() { p } else { dir.join(p) })
                 }
                 _ => Err(doc.error_at(at, format!("`{key}` must be a file path"))),

@@ -103,6 +103,25 @@ impl JobCounts {
     }
 }
 
+/// Which command started a run, as the history records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    Orchestrate,
+    Exec,
+    Bootstrap,
+}
+
+impl RunKind {
+    /// The word the history and `manage` use: the command's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Orchestrate => "orchestrate",
+            RunKind::Exec => "exec",
+            RunKind::Bootstrap => "bootstrap",
+        }
+    }
+}
+
 /// A real run, or a plan of one (`--plan`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

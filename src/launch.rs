@@ -12,7 +12,7 @@ use crate::catalog::{Catalog, HostKeyPolicy, TransportKind};
 use crate::config::Config;
 use crate::engine;
 use crate::error::Error;
-use crate::event::Event;
+use crate::event::{Event, RunKind};
 use crate::history::{self, recorder::Recorder, Contention, History, RunGuard, RunSpec};
 use crate::node::CancelLevel;
 use crate::plan::{self, Plan};
@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, watch};
 /// A run about to start: the plan and how it is recorded.
 pub struct Launch {
     pub plan: Plan,
-    /// `orchestrate`, `exec` or `bootstrap`, for the history.
-    pub kind: &'static str,
+    /// Which command started it, for the history.
+    pub kind: RunKind,
     /// The command line as the user would retype it.
     pub command: String,
     /// Orchestration files (absolute), for the history and `--retry-failed`.
@@ -203,7 +203,7 @@ fn host_key_warning(plan: &Plan, config: &Config) -> Option<String> {
 fn run_spec(
     plan: &Plan,
     config: &Config,
-    kind: &str,
+    kind: RunKind,
     command: &str,
     files: Vec<String>,
     secrets: &crate::secret::Secrets,
@@ -211,7 +211,7 @@ fn run_spec(
     let names = |targets: &[usize]| targets.iter().map(|&t| plan.nodes[t].name.clone()).collect::<Vec<_>>();
     RunSpec {
         id: new_run_id(),
-        kind: kind.to_string(),
+        kind,
         mode: config.mode,
         command: command.to_string(),
         files,

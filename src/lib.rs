@@ -17,6 +17,7 @@ pub mod history;
 pub mod launch;
 pub mod logging;
 pub mod node;
+pub mod paths;
 pub mod plan;
 pub mod private;
 pub mod secret;
@@ -27,6 +28,7 @@ pub mod verb;
 use catalog::Catalog;
 use config::Config;
 use error::{exit, Error};
+use event::RunKind;
 use frontend::Frontend;
 use launch::{Incoming, Launch, Running};
 use node::CancelLevel;
@@ -165,7 +167,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
                 max_fail: config.max_fail,
             };
             let plan = Plan::build(&catalog, &list, &selection)?;
-            execute(launch(plan, "orchestrate", &files), &catalog, config, logging)
+            execute(launch(plan, RunKind::Orchestrate, &files), &catalog, config, logging)
         }
         cli::Command::Exec { verb, targets, cached, args, escaped, run } => {
             if let Some(word) = (!escaped).then(|| cli::exec_option_in_command(&args)).flatten() {
@@ -193,7 +195,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             if !cached && !config.ignore_cache {
                 plan.forced = Some("an ad-hoc command always runs (--cached answers it from the node cache)");
             }
-            execute(launch(plan, "exec", &[]), &catalog, config, logging)
+            execute(launch(plan, RunKind::Exec, &[]), &catalog, config, logging)
         }
         cli::Command::Bootstrap { threads, key_file, run } => {
             let config = Config::resolve(&run, &settings);
@@ -214,7 +216,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             }
             let selection = Selection { restrict: config.restrict.clone(), ignore_cache: true, ..Selection::default() };
             let plan = Plan::bootstrap(&catalog, &selection, usize::from(threads))?;
-            execute(launch(plan, "bootstrap", &[]), &catalog, config, logging)
+            execute(launch(plan, RunKind::Bootstrap, &[]), &catalog, config, logging)
         }
     }
 }
@@ -232,7 +234,7 @@ fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Op
         history::query::Found::Empty => return Err(none()),
     };
     let kind = store.run_kind(&id)?.unwrap_or_default();
-    if need_files && kind != "orchestrate" {
+    if need_files && kind != RunKind::Orchestrate.as_str() {
         return Err(Error::input(format!(
             "--retry-failed: run {id} was `{kind}`, which has no orchestration files to run again"
         ))
@@ -269,8 +271,11 @@ fn execute(launch: Launch, catalog: &Catalog, mut config: Config, logging: loggi
         .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
     // An ad-hoc command is run to see what it says; an orchestration to see what failed.
     // --diff is asked for to be seen.
-    let default_shown =
-        if launch.kind == "exec" || config.diff { frontend::text::Shown::All } else { frontend::text::Shown::Failed };
+    let default_shown = if launch.kind == RunKind::Exec || config.diff {
+        frontend::text::Shown::All
+    } else {
+        frontend::text::Shown::Failed
+    };
     let contention = if config.wait { history::Contention::Wait } else { history::Contention::Refuse };
     runtime.block_on(async {
         let running = launch.start(catalog, &config, contention, &mut |h| {

@@ -14,8 +14,9 @@
 //! line that cannot be read is an error at its line and column.
 
 use super::yaml::{child, scalar_text, Document, Seg};
-use super::{expand_home, local_user, unknown_key, Node, TransportKind};
+use super::{local_user, unknown_key, Node, TransportKind};
 use crate::error::Error;
+use crate::paths::expand_home;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;

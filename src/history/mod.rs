@@ -16,6 +16,7 @@ pub mod recorder;
 pub mod schema;
 
 use crate::error::{exit, Error};
+use crate::event::RunKind;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -24,11 +25,7 @@ use std::time::Duration;
 /// The default database path: `$XDG_STATE_HOME/director/history.db`, else
 /// `~/.local/state/director/history.db`.
 pub fn default_path() -> PathBuf {
-    let state = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => crate::catalog::expand_home("~/.local/state"),
-    };
-    state.join("director").join("history.db")
+    crate::paths::state_dir().join("history.db")
 }
 
 /// Milliseconds since the epoch, the unit of every timestamp in the database.
@@ -57,7 +54,7 @@ pub struct JobSpec {
 pub struct RunSpec {
     pub id: String,
     /// `orchestrate`, `exec` or `bootstrap`.
-    pub kind: String,
+    pub kind: RunKind,
     /// `run`, or `plan` for `--plan`.
     pub mode: crate::event::RunMode,
     pub command: String,
@@ -285,7 +282,7 @@ impl History {
         let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_default();
         tx.execute(
             "INSERT INTO runs (id, kind, command, files, catalogs, started_at, status, pid, host, lock_path, mode) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?9, ?10)",
-            params![spec.id, spec.kind, spec.command, json(&spec.files), json(&spec.catalogs), now, std::process::id(), operator_host(), lock_path.display().to_string(), mode_text(spec.mode)],
+            params![spec.id, spec.kind.as_str(), spec.command, json(&spec.files), json(&spec.catalogs), now, std::process::id(), operator_host(), lock_path.display().to_string(), mode_text(spec.mode)],
         )
         .map_err(err)?;
         for (node, address) in &spec.nodes {

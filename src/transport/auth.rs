@@ -94,7 +94,7 @@ impl Credentials {
         }
         if ssh_nodes.clone().any(|n| n.identity_file.is_none() || n.jumps.iter().any(|j| j.identity_file.is_none())) {
             for name in DEFAULT_IDENTITIES {
-                let path = crate::catalog::expand_home(name);
+                let path = crate::paths::expand_home(name);
                 // A default key that cannot be used is skipped, as ssh skips it.
                 if let Ok(key) = russh::keys::load_secret_key(&path, None) {
                     creds.defaults.push((path.clone(), Identity::Key(Arc::new(key))));
@@ -306,7 +306,7 @@ pub async fn authenticate<H: client::Handler>(
     creds: &Credentials,
 ) -> Result<(), String> {
     let user = node.user.clone();
-    let describe = |e: russh::Error| super::ssh::describe(&e);
+    let describe = |e: russh::Error| describe(&e);
     let rsa_hash = handle.best_supported_rsa_hash().await.map_err(describe)?.flatten();
     let sock = socket(&node.ssh.agent);
     let mut agent = match &sock {
@@ -429,4 +429,12 @@ pub async fn authenticate<H: client::Handler>(
         ));
     }
     Err(reason)
+}
+
+/// A russh error as a person reads it (an I/O error without Rust's "(os error N)").
+pub(super) fn describe(e: &russh::Error) -> String {
+    match e {
+        russh::Error::IO(io) => crate::error::io_reason(io),
+        other => other.to_string(),
+    }
 }

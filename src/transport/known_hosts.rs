@@ -110,7 +110,7 @@ impl KnownHosts {
         let given = explicit.is_some();
         let user = match explicit {
             Some(p) => vec![p],
-            None => vec![default_path(), crate::catalog::expand_home("~/.ssh/known_hosts2")],
+            None => vec![default_path(), crate::paths::expand_home("~/.ssh/known_hosts2")],
         };
         KnownHosts { user, global: GLOBAL_FILES.iter().map(PathBuf::from).collect(), explicit: given }
     }
@@ -167,7 +167,7 @@ impl KnownHosts {
 
 /// The default known_hosts file: `~/.ssh/known_hosts`.
 pub fn default_path() -> PathBuf {
-    crate::catalog::expand_home("~/.ssh/known_hosts")
+    crate::paths::expand_home("~/.ssh/known_hosts")
 }
 
 /// Checks, before any node is contacted, that `path` can serve as a known_hosts file: absent

@@ -23,12 +23,7 @@ static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 const TEXT_FILE_BUSY: i32 = 26;
 
 fn install_dir() -> PathBuf {
-    match std::env::var_os("XDG_CACHE_HOME") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => crate::catalog::expand_home("~/.cache"),
-    }
-    .join("director")
-    .join("bin")
+    crate::paths::cache_dir().join("bin")
 }
 
 impl LocalConnection {

@@ -8,6 +8,7 @@
 //! the run then streams over that channel (one per account the node's jobs run as); no
 //! channel is opened per job.
 
+use super::auth::describe;
 pub use super::auth::Credentials;
 use super::known_hosts::HostKeyCheck;
 use super::{Incoming, Link};
@@ -214,13 +215,6 @@ fn transient(e: &russh::Error) -> bool {
         ),
         russh::Error::Disconnect | russh::Error::HUP => true,
         _ => false,
-    }
-}
-
-pub(super) fn describe(e: &russh::Error) -> String {
-    match e {
-        russh::Error::IO(io) => crate::error::io_reason(io),
-        other => other.to_string(),
     }
 }
 

@@ -35,17 +35,6 @@ const WHY_LIMIT: usize = 1024;
 #[derive(Default, Clone)]
 pub struct Jobs(Arc<Mutex<HashMap<u64, Running>>>);
 
-pub fn kill_group(pgid: i32) {
-    // A job whose process is not started yet has no group: never kill(0), our own group.
-    if pgid <= 0 {
-        return;
-    }
-    // SAFETY: plain syscall; a negative pid addresses the whole process group.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
-}
-
 impl Jobs {
     pub fn start(
         &self,
@@ -93,7 +82,7 @@ impl Jobs {
         self.lock().insert(id, Running { pgid, cancelled: cancelled.clone() });
         // A cancel that came while it started found no group to kill.
         if cancelled.load(Ordering::SeqCst) {
-            kill_group(pgid);
+            watchdog::kill_group(pgid);
         }
         let armed = watchdog::arm(pgid, started + Duration::from_millis(timeout_ms));
         let jobs = self.clone();
@@ -168,7 +157,7 @@ impl Jobs {
                 running.pgid = pgid;
             }
             if cancelled.load(Ordering::SeqCst) {
-                kill_group(pgid);
+                watchdog::kill_group(pgid);
             }
             // The job's time runs for the check too.
             let armed = watchdog::arm(pgid, started + Duration::from_millis(timeout_ms));
@@ -207,13 +196,13 @@ impl Jobs {
     pub fn cancel(&self, id: u64) {
         if let Some(job) = self.lock().get(&id) {
             job.cancelled.store(true, Ordering::SeqCst);
-            kill_group(job.pgid);
+            watchdog::kill_group(job.pgid);
         }
     }
 
     pub fn kill_all(&self) {
         for job in self.lock().values() {
-            kill_group(job.pgid);
+            watchdog::kill_group(job.pgid);
         }
     }
 

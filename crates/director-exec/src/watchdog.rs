@@ -26,6 +26,18 @@ struct Watch {
 static WATCH: Mutex<Option<Watch>> = Mutex::new(None);
 static WAKE: Condvar = Condvar::new();
 
+/// Kills process group `pgid` (a job's shell and everything it started).
+pub fn kill_group(pgid: i32) {
+    // A job whose process is not started yet has no group: never kill(0), our own group.
+    if pgid <= 0 {
+        return;
+    }
+    // SAFETY: plain syscall; a negative pid addresses the whole process group.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
 fn lock() -> MutexGuard<'static, Option<Watch>> {
     WATCH.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -79,7 +91,7 @@ fn watch() {
             }
             let (pgid, fired) = entry.remove();
             fired.store(true, Ordering::SeqCst);
-            crate::job::kill_group(pgid);
+            kill_group(pgid);
         }
         let wake_at = watch.deadlines.keys().next().map_or(now + IDLE_WAKE, |k| k.0.min(now + IDLE_WAKE));
         watch.wake_at = Some(wake_at);

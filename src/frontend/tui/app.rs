@@ -575,7 +575,7 @@ impl App {
                     KeyCode::Enter => {
                         let file = match picks.get(cursor) {
                             Some(p) => p.clone(),
-                            None if !input.trim().is_empty() => crate::catalog::expand_home(input.trim()),
+                            None if !input.trim().is_empty() => crate::paths::expand_home(input.trim()),
                             None => return None,
                         };
                         self.dialog = None;

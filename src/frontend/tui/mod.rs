@@ -18,6 +18,7 @@ pub mod view;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::Error;
+use crate::event::RunKind;
 use crate::history::{self, Contention, History};
 use crate::launch::{Incoming, Launch, Running};
 use crate::plan::{Plan, Selection};
@@ -204,7 +205,7 @@ impl Tui {
                     .collect::<Result<Vec<_>, _>>()
                     .and_then(|list| Plan::build(&self.catalog, &list, &self.selection(nodes)));
                 let what = What {
-                    kind: "orchestrate",
+                    kind: RunKind::Orchestrate,
                     command: format!("director tui: orchestrate {}", names.join(" ")),
                     files: files.iter().map(|f| crate::launch::absolute(f)).collect(),
                     label,
@@ -218,7 +219,7 @@ impl Tui {
                     crate::plan::orchestration::Orchestration::command_line("RUN", std::slice::from_ref(&command))
                         .and_then(|o| Plan::build(&self.catalog, &[o], &self.selection(nodes)));
                 let what = What {
-                    kind: "exec",
+                    kind: RunKind::Exec,
                     command: format!("director tui: exec {command}"),
                     files: Vec::new(),
                     label,
@@ -322,7 +323,7 @@ impl Tui {
 
 /// A run about to start from a key: what the history and the screen call it.
 struct What {
-    kind: &'static str,
+    kind: RunKind,
     command: String,
     files: Vec<String>,
     label: String,
