@@ -122,7 +122,7 @@ pub async fn run(
     .await;
     let shared = Arc::new(Shared::new(
         plan.nodes.iter().map(|n| n.name.clone()).collect(),
-        plan.jobs.iter().filter(|j| j.work.gathers()).map(|j| (j.id, j.targets.clone())),
+        plan.jobs.iter().filter(|j| j.work.traits().gathers).map(|j| (j.id, j.targets.clone())),
     ));
     let renderer = Arc::new(Renderer::default());
     let node_task = |index: usize| {
@@ -629,7 +629,7 @@ async fn run_lane(nr: &NodeRun<'_>, lane: &[Vec<usize>], cancel: watch::Receiver
             };
             let status = match skip_reason {
                 Some(reason) => {
-                    if job.work.gathers() {
+                    if job.work.traits().gathers {
                         cx.shared.leave(job.id, cx.index);
                     }
                     cx.report(skipped(&node.name, job, reason)).await;

@@ -95,7 +95,7 @@ pub async fn run_job(nr: &NodeRun<'_>, job: &Job, cancel: watch::Receiver<Cancel
             };
             // Verbs that run no command say what they did as their output; a job answered
             // from its record says what it printed when it ran.
-            if (!job.work.streams_output() || finish.hit) && !finish.stdout.is_empty() {
+            if (!job.work.traits().streams_output || finish.hit) && !finish.stdout.is_empty() {
                 cx.sink
                     .emit(Event::JobOutput {
                         node: cx.node.name.clone(),
@@ -122,7 +122,7 @@ pub async fn run_job(nr: &NodeRun<'_>, job: &Job, cancel: watch::Receiver<Cancel
     // cancelled, and the node unreachable (exit 3, not 1).
     let finish = match (finish.status, cx.session.lost()) {
         // A reboot that did not come back says so itself.
-        (JobStatus::Failed, Some(lost)) if !job.work.reboots() => Finish {
+        (JobStatus::Failed, Some(lost)) if !job.work.traits().reboots => Finish {
             status: JobStatus::Cancelled,
             reason: Some(format!("the node was lost while this job ran: {lost}")),
             ..finish
@@ -281,7 +281,7 @@ enum Lookup {
 /// matches it (checked by the verb, [`crate::verb::Verb::verify`]).
 async fn lookup(cx: &Cx<'_>, job: &Job, fp: &str, rendered: &Rendered) -> Lookup {
     let to_do = Lookup::Do { drift: None, recorded: false };
-    if !job.cacheable() || job.skip_cache {
+    if !job.cacheable() || job.skips_cache() {
         return to_do;
     }
     let Some(record) = cx.state().cache().jobs.get(fp).cloned() else { return to_do };
@@ -333,7 +333,7 @@ async fn preview(
         return Finish::would_run(why);
     }
     let finish = match &job.work {
-        work if work.cache_only() => {
+        work if work.traits().cache_only => {
             // These verbs write no file: nothing goes out.
             let task = Task { job: job.reference(), rendered, outgoing: Vec::new(), cancel, recorded: false };
             let done = work.perform(cx, task).await;
@@ -346,7 +346,7 @@ async fn preview(
                 _ => done,
             }
         }
-        _ if job.skip_cache => {
+        _ if job.skips_cache() => {
             Finish::would_run(nr.plan.forced.unwrap_or("--skip-cache: it runs whatever the cache says"))
         }
         _ if !job.cacheable() => Finish::would_run("a job like this always runs: it is never answered from the cache"),

@@ -6,7 +6,7 @@
 //! the executor and gathering facts. Templates see the merged catalog plus
 //! `directord_bootstrap`, the node's own entry `{host, port, username, jobs, key_file, name}`.
 
-use super::{Job, Plan, PlannedEntry, Schedule, Selection, Work, DEFAULT_TIMEOUT};
+use super::{CacheUse, Job, Plan, PlannedEntry, Schedule, Selection, Work, DEFAULT_TIMEOUT};
 use crate::catalog::bootstrap::{self, SECTIONS};
 use crate::catalog::{Catalog, Node};
 use crate::error::Error;
@@ -39,7 +39,7 @@ impl Plan {
             };
             for spec in mine {
                 let work = match spec.verb.as_str() {
-                    "RUN" => Work::Shell(verb::shell::Shell { command: spec.text.clone() }),
+                    "RUN" => Work::Run(verb::run::Run { command: spec.text.clone(), retry: 1, no_block: false }),
                     verb => {
                         let (a, b) = spec
                             .text
@@ -64,7 +64,7 @@ impl Plan {
                     work,
                     timeout: DEFAULT_TIMEOUT,
                     run_once: false,
-                    skip_cache: true,
+                    cache: CacheUse::Never,
                     stdout_arg: None,
                     stderr_arg: None,
                     targets: targets.clone(),

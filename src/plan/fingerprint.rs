@@ -158,7 +158,7 @@ mod tests {
             work: p.work,
             timeout: p.timeout,
             run_once: p.run_once,
-            skip_cache: p.skip_cache,
+            cache: super::super::CacheUse::given(p.skip_cache),
             stdout_arg: p.stdout_arg,
             stderr_arg: p.stderr_arg,
             targets: vec![],

@@ -33,8 +33,9 @@ pub struct Job {
     pub work: Work,
     pub timeout: Duration,
     pub run_once: bool,
-    /// `--skip-cache` on the job, or `--ignore-cache` on the run.
-    pub skip_cache: bool,
+    /// Whether the node cache answers it and records it (`--skip-cache` on the job,
+    /// `--ignore-cache` on the run).
+    pub cache: CacheUse,
     pub stdout_arg: Option<String>,
     pub stderr_arg: Option<String>,
     /// Indices into [`Plan::nodes`].
@@ -85,12 +86,41 @@ impl Job {
     /// Whether preparing the job on a node is CPU work worth a blocking thread: a template to
     /// render, a blueprint, or a bootstrap source to find and hash.
     pub fn heavy(&self) -> bool {
-        self.work.heavy() || self.work.templates().into_iter().any(crate::catalog::template::is_template)
+        self.work.traits().heavy || self.work.templates().into_iter().any(crate::catalog::template::is_template)
     }
 
     /// Whether a success is recorded in the node cache and answered from it next time.
     pub fn cacheable(&self) -> bool {
-        self.work.cacheable()
+        self.work.traits().cacheable && self.cache != CacheUse::Never
+    }
+
+    /// `--skip-cache`: it runs whatever the cache says.
+    pub fn skips_cache(&self) -> bool {
+        self.cache == CacheUse::Skip
+    }
+}
+
+/// How a job uses the node cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    /// A cacheable job is answered from the cache when its record still holds, and its
+    /// success is recorded.
+    Use,
+    /// `--skip-cache` (or `--ignore-cache`): never answered from the cache, its success is
+    /// still recorded.
+    Skip,
+    /// Bootstrap's jobs: never answered from the cache, never recorded.
+    Never,
+}
+
+impl CacheUse {
+    /// The use a job's `--skip-cache` (`skip`) asks for.
+    pub fn given(skip: bool) -> CacheUse {
+        if skip {
+            CacheUse::Skip
+        } else {
+            CacheUse::Use
+        }
     }
 }
 
@@ -201,14 +231,16 @@ impl Plan {
                 for spec in &entry.jobs {
                     let mut job = plan_job(&orch.doc, spec, jobs.len(), entries.len())?;
                     job.becomes = spec.becomes.over(&entry.becomes);
-                    job.skip_cache |= selection.ignore_cache;
+                    if selection.ignore_cache && job.cache == CacheUse::Use {
+                        job.cache = CacheUse::Skip;
+                    }
                     let targets = match &spec.assign {
                         Some(a) => resolve(catalog, &orch.doc, a)?,
                         None => entry_targets.clone(),
                     };
                     let mut targets: Vec<usize> = targets.into_iter().filter(|&i| allowed[i]).collect();
                     // Directord's QUERY ignores --run-once: it asks every target.
-                    if job.run_once && !job.work.gathers() {
+                    if job.run_once && !job.work.traits().gathers {
                         targets.truncate(1);
                     }
                     job.targets = targets;
@@ -277,7 +309,7 @@ impl Plan {
     /// in a batch that starts only after theirs ends.
     fn check_batchable(&self, orchestrations: &[Orchestration]) -> Result<(), Error> {
         for (job, (doc, spec)) in self.jobs.iter().zip(job_specs(orchestrations)) {
-            if job.work.waits_for_others() {
+            if job.work.traits().waits_for_others {
                 return Err(doc
                     .error_at(&spec.path, format!("{} waits for other nodes, so it cannot run in batches", job.verb))
                     .hint("a node of a later batch has not run when an earlier batch waits for it: run this orchestration without --serial (or `serial:`), or move this job to an orchestration of its own"));
@@ -290,7 +322,7 @@ impl Plan {
     /// cut by the reboot.
     fn check_reboots(&self, orchestrations: &[Orchestration]) -> Result<(), Error> {
         for (job, (doc, spec)) in self.jobs.iter().zip(job_specs(orchestrations)) {
-            if !job.work.reboots() {
+            if !job.work.traits().reboots {
                 continue;
             }
             let beside = self.entries.iter().filter(|e| e.is_async).find_map(|e| {
@@ -434,7 +466,7 @@ fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Re
         work: parsed.work,
         timeout: parsed.timeout,
         run_once: parsed.run_once,
-        skip_cache: parsed.skip_cache,
+        cache: CacheUse::given(parsed.skip_cache),
         stdout_arg: parsed.stdout_arg,
         stderr_arg: parsed.stderr_arg,
         targets: Vec::new(),

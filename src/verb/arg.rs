@@ -3,7 +3,7 @@
 //! `extend`. They only change the cache: `cached` when the value was already there.
 
 use super::options::{Arity, Given, VerbError};
-use super::{Cx, Finish, Task, Render, Syntax, Verb};
+use super::{Cx, Finish, Task, Render, Syntax, Traits, Verb};
 use crate::node::cache::Kind;
 use super::Rendered;
 use crate::catalog::literal;
@@ -100,12 +100,8 @@ impl Verb for Arg {
         Finish::cache_only(changed, format!("{what} added to cache"))
     }
 
-    fn cacheable(&self) -> bool {
-        false
-    }
-
-    fn cache_only(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits::CACHE_ONLY
     }
 
     fn secret(&self) -> Option<&Value> {

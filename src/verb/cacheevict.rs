@@ -1,7 +1,7 @@
 //! CACHEEVICT: forget part of the node cache. Fingerprint: `tag`. It only changes the cache.
 
 use super::options::{err, Given, VerbError};
-use super::{Cx, Finish, Task, Syntax, Verb};
+use super::{Cx, Finish, Task, Syntax, Traits, Verb};
 use crate::node::shared::lock;
 use super::Rendered;
 use serde_json::{json, Map, Value};
@@ -46,11 +46,7 @@ impl Verb for CacheEvict {
         Finish::cache_only(changed, format!("{} evicted from the cache", self.tag))
     }
 
-    fn cacheable(&self) -> bool {
-        false
-    }
-
-    fn cache_only(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits::CACHE_ONLY
     }
 }

@@ -2,7 +2,7 @@
 //! `path`. It only changes the cache.
 
 use super::options::{Given, VerbError};
-use super::{Cx, Finish, Task, Syntax, Verb};
+use super::{Cx, Finish, Task, Syntax, Traits, Verb};
 use crate::node::cache::Kind;
 use super::Rendered;
 use director_proto::Request;
@@ -60,11 +60,7 @@ impl Verb for CacheFile {
         Finish::cache_only(changed, "Cache file loaded")
     }
 
-    fn cacheable(&self) -> bool {
-        false
-    }
-
-    fn cache_only(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits::CACHE_ONLY
     }
 }

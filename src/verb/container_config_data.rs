@@ -6,7 +6,7 @@
 //! see it. Fingerprint: `path`, `pattern`, `overrides`. It only changes the cache.
 
 use super::options::{err, Arity, Given, VerbError};
-use super::{Cx, Finish, Syntax, Task, Verb};
+use super::{Cx, Finish, Syntax, Task, Traits, Verb};
 use crate::node::cache::{merged, Kind};
 use super::Rendered;
 use crate::shell::quote;
@@ -101,7 +101,7 @@ impl Verb for ContainerConfigData {
         Finish::cache_only(changed, said)
     }
 
-    fn cacheable(&self) -> bool {
-        false
+    fn traits(&self) -> Traits {
+        Traits::UNCACHED
     }
 }

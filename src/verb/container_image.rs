@@ -9,8 +9,9 @@
 //! they always run: their output is the JSON podman prints (for `--stdout-arg`).
 
 use super::options::{err, Arity, Given, VerbError};
-use super::{Cx, Finish, Syntax, Task, Verb};
+use super::{Cx, Finish, Syntax, Task, Traits, Verb};
 use super::Rendered;
+use super::podman::{self, podman};
 use crate::shell::quote;
 use serde_json::{json, Map, Value};
 
@@ -43,14 +44,6 @@ impl Action {
 
     fn name(self) -> &'static str {
         Self::ALL.iter().find(|(_, a)| *a == self).map(|(n, _)| *n).unwrap_or_default()
-    }
-}
-
-/// The podman command, talking to `socket` when one is given.
-pub fn podman(socket: Option<&str>) -> String {
-    match socket {
-        Some(path) => format!("podman --url {}", quote(&format!("unix://{path}"))),
-        None => "podman".to_string(),
     }
 }
 
@@ -98,7 +91,7 @@ impl ContainerImage {
     /// The podman commands, joined to stop at the first that fails.
     pub fn script(&self) -> String {
         let podman = podman(self.socket.as_deref());
-        let tls = if self.tls_verify { "" } else { " --tls-verify=false" };
+        let tls = podman::tls(self.tls_verify);
         let images: Vec<String> = self.images.iter().map(|i| quote(i)).collect();
         match self.action {
             Action::Pull => images.iter().map(|i| format!("{podman} pull -q{tls} {i}")).collect::<Vec<_>>().join(" && "),
@@ -145,11 +138,7 @@ impl Verb for ContainerImage {
         cx.checked_command(job, self.check(r, recorded), &self.script(), env, &mut cancel).await.0
     }
 
-    fn cacheable(&self) -> bool {
-        matches!(self.action, Action::Pull | Action::Push | Action::Tag)
-    }
-
-    fn streams_output(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits { cacheable: matches!(self.action, Action::Pull | Action::Push | Action::Tag), streams_output: true, ..Traits::DEFAULT }
     }
 }

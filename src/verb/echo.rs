@@ -1,7 +1,7 @@
 //! ECHO: words printed on the node. Fingerprint: `text`.
 
 use super::options::{Given, VerbError};
-use super::{Cx, Finish, Task, Syntax, Verb};
+use super::{Cx, Finish, Task, Syntax, Traits, Verb};
 use super::Rendered;
 use serde_json::{json, Map, Value};
 
@@ -35,7 +35,7 @@ impl Verb for Echo {
         cx.command(job, &command, Vec::new(), &mut cancel).await
     }
 
-    fn streams_output(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits::STREAMS
     }
 }

@@ -7,7 +7,7 @@
 //! same as last time.
 
 use super::options::{Arity, Given, VerbError};
-use super::{Cx, Finish, Syntax, Task, Verb};
+use super::{Cx, Finish, Syntax, Task, Traits, Verb};
 use crate::node::cache::Kind;
 use super::Rendered;
 use director_proto::Request;
@@ -68,11 +68,7 @@ impl Verb for Facter {
         Finish::cache_only(changed, summary)
     }
 
-    fn cacheable(&self) -> bool {
-        false
-    }
-
-    fn cache_only(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits::CACHE_ONLY
     }
 }

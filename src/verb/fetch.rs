@@ -1,7 +1,7 @@
 //! Bootstrap's GET: a file copied from the node to the operator, written there 0600 (what is
 //! fetched is often a key). Both paths are templates. Fingerprint: `remote`, `local`.
 
-use super::{Cx, Finish, Task, Render, Verb};
+use super::{Cx, Finish, Task, Render, Traits, Verb};
 use super::Rendered;
 use director_proto::Request;
 use serde_json::{json, Map, Value};
@@ -49,12 +49,8 @@ impl Verb for Fetch {
         }
     }
 
-    fn cacheable(&self) -> bool {
-        false
-    }
-
-    fn heavy(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits { cacheable: false, heavy: true, ..Traits::DEFAULT }
     }
 }
 

@@ -2,7 +2,7 @@
 //! Fingerprint: `job`, `identities`.
 
 use super::options::{Arity, Given, VerbError};
-use super::{Cx, Finish, Task, Syntax, Verb};
+use super::{Cx, Finish, Task, Syntax, Traits, Verb};
 use crate::node::shared::{lock, until};
 use super::Rendered;
 use serde_json::{json, Map, Value};
@@ -69,12 +69,8 @@ impl Verb for JobWait {
         Finish::ok(outcome.join("\n"))
     }
 
-    fn cacheable(&self) -> bool {
-        false
-    }
-
-    fn waits_for_others(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits { cacheable: false, waits_for_others: true, ..Traits::DEFAULT }
     }
 
     fn identities(&self) -> &[String] {

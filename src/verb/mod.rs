@@ -11,7 +11,9 @@
 //! argument string wherever it stands, `--opt=v` and `--opt v` both work, and `vars` override
 //! them.
 
+pub mod files;
 pub mod options;
+pub mod podman;
 pub mod source;
 
 use crate::node::cache::JobRecord;
@@ -93,36 +95,9 @@ pub trait Verb {
         async { None }
     }
 
-    /// A success is recorded in the node cache and not repeated while nothing changed.
-    fn cacheable(&self) -> bool {
-        true
-    }
-
-    /// It only changes the node cache (ARG, CACHEFILE, …): a plan does it in memory, and it
-    /// reports `cached` when it leaves the cache as it was.
-    fn cache_only(&self) -> bool {
-        false
-    }
-
-    /// Its output went to the events as the command printed it (else what it says it did is
-    /// its output).
-    fn streams_output(&self) -> bool {
-        false
-    }
-
-    /// Preparing it is CPU work worth a blocking thread beyond rendering its templates.
-    fn heavy(&self) -> bool {
-        false
-    }
-
     /// The mode, owner and group of the files it writes.
     fn attrs(&self) -> Attrs {
         Attrs::default()
-    }
-
-    /// It waits for other nodes (so it cannot run in batches).
-    fn waits_for_others(&self) -> bool {
-        false
     }
 
     /// The catalog nodes it waits for by name (`--identity`).
@@ -130,20 +105,56 @@ pub trait Verb {
         &[]
     }
 
-    /// It asks every target, even with `--run-once` (Directord's QUERY).
-    fn gathers(&self) -> bool {
-        false
-    }
-
     /// The value it stores is secret.
     fn secret(&self) -> Option<&Value> {
         None
     }
 
-    /// It reboots the node (its link drops and is made again while it runs).
-    fn reboots(&self) -> bool {
-        false
+    /// What kind of job it is, as plan and engine treat it ([`Traits`]).
+    fn traits(&self) -> Traits {
+        Traits::DEFAULT
     }
+}
+
+/// What kind of job a verb's job is, as plan and engine treat it: data, one value per verb
+/// (a few verbs decide some of it from their options, RUN `--no-block` is never cached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traits {
+    /// A success is recorded in the node cache and not repeated while nothing changed.
+    pub cacheable: bool,
+    /// It only changes the node cache (ARG, CACHEFILE, …): a plan does it in memory, and it
+    /// reports `cached` when it leaves the cache as it was.
+    pub cache_only: bool,
+    /// Its output went to the events as the command printed it (else what it says it did is
+    /// its output).
+    pub streams_output: bool,
+    /// Preparing it is CPU work worth a blocking thread beyond rendering its templates.
+    pub heavy: bool,
+    /// It waits for other nodes (so it cannot run in batches).
+    pub waits_for_others: bool,
+    /// It asks every target, even with `--run-once` (Directord's QUERY).
+    pub gathers: bool,
+    /// It reboots the node (its link drops and is made again while it runs).
+    pub reboots: bool,
+}
+
+impl Traits {
+    /// A job that runs on its node, is cached when it succeeds, and says what it did.
+    pub const DEFAULT: Traits = Traits {
+        cacheable: true,
+        cache_only: false,
+        streams_output: false,
+        heavy: false,
+        waits_for_others: false,
+        gathers: false,
+        reboots: false,
+    };
+    /// A job that only changes the node cache (ARG, CACHEFILE, FACTER, …).
+    pub const CACHE_ONLY: Traits = Traits { cacheable: false, cache_only: true, ..Traits::DEFAULT };
+    /// A command whose output streams to the events as it prints it.
+    pub const STREAMS: Traits = Traits { streams_output: true, ..Traits::DEFAULT };
+    /// A job that always runs.
+    pub const UNCACHED: Traits = Traits { cacheable: false, ..Traits::DEFAULT };
 }
 
 /// One job to do on a node, as its verb gets it.
@@ -297,16 +308,10 @@ macro_rules! verbs {
             pub async fn verify(&self, cx: &Cx<'_>, record: &JobRecord, r: &Rendered) -> Option<String> {
                 each!(self, v => v.verify(cx, record, r).await)
             }
-            pub fn cacheable(&self) -> bool { each!(self, v => v.cacheable()) }
-            pub fn cache_only(&self) -> bool { each!(self, v => v.cache_only()) }
-            pub fn streams_output(&self) -> bool { each!(self, v => v.streams_output()) }
-            pub fn heavy(&self) -> bool { each!(self, v => v.heavy()) }
             pub fn attrs(&self) -> Attrs { each!(self, v => v.attrs()) }
-            pub fn waits_for_others(&self) -> bool { each!(self, v => v.waits_for_others()) }
             pub fn identities(&self) -> &[String] { each!(self, v => v.identities()) }
-            pub fn gathers(&self) -> bool { each!(self, v => v.gathers()) }
             pub fn secret(&self) -> Option<&Value> { each!(self, v => v.secret()) }
-            pub fn reboots(&self) -> bool { each!(self, v => v.reboots()) }
+            pub fn traits(&self) -> Traits { each!(self, v => v.traits()) }
         }
     };
 }
@@ -335,7 +340,6 @@ verbs! {
     pod::Pod => ["POD"],
     }
     bootstrap {
-    shell::Shell,
     send::Send,
     fetch::Fetch,
     }

@@ -150,6 +150,12 @@ impl<'a> Given<'a> {
         Ok(Some(n))
     }
 
+    /// `--retry N` of RUN, SERVICE and the package verbs: how many times to try in all, at
+    /// least once (the default).
+    pub fn attempts(&self) -> Result<u32, VerbError> {
+        Ok(self.number("--retry")?.unwrap_or(1).max(1) as u32)
+    }
+
     /// `--chown` and `--chmod` ([`FILE_OPTS`]).
     pub fn attrs(&self) -> Result<Attrs, VerbError> {
         let mut attrs = Attrs::default();

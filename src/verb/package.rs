@@ -12,7 +12,7 @@
 //! instead of failing (dnf, yum and apk wait on their own), for as long as the job's timeout.
 
 use super::options::{err, Arity, Given, VerbError};
-use super::{Cx, Finish, Render, Syntax, Task, Verb};
+use super::{Cx, Finish, Render, Syntax, Task, Traits, Verb};
 use crate::node::Checked;
 use super::Rendered;
 use crate::shell::quote;
@@ -134,7 +134,7 @@ impl Syntax for Package {
             state,
             exclude,
             clear_metadata: given.has("--clear-metadata"),
-            retry: given.number("--retry")?.unwrap_or(1).max(1) as u32,
+            retry: given.attempts()?,
         })
     }
 }
@@ -319,7 +319,7 @@ impl Verb for Package {
         finish
     }
 
-    fn streams_output(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits::STREAMS
     }
 }

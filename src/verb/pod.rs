@@ -19,10 +19,11 @@
 //! `--systemd`) running, a `--start`ed pod running, a `--stop`ped one not; a pod to `--rm`
 //! that is not there is `cached` even without a record. `--inspect` and `--kill` always run.
 
-use super::container_image::podman;
+use super::files;
+use super::podman::{self, podman};
 use super::options::{err, Arity, Given, VerbError};
 use super::source::{self, Source};
-use super::{Body, Cx, Finish, Outgoing, Render, Syntax, Task, Verb};
+use super::{Body, Cx, Finish, Outgoing, Render, Syntax, Task, Traits, Verb};
 use crate::node::Checked;
 use super::Rendered;
 use crate::shell::quote;
@@ -283,7 +284,7 @@ impl Pod {
             service.push_str(&format!("ExecStartPre={h}\n"));
         }
         let podman = podman(self.socket.as_deref());
-        service.push_str(&format!("ExecStart=/usr/bin/env {podman} kube play --replace{} {play}\n", self.tls()));
+        service.push_str(&format!("ExecStart=/usr/bin/env {podman} kube play --replace{} {play}\n", podman::tls(self.tls_verify)));
         if let Some(h) = hook(Hook::PostStart) {
             service.push_str(&format!("ExecStartPost={h}\n"));
         }
@@ -292,15 +293,6 @@ impl Pod {
         }
         service.push_str(&format!("ExecStop=/usr/bin/env {podman} kube down {play}\n\n[Install]\nWantedBy=multi-user.target\n"));
         service
-    }
-
-    /// The option of a play that pulls without checking TLS.
-    fn tls(&self) -> &'static str {
-        if self.tls_verify {
-            ""
-        } else {
-            " --tls-verify=false"
-        }
     }
 
     /// The command that does the work.
@@ -328,7 +320,7 @@ impl Pod {
             }
             Action::Play(..) => match &self.systemd {
                 None => {
-                    format!("{podman} kube play --replace{} {}", self.tls(), quote(&self.play_path().unwrap_or_default()))
+                    format!("{podman} kube play --replace{} {}", podman::tls(self.tls_verify), quote(&self.play_path().unwrap_or_default()))
                 }
                 Some(name) => {
                     let unit = quote(&format!("{name}.service"));
@@ -348,8 +340,8 @@ impl Verb for Pod {
         words
     }
 
-    fn heavy(&self) -> bool {
-        matches!(self.action, Action::Play(..))
+    fn traits(&self) -> Traits {
+        Traits { heavy: matches!(self.action, Action::Play(..)), cacheable: !matches!(self.action, Action::Inspect(_) | Action::Kill(_)), streams_output: true, ..Traits::DEFAULT }
     }
 
     fn render(&self, r: &mut Render<'_>) -> Result<(), String> {
@@ -377,7 +369,7 @@ impl Verb for Pod {
     fn fingerprint(&self, r: &Rendered, fields: &mut Map<String, Value>) {
         fields.insert("action".into(), json!(self.action.name()));
         fields.insert("target".into(), json!(self.action.target()));
-        fields.insert("files".into(), super::copy::files_field(r));
+        fields.insert("files".into(), files::files_field(r));
         fields.insert("socket".into(), json!(self.socket));
         fields.insert("env".into(), json!(self.env));
         fields.insert("command".into(), json!(self.command));
@@ -455,7 +447,7 @@ impl Verb for Pod {
             let (hooks, files): (Vec<Outgoing>, Vec<Outgoing>) =
                 outgoing.into_iter().partition(|o| Hook::ALL.iter().any(|(n, _)| o.dest.ends_with(&format!(".{n}"))));
             for (batch, mode) in [(files, 0o600), (hooks, 0o700)] {
-                let sent = super::copy::send(cx, batch, &Attrs { mode: Some(mode), ..Attrs::default() }).await;
+                let sent = files::send(cx, batch, &Attrs { mode: Some(mode), ..Attrs::default() }).await;
                 if sent.status != crate::event::JobStatus::Ok {
                     return sent;
                 }
@@ -468,13 +460,5 @@ impl Verb for Pod {
         // A play checked before its files went out found the drift then.
         finish.drift = finish.drift.take().or(drift);
         finish
-    }
-
-    fn cacheable(&self) -> bool {
-        !matches!(self.action, Action::Inspect(_) | Action::Kill(_))
-    }
-
-    fn streams_output(&self) -> bool {
-        true
     }
 }

@@ -3,7 +3,7 @@
 //! it asks every target even with `--run-once`, as Directord's did.
 
 use super::options::{Arity, Given, VerbError};
-use super::{Cx, Finish, Task, Syntax, Verb};
+use super::{Cx, Finish, Task, Syntax, Traits, Verb};
 use crate::node::cache::Kind;
 use super::Rendered;
 use serde_json::{json, Map, Value};
@@ -62,19 +62,7 @@ impl Verb for Query {
         Finish::cache_only(changed, json!({ key.as_str(): own }).to_string())
     }
 
-    fn cacheable(&self) -> bool {
-        false
-    }
-
-    fn cache_only(&self) -> bool {
-        true
-    }
-
-    fn waits_for_others(&self) -> bool {
-        true
-    }
-
-    fn gathers(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits { cacheable: false, cache_only: true, waits_for_others: true, gathers: true, ..Traits::DEFAULT }
     }
 }

@@ -2,7 +2,7 @@
 //! listed node (or any). Fingerprint: `item`, `query_timeout`, `identities`.
 
 use super::options::{Arity, Given, VerbError};
-use super::{Cx, Finish, Task, Syntax, Verb};
+use super::{Cx, Finish, Task, Syntax, Traits, Verb};
 use crate::node::shared::until;
 use super::Rendered;
 use serde_json::{json, Map, Value};
@@ -64,16 +64,8 @@ impl Verb for QueryWait {
         }
     }
 
-    fn cacheable(&self) -> bool {
-        false
-    }
-
-    fn cache_only(&self) -> bool {
-        true
-    }
-
-    fn waits_for_others(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits { cacheable: false, cache_only: true, waits_for_others: true, ..Traits::DEFAULT }
     }
 
     fn identities(&self) -> &[String] {

@@ -2,7 +2,7 @@
 //! other director run there. Fingerprint: the common fields only.
 
 use super::options::{Given, VerbError};
-use super::{Cx, Finish, Task, Syntax, Verb};
+use super::{Cx, Finish, Task, Syntax, Traits, Verb};
 use director_proto::Request;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +33,7 @@ impl Verb for QueueSentinel {
         }
     }
 
-    fn cacheable(&self) -> bool {
-        false
+    fn traits(&self) -> Traits {
+        Traits::UNCACHED
     }
 }

@@ -10,7 +10,7 @@
 //! refuses it).
 
 use super::options::{err, Arity, Given, VerbError};
-use super::{Cx, Finish, Syntax, Task, Verb};
+use super::{Cx, Finish, Syntax, Task, Traits, Verb};
 use super::Rendered;
 use director_proto::Request;
 use serde_json::{json, Map, Value};
@@ -107,7 +107,7 @@ impl Verb for Reboot {
         }
     }
 
-    fn reboots(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits { reboots: true, ..Traits::DEFAULT }
     }
 }

@@ -3,7 +3,7 @@
 //! checked (`--skip-cache` is the escape).
 
 use super::options::{Arity, Given, VerbError};
-use super::{Cx, Finish, Task, Render, Syntax, Verb};
+use super::{Cx, Finish, Task, Render, Syntax, Traits, Verb};
 use crate::node::CancelLevel;
 use crate::event::JobStatus;
 use super::Rendered;
@@ -26,7 +26,7 @@ impl Syntax for Run {
         given.need(!given.rest.trim().is_empty(), "a command")?;
         Ok(Run {
             command: given.rest.clone(),
-            retry: given.number("--retry")?.unwrap_or(1).max(1) as u32,
+            retry: given.attempts()?,
             no_block: given.has("--no-block"),
         })
     }
@@ -76,11 +76,7 @@ impl Verb for Run {
         finish
     }
 
-    fn cacheable(&self) -> bool {
-        !self.no_block
-    }
-
-    fn streams_output(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits { cacheable: !self.no_block, streams_output: true, ..Traits::DEFAULT }
     }
 }

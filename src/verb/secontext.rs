@@ -6,7 +6,7 @@
 //! `reload`. Unlike Directord, a missing `--seuser` or `--selevel` is fine (Directord crashed).
 
 use super::options::{err, Arity, Given, VerbError};
-use super::{Cx, Finish, Syntax, Task, Verb};
+use super::{Cx, Finish, Syntax, Task, Traits, Verb};
 use super::Rendered;
 use crate::shell::quote;
 use serde_json::{json, Map, Value};
@@ -118,7 +118,7 @@ impl Verb for SeContext {
         cx.command(job, &self.script(), Vec::new(), &mut cancel).await
     }
 
-    fn streams_output(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits::STREAMS
     }
 }

@@ -2,8 +2,8 @@
 //! working directory) sent to the node with its local mode, as Directord did. Source and
 //! destination are templates. Fingerprint: `files`.
 
-use super::copy::{files_field, files_info};
-use super::{source, Body, Cx, Finish, Outgoing, Task, Render, Verb};
+use super::files::{self, files_field, files_info};
+use super::{source, Body, Cx, Finish, Outgoing, Task, Render, Traits, Verb};
 use super::Rendered;
 use director_proto::Attrs;
 use serde_json::{Map, Value};
@@ -49,14 +49,10 @@ impl Verb for Send {
             }
             Body::Rendered(_) => None,
         });
-        super::copy::send(cx, out, &Attrs { mode, ..Default::default() }).await
+        files::send(cx, out, &Attrs { mode, ..Default::default() }).await
     }
 
-    fn cacheable(&self) -> bool {
-        false
-    }
-
-    fn heavy(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits { cacheable: false, heavy: true, ..Traits::DEFAULT }
     }
 }

@@ -12,7 +12,7 @@
 //! `--restarted`, which the corpus's own sonarr orchestration uses).
 
 use super::options::{err, Arity, Given, VerbError};
-use super::{Cx, Finish, Render, Syntax, Task, Verb};
+use super::{Cx, Finish, Render, Syntax, Task, Traits, Verb};
 use super::Rendered;
 use crate::shell::quote;
 use serde_json::{json, Map, Value};
@@ -115,7 +115,7 @@ impl Syntax for Service {
             state,
             enablement,
             daemon_reload: given.has("--daemon-reload"),
-            retry: given.number("--retry")?.unwrap_or(1).max(1) as u32,
+            retry: given.attempts()?,
         })
     }
 }
@@ -231,7 +231,7 @@ impl Verb for Service {
         cx.retried_command(job, check, &script, env, &mut cancel, self.retry).await.0
     }
 
-    fn streams_output(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits::STREAMS
     }
 }

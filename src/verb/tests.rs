@@ -283,3 +283,47 @@ fn container_image_and_pod_command_lines_word_for_word() {
     assert!(socket.contains("\nExecStart=/usr/bin/env podman --url 'unix:///run/p.sock' kube play --replace --tls-verify=false /var/lib/director/pods/web.yaml\n"), "{socket}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// What kind of job each verb's job is, as data: the traits that are on.
+#[test]
+fn traits_are_data_per_verb() {
+    fn on(t: Traits) -> String {
+        let all = [
+            ("cacheable", t.cacheable),
+            ("cache_only", t.cache_only),
+            ("streams_output", t.streams_output),
+            ("heavy", t.heavy),
+            ("waits_for_others", t.waits_for_others),
+            ("gathers", t.gathers),
+            ("reboots", t.reboots),
+        ];
+        all.iter().filter(|(_, v)| *v).map(|(k, _)| *k).collect::<Vec<_>>().join(" ")
+    }
+    let cases = [
+        ("RUN", "true", "cacheable streams_output"),
+        ("RUN", "--no-block sleep 9", "streams_output"),
+        ("ARG", "a b", "cache_only"),
+        ("ENV", "a b", "cache_only"),
+        ("COPY", "Cargo.toml /tmp/x", "cacheable"),
+        ("COPY", "--blueprint Cargo.toml /tmp/x", "cacheable heavy"),
+        ("WORKDIR", "/tmp", "cacheable"),
+        ("CACHEFILE", "Cargo.toml", "cache_only"),
+        ("CACHEEVICT", "all", "cache_only"),
+        ("QUERY", "a", "cache_only waits_for_others gathers"),
+        ("QUERY_WAIT", "k --identity a --query-timeout 5", "cache_only waits_for_others"),
+        ("JOB_WAIT", "abc --identity a", "waits_for_others"),
+        ("WAIT", "--seconds 1", "cacheable streams_output"),
+        ("ECHO", "hi", "cacheable streams_output"),
+        ("QUEUESENTINEL", "x", ""),
+        ("REBOOT", "", "cacheable reboots"),
+        ("FACTER", "", "cache_only"),
+        ("SERVICE", "--restarted app", "cacheable streams_output"),
+        ("DNF", "vim", "cacheable streams_output"),
+        ("POD", "--kill p", "streams_output"),
+        ("POD", "--start p", "cacheable streams_output"),
+    ];
+    for (verb, args, want) in cases {
+        let parsed = p(verb, args).unwrap_or_else(|e| panic!("{verb} {args}: {}", e.message));
+        assert_eq!(on(parsed.work.traits()), want, "{verb} {args}");
+    }
+}

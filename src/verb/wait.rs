@@ -3,7 +3,7 @@
 //! `retry`, `retry_wait`, `insecure`.
 
 use super::options::{err, Arity, Given, VerbError};
-use super::{Cx, Finish, Task, Render, Syntax, Verb};
+use super::{Cx, Finish, Task, Render, Syntax, Traits, Verb};
 use crate::node::CancelLevel;
 use crate::event::JobStatus;
 use super::Rendered;
@@ -156,8 +156,8 @@ impl Verb for Wait {
         }
     }
 
-    fn streams_output(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits::STREAMS
     }
 }
 

@@ -2,7 +2,7 @@
 //! Fingerprint: `path` (rendered), `owner`, `group`, `mode`. A cache hit is checked: the
 //! directory is still there, a directory, as asked (one stat).
 
-use super::copy::attrs_drift;
+use super::files::attrs_drift;
 use super::options::{Given, VerbError, FILE_OPTS};
 use super::{Cx, Finish, Task, Render, Syntax, Verb};
 use crate::node::cache::JobRecord;
