@@ -40,6 +40,36 @@ pub enum JobStatus {
     WouldRun,
 }
 
+impl JobStatus {
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Ok,
+        JobStatus::Cached,
+        JobStatus::Failed,
+        JobStatus::Skipped,
+        JobStatus::TimedOut,
+        JobStatus::Cancelled,
+        JobStatus::WouldRun,
+    ];
+
+    /// The word `--json`, the history and `manage` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Ok => "ok",
+            JobStatus::Cached => "cached",
+            JobStatus::Failed => "failed",
+            JobStatus::Skipped => "skipped",
+            JobStatus::TimedOut => "timed_out",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::WouldRun => "would_run",
+        }
+    }
+
+    /// The status [`JobStatus::as_str`] says `word` for.
+    pub fn from_word(word: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|s| s.as_str() == word)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stream {
@@ -112,6 +142,8 @@ pub enum RunKind {
 }
 
 impl RunKind {
+    pub const ALL: [RunKind; 3] = [RunKind::Orchestrate, RunKind::Exec, RunKind::Bootstrap];
+
     /// The word the history and `manage` use: the command's name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -129,6 +161,18 @@ pub enum RunMode {
     #[default]
     Run,
     Plan,
+}
+
+impl RunMode {
+    pub const ALL: [RunMode; 2] = [RunMode::Run, RunMode::Plan];
+
+    /// The word `--json`, the history and `manage` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::Run => "run",
+            RunMode::Plan => "plan",
+        }
+    }
 }
 
 /// One job of a run, as `run_started` lists it.

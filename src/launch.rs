@@ -21,6 +21,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
+/// The async runtime every run goes on (the command line's and the TUI's): the one place it
+/// is built.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))
+}
+
 /// A run about to start: the plan and how it is recorded.
 pub struct Launch {
     pub plan: Plan,

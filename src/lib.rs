@@ -137,7 +137,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
                 config.catalogs = catalogs;
             }
             config.read_become_password()?;
-            frontend::tui::run(config, history)
+            frontend::tui::run(config, history, launch::runtime()?)
         }
         cli::Command::Orchestrate { files, retry_failed, run } => {
             let mut config = Config::resolve(&run, &settings);
@@ -233,8 +233,8 @@ fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Op
         history::query::Found::One(id) => id,
         history::query::Found::Empty => return Err(none()),
     };
-    let kind = store.run_kind(&id)?.unwrap_or_default();
-    if need_files && kind != RunKind::Orchestrate.as_str() {
+    let kind = store.run_kind(&id)?;
+    if let Some(kind) = kind.filter(|k| need_files && *k != RunKind::Orchestrate) {
         return Err(Error::input(format!(
             "--retry-failed: run {id} was `{kind}`, which has no orchestration files to run again"
         ))
@@ -265,10 +265,7 @@ fn execute(launch: Launch, catalog: &Catalog, mut config: Config, logging: loggi
         return Ok(exit::OK);
     }
     config.read_become_password()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
+    let runtime = launch::runtime()?;
     // An ad-hoc command is run to see what it says; an orchestration to see what failed.
     // --diff is asked for to be seen.
     let default_shown = if launch.kind == RunKind::Exec || config.diff {

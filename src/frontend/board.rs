@@ -301,7 +301,7 @@ impl Board {
                     }
                     let key = FailureKey {
                         job: name.clone(),
-                        status: crate::history::recorder::status_text(*status).to_string(),
+                        status: status.as_str().to_string(),
                         exit_code: *exit_code,
                         text,
                     };

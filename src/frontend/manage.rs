@@ -7,8 +7,9 @@
 
 use crate::cli::{JobFilter, ManageArgs};
 use crate::error::{exit, Error};
+use crate::event::RunMode;
 use crate::history::query::{not_found, Found, JobFilter as Filter, JobInfo, RunInfo};
-use crate::history::{CancelState, History};
+use crate::history::{CancelState, History, ResultStatus, RunStatus};
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -61,7 +62,7 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
             vec![
                 r.id.clone(),
                 kind(r),
-                r.status.clone(),
+                r.status.to_string(),
                 r.started.to_string(),
                 r.duration_ms.map(seconds).unwrap_or_default(),
                 r.nodes.to_string(),
@@ -169,9 +170,10 @@ pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
             CancelState::Requested => {
                 let asked = Instant::now();
                 loop {
-                    let status = store.status(&id)?.unwrap_or_default();
-                    if status != "running" {
-                        break format!("Run {id} is {status}.\n");
+                    match store.status(&id)? {
+                        Some(RunStatus::Running) => {}
+                        Some(status) => break format!("Run {id} is {status}.\n"),
+                        None => break format!("Run {id} is no longer in the history.\n"),
                     }
                     if asked.elapsed() > CANCEL_WAIT {
                         break format!("Asked run {id} to cancel; it is still stopping.\n");
@@ -213,10 +215,9 @@ fn newest<T>(mut rows: Vec<T>, limit: Option<usize>) -> Vec<T> {
 
 /// A run's kind as the tables show it: `orchestrate`, or `orchestrate (plan)` for a --plan.
 fn kind(r: &crate::history::query::RunRow) -> String {
-    if r.mode == "plan" {
-        format!("{} (plan)", r.kind)
-    } else {
-        r.kind.clone()
+    match r.mode {
+        RunMode::Plan => format!("{} (plan)", r.kind),
+        RunMode::Run => r.kind.to_string(),
     }
 }
 
@@ -294,16 +295,11 @@ fn job_table(given: &str, info: &JobInfo) -> String {
     } else {
         per_node(info, |r| r.fingerprint.clone())
     };
-    let nodes_with = |statuses: &[&str]| {
-        info.results
-            .iter()
-            .filter(|r| statuses.contains(&r.status.as_str()))
-            .map(|r| r.node.clone())
-            .collect::<Vec<_>>()
-            .join("\n")
+    let nodes_with = |which: fn(ResultStatus) -> bool| {
+        info.results.iter().filter(|r| which(r.status)).map(|r| r.node.clone()).collect::<Vec<_>>().join("\n")
     };
-    let processing = info.results.iter().any(|r| r.status == "running")
-        || info.results.len() < info.targets.len() && info.results.iter().all(|r| r.status != "abandoned");
+    let processing = info.results.iter().any(|r| r.status == ResultStatus::Running)
+        || info.results.len() < info.targets.len() && info.results.iter().all(|r| r.status != ResultStatus::Abandoned);
     let definition = match &info.definition {
         serde_json::Value::Object(m) => m
             .iter()
@@ -327,7 +323,7 @@ fn job_table(given: &str, info: &JobInfo) -> String {
             info.results.iter().filter_map(|r| r.started).max().map(|w| w.to_string()).unwrap_or_default(),
         ),
         ("INFO", per_node(info, |r| r.info.clone().filter(|s| !s.is_empty()))),
-        ("STATUS", per_node(info, |r| Some(r.status.clone()))),
+        ("STATUS", per_node(info, |r| Some(r.status.to_string()))),
         ("REASON", per_node(info, |r| r.reason.clone())),
         ("EXIT_CODE", per_node(info, |r| r.exit_code.map(|c| c.to_string()))),
         ("PROCESSING", if processing { "True" } else { "False" }.to_string()),
@@ -339,8 +335,8 @@ fn job_table(given: &str, info: &JobInfo) -> String {
         ("STDOUT", per_node(info, |r| output(&r.stdout, r.stdout_cut))),
         ("ROUNDTRIP_TIME", mean(info.results.iter().map(|r| r.roundtrip_ms))),
         ("EXECUTION_TIME", mean(info.results.iter().map(|r| r.execution_ms))),
-        ("SUCCESS", nodes_with(&["ok", "cached"])),
-        ("FAILED", nodes_with(&["failed", "timed_out", "unreachable", "cancelled", "abandoned"])),
+        ("SUCCESS", nodes_with(ResultStatus::succeeded)),
+        ("FAILED", nodes_with(ResultStatus::went_wrong)),
     ])
 }
 
@@ -368,7 +364,7 @@ fn run_table(given: &str, info: &RunInfo) -> String {
             "CATALOGS",
             if info.catalogs.is_empty() { "(embedded local catalog)".to_string() } else { info.catalogs.join("\n") },
         ),
-        ("STATUS", r.status.clone()),
+        ("STATUS", r.status.to_string()),
         ("EXIT_CODE", r.exit_code.map(|c| c.to_string()).unwrap_or_default()),
         ("STARTED", r.started.to_string()),
         ("ENDED", r.ended.map(|w| w.to_string()).unwrap_or_default()),

@@ -14,6 +14,9 @@
 pub mod query;
 pub mod recorder;
 pub mod schema;
+pub mod status;
+
+pub use status::{ResultStatus, RunStatus};
 
 use crate::error::{exit, Error};
 use crate::event::RunKind;
@@ -63,14 +66,6 @@ pub struct RunSpec {
     /// Name and address of each node the run holds.
     pub nodes: Vec<(String, String)>,
     pub jobs: Vec<JobSpec>,
-}
-
-/// A run's mode as the history writes it.
-pub fn mode_text(mode: crate::event::RunMode) -> &'static str {
-    match mode {
-        crate::event::RunMode::Run => "run",
-        crate::event::RunMode::Plan => "plan",
-    }
 }
 
 impl RunSpec {
@@ -282,7 +277,7 @@ impl History {
         let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_default();
         tx.execute(
             "INSERT INTO runs (id, kind, command, files, catalogs, started_at, status, pid, host, lock_path, mode) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?9, ?10)",
-            params![spec.id, spec.kind.as_str(), spec.command, json(&spec.files), json(&spec.catalogs), now, std::process::id(), operator_host(), lock_path.display().to_string(), mode_text(spec.mode)],
+            params![spec.id, spec.kind, spec.command, json(&spec.files), json(&spec.catalogs), now, std::process::id(), operator_host(), lock_path.display().to_string(), spec.mode],
         )
         .map_err(err)?;
         for (node, address) in &spec.nodes {
@@ -348,13 +343,13 @@ impl History {
 
     /// Asks run `id` to cancel. What happened is returned for the caller to say.
     pub fn request_cancel(&mut self, id: &str) -> Result<CancelState, Error> {
-        let row: Option<(String, String)> = self
+        let row: Option<(RunStatus, String)> = self
             .conn
             .query_row("SELECT status, lock_path FROM runs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
             .map_err(|e| self.err(e))?;
         let Some((status, lock)) = row else { return Ok(CancelState::Unknown) };
-        if status != "running" {
+        if status != RunStatus::Running {
             return Ok(CancelState::NotRunning(status));
         }
         if !owner_alive(Path::new(&lock)) {
@@ -373,7 +368,7 @@ impl History {
     }
 
     /// The status of run `id` now.
-    pub fn status(&self, id: &str) -> Result<Option<String>, Error> {
+    pub fn status(&self, id: &str) -> Result<Option<RunStatus>, Error> {
         self.conn
             .query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))
             .optional()
@@ -385,7 +380,7 @@ impl History {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelState {
     Unknown,
-    NotRunning(String),
+    NotRunning(RunStatus),
     /// The run's process was gone: the run is now recorded cancelled.
     OwnerGone,
     /// The run's process was asked; it kills its jobs and records the run itself.

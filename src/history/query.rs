@@ -5,8 +5,9 @@
 //! the rest looks. An id may be given whole, as a unique prefix, or as
 //! `last`; anything else is an input error naming what was looked for.
 
-use super::History;
+use super::{History, ResultStatus, RunStatus};
 use crate::error::Error;
+use crate::event::{RunKind, RunMode};
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
@@ -63,11 +64,11 @@ pub fn not_found(what: &str, given: &str, path: &std::path::Path) -> Error {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRow {
     pub id: String,
-    pub kind: String,
+    pub kind: RunKind,
     /// `run`, or `plan` for a `--plan`.
-    pub mode: String,
+    pub mode: RunMode,
     pub command: String,
-    pub status: String,
+    pub status: RunStatus,
     pub started: When,
     pub ended: Option<When>,
     pub duration_ms: Option<i64>,
@@ -119,7 +120,7 @@ pub struct JobRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct ResultRow {
     pub node: String,
-    pub status: String,
+    pub status: ResultStatus,
     pub fingerprint: Option<String>,
     pub info: Option<String>,
     pub reason: Option<String>,
@@ -156,7 +157,7 @@ pub struct ResultBrief {
     pub seq: i64,
     pub job: String,
     pub node: String,
-    pub status: String,
+    pub status: ResultStatus,
     pub exit_code: Option<i64>,
     pub reason: Option<String>,
     pub execution_ms: Option<i64>,
@@ -509,7 +510,7 @@ impl History {
     }
 
     /// The kind of run `id` (`orchestrate`, `exec`, `bootstrap`), if it exists.
-    pub fn run_kind(&self, id: &str) -> Result<Option<String>, Error> {
+    pub fn run_kind(&self, id: &str) -> Result<Option<RunKind>, Error> {
         let k = self.conn.query_row("SELECT kind FROM runs WHERE id = ?1", [id], |r| r.get(0)).optional();
         self.q(k)
     }

@@ -10,9 +10,9 @@
 //! Every `CANCEL_CHECK` the thread checks whether `manage --cancel` asked this run to stop,
 //! and says so once through the channel it was given.
 
-use super::{now_ms, History, RunSpec};
+use super::{now_ms, History, ResultStatus, RunSpec, RunStatus};
 use crate::error::Error;
-use crate::event::{Event, JobStatus, Stream};
+use crate::event::{Event, JobStatus, NodeOutcome, Stream};
 use rusqlite::params;
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -279,7 +279,7 @@ impl State {
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                          ON CONFLICT(job_id, node) DO UPDATE SET status = ?3, reason = ?4, exit_code = ?5, stdout = ?6, stdout_cut = ?7, stderr = ?8,
                            stderr_cut = ?9, finished_at = ?10, execution_ms = ?11, roundtrip_ms = ?12",
-                        params![self.job_ids[job], node, status_text(status), reason, exit_code, stdout, stdout_cut as i64, stderr, stderr_cut as i64, now, ms as i64, at],
+                        params![self.job_ids[job], node, status.as_str(), reason, exit_code, stdout, stdout_cut as i64, stderr, stderr_cut as i64, now, ms as i64, at],
                     )?;
                 }
                 Event::NodeFinished { node, outcome, .. } => {
@@ -291,19 +291,18 @@ impl State {
                     )?;
                 }
                 Event::RunFinished { summary, exit_code } => {
-                    let status = match exit_code {
-                        crate::error::exit::OK => "succeeded",
-                        crate::error::exit::CANCELLED => "cancelled",
-                        _ => "failed",
-                    };
+                    let status = RunStatus::ended(exit_code);
                     // Whatever never reported (a node the run stopped waiting for) ends with the run.
-                    let ended = if status == "cancelled" { "cancelled" } else { "failed" };
+                    let (node_ended, ended) = match status {
+                        RunStatus::Cancelled => (NodeOutcome::Cancelled, JobStatus::Cancelled),
+                        _ => (NodeOutcome::Failed, JobStatus::Failed),
+                    };
                     exec(
                         &tx,
                         "UPDATE run_nodes SET outcome = ?2 WHERE run_id = ?1 AND outcome = 'pending'",
-                        params![run, ended],
+                        params![run, node_ended.as_str()],
                     )?;
-                    exec(&tx, "UPDATE results SET status = ?2 WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?1)", params![run, ended])?;
+                    exec(&tx, "UPDATE results SET status = ?2 WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?1)", params![run, ResultStatus::Ended(ended)])?;
                     exec(
                         &tx,
                         "UPDATE runs SET status = ?2, ended_at = ?3, exit_code = ?4, summary = ?5 WHERE id = ?1",
@@ -321,19 +320,6 @@ impl State {
 /// parsed once per run, not once per event.
 fn exec(tx: &rusqlite::Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     tx.prepare_cached(sql)?.execute(params)
-}
-
-/// A job status as the history writes it (the same words as `--json`).
-pub fn status_text(status: JobStatus) -> &'static str {
-    match status {
-        JobStatus::Ok => "ok",
-        JobStatus::Cached => "cached",
-        JobStatus::Failed => "failed",
-        JobStatus::Skipped => "skipped",
-        JobStatus::TimedOut => "timed_out",
-        JobStatus::Cancelled => "cancelled",
-        JobStatus::WouldRun => "would_run",
-    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@ pub mod view;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::Error;
-use crate::event::RunKind;
+use crate::event::{JobStatus, RunKind};
+use crate::history::ResultStatus;
 use crate::history::{self, Contention, History};
 use crate::launch::{Incoming, Launch, Running};
 use crate::plan::{Plan, Selection};
@@ -70,7 +71,7 @@ pub fn find_orchestrations(catalogs: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Runs the app until the user quits; returns the exit code.
-pub fn run(config: Config, history_path: PathBuf) -> Result<i32, Error> {
+pub fn run(config: Config, history_path: PathBuf, runtime: tokio::runtime::Runtime) -> Result<i32, Error> {
     let catalog = Catalog::load_browsable(&config.catalogs)?;
     let title = match config.catalogs.as_slice() {
         [] => "embedded local catalog".to_string(),
@@ -86,10 +87,6 @@ pub fn run(config: Config, history_path: PathBuf) -> Result<i32, Error> {
         app.selected = catalog.nodes.iter().zip(mask).filter(|(_, on)| *on).map(|(n, _)| n.name.clone()).collect();
     }
     refresh_facts(&mut app, &history_path);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
     let hint = "`director tui` needs a terminal; in scripts, use `director orchestrate FILE` (with --json for events)";
     if !std::io::stdout().is_terminal() {
         return Err(Error::input("the TUI cannot start: stdout is not a terminal").hint(hint));
@@ -256,7 +253,7 @@ impl Tui {
                         // Start on the first result that went wrong: that is usually why one looks.
                         app.results_list.cursor = rows
                             .iter()
-                            .position(|r| !matches!(r.status.as_str(), "ok" | "cached" | "skipped"))
+                            .position(|r| !r.status.succeeded() && r.status != ResultStatus::Ended(JobStatus::Skipped))
                             .unwrap_or(0);
                         app.results = Some((run, node, rows));
                         app.open(app::Screen::Results);

@@ -277,7 +277,7 @@ fn job_detail() {
     let mut app = app(&catalog, Instant::now());
     let result = ResultRow {
         node: "web2".into(),
-        status: "failed".into(),
+        status: crate::history::ResultStatus::Ended(JobStatus::Failed),
         fingerprint: Some("9b1c0e3a5f7d2c4e6a8b0d1f3e5c7a9b2d4f6e8a0c1b3d5f7e9a2c4b".into()),
         info: Some("systemctl restart nginx".into()),
         reason: Some("exited with code 1".into()),

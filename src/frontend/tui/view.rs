@@ -8,6 +8,7 @@
 use super::app::{App, Dialog, Executor, ListState, Screen};
 use crate::event::JobStatus;
 use crate::frontend::board::{short_duration, Board, NodeBoard, Phase};
+use crate::history::ResultStatus;
 use crate::node::CancelLevel;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -430,8 +431,8 @@ fn render_history(app: &App, frame: &mut Frame, area: Rect) {
             format!("{} ({} ok, {} failed, {} unreach.)", r.nodes, r.nodes_ok, r.nodes_failed, r.nodes_unreachable);
         Row::new(vec![
             r.id.clone(),
-            r.kind.clone(),
-            r.status.clone(),
+            r.kind.to_string(),
+            r.status.to_string(),
             r.started.to_string(),
             duration,
             nodes,
@@ -466,16 +467,16 @@ fn render_results(app: &App, frame: &mut Frame, area: Rect) {
     }
     let table_rows: Vec<Row> = visible_rows(&app.results_list, rows.len(), inner.height, |pos| {
         let r = &rows[pos];
-        let style = match r.status.as_str() {
-            "ok" | "cached" => Style::new().fg(Color::Green),
-            "skipped" | "pending" => Style::new().fg(Color::DarkGray),
+        let style = match r.status {
+            s if s.succeeded() => Style::new().fg(Color::Green),
+            ResultStatus::Ended(JobStatus::Skipped) => Style::new().fg(Color::DarkGray),
             _ => Style::new().fg(Color::Red),
         };
         Row::new(vec![
             Span::raw(r.seq.to_string()),
             Span::raw(r.job.clone()),
             Span::raw(r.node.clone()),
-            Span::styled(r.status.clone(), style),
+            Span::styled(r.status.to_string(), style),
             Span::raw(r.exit_code.map(|c| c.to_string()).unwrap_or_default()),
             Span::raw(r.execution_ms.map(|ms| format!("{ms} ms")).unwrap_or_default()),
             Span::raw(r.reason.clone().unwrap_or_default()),
@@ -510,7 +511,7 @@ fn render_job(app: &App, frame: &mut Frame, area: Rect) {
         field("job", format!("{} ({})", job.name, job.id)),
         field("run", format!("{} · job {} · entry {}", job.run, job.seq, job.parent_name.clone().unwrap_or_default())),
         field("node", node.clone()),
-        field("status", r.status.clone()),
+        field("status", r.status.to_string()),
         field("exit code", r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into())),
         field("reason", printable(&opt(&r.reason))),
         field("fingerprint", opt(&r.fingerprint)),
