@@ -12,7 +12,7 @@ use std::path::PathBuf;
     about = "Agentless SSH push orchestrator",
     after_long_help = AFTER_HELP
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The run history database [default: ~/.local/state/director/history.db].
     #[arg(long, global = true, value_name = "FILE", env = "DIRECTOR_HISTORY")]
     pub history: Option<PathBuf>,
@@ -50,7 +50,7 @@ Exit codes:
   130  cancelled (Ctrl-C, or manage --cancel)";
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run orchestration files on the catalog's nodes.
     Orchestrate {
         /// Orchestration files (Directord's format), run in order.
@@ -119,7 +119,7 @@ pub enum Command {
 
 /// Parses a command line as clap does, then marks an `exec` whose ARGS follow a `--` (clap
 /// takes that `--` without saying so).
-pub fn parse(argv: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
+pub(crate) fn parse(argv: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
     let mut cli = Cli::try_parse_from(argv)?;
     if let Command::Exec { args, escaped, .. } = &mut cli.command {
         // ARGS run to the end of the line, so the word before them is the one before the
@@ -133,7 +133,7 @@ pub fn parse(argv: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
 /// among them, that is one of exec's own options (`--restrict`, `--json=…`, `-c`, `-cFILE`,
 /// `-vv`): the user meant it for director, and it must not reach the nodes as text. A job
 /// that asks for `--exec-help` runs nothing, so any word may follow it.
-pub fn exec_option_in_command(args: &[String]) -> Option<&str> {
+pub(crate) fn exec_option_in_command(args: &[String]) -> Option<&str> {
     let words = || args.iter().take_while(|w| *w != "--");
     if words().any(|w| w == "--exec-help") {
         return None;
@@ -171,7 +171,7 @@ pub fn exec_option_in_command(args: &[String]) -> Option<&str> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum JobFilter {
+pub(crate) enum JobFilter {
     Success,
     Failed,
     Processing,
@@ -179,7 +179,7 @@ pub enum JobFilter {
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("action").required(true).multiple(false)))]
-pub struct ManageArgs {
+pub(crate) struct ManageArgs {
     /// Every node the history knows, with its facts.
     #[arg(long, group = "action")]
     pub list_nodes: bool,
@@ -219,7 +219,7 @@ pub struct ManageArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Progress {
+pub(crate) enum Progress {
     /// Live view on a terminal, plain lines otherwise.
     Auto,
     /// The live view, even when stdout is not a terminal.
@@ -231,21 +231,21 @@ pub enum Progress {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputShown {
+pub(crate) enum OutputShown {
     None,
     Failed,
     All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HostKeyChecking {
+pub(crate) enum HostKeyChecking {
     AcceptNew,
     Strict,
     Off,
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Catalog file(s); several are merged. Default: the embedded local catalog.
     #[arg(long, short = 'c', value_name = "FILE", env = "DIRECTOR_CATALOG", value_delimiter = ',')]
     pub catalog: Vec<PathBuf>,
@@ -328,7 +328,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BecomeMethodArg {
+pub(crate) enum BecomeMethodArg {
     Sudo,
     Su,
     Doas,

@@ -19,11 +19,11 @@ use std::time::Duration;
 
 /// Seconds for connect and handshake, and again for authentication, when neither
 /// `--connect-timeout` nor ssh_config's ConnectTimeout says.
-pub const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
 
 /// How the text frontend shows a run (`--progress`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// A line for every finished node, every job's groups, the summary.
     Plain,
     /// Inside the live view: as plain, but finished nodes that are fine
@@ -35,7 +35,7 @@ pub enum Mode {
 
 /// Whose output the groups show (`--output`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shown {
+pub(crate) enum Shown {
     None,
     Failed,
     All,
@@ -43,13 +43,13 @@ pub enum Shown {
 
 /// What goes on stdout: NDJSON events, or text for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
+pub(crate) enum Output {
     Json,
     Text(Mode),
 }
 
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub catalogs: Vec<PathBuf>,
     pub restrict: Vec<String>,
     /// `--list-nodes`: print the selection and exit.
@@ -89,14 +89,14 @@ pub struct Config {
 /// What the command line says about become, over each node's catalog settings (as an
 /// explicit `-o` beats ssh_config).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BecomeOverride {
+pub(crate) struct BecomeOverride {
     pub on: bool,
     pub user: Option<String>,
     pub method: Option<BecomeMethod>,
 }
 
 impl BecomeOverride {
-    pub fn apply(&self, node: &mut crate::catalog::Node) {
+    pub(crate) fn apply(&self, node: &mut crate::catalog::Node) {
         node.becomes.enabled |= self.on;
         if let Some(user) = &self.user {
             node.becomes.user = user.clone();
@@ -109,7 +109,7 @@ impl BecomeOverride {
 
 /// What the settings file says; every field is optional.
 #[derive(Debug, Clone, Default)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub history: Option<PathBuf>,
     pub catalog: Vec<PathBuf>,
     pub known_hosts: Option<PathBuf>,
@@ -121,12 +121,12 @@ const SETTINGS_KEYS: &[&str] = &["history", "catalog", "known_hosts", "ssh_confi
 impl Settings {
     /// The default settings file: `$XDG_CONFIG_HOME/director/config.yaml` or
     /// `~/.config/director/config.yaml`.
-    pub fn default_path() -> PathBuf {
+    pub(crate) fn default_path() -> PathBuf {
         crate::paths::config_dir().join("config.yaml")
     }
 
     /// Reads `explicit`, or the default file when it exists.
-    pub fn load(explicit: Option<&Path>) -> Result<Settings, Error> {
+    pub(crate) fn load(explicit: Option<&Path>) -> Result<Settings, Error> {
         let path = match explicit {
             Some(p) => p.to_path_buf(),
             None => {
@@ -186,7 +186,7 @@ impl Settings {
 }
 
 impl Config {
-    pub fn resolve(args: &RunArgs, settings: &Settings) -> Config {
+    pub(crate) fn resolve(args: &RunArgs, settings: &Settings) -> Config {
         let output = if args.json {
             Output::Json
         } else {
@@ -249,7 +249,7 @@ impl Config {
 
     /// Reads the become password, when one was asked for: once per run, before any node is
     /// contacted.
-    pub fn read_become_password(&mut self) -> Result<(), Error> {
+    pub(crate) fn read_become_password(&mut self) -> Result<(), Error> {
         if self.password.is_none() {
             self.password = self.become_password.read()?.map(std::sync::Arc::new);
         }

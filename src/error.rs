@@ -8,19 +8,19 @@
 use std::fmt;
 
 /// Exit codes, documented in the README.
-pub mod exit {
+pub(crate) mod exit {
     /// Every job succeeded (or was skipped because an earlier one failed on no node).
-    pub const OK: i32 = 0;
+    pub(crate) const OK: i32 = 0;
     /// At least one job failed or timed out.
-    pub const JOB_FAILED: i32 = 1;
+    pub(crate) const JOB_FAILED: i32 = 1;
     /// Bad input or usage; nothing was contacted.
-    pub const USAGE: i32 = 2;
+    pub(crate) const USAGE: i32 = 2;
     /// At least one node was unreachable, and no job failed.
-    pub const UNREACHABLE: i32 = 3;
+    pub(crate) const UNREACHABLE: i32 = 3;
     /// A node of the run is held by another run that is still running (see `--wait`).
-    pub const LOCKED: i32 = 4;
+    pub(crate) const LOCKED: i32 = 4;
     /// The run was cancelled (Ctrl-C, or `manage --cancel`).
-    pub const CANCELLED: i32 = 130;
+    pub(crate) const CANCELLED: i32 = 130;
 }
 
 /// An error that ends the program before (or instead of) a run.
@@ -70,7 +70,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// The closest candidate to `word` by edit distance, if one is close enough to be a typo.
-pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub(crate) fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let lower = word.to_ascii_lowercase();
     candidates
         .into_iter()
@@ -81,12 +81,10 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// The reason of an I/O error without Rust's "(os error N)" suffix.
-pub fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error") {
         Some(i) => text[..i].to_string(),
         None => text,
     }
 }
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 /// `text` cut at `max` characters, with `…` when it was cut.
-pub fn ellipsize(text: &str, max: usize) -> String {
+pub(crate) fn ellipsize(text: &str, max: usize) -> String {
     let cut: String = text.chars().take(max).collect();
     if cut.len() < text.len() {
         format!("{cut}…")
@@ -21,7 +21,7 @@ pub fn ellipsize(text: &str, max: usize) -> String {
 }
 
 /// Version of the `--json` event schema.
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// How a job ended on one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -309,7 +309,7 @@ fn is_zero(n: &usize) -> bool {
 /// An event as written by `--json`: the schema version and the time it is written (RFC 3339,
 /// UTC) beside the event's own fields.
 #[derive(Serialize)]
-pub struct Versioned<'a> {
+pub(crate) struct Versioned<'a> {
     pub v: u32,
     pub ts: String,
     #[serde(flatten)]
@@ -356,7 +356,7 @@ impl Event {
 }
 
 /// RFC 3339 in UTC with milliseconds: `2026-11-30T01:02:03.456Z`.
-pub fn timestamp(t: jiff::Timestamp) -> String {
+pub(crate) fn timestamp(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 /// The async runtime every run goes on (the command line's and the TUI's): the one place it
 /// is built.
-pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -31,7 +31,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 }
 
 /// A run about to start: the plan and how it is recorded.
-pub struct Launch {
+pub(crate) struct Launch {
     pub plan: Plan,
     /// Which command started it, for the history.
     pub kind: RunKind,
@@ -44,14 +44,14 @@ pub struct Launch {
 
 /// What [`Running::next`] gives.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     Event(Event),
     /// `director manage --cancel` asked for this run from another terminal; its running jobs
     /// are being killed.
     CancelledElsewhere,
 }
 
-pub struct Running {
+pub(crate) struct Running {
     /// Warnings for the caller to show: host key checking off for some nodes, a history
     /// file others can read.
     pub warnings: Vec<String>,
@@ -66,7 +66,7 @@ pub struct Running {
 impl Launch {
     /// Takes the nodes (refusing, waiting or sharing per `contention`; `waiting` hears about
     /// the holder once) and starts the run. Must be called inside a tokio runtime.
-    pub fn start(
+    pub(crate) fn start(
         self,
         catalog: &Catalog,
         config: &Config,
@@ -132,7 +132,7 @@ impl Launch {
 
 impl Running {
     /// The next event (already handed to the history), or `None` once the run has ended.
-    pub async fn next(&mut self) -> Option<Incoming> {
+    pub(crate) async fn next(&mut self) -> Option<Incoming> {
         let incoming = tokio::select! {
             event = self.events.recv() => event.map(Incoming::Event),
             Some(()) = self.remote_cancel.recv() => Some(Incoming::CancelledElsewhere),
@@ -147,17 +147,17 @@ impl Running {
 
     /// Raises the cancel level ([`CancelLevel::Drain`], then [`CancelLevel::Kill`]);
     /// never lowers it.
-    pub fn cancel(&self, level: CancelLevel) {
+    pub(crate) fn cancel(&self, level: CancelLevel) {
         raise(&self.cancel, level);
     }
 
     /// Sender for the cancel level, for a task that listens to Ctrl-C.
-    pub fn cancel_handle(&self) -> CancelHandle {
+    pub(crate) fn cancel_handle(&self) -> CancelHandle {
         CancelHandle(self.cancel.clone())
     }
 
     /// Waits for the engine, writes the rest of the history and releases the nodes.
-    pub async fn finish(mut self) -> Result<i32, Error> {
+    pub(crate) async fn finish(mut self) -> Result<i32, Error> {
         while let Some(event) = self.events.recv().await {
             self.recorder.record(&event);
         }
@@ -171,11 +171,11 @@ impl Running {
 
 /// Raises a run's cancel level from elsewhere (a signal handler).
 #[derive(Clone)]
-pub struct CancelHandle(watch::Sender<CancelLevel>);
+pub(crate) struct CancelHandle(watch::Sender<CancelLevel>);
 
 impl CancelHandle {
     /// Like [`Running::cancel`]: the level only goes up.
-    pub fn raise(&self, level: CancelLevel) {
+    pub(crate) fn raise(&self, level: CancelLevel) {
         raise(&self.0, level);
     }
 }
@@ -243,7 +243,7 @@ fn run_spec(
     }
 }
 
-pub fn absolute(p: &std::path::Path) -> String {
+pub(crate) fn absolute(p: &std::path::Path) -> String {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
 }
 

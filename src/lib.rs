@@ -6,24 +6,37 @@
 //! also holds the nodes of a running run (its locks). This file wires them for
 //! the commands in [`cli`]; `main.rs` only calls [`main_with_args`].
 
-pub mod catalog;
-pub mod cli;
-pub mod config;
-pub mod engine;
-pub mod error;
-pub mod event;
-pub mod frontend;
-pub mod history;
-pub mod launch;
-pub mod logging;
-pub mod node;
-pub mod paths;
-pub mod plan;
-pub mod private;
-pub mod secret;
-pub mod shell;
-pub mod transport;
-pub mod verb;
+mod catalog;
+mod cli;
+mod config;
+mod engine;
+mod error;
+mod event;
+mod frontend;
+mod history;
+mod launch;
+mod logging;
+mod node;
+mod paths;
+mod plan;
+mod private;
+mod secret;
+mod shell;
+mod transport;
+mod verb;
+
+/// What the end-to-end suite, the benches and the fuzzers reach inside the library (the
+/// binary needs only [`main_with_args`]); everything else is the crate's own.
+pub mod api {
+    pub use crate::catalog::{ansible, yaml::Document, Catalog};
+    pub use crate::event::{Event, JobCounts, JobStatus, NodeOutcome, Stream, Summary};
+    pub use crate::frontend::tui::{
+        app::{App, Started},
+        view::render,
+    };
+    pub use crate::plan::{orchestration::Orchestration, Plan, Selection};
+    pub use crate::transport::{executor, ssh_config};
+}
 
 use catalog::Catalog;
 use config::Config;

@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Where the log goes, once set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Logging {
+pub(crate) enum Logging {
     Off,
     Stderr,
     File,
@@ -23,7 +23,7 @@ pub enum Logging {
 
 /// Sets up the log for the process from `-v` (`verbose` times), `DIRECTOR_LOG` and
 /// `--log-file`.
-pub fn init(verbose: u8, file: Option<&Path>) -> Result<Logging, Error> {
+pub(crate) fn init(verbose: u8, file: Option<&Path>) -> Result<Logging, Error> {
     let directives = match std::env::var("DIRECTOR_LOG") {
         Ok(d) if !d.trim().is_empty() => d,
         _ => match verbose {

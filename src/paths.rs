@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// Expands a leading `~/` to the operator's home directory.
-pub fn expand_home(path: &str) -> PathBuf {
+pub(crate) fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),
@@ -24,16 +24,16 @@ fn director_dir(variable: &str, fallback: &str) -> PathBuf {
 }
 
 /// `$XDG_STATE_HOME/director`, else `~/.local/state/director`: the run history.
-pub fn state_dir() -> PathBuf {
+pub(crate) fn state_dir() -> PathBuf {
     director_dir("XDG_STATE_HOME", "~/.local/state")
 }
 
 /// `$XDG_CONFIG_HOME/director`, else `~/.config/director`: the settings file.
-pub fn config_dir() -> PathBuf {
+pub(crate) fn config_dir() -> PathBuf {
     director_dir("XDG_CONFIG_HOME", "~/.config")
 }
 
 /// `$XDG_CACHE_HOME/director`, else `~/.cache/director`: the local transport's executors.
-pub fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     director_dir("XDG_CACHE_HOME", "~/.cache")
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// Creates `dir` and its missing parents, each new one 0700 (existing ones are left as
 /// they are: `~/.local` may be shared on purpose).
-pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_dir_all(dir: &Path) -> std::io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
@@ -17,7 +17,7 @@ pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Writes `bytes` to `path` atomically (a temp file beside it, then a rename), mode 0600.
-pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temp = path.with_file_name(format!(
         ".{}.director-{}",
         path.file_name().unwrap_or_default().to_string_lossy(),
@@ -35,7 +35,7 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Opens `path` to append to, creating it with mode 0600 (and its directory 0700) if needed.
-pub fn append(path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn append(path: &Path) -> std::io::Result<std::fs::File> {
     if let Some(dir) = path.parent() {
         create_dir_all(dir)?;
     }
@@ -43,7 +43,7 @@ pub fn append(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// Creates `path` empty with mode 0600 if it does not exist yet.
-pub fn touch(path: &Path) -> std::io::Result<()> {
+pub(crate) fn touch(path: &Path) -> std::io::Result<()> {
     match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
@@ -52,7 +52,7 @@ pub fn touch(path: &Path) -> std::io::Result<()> {
 }
 
 /// A warning when `path` (a file holding outputs) can be read by other users.
-pub fn exposure(path: &Path, what: &str) -> Option<String> {
+pub(crate) fn exposure(path: &Path, what: &str) -> Option<String> {
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
     (mode & 0o077 != 0).then(|| {
         format!(

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
 /// What a secret value is replaced with.
-pub const MASK: &str = "[secret]";
+pub(crate) const MASK: &str = "[secret]";
 
 #[derive(Debug, Default)]
 pub struct Secrets {
@@ -41,7 +41,7 @@ impl Secrets {
         if value.is_empty() {
             return;
         }
-        let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
+        let mut values = self.values.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !values.iter().any(|v| v == value) {
             values.push(value.to_string());
             values.sort_by_key(|v| std::cmp::Reverse(v.len()));
@@ -60,12 +60,12 @@ impl Secrets {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+        self.values.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
     }
 
     /// `text` with every secret value replaced by [`MASK`].
     pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        let values = self.values.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = Cow::Borrowed(text);
         for v in values.iter() {
             if out.contains(v.as_str()) {
@@ -85,7 +85,7 @@ impl Secrets {
         match &mut event {
             Event::JobOutput { node, job, stream, data } => {
                 let key = (node.clone(), *job, *stream);
-                let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+                let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let mut text = held.remove(&key).unwrap_or_default();
                 text.push_str(data);
                 let keep = self.partial_tail(&text);
@@ -99,7 +99,7 @@ impl Secrets {
                 *data = text;
             }
             Event::JobFinished { node, job, .. } => {
-                let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+                let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 for stream in [Stream::Stdout, Stream::Stderr] {
                     if let Some(rest) = held.remove(&(node.clone(), *job, stream)) {
                         let data = self.mask(&rest).into_owned();
@@ -120,7 +120,7 @@ impl Secrets {
 
     /// Bytes at the end of `text` that are the start of a secret (but not a whole one).
     fn partial_tail(&self, text: &str) -> usize {
-        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        let values = self.values.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let bytes = text.as_bytes();
         values
             .iter()
@@ -135,7 +135,7 @@ impl Secrets {
 
 /// The values of the `DIRECTOR_SECRET_<NAME>` environment variables, as catalog vars named
 /// `<name>` (lower case), for every node.
-pub fn from_environment() -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn from_environment() -> serde_json::Map<String, serde_json::Value> {
     std::env::vars()
         .filter_map(|(k, v)| {
             let name = k.strip_prefix("DIRECTOR_SECRET_")?;
@@ -147,7 +147,7 @@ pub fn from_environment() -> serde_json::Map<String, serde_json::Value> {
 /// The become password of a run (`--ask-become-pass`, `--become-password-file`): held in
 /// memory only, shown as `[secret]` by `Debug`, zeroed when dropped. The engine adds it to
 /// the run's [`Secrets`] and writes it only to a become method's standard input.
-pub struct Password(zeroize::Zeroizing<String>);
+pub(crate) struct Password(zeroize::Zeroizing<String>);
 
 impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -157,7 +157,7 @@ impl std::fmt::Debug for Password {
 
 impl Password {
     /// One line of text; a line break would end the password early at the node's prompt.
-    pub fn new(text: String) -> Result<Password, String> {
+    pub(crate) fn new(text: String) -> Result<Password, String> {
         let mut text = zeroize::Zeroizing::new(text);
         while text.ends_with('\n') || text.ends_with('\r') {
             text.pop();
@@ -171,14 +171,14 @@ impl Password {
         Ok(Password(text))
     }
 
-    pub fn reveal(&self) -> &str {
+    pub(crate) fn reveal(&self) -> &str {
         &self.0
     }
 }
 
 /// Where the become password comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum PasswordSource {
+pub(crate) enum PasswordSource {
     #[default]
     None,
     /// `--ask-become-pass`: asked on the terminal (echo off) when stdin is one, else one line
@@ -190,7 +190,7 @@ pub enum PasswordSource {
 
 impl PasswordSource {
     /// Reads the password, once, before anything is contacted.
-    pub fn read(&self) -> Result<Option<Password>, crate::error::Error> {
+    pub(crate) fn read(&self) -> Result<Option<Password>, crate::error::Error> {
         use crate::error::Error;
         use std::io::{BufRead, IsTerminal};
         let text = match self {
@@ -266,7 +266,7 @@ mod tests {
         };
         match &s.filter(e)[..] {
             [Event::JobFinished { name, reason, .. }] => {
-                assert_eq!((name.as_str(), reason.as_deref()), ("ENV PW [secret]", Some("bad [secret]")))
+                assert_eq!((name.as_str(), reason.as_deref()), ("ENV PW [secret]", Some("bad [secret]")));
             }
             other => panic!("{other:?}"),
         }

@@ -1,6 +1,6 @@
 //! Quoting for `/bin/sh`, the one shell director may assume on a node.
 
 /// Quotes text for `/bin/sh` as one word.
-pub fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }

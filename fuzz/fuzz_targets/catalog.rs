@@ -2,7 +2,7 @@
 //! inventory, INI or YAML) must load or give an input error; never panic, never hang.
 #![no_main]
 
-use director::catalog::{ansible, yaml::Document, Catalog};
+use director::api::{ansible, Catalog, Document};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 

@@ -2,9 +2,9 @@
 //! an input error (or `--exec-help`'s usage); never panic, never hang.
 #![no_main]
 
-use director::plan::orchestration::Orchestration;
-use director::catalog::{yaml::Document, Catalog};
-use director::plan::{Plan, Selection};
+use director::api::Orchestration;
+use director::api::{Catalog, Document};
+use director::api::{Plan, Selection};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::sync::LazyLock;

@@ -387,11 +387,11 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
                         .parse::<u16>()
                         .ok()
                         .filter(|p| *p > 0)
-                        .ok_or_else(|| bad("a port number from 1 to 65535"))?
+                        .ok_or_else(|| bad("a port number from 1 to 65535"))?;
                 }
                 "ansible_user" | "ansible_ssh_user" => {
                     node.user_set = true;
-                    node.user = text
+                    node.user = text;
                 }
                 "ansible_ssh_private_key_file" => {
                     node.identity_file = Some(expand_home(&text));
@@ -408,19 +408,19 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
                 }
                 "ansible_become" => {
                     node.becomes.enabled = super::fields::strtobool(&text)
-                        .ok_or_else(|| bad("true or false").hint("e.g. ansible_become=true"))?
+                        .ok_or_else(|| bad("true or false").hint("e.g. ansible_become=true"))?;
                 }
                 "ansible_become_user" => {
                     if !super::is_word(&text) {
                         return Err(bad("a user name"));
                     }
-                    node.becomes.user = text
+                    node.becomes.user = text;
                 }
                 "ansible_become_method" => {
                     node.becomes.method = super::BecomeMethod::parse(&text).ok_or_else(|| {
                         bad("a become method director knows")
                             .hint(format!("become methods: {}", super::BecomeMethod::NAMES.join(", ")))
-                    })?
+                    })?;
                 }
                 k if k.starts_with("ansible_") => {
                     if !warned.contains(&key) {

@@ -12,13 +12,13 @@ use crate::error::Error;
 use serde_json::{Map, Value};
 
 /// The two sections, servers first.
-pub const SECTIONS: [&str; 2] = ["directord_server", "directord_clients"];
+pub(crate) const SECTIONS: [&str; 2] = ["directord_server", "directord_clients"];
 
 /// The verbs a bootstrap job may use.
-pub const VERBS: [&str; 3] = ["RUN", "ADD", "GET"];
+pub(crate) const VERBS: [&str; 3] = ["RUN", "ADD", "GET"];
 
 #[derive(Debug, Clone)]
-pub struct BootstrapJob {
+pub(crate) struct BootstrapJob {
     /// `directord_server` or `directord_clients`.
     pub section: &'static str,
     pub verb: String,
@@ -30,7 +30,7 @@ pub struct BootstrapJob {
 }
 
 /// Every bootstrap job of the catalog's files, servers' first, each section in file order.
-pub fn jobs(catalog: &Catalog) -> Result<Vec<BootstrapJob>, Error> {
+pub(crate) fn jobs(catalog: &Catalog) -> Result<Vec<BootstrapJob>, Error> {
     let mut out = Vec::new();
     for section in SECTIONS {
         for doc in &catalog.docs {
@@ -96,7 +96,7 @@ fn flatten(
 }
 
 /// The catalog's files merged, as bootstrap templates see them.
-pub fn merged(catalog: &Catalog) -> Map<String, Value> {
+pub(crate) fn merged(catalog: &Catalog) -> Map<String, Value> {
     let mut out = Value::Object(Map::new());
     for doc in &catalog.docs {
         merge(&mut out, &doc.root);

@@ -83,7 +83,7 @@ pub(crate) fn text_field(
 
 /// Whether `text` is one word: not empty, no spaces, no control characters (which could
 /// forge lines on the operator's terminal). Names, hosts and users must be.
-pub fn is_word(text: &str) -> bool {
+pub(crate) fn is_word(text: &str) -> bool {
     !text.is_empty() && !text.contains(|c: char| c.is_whitespace() || c.is_control())
 }
 

@@ -10,10 +10,10 @@
 use serde_json::{Map, Number, Value};
 
 /// Deepest nesting of lists and dicts read as a literal.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// The value of `text`: a literal if the whole text is one, else the text itself.
-pub fn parse(text: &str) -> Value {
+pub(crate) fn parse(text: &str) -> Value {
     let mut r = Reader { s: text.as_bytes(), i: 0, depth: 0 };
     match r.value() {
         Some(v) if r.at_end() => v,

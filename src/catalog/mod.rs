@@ -22,30 +22,30 @@
 //! `directord_clients`. Several files merge: their nodes are concatenated; a name twice is an
 //! error.
 
-pub mod account;
+pub(crate) mod account;
 pub mod ansible;
-pub mod bootstrap;
+pub(crate) mod bootstrap;
 mod director;
 mod directord;
-pub mod fields;
-pub mod literal;
-pub mod node;
-pub mod portion;
-pub mod template;
-pub mod yaml;
+pub(crate) mod fields;
+pub(crate) mod literal;
+pub(crate) mod node;
+pub(crate) mod portion;
+pub(crate) mod template;
+pub(crate) mod yaml;
 
 use crate::error::Error;
-pub use account::{Account, Become, BecomeMethod};
-pub use fields::is_word;
+pub(crate) use account::{Account, Become, BecomeMethod};
+pub(crate) use fields::is_word;
 use fields::unknown_key;
-pub use node::{local_user, AgentSocket, HostKeyPolicy, IdentityOrigin, Jump, Node, SshOptions, TransportKind};
+pub(crate) use node::{local_user, AgentSocket, HostKeyPolicy, IdentityOrigin, Jump, Node, SshOptions, TransportKind};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use yaml::Document;
 
 /// The catalog used when none is given: one node run through a local child process.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../../catalogs/local.yaml");
-pub const EMBEDDED_DEFAULT_NAME: &str = "<embedded catalogs/local.yaml>";
+pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("../../catalogs/local.yaml");
+pub(crate) const EMBEDDED_DEFAULT_NAME: &str = "<embedded catalogs/local.yaml>";
 
 #[derive(Debug, Clone)]
 pub struct Catalog {

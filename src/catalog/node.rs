@@ -162,6 +162,6 @@ pub enum IdentityOrigin {
 }
 
 /// The user name SSH uses when the catalog gives none, as OpenSSH does.
-pub fn local_user() -> String {
+pub(crate) fn local_user() -> String {
     std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".to_string())
 }

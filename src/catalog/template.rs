@@ -18,25 +18,25 @@ use std::sync::{Arc, Mutex, Weak};
 /// What templates render with: the variables (shared with the node caches that hold them, not
 /// copied), and the same as the template engine's values, converted once for all the templates
 /// of a job ([`Renderer::context`]).
-pub struct Context {
+pub(crate) struct Context {
     vars: BTreeMap<String, Arc<Value>>,
     tv: Tv,
 }
 
 impl Context {
     /// A variable's value.
-    pub fn get(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
         self.vars.get(name).map(|v| &**v)
     }
 }
 
 /// Steps a template may take (minijinja's fuel): a loop over tens of thousands of items fits
 /// many times over; a runaway nested loop stops within about a second.
-pub const FUEL: u64 = 20_000_000;
+pub(crate) const FUEL: u64 = 20_000_000;
 /// The largest text a template may render to.
-pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 
-pub struct Renderer {
+pub(crate) struct Renderer {
     env: Environment<'static>,
     /// The variables each template text reads, by text (a job's templates are parsed once to
     /// learn what its context needs, and again to render).
@@ -55,7 +55,7 @@ const LARGE_FROM: usize = 32;
 /// Whether `value` is a mapping or list large enough to keep once when several nodes hold it:
 /// node caches share it ([`crate::node::cache::shared`]) and templates convert it once
 /// ([`Renderer::context`]).
-pub fn is_large(value: &Value) -> bool {
+pub(crate) fn is_large(value: &Value) -> bool {
     let items = match value {
         Value::Object(m) => m.len(),
         Value::Array(a) => a.len(),
@@ -76,20 +76,21 @@ impl Default for Renderer {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Renderer {
     /// Renders `template` with `args` (a mapping of variables); the error names the variable
     /// that is missing.
-    pub fn render(&self, template: &str, args: &Value) -> Result<String, String> {
+    #[cfg(test)]
+    pub(crate) fn render(&self, template: &str, args: &Value) -> Result<String, String> {
         let vars = args.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), Arc::new(v.clone())));
         self.render_noting(template, &self.context(vars.collect()), None)
     }
 
     /// The context of `vars`: each large value shared by several nodes is converted to the
     /// template engine's once, while any node's context holds it.
-    pub fn context(&self, vars: BTreeMap<String, Arc<Value>>) -> Context {
+    pub(crate) fn context(&self, vars: BTreeMap<String, Arc<Value>>) -> Context {
         let tv = vars.iter().map(|(name, value)| (name.as_str(), self.convert(value))).collect();
         Context { tv, vars }
     }
@@ -113,7 +114,7 @@ impl Renderer {
 
     /// [`Renderer::render`], adding to `used` the top-level variables the template reads
     /// (from the one parse it renders with).
-    pub fn render_noting(
+    pub(crate) fn render_noting(
         &self,
         template: &str,
         context: &Context,
@@ -147,7 +148,7 @@ impl Renderer {
 
     /// Checks a template's syntax without rendering it: the error says what is wrong and on
     /// which line of the template.
-    pub fn check(&self, template: &str) -> Result<(), String> {
+    pub(crate) fn check(&self, template: &str) -> Result<(), String> {
         if !is_template(template) {
             return Ok(());
         }
@@ -156,7 +157,7 @@ impl Renderer {
 
     /// The top-level variables the template reads, sorted (none for plain text, or a template
     /// that does not parse: rendering it says why).
-    pub fn uses(&self, template: &str) -> Arc<[String]> {
+    pub(crate) fn uses(&self, template: &str) -> Arc<[String]> {
         if !is_template(template) {
             return Arc::new([]);
         }
@@ -176,7 +177,7 @@ impl Renderer {
     }
 
     /// The top-level variables any of `templates` reads.
-    pub fn uses_all(&self, templates: &[&str]) -> BTreeSet<String> {
+    pub(crate) fn uses_all(&self, templates: &[&str]) -> BTreeSet<String> {
         let mut names = BTreeSet::new();
         for template in templates {
             names.extend(self.uses(template).iter().cloned());
@@ -211,19 +212,19 @@ impl Renderer {
 
 /// Whether `text` holds template syntax at all (`{{`, `{%` or `{#`); plain text renders as
 /// itself.
-pub fn is_template(text: &str) -> bool {
+pub(crate) fn is_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%") || text.contains("{#")
 }
 
 /// Checks a template's syntax, as files are loaded and planned: a mistake is found before
 /// any node is contacted, not on each node.
-pub fn check(template: &str) -> Result<(), String> {
+pub(crate) fn check(template: &str) -> Result<(), String> {
     static CHECKER: std::sync::LazyLock<Renderer> = std::sync::LazyLock::new(Renderer::default);
     CHECKER.check(template)
 }
 
 /// The hint for a template syntax error.
-pub const SYNTAX_HINT: &str =
+pub(crate) const SYNTAX_HINT: &str =
     "templates are Jinja (`{{ name }}`, `{% if x %}...{% endif %}`); `{#` opens a comment, so write `{{ '{#' }}` for the text `{#`";
 
 /// An output that refuses to grow past [`MAX_OUTPUT`].

@@ -20,7 +20,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The largest file director reads (a catalog of 80,000 nodes fits).
-pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Deepest nesting of mappings and lists.
 const MAX_DEPTH: usize = 64;
 
@@ -35,7 +35,7 @@ pub enum Seg {
 }
 
 /// `path` extended by one step: `child(&p, "jobs")`, `child(&p, 3)`, `child(&p, Seg::KeyName(k))`.
-pub fn child(path: &[Seg], step: impl Into<Seg>) -> Vec<Seg> {
+pub(crate) fn child(path: &[Seg], step: impl Into<Seg>) -> Vec<Seg> {
     let mut p = path.to_vec();
     p.push(step.into());
     p
@@ -144,7 +144,7 @@ impl Document {
 }
 
 /// The text of a file the user named: a regular file, at most [`MAX_FILE_BYTES`], UTF-8.
-pub fn read_text(path: &Path) -> Result<String, Error> {
+pub(crate) fn read_text(path: &Path) -> Result<String, Error> {
     let cannot = |reason: String| {
         Error::input(format!("cannot read {}: {reason}", path.display()))
             .hint("check the path; it is taken relative to the current directory")
@@ -191,14 +191,14 @@ pub fn read_text(path: &Path) -> Result<String, Error> {
 }
 
 /// A value as YAML text (for `manage --export-jobs`).
-pub fn to_yaml(value: &Value) -> String {
+pub(crate) fn to_yaml(value: &Value) -> String {
     serde_saphyr::to_string(value).unwrap_or_default()
 }
 
 /// A YAML (or JSON, which is YAML) text from elsewhere than a file of ours, such as a node's
 /// CACHEFILE, as a value; the error says where in that text it went wrong. Bounded like a
 /// file of ours: size, nesting and alias expansion.
-pub fn parse_value(text: &str) -> Result<Value, String> {
+pub(crate) fn parse_value(text: &str) -> Result<Value, String> {
     if text.len() as u64 > MAX_FILE_BYTES {
         return Err(format!("it is larger than {} MiB", MAX_FILE_BYTES >> 20));
     }
@@ -210,7 +210,7 @@ pub fn parse_value(text: &str) -> Result<Value, String> {
 
 /// The text of a scalar, as job values are coerced to strings; `None` for a list or a map.
 /// Booleans read back as YAML wrote them (`RUN: true` runs `true`), where Directord crashed.
-pub fn scalar_text(v: &Value) -> Option<String> {
+pub(crate) fn scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Bool(b) => Some(b.to_string()),

@@ -22,7 +22,7 @@
 //!
 //! The engine never prints; it owns no terminal and no file.
 
-pub mod work;
+pub(crate) mod work;
 
 use crate::catalog::template::Renderer;
 use crate::catalog::{Account, Node, TransportKind};
@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-pub struct EngineConfig {
+pub(crate) struct EngineConfig {
     pub run_id: String,
     /// Present when some node uses SSH.
     pub ssh: Option<Arc<ssh::SshSettings>>,
@@ -51,9 +51,6 @@ pub struct EngineConfig {
     /// `--diff`: show what each file an ADD/COPY writes changes ([`crate::node::diff`]).
     pub diff: bool,
 }
-
-/// Default lifetime of cached args and envs: 12 hours.
-pub const DEFAULT_ARGS_TTL: u64 = 12 * 3600;
 
 /// What one node's task ends with, for the run's summary.
 #[derive(Default)]
@@ -99,7 +96,7 @@ impl NodeTally {
 }
 
 /// Runs the whole plan; returns the summary and the exit code it implies.
-pub async fn run(
+pub(crate) async fn run(
     plan: Arc<Plan>,
     config: Arc<EngineConfig>,
     sink: Sink,
@@ -270,7 +267,7 @@ async fn cancelled(cancel: &mut watch::Receiver<CancelLevel>) {
 }
 
 /// The documented exit code for a finished run.
-pub fn exit_code(summary: &Summary, cancelled: bool) -> i32 {
+pub(crate) fn exit_code(summary: &Summary, cancelled: bool) -> i32 {
     if cancelled {
         exit::CANCELLED
     } else if summary.jobs_failed + summary.jobs_timed_out > 0 {
@@ -283,7 +280,7 @@ pub fn exit_code(summary: &Summary, cancelled: bool) -> i32 {
 }
 
 /// How a node is reached, as events and the history show it.
-pub fn address(node: &Node) -> String {
+pub(crate) fn address(node: &Node) -> String {
     match node.transport {
         TransportKind::Local => "local".to_string(),
         TransportKind::Ssh => format!("{}@{}:{}", node.user, node.host, node.port),
@@ -326,9 +323,8 @@ async fn start_session(
         let mut uploads = Vec::new();
         let link = conn.start_executor(&node.name, account, password, force, &mut |p: Progress| uploads.push(p)).await;
         for p in uploads {
-            if let Progress::Uploaded { bytes, sha3 } = p {
-                sink.emit(Event::ExecutorUploaded { node: node.name.clone(), bytes, sha3 }).await;
-            }
+            let Progress::Uploaded { bytes, sha3 } = p;
+            sink.emit(Event::ExecutorUploaded { node: node.name.clone(), bytes, sha3 }).await;
         }
         let greeting = Instant::now();
         let opened = Session::open(link?, config.hello_timeout).await;
@@ -350,7 +346,7 @@ async fn start_session(
             }
             // A damaged or foreign file at our path: install ours over it, once.
             Err(OpenError::WrongExecutor(_)) if !force => force = true,
-            Err(OpenError::WrongExecutor(why)) | Err(OpenError::Failed(why)) => return Err(why),
+            Err(OpenError::WrongExecutor(why) | OpenError::Failed(why)) => return Err(why),
         }
     }
 }
@@ -488,7 +484,7 @@ async fn run_node(
 /// One node as the engine drives it: the context its jobs get ([`Cx`]), and what only the
 /// engine reads: the plan, the run's settings, the node's executors and the renderer.
 #[derive(Clone, Copy)]
-pub struct NodeRun<'a> {
+pub(crate) struct NodeRun<'a> {
     pub cx: Cx<'a>,
     pub plan: &'a Plan,
     pub config: &'a EngineConfig,
@@ -509,7 +505,7 @@ impl Relink for Relinker<'_> {
 }
 
 /// The executors of one node, one per account its jobs run as, over the node's connection.
-pub struct Executors {
+pub(crate) struct Executors {
     /// The connection (none while a reboot replaces it).
     conn: tokio::sync::RwLock<Option<Connection>>,
     /// The node's own account: its executor is the node's session.
@@ -552,7 +548,7 @@ impl Executors {
     /// (its host key checked as on first contact) and starts its executors there, each
     /// session taking its new link in place, all within `within`. Says when the link dropped
     /// and when the node answered again.
-    pub async fn reconnect(
+    pub(crate) async fn reconnect(
         &self,
         cx: &Cx<'_>,
         config: &EngineConfig,

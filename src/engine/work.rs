@@ -28,16 +28,16 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 /// Why a job whose own check found what it would do already done did not run.
-pub const NOTHING_TO_DO: &str = "already as asked on the node: nothing to do";
+pub(crate) const NOTHING_TO_DO: &str = "already as asked on the node: nothing to do";
 
 /// Why a job answered from its record did not run.
-pub const CACHED_HINT: &str = "done before with this exact fingerprint (--ignore-cache runs it again)";
+pub(crate) const CACHED_HINT: &str = "done before with this exact fingerprint (--ignore-cache runs it again)";
 
 /// Largest `--blueprint` template (it is rendered in memory).
 const BLUEPRINT_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Runs `job` on the node and reports it; returns its status.
-pub async fn run_job(nr: &NodeRun<'_>, job: &Job, cancel: watch::Receiver<CancelLevel>) -> JobStatus {
+pub(crate) async fn run_job(nr: &NodeRun<'_>, job: &Job, cancel: watch::Receiver<CancelLevel>) -> JobStatus {
     let cx = &nr.cx;
     let started = Instant::now();
     let planning = nr.config.mode == RunMode::Plan;
@@ -160,7 +160,7 @@ async fn depends_unrendered(nr: &NodeRun<'_>, job: &Job) -> Option<String> {
 
 /// The events of a job that could not start because its account's executor did not: it
 /// starts and fails with `reason`.
-pub fn failed_to_start(node: &Node, job: &Job, reason: String) -> Event {
+pub(crate) fn failed_to_start(node: &Node, job: &Job, reason: String) -> Event {
     Event::JobFinished {
         node: node.name.clone(),
         job: job.id,
@@ -472,7 +472,7 @@ async fn record(
             finish.dirty = true;
         }
     } else if !done_ok {
-        lock(&state.failed).insert(fp.to_string());
+        lock(&state.failed).insert(fp.clone());
     }
     state.changed.notify_waiters();
     if finish.dirty {

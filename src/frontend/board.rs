@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// Bytes of output kept per node for the live tail.
-pub const TAIL_KEEP: usize = 16 * 1024;
+pub(crate) const TAIL_KEEP: usize = 16 * 1024;
 /// Lines of output kept with a failure, for grouping and showing.
-pub const FAILURE_LINES: usize = 20;
+pub(crate) const FAILURE_LINES: usize = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Phase {
@@ -125,13 +125,13 @@ pub struct ResultGroup {
 }
 
 /// Lines of output a result group keeps.
-pub const RESULT_LINES: usize = 6;
+pub(crate) const RESULT_LINES: usize = 6;
 
 /// One job's nodes by (status, reason, output).
 type Outcomes = BTreeMap<(JobStatus, Option<String>, String), Vec<String>>;
 
 /// Every job's result groups, in job order.
-pub type JobResults = Vec<(usize, String, Vec<ResultGroup>)>;
+pub(crate) type JobResults = Vec<(usize, String, Vec<ResultGroup>)>;
 
 #[derive(Debug, Clone, Default)]
 struct Pending {
@@ -419,7 +419,7 @@ impl Board {
 }
 
 /// Appends `data`, keeping at most `cap` bytes from the end (on a character boundary).
-pub fn keep(buf: &mut String, data: &str, cap: usize) {
+pub(crate) fn keep(buf: &mut String, data: &str, cap: usize) {
     buf.push_str(data);
     if buf.len() > cap {
         let mut cut = buf.len() - cap;
@@ -431,7 +431,7 @@ pub fn keep(buf: &mut String, data: &str, cap: usize) {
 }
 
 /// `1.2s`, `45s`, `3m05s`, `2h01m`: short durations for narrow columns.
-pub fn short_duration(d: Duration) -> String {
+pub(crate) fn short_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..=9 => format!("{:.1}s", d.as_secs_f64()),

@@ -7,17 +7,17 @@
 use crate::event::Event;
 use std::io::Write;
 
-pub struct JsonLines {
+pub(crate) struct JsonLines {
     out: Box<dyn Write + Send>,
     closed: bool,
 }
 
 impl JsonLines {
-    pub fn new(out: Box<dyn Write + Send>) -> Self {
+    pub(crate) fn new(out: Box<dyn Write + Send>) -> Self {
         JsonLines { out, closed: false }
     }
 
-    pub fn handle(&mut self, event: &Event) {
+    pub(crate) fn handle(&mut self, event: &Event) {
         if self.closed {
             return;
         }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Lines of the viewport: progress, counts, and up to this many minus two jobs in flight.
-pub const HEIGHT: u16 = 7;
+pub(crate) const HEIGHT: u16 = 7;
 
 /// Where the quiet text view writes; drained into lines above the viewport.
 #[derive(Clone, Default)]
@@ -41,7 +41,7 @@ impl Write for Queue {
     }
 }
 
-pub struct LiveView<B: Backend> {
+pub(crate) struct LiveView<B: Backend> {
     terminal: Terminal<B>,
     board: Board,
     text: TextView,
@@ -52,7 +52,7 @@ pub struct LiveView<B: Backend> {
 }
 
 /// The viewport's contents: progress, counts, then jobs in flight, longest first.
-pub fn render_inline(board: &Board, now: Instant, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render_inline(board: &Board, now: Instant, area: Rect, buf: &mut Buffer) {
     let mut lines = vec![progress_line(board, now, area.width as usize), counts_line(board)];
     let room = (area.height as usize).saturating_sub(2);
     let order: Vec<usize> = board
@@ -96,7 +96,7 @@ fn rows(text: &str, width: usize) -> Vec<String> {
 }
 
 impl<B: Backend> LiveView<B> {
-    pub fn new(backend: B, shown: Shown) -> Result<LiveView<B>, String> {
+    pub(crate) fn new(backend: B, shown: Shown) -> Result<LiveView<B>, String> {
         let terminal = Terminal::with_options(backend, TerminalOptions { viewport: Viewport::Inline(HEIGHT) })
             .map_err(|e| e.to_string())?;
         let width = terminal.size().map(|s| s.width).unwrap_or(100);
@@ -112,11 +112,12 @@ impl<B: Backend> LiveView<B> {
         })
     }
 
-    pub fn backend(&self) -> &B {
+    #[cfg(test)]
+    pub(crate) fn backend(&self) -> &B {
         self.terminal.backend()
     }
 
-    pub fn handle(&mut self, event: &Event, at: Instant) {
+    pub(crate) fn handle(&mut self, event: &Event, at: Instant) {
         self.board.handle(event, at);
         self.text.handle(event);
         if matches!(event, Event::RunFinished { .. }) {
@@ -124,17 +125,17 @@ impl<B: Backend> LiveView<B> {
         }
     }
 
-    pub fn notice(&mut self, text: &str) {
+    pub(crate) fn notice(&mut self, text: &str) {
         let _ = self.queue.write(format!("{text}\n").as_bytes());
     }
 
     /// Writes the queued lines above the viewport and redraws it.
-    pub fn tick(&mut self, now: Instant) {
+    pub(crate) fn tick(&mut self, now: Instant) {
         if self.closed {
             return;
         }
         self.now = now;
-        let pending = std::mem::take(&mut *self.queue.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending = std::mem::take(&mut *self.queue.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let lines = rows(&String::from_utf8_lossy(&pending), self.width as usize);
         for chunk in lines.chunks(16) {
             let result = self.terminal.insert_before(chunk.len() as u16, |buf| {
@@ -153,7 +154,7 @@ impl<B: Backend> LiveView<B> {
     }
 
     /// Leaves the final view on screen and puts the cursor below it.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         self.tick(Instant::now());
         if !self.closed {
             let _ = self.terminal.clear();
@@ -191,7 +192,7 @@ mod tests {
                 run: "r".into(),
                 mode: Default::default(),
                 job_list: Vec::new(),
-                nodes: names.iter().map(|n| n.to_string()).collect(),
+                nodes: names.iter().map(std::string::ToString::to_string).collect(),
                 node_jobs: vec![1; 3],
                 jobs: 1,
                 tasks: 3,

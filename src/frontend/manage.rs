@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 /// How long `--cancel` waits for the run to record itself cancelled.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
-pub fn run(args: &ManageArgs, path: &Path) -> Result<i32, Error> {
+pub(crate) fn run(args: &ManageArgs, path: &Path) -> Result<i32, Error> {
     let mut out = std::io::stdout().lock();
     let text = render(args, path)?;
     // Recorded output is shown, not obeyed; JSON and YAML escape it themselves.
@@ -36,7 +36,7 @@ fn json(value: &impl serde::Serialize) -> String {
 }
 
 /// The text `manage` prints for `args`.
-pub fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
+pub(crate) fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
     if args.limit.is_some() && !(args.list_runs || args.list_jobs || args.list_nodes) {
         return Err(Error::input("--limit goes with --list-runs, --list-jobs or --list-nodes")
             .hint("e.g. `director manage --list-runs --limit 10` shows the ten newest runs"));
@@ -226,7 +226,7 @@ fn seconds(ms: i64) -> String {
 }
 
 /// Aligned columns: the header, a rule of dashes, the rows, then `Total Items: N`.
-pub fn tabulate(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn tabulate(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -245,7 +245,7 @@ pub fn tabulate(header: &[&str], rows: &[Vec<String>]) -> String {
         }
         s.trim_end().to_string() + "\n"
     };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    let mut out = line(header.iter().map(std::string::ToString::to_string).collect());
     out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect()));
     for row in rows {
         out.push_str(&line(row.clone()));
@@ -291,7 +291,7 @@ fn job_table(given: &str, info: &JobInfo) -> String {
         f
     };
     let sha = if fingerprints.len() <= 1 {
-        fingerprints.first().map(|s| s.to_string()).unwrap_or_default()
+        fingerprints.first().map(std::string::ToString::to_string).unwrap_or_default()
     } else {
         per_node(info, |r| r.fingerprint.clone())
     };

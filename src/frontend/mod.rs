@@ -11,13 +11,13 @@
 //! sees goes through [`printable`] first, so a job cannot retitle the terminal, move the
 //! cursor or forge a line. `--json` and the history keep the bytes as they were.
 
-pub mod board;
-pub mod json;
-pub mod live;
-pub mod manage;
-pub mod nodeset;
-pub mod text;
-pub mod tui;
+pub(crate) mod board;
+pub(crate) mod json;
+pub(crate) mod live;
+pub(crate) mod manage;
+pub(crate) mod nodeset;
+pub(crate) mod text;
+pub(crate) mod tui;
 
 use crate::config::Output;
 use crate::event::Event;
@@ -28,7 +28,7 @@ use std::time::Instant;
 /// `text` safe to print on a terminal: line breaks and tabs are kept (a `\r\n` ending
 /// becomes `\n`); every other control character is shown in caret notation (`^[` for ESC,
 /// `^M` for a lone carriage return, `^?` for DEL) or as `<U+009B>` for the C1 controls.
-pub fn printable(text: &str) -> Cow<'_, str> {
+pub(crate) fn printable(text: &str) -> Cow<'_, str> {
     let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
     if !text.chars().any(unsafe_char) {
         return Cow::Borrowed(text);
@@ -51,7 +51,7 @@ pub fn printable(text: &str) -> Cow<'_, str> {
 }
 
 /// `event` with every text a person will read made [`printable`].
-pub fn for_people(event: &Event) -> Event {
+pub(crate) fn for_people(event: &Event) -> Event {
     let mut e = event.clone();
     e.map_texts(|s| {
         if let Cow::Owned(c) = printable(s) {
@@ -61,7 +61,7 @@ pub fn for_people(event: &Event) -> Event {
     e
 }
 
-pub enum Frontend {
+pub(crate) enum Frontend {
     Json(json::JsonLines),
     Text(text::TextView),
     Live(Box<live::LiveView<CrosstermBackend<std::io::Stdout>>>),
@@ -70,7 +70,7 @@ pub enum Frontend {
 impl Frontend {
     /// The frontend for `output`. When the live view cannot take the terminal, plain lines
     /// are used and `fallback` says why.
-    pub fn new(output: Output, shown: text::Shown) -> (Frontend, Option<String>) {
+    pub(crate) fn new(output: Output, shown: text::Shown) -> (Frontend, Option<String>) {
         let plain = |mode| Frontend::Text(text::TextView::new(mode, shown, Box::new(std::io::stdout())));
         match output {
             Output::Json => (Frontend::Json(json::JsonLines::new(Box::new(std::io::stdout()))), None),
@@ -87,7 +87,7 @@ impl Frontend {
         }
     }
 
-    pub fn handle(&mut self, event: &Event) {
+    pub(crate) fn handle(&mut self, event: &Event) {
         match self {
             Frontend::Json(j) => j.handle(event),
             Frontend::Text(t) => t.handle(&for_people(event)),
@@ -96,14 +96,14 @@ impl Frontend {
     }
 
     /// Called on a timer so live views can show elapsed times.
-    pub fn tick(&mut self, now: Instant) {
+    pub(crate) fn tick(&mut self, now: Instant) {
         if let Frontend::Live(l) = self {
-            l.tick(now)
+            l.tick(now);
         }
     }
 
     /// Says something to the person running the command, out of band of events.
-    pub fn notice(&mut self, text: &str) {
+    pub(crate) fn notice(&mut self, text: &str) {
         match self {
             Frontend::Json(_) => eprintln!("{text}"),
             Frontend::Text(t) => t.notice(text),
@@ -112,9 +112,9 @@ impl Frontend {
     }
 
     /// The run is over: a live view leaves the screen tidy.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Frontend::Live(l) = self {
-            l.finish()
+            l.finish();
         }
     }
 }

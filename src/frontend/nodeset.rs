@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 /// `names` folded (duplicates count once).
-pub fn fold<S: AsRef<str>>(names: &[S]) -> String {
+pub(crate) fn fold<S: AsRef<str>>(names: &[S]) -> String {
     // (prefix, suffix) → numbers as written; names without digits on their own.
     let mut groups: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
     let mut plain: Vec<&str> = Vec::new();
@@ -40,7 +40,7 @@ pub fn fold<S: AsRef<str>>(names: &[S]) -> String {
 }
 
 /// A key that sorts node names as people do: `web2` before `web10`.
-pub fn natural(name: &str) -> String {
+pub(crate) fn natural(name: &str) -> String {
     let mut key = String::with_capacity(name.len() + 16);
     let mut digits = String::new();
     for c in name.chars().chain(std::iter::once('\u{0}')) {
@@ -49,7 +49,7 @@ pub fn natural(name: &str) -> String {
             continue;
         }
         if !digits.is_empty() {
-            key.push_str(&format!("{:0>40}", digits));
+            key.push_str(&format!("{digits:0>40}"));
             digits.clear();
         }
         if c != '\u{0}' {

@@ -14,15 +14,15 @@
 
 use super::board::keep;
 use super::nodeset::{fold, natural};
-pub use crate::config::{Mode, Shown};
+pub(crate) use crate::config::{Mode, Shown};
 use crate::event::{Event, JobStatus, RunMode, Summary};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 /// Bytes of output kept per job and node.
-pub const OUTPUT_KEEP: usize = 16 * 1024;
+pub(crate) const OUTPUT_KEEP: usize = 16 * 1024;
 /// Lines of a group's output shown (the last ones).
-pub const TAIL_LINES: usize = 10;
+pub(crate) const TAIL_LINES: usize = 10;
 
 /// One group of a job's results: same status, same reason, same output.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,7 +32,7 @@ struct Outcome {
     output: String,
 }
 
-pub struct TextView {
+pub(crate) struct TextView {
     mode: Mode,
     shown: Shown,
     out: Box<dyn Write + Send>,
@@ -63,7 +63,7 @@ pub(crate) fn word(status: JobStatus) -> &'static str {
 }
 
 impl TextView {
-    pub fn new(mode: Mode, shown: Shown, out: Box<dyn Write + Send>) -> Self {
+    pub(crate) fn new(mode: Mode, shown: Shown, out: Box<dyn Write + Send>) -> Self {
         TextView {
             mode,
             shown,
@@ -82,7 +82,7 @@ impl TextView {
         }
     }
 
-    pub fn notice(&mut self, text: &str) {
+    pub(crate) fn notice(&mut self, text: &str) {
         eprintln!("{text}");
     }
 
@@ -90,7 +90,7 @@ impl TextView {
         format!("{node:<width$}", width = self.width)
     }
 
-    pub fn handle(&mut self, event: &Event) {
+    pub(crate) fn handle(&mut self, event: &Event) {
         match event {
             Event::RunStarted { nodes, mode, .. } => {
                 self.planning = *mode == RunMode::Plan;
@@ -210,7 +210,7 @@ impl TextView {
 }
 
 /// The last line of every text run.
-pub fn summary_line(s: &Summary) -> String {
+pub(crate) fn summary_line(s: &Summary) -> String {
     format!(
         "summary: {} nodes ({} ok, {} failed, {} unreachable), {} jobs ({} ok, {} cached, {} failed, {} skipped, {} timed out, {} cancelled) in {:.2} s",
         s.nodes,
@@ -229,7 +229,7 @@ pub fn summary_line(s: &Summary) -> String {
 }
 
 /// The last line of a `--plan`.
-pub fn plan_line(s: &Summary) -> String {
+pub(crate) fn plan_line(s: &Summary) -> String {
     format!(
         "plan: {} nodes ({} ok, {} failed, {} unreachable), {} jobs ({} would run, {} cached, {} failed, {} skipped) in {:.2} s; nothing was run",
         s.nodes,
@@ -300,7 +300,7 @@ mod tests {
     /// Six nodes, two jobs: identical outputs fold into ranges, a failure is its own group.
     fn six_nodes() -> Vec<Event> {
         let nodes: Vec<String> =
-            ["web1", "web2", "web3", "web10", "db1", "db2"].iter().map(|s| s.to_string()).collect();
+            ["web1", "web2", "web3", "web10", "db1", "db2"].iter().map(std::string::ToString::to_string).collect();
         let mut events = vec![Event::RunStarted {
             run: "r".into(),
             mode: Default::default(),

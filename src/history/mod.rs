@@ -11,12 +11,12 @@
 //! when the process dies however it dies, so a `running` row whose lock file can be locked
 //! by someone else belongs to a dead process: it is shown, and recorded, as `abandoned`.
 
-pub mod query;
-pub mod recorder;
-pub mod schema;
-pub mod status;
+pub(crate) mod query;
+pub(crate) mod recorder;
+pub(crate) mod schema;
+pub(crate) mod status;
 
-pub use status::{ResultStatus, RunStatus};
+pub(crate) use status::{ResultStatus, RunStatus};
 
 use crate::error::{exit, Error};
 use crate::event::RunKind;
@@ -27,18 +27,18 @@ use std::time::Duration;
 
 /// The default database path: `$XDG_STATE_HOME/director/history.db`, else
 /// `~/.local/state/director/history.db`.
-pub fn default_path() -> PathBuf {
+pub(crate) fn default_path() -> PathBuf {
     crate::paths::state_dir().join("history.db")
 }
 
 /// Milliseconds since the epoch, the unit of every timestamp in the database.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A job of a run as the history keeps it.
 #[derive(Debug, Clone)]
-pub struct JobSpec {
+pub(crate) struct JobSpec {
     pub seq: usize,
     pub entry: usize,
     pub parent_name: Option<String>,
@@ -54,7 +54,7 @@ pub struct JobSpec {
 
 /// What a run is, written when it starts.
 #[derive(Debug, Clone)]
-pub struct RunSpec {
+pub(crate) struct RunSpec {
     pub id: String,
     /// `orchestrate`, `exec` or `bootstrap`.
     pub kind: RunKind,
@@ -70,17 +70,17 @@ pub struct RunSpec {
 
 impl RunSpec {
     /// The id of job `seq` of this run: short, unique, and a stable function of both.
-    pub fn job_id(&self, seq: usize) -> String {
+    pub(crate) fn job_id(&self, seq: usize) -> String {
         job_id(&self.id, seq)
     }
 
-    pub fn parent_id(&self, entry: usize) -> String {
+    pub(crate) fn parent_id(&self, entry: usize) -> String {
         hash_id(&format!("{}/entry/{entry}", self.id))
     }
 }
 
 /// The id of job `seq` of run `run` in the history.
-pub fn job_id(run: &str, seq: usize) -> String {
+pub(crate) fn job_id(run: &str, seq: usize) -> String {
     hash_id(&format!("{run}/job/{seq}"))
 }
 
@@ -91,7 +91,7 @@ fn hash_id(text: &str) -> String {
 
 /// How a run that finds its nodes held behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Contention {
+pub(crate) enum Contention {
     /// Refuse with exit 4.
     Refuse,
     /// Wait until the holder is gone.
@@ -103,7 +103,7 @@ pub enum Contention {
 
 /// The run that holds a node another run wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
+pub(crate) struct Holder {
     pub run: String,
     pub command: String,
     pub started: String,
@@ -112,8 +112,7 @@ pub struct Holder {
 }
 
 /// A started run: its process holds the lock file for as long as this lives.
-pub struct RunGuard {
-    pub id: String,
+pub(crate) struct RunGuard {
     lock_path: PathBuf,
     _lock: File,
 }
@@ -124,7 +123,7 @@ impl Drop for RunGuard {
     }
 }
 
-pub struct History {
+pub(crate) struct History {
     pub path: PathBuf,
     conn: Connection,
 }
@@ -142,7 +141,7 @@ fn db_error(path: &Path, e: rusqlite::Error) -> Error {
 
 impl History {
     /// Opens (creating it and its directory if needed) and migrates the database.
-    pub fn open(path: &Path) -> Result<History, Error> {
+    pub(crate) fn open(path: &Path) -> Result<History, Error> {
         let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         if path.is_dir() {
             return Err(open_error(path, "it is a directory"));
@@ -156,18 +155,18 @@ impl History {
         let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
         configure(&conn).map_err(|e| open_error(path, e))?;
         schema::migrate(&mut conn).map_err(|e| open_error(path, e))?;
-        Ok(History { path: path.to_path_buf(), conn })
+        Ok(History { path: path.clone(), conn })
     }
 
     /// Opens the database only if it exists: reading an empty history creates nothing.
-    pub fn open_existing(path: &Path) -> Result<Option<History>, Error> {
+    pub(crate) fn open_existing(path: &Path) -> Result<Option<History>, Error> {
         if !path.exists() {
             return Ok(None);
         }
         Self::open(path).map(Some)
     }
 
-    pub fn conn(&self) -> &Connection {
+    pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }
 
@@ -183,7 +182,7 @@ impl History {
     /// transaction, so two runs can never both take a node. A holder whose process is dead is
     /// marked abandoned and its nodes taken over. With [`Contention::Wait`], `waiting` is
     /// called once with the holder and the attempt repeats until the nodes are free.
-    pub fn begin(
+    pub(crate) fn begin(
         &mut self,
         spec: &RunSpec,
         contention: Contention,
@@ -194,7 +193,7 @@ impl History {
         let lock_path = locks.join(format!("{}.lock", spec.id));
         let lock = File::create(&lock_path).map_err(|e| open_error(&self.path, crate::error::io_reason(&e)))?;
         lock.lock().map_err(|e| open_error(&self.path, e))?;
-        let guard = RunGuard { id: spec.id.clone(), lock_path: lock_path.clone(), _lock: lock };
+        let guard = RunGuard { lock_path: lock_path.clone(), _lock: lock };
         let mut told = false;
         loop {
             match self.try_begin(spec, &lock_path, contention != Contention::Share)? {
@@ -312,7 +311,7 @@ impl History {
     }
 
     /// Marks every `running` run whose process is gone as abandoned; returns their ids.
-    pub fn sweep_abandoned(&mut self) -> Result<Vec<String>, Error> {
+    pub(crate) fn sweep_abandoned(&mut self) -> Result<Vec<String>, Error> {
         let running: Vec<(String, String)> = {
             let mut stmt = self
                 .conn
@@ -342,7 +341,7 @@ impl History {
     }
 
     /// Asks run `id` to cancel. What happened is returned for the caller to say.
-    pub fn request_cancel(&mut self, id: &str) -> Result<CancelState, Error> {
+    pub(crate) fn request_cancel(&mut self, id: &str) -> Result<CancelState, Error> {
         let row: Option<(RunStatus, String)> = self
             .conn
             .query_row("SELECT status, lock_path FROM runs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -368,7 +367,7 @@ impl History {
     }
 
     /// The status of run `id` now.
-    pub fn status(&self, id: &str) -> Result<Option<RunStatus>, Error> {
+    pub(crate) fn status(&self, id: &str) -> Result<Option<RunStatus>, Error> {
         self.conn
             .query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))
             .optional()
@@ -378,7 +377,7 @@ impl History {
 
 /// What `manage --cancel` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CancelState {
+pub(crate) enum CancelState {
     Unknown,
     NotRunning(RunStatus),
     /// The run's process was gone: the run is now recorded cancelled.

@@ -12,7 +12,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 /// The SQL of a time column: its milliseconds since the epoch, read as a [`When`].
-pub fn time(col: &str) -> String {
+pub(crate) fn time(col: &str) -> String {
     col.to_string()
 }
 
@@ -55,7 +55,7 @@ impl rusqlite::types::FromSql for When {
 }
 
 /// No `what` (run, job) has an id starting with `given`.
-pub fn not_found(what: &str, given: &str, path: &std::path::Path) -> Error {
+pub(crate) fn not_found(what: &str, given: &str, path: &std::path::Path) -> Error {
     Error::input(format!("no {what} has an id starting with `{given}` in {}", path.display())).hint(format!(
         "`director manage --list-{what}s` shows them; an id, a unique prefix of one, or `last` is accepted"
     ))
@@ -82,7 +82,7 @@ pub struct RunRow {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RunNode {
+pub(crate) struct RunNode {
     pub node: String,
     pub address: String,
     pub outcome: String,
@@ -93,7 +93,7 @@ pub struct RunNode {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RunInfo {
+pub(crate) struct RunInfo {
     #[serde(flatten)]
     pub run: RunRow,
     pub files: Vec<String>,
@@ -104,7 +104,7 @@ pub struct RunInfo {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct JobRow {
+pub(crate) struct JobRow {
     pub id: String,
     pub run: String,
     pub parent_name: String,
@@ -186,7 +186,7 @@ pub struct NodeRow {
 
 /// What `--retry-failed` runs again.
 #[derive(Debug, Clone)]
-pub struct RetrySet {
+pub(crate) struct RetrySet {
     pub run: String,
     /// The nodes that did not end ok.
     pub nodes: Vec<String>,
@@ -196,7 +196,7 @@ pub struct RetrySet {
 
 /// `--list-jobs --filter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobFilter {
+pub(crate) enum JobFilter {
     Success,
     Failed,
     Processing,
@@ -237,7 +237,7 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
 }
 
 /// What `last` or an id prefix named.
-pub enum Found {
+pub(crate) enum Found {
     One(String),
     /// The table has no rows at all.
     Empty,
@@ -249,7 +249,7 @@ impl History {
     }
 
     /// Resolves `last`, a whole id or a unique prefix in `table` (`runs` or `jobs`).
-    pub fn find(&self, table: &str, what: &str, given: &str) -> Result<Found, Error> {
+    pub(crate) fn find(&self, table: &str, what: &str, given: &str) -> Result<Found, Error> {
         let order = if table == "runs" { "started_at DESC" } else { "created_at DESC, seq DESC" };
         let count: i64 = self.q(self.conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)))?;
         if count == 0 {
@@ -282,14 +282,14 @@ impl History {
         }
     }
 
-    pub fn list_runs(&self) -> Result<Vec<RunRow>, Error> {
+    pub(crate) fn list_runs(&self) -> Result<Vec<RunRow>, Error> {
         let mut stmt =
             self.q(self.conn.prepare(&format!("{} ORDER BY r.started_at DESC, r.rowid DESC", run_select())))?;
         let rows = self.q(stmt.query_map([], run_row))?;
         self.q(rows.collect())
     }
 
-    pub fn run_info(&self, id: &str) -> Result<RunInfo, Error> {
+    pub(crate) fn run_info(&self, id: &str) -> Result<RunInfo, Error> {
         let (run, files, catalogs, summary): (RunRow, String, String, Option<String>) =
             self.q(self.conn.query_row(&format!("{} WHERE r.id = ?1", run_select()), [id], |r| {
                 Ok((run_row(r)?, r.get(14)?, r.get(15)?, r.get(16)?))
@@ -320,7 +320,7 @@ impl History {
         })
     }
 
-    pub fn list_jobs(&self, filter: Option<JobFilter>) -> Result<Vec<JobRow>, Error> {
+    pub(crate) fn list_jobs(&self, filter: Option<JobFilter>) -> Result<Vec<JobRow>, Error> {
         let mut stmt = self.q(self.conn.prepare(
             "SELECT j.id, j.run_id, coalesce(j.parent_name, j.parent_id), j.name, j.verb,
                (SELECT avg(execution_ms) FROM results s WHERE s.job_id = j.id AND s.execution_ms IS NOT NULL),
@@ -355,7 +355,7 @@ impl History {
             .collect())
     }
 
-    pub fn job_info(&self, id: &str) -> Result<JobInfo, Error> {
+    pub(crate) fn job_info(&self, id: &str) -> Result<JobInfo, Error> {
         let mut info = self.q(self.conn.query_row(
             &format!("SELECT id, run_id, seq, parent_id, parent_name, parent_sha3, name, verb, definition, targets, {} FROM jobs WHERE id = ?1", time("created_at")),
             [id],
@@ -406,13 +406,13 @@ impl History {
     }
 
     /// Every job with its results, for `--export-jobs`.
-    pub fn all_jobs(&self) -> Result<Vec<JobInfo>, Error> {
+    pub(crate) fn all_jobs(&self) -> Result<Vec<JobInfo>, Error> {
         let mut stmt = self.q(self.conn.prepare("SELECT id FROM jobs ORDER BY created_at, seq"))?;
         let ids: Vec<String> = self.q(self.q(stmt.query_map([], |r| r.get(0)))?.collect())?;
         ids.iter().map(|id| self.job_info(id)).collect()
     }
 
-    pub fn list_nodes(&self) -> Result<Vec<NodeRow>, Error> {
+    pub(crate) fn list_nodes(&self) -> Result<Vec<NodeRow>, Error> {
         let mut stmt = self.q(self.conn.prepare(&format!(
             "SELECT name, address, arch, os, kernel, hostname, executor_sha3, CASE WHEN last_seen IS NULL THEN NULL ELSE {} END, last_run FROM nodes ORDER BY name",
             time("last_seen")
@@ -435,7 +435,7 @@ impl History {
 
     /// Deletes the jobs (and results) of every run that is not running, and those runs;
     /// returns (jobs, runs) deleted. A running run keeps its record: it is the lock.
-    pub fn purge_jobs(&mut self) -> Result<(usize, usize), Error> {
+    pub(crate) fn purge_jobs(&mut self) -> Result<(usize, usize), Error> {
         let path = self.path.clone();
         let tx = self
             .conn
@@ -452,14 +452,14 @@ impl History {
         Ok((jobs, runs))
     }
 
-    pub fn purge_nodes(&mut self) -> Result<usize, Error> {
+    pub(crate) fn purge_nodes(&mut self) -> Result<usize, Error> {
         let n = self.conn.execute("DELETE FROM nodes", []);
         self.q(n)
     }
 
     /// The nodes of run `id` that did not end ok: failed, unreachable, cancelled or never
     /// reported. With the run's files and catalogs, for `--retry-failed`.
-    pub fn retry_set(&self, id: &str) -> Result<RetrySet, Error> {
+    pub(crate) fn retry_set(&self, id: &str) -> Result<RetrySet, Error> {
         let (files, catalogs): (String, String) =
             self.q(self
                 .conn
@@ -476,7 +476,7 @@ impl History {
     }
 
     /// Every result of run `id` (of `node` only, when given), in job order, for browsing.
-    pub fn run_results(&self, id: &str, node: Option<&str>) -> Result<Vec<ResultBrief>, Error> {
+    pub(crate) fn run_results(&self, id: &str, node: Option<&str>) -> Result<Vec<ResultBrief>, Error> {
         let mut stmt = self.q(self.conn.prepare(
             "SELECT j.id, j.seq, j.name, r.node, r.status, r.exit_code, r.reason, r.execution_ms
              FROM results r JOIN jobs j ON j.id = r.job_id
@@ -498,7 +498,7 @@ impl History {
     }
 
     /// Each node's outcome in the latest run that held it.
-    pub fn last_outcomes(&self) -> Result<Vec<LastOutcome>, Error> {
+    pub(crate) fn last_outcomes(&self) -> Result<Vec<LastOutcome>, Error> {
         let mut stmt = self.q(self.conn.prepare(
             "SELECT n.node, n.run_id, n.outcome FROM run_nodes n JOIN runs r ON r.id = n.run_id
              WHERE r.started_at = (SELECT MAX(r2.started_at) FROM runs r2 JOIN run_nodes n2 ON n2.run_id = r2.id WHERE n2.node = n.node)
@@ -510,7 +510,7 @@ impl History {
     }
 
     /// The kind of run `id` (`orchestrate`, `exec`, `bootstrap`), if it exists.
-    pub fn run_kind(&self, id: &str) -> Result<Option<RunKind>, Error> {
+    pub(crate) fn run_kind(&self, id: &str) -> Result<Option<RunKind>, Error> {
         let k = self.conn.query_row("SELECT kind FROM runs WHERE id = ?1", [id], |r| r.get(0)).optional();
         self.q(k)
     }

@@ -27,16 +27,16 @@ const MAX_BATCH: usize = 2000;
 const CANCEL_CHECK: Duration = Duration::from_millis(300);
 
 /// Bytes kept from the start of a job's stdout or stderr.
-pub const KEEP_HEAD: usize = 32 * 1024;
+pub(crate) const KEEP_HEAD: usize = 32 * 1024;
 /// Bytes kept from the end.
-pub const KEEP_TAIL: usize = 32 * 1024;
+pub(crate) const KEEP_TAIL: usize = 32 * 1024;
 
 enum Msg {
     Event(Event, i64),
     Close,
 }
 
-pub struct Recorder {
+pub(crate) struct Recorder {
     tx: mpsc::Sender<Msg>,
     started: Instant,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -44,7 +44,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the thread; `cancelled` hears once when another terminal cancels the run.
-    pub fn start(
+    pub(crate) fn start(
         history: History,
         spec: &RunSpec,
         cancelled: tokio::sync::mpsc::UnboundedSender<()>,
@@ -58,12 +58,12 @@ impl Recorder {
         Ok(Recorder { tx, started: Instant::now(), thread: Some(thread) })
     }
 
-    pub fn record(&self, event: &Event) {
+    pub(crate) fn record(&self, event: &Event) {
         let _ = self.tx.send(Msg::Event(event.clone(), self.started.elapsed().as_millis() as i64));
     }
 
     /// Writes what is queued and stops the thread.
-    pub fn close(mut self) {
+    pub(crate) fn close(mut self) {
         let _ = self.tx.send(Msg::Close);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -334,7 +334,7 @@ mod tests {
         let mut c = Capped::default();
         let lines = 700;
         for i in 0..lines {
-            c.push(&format!("{:099}\n", i));
+            c.push(&format!("{i:099}\n"));
         }
         let (text, cut) = c.finish();
         assert_eq!(cut as usize, lines * 100 - KEEP_HEAD - KEEP_TAIL);

@@ -8,7 +8,7 @@
 use rusqlite::Connection;
 
 /// Each entry takes the schema from version `i` to `i + 1`. Append only; never edit one.
-pub const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: runs, the nodes each run holds, jobs, one result per job per node, known nodes.
     "CREATE TABLE runs (
         id TEXT PRIMARY KEY,
@@ -86,7 +86,7 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// Brings the database to the newest schema; returns the version it was at.
-pub fn migrate(conn: &mut Connection) -> Result<u32, String> {
+pub(crate) fn migrate(conn: &mut Connection) -> Result<u32, String> {
     let at: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| e.to_string())?;
     let newest = MIGRATIONS.len() as u32;
     if at > newest {

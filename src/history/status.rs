@@ -172,7 +172,7 @@ mod tests {
             .map(ResultStatus::Ended)
             .chain([ResultStatus::Running, ResultStatus::Unreachable, ResultStatus::Abandoned])
             .filter(|s| s.went_wrong())
-            .map(|s| s.as_str())
+            .map(super::ResultStatus::as_str)
             .collect();
         assert_eq!(wrong, ["failed", "timed_out", "cancelled", "unreachable", "abandoned"]);
     }

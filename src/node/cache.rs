@@ -56,7 +56,7 @@ pub struct JobRecord {
 }
 
 /// Bytes of a job's output its record keeps.
-pub const RECORDED_OUTPUT: usize = 4 * 1024;
+pub(crate) const RECORDED_OUTPUT: usize = 4 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stored {
@@ -100,7 +100,7 @@ pub struct NodeCache {
 
 /// One section of the cache, as the journal names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Section {
+pub(crate) enum Section {
     Jobs,
     Parents,
     Args,
@@ -108,7 +108,7 @@ pub enum Section {
 }
 
 impl Section {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Section::Jobs => "jobs",
             Section::Parents => "parents",
@@ -368,7 +368,7 @@ struct Shelf {
 /// `value`, or an equal value another cache already holds: a large mapping or list (a QUERY's
 /// map of every node, the same CACHEFILE on every node) is kept once for the whole fleet. Small
 /// values are returned as they are.
-pub fn shared(value: Arc<Value>) -> Arc<Value> {
+pub(crate) fn shared(value: Arc<Value>) -> Arc<Value> {
     if !crate::catalog::template::is_large(&value) {
         return value;
     }
@@ -421,7 +421,7 @@ fn env_text(v: &Value) -> String {
 
 /// `new` merged into `old`: mappings recursively, lists gain the items they lack, anything
 /// else is replaced.
-pub fn merged(old: &Value, new: Value) -> Value {
+pub(crate) fn merged(old: &Value, new: Value) -> Value {
     match (old, new) {
         (Value::Object(a), Value::Object(b)) => {
             let mut out = a.clone();

@@ -28,7 +28,7 @@ pub struct JobRef {
 }
 
 /// When a rebooted node's link dropped and when it answered again, or why it did not.
-pub type Relinked<'a> = Pin<Box<dyn Future<Output = Result<(Duration, Duration), String>> + Send + 'a>>;
+pub(crate) type Relinked<'a> = Pin<Box<dyn Future<Output = Result<(Duration, Duration), String>> + Send + 'a>>;
 
 /// Reaches a node again after it was told to reboot, its executors started there again
 /// (the engine's, which holds the node's connection and executors).

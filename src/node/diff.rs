@@ -12,10 +12,10 @@ use director_proto::{Attrs, FileStat};
 use similar::TextDiff;
 
 /// The largest file, on either side, shown as a diff rather than summarised.
-pub const TEXT_LIMIT: u64 = 1 << 20;
+pub(crate) const TEXT_LIMIT: u64 = 1 << 20;
 
 /// The content a job would write.
-pub struct New<'a> {
+pub(crate) struct New<'a> {
     /// The bytes, when they are at hand and at most [`TEXT_LIMIT`].
     pub bytes: Option<&'a [u8]>,
     pub size: u64,
@@ -24,7 +24,7 @@ pub struct New<'a> {
 
 /// What writing `new` with `attrs` at `dest` changes, given what is there now (`old`); `None`
 /// when nothing would.
-pub fn describe(dest: &str, old: Option<&FileStat>, new: &New<'_>, attrs: &Attrs) -> Option<String> {
+pub(crate) fn describe(dest: &str, old: Option<&FileStat>, new: &New<'_>, attrs: &Attrs) -> Option<String> {
     let mut out = String::new();
     match old {
         Some(old) if old.kind != "file" => out.push_str(&format!("{dest}: a {} on the node now\n", word(&old.kind))),
@@ -63,7 +63,7 @@ pub fn describe(dest: &str, old: Option<&FileStat>, new: &New<'_>, attrs: &Attrs
 
 /// The mode, owner and group `attrs` asks for that `old` (a file or directory, when there is
 /// one) does not have, each as `mode 0644 → 0600` (or `mode 0600` when there is nothing yet).
-pub fn attr_changes(old: Option<&FileStat>, attrs: &Attrs) -> Vec<String> {
+pub(crate) fn attr_changes(old: Option<&FileStat>, attrs: &Attrs) -> Vec<String> {
     let mut changes = Vec::new();
     let (mode, uid, gid, owner, group) = match old {
         Some(o) => (Some(o.mode), Some(o.uid), Some(o.gid), o.owner.clone(), o.group.clone()),

@@ -6,14 +6,14 @@
 //! ([`diff`]), the event sink every event leaves through ([`Sink`]) and the cancel level
 //! ([`CancelLevel`]). The engine above drives the nodes; the verbs above use one node each.
 
-pub mod cache;
-pub mod cx;
-pub mod diff;
-pub mod preview;
-pub mod session;
-pub mod shared;
+pub(crate) mod cache;
+pub(crate) mod cx;
+pub(crate) mod diff;
+pub(crate) mod preview;
+pub(crate) mod session;
+pub(crate) mod shared;
 
-pub use cx::{Checked, Cx, Finish, JobRef, Relink, Relinked};
+pub(crate) use cx::{Checked, Cx, Finish, JobRef, Relink, Relinked};
 
 use crate::event::Event;
 use crate::secret::Secrets;
@@ -33,7 +33,7 @@ pub enum CancelLevel {
 }
 
 /// Where a job learns that the run is being cancelled.
-pub type Cancel = watch::Receiver<CancelLevel>;
+pub(crate) type Cancel = watch::Receiver<CancelLevel>;
 
 /// Where events go; a closed receiver (the frontend is gone) does not stop the run. Every
 /// event passes the run's [`Secrets`] on its way out: nothing downstream sees a secret.

@@ -21,7 +21,7 @@ use super::cache::{Expired, JobRecord};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The reason of a job that would run because nothing of it is recorded on the node.
-pub const NEVER_RAN: &str = "never ran on this node";
+pub(crate) const NEVER_RAN: &str = "never ran on this node";
 
 /// A job that would run before the current one and captures args it cannot foresee.
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ impl Pending {
 
 /// Why a job whose fingerprint has no record on the node would run, given the newest record
 /// of the same job (`before`) and its parts now.
-pub fn why_new(now: &BTreeMap<String, String>, before: Option<&JobRecord>, expired: &Expired) -> String {
+pub(crate) fn why_new(now: &BTreeMap<String, String>, before: Option<&JobRecord>, expired: &Expired) -> String {
     let Some(before) = before.filter(|b| !b.parts.is_empty()) else { return NEVER_RAN.to_string() };
     let changed: Vec<&str> = now
         .keys()
@@ -108,7 +108,7 @@ pub fn why_new(now: &BTreeMap<String, String>, before: Option<&JobRecord>, expir
 }
 
 /// The newest record of the job `slot` on the node.
-pub fn newest<'a>(jobs: &'a BTreeMap<String, JobRecord>, slot: &str) -> Option<&'a JobRecord> {
+pub(crate) fn newest<'a>(jobs: &'a BTreeMap<String, JobRecord>, slot: &str) -> Option<&'a JobRecord> {
     jobs.values().filter(|r| r.slot == slot).max_by_key(|r| r.at)
 }
 

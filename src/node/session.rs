@@ -188,13 +188,13 @@ impl Session {
     }
 
     fn pipe(&self) -> Arc<Pipe> {
-        self.pipe.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.pipe.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Takes `other`'s link (a new executor of the same account, after a reboot): what is
     /// asked of this session from now on goes there.
     pub fn adopt(&self, other: Session) {
-        *self.pipe.write().unwrap_or_else(|p| p.into_inner()) = other.pipe();
+        *self.pipe.write().unwrap_or_else(std::sync::PoisonError::into_inner) = other.pipe();
     }
 
     /// Starts a command; see [`Request::Run`].
@@ -231,16 +231,16 @@ impl Session {
     }
 
     pub fn drain(&self, why: String) {
-        self.pipe().drain(why)
+        self.pipe().drain(why);
     }
 
     pub async fn cancel(&self, id: u64) {
-        self.pipe().cancel(id).await
+        self.pipe().cancel(id).await;
     }
 
     /// Asks the executor to exit; it kills whatever still runs.
     pub async fn shutdown(&self) {
-        self.pipe().shutdown().await
+        self.pipe().shutdown().await;
     }
 
     /// Why the link closed, once it has.
@@ -266,15 +266,15 @@ impl Pipe {
     async fn start(&self, make: impl FnOnce(u64) -> Request) -> Result<(u64, mpsc::UnboundedReceiver<Reply>), String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, tx);
         // A link already lost has no dispatcher left to end this route: the request would
         // wait forever. (The dispatcher marks the link lost before it drops the routes.)
         if let Some(lost) = self.lost() {
-            self.routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
             return Err(lost);
         }
         if let Err(e) = self.send(&make(id)).await {
-            self.routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
             return Err(self.lost().unwrap_or(format!("cannot send the request: {e}")));
         }
         Ok((id, rx))
@@ -352,11 +352,11 @@ impl Pipe {
     }
 
     fn drained(&self) -> Option<String> {
-        self.drained.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.drained.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn drain(&self, why: String) {
-        self.drained.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why);
+        self.drained.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(why);
     }
 
     async fn cancel(&self, id: u64) {
@@ -369,7 +369,7 @@ impl Pipe {
     }
 
     fn lost(&self) -> Option<String> {
-        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
@@ -392,7 +392,7 @@ async fn dispatch(
                         Reply::Drain { from } => {
                             drained
                                 .lock()
-                                .unwrap_or_else(|p| p.into_inner())
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
                                 .get_or_insert(format!("omitted: queue sentinel from {from}"));
                             continue;
                         }
@@ -401,7 +401,7 @@ async fn dispatch(
                         }
                         Reply::Hello { .. } => continue,
                     };
-                    let mut map = routes.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut map = routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     if let Some(tx) = map.get(&id) {
                         let _ = tx.send(reply);
                     }
@@ -431,6 +431,6 @@ async fn dispatch(
             }
         }
     };
-    *lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
-    routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    *lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+    routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
 }

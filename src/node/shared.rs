@@ -99,12 +99,12 @@ impl NodeState {
     }
 }
 
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Waits until `ready` holds, re-checking whenever `notify` fires.
-pub async fn until<T>(notify: &Notify, mut ready: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn until<T>(notify: &Notify, mut ready: impl FnMut() -> Option<T>) -> T {
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);

@@ -8,7 +8,7 @@
 //! Ansible's `serial` does. Sizes and thresholds are a count or a percentage of the run's
 //! nodes, rounded up and at least 1 ([`Portion`]).
 
-pub use crate::catalog::portion::Portion;
+pub(crate) use crate::catalog::portion::Portion;
 
 /// How a run takes its nodes in batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

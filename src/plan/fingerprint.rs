@@ -24,19 +24,20 @@ use serde_json::{json, Value};
 use sha3::{Digest, Sha3_224};
 
 /// A job's fingerprint on a node, with the body it was hashed from (for [`Fingerprint::parts`]).
-pub struct Fingerprint {
+pub(crate) struct Fingerprint {
     pub hash: String,
     body: Value,
 }
 
 /// The fingerprint of `job` as rendered on a node.
-pub fn of(job: &Job, r: &Rendered) -> Fingerprint {
+pub(crate) fn of(job: &Job, r: &Rendered) -> Fingerprint {
     let body = body(job, r);
     Fingerprint { hash: hash(&canonical(&body)), body }
 }
 
 /// The fingerprint's hash alone.
-pub fn compute(job: &Job, r: &Rendered) -> String {
+#[cfg(test)]
+pub(crate) fn compute(job: &Job, r: &Rendered) -> String {
     of(job, r).hash
 }
 
@@ -44,7 +45,7 @@ impl Fingerprint {
     /// What a job's record keeps to explain a changed fingerprint: [`short`] of each field of
     /// the body (each file of `files` on its own, as `file:DEST`), and of each variable the
     /// templates use (`r.uses`, as `arg:NAME`).
-    pub fn parts(&self, r: &Rendered) -> std::collections::BTreeMap<String, String> {
+    pub(crate) fn parts(&self, r: &Rendered) -> std::collections::BTreeMap<String, String> {
         let mut parts = std::collections::BTreeMap::new();
         if let Value::Object(fields) = &self.body {
             for (k, v) in fields {
@@ -71,17 +72,17 @@ impl Fingerprint {
 /// Which job this is, whatever it renders to: its verb, how it is shown (its name, or its
 /// arguments as written) and who it runs as. A job whose fingerprint is new but whose slot
 /// has a record is a job that ran before with other inputs.
-pub fn slot(job: &Job, run_as: Option<&str>) -> String {
+pub(crate) fn slot(job: &Job, run_as: Option<&str>) -> String {
     short(&json!([job.verb, job.full_name(), run_as]))
 }
 
 /// 16 hex digits of the sha3-224 of a value's canonical text: enough to tell values apart.
-pub fn short(value: &Value) -> String {
+pub(crate) fn short(value: &Value) -> String {
     crate::verb::source::hex(&Sha3_224::digest(canonical(value).as_bytes())[..8])
 }
 
 /// The fingerprint's body: the object whose canonical text is hashed (see the module docs).
-fn body(job: &Job, r: &Rendered) -> Value {
+pub(crate) fn body(job: &Job, r: &Rendered) -> Value {
     let mut body = json!({
         "v": 1,
         "verb": job.verb,
@@ -99,7 +100,7 @@ fn body(job: &Job, r: &Rendered) -> Value {
 }
 
 /// The canonical text of a JSON value (see the module docs).
-pub fn canonical(value: &Value) -> String {
+pub(crate) fn canonical(value: &Value) -> String {
     let mut out = Vec::new();
     write(value, &mut out);
     String::from_utf8(out).expect("serde_json writes UTF-8")
@@ -136,7 +137,7 @@ fn write(value: &Value, out: &mut Vec<u8>) {
 }
 
 /// sha3-224 of `text`, lower-case hex.
-pub fn hash(text: &str) -> String {
+pub(crate) fn hash(text: &str) -> String {
     crate::verb::source::hex(&Sha3_224::digest(text.as_bytes()))
 }
 

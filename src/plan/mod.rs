@@ -7,18 +7,20 @@
 //! here: it covers the command as rendered on each node, so the engine computes it with
 //! [`fingerprint`] just before the job would run.
 
-pub mod batch;
-pub mod bootstrap;
-pub mod fingerprint;
-pub mod orchestration;
-pub mod select;
+pub(crate) mod batch;
+pub(crate) mod bootstrap;
+#[cfg(test)]
+mod cases;
+pub(crate) mod fingerprint;
+pub(crate) mod orchestration;
+pub(crate) mod select;
 
 use crate::catalog::yaml::{child, Document, Seg};
 use crate::catalog::{Account, Catalog, Node};
 use crate::error::Error;
 use crate::plan::orchestration::{BecomeSpec, JobSpec, Orchestration, TargetRef};
 use crate::verb;
-pub use crate::verb::{Work, DEFAULT_TIMEOUT};
+pub(crate) use crate::verb::{Work, DEFAULT_TIMEOUT};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -487,7 +489,7 @@ fn check_templates(work: &Work) -> Result<(), String> {
 }
 
 /// The value at `path` in `doc` (null when there is none).
-pub fn value_at<'a>(doc: &'a Document, path: &[Seg]) -> &'a serde_json::Value {
+pub(crate) fn value_at<'a>(doc: &'a Document, path: &[Seg]) -> &'a serde_json::Value {
     let mut node = &doc.root;
     for seg in path {
         node = match seg {
@@ -521,7 +523,10 @@ mod tests {
         Plan::build(
             &catalog(),
             &[o],
-            &Selection { restrict: restrict.iter().map(|s| s.to_string()).collect(), ..Selection::default() },
+            &Selection {
+                restrict: restrict.iter().map(std::string::ToString::to_string).collect(),
+                ..Selection::default()
+            },
         )
     }
 
@@ -605,7 +610,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus/orchestrations");
         let mut names: Vec<String> = ["df.next-c0.localdomain", "df.next-c1.localdomain", "df.next-c2.localdomain"]
             .iter()
-            .map(|s| s.to_string())
+            .map(std::string::ToString::to_string)
             .collect();
         names.extend((1..=3).map(|i| format!("df.next-c{i}.localdomain-client-1")));
         let nodes: String = names.iter().map(|n| format!("  - {{name: {n}, host: {n}}}\n")).collect();

@@ -19,10 +19,11 @@ use serde_json::{Map, Value};
 use std::path::Path;
 
 /// The keys of an entry.
-pub const ENTRY_KEYS: &[&str] = &["name", "targets", "assign", "async", "become", "become_user", "serial", "jobs"];
+pub(crate) const ENTRY_KEYS: &[&str] =
+    &["name", "targets", "assign", "async", "become", "become_user", "serial", "jobs"];
 
 /// The keys a job has beside its one verb.
-pub const JOB_KEYS: &[&str] = &["name", "vars", "assign", "become", "become_user"];
+pub(crate) const JOB_KEYS: &[&str] = &["name", "vars", "assign", "become", "become_user"];
 
 #[derive(Debug, Clone)]
 pub struct Orchestration {

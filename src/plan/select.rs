@@ -14,7 +14,7 @@ use crate::catalog::Catalog;
 use crate::error::Error;
 
 /// Which catalog nodes `patterns` (given with `flag`) select.
-pub fn select(catalog: &Catalog, patterns: &[String], flag: &str) -> Result<Vec<bool>, Error> {
+pub(crate) fn select(catalog: &Catalog, patterns: &[String], flag: &str) -> Result<Vec<bool>, Error> {
     let terms: Vec<&str> = patterns.iter().flat_map(|p| split(p)).map(str::trim).filter(|t| !t.is_empty()).collect();
     if terms.is_empty() {
         return Ok(vec![true; catalog.nodes.len()]);
@@ -110,7 +110,7 @@ fn matches(catalog: &Catalog, term: &str) -> Result<Vec<bool>, String> {
 
 /// A folded range (`web[1-3,7]`, `db[01-04].example`) as the names it stands for; `None`
 /// when the brackets hold something else (a glob's character class). At most 100,000 names.
-pub fn expand(term: &str) -> Option<Vec<String>> {
+pub(crate) fn expand(term: &str) -> Option<Vec<String>> {
     let open = term.find('[')?;
     let close = open + term[open..].find(']')?;
     let (prefix, inner, suffix) = (&term[..open], &term[open + 1..close], &term[close + 1..]);
@@ -147,7 +147,7 @@ mod tests {
 
     fn names(patterns: &[&str]) -> Result<Vec<String>, String> {
         let c = catalog();
-        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        let patterns: Vec<String> = patterns.iter().map(std::string::ToString::to_string).collect();
         select(&c, &patterns, "--restrict")
             .map(|mask| c.nodes.iter().zip(mask).filter(|(_, m)| *m).map(|(n, _)| n.name.clone()).collect())
             .map_err(|e| e.to_string())

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 /// Keys offered at most: one fewer than sshd's default MaxAuthTries (6), at which sshd drops
 /// the connection with "too many authentication failures".
-pub const MAX_OFFERS: usize = 5;
+pub(crate) const MAX_OFFERS: usize = 5;
 
 /// OpenSSH's default identity files, in its order (`readconf.c`).
 const DEFAULT_IDENTITIES: &[&str] = &["~/.ssh/id_rsa", "~/.ssh/id_ecdsa", "~/.ssh/id_ed25519"];
@@ -52,7 +52,7 @@ impl Identity {
 
 /// Keys and certificates for authentication, loaded and checked before any node is contacted.
 #[derive(Default)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     by_path: HashMap<PathBuf, Identity>,
     /// The default identity files that exist and could be loaded.
     defaults: Vec<(PathBuf, Identity)>,
@@ -63,7 +63,7 @@ pub struct Credentials {
 impl Credentials {
     /// Loads every identity file and certificate the SSH nodes (and their jump hosts) name;
     /// an unreadable identity file is an input error located where it was written.
-    pub fn load(catalog: &Catalog, nodes: &[Node]) -> Result<Self, Error> {
+    pub(crate) fn load(catalog: &Catalog, nodes: &[Node]) -> Result<Self, Error> {
         let mut creds = Credentials::default();
         let mut agents: HashMap<Option<PathBuf>, Vec<PublicKey>> = HashMap::new();
         let ssh_nodes = nodes.iter().filter(|n| n.transport == TransportKind::Ssh);
@@ -300,7 +300,7 @@ impl Offer {
 
 /// Authenticates as `node.user` on `handle`, offering keys in OpenSSH's order (see the
 /// module); the error names everything offered.
-pub async fn authenticate<H: client::Handler>(
+pub(crate) async fn authenticate<H: client::Handler>(
     handle: &mut client::Handle<H>,
     node: &Node,
     creds: &Credentials,

@@ -17,7 +17,7 @@ use crate::shell::quote as sh_quote;
 use tokio::io::AsyncWriteExt;
 
 /// The line the wrapped script prints once it runs as the become user.
-pub const READY_MARKER: &str = "director-become-ok";
+pub(crate) const READY_MARKER: &str = "director-become-ok";
 /// sudo's prompt (`-p`), so that a prompt is told from anything else sudo says.
 const SUDO_PROMPT: &str = "[director-become-password]";
 /// The shell's exit status for a command it cannot find.
@@ -25,7 +25,7 @@ const NOT_FOUND: u32 = 127;
 
 /// `script` as the account runs it: unchanged for the login user; otherwise under the
 /// become method, announcing [`READY_MARKER`] first. `password`: whether one will be given.
-pub fn wrap(script: &str, account: &Account, password: bool) -> String {
+pub(crate) fn wrap(script: &str, account: &Account, password: bool) -> String {
     let Account::Become { user, method } = account else { return script.to_string() };
     // su keeps the caller's environment: the become user's cache is under its own home.
     let inner = format!(r#"echo {READY_MARKER}; unset XDG_CACHE_HOME; cd "$HOME" 2>/dev/null || cd /; {script}"#);
@@ -43,7 +43,7 @@ pub fn wrap(script: &str, account: &Account, password: bool) -> String {
 /// Follows the become method on `link` (a wrapped script just started) until the script
 /// runs as the account: answers its password prompt once, or returns its refusal as the
 /// node's error. The bytes after the marker stay in `link.pending`.
-pub async fn dialogue(link: &mut Link, account: &Account, password: Option<&Password>) -> Result<(), String> {
+pub(crate) async fn dialogue(link: &mut Link, account: &Account, password: Option<&Password>) -> Result<(), String> {
     let Account::Become { user, method } = account else { return Ok(()) };
     let mut stderr = Vec::new();
     let mut answered = false;

@@ -55,8 +55,12 @@ impl Parsed {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
             Err(e) => return Err(cannot(e)),
         };
-        let known =
-            PARSED.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashMap::new).get(file).cloned();
+        let known = PARSED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_with(HashMap::new)
+            .get(file)
+            .cloned();
         let parsed = match known.filter(|p| p.stamp == stamp) {
             Some(p) => p,
             None => {
@@ -67,12 +71,12 @@ impl Parsed {
                 };
                 let lines = text.lines().enumerate().filter_map(|(n, line)| Entry::split(line, n + 1)).collect();
                 let parsed = Arc::new(Parsed { stamp, lines, matches: Mutex::default() });
-                let mut all = PARSED.lock().unwrap_or_else(|p| p.into_inner());
+                let mut all = PARSED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 all.get_or_insert_with(HashMap::new).insert(file.to_path_buf(), parsed.clone());
                 parsed
             }
         };
-        let mut matches = parsed.matches.lock().unwrap_or_else(|p| p.into_inner());
+        let mut matches = parsed.matches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(found) = matches.get(host) {
             return Ok(found.clone());
         }
@@ -96,7 +100,7 @@ const GLOBAL_FILES: [&str; 2] = ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known
 
 /// The known_hosts files a run reads.
 #[derive(Debug, Clone)]
-pub struct KnownHosts {
+pub(crate) struct KnownHosts {
     /// The user's files; new keys go to the first.
     pub user: Vec<PathBuf>,
     pub global: Vec<PathBuf>,
@@ -106,7 +110,7 @@ pub struct KnownHosts {
 
 impl KnownHosts {
     /// `explicit` (from `--known-hosts`) alone, or OpenSSH's defaults; the global files always.
-    pub fn new(explicit: Option<PathBuf>) -> Self {
+    pub(crate) fn new(explicit: Option<PathBuf>) -> Self {
         let given = explicit.is_some();
         let user = match explicit {
             Some(p) => vec![p],
@@ -117,7 +121,7 @@ impl KnownHosts {
 
     /// The files for a node whose ssh_config names its own (`UserKnownHostsFile`,
     /// `GlobalKnownHostsFile`; empty lists: not named); an explicit `--known-hosts` wins.
-    pub fn for_node(self: &std::sync::Arc<Self>, user: &[PathBuf], global: &[PathBuf]) -> std::sync::Arc<Self> {
+    pub(crate) fn for_node(self: &std::sync::Arc<Self>, user: &[PathBuf], global: &[PathBuf]) -> std::sync::Arc<Self> {
         if self.explicit || (user.is_empty() && global.is_empty()) {
             return self.clone();
         }
@@ -129,7 +133,7 @@ impl KnownHosts {
     }
 
     /// Where new keys are written.
-    pub fn writable(&self) -> &Path {
+    pub(crate) fn writable(&self) -> &Path {
         &self.user[0]
     }
 
@@ -148,13 +152,13 @@ impl KnownHosts {
 
     /// Whether a `@cert-authority` line covers `host`: then the handshake asks for a host
     /// certificate first, as OpenSSH does.
-    pub fn has_authority(&self, host: &str, port: u16) -> bool {
+    pub(crate) fn has_authority(&self, host: &str, port: u16) -> bool {
         self.entries(&host_pattern(host, port)).unwrap_or_default().iter().any(|e| e.marker == Marker::CertAuthority)
     }
 
     /// The key algorithms known for `host`, so the handshake can prefer them as OpenSSH does
     /// (a host known by its RSA key is asked for that key, not a newer ed25519 one).
-    pub fn known_algorithms(&self, host: &str, port: u16) -> Vec<Algorithm> {
+    pub(crate) fn known_algorithms(&self, host: &str, port: u16) -> Vec<Algorithm> {
         let mut algs: Vec<Algorithm> = Vec::new();
         for e in self.entries(&host_pattern(host, port)).unwrap_or_default() {
             if e.marker == Marker::None && !algs.contains(&e.key.algorithm()) {
@@ -166,13 +170,13 @@ impl KnownHosts {
 }
 
 /// The default known_hosts file: `~/.ssh/known_hosts`.
-pub fn default_path() -> PathBuf {
+pub(crate) fn default_path() -> PathBuf {
     crate::paths::expand_home("~/.ssh/known_hosts")
 }
 
 /// Checks, before any node is contacted, that `path` can serve as a known_hosts file: absent
 /// (it will be created), or a regular file of text.
-pub fn check_file(path: &Path) -> Result<(), crate::error::Error> {
+pub(crate) fn check_file(path: &Path) -> Result<(), crate::error::Error> {
     let refuse = |why: &str| {
         crate::error::Error::input(format!("--known-hosts {}: {why}", path.display()))
             .hint("name an OpenSSH known_hosts file (it is created if it does not exist)")
@@ -193,7 +197,7 @@ pub fn check_file(path: &Path) -> Result<(), crate::error::Error> {
 }
 
 /// How a host is written in known_hosts: `name`, or `[name]:port` off port 22.
-pub fn host_pattern(host: &str, port: u16) -> String {
+pub(crate) fn host_pattern(host: &str, port: u16) -> String {
     if port == 22 {
         host.to_string()
     } else {
@@ -269,14 +273,14 @@ fn hashed_matches(hashed: &str, host: &str) -> bool {
 }
 
 /// A host name hashed as `ssh-keygen -H` and `HashKnownHosts yes` write it.
-pub fn hash_host(host: &str, salt: &[u8; 20]) -> String {
+pub(crate) fn hash_host(host: &str, salt: &[u8; 20]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
     format!("|1|{}|{}", b64.encode(salt), b64.encode(hmac_sha1(salt, host)))
 }
 
 #[derive(Debug, Clone)]
-pub struct HostKeyCheck {
+pub(crate) struct HostKeyCheck {
     pub node: String,
     pub host: String,
     pub port: u16,
@@ -288,7 +292,7 @@ pub struct HostKeyCheck {
 
 impl HostKeyCheck {
     /// `Ok(())` when the key may be used; otherwise the reason, for the node's event.
-    pub fn check(&self, key: &PublicKey) -> Result<(), String> {
+    pub(crate) fn check(&self, key: &PublicKey) -> Result<(), String> {
         if self.policy == HostKeyPolicy::Off {
             return Ok(());
         }
@@ -333,7 +337,7 @@ impl HostKeyCheck {
         }
         // One writer at a time: the tasks of this run (a mutex), and other processes (an
         // exclusive lock on the file itself, as long as the line is being written).
-        let _guard = WRITE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = WRITE_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let path = self.files.writable();
         let failed =
             |e: std::io::Error| format!("cannot record the host key of node {} in {}: {e}", self.node, path.display());
@@ -366,7 +370,7 @@ impl HostKeyCheck {
     /// period hold now, and its principals name the host (or there are none). A revoked CA or
     /// key is refused. Any other certificate is judged as its plain key, like OpenSSH's
     /// fallback.
-    pub fn check_certificate(&self, cert: &russh::keys::Certificate) -> Result<(), String> {
+    pub(crate) fn check_certificate(&self, cert: &russh::keys::Certificate) -> Result<(), String> {
         if self.policy == HostKeyPolicy::Off {
             return Ok(());
         }

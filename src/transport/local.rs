@@ -12,7 +12,7 @@ use std::process::Stdio;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-pub struct LocalConnection;
+pub(crate) struct LocalConnection;
 
 /// Local nodes of one run share one install: it is written once, under this lock, and each
 /// attempt gets a temp file of its own.
@@ -29,7 +29,7 @@ fn install_dir() -> PathBuf {
 impl LocalConnection {
     /// Writes the executor into place (temp file, then rename) unless it is there already.
     fn install(force: bool) -> Result<Option<(PathBuf, u64)>, String> {
-        let _one_at_a_time = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let exe = executor::native()?;
         let dir = install_dir();
         let path = dir.join(format!("director-exec-{}", exe.sha3));
@@ -46,7 +46,7 @@ impl LocalConnection {
         Ok(Some((path, exe.binary.len() as u64)))
     }
 
-    pub async fn start_executor(
+    pub(crate) async fn start_executor(
         &self,
         force_install: bool,
         report: &mut (dyn FnMut(Progress) + Send),
@@ -79,7 +79,7 @@ impl LocalConnection {
 
 /// Runs `command` with `/bin/sh -c`: a link to whatever it starts (the shell path of
 /// become, which runs the probe and install scripts as on a remote node).
-pub fn exec_shell(command: String) -> Result<Link, String> {
+pub(crate) fn exec_shell(command: String) -> Result<Link, String> {
     let child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(command)

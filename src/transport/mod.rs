@@ -7,14 +7,14 @@
 //! link is the engine's business (see `director-proto`); this module never decodes a frame,
 //! and it never prints: failures come back as text the engine turns into events.
 
-pub mod auth;
-pub mod escalate;
+pub(crate) mod auth;
+pub(crate) mod escalate;
 pub mod executor;
-pub mod known_hosts;
-pub mod local;
-pub mod open_files;
-pub mod pattern;
-pub mod ssh;
+pub(crate) mod known_hosts;
+pub(crate) mod local;
+pub(crate) mod open_files;
+pub(crate) mod pattern;
+pub(crate) mod ssh;
 pub mod ssh_config;
 
 use crate::catalog::Account;
@@ -46,13 +46,12 @@ pub struct Link {
 
 /// Progress a transport reports while connecting, for the engine to turn into events.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Progress {
-    Connected { ms: u64 },
+pub(crate) enum Progress {
     Uploaded { bytes: u64, sha3: String },
 }
 
 /// An open connection to one node, able to start executors on it.
-pub enum Connection {
+pub(crate) enum Connection {
     Ssh(ssh::SshConnection),
     Local(local::LocalConnection),
 }
@@ -61,7 +60,7 @@ impl Connection {
     /// Starts the executor as `account` (installing it first if the node lacks it) and
     /// returns the link. With `force_install` the executor is installed again even if
     /// present. `node` names the node in messages; `password` answers a become prompt.
-    pub async fn start_executor(
+    pub(crate) async fn start_executor(
         &self,
         node: &str,
         account: &Account,
@@ -75,9 +74,9 @@ impl Connection {
         }
     }
 
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         if let Connection::Ssh(c) = self {
-            c.close().await
+            c.close().await;
         }
     }
 
@@ -155,7 +154,7 @@ impl Connection {
         report: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Link, String> {
         let mut uploaded = |exe: &executor::Executor| {
-            report(Progress::Uploaded { bytes: exe.binary.len() as u64, sha3: exe.sha3.to_string() })
+            report(Progress::Uploaded { bytes: exe.binary.len() as u64, sha3: exe.sha3.to_string() });
         };
         let who = account.user().unwrap_or("the login user");
         if force_install {

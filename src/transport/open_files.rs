@@ -14,7 +14,7 @@ const PER_NODE: u64 = 3;
 
 /// Raises the soft limit to the hard one when `nodes` need more than it allows; refuses a
 /// selection the hard limit cannot serve.
-pub fn ensure(nodes: usize) -> Result<(), Error> {
+pub(crate) fn ensure(nodes: usize) -> Result<(), Error> {
     let need = BASE + PER_NODE * nodes as u64;
     // SAFETY: getrlimit writes into a local struct.
     let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };

@@ -2,7 +2,7 @@
 //! and comma lists where a `!` pattern that matches rules the whole list out.
 
 /// `*` and `?` globbing, as OpenSSH's `match_pattern` (case-sensitive).
-pub fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     fn go(pattern: &[u8], text: &[u8]) -> bool {
         match (pattern.first(), text.first()) {
             (None, None) => true,
@@ -17,7 +17,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 
 /// A comma list of patterns, as OpenSSH's `match_pattern_list` without regard to case: true
 /// when a pattern matches, false when none does or a negated (`!`) one does.
-pub fn list(patterns: &str, text: &str) -> bool {
+pub(crate) fn list(patterns: &str, text: &str) -> bool {
     let text = text.to_ascii_lowercase();
     let mut matched = false;
     for pattern in patterns.split(',') {

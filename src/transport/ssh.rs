@@ -9,7 +9,7 @@
 //! channel is opened per job.
 
 use super::auth::describe;
-pub use super::auth::Credentials;
+pub(crate) use super::auth::Credentials;
 use super::known_hosts::HostKeyCheck;
 use super::{Incoming, Link};
 use crate::catalog::{HostKeyPolicy, Node};
@@ -22,30 +22,30 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 
 /// Handshakes in flight towards one address (sshd's MaxStartups starts dropping at 10).
-pub const PER_ADDRESS_HANDSHAKES: usize = 8;
+pub(crate) const PER_ADDRESS_HANDSHAKES: usize = 8;
 /// Idle time after which a keepalive is sent.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// Attempts for a handshake that sshd dropped (reset, early EOF).
 const HANDSHAKE_ATTEMPTS: u32 = 4;
 
 /// Limits on handshakes in flight: overall, and per address.
-pub struct Gates {
+pub(crate) struct Gates {
     overall: Semaphore,
     per_address: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl Gates {
-    pub fn new(overall: usize) -> Self {
+    pub(crate) fn new(overall: usize) -> Self {
         Gates { overall: Semaphore::new(overall.max(1)), per_address: Mutex::new(HashMap::new()) }
     }
 
     fn address(&self, address: &str) -> Arc<Semaphore> {
-        let mut map = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.per_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry(address.to_string()).or_insert_with(|| Arc::new(Semaphore::new(PER_ADDRESS_HANDSHAKES))).clone()
     }
 }
 
-pub struct SshSettings {
+pub(crate) struct SshSettings {
     pub connect_timeout: Duration,
     /// `--connect-timeout` was given: it beats ssh_config's ConnectTimeout.
     pub connect_timeout_given: bool,
@@ -62,7 +62,7 @@ pub struct SshSettings {
 
 /// The jump-host sessions of a run, by route (each opened once, on first use).
 #[derive(Default)]
-pub struct Bastions(Mutex<HashMap<String, Arc<BastionCell>>>);
+pub(crate) struct Bastions(Mutex<HashMap<String, Arc<BastionCell>>>);
 
 /// One jump-host session: opened once by the first node that needs it, or why it could not be.
 type BastionCell = tokio::sync::OnceCell<Result<Arc<client::Handle<Client>>, String>>;
@@ -100,14 +100,14 @@ impl client::Handler for Client {
         match verdict {
             Ok(()) => Ok(true),
             Err(reason) => {
-                *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                *self.refusal.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
                 Ok(false)
             }
         }
     }
 }
 
-pub struct SshConnection {
+pub(crate) struct SshConnection {
     handle: client::Handle<Client>,
     /// The ProxyCommand the session goes through: killed when the connection goes.
     proxy: Option<Box<tokio::process::Child>>,
@@ -138,9 +138,11 @@ fn algorithm_list(spec: &str, defaults: &[String], supported: &[String]) -> (Vec
     let wanted: Vec<&str> = names.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
     let unknown: Vec<String> = match mode {
         '-' => Vec::new(),
-        _ => wanted.iter().filter(|n| !supported.iter().any(|s| s == *n)).map(|n| n.to_string()).collect(),
+        _ => {
+            wanted.iter().filter(|n| !supported.iter().any(|s| s == *n)).map(std::string::ToString::to_string).collect()
+        }
     };
-    let known = wanted.iter().filter(|n| supported.iter().any(|s| s == *n)).map(|n| n.to_string());
+    let known = wanted.iter().filter(|n| supported.iter().any(|s| s == *n)).map(std::string::ToString::to_string);
     let list: Vec<String> = match mode {
         '+' => defaults.iter().cloned().chain(known.filter(|n| !defaults.contains(n))).collect(),
         '^' => {
@@ -156,7 +158,7 @@ fn algorithm_list(spec: &str, defaults: &[String], supported: &[String]) -> (Vec
 /// russh's algorithms for a node as ssh_config's KexAlgorithms, Ciphers, MACs and
 /// HostKeyAlgorithms say, and the names asked for that director's SSH does not have. A
 /// list that leaves nothing is an error.
-pub fn preferred(options: &crate::catalog::SshOptions) -> Result<(russh::Preferred, Vec<String>), String> {
+pub(crate) fn preferred(options: &crate::catalog::SshOptions) -> Result<(russh::Preferred, Vec<String>), String> {
     let mut preferred = russh::Preferred::default();
     let mut unknown = Vec::new();
     let mut pick = |what: &str, spec: &Option<String>, defaults: Vec<String>, supported: Vec<String>| {
@@ -344,7 +346,7 @@ async fn handshake(
             Err(_) => return Err(format!("connection to {address} timed out after {} s", timeout.as_secs())),
             Ok(Ok(handle)) => return Ok((handle, proxy)),
             Ok(Err(e)) => {
-                if let Some(reason) = refusal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                if let Some(reason) = refusal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
                     return Err(reason);
                 }
                 if transient(&e) && attempt < HANDSHAKE_ATTEMPTS {
@@ -374,7 +376,7 @@ async fn bastion(
     for hop in &node.jumps {
         key.push_str(&format!("{}@{}:{}>", hop.user, hop.host, hop.port));
         let cell = {
-            let mut map = settings.bastions.0.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = settings.bastions.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             map.entry(key.clone()).or_default().clone()
         };
         let before = via.clone();
@@ -417,7 +419,7 @@ async fn bastion(
 
 /// Connects and authenticates, directly or through the node's jump hosts; every failure is
 /// text for the node's event.
-pub async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnection, u64), String> {
+pub(crate) async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshConnection, u64), String> {
     let _overall = settings.gates.overall.acquire().await.map_err(|e| e.to_string())?;
     let address = format!("{}:{}", node.host, node.port);
     let gate = settings.gates.address(&address);
@@ -498,7 +500,7 @@ impl SshConnection {
     }
 
     /// Ends the session; a ProxyCommand it went through is killed and waited for.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
         if let Some(mut proxy) = self.proxy {
             let _ = proxy.kill().await;

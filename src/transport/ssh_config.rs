@@ -107,7 +107,7 @@ impl SshConfig {
                     ));
                     return;
                 }
-                self.read_file(p, true, pass, &mut true, 0)
+                self.read_file(p, true, pass, &mut true, 0);
             }
             None => {
                 self.read_file(&self.home.join(".ssh/config"), true, pass, &mut true, 0);
@@ -634,7 +634,7 @@ fn split_line(line: &str) -> Option<(String, Vec<String>)> {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
             (Some(_), '\\') if matches!(chars.peek(), Some('"' | '\'' | '\\')) => {
-                current.get_or_insert_with(String::new).push(chars.next().unwrap_or('\\'))
+                current.get_or_insert_with(String::new).push(chars.next().unwrap_or('\\'));
             }
             (Some(_), c) => current.get_or_insert_with(String::new).push(c),
             (None, '"' | '\'') => {

@@ -39,7 +39,8 @@ impl Syntax for ContainerConfigData {
         }
         let overrides = match given.one("--config-overrides") {
             None => Map::new(),
-            Some(text) => match crate::catalog::literal::parse(&text) {
+            // JSON, as the hint says, or a Python literal as Directord's YAML often held.
+            Some(text) => match serde_json::from_str(&text).unwrap_or_else(|_| crate::catalog::literal::parse(&text)) {
                 Value::Object(map) => map,
                 _ => {
                     return Err(err(format!("`--config-overrides {text}` is not a mapping"))

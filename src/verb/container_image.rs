@@ -65,7 +65,7 @@ impl Syntax for ContainerImage {
             return Err(err("CONTAINER_IMAGE needs exactly one of --pull, --push, --tag, --list, --inspect")
                 .hint(given.usage_hint()));
         };
-        let images: Vec<String> = given.words().iter().map(|w| w.to_string()).collect();
+        let images: Vec<String> = given.words().iter().map(std::string::ToString::to_string).collect();
         match (action, images.len()) {
             (Action::List, 0) | (Action::Pull | Action::Push | Action::Inspect, 1..) | (Action::Tag, 2) => {}
             (Action::List, _) => return Err(err("CONTAINER_IMAGE --list takes no image").hint(given.usage_hint())),

@@ -10,23 +10,23 @@ use director_proto::{Attrs, Done};
 use serde_json::{json, Value};
 
 /// `path changed (mode …, owner …)` when what is there is not as `attrs` asks.
-pub fn attrs_drift(path: &str, stat: &director_proto::FileStat, attrs: &Attrs) -> Option<String> {
+pub(crate) fn attrs_drift(path: &str, stat: &director_proto::FileStat, attrs: &Attrs) -> Option<String> {
     let changes = diff::attr_changes(Some(stat), attrs);
     (!changes.is_empty()).then(|| format!("{path} changed ({})", changes.join(", ")))
 }
 
 /// The fingerprint's `files`: each destination with its content hash.
-pub fn files_field(r: &Rendered) -> Value {
+pub(crate) fn files_field(r: &Rendered) -> Value {
     Value::Array(r.files.iter().map(|(dest, sha3)| json!({"dest": dest, "sha3": sha3})).collect())
 }
 
 /// Each file sent, a line each, as the job's info.
-pub fn files_info(r: &Rendered) -> String {
+pub(crate) fn files_info(r: &Rendered) -> String {
     r.files.iter().map(|(dest, sha3)| format!("{dest} (sha3-224 {sha3})")).collect::<Vec<_>>().join("\n")
 }
 
 /// Sends each file (or copies it on the node if this run already sent the same content).
-pub async fn send(cx: &Cx<'_>, outgoing: Vec<Outgoing>, attrs: &Attrs) -> Finish {
+pub(crate) async fn send(cx: &Cx<'_>, outgoing: Vec<Outgoing>, attrs: &Attrs) -> Finish {
     let state = cx.state();
     let mut hashes = Vec::new();
     let mut files = Vec::new();

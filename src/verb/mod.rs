@@ -11,24 +11,24 @@
 //! argument string wherever it stands, `--opt=v` and `--opt v` both work, and `vars` override
 //! them.
 
-pub mod files;
-pub mod options;
-pub mod podman;
-pub mod source;
+pub(crate) mod files;
+pub(crate) mod options;
+pub(crate) mod podman;
+pub(crate) mod source;
 
 use crate::node::cache::JobRecord;
 use director_proto::Attrs;
 use options::Given;
-pub use options::{Arity, VerbError, DEFAULT_TIMEOUT, MAX_NUMBER};
+pub(crate) use options::{Arity, VerbError, DEFAULT_TIMEOUT, MAX_NUMBER};
 use serde_json::{Map, Value};
-pub use source::{Source, SourceRoots};
+pub(crate) use source::SourceRoots;
 use std::future::Future;
 
-pub use crate::node::{Cancel, Cx, Finish, JobRef};
+pub(crate) use crate::node::{Cancel, Cx, Finish, JobRef};
 
 /// How a job of a verb is written in an orchestration: its usage and options, and how its
 /// argument string becomes the verb's work.
-pub trait Syntax: Sized {
+pub(crate) trait Syntax: Sized {
     /// The usage `--exec-help` prints: a synopsis line, then what it does and its options.
     const USAGE: &'static str;
     /// The verb's own options (the common ones are [`options::COMMON`]).
@@ -48,7 +48,7 @@ pub trait Syntax: Sized {
 /// What a verb's job is and does. Only [`Verb::spelled`] and [`Verb::perform`] have no
 /// default: a verb that renders nothing, fingerprints only the common fields, and whose cache
 /// hits are trusted writes just those.
-pub trait Verb {
+pub(crate) trait Verb {
     /// Its arguments on one line as a person wrote them, for the job's label.
     fn spelled(&self) -> String;
 
@@ -262,8 +262,8 @@ macro_rules! verbs {
         orchestration { $($module:ident :: $ty:ident => [$($name:literal),+],)* }
         bootstrap { $($bmodule:ident :: $bty:ident,)* }
     ) => {
-        $(pub mod $module;)*
-        $(pub mod $bmodule;)*
+        $(pub(crate) mod $module;)*
+        $(pub(crate) mod $bmodule;)*
 
         /// What a job does on a node: one verb's work.
         #[derive(Debug, Clone, PartialEq)]
@@ -273,7 +273,7 @@ macro_rules! verbs {
         }
 
         /// Every verb an orchestration can use, by name.
-        pub const VERBS: &[Spec] = &[
+        pub(crate) const VERBS: &[Spec] = &[
             $($(Spec {
                 name: $name,
                 usage: <$module::$ty as Syntax>::usage,
@@ -346,7 +346,7 @@ verbs! {
 }
 
 /// One verb of [`VERBS`].
-pub struct Spec {
+pub(crate) struct Spec {
     pub name: &'static str,
     usage: fn(&str) -> &'static str,
     options: &'static [(&'static str, Arity)],
@@ -356,28 +356,28 @@ pub struct Spec {
 
 impl Spec {
     /// The usage `--exec-help` prints, with the options every verb takes.
-    pub fn usage(&self) -> String {
+    pub(crate) fn usage(&self) -> String {
         format!("usage: {}\n\n{}", (self.usage)(self.name), options::COMMON_USAGE)
     }
 }
 
-pub fn spec(verb: &str) -> Option<&'static Spec> {
+pub(crate) fn spec(verb: &str) -> Option<&'static Spec> {
     VERBS.iter().find(|v| v.name == verb)
 }
 
 /// Whether director knows the verb (every verb of Directord, and APT and PKG).
-pub fn known(verb: &str) -> bool {
+pub(crate) fn known(verb: &str) -> bool {
     spec(verb).is_some()
 }
 
 /// Every verb's name, for did-you-mean and hints.
-pub fn known_names() -> impl Iterator<Item = &'static str> {
+pub(crate) fn known_names() -> impl Iterator<Item = &'static str> {
     VERBS.iter().map(|v| v.name)
 }
 
 /// A parsed job: its work and the options every verb has.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Parsed {
+pub(crate) struct Parsed {
     pub work: Work,
     pub timeout: std::time::Duration,
     pub run_once: bool,
@@ -387,7 +387,12 @@ pub struct Parsed {
 }
 
 /// Parses one job of `verb` from its argument string and `vars`.
-pub fn parse(verb: &str, args: &str, vars: &Map<String, Value>, roots: &SourceRoots) -> Result<Parsed, VerbError> {
+pub(crate) fn parse(
+    verb: &str,
+    args: &str,
+    vars: &Map<String, Value>,
+    roots: &SourceRoots,
+) -> Result<Parsed, VerbError> {
     let spec = spec(verb).ok_or_else(|| options::err(format!("unknown verb `{verb}`")))?;
     let given = Given::read(spec, args, vars, roots)?;
     let work = (spec.parse)(&given)?;

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 /// The largest number an option takes: seconds and counts beyond a year are mistakes, and
 /// bounding them keeps every duration computed from them exact.
-pub const MAX_NUMBER: u64 = 365 * 24 * 3600;
+pub(crate) const MAX_NUMBER: u64 = 365 * 24 * 3600;
 
 /// Directord's default job timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arity {
+pub(crate) enum Arity {
     Flag,
     One,
     /// Every following token up to the next `--option`.
@@ -30,7 +30,7 @@ pub enum Arity {
 use Arity::{Flag, Many, One};
 
 /// The options every verb takes.
-pub const COMMON: &[(&str, Arity)] = &[
+pub(crate) const COMMON: &[(&str, Arity)] = &[
     ("--exec-help", Flag),
     ("--skip-cache", Flag),
     ("--run-once", Flag),
@@ -41,14 +41,14 @@ pub const COMMON: &[(&str, Arity)] = &[
 ];
 
 /// How `--exec-help` describes [`COMMON`].
-pub const COMMON_USAGE: &str = "options every verb takes:\n  --skip-cache        run even if the node cache says it already succeeded\n  --run-once          run on the first target only\n  --timeout SECS      kill the work after SECS (default 600)\n  --stdout-arg NAME   store the job's stdout as the cached arg NAME\n  --stderr-arg NAME   store the job's stderr as the cached arg NAME\n  --force-lock        accepted for Directord compatibility\n  --exec-help         print this and exit\n";
+pub(crate) const COMMON_USAGE: &str = "options every verb takes:\n  --skip-cache        run even if the node cache says it already succeeded\n  --run-once          run on the first target only\n  --timeout SECS      kill the work after SECS (default 600)\n  --stdout-arg NAME   store the job's stdout as the cached arg NAME\n  --stderr-arg NAME   store the job's stderr as the cached arg NAME\n  --force-lock        accepted for Directord compatibility\n  --exec-help         print this and exit\n";
 
 /// The options of ADD, COPY and WORKDIR that set a file's owner and mode.
-pub const FILE_OPTS: &[(&str, Arity)] = &[("--chown", One), ("--chmod", One)];
+pub(crate) const FILE_OPTS: &[(&str, Arity)] = &[("--chown", One), ("--chmod", One)];
 
 /// A parse error; `var` names the `vars` key it is about, if any.
 #[derive(Debug, PartialEq)]
-pub struct VerbError {
+pub(crate) struct VerbError {
     pub message: String,
     pub hint: Option<String>,
     pub var: Option<String>,
@@ -56,22 +56,22 @@ pub struct VerbError {
     pub help: bool,
 }
 
-pub fn err(message: impl Into<String>) -> VerbError {
+pub(crate) fn err(message: impl Into<String>) -> VerbError {
     VerbError { message: message.into(), hint: None, var: None, help: false }
 }
 
 impl VerbError {
-    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
 }
 
 /// An option taken out of a job's arguments, with its values.
-pub type TakenOption = (String, Vec<String>);
+pub(crate) type TakenOption = (String, Vec<String>);
 
 /// A job's options and the rest of its arguments, as its verb's parser reads them.
-pub struct Given<'a> {
+pub(crate) struct Given<'a> {
     /// The verb as written (ADD or COPY, ARG or ENV).
     pub verb: &'a str,
     /// The arguments without the options, their own spacing kept.
@@ -113,31 +113,31 @@ impl<'a> Given<'a> {
     }
 
     /// The values of an option, if it was given.
-    pub fn get(&self, name: &str) -> Option<&[String]> {
+    pub(crate) fn get(&self, name: &str) -> Option<&[String]> {
         self.options.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
     }
 
-    pub fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
 
     /// The value of an option that takes one.
-    pub fn one(&self, name: &str) -> Option<String> {
+    pub(crate) fn one(&self, name: &str) -> Option<String> {
         self.get(name).and_then(|v| v.first()).cloned()
     }
 
     /// The values of an option that takes many (none when it was not given).
-    pub fn many(&self, name: &str) -> Vec<String> {
+    pub(crate) fn many(&self, name: &str) -> Vec<String> {
         self.get(name).map(<[String]>::to_vec).unwrap_or_default()
     }
 
     /// The values of every occurrence of an option, in order (`--hook a=1 --hook b=2`).
-    pub fn every(&self, name: &str) -> Vec<String> {
+    pub(crate) fn every(&self, name: &str) -> Vec<String> {
         self.options.iter().filter(|(n, _)| n == name).flat_map(|(_, v)| v.iter().cloned()).collect()
     }
 
     /// A whole number option, at most [`MAX_NUMBER`].
-    pub fn number(&self, name: &str) -> Result<Option<u64>, VerbError> {
+    pub(crate) fn number(&self, name: &str) -> Result<Option<u64>, VerbError> {
         let Some(v) = self.one(name) else { return Ok(None) };
         let n = v.parse::<u64>().map_err(|_| err(format!("option `{name}` needs a whole number, not `{v}`")))?;
         if n > MAX_NUMBER {
@@ -152,12 +152,12 @@ impl<'a> Given<'a> {
 
     /// `--retry N` of RUN, SERVICE and the package verbs: how many times to try in all, at
     /// least once (the default).
-    pub fn attempts(&self) -> Result<u32, VerbError> {
+    pub(crate) fn attempts(&self) -> Result<u32, VerbError> {
         Ok(self.number("--retry")?.unwrap_or(1).max(1) as u32)
     }
 
     /// `--chown` and `--chmod` ([`FILE_OPTS`]).
-    pub fn attrs(&self) -> Result<Attrs, VerbError> {
+    pub(crate) fn attrs(&self) -> Result<Attrs, VerbError> {
         let mut attrs = Attrs::default();
         if let Some(chown) = self.one("--chown") {
             let (user, group) = match chown.split_once(':') {
@@ -182,17 +182,17 @@ impl<'a> Given<'a> {
     }
 
     /// The rest of the arguments, split at whitespace.
-    pub fn words(&self) -> Vec<&str> {
+    pub(crate) fn words(&self) -> Vec<&str> {
         self.rest.split_whitespace().collect()
     }
 
     /// The usage's synopsis, as a hint.
-    pub fn usage_hint(&self) -> String {
+    pub(crate) fn usage_hint(&self) -> String {
         format!("usage: {}", self.usage.lines().next().unwrap_or(""))
     }
 
     /// An error unless `ok`: "VERB needs WHAT", with the synopsis as hint.
-    pub fn need(&self, ok: bool, what: &str) -> Result<(), VerbError> {
+    pub(crate) fn need(&self, ok: bool, what: &str) -> Result<(), VerbError> {
         if ok {
             Ok(())
         } else {
@@ -215,7 +215,7 @@ impl<'a> Given<'a> {
 
 /// Takes the known option tokens out of `args` and returns them with what is left, whose own
 /// spacing and newlines are kept. With `free_text`, unknown `--options` stay in the rest.
-pub fn split_options(
+pub(crate) fn split_options(
     args: &str,
     known: &[(&str, Arity)],
     free_text: bool,

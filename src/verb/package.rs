@@ -314,7 +314,7 @@ impl Verb for Package {
                     State::Latest => "installed at their newest version",
                     State::Absent => "absent",
                 }
-            ))
+            ));
         }
         finish
     }

@@ -31,7 +31,7 @@ use director_proto::{Attrs, Request};
 use serde_json::{json, Map, Value};
 
 /// Where `--play` files and `--systemd` service files go on the node.
-pub const POD_DIR: &str = "/var/lib/director/pods";
+pub(crate) const POD_DIR: &str = "/var/lib/director/pods";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pod {
@@ -455,7 +455,7 @@ impl Verb for Pod {
         }
         let (mut finish, checked) = cx.checked_command(job, check, &self.script(), env, &mut cancel).await;
         if checked == Checked::Held && !recorded {
-            finish.reason = Some(format!("the pod {} is not there: nothing to do", self.action.target()))
+            finish.reason = Some(format!("the pod {} is not there: nothing to do", self.action.target()));
         }
         // A play checked before its files went out found the drift then.
         finish.drift = finish.drift.take().or(drift);

@@ -3,7 +3,7 @@
 use crate::shell::quote;
 
 /// The podman command, talking to `socket` when one is given.
-pub fn podman(socket: Option<&str>) -> String {
+pub(crate) fn podman(socket: Option<&str>) -> String {
     match socket {
         Some(path) => format!("podman --url {}", quote(&format!("unix://{path}"))),
         None => "podman".to_string(),
@@ -11,7 +11,7 @@ pub fn podman(socket: Option<&str>) -> String {
 }
 
 /// The flag of `--no-tlsverify` (`verify` false) for the commands that reach a registry.
-pub fn tls(verify: bool) -> &'static str {
+pub(crate) fn tls(verify: bool) -> &'static str {
     if verify {
         ""
     } else {

@@ -17,13 +17,13 @@ pub struct Source {
 
 /// Where ADD/COPY look for relative sources: the working directory, then the directory of
 /// the orchestration file.
-pub struct SourceRoots {
+pub(crate) struct SourceRoots {
     pub cwd: PathBuf,
     pub file_dir: Option<PathBuf>,
 }
 
 /// A bootstrap ADD's source: one file (not a pattern), looked up in `bases` in order.
-pub fn find(path: &str, bases: &[PathBuf]) -> Result<Source, VerbError> {
+pub(crate) fn find(path: &str, bases: &[PathBuf]) -> Result<Source, VerbError> {
     let p = Path::new(path);
     let candidates: Vec<PathBuf> =
         if p.is_absolute() { vec![p.to_path_buf()] } else { bases.iter().map(|b| b.join(p)).collect() };
@@ -37,7 +37,7 @@ pub fn find(path: &str, bases: &[PathBuf]) -> Result<Source, VerbError> {
 }
 
 /// The regular files a source pattern names, sorted, each hashed.
-pub fn resolve(pattern: &str, roots: &SourceRoots) -> Result<Vec<Source>, VerbError> {
+pub(crate) fn resolve(pattern: &str, roots: &SourceRoots) -> Result<Vec<Source>, VerbError> {
     let mut bases = vec![roots.cwd.clone()];
     if let Some(dir) = &roots.file_dir {
         if *dir != roots.cwd {
@@ -82,7 +82,7 @@ fn hash(path: &Path) -> Result<Source, VerbError> {
     read().map_err(|e| err(format!("cannot read source {}: {}", path.display(), crate::error::io_reason(&e))))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(2 * bytes.len());
     for b in bytes {

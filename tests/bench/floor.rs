@@ -7,7 +7,7 @@ use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::ChannelMsg;
 use std::sync::Arc;
 
-pub struct AnyKey;
+pub(crate) struct AnyKey;
 
 impl client::Handler for AnyKey {
     type Error = russh::Error;
@@ -18,7 +18,11 @@ impl client::Handler for AnyKey {
 }
 
 /// Public-key auth on a fresh session, one exec channel running `true`, then disconnect.
-pub async fn auth_and_run_true(mut handle: client::Handle<AnyKey>, user: String, key: Arc<russh::keys::PrivateKey>) {
+pub(crate) async fn auth_and_run_true(
+    mut handle: client::Handle<AnyKey>,
+    user: String,
+    key: Arc<russh::keys::PrivateKey>,
+) {
     let auth = handle.authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, None)).await.expect("auth");
     assert!(auth.success());
     let mut channel = handle.channel_open_session().await.expect("channel");
@@ -35,7 +39,7 @@ pub async fn auth_and_run_true(mut handle: client::Handle<AnyKey>, user: String,
 
 /// Public-key auth on a fresh session, one exec channel running `sh -s` with `script` on its
 /// stdin, then disconnect: the least any SSH tool can do to have a node run that script.
-pub async fn auth_and_run_script(
+pub(crate) async fn auth_and_run_script(
     mut handle: client::Handle<AnyKey>,
     user: String,
     key: Arc<russh::keys::PrivateKey>,

@@ -6,11 +6,9 @@
 
 mod stats;
 
-use director::catalog::yaml::Document;
-use director::catalog::Catalog;
-use director::event::{Event, JobCounts, JobStatus, NodeOutcome, Stream, Summary};
-use director::frontend::tui::app::{App, Started};
-use director::frontend::tui::view::render;
+use director::api::{
+    render, App, Catalog, Document, Event, JobCounts, JobStatus, NodeOutcome, Started, Stream, Summary,
+};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use stats::median;

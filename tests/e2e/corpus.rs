@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub fn corpus_dir() -> std::path::PathBuf {
+pub(crate) fn corpus_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus/orchestrations")
 }
 

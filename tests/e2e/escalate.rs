@@ -104,7 +104,7 @@ fn jobs_become_root_or_another_user_per_node_entry_and_job() {
             (host.user_path("deploy", ".cache/director/bin"), "deploy"),
         ] {
             assert!(
-                std::fs::read_dir(&home).map(|d| d.count()).unwrap_or(0) == 1,
+                std::fs::read_dir(&home).map(std::iter::Iterator::count).unwrap_or(0) == 1,
                 "no executor of {who} in {}",
                 home.display()
             );

@@ -328,7 +328,7 @@ fn an_arm64_node_gets_the_aarch64_executor_and_another_arch_a_clear_error() {
     let bin = fleet.hosts[1].home_path(".cache/director/bin");
     std::fs::remove_dir_all(&bin).unwrap();
     std::fs::create_dir_all(&bin).unwrap();
-    let aarch64 = director::transport::executor::for_arch("aarch64").unwrap();
+    let aarch64 = director::api::executor::for_arch("aarch64").unwrap();
     let foreign = bin.join(format!("director-exec-{}", aarch64.sha3));
     let mut elf = vec![0x7f, b'E', b'L', b'F', 2, 1, 1];
     elf.resize(64, 0);

@@ -27,17 +27,17 @@ use std::time::{Duration, Instant};
 static FLEETS: AtomicU32 = AtomicU32::new(0);
 
 /// The password of the `ops` user and of root on hosts with [`Fleet::add_users`].
-pub const BECOME_PASSWORD: &str = "correct-horse-42";
+pub(crate) const BECOME_PASSWORD: &str = "correct-horse-42";
 /// Its SHA-512 crypt, as /etc/shadow holds it (`openssl passwd -6 -salt directorE2E`).
 const BECOME_PASSWORD_HASH: &str =
     "$6$directorE2E$Wo1mt0rxlNLupMr/wvLvaOIS7JMF4Mgm0EOmUaLUwXctiCPbfAZ93T1Me6rgOsveg18gxDHaCnCL/tAs44f4P/";
 
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
-pub struct Host {
+pub(crate) struct Host {
     pub name: String,
     pub addr: String,
     pub port: u16,
@@ -65,19 +65,19 @@ pub struct Host {
 
 impl Host {
     /// Path, as seen from the operator's side, of `rel` under this host's home directory.
-    pub fn home_path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn home_path(&self, rel: &str) -> PathBuf {
         self.dir.join("home").join(rel)
     }
 
     /// Path, as seen from the operator's side, of `rel` under the home of `user`, one of
     /// [`Fleet::add_users`]'.
-    pub fn user_path(&self, user: &str, rel: &str) -> PathBuf {
+    pub(crate) fn user_path(&self, user: &str, rel: &str) -> PathBuf {
         self.dir.join("users").join(user).join(rel)
     }
 
     /// The bytes of this host's node cache files (the base, then its journal): what a run
     /// saved there, to compare before and after.
-    pub fn cache_files(&self) -> Vec<u8> {
+    pub(crate) fn cache_files(&self) -> Vec<u8> {
         let dir = self.home_path(".cache/director");
         let mut bytes = std::fs::read(dir.join("cache.json")).unwrap_or_default();
         bytes.extend(std::fs::read(dir.join("cache.journal")).unwrap_or_default());
@@ -85,7 +85,7 @@ impl Host {
     }
 
     /// Runs a shell command in this host's namespaces (what a job on it would see).
-    pub fn sh(&self, script: &str) -> Output {
+    pub(crate) fn sh(&self, script: &str) -> Output {
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -104,13 +104,13 @@ impl Host {
 
     /// How many connections this host's sshd has logged (it logs at VERBOSE): the tripwire
     /// of the tests that assert nothing was contacted.
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default().matches("Connection from").count()
     }
 
     /// Freezes this host (SIGSTOP to its sshd and every process under it, executors
     /// included): to the operator it is a node whose link went silent.
-    pub fn freeze(&self) {
+    pub(crate) fn freeze(&self) {
         let mut pids = vec![self.sshd_pid()];
         let mut i = 0;
         while i < pids.len() {
@@ -124,7 +124,7 @@ impl Host {
     }
 
     fn sshd_pid(&self) -> u32 {
-        self.sshd.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.sshd.as_ref().map(std::process::Child::id).unwrap_or(0)
     }
 }
 
@@ -145,7 +145,7 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-pub struct Fleet {
+pub(crate) struct Fleet {
     pub dir: PathBuf,
     /// Where sshd sees `dir`: in root mode each host's /tmp is private, and `dir` may be under
     /// /tmp (a checkout there), so each host binds `dir` to this alias before hiding /tmp.
@@ -226,7 +226,7 @@ fn free_port() -> u16 {
 
 impl Fleet {
     /// Starts `n` hosts named h1..hn.
-    pub fn start(n: usize) -> Fleet {
+    pub(crate) fn start(n: usize) -> Fleet {
         let serial = FLEETS.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let tag = format!("{:x}{:x}", pid % 0xfff, serial);
@@ -316,11 +316,11 @@ impl Fleet {
     }
 
     /// Gives host `i` a new host key (as a reinstall would); restart it to take effect.
-    pub fn rekey(&self, i: usize) {
+    pub(crate) fn rekey(&self, i: usize) {
         self.new_host_key(&self.hosts[i]);
     }
 
-    pub fn start_host(&mut self, i: usize) {
+    pub(crate) fn start_host(&mut self, i: usize) {
         let authorized = self.view.join("authorized_keys");
         let (fleet_dir, view) = (self.dir.clone(), self.view.clone());
         let host = &mut self.hosts[i];
@@ -432,7 +432,7 @@ impl Fleet {
     /// Puts host `i` behind host `bastion` (as root): its link moves into the bastion's
     /// network namespace, so only the bastion can reach it and the operator has no route to
     /// it. Without root every host shares loopback, and this changes nothing.
-    pub fn put_behind(&mut self, i: usize, bastion: usize) {
+    pub(crate) fn put_behind(&mut self, i: usize, bastion: usize) {
         let (Some(outer), Some(ns)) = (self.hosts[i].veth.clone(), self.hosts[bastion].netns.clone()) else { return };
         let gateway = self.address(i, 1);
         run(Command::new("ip").args(["link", "set", &outer, "netns", &ns]));
@@ -459,7 +459,7 @@ impl Fleet {
 
     /// Makes every host trust user certificates signed by the CA whose public key is
     /// `ca_pub` (sshd's TrustedUserCAKeys), restarting them.
-    pub fn trust_user_ca(&mut self, ca_pub: &Path) {
+    pub(crate) fn trust_user_ca(&mut self, ca_pub: &Path) {
         std::fs::copy(ca_pub, self.dir.join("user_ca.pub")).unwrap();
         for i in 0..self.hosts.len() {
             self.stop_host(i);
@@ -469,7 +469,7 @@ impl Fleet {
 
     /// Has host `i`'s sshd present a host certificate signed by the CA key `ca`, for
     /// `principals` (comma list), valid for `validity` (`ssh-keygen -V`), restarting it.
-    pub fn certify(&mut self, i: usize, ca: &Path, principals: &str, validity: &str) {
+    pub(crate) fn certify(&mut self, i: usize, ca: &Path, principals: &str, validity: &str) {
         let public = self.hosts[i].dir.join("ssh_host_ed25519_key.pub");
         run(Command::new("ssh-keygen")
             .args(["-q", "-h", "-s"])
@@ -484,7 +484,7 @@ impl Fleet {
     /// Makes host `i` answer `uname -m` with `arch` on its logins (restarting its sshd): an
     /// arm64 host, with binfmt_misc running aarch64 binaries through qemu. What runs there
     /// is real; only the login shell's answer to `uname -m` is not the machine's.
-    pub fn set_arch(&mut self, i: usize, arch: &str) {
+    pub(crate) fn set_arch(&mut self, i: usize, arch: &str) {
         let bin = self.hosts[i].dir.join("fakebin");
         std::fs::create_dir_all(&bin).unwrap();
         let script = format!("#!/bin/sh\ncase \"$1\" in -m) echo {arch};; *) exec /usr/bin/uname \"$@\";; esac\n");
@@ -497,7 +497,7 @@ impl Fleet {
 
     /// Gives host `i` host keys of these types (`rsa`, `ed25519`, `ecdsa`), made when missing,
     /// and restarts it: a host with only an RSA key, or one that gained a second type.
-    pub fn set_host_keys(&mut self, i: usize, types: &[&'static str]) {
+    pub(crate) fn set_host_keys(&mut self, i: usize, types: &[&'static str]) {
         for t in types {
             let key = self.hosts[i].dir.join(format!("ssh_host_{t}_key"));
             if !key.exists() {
@@ -513,7 +513,7 @@ impl Fleet {
     /// `deploy` may use sudo (and doas) without a password, `ops` with its password
     /// ([`BECOME_PASSWORD`], also root's, for su), and `guest` has no such rights. They log in
     /// with the fleet's key; each has a private home under the host's `users/`.
-    pub fn add_users(&mut self) {
+    pub(crate) fn add_users(&mut self) {
         assert!(is_root(), "login users need root: each host gets its own /etc overlay and /home");
         for i in 0..self.hosts.len() {
             let dir = self.hosts[i].dir.clone();
@@ -560,7 +560,7 @@ impl Fleet {
     }
 
     /// Stops host `i`'s sshd (the listener; sessions already open die with their clients).
-    pub fn stop_host(&mut self, i: usize) {
+    pub(crate) fn stop_host(&mut self, i: usize) {
         let systemd = self.hosts[i].systemd;
         if let Some(mut c) = self.hosts[i].sshd.take() {
             if systemd {
@@ -584,13 +584,13 @@ impl Fleet {
 
     /// Adds a host that boots systemd as its PID 1 (see the module docs) and waits for its
     /// sshd; returns its index. Named like the others (`h{n}`), it is in [`Fleet::catalog`].
-    pub fn add_systemd_host(&mut self) -> usize {
+    pub(crate) fn add_systemd_host(&mut self) -> usize {
         self.add_systemd_host_with(&[])
     }
 
     /// [`Fleet::add_systemd_host`] with Debian packages `extra` installed in its image (a
     /// variant of the plain image, built once per target directory).
-    pub fn add_systemd_host_with(&mut self, extra: &[&str]) -> usize {
+    pub(crate) fn add_systemd_host_with(&mut self, extra: &[&str]) -> usize {
         assert!(is_root(), "a systemd host boots with systemd-nspawn in a network namespace: run the tests as root");
         let image = systemd_image(extra);
         let i = self.hosts.len();
@@ -644,7 +644,7 @@ impl Fleet {
     }
 
     /// Waits until host `i`'s sshd greets (`SSH-2.0-…`), as after a boot or a reboot.
-    pub fn wait_ssh(&self, i: usize, within: Duration) {
+    pub(crate) fn wait_ssh(&self, i: usize, within: Duration) {
         let host = &self.hosts[i];
         let address: std::net::SocketAddr = format!("{}:{}", host.addr, host.port).parse().unwrap();
         let deadline = Instant::now() + within;
@@ -669,7 +669,7 @@ impl Fleet {
 
     /// Where a file of the fleet's directory is seen from its hosts (their /tmp is their own,
     /// which may hide the fleet's directory itself).
-    pub fn on_hosts(&self, path: &Path) -> PathBuf {
+    pub(crate) fn on_hosts(&self, path: &Path) -> PathBuf {
         match path.strip_prefix(&self.dir) {
             Ok(rest) => self.view.join(rest),
             Err(_) => path.to_path_buf(),
@@ -677,7 +677,7 @@ impl Fleet {
     }
 
     /// A catalog of every host, written into the fleet's directory.
-    pub fn catalog(&self) -> PathBuf {
+    pub(crate) fn catalog(&self) -> PathBuf {
         let user = if is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_else(|_| "root".into()) };
         let mut text = format!(
             "defaults:\n  user: {user}\n  identity_file: {}\ngroups:\n  odd: {{}}\n  even: {{}}\nnodes:\n",
@@ -696,14 +696,14 @@ impl Fleet {
     }
 
     /// Writes a file into the fleet's directory and returns its path.
-    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.join(name);
         std::fs::write(&path, text).unwrap();
         path
     }
 
     /// The director binary with an isolated home and this fleet's known_hosts.
-    pub fn director(&self) -> Command {
+    pub(crate) fn director(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_director"));
         cmd.env("HOME", self.dir.join("operator-home"))
             .env_remove("SSH_AUTH_SOCK")
@@ -720,13 +720,13 @@ impl Fleet {
     }
 
     /// `director orchestrate FILE --catalog <this fleet's catalog>`, to add to and run.
-    pub fn orchestrate(&self, file: &Path) -> Command {
+    pub(crate) fn orchestrate(&self, file: &Path) -> Command {
         let mut cmd = self.director();
         cmd.arg("orchestrate").arg(file).arg("--catalog").arg(self.catalog());
         cmd
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.dir
     }
 }

@@ -67,7 +67,7 @@ fn make(kind: &str, path: &Path) {
             for depth in 0..1_000 {
                 text.push_str(&format!("{}k{depth}:\n", " ".repeat(8 + depth)));
             }
-            write(text.into_bytes())
+            write(text.into_bytes());
         }
         "alias-bomb" => {
             let mut text = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
@@ -77,7 +77,7 @@ fn make(kind: &str, path: &Path) {
                 text.push_str(&format!("{name}: &{name} [{}]\n", vec![format!("*{prev}"); 10].join(",")));
             }
             text.push_str("nodes: [{name: web1}]\n");
-            write(text.into_bytes())
+            write(text.into_bytes());
         }
         "binary" => write((0..=255u8).cycle().take(4096).collect()),
         "not-utf8" => write(b"- jobs:\n    - RUN: echo caf\xe9\n".to_vec()),

@@ -200,7 +200,7 @@ fn restrict_selects_exactly_the_named_hosts() {
     assert_eq!(status, 0, "{err}");
     match &events[0] {
         Event::RunStarted { nodes, tasks, .. } => {
-            assert_eq!((nodes.clone(), *tasks), (vec!["h1".to_string(), "h3".to_string()], 2))
+            assert_eq!((nodes.clone(), *tasks), (vec!["h1".to_string(), "h3".to_string()], 2));
         }
         other => panic!("{other:?}"),
     }
@@ -904,7 +904,7 @@ fn probe(
     name: &str,
     gzip: bool,
 ) -> (std::path::PathBuf, std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
-    use director::transport::executor;
+    use director::api::executor;
     use std::io::BufRead;
     let home = scratch(name);
     let bin = home.join("path");
@@ -938,7 +938,7 @@ fn probe(
 /// not.
 #[test]
 fn the_probe_installs_what_it_reads_and_starts_it_with_or_without_gzip() {
-    use director::transport::executor;
+    use director::api::executor;
     use std::io::{Read, Write};
     let native = executor::native().unwrap();
     for gzip in [true, false] {
@@ -970,7 +970,7 @@ fn the_probe_installs_what_it_reads_and_starts_it_with_or_without_gzip() {
 /// cut short on a full disk) is not installed and does not start; nothing of it is left.
 #[test]
 fn the_probe_refuses_an_upload_that_does_not_verify() {
-    use director::transport::executor;
+    use director::api::executor;
     use std::io::{Read, Write};
     let native = executor::native().unwrap();
     let (home, mut child, mut out) = probe("probe-tampered", false);

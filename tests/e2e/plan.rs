@@ -58,7 +58,7 @@ fn a_plan_says_what_would_run_and_why_and_changes_nothing() {
         let events = super::schema::parse(&out.stdout);
         (code(&out), events, stderr(&out))
     };
-    let caches = || -> Vec<Vec<u8>> { fleet.hosts.iter().map(|h| h.cache_files()).collect() };
+    let caches = || -> Vec<Vec<u8>> { fleet.hosts.iter().map(super::harness::Host::cache_files).collect() };
     let markers = || fleet.hosts.iter().filter(|h| h.dir.join("tmp/marker").exists()).count();
     let file = deploy("1");
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub nodes: usize,
     pub nodes_ok: usize,
     pub nodes_failed: usize,
@@ -28,7 +28,7 @@ pub struct Summary {
 /// A node's jobs by how they ended (`node_finished`).
 #[derive(Debug, Deserialize, PartialEq, Clone, Copy)]
 #[serde(deny_unknown_fields)]
-pub struct JobCounts {
+pub(crate) struct JobCounts {
     pub ok: usize,
     pub cached: usize,
     pub failed: usize,
@@ -41,7 +41,7 @@ pub struct JobCounts {
 /// How a node's part of the run ended (`node_finished`).
 #[derive(Debug, Deserialize, PartialEq, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
-pub enum NodeOutcome {
+pub(crate) enum NodeOutcome {
     Ok,
     Failed,
     Unreachable,
@@ -50,7 +50,7 @@ pub enum NodeOutcome {
 
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct JobBrief {
+pub(crate) struct JobBrief {
     pub job: usize,
     pub name: String,
     pub verb: String,
@@ -59,7 +59,7 @@ pub struct JobBrief {
 
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Event {
+pub(crate) enum Event {
     RunStarted {
         v: u32,
         ts: String,
@@ -166,7 +166,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub fn version(&self) -> (u32, &str) {
+    pub(crate) fn version(&self) -> (u32, &str) {
         match self {
             Event::RunStarted { v, ts, .. }
             | Event::BatchStarted { v, ts, .. }
@@ -186,7 +186,7 @@ impl Event {
 }
 
 /// Parses every line of `--json` output; panics naming the line that does not fit.
-pub fn parse(stdout: &[u8]) -> Vec<Event> {
+pub(crate) fn parse(stdout: &[u8]) -> Vec<Event> {
     let text = std::str::from_utf8(stdout).expect("json output is UTF-8");
     text.lines()
         .map(|line| {

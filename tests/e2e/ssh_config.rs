@@ -2,7 +2,7 @@
 //! host name, what `ssh -G -F FILE HOST` prints must be what director resolves, for the
 //! directives director uses.
 
-use director::transport::ssh_config::{hostname, SshConfig};
+use director::api::ssh_config::{hostname, SshConfig};
 use std::process::Command;
 
 /// (config, hosts to resolve with it). `@D@` is the test's directory.
@@ -469,15 +469,15 @@ fn connection_tokens_expand_as_ssh_expands_them() {
     .unwrap();
     let catalog_file = dir.join("c.yaml");
     std::fs::write(&catalog_file, "nodes:\n  - {name: t}\n").unwrap();
-    let catalog = director::catalog::Catalog::load(&[catalog_file]).unwrap();
+    let catalog = director::api::Catalog::load(&[catalog_file]).unwrap();
     let mut nodes = catalog.nodes.clone();
     let local_user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let config = director::transport::ssh_config::SshConfig {
+    let config = director::api::ssh_config::SshConfig {
         explicit: Some(file.clone()),
         home: home.clone(),
         local_user: local_user.clone(),
     };
-    director::transport::ssh_config::apply(&mut nodes, &config).unwrap();
+    director::api::ssh_config::apply(&mut nodes, &config).unwrap();
     let ours: Vec<String> = nodes[0].user_known_hosts.iter().map(|p| p.display().to_string()).collect();
     let out = Command::new("ssh")
         .arg("-G")

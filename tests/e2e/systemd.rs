@@ -54,7 +54,7 @@ fn a_systemd_host_boots_systemd_as_pid_1_runs_jobs_and_comes_back_from_a_reboot(
 
 /// What `command` printed on node `name` (stdout and stderr), through `director exec`; it
 /// must succeed.
-pub fn exec_on(fleet: &Fleet, name: &str, command: &str) -> String {
+pub(crate) fn exec_on(fleet: &Fleet, name: &str, command: &str) -> String {
     let out = output(
         fleet.director().args(["exec", "--json", "--catalog"]).arg(fleet.catalog()).args(["--target", name, command]),
     );

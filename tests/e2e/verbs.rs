@@ -385,7 +385,7 @@ fn a_cache_hit_is_checked_on_the_node_and_drift_is_done_again() {
     // other modes; h3 is left alone.
     std::fs::remove_dir_all(fleet.hosts[0].dir.join("tmp/demo")).unwrap();
     let mode = |path: std::path::PathBuf, mode: u32| {
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
     };
     mode(fleet.hosts[1].dir.join("tmp/demo/payload.txt"), 0o600);
     mode(fleet.hosts[1].dir.join("tmp/demo/conf"), 0o777);
@@ -484,7 +484,7 @@ fn facter_gathers_the_facts_without_facter_and_keeps_the_other_args() {
         .unwrap();
     assert_eq!(printed, format!("yes Linux True True True {major}\n"));
     // The host's own address is among its interfaces' bindings.
-    let addr = fleet.hosts[0].addr.to_string();
+    let addr = fleet.hosts[0].addr.clone();
     let file = fleet.file("addr.yaml", "- jobs:\n    - RUN: echo '{{ facter.networking.interfaces | tojson }}'\n");
     let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
     assert_eq!(c, 0, "{err}");

@@ -322,7 +322,7 @@ impl App {
 
     /// The run screen's rows: node indices into the board, in display order.
     pub fn run_rows(&self) -> Vec<usize> {
-        self.board.as_ref().map(|b| b.display_order()).unwrap_or_default()
+        self.board.as_ref().map(super::super::board::Board::display_order).unwrap_or_default()
     }
 
     pub fn open(&mut self, screen: Screen) {
@@ -393,11 +393,11 @@ impl App {
             KeyCode::Esc | KeyCode::Backspace => self.back(),
             KeyCode::Char('c') if self.in_flight => return self.cancel_or_quit(),
             KeyCode::Char('o') if !self.in_flight => {
-                self.dialog = Some(Dialog::Pick { input: String::new(), cursor: 0 })
+                self.dialog = Some(Dialog::Pick { input: String::new(), cursor: 0 });
             }
             KeyCode::Char('x') if !self.in_flight => self.dialog = Some(Dialog::Command(String::new())),
             KeyCode::Char('o' | 'x' | 'R') if self.in_flight => {
-                self.message = Some("a run is in flight: wait for it or cancel it (c)".into())
+                self.message = Some("a run is in flight: wait for it or cancel it (c)".into());
             }
             KeyCode::Char('R') if self.screen == Screen::History => {
                 let run = self.runs.get(self.runs_list.cursor)?;

@@ -10,10 +10,10 @@
 //! The terminal is restored on quit, on error (the guard's drop) and on panic (ratatui's
 //! hook, set before the screen is taken).
 
-pub mod app;
+pub(crate) mod app;
 #[cfg(test)]
 mod tests;
-pub mod view;
+pub(crate) mod view;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -42,7 +42,7 @@ impl Drop for Restore {
 
 /// `orchestrations/*.y*ml` beside each catalog file, one level up (a `catalogs/` folder's
 /// sibling) and in the current directory.
-pub fn find_orchestrations(catalogs: &[PathBuf]) -> Vec<PathBuf> {
+pub(crate) fn find_orchestrations(catalogs: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     for c in catalogs {
         let dir = std::path::absolute(c).unwrap_or(c.clone()).parent().map(Path::to_path_buf).unwrap_or_default();
@@ -71,7 +71,7 @@ pub fn find_orchestrations(catalogs: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Runs the app until the user quits; returns the exit code.
-pub fn run(config: Config, history_path: PathBuf, runtime: tokio::runtime::Runtime) -> Result<i32, Error> {
+pub(crate) fn run(config: Config, history_path: PathBuf, runtime: tokio::runtime::Runtime) -> Result<i32, Error> {
     let catalog = Catalog::load_browsable(&config.catalogs)?;
     let title = match config.catalogs.as_slice() {
         [] => "embedded local catalog".to_string(),
@@ -227,11 +227,11 @@ impl Tui {
             Action::RetryRun { run } => match self.retry_set(&run) {
                 Ok(set) if set.nodes.is_empty() => {
                     app.message =
-                        Some(format!("run {run} has no failed, unreachable or cancelled node: nothing to retry"))
+                        Some(format!("run {run} has no failed, unreachable or cancelled node: nothing to retry"));
                 }
                 Ok(set) if set.files.is_empty() => {
                     app.message =
-                        Some(format!("run {run} has no orchestration files to run again (it was not `orchestrate`)"))
+                        Some(format!("run {run} has no orchestration files to run again (it was not `orchestrate`)"));
                 }
                 Ok(set) => {
                     let files: Vec<PathBuf> = set.files.iter().map(PathBuf::from).collect();

@@ -80,7 +80,7 @@ fn run_started(app: &mut App, t0: Instant) {
             run: "3f2a9c1b7d00".into(),
             mode: Default::default(),
             job_list: Vec::new(),
-            nodes: ALL.iter().map(|n| n.to_string()).collect(),
+            nodes: ALL.iter().map(std::string::ToString::to_string).collect(),
             node_jobs: vec![3; ALL.len()],
             jobs: 3,
             tasks: 15,

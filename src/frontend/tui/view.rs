@@ -17,7 +17,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 use std::time::Instant;
 
-pub fn phase_style(phase: Phase) -> Style {
+pub(crate) fn phase_style(phase: Phase) -> Style {
     match phase {
         Phase::Waiting => Style::new().fg(Color::DarkGray),
         Phase::Connecting | Phase::Ready => Style::new().fg(Color::Blue),
@@ -30,13 +30,13 @@ pub fn phase_style(phase: Phase) -> Style {
 }
 
 /// `[██████░░░░]` for `done` of `total` in `width` cells.
-pub fn bar(done: usize, total: usize, width: usize) -> String {
+pub(crate) fn bar(done: usize, total: usize, width: usize) -> String {
     let full = (done * width).checked_div(total).unwrap_or(0).min(width);
     format!("{}{}", "█".repeat(full), "░".repeat(width - full))
 }
 
 /// `jobs ████░░ 45/120  nodes ██░░ 3/10  12.3s`
-pub fn progress_line(board: &Board, now: Instant, width: usize) -> Line<'static> {
+pub(crate) fn progress_line(board: &Board, now: Instant, width: usize) -> Line<'static> {
     let done = board.counts.total();
     let bar_width = (width.saturating_sub(40) / 2).clamp(4, 30);
     let mut spans = vec![
@@ -59,7 +59,7 @@ pub fn progress_line(board: &Board, now: Instant, width: usize) -> Line<'static>
 }
 
 /// `ok 40 · cached 3 · failed 2 │ nodes: running 5 · connecting 2 · unreachable 1`
-pub fn counts_line(board: &Board) -> Line<'static> {
+pub(crate) fn counts_line(board: &Board) -> Line<'static> {
     let c = board.counts;
     let mut spans = Vec::new();
     for (word, n, colour) in [
@@ -89,7 +89,7 @@ pub fn counts_line(board: &Board) -> Line<'static> {
 }
 
 /// `running 2/5` (job k of N) or the node's phase.
-pub fn state_word(n: &NodeBoard) -> String {
+pub(crate) fn state_word(n: &NodeBoard) -> String {
     match n.phase {
         Phase::Running => format!("running {}/{}", (n.done + 1).min(n.total.max(1)), n.total),
         p => p.word().to_string(),
@@ -97,7 +97,7 @@ pub fn state_word(n: &NodeBoard) -> String {
 }
 
 /// What a node of a run is doing: `running 2/5 RUN apt-get …` or its phase.
-pub fn node_doing(board: &Board, index: usize) -> (String, String) {
+pub(crate) fn node_doing(board: &Board, index: usize) -> (String, String) {
     let n = &board.nodes[index];
     let state = state_word(n);
     let job = match (n.running.first(), &n.error) {
@@ -351,7 +351,7 @@ fn render_run(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 /// How a finished run ended, for the run view's title.
-pub fn finished_status(s: &crate::event::Summary, code: i32) -> String {
+pub(crate) fn finished_status(s: &crate::event::Summary, code: i32) -> String {
     use crate::error::exit;
     let unreachable = match s.nodes_unreachable {
         0 => String::new(),
@@ -541,7 +541,7 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
     Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
 }
 
-pub const KEYS: &[(&str, &str)] = &[
+pub(crate) const KEYS: &[(&str, &str)] = &[
     ("1 2 3, tab", "nodes, run, history"),
     ("↑ ↓ j k, pgup pgdn, g G", "move in a list"),
     ("/", "filter nodes by name, group or glob (esc clears)"),
