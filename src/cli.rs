@@ -1,6 +1,8 @@
-//! What the user typed: the clap definitions, and nothing resolved yet.
+//! What the user typed: the clap definitions, and nothing resolved yet; the completions and
+//! the man page made from them.
 //!
-//! `config.rs` turns these into one read-only set of settings; nothing else reads clap types.
+//! Only this file speaks clap. `config.rs` turns the run options into one read-only set of
+//! settings; `manage` reads its own options ([`ManageArgs`]) as they are.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -361,6 +363,20 @@ fn parse_duration(text: &str) -> Result<u64, String> {
     n.checked_mul(scale)
         .filter(|s| *s <= 10 * 365 * 86400)
         .ok_or_else(|| format!("`{text}` is longer than ten years; use e.g. 12h or 2d"))
+}
+
+/// The completion script for `shell`.
+pub(crate) fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "director", &mut out);
+    out
+}
+
+/// The man page, in roff.
+pub(crate) fn man_page() -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]

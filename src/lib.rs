@@ -6,24 +6,27 @@
 //! also holds the nodes of a running run (its locks). This file wires them for
 //! the commands in [`cli`]; `main.rs` only calls [`main_with_args`].
 
-mod catalog;
-mod cli;
-mod config;
-mod engine;
-mod error;
-mod event;
-mod frontend;
-mod history;
-mod launch;
-mod logging;
-mod node;
-mod paths;
-mod plan;
-mod private;
-mod secret;
-mod shell;
-mod transport;
-mod verb;
+// The ground: what every room may use.
+mod error; // errors as the user reads them, exit codes, did-you-mean
+mod event; // the one stream from the engine to the frontends and the history
+mod paths; // ~ and director's XDG directories
+mod private; // operator files created 0600/0700
+mod shell; // quoting for /bin/sh
+mod secret; // values marked secret, and their masking
+
+// The pipeline, bottom up: each room imports only from those above it here.
+mod catalog; // files in (catalogs, YAML, templates), validated nodes out
+mod transport; // SSH and local: connect, host keys, ssh_config, the executor's install
+mod node; // one node as a job sees it: session, node cache, shared state, the event sink
+mod verb; // the job language, one module per verb
+mod plan; // catalog and orchestrations → jobs per node, fingerprints, batches
+mod engine; // runs a plan: a task per node, its lanes, cancel
+mod history; // the run history (SQLite), fed by events
+mod cli; // what the user typed (clap)
+mod config; // the settings resolved from the command line, the environment and the file
+mod logging; // -v and DIRECTOR_LOG
+mod launch; // a plan started: nodes locked, recorder and engine going
+mod frontend; // what the user sees: JSON, plain lines, the live view, the TUI, manage
 
 /// What the end-to-end suite, the benches and the fuzzers reach inside the library (the
 /// binary needs only [`main_with_args`]); everything else is the crate's own.
@@ -42,13 +45,10 @@ use catalog::Catalog;
 use config::Config;
 use error::{exit, Error};
 use event::RunKind;
-use frontend::Frontend;
-use launch::{Incoming, Launch, Running};
-use node::CancelLevel;
+use launch::Launch;
 use plan::orchestration::Orchestration;
 use plan::{Plan, Selection};
 use std::ffi::OsString;
-use std::time::Duration;
 
 /// Parses `args`, runs the command, and returns the process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
@@ -112,18 +112,14 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
     match cli.command {
         cli::Command::Manage(args) => frontend::manage::run(&args, &history),
         cli::Command::Completions { shell } => {
-            let mut out = Vec::new();
-            clap_complete::generate(shell, &mut <cli::Cli as clap::CommandFactory>::command(), "director", &mut out);
             // A closed stdout is the reader's business.
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &cli::completions(shell));
             Ok(exit::OK)
         }
         cli::Command::Man => {
-            let page = clap_mangen::Man::new(<cli::Cli as clap::CommandFactory>::command());
-            let mut out = Vec::new();
-            page.render(&mut out).map_err(|e| Error::internal(format!("cannot render the man page: {e}")))?;
+            let page = cli::man_page().map_err(|e| Error::internal(format!("cannot render the man page: {e}")))?;
             // A closed stdout (`director man | head`) is the reader's business.
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &page);
             Ok(exit::OK)
         }
         cli::Command::Tui { catalogs, run } => {
@@ -297,44 +293,6 @@ fn execute(launch: Launch, catalog: &Catalog, mut config: Config, logging: loggi
                 h.nodes.join(", ")
             );
         })?;
-        follow(running, config.output, config.shown.unwrap_or(default_shown)).await
+        frontend::follow(running, config.output, config.shown.unwrap_or(default_shown)).await
     })
-}
-
-/// Shows a run's events until it ends; Ctrl-C once drains, twice kills.
-async fn follow(mut running: Running, output: config::Output, shown: frontend::text::Shown) -> Result<i32, Error> {
-    let (mut frontend, fallback) = Frontend::new(output, shown);
-    for text in fallback.iter().chain(running.warnings.iter()) {
-        frontend.notice(text);
-    }
-    let (notice_tx, mut notices) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let cancel = running.cancel_handle();
-    tokio::spawn(async move {
-        let mut presses = 0u8;
-        while tokio::signal::ctrl_c().await.is_ok() {
-            presses += 1;
-            if presses == 1 {
-                cancel.raise(CancelLevel::Drain);
-                let _ = notice_tx
-                    .send("cancelling: no new jobs will start; press Ctrl-C again to kill the running ones".into());
-            } else {
-                cancel.raise(CancelLevel::Kill);
-                let _ = notice_tx.send("killing the running jobs".into());
-            }
-        }
-    });
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            incoming = running.next() => match incoming {
-                Some(Incoming::Event(event)) => frontend.handle(&event),
-                Some(Incoming::CancelledElsewhere) => frontend.notice("cancelled from another terminal (`director manage --cancel`): killing the running jobs"),
-                None => break,
-            },
-            Some(text) = notices.recv() => frontend.notice(&text),
-            now = tick.tick() => frontend.tick(now.into_std()),
-        }
-    }
-    frontend.finish();
-    running.finish().await
 }

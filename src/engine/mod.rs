@@ -17,8 +17,8 @@
 //! another, then the other nodes a few at a time; after a failed server the others are not
 //! contacted and their jobs are reported skipped.
 //!
-//! Cancellation comes in through a watch channel: level 1 stops starting jobs (running ones
-//! finish), level 2 also kills the running ones through their executors.
+//! Cancellation comes in through a watch channel of [`CancelLevel`]: `Drain` stops starting
+//! jobs (running ones finish), `Kill` also kills the running ones through their executors.
 //!
 //! The engine never prints; it owns no terminal and no file.
 
@@ -670,5 +670,63 @@ async fn record_parent(cx: &Cx<'_>, fingerprint: &str, ok: bool) {
     };
     if changed && cx.session.lost().is_none() {
         let _ = cx.save_soon(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(statuses: &[JobStatus]) -> NodeTally {
+        let mut t = NodeTally::default();
+        for s in statuses {
+            t.count(*s);
+        }
+        t
+    }
+
+    /// A node's outcome is decided here once, for every frontend and the history.
+    #[test]
+    fn a_nodes_outcome_from_its_jobs() {
+        use JobStatus::*;
+        assert_eq!(tally(&[Ok, Cached, Skipped, WouldRun]).outcome(), NodeOutcome::Ok);
+        assert_eq!(tally(&[]).outcome(), NodeOutcome::Ok);
+        assert_eq!(tally(&[Ok, Failed, Skipped]).outcome(), NodeOutcome::Failed);
+        assert_eq!(tally(&[Ok, TimedOut]).outcome(), NodeOutcome::Failed);
+        assert_eq!(tally(&[Ok, Cancelled, Skipped]).outcome(), NodeOutcome::Cancelled);
+        // A job that failed before the cancel makes the node failed, not cancelled.
+        assert_eq!(tally(&[Failed, Cancelled]).outcome(), NodeOutcome::Failed);
+        let lost = NodeTally { unreachable: true, ..tally(&[Ok]) };
+        assert_eq!(lost.outcome(), NodeOutcome::Unreachable);
+        // Not contacted at all (bootstrap stopped after a server failed): not ok.
+        let aborted = NodeTally { aborted: true, ..tally(&[Skipped]) };
+        assert_eq!(aborted.outcome(), NodeOutcome::Failed);
+        let panicked = NodeTally::of(Err(tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async { tokio::spawn(async { panic!("a node task that panics") }).await.unwrap_err() })));
+        assert_eq!(panicked.outcome(), NodeOutcome::Unreachable);
+    }
+
+    #[test]
+    fn the_summary_counts_nodes_once_and_jobs_by_status() {
+        let mut summary = Summary::default();
+        add(&mut summary, tally(&[JobStatus::Ok, JobStatus::Cached]));
+        add(&mut summary, tally(&[JobStatus::Ok, JobStatus::Failed, JobStatus::Skipped]));
+        add(&mut summary, NodeTally { unreachable: true, ..NodeTally::default() });
+        assert_eq!((summary.nodes_ok, summary.nodes_failed, summary.nodes_unreachable), (1, 1, 1));
+        assert_eq!((summary.jobs_ok, summary.jobs_cached, summary.jobs_failed, summary.jobs_skipped), (2, 1, 1, 1));
+    }
+
+    /// The documented exit codes, in their order: cancelled, a job failed, a node unreachable.
+    #[test]
+    fn the_exit_code_of_a_run() {
+        let failed = Summary { jobs_failed: 1, nodes_unreachable: 1, ..Summary::default() };
+        let timed_out = Summary { jobs_timed_out: 1, ..Summary::default() };
+        let unreachable = Summary { nodes_unreachable: 1, jobs_ok: 3, ..Summary::default() };
+        assert_eq!(exit_code(&failed, true), exit::CANCELLED);
+        assert_eq!(exit_code(&failed, false), exit::JOB_FAILED);
+        assert_eq!(exit_code(&timed_out, false), exit::JOB_FAILED);
+        assert_eq!(exit_code(&unreachable, false), exit::UNREACHABLE);
+        assert_eq!(exit_code(&Summary::default(), false), exit::OK);
     }
 }

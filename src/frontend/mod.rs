@@ -20,10 +20,13 @@ pub(crate) mod text;
 pub(crate) mod tui;
 
 use crate::config::Output;
+use crate::error::Error;
 use crate::event::Event;
+use crate::launch::{Incoming, Running};
+use crate::node::CancelLevel;
 use ratatui::backend::CrosstermBackend;
 use std::borrow::Cow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// `text` safe to print on a terminal: line breaks and tabs are kept (a `\r\n` ending
 /// becomes `\n`); every other control character is shown in caret notation (`^[` for ESC,
@@ -117,6 +120,44 @@ impl Frontend {
             l.finish();
         }
     }
+}
+
+/// Shows a run's events until it ends; Ctrl-C once drains, twice kills.
+pub(crate) async fn follow(mut running: Running, output: Output, shown: text::Shown) -> Result<i32, Error> {
+    let (mut frontend, fallback) = Frontend::new(output, shown);
+    for text in fallback.iter().chain(running.warnings.iter()) {
+        frontend.notice(text);
+    }
+    let (notice_tx, mut notices) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let cancel = running.cancel_handle();
+    tokio::spawn(async move {
+        let mut presses = 0u8;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            presses += 1;
+            if presses == 1 {
+                cancel.raise(CancelLevel::Drain);
+                let _ = notice_tx
+                    .send("cancelling: no new jobs will start; press Ctrl-C again to kill the running ones".into());
+            } else {
+                cancel.raise(CancelLevel::Kill);
+                let _ = notice_tx.send("killing the running jobs".into());
+            }
+        }
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            incoming = running.next() => match incoming {
+                Some(Incoming::Event(event)) => frontend.handle(&event),
+                Some(Incoming::CancelledElsewhere) => frontend.notice("cancelled from another terminal (`director manage --cancel`): killing the running jobs"),
+                None => break,
+            },
+            Some(text) = notices.recv() => frontend.notice(&text),
+            now = tick.tick() => frontend.tick(now.into_std()),
+        }
+    }
+    frontend.finish();
+    running.finish().await
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! read in review; without it a difference fails the test with the file and the case.
 
 use super::fingerprint;
-use super::{CacheUse, Job};
+use super::Job;
 use crate::catalog::template::Renderer;
 use crate::verb::{self, Render, Rendered, SourceRoots, Work};
 use serde_json::{json, Map, Value};
@@ -38,21 +38,7 @@ fn outcome(verb: &str, args: &str, roots: &SourceRoots) -> Vec<(&'static str, St
             return vec![("error", format!("{}{hint}", e.message))];
         }
     };
-    let job = Job {
-        id: 0,
-        entry: 0,
-        name: None,
-        verb: verb.to_string(),
-        work: parsed.work,
-        timeout: parsed.timeout,
-        run_once: parsed.run_once,
-        cache: CacheUse::given(parsed.skip_cache),
-        stdout_arg: parsed.stdout_arg,
-        stderr_arg: parsed.stderr_arg,
-        targets: Vec::new(),
-        definition: Value::Null,
-        becomes: Default::default(),
-    };
+    let job = Job::parsed(verb, parsed, 0, 0);
     let rendered = match render(&job.work) {
         Ok(r) => r,
         Err(e) => return vec![("label", job.label()), ("render error", e)],

@@ -150,22 +150,7 @@ mod tests {
 
     fn job(verb: &str, args: &str) -> Job {
         let roots = SourceRoots { cwd: PathBuf::from(env!("CARGO_MANIFEST_DIR")), file_dir: None };
-        let p = verbs::parse(verb, args, &Map::new(), &roots).unwrap();
-        Job {
-            id: 0,
-            entry: 0,
-            name: None,
-            verb: verb.into(),
-            work: p.work,
-            timeout: p.timeout,
-            run_once: p.run_once,
-            cache: super::super::CacheUse::given(p.skip_cache),
-            stdout_arg: p.stdout_arg,
-            stderr_arg: p.stderr_arg,
-            targets: vec![],
-            definition: serde_json::Value::Null,
-            becomes: Default::default(),
-        }
+        Job::parsed(verb, verbs::parse(verb, args, &Map::new(), &roots).unwrap(), 0, 0)
     }
 
     /// Golden values: the canonical text is written out by hand, and each hash was computed

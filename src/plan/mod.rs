@@ -49,6 +49,26 @@ pub struct Job {
 }
 
 impl Job {
+    /// Job `id` of entry `entry`, `verb` parsed: no name, no targets yet, its definition
+    /// unset.
+    pub(crate) fn parsed(verb: &str, parsed: crate::verb::Parsed, id: usize, entry: usize) -> Job {
+        Job {
+            id,
+            entry,
+            name: None,
+            verb: verb.to_string(),
+            work: parsed.work,
+            timeout: parsed.timeout,
+            run_once: parsed.run_once,
+            cache: CacheUse::given(parsed.skip_cache),
+            stdout_arg: parsed.stdout_arg,
+            stderr_arg: parsed.stderr_arg,
+            targets: Vec::new(),
+            definition: serde_json::Value::Null,
+            becomes: BecomeSpec::default(),
+        }
+    }
+
     /// The job as its node runs it: its place in the run and its time limit.
     pub fn reference(&self) -> crate::node::JobRef {
         crate::node::JobRef { id: self.id, timeout: self.timeout }
@@ -461,19 +481,9 @@ fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Re
         return Err(doc.error_at(&verb_path, e).hint(crate::catalog::template::SYNTAX_HINT));
     }
     Ok(Job {
-        id,
-        entry: entry_index,
         name: spec.name.clone(),
-        verb: spec.verb.clone(),
-        work: parsed.work,
-        timeout: parsed.timeout,
-        run_once: parsed.run_once,
-        cache: CacheUse::given(parsed.skip_cache),
-        stdout_arg: parsed.stdout_arg,
-        stderr_arg: parsed.stderr_arg,
-        targets: Vec::new(),
         definition: value_at(doc, &spec.path).clone(),
-        becomes: BecomeSpec::default(),
+        ..Job::parsed(&spec.verb, parsed, id, entry_index)
     })
 }
 

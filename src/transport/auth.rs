@@ -438,3 +438,117 @@ pub(super) fn describe(e: &russh::Error) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    /// A directory of its own, made afresh.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("director-auth-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A key made by OpenSSH's own ssh-keygen, with `passphrase` (empty: none).
+    fn keygen(dir: &Path, name: &str, passphrase: &str) -> PathBuf {
+        let path = dir.join(name);
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", passphrase, "-C", name, "-f"])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ssh-keygen");
+        path
+    }
+
+    /// A real ssh-agent on a socket of its own, stopped when dropped.
+    struct Agent(Child, PathBuf);
+
+    impl Agent {
+        fn start(dir: &Path) -> Agent {
+            let sock = dir.join("agent.sock");
+            let child = Command::new("ssh-agent").arg("-D").arg("-a").arg(&sock).stdout(Stdio::null()).spawn().unwrap();
+            for _ in 0..200 {
+                if sock.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Agent(child, sock)
+        }
+
+        fn add(&self, key: &Path) {
+            let ok = Command::new("ssh-add")
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &self.1)
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "ssh-add");
+        }
+    }
+
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn the_agent_is_asked_for_its_keys_over_its_socket() {
+        let dir = scratch("agent");
+        let agent = Agent::start(&dir);
+        assert!(agent_identities(Some(&agent.1)).is_empty());
+        let key = keygen(&dir, "id_ed25519", "");
+        agent.add(&key);
+        let held = agent_identities(Some(&agent.1));
+        let public = russh::keys::load_public_key(with_suffix(&key, ".pub")).unwrap();
+        assert_eq!(held.iter().map(russh::keys::PublicKey::key_data).collect::<Vec<_>>(), [public.key_data()]);
+        assert!(agent_identities(Some(&dir.join("no-agent-here"))).is_empty());
+        assert!(agent_identities(None).is_empty());
+    }
+
+    #[test]
+    fn an_identity_is_the_key_or_the_agents_copy_of_an_encrypted_one() {
+        let dir = scratch("identity");
+        let plain = keygen(&dir, "plain", "");
+        assert!(matches!(load_identity(&plain, &[]), Ok(Identity::Key(_))));
+        // Encrypted, and the agent holds it: the agent signs; nothing is asked. (The clear
+        // part of an OpenSSH key file names its public key without the passphrase.)
+        let locked = keygen(&dir, "locked", "correct horse");
+        let public = public_half(&locked).unwrap();
+        let published = russh::keys::load_public_key(with_suffix(&locked, ".pub")).unwrap();
+        assert_eq!(public.key_data(), published.key_data());
+        match load_identity(&locked, std::slice::from_ref(&public)) {
+            Ok(Identity::Agent(k)) => assert_eq!(k.key_data(), public.key_data()),
+            Ok(Identity::Key(_)) => panic!("an encrypted key was read without its passphrase"),
+            Err(e) => panic!("{e:?}"),
+        }
+        // Encrypted, no agent, no terminal: said, with what to do (run from a terminal, the
+        // passphrase would be asked on it, so that is left to the end-to-end suite).
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            let (why, hint) = load_identity(&locked, &[]).err().unwrap();
+            assert_eq!(
+                why,
+                "the key is protected by a passphrase, ssh-agent does not hold it, and there is no terminal to ask it on"
+            );
+            assert_eq!(hint, format!("add it to the agent first: ssh-add {}", locked.display()));
+        }
+        let (why, hint) = load_identity(&dir.join("missing"), &[]).err().unwrap();
+        assert_eq!((why.as_str(), hint.as_str()), ("No such file or directory", "check the path and its permissions"));
+        std::fs::write(dir.join("garbage"), "not a key\n").unwrap();
+        let (_, hint) = load_identity(&dir.join("garbage"), &[]).err().unwrap();
+        assert_eq!(hint, "it must be a private key in OpenSSH or PEM format");
+    }
+
+    #[test]
+    fn a_certificate_is_found_beside_its_key() {
+        assert_eq!(with_suffix(Path::new("/k/id_ed25519"), "-cert.pub"), Path::new("/k/id_ed25519-cert.pub"));
+    }
+}

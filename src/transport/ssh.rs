@@ -507,3 +507,105 @@ impl SshConnection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::SshOptions;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    /// OpenSSH's four forms of an algorithm list (ssh_config(5), KexAlgorithms): replace,
+    /// `+` append, `-` remove by pattern, `^` put first; names this SSH lacks come back.
+    #[test]
+    fn algorithm_lists_read_as_openssh_reads_them() {
+        let defaults = names(&["a", "b", "c"]);
+        let supported = names(&["a", "b", "c", "d", "e-1", "e-2"]);
+        let list = |spec: &str| algorithm_list(spec, &defaults, &supported);
+        assert_eq!(list("d,a"), (names(&["d", "a"]), vec![]));
+        assert_eq!(list("+d,a"), (names(&["a", "b", "c", "d"]), vec![]));
+        assert_eq!(list("^c,d"), (names(&["c", "d", "a", "b"]), vec![]));
+        assert_eq!(list("-b"), (names(&["a", "c"]), vec![]));
+        assert_eq!(list("-a*,c"), (names(&["b"]), vec![]));
+        assert_eq!(list("x,a, y"), (names(&["a"]), names(&["x", "y"])));
+        assert_eq!(list("-x"), (names(&["a", "b", "c"]), vec![]));
+        assert_eq!(list("x"), (vec![], names(&["x"])));
+    }
+
+    #[test]
+    fn a_list_that_leaves_no_algorithm_is_an_error_and_unknown_names_are_said() {
+        let options = SshOptions { ciphers: Some("nosuch-cipher".into()), ..SshOptions::default() };
+        let err = preferred(&options).err().unwrap();
+        assert!(err.starts_with("Ciphers `nosuch-cipher` leaves no algorithm director's SSH has (it has: "), "{err}");
+        let options = SshOptions { macs: Some("+hmac-sha2-256,umac-64@openssh.com".into()), ..SshOptions::default() };
+        let (_, unknown) = preferred(&options).unwrap();
+        assert_eq!(unknown, ["MACs umac-64@openssh.com"]);
+        let options = SshOptions { kex: Some("curve25519-sha256".into()), ..SshOptions::default() };
+        let (chosen, unknown) = preferred(&options).unwrap();
+        assert_eq!(chosen.kex.iter().map(|k| k.as_ref().to_string()).collect::<Vec<_>>(), ["curve25519-sha256"]);
+        assert!(unknown.is_empty());
+    }
+
+    /// Certificate host key types in HostKeyAlgorithms are not plain types: they are left to
+    /// the handshake, which asks for them where a CA is trusted.
+    #[test]
+    fn host_key_algorithms_keep_their_mode_without_the_certificate_types() {
+        let options = SshOptions {
+            host_key_algorithms: Some("^ssh-ed25519-cert-v01@openssh.com,ssh-ed25519".into()),
+            ..SshOptions::default()
+        };
+        let (chosen, unknown) = preferred(&options).unwrap();
+        assert_eq!(chosen.key.first().map(russh::keys::Algorithm::as_str), Some("ssh-ed25519"));
+        assert!(chosen.key.len() > 1, "^ puts first and keeps the rest");
+        assert!(unknown.is_empty(), "{unknown:?}");
+    }
+
+    /// The key types known_hosts already holds for a host are asked for first, so a known
+    /// host does not offer a key of another type (OpenSSH's order_hostkeyalgs).
+    #[test]
+    fn known_key_types_come_first() {
+        use russh::keys::Algorithm;
+        let defaults = russh::Preferred::default();
+        let rsa = |a: &Algorithm| matches!(a, Algorithm::Rsa { .. });
+        let last = defaults.key.iter().rev().find(|a| !rsa(a)).unwrap().clone();
+        let ordered = preferred_for(defaults.clone(), std::slice::from_ref(&last));
+        assert_eq!(ordered.key.first(), Some(&last));
+        assert_eq!(ordered.key.len(), defaults.key.len());
+        assert_eq!(preferred_for(defaults.clone(), &[]).key, defaults.key);
+        // An RSA host key is one type whatever its signature hash: the SHA-2 ones come first,
+        // in the default order.
+        let ordered = preferred_for(defaults.clone(), &[Algorithm::Rsa { hash: None }]);
+        let first_rsa = defaults.key.iter().find(|a| rsa(a)).unwrap();
+        assert_eq!(ordered.key.first(), Some(first_rsa));
+    }
+
+    #[test]
+    fn a_host_key_alias_is_looked_up_without_the_port() {
+        let files = Arc::new(super::super::known_hosts::KnownHosts::new(Some("/nonexistent".into())));
+        let aliased = SshOptions { host_key_alias: Some("db-primary".into()), ..SshOptions::default() };
+        let plain = SshOptions::default();
+        let target = |ssh| Target {
+            name: "db".into(),
+            host: "10.0.0.5",
+            port: 2222,
+            hash: false,
+            proxy: None,
+            files: files.clone(),
+            ssh,
+        };
+        assert_eq!(target(&aliased).key_name(), ("db-primary", 22));
+        assert_eq!(target(&plain).key_name(), ("10.0.0.5", 2222));
+    }
+
+    #[test]
+    fn a_dropped_handshake_is_retried_and_a_refusal_is_not() {
+        let io = |kind| russh::Error::IO(std::io::Error::from(kind));
+        assert!(transient(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(transient(&io(std::io::ErrorKind::UnexpectedEof)));
+        assert!(transient(&russh::Error::Disconnect));
+        assert!(!transient(&io(std::io::ErrorKind::ConnectionRefused)));
+        assert!(!transient(&russh::Error::NoAuthMethod));
+    }
+}

@@ -4,6 +4,7 @@
 
 use super::harness::{self, Fleet};
 use super::schema;
+use super::*;
 use super::{code, output, stderr, unreachable_error};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -200,4 +201,49 @@ fn certificate_files_and_rsa_certificates_get_in() {
             Some(format!("authentication as {} failed (tried key {})", user(), key.display()).as_str())
         );
     }
+}
+
+#[test]
+fn ssh_agent_authenticates_when_no_identity_file_is_set() {
+    let fleet = Fleet::start(2);
+    let sock = fleet.path().join("agent.sock");
+    let agent = Command::new("ssh-agent").arg("-a").arg(&sock).output().unwrap();
+    assert!(agent.status.success());
+    let agent_pid: String = String::from_utf8_lossy(&agent.stdout)
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("SSH_AGENT_PID=").map(str::to_string))
+        .unwrap();
+    let add = Command::new("ssh-add").arg(&fleet.key).env("SSH_AUTH_SOCK", &sock).output().unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let catalog = std::fs::read_to_string(fleet.catalog()).unwrap();
+    let without_key: String =
+        catalog.lines().filter(|l| !l.contains("identity_file")).map(|l| format!("{l}\n")).collect();
+    let catalog = fleet.file("agent-catalog.yaml", &without_key);
+    let file = fleet.file("one.yaml", "- jobs:\n    - RUN: true\n");
+    let out = output(
+        fleet
+            .director()
+            .arg("orchestrate")
+            .arg(&file)
+            .arg("--catalog")
+            .arg(&catalog)
+            .arg("--json")
+            .env("SSH_AUTH_SOCK", &sock),
+    );
+    let _ = Command::new("kill").arg(&agent_pid).output();
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    assert_eq!(run_finished(&schema::parse(&out.stdout)).0.jobs_ok, 2);
+
+    // Without the agent (and no default keys in the isolated home) the failure says why.
+    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).args([
+        "--json",
+        "--restrict",
+        "h1",
+    ]));
+    assert_eq!(code(&out), 3);
+    let user = if harness::is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
+    assert_eq!(
+        unreachable_error(&schema::parse(&out.stdout), "h1"),
+        Some(format!("no key to authenticate as {user}: set `identity_file` for node h1 or start ssh-agent").as_str())
+    );
 }

@@ -2,6 +2,7 @@
 //! node cache that cannot be saved. Each must end in a clear, recorded state, never a hang.
 
 use super::harness::Fleet;
+use super::*;
 use super::{code, finished, notices, orchestrate_json, run_finished, schema, stderr, unreachable_error};
 use std::time::{Duration, Instant};
 
@@ -340,4 +341,162 @@ fn an_arm64_node_gets_the_aarch64_executor_and_another_arch_a_clear_error() {
     assert_eq!(super::uploads(&events), ["h2"]);
     assert_eq!(super::said(&events, "h2"), [super::cached_hit()]);
     assert_eq!(std::fs::read_dir(&bin).unwrap().count(), 2);
+}
+
+#[test]
+fn a_burst_of_nodes_behind_one_sshd_is_paced_under_max_startups() {
+    let fleet = Fleet::start(1);
+    let h1 = &fleet.hosts[0];
+    // 40 catalog nodes that are all the same sshd: more than its MaxStartups (10) at once
+    // would be dropped; the per-address gate keeps handshakes under it.
+    let mut catalog = format!("defaults: {{user: root, identity_file: {}}}\nnodes:\n", fleet.key.display());
+    if !harness::is_root() {
+        catalog = catalog.replace("user: root", &format!("user: {}", std::env::var("USER").unwrap_or_default()));
+    }
+    for i in 0..40 {
+        catalog.push_str(&format!("  - {{name: n{i}, host: {}, port: {}}}\n", h1.addr, h1.port));
+    }
+    let catalog = fleet.file("burst.yaml", &catalog);
+    let file = fleet.file("one.yaml", "- jobs:\n    - RUN: true\n");
+    let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).arg("--json"));
+    let events = schema::parse(&out.stdout);
+    let (summary, exit) = run_finished(&events);
+    // The 40 nodes share one remote user, so one cache: some answer from what others saved.
+    assert_eq!((summary.nodes_ok, summary.jobs_ok + summary.jobs_cached, exit), (40, 40, 0), "{}", stderr(&out));
+}
+
+#[test]
+fn ctrl_c_twice_kills_running_jobs_and_exits_130() {
+    let home = scratch("local-cancel");
+    let file = home.join("o.yaml");
+    let marker = 50000 + std::process::id() % 9000;
+    std::fs::write(&file, format!("- jobs:\n    - RUN: sleep {marker}7\n    - RUN: echo never\n")).unwrap();
+    let child = local_director(&home)
+        .arg("orchestrate")
+        .arg(&file)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let running =
+        || !Command::new("pgrep").args(["-f", &format!("sleep {marker}7")]).output().unwrap().stdout.is_empty();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !running() {
+        assert!(std::time::Instant::now() < deadline, "the job never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(running(), "the first Ctrl-C must let the running job go on");
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 130);
+    assert!(!running(), "the job survived the second Ctrl-C");
+    let events = schema::parse(&out.stdout);
+    let f = finished(&events, "localhost");
+    assert_eq!(
+        f,
+        [
+            (0, "cancelled", None, Some("cancelled")),
+            (1, "skipped", None, Some("run cancelled before this job started"))
+        ]
+    );
+    assert_eq!(
+        stderr(&out),
+        "cancelling: no new jobs will start; press Ctrl-C again to kill the running ones\nkilling the running jobs\n"
+    );
+    // The history records the run and the interrupted job as cancelled.
+    let run = output(local_director(&home).args(["manage", "--run-info", "last", "--json"]));
+    let run: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!((run["status"].as_str(), run["exit_code"].as_i64()), (Some("cancelled"), Some(130)));
+    assert_eq!(run["node_outcomes"][0]["outcome"], "cancelled");
+    let jobs = output(local_director(&home).args(["manage", "--list-jobs", "--json"]));
+    let jobs: serde_json::Value = serde_json::from_slice(&jobs.stdout).unwrap();
+    let first = output(local_director(&home).args(["manage", "--job-info", jobs[0]["id"].as_str().unwrap(), "--json"]));
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(first["results"][0]["status"], "cancelled");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn a_silent_server_times_out_as_unreachable() {
+    // Accepts TCP and never speaks SSH.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = std::thread::spawn(move || {
+        let conn = listener.accept();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        drop(conn);
+    });
+    let home = scratch("silent");
+    std::fs::write(home.join("c.yaml"), format!("nodes:\n  - {{name: mute, host: 127.0.0.1, port: {port}}}\n"))
+        .unwrap();
+    std::fs::write(home.join("o.yaml"), "- jobs:\n    - RUN: true\n").unwrap();
+    let out = output(
+        local_director(&home)
+            .current_dir(&home)
+            .args(["orchestrate", "o.yaml", "--catalog", "c.yaml", "--json", "--connect-timeout", "1"])
+            .env("DIRECTOR_KNOWN_HOSTS", home.join("kh")),
+    );
+    assert_eq!(code(&out), 3);
+    assert_eq!(
+        unreachable_error(&schema::parse(&out.stdout), "mute"),
+        Some(format!("connection to 127.0.0.1:{port} timed out after 1 s").as_str())
+    );
+    holder.join().unwrap();
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// `director` with its open-file limits set to `soft` and `hard` (as a login's may be).
+fn with_nofile(mut cmd: Command, soft: u64, hard: u64) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    cmd
+}
+
+#[test]
+fn a_run_raises_its_open_file_limit_or_says_the_hard_limit_is_too_low() {
+    let home = scratch("nofile");
+    let catalog = home.join("catalog.yaml");
+    let nodes: String = (1..=30).map(|i| format!("  - {{name: n{i}}}\n")).collect();
+    std::fs::write(&catalog, format!("defaults: {{transport: local}}\nnodes:\n{nodes}")).unwrap();
+    let mut exec = local_director(&home);
+    exec.args(["exec", "--json", "--catalog"]).arg(&catalog).args(["--restrict", "n1", "ulimit -n"]);
+    // A soft limit below what 30 nodes need, a hard one above it: raised, as the node sees.
+    let mut all = local_director(&home);
+    all.args(["exec", "--json", "--catalog"]).arg(&catalog).arg("ulimit -n");
+    let out = output(&mut with_nofile(all, 60, 4096));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let events = schema::parse(&out.stdout);
+    assert_eq!(printed(&events, Some("n1"), None), "4096\n");
+    // One node fits in 70: nothing to raise.
+    let out = output(&mut with_nofile(exec, 70, 4096));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(printed(&schema::parse(&out.stdout), Some("n1"), None), "70\n");
+    // A hard limit too low for the selection: refused before anything starts.
+    let fresh = scratch("nofile-refused");
+    let mut all = local_director(&fresh);
+    all.args(["exec", "--catalog"]).arg(&catalog).arg("true");
+    let out = output(&mut with_nofile(all, 60, 100));
+    assert_eq!(code(&out), 2);
+    assert_eq!(
+        stderr(&out),
+        "error: the run has 30 nodes and may need 154 open files at once, but this process may open at most 100 (its hard limit)\n  hint: raise the hard limit (`ulimit -Hn` as root, or nofile in /etc/security/limits.conf), or select fewer nodes with --restrict\n"
+    );
+    assert!(!fresh.join(".cache/director").exists(), "nothing was started");
+    let _ = std::fs::remove_dir_all(&home);
+    let _ = std::fs::remove_dir_all(&fresh);
 }

@@ -4,6 +4,7 @@
 //! finds.
 
 use super::harness::{self, Fleet};
+use super::*;
 use super::{code, output, stderr};
 use std::process::Command;
 
@@ -355,4 +356,61 @@ fn a_host_with_only_an_rsa_key_then_a_second_type_then_only_the_new_one() {
         let out = director_run(&fleet, &file, &kh, policy);
         assert_eq!(code(&out), 3, "{policy}: {}", stderr(&out));
     }
+}
+
+#[test]
+fn a_changed_host_key_is_refused_with_both_fingerprints() {
+    let mut fleet = Fleet::start(3);
+    let file = fleet.file("one.yaml", "- jobs:\n    - RUN: true\n");
+    let host_pub = fleet.hosts[0].dir.join("ssh_host_ed25519_key.pub");
+    let old = fingerprint(&host_pub);
+    let (code, _, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code, 0, "{err}");
+    let recorded = std::fs::read_to_string(&fleet.known_hosts).unwrap();
+    assert_eq!(recorded.lines().count(), 3, "{recorded}");
+
+    fleet.stop_host(0);
+    fleet.rekey(0);
+    fleet.start_host(0);
+    let new = fingerprint(&host_pub);
+    assert_ne!(old, new);
+    let (code, events, _) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(code, 3);
+    let h1 = &fleet.hosts[0];
+    let pattern = if h1.port == 22 { h1.addr.clone() } else { format!("[{}]:{}", h1.addr, h1.port) };
+    let line = recorded.lines().position(|l| l.starts_with(&format!("{pattern} "))).unwrap() + 1;
+    let kh = fleet.known_hosts.display();
+    assert_eq!(
+        unreachable_error(&events, "h1").unwrap(),
+        format!("host key for node h1 ({pattern}) has changed: {kh} line {line} has {old}, the server offered {new}; refusing to connect (if the host was reinstalled, run: ssh-keygen -R '{pattern}' -f {kh})")
+    );
+    assert_eq!(finished(&events, "h2").len(), 1);
+    // Nothing was recorded over the old key.
+    assert_eq!(std::fs::read_to_string(&fleet.known_hosts).unwrap(), recorded);
+}
+
+#[test]
+fn strict_checking_refuses_unknown_hosts_and_off_warns() {
+    let fleet = Fleet::start(3);
+    let file = fleet.file("one.yaml", "- jobs:\n    - RUN: true\n");
+    let (code, events, _) = orchestrate_json(&fleet, &file, &["--host-key-checking", "strict", "--restrict", "h1"]);
+    assert_eq!(code, 3);
+    let error = unreachable_error(&events, "h1").unwrap();
+    let h1 = &fleet.hosts[0];
+    let pattern = if h1.port == 22 { h1.addr.clone() } else { format!("[{}]:{}", h1.addr, h1.port) };
+    let fp = fingerprint(&h1.dir.join("ssh_host_ed25519_key.pub"));
+    assert_eq!(
+        error,
+        format!(
+            "host key for node h1 ({pattern}) is not in {} and host key checking is strict; the server offered {fp}",
+            fleet.known_hosts.display()
+        )
+    );
+    assert!(!fleet.known_hosts.exists());
+
+    let (code, _, err) =
+        orchestrate_json(&fleet, &file, &["--host-key-checking", "off", "--restrict", "h1", "--restrict", "h2"]);
+    assert_eq!(code, 0);
+    assert_eq!(err, "warning: host key checking is off for 2 node(s) (h1, h2): their identity is not verified\n");
+    assert!(!fleet.known_hosts.exists());
 }

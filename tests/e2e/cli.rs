@@ -1,0 +1,165 @@
+//! The command line itself: bad input, usage errors, a closed stdout, completions and the
+//! man page.
+
+use super::*;
+
+// ---- bad input: exit 2, word-for-word messages, nothing contacted -------------------------
+
+fn bad_input(files: &[(&str, &str)], args: &[&str]) -> (i32, String, String, bool) {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "bad-{}-{}",
+        std::process::id(),
+        files[0].0
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let known_hosts = dir.join("known_hosts");
+    let out = Command::new(env!("CARGO_BIN_EXE_director"))
+        .current_dir(&dir)
+        .env("HOME", &dir)
+        .env("DIRECTOR_KNOWN_HOSTS", &known_hosts)
+        .env("DIRECTOR_SSH_CONFIG", "none")
+        .env_remove("DIRECTOR_CATALOG")
+        .args(args)
+        .output()
+        .unwrap();
+    let contacted = known_hosts.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    (code(&out), stdout(&out), stderr(&out), contacted)
+}
+
+// 192.0.2.0/24 is TEST-NET-1: never contacted, and the tests prove nothing tried to.
+const CATALOG: &str = "nodes:\n  - {name: web1, host: 192.0.2.10}\n  - {name: web2, host: 192.0.2.11}\n";
+
+/// What a bad-input case is: a name, the files written, the arguments, the exact stderr.
+type BadCase<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+
+#[test]
+fn bad_input_is_exit_2_with_file_line_column_and_a_hint() {
+    let cases: &[BadCase] = &[
+        (
+            "malformed yaml",
+            &[("c.yaml", CATALOG), ("d.yaml", "- jobs:\n    - RUN: [oops\n")],
+            &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
+            "error: d.yaml:2:12: invalid YAML: unclosed bracket '['\n  hint: check the indentation and the quoting on that line and the one before it\n",
+        ),
+        (
+            "unknown verb",
+            &[("c.yaml", CATALOG), ("d.yaml", "- jobs:\n    - RUN: true\n    - RUNN: echo\n")],
+            &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
+            "error: d.yaml:3:7: unknown verb `RUNN` in job 2 of entry 1\n  hint: did you mean `RUN`?\n",
+        ),
+        (
+            "missing jobs",
+            &[("c.yaml", CATALOG), ("d.yaml", "- name: nothing to do\n  targets: [web1]\n")],
+            &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
+            "error: d.yaml:1:3: entry 1 has no `jobs`\n  hint: every entry needs a `jobs:` list, e.g. `jobs: [{RUN: uptime}]`\n",
+        ),
+        (
+            "unknown target",
+            &[("c.yaml", CATALOG), ("d.yaml", "- targets: [web1, wbe2, db1]\n  jobs:\n    - RUN: true\n")],
+            &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
+            "error: d.yaml:1:19: unknown target `wbe2`\n  hint: did you mean `web2`? targets are catalog node names or hosts; the catalog has web1, web2\n",
+        ),
+        (
+            "unreadable key",
+            &[("c.yaml", "defaults:\n  identity_file: ./no-such-key\nnodes:\n  - {name: web1, host: 192.0.2.10}\n"), ("d.yaml", "- jobs: [{RUN: true}]\n")],
+            &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
+            "error: c.yaml:2:18: cannot use identity file ./no-such-key of node `web1`: No such file or directory\n  hint: check the path and its permissions\n",
+        ),
+        (
+            "missing file",
+            &[("c.yaml", CATALOG)],
+            &["orchestrate", "nope.yaml", "--catalog", "c.yaml"],
+            "error: cannot read nope.yaml: No such file or directory\n  hint: check the path; it is taken relative to the current directory\n",
+        ),
+        (
+            "bad catalog key",
+            &[("c.yaml", "nodes:\n  - name: web1\n    hots: 192.0.2.10\n"), ("d.yaml", "- jobs: [{RUN: true}]\n")],
+            &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
+            "error: c.yaml:3:5: unknown key `hots` in node\n  hint: did you mean `host`? node keys are: name, host, port, user, identity_file, groups, vars, transport, host_key_checking, via, become, become_user, become_method\n",
+        ),
+        (
+            "unknown exec target",
+            &[("c.yaml", CATALOG)],
+            &["exec", "--target", "web3", "--catalog", "c.yaml", "uptime"],
+            "error: --target `web3` matches no node or group in the catalog\n  hint: did you mean `web1`? the catalog has web1, web2\n",
+        ),
+    ];
+    for (what, files, args, want) in cases {
+        let (code, out, err, contacted) = bad_input(files, args);
+        assert_eq!(err, *want, "{what}");
+        assert_eq!(code, 2, "{what}");
+        assert_eq!(out, "", "{what}");
+        assert!(!contacted, "{what}: a node was contacted");
+    }
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let home = scratch("local-pipe");
+    let file = home.join("o.yaml");
+    std::fs::write(&file, "- jobs:\n    - RUN: seq 1 20000\n    - RUN: touch ran-to-the-end\n").unwrap();
+    let mut child = local_director(&home)
+        .current_dir(&home)
+        .arg("orchestrate")
+        .arg(&file)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(home.join("ran-to-the-end").exists());
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = output(Command::new(env!("CARGO_BIN_EXE_director")).args(["orchestrate"]));
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).starts_with("error: the following required arguments were not provided:\n  <FILE>...\n"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn completions_man_page_and_help_come_from_the_clap_definitions() {
+    let director = || Command::new(env!("CARGO_BIN_EXE_director"));
+    // bash loads the script, and it completes the subcommands.
+    let script = stdout(&output(director().args(["completions", "bash"])));
+    let dir = std::env::temp_dir().join(format!("director-completions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("director.bash"), &script).unwrap();
+    let probe = format!(
+        "source {}; COMP_WORDS=(director orch); COMP_CWORD=1; _director director orch director; echo \"${{COMPREPLY[@]}}\"",
+        dir.join("director.bash").display()
+    );
+    let out = output(Command::new("bash").args(["-c", &probe]));
+    assert_eq!(stdout(&out).trim(), "orchestrate", "{}", stderr(&out));
+    for shell in ["zsh", "fish"] {
+        let out = output(director().args(["completions", shell]));
+        assert_eq!(code(&out), 0);
+        assert!(stdout(&out).contains("orchestrate"), "{shell}");
+    }
+    assert_eq!(code(&output(director().args(["completions", "tcsh"]))), 2);
+    let man = stdout(&output(director().arg("man")));
+    assert!(man.starts_with(".ie \\n(.g .ds Aq"), "{man}");
+    for part in [".TH director 1", ".SH NAME", "director\\-orchestrate", "Exit codes:"] {
+        assert!(man.contains(part), "no `{part}` in the man page");
+    }
+    // `director help CMD` is `director CMD --help`; --help ends with examples and exit codes.
+    assert_eq!(
+        stdout(&output(director().args(["help", "exec"]))),
+        stdout(&output(director().args(["exec", "--help"])))
+    );
+    let help = stdout(&output(director().arg("--help")));
+    assert!(help.contains("Examples:\n  director tui catalog.yaml") && help.contains("\n  130  cancelled"), "{help}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
