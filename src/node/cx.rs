@@ -130,15 +130,15 @@ impl Cx<'_> {
         if taken == 0 {
             return Ok(());
         }
-        let mut result = Ok(());
+        let mut result: Result<(), NotSaved> = Ok(());
         let pieces = journal_pieces(&lines);
         let last = pieces.len().saturating_sub(1);
         for (n, lines) in pieces.into_iter().enumerate() {
             let more = n < last;
             result = match self.home.call(|id| Request::AppendCache { id, lines, more }).await {
-                Ok(Done::Failed { message }) => Err(format!("cannot save the node cache: {message}")),
+                Ok(Done::Failed { message }) => Err(NotSaved::Refused(message)),
                 Ok(_) => Ok(()),
-                Err(e) => Err(e),
+                Err(e) => Err(NotSaved::Lost(e)),
             };
             if result.is_err() {
                 break;
@@ -150,10 +150,9 @@ impl Cx<'_> {
         // it is reported done, but it will run again.
         for unsaved in sent {
             if let (Err(e), Some(job)) = (&result, unsaved.job) {
-                let message = if e.starts_with("cannot save the node cache") {
-                    format!("{job}: {e}; it will run again next time")
-                } else {
-                    format!("{job}: cannot save its record: {e}; it will run again next time")
+                let message = match e {
+                    NotSaved::Refused(_) => format!("{job}: {e}; it will run again next time"),
+                    NotSaved::Lost(_) => format!("{job}: cannot save its record: {e}; it will run again next time"),
                 };
                 self.sink.emit(Event::NodeNotice { node: self.node.name.clone(), message }).await;
             }
@@ -161,7 +160,7 @@ impl Cx<'_> {
                 self.sink.emit(event).await;
             }
         }
-        result
+        result.map_err(|e| e.to_string())
     }
 
     /// The node's saver: sends what [`Cx::save_soon`] queues while the node's jobs go on,
@@ -435,6 +434,23 @@ fn journal_pieces(lines: &[String]) -> Vec<String> {
         rest = &rest[cut..];
     }
     pieces
+}
+
+/// Why the node's journal did not take a batch of changes.
+enum NotSaved {
+    /// The node answered and refused (its disk, its limits).
+    Refused(String),
+    /// The node was not reached (the link dropped).
+    Lost(String),
+}
+
+impl std::fmt::Display for NotSaved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotSaved::Refused(message) => write!(f, "cannot save the node cache: {message}"),
+            NotSaved::Lost(e) => f.write_str(e),
+        }
+    }
 }
 
 #[cfg(test)]
