@@ -159,7 +159,11 @@ impl Settings {
                 _ => Err(doc.error_at(at, format!("`{key}` must be a file path"))),
             };
             match key.as_str() {
-                "history" => settings.history = Some(path_of(value, &at)?),
+                // A URL is kept as written, for the history to accept or refuse.
+                "history" => match value {
+                    Value::String(s) if crate::history::scheme(s).is_some() => settings.history = Some(s.into()),
+                    _ => settings.history = Some(path_of(value, &at)?),
+                },
                 "known_hosts" => settings.known_hosts = Some(path_of(value, &at)?),
                 "ssh_config" => settings.ssh_config = Some(path_of(value, &at)?),
                 "catalog" => {

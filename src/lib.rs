@@ -101,7 +101,10 @@ fn command_line(args: &[OsString]) -> String {
 fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
     let logging = logging::init(cli.verbose, cli.log_file.as_deref())?;
     let settings = config::Settings::load(cli.config.as_deref())?;
-    let history = cli.history.clone().or(settings.history.clone()).unwrap_or_else(history::default_path);
+    let history = match cli.history.clone().or(settings.history.clone()) {
+        Some(given) => history::location(&given)?,
+        None => history::default_path(),
+    };
     let launch = |plan, kind, files: &[std::path::PathBuf]| Launch {
         plan,
         kind,

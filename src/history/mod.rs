@@ -31,6 +31,48 @@ pub(crate) fn default_path() -> PathBuf {
     crate::paths::state_dir().join("history.db")
 }
 
+/// The histories director serves, by the scheme a `--history` names them with.
+const SCHEMES: &[&str] = &["sqlite"];
+
+/// The scheme of a value written as a URL (`postgres://…`, `sqlite:…`), if it is one: a
+/// letter, then letters, digits, `+`, `-` or `.`, then `:` (and for a scheme other than
+/// sqlite, `//`). A path such as `./a:b` or `C:x` is not.
+pub(crate) fn scheme(given: &str) -> Option<&str> {
+    let (scheme, rest) = given.split_once(':')?;
+    let mut chars = scheme.chars();
+    let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && scheme.len() > 1;
+    (well_formed && (rest.starts_with("//") || SCHEMES.contains(&scheme))).then_some(scheme)
+}
+
+/// Where the history is, from `--history`, `DIRECTOR_HISTORY` or the settings file: a path,
+/// or `sqlite:PATH` (`sqlite:///abs/path` too). A URL of a kind director does not serve is
+/// an input error, never a directory named after its scheme.
+pub(crate) fn location(given: &Path) -> Result<PathBuf, Error> {
+    let text = given.to_string_lossy();
+    match scheme(&text) {
+        None => Ok(given.to_path_buf()),
+        Some("sqlite") => {
+            let path = &text["sqlite:".len()..];
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(
+                    Error::input("the history `sqlite:` names no file").hint("write sqlite:PATH, or the path alone")
+                );
+            }
+            Ok(crate::paths::expand_home(path))
+        }
+        Some(other) => Err(Error::input(format!(
+            "the history `{text}` is a `{other}:` URL, and director keeps its history only in SQLite for now"
+        ))
+        .hint(format!(
+            "give a file path, or {}:PATH (PostgreSQL histories are not served yet)",
+            SCHEMES.join(":PATH, ")
+        ))),
+    }
+}
+
 /// Milliseconds since the epoch, the unit of every timestamp in the database.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -436,4 +478,25 @@ fn operator_host() -> String {
         .map(|h| h.trim().to_string())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_history_is_a_path_or_a_url_director_serves() {
+        assert_eq!(location(Path::new("h.db")).unwrap(), Path::new("h.db"));
+        assert_eq!(location(Path::new("./a:b/h.db")).unwrap(), Path::new("./a:b/h.db"));
+        assert_eq!(location(Path::new("C:h.db")).unwrap(), Path::new("C:h.db"), "one letter is not a scheme");
+        assert_eq!(location(Path::new("sqlite:/var/h.db")).unwrap(), Path::new("/var/h.db"));
+        assert_eq!(location(Path::new("sqlite:///var/h.db")).unwrap(), Path::new("/var/h.db"));
+        assert_eq!(location(Path::new("sqlite:h.db")).unwrap(), Path::new("h.db"));
+        let refused = |given: &str| location(Path::new(given)).unwrap_err().to_string();
+        assert!(refused("postgres://u@db/director").contains("is a `postgres:` URL"));
+        assert!(refused("postgresql://db").contains("is a `postgresql:` URL"));
+        assert!(refused("mysql+ssl://db/x").contains("is a `mysql+ssl:` URL"));
+        assert!(refused("sqlite:").contains("names no file"));
+        assert_eq!(scheme("notes:today"), None, "a colon in a file name is a path");
+    }
 }

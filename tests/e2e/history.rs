@@ -538,3 +538,38 @@ fn bootstrap_without_a_catalog_is_an_input_error() {
     );
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// `--history sqlite:PATH` is that SQLite file; a URL of another kind is refused before
+/// anything is written (no directory named after its scheme), from the option, the
+/// environment and the settings file alike.
+#[test]
+fn a_history_url_is_sqlite_or_refused() {
+    let home = scratch("history-url");
+    let db = home.join("runs.db");
+    let url = format!("sqlite://{}", db.display());
+    assert_eq!(code(&output(local_director(&home).current_dir(&home).args(["exec", "--history", &url, "true"]))), 0);
+    let listed = stdout(&manage(local_director(&home), &["--list-runs", "--history", db.to_str().unwrap()]));
+    assert!(listed.contains("exec  succeeded") && listed.ends_with("Total Items: 1\n"), "{listed}");
+    let refused = |cmd: &mut Command| {
+        let out = output(cmd.current_dir(&home));
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        stderr(&out)
+    };
+    let said = "error: the history `postgres://director@db/director` is a `postgres:` URL, and director keeps its history only in SQLite for now\n  hint: give a file path, or sqlite:PATH (PostgreSQL histories are not served yet)\n";
+    assert_eq!(
+        refused(local_director(&home).args(["exec", "--history", "postgres://director@db/director", "true"])),
+        said
+    );
+    assert_eq!(
+        refused(
+            local_director(&home)
+                .args(["manage", "--list-runs"])
+                .env("DIRECTOR_HISTORY", "postgres://director@db/director")
+        ),
+        said
+    );
+    let settings = home.join("settings.yaml");
+    std::fs::write(&settings, "history: postgres://director@db/director\n").unwrap();
+    assert_eq!(refused(local_director(&home).args(["manage", "--list-runs", "--config"]).arg(&settings)), said);
+    assert!(!home.join("postgres:").exists());
+}

@@ -190,6 +190,19 @@ fn every_bad_input_is_exit_2_with_its_message_and_contacts_nothing() {
         if host.connections() != before {
             wrong.push("the tripwire node was contacted".to_string());
         }
+        // Bad input leaves nothing behind where it ran (a history, a directory named after a
+        // URL's scheme).
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "tripwire.yaml")
+            .filter(|name| !case.files.iter().any(|(file, _, _)| file.split('/').next() == Some(name.as_str())))
+            .collect();
+        left.sort();
+        if !left.is_empty() {
+            wrong.push(format!("left in its directory: {left:?}"));
+        }
         if bless && wrong.is_empty() && stderr != expected {
             let text = std::fs::read_to_string(path).unwrap();
             let head = text.rsplit_once("--- stderr\n").map(|(h, _)| h).unwrap();
