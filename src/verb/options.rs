@@ -4,8 +4,11 @@
 //! --retry 3 /tmp` is `ls -l /tmp` with retry 3), `--opt=v` and `--opt v` both work, and
 //! `vars` (keyed by the option name with `_` for `-`) override them. Unlike Directord, a RUN
 //! command keeps its own whitespace and newlines, and an unknown option is an error for every
-//! verb but those whose arguments are free text (RUN, ECHO, `WAIT --cmd`). [`Given`] is what a
-//! verb's parser reads; the options every verb takes ([`COMMON`]) are read here.
+//! verb but those whose arguments are free text (RUN, ECHO, `WAIT --cmd`). Free text that
+//! starts with a word one or two letters off an option (`--timout 5 echo hi`) is refused
+//! with a did-you-mean; a `--` before the text ends the options: what follows is text, as
+//! written. [`Given`] is what a verb's parser reads; the options every verb takes
+//! ([`COMMON`]) are read here.
 
 use super::{Parsed, SourceRoots, Spec, Work};
 use director_proto::Attrs;
@@ -245,7 +248,27 @@ pub(crate) fn split_options(
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
             _ => (tok, None),
         };
-        match known.iter().find(|(n, _)| *n == flag) {
+        let known_option = known.iter().find(|(n, _)| *n == flag);
+        // Free text starting with a word one or two letters off an option is a misspelt
+        // option, not a command (`--timout 5 echo hi`); `--` before the text says it is text.
+        let leading = free_text && rest.is_empty() && known_option.is_none();
+        let misspelt = if leading && flag.starts_with("--") && flag.len() > 2 {
+            crate::error::suggest(flag, known.iter().map(|(n, _)| *n))
+        } else {
+            None
+        };
+        match known_option {
+            None if leading && tok == "--" => {
+                if let (Some(&(next, _)), Some(&(_, end))) = (tokens.get(i + 1), tokens.last()) {
+                    rest.push_str(&args[next..end]);
+                }
+                break;
+            }
+            None if misspelt.is_some() => {
+                let option = misspelt.unwrap_or_default();
+                return Err(err(format!("`{flag}` is not an option here: did you mean `{option}`?"))
+                    .hint(format!("if the text really starts with `{flag}`, put -- before it: `-- {tok} …`")));
+            }
             Some(&(name, arity)) => {
                 let mut values = Vec::new();
                 match (arity, inline) {
