@@ -298,6 +298,75 @@ const HONOURED: &[&str] = &[
     "hostkeyalgorithms",
 ];
 
+/// Directives that cannot change what director does on a node: forwarding (X11, ports,
+/// tunnels), authentication methods director does not offer (GSSAPI, passwords, host-based),
+/// environment sent to sshd's AcceptEnv, connection sharing, terminal, escape, log and
+/// keep-alive settings of the interactive client, extra host-key checks director does not make
+/// (CheckHostIP, VerifyHostKeyDNS, UpdateHostKeys). Debian's and Ubuntu's stock ssh_config
+/// set some of them under `Host *`: they are logged at `-v`, never warned. Any other
+/// directive director does not use is warned about: its absence may change what happens.
+const NO_EFFECT: &[&str] = &[
+    "addkeystoagent",
+    "batchmode",
+    "canonicaldomains",
+    "checkhostip",
+    "clearallforwardings",
+    "compression",
+    "controlmaster",
+    "controlpath",
+    "controlpersist",
+    "dynamicforward",
+    "enableescapecommandline",
+    "enablesshkeysign",
+    "escapechar",
+    "exitonforwardfailure",
+    "fingerprinthash",
+    "forkafterauthentication",
+    "forwardx11",
+    "forwardx11timeout",
+    "forwardx11trusted",
+    "gatewayports",
+    "gssapiauthentication",
+    "gssapiclientidentity",
+    "gssapidelegatecredentials",
+    "gssapikeyexchange",
+    "gssapirenewalforcesrekey",
+    "gssapiserveridentity",
+    "gssapitrustdns",
+    "hostbasedacceptedalgorithms",
+    "hostbasedauthentication",
+    "hostbasedkeytypes",
+    "ipqos",
+    "kbdinteractiveauthentication",
+    "kbdinteractivedevices",
+    "localcommand",
+    "localforward",
+    "loglevel",
+    "logverbose",
+    "nohostauthenticationforlocalhost",
+    "numberofpasswordprompts",
+    "passwordauthentication",
+    "permitlocalcommand",
+    "permitremoteopen",
+    "rekeylimit",
+    "remotecommand",
+    "remoteforward",
+    "requesttty",
+    "sendenv",
+    "sessiontype",
+    "stdinnull",
+    "streamlocalbindmask",
+    "streamlocalbindunlink",
+    "tcpkeepalive",
+    "tunnel",
+    "tunneldevice",
+    "updatehostkeys",
+    "usekeychain",
+    "verifyhostkeydns",
+    "visualhostkey",
+    "xauthlocation",
+];
+
 /// The `%` tokens of a connection, as ssh.c's DEFAULT_CLIENT_PERCENT_EXPAND_ARGS: `%h` the
 /// host name, `%n` the host as typed, `%p` the port, `%r` the remote user, `%u` the local
 /// user, `%d` the local home, `%l` the local host name (`%L` its first part), `%i` the local
@@ -445,6 +514,7 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
     use crate::catalog::{HostKeyPolicy, IdentityOrigin, TransportKind};
     use crate::error::Error;
     let mut ignored: BTreeMap<String, String> = BTreeMap::new();
+    let mut no_effect: BTreeMap<String, String> = BTreeMap::new();
     let mut warned: Vec<String> = Vec::new();
     for node in nodes.iter_mut().filter(|n| n.transport == TransportKind::Ssh) {
         let r = config.resolve(&node.host).map_err(|e| {
@@ -557,10 +627,16 @@ pub fn apply(nodes: &mut [crate::catalog::Node], config: &SshConfig) -> Result<V
         warned.extend(said);
         node.host = name;
         for (keyword, where_) in &r.origin {
-            if !HONOURED.contains(&keyword.as_str()) {
+            if NO_EFFECT.contains(&keyword.as_str()) {
+                no_effect.entry(keyword.clone()).or_insert_with(|| where_.clone());
+            } else if !HONOURED.contains(&keyword.as_str()) {
                 ignored.entry(keyword.clone()).or_insert_with(|| where_.clone());
             }
         }
+    }
+    if !no_effect.is_empty() {
+        let named: Vec<String> = no_effect.iter().map(|(k, at)| format!("{k} ({at})")).collect();
+        tracing::info!("ssh_config: {} change nothing director does", named.join(", "));
     }
     let mut warnings = Vec::new();
     if !ignored.is_empty() {

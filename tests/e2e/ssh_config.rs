@@ -162,7 +162,7 @@ fn nodes_are_reached_the_way_ssh_config_says() {
     let config = fleet.file(
         "ssh_config",
         &format!(
-            "Host web-1\n  HostName {}\n  Port {}\nHost web-2\n  HostName {}\n  Port {}\nHost web-*\n  User {user}\n  IdentityFile {}\n  SendEnv LANG\n  HashKnownHosts yes\n",
+            "Host web-1\n  HostName {}\n  Port {}\nHost web-2\n  HostName {}\n  Port {}\nHost web-*\n  User {user}\n  IdentityFile {}\n  ForwardAgent yes\n  HashKnownHosts yes\n",
             h[0].addr,
             h[0].port,
             h[1].addr,
@@ -205,7 +205,7 @@ fn nodes_are_reached_the_way_ssh_config_says() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(
         stderr(&out),
-        format!("warning: ssh_config: director does not use sendenv ({}:10) yet\n", config.display())
+        format!("warning: ssh_config: director does not use forwardagent ({}:10) yet\n", config.display())
     );
     let events = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(events.contains(&format!("\"address\":\"{user}@{}:{}\"", h[0].addr, h[0].port)), "{events}");
@@ -248,7 +248,7 @@ fn nodes_are_reached_the_way_ssh_config_says() {
             .args(["--json", "true"]),
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(stderr(&out).contains(&format!("sendenv ({}:10)", dot_ssh.join("config").display())), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("forwardagent ({}:10)", dot_ssh.join("config").display())), "{}", stderr(&out));
     // A catalog value beats the file, as `ssh -o` does.
     let strict = fleet.file("user.yaml", "nodes:\n  - {name: web-1, user: nobody-here}\n");
     let out = run(&strict, &[]);
@@ -503,4 +503,37 @@ fn connection_tokens_expand_as_ssh_expands_them() {
     .to_string();
     let theirs: Vec<String> = theirs.iter().map(|t| t.replacen(&passwd_home, &home.display().to_string(), 1)).collect();
     assert_eq!(ours, theirs);
+}
+
+/// Debian's own /etc/ssh/ssh_config (SendEnv, HashKnownHosts, GSSAPIAuthentication under
+/// `Host *`, copied here as the package ships it) gives no warning: what it sets that director
+/// does not use changes nothing director does, and `-v` says so once.
+#[test]
+fn the_distributions_stock_ssh_config_gives_no_warning() {
+    use super::{code, output, stderr};
+    let fleet = super::harness::Fleet::start(1);
+    let stock = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debian-ssh_config");
+    let run = |extra: &[&str]| {
+        output(
+            fleet
+                .director()
+                .args(["exec", "--catalog"])
+                .arg(fleet.catalog())
+                .arg("--ssh-config")
+                .arg(&stock)
+                .args(extra)
+                .args(["--json", "true"]),
+        )
+    };
+    let out = run(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let out = run(&["-v"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let said = stderr(&out);
+    let at = |line: usize| format!("{}:{line}", stock.display());
+    let line =
+        format!("ssh_config: gssapiauthentication ({}), sendenv ({}) change nothing director does", at(53), at(51));
+    assert!(said.contains(&line), "{said}");
+    assert!(!said.contains("warning"), "{said}");
 }
