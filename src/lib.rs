@@ -44,7 +44,7 @@ pub mod api {
 use catalog::Catalog;
 use config::Config;
 use error::{exit, Error};
-use event::RunKind;
+use event::{RunKind, RunMode};
 use launch::Launch;
 use plan::orchestration::Orchestration;
 use plan::{Plan, Selection};
@@ -156,7 +156,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             let mut files = files;
             let mut only = None;
             if let Some(which) = retry_failed {
-                let Some(set) = retry_set(&history, &which, files.is_empty())? else {
+                let Some(set) = retry_set(&history, &which, files.is_empty(), config.mode)? else {
                     return Ok(exit::OK);
                 };
                 if files.is_empty() {
@@ -235,7 +235,12 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
 
 /// For `--retry-failed`: the run, its nodes that did not end ok, its files and catalogs.
 /// `None` (after saying why) when there is nothing to retry.
-fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Option<history::query::RetrySet>, Error> {
+fn retry_set(
+    path: &std::path::Path,
+    which: &str,
+    need_files: bool,
+    mode: RunMode,
+) -> Result<Option<history::query::RetrySet>, Error> {
     let none = || {
         Error::input(format!("--retry-failed: no runs recorded yet in {}", path.display()))
             .hint("run an orchestration first; its failed nodes can then be retried")
@@ -253,6 +258,14 @@ fn retry_set(path: &std::path::Path, which: &str, need_files: bool) -> Result<Op
         .hint("give the orchestration files: `director orchestrate FILE... --retry-failed RUN`"));
     }
     let set = store.retry_set(&id)?;
+    if set.mode == RunMode::Plan && mode == RunMode::Run {
+        return Err(Error::input(format!(
+            "--retry-failed: run {id} was a plan (--plan): it changed nothing, so there is nothing to run again for real"
+        ))
+        .hint(format!(
+            "plan its failed and unreachable nodes again with --plan --retry-failed {id}, or run the orchestration without --retry-failed"
+        )));
+    }
     if set.nodes.is_empty() {
         eprintln!("run {id} has no failed, unreachable or cancelled node: nothing to retry");
         return Ok(None);

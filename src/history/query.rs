@@ -192,6 +192,8 @@ pub(crate) struct RetrySet {
     pub nodes: Vec<String>,
     pub files: Vec<String>,
     pub catalogs: Vec<String>,
+    /// A run, or a plan of one: retrying a plan for real would change nodes it never touched.
+    pub mode: RunMode,
 }
 
 /// `--list-jobs --filter`.
@@ -460,10 +462,10 @@ impl History {
     /// The nodes of run `id` that did not end ok: failed, unreachable, cancelled or never
     /// reported. With the run's files and catalogs, for `--retry-failed`.
     pub(crate) fn retry_set(&self, id: &str) -> Result<RetrySet, Error> {
-        let (files, catalogs): (String, String) =
-            self.q(self
-                .conn
-                .query_row("SELECT files, catalogs FROM runs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?))))?;
+        let (files, catalogs, mode): (String, String, RunMode) =
+            self.q(self.conn.query_row("SELECT files, catalogs, mode FROM runs WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            }))?;
         let mut stmt = self
             .q(self.conn.prepare("SELECT node FROM run_nodes WHERE run_id = ?1 AND outcome <> 'ok' ORDER BY rowid"))?;
         let nodes: Vec<String> = self.q(self.q(stmt.query_map(params![id], |r| r.get(0)))?.collect())?;
@@ -472,6 +474,7 @@ impl History {
             nodes,
             files: serde_json::from_str(&files).unwrap_or_default(),
             catalogs: serde_json::from_str(&catalogs).unwrap_or_default(),
+            mode,
         })
     }
 

@@ -573,3 +573,27 @@ fn a_history_url_is_sqlite_or_refused() {
     assert_eq!(refused(local_director(&home).args(["manage", "--list-runs", "--config"]).arg(&settings)), said);
     assert!(!home.join("postgres:").exists());
 }
+
+/// A plan changed nothing, so retrying it for real is refused (it would change the nodes the
+/// plan could not reach); retrying it as a plan plans its failed nodes again.
+#[test]
+fn retrying_a_plan_plans_again_or_is_refused() {
+    let mut fleet = Fleet::start(2);
+    fleet.stop_host(1);
+    let file = fleet.file("touch.yaml", "- jobs:\n    - RUN: touch ~/touched\n");
+    let (status, _, err) = orchestrate_json(&fleet, &file, &["--plan"]);
+    assert_eq!(status, 3, "{err}");
+    let out = output(fleet.orchestrate(&file).args(["--retry-failed", "last"]));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let run = stderr(&out).split_whitespace().nth(3).unwrap_or_default().to_string();
+    assert_eq!(
+        stderr(&out),
+        format!("error: --retry-failed: run {run} was a plan (--plan): it changed nothing, so there is nothing to run again for real\n  hint: plan its failed and unreachable nodes again with --plan --retry-failed {run}, or run the orchestration without --retry-failed\n")
+    );
+    assert!(!fleet.hosts[0].home_path("touched").exists(), "a refused retry changed a node");
+    let (status, events, err) = orchestrate_json(&fleet, &file, &["--plan", "--retry-failed", "last"]);
+    assert_eq!(status, 3, "{err}");
+    assert!(err.contains("on 1 node(s): h2"), "{err}");
+    assert!(finished(&events, "h1").is_empty());
+    assert!(!fleet.hosts[0].home_path("touched").exists());
+}

@@ -248,7 +248,11 @@ fn nodes_are_reached_the_way_ssh_config_says() {
             .args(["--json", "true"]),
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(stderr(&out).contains(&format!("forwardagent ({}:10)", dot_ssh.join("config").display())), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("forwardagent ({}:10)", dot_ssh.join("config").display())),
+        "{}",
+        stderr(&out)
+    );
     // A catalog value beats the file, as `ssh -o` does.
     let strict = fleet.file("user.yaml", "nodes:\n  - {name: web-1, user: nobody-here}\n");
     let out = run(&strict, &[]);

@@ -18,7 +18,7 @@ pub(crate) mod view;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::Error;
-use crate::event::{JobStatus, RunKind};
+use crate::event::{JobStatus, RunKind, RunMode};
 use crate::history::ResultStatus;
 use crate::history::{self, Contention, History};
 use crate::launch::{Incoming, Launch, Running};
@@ -228,6 +228,11 @@ impl Tui {
                 Ok(set) if set.nodes.is_empty() => {
                     app.message =
                         Some(format!("run {run} has no failed, unreachable or cancelled node: nothing to retry"));
+                }
+                Ok(set) if set.mode == RunMode::Plan => {
+                    app.message = Some(format!(
+                        "run {run} was a plan: it changed nothing, so there is nothing to run again for real"
+                    ));
                 }
                 Ok(set) if set.files.is_empty() => {
                     app.message =
