@@ -83,12 +83,15 @@ pub enum Stream {
 pub enum NodeOutcome {
     /// Every job ended ok, cached, skipped, or (in a plan) would run.
     Ok,
-    /// A job failed or timed out, or the node was not contacted at all.
+    /// A job failed or timed out.
     Failed,
     /// The node could not be reached, or was lost.
     Unreachable,
     /// A job was cancelled and none failed.
     Cancelled,
+    /// Not attempted: a batch before it failed (`--serial`, `--max-fail`), a bootstrap
+    /// server failed, or the run was cancelled before its turn. Its jobs are reported skipped.
+    Skipped,
 }
 
 impl NodeOutcome {
@@ -99,6 +102,7 @@ impl NodeOutcome {
             NodeOutcome::Failed => "failed",
             NodeOutcome::Unreachable => "unreachable",
             NodeOutcome::Cancelled => "cancelled",
+            NodeOutcome::Skipped => "skipped",
         }
     }
 }
@@ -193,6 +197,8 @@ pub struct Summary {
     pub nodes_ok: usize,
     pub nodes_failed: usize,
     pub nodes_unreachable: usize,
+    /// Not attempted ([`NodeOutcome::Skipped`]).
+    pub nodes_skipped: usize,
     pub jobs_ok: usize,
     pub jobs_cached: usize,
     pub jobs_failed: usize,

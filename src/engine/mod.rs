@@ -79,9 +79,11 @@ impl NodeTally {
         let j = &self.jobs;
         if self.unreachable {
             NodeOutcome::Unreachable
-        } else if !self.aborted && j.failed == 0 && j.timed_out == 0 && j.cancelled == 0 {
+        } else if self.aborted {
+            NodeOutcome::Skipped
+        } else if j.failed == 0 && j.timed_out == 0 && j.cancelled == 0 {
             NodeOutcome::Ok
-        } else if !self.aborted && j.cancelled > 0 && j.failed == 0 && j.timed_out == 0 {
+        } else if j.cancelled > 0 && j.failed == 0 && j.timed_out == 0 {
             NodeOutcome::Cancelled
         } else {
             NodeOutcome::Failed
@@ -217,12 +219,11 @@ pub(crate) async fn run(
 }
 
 fn add(summary: &mut Summary, tally: NodeTally) {
-    if tally.unreachable {
-        summary.nodes_unreachable += 1;
-    } else if tally.clean() {
-        summary.nodes_ok += 1;
-    } else {
-        summary.nodes_failed += 1;
+    match tally.outcome() {
+        NodeOutcome::Unreachable => summary.nodes_unreachable += 1,
+        NodeOutcome::Skipped => summary.nodes_skipped += 1,
+        NodeOutcome::Ok => summary.nodes_ok += 1,
+        NodeOutcome::Failed | NodeOutcome::Cancelled => summary.nodes_failed += 1,
     }
     summary.jobs_ok += tally.jobs.ok;
     summary.jobs_cached += tally.jobs.cached;
@@ -698,9 +699,9 @@ mod tests {
         assert_eq!(tally(&[Failed, Cancelled]).outcome(), NodeOutcome::Failed);
         let lost = NodeTally { unreachable: true, ..tally(&[Ok]) };
         assert_eq!(lost.outcome(), NodeOutcome::Unreachable);
-        // Not contacted at all (bootstrap stopped after a server failed): not ok.
+        // Not contacted at all (a batch before it failed, a bootstrap server failed): skipped.
         let aborted = NodeTally { aborted: true, ..tally(&[Skipped]) };
-        assert_eq!(aborted.outcome(), NodeOutcome::Failed);
+        assert_eq!(aborted.outcome(), NodeOutcome::Skipped);
         let panicked = NodeTally::of(Err(tokio::runtime::Runtime::new()
             .unwrap()
             .block_on(async { tokio::spawn(async { panic!("a node task that panics") }).await.unwrap_err() })));
@@ -713,8 +714,12 @@ mod tests {
         add(&mut summary, tally(&[JobStatus::Ok, JobStatus::Cached]));
         add(&mut summary, tally(&[JobStatus::Ok, JobStatus::Failed, JobStatus::Skipped]));
         add(&mut summary, NodeTally { unreachable: true, ..NodeTally::default() });
-        assert_eq!((summary.nodes_ok, summary.nodes_failed, summary.nodes_unreachable), (1, 1, 1));
-        assert_eq!((summary.jobs_ok, summary.jobs_cached, summary.jobs_failed, summary.jobs_skipped), (2, 1, 1, 1));
+        add(&mut summary, NodeTally { aborted: true, ..tally(&[JobStatus::Skipped]) });
+        assert_eq!(
+            (summary.nodes_ok, summary.nodes_failed, summary.nodes_unreachable, summary.nodes_skipped),
+            (1, 1, 1, 1)
+        );
+        assert_eq!((summary.jobs_ok, summary.jobs_cached, summary.jobs_failed, summary.jobs_skipped), (2, 1, 1, 2));
     }
 
     /// The documented exit codes, in their order: cancelled, a job failed, a node unreachable.

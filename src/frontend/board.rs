@@ -28,6 +28,8 @@ pub enum Phase {
     Failed,
     Cancelled,
     Unreachable,
+    /// Not attempted ([`crate::event::NodeOutcome::Skipped`]).
+    Skipped,
 }
 
 impl Phase {
@@ -41,11 +43,12 @@ impl Phase {
             Phase::Failed => "failed",
             Phase::Cancelled => "cancelled",
             Phase::Unreachable => "unreachable",
+            Phase::Skipped => "skipped",
         }
     }
 
     pub fn done(self) -> bool {
-        matches!(self, Phase::Ok | Phase::Failed | Phase::Cancelled | Phase::Unreachable)
+        matches!(self, Phase::Ok | Phase::Failed | Phase::Cancelled | Phase::Unreachable | Phase::Skipped)
     }
 }
 
@@ -320,6 +323,7 @@ impl Board {
                     NodeOutcome::Cancelled => Phase::Cancelled,
                     NodeOutcome::Failed => Phase::Failed,
                     NodeOutcome::Unreachable => Phase::Unreachable,
+                    NodeOutcome::Skipped => Phase::Skipped,
                 };
             }
             Event::RunFinished { summary, exit_code } => {
@@ -396,6 +400,7 @@ impl Board {
             Phase::Waiting => 2,
             Phase::Failed | Phase::Unreachable | Phase::Cancelled => 3,
             Phase::Ok => 4,
+            Phase::Skipped => 5,
         };
         let mut order: Vec<usize> = (0..self.nodes.len()).collect();
         order.sort_by(|&a, &b| {

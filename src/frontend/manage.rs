@@ -57,7 +57,19 @@ pub(crate) fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
     // Runs whose process died are abandoned, whatever we are asked.
     store.sweep_abandoned()?;
     if args.list_runs {
-        let header = ["ID", "KIND", "STATUS", "STARTED", "DURATION", "NODES", "OK", "FAILED", "UNREACHABLE", "COMMAND"];
+        let header = [
+            "ID",
+            "KIND",
+            "STATUS",
+            "STARTED",
+            "DURATION",
+            "NODES",
+            "OK",
+            "FAILED",
+            "UNREACHABLE",
+            "SKIPPED",
+            "COMMAND",
+        ];
         return Ok(listing(&newest(store.list_runs()?, args.limit), args.json, path, "runs", &header, |r| {
             vec![
                 r.id.clone(),
@@ -69,6 +81,7 @@ pub(crate) fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
                 r.nodes_ok.to_string(),
                 r.nodes_failed.to_string(),
                 r.nodes_unreachable.to_string(),
+                r.nodes_skipped.to_string(),
                 r.command.clone(),
             ]
         }));

@@ -212,11 +212,12 @@ impl TextView {
 /// The last line of every text run.
 pub(crate) fn summary_line(s: &Summary) -> String {
     format!(
-        "summary: {} nodes ({} ok, {} failed, {} unreachable), {} jobs ({} ok, {} cached, {} failed, {} skipped, {} timed out, {} cancelled) in {:.2} s",
+        "summary: {} nodes ({} ok, {} failed, {} unreachable{}), {} jobs ({} ok, {} cached, {} failed, {} skipped, {} timed out, {} cancelled) in {:.2} s",
         s.nodes,
         s.nodes_ok,
         s.nodes_failed,
         s.nodes_unreachable,
+        not_attempted(s),
         s.jobs_ok + s.jobs_cached + s.jobs_failed + s.jobs_skipped + s.jobs_timed_out + s.jobs_cancelled,
         s.jobs_ok,
         s.jobs_cached,
@@ -228,14 +229,23 @@ pub(crate) fn summary_line(s: &Summary) -> String {
     )
 }
 
+/// `, N skipped` when nodes were not attempted (a batch before them failed), else nothing.
+fn not_attempted(s: &Summary) -> String {
+    match s.nodes_skipped {
+        0 => String::new(),
+        n => format!(", {n} skipped"),
+    }
+}
+
 /// The last line of a `--plan`.
 pub(crate) fn plan_line(s: &Summary) -> String {
     format!(
-        "plan: {} nodes ({} ok, {} failed, {} unreachable), {} jobs ({} would run, {} cached, {} failed, {} skipped) in {:.2} s; nothing was run",
+        "plan: {} nodes ({} ok, {} failed, {} unreachable{}), {} jobs ({} would run, {} cached, {} failed, {} skipped) in {:.2} s; nothing was run",
         s.nodes,
         s.nodes_ok,
         s.nodes_failed,
         s.nodes_unreachable,
+        not_attempted(s),
         s.jobs_would_run + s.jobs_cached + s.jobs_failed + s.jobs_skipped + s.jobs_timed_out + s.jobs_cancelled,
         s.jobs_would_run,
         s.jobs_cached,
@@ -412,5 +422,22 @@ mod tests {
         let text = run(Mode::Plain, Shown::All, &events);
         assert!(text.contains("job 1: RUN seq\n  a (1)  ok\n    │ … 5 lines above\n    │ line 6\n"), "{text}");
         assert!(text.contains("    │ line 15\nsummary"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    /// Nodes that were not attempted are said apart from the failed ones, when there are any.
+    #[test]
+    fn the_summary_says_skipped_nodes_apart() {
+        let s = Summary { nodes: 6, nodes_ok: 3, nodes_failed: 1, nodes_skipped: 2, jobs_ok: 3, ..Summary::default() };
+        assert_eq!(
+            summary_line(&s),
+            "summary: 6 nodes (3 ok, 1 failed, 0 unreachable, 2 skipped), 3 jobs (3 ok, 0 cached, 0 failed, 0 skipped, 0 timed out, 0 cancelled) in 0.00 s"
+        );
+        let s = Summary { nodes_skipped: 0, ..s };
+        assert!(summary_line(&s).starts_with("summary: 6 nodes (3 ok, 1 failed, 0 unreachable), "));
     }
 }

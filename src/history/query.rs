@@ -79,6 +79,8 @@ pub struct RunRow {
     pub nodes_ok: i64,
     pub nodes_failed: i64,
     pub nodes_unreachable: i64,
+    /// Not attempted: a batch before them failed.
+    pub nodes_skipped: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -211,7 +213,8 @@ fn run_select() -> String {
            (SELECT count(*) FROM run_nodes n WHERE n.run_id = r.id AND n.outcome = 'ok'),
            (SELECT count(*) FROM run_nodes n WHERE n.run_id = r.id AND n.outcome IN ('failed', 'cancelled', 'abandoned')),
            (SELECT count(*) FROM run_nodes n WHERE n.run_id = r.id AND n.outcome = 'unreachable'),
-           r.files, r.catalogs, r.summary, r.mode
+           r.files, r.catalogs, r.summary, r.mode,
+           (SELECT count(*) FROM run_nodes n WHERE n.run_id = r.id AND n.outcome = 'skipped')
          FROM runs r",
         time("r.started_at"),
         time("r.ended_at")
@@ -234,6 +237,7 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
         nodes_ok: r.get(11)?,
         nodes_failed: r.get(12)?,
         nodes_unreachable: r.get(13)?,
+        nodes_skipped: r.get(18)?,
         mode: r.get(17)?,
     })
 }

@@ -129,7 +129,7 @@ fn the_history_records_ok_failed_cached_skipped_and_unreachable_results() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
-        ["ID", "KIND", "STATUS", "STARTED", "DURATION", "NODES", "OK", "FAILED", "UNREACHABLE", "COMMAND"]
+        ["ID", "KIND", "STATUS", "STARTED", "DURATION", "NODES", "OK", "FAILED", "UNREACHABLE", "SKIPPED", "COMMAND"]
     );
     assert!(text.ends_with("\nTotal Items: 2\n"), "{text}");
     assert!(text.contains(&format!("{}  orchestrate  failed", run_id(&events2))), "{text}");

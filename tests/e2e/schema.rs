@@ -13,6 +13,7 @@ pub(crate) struct Summary {
     pub nodes_ok: usize,
     pub nodes_failed: usize,
     pub nodes_unreachable: usize,
+    pub nodes_skipped: usize,
     pub jobs_ok: usize,
     pub jobs_cached: usize,
     pub jobs_failed: usize,
@@ -46,6 +47,7 @@ pub(crate) enum NodeOutcome {
     Failed,
     Unreachable,
     Cancelled,
+    Skipped,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 pub(crate) fn phase_style(phase: Phase) -> Style {
     match phase {
-        Phase::Waiting => Style::new().fg(Color::DarkGray),
+        Phase::Waiting | Phase::Skipped => Style::new().fg(Color::DarkGray),
         Phase::Connecting | Phase::Ready => Style::new().fg(Color::Blue),
         Phase::Running => Style::new().fg(Color::Yellow),
         Phase::Ok => Style::new().fg(Color::Green),
@@ -429,6 +429,10 @@ fn render_history(app: &App, frame: &mut Frame, area: Rect) {
             r.duration_ms.map(|ms| short_duration(std::time::Duration::from_millis(ms as u64))).unwrap_or_default();
         let nodes =
             format!("{} ({} ok, {} failed, {} unreach.)", r.nodes, r.nodes_ok, r.nodes_failed, r.nodes_unreachable);
+        let nodes = match r.nodes_skipped {
+            0 => nodes,
+            n => format!("{nodes} {n} skipped"),
+        };
         Row::new(vec![
             r.id.clone(),
             r.kind.to_string(),
