@@ -109,6 +109,7 @@ fn a_closed_stdout_is_not_an_error() {
         .arg(&file)
         .arg("--json")
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     drop(child.stdout.take());
