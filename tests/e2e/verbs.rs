@@ -313,8 +313,14 @@ fn a_200_mb_file_streams_with_flat_memory_and_never_lands_half_written() {
     assert!(made.success());
     let file = fleet.file("big.yaml", &format!("- jobs:\n    - COPY: {} /tmp/big.bin\n", big.display()));
     #[allow(clippy::zombie_processes)] // reaped by waitpid in wait_rss
-    // Its summary line on stderr is not the test's output.
-    let child = fleet.orchestrate(&file).arg("--progress=none").stderr(std::process::Stdio::null()).spawn().unwrap();
+    // Its summary line is not the test's output.
+    let child = fleet
+        .orchestrate(&file)
+        .arg("--progress=none")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let (status, rss_kib) = wait_rss(&child);
     assert_eq!(status, 0);
     let landed = fleet.hosts[0].dir.join("tmp/big.bin");
@@ -331,6 +337,7 @@ fn a_200_mb_file_streams_with_flat_memory_and_never_lands_half_written() {
         .arg("--catalog")
         .arg(fleet.catalog())
         .arg("--progress=none")
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
