@@ -36,11 +36,8 @@ pub(crate) fn jobs(catalog: &Catalog) -> Result<Vec<BootstrapJob>, Error> {
         for doc in &catalog.docs {
             let Some(list) = doc.root.get(section).and_then(|s| s.get("jobs")) else { continue };
             let path = vec![Seg::Key(section.into()), Seg::Key("jobs".into())];
-            let dir = doc
-                .file
-                .parent()
-                .map(|d| if d.as_os_str().is_empty() { std::path::PathBuf::from(".") } else { d.to_path_buf() })
-                .unwrap_or_default();
+            let dir = super::yaml::dir_of(&doc.file);
+            let dir = if dir.as_os_str().is_empty() { std::path::PathBuf::from(".") } else { dir };
             let dir = std::path::absolute(&dir).unwrap_or(dir);
             flatten(doc, list, &path, section, &dir, &mut out)?;
         }

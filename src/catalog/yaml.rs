@@ -143,20 +143,32 @@ impl Document {
     }
 }
 
-/// The text of a file the user named: a regular file, at most [`MAX_FILE_BYTES`], UTF-8.
+/// The name that stands for standard input, as a catalog, an orchestration or a settings file.
+pub(crate) const STDIN: &str = "-";
+
+/// How long a named pipe may wait for its writer before it is refused (a FIFO nobody
+/// writes to would block forever).
+const PIPE_WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The text of a file of ours: a regular file, `-` (standard input, read once) or a pipe
+/// (`<(generate-inventory)`, a FIFO): at most [`MAX_FILE_BYTES`], UTF-8.
 pub(crate) fn read_text(path: &Path) -> Result<String, Error> {
     let cannot = |reason: String| {
         Error::input(format!("cannot read {}: {reason}", path.display()))
             .hint("check the path; it is taken relative to the current directory")
     };
+    if path == Path::new(STDIN) {
+        return text_of(path, read_stdin()?);
+    }
     let meta = std::fs::metadata(path).map_err(|e| cannot(io_reason(&e)))?;
     let kind = meta.file_type();
     if !kind.is_file() {
         use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return text_of(path, read_pipe(path)?);
+        }
         let what = if kind.is_dir() {
             "a directory"
-        } else if kind.is_fifo() {
-            "a named pipe"
         } else if kind.is_char_device() || kind.is_block_device() {
             "a device"
         } else if kind.is_socket() {
@@ -167,18 +179,84 @@ pub(crate) fn read_text(path: &Path) -> Result<String, Error> {
         return Err(Error::input(format!("cannot read {}: it is {what}", path.display()))
             .hint("name a YAML file (or, for a catalog, an Ansible inventory file)"));
     }
-    let too_large = || {
-        Error::input(format!("cannot read {}: it is larger than {} MiB", path.display(), MAX_FILE_BYTES >> 20))
-            .hint("director reads catalogs, orchestrations and settings of at most 16 MiB; split the file")
-    };
     if meta.len() > MAX_FILE_BYTES {
-        return Err(too_large());
+        return Err(too_large(path));
     }
     let file = std::fs::File::open(path).map_err(|e| cannot(io_reason(&e)))?;
+    text_of(path, bounded(file).map_err(|e| cannot(io_reason(&e)))?)
+}
+
+/// The directory the relative paths written in `file` are taken from: its own, or the
+/// current one (an empty path) for standard input and pipes.
+pub(crate) fn dir_of(file: &Path) -> PathBuf {
+    let piped = file == Path::new(STDIN) || std::fs::metadata(file).is_ok_and(|m| !m.is_file());
+    match file.parent() {
+        Some(d) if !piped => d.to_path_buf(),
+        _ => PathBuf::new(),
+    }
+}
+
+fn too_large(path: &Path) -> Error {
+    Error::input(format!("cannot read {}: it is larger than {} MiB", path.display(), MAX_FILE_BYTES >> 20))
+        .hint("director reads catalogs, orchestrations and settings of at most 16 MiB; split the file")
+}
+
+/// At most one byte past [`MAX_FILE_BYTES`] of `from` (so that too much can be told).
+fn bounded(from: impl Read) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| cannot(io_reason(&e)))?;
+    from.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Standard input, once: two files cannot both come from it.
+fn read_stdin() -> Result<Vec<u8>, Error> {
+    use std::io::IsTerminal;
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::input("`-` (standard input) is named twice")
+            .hint("only one file can come from standard input; name the others by path"));
+    }
+    if std::io::stdin().is_terminal() {
+        return Err(Error::input("cannot read - (standard input): it is a terminal")
+            .hint("pipe the file in (`generate | director orchestrate -`), or name it"));
+    }
+    bounded(std::io::stdin().lock())
+        .map_err(|e| Error::input(format!("cannot read - (standard input): {}", io_reason(&e))))
+}
+
+/// A pipe or FIFO, read once to its end; refused when no writer opens it in time.
+fn read_pipe(path: &Path) -> Result<Vec<u8>, Error> {
+    let (opened_tx, opened) = std::sync::mpsc::channel();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
+    // Opening a FIFO for reading waits for its writer: in a thread, so the wait is bounded.
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&owned);
+        let _ = opened_tx.send(());
+        let _ = done_tx.send(file.and_then(bounded));
+    });
+    if opened.recv_timeout(PIPE_WRITER_WAIT).is_err() {
+        return Err(Error::input(format!(
+            "cannot read {}: nothing opened the named pipe to write it within {} s",
+            path.display(),
+            PIPE_WRITER_WAIT.as_secs()
+        ))
+        .hint("start what writes it first, or give a file"));
+    }
+    let bytes = done
+        .recv()
+        .map_err(|_| Error::internal(format!("reading {} stopped", path.display())))?
+        .map_err(|e| Error::input(format!("cannot read {}: {}", path.display(), io_reason(&e))))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_large());
+        return Err(too_large(path));
+    }
+    Ok(bytes)
+}
+
+/// `bytes` as text: at most [`MAX_FILE_BYTES`], UTF-8 (the error says where it is not).
+fn text_of(path: &Path, bytes: Vec<u8>) -> Result<String, Error> {
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(path));
     }
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();

@@ -164,3 +164,51 @@ fn completions_man_page_and_help_come_from_the_clap_definitions() {
     assert!(help.contains("Examples:\n  director tui catalog.yaml") && help.contains("\n  130  cancelled"), "{help}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Catalogs and orchestrations from a pipe (`<(generate)`) or standard input (`-`) are read
+/// once, like files; a relative path in them is taken from the current directory. A FIFO
+/// nobody writes to is refused after a bounded wait (tests/inputs/101).
+#[test]
+fn catalogs_and_orchestrations_come_from_pipes_and_standard_input() {
+    let home = scratch("pipes");
+    std::fs::write(home.join("greeting.txt"), "hello from a file beside\n").unwrap();
+    let director = local_director(&home);
+    let bash = |script: &str, stdin: Option<&str>| {
+        let mut cmd = Command::new("bash");
+        for (k, v) in director.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.env("DIRECTOR", env!("CARGO_BIN_EXE_director")).current_dir(&home).arg("-c").arg(script);
+        cmd.stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() });
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = stdin {
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    };
+    let catalog = "printf 'defaults: {transport: local}\\nnodes:\\n  - {name: piped-node}\\n'";
+    let orchestration = "printf -- '- jobs:\\n    - COPY: greeting.txt /tmp/director-pipes-greeting\\n    - RUN: cat /tmp/director-pipes-greeting\\n'";
+    let out = bash(&format!("\"$DIRECTOR\" orchestrate <({orchestration}) -c <({catalog}) --output all"), None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("piped-node") && text.contains("hello from a file beside"), "{text}");
+    // Standard input as the orchestration, the catalog from a pipe.
+    let out = bash(
+        &format!("\"$DIRECTOR\" orchestrate - -c <({catalog}) --output all"),
+        Some("- jobs:\n    - RUN: echo from standard input\n"),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("from standard input"), "{}", stdout(&out));
+    // Standard input named twice, or a terminal: refused, exit 2.
+    let out = bash("\"$DIRECTOR\" orchestrate - -c -", Some("- jobs:\n    - RUN: true\n"));
+    assert_eq!(code(&out), 2);
+    assert_eq!(
+        stderr(&out),
+        "error: `-` (standard input) is named twice\n  hint: only one file can come from standard input; name the others by path\n"
+    );
+    let _ = std::fs::remove_file("/tmp/director-pipes-greeting");
+}
