@@ -244,6 +244,10 @@ fn run_spec(
 }
 
 pub(crate) fn absolute(p: &std::path::Path) -> String {
+    if p == std::path::Path::new(crate::catalog::yaml::STDIN) {
+        // Standard input is recorded as `-`: it names no file to read again.
+        return p.display().to_string();
+    }
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
 }
 
