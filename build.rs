@@ -77,6 +77,17 @@ fn main() {
     }
     table.push_str("];\n");
     std::fs::write(out.join("executors.rs"), table).unwrap();
+    // The man pages' date: the last commit's, else the epoch (a tarball with no history).
+    let date = Command::new("git")
+        .args(["log", "-1", "--format=%cs"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|d| d.len() == 10)
+        .unwrap_or_else(|| "1970-01-01".to_string());
+    println!("cargo:rustc-env=DIRECTOR_DATE={date}");
     println!(
         "cargo:rustc-env=DIRECTOR_LONG_VERSION={} (executors: {})",
         std::env::var("CARGO_PKG_VERSION").unwrap(),

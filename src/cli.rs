@@ -16,10 +16,10 @@ use std::path::PathBuf;
 )]
 pub(crate) struct Cli {
     /// The run history database [default: ~/.local/state/director/history.db].
-    #[arg(long, global = true, value_name = "FILE", env = "DIRECTOR_HISTORY")]
+    #[arg(long, global = true, value_name = "FILE", env = "DIRECTOR_HISTORY", hide_env_values = true)]
     pub history: Option<PathBuf>,
     /// Settings file [default: ~/.config/director/config.yaml, when it exists].
-    #[arg(long, global = true, value_name = "FILE", env = "DIRECTOR_CONFIG")]
+    #[arg(long, global = true, value_name = "FILE", env = "DIRECTOR_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
     /// Log what happens on each node to stderr (or --log-file): -v connection settings and
     /// the time of each phase, -vv algorithms, keys offered and jobs, -vvv russh's own debug.
@@ -27,7 +27,7 @@ pub(crate) struct Cli {
     #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Write the log to FILE (created 0600, appended to) instead of stderr.
-    #[arg(long, global = true, value_name = "FILE", env = "DIRECTOR_LOG_FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "DIRECTOR_LOG_FILE", hide_env_values = true)]
     pub log_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -92,10 +92,10 @@ pub(crate) enum Command {
     /// executor, gather facts, then run the catalogs' own jobs (servers first, one at a time).
     Bootstrap {
         /// Clients bootstrapped at once.
-        #[arg(long, value_name = "N", default_value_t = 10, env = "DIRECTOR_BOOTSTRAP_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+        #[arg(long, value_name = "N", default_value_t = 10, env = "DIRECTOR_BOOTSTRAP_THREADS", value_parser = clap::value_parser!(u16).range(1..), hide_env_values = true)]
         threads: u16,
         /// SSH private key for every node (instead of the catalog's).
-        #[arg(long, value_name = "FILE", env = "DIRECTOR_BOOTSTRAP_SSH_KEY_FILE")]
+        #[arg(long, value_name = "FILE", env = "DIRECTOR_BOOTSTRAP_SSH_KEY_FILE", hide_env_values = true)]
         key_file: Option<PathBuf>,
         #[command(flatten)]
         run: RunArgs,
@@ -107,8 +107,16 @@ pub(crate) enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff): `director man | man -l -`.
-    Man,
+    /// Print a man page (roff): `director man | man -l -`, `director man orchestrate`; or
+    /// write them all: `director man --dir /usr/local/share/man/man1`.
+    Man {
+        /// The subcommand whose page to print (director-PAGE(1)); none: director(1).
+        #[arg(value_name = "PAGE")]
+        page: Option<String>,
+        /// Write every page (director.1, director-orchestrate.1, …) into DIR instead.
+        #[arg(long, value_name = "DIR", conflicts_with = "page")]
+        dir: Option<PathBuf>,
+    },
     /// The full-screen terminal UI: nodes, runs as they go, past runs, actions.
     Tui {
         /// Catalog file(s); several are merged. Default: --catalog, else the embedded local catalog.
@@ -249,7 +257,14 @@ pub(crate) enum HostKeyChecking {
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// Catalog file(s); several are merged. Default: the embedded local catalog.
-    #[arg(long, short = 'c', value_name = "FILE", env = "DIRECTOR_CATALOG", value_delimiter = ',')]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        env = "DIRECTOR_CATALOG",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub catalog: Vec<PathBuf>,
     /// Only these nodes: a comma list of node names, groups, hosts, globs (`web*`) and ranges
     /// (`web[1-4]`); `&TERM` intersects, `!TERM` excludes (repeatable).
@@ -274,10 +289,10 @@ pub(crate) struct RunArgs {
     pub host_key_checking: Option<HostKeyChecking>,
     /// ssh_config file to resolve nodes with, as `ssh -F` (`none`: none) [default:
     /// ~/.ssh/config, then /etc/ssh/ssh_config].
-    #[arg(long, value_name = "FILE", env = "DIRECTOR_SSH_CONFIG")]
+    #[arg(long, value_name = "FILE", env = "DIRECTOR_SSH_CONFIG", hide_env_values = true)]
     pub ssh_config: Option<PathBuf>,
     /// known_hosts file to check and record host keys in.
-    #[arg(long, value_name = "FILE", env = "DIRECTOR_KNOWN_HOSTS")]
+    #[arg(long, value_name = "FILE", env = "DIRECTOR_KNOWN_HOSTS", hide_env_values = true)]
     pub known_hosts: Option<PathBuf>,
     /// Seconds allowed for TCP connect plus SSH handshake, and again for authentication
     /// [default: ssh_config's ConnectTimeout, else 10].
@@ -325,7 +340,13 @@ pub(crate) struct RunArgs {
     #[arg(long, short = 'K')]
     pub ask_become_pass: bool,
     /// Read the become password from this file's first line (private to you: chmod 600).
-    #[arg(long, value_name = "FILE", env = "DIRECTOR_BECOME_PASSWORD_FILE", conflicts_with = "ask_become_pass")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DIRECTOR_BECOME_PASSWORD_FILE",
+        conflicts_with = "ask_become_pass",
+        hide_env_values = true
+    )]
     pub become_password_file: Option<PathBuf>,
 }
 
@@ -372,11 +393,38 @@ pub(crate) fn completions(shell: clap_complete::Shell) -> Vec<u8> {
     out
 }
 
-/// The man page, in roff.
-pub(crate) fn man_page() -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
-    Ok(out)
+/// Every man page: director(1), then director-SUBCOMMAND(1) for each subcommand, each as its
+/// file name and its roff text.
+pub(crate) fn man_pages() -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut top = <Cli as clap::CommandFactory>::command();
+    // Built, so that each subcommand carries the global options it takes.
+    top.build();
+    let version = env!("CARGO_PKG_VERSION");
+    let page = |cmd: clap::Command| -> std::io::Result<(String, Vec<u8>)> {
+        let name = cmd.get_name().to_string();
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .date(env!("DIRECTOR_DATE"))
+            .source(format!("director {version}"))
+            .manual("User Commands")
+            .render(&mut out)?;
+        Ok((format!("{name}.1"), out))
+    };
+    let subcommands: Vec<clap::Command> = top
+        .get_subcommands()
+        .filter(|s| s.get_name() != "help")
+        .map(|s| {
+            // clap names are 'static; these few live as long as the process does anyway.
+            let name: &'static str = Box::leak(format!("director-{}", s.get_name()).into_boxed_str());
+            let bin: &'static str = Box::leak(name.replacen('-', " ", 1).into_boxed_str());
+            s.clone().name(name).bin_name(bin)
+        })
+        .collect();
+    let mut pages = vec![page(top.clone())?];
+    for sub in subcommands {
+        pages.push(page(sub)?);
+    }
+    Ok(pages)
 }
 
 #[cfg(test)]

@@ -152,9 +152,72 @@ fn completions_man_page_and_help_come_from_the_clap_definitions() {
     assert_eq!(code(&output(director().args(["completions", "tcsh"]))), 2);
     let man = stdout(&output(director().arg("man")));
     assert!(man.starts_with(".ie \\n(.g .ds Aq"), "{man}");
-    for part in [".TH director 1", ".SH NAME", "director\\-orchestrate", "Exit codes:"] {
+    let date = |page: &str| {
+        let th = page.lines().find(|l| l.starts_with(".TH ")).unwrap_or_default().to_string();
+        let field = th.split_whitespace().nth(3).unwrap_or_default().to_string();
+        (th, field)
+    };
+    // .TH NAME SECTION DATE SOURCE MANUAL: a date in the date field, the version as source.
+    let (th, day) = date(&man);
+    assert!(day.len() == 10 && day.as_bytes()[4] == b'-', "{th}");
+    assert_eq!(th, format!(".TH director 1 {day} \"director {}\" \"User Commands\"", env!("CARGO_PKG_VERSION")));
+    for part in [".SH NAME", "director\\-orchestrate(1)", "Exit codes:"] {
         assert!(man.contains(part), "no `{part}` in the man page");
     }
+    // Each subcommand has its page, with its own options and the global ones.
+    let page = stdout(&output(director().args(["man", "orchestrate"])));
+    assert_eq!(
+        date(&page).0,
+        format!(".TH director-orchestrate 1 {day} \"director {}\" \"User Commands\"", env!("CARGO_PKG_VERSION"))
+    );
+    for part in ["\\fBdirector orchestrate\\fR", "\\-\\-retry\\-failed", "\\-\\-history"] {
+        assert!(page.contains(part), "no `{part}` in director-orchestrate(1)");
+    }
+    // man(1) reads it, and its footer is version, date, page.
+    let shown = Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" man exec | MANWIDTH=100 man -l - 2>/dev/null")
+        .arg(env!("CARGO_BIN_EXE_director"))
+        .output()
+        .unwrap();
+    let footer =
+        String::from_utf8_lossy(&shown.stdout).lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default().to_string();
+    assert_eq!(
+        footer.split_whitespace().collect::<Vec<_>>(),
+        ["director", env!("CARGO_PKG_VERSION"), &day, "director-exec(1)"]
+    );
+    let wrong = output(director().args(["man", "orchestrat"]));
+    assert_eq!(
+        (code(&wrong), stderr(&wrong).as_str()),
+        (2, "error: there is no man page `orchestrat`\n  hint: did you mean `director man orchestrate`?\n")
+    );
+    let pages = std::env::temp_dir().join(format!("director-man-{}", std::process::id()));
+    std::fs::create_dir_all(&pages).unwrap();
+    assert_eq!(code(&output(director().arg("man").arg("--dir").arg(&pages))), 0);
+    let mut written: Vec<String> =
+        std::fs::read_dir(&pages).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            "director-bootstrap.1",
+            "director-completions.1",
+            "director-exec.1",
+            "director-man.1",
+            "director-manage.1",
+            "director-orchestrate.1",
+            "director-tui.1",
+            "director.1"
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&pages);
+    // An environment variable is named in --help, never shown as if set to nothing.
+    let help = stdout(&output(director().args(["orchestrate", "--help"]).env_remove("DIRECTOR_BECOME_PASSWORD_FILE")));
+    assert!(
+        help.contains("[env: DIRECTOR_BECOME_PASSWORD_FILE]")
+            && !help.contains("[env: DIRECTOR_BECOME_PASSWORD_FILE=]"),
+        "{help}"
+    );
     // `director help CMD` is `director CMD --help`; --help ends with examples and exit codes.
     assert_eq!(
         stdout(&output(director().args(["help", "exec"]))),
