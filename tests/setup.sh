@@ -20,6 +20,7 @@
 #   - podman, runc and busybox-static: POD and CONTAINER_IMAGE run a real pod from an image
 #     built in the test from a static busybox (runc: crun refuses hybrid cgroups).
 #   - rustfmt and clippy: .ci/run checks formatting and lints first.
+#   - man-db: the man pages are read with man(1), as a user reads them.
 #   - the x86_64-unknown-linux-musl Rust target: the smallest static executor. Without it the
 #     build falls back to a static glibc executor and says so.
 set -eu
@@ -33,6 +34,7 @@ command -v curl >/dev/null 2>&1 || need="$need curl"
 [ -f /etc/services ] || need="$need netbase"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
 command -v tmux >/dev/null 2>&1 || need="$need tmux"
+command -v man >/dev/null 2>&1 || need="$need man-db"
 command -v sudo >/dev/null 2>&1 || need="$need sudo"
 command -v doas >/dev/null 2>&1 || need="$need opendoas"
 command -v qemu-aarch64-static >/dev/null 2>&1 || need="$need qemu-user-static"
