@@ -16,18 +16,39 @@ use std::path::PathBuf;
 )]
 pub(crate) struct Cli {
     /// The run history database [default: ~/.local/state/director/history.db].
-    #[arg(long, global = true, value_name = "FILE", env = "DIRECTOR_HISTORY", hide_env_values = true)]
+    #[arg(
+        help_heading = "Global options",
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "DIRECTOR_HISTORY",
+        hide_env_values = true
+    )]
     pub history: Option<PathBuf>,
     /// Settings file [default: ~/.config/director/config.yaml, when it exists].
-    #[arg(long, global = true, value_name = "FILE", env = "DIRECTOR_CONFIG", hide_env_values = true)]
+    #[arg(
+        help_heading = "Global options",
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "DIRECTOR_CONFIG",
+        hide_env_values = true
+    )]
     pub config: Option<PathBuf>,
     /// Log what happens on each node to stderr (or --log-file): -v connection settings and
     /// the time of each phase, -vv algorithms, keys offered and jobs, -vvv russh's own debug.
     /// DIRECTOR_LOG (e.g. `director=debug`) beats it.
-    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    #[arg(help_heading = "Global options", short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Write the log to FILE (created 0600, appended to) instead of stderr.
-    #[arg(long, global = true, value_name = "FILE", env = "DIRECTOR_LOG_FILE", hide_env_values = true)]
+    #[arg(
+        help_heading = "Global options",
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "DIRECTOR_LOG_FILE",
+        hide_env_values = true
+    )]
     pub log_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,

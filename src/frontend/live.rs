@@ -254,7 +254,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "db1   FAILED     1 jobs (0 ok, 0 cached, 1 failed, 0 skipped)",
+                "db1   FAILED     1 job (0 ok, 0 cached, 1 failed, 0 skipped)",
                 "jobs █████████████░░░░░░░ 2/3   nodes █████████████░░░░░░░ 2/3   12s",
                 "ok 1 · failed 1  │ nodes: running 1 · ok 1 · failed 1",
                 "  web2  running 1/1      12s  RUN make",

@@ -89,7 +89,7 @@ pub(crate) fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
     if let Some(given) = &args.run_info {
         let Found::One(id) = store.find("runs", "run", given)? else { return Ok(empty(path, "runs")) };
         let info = store.run_info(&id)?;
-        return Ok(if args.json { json(&info) } else { run_table(given, &info) });
+        return Ok(if args.json { json(&info) } else { run_table(&info) });
     }
     if args.list_jobs {
         let filter = args.filter.map(|f| match f {
@@ -116,7 +116,7 @@ pub(crate) fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
     if let Some(given) = &args.job_info {
         let Found::One(id) = store.find("jobs", "job", given)? else { return Ok(empty(path, "jobs")) };
         let info = store.job_info(&id)?;
-        return Ok(if args.json { json(&info) } else { job_table(given, &info) });
+        return Ok(if args.json { json(&info) } else { job_table(&info) });
     }
     if let Some(file) = &args.export_jobs {
         let jobs = store.all_jobs()?;
@@ -295,7 +295,7 @@ fn mean(values: impl Iterator<Item = Option<i64>>) -> String {
     format!("{:.8}", v.iter().sum::<i64>() as f64 / v.len() as f64 / 1000.0)
 }
 
-fn job_table(given: &str, info: &JobInfo) -> String {
+fn job_table(info: &JobInfo) -> String {
     let output =
         |text: &str, cut: i64| if text.is_empty() && cut == 0 { None } else { Some(text.trim_end().to_string()) };
     let fingerprints: Vec<&str> = {
@@ -322,7 +322,8 @@ fn job_table(given: &str, info: &JobInfo) -> String {
         v => v.to_string(),
     };
     key_value(&[
-        ("ID", given.to_string()),
+        // The id found, not what was given (`last`, a prefix).
+        ("ID", info.id.clone()),
         ("JOB_ID", info.id.clone()),
         ("RUN_ID", info.run.clone()),
         ("JOB_DEFINITION", definition),
@@ -353,7 +354,7 @@ fn job_table(given: &str, info: &JobInfo) -> String {
     ])
 }
 
-fn run_table(given: &str, info: &RunInfo) -> String {
+fn run_table(info: &RunInfo) -> String {
     let r = &info.run;
     let summary = info
         .summary
@@ -368,7 +369,7 @@ fn run_table(given: &str, info: &RunInfo) -> String {
         })
         .unwrap_or_default();
     key_value(&[
-        ("ID", given.to_string()),
+        ("ID", r.id.clone()),
         ("RUN_ID", r.id.clone()),
         ("KIND", kind(r)),
         ("COMMAND", r.command.clone()),

@@ -121,10 +121,10 @@ impl TextView {
                 }
                 parts.push(format!("{} skipped", c.skipped));
                 let text = format!(
-                    "{}  {:<9}  {} jobs ({})",
+                    "{}  {:<9}  {} ({})",
                     self.node_col(node),
                     if *ok { "ok" } else { "FAILED" },
-                    c.total(),
+                    counted(c.total(), "job"),
                     parts.join(", ")
                 );
                 self.line(&text);
@@ -212,13 +212,13 @@ impl TextView {
 /// The last line of every text run.
 pub(crate) fn summary_line(s: &Summary) -> String {
     format!(
-        "summary: {} nodes ({} ok, {} failed, {} unreachable{}), {} jobs ({} ok, {} cached, {} failed, {} skipped, {} timed out, {} cancelled) in {:.2} s",
-        s.nodes,
+        "summary: {} ({} ok, {} failed, {} unreachable{}), {} ({} ok, {} cached, {} failed, {} skipped, {} timed out, {} cancelled) in {:.2} s",
+        counted(s.nodes, "node"),
         s.nodes_ok,
         s.nodes_failed,
         s.nodes_unreachable,
         not_attempted(s),
-        s.jobs_ok + s.jobs_cached + s.jobs_failed + s.jobs_skipped + s.jobs_timed_out + s.jobs_cancelled,
+        counted(s.jobs_ok + s.jobs_cached + s.jobs_failed + s.jobs_skipped + s.jobs_timed_out + s.jobs_cancelled, "job"),
         s.jobs_ok,
         s.jobs_cached,
         s.jobs_failed,
@@ -227,6 +227,15 @@ pub(crate) fn summary_line(s: &Summary) -> String {
         s.jobs_cancelled,
         s.elapsed_ms as f64 / 1000.0
     )
+}
+
+/// `1 node`, `2 nodes`.
+pub(crate) fn counted(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
 }
 
 /// `, N skipped` when nodes were not attempted (a batch before them failed), else nothing.
@@ -240,13 +249,13 @@ fn not_attempted(s: &Summary) -> String {
 /// The last line of a `--plan`.
 pub(crate) fn plan_line(s: &Summary) -> String {
     format!(
-        "plan: {} nodes ({} ok, {} failed, {} unreachable{}), {} jobs ({} would run, {} cached, {} failed, {} skipped) in {:.2} s; nothing was run",
-        s.nodes,
+        "plan: {} ({} ok, {} failed, {} unreachable{}), {} ({} would run, {} cached, {} failed, {} skipped) in {:.2} s; nothing was run",
+        counted(s.nodes, "node"),
         s.nodes_ok,
         s.nodes_failed,
         s.nodes_unreachable,
         not_attempted(s),
-        s.jobs_would_run + s.jobs_cached + s.jobs_failed + s.jobs_skipped + s.jobs_timed_out + s.jobs_cancelled,
+        counted(s.jobs_would_run + s.jobs_cached + s.jobs_failed + s.jobs_skipped + s.jobs_timed_out + s.jobs_cancelled, "job"),
         s.jobs_would_run,
         s.jobs_cached,
         s.jobs_failed + s.jobs_timed_out + s.jobs_cancelled,

@@ -256,7 +256,12 @@ impl History {
 
     /// Resolves `last`, a whole id or a unique prefix in `table` (`runs` or `jobs`).
     pub(crate) fn find(&self, table: &str, what: &str, given: &str) -> Result<Found, Error> {
-        let order = if table == "runs" { "started_at DESC" } else { "created_at DESC, seq DESC" };
+        // The last job is the last one a run (not a --plan) made, while there is one.
+        let order = if table == "runs" {
+            "started_at DESC"
+        } else {
+            "(SELECT r.mode FROM runs r WHERE r.id = jobs.run_id) = 'plan', created_at DESC, seq DESC"
+        };
         let count: i64 = self.q(self.conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)))?;
         if count == 0 {
             return Ok(Found::Empty);

@@ -104,6 +104,8 @@ impl Orchestration {
         let mut entry = Map::new();
         let mut job = Map::new();
         job.insert(verb.to_string(), Value::String(args.join(" ")));
+        // Named, so the history lists the job's entry as `exec`, not as a bare hash.
+        entry.insert("name".into(), Value::String("exec".into()));
         entry.insert("jobs".into(), serde_json::json!([job]));
         Self::from_document(Document::synthetic("command line", serde_json::json!([entry])))
     }

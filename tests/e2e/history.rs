@@ -597,3 +597,32 @@ fn retrying_a_plan_plans_again_or_is_refused() {
     assert!(finished(&events, "h1").is_empty());
     assert!(!fleet.hosts[0].home_path("touched").exists());
 }
+
+/// What `manage` says of the last job: the id it found, a run's job before a plan's, an exec
+/// job's entry named `exec`; `manage --help` keeps the global options apart; counts of one
+/// are singular.
+#[test]
+fn manage_names_what_it_found_and_help_keeps_global_options_apart() {
+    let home = scratch("manage-words");
+    let ran = output(local_director(&home).args(["exec", "--progress", "plain", "true"]));
+    assert_eq!(code(&ran), 0, "{}", stderr(&ran));
+    let summary = stdout(&ran).lines().last().unwrap_or_default().to_string();
+    assert!(summary.starts_with("summary: 1 node (1 ok, 0 failed, 0 unreachable), 1 job (1 ok, "), "{summary}");
+    let file = home.join("o.yaml");
+    std::fs::write(&file, "- jobs:\n    - RUN: echo planned\n").unwrap();
+    assert_eq!(code(&output(local_director(&home).arg("orchestrate").arg(&file).arg("--plan"))), 0);
+    let info = stdout(&manage(local_director(&home), &["--job-info", "last"]));
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name).filter(|rest| rest.starts_with(' ')).map(|rest| rest.trim().to_string()))
+            .unwrap_or_default()
+    };
+    assert_eq!(field("ID"), field("JOB_ID"), "{info}");
+    assert_eq!((field("JOB_DEFINITION").as_str(), field("PARENT_JOB_NAME").as_str()), ("RUN = true", "exec"), "{info}");
+    let jobs = stdout(&manage(local_director(&home), &["--list-jobs"]));
+    assert!(jobs.lines().any(|l| l.split_whitespace().nth(2) == Some("exec")), "{jobs}");
+    let help = stdout(&output(local_director(&home).args(["manage", "--help"])));
+    let (own, global) = help.split_once("\nGlobal options:\n").expect("a Global options section");
+    assert!(own.contains("--list-runs") && !own.contains("--history"), "{help}");
+    assert!(global.contains("--history") && !global.contains("--list-runs"), "{help}");
+}
