@@ -318,3 +318,20 @@ fn facts_are_template_variables() {
     assert!(!facts.trim().is_empty());
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// The README's first command, as written there, shows what hello's jobs say (a first run that
+/// prints only `ok` lines teaches nothing).
+#[test]
+fn the_readmes_first_run_shows_what_the_jobs_said() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let line = readme.lines().find(|l| l.contains("cargo run --release -- orchestrate")).expect("the Try-it command");
+    let args: Vec<&str> = line.split("cargo run --release -- ").nth(1).unwrap().split_whitespace().collect();
+    let home = scratch("readme-first-run");
+    let out = output(local_director(&home).current_dir(root).args(&args).args(["--progress", "plain"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    for said in ["hello from", "load average", "working in", "3\n"] {
+        assert!(text.contains(said), "`{said}` not shown by `director {}`:\n{text}", args.join(" "));
+    }
+}
