@@ -98,10 +98,12 @@ impl Frontend {
         }
     }
 
-    /// Called on a timer so live views can show elapsed times.
+    /// Called on a timer: live views show elapsed times, plain lines held for folding go out.
     pub(crate) fn tick(&mut self, now: Instant) {
-        if let Frontend::Live(l) = self {
-            l.tick(now);
+        match self {
+            Frontend::Live(l) => l.tick(now),
+            Frontend::Text(t) => t.tick(now),
+            Frontend::Json(_) => {}
         }
     }
 

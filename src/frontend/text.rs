@@ -18,6 +18,7 @@ pub(crate) use crate::config::{Mode, Shown};
 use crate::event::{Event, JobStatus, RunMode, Summary};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 /// Bytes of output kept per job and node.
 pub(crate) const OUTPUT_KEEP: usize = 16 * 1024;
@@ -44,7 +45,15 @@ pub(crate) struct TextView {
     closed: bool,
     /// The run is a `--plan`.
     planning: bool,
+    /// Plain lines of nodes that ended well, not printed yet: the same line for many nodes is
+    /// printed once with their names folded (`web[1-998] (998)  ok  3 jobs …`).
+    pending: BTreeMap<String, Vec<String>>,
+    /// When the oldest of them ended: they are printed within [`FOLD_WAIT`] of it.
+    pending_since: Option<Instant>,
 }
+
+/// How long a plain ok line waits for others like it before it is printed.
+const FOLD_WAIT: Duration = Duration::from_secs(2);
 
 fn failed(status: JobStatus) -> bool {
     matches!(status, JobStatus::Failed | JobStatus::TimedOut | JobStatus::Cancelled)
@@ -73,6 +82,25 @@ impl TextView {
             results: BTreeMap::new(),
             closed: false,
             planning: false,
+            pending: BTreeMap::new(),
+            pending_since: None,
+        }
+    }
+
+    /// Prints the ok lines held back, each with its nodes folded.
+    fn flush_pending(&mut self) {
+        self.pending_since = None;
+        for (rest, nodes) in std::mem::take(&mut self.pending) {
+            let names =
+                if nodes.len() == 1 { self.node_col(&nodes[0]) } else { format!("{} ({})", fold(&nodes), nodes.len()) };
+            self.line(&format!("{names}  {rest}"));
+        }
+    }
+
+    /// Called on a timer: ok lines held for [`FOLD_WAIT`] are printed.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        if self.pending_since.is_some_and(|since| now.duration_since(since) >= FOLD_WAIT) {
+            self.flush_pending();
         }
     }
 
@@ -120,16 +148,23 @@ impl TextView {
                     }
                 }
                 parts.push(format!("{} skipped", c.skipped));
-                let text = format!(
-                    "{}  {:<9}  {} ({})",
-                    self.node_col(node),
+                let rest = format!(
+                    "{:<9}  {} ({})",
                     if *ok { "ok" } else { "FAILED" },
                     counted(c.total(), "job"),
                     parts.join(", ")
                 );
+                if *ok {
+                    // Held, to be printed once for every node that ends the same way.
+                    self.pending.entry(rest).or_default().push(node.clone());
+                    self.pending_since.get_or_insert_with(Instant::now);
+                    return;
+                }
+                let text = format!("{}  {rest}", self.node_col(node));
                 self.line(&text);
             }
             Event::BatchStarted { batch, batches, nodes } => {
+                self.flush_pending();
                 self.line(&format!("batch {batch} of {batches}: {} ({})", fold(nodes), nodes.len()));
             }
             Event::NodeUnreachable { node, error } => {
@@ -139,6 +174,7 @@ impl TextView {
                 self.line(&format!("{}  {:<9}  {message}", self.node_col(node), "notice"));
             }
             Event::RunFinished { summary, .. } => {
+                self.flush_pending();
                 self.report();
                 let text = if self.planning { plan_line(summary) } else { summary_line(summary) };
                 self.line(&text);
@@ -365,12 +401,9 @@ mod tests {
     fn outputs_are_grouped_by_content_with_folded_node_ranges() {
         assert_eq!(
             run(Mode::Plain, Shown::All, &six_nodes()),
-            "web1   ok         2 jobs (2 ok, 0 cached, 0 skipped)\n\
-             web2   ok         2 jobs (2 ok, 0 cached, 0 skipped)\n\
-             web3   ok         2 jobs (2 ok, 0 cached, 0 skipped)\n\
-             web10  ok         2 jobs (2 ok, 0 cached, 0 skipped)\n\
-             db1    FAILED     2 jobs (1 ok, 0 cached, 1 failed, 0 skipped)\n\
+            "db1    FAILED     2 jobs (1 ok, 0 cached, 1 failed, 0 skipped)\n\
              db2    FAILED     2 jobs (1 ok, 0 cached, 1 failed, 0 skipped)\n\
+             web[1-3,10] (4)  ok         2 jobs (2 ok, 0 cached, 0 skipped)\n\
              job 1: RUN uname -r\n\
              \x20 db[1-2],web[1-3] (5)  ok         6.1.0-18-amd64\n\
              \x20 web10 (1)             ok         6.1.0-13-amd64\n\
@@ -448,5 +481,59 @@ mod summary_tests {
         );
         let s = Summary { nodes_skipped: 0, ..s };
         assert!(summary_line(&s).starts_with("summary: 6 nodes (3 ok, 1 failed, 0 unreachable), "));
+    }
+}
+
+#[cfg(test)]
+mod folding_tests {
+    use super::*;
+    use crate::event::{JobCounts, NodeOutcome};
+    use std::sync::{Arc, Mutex};
+
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// At fleet size, plain lines of nodes that ended the same way are one line with their
+    /// names folded, printed within two seconds of the first of them (or before a batch, or
+    /// at the end); a failed node's line is printed at once.
+    #[test]
+    fn plain_ok_lines_are_folded_and_printed_within_two_seconds() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let mut view = TextView::new(Mode::Plain, Shown::Failed, Box::new(Shared(out.clone())));
+        let text = || String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let ok = JobCounts { ok: 3, ..JobCounts::default() };
+        let nodes: Vec<String> = (1..=1000).map(|i| format!("web{i}")).collect();
+        view.handle(&Event::RunStarted {
+            run: "r".into(),
+            mode: RunMode::Run,
+            job_list: Vec::new(),
+            nodes: nodes.clone(),
+            node_jobs: vec![3; 1000],
+            jobs: 3,
+            tasks: 3000,
+        });
+        let start = Instant::now();
+        for n in &nodes[..998] {
+            view.handle(&Event::node_finished(n, NodeOutcome::Ok, ok));
+        }
+        view.handle(&Event::node_finished("web999", NodeOutcome::Failed, JobCounts { failed: 1, ok: 2, ..ok }));
+        assert_eq!(text(), "web999   FAILED     3 jobs (2 ok, 0 cached, 1 failed, 0 skipped)\n");
+        view.tick(start + Duration::from_millis(500));
+        assert_eq!(text().lines().count(), 1, "held for less than two seconds");
+        view.tick(start + Duration::from_secs(3));
+        assert_eq!(text().lines().nth(1), Some("web[1-998] (998)  ok         3 jobs (3 ok, 0 cached, 0 skipped)"));
+        view.handle(&Event::node_finished("web1000", NodeOutcome::Ok, ok));
+        view.handle(&Event::BatchStarted { batch: 2, batches: 2, nodes: vec!["x".into()] });
+        assert_eq!(text().lines().nth(2), Some("web1000  ok         3 jobs (3 ok, 0 cached, 0 skipped)"));
     }
 }
