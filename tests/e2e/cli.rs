@@ -275,3 +275,15 @@ fn catalogs_and_orchestrations_come_from_pipes_and_standard_input() {
     );
     let _ = std::fs::remove_file("/tmp/director-pipes-greeting");
 }
+
+/// The README's setup gives both executors, and `--version` says which the binary carries.
+#[test]
+fn the_version_names_the_executors_the_binary_carries() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(readme.contains("\n    rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-musl\n"));
+    let version = stdout(&output(Command::new(env!("CARGO_BIN_EXE_director")).arg("--version")));
+    let carried =
+        version.split_once("(executors: ").map(|(_, rest)| rest.trim_end().trim_end_matches(')')).unwrap_or_default();
+    let arches: Vec<&str> = carried.split(", ").filter_map(|e| e.split_whitespace().next()).collect();
+    assert_eq!(arches, ["x86_64", "aarch64"], "{version}");
+}
