@@ -414,6 +414,37 @@ pub(crate) fn completions(shell: clap_complete::Shell) -> Vec<u8> {
     out
 }
 
+/// What `director man` prints: the page asked for (director(1) when none is), or, with
+/// `dir`, every page written there and a line that says so.
+pub(crate) fn man(page: Option<&str>, dir: Option<&std::path::Path>) -> Result<Vec<u8>, crate::error::Error> {
+    use crate::error::{io_reason, suggest, Error};
+    let mut pages = man_pages().map_err(|e| Error::internal(format!("cannot render the man pages: {e}")))?;
+    if let Some(dir) = dir {
+        for (name, text) in &pages {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|e| {
+                Error::input(format!("cannot write {}: {}", path.display(), io_reason(&e)))
+                    .hint("give a directory that exists and that you may write to")
+            })?;
+        }
+        return Ok(format!("wrote {} man pages in {}\n", pages.len(), dir.display()).into_bytes());
+    }
+    let file = match page {
+        Some(p) => format!("director-{p}.1"),
+        None => "director.1".to_string(),
+    };
+    if let Some(at) = pages.iter().position(|(name, _)| *name == file) {
+        return Ok(pages.swap_remove(at).1);
+    }
+    let names: Vec<&str> = pages.iter().filter_map(|(n, _)| n.strip_prefix("director-")?.strip_suffix(".1")).collect();
+    let given = page.unwrap_or_default();
+    let e = Error::input(format!("there is no man page `{given}`"));
+    Err(match suggest(given, names.iter().copied()) {
+        Some(s) => e.hint(format!("did you mean `director man {s}`?")),
+        None => e.hint(format!("the pages: {}", names.join(", "))),
+    })
+}
+
 /// Every man page: director(1), then director-SUBCOMMAND(1) for each subcommand, each as its
 /// file name and its roff text.
 pub(crate) fn man_pages() -> std::io::Result<Vec<(String, Vec<u8>)>> {

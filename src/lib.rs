@@ -120,34 +120,8 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             Ok(exit::OK)
         }
         cli::Command::Man { page, dir } => {
-            let pages = cli::man_pages().map_err(|e| Error::internal(format!("cannot render the man pages: {e}")))?;
-            if let Some(dir) = dir {
-                for (name, text) in &pages {
-                    let path = dir.join(name);
-                    std::fs::write(&path, text).map_err(|e| {
-                        Error::input(format!("cannot write {}: {}", path.display(), error::io_reason(&e)))
-                            .hint("give a directory that exists and that you may write to")
-                    })?;
-                }
-                println!("wrote {} man pages in {}", pages.len(), dir.display());
-                return Ok(exit::OK);
-            }
-            let file = match &page {
-                Some(p) => format!("director-{p}.1"),
-                None => "director.1".to_string(),
-            };
-            let Some((_, text)) = pages.iter().find(|(name, _)| *name == file) else {
-                let names: Vec<&str> =
-                    pages.iter().filter_map(|(n, _)| n.strip_prefix("director-")?.strip_suffix(".1")).collect();
-                let given = page.unwrap_or_default();
-                let e = Error::input(format!("there is no man page `{given}`"));
-                return Err(match error::suggest(&given, names.iter().copied()) {
-                    Some(s) => e.hint(format!("did you mean `director man {s}`?")),
-                    None => e.hint(format!("the pages: {}", names.join(", "))),
-                });
-            };
             // A closed stdout (`director man | head`) is the reader's business.
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), text);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &cli::man(page.as_deref(), dir.as_deref())?);
             Ok(exit::OK)
         }
         cli::Command::Tui { catalogs, run } => {

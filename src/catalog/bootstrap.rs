@@ -36,8 +36,7 @@ pub(crate) fn jobs(catalog: &Catalog) -> Result<Vec<BootstrapJob>, Error> {
         for doc in &catalog.docs {
             let Some(list) = doc.root.get(section).and_then(|s| s.get("jobs")) else { continue };
             let path = vec![Seg::Key(section.into()), Seg::Key("jobs".into())];
-            let dir = super::yaml::dir_of(&doc.file);
-            let dir = if dir.as_os_str().is_empty() { std::path::PathBuf::from(".") } else { dir };
+            let dir = if doc.dir.as_os_str().is_empty() { std::path::PathBuf::from(".") } else { doc.dir.clone() };
             let dir = std::path::absolute(&dir).unwrap_or(dir);
             flatten(doc, list, &path, section, &dir, &mut out)?;
         }

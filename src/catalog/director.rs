@@ -152,7 +152,7 @@ pub(super) fn nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
     // DIRECTOR_SECRET_* environment, which come in as global vars.
     let mut secret_vars = list_of_text(doc, &[], top, "secrets")?.unwrap_or_default();
     if let Some(file) = text_field(doc, &[], top, "secrets_file")? {
-        let path = super::yaml::dir_of(&doc.file).join(expand_home(&file));
+        let path = doc.dir.join(expand_home(&file));
         let secrets = Document::load(&path)?;
         let Value::Object(values) = secrets.root.clone() else {
             return Err(secrets

@@ -82,6 +82,9 @@ enum Kids {
 #[derive(Debug, Clone)]
 pub struct Document {
     pub file: PathBuf,
+    /// The directory the relative paths written in it are taken from: its file's, or the
+    /// current one (empty) for standard input, pipes and documents made in memory.
+    pub dir: PathBuf,
     /// `None` for a document made from the command line: errors then name only `file`.
     spans: Option<Spans>,
     pub root: Value,
@@ -101,13 +104,13 @@ impl Document {
             };
             Error::input(format!("{at}: invalid YAML: {}", e.message)).hint(e.hint)
         })?;
-        Ok(Document { file: file.to_path_buf(), spans: Some(spans), root })
+        Ok(Document { file: file.to_path_buf(), dir: dir_of(file), spans: Some(spans), root })
     }
 
     /// A document built in memory (from command-line arguments); `name` stands in for a
     /// file name in errors.
     pub fn synthetic(name: &str, root: Value) -> Self {
-        Document { file: PathBuf::from(name), spans: None, root }
+        Document { file: PathBuf::from(name), dir: dir_of(Path::new(name)), spans: None, root }
     }
 
     /// `file:line:column` of the node at `path` (or of the deepest node that exists on it).
@@ -187,8 +190,8 @@ pub(crate) fn read_text(path: &Path) -> Result<String, Error> {
 }
 
 /// The directory the relative paths written in `file` are taken from: its own, or the
-/// current one (an empty path) for standard input and pipes.
-pub(crate) fn dir_of(file: &Path) -> PathBuf {
+/// current one (an empty path) for standard input and pipes ([`Document::dir`]).
+fn dir_of(file: &Path) -> PathBuf {
     let piped = file == Path::new(STDIN) || std::fs::metadata(file).is_ok_and(|m| !m.is_file());
     match file.parent() {
         Some(d) if !piped => d.to_path_buf(),

@@ -465,11 +465,6 @@ mod tests {
         assert!(text.contains("job 1: RUN seq\n  a (1)  ok\n    │ … 5 lines above\n    │ line 6\n"), "{text}");
         assert!(text.contains("    │ line 15\nsummary"), "{text}");
     }
-}
-
-#[cfg(test)]
-mod summary_tests {
-    use super::*;
 
     /// Nodes that were not attempted are said apart from the failed ones, when there are any.
     #[test]
@@ -481,26 +476,6 @@ mod summary_tests {
         );
         let s = Summary { nodes_skipped: 0, ..s };
         assert!(summary_line(&s).starts_with("summary: 6 nodes (3 ok, 1 failed, 0 unreachable), "));
-    }
-}
-
-#[cfg(test)]
-mod folding_tests {
-    use super::*;
-    use crate::event::{JobCounts, NodeOutcome};
-    use std::sync::{Arc, Mutex};
-
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 
     /// At fleet size, plain lines of nodes that ended the same way are one line with their

@@ -457,7 +457,7 @@ fn resolve(catalog: &Catalog, doc: &Document, targets: &[TargetRef]) -> Result<V
 fn plan_job(doc: &Document, spec: &JobSpec, id: usize, entry_index: usize) -> Result<Job, Error> {
     let verb_path = child(&spec.path, doc_key(doc, &spec.path, &spec.verb));
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let file_dir = Some(cwd.join(crate::catalog::yaml::dir_of(&doc.file)));
+    let file_dir = Some(cwd.join(&doc.dir));
     let roots = verb::SourceRoots { cwd, file_dir };
     let parsed = verb::parse(&spec.verb, &spec.args, &spec.vars, &roots).map_err(|e| {
         if e.help {
