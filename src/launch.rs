@@ -30,6 +30,15 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))
 }
 
+/// Runs `work` to its end on `runtime`, then leaves without waiting for blocking threads: a
+/// template rendering whose job timed out or was cancelled may still be finishing its last
+/// step, and its result is not wanted.
+pub(crate) fn block_on<F: std::future::Future>(runtime: tokio::runtime::Runtime, work: F) -> F::Output {
+    let out = runtime.block_on(work);
+    runtime.shutdown_background();
+    out
+}
+
 /// A run about to start: the plan and how it is recorded.
 pub(crate) struct Launch {
     pub plan: Plan,

@@ -298,7 +298,7 @@ fn execute(launch: Launch, catalog: &Catalog, mut config: Config, logging: loggi
         frontend::text::Shown::Failed
     };
     let contention = if config.wait { history::Contention::Wait } else { history::Contention::Refuse };
-    runtime.block_on(async {
+    launch::block_on(runtime, async {
         let running = launch.start(catalog, &config, contention, &mut |h| {
             eprintln!(
                 "waiting for run {} (`{}`, since {}) to release {}",

@@ -8,11 +8,16 @@
 //!
 //! A template is a program a node's data feeds, so its work is bounded: fuel caps the steps
 //! (a loop that never ends fails the job in about a second) and the output is capped at
-//! [`MAX_OUTPUT`]. Rendering blocks: the engine calls it off the async threads.
+//! [`MAX_OUTPUT`]. Rendering blocks: the engine calls it off the async threads, and does not
+//! wait for it past the job's timeout or a cancel: it sets the context's [`Stop`], which
+//! ends every `range` loop and every write of the rendering at its next step, and the rendering
+//! ends soon after (one step of a template can still be long: its result is then thrown away).
 
 use minijinja::{Environment, UndefinedBehavior, Value as Tv};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// What templates render with: the variables (shared with the node caches that hold them, not
@@ -21,6 +26,7 @@ use std::sync::{Arc, Mutex, Weak};
 pub(crate) struct Context {
     vars: BTreeMap<String, Arc<Value>>,
     tv: Tv,
+    stop: Stop,
 }
 
 impl Context {
@@ -28,6 +34,43 @@ impl Context {
     pub(crate) fn get(&self, name: &str) -> Option<&Value> {
         self.vars.get(name).map(|v| &**v)
     }
+
+    /// The context, whose renderings `stop` ends.
+    pub(crate) fn stopped_by(self, stop: &Stop) -> Self {
+        Context { stop: stop.clone(), ..self }
+    }
+}
+
+/// Tells a rendering on another thread to stop: the job it renders for timed out or was
+/// cancelled. Its loops over `range` end and its writes fail at their next step.
+#[derive(Clone, Default)]
+pub(crate) struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    pub(crate) fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+thread_local! {
+    /// The [`Stop`] of the rendering on this thread (`range` has no other way to learn it).
+    static RENDERING: RefCell<Option<Stop>> = const { RefCell::new(None) };
+}
+
+/// Whether the rendering on this thread was told to stop.
+fn stopped_here() -> bool {
+    RENDERING.with(|r| r.borrow().as_ref().is_some_and(Stop::stopped))
+}
+
+/// Jinja's `range` (the same values and limits), whose loops end once the rendering is told
+/// to stop.
+fn range(lower: isize, upper: Option<isize>, step: Option<isize>) -> Result<Tv, minijinja::Error> {
+    let values = minijinja::functions::range(lower, upper, step)?;
+    Ok(Tv::make_iterable(move || values.try_iter().into_iter().flatten().take_while(|_| !stopped_here())))
 }
 
 /// Steps a template may take (minijinja's fuel): a loop over tens of thousands of items fits
@@ -71,6 +114,7 @@ impl Default for Renderer {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("range", range);
         Renderer { env, uses: Mutex::default(), converted: Mutex::default() }
     }
 }
@@ -92,7 +136,7 @@ impl Renderer {
     /// template engine's once, while any node's context holds it.
     pub(crate) fn context(&self, vars: BTreeMap<String, Arc<Value>>) -> Context {
         let tv = vars.iter().map(|(name, value)| (name.as_str(), self.convert(value))).collect();
-        Context { tv, vars }
+        Context { tv, vars, stop: Stop::default() }
     }
 
     fn convert(&self, value: &Arc<Value>) -> Tv {
@@ -128,8 +172,13 @@ impl Renderer {
         if let Some(used) = used {
             used.extend(tmpl.undeclared_variables(false));
         }
-        let mut out = Capped(Vec::new());
-        match tmpl.render_captured_to(ctx, &mut out) {
+        let mut out = Capped(Vec::new(), context.stop.clone());
+        let previous = RENDERING.with(|r| r.replace(Some(context.stop.clone())));
+        let rendered = tmpl.render_captured_to(ctx, &mut out);
+        RENDERING.with(|r| *r.borrow_mut() = previous);
+        match rendered {
+            // What it rendered is thrown away: the job has already ended.
+            _ if context.stop.stopped() => Err("template error: stopped".to_string()),
             Ok(_) => String::from_utf8(out.0).map_err(|_| "template error: the output is not UTF-8".to_string()),
             Err(e) if e.kind() == minijinja::ErrorKind::WriteFailure => Err(format!(
                 "template error: the template renders to more than {} MiB",
@@ -227,12 +276,13 @@ pub(crate) fn check(template: &str) -> Result<(), String> {
 pub(crate) const SYNTAX_HINT: &str =
     "templates are Jinja (`{{ name }}`, `{% if x %}...{% endif %}`); `{#` opens a comment, so write `{{ '{#' }}` for the text `{#`";
 
-/// An output that refuses to grow past [`MAX_OUTPUT`].
-struct Capped(Vec<u8>);
+/// An output that refuses to grow past [`MAX_OUTPUT`], or at all once its rendering is told
+/// to stop.
+struct Capped(Vec<u8>, Stop);
 
 impl std::io::Write for Capped {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() + buf.len() > MAX_OUTPUT {
+        if self.0.len() + buf.len() > MAX_OUTPUT || self.1.stopped() {
             return Err(std::io::Error::other("output too large"));
         }
         self.0.extend_from_slice(buf);
@@ -327,6 +377,31 @@ mod tests {
         .unwrap();
         assert_eq!(noted.into_iter().collect::<Vec<_>>(), *used);
         assert!(r.uses("echo {{ broken").is_empty());
+    }
+
+    /// A rendering told to stop ends its `range` loops and its writes at their next step: the
+    /// nested loop below would otherwise run out of fuel (20,000,000 steps), and the output
+    /// would be written.
+    #[test]
+    fn a_stopped_rendering_ends_its_loops_and_writes() {
+        let r = Renderer::default();
+        let stop = Stop::default();
+        let context = r.context(BTreeMap::new()).stopped_by(&stop);
+        let looping = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        assert!(r.render_noting(looping, &context, None).unwrap_err().contains("20000000 steps"));
+        assert_eq!(
+            r.render_noting("{{ range(3)|list }} {{ range(10, 0, -3)|join(',') }}", &context, None).unwrap(),
+            "[0, 1, 2] 10,7,4,1"
+        );
+        stop.stop();
+        assert_eq!(r.render_noting(looping, &context, None).unwrap_err(), "template error: stopped");
+        assert_eq!(r.render_noting("{{ 'x' }}", &context, None).unwrap_err(), "template error: stopped");
+        // Renderings on this thread after it are not stopped by it.
+        assert_eq!(r.render_noting("{{ range(2)|list }}", &r.context(BTreeMap::new()), None).unwrap(), "[0, 1]");
+        assert_eq!(
+            r.render_noting("{{ range(100001) }}", &r.context(BTreeMap::new()), None).unwrap_err(),
+            "template error: range has too many elements (line 1 of the template)"
+        );
     }
 
     /// A large value several nodes' contexts share is converted once, and renders the same.

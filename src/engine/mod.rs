@@ -367,13 +367,27 @@ async fn run_node(
     // some of its jobs run as get executors of their own when first needed.
     let account = node.becomes.account(None, None);
     // Reaching the node is bounded (connect, authentication, then the executor's start) and
-    // gives way to a cancel: a node whose login shell stalls never holds the run.
+    // gives way to a cancel: a node whose login shell stalls never holds the run, and what
+    // was started there is ended as the connection closes.
     let mut watch_cancel = cancel.clone();
-    let reach = async {
-        let conn = connect(node, config, sink).await?;
-        match tokio::time::timeout(config.hello_timeout, start_session(&conn, node, &account, config, sink, true)).await
-        {
-            Ok(Ok((session, greeting))) => Ok((conn, session, greeting)),
+    let conn = tokio::select! {
+        conn = connect(node, config, sink) => conn,
+        _ = cancelled(&mut watch_cancel) => {
+            return not_attempted(plan, index, "run cancelled before this job started", sink).await;
+        }
+    };
+    let starting = async {
+        let conn = conn?;
+        let start = start_session(&conn, node, &account, config, sink, true);
+        let started = tokio::select! {
+            started = tokio::time::timeout(config.hello_timeout, start) => started,
+            _ = cancelled(&mut watch_cancel) => {
+                conn.close().await;
+                return Ok(None);
+            }
+        };
+        match started {
+            Ok(Ok((session, greeting))) => Ok(Some((conn, session, greeting))),
             Ok(Err(error)) => {
                 conn.close().await;
                 Err(error)
@@ -387,14 +401,9 @@ async fn run_node(
             }
         }
     };
-    let reached = tokio::select! {
-        reached = reach => reached,
-        _ = cancelled(&mut watch_cancel) => {
-            return not_attempted(plan, index, "run cancelled before this job started", sink).await;
-        }
-    };
-    let (conn, session, greeting) = match reached {
-        Ok(r) => r,
+    let (conn, session, greeting) = match starting.await {
+        Ok(Some(r)) => r,
+        Ok(None) => return not_attempted(plan, index, "run cancelled before this job started", sink).await,
         Err(error) => {
             sink.emit(Event::NodeUnreachable { node: node.name.clone(), error }).await;
             tally.unreachable = true;

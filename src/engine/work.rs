@@ -10,7 +10,7 @@
 //! this module does what is the same for every job.
 
 use super::NodeRun;
-use crate::catalog::template::{Context, Renderer};
+use crate::catalog::template::{Context, Renderer, Stop};
 use crate::catalog::Node;
 use crate::event::{Event, JobStatus, RunMode, Stream};
 use crate::node::cache::{JobRecord, Kind};
@@ -41,13 +41,20 @@ pub(crate) async fn run_job(nr: &NodeRun<'_>, job: &Job, cancel: watch::Receiver
     let cx = &nr.cx;
     let started = Instant::now();
     let planning = nr.config.mode == RunMode::Plan;
-    let finish = match prepare(nr, job).await {
+    let stop = Stop::default();
+    let prepared = if job.heavy() {
+        within(prepare(nr, job, &stop), job, cancel.clone(), &stop).await
+    } else {
+        Ok(prepare(nr, job, &stop).await)
+    };
+    let finish = match prepared {
+        Err(interrupted) => interrupted,
         // A plan cannot render a job that needs what a job before it would capture.
-        Err(reason) => match if planning { depends_unrendered(nr, job).await } else { None } {
+        Ok(Err(reason)) => match if planning { depends_unrendered(nr, job).await } else { None } {
             Some(why) => Finish::would_run(why),
             None => Finish::failed(format!("{reason} (job {} `{}` on node {})", job.id + 1, job.label(), cx.node.name)),
         },
-        Ok((rendered, outgoing)) => {
+        Ok(Ok((rendered, outgoing))) => {
             // A secret is known as rendered on this node before anything about the job is said.
             if job.work.secret().is_some() {
                 cx.sink.secrets.add_value(&rendered.value);
@@ -65,7 +72,7 @@ pub(crate) async fn run_job(nr: &NodeRun<'_>, job: &Job, cancel: watch::Receiver
                 })
                 .await;
             let mut finish = if planning {
-                let finish = preview(nr, job, &fingerprint, &rendered, cancel).await;
+                let finish = preview(nr, job, &fingerprint, &rendered, cancel, started).await;
                 if finish.status == JobStatus::WouldRun && nr.config.diff {
                     show_diff(cx, job, &outgoing).await;
                 }
@@ -77,7 +84,8 @@ pub(crate) async fn run_job(nr: &NodeRun<'_>, job: &Job, cancel: watch::Receiver
                         if nr.config.diff {
                             show_diff(cx, job, &outgoing).await;
                         }
-                        let task = Task { job: job.reference(), rendered: &rendered, outgoing, cancel, recorded };
+                        let task =
+                            Task { job: job.reference(started), rendered: &rendered, outgoing, cancel, recorded };
                         let mut finish = job.work.perform(cx, task).await;
                         // What the verb's own check found counts as drift only against a record.
                         match (finish.status, drift.or(finish.drift.take().filter(|_| recorded))) {
@@ -177,9 +185,39 @@ fn rendered_info(job: &Job, r: &Rendered) -> String {
     crate::event::ellipsize(&job.work.info(r).unwrap_or_else(|| job.label()), 4096)
 }
 
+/// Waits for `preparing` (the job's rendering) within the job's timeout and until the run is
+/// cancelled, in either mode: the job has not started on the node, so even a drain does not
+/// wait for it. When it cannot wait longer, it tells the rendering to stop and ends the job.
+async fn within<T>(
+    preparing: impl std::future::Future<Output = T>,
+    job: &Job,
+    mut cancel: watch::Receiver<CancelLevel>,
+    stop: &Stop,
+) -> Result<T, Finish> {
+    let cancelled = async {
+        if cancel.wait_for(|level| *level != CancelLevel::None).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let interrupted = tokio::select! {
+        prepared = preparing => return Ok(prepared),
+        () = tokio::time::sleep(job.timeout) => Finish::timed_out(format!(
+            "timed out after {} s while rendering its templates",
+            job.timeout.as_secs()
+        )),
+        () = cancelled => Finish {
+            status: JobStatus::Cancelled,
+            reason: Some("cancelled while rendering its templates".to_string()),
+            ..Finish::ok("")
+        },
+    };
+    stop.stop();
+    Err(interrupted)
+}
+
 /// Renders the job's templates with the node's args and, for ADD/COPY, works out each
-/// destination and content hash.
-async fn prepare(nr: &NodeRun<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>), String> {
+/// destination and content hash. `stop` ends the rendering early ([`within`]).
+async fn prepare(nr: &NodeRun<'_>, job: &Job, stop: &Stop) -> Result<(Rendered, Vec<Outgoing>), String> {
     let cx = &nr.cx;
     let state = cx.state();
     let blueprints = read_blueprints(&job.work).await?;
@@ -206,7 +244,7 @@ async fn prepare(nr: &NodeRun<'_>, job: &Job) -> Result<(Rendered, Vec<Outgoing>
         }
         // `facts` is always the node's: what it said of itself when its executor started.
         vars.insert("facts".to_string(), Arc::new(Value::Object(lock(&state.facts).clone())));
-        (nr.renderer.context(vars), cache.env_map())
+        (nr.renderer.context(vars).stopped_by(stop), cache.env_map())
     };
     let run_as = job.account(cx.node).user().map(str::to_string);
     if !job.heavy() {
@@ -327,6 +365,7 @@ async fn preview(
     fingerprint: &fingerprint::Fingerprint,
     rendered: &Rendered,
     cancel: watch::Receiver<CancelLevel>,
+    started: Instant,
 ) -> Finish {
     let cx = &nr.cx;
     if let Some(why) = cx.depends(&rendered.uses.keys().cloned().collect()) {
@@ -335,7 +374,7 @@ async fn preview(
     let finish = match &job.work {
         work if work.traits().cache_only => {
             // These verbs write no file: nothing goes out.
-            let task = Task { job: job.reference(), rendered, outgoing: Vec::new(), cancel, recorded: false };
+            let task = Task { job: job.reference(started), rendered, outgoing: Vec::new(), cancel, recorded: false };
             let done = work.perform(cx, task).await;
             match done.status {
                 JobStatus::Ok => Finish::would_run(format!("it changes the node's cached values: {}", done.stdout)),
@@ -357,7 +396,7 @@ async fn preview(
                 // Only the check runs: "true" stands for the work it would let through.
                 let check = job.work.check(rendered, recorded);
                 let env = cx.state().cache().env_pairs();
-                match cx.checked_command(job.reference(), check, "true", env, &mut cancel.clone()).await {
+                match cx.checked_command(job.reference(started), check, "true", env, &mut cancel.clone()).await {
                     (done, _) if done.status == JobStatus::Cached && recorded => {
                         hit_of(cx, &fingerprint.hash).unwrap_or(done)
                     }

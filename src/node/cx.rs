@@ -15,7 +15,7 @@ use crate::event::{Event, JobStatus, Stream};
 use director_proto::{Done, FileStat, Outcome, Reply, Request};
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest captured output kept for `--stdout-arg`/`--stderr-arg`, per stream.
 const CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
@@ -25,6 +25,15 @@ const CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
 pub struct JobRef {
     pub id: usize,
     pub timeout: Duration,
+    /// When the job began (rendering its templates counts against its timeout).
+    pub started: Instant,
+}
+
+impl JobRef {
+    /// What is left of the job's time limit.
+    pub fn left(&self) -> Duration {
+        self.timeout.saturating_sub(self.started.elapsed())
+    }
 }
 
 /// When a rebooted node's link dropped and when it answered again, or why it did not.
@@ -292,7 +301,7 @@ impl Cx<'_> {
     ) -> Ran {
         let checked = if check.is_some() { Checked::Held } else { Checked::None };
         let mut ran = Ran { outcome: Err(String::new()), stdout: String::new(), stderr: String::new(), checked };
-        let (id, mut replies) = match self.session.run(command.to_string(), check, env, job.timeout).await {
+        let (id, mut replies) = match self.session.run(command.to_string(), check, env, job.left()).await {
             Ok(x) => x,
             Err(e) => {
                 ran.outcome = Err(e);

@@ -69,9 +69,10 @@ impl Job {
         }
     }
 
-    /// The job as its node runs it: its place in the run and its time limit.
-    pub fn reference(&self) -> crate::node::JobRef {
-        crate::node::JobRef { id: self.id, timeout: self.timeout }
+    /// The job as its node runs it, begun at `started`: its place in the run and its time
+    /// limit.
+    pub fn reference(&self, started: std::time::Instant) -> crate::node::JobRef {
+        crate::node::JobRef { id: self.id, timeout: self.timeout, started }
     }
 
     /// Who the job runs as on `node`.

@@ -123,5 +123,5 @@ fn link_of(mut child: tokio::process::Child) -> Link {
         let status = child.wait().await.ok().and_then(|s| s.code()).map(|c| c as u32);
         let _ = tx.send(Incoming::Closed(status)).await;
     });
-    Link { writer: Box::new(writer), incoming, pending: Vec::new(), guard: None }
+    Link { writer: Box::new(writer), incoming, pending: Vec::new(), guard: None, settle: None }
 }

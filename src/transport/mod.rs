@@ -42,6 +42,19 @@ pub struct Link {
     pub pending: Vec<u8>,
     /// Keeps what the link needs alive (the child process of a local link).
     pub guard: Option<Box<dyn Send + Sync>>,
+    /// Marks the command as having done what it was started for ([`Link::settled`]).
+    pub settle: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Link {
+    /// The command did what it was started for (the executor answered, a script ended): the
+    /// connection's close leaves it alone. Until then, closing the connection ends it on the
+    /// node, so a probe stalled in a login script is not left there.
+    pub fn settled(&mut self) {
+        if let Some(settle) = self.settle.take() {
+            settle();
+        }
+    }
 }
 
 /// Progress a transport reports while connecting, for the engine to turn into events.
@@ -110,7 +123,11 @@ impl Connection {
         drop(std::mem::replace(&mut link.writer, Box::new(tokio::io::sink())));
         let (mut stdout, mut stderr) = (std::mem::take(&mut link.pending), Vec::new());
         loop {
-            match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
+            let incoming = link.incoming.recv().await.unwrap_or(Incoming::Closed(None));
+            if matches!(incoming, Incoming::Closed(_)) {
+                link.settled();
+            }
+            match incoming {
                 Incoming::Data(d) => stdout.extend_from_slice(&d),
                 Incoming::Stderr(e) => stderr.extend_from_slice(&e),
                 Incoming::Closed(Some(0)) if unsent.is_some() => {
@@ -181,6 +198,7 @@ impl Connection {
                     ProbeAnswer::Started => {
                         let ms = probe.elapsed().as_millis() as u64;
                         tracing::info!(node = %node, ms, "probe done, executor started as {who}");
+                        link.settled();
                         return Ok(link);
                     }
                     ProbeAnswer::Unsafe { path } => {
@@ -218,6 +236,7 @@ impl Connection {
                         Incoming::Data(d) => link.pending.extend_from_slice(&d),
                         Incoming::Stderr(e) => probe_stderr.extend_from_slice(&e),
                         Incoming::Closed(status) => {
+                            link.settled();
                             let said = String::from_utf8_lossy(&probe_stderr).trim().to_string();
                             if !by_arch && !sent {
                                 tracing::info!(node = %node, "the executor there did not start ({said}): asking the architecture");

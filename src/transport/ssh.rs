@@ -111,6 +111,23 @@ pub(crate) struct SshConnection {
     handle: client::Handle<Client>,
     /// The ProxyCommand the session goes through: killed when the connection goes.
     proxy: Option<Box<tokio::process::Child>>,
+    /// Commands started on the node that have not yet done what they were started for.
+    unsettled: Unsettled,
+}
+
+/// The channels of commands that have not yet done what they were started for (a probe whose
+/// executor has not answered, a script still running), by channel: when the connection
+/// closes, sshd is asked to signal each one's processes ([`SshConnection::close`]). Closing
+/// the channel is not enough: sshd leaves a command without a terminal running, and a login
+/// script that stalls (`sleep 1000` in `~/.bashrc`) would stay on the node.
+type Unsettled = Arc<Mutex<HashMap<russh::ChannelId, Arc<russh::ChannelWriteHalf<client::Msg>>>>>;
+
+/// How long processes signalled with TERM get before KILL (sudo passes TERM on to the command
+/// it runs in a session of its own; KILL cannot be passed on).
+const TERM_GRACE: Duration = Duration::from_millis(200);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// russh's algorithms, with the host key types known for the host first, as OpenSSH orders
@@ -392,7 +409,7 @@ async fn bastion(
                     ssh: &hop.ssh,
                 };
                 let (handle, _) = handshake(&target, before.as_deref(), settings, policy).await?;
-                let mut conn = SshConnection { handle, proxy: None };
+                let mut conn = SshConnection { handle, proxy: None, unsettled: Unsettled::default() };
                 let login = Node {
                     name: target.name.clone(),
                     host: hop.host.clone(),
@@ -450,7 +467,7 @@ pub(crate) async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshC
     let handshake_started = Instant::now();
     let (handle, proxy) = handshake(&target, via.as_deref(), settings, policy).await?;
     tracing::info!(node = %node.name, ms = handshake_started.elapsed().as_millis() as u64, "handshake done, host key accepted");
-    let mut conn = SshConnection { handle, proxy: proxy.map(Box::new) };
+    let mut conn = SshConnection { handle, proxy: proxy.map(Box::new), unsettled: Unsettled::default() };
     let timeout = connect_timeout(settings, &node.ssh);
     let auth_started = Instant::now();
     match tokio::time::timeout(timeout, conn.authenticate(node, &settings.credentials)).await {
@@ -470,12 +487,16 @@ impl SshConnection {
         super::auth::authenticate(&mut self.handle, node, creds).await
     }
 
-    /// Runs `command` on a channel of its own: a link to whatever it starts.
+    /// Runs `command` on a channel of its own: a link to whatever it starts, unsettled until
+    /// [`Link::settled`] says it did what it was started for.
     pub(super) async fn exec_link(&self, command: String) -> Result<Link, String> {
         let channel =
             self.handle.channel_open_session().await.map_err(|e| format!("cannot open a channel: {}", describe(&e)))?;
-        channel.exec(true, command).await.map_err(|e| format!("cannot start the executor: {}", describe(&e)))?;
+        let id = channel.id();
         let (mut read, write) = channel.split();
+        let write = Arc::new(write);
+        lock(&self.unsettled).insert(id, write.clone());
+        write.exec(true, command).await.map_err(|e| format!("cannot start the executor: {}", describe(&e)))?;
         let writer = write.make_writer();
         let (tx, incoming) = mpsc::channel(256);
         tokio::spawn(async move {
@@ -496,11 +517,39 @@ impl SshConnection {
             }
             let _ = tx.send(Incoming::Closed(status)).await;
         });
-        Ok(Link { writer: Box::new(writer), incoming, pending: Vec::new(), guard: Some(Box::new(write)) })
+        let unsettled = Arc::downgrade(&self.unsettled);
+        let settle = move || {
+            if let Some(unsettled) = unsettled.upgrade() {
+                lock(&unsettled).remove(&id);
+            }
+        };
+        Ok(Link {
+            writer: Box::new(writer),
+            incoming,
+            pending: Vec::new(),
+            guard: Some(Box::new(write)),
+            settle: Some(Box::new(settle)),
+        })
     }
 
-    /// Ends the session; a ProxyCommand it went through is killed and waited for.
+    /// Ends the session; a ProxyCommand it went through is killed and waited for. The
+    /// processes of commands that are still unsettled are signalled first, TERM then KILL
+    /// (sshd sends a signal to the command's process group; OpenSSH 8.1 and later).
     pub(crate) async fn close(self) {
+        let unsettled: Vec<_> = lock(&self.unsettled).drain().map(|(_, channel)| channel).collect();
+        if !unsettled.is_empty() {
+            for channel in &unsettled {
+                let _ = channel.signal(russh::Sig::TERM).await;
+            }
+            tokio::time::sleep(TERM_GRACE).await;
+            for channel in &unsettled {
+                let _ = channel.signal(russh::Sig::KILL).await;
+            }
+            for channel in &unsettled {
+                let _ = channel.close().await;
+            }
+            tracing::info!(commands = unsettled.len(), "signalled the unsettled commands on the node");
+        }
         let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
         if let Some(mut proxy) = self.proxy {
             let _ = proxy.kill().await;

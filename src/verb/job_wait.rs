@@ -55,7 +55,7 @@ impl Verb for JobWait {
                     None
                 }
             };
-            match tokio::time::timeout(job.timeout, until(&st.changed, seen)).await {
+            match tokio::time::timeout(job.left(), until(&st.changed, seen)).await {
                 Ok(Ok(())) => outcome.push(format!("{name}: done")),
                 Ok(Err(e)) => return Finish::failed(e),
                 Err(_) => {

@@ -50,7 +50,7 @@ impl Verb for Query {
             }
             Value::Object(map)
         };
-        let Ok(map) = tokio::time::timeout(job.timeout, cx.shared.query(job.id, cx.index, own.clone(), build)).await
+        let Ok(map) = tokio::time::timeout(job.left(), cx.shared.query(job.id, cx.index, own.clone(), build)).await
         else {
             return Finish::timed_out(format!(
                 "not every target reached this QUERY within {} s",

@@ -150,7 +150,7 @@ impl Verb for Wait {
             }
             finish
         };
-        match tokio::time::timeout(job.timeout, work).await {
+        match tokio::time::timeout(job.left(), work).await {
             Ok(f) => f,
             Err(_) => Finish::timed_out(format!("timed out after {} s", job.timeout.as_secs())),
         }

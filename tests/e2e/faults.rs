@@ -6,10 +6,29 @@ use super::*;
 use super::{code, finished, notices, orchestrate_json, run_finished, schema, stderr, unreachable_error};
 use std::time::{Duration, Instant};
 
+/// Whether the stalled login script (`sleep 7PID` in ~/.bashrc) or the shell running it is
+/// still on the host, after at most 10 s for sshd to deliver the signal.
+fn stalled_left(host: &super::harness::Host, marker: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // `[s]` keeps pgrep from finding the shell that runs it.
+        let left = String::from_utf8_lossy(&host.sh(&format!("pgrep -af '[s]leep {marker}'")).stdout).to_string();
+        if left.is_empty() {
+            return None;
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(host.dir.join("sshd.log")).unwrap_or_default();
+            return Some(format!("{left}sshd says:\n{log}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_login_shell_that_stalls_is_bounded_and_gives_way_to_ctrl_c() {
     let fleet = Fleet::start(2);
-    std::fs::write(fleet.hosts[0].home_path(".bashrc"), "sleep 1000\n").unwrap();
+    let marker = format!("7{}", std::process::id());
+    std::fs::write(fleet.hosts[0].home_path(".bashrc"), format!("sleep {marker}\n")).unwrap();
     let file = fleet.file("o.yaml", "- jobs:\n    - RUN: echo hi\n");
     // The executor's start is bounded by three times the connect timeout.
     let (code, events, err) = orchestrate_json(&fleet, &file, &["--connect-timeout", "1"]);
@@ -37,6 +56,43 @@ fn a_login_shell_that_stalls_is_bounded_and_gives_way_to_ctrl_c() {
     assert_eq!(super::code(&out), 130, "{}", stderr(&out));
     let events = schema::parse(&out.stdout);
     assert_eq!(finished(&events, "h1"), [(0, "skipped", None, Some("run cancelled before this job started"))]);
+}
+
+/// What a stalled login script started is ended when director gives up on the node, by a
+/// timeout or Ctrl-C: sshd signals the probe's process group. (OpenSSH before 9.8 refuses to
+/// signal the sessions of root logins, so this is shown with a login user.)
+#[test]
+fn a_stalled_login_script_is_not_left_running_on_the_node() {
+    let mut fleet = Fleet::start(1);
+    fleet.add_users();
+    let marker = format!("8{}", std::process::id());
+    let bashrc = fleet.hosts[0].user_path("guest", ".bashrc");
+    std::fs::write(&bashrc, format!("sleep {marker}\n")).unwrap();
+    std::os::unix::fs::chown(&bashrc, Some(2003), Some(2003)).unwrap();
+    let text = std::fs::read_to_string(fleet.catalog()).unwrap().replace("user: root", "user: guest");
+    let catalog = fleet.file("catalog-guest.yaml", &text);
+    let file = fleet.file("o.yaml", "- jobs:\n    - RUN: echo hi\n");
+    let run = || {
+        let mut cmd = fleet.director();
+        cmd.arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).arg("--json");
+        cmd
+    };
+    let out = output(run().args(["--connect-timeout", "1"]));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(unreachable_error(&schema::parse(&out.stdout), "h1").unwrap().contains("did not start within 3 s"));
+    assert_eq!(stalled_left(&fleet.hosts[0], &marker), None);
+    let child = run().stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // The probe's shell is stalled in ~/.bashrc.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fleet.hosts[0].sh(&format!("pgrep -f '[s]leep {marker}'")).stdout.is_empty() {
+        assert!(Instant::now() < deadline, "the login script never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 130, "{}", stderr(&out));
+    assert_eq!(stalled_left(&fleet.hosts[0], &marker), None);
 }
 
 #[test]
@@ -499,4 +555,91 @@ fn a_run_raises_its_open_file_limit_or_says_the_hard_limit_is_too_low() {
     assert!(!fresh.join(".cache/director").exists(), "nothing was started");
     let _ = std::fs::remove_dir_all(&home);
     let _ = std::fs::remove_dir_all(&fresh);
+}
+
+/// Waits for `child` to exit, at most `limit` (a liveness bound, not a measure): one that does
+/// not exit by then is killed and the test fails.
+fn exits_within(child: std::process::Child, limit: Duration) -> std::process::Output {
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    match rx.recv_timeout(limit) {
+        Ok(out) => out,
+        Err(_) => {
+            // SAFETY: killing our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("director did not exit within {limit:?}");
+        }
+    }
+}
+
+/// A template that renders for minutes with `range` loops, and one whose loop is over a list
+/// (a step of it is long, and `range` cannot end it).
+const SLOW_RANGE: &str = r#"echo {% set s = "x" * 10000000 %}{% for i in range(100000) %}{% if (s ~ i)|length > 5 %}{% endif %}{% endfor %}done"#;
+const SLOW_LIST: &str = r#"echo {% set s = "x" * 10000000 %}{% set big = range(100000)|list %}{% for i in big %}{% if (s ~ i)|length > 5 %}{% endif %}{% endfor %}done"#;
+
+#[test]
+fn rendering_counts_against_the_timeout_and_gives_way_to_ctrl_c() {
+    let home = scratch("render-bound");
+    // Under --timeout 2 both are timed out, and the run ends without waiting for the rendering.
+    for slow in [SLOW_RANGE, SLOW_LIST] {
+        let file = home.join("o.yaml");
+        std::fs::write(&file, format!("- jobs:\n    - RUN: --timeout 2 {slow}\n    - RUN: echo after\n")).unwrap();
+        let child = local_director(&home)
+            .arg("orchestrate")
+            .arg(&file)
+            .arg("--json")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = exits_within(child, Duration::from_secs(60));
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        let events = schema::parse(&out.stdout);
+        let f = finished(&events, "localhost");
+        assert_eq!(f[0], (0, "timed_out", None, Some("timed out after 2 s while rendering its templates")));
+        assert_eq!(f[1].1, "skipped");
+    }
+    // Ctrl-C once stops a rendering (the job has not started on the node), and so does
+    // `manage --cancel`.
+    for (slow, by_manage) in [(SLOW_RANGE, false), (SLOW_LIST, false), (SLOW_LIST, true)] {
+        let file = home.join("o.yaml");
+        std::fs::write(&file, format!("- jobs:\n    - RUN: --skip-cache echo first\n    - RUN: {slow}\n")).unwrap();
+        let mut child = local_director(&home)
+            .arg("orchestrate")
+            .arg(&file)
+            .arg("--json")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut seen = Vec::new();
+        // The second job renders once the first has finished.
+        loop {
+            let mut line = String::new();
+            assert_ne!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap(), 0, "no first job");
+            seen.extend_from_slice(line.as_bytes());
+            if line.contains("\"job_finished\"") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if by_manage {
+            let out = output(local_director(&home).args(["manage", "--cancel", "last"]));
+            assert_eq!(code(&out), 0, "{}", stderr(&out));
+        } else {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        }
+        let mut out = exits_within(child, Duration::from_secs(60));
+        std::io::Read::read_to_end(&mut stdout, &mut seen).unwrap();
+        out.stdout = seen;
+        assert_eq!(code(&out), 130, "{}", stderr(&out));
+        let events = schema::parse(&out.stdout);
+        assert_eq!(
+            finished(&events, "localhost"),
+            [(0, "ok", Some(0), None), (1, "cancelled", None, Some("cancelled while rendering its templates"))]
+        );
+    }
 }

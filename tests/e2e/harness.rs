@@ -512,7 +512,8 @@ impl Fleet {
     /// Gives every host (as root) the login users of a real fleet, and restarts them:
     /// `deploy` may use sudo (and doas) without a password, `ops` with its password
     /// ([`BECOME_PASSWORD`], also root's, for su), and `guest` has no such rights. They log in
-    /// with the fleet's key; each has a private home under the host's `users/`.
+    /// with the fleet's key; each has a private home under the host's `users/`. `guest`'s
+    /// shell is bash, the others' /bin/sh.
     pub(crate) fn add_users(&mut self) {
         assert!(is_root(), "login users need root: each host gets its own /etc overlay and /home");
         for i in 0..self.hosts.len() {
@@ -533,8 +534,10 @@ impl Fleet {
                 .join("\n");
             shadow.push('\n');
             let mut group = read("group");
-            for (user, uid, secret) in [("deploy", 2001, "*"), ("ops", 2002, hash), ("guest", 2003, "*")] {
-                passwd.push_str(&format!("{user}:x:{uid}:{uid}::/home/{user}:/bin/sh\n"));
+            for (user, uid, secret, shell) in
+                [("deploy", 2001, "*", "/bin/sh"), ("ops", 2002, hash, "/bin/sh"), ("guest", 2003, "*", "/bin/bash")]
+            {
+                passwd.push_str(&format!("{user}:x:{uid}:{uid}::/home/{user}:{shell}\n"));
                 shadow.push_str(&format!("{user}:{secret}:19000:0:99999:7:::\n"));
                 group.push_str(&format!("{user}:x:{uid}:\n"));
                 let home = dir.join("users").join(user);

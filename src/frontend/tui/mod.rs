@@ -95,7 +95,7 @@ pub(crate) fn run(config: Config, history_path: PathBuf, runtime: tokio::runtime
         .map_err(|e| Error::input(format!("the TUI cannot start: cannot take the terminal: {e}")).hint(hint))?;
     let _restore = Restore;
     let tui = Tui { catalog, config, history: history_path };
-    runtime.block_on(tui.serve(&mut app, &mut terminal))
+    crate::launch::block_on(runtime, tui.serve(&mut app, &mut terminal))
 }
 
 struct Tui {
