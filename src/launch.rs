@@ -64,7 +64,7 @@ pub(crate) struct Running {
     /// Warnings for the caller to show: host key checking off for some nodes, a history
     /// file others can read.
     pub warnings: Vec<String>,
-    events: mpsc::Receiver<Event>,
+    events: mpsc::Receiver<crate::node::Emitted>,
     remote_cancel: mpsc::UnboundedReceiver<()>,
     cancel: watch::Sender<CancelLevel>,
     recorder: Recorder,
@@ -143,7 +143,7 @@ impl Running {
     /// The next event (already handed to the history), or `None` once the run has ended.
     pub(crate) async fn next(&mut self) -> Option<Incoming> {
         let incoming = tokio::select! {
-            event = self.events.recv() => event.map(Incoming::Event),
+            event = self.events.recv() => event.map(|e| Incoming::Event(e.take())),
             Some(()) = self.remote_cancel.recv() => Some(Incoming::CancelledElsewhere),
         };
         match &incoming {
@@ -168,7 +168,7 @@ impl Running {
     /// Waits for the engine, writes the rest of the history and releases the nodes.
     pub(crate) async fn finish(mut self) -> Result<i32, Error> {
         while let Some(event) = self.events.recv().await {
-            self.recorder.record(&event);
+            self.recorder.record(&event.take());
         }
         self.recorder.close();
         match self.engine.await {

@@ -5,7 +5,8 @@
 //! batch in one transaction, at most one every `COMMIT_GAP`, so a fleet's worth of results
 //! costs a few commits, not one per event. Output is kept per job and node, capped at
 //! [`KEEP_HEAD`] + [`KEEP_TAIL`] bytes per stream: the start and the end, with a marker
-//! saying how much was cut between them.
+//! saying how much was cut between them. It is cut as it comes, on the caller's side, so the
+//! queue to the thread never holds more of it than that.
 //!
 //! Every `CANCEL_CHECK` the thread checks whether `manage --cancel` asked this run to stop,
 //! and says so once through the channel it was given.
@@ -33,13 +34,25 @@ pub(crate) const KEEP_TAIL: usize = 32 * 1024;
 
 enum Msg {
     Event(Event, i64),
+    /// What a job printed on a node, as kept ([`Capped`]): sent just before its end.
+    Output {
+        node: String,
+        job: usize,
+        kept: Box<(Capped, Capped)>,
+    },
     Close,
 }
+
+/// What a job on a node printed, kept as the history keeps it: its start and its end.
+type Kept = HashMap<(String, usize), (Capped, Capped)>;
 
 pub(crate) struct Recorder {
     tx: mpsc::Sender<Msg>,
     started: Instant,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Output is cut to what is kept here, as it comes, and only that goes to the writer
+    /// thread: its queue never holds a job's whole output.
+    output: Kept,
 }
 
 impl Recorder {
@@ -55,10 +68,29 @@ impl Recorder {
             .name("history".into())
             .spawn(move || state.serve(rx, cancelled))
             .map_err(|e| Error::internal(format!("cannot start the history writer: {e}")))?;
-        Ok(Recorder { tx, started: Instant::now(), thread: Some(thread) })
+        Ok(Recorder { tx, started: Instant::now(), thread: Some(thread), output: Kept::new() })
     }
 
-    pub(crate) fn record(&self, event: &Event) {
+    pub(crate) fn record(&mut self, event: &Event) {
+        match event {
+            Event::JobOutput { node, job, stream, data } => {
+                let kept = match self.output.get_mut(&(node.clone(), *job)) {
+                    Some(kept) => kept,
+                    None => self.output.entry((node.clone(), *job)).or_default(),
+                };
+                match stream {
+                    Stream::Stdout => kept.0.push(data),
+                    Stream::Stderr => kept.1.push(data),
+                }
+                return;
+            }
+            Event::JobFinished { node, job, .. } => {
+                if let Some(kept) = self.output.remove(&(node.clone(), *job)) {
+                    let _ = self.tx.send(Msg::Output { node: node.clone(), job: *job, kept: Box::new(kept) });
+                }
+            }
+            _ => {}
+        }
         let _ = self.tx.send(Msg::Event(event.clone(), self.started.elapsed().as_millis() as i64));
     }
 
@@ -131,7 +163,7 @@ struct State {
     job_ids: Vec<String>,
     targets: Vec<Vec<String>>,
     addresses: HashMap<String, String>,
-    output: HashMap<(String, usize), (Capped, Capped)>,
+    output: Kept,
     cancel_seen: bool,
 }
 
@@ -157,6 +189,9 @@ impl State {
             let mut batch = Vec::new();
             match rx.recv_timeout(CANCEL_CHECK) {
                 Ok(Msg::Event(e, at)) => batch.push((e, at)),
+                Ok(Msg::Output { node, job, kept }) => {
+                    self.output.insert((node, job), *kept);
+                }
                 Ok(Msg::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
@@ -165,6 +200,9 @@ impl State {
                 // Past the gap, a zero wait takes only what is already queued.
                 match rx.recv_timeout(COMMIT_GAP.saturating_sub(written.elapsed())) {
                     Ok(Msg::Event(e, at)) => batch.push((e, at)),
+                    Ok(Msg::Output { node, job, kept }) => {
+                        self.output.insert((node, job), *kept);
+                    }
                     Ok(Msg::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
                     Err(mpsc::RecvTimeoutError::Timeout) => break,
                 }
@@ -195,19 +233,7 @@ impl State {
             .unwrap_or(false)
     }
 
-    fn write(&mut self, batch: Vec<(Event, i64)>) -> rusqlite::Result<()> {
-        let mut pending = Vec::new();
-        for (event, at) in batch {
-            if let Event::JobOutput { node, job, stream, data } = &event {
-                let bufs = self.output.entry((node.clone(), *job)).or_default();
-                match stream {
-                    Stream::Stdout => bufs.0.push(data),
-                    Stream::Stderr => bufs.1.push(data),
-                }
-            } else {
-                pending.push((event, at));
-            }
-        }
+    fn write(&mut self, pending: Vec<(Event, i64)>) -> rusqlite::Result<()> {
         if pending.is_empty() {
             return Ok(());
         }

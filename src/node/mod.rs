@@ -18,7 +18,7 @@ pub(crate) use cx::{Checked, Cx, Finish, JobRef, Relink, Relinked};
 use crate::event::Event;
 use crate::secret::Secrets;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 /// How far a run is being cancelled; it only goes up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,20 +37,47 @@ pub(crate) type Cancel = watch::Receiver<CancelLevel>;
 
 /// Where events go; a closed receiver (the frontend is gone) does not stop the run. Every
 /// event passes the run's [`Secrets`] on its way out: nothing downstream sees a secret.
+/// Output on its way is bounded in bytes ([`OUTPUT_IN_FLIGHT`]), not only in events: jobs
+/// that print faster than the frontend reads wait for it.
 #[derive(Clone)]
 pub struct Sink {
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Emitted>,
     pub secrets: Arc<Secrets>,
+    output: Arc<Semaphore>,
+}
+
+/// Bytes of job output sent and not yet taken by the frontend, for the whole run.
+pub(crate) const OUTPUT_IN_FLIGHT: usize = 4 * 1024 * 1024;
+
+/// An event on its way to the frontend; an output holds its share of [`OUTPUT_IN_FLIGHT`]
+/// until it is taken ([`Emitted::take`]).
+pub struct Emitted {
+    event: Event,
+    _held: Option<OwnedSemaphorePermit>,
+}
+
+impl Emitted {
+    /// The event, its bytes given back to the sink.
+    pub fn take(self) -> Event {
+        self.event
+    }
 }
 
 impl Sink {
-    pub fn new(tx: mpsc::Sender<Event>, secrets: Arc<Secrets>) -> Self {
-        Sink { tx, secrets }
+    pub fn new(tx: mpsc::Sender<Emitted>, secrets: Arc<Secrets>) -> Self {
+        Sink { tx, secrets, output: Arc::new(Semaphore::new(OUTPUT_IN_FLIGHT)) }
     }
 
     pub async fn emit(&self, event: Event) {
-        for e in self.secrets.filter(event) {
-            let _ = self.tx.send(e).await;
+        for event in self.secrets.filter(event) {
+            let held = match &event {
+                Event::JobOutput { data, .. } => {
+                    let bytes = data.len().clamp(1, OUTPUT_IN_FLIGHT) as u32;
+                    self.output.clone().acquire_many_owned(bytes).await.ok()
+                }
+                _ => None,
+            };
+            let _ = self.tx.send(Emitted { event, _held: held }).await;
         }
     }
 }

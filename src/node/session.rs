@@ -30,7 +30,12 @@ pub enum OpenError {
     Failed(String),
 }
 
-type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Reply>>>>;
+type Routes = Arc<Mutex<HashMap<u64, mpsc::Sender<Reply>>>>;
+
+/// Replies a request's route holds before the link waits for its reader: a job's output
+/// streams through at the pace of whoever reads it, in memory bounded per job, and the node's
+/// executor is held back by the SSH channel's window when the operator cannot keep up.
+const ROUTE_DEPTH: usize = 16;
 
 /// A session with the node's executor. Its link can be replaced in place
 /// ([`Session::adopt`]), as after a reboot: whoever holds the session keeps it.
@@ -204,7 +209,7 @@ impl Session {
         check: Option<String>,
         env: Vec<(String, String)>,
         timeout: Duration,
-    ) -> Result<(u64, mpsc::UnboundedReceiver<Reply>), String> {
+    ) -> Result<(u64, mpsc::Receiver<Reply>), String> {
         self.pipe().run(command, check, env, timeout).await
     }
 
@@ -263,9 +268,9 @@ impl Pipe {
 
     /// Sends the request `make` builds with a fresh id; its replies arrive on the receiver,
     /// which ends if the link is lost.
-    async fn start(&self, make: impl FnOnce(u64) -> Request) -> Result<(u64, mpsc::UnboundedReceiver<Reply>), String> {
+    async fn start(&self, make: impl FnOnce(u64) -> Request) -> Result<(u64, mpsc::Receiver<Reply>), String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
         self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, tx);
         // A link already lost has no dispatcher left to end this route: the request would
         // wait forever. (The dispatcher marks the link lost before it drops the routes.)
@@ -286,12 +291,12 @@ impl Pipe {
         check: Option<String>,
         env: Vec<(String, String)>,
         timeout: Duration,
-    ) -> Result<(u64, mpsc::UnboundedReceiver<Reply>), String> {
+    ) -> Result<(u64, mpsc::Receiver<Reply>), String> {
         let timeout_ms = timeout.as_millis() as u64;
         self.start(|id| Request::Run { id, command, env, cwd: None, timeout_ms, check }).await
     }
 
-    async fn done_of(&self, mut rx: mpsc::UnboundedReceiver<Reply>) -> Result<Done, String> {
+    async fn done_of(&self, mut rx: mpsc::Receiver<Reply>) -> Result<Done, String> {
         while let Some(reply) = rx.recv().await {
             if let Reply::Done { done, .. } = reply {
                 return Ok(done);
@@ -401,12 +406,17 @@ async fn dispatch(
                         }
                         Reply::Hello { .. } => continue,
                     };
-                    let mut map = routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if let Some(tx) = map.get(&id) {
-                        let _ = tx.send(reply);
-                    }
-                    if last {
-                        map.remove(&id);
+                    let tx = {
+                        let mut map = routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if last {
+                            map.remove(&id)
+                        } else {
+                            map.get(&id).cloned()
+                        }
+                    };
+                    if let Some(tx) = tx {
+                        // A reader that went away is not waited for.
+                        let _ = tx.send(reply).await;
                     }
                 }
                 Ok(None) => break,

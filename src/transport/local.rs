@@ -5,7 +5,7 @@
 //! It lets anyone try director without sshd, and tests the engine without a network.
 
 use super::executor;
-use super::{Incoming, Link, Progress};
+use super::{Incoming, Link, Progress, LINK_DEPTH};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -97,7 +97,7 @@ fn link_of(mut child: tokio::process::Child) -> Link {
     let writer = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
-    let (tx, incoming) = mpsc::channel(256);
+    let (tx, incoming) = mpsc::channel(LINK_DEPTH);
     let err_tx = tx.clone();
     let errors = tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];

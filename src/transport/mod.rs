@@ -34,6 +34,11 @@ pub enum Incoming {
     Closed(Option<u32>),
 }
 
+/// Reads from the executor a link holds before it waits for the engine to take them (each at
+/// most an SSH packet, 32 KiB): bounded, so a node's output waits in its SSH window, not in
+/// the operator's memory.
+pub(crate) const LINK_DEPTH: usize = 32;
+
 /// A byte pipe to one executor process.
 pub struct Link {
     pub writer: Box<dyn AsyncWrite + Send + Unpin>,

@@ -11,7 +11,7 @@
 use super::auth::describe;
 pub(crate) use super::auth::Credentials;
 use super::known_hosts::HostKeyCheck;
-use super::{Incoming, Link};
+use super::{Incoming, Link, LINK_DEPTH};
 use crate::catalog::{HostKeyPolicy, Node};
 use russh::client;
 use russh::keys::PublicKeyOrCertificate;
@@ -498,7 +498,7 @@ impl SshConnection {
         lock(&self.unsettled).insert(id, write.clone());
         write.exec(true, command).await.map_err(|e| format!("cannot start the executor: {}", describe(&e)))?;
         let writer = write.make_writer();
-        let (tx, incoming) = mpsc::channel(256);
+        let (tx, incoming) = mpsc::channel(LINK_DEPTH);
         tokio::spawn(async move {
             let mut status = None;
             while let Some(msg) = read.wait().await {

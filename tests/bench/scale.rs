@@ -37,7 +37,10 @@
 //!   record to the node cache);
 //! - **W4 local**: the same 1,000 jobs on the embedded catalog (local transport), per job.
 //!
-//! Peak RSS is the operator process's (`wait4`'s ru_maxrss) during W1 and W2.
+//! Peak RSS is the operator process's own during W1 and W2: its VmHWM, read from /proc every
+//! 5 ms while it runs. (Not `wait4`'s ru_maxrss: a child spawned with vfork, as std's
+//! `Command` does, starts with its parent's peak, so that figure was the bench's own memory
+//! whenever the bench held more than director.)
 //!
 //! `BENCH_NODES=5000 BENCH_HOSTS=1000`: a catalog of more nodes than hosts, spread over them
 //! (each node its own SSH connection and executor; the aliases of a host share its home), for
@@ -99,11 +102,37 @@ struct Measured {
     stdout: String,
 }
 
-/// Runs `cmd` to its end; its wall time and peak RSS (from `wait4`, the process's own).
+/// The peak resident memory of process `pid` so far (VmHWM), in KiB; `None` once it is gone
+/// or a zombie.
+fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    hwm.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Runs `cmd` to its end; its wall time, CPU time (from `wait4`) and peak RSS (its VmHWM,
+/// polled while it runs).
 fn measure(mut cmd: Command) -> Result<Measured, String> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let id = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                match vm_hwm_kb(id) {
+                    Some(kb) => peak = peak.max(kb),
+                    None if peak > 0 => break,
+                    None => {}
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
     let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
@@ -118,6 +147,8 @@ fn measure(mut cmd: Command) -> Result<Measured, String> {
     // SAFETY: waiting for our own child, whose Child handle is never waited on again.
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     let wall = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let max_rss_kb = poller.join().unwrap_or(0);
     let stderr = reader.join().unwrap_or_default();
     if pid < 0 {
         return Err(format!("wait4: {}", std::io::Error::last_os_error()));
@@ -140,7 +171,7 @@ fn measure(mut cmd: Command) -> Result<Measured, String> {
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
-    Ok(Measured { wall, cpu, max_rss_kb: usage.ru_maxrss as u64, stdout })
+    Ok(Measured { wall, cpu, max_rss_kb, stdout })
 }
 
 /// The `run_finished` line of a `--json` run.

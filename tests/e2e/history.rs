@@ -349,6 +349,16 @@ fn a_lock_left_by_a_killed_operator_is_released_and_its_run_shown_abandoned() {
     let file = home.join("hold.yaml");
     std::fs::write(&file, format!("- jobs:\n    - RUN: {marker}\n")).unwrap();
     let mut holder = start_holding(&home, &file, &marker);
+    // The history commits what happened every 20 ms: the job is killed once it has the job.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = json_of(&manage(local_director(&home), &["--job-info", &first_job(&home), "--json"]));
+        if info["results"][0]["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the history never had the job running: {info}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // SAFETY: killing our own child.
     unsafe { libc::kill(holder.id() as i32, libc::SIGKILL) };
     let _ = holder.wait();

@@ -335,3 +335,60 @@ fn the_readmes_first_run_shows_what_the_jobs_said() {
         assert!(text.contains(said), "`{said}` not shown by `director {}`:\n{text}", args.join(" "));
     }
 }
+
+/// A job's output streams through at the pace of whoever reads it, in every mode: 300 MB
+/// printed on a node and read slowly from director's stdout leave its memory bounded (the
+/// output waits in the SSH window, not in the operator), and the history keeps its start and
+/// its end. (Memory is the product's promise here, not a measure of speed.)
+#[test]
+fn big_outputs_stream_through_in_bounded_memory() {
+    let fleet = Fleet::start(1);
+    let file = fleet.file("big.yaml", "- jobs:\n    - RUN: --skip-cache yes printed-by-the-node | head -c 300000000\n");
+    for mode in [&["--json"][..], &["--output", "all"][..]] {
+        let mut child = fleet
+            .orchestrate(&file)
+            .args(mode)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            // A reader slower than the node prints.
+            let (mut buf, mut total) = (vec![0u8; 64 * 1024], 0usize);
+            loop {
+                match std::io::Read::read(&mut stdout, &mut buf) {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n,
+                }
+                std::thread::sleep(std::time::Duration::from_micros(500));
+            }
+        });
+        // The peak of director's own memory (VmHWM: wait4's ru_maxrss would count this test
+        // process's, which the child is spawned from), read until it exits.
+        let mut peak_kb = 0u64;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            let proc_status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+            let hwm = proc_status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap_or("0 kB");
+            peak_kb = peak_kb.max(hwm.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let read = reader.join().unwrap();
+        assert!(status.success(), "{mode:?}: {status}");
+        // --json passes every byte on; plain output shows each job's start and end.
+        if mode[0] == "--json" {
+            assert!(read > 300_000_000, "{mode:?}: only {read} bytes came out");
+        }
+        let peak_mb = peak_kb / 1024;
+        assert!(peak_mb > 0, "{mode:?}: no VmHWM read");
+        assert!(peak_mb < 100, "{mode:?}: director's memory peaked at {peak_mb} MB for 300 MB of output");
+    }
+    let out = output(fleet.director().args(["manage", "--job-info", "last", "--json"]));
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = job["results"][0]["stdout"].as_str().unwrap();
+    assert!(stdout.starts_with("printed-by-the-node\nprinted-by-the-node\n"), "{}", &stdout[..100]);
+    assert!(stdout.contains("\n[… director: "), "{}", &stdout[..100]);
+}
