@@ -107,8 +107,10 @@ impl Launch {
         if let Some(password) = &config.password {
             secrets.add(password.reveal());
         }
-        let spec = run_spec(&plan, config, self.kind, &secrets.mask(&self.command), self.files, &secrets);
         let mut store = History::open(&self.history)?;
+        let seal = plan::fingerprint::Seal::new(store.seal_key()?, secrets.clone());
+        plan.seal(&seal);
+        let spec = run_spec(&plan, config, self.kind, &secrets.mask(&self.command), self.files, &secrets);
         let sentinel_only =
             !plan.jobs.is_empty() && plan.jobs.iter().all(|j| matches!(j.work, plan::Work::QueueSentinel(_)));
         let contention = if sentinel_only { Contention::Share } else { contention };
@@ -130,6 +132,7 @@ impl Launch {
             become_password: config.password.clone(),
             mode: config.mode,
             diff: config.diff,
+            seal,
         });
         let (tx, events) = mpsc::channel(4096);
         let (cancel, cancel_rx) = watch::channel(CancelLevel::None);

@@ -34,6 +34,30 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
+/// Creates `path` with `bytes`, mode 0600, unless it exists: the bytes are written to a temp
+/// file first and linked into place, so a reader never sees it half written and of two
+/// processes creating it at once, one wins. Returns whether this call created it.
+pub(crate) fn create_once(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    let temp = path.with_file_name(format!(
+        ".{}.director-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let create = || -> std::io::Result<bool> {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        match std::fs::hard_link(&temp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    let created = create();
+    let _ = std::fs::remove_file(&temp);
+    created
+}
+
 /// Opens `path` to append to, creating it with mode 0600 (and its directory 0700) if needed.
 pub(crate) fn append(path: &Path) -> std::io::Result<std::fs::File> {
     if let Some(dir) = path.parent() {

@@ -59,6 +59,19 @@ impl Secrets {
         }
     }
 
+    /// Whether a secret value occurs in `text`, as written or as a JSON string holds it
+    /// (quotes, backslashes and control characters escaped).
+    pub fn occurs_in(&self, text: &str) -> bool {
+        let values = self.values.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        values.iter().any(|v| {
+            text.contains(v.as_str()) || {
+                let quoted = serde_json::to_string(v).unwrap_or_default();
+                let escaped = &quoted[1..quoted.len().saturating_sub(1).max(1)];
+                escaped != v && text.contains(escaped)
+            }
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.values.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
     }

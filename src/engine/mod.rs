@@ -50,6 +50,8 @@ pub(crate) struct EngineConfig {
     pub mode: RunMode,
     /// `--diff`: show what each file an ADD/COPY writes changes ([`crate::node::diff`]).
     pub diff: bool,
+    /// How fingerprints holding a secret are hashed (with the key beside the history).
+    pub seal: crate::plan::fingerprint::Seal,
 }
 
 /// What one node's task ends with, for the run's summary.

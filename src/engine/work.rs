@@ -59,7 +59,7 @@ pub(crate) async fn run_job(nr: &NodeRun<'_>, job: &Job, cancel: watch::Receiver
             if job.work.secret().is_some() {
                 cx.sink.secrets.add_value(&rendered.value);
             }
-            let fingerprint = fingerprint::of(job, &rendered);
+            let fingerprint = fingerprint::of(job, &rendered, &nr.config.seal);
             let fp = &fingerprint.hash;
             let info = rendered_info(job, &rendered);
             cx.sink
@@ -249,13 +249,13 @@ async fn prepare(nr: &NodeRun<'_>, job: &Job, stop: &Stop) -> Result<(Rendered, 
     let run_as = job.account(cx.node).user().map(str::to_string);
     if !job.heavy() {
         // Nothing to render, hash or look up: no thread hop.
-        return render_work(nr.renderer, &job.work, &args, env, blueprints)
+        return render_work(nr.renderer, &job.work, &args, env, blueprints, &nr.config.seal)
             .map(|(r, out)| (Rendered { run_as, ..r }, out));
     }
     // Rendering, hashing and looking up files are CPU work: they run on a blocking thread,
     // so a heavy template never stalls the other nodes, and fuel bounds the template work.
-    let (renderer, work) = (nr.renderer.clone(), job.work.clone());
-    tokio::task::spawn_blocking(move || render_work(&renderer, &work, &args, env, blueprints))
+    let (renderer, work, seal) = (nr.renderer.clone(), job.work.clone(), nr.config.seal.clone());
+    tokio::task::spawn_blocking(move || render_work(&renderer, &work, &args, env, blueprints, &seal))
         .await
         .map_err(|e| format!("rendering failed: {e}"))?
         .map(|(r, out)| (Rendered { run_as, ..r }, out))
@@ -287,6 +287,7 @@ fn render_work(
     context: &Context,
     env: serde_json::Map<String, Value>,
     blueprints: Vec<String>,
+    seal: &fingerprint::Seal,
 ) -> Result<(Rendered, Vec<Outgoing>), String> {
     // The variables the templates read are noted from the parse they render with.
     let used = std::cell::RefCell::new(std::collections::BTreeSet::new());
@@ -299,7 +300,7 @@ fn render_work(
         .into_inner()
         .into_iter()
         .map(|name| {
-            let value = context.get(&name).map(fingerprint::short).unwrap_or_default();
+            let value = context.get(&name).map(|v| seal.short(v)).unwrap_or_default();
             (name, value)
         })
         .collect();

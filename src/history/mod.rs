@@ -34,6 +34,9 @@ pub(crate) fn default_path() -> PathBuf {
 /// The histories director serves, by the scheme a `--history` names them with.
 const SCHEMES: &[&str] = &["sqlite"];
 
+/// Bytes of the history's key ([`History::seal_key`]).
+const SEAL_KEY_BYTES: usize = 32;
+
 /// The scheme of a value written as a URL (`postgres://…`, `sqlite:…`), if it is one: a
 /// letter, then letters, digits, `+`, `-` or `.`, then `:` (and for a scheme other than
 /// sqlite, `//`). A path such as `./a:b` or `C:x` is not.
@@ -198,6 +201,36 @@ impl History {
         configure(&conn).map_err(|e| open_error(path, e))?;
         schema::migrate(&mut conn).map_err(|e| open_error(path, e))?;
         Ok(History { path: path.clone(), conn })
+    }
+
+    /// The key fingerprints holding a secret are hashed with
+    /// ([`crate::plan::fingerprint::Seal`]): 32 random bytes in `<history>.key` beside the
+    /// database, mode 0600, made by the first run that opens this history. Whoever holds the
+    /// history holds the key; without it, its hashes of secrets cannot be checked against
+    /// guesses.
+    pub(crate) fn seal_key(&self) -> Result<std::sync::Arc<[u8]>, Error> {
+        let mut name = self.path.clone().into_os_string();
+        name.push(".key");
+        let path = PathBuf::from(name);
+        let failed = |e: std::io::Error| {
+            Error::input(format!("cannot use the history's key {}: {}", path.display(), crate::error::io_reason(&e)))
+        };
+        if !path.exists() {
+            let mut key = [0u8; SEAL_KEY_BYTES];
+            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").map_err(failed)?, &mut key)
+                .map_err(failed)?;
+            crate::private::create_once(&path, &key).map_err(failed)?;
+        }
+        let key = std::fs::read(&path).map_err(failed)?;
+        if key.len() != SEAL_KEY_BYTES {
+            return Err(Error::input(format!(
+                "the history's key {} is not a key: it has {} bytes, not {SEAL_KEY_BYTES}",
+                path.display(),
+                key.len()
+            ))
+            .hint("it was changed by something else; remove it to make a new one (jobs holding secrets then run again once)"));
+        }
+        Ok(key.into())
     }
 
     /// Opens the database only if it exists: reading an empty history creates nothing.

@@ -31,9 +31,11 @@ impl Plan {
                 continue;
             }
             let raw = Value::Array(mine.iter().map(|j| j.raw.clone()).collect());
+            let written = super::fingerprint::canonical(&raw);
             let mut entry = PlannedEntry {
                 name: Some(section.to_string()),
-                fingerprint: super::fingerprint::hash(&super::fingerprint::canonical(&raw)),
+                fingerprint: super::fingerprint::hash(&written),
+                written,
                 is_async: false,
                 jobs: Vec::new(),
             };

@@ -17,34 +17,78 @@
 //! same work anywhere has the same fingerprint. Unlike Directord, the content of ADD/COPY
 //! sources is in (editing a source re-sends it), and so are the rendered command and the
 //! environment (a changed ARG or ENV used by a later RUN makes that RUN run again).
+//!
+//! What holds a secret value (a fingerprint whose body does, a recorded part, a variable a
+//! template read) is hashed with HMAC-SHA3-224 under this operator's key instead ([`Seal`]):
+//! the history and the node caches keep these hashes, and a plain hash of a short secret could
+//! be matched by trying candidates. The same key gives the same fingerprints, so cache hits
+//! hold from run to run; another history (another key) does not recognise them.
 
 use super::Job;
+use crate::secret::Secrets;
 use crate::verb::Rendered;
+use hmac::{KeyInit, Mac, SimpleHmac};
 use serde_json::{json, Value};
 use sha3::{Digest, Sha3_224};
+use std::sync::Arc;
+
+/// How a run hashes what holds a secret: with the key kept beside its history.
+#[derive(Clone)]
+pub(crate) struct Seal {
+    key: Arc<[u8]>,
+    secrets: Arc<Secrets>,
+}
+
+impl Seal {
+    pub(crate) fn new(key: Arc<[u8]>, secrets: Arc<Secrets>) -> Self {
+        Seal { key, secrets }
+    }
+
+    /// The digest of `text`: keyed when it holds a secret value, plain sha3-224 otherwise.
+    fn digest(&self, text: &str) -> Vec<u8> {
+        if !self.secrets.occurs_in(text) {
+            return Sha3_224::digest(text.as_bytes()).to_vec();
+        }
+        let mut mac = <SimpleHmac<Sha3_224> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(text.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// [`hash`], keyed when the text holds a secret.
+    pub(crate) fn hash(&self, text: &str) -> String {
+        crate::verb::source::hex(&self.digest(text))
+    }
+
+    /// [`short`], keyed when the value holds a secret.
+    pub(crate) fn short(&self, value: &Value) -> String {
+        crate::verb::source::hex(&self.digest(&canonical(value))[..8])
+    }
+}
 
 /// A job's fingerprint on a node, with the body it was hashed from (for [`Fingerprint::parts`]).
 pub(crate) struct Fingerprint {
     pub hash: String,
     body: Value,
+    seal: Seal,
 }
 
-/// The fingerprint of `job` as rendered on a node.
-pub(crate) fn of(job: &Job, r: &Rendered) -> Fingerprint {
+/// The fingerprint of `job` as rendered on a node; `seal` hashes it if it holds a secret.
+pub(crate) fn of(job: &Job, r: &Rendered, seal: &Seal) -> Fingerprint {
     let body = body(job, r);
-    Fingerprint { hash: hash(&canonical(&body)), body }
+    let hash = crate::verb::source::hex(&seal.digest(&canonical(&body)));
+    Fingerprint { hash, body, seal: seal.clone() }
 }
 
-/// The fingerprint's hash alone.
+/// The fingerprint's hash alone, of a job without secrets.
 #[cfg(test)]
 pub(crate) fn compute(job: &Job, r: &Rendered) -> String {
-    of(job, r).hash
+    hash(&canonical(&body(job, r)))
 }
 
 impl Fingerprint {
     /// What a job's record keeps to explain a changed fingerprint: [`short`] of each field of
-    /// the body (each file of `files` on its own, as `file:DEST`), and of each variable the
-    /// templates use (`r.uses`, as `arg:NAME`).
+    /// the body (each file of `files` on its own, as `file:DEST`; sealed where it holds a
+    /// secret), and of each variable the templates use (`r.uses`, as `arg:NAME`).
     pub(crate) fn parts(&self, r: &Rendered) -> std::collections::BTreeMap<String, String> {
         let mut parts = std::collections::BTreeMap::new();
         if let Value::Object(fields) = &self.body {
@@ -53,11 +97,11 @@ impl Fingerprint {
                     ("files", Value::Array(files)) => {
                         for f in files {
                             let dest = f["dest"].as_str().unwrap_or_default();
-                            parts.insert(format!("file:{dest}"), short(&f["sha3"]));
+                            parts.insert(format!("file:{dest}"), self.seal.short(&f["sha3"]));
                         }
                     }
                     (_, v) => {
-                        parts.insert(k.clone(), short(v));
+                        parts.insert(k.clone(), self.seal.short(v));
                     }
                 }
             }
@@ -151,6 +195,23 @@ mod tests {
     fn job(verb: &str, args: &str) -> Job {
         let roots = SourceRoots { cwd: PathBuf::from(env!("CARGO_MANIFEST_DIR")), file_dir: None };
         Job::parsed(verb, verbs::parse(verb, args, &Map::new(), &roots).unwrap(), 0, 0)
+    }
+
+    /// What holds a secret is hashed with the key (HMAC-SHA3-224, checked against Python's
+    /// `hmac.new(key, text, 'sha3_224')`); what does not keeps its plain hash, so jobs without
+    /// secrets keep their fingerprints.
+    #[test]
+    fn what_holds_a_secret_is_sealed_with_the_key() {
+        let secrets = Arc::new(Secrets::new(["4711".to_string(), "a\"b".to_string()]));
+        let seal = Seal::new(Arc::from(&b"0123456789abcdef0123456789abcdef"[..]), secrets);
+        assert_eq!(seal.hash("echo 42"), hash("echo 42"));
+        assert_eq!(seal.hash("echo 4711"), "def9e906883020cc963df0d2ce744595799d208fe4310682976c9c18");
+        assert_ne!(seal.hash("echo 4711"), hash("echo 4711"));
+        // A secret with a quote is found in the canonical JSON, where it is escaped.
+        let escaped = canonical(&json!("say a\"b"));
+        assert_ne!(seal.short(&json!("say a\"b")), short(&json!("say a\"b")));
+        assert!(escaped.contains("a\\\"b"));
+        assert_eq!(seal.short(&json!(42)), short(&json!(42)));
     }
 
     /// Golden values: the canonical text is written out by hand, and each hash was computed

@@ -150,8 +150,11 @@ impl CacheUse {
 #[derive(Debug, Clone)]
 pub struct PlannedEntry {
     pub name: Option<String>,
-    /// sha3-224 of the entry as written (canonical JSON), the key of its "parents" record.
+    /// sha3-224 of the entry as written (canonical JSON), the key of its "parents" record
+    /// (sealed when it holds a secret: [`Plan::seal`]).
     pub fingerprint: String,
+    /// The entry as written, canonical JSON: what [`PlannedEntry::fingerprint`] hashes.
+    pub written: String,
     pub is_async: bool,
     pub jobs: Vec<usize>,
 }
@@ -248,9 +251,15 @@ impl Plan {
                     Some(Seg::Index(k)) => orch.doc.root[*k].clone(),
                     _ => serde_json::Value::Null,
                 };
-                let fingerprint = fingerprint::hash(&fingerprint::canonical(&raw));
-                let mut planned =
-                    PlannedEntry { name: entry.name.clone(), fingerprint, is_async: entry.is_async, jobs: Vec::new() };
+                let written = fingerprint::canonical(&raw);
+                let fingerprint = fingerprint::hash(&written);
+                let mut planned = PlannedEntry {
+                    name: entry.name.clone(),
+                    fingerprint,
+                    written,
+                    is_async: entry.is_async,
+                    jobs: Vec::new(),
+                };
                 for spec in &entry.jobs {
                     let mut job = plan_job(&orch.doc, spec, jobs.len(), entries.len())?;
                     job.becomes = spec.becomes.over(&entry.becomes);
@@ -386,6 +395,13 @@ impl Plan {
         let vars = self.nodes.iter().flat_map(|n| n.secret_vars.iter().filter_map(|k| n.vars.get(k)).cloned());
         let args = self.jobs.iter().filter_map(|j| j.work.secret().cloned());
         vars.chain(args).collect()
+    }
+
+    /// Hashes again, with `seal`, the fingerprints of entries written with a secret in them.
+    pub(crate) fn seal(&mut self, seal: &fingerprint::Seal) {
+        for entry in &mut self.entries {
+            entry.fingerprint = seal.hash(&entry.written);
+        }
     }
 
     /// How many (job, node) pairs the run holds.

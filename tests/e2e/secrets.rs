@@ -86,3 +86,52 @@ fn a_secrets_list_naming_no_var_is_an_error() {
         )
     );
 }
+
+/// A job whose inputs hold a secret is fingerprinted with HMAC under the key beside the
+/// history: neither the history nor the node cache holds a plain hash a guess of the secret
+/// could be checked against, a re-run with the same history is still answered from the cache,
+/// and another history (another key) does not recognise it.
+#[test]
+fn secret_inputs_are_fingerprinted_with_the_historys_key() {
+    use sha3::Digest;
+    let fleet = Fleet::start(2);
+    let run = |history: &str, secret: bool, node: &str| {
+        let flag = if secret { "--secret " } else { "" };
+        let file = fleet
+            .file("pin.yaml", &format!("- jobs:\n    - ARG: {flag}pin 4711\n    - RUN: echo {{{{ pin }}}} > ~/pin\n"));
+        let out = output(fleet.orchestrate(&file).env("DIRECTOR_HISTORY", fleet.path().join(history)).args([
+            "--json",
+            "--restrict",
+            node,
+        ]));
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let events = super::schema::parse(&out.stdout);
+        let started = events.iter().find_map(|e| match e {
+            super::schema::Event::JobStarted { job: 1, fingerprint, .. } => Some(fingerprint.clone()),
+            _ => None,
+        });
+        (started.unwrap(), super::finished(&events, node)[1].1.to_string())
+    };
+    // The same job, its value not secret, on h1 with another history: the plain fingerprint.
+    let (plain, status) = run("plain.db", false, "h1");
+    assert_eq!(status, "ok");
+    let (sealed, status) = run("h.db", true, "h2");
+    assert_eq!(status, "ok");
+    assert_ne!(sealed, plain);
+    // The plain hash of the value alone, as a recorded part would have it.
+    let part = sha3::Sha3_224::digest(b"\"4711\"")[..8].iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let (cache, db) = (fleet.hosts[1].cache_files(), std::fs::read(fleet.path().join("h.db")).unwrap());
+    for (what, bytes) in [("the node cache", &cache), ("the history", &db)] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(text.contains(&sealed[..16]) || what == "the history", "{what} lacks the job");
+        assert!(!text.contains(&plain) && !text.contains(&part), "{what} holds a plain hash of the secret");
+    }
+    // The key: beside the history, private, 32 bytes.
+    let key = std::fs::metadata(fleet.path().join("h.db.key")).unwrap();
+    assert_eq!((std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777, key.len()), (0o600, 32));
+    // The same history: answered from the cache. Another: not recognised, it runs again.
+    assert_eq!(run("h.db", true, "h2"), (sealed.clone(), "cached".to_string()));
+    let (other, status) = run("other.db", true, "h2");
+    assert_ne!(other, sealed);
+    assert_eq!(status, "ok");
+}
