@@ -242,6 +242,12 @@ pub enum Event {
         node: String,
         ms: u64,
     },
+    /// The node's host key was new and is now recorded in `file` (known_hosts), as `ssh`
+    /// says "Permanently added".
+    HostKeyRecorded {
+        node: String,
+        file: String,
+    },
     ExecutorUploaded {
         node: String,
         bytes: u64,
@@ -341,6 +347,7 @@ impl Event {
             Event::BatchStarted { .. }
             | Event::NodeConnecting { .. }
             | Event::NodeConnected { .. }
+            | Event::HostKeyRecorded { .. }
             | Event::ExecutorUploaded { .. }
             | Event::NodeFinished { .. }
             | Event::RunFinished { .. } => {}

@@ -294,6 +294,9 @@ async fn connect(node: &Node, config: &EngineConfig, sink: &Sink) -> Result<Conn
     sink.emit(Event::NodeConnecting { node: node.name.clone(), address: address(node) }).await;
     let (conn, ms) = dial(node, config).await?;
     sink.emit(Event::NodeConnected { node: node.name.clone(), ms }).await;
+    if let Some(file) = conn.recorded_host_key() {
+        sink.emit(Event::HostKeyRecorded { node: node.name.clone(), file: file.display().to_string() }).await;
+    }
     Ok(conn)
 }
 

@@ -233,7 +233,10 @@ impl Board {
                 n.phase = Phase::Connecting;
                 n.first_seen.get_or_insert(at);
             }
-            Event::NodeConnected { .. } | Event::NodeNotice { .. } | Event::ExecutorUploaded { .. } => {}
+            Event::NodeConnected { .. }
+            | Event::NodeNotice { .. }
+            | Event::HostKeyRecorded { .. }
+            | Event::ExecutorUploaded { .. } => {}
             Event::NodeReady { node, .. } => {
                 let i = self.slot(node);
                 let n = &mut self.nodes[i];

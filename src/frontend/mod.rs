@@ -26,6 +26,7 @@ use crate::launch::{Incoming, Running};
 use crate::node::CancelLevel;
 use ratatui::backend::CrosstermBackend;
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// `text` safe to print on a terminal: line breaks and tabs are kept (a `\r\n` ending
@@ -124,6 +125,42 @@ impl Frontend {
     }
 }
 
+/// Host keys recorded for new nodes, said once for the nodes first contacted together, as
+/// `ssh` says "Permanently added": "recorded host keys of 40 new nodes (web[1-40]) in FILE".
+#[derive(Default)]
+struct RecordedKeys {
+    /// Nodes by known_hosts file.
+    files: BTreeMap<String, Vec<String>>,
+    since: Option<Instant>,
+}
+
+/// How long a recorded key waits for others before it is said.
+const KEYS_WAIT: Duration = Duration::from_secs(2);
+
+impl RecordedKeys {
+    fn see(&mut self, event: &Event) {
+        if let Event::HostKeyRecorded { node, file } = event {
+            self.files.entry(file.clone()).or_default().push(node.clone());
+            self.since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// What to say now: everything once `now` is [`KEYS_WAIT`] past the first, or `all`.
+    fn due(&mut self, now: Instant, all: bool) -> Vec<String> {
+        if !all && self.since.is_none_or(|since| now.duration_since(since) < KEYS_WAIT) {
+            return Vec::new();
+        }
+        self.since = None;
+        std::mem::take(&mut self.files)
+            .into_iter()
+            .map(|(file, nodes)| match nodes.as_slice() {
+                [one] => format!("recorded the host key of new node {one} in {file}"),
+                _ => format!("recorded host keys of {} new nodes ({}) in {file}", nodes.len(), nodeset::fold(&nodes)),
+            })
+            .collect()
+    }
+}
+
 /// Shows a run's events until it ends; Ctrl-C once drains, twice kills.
 pub(crate) async fn follow(mut running: Running, output: Output, shown: text::Shown) -> Result<i32, Error> {
     let (mut frontend, fallback) = Frontend::new(output, shown);
@@ -147,15 +184,32 @@ pub(crate) async fn follow(mut running: Running, output: Output, shown: text::Sh
         }
     });
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // --json carries them as events; people are told once per burst of first contacts.
+    let mut keys = RecordedKeys::default();
+    let said_keys = !matches!(frontend, Frontend::Json(_));
     loop {
         tokio::select! {
             incoming = running.next() => match incoming {
-                Some(Incoming::Event(event)) => frontend.handle(&event),
+                Some(Incoming::Event(event)) => {
+                    if said_keys {
+                        keys.see(&event);
+                        let ending = matches!(event, Event::RunFinished { .. });
+                        for text in keys.due(Instant::now(), ending) {
+                            frontend.notice(&text);
+                        }
+                    }
+                    frontend.handle(&event);
+                }
                 Some(Incoming::CancelledElsewhere) => frontend.notice("cancelled from another terminal (`director manage --cancel`): killing the running jobs"),
                 None => break,
             },
             Some(text) = notices.recv() => frontend.notice(&text),
-            now = tick.tick() => frontend.tick(now.into_std()),
+            now = tick.tick() => {
+                for text in keys.due(now.into_std(), false) {
+                    frontend.notice(&text);
+                }
+                frontend.tick(now.into_std());
+            }
         }
     }
     frontend.finish();

@@ -291,10 +291,11 @@ pub(crate) struct HostKeyCheck {
 }
 
 impl HostKeyCheck {
-    /// `Ok(())` when the key may be used; otherwise the reason, for the node's event.
-    pub(crate) fn check(&self, key: &PublicKey) -> Result<(), String> {
+    /// `Ok` when the key may be used, with the file it was just recorded in when it was new;
+    /// otherwise the reason, for the node's event.
+    pub(crate) fn check(&self, key: &PublicKey) -> Result<Option<PathBuf>, String> {
         if self.policy == HostKeyPolicy::Off {
-            return Ok(());
+            return Ok(None);
         }
         let offered = key.fingerprint(HashAlg::Sha256);
         let pattern = host_pattern(&self.host, self.port);
@@ -309,7 +310,7 @@ impl HostKeyCheck {
         }
         let plain: Vec<&Entry> = entries.iter().map(|e| &**e).filter(|e| e.marker == Marker::None).collect();
         if plain.iter().any(|e| e.key == *key) {
-            return Ok(());
+            return Ok(None);
         }
         // Another key is known for the host: of the same type if there is one, to show.
         if let Some(other) = plain.iter().find(|e| e.key.algorithm() == key.algorithm()).or(plain.first()).copied() {
@@ -344,10 +345,11 @@ impl HostKeyCheck {
         let file = open_locked(path).map_err(failed)?;
         // Another task or run may have just recorded it.
         if self.files.entries(&pattern)?.iter().any(|e| e.marker == Marker::None && e.key == *key) {
-            return Ok(());
+            return Ok(None);
         }
         let written = if self.hash { hash_host(&pattern, &salt()) } else { pattern.clone() };
-        record(file, &written, key).map_err(failed)
+        record(file, &written, key).map_err(failed)?;
+        Ok(Some(path.to_path_buf()))
     }
 }
 
@@ -370,9 +372,9 @@ impl HostKeyCheck {
     /// period hold now, and its principals name the host (or there are none). A revoked CA or
     /// key is refused. Any other certificate is judged as its plain key, like OpenSSH's
     /// fallback.
-    pub(crate) fn check_certificate(&self, cert: &russh::keys::Certificate) -> Result<(), String> {
+    pub(crate) fn check_certificate(&self, cert: &russh::keys::Certificate) -> Result<Option<PathBuf>, String> {
         if self.policy == HostKeyPolicy::Off {
-            return Ok(());
+            return Ok(None);
         }
         let pattern = host_pattern(&self.host, self.port);
         let entries = self.files.entries(&pattern)?;
@@ -398,7 +400,7 @@ impl HostKeyCheck {
                 && cert.validate_at(now, [&fingerprint]).is_ok()
                 && (principals.is_empty() || principals.iter().any(|p| p == &self.host))
             {
-                return Ok(());
+                return Ok(None);
             }
         }
         self.check(&PublicKey::from(key.clone()))

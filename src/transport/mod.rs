@@ -92,6 +92,15 @@ impl Connection {
         }
     }
 
+    /// The known_hosts file the node's host key was recorded in as this connection was made
+    /// (a host seen for the first time), if it was.
+    pub(crate) fn recorded_host_key(&self) -> Option<&std::path::Path> {
+        match self {
+            Connection::Ssh(c) => c.recorded.as_deref(),
+            Connection::Local(_) => None,
+        }
+    }
+
     pub(crate) async fn close(self) {
         if let Connection::Ssh(c) = self {
             c.close().await;

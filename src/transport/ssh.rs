@@ -70,6 +70,8 @@ type BastionCell = tokio::sync::OnceCell<Result<Arc<client::Handle<Client>>, Str
 struct Client {
     check: HostKeyCheck,
     refusal: Arc<Mutex<Option<String>>>,
+    /// The known_hosts file the host's key was just recorded in, when it was new.
+    recorded: Arc<Mutex<Option<std::path::PathBuf>>>,
 }
 
 impl client::Handler for Client {
@@ -98,7 +100,10 @@ impl client::Handler for Client {
             PublicKeyOrCertificate::Certificate(cert) => self.check.check_certificate(cert),
         };
         match verdict {
-            Ok(()) => Ok(true),
+            Ok(recorded) => {
+                *lock(&self.recorded) = recorded;
+                Ok(true)
+            }
             Err(reason) => {
                 *self.refusal.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
                 Ok(false)
@@ -107,12 +112,22 @@ impl client::Handler for Client {
     }
 }
 
+/// A session whose host key was accepted: its handle, the ProxyCommand it goes through, and
+/// the known_hosts file its key was just recorded in when it was new.
+struct Handshake {
+    handle: client::Handle<Client>,
+    proxy: Option<tokio::process::Child>,
+    recorded: Option<std::path::PathBuf>,
+}
+
 pub(crate) struct SshConnection {
     handle: client::Handle<Client>,
     /// The ProxyCommand the session goes through: killed when the connection goes.
     proxy: Option<Box<tokio::process::Child>>,
     /// Commands started on the node that have not yet done what they were started for.
     unsettled: Unsettled,
+    /// The known_hosts file the node's key was recorded in by this connection (a new host).
+    pub(crate) recorded: Option<std::path::PathBuf>,
 }
 
 /// The channels of commands that have not yet done what they were started for (a probe whose
@@ -281,7 +296,7 @@ async fn handshake(
     via: Option<&client::Handle<Client>>,
     settings: &SshSettings,
     policy: HostKeyPolicy,
-) -> Result<(client::Handle<Client>, Option<tokio::process::Child>), String> {
+) -> Result<Handshake, String> {
     let address = format!("{}:{}", target.host, target.port);
     let (key_host, key_port) = target.key_name();
     let timeout = connect_timeout(settings, target.ssh);
@@ -298,6 +313,7 @@ async fn handshake(
     loop {
         attempt += 1;
         let refusal = Arc::new(Mutex::new(None));
+        let recorded = Arc::new(Mutex::new(None));
         let handler = Client {
             check: HostKeyCheck {
                 node: target.name.clone(),
@@ -308,6 +324,7 @@ async fn handshake(
                 hash: target.hash,
             },
             refusal: refusal.clone(),
+            recorded: recorded.clone(),
         };
         let mut preferred = preferred_for(base.clone(), &target.files.known_algorithms(key_host, key_port));
         if target.files.has_authority(key_host, key_port) {
@@ -361,7 +378,7 @@ async fn handshake(
         .await;
         match outcome {
             Err(_) => return Err(format!("connection to {address} timed out after {} s", timeout.as_secs())),
-            Ok(Ok(handle)) => return Ok((handle, proxy)),
+            Ok(Ok(handle)) => return Ok(Handshake { handle, proxy, recorded: lock(&recorded).take() }),
             Ok(Err(e)) => {
                 if let Some(reason) = refusal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
                     return Err(reason);
@@ -408,8 +425,8 @@ async fn bastion(
                     files: settings.known_hosts.for_node(&node.user_known_hosts, &node.global_known_hosts),
                     ssh: &hop.ssh,
                 };
-                let (handle, _) = handshake(&target, before.as_deref(), settings, policy).await?;
-                let mut conn = SshConnection { handle, proxy: None, unsettled: Unsettled::default() };
+                let Handshake { handle, .. } = handshake(&target, before.as_deref(), settings, policy).await?;
+                let mut conn = SshConnection { handle, proxy: None, unsettled: Unsettled::default(), recorded: None };
                 let login = Node {
                     name: target.name.clone(),
                     host: hop.host.clone(),
@@ -465,9 +482,9 @@ pub(crate) async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshC
         "resolved {address}"
     );
     let handshake_started = Instant::now();
-    let (handle, proxy) = handshake(&target, via.as_deref(), settings, policy).await?;
+    let Handshake { handle, proxy, recorded } = handshake(&target, via.as_deref(), settings, policy).await?;
     tracing::info!(node = %node.name, ms = handshake_started.elapsed().as_millis() as u64, "handshake done, host key accepted");
-    let mut conn = SshConnection { handle, proxy: proxy.map(Box::new), unsettled: Unsettled::default() };
+    let mut conn = SshConnection { handle, proxy: proxy.map(Box::new), unsettled: Unsettled::default(), recorded };
     let timeout = connect_timeout(settings, &node.ssh);
     let auth_started = Instant::now();
     match tokio::time::timeout(timeout, conn.authenticate(node, &settings.credentials)).await {

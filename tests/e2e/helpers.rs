@@ -132,3 +132,29 @@ pub(crate) fn scratch(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Waits for `child` and returns its exit status and peak resident memory (KiB). The peak is
+/// the process's own VmHWM, read until it exits: wait4's ru_maxrss would also count the pages
+/// of this test process that the child shared between its fork and its exec.
+pub(crate) fn wait_rss(child: &std::process::Child) -> (i32, i64) {
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0i64;
+    let mut status = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            if let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+        // SAFETY: plain syscall on our own child.
+        let pid = unsafe { libc::waitpid(child.id() as i32, &mut status, libc::WNOHANG) };
+        if pid == child.id() as i32 {
+            return (libc::WEXITSTATUS(status), peak);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

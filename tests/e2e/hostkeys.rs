@@ -420,3 +420,36 @@ fn strict_checking_refuses_unknown_hosts_and_off_warns() {
     assert_eq!(err, "warning: host key checking is off for 2 node(s) (h1, h2): their identity is not verified\n");
     assert!(!fleet.known_hosts.exists());
 }
+
+/// A first contact that records host keys says so once for the nodes contacted together, as
+/// `ssh` says "Permanently added"; a run that records none says nothing of it, and `--json`
+/// has the event per node.
+#[test]
+fn recorded_host_keys_are_said_once_per_first_contact() {
+    let fleet = Fleet::start(3);
+    let file = fleet.file("o.yaml", "- jobs:\n    - RUN: true\n");
+    let out = output(fleet.orchestrate(&file).args(["--progress", "plain"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let said = format!("recorded host keys of 3 new nodes (h[1-3]) in {}\n", fleet.known_hosts.display());
+    assert_eq!(stderr(&out), said);
+    let out = output(fleet.orchestrate(&file).args(["--progress", "plain"]));
+    assert_eq!((code(&out), stderr(&out)), (0, String::new()));
+    // A new host among known ones: said for it alone; --json has the event, not the line.
+    let lines = std::fs::read_to_string(&fleet.known_hosts).unwrap();
+    let kept: Vec<&str> = lines.lines().filter(|l| !l.contains(&fleet.hosts[1].addr)).collect();
+    std::fs::write(&fleet.known_hosts, kept.join("\n") + "\n").unwrap();
+    let out = output(fleet.orchestrate(&file).args(["--progress", "plain"]));
+    let one = format!("recorded the host key of new node h2 in {}\n", fleet.known_hosts.display());
+    assert_eq!((code(&out), stderr(&out)), (0, one));
+    std::fs::write(&fleet.known_hosts, kept.join("\n") + "\n").unwrap();
+    let (code, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let recorded: Vec<(&str, &str)> = events
+        .iter()
+        .filter_map(|e| match e {
+            schema::Event::HostKeyRecorded { node, file, .. } => Some((node.as_str(), file.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recorded, [("h2", fleet.known_hosts.to_str().unwrap())]);
+}

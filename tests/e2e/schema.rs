@@ -93,6 +93,12 @@ pub(crate) enum Event {
         node: String,
         ms: u64,
     },
+    HostKeyRecorded {
+        v: u32,
+        ts: String,
+        node: String,
+        file: String,
+    },
     ExecutorUploaded {
         v: u32,
         ts: String,
@@ -174,6 +180,7 @@ impl Event {
             | Event::BatchStarted { v, ts, .. }
             | Event::NodeConnecting { v, ts, .. }
             | Event::NodeConnected { v, ts, .. }
+            | Event::HostKeyRecorded { v, ts, .. }
             | Event::ExecutorUploaded { v, ts, .. }
             | Event::NodeReady { v, ts, .. }
             | Event::NodeUnreachable { v, ts, .. }
