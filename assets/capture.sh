@@ -24,6 +24,7 @@ keys Escape q
 t kill-server || true
 t new-session -d -s demo -x 132 -y 24 "env HOME=$work $bin --history $work/history.db orchestrate orchestrations/deploy.yaml --catalog catalog.yaml --ignore-cache; sleep 60"
 shot orchestrate-inline 5
+sleep 10; shot orchestrate-finished
 t kill-server || true
 for f in "$work"/*.ansi; do
     python3 "$root/assets/render.py" "$f" "$root/assets/$(basename "$f" .ansi).png"
