@@ -3,6 +3,7 @@
 //! is handled, a long journal is folded into the base, and a cache of 100,000 records works.
 
 use super::harness::Fleet;
+use super::SpawnPiped;
 use super::{cached_hit, code, finished, local_director, notices, orchestrate_json, said, schema, scratch, stderr};
 use std::io::BufRead;
 use std::process::Stdio;
@@ -74,8 +75,7 @@ fn two_runs_at_once_on_one_node_keep_both_their_records() {
 fn a_killed_executor_loses_no_record_it_saved() {
     let fleet = Fleet::start(1);
     let file = fleet.file("many.yaml", &echoes("n", 400));
-    let mut child =
-        fleet.orchestrate(&file).arg("--json").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = fleet.orchestrate(&file).arg("--json").spawn_piped();
     let mut saved = Vec::new();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     for line in lines.by_ref() {

@@ -5,6 +5,7 @@
 
 use super::harness::{Fleet, BECOME_PASSWORD};
 use super::schema::{self, Event};
+use super::SpawnPiped;
 use super::{code, output, run_finished, stderr, unreachable_error};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -30,7 +31,7 @@ fn exec_as(fleet: &Fleet, user: &str, args: &[&str], command: &str, input: &str)
 }
 
 fn with_stdin(cmd: &mut Command, input: &str) -> Output {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd.stdin(Stdio::piped()).spawn_piped();
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }

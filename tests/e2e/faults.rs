@@ -40,13 +40,7 @@ fn a_login_shell_that_stalls_is_bounded_and_gives_way_to_ctrl_c() {
     assert_eq!(finished(&events, "h2"), [(0, "ok", Some(0), None)]);
     assert_eq!(code, 3);
     // With the default bound (30 s), Ctrl-C ends the wait at once.
-    let child = fleet
-        .orchestrate(&file)
-        .arg("--json")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = fleet.orchestrate(&file).arg("--json").spawn_piped();
     std::thread::sleep(Duration::from_secs(2));
     let sent = Instant::now();
     // SAFETY: signalling our own child.
@@ -81,7 +75,7 @@ fn a_stalled_login_script_is_not_left_running_on_the_node() {
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(unreachable_error(&schema::parse(&out.stdout), "h1").unwrap().contains("did not start within 3 s"));
     assert_eq!(stalled_left(&fleet.hosts[0], &marker), None);
-    let child = run().stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = run().spawn_piped();
     // The probe's shell is stalled in ~/.bashrc.
     let deadline = Instant::now() + Duration::from_secs(20);
     while fleet.hosts[0].sh(&format!("pgrep -f '[s]leep {marker}'")).stdout.is_empty() {
@@ -100,13 +94,7 @@ fn a_node_that_goes_silent_mid_job_is_lost_within_seconds_and_the_run_exits_3() 
     let fleet = Fleet::start(2);
     let file = fleet
         .file("o.yaml", "- jobs:\n    - RUN: sleep 3; echo done\n- targets: [h1]\n  jobs:\n    - RUN: sleep 120\n");
-    let child = fleet
-        .orchestrate(&file)
-        .arg("--json")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = fleet.orchestrate(&file).arg("--json").spawn_piped();
     std::thread::sleep(Duration::from_secs(5));
     fleet.hosts[0].freeze();
     let frozen = Instant::now();
@@ -427,14 +415,7 @@ fn ctrl_c_twice_kills_running_jobs_and_exits_130() {
     let file = home.join("o.yaml");
     let marker = 50000 + std::process::id() % 9000;
     std::fs::write(&file, format!("- jobs:\n    - RUN: sleep {marker}7\n    - RUN: echo never\n")).unwrap();
-    let child = local_director(&home)
-        .arg("orchestrate")
-        .arg(&file)
-        .arg("--json")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = local_director(&home).arg("orchestrate").arg(&file).arg("--json").spawn_piped();
     let pid = child.id() as i32;
     let running =
         || !Command::new("pgrep").args(["-f", &format!("sleep {marker}7")]).output().unwrap().stdout.is_empty();
@@ -585,14 +566,7 @@ fn rendering_counts_against_the_timeout_and_gives_way_to_ctrl_c() {
     for slow in [SLOW_RANGE, SLOW_LIST] {
         let file = home.join("o.yaml");
         std::fs::write(&file, format!("- jobs:\n    - RUN: --timeout 2 {slow}\n    - RUN: echo after\n")).unwrap();
-        let child = local_director(&home)
-            .arg("orchestrate")
-            .arg(&file)
-            .arg("--json")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = local_director(&home).arg("orchestrate").arg(&file).arg("--json").spawn_piped();
         let out = exits_within(child, Duration::from_secs(60));
         assert_eq!(code(&out), 1, "{}", stderr(&out));
         let events = schema::parse(&out.stdout);
@@ -605,14 +579,7 @@ fn rendering_counts_against_the_timeout_and_gives_way_to_ctrl_c() {
     for (slow, by_manage) in [(SLOW_RANGE, false), (SLOW_LIST, false), (SLOW_LIST, true)] {
         let file = home.join("o.yaml");
         std::fs::write(&file, format!("- jobs:\n    - RUN: --skip-cache echo first\n    - RUN: {slow}\n")).unwrap();
-        let mut child = local_director(&home)
-            .arg("orchestrate")
-            .arg(&file)
-            .arg("--json")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = local_director(&home).arg("orchestrate").arg(&file).arg("--json").spawn_piped();
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut seen = Vec::new();
         // The second job renders once the first has finished.

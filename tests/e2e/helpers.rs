@@ -158,3 +158,14 @@ pub(crate) fn wait_rss(child: &std::process::Child) -> (i32, i64) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Starting a command with its stdout and stderr piped, to read while it runs.
+pub(crate) trait SpawnPiped {
+    fn spawn_piped(&mut self) -> std::process::Child;
+}
+
+impl SpawnPiped for Command {
+    fn spawn_piped(&mut self) -> std::process::Child {
+        self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+    }
+}

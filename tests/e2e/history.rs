@@ -4,7 +4,6 @@
 use super::*;
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn json_of(out: &Output) -> Value {
@@ -277,14 +276,7 @@ fn the_history_path_comes_from_the_flag_the_environment_or_the_settings_file() {
 
 /// Starts `director orchestrate FILE --json` on the local node and waits until `marker` runs.
 fn start_holding(home: &Path, file: &Path, marker: &str) -> std::process::Child {
-    let child = local_director(home)
-        .arg("orchestrate")
-        .arg(file)
-        .arg("--json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = local_director(home).arg("orchestrate").arg(file).arg("--json").spawn_piped();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !running(marker) {
         assert!(Instant::now() < deadline, "the holding job never started");
@@ -392,7 +384,7 @@ fn manage_cancel_kills_the_remote_jobs_and_records_the_run_cancelled() {
     let fleet = Fleet::start(2);
     let marker = format!("sleep 7{}", std::process::id());
     let file = fleet.file("c.yaml", &format!("- jobs:\n    - RUN: {marker}\n    - RUN: echo never\n"));
-    let child = fleet.orchestrate(&file).arg("--json").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = fleet.orchestrate(&file).arg("--json").spawn_piped();
     // `[s]` keeps pgrep from finding the shell that runs it.
     let on = |h: &harness::Host| !h.sh(&format!("pgrep -f '[s]{}'", &marker[1..])).stdout.is_empty();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -322,13 +322,7 @@ fn a_new_host_key_is_recorded_under_the_file_lock_other_writers_hold() {
     // Another writer (here flock(1), as ssh-keygen or a second run would be) holds the file.
     let holder = Command::new("flock").arg(&fleet.known_hosts).args(["sleep", "3"]).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let run = fleet
-        .orchestrate(&file)
-        .arg("--json")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = fleet.orchestrate(&file).arg("--json").spawn_piped();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // Still waiting for the lock: nothing written yet.
     assert_eq!(std::fs::read_to_string(&fleet.known_hosts).unwrap(), "");

@@ -16,6 +16,7 @@
 //! the case files instead of comparing: review them with `git diff` before committing.
 
 use super::harness::{self, Fleet};
+use super::SpawnPiped;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -161,10 +162,7 @@ fn every_bad_input_is_exit_2_with_its_message_and_contacts_nothing() {
             .env("DIRECTOR_SSH_CONFIG", "none")
             .env_remove("XDG_CONFIG_HOME")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .spawn_piped();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break Some(status);

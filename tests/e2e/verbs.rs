@@ -230,10 +230,7 @@ fn a_queue_sentinel_from_another_run_drains_the_pending_jobs() {
         .current_dir(crate::corpus::corpus_dir())
         .args(["orchestrate", "functional-tests-queue-sentinel.yaml", "--json", "--catalog"])
         .arg(fleet.catalog())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_piped();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let mut started = std::collections::HashSet::new();
     let mut all = String::new();
