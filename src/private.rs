@@ -16,46 +16,39 @@ pub(crate) fn create_dir_all(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
-/// Writes `bytes` to `path` atomically (a temp file beside it, then a rename), mode 0600.
-pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to a temp file beside `path`, mode 0600, synced, and hands its path to
+/// `place` (which puts it at `path`); the temp file is removed if it is still there after.
+fn via_temp<T>(path: &Path, bytes: &[u8], place: impl FnOnce(&Path) -> std::io::Result<T>) -> std::io::Result<T> {
     let temp = path.with_file_name(format!(
         ".{}.director-{}",
         path.file_name().unwrap_or_default().to_string_lossy(),
         std::process::id()
     ));
-    let write = || -> std::io::Result<()> {
+    let write = || -> std::io::Result<T> {
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&temp, path)
+        place(&temp)
     };
-    write().inspect_err(|_| {
-        let _ = std::fs::remove_file(&temp);
-    })
+    let placed = write();
+    let _ = std::fs::remove_file(&temp);
+    placed
+}
+
+/// Writes `bytes` to `path` atomically (a temp file beside it, then a rename), mode 0600.
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    via_temp(path, bytes, |temp| std::fs::rename(temp, path))
 }
 
 /// Creates `path` with `bytes`, mode 0600, unless it exists: the bytes are written to a temp
 /// file first and linked into place, so a reader never sees it half written and of two
 /// processes creating it at once, one wins. Returns whether this call created it.
 pub(crate) fn create_once(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
-    let temp = path.with_file_name(format!(
-        ".{}.director-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let create = || -> std::io::Result<bool> {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        match std::fs::hard_link(&temp, path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
-        }
-    };
-    let created = create();
-    let _ = std::fs::remove_file(&temp);
-    created
+    via_temp(path, bytes, |temp| match std::fs::hard_link(temp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    })
 }
 
 /// Opens `path` to append to, creating it with mode 0600 (and its directory 0700) if needed.

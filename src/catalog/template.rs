@@ -42,17 +42,25 @@ impl Context {
 }
 
 /// Tells a rendering on another thread to stop: the job it renders for timed out or was
-/// cancelled. Its loops over `range` end and its writes fail at their next step.
+/// cancelled. Its loops over `range` end and its writes fail at their next step. The default
+/// is a rendering nothing stops (no allocation: most jobs render nothing heavy).
 #[derive(Clone, Default)]
-pub(crate) struct Stop(Arc<AtomicBool>);
+pub(crate) struct Stop(Option<Arc<AtomicBool>>);
 
 impl Stop {
+    /// A stop that [`Stop::stop`] can set.
+    pub(crate) fn armed() -> Self {
+        Stop(Some(Arc::default()))
+    }
+
     pub(crate) fn stop(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::Relaxed);
+        }
     }
 
     fn stopped(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed))
     }
 }
 
@@ -385,7 +393,7 @@ mod tests {
     #[test]
     fn a_stopped_rendering_ends_its_loops_and_writes() {
         let r = Renderer::default();
-        let stop = Stop::default();
+        let stop = Stop::armed();
         let context = r.context(BTreeMap::new()).stopped_by(&stop);
         let looping = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
         assert!(r.render_noting(looping, &context, None).unwrap_err().contains("20000000 steps"));

@@ -41,11 +41,11 @@ pub(crate) async fn run_job(nr: &NodeRun<'_>, job: &Job, cancel: watch::Receiver
     let cx = &nr.cx;
     let started = Instant::now();
     let planning = nr.config.mode == RunMode::Plan;
-    let stop = Stop::default();
     let prepared = if job.heavy() {
-        within(prepare(nr, job, &stop), job, cancel.clone(), &stop).await
+        let stop = Stop::armed();
+        within(prepare(nr, job, Some(&stop)), job, cancel.clone(), &stop).await
     } else {
-        Ok(prepare(nr, job, &stop).await)
+        Ok(prepare(nr, job, None).await)
     };
     let finish = match prepared {
         Err(interrupted) => interrupted,
@@ -216,8 +216,9 @@ async fn within<T>(
 }
 
 /// Renders the job's templates with the node's args and, for ADD/COPY, works out each
-/// destination and content hash. `stop` ends the rendering early ([`within`]).
-async fn prepare(nr: &NodeRun<'_>, job: &Job, stop: &Stop) -> Result<(Rendered, Vec<Outgoing>), String> {
+/// destination and content hash. A heavy job ([`Job::heavy`]) has a `stop`: it is rendered on
+/// a blocking thread, which `stop` ends early ([`within`]); any other is rendered in place.
+async fn prepare(nr: &NodeRun<'_>, job: &Job, stop: Option<&Stop>) -> Result<(Rendered, Vec<Outgoing>), String> {
     let cx = &nr.cx;
     let state = cx.state();
     let blueprints = read_blueprints(&job.work).await?;
@@ -244,10 +245,14 @@ async fn prepare(nr: &NodeRun<'_>, job: &Job, stop: &Stop) -> Result<(Rendered, 
         }
         // `facts` is always the node's: what it said of itself when its executor started.
         vars.insert("facts".to_string(), Arc::new(Value::Object(lock(&state.facts).clone())));
-        (nr.renderer.context(vars).stopped_by(stop), cache.env_map())
+        let mut context = nr.renderer.context(vars);
+        if let Some(stop) = stop {
+            context = context.stopped_by(stop);
+        }
+        (context, cache.env_map())
     };
     let run_as = job.account(cx.node).user().map(str::to_string);
-    if !job.heavy() {
+    if stop.is_none() {
         // Nothing to render, hash or look up: no thread hop.
         return render_work(nr.renderer, &job.work, &args, env, blueprints, &nr.config.seal)
             .map(|(r, out)| (Rendered { run_as, ..r }, out));

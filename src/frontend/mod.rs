@@ -134,9 +134,6 @@ struct RecordedKeys {
     since: Option<Instant>,
 }
 
-/// How long a recorded key waits for others before it is said.
-const KEYS_WAIT: Duration = Duration::from_secs(2);
-
 impl RecordedKeys {
     fn see(&mut self, event: &Event) {
         if let Event::HostKeyRecorded { node, file } = event {
@@ -145,9 +142,10 @@ impl RecordedKeys {
         }
     }
 
-    /// What to say now: everything once `now` is [`KEYS_WAIT`] past the first, or `all`.
+    /// What to say now: everything once `now` is [`text::FOLD_WAIT`] past the first (as plain
+    /// ok lines wait for others like them), or `all`.
     fn due(&mut self, now: Instant, all: bool) -> Vec<String> {
-        if !all && self.since.is_none_or(|since| now.duration_since(since) < KEYS_WAIT) {
+        if !all && self.since.is_none_or(|since| now.duration_since(since) < text::FOLD_WAIT) {
             return Vec::new();
         }
         self.since = None;

@@ -53,7 +53,7 @@ pub(crate) struct TextView {
 }
 
 /// How long a plain ok line waits for others like it before it is printed.
-const FOLD_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const FOLD_WAIT: Duration = Duration::from_secs(2);
 
 fn failed(status: JobStatus) -> bool {
     matches!(status, JobStatus::Failed | JobStatus::TimedOut | JobStatus::Cancelled)

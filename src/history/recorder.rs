@@ -74,10 +74,7 @@ impl Recorder {
     pub(crate) fn record(&mut self, event: &Event) {
         match event {
             Event::JobOutput { node, job, stream, data } => {
-                let kept = match self.output.get_mut(&(node.clone(), *job)) {
-                    Some(kept) => kept,
-                    None => self.output.entry((node.clone(), *job)).or_default(),
-                };
+                let kept = self.output.entry((node.clone(), *job)).or_default();
                 match stream {
                     Stream::Stdout => kept.0.push(data),
                     Stream::Stderr => kept.1.push(data),
@@ -188,22 +185,16 @@ impl State {
         while open {
             let mut batch = Vec::new();
             match rx.recv_timeout(CANCEL_CHECK) {
-                Ok(Msg::Event(e, at)) => batch.push((e, at)),
-                Ok(Msg::Output { node, job, kept }) => {
-                    self.output.insert((node, job), *kept);
-                }
-                Ok(Msg::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+                Ok(msg) => open = self.take(msg, &mut batch),
+                Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             // What comes within the gap since the last commit joins this one.
             while open && !batch.is_empty() && batch.len() < MAX_BATCH {
                 // Past the gap, a zero wait takes only what is already queued.
                 match rx.recv_timeout(COMMIT_GAP.saturating_sub(written.elapsed())) {
-                    Ok(Msg::Event(e, at)) => batch.push((e, at)),
-                    Ok(Msg::Output { node, job, kept }) => {
-                        self.output.insert((node, job), *kept);
-                    }
-                    Ok(Msg::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+                    Ok(msg) => open = self.take(msg, &mut batch),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
                     Err(mpsc::RecvTimeoutError::Timeout) => break,
                 }
             }
@@ -222,6 +213,19 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Takes one message: an event joins `batch`, a job's output is kept for its end. Returns
+    /// whether the channel is still open (`Close` ends it).
+    fn take(&mut self, msg: Msg, batch: &mut Vec<(Event, i64)>) -> bool {
+        match msg {
+            Msg::Event(e, at) => batch.push((e, at)),
+            Msg::Output { node, job, kept } => {
+                self.output.insert((node, job), *kept);
+            }
+            Msg::Close => return false,
+        }
+        true
     }
 
     fn cancel_requested(&self) -> bool {

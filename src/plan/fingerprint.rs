@@ -90,8 +90,7 @@ fn hmac_sha3_224(key: &[u8], message: &[u8]) -> [u8; 28] {
 /// The fingerprint of `job` as rendered on a node; `seal` hashes it if it holds a secret.
 pub(crate) fn of(job: &Job, r: &Rendered, seal: &Seal) -> Fingerprint {
     let body = body(job, r);
-    let hash = crate::verb::source::hex(&seal.digest(&canonical(&body)));
-    Fingerprint { hash, body, seal: seal.clone() }
+    Fingerprint { hash: seal.hash(&canonical(&body)), body, seal: seal.clone() }
 }
 
 /// The fingerprint's hash alone, of a job without secrets.

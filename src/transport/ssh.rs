@@ -40,7 +40,7 @@ impl Gates {
     }
 
     fn address(&self, address: &str) -> Arc<Semaphore> {
-        let mut map = self.per_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = lock(&self.per_address);
         map.entry(address.to_string()).or_insert_with(|| Arc::new(Semaphore::new(PER_ADDRESS_HANDSHAKES))).clone()
     }
 }
@@ -105,7 +105,7 @@ impl client::Handler for Client {
                 Ok(true)
             }
             Err(reason) => {
-                *self.refusal.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+                *lock(&self.refusal) = Some(reason);
                 Ok(false)
             }
         }
@@ -380,7 +380,7 @@ async fn handshake(
             Err(_) => return Err(format!("connection to {address} timed out after {} s", timeout.as_secs())),
             Ok(Ok(handle)) => return Ok(Handshake { handle, proxy, recorded: lock(&recorded).take() }),
             Ok(Err(e)) => {
-                if let Some(reason) = refusal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                if let Some(reason) = lock(&refusal).take() {
                     return Err(reason);
                 }
                 if transient(&e) && attempt < HANDSHAKE_ATTEMPTS {
@@ -410,7 +410,7 @@ async fn bastion(
     for hop in &node.jumps {
         key.push_str(&format!("{}@{}:{}>", hop.user, hop.host, hop.port));
         let cell = {
-            let mut map = settings.bastions.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut map = lock(&settings.bastions.0);
             map.entry(key.clone()).or_default().clone()
         };
         let before = via.clone();
