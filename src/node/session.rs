@@ -10,8 +10,8 @@
 
 use crate::transport::{Incoming, Link};
 use director_proto::{
-    decode, decode_data, encode, encode_data, Attrs, DataFrame, Done, Facts, Reply, Request, DATA_CHUNK, MAX_CACHE,
-    PROTOCOL_VERSION,
+    data_header, decode, decode_data, encode, encode_data, Attrs, DataFrame, Done, Facts, Reply, Request, DATA_CHUNK,
+    DATA_HEADER, MAX_CACHE, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -333,7 +333,9 @@ impl Pipe {
             Content::File(local) => {
                 let mut file =
                     tokio::fs::File::open(local).await.map_err(|e| format!("cannot read {}: {e}", local.display()))?;
-                let mut buf = vec![0u8; DATA_CHUNK];
+                // Each chunk is read straight after its frame's header: one buffer, no
+                // larger than the file (a thousand nodes receive a small file at once).
+                let mut frame = vec![0u8; DATA_HEADER + (size as usize).min(DATA_CHUNK)];
                 let mut sent = 0u64;
                 while sent < size {
                     // The node may give up early (no such directory): stop sending then.
@@ -342,13 +344,14 @@ impl Pipe {
                     }
                     let want = ((size - sent) as usize).min(DATA_CHUNK);
                     let n = file
-                        .read(&mut buf[..want])
+                        .read(&mut frame[DATA_HEADER..DATA_HEADER + want])
                         .await
                         .map_err(|e| format!("cannot read {}: {e}", local.display()))?;
                     if n == 0 {
                         return Err(format!("{} shrank while it was being sent", local.display()));
                     }
-                    self.send_frame(&encode_data(id, &buf[..n])).await?;
+                    frame[..DATA_HEADER].copy_from_slice(&data_header(id, n));
+                    self.send_frame(&frame[..DATA_HEADER + n]).await?;
                     sent += n as u64;
                 }
             }

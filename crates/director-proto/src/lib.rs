@@ -271,14 +271,25 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
 
 /// Encodes one raw data frame of transfer `id`.
 pub fn encode_data(id: u64, bytes: &[u8]) -> Vec<u8> {
-    let len = 8 + bytes.len();
-    assert!(len <= MAX_FRAME, "data chunks are far below the frame limit");
-    let mut frame = Vec::with_capacity(4 + len);
-    frame.extend_from_slice(&(len as u32 | DATA_FLAG).to_be_bytes());
-    frame.extend_from_slice(&id.to_be_bytes());
+    let mut frame = Vec::with_capacity(DATA_HEADER + bytes.len());
+    frame.extend_from_slice(&data_header(id, bytes.len()));
     frame.extend_from_slice(bytes);
     frame
 }
+
+/// The bytes a data frame of transfer `id` starts with, before its `n` bytes: a sender can
+/// read a chunk straight into a buffer after them, and send that buffer as the frame.
+pub fn data_header(id: u64, n: usize) -> [u8; DATA_HEADER] {
+    let len = 8 + n;
+    assert!(len <= MAX_FRAME, "data chunks are far below the frame limit");
+    let mut header = [0u8; DATA_HEADER];
+    header[..4].copy_from_slice(&(len as u32 | DATA_FLAG).to_be_bytes());
+    header[4..].copy_from_slice(&id.to_be_bytes());
+    header
+}
+
+/// The length of [`data_header`].
+pub const DATA_HEADER: usize = 12;
 
 /// A frame from the operator: a request, or a chunk of a file.
 #[derive(Debug, PartialEq, Eq)]
