@@ -17,7 +17,6 @@ use crate::history::{self, recorder::Recorder, Contention, History, RunGuard, Ru
 use crate::node::CancelLevel;
 use crate::plan::{self, Plan};
 use crate::transport;
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -48,7 +47,7 @@ pub(crate) struct Launch {
     pub command: String,
     /// Orchestration files (absolute), for the history and `--retry-failed`.
     pub files: Vec<String>,
-    pub history: PathBuf,
+    pub history: history::Location,
 }
 
 /// What [`Running::next`] gives.
@@ -118,7 +117,7 @@ impl Launch {
         let warnings: Vec<String> = host_key_warning(&plan, config)
             .into_iter()
             .chain(ssh_warnings)
-            .chain(crate::private::exposure(&store.path, "the run history"))
+            .chain(store.file().and_then(|f| crate::private::exposure(f, "the run history")))
             .collect();
         let (remote_cancel_tx, remote_cancel) = mpsc::unbounded_channel::<()>();
         let recorder = Recorder::start(store, &spec, remote_cancel_tx)?;

@@ -21,7 +21,7 @@ mod node; // one node as a job sees it: session, node cache, shared state, the e
 mod verb; // the job language, one module per verb
 mod plan; // catalog and orchestrations → jobs per node, fingerprints, batches
 mod engine; // runs a plan: a task per node, its lanes, cancel
-mod history; // the run history (SQLite), fed by events
+mod history; // the run history (SQLite or PostgreSQL), fed by events
 mod cli; // what the user typed (clap)
 mod config; // the settings resolved from the command line, the environment and the file
 mod logging; // -v and DIRECTOR_LOG
@@ -88,6 +88,8 @@ fn command_line(args: &[OsString]) -> String {
             } else {
                 a.into_owned()
             };
+            // A password in a URL (`--history postgres://u:pw@db/x`) is not kept.
+            let a = history::without_password(&a);
             if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
                 a
             } else {
@@ -103,7 +105,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
     let settings = config::Settings::load(cli.config.as_deref())?;
     let history = match cli.history.clone().or(settings.history.clone()) {
         Some(given) => history::location(&given)?,
-        None => history::default_path(),
+        None => history::default_location(),
     };
     let launch = |plan, kind, files: &[std::path::PathBuf]| Launch {
         plan,
@@ -235,13 +237,13 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
 /// For `--retry-failed`: the run, its nodes that did not end ok, its files and catalogs.
 /// `None` (after saying why) when there is nothing to retry.
 fn retry_set(
-    path: &std::path::Path,
+    path: &history::Location,
     which: &str,
     need_files: bool,
     mode: RunMode,
 ) -> Result<Option<history::query::RetrySet>, Error> {
     let none = || {
-        Error::input(format!("--retry-failed: no runs recorded yet in {}", path.display()))
+        Error::input(format!("--retry-failed: no runs recorded yet in {path}"))
             .hint("run an orchestration first; its failed nodes can then be retried")
     };
     let store = history::History::open_existing(path)?.ok_or_else(none)?;

@@ -9,15 +9,14 @@ use crate::cli::{JobFilter, ManageArgs};
 use crate::error::{exit, Error};
 use crate::event::RunMode;
 use crate::history::query::{not_found, Found, JobFilter as Filter, JobInfo, RunInfo};
-use crate::history::{CancelState, History, ResultStatus, RunStatus};
+use crate::history::{CancelState, History, Location, ResultStatus, RunStatus};
 use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long `--cancel` waits for the run to record itself cancelled.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
-pub(crate) fn run(args: &ManageArgs, path: &Path) -> Result<i32, Error> {
+pub(crate) fn run(args: &ManageArgs, path: &Location) -> Result<i32, Error> {
     let mut out = std::io::stdout().lock();
     let text = render(args, path)?;
     // Recorded output is shown, not obeyed; JSON and YAML escape it themselves.
@@ -27,8 +26,8 @@ pub(crate) fn run(args: &ManageArgs, path: &Path) -> Result<i32, Error> {
     Ok(exit::OK)
 }
 
-fn empty(path: &Path, what: &str) -> String {
-    format!("No {what} recorded yet (history: {}).\n", path.display())
+fn empty(path: &Location, what: &str) -> String {
+    format!("No {what} recorded yet (history: {path}).\n")
 }
 
 fn json(value: &impl serde::Serialize) -> String {
@@ -36,7 +35,7 @@ fn json(value: &impl serde::Serialize) -> String {
 }
 
 /// The text `manage` prints for `args`.
-pub(crate) fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
+pub(crate) fn render(args: &ManageArgs, path: &Location) -> Result<String, Error> {
     if args.limit.is_some() && !(args.list_runs || args.list_jobs || args.list_nodes) {
         return Err(Error::input("--limit goes with --list-runs, --list-jobs or --list-nodes")
             .hint("e.g. `director manage --list-runs --limit 10` shows the ten newest runs"));
@@ -204,7 +203,7 @@ pub(crate) fn render(args: &ManageArgs, path: &Path) -> Result<String, Error> {
 fn listing<T: serde::Serialize>(
     rows: &[T],
     as_json: bool,
-    path: &Path,
+    path: &Location,
     what: &str,
     header: &[&str],
     cells: impl Fn(&T) -> Vec<String>,

@@ -1,38 +1,76 @@
-//! The run history: the local record of what ran where, and the source of truth about runs.
+//! The run history: the record of what ran where, and the source of truth about runs.
 //!
-//! One SQLite database (rusqlite, bundled), `~/.local/state/director/history.db` by default,
-//! in WAL mode so a TUI reading it and a CLI writing it do not block each other. It owns the
-//! schema ([`schema`]), the start of a run (which takes the run's nodes: see [`History::begin`]),
-//! the writing of a run's events ([`recorder`]) and the reading done by `manage` and
-//! `--retry-failed` ([`query`]). It never prints and never sees clap types.
+//! One database: SQLite (rusqlite, bundled), `~/.local/state/director/history.db` by default,
+//! in WAL mode so a TUI reading it and a CLI writing it do not block each other; or
+//! PostgreSQL (`--history postgres://…`), which a team's operators share. [`store`] is the one
+//! door to either, and the rest writes its SQL once. It owns the schema ([`schema`]), the start
+//! of a run (which takes the run's nodes: see [`History::begin`]), the writing of a run's
+//! events ([`recorder`]) and the reading done by `manage` and `--retry-failed` ([`query`]).
+//! It never prints and never sees clap types.
 //!
 //! Locks: a run holds its nodes while its row says `running`. Its process also holds an
-//! exclusive `flock` on `locks/<run>.lock` beside the database; the kernel drops that lock
-//! when the process dies however it dies, so a `running` row whose lock file can be locked
-//! by someone else belongs to a dead process: it is shown, and recorded, as `abandoned`.
+//! exclusive `flock` on `locks/<run>.lock` beside the SQLite database (on PostgreSQL, a session
+//! advisory lock on its connection); the kernel (the server) drops that lock when the process
+//! dies however it dies, so a `running` row whose lock someone else can take belongs to a dead
+//! process: it is shown, and recorded, as `abandoned`.
 
 pub(crate) mod query;
 pub(crate) mod recorder;
 pub(crate) mod schema;
 pub(crate) mod status;
+pub(crate) mod store;
 
 pub(crate) use status::{ResultStatus, RunStatus};
 
 use crate::error::{exit, Error};
 use crate::event::RunKind;
-use rusqlite::{params, Connection, OptionalExtension};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use store::{args, Store, StoreError};
 
-/// The default database path: `$XDG_STATE_HOME/director/history.db`, else
+/// The default history: `$XDG_STATE_HOME/director/history.db`, else
 /// `~/.local/state/director/history.db`.
-pub(crate) fn default_path() -> PathBuf {
-    crate::paths::state_dir().join("history.db")
+pub(crate) fn default_location() -> Location {
+    Location::File(crate::paths::state_dir().join("history.db"))
 }
 
-/// The histories director serves, by the scheme a `--history` names them with.
-const SCHEMES: &[&str] = &["sqlite"];
+/// Where the history is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// An SQLite database file.
+    File(PathBuf),
+    /// A PostgreSQL database a team shares, by its connection URL
+    /// (`postgres://user@host:port/db`, libpq's form).
+    Postgres(String),
+}
+
+/// As messages name it: the file, or the URL without its password.
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(path) => write!(f, "{}", path.display()),
+            Location::Postgres(url) => f.write_str(&without_password(url)),
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` as `postgres://user:***@host/db` (also after an
+/// option's `=`); any other text as it is.
+pub(crate) fn without_password(url: &str) -> String {
+    if let Some((option, value)) = url.split_once('=').filter(|(o, _)| o.starts_with("--")) {
+        return format!("{option}={}", without_password(value));
+    }
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split_once(':').map_or(user, |(n, _)| n);
+            format!("{scheme}://{name}:***@{host}{tail}")
+        }
+        _ => url.to_string(),
+    }
+}
 
 /// Bytes of the history's key ([`History::seal_key`]).
 const SEAL_KEY_BYTES: usize = 32;
@@ -46,16 +84,17 @@ pub(crate) fn scheme(given: &str) -> Option<&str> {
     let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         && scheme.len() > 1;
-    (well_formed && (rest.starts_with("//") || SCHEMES.contains(&scheme))).then_some(scheme)
+    (well_formed && (rest.starts_with("//") || scheme == "sqlite")).then_some(scheme)
 }
 
 /// Where the history is, from `--history`, `DIRECTOR_HISTORY` or the settings file: a path,
-/// or `sqlite:PATH` (`sqlite:///abs/path` too). A URL of a kind director does not serve is
-/// an input error, never a directory named after its scheme.
-pub(crate) fn location(given: &Path) -> Result<PathBuf, Error> {
+/// `sqlite:PATH` (`sqlite:///abs/path` too), or a `postgres://` (`postgresql://`) URL. A URL
+/// of a kind director does not serve is an input error, never a directory named after its
+/// scheme.
+pub(crate) fn location(given: &Path) -> Result<Location, Error> {
     let text = given.to_string_lossy();
     match scheme(&text) {
-        None => Ok(given.to_path_buf()),
+        None => Ok(Location::File(given.to_path_buf())),
         Some("sqlite") => {
             let path = &text["sqlite:".len()..];
             let path = path.strip_prefix("//").unwrap_or(path);
@@ -64,15 +103,24 @@ pub(crate) fn location(given: &Path) -> Result<PathBuf, Error> {
                     Error::input("the history `sqlite:` names no file").hint("write sqlite:PATH, or the path alone")
                 );
             }
-            Ok(crate::paths::expand_home(path))
+            Ok(Location::File(crate::paths::expand_home(path)))
+        }
+        Some("postgres" | "postgresql") => {
+            text.parse::<postgres::Config>().map_err(|e| {
+                Error::input(format!(
+                    "the history `{}` is not a PostgreSQL URL director can use: {e}",
+                    without_password(&text)
+                ))
+                .hint(
+                    "write postgres://USER@HOST[:PORT]/DATABASE (libpq's URL form; ?host=/run/postgresql for a socket)",
+                )
+            })?;
+            Ok(Location::Postgres(text.into_owned()))
         }
         Some(other) => Err(Error::input(format!(
-            "the history `{text}` is a `{other}:` URL, and director keeps its history only in SQLite for now"
+            "the history `{text}` is a `{other}:` URL, and director keeps its history in SQLite or PostgreSQL"
         ))
-        .hint(format!(
-            "give a file path, or {}:PATH (PostgreSQL histories are not served yet)",
-            SCHEMES.join(":PATH, ")
-        ))),
+        .hint("give a file path, sqlite:PATH, or postgres://USER@HOST/DATABASE")),
     }
 }
 
@@ -156,51 +204,96 @@ pub(crate) struct Holder {
     pub nodes: Vec<String>,
 }
 
-/// A started run: its process holds the lock file for as long as this lives.
+/// A started run: its process holds the lock file for as long as this lives (on
+/// PostgreSQL, the history's connection holds an advisory lock for as long as it lives).
 pub(crate) struct RunGuard {
-    lock_path: PathBuf,
-    _lock: File,
+    lock: Option<(PathBuf, File)>,
 }
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.lock_path);
+        if let Some((path, _)) = &self.lock {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
 pub(crate) struct History {
-    pub path: PathBuf,
-    conn: Connection,
+    pub location: Location,
+    store: Store,
 }
 
-/// The history cannot be opened: the path the user chose is unusable, so bad input (exit 2),
-/// found before any node is contacted.
-fn open_error(path: &Path, why: impl std::fmt::Display) -> Error {
-    Error::input(format!("cannot open the run history {}: {why}", path.display()))
-        .hint("choose another file with --history PATH (or DIRECTOR_HISTORY, or `history:` in the config file)")
+/// The history cannot be opened: the place the user chose is unusable, so bad input (exit
+/// 2), found before any node is contacted.
+fn open_error(location: &Location, why: impl std::fmt::Display) -> Error {
+    Error::input(format!("cannot open the run history {location}: {why}")).hint(match location {
+        Location::File(_) => {
+            "choose another file with --history PATH (or DIRECTOR_HISTORY, or `history:` in the config file)"
+        }
+        Location::Postgres(_) => {
+            "check that the server runs and takes this URL (psql URL), or choose another --history"
+        }
+    })
 }
 
-fn db_error(path: &Path, e: rusqlite::Error) -> Error {
-    Error::internal(format!("the run history {} failed: {e}", path.display()))
+fn db_error(location: &Location, e: StoreError) -> Error {
+    Error::internal(format!("the run history {location} failed: {e}"))
 }
+
+/// 32 random bytes from the kernel.
+fn random_key() -> std::io::Result<[u8; SEAL_KEY_BYTES]> {
+    let mut key = [0u8; SEAL_KEY_BYTES];
+    std::io::Read::read_exact(&mut File::open("/dev/urandom")?, &mut key)?;
+    Ok(key)
+}
+
+/// The advisory lock a PostgreSQL transaction that starts a run holds.
+const BEGIN_LOCK: i64 = 0x6469_7265_6374_0001;
+
+/// The advisory lock of run `id`'s operator: 63 bits of a hash of the id.
+fn advisory_key(id: &str) -> i64 {
+    i64::from_str_radix(&hash_id(id)[..15], 16).unwrap_or(1)
+}
+
+/// How a run's lock column names its owner on PostgreSQL: the advisory lock its operator's
+/// connection holds.
+const ADVISORY: &str = "advisory:";
 
 impl History {
     /// Opens (creating it and its directory if needed) and migrates the database.
-    pub(crate) fn open(path: &Path) -> Result<History, Error> {
-        let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    pub(crate) fn open(location: &Location) -> Result<History, Error> {
+        let path = match location {
+            Location::File(path) => path,
+            Location::Postgres(url) => {
+                let store = Store::postgres(url).map_err(|e| open_error(location, e))?;
+                schema::migrate(&store).map_err(|e| open_error(location, e))?;
+                return Ok(History { location: location.clone(), store });
+            }
+        };
+        let path = &std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        let location = &Location::File(path.clone());
         if path.is_dir() {
-            return Err(open_error(path, "it is a directory"));
+            return Err(open_error(location, "it is a directory"));
         }
         if let Some(dir) = path.parent() {
-            crate::private::create_dir_all(dir).map_err(|e| open_error(path, crate::error::io_reason(&e)))?;
+            crate::private::create_dir_all(dir).map_err(|e| open_error(location, crate::error::io_reason(&e)))?;
         }
         // SQLite creates the file with the umask's mode: create it private first. Its -wal
         // and -shm files take the database's mode.
-        crate::private::touch(path).map_err(|e| open_error(path, crate::error::io_reason(&e)))?;
-        let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
-        configure(&conn).map_err(|e| open_error(path, e))?;
-        schema::migrate(&mut conn).map_err(|e| open_error(path, e))?;
-        Ok(History { path: path.clone(), conn })
+        crate::private::touch(path).map_err(|e| open_error(location, crate::error::io_reason(&e)))?;
+        let conn = rusqlite::Connection::open(path).map_err(|e| open_error(location, e))?;
+        configure(&conn).map_err(|e| open_error(location, e))?;
+        let store = Store::sqlite(conn);
+        schema::migrate(&store).map_err(|e| open_error(location, e))?;
+        Ok(History { location: location.clone(), store })
+    }
+
+    /// The SQLite file, if the history is one.
+    pub(crate) fn file(&self) -> Option<&Path> {
+        match &self.location {
+            Location::File(path) => Some(path),
+            Location::Postgres(_) => None,
+        }
     }
 
     /// The key fingerprints holding a secret are hashed with
@@ -209,17 +302,15 @@ impl History {
     /// history holds the key; without it, its hashes of secrets cannot be checked against
     /// guesses.
     pub(crate) fn seal_key(&self) -> Result<std::sync::Arc<[u8]>, Error> {
-        let mut name = self.path.clone().into_os_string();
+        let Some(file) = self.file() else { return self.seal_key_in_database() };
+        let mut name = file.to_path_buf().into_os_string();
         name.push(".key");
         let path = PathBuf::from(name);
         let failed = |e: std::io::Error| {
             Error::input(format!("cannot use the history's key {}: {}", path.display(), crate::error::io_reason(&e)))
         };
         if !path.exists() {
-            let mut key = [0u8; SEAL_KEY_BYTES];
-            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").map_err(failed)?, &mut key)
-                .map_err(failed)?;
-            crate::private::create_once(&path, &key).map_err(failed)?;
+            crate::private::create_once(&path, &random_key().map_err(failed)?).map_err(failed)?;
         }
         let key = std::fs::read(&path).map_err(failed)?;
         if key.len() != SEAL_KEY_BYTES {
@@ -233,24 +324,64 @@ impl History {
         Ok(key.into())
     }
 
-    /// Opens the database only if it exists: reading an empty history creates nothing.
-    pub(crate) fn open_existing(path: &Path) -> Result<Option<History>, Error> {
-        if !path.exists() {
-            return Ok(None);
+    /// On PostgreSQL the key is a row of the database (`history_key`), made once by the first
+    /// run: whoever can read the history's results can read it, as with the file beside
+    /// SQLite's.
+    fn seal_key_in_database(&self) -> Result<std::sync::Arc<[u8]>, Error> {
+        let e = |e| db_error(&self.location, e);
+        let key = random_key().map_err(|err| Error::internal(format!("cannot make the history's key: {err}")))?;
+        let tx = self.store.begin().map_err(e)?;
+        tx.batch("CREATE TABLE IF NOT EXISTS history_key (key TEXT NOT NULL)").map_err(e)?;
+        tx.exec("LOCK TABLE history_key", &[]).map_err(e)?;
+        tx.exec(
+            "INSERT INTO history_key (key) SELECT ?1 WHERE NOT EXISTS (SELECT 1 FROM history_key)",
+            args![crate::verb::source::hex(&key)],
+        )
+        .map_err(e)?;
+        let hex: String = tx.one("SELECT key FROM history_key LIMIT 1", &[]).map_err(e)?;
+        tx.commit().map_err(e)?;
+        let key: Vec<u8> =
+            (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+        if key.len() != SEAL_KEY_BYTES {
+            return Err(Error::input(format!("the history's key in {} is not a key", self.location))
+                .hint("it was changed by something else; delete the row of table history_key to make a new one"));
         }
-        Self::open(path).map(Some)
+        Ok(key.into())
     }
 
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
+    /// Opens the database only if it exists: reading an empty history creates nothing. (A
+    /// PostgreSQL database always exists; its tables are made on first use.)
+    pub(crate) fn open_existing(location: &Location) -> Result<Option<History>, Error> {
+        if let Location::File(path) = location {
+            if !path.exists() {
+                return Ok(None);
+            }
+        }
+        Self::open(location).map(Some)
     }
 
-    fn locks_dir(&self) -> PathBuf {
-        self.path.parent().unwrap_or(Path::new(".")).join("locks")
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
-    fn err(&self, e: rusqlite::Error) -> Error {
-        db_error(&self.path, e)
+    fn err(&self, e: StoreError) -> Error {
+        db_error(&self.location, e)
+    }
+
+    /// Whether the operator of a run whose lock column says `lock` still runs: it holds the
+    /// lock file's flock, or on PostgreSQL the advisory lock, until it exits.
+    fn owner_alive(&self, lock: &str) -> bool {
+        match lock.strip_prefix(ADVISORY).and_then(|key| key.parse::<i64>().ok()) {
+            None => owner_alive(Path::new(lock)),
+            Some(key) => match self.store.one::<bool>("SELECT pg_try_advisory_lock(?1)", args![key]) {
+                Ok(true) => {
+                    let _ = self.store.one::<bool>("SELECT pg_advisory_unlock(?1)", args![key]);
+                    false
+                }
+                // Held elsewhere, or cannot tell: do not take a live run's nodes.
+                _ => true,
+            },
+        }
     }
 
     /// Starts a run: takes its nodes and records the run, its nodes and its jobs, all in one
@@ -263,15 +394,29 @@ impl History {
         contention: Contention,
         waiting: &mut dyn FnMut(&Holder),
     ) -> Result<RunGuard, Error> {
-        let locks = self.locks_dir();
-        crate::private::create_dir_all(&locks).map_err(|e| open_error(&self.path, crate::error::io_reason(&e)))?;
-        let lock_path = locks.join(format!("{}.lock", spec.id));
-        let lock = File::create(&lock_path).map_err(|e| open_error(&self.path, crate::error::io_reason(&e)))?;
-        lock.lock().map_err(|e| open_error(&self.path, e))?;
-        let guard = RunGuard { lock_path: lock_path.clone(), _lock: lock };
+        let (guard, owner) = match self.file() {
+            Some(file) => {
+                let locks = file.parent().unwrap_or(Path::new(".")).join("locks");
+                let failed = |e: std::io::Error| open_error(&self.location, crate::error::io_reason(&e));
+                crate::private::create_dir_all(&locks).map_err(failed)?;
+                let lock_path = locks.join(format!("{}.lock", spec.id));
+                let lock = File::create(&lock_path).map_err(failed)?;
+                lock.lock().map_err(failed)?;
+                let owner = lock_path.display().to_string();
+                (RunGuard { lock: Some((lock_path, lock)) }, owner)
+            }
+            None => {
+                // Held by this connection until it closes, however the process ends.
+                let key = advisory_key(&spec.id);
+                self.store
+                    .one::<Option<String>>("SELECT CAST(pg_advisory_lock(?1) AS TEXT)", args![key])
+                    .map_err(|e| self.err(e))?;
+                (RunGuard { lock: None }, format!("{ADVISORY}{key}"))
+            }
+        };
         let mut told = false;
         loop {
-            match self.try_begin(spec, &lock_path, contention != Contention::Share)? {
+            match self.try_begin(spec, &owner, contention != Contention::Share)? {
                 None => return Ok(guard),
                 Some(holder) => match contention {
                     Contention::Refuse => {
@@ -303,78 +448,79 @@ impl History {
         }
     }
 
-    fn try_begin(&mut self, spec: &RunSpec, lock_path: &Path, exclusive: bool) -> Result<Option<Holder>, Error> {
-        let path = self.path.clone();
-        let err = |e| db_error(&path, e);
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+    fn try_begin(&mut self, spec: &RunSpec, owner: &str, exclusive: bool) -> Result<Option<Holder>, Error> {
+        let err = |e| db_error(&self.location, e);
+        let tx = self.store.begin().map_err(err)?;
+        if tx.dialect() == store::Dialect::Postgres {
+            // One run starts at a time across operators, as SQLite's write lock makes it.
+            tx.exec("SELECT pg_advisory_xact_lock(?1)", args![BEGIN_LOCK]).map_err(err)?;
+        }
         let wanted: Vec<&str> = spec.nodes.iter().map(|(n, _)| n.as_str()).collect();
-        let holders = {
-            let mut stmt = tx
-                .prepare(&format!(
+        let rows = tx
+            .rows(
+                &format!(
                     "SELECT r.id, r.command, {}, r.pid, r.lock_path, n.node
                      FROM runs r JOIN run_nodes n ON n.run_id = r.id WHERE r.status = 'running' ORDER BY r.started_at, n.node",
                     query::time("r.started_at")
+                ),
+                &[],
+            )
+            .map_err(err)?;
+        let mut holders: Vec<(Holder, String)> = Vec::new();
+        for row in rows {
+            let read = || -> store::Result<_> {
+                Ok((
+                    row.get::<String>(0)?,
+                    row.get::<String>(1)?,
+                    row.get::<query::When>(2)?.rfc3339(),
+                    row.get::<i64>(3)?,
+                    row.get::<String>(4)?,
+                    row.get::<String>(5)?,
                 ))
-                .map_err(err)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, query::When>(2)?.rfc3339(),
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                    ))
-                })
-                .map_err(err)?;
-            let mut holders: Vec<(Holder, String)> = Vec::new();
-            for row in rows {
-                let (run, command, started, pid, lock, node) = row.map_err(err)?;
-                if !exclusive || !wanted.contains(&node.as_str()) {
-                    continue;
-                }
-                match holders.iter_mut().find(|(h, _)| h.run == run) {
-                    Some((h, _)) => h.nodes.push(node),
-                    None => holders.push((Holder { run, command, started, pid, nodes: vec![node] }, lock)),
-                }
+            };
+            let (run, command, started, pid, lock, node) = read().map_err(err)?;
+            if !exclusive || !wanted.contains(&node.as_str()) {
+                continue;
             }
-            holders
-        };
+            match holders.iter_mut().find(|(h, _)| h.run == run) {
+                Some((h, _)) => h.nodes.push(node),
+                None => holders.push((Holder { run, command, started, pid, nodes: vec![node] }, lock)),
+            }
+        }
         for (holder, lock) in holders {
-            if owner_alive(Path::new(&lock)) {
+            if self.owner_alive(&lock) {
                 return Ok(Some(holder));
             }
             mark_abandoned(&tx, &holder.run).map_err(err)?;
         }
         let now = now_ms();
         let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_default();
-        tx.execute(
+        tx.exec(
             "INSERT INTO runs (id, kind, command, files, catalogs, started_at, status, pid, host, lock_path, mode) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?9, ?10)",
-            params![spec.id, spec.kind, spec.command, json(&spec.files), json(&spec.catalogs), now, std::process::id(), operator_host(), lock_path.display().to_string(), spec.mode],
+            args![&spec.id, spec.kind, &spec.command, json(&spec.files), json(&spec.catalogs), now, std::process::id(), operator_host(), owner, spec.mode],
         )
         .map_err(err)?;
         for (node, address) in &spec.nodes {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO run_nodes (run_id, node, address) VALUES (?1, ?2, ?3)",
-                params![spec.id, node, address],
+                args![&spec.id, node, address],
             )
             .map_err(err)?;
         }
         for job in &spec.jobs {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO jobs (id, run_id, seq, parent_id, parent_name, parent_sha3, name, verb, definition, targets, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
+                args![
                     spec.job_id(job.seq),
-                    spec.id,
-                    job.seq as i64,
+                    &spec.id,
+                    job.seq,
                     spec.parent_id(job.entry),
-                    job.parent_name,
-                    job.parent_sha3,
-                    job.name,
-                    job.verb,
-                    job.definition,
+                    &job.parent_name,
+                    &job.parent_sha3,
+                    &job.name,
+                    &job.verb,
+                    &job.definition,
                     json(&job.targets),
                     now
                 ],
@@ -387,66 +533,50 @@ impl History {
 
     /// Marks every `running` run whose process is gone as abandoned; returns their ids.
     pub(crate) fn sweep_abandoned(&mut self) -> Result<Vec<String>, Error> {
-        let running: Vec<(String, String)> = {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT id, lock_path FROM runs WHERE status = 'running'")
-                .map_err(|e| self.err(e))?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
-            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
-        };
+        let running =
+            self.store.rows("SELECT id, lock_path FROM runs WHERE status = 'running'", &[]).map_err(|e| self.err(e))?;
         let mut gone = Vec::new();
-        for (id, lock) in running {
-            if !owner_alive(Path::new(&lock)) {
+        for row in running {
+            let (id, lock): (String, String) = (|| Ok((row.get(0)?, row.get(1)?)))().map_err(|e| self.err(e))?;
+            if !self.owner_alive(&lock) {
                 gone.push(id);
             }
         }
         if !gone.is_empty() {
-            let path = self.path.clone();
-            let tx = self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(|e| db_error(&path, e))?;
+            let tx = self.store.begin().map_err(|e| db_error(&self.location, e))?;
             for id in &gone {
-                mark_abandoned(&tx, id).map_err(|e| db_error(&path, e))?;
+                mark_abandoned(&tx, id).map_err(|e| db_error(&self.location, e))?;
             }
-            tx.commit().map_err(|e| db_error(&path, e))?;
+            tx.commit().map_err(|e| db_error(&self.location, e))?;
         }
         Ok(gone)
     }
 
     /// Asks run `id` to cancel. What happened is returned for the caller to say.
     pub(crate) fn request_cancel(&mut self, id: &str) -> Result<CancelState, Error> {
-        let row: Option<(RunStatus, String)> = self
-            .conn
-            .query_row("SELECT status, lock_path FROM runs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-            .map_err(|e| self.err(e))?;
-        let Some((status, lock)) = row else { return Ok(CancelState::Unknown) };
+        let row =
+            self.store.row("SELECT status, lock_path FROM runs WHERE id = ?1", args![id]).map_err(|e| self.err(e))?;
+        let Some(row) = row else { return Ok(CancelState::Unknown) };
+        let (status, lock): (RunStatus, String) = (|| Ok((row.get(0)?, row.get(1)?)))().map_err(|e| self.err(e))?;
         if status != RunStatus::Running {
             return Ok(CancelState::NotRunning(status));
         }
-        if !owner_alive(Path::new(&lock)) {
-            let path = self.path.clone();
-            let tx = self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(|e| db_error(&path, e))?;
-            mark_abandoned(&tx, id).map_err(|e| db_error(&path, e))?;
-            tx.execute("UPDATE runs SET status = 'cancelled' WHERE id = ?1", [id]).map_err(|e| db_error(&path, e))?;
-            tx.commit().map_err(|e| db_error(&path, e))?;
+        if !self.owner_alive(&lock) {
+            let e = |e| db_error(&self.location, e);
+            let tx = self.store.begin().map_err(e)?;
+            mark_abandoned(&tx, id).map_err(e)?;
+            tx.exec("UPDATE runs SET status = 'cancelled' WHERE id = ?1", args![id]).map_err(e)?;
+            tx.commit().map_err(e)?;
             return Ok(CancelState::OwnerGone);
         }
-        self.conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [id]).map_err(|e| self.err(e))?;
+        self.store.exec("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", args![id]).map_err(|e| self.err(e))?;
         Ok(CancelState::Requested)
     }
 
     /// The status of run `id` now.
     pub(crate) fn status(&self, id: &str) -> Result<Option<RunStatus>, Error> {
-        self.conn
-            .query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))
+        let row = self.store.row("SELECT status FROM runs WHERE id = ?1", args![id]).map_err(|e| self.err(e))?;
+        row.map(|r| r.get(0)).transpose().map_err(|e| self.err(e))
     }
 }
 
@@ -471,7 +601,7 @@ fn held_nodes(nodes: &[String]) -> String {
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+fn configure(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -493,14 +623,16 @@ fn owner_alive(lock: &Path) -> bool {
     }
 }
 
-fn mark_abandoned(tx: &rusqlite::Transaction<'_>, run: &str) -> rusqlite::Result<()> {
-    tx.execute("UPDATE runs SET status = 'abandoned' WHERE id = ?1 AND status = 'running'", [run])?;
-    tx.execute("UPDATE run_nodes SET outcome = 'abandoned' WHERE run_id = ?1 AND outcome = 'pending'", [run])?;
-    tx.execute("UPDATE results SET status = 'abandoned' WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?1)", [run])?;
-    let lock: Option<String> =
-        tx.query_row("SELECT lock_path FROM runs WHERE id = ?1", [run], |r| r.get(0)).optional()?;
+fn mark_abandoned(tx: &Store, run: &str) -> store::Result<()> {
+    tx.exec("UPDATE runs SET status = 'abandoned' WHERE id = ?1 AND status = 'running'", args![run])?;
+    tx.exec("UPDATE run_nodes SET outcome = 'abandoned' WHERE run_id = ?1 AND outcome = 'pending'", args![run])?;
+    tx.exec("UPDATE results SET status = 'abandoned' WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?1)", args![run])?;
+    let lock = tx.row("SELECT lock_path FROM runs WHERE id = ?1", args![run])?;
     if let Some(lock) = lock {
-        let _ = std::fs::remove_file(lock);
+        let lock = lock.get::<String>(0)?;
+        if !lock.starts_with(ADVISORY) {
+            let _ = std::fs::remove_file(lock);
+        }
     }
     Ok(())
 }
@@ -519,16 +651,20 @@ mod tests {
 
     #[test]
     fn a_history_is_a_path_or_a_url_director_serves() {
-        assert_eq!(location(Path::new("h.db")).unwrap(), Path::new("h.db"));
-        assert_eq!(location(Path::new("./a:b/h.db")).unwrap(), Path::new("./a:b/h.db"));
-        assert_eq!(location(Path::new("C:h.db")).unwrap(), Path::new("C:h.db"), "one letter is not a scheme");
-        assert_eq!(location(Path::new("sqlite:/var/h.db")).unwrap(), Path::new("/var/h.db"));
-        assert_eq!(location(Path::new("sqlite:///var/h.db")).unwrap(), Path::new("/var/h.db"));
-        assert_eq!(location(Path::new("sqlite:h.db")).unwrap(), Path::new("h.db"));
+        let file = |p: &str| Location::File(PathBuf::from(p));
+        assert_eq!(location(Path::new("h.db")).unwrap(), file("h.db"));
+        assert_eq!(location(Path::new("./a:b/h.db")).unwrap(), file("./a:b/h.db"));
+        assert_eq!(location(Path::new("C:h.db")).unwrap(), file("C:h.db"), "one letter is not a scheme");
+        assert_eq!(location(Path::new("sqlite:/var/h.db")).unwrap(), file("/var/h.db"));
+        assert_eq!(location(Path::new("sqlite:///var/h.db")).unwrap(), file("/var/h.db"));
+        assert_eq!(location(Path::new("sqlite:h.db")).unwrap(), file("h.db"));
+        let pg = "postgres://director:s3cret@db:5433/director";
+        assert_eq!(location(Path::new(pg)).unwrap(), Location::Postgres(pg.into()));
+        assert_eq!(location(Path::new(pg)).unwrap().to_string(), "postgres://director:***@db:5433/director");
+        assert_eq!(Location::Postgres("postgresql://db/x".into()).to_string(), "postgresql://db/x");
         let refused = |given: &str| location(Path::new(given)).unwrap_err().to_string();
-        assert!(refused("postgres://u@db/director").contains("is a `postgres:` URL"));
-        assert!(refused("postgresql://db").contains("is a `postgresql:` URL"));
         assert!(refused("mysql+ssl://db/x").contains("is a `mysql+ssl:` URL"));
+        assert!(refused("postgres://u@db:notaport/x").contains("is not a PostgreSQL URL director can use"));
         assert!(refused("sqlite:").contains("names no file"));
         assert_eq!(scheme("notes:today"), None, "a colon in a file name is a path");
     }

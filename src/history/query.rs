@@ -5,10 +5,10 @@
 //! the rest looks. An id may be given whole, as a unique prefix, or as
 //! `last`; anything else is an input error naming what was looked for.
 
+use super::store::{args, FromValue, Row, Value};
 use super::{History, ResultStatus, RunStatus};
 use crate::error::Error;
 use crate::event::{RunKind, RunMode};
-use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 /// The SQL of a time column: its milliseconds since the epoch, read as a [`When`].
@@ -48,15 +48,15 @@ impl Serialize for When {
     }
 }
 
-impl rusqlite::types::FromSql for When {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        i64::column_result(value).map(When)
+impl FromValue for When {
+    fn from_value(value: &Value) -> Result<Self, String> {
+        i64::from_value(value).map(When)
     }
 }
 
 /// No `what` (run, job) has an id starting with `given`.
-pub(crate) fn not_found(what: &str, given: &str, path: &std::path::Path) -> Error {
-    Error::input(format!("no {what} has an id starting with `{given}` in {}", path.display())).hint(format!(
+pub(crate) fn not_found(what: &str, given: &str, location: &super::Location) -> Error {
+    Error::input(format!("no {what} has an id starting with `{given}` in {location}")).hint(format!(
         "`director manage --list-{what}s` shows them; an id, a unique prefix of one, or `last` is accepted"
     ))
 }
@@ -221,7 +221,7 @@ fn run_select() -> String {
     )
 }
 
-fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+fn run_row(r: &Row) -> super::store::Result<RunRow> {
     Ok(RunRow {
         id: r.get(0)?,
         kind: r.get(1)?,
@@ -250,8 +250,31 @@ pub(crate) enum Found {
 }
 
 impl History {
-    fn q<T>(&self, r: rusqlite::Result<T>) -> Result<T, Error> {
+    fn q<T>(&self, r: super::store::Result<T>) -> Result<T, Error> {
         r.map_err(|e| self.err(e))
+    }
+
+    /// Every row of `sql`, each read by `read`.
+    fn select<T>(
+        &self,
+        sql: &str,
+        args: &[Value],
+        read: impl Fn(&Row) -> super::store::Result<T>,
+    ) -> Result<Vec<T>, Error> {
+        let rows = self.q(self.store.rows(sql, args))?;
+        self.q(rows.iter().map(read).collect())
+    }
+
+    /// The one row of `sql` (a missing one is an error: callers ask for ids they found).
+    fn select_one<T>(
+        &self,
+        sql: &str,
+        args: &[Value],
+        read: impl Fn(&Row) -> super::store::Result<T>,
+    ) -> Result<T, Error> {
+        let row = self.q(self.store.row(sql, args))?;
+        let row = row.ok_or_else(|| self.err(super::store::StoreError(format!("no row from `{sql}`"))))?;
+        self.q(read(&row))
     }
 
     /// Resolves `last`, a whole id or a unique prefix in `table` (`runs` or `jobs`).
@@ -262,24 +285,23 @@ impl History {
         } else {
             "(SELECT r.mode FROM runs r WHERE r.id = jobs.run_id) = 'plan', created_at DESC, seq DESC"
         };
-        let count: i64 = self.q(self.conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)))?;
+        let count: i64 = self.q(self.store.one(&format!("SELECT count(*) FROM {table}"), &[]))?;
         if count == 0 {
             return Ok(Found::Empty);
         }
         if given == "last" {
             let id: String =
-                self.q(self
-                    .conn
-                    .query_row(&format!("SELECT id FROM {table} ORDER BY {order} LIMIT 1"), [], |r| r.get(0)))?;
+                self.q(self.store.one(&format!("SELECT id FROM {table} ORDER BY {order} LIMIT 1"), &[]))?;
             return Ok(Found::One(id));
         }
-        let mut stmt = self.q(self.conn.prepare(&format!(
-            "SELECT id FROM {table} WHERE id LIKE ?1 || '%' ESCAPE '\\' ORDER BY {order} LIMIT 6"
-        )))?;
         let escaped = given.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-        let ids: Vec<String> = self.q(self.q(stmt.query_map([escaped], |r| r.get(0)))?.collect())?;
+        let ids: Vec<String> = self.select(
+            &format!("SELECT id FROM {table} WHERE id LIKE ?1 || '%' ESCAPE '\\' ORDER BY {order} LIMIT 6"),
+            args![escaped],
+            |r| r.get(0),
+        )?;
         match ids.len() {
-            0 => Err(not_found(what, given, &self.path)),
+            0 => Err(not_found(what, given, &self.location)),
             1 => Ok(Found::One(ids[0].clone())),
             _ => {
                 let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
@@ -294,24 +316,19 @@ impl History {
     }
 
     pub(crate) fn list_runs(&self) -> Result<Vec<RunRow>, Error> {
-        let mut stmt =
-            self.q(self.conn.prepare(&format!("{} ORDER BY r.started_at DESC, r.rowid DESC", run_select())))?;
-        let rows = self.q(stmt.query_map([], run_row))?;
-        self.q(rows.collect())
+        self.select(&format!("{} ORDER BY r.started_at DESC, r.rowid DESC", run_select()), &[], run_row)
     }
 
     pub(crate) fn run_info(&self, id: &str) -> Result<RunInfo, Error> {
         let (run, files, catalogs, summary): (RunRow, String, String, Option<String>) =
-            self.q(self.conn.query_row(&format!("{} WHERE r.id = ?1", run_select()), [id], |r| {
+            self.select_one(&format!("{} WHERE r.id = ?1", run_select()), args![id], |r| {
                 Ok((run_row(r)?, r.get(14)?, r.get(15)?, r.get(16)?))
-            }))?;
-        let jobs: i64 =
-            self.q(self.conn.query_row("SELECT count(*) FROM jobs WHERE run_id = ?1", [id], |r| r.get(0)))?;
-        let mut stmt = self.q(self
-            .conn
-            .prepare("SELECT node, address, outcome, error, batch FROM run_nodes WHERE run_id = ?1 ORDER BY rowid"))?;
-        let nodes = self.q(self
-            .q(stmt.query_map([id], |r| {
+            })?;
+        let jobs: i64 = self.q(self.store.one("SELECT count(*) FROM jobs WHERE run_id = ?1", args![id]))?;
+        let nodes = self.select(
+            "SELECT node, address, outcome, error, batch FROM run_nodes WHERE run_id = ?1 ORDER BY rowid",
+            args![id],
+            |r| {
                 Ok(RunNode {
                     node: r.get(0)?,
                     address: r.get(1)?,
@@ -319,8 +336,8 @@ impl History {
                     error: r.get(3)?,
                     batch: r.get(4)?,
                 })
-            }))?
-            .collect())?;
+            },
+        )?;
         Ok(RunInfo {
             run,
             files: serde_json::from_str(&files).unwrap_or_default(),
@@ -332,29 +349,29 @@ impl History {
     }
 
     pub(crate) fn list_jobs(&self, filter: Option<JobFilter>) -> Result<Vec<JobRow>, Error> {
-        let mut stmt = self.q(self.conn.prepare(
+        let all = self.select(
             "SELECT j.id, j.run_id, coalesce(j.parent_name, j.parent_id), j.name, j.verb,
-               (SELECT avg(execution_ms) FROM results s WHERE s.job_id = j.id AND s.execution_ms IS NOT NULL),
+               (SELECT CAST(avg(execution_ms) AS DOUBLE PRECISION) FROM results s WHERE s.job_id = j.id AND s.execution_ms IS NOT NULL),
                (SELECT count(*) FROM results s WHERE s.job_id = j.id AND s.status = 'running') > 0
                  OR (r.status = 'running' AND (SELECT count(*) FROM results s WHERE s.job_id = j.id) < json_array_length(j.targets)),
                (SELECT count(*) FROM results s WHERE s.job_id = j.id AND s.status IN ('ok', 'cached')),
                (SELECT count(*) FROM results s WHERE s.job_id = j.id AND s.status IN ('failed', 'timed_out', 'unreachable', 'cancelled', 'abandoned'))
              FROM jobs j JOIN runs r ON r.id = j.run_id ORDER BY r.started_at DESC, r.rowid DESC, j.seq",
-        ))?;
-        let rows = self.q(stmt.query_map([], |r| {
-            Ok(JobRow {
-                id: r.get(0)?,
-                run: r.get(1)?,
-                parent_name: r.get(2)?,
-                name: r.get(3)?,
-                verb: r.get(4)?,
-                execution_time: r.get::<_, Option<f64>>(5)?.map(|ms| ms / 1000.0),
-                processing: r.get(6)?,
-                success: r.get(7)?,
-                failed: r.get(8)?,
-            })
-        }))?;
-        let all: Vec<JobRow> = self.q(rows.collect())?;
+            &[],
+            |r| {
+                Ok(JobRow {
+                    id: r.get(0)?,
+                    run: r.get(1)?,
+                    parent_name: r.get(2)?,
+                    name: r.get(3)?,
+                    verb: r.get(4)?,
+                    execution_time: r.get::<Option<f64>>(5)?.map(|ms| ms / 1000.0),
+                    processing: r.get(6)?,
+                    success: r.get(7)?,
+                    failed: r.get(8)?,
+                })
+            },
+        )?;
         Ok(all
             .into_iter()
             .filter(|j| match filter {
@@ -367,9 +384,9 @@ impl History {
     }
 
     pub(crate) fn job_info(&self, id: &str) -> Result<JobInfo, Error> {
-        let mut info = self.q(self.conn.query_row(
+        let mut info = self.select_one(
             &format!("SELECT id, run_id, seq, parent_id, parent_name, parent_sha3, name, verb, definition, targets, {} FROM jobs WHERE id = ?1", time("created_at")),
-            [id],
+            args![id],
             |r| {
                 Ok(JobInfo {
                     id: r.get(0)?,
@@ -380,104 +397,104 @@ impl History {
                     parent_sha3: r.get(5)?,
                     name: r.get(6)?,
                     verb: r.get(7)?,
-                    definition: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or(serde_json::Value::Null),
-                    targets: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
+                    definition: serde_json::from_str(&r.get::<String>(8)?).unwrap_or(serde_json::Value::Null),
+                    targets: serde_json::from_str(&r.get::<String>(9)?).unwrap_or_default(),
                     created: r.get(10)?,
                     results: Vec::new(),
                 })
             },
-        ))?;
-        let mut stmt = self.q(self.conn.prepare(&format!(
-            "SELECT node, status, fingerprint, info, reason, exit_code, stdout, stdout_cut, stderr, stderr_cut,
+        )?;
+        info.results = self.select(
+            &format!(
+                "SELECT node, status, fingerprint, info, reason, exit_code, stdout, stdout_cut, stderr, stderr_cut,
                CASE WHEN started_at IS NULL THEN NULL ELSE {} END, CASE WHEN finished_at IS NULL THEN NULL ELSE {} END, execution_ms, roundtrip_ms
              FROM results WHERE job_id = ?1 ORDER BY node",
-            time("started_at"),
-            time("finished_at")
-        )))?;
-        let rows = self.q(stmt.query_map([id], |r| {
-            Ok(ResultRow {
-                node: r.get(0)?,
-                status: r.get(1)?,
-                fingerprint: r.get(2)?,
-                info: r.get(3)?,
-                reason: r.get(4)?,
-                exit_code: r.get(5)?,
-                stdout: r.get(6)?,
-                stdout_cut: r.get(7)?,
-                stderr: r.get(8)?,
-                stderr_cut: r.get(9)?,
-                started: r.get(10)?,
-                finished: r.get(11)?,
-                execution_ms: r.get(12)?,
-                roundtrip_ms: r.get(13)?,
-            })
-        }))?;
-        info.results = self.q(rows.collect())?;
+                time("started_at"),
+                time("finished_at")
+            ),
+            args![id],
+            |r| {
+                Ok(ResultRow {
+                    node: r.get(0)?,
+                    status: r.get(1)?,
+                    fingerprint: r.get(2)?,
+                    info: r.get(3)?,
+                    reason: r.get(4)?,
+                    exit_code: r.get(5)?,
+                    stdout: r.get(6)?,
+                    stdout_cut: r.get(7)?,
+                    stderr: r.get(8)?,
+                    stderr_cut: r.get(9)?,
+                    started: r.get(10)?,
+                    finished: r.get(11)?,
+                    execution_ms: r.get(12)?,
+                    roundtrip_ms: r.get(13)?,
+                })
+            },
+        )?;
         Ok(info)
     }
 
     /// Every job with its results, for `--export-jobs`.
     pub(crate) fn all_jobs(&self) -> Result<Vec<JobInfo>, Error> {
-        let mut stmt = self.q(self.conn.prepare("SELECT id FROM jobs ORDER BY created_at, seq"))?;
-        let ids: Vec<String> = self.q(self.q(stmt.query_map([], |r| r.get(0)))?.collect())?;
+        let ids: Vec<String> = self.select("SELECT id FROM jobs ORDER BY created_at, seq", &[], |r| r.get(0))?;
         ids.iter().map(|id| self.job_info(id)).collect()
     }
 
     pub(crate) fn list_nodes(&self) -> Result<Vec<NodeRow>, Error> {
-        let mut stmt = self.q(self.conn.prepare(&format!(
-            "SELECT name, address, arch, os, kernel, hostname, executor_sha3, CASE WHEN last_seen IS NULL THEN NULL ELSE {} END, last_run FROM nodes ORDER BY name",
-            time("last_seen")
-        )))?;
-        let rows = self.q(stmt.query_map([], |r| {
-            Ok(NodeRow {
-                name: r.get(0)?,
-                address: r.get(1)?,
-                arch: r.get(2)?,
-                os: r.get(3)?,
-                kernel: r.get(4)?,
-                hostname: r.get(5)?,
-                executor_sha3: r.get(6)?,
-                last_seen: r.get(7)?,
-                last_run: r.get(8)?,
-            })
-        }))?;
-        self.q(rows.collect())
+        self.select(
+            &format!(
+                "SELECT name, address, arch, os, kernel, hostname, executor_sha3, CASE WHEN last_seen IS NULL THEN NULL ELSE {} END, last_run FROM nodes ORDER BY name",
+                time("last_seen")
+            ),
+            &[],
+            |r| {
+                Ok(NodeRow {
+                    name: r.get(0)?,
+                    address: r.get(1)?,
+                    arch: r.get(2)?,
+                    os: r.get(3)?,
+                    kernel: r.get(4)?,
+                    hostname: r.get(5)?,
+                    executor_sha3: r.get(6)?,
+                    last_seen: r.get(7)?,
+                    last_run: r.get(8)?,
+                })
+            },
+        )
     }
 
     /// Deletes the jobs (and results) of every run that is not running, and those runs;
     /// returns (jobs, runs) deleted. A running run keeps its record: it is the lock.
-    pub(crate) fn purge_jobs(&mut self) -> Result<(usize, usize), Error> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| super::db_error(&path, e))?;
+    pub(crate) fn purge_jobs(&mut self) -> Result<(u64, u64), Error> {
+        let e = |e| super::db_error(&self.location, e);
+        let tx = self.store.begin().map_err(e)?;
         let done = "SELECT id FROM runs WHERE status <> 'running'";
-        let e = |e| super::db_error(&path, e);
-        tx.execute(&format!("DELETE FROM results WHERE job_id IN (SELECT id FROM jobs WHERE run_id IN ({done}))"), [])
+        tx.exec(&format!("DELETE FROM results WHERE job_id IN (SELECT id FROM jobs WHERE run_id IN ({done}))"), &[])
             .map_err(e)?;
-        let jobs = tx.execute(&format!("DELETE FROM jobs WHERE run_id IN ({done})"), []).map_err(e)?;
-        tx.execute(&format!("DELETE FROM run_nodes WHERE run_id IN ({done})"), []).map_err(e)?;
-        let runs = tx.execute("DELETE FROM runs WHERE status <> 'running'", []).map_err(e)?;
+        let jobs = tx.exec(&format!("DELETE FROM jobs WHERE run_id IN ({done})"), &[]).map_err(e)?;
+        tx.exec(&format!("DELETE FROM run_nodes WHERE run_id IN ({done})"), &[]).map_err(e)?;
+        let runs = tx.exec("DELETE FROM runs WHERE status <> 'running'", &[]).map_err(e)?;
         tx.commit().map_err(e)?;
         Ok((jobs, runs))
     }
 
-    pub(crate) fn purge_nodes(&mut self) -> Result<usize, Error> {
-        let n = self.conn.execute("DELETE FROM nodes", []);
-        self.q(n)
+    pub(crate) fn purge_nodes(&mut self) -> Result<u64, Error> {
+        self.q(self.store.exec("DELETE FROM nodes", &[]))
     }
 
     /// The nodes of run `id` that did not end ok: failed, unreachable, cancelled or never
     /// reported. With the run's files and catalogs, for `--retry-failed`.
     pub(crate) fn retry_set(&self, id: &str) -> Result<RetrySet, Error> {
         let (files, catalogs, mode): (String, String, RunMode) =
-            self.q(self.conn.query_row("SELECT files, catalogs, mode FROM runs WHERE id = ?1", [id], |r| {
+            self.select_one("SELECT files, catalogs, mode FROM runs WHERE id = ?1", args![id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            }))?;
-        let mut stmt = self
-            .q(self.conn.prepare("SELECT node FROM run_nodes WHERE run_id = ?1 AND outcome <> 'ok' ORDER BY rowid"))?;
-        let nodes: Vec<String> = self.q(self.q(stmt.query_map(params![id], |r| r.get(0)))?.collect())?;
+            })?;
+        let nodes: Vec<String> = self.select(
+            "SELECT node FROM run_nodes WHERE run_id = ?1 AND outcome <> 'ok' ORDER BY rowid",
+            args![id],
+            |r| r.get(0),
+        )?;
         Ok(RetrySet {
             run: id.to_string(),
             nodes,
@@ -489,41 +506,40 @@ impl History {
 
     /// Every result of run `id` (of `node` only, when given), in job order, for browsing.
     pub(crate) fn run_results(&self, id: &str, node: Option<&str>) -> Result<Vec<ResultBrief>, Error> {
-        let mut stmt = self.q(self.conn.prepare(
+        self.select(
             "SELECT j.id, j.seq, j.name, r.node, r.status, r.exit_code, r.reason, r.execution_ms
              FROM results r JOIN jobs j ON j.id = r.job_id
-             WHERE j.run_id = ?1 AND (?2 IS NULL OR r.node = ?2) ORDER BY j.seq, r.node",
-        ))?;
-        let rows = self.q(stmt.query_map(params![id, node], |r| {
-            Ok(ResultBrief {
-                job_id: r.get(0)?,
-                seq: r.get(1)?,
-                job: r.get(2)?,
-                node: r.get(3)?,
-                status: r.get(4)?,
-                exit_code: r.get(5)?,
-                reason: r.get(6)?,
-                execution_ms: r.get(7)?,
-            })
-        }))?;
-        self.q(rows.collect())
+             WHERE j.run_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR r.node = ?2) ORDER BY j.seq, r.node",
+            args![id, node],
+            |r| {
+                Ok(ResultBrief {
+                    job_id: r.get(0)?,
+                    seq: r.get(1)?,
+                    job: r.get(2)?,
+                    node: r.get(3)?,
+                    status: r.get(4)?,
+                    exit_code: r.get(5)?,
+                    reason: r.get(6)?,
+                    execution_ms: r.get(7)?,
+                })
+            },
+        )
     }
 
     /// Each node's outcome in the latest run that held it.
     pub(crate) fn last_outcomes(&self) -> Result<Vec<LastOutcome>, Error> {
-        let mut stmt = self.q(self.conn.prepare(
+        self.select(
             "SELECT n.node, n.run_id, n.outcome FROM run_nodes n JOIN runs r ON r.id = n.run_id
              WHERE r.started_at = (SELECT MAX(r2.started_at) FROM runs r2 JOIN run_nodes n2 ON n2.run_id = r2.id WHERE n2.node = n.node)
              ORDER BY n.node",
-        ))?;
-        let rows =
-            self.q(stmt.query_map([], |r| Ok(LastOutcome { node: r.get(0)?, run: r.get(1)?, outcome: r.get(2)? })))?;
-        self.q(rows.collect())
+            &[],
+            |r| Ok(LastOutcome { node: r.get(0)?, run: r.get(1)?, outcome: r.get(2)? }),
+        )
     }
 
     /// The kind of run `id` (`orchestrate`, `exec`, `bootstrap`), if it exists.
     pub(crate) fn run_kind(&self, id: &str) -> Result<Option<RunKind>, Error> {
-        let k = self.conn.query_row("SELECT kind FROM runs WHERE id = ?1", [id], |r| r.get(0)).optional();
-        self.q(k)
+        let row = self.q(self.store.row("SELECT kind FROM runs WHERE id = ?1", args![id]))?;
+        self.q(row.map(|r| r.get(0)).transpose())
     }
 }

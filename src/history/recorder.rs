@@ -11,10 +11,10 @@
 //! Every `CANCEL_CHECK` the thread checks whether `manage --cancel` asked this run to stop,
 //! and says so once through the channel it was given.
 
+use super::store::{self, args};
 use super::{now_ms, History, ResultStatus, RunSpec, RunStatus};
 use crate::error::Error;
 use crate::event::{Event, JobStatus, NodeOutcome, Stream};
-use rusqlite::params;
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -230,28 +230,25 @@ impl State {
 
     fn cancel_requested(&self) -> bool {
         self.history
-            .conn()
-            .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")
-            .and_then(|mut s| s.query_row([&self.run], |r| r.get::<_, i64>(0)))
-            .map(|v| v != 0)
-            .unwrap_or(false)
+            .store()
+            .one::<i64>("SELECT cancel_requested FROM runs WHERE id = ?1", args![&self.run])
+            .is_ok_and(|v| v != 0)
     }
 
-    fn write(&mut self, pending: Vec<(Event, i64)>) -> rusqlite::Result<()> {
+    fn write(&mut self, pending: Vec<(Event, i64)>) -> store::Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
         let run = self.run.clone();
         let now = now_ms();
-        let tx = self.history.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.history.store().begin()?;
         for (event, at) in pending {
             match event {
                 Event::BatchStarted { batch, nodes, .. } => {
                     for node in nodes {
-                        exec(
-                            &tx,
+                        tx.exec(
                             "UPDATE run_nodes SET batch = ?1 WHERE run_id = ?2 AND node = ?3",
-                            params![batch as i64, run, node],
+                            args![batch as i64, &run, &node],
                         )?;
                     }
                 }
@@ -260,64 +257,46 @@ impl State {
                 }
                 Event::NodeReady { node, arch, os, kernel, hostname, .. } => {
                     let address = self.addresses.get(&node).cloned().unwrap_or_default();
-                    exec(
-                        &tx,
-                        "INSERT INTO nodes (name, address, arch, os, kernel, hostname, executor_sha3, last_seen, last_run) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                    tx.exec("INSERT INTO nodes (name, address, arch, os, kernel, hostname, executor_sha3, last_seen, last_run) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                          ON CONFLICT(name) DO UPDATE SET address = ?2, arch = ?3, os = ?4, kernel = ?5, hostname = ?6, executor_sha3 = ?7, last_seen = ?8, last_run = ?9",
-                        params![
-                            node,
-                            address,
-                            arch,
-                            os,
-                            kernel,
-                            hostname,
-                            crate::transport::executor::for_arch(&arch).map(|e| e.sha3).unwrap_or_default(),
-                            now,
-                            run
-                        ],
+                        args![&node, address, &arch, os, kernel, hostname, crate::transport::executor::for_arch(&arch).map(|e| e.sha3).unwrap_or_default(), now, &run],
                     )?;
                 }
                 Event::NodeUnreachable { node, error } => {
-                    exec(
-                        &tx,
+                    tx.exec(
                         "UPDATE run_nodes SET outcome = 'unreachable', error = ?3 WHERE run_id = ?1 AND node = ?2",
-                        params![run, node, error],
+                        args![&run, &node, &error],
                     )?;
                     for (seq, targets) in self.targets.iter().enumerate() {
                         if targets.contains(&node) {
-                            exec(
-                                &tx,
-                                "INSERT OR IGNORE INTO results (job_id, node, status, reason, finished_at, roundtrip_ms) VALUES (?1, ?2, 'unreachable', ?3, ?4, ?5)",
-                                params![self.job_ids[seq], node, error, now, at],
+                            tx.exec("INSERT INTO results (job_id, node, status, reason, finished_at, roundtrip_ms) VALUES (?1, ?2, 'unreachable', ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                                args![&self.job_ids[seq], &node, &error, now, at],
                             )?;
                         }
                     }
                 }
                 Event::JobStarted { node, job, fingerprint, info, .. } => {
-                    exec(
-                        &tx,
-                        "INSERT OR REPLACE INTO results (job_id, node, status, fingerprint, info, started_at) VALUES (?1, ?2, 'running', ?3, ?4, ?5)",
-                        params![self.job_ids[job], node, fingerprint, info, now],
+                    tx.exec("INSERT INTO results (job_id, node, status, fingerprint, info, started_at) VALUES (?1, ?2, 'running', ?3, ?4, ?5)
+                         ON CONFLICT(job_id, node) DO UPDATE SET status = 'running', fingerprint = ?3, info = ?4, started_at = ?5, reason = NULL,
+                           exit_code = NULL, stdout = '', stdout_cut = 0, stderr = '', stderr_cut = 0, finished_at = NULL, execution_ms = NULL, roundtrip_ms = NULL",
+                        args![&self.job_ids[job], node, fingerprint, info, now],
                     )?;
                 }
                 Event::JobFinished { node, job, status, exit_code, reason, ms, .. } => {
                     let (out, err) = self.output.remove(&(node.clone(), job)).unwrap_or_default();
                     let ((stdout, stdout_cut), (stderr, stderr_cut)) = (out.finish(), err.finish());
-                    exec(
-                        &tx,
-                        "INSERT INTO results (job_id, node, status, reason, exit_code, stdout, stdout_cut, stderr, stderr_cut, finished_at, execution_ms, roundtrip_ms)
+                    tx.exec("INSERT INTO results (job_id, node, status, reason, exit_code, stdout, stdout_cut, stderr, stderr_cut, finished_at, execution_ms, roundtrip_ms)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                          ON CONFLICT(job_id, node) DO UPDATE SET status = ?3, reason = ?4, exit_code = ?5, stdout = ?6, stdout_cut = ?7, stderr = ?8,
                            stderr_cut = ?9, finished_at = ?10, execution_ms = ?11, roundtrip_ms = ?12",
-                        params![self.job_ids[job], node, status.as_str(), reason, exit_code, stdout, stdout_cut as i64, stderr, stderr_cut as i64, now, ms as i64, at],
+                        args![&self.job_ids[job], node, status.as_str(), reason, exit_code, stdout, stdout_cut as i64, stderr, stderr_cut as i64, now, ms as i64, at],
                     )?;
                 }
                 Event::NodeFinished { node, outcome, .. } => {
                     let outcome = outcome.as_str();
-                    exec(
-                        &tx,
+                    tx.exec(
                         "UPDATE run_nodes SET outcome = ?3 WHERE run_id = ?1 AND node = ?2",
-                        params![run, node, outcome],
+                        args![&run, &node, outcome],
                     )?;
                 }
                 Event::RunFinished { summary, exit_code } => {
@@ -327,16 +306,14 @@ impl State {
                         RunStatus::Cancelled => (NodeOutcome::Cancelled, JobStatus::Cancelled),
                         _ => (NodeOutcome::Failed, JobStatus::Failed),
                     };
-                    exec(
-                        &tx,
+                    tx.exec(
                         "UPDATE run_nodes SET outcome = ?2 WHERE run_id = ?1 AND outcome = 'pending'",
-                        params![run, node_ended.as_str()],
+                        args![&run, node_ended.as_str()],
                     )?;
-                    exec(&tx, "UPDATE results SET status = ?2 WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?1)", params![run, ResultStatus::Ended(ended)])?;
-                    exec(
-                        &tx,
+                    tx.exec("UPDATE results SET status = ?2 WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?1)", args![&run, ResultStatus::Ended(ended)])?;
+                    tx.exec(
                         "UPDATE runs SET status = ?2, ended_at = ?3, exit_code = ?4, summary = ?5 WHERE id = ?1",
-                        params![run, status, now, exit_code, serde_json::to_string(&summary).unwrap_or_default()],
+                        args![&run, status, now, exit_code, serde_json::to_string(&summary).unwrap_or_default()],
                     )?;
                 }
                 _ => {}
@@ -344,12 +321,6 @@ impl State {
         }
         tx.commit()
     }
-}
-
-/// Runs `sql` through the connection's statement cache: the statements of each event are
-/// parsed once per run, not once per event.
-fn exec(tx: &rusqlite::Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
-    tx.prepare_cached(sql)?.execute(params)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! written by a newer director (a higher version than [`MIGRATIONS`] knows) is refused rather
 //! than guessed at.
 
-use rusqlite::Connection;
+use super::store::{args, Dialect, Store};
 
 /// Each entry takes the schema from version `i` to `i + 1`. Append only; never edit one.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -86,22 +86,62 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 ];
 
 /// Brings the database to the newest schema; returns the version it was at.
-pub(crate) fn migrate(conn: &mut Connection) -> Result<u32, String> {
-    let at: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| e.to_string())?;
+///
+/// SQLite keeps the version in `PRAGMA user_version`; PostgreSQL in a one-row table
+/// `schema_version`, and its migrations run under a transaction-scoped advisory lock, so
+/// two operators starting at once migrate once.
+pub(crate) fn migrate(store: &Store) -> Result<u32, String> {
     let newest = MIGRATIONS.len() as u32;
+    let at = version(store).map_err(|e| e.to_string())?;
     if at > newest {
         return Err(format!("it was written by a newer director (schema {at}; this one knows up to {newest})"));
     }
     if at == newest {
         return Ok(at);
     }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
-    // Another process may have migrated while we waited for the write lock.
-    let again: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| e.to_string())?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(again as usize) {
-        tx.execute_batch(sql).map_err(|e| format!("migration {} failed: {e}", i + 1))?;
+    let tx = store.begin().map_err(|e| e.to_string())?;
+    if tx.dialect() == Dialect::Postgres {
+        tx.exec("SELECT pg_advisory_xact_lock(?1)", args![MIGRATION_LOCK]).map_err(|e| e.to_string())?;
+        tx.batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").map_err(|e| e.to_string())?;
     }
-    tx.pragma_update(None, "user_version", newest).map_err(|e| e.to_string())?;
+    // Another process may have migrated while we waited for the write lock.
+    let again = version(&tx).map_err(|e| e.to_string())?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(again as usize) {
+        tx.batch(sql).map_err(|e| format!("migration {} failed: {e}", i + 1))?;
+        if tx.dialect() == Dialect::Postgres {
+            tx.batch(POSTGRES_AFTER.get(i).copied().unwrap_or_default())
+                .map_err(|e| format!("migration {} failed: {e}", i + 1))?;
+        }
+    }
+    match tx.dialect() {
+        Dialect::Sqlite => tx.batch(&format!("PRAGMA user_version = {newest}")),
+        Dialect::Postgres => tx
+            .batch("DELETE FROM schema_version")
+            .and_then(|()| tx.exec("INSERT INTO schema_version (version) VALUES (?1)", args![newest]).map(drop)),
+    }
+    .map_err(|e| e.to_string())?;
     tx.commit().map_err(|e| e.to_string())?;
     Ok(at)
+}
+
+/// The key of the advisory lock PostgreSQL migrations hold (any constant of director's).
+const MIGRATION_LOCK: i64 = 0x6469_7265_6374_6f72; // "director"
+
+/// What PostgreSQL needs after migration `i` that SQLite has built in: a `rowid` (the order
+/// rows were written in) on the tables whose listings follow it.
+const POSTGRES_AFTER: &[&str] = &["ALTER TABLE runs ADD COLUMN rowid BIGSERIAL;
+    ALTER TABLE run_nodes ADD COLUMN rowid BIGSERIAL;"];
+
+fn version(store: &Store) -> super::store::Result<u32> {
+    let v: i64 = match store.dialect() {
+        Dialect::Sqlite => store.one("PRAGMA user_version", &[])?,
+        Dialect::Postgres => {
+            let exists: bool = store.one("SELECT to_regclass('schema_version') IS NOT NULL", &[])?;
+            if !exists {
+                return Ok(0);
+            }
+            store.one::<Option<i64>>("SELECT max(version) FROM schema_version", &[])?.unwrap_or(0)
+        }
+    };
+    Ok(u32::try_from(v).unwrap_or(u32::MAX))
 }

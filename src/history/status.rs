@@ -4,8 +4,8 @@
 //! names the same words in its `WHERE` clauses; [`RunStatus::as_str`] and
 //! [`ResultStatus::as_str`] are the one list of them.
 
+use super::store::{FromValue, Value};
 use crate::event::{JobStatus, RunKind, RunMode};
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Serialize, Serializer};
 use std::fmt;
 
@@ -97,19 +97,17 @@ macro_rules! word_type {
             }
         }
 
-        impl ToSql for $ty {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::from(self.as_str()))
+        impl From<$ty> for Value {
+            fn from(v: $ty) -> Value {
+                Value::Text(v.as_str().to_string())
             }
         }
 
-        impl FromSql for $ty {
-            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-                let word = value.as_str()?;
+        impl FromValue for $ty {
+            fn from_value(value: &Value) -> Result<Self, String> {
+                let word = String::from_value(value)?;
                 let parse: fn(&str) -> Option<$ty> = $parse;
-                parse(word).ok_or_else(|| {
-                    FromSqlError::Other(format!("`{word}` is not a {} this director knows", stringify!($ty)).into())
-                })
+                parse(&word).ok_or_else(|| format!("`{word}` is not a {} this director knows", stringify!($ty)))
             }
         }
     };
@@ -140,7 +138,7 @@ mod tests {
     fn every_word_reads_back_as_itself() {
         for status in RunStatus::ALL {
             let word = status.as_str();
-            assert_eq!(RunStatus::column_result(ValueRef::Text(word.as_bytes())).unwrap(), status);
+            assert_eq!(RunStatus::from_value(&Value::from(word)).unwrap(), status);
         }
         let results = JobStatus::ALL.into_iter().map(ResultStatus::Ended).chain([
             ResultStatus::Running,
@@ -149,18 +147,18 @@ mod tests {
         ]);
         for status in results {
             let word = status.as_str();
-            assert_eq!(ResultStatus::column_result(ValueRef::Text(word.as_bytes())).unwrap(), status);
+            assert_eq!(ResultStatus::from_value(&Value::from(word)).unwrap(), status);
             // The same word as `--json` for the statuses a job ends with.
             if let ResultStatus::Ended(s) = status {
                 assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(word));
             }
         }
-        assert!(ResultStatus::column_result(ValueRef::Text(b"finished")).is_err());
+        assert!(ResultStatus::from_value(&Value::from("finished")).is_err());
         for kind in RunKind::ALL {
-            assert_eq!(RunKind::column_result(ValueRef::Text(kind.as_str().as_bytes())).unwrap(), kind);
+            assert_eq!(RunKind::from_value(&Value::from(kind)).unwrap(), kind);
         }
         for mode in RunMode::ALL {
-            assert_eq!(RunMode::column_result(ValueRef::Text(mode.as_str().as_bytes())).unwrap(), mode);
+            assert_eq!(RunMode::from_value(&Value::from(mode)).unwrap(), mode);
             assert_eq!(serde_json::to_value(mode).unwrap(), serde_json::json!(mode.as_str()));
         }
     }

@@ -545,7 +545,7 @@ fn bootstrap_without_a_catalog_is_an_input_error() {
 /// anything is written (no directory named after its scheme), from the option, the
 /// environment and the settings file alike.
 #[test]
-fn a_history_url_is_sqlite_or_refused() {
+fn a_history_url_is_sqlite_postgres_or_refused() {
     let home = scratch("history-url");
     let db = home.join("runs.db");
     let url = format!("sqlite://{}", db.display());
@@ -557,23 +557,29 @@ fn a_history_url_is_sqlite_or_refused() {
         assert_eq!(code(&out), 2, "{}", stderr(&out));
         stderr(&out)
     };
-    let said = "error: the history `postgres://director@db/director` is a `postgres:` URL, and director keeps its history only in SQLite for now\n  hint: give a file path, or sqlite:PATH (PostgreSQL histories are not served yet)\n";
+    let said = "error: the history `mysql://director@db/director` is a `mysql:` URL, and director keeps its history in SQLite or PostgreSQL\n  hint: give a file path, sqlite:PATH, or postgres://USER@HOST/DATABASE\n";
     assert_eq!(
-        refused(local_director(&home).args(["exec", "--history", "postgres://director@db/director", "true"])),
+        refused(local_director(&home).args(["exec", "--history", "mysql://director@db/director", "true"])),
         said
     );
     assert_eq!(
         refused(
             local_director(&home)
                 .args(["manage", "--list-runs"])
-                .env("DIRECTOR_HISTORY", "postgres://director@db/director")
+                .env("DIRECTOR_HISTORY", "mysql://director@db/director")
         ),
         said
     );
     let settings = home.join("settings.yaml");
-    std::fs::write(&settings, "history: postgres://director@db/director\n").unwrap();
+    std::fs::write(&settings, "history: mysql://director@db/director\n").unwrap();
     assert_eq!(refused(local_director(&home).args(["manage", "--list-runs", "--config"]).arg(&settings)), said);
-    assert!(!home.join("postgres:").exists());
+    // A PostgreSQL URL is served (tests/e2e/postgres.rs); one that is not a URL libpq reads is refused.
+    let said = "error: the history `postgres://director@db:port/director` is not a PostgreSQL URL director can use: invalid connection string\n  hint: write postgres://USER@HOST[:PORT]/DATABASE (libpq's URL form; ?host=/run/postgresql for a socket)\n";
+    assert_eq!(
+        refused(local_director(&home).args(["exec", "--history", "postgres://director@db:port/director", "true"])),
+        said
+    );
+    assert!(!home.join("mysql:").exists());
 }
 
 /// A plan changed nothing, so retrying it for real is refused (it would change the nodes the

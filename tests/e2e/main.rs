@@ -18,6 +18,7 @@ mod inventory; // Ansible inventories
 mod logging; // DIRECTOR_LOG and -v
 mod plan; // --plan and --diff
 mod podman; // CONTAINER_IMAGE and POD with podman
+mod postgres; // the history on a PostgreSQL server operators share
 mod rollout; // --serial batches
 mod run; // orchestrations: jobs, entries, selection, templates, facts
 mod schema; // the --json events, typed

@@ -71,7 +71,11 @@ pub(crate) fn find_orchestrations(catalogs: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Runs the app until the user quits; returns the exit code.
-pub(crate) fn run(config: Config, history_path: PathBuf, runtime: tokio::runtime::Runtime) -> Result<i32, Error> {
+pub(crate) fn run(
+    config: Config,
+    history_path: history::Location,
+    runtime: tokio::runtime::Runtime,
+) -> Result<i32, Error> {
     let catalog = Catalog::load_browsable(&config.catalogs)?;
     let title = match config.catalogs.as_slice() {
         [] => "embedded local catalog".to_string(),
@@ -101,7 +105,7 @@ pub(crate) fn run(config: Config, history_path: PathBuf, runtime: tokio::runtime
 struct Tui {
     catalog: Catalog,
     config: Config,
-    history: PathBuf,
+    history: history::Location,
 }
 
 /// The next incoming of the run in flight; never resolves when there is none.
@@ -112,7 +116,7 @@ async fn next_incoming(running: &mut Option<Running>) -> Option<Incoming> {
     }
 }
 
-fn refresh_facts(app: &mut App, path: &Path) {
+fn refresh_facts(app: &mut App, path: &history::Location) {
     let Ok(Some(store)) = History::open_existing(path) else { return };
     let facts = store.list_nodes().unwrap_or_default();
     let outcomes = store.last_outcomes().unwrap_or_default();
