@@ -360,6 +360,17 @@ impl History {
         Self::open(location).map(Some)
     }
 
+    /// Connects again after the database failed: on PostgreSQL a new connection, which takes
+    /// run `run`'s advisory lock again (its old connection's went with it); SQLite has no
+    /// connection to lose.
+    pub(crate) fn reconnect(&mut self, run: &str) -> store::Result<()> {
+        if let Location::Postgres(url) = &self.location {
+            self.store = Store::postgres(url)?;
+            self.store.one::<Option<String>>("SELECT CAST(pg_advisory_lock(?1) AS TEXT)", args![advisory_key(run)])?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn store(&self) -> &Store {
         &self.store
     }

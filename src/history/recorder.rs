@@ -24,6 +24,12 @@ use std::time::{Duration, Instant};
 const COMMIT_GAP: Duration = Duration::from_millis(20);
 /// Most events in one commit.
 const MAX_BATCH: usize = 2000;
+/// How often a writer whose database failed tries again (connecting anew on PostgreSQL).
+const RETRY: Duration = Duration::from_secs(2);
+/// How long the end of a run waits for a database that does not answer.
+const LAST_WAIT: Duration = Duration::from_secs(10);
+/// Most events kept while the database does not answer (the oldest go first).
+const MAX_BACKLOG: usize = 500_000;
 /// How often the thread asks whether `manage --cancel` asked this run to stop.
 const CANCEL_CHECK: Duration = Duration::from_millis(300);
 
@@ -125,16 +131,18 @@ impl Capped {
         }
     }
 
-    fn finish(mut self) -> (String, u64) {
-        if self.tail.len() > KEEP_TAIL {
-            let drop = ceil_char(&self.tail, self.tail.len() - KEEP_TAIL);
-            self.cut += drop as u64;
-            self.tail.drain(..drop);
+    /// The text kept (start, marker, end) and how many bytes were cut.
+    fn finish(&self) -> (String, u64) {
+        let (mut tail, mut cut) = (self.tail.as_str(), self.cut);
+        if tail.len() > KEEP_TAIL {
+            let drop = ceil_char(tail, tail.len() - KEEP_TAIL);
+            cut += drop as u64;
+            tail = &tail[drop..];
         }
-        if self.cut == 0 {
-            return (self.head + &self.tail, 0);
+        if cut == 0 {
+            return (format!("{}{tail}", self.head), 0);
         }
-        (format!("{}\n[… director: {} bytes cut here …]\n{}", self.head, self.cut, self.tail), self.cut)
+        (format!("{}\n[… director: {cut} bytes cut here …]\n{tail}", self.head), cut)
     }
 }
 
@@ -162,6 +170,12 @@ struct State {
     addresses: HashMap<String, String>,
     output: Kept,
     cancel_seen: bool,
+    /// Events not yet written, in order: a failed write waits here for the next try.
+    backlog: Vec<(Event, i64)>,
+    /// Since when writing fails, when it was last tried, and why.
+    failing: Option<(Instant, Instant, String)>,
+    /// Events dropped from a backlog over [`MAX_BACKLOG`].
+    lost: usize,
 }
 
 impl State {
@@ -174,6 +188,9 @@ impl State {
             addresses: spec.nodes.iter().cloned().collect(),
             output: HashMap::new(),
             cancel_seen: false,
+            backlog: Vec::new(),
+            failing: None,
+            lost: 0,
         }
     }
 
@@ -198,10 +215,15 @@ impl State {
                     Err(mpsc::RecvTimeoutError::Timeout) => break,
                 }
             }
-            if !batch.is_empty() {
-                if let Err(e) = self.write(batch) {
-                    // The run goes on; the history says what it could. Only stderr is ours here.
-                    eprintln!("warning: the run history could not record some events: {e}");
+            if !batch.is_empty() || (!open && !self.backlog.is_empty()) {
+                self.backlog.extend(batch);
+                self.flush(false);
+                // At the run's end the history gets a while to come back: the run's end is
+                // what tells other operators its nodes are free.
+                let end = Instant::now() + LAST_WAIT;
+                while !open && self.failing.is_some() && Instant::now() < end {
+                    std::thread::sleep(RETRY.min(end.saturating_duration_since(Instant::now())));
+                    self.flush(Instant::now() >= end);
                 }
                 written = Instant::now();
             }
@@ -212,6 +234,68 @@ impl State {
                     let _ = cancelled.send(());
                 }
             }
+        }
+    }
+
+    /// Writes the backlog. When the database does not take it (a PostgreSQL server gone),
+    /// the run goes on: that is said once, the events wait, and every `RETRY` the writer
+    /// connects again and writes them all, in order; `last` is the last try, at the run's end.
+    fn flush(&mut self, last: bool) {
+        if let Some((since, tried, _)) = &self.failing {
+            if !last && tried.elapsed() < RETRY {
+                return;
+            }
+            let since = *since;
+            if let Err(e) = self.history.reconnect(&self.run) {
+                self.failing = Some((since, Instant::now(), e.to_string()));
+                return self.give_up(last);
+            }
+        }
+        let pending = std::mem::take(&mut self.backlog);
+        match self.write(&pending) {
+            Ok(()) => {
+                if let Some((since, _, _)) = self.failing.take() {
+                    eprintln!(
+                        "the run history {} records this run again ({} events written {} s late)",
+                        self.history.location,
+                        pending.len(),
+                        since.elapsed().as_secs()
+                    );
+                }
+            }
+            Err(e) => {
+                self.backlog = pending;
+                if self.backlog.len() > MAX_BACKLOG {
+                    let over = self.backlog.len() - MAX_BACKLOG;
+                    self.backlog.drain(..over);
+                    self.lost += over;
+                }
+                match &mut self.failing {
+                    Some((_, tried, _)) => *tried = Instant::now(),
+                    None => {
+                        // The run goes on; the history says what it could. Only stderr is ours here.
+                        eprintln!(
+                            "warning: the run history {} cannot record this run's events ({e}); the run goes on, and they are written when it answers again",
+                            self.history.location
+                        );
+                        self.failing = Some((Instant::now(), Instant::now(), e.to_string()));
+                    }
+                }
+                self.give_up(last);
+            }
+        }
+    }
+
+    /// At the run's end, says what the history will never have.
+    fn give_up(&self, last: bool) {
+        if last && (!self.backlog.is_empty() || self.lost > 0) {
+            let why = self.failing.as_ref().map(|(_, _, e)| e.as_str()).unwrap_or_default();
+            eprintln!(
+                "warning: the run history {} misses {} events of run {} ({why})",
+                self.history.location,
+                self.backlog.len() + self.lost,
+                self.run
+            );
         }
     }
 
@@ -235,42 +319,46 @@ impl State {
             .is_ok_and(|v| v != 0)
     }
 
-    fn write(&mut self, pending: Vec<(Event, i64)>) -> store::Result<()> {
+    /// Writes `pending` in one transaction; the outputs of the jobs it ends are let go once
+    /// it commits (a failed write is written again, whole, later).
+    fn write(&mut self, pending: &[(Event, i64)]) -> store::Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
         let run = self.run.clone();
         let now = now_ms();
         let tx = self.history.store().begin()?;
+        let mut ended = Vec::new();
         for (event, at) in pending {
+            let at = *at;
             match event {
                 Event::BatchStarted { batch, nodes, .. } => {
                     for node in nodes {
                         tx.exec(
                             "UPDATE run_nodes SET batch = ?1 WHERE run_id = ?2 AND node = ?3",
-                            args![batch as i64, &run, &node],
+                            args![*batch as i64, &run, node],
                         )?;
                     }
                 }
                 Event::NodeConnecting { node, address } => {
-                    self.addresses.insert(node, address);
+                    self.addresses.insert(node.clone(), address.clone());
                 }
                 Event::NodeReady { node, arch, os, kernel, hostname, .. } => {
-                    let address = self.addresses.get(&node).cloned().unwrap_or_default();
+                    let address = self.addresses.get(node).cloned().unwrap_or_default();
                     tx.exec("INSERT INTO nodes (name, address, arch, os, kernel, hostname, executor_sha3, last_seen, last_run) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                          ON CONFLICT(name) DO UPDATE SET address = ?2, arch = ?3, os = ?4, kernel = ?5, hostname = ?6, executor_sha3 = ?7, last_seen = ?8, last_run = ?9",
-                        args![&node, address, &arch, os, kernel, hostname, crate::transport::executor::for_arch(&arch).map(|e| e.sha3).unwrap_or_default(), now, &run],
+                        args![node, address, arch, os, kernel, hostname, crate::transport::executor::for_arch(arch).map(|e| e.sha3).unwrap_or_default(), now, &run],
                     )?;
                 }
                 Event::NodeUnreachable { node, error } => {
                     tx.exec(
                         "UPDATE run_nodes SET outcome = 'unreachable', error = ?3 WHERE run_id = ?1 AND node = ?2",
-                        args![&run, &node, &error],
+                        args![&run, node, error],
                     )?;
                     for (seq, targets) in self.targets.iter().enumerate() {
-                        if targets.contains(&node) {
+                        if targets.contains(node) {
                             tx.exec("INSERT INTO results (job_id, node, status, reason, finished_at, roundtrip_ms) VALUES (?1, ?2, 'unreachable', ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                                args![&self.job_ids[seq], &node, &error, now, at],
+                                args![&self.job_ids[seq], node, error, now, at],
                             )?;
                         }
                     }
@@ -279,28 +367,32 @@ impl State {
                     tx.exec("INSERT INTO results (job_id, node, status, fingerprint, info, started_at) VALUES (?1, ?2, 'running', ?3, ?4, ?5)
                          ON CONFLICT(job_id, node) DO UPDATE SET status = 'running', fingerprint = ?3, info = ?4, started_at = ?5, reason = NULL,
                            exit_code = NULL, stdout = '', stdout_cut = 0, stderr = '', stderr_cut = 0, finished_at = NULL, execution_ms = NULL, roundtrip_ms = NULL",
-                        args![&self.job_ids[job], node, fingerprint, info, now],
+                        args![&self.job_ids[*job], node, fingerprint, info, now],
                     )?;
                 }
                 Event::JobFinished { node, job, status, exit_code, reason, ms, .. } => {
-                    let (out, err) = self.output.remove(&(node.clone(), job)).unwrap_or_default();
-                    let ((stdout, stdout_cut), (stderr, stderr_cut)) = (out.finish(), err.finish());
+                    let key = (node.clone(), *job);
+                    let ((stdout, stdout_cut), (stderr, stderr_cut)) = match self.output.get(&key) {
+                        Some((out, err)) => (out.finish(), err.finish()),
+                        None => ((String::new(), 0), (String::new(), 0)),
+                    };
+                    ended.push(key);
                     tx.exec("INSERT INTO results (job_id, node, status, reason, exit_code, stdout, stdout_cut, stderr, stderr_cut, finished_at, execution_ms, roundtrip_ms)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                          ON CONFLICT(job_id, node) DO UPDATE SET status = ?3, reason = ?4, exit_code = ?5, stdout = ?6, stdout_cut = ?7, stderr = ?8,
                            stderr_cut = ?9, finished_at = ?10, execution_ms = ?11, roundtrip_ms = ?12",
-                        args![&self.job_ids[job], node, status.as_str(), reason, exit_code, stdout, stdout_cut as i64, stderr, stderr_cut as i64, now, ms as i64, at],
+                        args![&self.job_ids[*job], node, status.as_str(), reason, *exit_code, stdout, stdout_cut as i64, stderr, stderr_cut as i64, now, *ms as i64, at],
                     )?;
                 }
                 Event::NodeFinished { node, outcome, .. } => {
                     let outcome = outcome.as_str();
                     tx.exec(
                         "UPDATE run_nodes SET outcome = ?3 WHERE run_id = ?1 AND node = ?2",
-                        args![&run, &node, outcome],
+                        args![&run, node, outcome],
                     )?;
                 }
                 Event::RunFinished { summary, exit_code } => {
-                    let status = RunStatus::ended(exit_code);
+                    let status = RunStatus::ended(*exit_code);
                     // Whatever never reported (a node the run stopped waiting for) ends with the run.
                     let (node_ended, ended) = match status {
                         RunStatus::Cancelled => (NodeOutcome::Cancelled, JobStatus::Cancelled),
@@ -313,13 +405,17 @@ impl State {
                     tx.exec("UPDATE results SET status = ?2 WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?1)", args![&run, ResultStatus::Ended(ended)])?;
                     tx.exec(
                         "UPDATE runs SET status = ?2, ended_at = ?3, exit_code = ?4, summary = ?5 WHERE id = ?1",
-                        args![&run, status, now, exit_code, serde_json::to_string(&summary).unwrap_or_default()],
+                        args![&run, status, now, *exit_code, serde_json::to_string(summary).unwrap_or_default()],
                     )?;
                 }
                 _ => {}
             }
         }
-        tx.commit()
+        tx.commit()?;
+        for key in ended {
+            self.output.remove(&key);
+        }
+        Ok(())
     }
 }
 

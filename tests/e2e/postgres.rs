@@ -37,18 +37,30 @@ impl Postgres {
             server.pg("initdb").arg("-D").arg(&data).args(["-A", "trust", "-U", "director", "--no-sync"]).output();
         let out = out.unwrap();
         assert!(out.status.success(), "initdb failed: {}", stderr(&out));
-        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.display());
-        let out = server
+        server.start_again();
+        server
+    }
+
+    /// Starts the server (again, after [`Postgres::stop`]) on its port.
+    pub(crate) fn start_again(&self) {
+        let port = self.url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap();
+        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.dir.display());
+        let out = self
             .pg("pg_ctl")
             .arg("-D")
-            .arg(&data)
+            .arg(self.dir.join("data"))
             .args(["-o", &options, "-l"])
-            .arg(dir.join("log"))
+            .arg(self.dir.join("log"))
             .args(["-w", "start"])
             .output()
             .unwrap();
         assert!(out.status.success(), "pg_ctl start failed: {}", stderr(&out));
-        server
+    }
+
+    /// Stops the server at once, as a crash or a network outage ends its connections.
+    pub(crate) fn stop(&self) {
+        let out = self.pg("pg_ctl").arg("-D").arg(self.dir.join("data")).args(["-m", "immediate", "stop"]).output();
+        assert!(out.unwrap().status.success());
     }
 
     fn pg(&self, tool: &str) -> Command {
@@ -382,5 +394,39 @@ fn an_unreachable_postgres_history_is_an_input_error() {
         );
         assert!(!stderr(&out).contains("s3cret"), "the password is never shown");
     }
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// A PostgreSQL server that goes away mid-run does not stop the run: it is said once, the
+/// events wait, and they are written, in order, when the server is back.
+#[test]
+fn a_run_outlives_a_postgres_outage_and_its_history_is_whole() {
+    let pg = Postgres::start("outage");
+    let home = scratch("pg-outage");
+    let file = home.join("slow.yaml");
+    let jobs: String = (0..60).map(|i| format!("    - RUN: sleep 0.05; echo {i}\n")).collect();
+    std::fs::write(&file, format!("- jobs:\n{jobs}")).unwrap();
+    let run = pg.operator(&home).arg("orchestrate").arg(&file).args(["--progress", "plain"]).spawn_piped();
+    std::thread::sleep(Duration::from_millis(800));
+    pg.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    pg.start_again();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let said = stderr(&out);
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines.len(), 2, "one warning, one recovery: {lines:?}");
+    assert!(
+        lines[0].starts_with(&format!("warning: the run history {} cannot record this run's events (", pg.url)),
+        "{lines:?}"
+    );
+    assert!(lines[0].ends_with("); the run goes on, and they are written when it answers again"), "{lines:?}");
+    assert!(lines[1].starts_with(&format!("the run history {} records this run again (", pg.url)), "{lines:?}");
+    let run = json_of(&manage(pg.operator(&home), &["--run-info", "last", "--json"]));
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["node_outcomes"][0]["outcome"], "ok");
+    let jobs = json_of(&manage(pg.operator(&home), &["--list-jobs", "--json"]));
+    let ok = jobs.as_array().unwrap().iter().filter(|j| j["success"] == 1).count();
+    assert_eq!(ok, 60, "every result is in the history");
     let _ = std::fs::remove_dir_all(&home);
 }
