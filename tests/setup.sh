@@ -19,8 +19,9 @@
 #     systemd test host that has Debian's dnf.
 #   - podman, runc and busybox-static: POD and CONTAINER_IMAGE run a real pod from an image
 #     built in the test from a static busybox (runc: crun refuses hybrid cgroups).
-#   - postgresql: the shared-history tests start their own PostgreSQL server (initdb and
-#     pg_ctl from Debian's package, a data directory and port of their own, stopped after).
+#   - postgresql and openssl: the shared-history tests start their own PostgreSQL server
+#     (initdb and pg_ctl from Debian's package, a data directory and port of their own, stopped
+#     after), one of them with TLS certificates made by openssl.
 #   - rustfmt and clippy: .ci/run checks formatting and lints first.
 #   - man-db: the man pages are read with man(1), as a user reads them.
 #   - the x86_64-unknown-linux-musl Rust target: the smallest static executor. Without it the
@@ -51,6 +52,7 @@ command -v podman >/dev/null 2>&1 || need="$need podman"
 command -v runc >/dev/null 2>&1 || need="$need runc"
 [ -x /bin/busybox ] || need="$need busybox-static"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
+command -v openssl >/dev/null 2>&1 || need="$need openssl"
 if [ -n "$need" ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing$need" >&2

@@ -19,6 +19,7 @@ pub(crate) mod recorder;
 pub(crate) mod schema;
 pub(crate) mod status;
 pub(crate) mod store;
+mod tls;
 
 pub(crate) use status::{ResultStatus, RunStatus};
 
@@ -106,13 +107,13 @@ pub(crate) fn location(given: &Path) -> Result<Location, Error> {
             Ok(Location::File(crate::paths::expand_home(path)))
         }
         Some("postgres" | "postgresql") => {
-            text.parse::<postgres::Config>().map_err(|e| {
+            tls::connect_config(&text).map_err(|e| {
                 Error::input(format!(
                     "the history `{}` is not a PostgreSQL URL director can use: {e}",
                     without_password(&text)
                 ))
                 .hint(
-                    "write postgres://USER@HOST[:PORT]/DATABASE (libpq's URL form; ?host=/run/postgresql for a socket)",
+                    "write postgres://USER@HOST[:PORT]/DATABASE[?sslmode=verify-full&sslrootcert=CA.pem] (libpq's URL form; ?host=/run/postgresql for a socket)",
                 )
             })?;
             Ok(Location::Postgres(text.into_owned()))

@@ -198,7 +198,7 @@ struct PgConn {
 impl Pg {
     /// Connects to `url` (libpq's URL form) on a new thread.
     fn connect(url: &str) -> Result<Pg> {
-        let mut config: postgres::Config = url.parse().map_err(pg_error)?;
+        let super::tls::Connect { mut config, tls } = super::tls::connect_config(url)?;
         // A server that does not answer is an error within this time, not a hung run.
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -208,7 +208,11 @@ impl Pg {
         std::thread::Builder::new()
             .name("history-pg".into())
             .spawn(move || {
-                let mut conn = match config.connect(postgres::NoTls) {
+                let client = match tls {
+                    Some(tls) => config.connect(tls),
+                    None => config.connect(postgres::NoTls),
+                };
+                let mut conn = match client {
                     Ok(client) => PgConn { client, prepared: HashMap::new() },
                     Err(e) => {
                         let _ = ready_tx.send(Err(pg_error(e)));

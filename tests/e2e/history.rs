@@ -574,7 +574,7 @@ fn a_history_url_is_sqlite_postgres_or_refused() {
     std::fs::write(&settings, "history: mysql://director@db/director\n").unwrap();
     assert_eq!(refused(local_director(&home).args(["manage", "--list-runs", "--config"]).arg(&settings)), said);
     // A PostgreSQL URL is served (tests/e2e/postgres.rs); one that is not a URL libpq reads is refused.
-    let said = "error: the history `postgres://director@db:port/director` is not a PostgreSQL URL director can use: invalid connection string\n  hint: write postgres://USER@HOST[:PORT]/DATABASE (libpq's URL form; ?host=/run/postgresql for a socket)\n";
+    let said = "error: the history `postgres://director@db:port/director` is not a PostgreSQL URL director can use: invalid connection string\n  hint: write postgres://USER@HOST[:PORT]/DATABASE[?sslmode=verify-full&sslrootcert=CA.pem] (libpq's URL form; ?host=/run/postgresql for a socket)\n";
     assert_eq!(
         refused(local_director(&home).args(["exec", "--history", "postgres://director@db:port/director", "true"])),
         said

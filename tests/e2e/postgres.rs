@@ -41,6 +41,90 @@ impl Postgres {
         server
     }
 
+    /// A server that speaks TLS only on TCP (pg_hba refuses plain TCP), with a certificate
+    /// for 127.0.0.1 (not for `localhost`) signed by `ca.pem` in [`Postgres::dir`].
+    pub(crate) fn start_tls(name: &str) -> Postgres {
+        let server = Postgres::start(name);
+        server.stop();
+        let dir = &server.dir;
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+        };
+        for ca in ["ca", "other-ca"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=director test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ]);
+        }
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        let data = dir.join("data");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        let conf =
+            format!("ssl = on\nssl_cert_file = '{0}/server.pem'\nssl_key_file = '{0}/server.key'\n", dir.display());
+        let mut auto = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
+        std::io::Write::write_all(&mut auto, conf.as_bytes()).unwrap();
+        if harness::is_root() {
+            let chown = Command::new("chown").args(["-R", "postgres:"]).arg(dir).status().unwrap();
+            assert!(chown.success());
+        }
+        std::fs::set_permissions(dir.join("server.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        server.start_again();
+        server
+    }
+
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
     /// Starts the server (again, after [`Postgres::stop`]) on its port.
     pub(crate) fn start_again(&self) {
         let port = self.url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap();
@@ -428,5 +512,47 @@ fn a_run_outlives_a_postgres_outage_and_its_history_is_whole() {
     let jobs = json_of(&manage(pg.operator(&home), &["--list-jobs", "--json"]));
     let ok = jobs.as_array().unwrap().iter().filter(|j| j["success"] == 1).count();
     assert_eq!(ok, 60, "every result is in the history");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// The connection's TLS is libpq's `sslmode`: plain TCP is refused by this server, `prefer`
+/// (the default) and `require` encrypt, `verify-full` checks the certificate's chain and name,
+/// `verify-ca` the chain only.
+#[test]
+fn a_postgres_history_speaks_tls_as_libpq_sslmode_says() {
+    let pg = Postgres::start_tls("tls");
+    let home = scratch("pg-tls");
+    let ca = pg.file("ca.pem");
+    let other = pg.file("other-ca.pem");
+    let run = |url: &str| {
+        let out = output(local_director(&home).env("DIRECTOR_HISTORY", url).args(["exec", "true"]));
+        (code(&out), stderr(&out))
+    };
+    let with = |query: &str| format!("{}?{query}", pg.url);
+    let localhost = pg.url.replace("127.0.0.1", "localhost");
+    assert_eq!(run(&pg.url).0, 0, "prefer, the default, encrypts");
+    assert_eq!(run(&with("sslmode=require")).0, 0);
+    assert_eq!(run(&with(&format!("sslmode=verify-full&sslrootcert={}", ca.display()))).0, 0);
+    assert_eq!(run(&format!("{localhost}?sslmode=verify-ca&sslrootcert={}", ca.display())).0, 0, "verify-ca: any name");
+    let refused = |url: &str, why: &str| {
+        let (code, said) = run(url);
+        assert_eq!(code, 2, "{url}: {said}");
+        assert!(said.contains(why), "{url}: {said}");
+    };
+    refused(&with("sslmode=disable"), "no encryption");
+    refused(&with(&format!("sslmode=verify-full&sslrootcert={}", other.display())), "UnknownIssuer");
+    refused(
+        &format!("{localhost}?sslmode=verify-full&sslrootcert={}", ca.display()),
+        "certificate not valid for name \"localhost\"",
+    );
+    refused(
+        &with("sslmode=verify-full"),
+        &format!("cannot read the root certificates {}/.postgresql/root.crt: ", home.display()),
+    );
+    // The records went to the server through TLS.
+    let mut director = local_director(&home);
+    director.env("DIRECTOR_HISTORY", with("sslmode=require"));
+    let runs = json_of(&manage(director, &["--list-runs", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 4);
     let _ = std::fs::remove_dir_all(&home);
 }
