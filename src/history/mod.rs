@@ -18,6 +18,7 @@ pub(crate) mod query;
 pub(crate) mod recorder;
 pub(crate) mod schema;
 pub(crate) mod status;
+mod pgpass;
 pub(crate) mod store;
 mod tls;
 

@@ -199,6 +199,27 @@ impl Pg {
     /// Connects to `url` (libpq's URL form) on a new thread.
     fn connect(url: &str) -> Result<Pg> {
         let super::tls::Connect { mut config, tls } = super::tls::connect_config(url)?;
+        // As libpq: the user defaults to the login's name, and a password the URL does not
+        // give comes from PGPASSWORD or the password file.
+        if config.get_user().is_none() {
+            if let Ok(user) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+                config.user(&user);
+            }
+        }
+        if config.get_password().is_none() {
+            let host = match config.get_hosts().first() {
+                Some(postgres::config::Host::Tcp(host)) => host.clone(),
+                _ => "localhost".to_string(),
+            };
+            let port = config.get_ports().first().copied().unwrap_or(5432);
+            let user = config.get_user().unwrap_or_default().to_string();
+            let database = config.get_dbname().unwrap_or(&user).to_string();
+            // Said on stderr, as libpq says it: the history has no other voice before a run.
+            let mut warn = |w: String| eprintln!("{w}");
+            if let Some(password) = super::pgpass::lookup(&host, port, &database, &user, &mut warn) {
+                config.password(password);
+            }
+        }
         // A server that does not answer is an error within this time, not a hung run.
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);

@@ -121,6 +121,27 @@ impl Postgres {
         server
     }
 
+    /// A server that asks for `director`'s password (scram-sha-256) on TCP.
+    pub(crate) fn start_with_password(name: &str, password: &str) -> Postgres {
+        let server = Postgres::start(name);
+        let port = server.url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap().to_string();
+        let out = server
+            .pg("psql")
+            .args(["-h", server.dir.to_str().unwrap(), "-p", &port, "-U", "director", "-d", "postgres", "-c"])
+            .arg(format!("ALTER USER director PASSWORD '{password}'"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql: {}", stderr(&out));
+        server.stop();
+        std::fs::write(
+            server.dir.join("data/pg_hba.conf"),
+            "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        server.start_again();
+        server
+    }
+
     pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -554,5 +575,57 @@ fn a_postgres_history_speaks_tls_as_libpq_sslmode_says() {
     director.env("DIRECTOR_HISTORY", with("sslmode=require"));
     let runs = json_of(&manage(director, &["--list-runs", "--json"]));
     assert_eq!(runs.as_array().unwrap().len(), 4);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// A password the URL does not give comes from PGPASSWORD or the password file, as libpq finds
+/// it; a password file others can read is not used, and a password is never shown.
+#[test]
+fn a_postgres_password_comes_from_pgpass_or_pgpassword_as_libpq_finds_it() {
+    let pg = Postgres::start_with_password("password", "s3cret-pw");
+    let home = scratch("pg-password");
+    let pgpass = home.join(".pgpass");
+    let port = pg.url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap().to_string();
+    let run = |env: Option<&str>| {
+        let mut cmd = local_director(&home);
+        cmd.env("DIRECTOR_HISTORY", &pg.url).env_remove("PGPASSWORD").env_remove("PGPASSFILE");
+        if let Some(password) = env {
+            cmd.env("PGPASSWORD", password);
+        }
+        let out = output(cmd.args(["exec", "true"]));
+        assert!(!stderr(&out).contains("s3cret-pw") && !stderr(&out).contains("wrong-pw"), "{}", stderr(&out));
+        (code(&out), stderr(&out))
+    };
+    let (code, said) = run(None);
+    assert_eq!(code, 2, "no password anywhere: {said}");
+    assert!(said.starts_with("error: cannot open the run history "), "{said}");
+    let private = |text: &str, mode: u32| {
+        std::fs::write(&pgpass, text).unwrap();
+        std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    };
+    private(
+        &format!(
+            "# the team's history\nother:{port}:postgres:director:nope\n127.0.0.1:{port}:postgres:director:s3cret-pw\n"
+        ),
+        0o600,
+    );
+    assert_eq!(run(None), (0, String::new()), "the first matching line");
+    private("*:*:*:director:s3cret-pw\n", 0o600);
+    assert_eq!(run(None).0, 0, "wildcards");
+    private("*:*:*:director:s3cret-pw\n", 0o644);
+    let (code, said) = run(None);
+    assert_eq!(code, 2, "{said}");
+    assert!(
+        said.starts_with(&format!(
+            "warning: password file {} has group or world access; permissions should be u=rw (0600) or less: it is not used\n",
+            pgpass.display()
+        )),
+        "{said}"
+    );
+    std::fs::remove_file(&pgpass).unwrap();
+    assert_eq!(run(Some("s3cret-pw")).0, 0, "PGPASSWORD");
+    let (code, said) = run(Some("wrong-pw"));
+    assert_eq!(code, 2, "{said}");
+    assert!(said.contains("password authentication failed for user \"director\""), "{said}");
     let _ = std::fs::remove_dir_all(&home);
 }
