@@ -42,6 +42,10 @@
 //! `Command` does, starts with its parent's peak, so that figure was the bench's own memory
 //! whenever the bench held more than director.)
 //!
+//! `BENCH_TUI=1`: after the rounds, the candidate's TUI runs W1 live in a tmux terminal (its
+//! `o` key), on the whole catalog: the time until the screen says it finished, how the screen
+//! kept changing, how fast keys are answered with every node loaded, its peak memory.
+//!
 //! `BENCH_NODES=5000 BENCH_HOSTS=1000`: a catalog of more nodes than hosts, spread over them
 //! (each node its own SSH connection and executor; the aliases of a host share its home), for
 //! first contact and W1 only, against a floor that opens as many connections.
@@ -272,6 +276,76 @@ impl Bench {
         let m = measure(self.orchestrate(bin, &self.w4, Some(&self.w4_catalog)))?;
         expect(&m, "jobs_ok", W4_JOBS * W4_HOSTS.min(self.hosts))?;
         Ok(m)
+    }
+
+    /// W1 run from the TUI in tmux (see BENCH_TUI); its figures as one line.
+    fn tui_w1(&self, bin: &Binary) -> Result<String, String> {
+        let dir = self.catalog.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir.join("orchestrations")).map_err(|e| e.to_string())?;
+        std::fs::copy(&self.w1, dir.join("orchestrations/w1.yaml")).map_err(|e| e.to_string())?;
+        let probe = self.director(bin);
+        let env: Vec<String> = probe
+            .get_envs()
+            .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
+            .collect();
+        let script = format!(
+            "cd {}\nenv -i {} TERM=xterm-256color {} tui {}\necho \"EXITED $?\"\nsleep 600\n",
+            dir.display(),
+            env.join(" "),
+            bin.path.display(),
+            self.catalog.display()
+        );
+        let tmux = harness::Tmux::start(dir, &script, 160, 50);
+        let loaded = format!("Nodes ({})", self.nodes);
+        tmux.wait_for(&[&loaded], Duration::from_secs(120));
+        tmux.keys(&["o"]);
+        tmux.wait_for(&["Run an orchestration", "w1.yaml"], Duration::from_secs(20));
+        let pid = Command::new("pgrep").args(["-n", "-f", &format!("{} tui", bin.path.display())]).output();
+        let pid: u32 = pid.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(0);
+        let started = Instant::now();
+        tmux.keys(&["Enter"]);
+        let (mut last, mut changes, mut still, mut longest) = (String::new(), 0, Instant::now(), Duration::ZERO);
+        loop {
+            let screen = tmux.screen();
+            if screen != last {
+                changes += 1;
+                longest = longest.max(still.elapsed());
+                still = Instant::now();
+                last = screen;
+            }
+            if last.contains("finished") {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(600) {
+                return Err(format!("W1 did not finish on screen within 600 s; it shows:\n{last}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let finished = started.elapsed();
+        let answered = |key: &str, shows: &str| {
+            let at = Instant::now();
+            tmux.keys(&[key]);
+            tmux.wait_for(&[shows], Duration::from_secs(30));
+            // `keys` waits 150 ms after sending, as a typist would.
+            at.elapsed().saturating_sub(Duration::from_millis(150))
+        };
+        let nodes_key = answered("1", &loaded);
+        let history_key = answered("3", "Past runs");
+        let run_key = answered("2", "finished");
+        let rss = vm_hwm_kb(pid).map(|kb| format!("{:.1} MB", kb as f64 / 1024.0)).unwrap_or_else(|| "?".into());
+        tmux.keys(&["q"]);
+        tmux.wait_for(&["EXITED 0"], Duration::from_secs(30));
+        Ok(format!(
+            "TUI live (tmux 160x50), W1 on {} nodes: finished on screen in {:.0} ms; the screen changed {changes} times, \
+             at most {:.0} ms without change; keys answered in {:.0} ms (nodes), {:.0} ms (history), {:.0} ms (run); \
+             TUI peak RSS {rss}",
+            self.nodes,
+            ms(finished),
+            ms(longest),
+            ms(nodes_key),
+            ms(history_key),
+            ms(run_key)
+        ))
     }
 
     fn w4_local(&self, bin: &Binary) -> Result<Measured, String> {
@@ -538,6 +612,11 @@ fn main() {
             }
         }
     }
+    // BENCH_TUI=1: the candidate's TUI, live in a tmux terminal, runs W1 on the whole
+    // catalog (its `o` key): how long until the screen says it finished, whether the screen
+    // kept changing while it ran, how fast keys are answered with every node loaded, and the
+    // TUI's own peak memory.
+    let tui = std::env::var("BENCH_TUI").is_ok_and(|v| v == "1").then(|| bench.tui_w1(&binaries[0]));
     let _ = agent_process.kill();
     let _ = agent_process.wait();
 
@@ -618,6 +697,11 @@ fn main() {
             line.push_str(&format!(" | {cell:>26}"));
         }
         println!("{line}");
+    }
+    match tui {
+        Some(Ok(line)) => println!("  {line}"),
+        Some(Err(e)) => println!("  TUI live: failed: {e}"),
+        None => {}
     }
     for (b, f) in binaries.iter().zip(&figures) {
         let version = Command::new(&b.path).arg("--version").output().unwrap();

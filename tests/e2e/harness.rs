@@ -810,3 +810,69 @@ fn cgroup_mounts() -> String {
     }
     script
 }
+
+/// A tmux server of the test's own (its own socket), with one session: a real terminal to
+/// drive the TUI in (`send-keys` in, `capture-pane` out).
+pub(crate) struct Tmux {
+    socket: PathBuf,
+}
+
+impl Tmux {
+    pub(crate) fn start(dir: &Path, script: &str, width: u16, height: u16) -> Tmux {
+        let tmux = Tmux { socket: dir.join("tmux.sock") };
+        let script_path = dir.join("pane.sh");
+        std::fs::write(&script_path, script).unwrap();
+        let out = tmux
+            .cmd()
+            .args(["new-session", "-d", "-s", "t", "-x", &width.to_string(), "-y", &height.to_string(), "sh"])
+            .arg(&script_path)
+            .output()
+            .expect("tmux");
+        assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
+        tmux
+    }
+
+    pub(crate) fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&self.socket);
+        c
+    }
+
+    pub(crate) fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            let out = self.cmd().args(["send-keys", "-t", "t", k]).output().expect("tmux send-keys");
+            assert!(out.status.success());
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    pub(crate) fn screen(&self) -> String {
+        let out = self.cmd().args(["capture-pane", "-p", "-t", "t"]).output().expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the screen shows every one of `texts`; returns that screen.
+    pub(crate) fn wait_for(&self, texts: &[&str], within: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if texts.iter().all(|t| screen.contains(t)) {
+                return screen;
+            }
+            assert!(start.elapsed() < within, "the screen never showed {texts:?}; it shows:\n{screen}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub(crate) fn alternate_screen(&self) -> bool {
+        let out =
+            self.cmd().args(["display-message", "-p", "-t", "t", "#{alternate_on}"]).output().expect("tmux display");
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").output();
+    }
+}

@@ -2,75 +2,9 @@
 //! pane (a real terminal) against the fleet's sshd hosts; keys go in with `send-keys` and the
 //! screen comes back with `capture-pane`.
 
-use crate::harness::Fleet;
-use std::path::{Path, PathBuf};
+use crate::harness::{Fleet, Tmux};
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-/// A tmux server of the test's own (its own socket), with one session.
-struct Tmux {
-    socket: PathBuf,
-}
-
-impl Tmux {
-    fn start(dir: &Path, script: &str, width: u16, height: u16) -> Tmux {
-        let tmux = Tmux { socket: dir.join("tmux.sock") };
-        let script_path = dir.join("pane.sh");
-        std::fs::write(&script_path, script).unwrap();
-        let out = tmux
-            .cmd()
-            .args(["new-session", "-d", "-s", "t", "-x", &width.to_string(), "-y", &height.to_string(), "sh"])
-            .arg(&script_path)
-            .output()
-            .expect("tmux");
-        assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
-        tmux
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
-        c.arg("-S").arg(&self.socket);
-        c
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for k in keys {
-            let out = self.cmd().args(["send-keys", "-t", "t", k]).output().expect("tmux send-keys");
-            assert!(out.status.success());
-            std::thread::sleep(Duration::from_millis(150));
-        }
-    }
-
-    fn screen(&self) -> String {
-        let out = self.cmd().args(["capture-pane", "-p", "-t", "t"]).output().expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Waits until the screen shows every one of `texts`; returns that screen.
-    fn wait_for(&self, texts: &[&str], within: Duration) -> String {
-        let start = Instant::now();
-        loop {
-            let screen = self.screen();
-            if texts.iter().all(|t| screen.contains(t)) {
-                return screen;
-            }
-            assert!(start.elapsed() < within, "the screen never showed {texts:?}; it shows:\n{screen}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn alternate_screen(&self) -> bool {
-        let out =
-            self.cmd().args(["display-message", "-p", "-t", "t", "#{alternate_on}"]).output().expect("tmux display");
-        String::from_utf8_lossy(&out.stdout).trim() == "1"
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").output();
-    }
-}
+use std::time::Duration;
 
 /// The shell line that runs director in the pane as `Fleet::director` would, then says how
 /// it ended and how the terminal was left.
