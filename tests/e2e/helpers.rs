@@ -169,3 +169,14 @@ impl SpawnPiped for Command {
         self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
     }
 }
+
+/// What a run on `localhost` says when the run `run` (as `manage --list-runs --json` shows it),
+/// started by `director orchestrate FILE --json` in process `pid`, holds the node.
+pub(crate) fn held_by(run: &serde_json::Value, file: &Path, pid: u32) -> String {
+    let id = run["id"].as_str().unwrap();
+    format!(
+        "error: node localhost is held by run {id} (`director orchestrate {} --json`), running since {} (pid {pid})\n  hint: wait for it with --wait, or stop it with `director manage --cancel {id}`\n",
+        file.display(),
+        run["started"].as_str().unwrap(),
+    )
+}

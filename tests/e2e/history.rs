@@ -300,20 +300,7 @@ fn a_run_on_held_nodes_is_refused_with_exit_4_and_wait_waits() {
     let run = &runs[0];
     assert_eq!(run["status"], "running");
     let out = output(local_director(&home).args(["exec", "echo", "hi"]));
-    assert_eq!(
-        (code(&out), stderr(&out)),
-        (
-            4,
-            format!(
-                "error: node localhost is held by run {} (`director orchestrate {} --json`), running since {} (pid {})\n  hint: wait for it with --wait, or stop it with `director manage --cancel {}`\n",
-                run["id"].as_str().unwrap(),
-                file.display(),
-                run["started"].as_str().unwrap(),
-                holder.id(),
-                run["id"].as_str().unwrap()
-            )
-        )
-    );
+    assert_eq!((code(&out), stderr(&out)), (4, held_by(run, &file, holder.id())));
     let waiter = output(local_director(&home).args(["exec", "--wait", "--json", "echo", "after"]));
     assert_eq!(code(&waiter), 0, "{}", stderr(&waiter));
     assert!(
