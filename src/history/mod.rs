@@ -508,6 +508,8 @@ impl History {
         }
         let now = now_ms();
         let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_default();
+        // The run, its nodes and its jobs go with the commit: one round trip to PostgreSQL.
+        tx.defer_writes();
         tx.exec(
             "INSERT INTO runs (id, kind, command, files, catalogs, started_at, status, pid, host, lock_path, mode) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?9, ?10)",
             args![&spec.id, spec.kind, &spec.command, json(&spec.files), json(&spec.catalogs), now, std::process::id(), operator_host(), owner, spec.mode],

@@ -327,7 +327,7 @@ impl State {
         }
         let run = self.run.clone();
         let now = now_ms();
-        let tx = self.history.store().begin()?;
+        let tx = self.history.store().begin_writes()?;
         let mut ended = Vec::new();
         for (event, at) in pending {
             let at = *at;

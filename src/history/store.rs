@@ -27,6 +27,12 @@ impl From<i64> for Value {
     }
 }
 
+impl From<f64> for Value {
+    fn from(v: f64) -> Value {
+        Value::Real(v)
+    }
+}
+
 impl From<i32> for Value {
     fn from(v: i32) -> Value {
         Value::Int(v.into())
@@ -240,6 +246,11 @@ impl Pg {
                         return;
                     }
                 };
+                // Inlined literals ([`pg_inline`]) rely on it (PostgreSQL's default since 9.1).
+                if let Err(e) = conn.client.batch_execute("SET standard_conforming_strings = on") {
+                    let _ = ready_tx.send(Err(pg_error(e)));
+                    return;
+                }
                 let _ = ready_tx.send(Ok(()));
                 while let Ok(call) = queue.recv() {
                     call(&mut conn);
@@ -275,16 +286,19 @@ impl PgConn {
 /// A connection to the history's database.
 pub(crate) struct Store {
     conn: RefCell<Conn>,
+    /// A write-only PostgreSQL transaction's statements, sent in one round trip at its
+    /// commit ([`Store::begin_writes`]).
+    deferred: RefCell<Option<String>>,
 }
 
 impl Store {
     pub(crate) fn sqlite(conn: rusqlite::Connection) -> Store {
-        Store { conn: RefCell::new(Conn::Sqlite(conn)) }
+        Store { conn: RefCell::new(Conn::Sqlite(conn)), deferred: RefCell::new(None) }
     }
 
     /// Connects to the PostgreSQL database at `url`.
     pub(crate) fn postgres(url: &str) -> Result<Store> {
-        Ok(Store { conn: RefCell::new(Conn::Postgres(Pg::connect(url)?)) })
+        Ok(Store { conn: RefCell::new(Conn::Postgres(Pg::connect(url)?)), deferred: RefCell::new(None) })
     }
 
     pub(crate) fn dialect(&self) -> Dialect {
@@ -296,6 +310,11 @@ impl Store {
 
     /// Runs one statement; returns the rows it changed.
     pub(crate) fn exec(&self, sql: &str, args: &[Value]) -> Result<u64> {
+        if let Some(deferred) = &mut *self.deferred.borrow_mut() {
+            deferred.push_str(&pg_inline(sql, args));
+            deferred.push_str(";\n");
+            return Ok(0);
+        }
         match &mut *self.conn.borrow_mut() {
             Conn::Sqlite(c) => Ok(c.prepare_cached(sql)?.execute(rusqlite::params_from_iter(args))? as u64),
             Conn::Postgres(pg) => {
@@ -305,6 +324,14 @@ impl Store {
                     c.client.execute(&stmt, &pg_params(&args)).map_err(pg_error)
                 })
             }
+        }
+    }
+
+    /// Sends PostgreSQL statements as they are, in one round trip.
+    fn batch_raw(&self, sql: String) -> Result<()> {
+        match &mut *self.conn.borrow_mut() {
+            Conn::Sqlite(c) => Ok(c.execute_batch(&sql)?),
+            Conn::Postgres(pg) => pg.call(move |c| c.client.batch_execute(&sql).map_err(pg_error)),
         }
     }
 
@@ -358,7 +385,20 @@ impl Store {
             Dialect::Sqlite => self.batch("BEGIN IMMEDIATE")?,
             Dialect::Postgres => self.batch("BEGIN")?,
         }
-        Ok(Tx { store: self, done: false })
+        Ok(Tx { store: self, done: false, begun: true })
+    }
+
+    /// Starts a transaction that only writes and whose statements' counts nobody reads (the
+    /// recorder's batches): on PostgreSQL its statements are kept, their values inlined as
+    /// literals, and sent with `BEGIN` and `COMMIT` in one round trip at [`Tx::commit`] — a
+    /// history across a WAN costs one round trip per batch, not one per statement. SQLite
+    /// has no round trips: there it is [`Store::begin`].
+    pub(crate) fn begin_writes(&self) -> Result<Tx<'_>> {
+        if self.dialect() == Dialect::Sqlite {
+            return self.begin();
+        }
+        *self.deferred.borrow_mut() = Some(String::from("BEGIN;\n"));
+        Ok(Tx { store: self, done: false, begun: false })
     }
 }
 
@@ -366,6 +406,8 @@ impl Store {
 pub(crate) struct Tx<'a> {
     store: &'a Store,
     done: bool,
+    /// Whether the server has seen its `BEGIN` (and so needs a `ROLLBACK` if dropped).
+    begun: bool,
 }
 
 impl std::ops::Deref for Tx<'_> {
@@ -376,15 +418,31 @@ impl std::ops::Deref for Tx<'_> {
 }
 
 impl Tx<'_> {
+    /// From here on, on PostgreSQL, this transaction's statements are kept and sent with its
+    /// commit in one round trip, as in [`Store::begin_writes`] (after the reads it needed).
+    pub(crate) fn defer_writes(&self) {
+        if self.store.dialect() == Dialect::Postgres {
+            self.store.deferred.borrow_mut().get_or_insert_with(String::new);
+        }
+    }
+
     pub(crate) fn commit(mut self) -> Result<()> {
         self.done = true;
-        self.store.batch("COMMIT")
+        match self.store.deferred.borrow_mut().take() {
+            Some(mut statements) => {
+                statements.push_str("COMMIT;");
+                self.store.batch_raw(statements)
+            }
+            None => self.store.batch("COMMIT"),
+        }
     }
 }
 
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
-        if !self.done {
+        // Deferred statements are dropped unsent; a BEGIN the server saw is rolled back.
+        let deferred = self.store.deferred.borrow_mut().take();
+        if !self.done && (self.begun || deferred.is_none()) {
             let _ = self.store.batch("ROLLBACK");
         }
     }
@@ -507,6 +565,39 @@ pub(crate) fn pg_sql(sql: &str) -> String {
     text
 }
 
+/// The statement as PostgreSQL reads it with its values written in: `?N` becomes the N-th
+/// value as a literal (text quoted with `'` doubled; the connection keeps
+/// `standard_conforming_strings` on, so a backslash is a backslash). Outside quotes only.
+pub(crate) fn pg_inline(sql: &str, args: &[Value]) -> String {
+    let literal = |v: &Value| match v {
+        Value::Null => "NULL".to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Real(r) if r.is_finite() => format!("{r:?}"),
+        Value::Real(r) => format!("'{r}'::float8"),
+        // PostgreSQL text cannot hold NUL; the driver would refuse it the same way.
+        Value::Text(t) => format!("'{}'", t.replace('\'', "''").replace('\0', "")),
+    };
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut quoted = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if c == '?' && !quoted && chars.peek().is_some_and(char::is_ascii_digit) {
+            let mut n = 0usize;
+            while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                n = n * 10 + d as usize;
+                chars.next();
+            }
+            out.push_str(&args.get(n.wrapping_sub(1)).map(literal).unwrap_or_else(|| "NULL".into()));
+            continue;
+        }
+        out.push(c);
+    }
+    pg_sql(&out)
+}
+
 /// A schema's DDL as PostgreSQL needs it: its integers hold milliseconds since the epoch,
 /// which need 64 bits (SQLite's INTEGER has them, PostgreSQL's has 32).
 pub(crate) fn pg_ddl(sql: &str) -> String {
@@ -528,6 +619,13 @@ mod tests {
             "SELECT json_array_length(CAST(j.targets AS json)), json_array_length(CAST(x AS json))"
         );
         assert_eq!(pg_ddl("a INTEGER NOT NULL,\n b INTEGER"), "a BIGINT NOT NULL,\n b BIGINT");
+        assert_eq!(
+            pg_inline(
+                "UPDATE t SET a = ?2, b = 'x?1', c = ?10, d = ?3 WHERE e = ?1",
+                args!["it's \\ here", 7, None::<i64>, 4, 5, 6, 7, 8, 9, 1.5]
+            ),
+            "UPDATE t SET a = 7, b = 'x?1', c = 1.5, d = NULL WHERE e = 'it''s \\ here'"
+        );
     }
 
     #[test]

@@ -275,6 +275,9 @@ fn every_manage_command_reads_a_postgres_history_as_it_reads_sqlite() {
     let operators: [(&str, &dyn Fn() -> Command); 2] =
         [("sqlite", &|| local_director(&lite_home)), ("postgres", &|| pg.operator(&pg_home))];
     for (name, operator) in operators {
+        // Output that SQL would misread if it were pasted into a statement unquoted.
+        let tricky = r#"printf '%s\n' "it's a \\ back ?1 \$1 \$\$ é -- ;" >&2"#;
+        assert_eq!(code(&output(operator().args(["exec", "--progress", "plain", tricky]))), 0, "{name}");
         assert_eq!(code(&output(operator().args(["exec", "--progress", "plain", "echo", "hi"]))), 0, "{name}");
         let failed = output(operator().arg("orchestrate").arg(&file).args(["--progress", "plain"]));
         assert_eq!(code(&failed), 1, "{name}: {}", stderr(&failed));
@@ -294,6 +297,10 @@ fn every_manage_command_reads_a_postgres_history_as_it_reads_sqlite() {
         assert_eq!(code(&pg_out), 0, "{args:?}: {}", stderr(&pg_out));
         assert_eq!(masked(json_of(&pg_out)), masked(json_of(&lite)), "{args:?}");
     }
+    let tricky_job = json_of(&manage(pg.operator(&pg_home), &["--list-jobs", "--json"]));
+    let tricky_job = tricky_job.as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_string();
+    let info = json_of(&manage(pg.operator(&pg_home), &["--job-info", &tricky_job, "--json"]));
+    assert_eq!(info["results"][0]["stderr"], "it's a \\ back ?1 $1 $$ é -- ;\n");
     // Every job with its results, as --export-jobs writes them.
     let exports = operators.map(|(name, operator)| {
         let path = lite_home.join(format!("export-{name}.json"));
