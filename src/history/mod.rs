@@ -333,8 +333,10 @@ impl History {
         let e = |e| db_error(&self.location, e);
         let key = random_key().map_err(|err| Error::internal(format!("cannot make the history's key: {err}")))?;
         let tx = self.store.begin().map_err(e)?;
+        // Two first runs at once: CREATE TABLE IF NOT EXISTS is not safe against itself in
+        // PostgreSQL (both may try to create the type), so one waits for the other here.
+        tx.exec("SELECT pg_advisory_xact_lock(?1)", args![BEGIN_LOCK]).map_err(e)?;
         tx.batch("CREATE TABLE IF NOT EXISTS history_key (key TEXT NOT NULL)").map_err(e)?;
-        tx.exec("LOCK TABLE history_key", &[]).map_err(e)?;
         tx.exec(
             "INSERT INTO history_key (key) SELECT ?1 WHERE NOT EXISTS (SELECT 1 FROM history_key)",
             args![crate::verb::source::hex(&key)],

@@ -623,3 +623,28 @@ fn a_postgres_password_comes_from_pgpass_or_pgpassword_as_libpq_finds_it() {
     assert!(said.contains("password authentication failed for user \"director\""), "{said}");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// Operators starting at the same instant on the same node: one takes it, every other is
+/// refused (exit 4), never two running at once.
+#[test]
+fn operators_starting_at_once_on_postgres_take_a_node_once() {
+    let pg = Postgres::start("race");
+    let homes: Vec<PathBuf> = (0..6).map(|i| scratch(&format!("pg-race-{i}"))).collect();
+    let marker = format!("sleep 3.{}8", std::process::id());
+    let children: Vec<_> =
+        homes.iter().map(|home| pg.operator(home).args(["exec", "--json", &marker]).spawn_piped()).collect();
+    let outs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let codes: Vec<i32> = outs.iter().map(code).collect();
+    for o in outs.iter().filter(|o| code(o) == 4) {
+        assert!(stderr(o).starts_with("error: node localhost is held by run "), "{}", stderr(o));
+    }
+    let mut sorted = codes.clone();
+    sorted.sort();
+    let said: Vec<String> = outs.iter().map(stderr).collect();
+    assert_eq!(sorted, [0, 4, 4, 4, 4, 4], "one ran, the others were refused: {codes:?} {said:?}");
+    let runs = json_of(&manage(pg.operator(&homes[0]), &["--list-runs", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 1, "only the run that took the node is recorded: {runs}");
+    for home in homes {
+        let _ = std::fs::remove_dir_all(home);
+    }
+}
