@@ -648,3 +648,42 @@ fn operators_starting_at_once_on_postgres_take_a_node_once() {
         let _ = std::fs::remove_dir_all(home);
     }
 }
+
+/// The TUI reads and writes a PostgreSQL history as it does SQLite's: another operator's run
+/// in its History screen, the nodes' facts, and a run it starts recorded there.
+#[test]
+fn the_tui_reads_and_writes_a_postgres_history() {
+    let pg = Postgres::start("tui");
+    let (other, home) = (scratch("pg-tui-other"), scratch("pg-tui"));
+    let out = output(pg.operator(&other).args(["exec", "--progress", "plain", "echo", "from another operator"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    std::fs::create_dir_all(home.join("orchestrations")).unwrap();
+    std::fs::write(home.join("orchestrations/hello.yaml"), "- jobs:\n    - RUN: echo hello from the tui\n").unwrap();
+    let script = format!(
+        "cd {dir}\nenv -u SSH_AUTH_SOCK -u DIRECTOR_CATALOG -u DIRECTOR_CONFIG -u XDG_STATE_HOME -u XDG_CONFIG_HOME -u XDG_CACHE_HOME HOME={dir} DIRECTOR_HISTORY={url} TERM=xterm-256color {bin} tui\necho \"EXITED $?\"\nsleep 600\n",
+        dir = home.display(),
+        url = pg.url,
+        bin = env!("CARGO_BIN_EXE_director"),
+    );
+    let tmux = harness::Tmux::start(&home, &script, 150, 40);
+    // The node's facts come from the history the other operator wrote.
+    tmux.wait_for(&["Nodes (1)", "localhost", "x86_64"], Duration::from_secs(20));
+    tmux.keys(&["3"]);
+    tmux.wait_for(
+        &["Past runs (1)", "exec        succeeded", "director exec --progress plain echo 'from another"],
+        Duration::from_secs(10),
+    );
+    tmux.keys(&["o"]);
+    tmux.wait_for(&["Run an orchestration", "orchestrations/hello.yaml"], Duration::from_secs(10));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["finished"], Duration::from_secs(30));
+    tmux.keys(&["3"]);
+    tmux.wait_for(&["Past runs (2)"], Duration::from_secs(10));
+    tmux.keys(&["q"]);
+    tmux.wait_for(&["EXITED 0"], Duration::from_secs(10));
+    let runs = json_of(&manage(pg.operator(&other), &["--list-runs", "--json"]));
+    assert_eq!(runs[0]["kind"], "orchestrate", "the TUI's run is in the shared history: {runs}");
+    assert_eq!(runs[0]["status"], "succeeded");
+    let _ = std::fs::remove_dir_all(&other);
+    let _ = std::fs::remove_dir_all(&home);
+}
