@@ -257,6 +257,14 @@ fn advisory_key(id: &str) -> i64 {
     i64::from_str_radix(&hash_id(id)[..15], 16).unwrap_or(1)
 }
 
+/// Takes run `run`'s advisory lock on `store`'s PostgreSQL connection, held until that
+/// connection closes however its process ends; returns what the run's lock column says.
+fn take_run_lock(store: &Store, run: &str) -> store::Result<String> {
+    let key = advisory_key(run);
+    store.one::<Option<String>>("SELECT CAST(pg_advisory_lock(?1) AS TEXT)", args![key])?;
+    Ok(format!("{ADVISORY}{key}"))
+}
+
 /// How a run's lock column names its owner on PostgreSQL: the advisory lock its operator's
 /// connection holds.
 const ADVISORY: &str = "advisory:";
@@ -370,7 +378,7 @@ impl History {
     pub(crate) fn reconnect(&mut self, run: &str) -> store::Result<()> {
         if let Location::Postgres(url) = &self.location {
             self.store = Store::postgres(url)?;
-            self.store.one::<Option<String>>("SELECT CAST(pg_advisory_lock(?1) AS TEXT)", args![advisory_key(run)])?;
+            take_run_lock(&self.store, run)?;
         }
         Ok(())
     }
@@ -421,12 +429,8 @@ impl History {
                 (RunGuard { lock: Some((lock_path, lock)) }, owner)
             }
             None => {
-                // Held by this connection until it closes, however the process ends.
-                let key = advisory_key(&spec.id);
-                self.store
-                    .one::<Option<String>>("SELECT CAST(pg_advisory_lock(?1) AS TEXT)", args![key])
-                    .map_err(|e| self.err(e))?;
-                (RunGuard { lock: None }, format!("{ADVISORY}{key}"))
+                let owner = take_run_lock(&self.store, &spec.id).map_err(|e| self.err(e))?;
+                (RunGuard { lock: None }, owner)
             }
         };
         let mut told = false;

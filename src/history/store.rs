@@ -540,44 +540,28 @@ fn pg_row(row: &postgres::Row) -> Result<Row> {
 /// The statement as PostgreSQL reads it: `?N` placeholders become `$N` (outside quotes), and
 /// SQLite's JSON function on a text column gets the cast PostgreSQL's needs.
 pub(crate) fn pg_sql(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut quoted = false;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                quoted = !quoted;
-                out.push(c);
-            }
-            '?' if !quoted && chars.peek().is_some_and(char::is_ascii_digit) => out.push('$'),
-            _ => out.push(c),
-        }
-    }
-    let mut text = out;
-    const JSON: &str = "json_array_length(";
-    let mut from = 0;
-    while let Some(at) = text[from..].find(JSON).map(|at| from + at + JSON.len()) {
-        let close = at + text[at..].find(')').unwrap_or(0);
-        let cast = format!("CAST({} AS json)", &text[at..close]);
-        text.replace_range(at..close, &cast);
-        from = at + cast.len();
-    }
-    text
+    placeholders(&json_cast(sql), |n| format!("${n}"))
 }
 
 /// The statement as PostgreSQL reads it with its values written in: `?N` becomes the N-th
 /// value as a literal (text quoted with `'` doubled; the connection keeps
 /// `standard_conforming_strings` on, so a backslash is a backslash). Outside quotes only.
 pub(crate) fn pg_inline(sql: &str, args: &[Value]) -> String {
-    let literal = |v: &Value| match v {
-        Value::Null => "NULL".to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Real(r) if r.is_finite() => format!("{r:?}"),
-        Value::Real(r) => format!("'{r}'::float8"),
-        // PostgreSQL text cannot hold NUL; the driver would refuse it the same way.
-        Value::Text(t) => format!("'{}'", t.replace('\'', "''").replace('\0', "")),
+    let literal = |n: usize| match n.checked_sub(1).and_then(|i| args.get(i)) {
+        None | Some(Value::Null) => "NULL".to_string(),
+        Some(Value::Int(i)) => i.to_string(),
+        Some(Value::Real(r)) if r.is_finite() => format!("{r:?}"),
+        Some(Value::Real(r)) => format!("'{r}'::float8"),
+        // PostgreSQL text cannot hold NUL: it is dropped (sent as a parameter, the driver
+        // would refuse the whole statement).
+        Some(Value::Text(t)) => format!("'{}'", t.replace('\'', "''").replace('\0', "")),
     };
-    let mut out = String::with_capacity(sql.len() + 64);
+    placeholders(&json_cast(sql), literal)
+}
+
+/// `sql` with each `?N` outside quotes replaced by `with(N)`.
+fn placeholders(sql: &str, with: impl Fn(usize) -> String) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
     let mut quoted = false;
     let mut chars = sql.chars().peekable();
     while let Some(c) = chars.next() {
@@ -590,12 +574,28 @@ pub(crate) fn pg_inline(sql: &str, args: &[Value]) -> String {
                 n = n * 10 + d as usize;
                 chars.next();
             }
-            out.push_str(&args.get(n.wrapping_sub(1)).map(literal).unwrap_or_else(|| "NULL".into()));
+            out.push_str(&with(n));
             continue;
         }
         out.push(c);
     }
-    pg_sql(&out)
+    out
+}
+
+/// SQLite's `json_array_length(X)` on a text column as PostgreSQL's needs it:
+/// `json_array_length(CAST(X AS json))`. Applied to the statement as written, before any
+/// value is written into it.
+fn json_cast(sql: &str) -> String {
+    const JSON: &str = "json_array_length(";
+    let mut text = sql.to_string();
+    let mut from = 0;
+    while let Some(at) = text[from..].find(JSON).map(|at| from + at + JSON.len()) {
+        let close = at + text[at..].find(')').unwrap_or(0);
+        let cast = format!("CAST({} AS json)", &text[at..close]);
+        text.replace_range(at..close, &cast);
+        from = at + cast.len();
+    }
+    text
 }
 
 /// A schema's DDL as PostgreSQL needs it: its integers hold milliseconds since the epoch,
@@ -625,6 +625,11 @@ mod tests {
                 args!["it's \\ here", 7, None::<i64>, 4, 5, 6, 7, 8, 9, 1.5]
             ),
             "UPDATE t SET a = 7, b = 'x?1', c = 1.5, d = NULL WHERE e = 'it''s \\ here'"
+        );
+        assert_eq!(
+            pg_inline("SELECT json_array_length(t), ?1", args!["json_array_length(x) ?2"]),
+            "SELECT json_array_length(CAST(t AS json)), 'json_array_length(x) ?2'",
+            "a value is written in as it is"
         );
     }
 

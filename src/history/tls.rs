@@ -47,9 +47,9 @@ pub(crate) fn connect_config(url: &str) -> Result<Connect, StoreError> {
         SslMode::Prefer => postgres::config::SslMode::Prefer,
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => postgres::config::SslMode::Require,
     });
-    let verifier: Arc<dyn ServerCertVerifier> = match mode {
+    let chain = match mode {
         SslMode::Disable => return Ok(Connect { config, tls: None }),
-        SslMode::Prefer | SslMode::Require => Arc::new(Unchecked(provider())),
+        SslMode::Prefer | SslMode::Require => None,
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let path = rootcert.unwrap_or_else(|| crate::paths::expand_home("~/.postgresql/root.crt"));
             let mut roots = rustls::RootCertStore::empty();
@@ -64,18 +64,19 @@ pub(crate) fn connect_config(url: &str) -> Result<Connect, StoreError> {
             let checked = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(provider()))
                 .build()
                 .map_err(|e| StoreError(format!("no root certificate in {}: {e}", path.display())))?;
-            if mode == SslMode::VerifyCa {
-                Arc::new(AnyName(checked))
-            } else {
-                checked
-            }
+            Some(checked)
         }
+    };
+    let verifier = Verifier {
+        chain,
+        any_name: mode != SslMode::VerifyFull,
+        algorithms: provider().signature_verification_algorithms,
     };
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| StoreError(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(Connect { config, tls: Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls)) })
 }
@@ -143,52 +144,18 @@ fn percent_decoded(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `prefer`/`require`: any certificate (libpq does not check one in these modes), but the
-/// handshake's signatures are still checked, so the server holds the key of the certificate
-/// it shows.
+/// What the server's certificate must be, by `sslmode`: for `prefer`/`require` anything (no
+/// `chain`: libpq does not check one in these modes); for `verify-ca` a chain to a root, for any
+/// name; for `verify-full` a chain and the URL's host. In every mode the handshake's signatures
+/// are checked, so the server holds the key of the certificate it shows.
 #[derive(Debug)]
-struct Unchecked(rustls::crypto::CryptoProvider);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Verifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    any_name: bool,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
-/// `verify-ca`: the chain checked, the name not.
-#[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -197,10 +164,11 @@ impl ServerCertVerifier for AnyName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if self.any_name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -211,7 +179,7 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -220,11 +188,11 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 

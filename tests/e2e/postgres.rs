@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub(crate) struct Postgres {
     dir: PathBuf,
     bin: PathBuf,
+    port: u16,
     pub(crate) url: String,
 }
 
@@ -26,7 +27,8 @@ impl Postgres {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let server = Postgres { dir: dir.clone(), bin, url: format!("postgres://director@127.0.0.1:{port}/postgres") };
+        let url = format!("postgres://director@127.0.0.1:{port}/postgres");
+        let server = Postgres { dir: dir.clone(), bin, port, url };
         // PostgreSQL refuses to run as root: as root, the server is the postgres user's.
         if harness::is_root() {
             let chown = Command::new("chown").args(["-R", "postgres:"]).arg(&dir).status().unwrap();
@@ -124,7 +126,7 @@ impl Postgres {
     /// A server that asks for `director`'s password (scram-sha-256) on TCP.
     pub(crate) fn start_with_password(name: &str, password: &str) -> Postgres {
         let server = Postgres::start(name);
-        let port = server.url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap().to_string();
+        let port = server.port.to_string();
         let out = server
             .pg("psql")
             .args(["-h", server.dir.to_str().unwrap(), "-p", &port, "-U", "director", "-d", "postgres", "-c"])
@@ -148,8 +150,7 @@ impl Postgres {
 
     /// Starts the server (again, after [`Postgres::stop`]) on its port.
     pub(crate) fn start_again(&self) {
-        let port = self.url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap();
-        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.dir.display());
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.display());
         let out = self
             .pg("pg_ctl")
             .arg("-D")
@@ -579,7 +580,7 @@ fn a_postgres_password_comes_from_pgpass_or_pgpassword_as_libpq_finds_it() {
     let pg = Postgres::start_with_password("password", "s3cret-pw");
     let home = scratch("pg-password");
     let pgpass = home.join(".pgpass");
-    let port = pg.url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap().to_string();
+    let port = pg.port;
     let run = |env: Option<&str>| {
         let mut cmd = local_director(&home);
         cmd.env("DIRECTOR_HISTORY", &pg.url).env_remove("PGPASSWORD").env_remove("PGPASSFILE");
