@@ -138,6 +138,14 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DIR", conflicts_with = "page")]
         dir: Option<PathBuf>,
     },
+    /// Serve a run's nodes behind this machine for an operator (started by director itself,
+    /// over SSH, on a catalog node named as a `relay:`).
+    #[command(hide = true)]
+    Relay {
+        /// Just uploaded: check this binary's sha3-256 and move it to PATH first.
+        #[arg(long, num_args = 2, value_names = ["SHA3", "PATH"])]
+        install: Option<Vec<String>>,
+    },
     /// The full-screen terminal UI: nodes, runs as they go, past runs, actions.
     Tui {
         /// Catalog file(s); several are merged. Default: --catalog, else the embedded local catalog.

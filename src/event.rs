@@ -8,7 +8,7 @@
 //! `"type"`; see docs in README.md ("JSON events"). A field is never removed or renamed within
 //! a version; new fields may be added, so consumers that deny unknown fields pin a version.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `text` cut at `max` characters, with `…` when it was cut.
 pub(crate) fn ellipsize(text: &str, max: usize) -> String {
@@ -24,7 +24,7 @@ pub(crate) fn ellipsize(text: &str, max: usize) -> String {
 pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// How a job ended on one node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Ok,
@@ -70,7 +70,7 @@ impl JobStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stream {
     Stdout,
@@ -78,7 +78,7 @@ pub enum Stream {
 }
 
 /// How a node's part of the run ended, decided once by the engine for every consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeOutcome {
     /// Every job ended ok, cached, skipped, or (in a plan) would run.
@@ -108,7 +108,7 @@ impl NodeOutcome {
 }
 
 /// Jobs by how they ended: what a node's task tallies and the live views show.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobCounts {
     pub ok: usize,
     pub cached: usize,
@@ -159,7 +159,7 @@ impl RunKind {
 }
 
 /// A real run, or a plan of one (`--plan`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunMode {
     #[default]
@@ -180,7 +180,7 @@ impl RunMode {
 }
 
 /// One job of a run, as `run_started` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobBrief {
     pub job: usize,
     /// The whole name (events never cut it; frontends may for display).
@@ -191,7 +191,7 @@ pub struct JobBrief {
 }
 
 /// Counts for the end of a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub nodes: usize,
     pub nodes_ok: usize,
@@ -211,7 +211,7 @@ pub struct Summary {
     pub elapsed_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     RunStarted {

@@ -84,10 +84,16 @@ impl Launch {
         let mut plan = self.plan;
         transport::open_files::ensure(plan.nodes.len())?;
         plan.nodes.iter_mut().for_each(|n| config.becomes.apply(n));
-        let ssh_warnings = transport::ssh_config::apply(&mut plan.nodes, &config.ssh_config)?;
+        let mut ssh_warnings = transport::ssh_config::apply(&mut plan.nodes, &config.ssh_config)?;
+        ssh_warnings.extend(transport::ssh_config::apply(&mut plan.relays, &config.ssh_config)?);
+        let agent = relay_agent(&plan)?;
         let ssh = if plan.nodes.iter().any(|n| n.transport == TransportKind::Ssh) {
             config.known_hosts.user.iter().try_for_each(|f| transport::known_hosts::check_file(f))?;
-            let credentials = transport::ssh::Credentials::load(catalog, &plan.nodes)?;
+            // Nodes behind a relay log in from there with the forwarded agent: only the
+            // relays' own keys are loaded here.
+            let reached: Vec<_> =
+                plan.nodes.iter().filter(|n| n.relay.is_none()).chain(&plan.relays).cloned().collect();
+            let credentials = transport::ssh::Credentials::load(catalog, &reached)?;
             Some(Arc::new(transport::ssh::SshSettings {
                 connect_timeout: config.connect_timeout,
                 connect_timeout_given: config.connect_timeout_given,
@@ -132,12 +138,28 @@ impl Launch {
             mode: config.mode,
             diff: config.diff,
             seal,
+            agent,
+            connect_concurrency: config.connect_concurrency,
         });
         let (tx, events) = mpsc::channel(4096);
         let (cancel, cancel_rx) = watch::channel(CancelLevel::None);
         let sink = crate::node::Sink::new(tx, secrets);
         let engine = tokio::spawn(engine::run(Arc::new(plan), engine_config, sink, cancel_rx));
         Ok(Running { warnings, events, remote_cancel, cancel, recorder, engine, _guard: guard })
+    }
+}
+
+/// The ssh-agent a run through relays forwards to them: `SSH_AUTH_SOCK`, required then.
+fn relay_agent(plan: &Plan) -> Result<Option<std::path::PathBuf>, Error> {
+    let Some(behind) = plan.nodes.iter().find(|n| n.relay.is_some()) else { return Ok(None) };
+    let relay = behind.relay.as_ref().map(|r| r.name.as_str()).unwrap_or_default();
+    match std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) {
+        Some(socket) => Ok(Some(socket.into())),
+        None => Err(Error::input(format!(
+            "node `{}` is behind relay `{relay}`, which logs in to its nodes with your ssh-agent, and SSH_AUTH_SOCK is not set",
+            behind.name
+        ))
+        .hint("start an agent and add the nodes' key (`eval $(ssh-agent)`, `ssh-add KEY`): it is forwarded to the relay for the run, and no private key leaves this machine")),
     }
 }
 

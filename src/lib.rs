@@ -26,6 +26,7 @@ mod cli; // what the user typed (clap)
 mod config; // the settings resolved from the command line, the environment and the file
 mod logging; // -v and DIRECTOR_LOG
 mod launch; // a plan started: nodes locked, recorder and engine going
+mod relay; // `director relay`: a site's part of a run, on its gateway
 mod frontend; // what the user sees: JSON, plain lines, the live view, the TUI, manage
 
 /// What the end-to-end suite, the benches and the fuzzers reach inside the library (the
@@ -116,6 +117,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
     };
     match cli.command {
         cli::Command::Manage(args) => frontend::manage::run(&args, &history),
+        cli::Command::Relay { install } => relay::serve(install.as_deref()),
         cli::Command::Completions { shell } => {
             // A closed stdout is the reader's business.
             let _ = std::io::Write::write_all(&mut std::io::stdout(), &cli::completions(shell));
@@ -206,7 +208,7 @@ fn run(cli: cli::Cli, command: &str) -> Result<i32, Error> {
             };
             let mut plan = Plan::build(&catalog, &[orchestration], &selection)?;
             if !cached && !config.ignore_cache {
-                plan.forced = Some("an ad-hoc command always runs (--cached answers it from the node cache)");
+                plan.forced = Some("an ad-hoc command always runs (--cached answers it from the node cache)".into());
             }
             execute(launch(plan, RunKind::Exec, &[]), &catalog, config, logging)
         }

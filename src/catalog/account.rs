@@ -8,7 +8,7 @@
 //! `transport::escalate`); nothing here runs anything.
 
 /// How the login user becomes another user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum BecomeMethod {
     #[default]
     Sudo,
@@ -38,7 +38,7 @@ impl BecomeMethod {
 }
 
 /// A node's become settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Become {
     /// Jobs become `user` unless their entry or job says `become: false`.
     pub enabled: bool,

@@ -372,6 +372,7 @@ pub fn nodes(index: usize, doc: &Document) -> Result<(Vec<Node>, Vec<String>), E
             host_key_checking: None,
             becomes: super::Become::default(),
             ssh: super::SshOptions::default(),
+            relay: None,
             origin: (index, origin.clone()),
         };
         for (key, value) in vars {

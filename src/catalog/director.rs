@@ -4,7 +4,9 @@
 
 use super::fields::{bool_field, check_keys, list_of_text, map_field, port_field, text_field, word_field};
 use super::yaml::{child, Document, Seg};
-use super::{local_user, Become, BecomeMethod, HostKeyPolicy, IdentityOrigin, Jump, Node, SshOptions, TransportKind};
+use super::{
+    local_user, Become, BecomeMethod, HostKeyPolicy, IdentityOrigin, Jump, Node, Relay, SshOptions, TransportKind,
+};
 use crate::error::Error;
 use crate::paths::expand_home;
 use serde_json::{Map, Value};
@@ -20,6 +22,7 @@ const NODE_KEYS: &[&str] = &[
     "transport",
     "host_key_checking",
     "via",
+    "relay",
     "become",
     "become_user",
     "become_method",
@@ -33,12 +36,13 @@ const DEFAULT_KEYS: &[&str] = &[
     "transport",
     "host_key_checking",
     "via",
+    "relay",
     "become",
     "become_user",
     "become_method",
 ];
 
-const GROUP_KEYS: &[&str] = &["vars", "become", "become_user", "become_method"];
+const GROUP_KEYS: &[&str] = &["vars", "relay", "become", "become_user", "become_method"];
 
 const TOP_KEYS: &[&str] = &["defaults", "groups", "nodes", "vars", "secrets", "secrets_file"];
 
@@ -121,6 +125,13 @@ fn settings(doc: &Document, path: &[Seg], map: &Map<String, Value>) -> Result<Se
         becomes: BecomeSettings::read(doc, path, map)?,
         vars: map_field(doc, path, map, "vars")?.cloned().unwrap_or_default(),
     })
+}
+
+/// The `relay:` of the level at `path` (defaults, a group or a node), `map` its mapping: a
+/// catalog node's name.
+fn relay_field(doc: &Document, index: usize, path: &[Seg], map: Option<&Value>) -> Result<Option<Relay>, Error> {
+    let Some(Value::Object(map)) = map else { return Ok(None) };
+    Ok(word_field(doc, path, map, "relay")?.map(|name| Relay { name, at: (index, child(path, "relay")) }))
 }
 
 /// `via:` hops, each `[user@]host[:port]`.
@@ -213,6 +224,8 @@ pub(super) fn nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
         let mut vars = global_vars.clone();
         vars.extend(defaults.vars.clone());
         let mut becomes = defaults.becomes.over(Become::default());
+        // Relay: the node's own, else its last group's that names one, else the defaults'.
+        let mut relay = relay_field(doc, index, &defaults_path, top.get("defaults"))?;
         for (gi, g) in node_groups.iter().enumerate() {
             match groups.get(g) {
                 Some(Value::Object(gm)) => {
@@ -221,6 +234,7 @@ pub(super) fn nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
                     }
                     let path = [Seg::Key("groups".into()), Seg::Key(g.clone())];
                     becomes = BecomeSettings::read(doc, &path, gm)?.over(becomes);
+                    relay = relay_field(doc, index, &path, groups.get(g))?.or(relay);
                 }
                 Some(_) => {}
                 None if groups.is_empty() => {}
@@ -237,6 +251,7 @@ pub(super) fn nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
             }
         }
         vars.extend(own.vars);
+        let relay = relay_field(doc, index, &path, Some(item))?.or(relay);
         let (user_set, port_set) =
             (own.user.is_some() || defaults.user.is_some(), own.port.is_some() || defaults.port.is_some());
         nodes.push(Node {
@@ -266,6 +281,7 @@ pub(super) fn nodes(index: usize, doc: &Document) -> Result<Vec<Node>, Error> {
             host_key_checking: own.host_key_checking.or(defaults.host_key_checking),
             becomes: own.becomes.over(becomes),
             ssh: SshOptions::default(),
+            relay,
             origin: (index, path),
         });
     }

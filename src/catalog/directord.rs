@@ -86,6 +86,7 @@ pub(super) fn nodes(index: usize, doc: &Document, merged_args: &Map<String, Valu
                 host_key_checking: None,
                 becomes: Become::default(),
                 ssh: SshOptions::default(),
+                relay: None,
                 origin: (index, path),
             });
         }

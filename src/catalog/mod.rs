@@ -38,7 +38,9 @@ use crate::error::Error;
 pub(crate) use account::{Account, Become, BecomeMethod};
 pub(crate) use fields::is_word;
 use fields::unknown_key;
-pub(crate) use node::{local_user, AgentSocket, HostKeyPolicy, IdentityOrigin, Jump, Node, SshOptions, TransportKind};
+pub(crate) use node::{
+    local_user, AgentSocket, HostKeyPolicy, IdentityOrigin, Jump, Node, Relay, SshOptions, TransportKind,
+};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use yaml::Document;
@@ -143,6 +145,7 @@ impl Catalog {
                 nodes.push(node);
             }
         }
+        relays(&docs, &mut nodes)?;
         Ok(Catalog { docs, nodes, warnings })
     }
 
@@ -179,6 +182,55 @@ impl Catalog {
     }
 }
 
+/// Checks every `relay:`: it names a catalog node that is reached over SSH and is not itself
+/// behind a relay (relays do not chain). A relay named for itself (a group's `relay:` that
+/// takes in its own gateway) is reached directly.
+fn relays(docs: &[Document], nodes: &mut [Node]) -> Result<(), Error> {
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    for node in nodes.iter_mut() {
+        if node.relay.as_ref().is_some_and(|r| r.name == node.name) {
+            node.relay = None;
+        }
+    }
+    for node in nodes.iter() {
+        let Some(relay) = &node.relay else { continue };
+        let here = docs[relay.at.0].position(&relay.at.1);
+        let Some(gateway) = nodes.iter().find(|n| n.name == relay.name) else {
+            let err = Error::input(format!(
+                "{here}: node `{}` has relay `{}`, which is no catalog node",
+                node.name, relay.name
+            ));
+            return Err(match crate::error::suggest(&relay.name, names.iter().map(String::as_str)) {
+                Some(s) => err.hint(format!(
+                    "did you mean `{s}`? a relay is a catalog node (the site's gateway) that director reaches over SSH"
+                )),
+                None => err.hint(
+                    "a relay is a catalog node (the site's gateway) that director reaches over SSH: add it to `nodes:`",
+                ),
+            });
+        };
+        if let Some(further) = &gateway.relay {
+            return Err(Error::input(format!(
+                "{here}: node `{}` has relay `{}`, which is itself behind relay `{}`: relays do not chain",
+                node.name, relay.name, further.name
+            ))
+            .hint(format!(
+                "give `{}` the relay `{}` directly, or reach `{}` with `via:` (a jump host) instead of a relay",
+                node.name, further.name, relay.name
+            )));
+        }
+        if gateway.transport != TransportKind::Ssh || node.transport != TransportKind::Ssh {
+            let local = if gateway.transport != TransportKind::Ssh { &gateway.name } else { &node.name };
+            return Err(Error::input(format!(
+                "{here}: node `{}` has relay `{}`, but `{local}` uses the local transport",
+                node.name, relay.name
+            ))
+            .hint("a relay and the nodes behind it are reached over SSH"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,7 +265,7 @@ mod tests {
         let err = load("nodes:\n  - name: a\n    hots: x\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "error: c.yaml:3:5: unknown key `hots` in node\n  hint: did you mean `host`? node keys are: name, host, port, user, identity_file, groups, vars, transport, host_key_checking, via, become, become_user, become_method"
+            "error: c.yaml:3:5: unknown key `hots` in node\n  hint: did you mean `host`? node keys are: name, host, port, user, identity_file, groups, vars, transport, host_key_checking, via, relay, become, become_user, become_method"
         );
         assert_eq!(err.code, 2);
     }

@@ -7,14 +7,14 @@ use super::yaml::Seg;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TransportKind {
     Ssh,
     Local,
 }
 
 /// What to do with a host key that known_hosts does not have, or has another of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HostKeyPolicy {
     /// Record unknown keys; refuse changed ones (OpenSSH's `accept-new`).
     AcceptNew,
@@ -35,7 +35,7 @@ impl HostKeyPolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     pub name: String,
     pub host: String,
@@ -70,13 +70,23 @@ pub struct Node {
     pub becomes: Become,
     /// What ssh_config says of it beyond where it is.
     pub ssh: SshOptions,
+    /// The catalog node it is driven through (`relay:`), and where that was written.
+    pub relay: Option<Relay>,
     /// Where the node was defined: document index and path, for error messages.
     pub origin: (usize, Vec<Seg>),
 }
 
+/// A node's `relay:`: the catalog node (a site's gateway) that runs the engine for it, and
+/// where the catalog says so (document index and path), for errors.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Relay {
+    pub name: String,
+    pub at: (usize, Vec<Seg>),
+}
+
 /// One jump host on the way to a node: written `[user@]host[:port]`, then resolved through
 /// ssh_config as `ssh` resolves a jump host.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Jump {
     /// As written (for messages and to share one connection per bastion).
     pub spec: String,
@@ -91,7 +101,7 @@ pub struct Jump {
 /// What ssh_config says of a node (or a jump host) beyond where it is: filled in by
 /// `transport::ssh_config::apply`, used by the SSH transport. Empty for nodes no ssh_config
 /// speaks of.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SshOptions {
     /// HostKeyAlias: the name its host key is looked up and recorded under (no port).
     pub host_key_alias: Option<String>,
@@ -114,7 +124,7 @@ pub struct SshOptions {
 }
 
 /// Where ssh-agent is reached (IdentityAgent).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum AgentSocket {
     /// `SSH_AUTH_SOCK`.
     #[default]
@@ -151,7 +161,7 @@ impl Jump {
 }
 
 /// Where a node's identity file was given.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum IdentityOrigin {
     /// A path in the node's document (its own key, `defaults:`, a Directord `args`).
     Catalog(Vec<Seg>),

@@ -2,7 +2,7 @@
 //! `--serial`/`--max-fail` on the command line are written (`10`, `25%`).
 
 /// A count of nodes, or a percentage of the run's nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Portion {
     Count(usize),
     Percent(u8),

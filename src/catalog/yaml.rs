@@ -25,7 +25,7 @@ pub(crate) const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 const MAX_DEPTH: usize = 64;
 
 /// One step of a path into a document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Seg {
     Index(usize),
     /// The value under a key.

@@ -22,6 +22,7 @@
 //!
 //! The engine never prints; it owns no terminal and no file.
 
+pub(crate) mod relay;
 pub(crate) mod work;
 
 use crate::catalog::template::Renderer;
@@ -52,6 +53,10 @@ pub(crate) struct EngineConfig {
     pub diff: bool,
     /// How fingerprints holding a secret are hashed (with the key beside the history).
     pub seal: crate::plan::fingerprint::Seal,
+    /// The ssh-agent forwarded to relays (`SSH_AUTH_SOCK`), when there is one.
+    pub agent: Option<std::path::PathBuf>,
+    /// Handshakes in flight at once (`--connect-concurrency`), which a relay keeps too.
+    pub connect_concurrency: usize,
 }
 
 /// What one node's task ends with, for the run's summary.
@@ -137,11 +142,24 @@ pub(crate) async fn run(
     };
     let mut summary = Summary { nodes: plan.nodes.len(), ..Summary::default() };
     let mut tasks = tokio::task::JoinSet::new();
+    let mut sites = tokio::task::JoinSet::new();
     match &plan.schedule {
         Schedule::Together => match plan.batching {
             None => {
-                for index in 0..plan.nodes.len() {
+                for index in (0..plan.nodes.len()).filter(|&i| plan.nodes[i].relay.is_none()) {
                     tasks.spawn(node_task(index));
+                }
+                for gateway in &plan.relays {
+                    let indices: Vec<usize> = (0..plan.nodes.len())
+                        .filter(|&i| plan.nodes[i].relay.as_ref().is_some_and(|r| r.name == gateway.name))
+                        .collect();
+                    let (plan, config, sink, cancel, shared, gateway) =
+                        (plan.clone(), config.clone(), sink.clone(), cancel.clone(), shared.clone(), gateway.clone());
+                    sites.spawn(async move {
+                        let tallies = relay::drive(&plan, &indices, &gateway, &config, &sink, cancel).await;
+                        indices.iter().for_each(|&i| shared.leave_all(i));
+                        tallies
+                    });
                 }
             }
             Some(batching) => {
@@ -213,6 +231,9 @@ pub(crate) async fn run(
     }
     while let Some(result) = tasks.join_next().await {
         add(&mut summary, NodeTally::of(result));
+    }
+    while let Some(result) = sites.join_next().await {
+        result.unwrap_or_default().into_iter().for_each(|tally| add(&mut summary, tally));
     }
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     let code = exit_code(&summary, *cancel.borrow() != CancelLevel::None);

@@ -392,7 +392,7 @@ async fn preview(
             }
         }
         _ if job.skips_cache() => {
-            Finish::would_run(nr.plan.forced.unwrap_or("--skip-cache: it runs whatever the cache says"))
+            Finish::would_run(nr.plan.forced.as_deref().unwrap_or("--skip-cache: it runs whatever the cache says"))
         }
         _ if !job.cacheable() => Finish::would_run("a job like this always runs: it is never answered from the cache"),
         _ => match lookup(cx, job, &fingerprint.hash, rendered).await {

@@ -11,7 +11,7 @@
 pub(crate) use crate::catalog::portion::Portion;
 
 /// How a run takes its nodes in batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Batching {
     pub size: Portion,
     /// `--max-fail`: nodes failed or unreachable at which no new batch starts.

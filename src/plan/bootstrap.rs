@@ -19,6 +19,11 @@ impl Plan {
         let allowed = selection.mask(catalog)?;
         let nodes: Vec<Node> =
             catalog.nodes.iter().zip(&allowed).filter(|(_, ok)| **ok).map(|(n, _)| n.clone()).collect();
+        if let Some(node) = nodes.iter().find(|n| n.relay.is_some()) {
+            let relay = node.relay.as_ref().map(|r| r.name.as_str()).unwrap_or_default();
+            return Err(Error::input(format!("node `{}` is behind relay `{relay}`, and bootstrap does not go through relays", node.name))
+                .hint("bootstrap reaches every node from here: --restrict it to the direct nodes; `orchestrate` runs through relays"));
+        }
         let is_server = |n: &Node| n.groups.iter().any(|g| g == SECTIONS[0]);
         let specs = bootstrap::jobs(catalog)?;
         let mut jobs = Vec::new();
@@ -95,8 +100,9 @@ impl Plan {
             jobs,
             vars,
             schedule: Schedule::Bootstrap { servers, threads: threads.max(1) },
-            forced: Some("bootstrap runs every job"),
+            forced: Some("bootstrap runs every job".into()),
             batching: None,
+            relays: Vec::new(),
         })
     }
 }

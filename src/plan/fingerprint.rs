@@ -43,6 +43,11 @@ impl Seal {
         Seal { key, secrets }
     }
 
+    /// The key, for a relay to seal as this run does.
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.key
+    }
+
     /// The digest of `text`: keyed when it holds a secret value, plain sha3-224 otherwise.
     fn digest(&self, text: &str) -> Vec<u8> {
         if !self.secrets.occurs_in(text) {

@@ -24,7 +24,7 @@ pub(crate) use crate::verb::{Work, DEFAULT_TIMEOUT};
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     /// Position in the whole run, from 0; stable across nodes.
     pub id: usize,
@@ -124,7 +124,7 @@ impl Job {
 }
 
 /// How a job uses the node cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CacheUse {
     /// A cacheable job is answered from the cache when its record still holds, and its
     /// success is recorded.
@@ -147,7 +147,7 @@ impl CacheUse {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PlannedEntry {
     pub name: Option<String>,
     /// sha3-224 of the entry as written (canonical JSON), the key of its "parents" record
@@ -159,7 +159,7 @@ pub struct PlannedEntry {
     pub jobs: Vec<usize>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// Only the nodes some job runs on, in catalog order.
     pub nodes: Vec<Node>,
@@ -171,13 +171,16 @@ pub struct Plan {
     pub schedule: Schedule,
     /// Why every job runs whatever the node caches say, when they all do (`--ignore-cache`,
     /// an ad-hoc command, bootstrap): a plan's reason for them.
-    pub forced: Option<&'static str>,
+    pub forced: Option<std::borrow::Cow<'static, str>>,
     /// `--serial` or an entry's `serial:`: the nodes run in batches ([`batch`]).
     pub batching: Option<batch::Batching>,
+    /// The catalog nodes some of [`Plan::nodes`] name as their `relay:` (the sites'
+    /// gateways), in catalog order; the engine reaches those nodes through them.
+    pub relays: Vec<Node>,
 }
 
 /// In what order the engine takes the nodes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Schedule {
     /// Every node at once (connections are paced by the transport).
     Together,
@@ -303,9 +306,16 @@ impl Plan {
             }
         }
         let vars = vec![serde_json::Map::new(); nodes.len()];
-        let forced = selection.ignore_cache.then_some("--ignore-cache: every job runs");
+        let forced = selection.ignore_cache.then_some("--ignore-cache: every job runs".into());
         let batching = batching(orchestrations, selection)?;
-        let plan = Plan { nodes, entries, jobs, vars, schedule: Schedule::Together, forced, batching };
+        let relays = catalog
+            .nodes
+            .iter()
+            .filter(|r| nodes.iter().any(|n| n.relay.as_ref().is_some_and(|to| to.name == r.name)))
+            .cloned()
+            .collect();
+        let plan = Plan { nodes, entries, jobs, vars, schedule: Schedule::Together, forced, batching, relays };
+        plan.check_relays(orchestrations)?;
         plan.check_identities(orchestrations)?;
         plan.check_reboots(orchestrations)?;
         if plan.batching.is_some() {
@@ -335,6 +345,57 @@ impl Plan {
             lanes.insert(0, general);
         }
         lanes
+    }
+
+    /// What a run through relays cannot do yet: batches (the relays would have to take turns),
+    /// and jobs that wait for other nodes or gather from them on nodes behind a relay (the
+    /// nodes they wait for may be on another site).
+    fn check_relays(&self, orchestrations: &[Orchestration]) -> Result<(), Error> {
+        let Some(behind) = self.nodes.iter().find(|n| n.relay.is_some()) else { return Ok(()) };
+        let relay = behind.relay.as_ref().map(|r| r.name.as_str()).unwrap_or_default();
+        if self.batching.is_some() {
+            return Err(Error::input(format!(
+                "node `{}` is behind relay `{relay}`, and a run through relays cannot go in batches yet",
+                behind.name
+            ))
+            .hint("run it without --serial (or `serial:`), or --restrict the batches to the direct nodes"));
+        }
+        for (job, (doc, spec)) in self.jobs.iter().zip(job_specs(orchestrations)) {
+            let traits = job.work.traits();
+            if !(traits.waits_for_others || traits.gathers) {
+                continue;
+            }
+            if let Some(node) = job.targets.iter().map(|&t| &self.nodes[t]).find(|n| n.relay.is_some()) {
+                let relay = node.relay.as_ref().map(|r| r.name.as_str()).unwrap_or_default();
+                return Err(doc
+                    .error_at(&spec.path, format!("{} on {} waits for other nodes, and {} is behind relay `{relay}`: not supported yet", job.verb, node.name, node.name))
+                    .hint("a relay runs its site on its own: run this job on direct nodes (`targets:` or --restrict), or in an orchestration of its own per site"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The part of the plan a relay runs: the nodes `indices` (in plan order), every job kept
+    /// with its number, its targets narrowed to those nodes and renumbered.
+    pub fn part(&self, indices: &[usize]) -> Plan {
+        let mut renumber = vec![usize::MAX; self.nodes.len()];
+        for (k, &i) in indices.iter().enumerate() {
+            renumber[i] = k;
+        }
+        let mut jobs = self.jobs.clone();
+        for job in &mut jobs {
+            job.targets = job.targets.iter().map(|&t| renumber[t]).filter(|&t| t != usize::MAX).collect();
+        }
+        Plan {
+            nodes: indices.iter().map(|&i| self.nodes[i].clone()).collect(),
+            entries: self.entries.clone(),
+            jobs,
+            vars: indices.iter().map(|&i| self.vars[i].clone()).collect(),
+            schedule: Schedule::Together,
+            forced: self.forced.clone(),
+            batching: None,
+            relays: Vec::new(),
+        }
     }
 
     /// Jobs that wait for other nodes cannot run in batches: the nodes they wait for may be

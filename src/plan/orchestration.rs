@@ -65,7 +65,7 @@ pub struct JobSpec {
 }
 
 /// `become` and `become_user` as an entry or a job wrote them.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BecomeSpec {
     pub enabled: Option<bool>,
     pub user: Option<String>,

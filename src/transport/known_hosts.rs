@@ -420,6 +420,27 @@ fn open_locked(path: &Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// Appends `lines` (whole known_hosts lines a relay recorded for its site's nodes) to
+/// `path`, under the same lock as [`HostKeyCheck::check`]'s writes.
+pub(crate) fn append(path: &Path, lines: &str) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let _guard = WRITE_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut file = open_locked(path)?;
+    let mut text = String::new();
+    if file.seek(SeekFrom::End(-1)).is_ok() {
+        let mut last = [0u8; 1];
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            text.push('\n');
+        }
+    }
+    text.push_str(lines);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    file.write_all(text.as_bytes())
+}
+
 /// Appends `pattern key` to the locked file.
 fn record(mut file: std::fs::File, pattern: &str, key: &PublicKey) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};

@@ -14,6 +14,7 @@ pub(crate) mod known_hosts;
 pub(crate) mod local;
 pub(crate) mod open_files;
 pub(crate) mod pattern;
+pub(crate) mod relay;
 pub(crate) mod ssh;
 pub mod ssh_config;
 

@@ -72,6 +72,10 @@ struct Client {
     refusal: Arc<Mutex<Option<String>>>,
     /// The known_hosts file the host's key was just recorded in, when it was new.
     recorded: Arc<Mutex<Option<std::path::PathBuf>>>,
+    /// The local ssh-agent to forward to, once a channel of this session asked for agent
+    /// forwarding ([`SshConnection::exec_forwarding_agent`]); until then, or for a session
+    /// that never asks, a server's agent channel is refused.
+    agent: Arc<Mutex<Option<std::path::PathBuf>>>,
 }
 
 impl client::Handler for Client {
@@ -110,6 +114,33 @@ impl client::Handler for Client {
             }
         }
     }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let Some(socket) = lock(&self.agent).clone() else {
+            tracing::warn!(node = %self.check.node, "the server opened an agent channel nobody asked for: refused");
+            reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        match tokio::net::UnixStream::connect(&socket).await {
+            Ok(mut agent) => {
+                reply.accept().await;
+                tokio::spawn(async move {
+                    let mut stream = channel.into_stream();
+                    let _ = tokio::io::copy_bidirectional(&mut stream, &mut agent).await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!(node = %self.check.node, "cannot reach the ssh-agent at {}: {e}", socket.display());
+                reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A session whose host key was accepted: its handle, the ProxyCommand it goes through, and
@@ -118,6 +149,7 @@ struct Handshake {
     handle: client::Handle<Client>,
     proxy: Option<tokio::process::Child>,
     recorded: Option<std::path::PathBuf>,
+    agent: Arc<Mutex<Option<std::path::PathBuf>>>,
 }
 
 pub(crate) struct SshConnection {
@@ -128,6 +160,8 @@ pub(crate) struct SshConnection {
     unsettled: Unsettled,
     /// The known_hosts file the node's key was recorded in by this connection (a new host).
     pub(crate) recorded: Option<std::path::PathBuf>,
+    /// Where the server's agent channels go ([`Client::agent`]).
+    agent: Arc<Mutex<Option<std::path::PathBuf>>>,
 }
 
 /// The channels of commands that have not yet done what they were started for (a probe whose
@@ -314,7 +348,9 @@ async fn handshake(
         attempt += 1;
         let refusal = Arc::new(Mutex::new(None));
         let recorded = Arc::new(Mutex::new(None));
+        let agent = Arc::new(Mutex::new(None));
         let handler = Client {
+            agent: agent.clone(),
             check: HostKeyCheck {
                 node: target.name.clone(),
                 host: key_host.to_string(),
@@ -378,7 +414,7 @@ async fn handshake(
         .await;
         match outcome {
             Err(_) => return Err(format!("connection to {address} timed out after {} s", timeout.as_secs())),
-            Ok(Ok(handle)) => return Ok(Handshake { handle, proxy, recorded: lock(&recorded).take() }),
+            Ok(Ok(handle)) => return Ok(Handshake { handle, proxy, recorded: lock(&recorded).take(), agent }),
             Ok(Err(e)) => {
                 if let Some(reason) = lock(&refusal).take() {
                     return Err(reason);
@@ -425,8 +461,9 @@ async fn bastion(
                     files: settings.known_hosts.for_node(&node.user_known_hosts, &node.global_known_hosts),
                     ssh: &hop.ssh,
                 };
-                let Handshake { handle, .. } = handshake(&target, before.as_deref(), settings, policy).await?;
-                let mut conn = SshConnection { handle, proxy: None, unsettled: Unsettled::default(), recorded: None };
+                let Handshake { handle, agent, .. } = handshake(&target, before.as_deref(), settings, policy).await?;
+                let mut conn =
+                    SshConnection { handle, proxy: None, unsettled: Unsettled::default(), recorded: None, agent };
                 let login = Node {
                     name: target.name.clone(),
                     host: hop.host.clone(),
@@ -482,9 +519,10 @@ pub(crate) async fn connect(node: &Node, settings: &SshSettings) -> Result<(SshC
         "resolved {address}"
     );
     let handshake_started = Instant::now();
-    let Handshake { handle, proxy, recorded } = handshake(&target, via.as_deref(), settings, policy).await?;
+    let Handshake { handle, proxy, recorded, agent } = handshake(&target, via.as_deref(), settings, policy).await?;
     tracing::info!(node = %node.name, ms = handshake_started.elapsed().as_millis() as u64, "handshake done, host key accepted");
-    let mut conn = SshConnection { handle, proxy: proxy.map(Box::new), unsettled: Unsettled::default(), recorded };
+    let mut conn =
+        SshConnection { handle, proxy: proxy.map(Box::new), unsettled: Unsettled::default(), recorded, agent };
     let timeout = connect_timeout(settings, &node.ssh);
     let auth_started = Instant::now();
     match tokio::time::timeout(timeout, conn.authenticate(node, &settings.credentials)).await {
@@ -507,12 +545,27 @@ impl SshConnection {
     /// Runs `command` on a channel of its own: a link to whatever it starts, unsettled until
     /// [`Link::settled`] says it did what it was started for.
     pub(super) async fn exec_link(&self, command: String) -> Result<Link, String> {
+        self.exec_with(command, None).await
+    }
+
+    /// [`SshConnection::exec_link`] with the local ssh-agent at `agent` forwarded to the
+    /// command for as long as the session lasts (`ssh -A` for one command): what a relay
+    /// authenticates to its site's nodes with, without a private key leaving this machine.
+    pub(crate) async fn exec_forwarding_agent(&self, command: String, agent: &std::path::Path) -> Result<Link, String> {
+        self.exec_with(command, Some(agent)).await
+    }
+
+    async fn exec_with(&self, command: String, agent: Option<&std::path::Path>) -> Result<Link, String> {
         let channel =
             self.handle.channel_open_session().await.map_err(|e| format!("cannot open a channel: {}", describe(&e)))?;
         let id = channel.id();
         let (mut read, write) = channel.split();
         let write = Arc::new(write);
         lock(&self.unsettled).insert(id, write.clone());
+        if let Some(socket) = agent {
+            *lock(&self.agent) = Some(socket.to_path_buf());
+            write.agent_forward(false).await.map_err(|e| format!("cannot forward the ssh-agent: {}", describe(&e)))?;
+        }
         write.exec(true, command).await.map_err(|e| format!("cannot start the executor: {}", describe(&e)))?;
         let writer = write.make_writer();
         let (tx, incoming) = mpsc::channel(LINK_DEPTH);

@@ -9,7 +9,7 @@ use super::Rendered;
 use crate::catalog::literal;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Arg {
     /// ENV rather than ARG.
     pub env: bool,

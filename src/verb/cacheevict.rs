@@ -6,7 +6,7 @@ use crate::node::shared::lock;
 use super::Rendered;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CacheEvict {
     pub tag: String,
 }

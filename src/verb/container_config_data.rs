@@ -13,7 +13,7 @@ use crate::shell::quote;
 use director_proto::Request;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ContainerConfigData {
     pub path: String,
     pub pattern: String,

@@ -15,7 +15,7 @@ use super::podman::{self, podman};
 use crate::shell::quote;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ContainerImage {
     pub action: Action,
     pub images: Vec<String>,
@@ -24,7 +24,7 @@ pub struct ContainerImage {
     pub tls_verify: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     Pull,
     Push,

@@ -14,7 +14,7 @@ use super::Rendered;
 use director_proto::Attrs;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Copy {
     pub sources: Vec<Source>,
     /// A template; a directory when it ends with `/`.

@@ -5,7 +5,7 @@ use super::{Cx, Finish, Task, Syntax, Traits, Verb};
 use super::Rendered;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Echo {
     pub text: String,
 }

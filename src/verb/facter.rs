@@ -13,7 +13,7 @@ use super::Rendered;
 use director_proto::Request;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Facter {
     pub custom_dir: Option<String>,
     pub external_dir: Option<String>,

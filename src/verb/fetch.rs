@@ -6,7 +6,7 @@ use super::Rendered;
 use director_proto::Request;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Fetch {
     pub remote: String,
     pub local: String,

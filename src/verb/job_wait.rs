@@ -7,7 +7,7 @@ use crate::node::shared::{lock, until};
 use super::Rendered;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobWait {
     pub fingerprint: String,
     pub identities: Vec<String>,

@@ -266,7 +266,7 @@ macro_rules! verbs {
         $(pub(crate) mod $bmodule;)*
 
         /// What a job does on a node: one verb's work.
-        #[derive(Debug, Clone, PartialEq)]
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
         pub enum Work {
             $($ty($module::$ty),)*
             $($bty($bmodule::$bty),)*
@@ -314,6 +314,33 @@ macro_rules! verbs {
             pub fn traits(&self) -> Traits { each!(self, v => v.traits()) }
         }
     };
+}
+
+impl Work {
+    /// The operator's files the work sends (ADD/COPY sources, a POD's play file): what a
+    /// relay is sent.
+    pub fn sources(&self) -> Vec<&source::Source> {
+        match self {
+            Work::Copy(c) => c.sources.iter().collect(),
+            Work::Pod(pod::Pod { action: pod::Action::Play(file, _), .. }) => vec![file],
+            _ => Vec::new(),
+        }
+    }
+
+    /// [`Work::sources`], to point them at the copies a relay was sent.
+    pub fn sources_mut(&mut self) -> Vec<&mut source::Source> {
+        match self {
+            Work::Copy(c) => c.sources.iter_mut().collect(),
+            Work::Pod(pod::Pod { action: pod::Action::Play(file, _), .. }) => vec![file],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the work reads or writes files on the operator while it runs (bootstrap's
+    /// SEND and FETCH), which a relay cannot do for it.
+    pub fn touches_operator(&self) -> bool {
+        matches!(self, Work::Send(_) | Work::Fetch(_))
+    }
 }
 
 verbs! {

@@ -18,7 +18,7 @@ use super::Rendered;
 use crate::shell::quote;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Package {
     /// `None`: PKG, the node's own.
     pub manager: Option<Manager>,
@@ -30,7 +30,7 @@ pub struct Package {
     pub retry: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Manager {
     Apt,
     Dnf,
@@ -39,7 +39,7 @@ pub enum Manager {
     Apk,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum State {
     Present,
     Latest,

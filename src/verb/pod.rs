@@ -33,7 +33,7 @@ use serde_json::{json, Map, Value};
 /// Where `--play` files and `--systemd` service files go on the node.
 pub(crate) const POD_DIR: &str = "/var/lib/director/pods";
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Pod {
     pub action: Action,
     pub socket: Option<String>,
@@ -50,7 +50,7 @@ pub struct Pod {
     pub hooks: Vec<(Hook, String)>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     Start(String),
     Stop(String),
@@ -62,7 +62,7 @@ pub enum Action {
     ExecRun(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Hook {
     PreStart,
     PostStart,

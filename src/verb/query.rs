@@ -8,7 +8,7 @@ use crate::node::cache::Kind;
 use super::Rendered;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Query {
     pub key: String,
 }

@@ -8,7 +8,7 @@ use super::Rendered;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QueryWait {
     pub item: String,
     pub timeout: Duration,

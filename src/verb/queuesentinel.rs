@@ -5,7 +5,7 @@ use super::options::{Given, VerbError};
 use super::{Cx, Finish, Task, Syntax, Traits, Verb};
 use director_proto::Request;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QueueSentinel;
 
 impl Syntax for QueueSentinel {

@@ -16,7 +16,7 @@ use director_proto::Request;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reboot {
     /// Seconds the node waits before it reboots.
     pub seconds: u64,

@@ -9,7 +9,7 @@ use crate::event::JobStatus;
 use super::Rendered;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Run {
     /// A template.
     pub command: String,

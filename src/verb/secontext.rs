@@ -11,7 +11,7 @@ use super::Rendered;
 use crate::shell::quote;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SeContext {
     pub target: String,
     pub setype: String,

@@ -9,7 +9,7 @@ use director_proto::Attrs;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Send {
     pub source: String,
     pub dest: String,

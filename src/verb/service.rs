@@ -17,7 +17,7 @@ use super::Rendered;
 use crate::shell::quote;
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Service {
     /// The units, a template (split at whitespace once rendered).
     pub units: String,
@@ -28,7 +28,7 @@ pub struct Service {
 }
 
 /// What the units are left doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum State {
     Started,
     Restarted,
@@ -36,7 +36,7 @@ pub enum State {
     Stopped,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Enablement {
     Enable,
     Disable,

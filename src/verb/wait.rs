@@ -11,7 +11,7 @@ use crate::shell::quote;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Wait {
     pub on: WaitOn,
     pub retry: u32,
@@ -19,7 +19,7 @@ pub struct Wait {
     pub insecure: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum WaitOn {
     Seconds(u64),
     /// A template.

@@ -10,7 +10,7 @@ use super::Rendered;
 use director_proto::{Attrs, Request};
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Workdir {
     /// A template.
     pub path: String,

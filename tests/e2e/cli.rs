@@ -80,7 +80,7 @@ fn bad_input_is_exit_2_with_file_line_column_and_a_hint() {
             "bad catalog key",
             &[("c.yaml", "nodes:\n  - name: web1\n    hots: 192.0.2.10\n"), ("d.yaml", "- jobs: [{RUN: true}]\n")],
             &["orchestrate", "d.yaml", "--catalog", "c.yaml"],
-            "error: c.yaml:3:5: unknown key `hots` in node\n  hint: did you mean `host`? node keys are: name, host, port, user, identity_file, groups, vars, transport, host_key_checking, via, become, become_user, become_method\n",
+            "error: c.yaml:3:5: unknown key `hots` in node\n  hint: did you mean `host`? node keys are: name, host, port, user, identity_file, groups, vars, transport, host_key_checking, via, relay, become, become_user, become_method\n",
         ),
         (
             "unknown exec target",

@@ -18,6 +18,7 @@ mod inventory; // Ansible inventories
 mod logging; // DIRECTOR_LOG and -v
 mod plan; // --plan and --diff
 mod podman; // CONTAINER_IMAGE and POD with podman
+mod relay; // sites behind relays: one session per gateway, the engine there
 mod postgres; // the history on a PostgreSQL server operators share
 mod rollout; // --serial batches
 mod run; // orchestrations: jobs, entries, selection, templates, facts

@@ -1,0 +1,158 @@
+//! Starting `director relay` on a site's gateway: this director's own binary, installed
+//! content-addressed beside the executor (`…/director/bin/director-<sha3>`) and started on one
+//! exec channel with the operator's ssh-agent forwarded to it.
+//!
+//! As with the executor, one exec session does it all: the probe starts the binary if it is
+//! there; if not, it prints a marker line naming the gateway's architecture (and whether it has
+//! gzip), reads the binary from its stdin, and starts the temp file as `relay --install`,
+//! which checks its own hash, renames itself into place and serves, in the same process.
+//! Only a gateway of this machine's architecture can take this binary; the binary must be
+//! one the gateway can run (a static musl build runs on any Linux).
+
+use super::{Connection, Incoming, Link};
+use sha3::{Digest, Sha3_256};
+use std::sync::OnceLock;
+use tokio::io::AsyncWriteExt;
+
+/// First line printed by the probe when the gateway lacks this director.
+pub(crate) const MISSING_MARKER: &str = "director-relay-missing";
+/// First line printed by the probe when another user could replace the binary.
+pub(crate) const UNSAFE_MARKER: &str = "director-relay-unsafe";
+
+/// This director's own binary and its sha3-256, read once.
+pub(crate) struct OwnBinary {
+    pub bytes: Vec<u8>,
+    pub sha3: String,
+}
+
+/// Reads (once) the binary this process runs from.
+pub(crate) fn own_binary() -> Result<&'static OwnBinary, String> {
+    static OWN: OnceLock<Result<OwnBinary, String>> = OnceLock::new();
+    OWN.get_or_init(|| {
+        let bytes = std::fs::read("/proc/self/exe").map_err(|e| format!("cannot read this director's binary: {e}"))?;
+        let sha3 = crate::verb::source::hex(&Sha3_256::digest(&bytes));
+        Ok(OwnBinary { bytes, sha3 })
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// The probe: starts `director-<sha3> relay` if present and safe; otherwise prints
+/// `MISSING_MARKER <uname -m> <gz|->`, installs what follows on stdin and starts it.
+pub(crate) fn probe_command(sha3: &str) -> String {
+    format!(
+        r#"d="${{XDG_CACHE_HOME:-$HOME/.cache}}/director/bin"; p="$d/director-{sha3}"; if [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" relay; fi; z=-; command -v gzip >/dev/null 2>&1 && z=gz; echo "{MISSING_MARKER} $(uname -m) $z"; umask 077; mkdir -p "$d" || exit 1; read -r n f || exit 0; t="$d/.director-{sha3}.$$.tmp"; trap 'rm -f "$t"' EXIT; if [ "$f" = gz ]; then head -c "$n" | gzip -dc > "$t"; else head -c "$n" > "$t"; fi || exit 1; chmod 700 "$t"; trap - EXIT; exec "$t" relay --install {sha3} "$p""#
+    )
+}
+
+/// `director relay --install SHA3 PATH`: this binary, just uploaded to a temp file, checks
+/// that it is whole (its sha3-256 is `sha3`) and renames itself to `path`.
+pub(crate) fn install_self(sha3: &str, path: &std::path::Path) -> Result<(), String> {
+    let own = own_binary()?;
+    let exe = std::fs::read_link("/proc/self/exe").map_err(|e| format!("cannot find this binary: {e}"))?;
+    if own.sha3 != sha3 {
+        let _ = std::fs::remove_file(&exe);
+        return Err(format!("the uploaded director is damaged: its sha3-256 is {}, not {sha3}", own.sha3));
+    }
+    std::fs::rename(&exe, path).map_err(|e| format!("cannot install director at {}: {e}", path.display()))
+}
+
+/// What the gateway's first line says.
+enum Answer {
+    NeedMore,
+    Missing {
+        arch: String,
+        gzip: bool,
+    },
+    Unsafe(String),
+    /// The relay started: its first line is its own.
+    Started,
+}
+
+fn read_answer(bytes: &[u8]) -> Answer {
+    let Some(end) = bytes.iter().position(|&b| b == b'\n') else { return Answer::NeedMore };
+    let line = String::from_utf8_lossy(&bytes[..end]);
+    if let Some(path) = line.strip_prefix(UNSAFE_MARKER) {
+        return Answer::Unsafe(path.trim().to_string());
+    }
+    match line.strip_prefix(MISSING_MARKER) {
+        Some(rest) => {
+            let mut words = rest.split_whitespace();
+            let arch = words.next().unwrap_or("").to_string();
+            Answer::Missing { arch, gzip: words.next() == Some("gz") }
+        }
+        None => Answer::Started,
+    }
+}
+
+impl Connection {
+    /// Starts `director relay` on the gateway, installing this binary first when it lacks
+    /// it, with the ssh-agent at `agent` forwarded; `uploaded` hears the bytes sent.
+    pub(crate) async fn start_relay(
+        &self,
+        relay: &str,
+        agent: &std::path::Path,
+        uploaded: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Link, String> {
+        let Connection::Ssh(ssh) = self else { return Err(format!("relay {relay} is not reached over SSH")) };
+        let own = own_binary()?;
+        let mut link = ssh.exec_forwarding_agent(probe_command(&own.sha3), agent).await?;
+        let mut stderr = Vec::new();
+        let mut sent = false;
+        loop {
+            match read_answer(&link.pending) {
+                Answer::Started => {
+                    link.settled();
+                    return Ok(link);
+                }
+                Answer::Unsafe(path) => {
+                    return Err(format!(
+                        "director on relay {relay} is not safe to run: {path} can be changed by another user; fix its owner and mode (chmod 700)"
+                    ))
+                }
+                Answer::Missing { .. } if sent => return Err(format!("director was installed on relay {relay} but does not start")),
+                Answer::Missing { arch, gzip } => {
+                    let here = std::env::consts::ARCH;
+                    let same = arch == here || (here == "aarch64" && arch == "arm64") || (here == "x86_64" && arch == "amd64");
+                    if !same {
+                        return Err(format!(
+                            "relay {relay} is {arch} and this director is built for {here}: run the run from a director built for {arch}, or make a {here} machine the site's relay"
+                        ));
+                    }
+                    let end = link.pending.iter().position(|&b| b == b'\n').map_or(0, |at| at + 1);
+                    link.pending.drain(..end);
+                    let body = if gzip { gzip_fast(&own.bytes)? } else { own.bytes.clone() };
+                    let header = format!("{} {}\n", body.len(), if gzip { "gz" } else { "raw" });
+                    let send = async {
+                        link.writer.write_all(header.as_bytes()).await?;
+                        link.writer.write_all(&body).await?;
+                        link.writer.flush().await
+                    };
+                    send.await.map_err(|e| format!("uploading director to relay {relay} failed: {e}"))?;
+                    uploaded(body.len() as u64);
+                    sent = true;
+                }
+                Answer::NeedMore => match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
+                    Incoming::Data(d) => link.pending.extend_from_slice(&d),
+                    Incoming::Stderr(e) => stderr.extend_from_slice(&e),
+                    Incoming::Closed(status) => {
+                        link.settled();
+                        let said = String::from_utf8_lossy(&stderr).trim().to_string();
+                        return Err(format!(
+                            "director on relay {relay} ended before it started (exit {}){}",
+                            status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                            if said.is_empty() { String::new() } else { format!(": {said}") }
+                        ));
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// `bytes` gzip-compressed, fast: the binary crosses the network once per gateway and version.
+fn gzip_fast(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    out.write_all(bytes).and_then(|()| out.finish()).map_err(|e| format!("cannot compress director: {e}"))
+}
