@@ -150,6 +150,7 @@ struct Site {
 struct NodeHeard {
     ready: bool,
     finished: Option<NodeTally>,
+    started_jobs: HashSet<usize>,
     done_jobs: HashSet<usize>,
 }
 
@@ -161,6 +162,9 @@ impl Site {
     fn heard(&mut self, event: &Event) {
         match event {
             Event::NodeReady { node, .. } => self.at(node).ready = true,
+            Event::JobStarted { node, job, .. } => {
+                self.at(node).started_jobs.insert(*job);
+            }
             Event::JobFinished { node, job, .. } => {
                 self.at(node).done_jobs.insert(*job);
             }
@@ -186,7 +190,8 @@ impl Site {
     }
 
     /// The relay is gone: every node not finished is unreachable; a node that was reached
-    /// has its jobs not finished reported skipped, as a direct node that is lost.
+    /// has its jobs not finished reported as a direct node that is lost has them: the one
+    /// running cancelled, the ones after it skipped.
     async fn lost(&mut self, plan: &Plan, indices: &[usize], error: &str, sink: &Sink) {
         for &index in indices {
             let node = &plan.nodes[index];
@@ -200,12 +205,28 @@ impl Site {
                 continue;
             }
             let mut tally = NodeTally { unreachable: true, ..NodeTally::default() };
-            let done = heard.done_jobs.clone();
+            let (started, done) = (heard.started_jobs.clone(), heard.done_jobs.clone());
             for lane in plan.lanes(index) {
                 for &j in lane.iter().flatten() {
-                    if !done.contains(&plan.jobs[j].id) {
-                        let reason = format!("the node was lost with its relay: {error}");
-                        sink.emit(super::skipped(&node.name, &plan.jobs[j], reason)).await;
+                    let job = &plan.jobs[j];
+                    if done.contains(&job.id) {
+                        continue;
+                    }
+                    if started.contains(&job.id) {
+                        sink.emit(Event::JobFinished {
+                            node: node.name.clone(),
+                            job: job.id,
+                            name: job.full_name(),
+                            status: JobStatus::Cancelled,
+                            exit_code: None,
+                            reason: Some(format!("the node was lost with its relay while this job ran: {error}")),
+                            ms: 0,
+                        })
+                        .await;
+                        tally.count(JobStatus::Cancelled);
+                    } else {
+                        let reason = format!("the node was lost with its relay before this job started: {error}");
+                        sink.emit(super::skipped(&node.name, job, reason)).await;
                         tally.count(JobStatus::Skipped);
                     }
                 }

@@ -123,6 +123,34 @@ impl Host {
         }
     }
 
+    /// Kills (SIGKILL) the processes under this host's sshd whose command line holds
+    /// `needle`; how many there were.
+    pub(crate) fn kill_commands(&self, needle: &str) -> usize {
+        let pids = self.commands(needle);
+        for &pid in &pids {
+            // SAFETY: signalling a process this fleet's host runs.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        pids.len()
+    }
+
+    /// The processes under this host's sshd whose command line holds `needle`.
+    pub(crate) fn commands(&self, needle: &str) -> Vec<u32> {
+        let mut pids = vec![self.sshd_pid()];
+        let mut i = 0;
+        while i < pids.len() {
+            pids.extend(children(pids[i]));
+            i += 1;
+        }
+        pids.into_iter()
+            .skip(1)
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle)
+            })
+            .collect()
+    }
+
     fn sshd_pid(&self) -> u32 {
         self.sshd.as_ref().map(std::process::Child::id).unwrap_or(0)
     }

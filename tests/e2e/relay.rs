@@ -3,7 +3,7 @@
 //! host tests do), with the operator's agent forwarded.
 
 use super::harness::{self, Fleet};
-use super::schema::{self, Event};
+use super::schema::{self, Event, NodeOutcome};
 use super::{code, finished, output, stderr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -167,4 +167,149 @@ fn an_orchestration_runs_on_a_direct_node_and_two_sites_through_their_relays() {
         let statuses: Vec<&str> = finished(&events, &h[i].name).iter().map(|f| f.1).collect();
         assert_eq!(statuses, ["cached", "cached", "cached"], "{}", h[i].name);
     }
+}
+
+/// Waits (up to 30 s) for `ready`.
+fn wait_for(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn node_finished(events: &[Event], name: &str) -> Option<NodeOutcome> {
+    events.iter().find_map(|e| match e {
+        Event::NodeFinished { node, outcome, .. } if node == name => Some(*outcome),
+        _ => None,
+    })
+}
+
+#[test]
+fn failures_and_unreachable_nodes_behind_a_relay_are_the_runs_and_retry_failed_goes_through_it() {
+    let (fleet, catalog) = sites();
+    let agent = Agent::start(fleet.path(), &fleet.key);
+    let h = &fleet.hosts;
+    // A node of site eu that its relay cannot reach: nothing listens on port 1.
+    let mut text = std::fs::read_to_string(&catalog).unwrap();
+    text.push_str(&format!("  - {{name: ghost, host: {}, port: 1, groups: [eu]}}\n", h[2].addr));
+    std::fs::write(&catalog, text).unwrap();
+    std::fs::write(h[4].home_path("fail"), "").unwrap();
+    let file = fleet.file(
+        "o.yaml",
+        &format!(
+            "- targets: [{}, {}, {}, ghost]\n  jobs:\n    - RUN: test ! -e ~/fail\n    - RUN: echo done\n",
+            h[0].name, h[2].name, h[4].name
+        ),
+    );
+    let (status, events, err) = run(&fleet, &agent, &catalog, &file, &[]);
+    assert_eq!(status, 1, "{err}");
+    assert_eq!(finished(&events, &h[4].name).iter().map(|f| f.1).collect::<Vec<_>>(), ["failed", "skipped"]);
+    assert_eq!(finished(&events, &h[2].name).iter().map(|f| f.1).collect::<Vec<_>>(), ["ok", "ok"]);
+    assert_eq!(node_finished(&events, &h[4].name), Some(NodeOutcome::Failed));
+    let error = super::unreachable_error(&events, "ghost").expect("ghost is unreachable");
+    assert!(error.starts_with(&format!("cannot connect to {}:1", h[2].addr)), "{error}");
+    let (summary, _) = super::run_finished(&events);
+    assert_eq!((summary.nodes_ok, summary.nodes_failed, summary.nodes_unreachable), (2, 1, 1));
+
+    // The history has the run as it has a direct one: --retry-failed takes the nodes that did
+    // not end ok, through their relays.
+    std::fs::remove_file(h[4].home_path("fail")).unwrap();
+    let out = output(
+        fleet
+            .director()
+            .env("SSH_AUTH_SOCK", &agent.sock)
+            .args(["orchestrate", "--retry-failed", "--json"])
+            .arg("--catalog")
+            .arg(&catalog),
+    );
+    let events = schema::parse(&out.stdout);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let nodes = events.iter().find_map(|e| match e {
+        Event::RunStarted { nodes, .. } => Some(nodes.clone()),
+        _ => None,
+    });
+    assert_eq!(nodes, Some(vec![h[4].name.clone(), "ghost".to_string()]));
+    assert_eq!(finished(&events, &h[4].name).iter().map(|f| f.1).collect::<Vec<_>>(), ["ok", "ok"]);
+}
+
+#[test]
+fn a_relay_killed_mid_run_makes_its_unfinished_nodes_unreachable_and_the_run_ends() {
+    let (fleet, catalog) = sites();
+    let agent = Agent::start(fleet.path(), &fleet.key);
+    let h = &fleet.hosts;
+    std::fs::write(h[2].home_path("slow"), "").unwrap();
+    let file = fleet.file(
+        "o.yaml",
+        &format!(
+            "- targets: [{}, {}, {}]\n  jobs:\n    - RUN: touch ~/started; if [ -e ~/slow ]; then sleep 600; fi\n    - RUN: echo after\n",
+            h[0].name, h[2].name, h[4].name
+        ),
+    );
+    let child = fleet
+        .director()
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .arg("orchestrate")
+        .arg(&file)
+        .arg("--catalog")
+        .arg(&catalog)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the job on the slow node", || h[2].home_path("started").exists());
+    assert_eq!(h[1].kill_commands(" relay"), 1, "one relay runs on {}", h[1].name);
+    let out = child.wait_with_output().unwrap();
+    let events = schema::parse(&out.stdout);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let error = super::unreachable_error(&events, &h[2].name).expect("the slow node is unreachable");
+    assert!(error.starts_with(&format!("relay {}: lost (exit ", h[1].name)), "{error}");
+    let f = finished(&events, &h[2].name);
+    assert_eq!(f.iter().map(|f| f.1).collect::<Vec<_>>(), ["cancelled", "skipped"]);
+    assert_eq!(f[0].3, Some(format!("the node was lost with its relay while this job ran: {error}").as_str()));
+    assert_eq!(node_finished(&events, &h[2].name), Some(NodeOutcome::Unreachable));
+    // The other site and the direct node were not held up.
+    for i in [0, 4] {
+        assert_eq!(node_finished(&events, &h[i].name), Some(NodeOutcome::Ok), "{}", h[i].name);
+    }
+}
+
+#[test]
+fn ctrl_c_reaches_through_a_relay_and_kills_the_jobs_on_its_nodes() {
+    let (fleet, catalog) = sites();
+    let agent = Agent::start(fleet.path(), &fleet.key);
+    let h = &fleet.hosts;
+    let marker = 40000 + std::process::id() % 9000;
+    let file = fleet.file(
+        "o.yaml",
+        &format!("- targets: [{}]\n  jobs:\n    - RUN: sleep {marker}3\n    - RUN: echo never\n", h[4].name),
+    );
+    let child = fleet
+        .director()
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .arg("orchestrate")
+        .arg(&file)
+        .arg("--catalog")
+        .arg(&catalog)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sleeping = || !h[4].commands(&format!("sleep {marker}3")).is_empty();
+    wait_for("the job behind the relay", sleeping);
+    let pid = child.id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(sleeping(), "the first Ctrl-C lets the running job go on");
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 130, "{}", stderr(&out));
+    assert!(!sleeping(), "the job behind the relay survived the second Ctrl-C");
+    let events = schema::parse(&out.stdout);
+    assert_eq!(finished(&events, &h[4].name).iter().map(|f| f.1).collect::<Vec<_>>(), ["cancelled", "skipped"]);
+    // The relay ended with the run.
+    wait_for("the relay's end", || h[3].commands(" relay").is_empty());
 }
