@@ -140,6 +140,7 @@ impl Launch {
             seal,
             agent,
             connect_concurrency: config.connect_concurrency,
+            federation: None,
         });
         let (tx, events) = mpsc::channel(4096);
         let (cancel, cancel_rx) = watch::channel(CancelLevel::None);

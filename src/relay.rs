@@ -158,6 +158,10 @@ async fn run(work: &Workdir, out: &mut (impl AsyncWriteExt + Unpin)) -> Result<(
         None => None,
     };
     let key = unhex(&handover.seal_key).ok_or("the operator's seal key is not hex")?;
+    // QUERY arrivals: this site's go up to the operator, the others' come down from it.
+    let own: std::collections::HashSet<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
+    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
+    let (inbox_tx, inbox) = mpsc::unbounded_channel();
     let config = Arc::new(EngineConfig {
         run_id: handover.run_id,
         ssh,
@@ -169,6 +173,7 @@ async fn run(work: &Workdir, out: &mut (impl AsyncWriteExt + Unpin)) -> Result<(
         seal: Seal::new(key.into(), secrets.clone()),
         agent: None,
         connect_concurrency: settings.connect_concurrency,
+        federation: Some(engine::Federation { arrivals: arrivals_tx, inbox: std::sync::Mutex::new(Some(inbox)) }),
     });
     let (tx, mut events) = mpsc::channel(4096);
     let (cancel, cancel_rx) = watch::channel(CancelLevel::None);
@@ -177,20 +182,37 @@ async fn run(work: &Workdir, out: &mut (impl AsyncWriteExt + Unpin)) -> Result<(
     tokio::spawn(async move {
         let mut lines = input.lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(Order::Cancel { level }) = serde_json::from_str(&line) {
-                cancel.send_if_modified(|now| {
-                    let raise = level > *now;
-                    if raise {
-                        *now = level;
-                    }
-                    raise
-                });
+            match serde_json::from_str(&line) {
+                Ok(Order::Cancel { level }) => {
+                    cancel.send_if_modified(|now| {
+                        let raise = level > *now;
+                        if raise {
+                            *now = level;
+                        }
+                        raise
+                    });
+                }
+                Ok(Order::Query { arrival }) => {
+                    let _ = inbox_tx.send(arrival);
+                }
+                Err(e) => tracing::warn!("an order from the operator that is not one: {e}"),
             }
         }
         cancel.send_replace(CancelLevel::Kill);
     });
     let lost = |e: std::io::Error| format!("cannot write to the operator: {e}");
-    while let Some(emitted) = events.recv().await {
+    loop {
+        let emitted = tokio::select! {
+            emitted = events.recv() => emitted,
+            Some(arrival) = arrivals.recv() => {
+                if own.contains(&arrival.node) {
+                    out.write_all(Report::Query { arrival }.line().as_bytes()).await.map_err(lost)?;
+                    out.flush().await.map_err(lost)?;
+                }
+                continue;
+            }
+        };
+        let Some(emitted) = emitted else { break };
         let mut event = emitted.take();
         match &mut event {
             Event::RunStarted { .. } | Event::RunFinished { .. } => continue,

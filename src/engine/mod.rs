@@ -57,6 +57,14 @@ pub(crate) struct EngineConfig {
     pub agent: Option<std::path::PathBuf>,
     /// Handshakes in flight at once (`--connect-concurrency`), which a relay keeps too.
     pub connect_concurrency: usize,
+    /// In a relay: where its nodes' QUERY arrivals go, and where the others' come from.
+    pub federation: Option<Federation>,
+}
+
+/// A relay's engine's line to the rest of the run's QUERYs.
+pub(crate) struct Federation {
+    pub arrivals: tokio::sync::mpsc::UnboundedSender<shared::Arrival>,
+    pub inbox: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<shared::Arrival>>>,
 }
 
 /// What one node's task ends with, for the run's summary.
@@ -126,10 +134,7 @@ pub(crate) async fn run(
             .collect(),
     })
     .await;
-    let shared = Arc::new(Shared::new(
-        plan.nodes.iter().map(|n| n.name.clone()).collect(),
-        plan.jobs.iter().filter(|j| j.work.traits().gathers).map(|j| (j.id, j.targets.clone())),
-    ));
+    let (shared, arrivals) = shared_state(&plan, &config);
     let renderer = Arc::new(Renderer::default());
     let node_task = |index: usize| {
         let (plan, config, sink, cancel, shared, renderer) =
@@ -146,17 +151,24 @@ pub(crate) async fn run(
     match &plan.schedule {
         Schedule::Together => match plan.batching {
             None => {
+                // Every site hears the QUERY arrivals from before any node starts.
+                let heard: Vec<_> = plan
+                    .relays
+                    .iter()
+                    .map(|_| arrivals.as_ref().map(tokio::sync::broadcast::Sender::subscribe))
+                    .collect();
                 for index in (0..plan.nodes.len()).filter(|&i| plan.nodes[i].relay.is_none()) {
                     tasks.spawn(node_task(index));
                 }
-                for gateway in &plan.relays {
+                for (gateway, heard) in plan.relays.iter().zip(heard) {
                     let indices: Vec<usize> = (0..plan.nodes.len())
                         .filter(|&i| plan.nodes[i].relay.as_ref().is_some_and(|r| r.name == gateway.name))
                         .collect();
                     let (plan, config, sink, cancel, shared, gateway) =
                         (plan.clone(), config.clone(), sink.clone(), cancel.clone(), shared.clone(), gateway.clone());
                     sites.spawn(async move {
-                        let tallies = relay::drive(&plan, &indices, &gateway, &config, &sink, cancel).await;
+                        let site = relay::SiteRun { plan: &plan, indices: &indices, relay: &gateway, shared: &shared };
+                        let tallies = relay::drive(site, &config, &sink, cancel, heard).await;
                         indices.iter().for_each(|&i| shared.leave_all(i));
                         tallies
                     });
@@ -239,6 +251,62 @@ pub(crate) async fn run(
     let code = exit_code(&summary, *cancel.borrow() != CancelLevel::None);
     sink.emit(Event::RunFinished { summary: summary.clone(), exit_code: code }).await;
     (summary, code)
+}
+
+/// What the run's nodes share ([`Shared`]), with a rendezvous for every QUERY. A relay's
+/// engine has every target of its QUERYs in it, its own nodes first ([`Plan::query_targets`]),
+/// and trades arrivals with the operator through its federation; the operator's engine, when
+/// some nodes are behind relays, hands every arrival to the relays' tasks (the receiver
+/// returned, to subscribe to).
+fn shared_state(
+    plan: &Plan,
+    config: &EngineConfig,
+) -> (Arc<Shared>, Option<tokio::sync::broadcast::Sender<shared::Arrival>>) {
+    let mut names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
+    let mut known: std::collections::HashSet<String> = names.iter().cloned().collect();
+    for (_, targets) in &plan.query_targets {
+        for name in targets {
+            if known.insert(name.clone()) {
+                names.push(name.clone());
+            }
+        }
+    }
+    let at: std::collections::HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let queries: Vec<(usize, Vec<usize>)> = plan
+        .jobs
+        .iter()
+        .filter(|j| j.work.traits().gathers)
+        .map(|j| match plan.query_targets.iter().find(|(id, _)| *id == j.id) {
+            Some((_, targets)) => (j.id, targets.iter().filter_map(|t| at.get(t.as_str()).copied()).collect()),
+            None => (j.id, j.targets.clone()),
+        })
+        .collect();
+    let gathers = !queries.is_empty();
+    let mut shared = Shared::new(names.clone(), queries);
+    let mut arrivals = None;
+    if let Some(federation) = &config.federation {
+        let out = federation.arrivals.clone();
+        shared = shared.observed(Box::new(move |arrival| {
+            let _ = out.send(arrival);
+        }));
+    } else if gathers && !plan.relays.is_empty() {
+        let (tx, _) = tokio::sync::broadcast::channel(1 << 16);
+        let out = tx.clone();
+        shared = shared.observed(Box::new(move |arrival| {
+            let _ = out.send(arrival);
+        }));
+        arrivals = Some(tx);
+    }
+    let shared = Arc::new(shared);
+    if let Some(mut inbox) = config.federation.as_ref().and_then(|f| shared::lock(&f.inbox).take()) {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(arrival) = inbox.recv().await {
+                shared.arrive(arrival);
+            }
+        });
+    }
+    (shared, arrivals)
 }
 
 fn add(summary: &mut Summary, tally: NodeTally) {

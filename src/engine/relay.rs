@@ -10,12 +10,14 @@
 //! nodes and streams its events back as [`Report`] lines, which join this run's events as if
 //! the nodes were direct: one history, one `--json` stream, one TUI. A host key the relay
 //! records comes back and is written to the operator's known_hosts. Cancellation goes down as
-//! [`Order`] lines. A relay that cannot be reached or is lost is an event for each of its
+//! [`Order`] lines, and so do the QUERY arrivals of nodes elsewhere (the relay's own nodes'
+//! come up as reports): every engine of the run holds every target of a QUERY. A relay that cannot be reached or is lost is an event for each of its
 //! nodes that has not finished (unreachable, with the reason), never a hung run.
 
 use super::{EngineConfig, NodeTally};
 use crate::catalog::Node;
 use crate::event::{Event, JobStatus, NodeOutcome, RunMode};
+use crate::node::shared::{Arrival, Shared};
 use crate::node::{CancelLevel, Sink};
 use crate::plan::Plan;
 use crate::transport::{self, Connection, Incoming};
@@ -84,7 +86,14 @@ pub(crate) struct Shipped {
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 #[serde(tag = "order", rename_all = "snake_case")]
 pub(crate) enum Order {
-    Cancel { level: CancelLevel },
+    Cancel {
+        level: CancelLevel,
+    },
+    /// A node of another site (or a direct one) arrived at, or left, a QUERY the relay's
+    /// nodes take part in.
+    Query {
+        arrival: Arrival,
+    },
 }
 
 /// A line from a relay to the operator.
@@ -99,6 +108,8 @@ pub(crate) enum Report {
     HostKey { file: PathBuf, lines: String },
     /// The relay cannot run its part (a handover it cannot use): said for each of its nodes.
     Refused { error: String },
+    /// One of the relay's nodes arrived at, or left, a QUERY.
+    Query { arrival: Arrival },
 }
 
 impl Report {
@@ -109,15 +120,25 @@ impl Report {
     }
 }
 
-/// The nodes `indices` of `plan`, all behind `relay`: driven through it; each node's tally.
+/// One site of a run: the nodes `indices` of `plan`, all behind `relay`, and what the run's
+/// nodes share.
+pub(super) struct SiteRun<'a> {
+    pub plan: &'a Plan,
+    pub indices: &'a [usize],
+    pub relay: &'a Node,
+    pub shared: &'a Shared,
+}
+
+/// Drives a site through its relay; each node's tally. `heard` gives every QUERY arrival of
+/// the run (when some QUERY crosses sites), passed on to the relay for the nodes not its own.
 pub(super) async fn drive(
-    plan: &Plan,
-    indices: &[usize],
-    relay: &Node,
+    site_run: SiteRun<'_>,
     config: &EngineConfig,
     sink: &Sink,
     mut cancel: watch::Receiver<CancelLevel>,
+    heard: Option<tokio::sync::broadcast::Receiver<Arrival>>,
 ) -> Vec<NodeTally> {
+    let SiteRun { plan, indices, relay, .. } = site_run;
     let names: Vec<&str> = indices.iter().map(|&i| plan.nodes[i].name.as_str()).collect();
     let mut site = Site::new(&names);
     let outcome = async {
@@ -128,7 +149,7 @@ pub(super) async fn drive(
         let settings = config.ssh.as_ref().ok_or("no SSH settings")?;
         let (conn, _) = transport::ssh::connect(relay, settings).await?;
         let conn = Connection::Ssh(conn);
-        let result = run_site(plan, indices, relay, &conn, agent, config, sink, &mut cancel, &mut site).await;
+        let result = run_site(&site_run, &conn, agent, config, sink, &mut cancel, heard, &mut site).await;
         conn.close().await;
         result
     };
@@ -310,16 +331,23 @@ fn handover(
 
 #[allow(clippy::too_many_arguments)]
 async fn run_site(
-    plan: &Plan,
-    indices: &[usize],
-    relay: &Node,
+    site_run: &SiteRun<'_>,
     conn: &Connection,
     agent: &std::path::Path,
     config: &EngineConfig,
     sink: &Sink,
     cancel: &mut watch::Receiver<CancelLevel>,
+    mut heard: Option<tokio::sync::broadcast::Receiver<Arrival>>,
     site: &mut Site,
 ) -> Result<(), String> {
+    let SiteRun { plan, indices, relay, shared } = *site_run;
+    // The QUERYs some of the site's nodes take part in: arrivals of other nodes go down.
+    let queries: HashSet<usize> = plan
+        .jobs
+        .iter()
+        .filter(|j| j.work.traits().gathers && j.targets.iter().any(|t| indices.contains(t)))
+        .map(|j| j.id)
+        .collect();
     let (handover, files) = handover(plan, indices, relay, config)?;
     let mut link = conn
         .start_relay(&relay.name, agent, &mut |bytes| {
@@ -362,6 +390,7 @@ async fn run_site(
                     }
                 }
                 Report::Refused { error } => return Err(error),
+                Report::Query { arrival } => shared.arrive(arrival),
             }
         }
         tokio::select! {
@@ -380,6 +409,18 @@ async fn run_site(
                     ));
                 }
             },
+            arrival = next_arrival(&mut heard), if heard.is_some() => {
+                let Some(arrival) = arrival else {
+                    heard = None;
+                    continue;
+                };
+                if queries.contains(&arrival.job) && !site.nodes.contains_key(&arrival.node) {
+                    let mut order = serde_json::to_string(&Order::Query { arrival }).expect("orders serialize");
+                    order.push('\n');
+                    link.writer.write_all(order.as_bytes()).await.map_err(lost)?;
+                    link.writer.flush().await.map_err(lost)?;
+                }
+            }
             changed = cancel.changed(), if watching => {
                 if changed.is_err() {
                     watching = false;
@@ -394,6 +435,20 @@ async fn run_site(
                     link.writer.flush().await.map_err(lost)?;
                 }
             }
+        }
+    }
+}
+
+/// The next QUERY arrival of the run; `None` once there will be none.
+async fn next_arrival(heard: &mut Option<tokio::sync::broadcast::Receiver<Arrival>>) -> Option<Arrival> {
+    let receiver = heard.as_mut()?;
+    loop {
+        match receiver.recv().await {
+            Ok(arrival) => return Some(arrival),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!("{missed} QUERY arrivals were missed on their way to a relay");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
         }
     }
 }

@@ -6,7 +6,9 @@
 //! nodes wait for each other: each target arrives with its value (or leaves: it failed
 //! earlier, was skipped, or is unreachable), and the job completes on all of them once every
 //! target has done one or the other. A node's task leaves every rendezvous it has not reached
-//! when it ends, so a lost node never blocks the others.
+//! when it ends, so a lost node never blocks the others. Across relays, each engine has every
+//! target of a QUERY in its rendezvous: its own nodes arrive themselves, the others' arrivals
+//! come in through [`Shared::arrive`], and an [`Observer`] hears every arrival to pass on.
 
 use super::cache::NodeCache;
 use serde_json::Value;
@@ -125,9 +127,22 @@ struct Rendezvous {
     notify: Notify,
 }
 
+/// A node arriving at a QUERY with its value (which may be absent), or leaving it (`None`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Arrival {
+    pub job: usize,
+    pub node: String,
+    pub value: Option<Option<Value>>,
+}
+
+/// Hears every arrival at a QUERY of this run (the relays' engines and the operator's pass
+/// them on to each other).
+pub(crate) type Observer = Box<dyn Fn(Arrival) + Send + Sync>;
+
 pub struct Shared {
     pub nodes: Vec<NodeState>,
     queries: HashMap<usize, Rendezvous>,
+    observer: Option<Observer>,
 }
 
 impl Shared {
@@ -143,7 +158,37 @@ impl Shared {
                 )
             })
             .collect();
-        Shared { nodes: names.into_iter().map(NodeState::new).collect(), queries }
+        Shared { nodes: names.into_iter().map(NodeState::new).collect(), queries, observer: None }
+    }
+
+    /// These shared states, with `observer` hearing every QUERY arrival.
+    pub fn observed(self, observer: Observer) -> Self {
+        Shared { observer: Some(observer), ..self }
+    }
+
+    /// Another engine's node arrived at (or left) QUERY `job`.
+    pub fn arrive(&self, arrival: Arrival) {
+        let (Some(r), Some(node)) = (self.queries.get(&arrival.job), self.position(&arrival.node)) else { return };
+        let first = {
+            let mut seen = lock(&r.seen);
+            match (seen.get(&node), &arrival.value) {
+                (None, _) | (Some(None), Some(_)) => {
+                    seen.insert(node, arrival.value.clone());
+                    true
+                }
+                _ => false,
+            }
+        };
+        if first {
+            r.notify.notify_waiters();
+            self.tell(arrival);
+        }
+    }
+
+    fn tell(&self, arrival: Arrival) {
+        if let Some(observer) = &self.observer {
+            observer(arrival);
+        }
     }
 
     /// The place of the node named `name` among the run's nodes.
@@ -162,8 +207,9 @@ impl Shared {
         build: impl Fn(&[(usize, &Option<Value>)]) -> Value,
     ) -> Arc<Value> {
         let Some(r) = self.queries.get(&job) else { return Arc::new(build(&[(node, &value)])) };
-        lock(&r.seen).insert(node, Some(value));
+        lock(&r.seen).insert(node, Some(value.clone()));
         r.notify.notify_waiters();
+        self.tell(Arrival { job, node: self.nodes[node].name.clone(), value: Some(value) });
         until(&r.notify, || {
             let seen = lock(&r.seen);
             r.participants.iter().all(|p| seen.contains_key(p)).then(|| {
@@ -181,8 +227,16 @@ impl Shared {
     /// `node` will not reach QUERY `job`.
     pub fn leave(&self, job: usize, node: usize) {
         if let Some(r) = self.queries.get(&job) {
-            lock(&r.seen).entry(node).or_insert(None);
+            let left = {
+                let mut seen = lock(&r.seen);
+                let left = !seen.contains_key(&node);
+                seen.entry(node).or_insert(None);
+                left
+            };
             r.notify.notify_waiters();
+            if left {
+                self.tell(Arrival { job, node: self.nodes[node].name.clone(), value: None });
+            }
         }
     }
 

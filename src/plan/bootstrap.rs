@@ -103,6 +103,7 @@ impl Plan {
             forced: Some("bootstrap runs every job".into()),
             batching: None,
             relays: Vec::new(),
+            query_targets: Vec::new(),
         })
     }
 }

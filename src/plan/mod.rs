@@ -177,6 +177,10 @@ pub struct Plan {
     /// The catalog nodes some of [`Plan::nodes`] name as their `relay:` (the sites'
     /// gateways), in catalog order; the engine reaches those nodes through them.
     pub relays: Vec<Node>,
+    /// In a relay's part of a plan ([`Plan::part`]): every target of each QUERY, by name, in
+    /// the whole run's order (the targets beyond this part arrive from elsewhere).
+    #[serde(default)]
+    pub query_targets: Vec<(usize, Vec<String>)>,
 }
 
 /// In what order the engine takes the nodes.
@@ -314,7 +318,17 @@ impl Plan {
             .filter(|r| nodes.iter().any(|n| n.relay.as_ref().is_some_and(|to| to.name == r.name)))
             .cloned()
             .collect();
-        let plan = Plan { nodes, entries, jobs, vars, schedule: Schedule::Together, forced, batching, relays };
+        let plan = Plan {
+            nodes,
+            entries,
+            jobs,
+            vars,
+            schedule: Schedule::Together,
+            forced,
+            batching,
+            relays,
+            query_targets: Vec::new(),
+        };
         plan.check_relays(orchestrations)?;
         plan.check_identities(orchestrations)?;
         plan.check_reboots(orchestrations)?;
@@ -348,8 +362,8 @@ impl Plan {
     }
 
     /// What a run through relays cannot do yet: batches (the relays would have to take turns),
-    /// and jobs that wait for other nodes or gather from them on nodes behind a relay (the
-    /// nodes they wait for may be on another site).
+    /// and QUERY_WAIT and JOB_WAIT on nodes behind a relay (they read other nodes' caches,
+    /// which may be on another site). QUERY crosses sites ([`crate::node::shared`]).
     fn check_relays(&self, orchestrations: &[Orchestration]) -> Result<(), Error> {
         let Some(behind) = self.nodes.iter().find(|n| n.relay.is_some()) else { return Ok(()) };
         let relay = behind.relay.as_ref().map(|r| r.name.as_str()).unwrap_or_default();
@@ -362,7 +376,7 @@ impl Plan {
         }
         for (job, (doc, spec)) in self.jobs.iter().zip(job_specs(orchestrations)) {
             let traits = job.work.traits();
-            if !(traits.waits_for_others || traits.gathers) {
+            if !traits.waits_for_others || traits.gathers {
                 continue;
             }
             if let Some(node) = job.targets.iter().map(|&t| &self.nodes[t]).find(|n| n.relay.is_some()) {
@@ -383,7 +397,11 @@ impl Plan {
             renumber[i] = k;
         }
         let mut jobs = self.jobs.clone();
+        let mut query_targets = Vec::new();
         for job in &mut jobs {
+            if job.work.traits().gathers && !job.targets.is_empty() {
+                query_targets.push((job.id, job.targets.iter().map(|&t| self.nodes[t].name.clone()).collect()));
+            }
             job.targets = job.targets.iter().map(|&t| renumber[t]).filter(|&t| t != usize::MAX).collect();
         }
         Plan {
@@ -395,6 +413,7 @@ impl Plan {
             forced: self.forced.clone(),
             batching: None,
             relays: Vec::new(),
+            query_targets,
         }
     }
 

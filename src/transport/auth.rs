@@ -298,6 +298,24 @@ impl Offer {
     }
 }
 
+/// Connects to the ssh-agent at `path`, as a blocking `connect` would: a Unix socket whose
+/// backlog is full answers a non-blocking connect with EAGAIN at once (ssh-agent listens
+/// with a backlog of 128, and hundreds of logins at once, a relay's forwarded ones above all,
+/// fill it), so that is waited out (up to 10 s) instead of taken for "no agent".
+pub(crate) async fn connect_agent(path: &Path) -> std::io::Result<tokio::net::UnixStream> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match tokio::net::UnixStream::connect(path).await {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Authenticates as `node.user` on `handle`, offering keys in OpenSSH's order (see the
 /// module); the error names everything offered.
 pub(crate) async fn authenticate<H: client::Handler>(
@@ -310,7 +328,7 @@ pub(crate) async fn authenticate<H: client::Handler>(
     let rsa_hash = handle.best_supported_rsa_hash().await.map_err(describe)?.flatten();
     let sock = socket(&node.ssh.agent);
     let mut agent = match &sock {
-        Some(path) => AgentClient::connect_uds(path).await.ok(),
+        Some(path) => connect_agent(path).await.ok().map(AgentClient::connect),
         None => None,
     };
     let held: Vec<(PublicKey, String)> = match agent.as_mut() {

@@ -11,6 +11,7 @@
 
 use super::{Connection, Incoming, Link};
 use sha3::{Digest, Sha3_256};
+use std::path::Path;
 use std::sync::OnceLock;
 use tokio::io::AsyncWriteExt;
 
@@ -19,22 +20,53 @@ pub(crate) const MISSING_MARKER: &str = "director-relay-missing";
 /// First line printed by the probe when another user could replace the binary.
 pub(crate) const UNSAFE_MARKER: &str = "director-relay-unsafe";
 
-/// This director's own binary and its sha3-256, read once.
+/// This director's own binary: its sha3-256, known once per process.
 pub(crate) struct OwnBinary {
-    pub bytes: Vec<u8>,
     pub sha3: String,
 }
 
-/// Reads (once) the binary this process runs from.
+/// The running binary, as the kernel has it (even if its file was replaced since).
+const SELF: &str = "/proc/self/exe";
+
+/// This director's binary's sha3-256: hashed once per build and kept in the cache directory
+/// (`self.sha3`, keyed by the file's device, inode, size and modification time), so a run
+/// through relays does not read tens of megabytes first.
 pub(crate) fn own_binary() -> Result<&'static OwnBinary, String> {
     static OWN: OnceLock<Result<OwnBinary, String>> = OnceLock::new();
     OWN.get_or_init(|| {
-        let bytes = std::fs::read("/proc/self/exe").map_err(|e| format!("cannot read this director's binary: {e}"))?;
-        let sha3 = crate::verb::source::hex(&Sha3_256::digest(&bytes));
-        Ok(OwnBinary { bytes, sha3 })
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(SELF).map_err(|e| format!("cannot read this director's binary: {e}"))?;
+        let key = format!("{}:{}:{}:{}.{}", meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
+        let kept = crate::paths::cache_dir().join("self.sha3");
+        let known = std::fs::read_to_string(&kept).ok().and_then(|text| {
+            let (k, sha3) = text.trim().split_once(' ')?;
+            (k == key && sha3.len() == 64).then(|| sha3.to_string())
+        });
+        if let Some(sha3) = known {
+            return Ok(OwnBinary { sha3 });
+        }
+        let sha3 = hash_file(Path::new(SELF)).map_err(|e| format!("cannot read this director's binary: {e}"))?;
+        if crate::private::create_dir_all(kept.parent().unwrap_or(Path::new("."))).is_ok() {
+            let _ = crate::private::write_file(&kept, format!("{key} {sha3}\n").as_bytes());
+        }
+        Ok(OwnBinary { sha3 })
     })
     .as_ref()
     .map_err(Clone::clone)
+}
+
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha3_256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(director_proto::hex(&hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
 /// The probe: starts `director-<sha3> relay` if present and safe; otherwise prints
@@ -47,12 +79,12 @@ pub(crate) fn probe_command(sha3: &str) -> String {
 
 /// `director relay --install SHA3 PATH`: this binary, just uploaded to a temp file, checks
 /// that it is whole (its sha3-256 is `sha3`) and renames itself to `path`.
-pub(crate) fn install_self(sha3: &str, path: &std::path::Path) -> Result<(), String> {
-    let own = own_binary()?;
-    let exe = std::fs::read_link("/proc/self/exe").map_err(|e| format!("cannot find this binary: {e}"))?;
-    if own.sha3 != sha3 {
+pub(crate) fn install_self(sha3: &str, path: &Path) -> Result<(), String> {
+    let exe = std::fs::read_link(SELF).map_err(|e| format!("cannot find this binary: {e}"))?;
+    let own = hash_file(Path::new(SELF)).map_err(|e| format!("cannot read this binary: {e}"))?;
+    if own != sha3 {
         let _ = std::fs::remove_file(&exe);
-        return Err(format!("the uploaded director is damaged: its sha3-256 is {}, not {sha3}", own.sha3));
+        return Err(format!("the uploaded director is damaged: its sha3-256 is {own}, not {sha3}"));
     }
     std::fs::rename(&exe, path).map_err(|e| format!("cannot install director at {}: {e}", path.display()))
 }
@@ -91,7 +123,7 @@ impl Connection {
     pub(crate) async fn start_relay(
         &self,
         relay: &str,
-        agent: &std::path::Path,
+        agent: &Path,
         uploaded: &mut (dyn FnMut(u64) + Send),
     ) -> Result<Link, String> {
         let Connection::Ssh(ssh) = self else { return Err(format!("relay {relay} is not reached over SSH")) };
@@ -121,7 +153,8 @@ impl Connection {
                     }
                     let end = link.pending.iter().position(|&b| b == b'\n').map_or(0, |at| at + 1);
                     link.pending.drain(..end);
-                    let body = if gzip { gzip_fast(&own.bytes)? } else { own.bytes.clone() };
+                    let bytes = std::fs::read(SELF).map_err(|e| format!("cannot read this director's binary: {e}"))?;
+                    let body = if gzip { gzip_fast(&bytes)? } else { bytes };
                     let header = format!("{} {}\n", body.len(), if gzip { "gz" } else { "raw" });
                     let send = async {
                         link.writer.write_all(header.as_bytes()).await?;

@@ -126,19 +126,22 @@ impl client::Handler for Client {
             reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
             return Ok(());
         };
-        match tokio::net::UnixStream::connect(&socket).await {
-            Ok(mut agent) => {
-                reply.accept().await;
-                tokio::spawn(async move {
+        // Accepted at once and connected aside: the session's loop must not wait on the
+        // agent (its backlog may be full for a moment).
+        reply.accept().await;
+        let node = self.check.node.clone();
+        tokio::spawn(async move {
+            match super::auth::connect_agent(&socket).await {
+                Ok(mut agent) => {
                     let mut stream = channel.into_stream();
                     let _ = tokio::io::copy_bidirectional(&mut stream, &mut agent).await;
-                });
+                }
+                Err(e) => {
+                    tracing::warn!(node = %node, "cannot reach the ssh-agent at {}: {e}", socket.display());
+                    let _ = channel.close().await;
+                }
             }
-            Err(e) => {
-                tracing::warn!(node = %self.check.node, "cannot reach the ssh-agent at {}: {e}", socket.display());
-                reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
-            }
-        }
+        });
         Ok(())
     }
 }

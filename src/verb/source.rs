@@ -82,12 +82,4 @@ fn hash(path: &Path) -> Result<Source, VerbError> {
     read().map_err(|e| err(format!("cannot read source {}: {}", path.display(), crate::error::io_reason(&e))))
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(2 * bytes.len());
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
-}
+pub(crate) use director_proto::hex;

@@ -457,6 +457,21 @@ impl Fleet {
         format!("10.{}.{}.{}", 231 + i / 64, self.subnet, 4 * (i % 64) + end)
     }
 
+    /// Lets every host reach every other (as root): each host's namespace routes by default
+    /// through the operator's, which forwards. A bench then reaches the same nodes directly
+    /// and through a relay among them. Without root every host shares loopback already.
+    pub(crate) fn route_between_hosts(&self) {
+        if !is_root() {
+            return;
+        }
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+        for (i, host) in self.hosts.iter().enumerate() {
+            let Some(ns) = &host.netns else { continue };
+            let via = self.address(i, 1);
+            run(Command::new("ip").args(["netns", "exec", ns, "ip", "route", "add", "default", "via", &via]));
+        }
+    }
+
     /// Puts host `i` behind host `bastion` (as root): its link moves into the bastion's
     /// network namespace, so only the bastion can reach it and the operator has no route to
     /// it. Without root every host shares loopback, and this changes nothing.

@@ -313,3 +313,92 @@ fn ctrl_c_reaches_through_a_relay_and_kills_the_jobs_on_its_nodes() {
     // The relay ended with the run.
     wait_for("the relay's end", || h[3].commands(" relay").is_empty());
 }
+
+/// `director orchestrate FILE --catalog CATALOG --json`, started with the agent, to read while
+/// it runs.
+fn spawn(fleet: &Fleet, agent: &Agent, catalog: &Path, file: &Path) -> std::process::Child {
+    fleet
+        .director()
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .arg("orchestrate")
+        .arg(file)
+        .arg("--catalog")
+        .arg(catalog)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn manage_cancel_reaches_through_a_relay_and_an_operator_that_dies_takes_its_relays_runs_down() {
+    let (fleet, catalog) = sites();
+    let agent = Agent::start(fleet.path(), &fleet.key);
+    let h = &fleet.hosts;
+    let marker = 30000 + std::process::id() % 9000;
+    let file = fleet.file("o.yaml", &format!("- targets: [{}]\n  jobs:\n    - RUN: sleep {marker}1\n", h[2].name));
+    let sleeping = || !h[2].commands(&format!("sleep {marker}1")).is_empty();
+
+    // From another terminal: the run is cancelled, and the job behind the relay killed.
+    let child = spawn(&fleet, &agent, &catalog, &file);
+    wait_for("the job behind the relay", sleeping);
+    let run = output(fleet.director().args(["manage", "--run-info", "last", "--json"]));
+    let run: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+    let out = output(fleet.director().args(["manage", "--cancel", &id]));
+    assert_eq!((code(&out), super::stdout(&out)), (0, format!("Run {id} is cancelled.\n")), "{}", stderr(&out));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 130, "{}", stderr(&out));
+    assert!(!sleeping(), "the job behind the relay survived manage --cancel");
+    let events = schema::parse(&out.stdout);
+    assert_eq!(finished(&events, &h[2].name).iter().map(|f| f.1).collect::<Vec<_>>(), ["cancelled"]);
+
+    // An operator killed outright: its relay hears its end of the channel close and kills
+    // the run it was serving.
+    let mut child = spawn(&fleet, &agent, &catalog, &file);
+    wait_for("the job behind the relay", sleeping);
+    child.kill().unwrap();
+    let _ = child.wait();
+    wait_for("the job's end after its operator died", || !sleeping());
+    wait_for("the relay's end", || h[1].commands(" relay").is_empty());
+}
+
+#[test]
+fn a_query_gathers_from_a_direct_node_and_two_sites_and_every_node_sees_all_of_them() {
+    let (fleet, catalog) = sites();
+    let agent = Agent::start(fleet.path(), &fleet.key);
+    let h = &fleet.hosts;
+    let file = fleet.file(
+        "o.yaml",
+        &format!(
+            "- targets: [{}, {}, {}]\n  jobs:\n    - RUN: --stdout-arg where echo {{{{ site | default('home') }}}}\n    - QUERY: where\n    - RUN: echo '{{% for n, v in query | dictsort %}}{{{{ n }}}}={{{{ v.where }}}} {{% endfor %}}' > ~/peers\n",
+            h[0].name, h[2].name, h[4].name
+        ),
+    );
+    let (status, events, err) = run(&fleet, &agent, &catalog, &file, &[]);
+    assert_eq!(status, 0, "{err}");
+    let want = format!("{}=home {}=eu {}=us \n", h[0].name, h[2].name, h[4].name);
+    for i in [0, 2, 4] {
+        assert_eq!(std::fs::read_to_string(h[i].home_path("peers")).unwrap(), want, "{}", h[i].name);
+        let statuses: Vec<&str> = finished(&events, &h[i].name).iter().map(|f| f.1).collect();
+        assert_eq!(statuses, ["ok", "ok", "ok"], "{}", h[i].name);
+    }
+    // A site whose node cannot be reached does not hold the others at the QUERY: it leaves.
+    let mut text = std::fs::read_to_string(&catalog).unwrap();
+    text.push_str(&format!("  - {{name: ghost, host: {}, port: 1, groups: [us]}}\n", h[4].addr));
+    std::fs::write(&catalog, text).unwrap();
+    let file = fleet.file(
+        "o2.yaml",
+        &format!(
+            "- targets: [{}, {}, ghost]\n  jobs:\n    - RUN: --stdout-arg again echo {{{{ site | default('home') }}}}\n    - QUERY: again\n    - RUN: echo '{{% for n, v in query | dictsort %}}{{% if v.again is defined %}}{{{{ n }}}} {{% endif %}}{{% endfor %}}' > ~/peers\n",
+            h[0].name, h[2].name
+        ),
+    );
+    let (status, _, err) = run(&fleet, &agent, &catalog, &file, &[]);
+    assert_eq!(status, 3, "{err}");
+    for i in [0, 2] {
+        let want = format!("{} {} \n", h[0].name, h[2].name);
+        assert_eq!(std::fs::read_to_string(h[i].home_path("peers")).unwrap(), want, "{}", h[i].name);
+    }
+}

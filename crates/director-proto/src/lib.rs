@@ -361,6 +361,17 @@ pub fn decode<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<Option<(T, usi
     Ok(Some((message, 4 + len)))
 }
 
+/// `bytes` as lowercase hex: how hashes are written, on both ends.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
 /// Splits `bytes` into the longest valid UTF-8 prefix and a tail of at most three bytes that
 /// may be the start of a character cut by a chunk boundary. Invalid bytes in the prefix are
 /// replaced, so output is always text.

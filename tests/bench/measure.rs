@@ -1,0 +1,128 @@
+//! Running director as a user does and measuring it, shared by the scale and relay benches:
+//! wall time, the operator's CPU (wait4) and its peak RSS (VmHWM, polled while it runs).
+
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What one director process did.
+pub(crate) struct Measured {
+    pub wall: Duration,
+    /// The operator's own CPU time (user + system).
+    pub cpu: Duration,
+    pub max_rss_kb: u64,
+    pub stdout: String,
+}
+
+/// The peak resident memory of process `pid` so far (VmHWM), in KiB; `None` once it is gone
+/// or a zombie.
+pub(crate) fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    hwm.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Runs `cmd` to its end; its wall time, CPU time (from `wait4`) and peak RSS (its VmHWM,
+/// polled while it runs).
+pub(crate) fn measure(mut cmd: Command) -> Result<Measured, String> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let id = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                match vm_hwm_kb(id) {
+                    Some(kb) => peak = peak.max(kb),
+                    None if peak > 0 => break,
+                    None => {}
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let mut stdout = String::new();
+    let _ = out.read_to_string(&mut stdout);
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child, whose Child handle is never waited on again.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let max_rss_kb = poller.join().unwrap_or(0);
+    let stderr = reader.join().unwrap_or_default();
+    if pid < 0 {
+        return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+    }
+    let status = std::process::ExitStatus::from_raw(status);
+    if !status.success() {
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        // What the run said went wrong: its first few unreachable nodes and failed jobs.
+        let said: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.contains("\"node_unreachable\"") || l.contains("\"status\":\"failed\""))
+            .take(3)
+            .collect();
+        return Err(format!(
+            "exit {status}: {} {} | {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            said.join(" | "),
+            summary(&stdout)
+        ));
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
+    Ok(Measured { wall, cpu, max_rss_kb, stdout })
+}
+
+/// The `run_finished` line of a `--json` run.
+pub(crate) fn summary(stdout: &str) -> &str {
+    stdout.lines().rev().find(|l| l.contains("\"run_finished\"")).unwrap_or("(no run_finished event)")
+}
+
+/// The value of the summary's count `key`.
+pub(crate) fn count(stdout: &str, key: &str) -> Option<usize> {
+    let line = summary(stdout);
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// Checks that a run did `want` jobs with status `key`.
+pub(crate) fn expect(m: &Measured, key: &str, want: usize) -> Result<(), String> {
+    match count(&m.stdout, key) {
+        Some(n) if n == want => Ok(()),
+        _ => Err(format!("expected {key} = {want}: {}", summary(&m.stdout))),
+    }
+}
+
+/// Removes a node cache (its base and its journal) from the state directory `dir`.
+pub(crate) fn wipe_cache(dir: &Path) {
+    for file in ["cache.json", "cache.journal"] {
+        let _ = std::fs::remove_file(dir.join(file));
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit.
+pub(crate) fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
