@@ -749,8 +749,11 @@ impl Fleet {
     }
 
     /// The director binary with an isolated home and this fleet's known_hosts.
+    /// (`DIRECTOR_TEST_BINARY` runs another build of director instead of the test build, e.g.
+    /// a static musl build serving as its own relay.)
     pub(crate) fn director(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_director"));
+        let binary = std::env::var_os("DIRECTOR_TEST_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_director").into());
+        let mut cmd = Command::new(binary);
         cmd.env("HOME", self.dir.join("operator-home"))
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("DIRECTOR_CATALOG")
