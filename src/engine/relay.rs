@@ -350,7 +350,7 @@ async fn run_site(
         .collect();
     let (handover, files) = handover(plan, indices, relay, config)?;
     let mut link = conn
-        .start_relay(&relay.name, agent, &mut |bytes| {
+        .start_relay(agent, &mut |bytes| {
             tracing::info!(relay = %relay.name, bytes, "director uploaded to the relay");
         })
         .await?;

@@ -6,8 +6,11 @@
 //! there; if not, it prints a marker line naming the gateway's architecture (and whether it has
 //! gzip), reads the binary from its stdin, and starts the temp file as `relay --install`,
 //! which checks its own hash, renames itself into place and serves, in the same process.
-//! Only a gateway of this machine's architecture can take this binary; the binary must be
-//! one the gateway can run (a static musl build runs on any Linux).
+//! A gateway of this machine's architecture gets this very binary; one of another
+//! architecture gets the build shipped beside it, `director-<arch>` in the same directory
+//! (`director-aarch64` beside `/usr/local/bin/director`), and none is refused with the path
+//! it would have been read from. The binary must be one the gateway can run: a static musl
+//! build runs on any Linux.
 
 use super::{Connection, Incoming, Link};
 use sha3::{Digest, Sha3_256};
@@ -20,39 +23,79 @@ pub(crate) const MISSING_MARKER: &str = "director-relay-missing";
 /// First line printed by the probe when another user could replace the binary.
 pub(crate) const UNSAFE_MARKER: &str = "director-relay-unsafe";
 
-/// This director's own binary: its sha3-256, known once per process.
-pub(crate) struct OwnBinary {
+/// A build of director a gateway can be given: for the architecture `uname -m` names, the
+/// file, and its sha3-256.
+#[derive(Clone)]
+pub(crate) struct Build {
+    pub arch: &'static str,
+    pub path: std::path::PathBuf,
     pub sha3: String,
 }
 
 /// The running binary, as the kernel has it (even if its file was replaced since).
 const SELF: &str = "/proc/self/exe";
 
-/// This director's binary's sha3-256: hashed once per build and kept in the cache directory
+/// The architectures a relay can be.
+const ARCHES: [&str; 2] = ["x86_64", "aarch64"];
+
+/// The builds this director can give its relays: itself, and `director-<arch>` beside it for
+/// each other architecture that has one. Each hash is kept in the cache directory
 /// (`self.sha3`, keyed by the file's device, inode, size and modification time), so a run
 /// through relays does not read tens of megabytes first.
-pub(crate) fn own_binary() -> Result<&'static OwnBinary, String> {
-    static OWN: OnceLock<Result<OwnBinary, String>> = OnceLock::new();
-    OWN.get_or_init(|| {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(SELF).map_err(|e| format!("cannot read this director's binary: {e}"))?;
-        let key = format!("{}:{}:{}:{}.{}", meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
-        let kept = crate::paths::cache_dir().join("self.sha3");
-        let known = std::fs::read_to_string(&kept).ok().and_then(|text| {
-            let (k, sha3) = text.trim().split_once(' ')?;
-            (k == key && sha3.len() == 64).then(|| sha3.to_string())
-        });
-        if let Some(sha3) = known {
-            return Ok(OwnBinary { sha3 });
-        }
-        let sha3 = hash_file(Path::new(SELF)).map_err(|e| format!("cannot read this director's binary: {e}"))?;
-        if crate::private::create_dir_all(kept.parent().unwrap_or(Path::new("."))).is_ok() {
-            let _ = crate::private::write_file(&kept, format!("{key} {sha3}\n").as_bytes());
-        }
-        Ok(OwnBinary { sha3 })
-    })
-    .as_ref()
-    .map_err(Clone::clone)
+pub(crate) fn builds() -> Result<&'static [Build], String> {
+    static BUILDS: OnceLock<Result<Vec<Build>, String>> = OnceLock::new();
+    BUILDS
+        .get_or_init(|| {
+            let kept = crate::paths::cache_dir().join("self.sha3");
+            let mut known: Vec<String> =
+                std::fs::read_to_string(&kept).unwrap_or_default().lines().map(str::to_string).collect();
+            let mut found = Vec::new();
+            let here = std::env::consts::ARCH;
+            let arch = ARCHES.into_iter().find(|a| *a == here).unwrap_or("x86_64");
+            let sha3 = cached_sha3(Path::new(SELF), &mut known)
+                .map_err(|e| format!("cannot read this director's binary: {e}"))?;
+            found.push(Build { arch, path: SELF.into(), sha3 });
+            if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+                for other in ARCHES.into_iter().filter(|a| *a != arch) {
+                    let path = dir.join(format!("director-{other}"));
+                    if let Ok(sha3) = cached_sha3(&path, &mut known) {
+                        found.push(Build { arch: other, path, sha3 });
+                    }
+                }
+            }
+            if crate::private::create_dir_all(kept.parent().unwrap_or(Path::new("."))).is_ok() {
+                let _ = crate::private::write_file(&kept, format!("{}\n", known.join("\n")).as_bytes());
+            }
+            Ok(found)
+        })
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+/// Where a gateway of `arch` would find its build beside this one.
+fn beside(arch: &str) -> String {
+    match std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+        Some(dir) => dir.join(format!("director-{arch}")).display().to_string(),
+        None => format!("director-{arch}"),
+    }
+}
+
+/// The sha3-256 of `path`, from `known` (lines `KEY SHA3`) when its key matches, else hashed
+/// and added there.
+fn cached_sha3(path: &Path, known: &mut Vec<String>) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    let key = format!("{}:{}:{}:{}.{}", meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
+    let found = known.iter().find_map(|line| {
+        let (k, sha3) = line.trim().split_once(' ')?;
+        (k == key && sha3.len() == 64).then(|| sha3.to_string())
+    });
+    if let Some(sha3) = found {
+        return Ok(sha3);
+    }
+    let sha3 = hash_file(path)?;
+    known.push(format!("{key} {sha3}"));
+    Ok(sha3)
 }
 
 fn hash_file(path: &Path) -> std::io::Result<String> {
@@ -69,11 +112,22 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
     }
 }
 
-/// The probe: starts `director-<sha3> relay` if present and safe; otherwise prints
-/// `MISSING_MARKER <uname -m> <gz|->`, installs what follows on stdin and starts it.
-pub(crate) fn probe_command(sha3: &str) -> String {
+/// The probe: picks the build for the gateway's `uname -m`, starts `director-<sha3> relay` if
+/// present and safe; otherwise prints `MISSING_MARKER <uname -m> <gz|->`, installs what
+/// follows on stdin and starts it.
+pub(crate) fn probe_command(builds: &[Build]) -> String {
+    let cases: String = builds
+        .iter()
+        .map(|b| {
+            let names = match b.arch {
+                "aarch64" => "aarch64|arm64",
+                _ => "x86_64|amd64",
+            };
+            format!("{names}) h={};; ", b.sha3)
+        })
+        .collect();
     format!(
-        r#"d="${{XDG_CACHE_HOME:-$HOME/.cache}}/director/bin"; p="$d/director-{sha3}"; if [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" relay; fi; z=-; command -v gzip >/dev/null 2>&1 && z=gz; echo "{MISSING_MARKER} $(uname -m) $z"; umask 077; mkdir -p "$d" || exit 1; read -r n f || exit 0; t="$d/.director-{sha3}.$$.tmp"; trap 'rm -f "$t"' EXIT; if [ "$f" = gz ]; then head -c "$n" | gzip -dc > "$t"; else head -c "$n" > "$t"; fi || exit 1; chmod 700 "$t"; trap - EXIT; exec "$t" relay --install {sha3} "$p""#
+        r#"d="${{XDG_CACHE_HOME:-$HOME/.cache}}/director/bin"; m="$(uname -m)"; h=; case "$m" in {cases}esac; p="$d/director-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" relay; fi; z=-; command -v gzip >/dev/null 2>&1 && z=gz; echo "{MISSING_MARKER} $m $z"; [ -n "$h" ] || exit 0; umask 077; mkdir -p "$d" || exit 1; read -r n f || exit 0; t="$d/.director-$h.$$.tmp"; trap 'rm -f "$t"' EXIT; if [ "$f" = gz ]; then head -c "$n" | gzip -dc > "$t"; else head -c "$n" > "$t"; fi || exit 1; chmod 700 "$t"; trap - EXIT; exec "$t" relay --install "$h" "$p""#
     )
 }
 
@@ -122,13 +176,12 @@ impl Connection {
     /// it, with the ssh-agent at `agent` forwarded; `uploaded` hears the bytes sent.
     pub(crate) async fn start_relay(
         &self,
-        relay: &str,
         agent: &Path,
         uploaded: &mut (dyn FnMut(u64) + Send),
     ) -> Result<Link, String> {
-        let Connection::Ssh(ssh) = self else { return Err(format!("relay {relay} is not reached over SSH")) };
-        let own = own_binary()?;
-        let mut link = ssh.exec_forwarding_agent(probe_command(&own.sha3), agent).await?;
+        let Connection::Ssh(ssh) = self else { return Err("it is not reached over SSH".to_string()) };
+        let builds = builds()?;
+        let mut link = ssh.exec_forwarding_agent(probe_command(builds), agent).await?;
         let mut stderr = Vec::new();
         let mut sent = false;
         loop {
@@ -139,21 +192,27 @@ impl Connection {
                 }
                 Answer::Unsafe(path) => {
                     return Err(format!(
-                        "director on relay {relay} is not safe to run: {path} can be changed by another user; fix its owner and mode (chmod 700)"
+                        "director there is not safe to run: {path} can be changed by another user; fix its owner and mode (chmod 700)"
                     ))
                 }
-                Answer::Missing { .. } if sent => return Err(format!("director was installed on relay {relay} but does not start")),
+                Answer::Missing { .. } if sent => return Err("director was installed there but does not start".to_string()),
                 Answer::Missing { arch, gzip } => {
-                    let here = std::env::consts::ARCH;
-                    let same = arch == here || (here == "aarch64" && arch == "arm64") || (here == "x86_64" && arch == "amd64");
-                    if !same {
+                    let named = match arch.as_str() {
+                        "arm64" => "aarch64",
+                        "amd64" => "x86_64",
+                        other => other,
+                    };
+                    let Some(build) = builds.iter().find(|b| b.arch == named) else {
                         return Err(format!(
-                            "relay {relay} is {arch} and this director is built for {here}: run the run from a director built for {arch}, or make a {here} machine the site's relay"
+                            "the gateway is {arch}, and this director (built for {}) has no build for it beside it: put a static director built for {named} at {}",
+                            std::env::consts::ARCH,
+                            beside(named)
                         ));
-                    }
+                    };
                     let end = link.pending.iter().position(|&b| b == b'\n').map_or(0, |at| at + 1);
                     link.pending.drain(..end);
-                    let bytes = std::fs::read(SELF).map_err(|e| format!("cannot read this director's binary: {e}"))?;
+                    let bytes = std::fs::read(&build.path)
+                        .map_err(|e| format!("cannot read {}: {e}", build.path.display()))?;
                     let body = if gzip { gzip_fast(&bytes)? } else { bytes };
                     let header = format!("{} {}\n", body.len(), if gzip { "gz" } else { "raw" });
                     let send = async {
@@ -161,7 +220,7 @@ impl Connection {
                         link.writer.write_all(&body).await?;
                         link.writer.flush().await
                     };
-                    send.await.map_err(|e| format!("uploading director to relay {relay} failed: {e}"))?;
+                    send.await.map_err(|e| format!("uploading director failed: {e}"))?;
                     uploaded(body.len() as u64);
                     sent = true;
                 }
@@ -172,7 +231,7 @@ impl Connection {
                         link.settled();
                         let said = String::from_utf8_lossy(&stderr).trim().to_string();
                         return Err(format!(
-                            "director on relay {relay} ended before it started (exit {}){}",
+                            "director ended there before it started (exit {}){}",
                             status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
                             if said.is_empty() { String::new() } else { format!(": {said}") }
                         ));

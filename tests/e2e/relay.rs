@@ -168,7 +168,10 @@ fn an_orchestration_runs_on_a_direct_node_and_two_sites_through_their_relays() {
         (own, jobs)
     };
     let direct = shape(&h[0].name);
-    assert!(direct.0.contains(&"NodeReady".to_string()) && direct.0.contains(&"HostKeyRecorded".to_string()), "{direct:?}");
+    assert!(
+        direct.0.contains(&"NodeReady".to_string()) && direct.0.contains(&"HostKeyRecorded".to_string()),
+        "{direct:?}"
+    );
     assert_eq!(direct.1.len(), 8, "{direct:?}");
     assert_eq!(shape(&h[2].name), direct);
     assert_eq!(shape(&h[4].name), direct);
@@ -421,4 +424,68 @@ fn a_query_gathers_from_a_direct_node_and_two_sites_and_every_node_sees_all_of_t
         let want = format!("{} {} \n", h[0].name, h[2].name);
         assert_eq!(std::fs::read_to_string(h[i].home_path("peers")).unwrap(), want, "{}", h[i].name);
     }
+}
+
+#[test]
+fn a_gateway_of_another_architecture_gets_the_build_beside_the_operator_or_a_clear_refusal() {
+    let (mut fleet, catalog) = sites();
+    // h1's logins say it is aarch64 (`uname -m`), as an arm64 gateway's would.
+    fleet.set_arch(1, "aarch64");
+    let agent = Agent::start(fleet.path(), &fleet.key);
+    let h = &fleet.hosts;
+    let file = fleet.file("o.yaml", &format!("- targets: [{}, {}]\n  jobs:\n    - RUN: true\n", h[2].name, h[4].name));
+    // The operator from a directory of its own, with no build for aarch64 beside it: refused
+    // for that site's nodes, naming where the build would be read from; the other site runs.
+    let bin = fleet.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_director"), bin.join("director")).unwrap();
+    let run_from = |dir: &Path| {
+        let cmd = fleet.director();
+        let out = output(
+            Command::new(dir.join("director"))
+                .envs(cmd.get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))))
+                .env_remove("SSH_AUTH_SOCK")
+                .env("SSH_AUTH_SOCK", &agent.sock)
+                .arg("orchestrate")
+                .arg(&file)
+                .arg("--catalog")
+                .arg(&catalog)
+                .arg("--json")
+                .stdin(std::process::Stdio::null()),
+        );
+        (code(&out), schema::parse(&out.stdout), stderr(&out))
+    };
+    let (status, events, err) = run_from(&bin);
+    assert_eq!(status, 3, "{err}");
+    let error = super::unreachable_error(&events, &h[2].name).expect("the aarch64 site's node is unreachable");
+    assert_eq!(
+        error,
+        format!(
+            "relay {}: the gateway is aarch64, and this director (built for x86_64) has no build for it beside it: put a static director built for aarch64 at {}",
+            h[1].name,
+            bin.join("director-aarch64").display()
+        )
+    );
+    assert_eq!(node_finished(&events, &h[4].name), Some(NodeOutcome::Ok));
+    // A build for aarch64 beside it (here a copy: the gateway is really this machine) is the one
+    // that gateway gets, under its own hash.
+    std::fs::write(
+        bin.join("director-aarch64"),
+        [std::fs::read(bin.join("director")).unwrap(), b"aarch64".to_vec()].concat(),
+    )
+    .unwrap();
+    let (status, events, err) = run_from(&bin);
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(node_finished(&events, &h[2].name), Some(NodeOutcome::Ok));
+    let installed: Vec<String> = std::fs::read_dir(h[1].home_path(".cache/director/bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("director-") && !n.starts_with("director-exec-"))
+        .collect();
+    let aarch64 = {
+        use sha3::Digest;
+        let bytes = std::fs::read(bin.join("director-aarch64")).unwrap();
+        sha3::Sha3_256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    assert_eq!(installed, [format!("director-{aarch64}")]);
 }
