@@ -472,7 +472,8 @@ pub(crate) fn man_pages() -> std::io::Result<Vec<(String, Vec<u8>)>> {
     };
     let subcommands: Vec<clap::Command> = top
         .get_subcommands()
-        .filter(|s| s.get_name() != "help")
+        // `relay` is director's own business (started over SSH on a gateway): no page.
+        .filter(|s| s.get_name() != "help" && !s.is_hide_set())
         .map(|s| {
             // clap names are 'static; these few live as long as the process does anyway.
             let name: &'static str = Box::leak(format!("director-{}", s.get_name()).into_boxed_str());

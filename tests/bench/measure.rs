@@ -108,6 +108,20 @@ pub(crate) fn expect(m: &Measured, key: &str, want: usize) -> Result<(), String>
     }
 }
 
+/// An ssh-agent (`ssh-agent -D`) at `dir/agent.sock` holding `key`, as a user's: the
+/// process (to kill at the end) and its socket.
+pub(crate) fn start_agent(dir: &Path, key: &Path) -> (std::process::Child, std::path::PathBuf) {
+    let agent = dir.join("agent.sock");
+    let process = Command::new("ssh-agent").arg("-D").arg("-a").arg(&agent).stdout(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let added = Command::new("ssh-add").arg("-q").arg(key).env("SSH_AUTH_SOCK", &agent).output().unwrap();
+    assert!(added.status.success(), "ssh-add: {}", String::from_utf8_lossy(&added.stderr));
+    (process, agent)
+}
+
 /// Removes a node cache (its base and its journal) from the state directory `dir`.
 pub(crate) fn wipe_cache(dir: &Path) {
     for file in ["cache.json", "cache.journal"] {

@@ -58,11 +58,11 @@ mod stats;
 
 use floor::{auth_and_run_script, auth_and_run_true, AnyKey};
 use harness::Fleet;
-use measure::{expect, measure, raise_nofile, vm_hwm_kb, wipe_cache, Measured};
+use measure::{expect, measure, raise_nofile, start_agent, vm_hwm_kb, wipe_cache, Measured};
 use russh::client;
 use stats::median;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -319,15 +319,7 @@ fn main() {
     let script = Arc::new(deploy_script(&fixtures, hosts));
 
     // The user's agent, holding the fleet's key.
-    let agent = fleet.path().join("agent.sock");
-    let mut agent_process =
-        Command::new("ssh-agent").arg("-D").arg("-a").arg(&agent).stdout(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !agent.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let added = Command::new("ssh-add").arg("-q").arg(&fleet.key).env("SSH_AUTH_SOCK", &agent).output().unwrap();
-    assert!(added.status.success(), "ssh-add: {}", String::from_utf8_lossy(&added.stderr));
+    let (mut agent_process, agent) = start_agent(fleet.path(), &fleet.key);
 
     let mut binaries = vec![Binary {
         label: "candidate".into(),

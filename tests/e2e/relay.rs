@@ -269,18 +269,7 @@ fn a_relay_killed_mid_run_makes_its_unfinished_nodes_unreachable_and_the_run_end
             h[0].name, h[2].name, h[4].name
         ),
     );
-    let child = fleet
-        .director()
-        .env("SSH_AUTH_SOCK", &agent.sock)
-        .arg("orchestrate")
-        .arg(&file)
-        .arg("--catalog")
-        .arg(&catalog)
-        .arg("--json")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&fleet, &agent, &catalog, &file);
     wait_for("the job on the slow node", || h[2].home_path("started").exists());
     assert_eq!(h[1].kill_commands(" relay"), 1, "one relay runs on {}", h[1].name);
     let out = child.wait_with_output().unwrap();
@@ -308,18 +297,7 @@ fn ctrl_c_reaches_through_a_relay_and_kills_the_jobs_on_its_nodes() {
         "o.yaml",
         &format!("- targets: [{}]\n  jobs:\n    - RUN: sleep {marker}3\n    - RUN: echo never\n", h[4].name),
     );
-    let child = fleet
-        .director()
-        .env("SSH_AUTH_SOCK", &agent.sock)
-        .arg("orchestrate")
-        .arg(&file)
-        .arg("--catalog")
-        .arg(&catalog)
-        .arg("--json")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&fleet, &agent, &catalog, &file);
     let sleeping = || !h[4].commands(&format!("sleep {marker}3")).is_empty();
     wait_for("the job behind the relay", sleeping);
     let pid = child.id() as i32;
