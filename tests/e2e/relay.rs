@@ -175,6 +175,22 @@ fn an_orchestration_runs_on_a_direct_node_and_two_sites_through_their_relays() {
     assert_eq!(direct.1.len(), 8, "{direct:?}");
     assert_eq!(shape(&h[2].name), direct);
     assert_eq!(shape(&h[4].name), direct);
+    // The history has them as it has the direct node: the same fields, the same outcome, the
+    // address they were reached at.
+    let info = output(fleet.director().args(["manage", "--run-info", "last", "--json"]));
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let recorded = |name: &str| -> serde_json::Value {
+        let nodes = info["node_outcomes"].as_array().unwrap_or_else(|| panic!("{info}"));
+        nodes.iter().find(|n| n["node"] == name).cloned().unwrap_or_else(|| panic!("{name}: {info}"))
+    };
+    for i in [0, 2, 4] {
+        let node = recorded(&h[i].name);
+        let mut keys: Vec<&String> = node.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["address", "error", "node", "outcome"], "{node}");
+        assert_eq!(node["outcome"], "ok", "{node}");
+        assert_eq!(node["address"], format!("{}@{}:{}", user(), h[i].addr, h[i].port), "{node}");
+    }
     // The sites' host keys were recorded in the operator's known_hosts, as ssh finds them.
     for i in [2, 4] {
         let found =
@@ -445,13 +461,15 @@ fn a_gateway_of_another_architecture_gets_the_build_beside_the_operator_or_a_cle
         )
     );
     assert_eq!(node_finished(&events, &h[4].name), Some(NodeOutcome::Ok));
-    // A build for aarch64 beside it (here a copy: the gateway is really this machine) is the one
-    // that gateway gets, under its own hash.
-    std::fs::write(
-        bin.join("director-aarch64"),
-        [std::fs::read(bin.join("director")).unwrap(), b"aarch64".to_vec()].concat(),
-    )
-    .unwrap();
+    // A build for aarch64 beside it is the one that gateway gets, under its own hash: a real
+    // aarch64 build when DIRECTOR_TEST_AARCH64_BUILD names one (it then runs there through
+    // qemu-user, as the arm64 test hosts' executors do), else a marked copy of this one (the
+    // gateway is really this machine).
+    let aarch64_build = match std::env::var_os("DIRECTOR_TEST_AARCH64_BUILD") {
+        Some(path) => std::fs::read(path).unwrap(),
+        None => [std::fs::read(bin.join("director")).unwrap(), b"aarch64".to_vec()].concat(),
+    };
+    std::fs::write(bin.join("director-aarch64"), aarch64_build).unwrap();
     let (status, events, err) = run_from(&bin);
     assert_eq!(status, 0, "{err}");
     assert_eq!(node_finished(&events, &h[2].name), Some(NodeOutcome::Ok));
