@@ -157,7 +157,7 @@ async fn run(work: &Workdir, out: &mut (impl AsyncWriteExt + Unpin)) -> Result<(
         }
         None => None,
     };
-    let key = unhex(&handover.seal_key).ok_or("the operator's seal key is not hex")?;
+    let key = director_proto::unhex(&handover.seal_key).ok_or("the operator's seal key is not hex")?;
     // QUERY arrivals: this site's go up to the operator, the others' come down from it.
     let own: std::collections::HashSet<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
     let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
@@ -250,8 +250,4 @@ fn new_lines(path: &Path, read_to: &mut HashMap<PathBuf, usize>) -> String {
     }
     read_to.insert(path.to_path_buf(), end);
     String::from_utf8_lossy(&text[start..end]).into_owned()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
 }

@@ -282,7 +282,7 @@ fn shared_state(
         })
         .collect();
     let gathers = !queries.is_empty();
-    let mut shared = Shared::new(names.clone(), queries);
+    let mut shared = Shared::new(names, queries);
     let mut arrivals = None;
     if let Some(federation) = &config.federation {
         let out = federation.arrivals.clone();

@@ -290,13 +290,16 @@ fn handover(
     }
     let settings = config.ssh.as_ref().ok_or("no SSH settings")?;
     let known = &settings.known_hosts;
-    let mut paths: Vec<PathBuf> = known.user.iter().chain(&known.global).cloned().collect();
-    for node in &part.nodes {
-        paths.extend(node.user_known_hosts.iter().chain(&node.global_known_hosts).cloned());
-    }
-    paths.dedup();
-    let known_hosts = paths
-        .into_iter()
+    // Each file once, however many nodes name it (ssh_config may give each node the same).
+    let mut seen = HashSet::new();
+    let nodes_files = part.nodes.iter().flat_map(|n| n.user_known_hosts.iter().chain(&n.global_known_hosts));
+    let known_hosts = known
+        .user
+        .iter()
+        .chain(&known.global)
+        .chain(nodes_files)
+        .filter(|path| seen.insert(*path))
+        .cloned()
         .map(|path| {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             KnownHostsFile { path, text }

@@ -352,8 +352,7 @@ impl History {
         .map_err(e)?;
         let hex: String = tx.one("SELECT key FROM history_key LIMIT 1", &[]).map_err(e)?;
         tx.commit().map_err(e)?;
-        let key: Vec<u8> =
-            (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+        let key = director_proto::unhex(&hex).unwrap_or_default();
         if key.len() != SEAL_KEY_BYTES {
             return Err(Error::input(format!("the history's key in {} is not a key", self.location))
                 .hint("it was changed by something else; delete the row of table history_key to make a new one"));

@@ -423,17 +423,10 @@ fn open_locked(path: &Path) -> std::io::Result<std::fs::File> {
 /// Appends `lines` (whole known_hosts lines a relay recorded for its site's nodes) to
 /// `path`, under the same lock as [`HostKeyCheck::check`]'s writes.
 pub(crate) fn append(path: &Path, lines: &str) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::io::Write;
     let _guard = WRITE_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut file = open_locked(path)?;
-    let mut text = String::new();
-    if file.seek(SeekFrom::End(-1)).is_ok() {
-        let mut last = [0u8; 1];
-        file.read_exact(&mut last)?;
-        if last[0] != b'\n' {
-            text.push('\n');
-        }
-    }
+    let mut text = line_start(&mut file)?.to_string();
     text.push_str(lines);
     if !text.ends_with('\n') {
         text.push('\n');
@@ -441,17 +434,23 @@ pub(crate) fn append(path: &Path, lines: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
-/// Appends `pattern key` to the locked file.
-fn record(mut file: std::fs::File, pattern: &str, key: &PublicKey) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut line = String::new();
+/// What to write before a new line at the end of `file`: a newline if its last line has none.
+fn line_start(file: &mut std::fs::File) -> std::io::Result<&'static str> {
+    use std::io::{Read, Seek, SeekFrom};
     if file.seek(SeekFrom::End(-1)).is_ok() {
         let mut last = [0u8; 1];
         file.read_exact(&mut last)?;
         if last[0] != b'\n' {
-            line.push('\n');
+            return Ok("\n");
         }
     }
+    Ok("")
+}
+
+/// Appends `pattern key` to the locked file.
+fn record(mut file: std::fs::File, pattern: &str, key: &PublicKey) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut line = line_start(&mut file)?.to_string();
     let encoded = key.to_openssh().map_err(std::io::Error::other)?;
     // Drop the key's comment: known_hosts lines are `pattern algorithm base64`.
     let mut parts = encoded.split_whitespace();

@@ -372,6 +372,14 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes `text` writes in hex ([`hex`]); `None` if it is not whole hex pairs.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
+}
+
 /// Splits `bytes` into the longest valid UTF-8 prefix and a tail of at most three bytes that
 /// may be the start of a character cut by a chunk boundary. Invalid bytes in the prefix are
 /// replaced, so output is always text.
@@ -402,6 +410,16 @@ pub fn split_utf8(bytes: &[u8]) -> (String, &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_goes_both_ways_and_half_pairs_are_not_hex() {
+        assert_eq!(hex(&[0, 0xab, 0x7f]), "00ab7f");
+        assert_eq!(unhex("00ab7f"), Some(vec![0, 0xab, 0x7f]));
+        assert_eq!(unhex("00AB"), Some(vec![0, 0xab]));
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex(""), Some(Vec::new()));
+    }
+
     use super::*;
 
     #[test]
