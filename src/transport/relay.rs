@@ -180,7 +180,9 @@ impl Connection {
         uploaded: &mut (dyn FnMut(u64) + Send),
     ) -> Result<Link, String> {
         let Connection::Ssh(ssh) = self else { return Err("it is not reached over SSH".to_string()) };
-        let builds = builds()?;
+        // Hashing and compressing tens of megabytes is not done on the runtime's threads: the
+        // other nodes' logins go on meanwhile.
+        let builds = tokio::task::spawn_blocking(builds).await.map_err(|e| e.to_string())??;
         let mut link = ssh.exec_forwarding_agent(probe_command(builds), agent).await?;
         let mut stderr = Vec::new();
         let mut sent = false;
@@ -211,9 +213,14 @@ impl Connection {
                     };
                     let end = link.pending.iter().position(|&b| b == b'\n').map_or(0, |at| at + 1);
                     link.pending.drain(..end);
-                    let bytes = std::fs::read(&build.path)
-                        .map_err(|e| format!("cannot read {}: {e}", build.path.display()))?;
-                    let body = if gzip { gzip_fast(&bytes)? } else { bytes };
+                    let path = build.path.clone();
+                    let body = tokio::task::spawn_blocking(move || {
+                        let bytes =
+                            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                        if gzip { gzip_fast(&bytes) } else { Ok(bytes) }
+                    })
+                    .await
+                    .map_err(|e| e.to_string())??;
                     let header = format!("{} {}\n", body.len(), if gzip { "gz" } else { "raw" });
                     let send = async {
                         link.writer.write_all(header.as_bytes()).await?;
