@@ -1,6 +1,8 @@
 //! Running director as a user does and measuring it, shared by the scale and relay benches:
 //! wall time, the operator's CPU (wait4) and its peak RSS (VmHWM, polled while it runs).
 
+#![allow(dead_code)] // each bench uses what it needs
+
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -139,4 +141,57 @@ pub(crate) fn raise_nofile() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &l);
         }
     }
+}
+
+/// The bench process's allocator, counting the bytes live on its heap and their peak: the
+/// memory floor is what bare russh holds live while it runs the deploy on every node at
+/// once (the kernel's socket buffers and the binary itself are not counted).
+pub(crate) struct Counting;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged; only counters are added.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+            grew(new_size);
+        }
+        p
+    }
+}
+
+fn grew(size: usize) {
+    let live = LIVE.fetch_add(size, std::sync::atomic::Ordering::Relaxed) + size;
+    PEAK.fetch_max(live, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Starts counting a new peak: returns the bytes live now.
+pub(crate) fn heap_reset_peak() -> usize {
+    let live = LIVE.load(std::sync::atomic::Ordering::Relaxed);
+    PEAK.store(live, std::sync::atomic::Ordering::Relaxed);
+    live
+}
+
+/// The most bytes live on the heap since [`heap_reset_peak`].
+pub(crate) fn heap_peak() -> usize {
+    PEAK.load(std::sync::atomic::Ordering::Relaxed)
 }

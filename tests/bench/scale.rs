@@ -40,7 +40,9 @@
 //! Peak RSS is the operator process's own during W1 and W2: its VmHWM, read from /proc every
 //! 5 ms while it runs. (Not `wait4`'s ru_maxrss: a child spawned with vfork, as std's
 //! `Command` does, starts with its parent's peak, so that figure was the bench's own memory
-//! whenever the bench held more than director.)
+//! whenever the bench held more than director.) Beside it, the memory floor: the most bytes
+//! the script floor (bare russh running the deploy on every node at once) held live on the
+//! bench's heap, counted by its allocator.
 //!
 //! `BENCH_TUI=1`: after the rounds, the candidate's TUI runs W1 live in a tmux terminal (its
 //! `o` key), on the whole catalog: the time until the screen says it finished, how the screen
@@ -57,6 +59,9 @@ mod measure;
 mod stats;
 
 use floor::{auth_and_run_script, auth_and_run_true, AnyKey};
+
+#[global_allocator]
+static HEAP: measure::Counting = measure::Counting;
 use harness::Fleet;
 use measure::{expect, measure, raise_nofile, start_agent, vm_hwm_kb, wipe_cache, Measured};
 use russh::client;
@@ -377,7 +382,7 @@ fn main() {
             f.failures.push(format!("before the rounds: first contact: {e}"));
         }
     }
-    let (mut floors, mut script_floors) = (Vec::new(), Vec::new());
+    let (mut floors, mut script_floors, mut script_floor_heap) = (Vec::new(), Vec::new(), Vec::new());
     let (mut w4_floors, mut w4_local_floors) = (Vec::new(), Vec::new());
     // W4's work itself: 1,000 `sh -c 'echo N'` one after another (what each RUN costs on the
     // node, however it is sent), on W4's hosts over one session each, and here.
@@ -396,7 +401,9 @@ fn main() {
     for round in 0..rounds {
         floors.push(floor_run(None, nodes));
         if wanted("w2") {
+            let before = measure::heap_reset_peak();
             script_floors.push(floor_run(Some(script.clone()), hosts));
+            script_floor_heap.push((measure::heap_peak() - before) as u64);
         }
         if wanted("w4") {
             w4_floors.push(floor_run(Some(w4_script.clone()), W4_HOSTS.min(hosts)));
@@ -512,6 +519,9 @@ fn main() {
     println!("  floor (russh connect+auth+exec true)      : {:>9.1} ms", ms(floor));
     if let Some(f) = script_floor {
         println!("  script floor (the deploy as one sh script): {:>9.1} ms", ms(f));
+        script_floor_heap.sort();
+        let heap = script_floor_heap[script_floor_heap.len() / 2] as f64 / 1048576.0;
+        println!("  script floor's peak heap (russh, all nodes): {heap:>8.1} MB");
     }
     let w4_floor = (!w4_floors.is_empty()).then(|| median(w4_floors));
     let w4_local_floor = (!w4_local_floors.is_empty()).then(|| median(w4_local_floors));
