@@ -55,7 +55,7 @@ fn main() {
                         break;
                     }
                     Err(e) => println!(
-                        "cargo:warning=executor for {arch} built with the prebuilt standard library (about 250 KB larger): {e}; run `rustup component add rust-src`"
+                        "cargo:warning=executor for {arch} built with the prebuilt standard library (about 250 KB larger): {e}"
                     ),
                 }
             }
@@ -122,7 +122,7 @@ fn build_std(root: &Path, target_dir: &Path, target: &str, flags: &str) -> Resul
         .map_err(|e| e.to_string())?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
     if !sysroot.join("lib/rustlib/src/rust/library/std").is_dir() {
-        return Err(format!("no rust-src in {}", sysroot.display()));
+        return Err(format!("no rust-src in {}; run `rustup component add rust-src`", sysroot.display()));
     }
     build(root, &target_dir.join("std"), target, flags, true)
 }

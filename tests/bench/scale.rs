@@ -59,9 +59,6 @@ mod measure;
 mod stats;
 
 use floor::{auth_and_run_script, auth_and_run_true, AnyKey};
-
-#[global_allocator]
-static HEAP: measure::Counting = measure::Counting;
 use harness::Fleet;
 use measure::{expect, measure, raise_nofile, start_agent, vm_hwm_kb, wipe_cache, Measured};
 use russh::client;
@@ -70,6 +67,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[global_allocator]
+static HEAP: measure::Counting = measure::Counting;
 
 /// Hosts W4 runs on.
 const W4_HOSTS: usize = 6;
