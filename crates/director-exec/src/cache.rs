@@ -5,7 +5,10 @@
 //! node append whole lines in turn and a compaction never drops a line appended meanwhile.
 //! An append is one `write` of whole lines after making sure the file ends with a newline (a
 //! crash mid-append leaves a torn line, which replay skips), then `fdatasync`: what the
-//! operator was told is saved survives a crash of the executor or of the node. The executor
+//! operator was told is saved survives a crash of the executor or of the node. One executor
+//! syncs at most once per [`SYNC_GAP`] ([`serve_appends`]): the operator sends the records of
+//! the jobs that finish meanwhile in its next append, so a long run of short jobs costs the
+//! node one sync per batch of jobs, not one per job. The executor
 //! greets with the base and the journal replayed; a journal past
 //! [`director_proto::journal::COMPACT_AT`] is then folded into a new base (written to a temp
 //! file, fsynced, renamed) and started again. A base larger than
@@ -13,12 +16,17 @@
 
 use crate::files::{cache_path, Temp};
 use director_proto::journal::{self, Header};
-use director_proto::{Attrs, Done, MAX_CACHE};
+use director_proto::{Attrs, Done, Reply, MAX_CACHE};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+/// The least time between two appends (each one write and one sync) of one executor.
+pub const SYNC_GAP: Duration = Duration::from_millis(10);
 
 fn journal_path() -> PathBuf {
     cache_path().with_extension("journal")
@@ -77,6 +85,32 @@ fn signature(base: &Path) -> String {
     match fs::metadata(base) {
         Ok(m) => format!("{}-{}.{}-{}", m.len(), m.mtime(), m.mtime_nsec(), m.ino()),
         Err(_) => "none".to_string(),
+    }
+}
+
+/// Makes the appends that come on `queued` (by the id to answer, with their lines), in order,
+/// each answered once synced, until `queued` closes. An append that comes less than
+/// [`SYNC_GAP`] after the last one waits for the rest of it; appends that came meanwhile join
+/// it, in one write and one sync, and are answered together (one call of `answer`).
+pub fn serve_appends(queued: Receiver<(u64, String)>, mut answer: impl FnMut(&[Reply])) {
+    let mut last: Option<Instant> = None;
+    while let Ok(first) = queued.recv() {
+        if let Some(at) = last {
+            std::thread::sleep((at + SYNC_GAP).saturating_duration_since(Instant::now()));
+        }
+        let mut batch = vec![first];
+        batch.extend(queued.try_iter());
+        let mut lines = String::new();
+        for (_, more) in &batch {
+            if !lines.is_empty() && !lines.ends_with('\n') {
+                lines.push('\n');
+            }
+            lines.push_str(more);
+        }
+        let done = append(&lines);
+        last = Some(Instant::now());
+        let replies: Vec<Reply> = batch.into_iter().map(|(id, _)| Reply::Done { id, done: done.clone() }).collect();
+        answer(&replies);
     }
 }
 
@@ -185,4 +219,51 @@ fn compact(base: &Path, merged: &str, journal: &mut Locked) -> Result<(), String
         .map_err(|e| format!("cannot write the node cache: {e}"))?;
     temp.commit(&Attrs { mode: Some(0o600), ..Attrs::default() })?;
     journal.restart(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_within_the_gap_share_one_write_and_one_sync() {
+        let home = std::env::temp_dir().join(format!("director-exec-cache-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&home);
+        // The only test of this crate that reads the state directory.
+        std::env::set_var("XDG_CACHE_HOME", &home);
+        let (appends, queued) = std::sync::mpsc::channel();
+        let (tell, told) = std::sync::mpsc::channel::<Vec<u64>>();
+        let server = std::thread::spawn(move || {
+            serve_appends(queued, |replies| {
+                let ids = replies.iter().map(|r| match r {
+                    Reply::Done { id, done: Done::Ok } => *id,
+                    other => panic!("unexpected {other:?}"),
+                });
+                tell.send(ids.collect()).unwrap();
+            });
+        });
+        let line = |n: u64| format!("{{\"s\":\"jobs\",\"k\":\"{n}\",\"v\":{{}}}}\n");
+        appends.send((1, line(1))).unwrap();
+        assert_eq!(told.recv().unwrap(), vec![1]);
+        // Four more, 2 ms apart, right after the first was synced: each would be written and
+        // synced alone; they wait for the gap and go together (a thread of this test held up
+        // past the gap may split them once).
+        for n in 2..=5 {
+            std::thread::sleep(Duration::from_millis(2));
+            appends.send((n, line(n))).unwrap();
+        }
+        drop(appends);
+        server.join().unwrap();
+        let batches: Vec<Vec<u64>> = told.iter().collect();
+        assert!(batches.len() <= 2, "4 appends within the gap took {} writes: {batches:?}", batches.len());
+        assert_eq!(batches.concat(), (2..=5).collect::<Vec<_>>());
+        let text = fs::read_to_string(home.join("director/cache.journal")).unwrap();
+        let keys: Vec<String> = text
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["k"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(keys, (1..=5).map(|n| n.to_string()).collect::<Vec<_>>());
+        let _ = fs::remove_dir_all(&home);
+    }
 }

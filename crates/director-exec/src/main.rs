@@ -154,11 +154,7 @@ fn serve() {
     let (appends, queued) = std::sync::mpsc::channel::<(u64, String)>();
     let appender = {
         let outbox = outbox.clone();
-        std::thread::spawn(move || {
-            for (id, lines) in queued {
-                outbox.send(&Reply::Done { id, done: cache::append(&lines) });
-            }
-        })
+        std::thread::spawn(move || cache::serve_appends(queued, |replies| outbox.send_all(replies)))
     };
 
     let mut puts: HashMap<u64, files::Put> = HashMap::new();
