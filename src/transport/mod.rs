@@ -17,6 +17,7 @@ pub(crate) mod pattern;
 pub(crate) mod relay;
 pub(crate) mod ssh;
 pub mod ssh_config;
+pub(crate) mod tcp;
 
 use crate::catalog::Account;
 use crate::secret::Password;

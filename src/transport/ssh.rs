@@ -410,7 +410,7 @@ async fn handshake(
                     let socket = tokio::net::TcpStream::connect((target.host, target.port)).await?;
                     let _ = socket.set_nodelay(true);
                     tracing::info!(node = %target.name, ms = tcp.elapsed().as_millis() as u64, "tcp connected to {address}");
-                    client::connect_stream(config, socket, handler).await
+                    client::connect_stream(config, super::tcp::QuickAck::new(socket), handler).await
                 }
             }
         })
