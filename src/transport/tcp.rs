@@ -3,9 +3,9 @@
 //! sshd leaves Nagle's algorithm on for sessions without a terminal: a small packet it sends
 //! while an earlier one is not yet acknowledged waits for that acknowledgement. Linux delays
 //! an acknowledgement up to 40 ms when it has nothing to send back, so where sshd sends two
-//! messages in a row and the operator only waits (the channel's confirmation after the host
-//! keys it announces after login, the executor's greeting after the exec's confirmation),
-//! each node sat 40 ms idle before its first job. [`QuickAck`] asks for the acknowledgement
+//! messages in a row while the operator only waits for the second (after login, when the
+//! operator opens its channel; again when an uploaded executor starts), each node sat 40 ms
+//! idle before its first job, 80 ms at first contact. [`QuickAck`] asks for the acknowledgement
 //! at once (`TCP_QUICKACK`, which the kernel does not keep, so after every read that got
 //! bytes): one small packet more at times, and no stall.
 
