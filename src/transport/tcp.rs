@@ -21,15 +21,15 @@ pub(crate) struct QuickAck(TcpStream);
 
 impl QuickAck {
     pub(crate) fn new(stream: TcpStream) -> QuickAck {
-        quick_ack(&stream);
+        set_quick_ack(&stream, true);
         QuickAck(stream)
     }
 }
 
-/// Acknowledges what was received on `stream` now, and what comes until the kernel leaves
-/// quick-ack mode again. A failure only costs the delay it avoids: it is ignored.
-fn quick_ack(stream: &TcpStream) {
-    let on: libc::c_int = 1;
+/// With `on`, acknowledges what was received on `stream` now, and what comes until the kernel
+/// leaves quick-ack mode again. A failure only costs the delay it avoids: it is ignored.
+fn set_quick_ack(stream: &TcpStream, on: bool) {
+    let on = libc::c_int::from(on);
     // SAFETY: setsockopt on a descriptor the stream owns, with a c_int value of its size.
     unsafe {
         libc::setsockopt(
@@ -47,7 +47,7 @@ impl AsyncRead for QuickAck {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.0).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            quick_ack(&self.0);
+            set_quick_ack(&self.0, true);
         }
         polled
     }
@@ -102,19 +102,6 @@ mod tests {
         value
     }
 
-    fn set_quick_ack(stream: &TcpStream, on: libc::c_int) {
-        // SAFETY: as in `quick_ack`.
-        unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_QUICKACK,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
-
     #[tokio::test]
     async fn every_read_that_gets_bytes_asks_for_the_acknowledgement_at_once() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -125,7 +112,7 @@ mod tests {
         for round in 0..3 {
             // What the kernel does on its own after the socket sent and received a while:
             // delayed acknowledgements.
-            set_quick_ack(&stream.0, 0);
+            set_quick_ack(&stream.0, false);
             assert_eq!(quick_ack_mode(&stream.0), 0);
             server.write_all(b"greeting").unwrap();
             let mut buf = [0u8; 8];
