@@ -187,11 +187,7 @@ fn main() {
             return;
         }
         let (dw, rw) = (median(d.wall.clone()), median(r.wall.clone()));
-        let rss = |c: &Column| {
-            let mut v = c.rss_kb.clone();
-            v.sort();
-            v[v.len() / 2] as f64 / 1024.0
-        };
+        let rss = |c: &Column| median(c.rss_kb.clone()) as f64 / 1024.0;
         println!(
             "| {name} | {:.0} ms, {:.2}x floor | {:.0} ms, {:.2}x floor | {:.2}x | {:.1} / {:.1} MB | {:.0} / {:.0} ms |",
             ms(dw),

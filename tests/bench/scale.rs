@@ -519,8 +519,7 @@ fn main() {
     println!("  floor (russh connect+auth+exec true)      : {:>9.1} ms", ms(floor));
     if let Some(f) = script_floor {
         println!("  script floor (the deploy as one sh script): {:>9.1} ms", ms(f));
-        script_floor_heap.sort();
-        let heap = script_floor_heap[script_floor_heap.len() / 2] as f64 / 1048576.0;
+        let heap = median(script_floor_heap) as f64 / 1048576.0;
         println!("  script floor's peak heap (russh, all nodes): {heap:>8.1} MB");
     }
     let w4_floor = (!w4_floors.is_empty()).then(|| median(w4_floors));
@@ -572,10 +571,7 @@ fn main() {
         for f in &figures {
             let cell = match pick(f).clone() {
                 v if v.is_empty() => "—".to_string(),
-                mut v => {
-                    v.sort();
-                    format!("{:.1} MB", v[v.len() / 2] as f64 / 1024.0)
-                }
+                v => format!("{:.1} MB", median(v) as f64 / 1024.0),
             };
             line.push_str(&format!(" | {cell:>26}"));
         }

@@ -1,8 +1,7 @@
 //! Small statistics shared by the benchmarks.
 
-use std::time::Duration;
-
-pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
+/// The middle value of `v` (the upper one of an even count); `v` must not be empty.
+pub(crate) fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {
     v.sort();
     v[v.len() / 2]
 }
