@@ -6,9 +6,13 @@
 //! One exec session does it all: the probe starts the executor if it is there; if it is not,
 //! it prints a marker line naming the node's architecture (and whether it has gzip), reads
 //! the executor from its stdin (compressed when it can decompress), writes a temp file and
-//! starts it as `install`: the uploaded binary verifies its own hash, renames itself into
-//! place and serves, in the same session and process. Concurrent first contacts from two runs
-//! each rename a whole, verified file and never expose a partial one.
+//! starts it as `install`: the uploaded binary renames itself into place and serves, in the
+//! same session and process. What it renames is verified: compressed, by gzip, which refuses
+//! a stream whose output does not match the CRC-32 and length the operator packed with it
+//! (the bytes came through SSH's MAC; what could still go wrong is a cut or a full disk);
+//! sent as it is, by the executor hashing itself against its sha3 before it renames. Concurrent
+//! first contacts from two runs each rename a whole, verified file and never expose a partial
+//! one.
 
 /// One embedded executor: a static Linux binary for one architecture.
 #[derive(Debug)]
@@ -88,7 +92,7 @@ pub fn probe_command(by_arch: bool) -> String {
         format!(r#"for h in {}; do [ -x "$d/director-exec-$h" ] && n="$n $h"; done; "#, shas.join(" "))
     };
     format!(
-        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") m="$(uname -m)"; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; [ -n "$m" ] || m="$(uname -m)"; z=-; command -v gzip >/dev/null 2>&1 && z=gz; echo "{MISSING_MARKER} $m $z"; umask 077; mkdir -p "$d" || exit 1; read -r n h f || exit 0; t="$d/.director-exec-$h.$$.tmp"; trap 'rm -f "$t"' EXIT; if [ "$f" = gz ]; then head -c "$n" | gzip -dc > "$t"; else head -c "$n" > "$t"; fi || exit 1; chmod 700 "$t"; trap - EXIT; exec "$t" install "$h" "$d/director-exec-$h""#,
+        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") m="$(uname -m)"; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; [ -n "$m" ] || m="$(uname -m)"; z=-; command -v gzip >/dev/null 2>&1 && z=gz; echo "{MISSING_MARKER} $m $z"; umask 077; mkdir -p "$d" || exit 1; read -r n h f || exit 0; t="$d/.director-exec-$h.$$.tmp"; trap 'rm -f "$t"' EXIT; if [ "$f" = gz ]; then head -c "$n" | gzip -dc > "$t"; else head -c "$n" > "$t"; fi || exit 1; chmod 700 "$t"; trap - EXIT; exec "$t" install "$h" "$d/director-exec-$h" "$f""#,
         dir = dir_expr(),
     )
 }

@@ -135,6 +135,40 @@ fn the_probe_installs_what_it_reads_and_starts_it_with_or_without_gzip() {
     }
 }
 
+/// A compressed upload that does not decompress to what the operator packed (a byte changed
+/// in the stream or in its CRC-32, a stream cut short) is refused by gzip: nothing is
+/// installed or started, and nothing of it is left. The executor does not hash itself after
+/// gzip (see `install` in director-exec), so this is the check that must hold.
+#[test]
+fn the_probe_refuses_a_compressed_upload_that_gzip_does_not_verify() {
+    use director::api::executor;
+    use std::io::{Read, Write};
+    let native = executor::native().unwrap();
+    let (_, gz) = executor::upload_header(native, true);
+    let mut middle = gz.to_vec();
+    middle[gz.len() / 2] ^= 0x01;
+    let mut crc = gz.to_vec();
+    crc[gz.len() - 8] ^= 0x01;
+    let cut = gz[..gz.len() - 100].to_vec();
+    for (case, body) in [("middle", middle), ("crc", crc), ("cut", cut)] {
+        let (home, mut child, mut out) = probe(&format!("probe-gz-{case}"), true);
+        let mut stdin = child.stdin.take().unwrap();
+        // The header names the whole stream's length; a cut one ends early.
+        stdin.write_all(format!("{} {} gz\n", gz.len(), native.sha3).as_bytes()).unwrap();
+        stdin.write_all(&body).unwrap();
+        drop(stdin);
+        let mut rest = Vec::new();
+        out.read_to_end(&mut rest).unwrap();
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!((case, status.code(), rest.len()), (case, Some(1), 0), "{err}");
+        assert!(err.trim_start().starts_with("gzip: stdin: "), "{case}: {err}");
+        assert_eq!(std::fs::read_dir(home.join(".cache/director/bin")).unwrap().count(), 0, "{case}");
+        let _ = std::fs::remove_dir_all(&home);
+    }
+}
+
 /// An upload whose bytes are not the executor named (one byte changed on the way, a file
 /// cut short on a full disk) is not installed and does not start; nothing of it is left.
 #[test]
