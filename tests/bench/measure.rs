@@ -26,6 +26,19 @@ pub(crate) fn vm_hwm_kb(pid: u32) -> Option<u64> {
     hwm.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
+/// The CPU time (user + system) this process has used so far, all its threads: around an
+/// in-process floor, what the bare client cost.
+pub(crate) fn own_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 /// Runs `cmd` to its end; its wall time, CPU time (from `wait4`) and peak RSS (its VmHWM,
 /// polled while it runs).
 pub(crate) fn measure(mut cmd: Command) -> Result<Measured, String> {

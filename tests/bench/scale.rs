@@ -10,8 +10,9 @@
 //! `CARGO_TARGET_DIR`). `BENCH_ONLY=w1,w4` measures only those workloads
 //! (`first`, `w1`, `w2`, `w3`, `w4`, `w4local`), for a quick A/B while bisecting;
 //! `BENCH_PERF=first,w4` then runs those once more with the candidate under `perf record -a -g`,
-//! the whole machine (profiles in `target/tmp/scale-<workload>.perf.data`), and `BENCH_HEAP=w2` under heaptrack
-//! (`target/tmp/scale-<workload>.heaptrack.zst`).
+//! the whole machine (profiles in `target/tmp/scale-<workload>.perf.data`; `floor` records the
+//! floor the same way, to set its sshd and client beside director's), and `BENCH_HEAP=w2` under
+//! heaptrack (`target/tmp/scale-<workload>.heaptrack.zst`).
 //!
 //! Every binary runs as a process with a fresh HOME of its own, its key in an ssh-agent (the
 //! catalog is Directord's format and names no key), the machine's ssh_config, and known_hosts
@@ -351,8 +352,9 @@ fn main() {
     let key = Arc::new(russh::keys::load_secret_key(&bench.fleet.key, None).unwrap());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     // The floors open one connection per node (several per host with BENCH_NODES).
+    let floor_cpu = std::cell::RefCell::new(Vec::new());
     let floor_run = |script: Option<Arc<Vec<u8>>>, nodes: usize| {
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), measure::own_cpu());
         runtime.block_on(async {
             let tasks: Vec<_> = (0..nodes)
                 .map(|i| &bench.fleet.hosts[i % bench.hosts])
@@ -373,6 +375,9 @@ fn main() {
                 t.await.unwrap();
             }
         });
+        if script.is_none() {
+            floor_cpu.borrow_mut().push(measure::own_cpu() - cpu);
+        }
         started.elapsed()
     };
 
@@ -457,6 +462,20 @@ fn main() {
     for (variable, suffix) in profilers {
         for workload in std::env::var(variable).unwrap_or_default().split(',').filter(|w| !w.is_empty()) {
             let b = &binaries[0];
+            // The floor runs here, in this process: the whole machine is recorded around it,
+            // to set its sshd, shells and client beside director's.
+            if (variable, workload) == ("BENCH_PERF", "floor") {
+                let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scale-floor.perf.data");
+                let mut perf = Command::new("perf");
+                let perf = perf.args(["record", "-a", "-g", "-q", "-o"]).arg(&out).spawn().expect("perf");
+                std::thread::sleep(Duration::from_secs(1));
+                let took = floor_run(None, nodes);
+                // SAFETY: signalling the child we started.
+                unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+                let _ = perf.wait_with_output();
+                println!("  {variable}: floor in {:.0} ms, profile in {}", ms(took), out.display());
+                continue;
+            }
             let (file, catalog) = match workload {
                 "first" | "w1" => (&bench.w1, Some(&bench.catalog)),
                 "w2" | "w3" => (&bench.deploy, Some(&bench.catalog)),
@@ -517,6 +536,9 @@ fn main() {
         "scale bench: {nodes} nodes on {hosts} OpenSSH hosts, {rounds} rounds, medians (ratios to the physical floors of this run)"
     );
     println!("  floor (russh connect+auth+exec true)      : {:>9.1} ms", ms(floor));
+    // What the bare client itself spent on it: the physical floor of the operator's CPU in
+    // W1 and W3 below (its key in process, where director asks ssh-agent).
+    println!("  floor's client CPU (user+sys)             : {:>9.1} ms", ms(median(floor_cpu.take())));
     if let Some(f) = script_floor {
         println!("  script floor (the deploy as one sh script): {:>9.1} ms", ms(f));
         let heap = median(script_floor_heap) as f64 / 1048576.0;
