@@ -620,6 +620,11 @@ pub(crate) struct Executors {
 }
 
 impl Executors {
+    /// Whether `job` runs as the node's own account (on the node's session).
+    pub(crate) fn runs_own(&self, node: &crate::catalog::Node, job: &crate::plan::Job) -> bool {
+        job.account(node) == self.own
+    }
+
     /// The session `job` runs on, or why the executor for its account could not start.
     async fn session_for<'s>(&'s self, nr: &NodeRun<'s>, job: &crate::plan::Job) -> Result<&'s Session, String> {
         let (cx, config) = (&nr.cx, nr.config);
@@ -717,8 +722,16 @@ async fn run_lane(nr: &NodeRun<'_>, lane: &[Vec<usize>], cancel: watch::Receiver
     let mut statuses = Vec::new();
     for group in lane {
         let mut blocked: Option<String> = None;
-        for &j in group {
+        // The node's generation when the jobs after this one were last looked ahead for.
+        let mut looked: Option<u64> = None;
+        for (i, &j) in group.iter().enumerate() {
             let job = &plan.jobs[j];
+            let generation = shared::lock(&cx.state().ahead).generation();
+            let mut ready = None;
+            if blocked.is_none() && looked != Some(generation) && *cancel.borrow() == CancelLevel::None {
+                ready = work::look_ahead(nr, &group[i..]).await;
+                looked = Some(generation);
+            }
             let skip_reason = if *cancel.borrow() != CancelLevel::None {
                 Some("run cancelled before this job started".to_string())
             } else {
@@ -737,7 +750,7 @@ async fn run_lane(nr: &NodeRun<'_>, lane: &[Vec<usize>], cancel: watch::Receiver
                 }
                 None => match nr.executors.session_for(nr, job).await {
                     Ok(session) => {
-                        work::run_job(&NodeRun { cx: Cx { session, ..*cx }, ..*nr }, job, cancel.clone()).await
+                        work::run_job(&NodeRun { cx: Cx { session, ..*cx }, ..*nr }, job, cancel.clone(), ready).await
                     }
                     Err(reason) => {
                         cx.report(work::failed_to_start(node, job, reason)).await;

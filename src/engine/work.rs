@@ -37,11 +37,18 @@ pub(crate) const CACHED_HINT: &str = "done before with this exact fingerprint (-
 const BLUEPRINT_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Runs `job` on the node and reports it; returns its status.
-pub(crate) async fn run_job(nr: &NodeRun<'_>, job: &Job, cancel: watch::Receiver<CancelLevel>) -> JobStatus {
+pub(crate) async fn run_job(
+    nr: &NodeRun<'_>,
+    job: &Job,
+    cancel: watch::Receiver<CancelLevel>,
+    ready: Option<(Rendered, Vec<Outgoing>)>,
+) -> JobStatus {
     let cx = &nr.cx;
     let started = Instant::now();
     let planning = nr.config.mode == RunMode::Plan;
-    let prepared = if job.heavy() {
+    let prepared = if let Some(ready) = ready {
+        Ok(Ok(ready))
+    } else if job.heavy() {
         let stop = Stop::armed();
         within(prepare(nr, job, Some(&stop)), job, cancel.clone(), &stop).await
     } else {
@@ -83,6 +90,10 @@ pub(crate) async fn run_job(nr: &NodeRun<'_>, job: &Job, cancel: watch::Receiver
                     Lookup::Do { drift, recorded } => {
                         if nr.config.diff {
                             show_diff(cx, job, &outgoing).await;
+                        }
+                        // What was asked of the node ahead may not hold after this job.
+                        if !job.work.traits().cache_only {
+                            cx.moved();
                         }
                         let task =
                             Task { job: job.reference(started), rendered: &rendered, outgoing, cancel, recorded };
@@ -156,6 +167,52 @@ pub(crate) async fn run_job(nr: &NodeRun<'_>, job: &Job, cancel: watch::Receiver
     })
     .await;
     finish.status
+}
+
+/// Before the jobs of a group (an entry) on a node, and again after one of them did something
+/// there: what the records of the cached jobs that follow will be checked against is asked of
+/// the node at once ([`Cx::look_ahead`]), up to the first job that will do something there (it
+/// would change the answers). Each job is rendered and
+/// fingerprinted here with what the node's cache holds now, as it will be when its turn
+/// comes unless a job before it captures something new; a guess that turns out wrong costs
+/// the node a stat, never a wrong answer (the job's own check asks again).
+///
+/// The first job's rendering, made with what it will be run with (nothing happens between),
+/// is handed back for [`run_job`] to use (a heavy one renders again there, where it can be
+/// cancelled).
+pub(crate) async fn look_ahead(nr: &NodeRun<'_>, group: &[usize]) -> Option<(Rendered, Vec<Outgoing>)> {
+    let cx = &nr.cx;
+    // Only as far as the last job checked that way, and not at all on a node with no records.
+    let last = group.iter().rposition(|&j| nr.plan.jobs[j].work.traits().probes)?;
+    if cx.state().cache().jobs.is_empty() {
+        return None;
+    }
+    let (mut paths, mut first) = (Vec::new(), None);
+    for (i, &j) in group[..=last].iter().enumerate() {
+        let job = &nr.plan.jobs[j];
+        if job.work.traits().cache_only {
+            continue;
+        }
+        if !job.cacheable() || job.skips_cache() {
+            break;
+        }
+        let stop = Stop::armed();
+        let Ok((rendered, outgoing)) = prepare(nr, job, job.heavy().then_some(&stop)).await else { break };
+        let fp = fingerprint::of(job, &rendered, &nr.config.seal).hash;
+        let record = cx.state().cache().jobs.get(&fp).cloned();
+        let holds = record.is_some() && job.work.check(&rendered, true).is_none();
+        if let (Some(record), true) = (&record, holds && nr.executors.runs_own(cx.node, job)) {
+            paths.extend(job.work.probes(record, &rendered));
+        }
+        if i == 0 && !job.heavy() {
+            first = Some((rendered, outgoing));
+        }
+        if !holds {
+            break;
+        }
+    }
+    cx.look_ahead(paths).await;
+    first
 }
 
 /// In a plan, for a job that could not be rendered: whether it uses (in its arguments or its

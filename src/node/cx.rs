@@ -217,10 +217,40 @@ impl Cx<'_> {
         self.relink.relink(self, within).await
     }
 
+    /// Asks the node, in one write, for the stats of `paths`, which jobs about to be looked up
+    /// will want to check their records against ([`crate::verb::Verb::probes`]): an entry of
+    /// cached jobs costs one round trip to the node, not one per job. An answer is used only
+    /// while no job has changed the node since it was asked ([`Cx::moved`]); a path asked for
+    /// and not wanted costs the node a stat.
+    pub async fn look_ahead(&self, paths: Vec<String>) {
+        let (paths, generation) = lock(&self.state().ahead).unasked(paths);
+        if paths.is_empty() {
+            return;
+        }
+        let makes: Vec<_> =
+            paths.iter().cloned().map(|path| move |id| Request::Stat { id, path, text_limit: 0 }).collect();
+        // Not sent (the link is gone): each job asks for itself, and hears why.
+        if let Ok(asked) = self.session.ask_all(makes).await {
+            lock(&self.state().ahead).file(generation, paths.into_iter().zip(asked));
+        }
+    }
+
+    /// A job is about to do something on the node: what was asked ahead no longer holds.
+    pub fn moved(&self) {
+        lock(&self.state().ahead).moved();
+    }
+
     /// What is at `path` on the node (`None`: nothing), without its text.
     pub async fn stat(&self, path: &str) -> Result<Option<FileStat>, String> {
-        let path = path.to_string();
-        match self.session.call(move |id| Request::Stat { id, path, text_limit: 0 }).await? {
+        let asked = lock(&self.state().ahead).take_stat(path, self.session);
+        let done = match asked {
+            Some(asked) => asked.done().await?,
+            None => {
+                let path = path.to_string();
+                self.session.call(move |id| Request::Stat { id, path, text_limit: 0 }).await?
+            }
+        };
+        match done {
             Done::Stat { stat } => Ok(stat),
             Done::Failed { message } => Err(message),
             other => Err(format!("unexpected answer {other:?}")),

@@ -53,6 +53,24 @@ struct Pipe {
     _guard: Option<Box<dyn Send + Sync>>,
 }
 
+/// A request sent ahead ([`Session::ask_all`]); dropped unasked, its answer is thrown away.
+pub struct Asked {
+    pipe: Arc<Pipe>,
+    rx: mpsc::Receiver<Reply>,
+}
+
+impl Asked {
+    /// Whether it was asked of `session`'s executor (the same account's, on the same link).
+    pub fn is_of(&self, session: &Session) -> bool {
+        Arc::ptr_eq(&self.pipe, &session.pipe())
+    }
+
+    /// The request's [`Done`], once the node has answered.
+    pub async fn done(self) -> Result<Done, String> {
+        self.pipe.done_of(self.rx).await
+    }
+}
+
 /// What the executor said when it started.
 pub struct Greeting {
     pub facts: Facts,
@@ -218,6 +236,14 @@ impl Session {
         self.pipe().call(make).await
     }
 
+    /// Sends every request `makes` builds (each with a fresh id) in one write, before anyone
+    /// needs its answer: what the node then answers waits in its [`Asked`].
+    pub async fn ask_all<F: FnOnce(u64) -> Request>(&self, makes: Vec<F>) -> Result<Vec<Asked>, String> {
+        let pipe = self.pipe();
+        let started = pipe.start_all(makes).await?;
+        Ok(started.into_iter().map(|rx| Asked { pipe: pipe.clone(), rx }).collect())
+    }
+
     /// Writes `path` on the node atomically with `content` of `size` bytes and hash `sha3`.
     pub async fn put(
         &self,
@@ -283,6 +309,35 @@ impl Pipe {
             return Err(self.lost().unwrap_or(format!("cannot send the request: {e}")));
         }
         Ok((id, rx))
+    }
+
+    /// [`Pipe::start`] for several requests, sent in one write.
+    async fn start_all<F: FnOnce(u64) -> Request>(&self, makes: Vec<F>) -> Result<Vec<mpsc::Receiver<Reply>>, String> {
+        let (mut frames, mut ids, mut receivers) = (Vec::new(), Vec::new(), Vec::new());
+        for make in makes {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let frame = encode(&make(id)).map_err(|e| format!("the request cannot be sent: {e}"))?;
+            frames.extend_from_slice(&frame);
+            let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
+            self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, tx);
+            ids.push(id);
+            receivers.push(rx);
+        }
+        let forget = || {
+            let mut routes = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in &ids {
+                routes.remove(id);
+            }
+        };
+        if let Some(lost) = self.lost() {
+            forget();
+            return Err(lost);
+        }
+        if let Err(e) = self.send_frame(&frames).await {
+            forget();
+            return Err(self.lost().unwrap_or(format!("cannot send the requests: {e}")));
+        }
+        Ok(receivers)
     }
 
     async fn run(

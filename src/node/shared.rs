@@ -41,7 +41,59 @@ pub struct NodeState {
     /// What the executor said of the node (`hostname`, `arch`, `os`, `kernel`): templates see
     /// it as `facts`.
     pub facts: Mutex<serde_json::Map<String, Value>>,
+    /// Stat requests sent before the jobs that need them ([`super::Cx::look_ahead`]).
+    pub ahead: Mutex<Ahead>,
     clock: Mutex<Option<(u64, Instant)>>,
+}
+
+/// What was asked of the node ahead of its jobs: valid while no job has changed the node
+/// since it was asked.
+#[derive(Default)]
+pub struct Ahead {
+    /// Moves on whenever a job may have changed the node.
+    generation: u64,
+    /// By path: the generation it was asked in, and its answer to come.
+    stats: HashMap<String, (u64, super::session::Asked)>,
+}
+
+impl Ahead {
+    /// A job may change the node: what was asked before no longer holds (the answers are
+    /// thrown away as they come).
+    pub fn moved(&mut self) {
+        self.generation += 1;
+        self.stats.clear();
+    }
+
+    /// How many times the node may have changed so far.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The stat of `path` asked of `session` since the node last changed, once.
+    pub fn take_stat(&mut self, path: &str, session: &super::session::Session) -> Option<super::session::Asked> {
+        match self.stats.remove(path) {
+            Some((generation, asked)) if generation == self.generation && asked.is_of(session) => Some(asked),
+            _ => None,
+        }
+    }
+
+    /// Of `paths`, those not asked since the node last changed, without repeats; and the
+    /// generation to file their answers under.
+    pub fn unasked(&self, paths: Vec<String>) -> (Vec<String>, u64) {
+        let mut seen = HashSet::new();
+        let fresh = paths
+            .into_iter()
+            .filter(|p| self.stats.get(p).is_none_or(|(g, _)| *g != self.generation) && seen.insert(p.clone()))
+            .collect();
+        (fresh, self.generation)
+    }
+
+    /// Files `answers` asked in `generation`, unless the node has changed since.
+    pub fn file(&mut self, generation: u64, answers: impl IntoIterator<Item = (String, super::session::Asked)>) {
+        if generation == self.generation {
+            self.stats.extend(answers.into_iter().map(|(path, asked)| (path, (generation, asked))));
+        }
+    }
 }
 
 /// Changes of the node cache not yet on the node (or on their way).
@@ -69,6 +121,7 @@ impl NodeState {
             changed: Notify::new(),
             pending: Mutex::default(),
             facts: Mutex::default(),
+            ahead: Mutex::default(),
             clock: Mutex::new(None),
         }
     }

@@ -140,8 +140,12 @@ impl Verb for Copy {
         None
     }
 
+    fn probes(&self, record: &JobRecord, _: &Rendered) -> Vec<String> {
+        record.files.iter().map(|(dest, _)| dest.clone()).collect()
+    }
+
     fn traits(&self) -> Traits {
-        Traits { heavy: self.blueprint, ..Traits::DEFAULT }
+        Traits { heavy: self.blueprint, probes: true, ..Traits::DEFAULT }
     }
 
     fn attrs(&self) -> Attrs {

@@ -95,6 +95,12 @@ pub(crate) trait Verb {
         async { None }
     }
 
+    /// The paths [`Verb::verify`] will stat for `record`: the engine asks for them ahead, in
+    /// one write with the other jobs' of the entry (see [`Cx::look_ahead`]).
+    fn probes(&self, _record: &JobRecord, _r: &Rendered) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The mode, owner and group of the files it writes.
     fn attrs(&self) -> Attrs {
         Attrs::default()
@@ -136,6 +142,8 @@ pub struct Traits {
     pub gathers: bool,
     /// It reboots the node (its link drops and is made again while it runs).
     pub reboots: bool,
+    /// Its record is checked by stats of paths on the node ([`Verb::probes`]).
+    pub probes: bool,
 }
 
 impl Traits {
@@ -148,6 +156,7 @@ impl Traits {
         waits_for_others: false,
         gathers: false,
         reboots: false,
+        probes: false,
     };
     /// A job that only changes the node cache (ARG, CACHEFILE, FACTER, …).
     pub const CACHE_ONLY: Traits = Traits { cacheable: false, cache_only: true, ..Traits::DEFAULT };
@@ -308,6 +317,7 @@ macro_rules! verbs {
             pub async fn verify(&self, cx: &Cx<'_>, record: &JobRecord, r: &Rendered) -> Option<String> {
                 each!(self, v => v.verify(cx, record, r).await)
             }
+            pub fn probes(&self, record: &JobRecord, r: &Rendered) -> Vec<String> { each!(self, v => v.probes(record, r)) }
             pub fn attrs(&self) -> Attrs { each!(self, v => v.attrs()) }
             pub fn identities(&self) -> &[String] { each!(self, v => v.identities()) }
             pub fn secret(&self) -> Option<&Value> { each!(self, v => v.secret()) }

@@ -4,7 +4,7 @@
 
 use super::files::attrs_drift;
 use super::options::{Given, VerbError, FILE_OPTS};
-use super::{Cx, Finish, Task, Render, Syntax, Verb};
+use super::{Cx, Finish, Render, Syntax, Task, Traits, Verb};
 use crate::node::cache::JobRecord;
 use super::Rendered;
 use director_proto::{Attrs, Request};
@@ -71,6 +71,14 @@ impl Verb for Workdir {
             Ok(Some(s)) => attrs_drift(path, &s, &self.attrs),
             Err(_) => Some(format!("{path} could not be checked")),
         }
+    }
+
+    fn traits(&self) -> Traits {
+        Traits { probes: true, ..Traits::DEFAULT }
+    }
+
+    fn probes(&self, _: &JobRecord, r: &Rendered) -> Vec<String> {
+        vec![r.text.clone()]
     }
 
     fn attrs(&self) -> Attrs {

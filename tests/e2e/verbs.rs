@@ -445,6 +445,45 @@ fn cache_hits_see_what_earlier_jobs_of_the_run_changed() {
     assert!(fleet.hosts[0].dir.join("tmp/look/conf").is_dir());
 }
 
+/// The stats asked of the node ahead of a cached entry's checks (one write for all its jobs)
+/// no longer hold once a job of the entry runs: here the first ADD finds one of its files
+/// changed and runs again, rewriting the file the second ADD's record is checked against,
+/// which the first ADD's check never got to (it stopped at the changed file). The second ADD
+/// must see the rewrite and run again, not take the answer asked before.
+#[test]
+fn a_job_that_runs_again_voids_what_was_asked_ahead_for_the_jobs_after_it() {
+    let fleet = Fleet::start(1);
+    for dir in ["one", "two"] {
+        std::fs::create_dir_all(fleet.dir.join(dir)).unwrap();
+    }
+    let (a, one, two) =
+        (fleet.file("a.txt", "a\n"), fleet.file("one/p.txt", "one\n"), fleet.file("two/p.txt", "two\n"));
+    let file = fleet.file(
+        "void.yaml",
+        &format!(
+            "- jobs:\n    - WORKDIR: /tmp/void\n    - ADD: {} {} /tmp/void/\n    - ADD: {} /tmp/void/p.txt\n",
+            a.display(),
+            one.display(),
+            two.display()
+        ),
+    );
+    let (c, _, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    let node = fleet.hosts[0].dir.join("tmp/void");
+    std::fs::write(node.join("a.txt"), "tampered\n").unwrap();
+    let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    let said: Vec<(String, String)> = super::finished(&events, "h1")
+        .into_iter()
+        .map(|(_, status, _, reason)| (status.to_string(), reason.unwrap_or_default().to_string()))
+        .collect();
+    let again = |why: &str| ("ok".to_string(), format!("was cached, but {why}: done again"));
+    assert_eq!(said[0].0, "cached");
+    assert_eq!(said[1..], [again("/tmp/void/a.txt was changed"), again("/tmp/void/p.txt was changed")]);
+    assert_eq!(std::fs::read_to_string(node.join("p.txt")).unwrap(), "two\n");
+    assert_eq!(std::fs::read_to_string(node.join("a.txt")).unwrap(), "a\n");
+}
+
 /// FACTER's facts come from the executor, in facter's shape, under the arg `facter`, and the
 /// other args stay (Directord replaced them all).
 #[test]

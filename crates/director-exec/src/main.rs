@@ -166,7 +166,16 @@ fn serve() {
     let mut stdin = std::io::stdin().lock();
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     let mut chunk = vec![0u8; 256 * 1024];
-    let done = |id: u64, done: Done| outbox.send(&Reply::Done { id, done });
+    // The answers to what one read brought go in one write after it (a batch of stats asked
+    // together, a file's last data frame and the next request), not one write each.
+    let held = std::cell::RefCell::new(Vec::new());
+    let done = |id: u64, done: Done| held.borrow_mut().push(Reply::Done { id, done });
+    let answer = || {
+        let replies = std::mem::take(&mut *held.borrow_mut());
+        if !replies.is_empty() {
+            outbox.send_all(&replies);
+        }
+    };
     'read: loop {
         let n = match stdin.read(&mut chunk) {
             Ok(0) | Err(_) => break,
@@ -242,16 +251,21 @@ fn serve() {
                                     outbox.send(&Reply::Done { id, done });
                                 });
                             }
-                            Request::Shutdown => break 'read,
+                            Request::Shutdown => {
+                                answer();
+                                break 'read;
+                            }
                         },
                     }
                 }
                 Err(e) => {
+                    answer();
                     outbox.send(&Reply::Error { message: e.to_string() });
                     break 'read;
                 }
             }
         }
+        answer();
         buf.drain(..at);
     }
     // Appends already asked for are made before the executor goes.
