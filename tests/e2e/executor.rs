@@ -135,6 +135,26 @@ fn the_probe_installs_what_it_reads_and_starts_it_with_or_without_gzip() {
     }
 }
 
+/// Sends `header` and `body` to a probe waiting for its upload and closes its stdin: its exit
+/// code, its stderr, and how many bytes it printed after its missing-executor line.
+fn upload(
+    mut child: std::process::Child,
+    mut out: std::io::BufReader<std::process::ChildStdout>,
+    header: &str,
+    body: &[u8],
+) -> (Option<i32>, String, usize) {
+    use std::io::{Read, Write};
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(header.as_bytes()).unwrap();
+    stdin.write_all(body).unwrap();
+    drop(stdin);
+    let mut rest = Vec::new();
+    out.read_to_end(&mut rest).unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (child.wait().unwrap().code(), err, rest.len())
+}
+
 /// A compressed upload that does not decompress to what the operator packed (a byte changed
 /// in the stream or in its CRC-32, a stream cut short) is refused by gzip: nothing is
 /// installed or started, and nothing of it is left. The executor does not hash itself after
@@ -142,7 +162,6 @@ fn the_probe_installs_what_it_reads_and_starts_it_with_or_without_gzip() {
 #[test]
 fn the_probe_refuses_a_compressed_upload_that_gzip_does_not_verify() {
     use director::api::executor;
-    use std::io::{Read, Write};
     let native = executor::native().unwrap();
     let (_, gz) = executor::upload_header(native, true);
     let mut middle = gz.to_vec();
@@ -151,18 +170,10 @@ fn the_probe_refuses_a_compressed_upload_that_gzip_does_not_verify() {
     crc[gz.len() - 8] ^= 0x01;
     let cut = gz[..gz.len() - 100].to_vec();
     for (case, body) in [("middle", middle), ("crc", crc), ("cut", cut)] {
-        let (home, mut child, mut out) = probe(&format!("probe-gz-{case}"), true);
-        let mut stdin = child.stdin.take().unwrap();
+        let (home, child, out) = probe(&format!("probe-gz-{case}"), true);
         // The header names the whole stream's length; a cut one ends early.
-        stdin.write_all(format!("{} {} gz\n", gz.len(), native.sha3).as_bytes()).unwrap();
-        stdin.write_all(&body).unwrap();
-        drop(stdin);
-        let mut rest = Vec::new();
-        out.read_to_end(&mut rest).unwrap();
-        let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        let status = child.wait().unwrap();
-        assert_eq!((case, status.code(), rest.len()), (case, Some(1), 0), "{err}");
+        let (code, err, rest) = upload(child, out, &format!("{} {} gz\n", gz.len(), native.sha3), &body);
+        assert_eq!((case, code, rest), (case, Some(1), 0), "{err}");
         assert!(err.trim_start().starts_with("gzip: stdin: "), "{case}: {err}");
         assert_eq!(std::fs::read_dir(home.join(".cache/director/bin")).unwrap().count(), 0, "{case}");
         let _ = std::fs::remove_dir_all(&home);
@@ -174,23 +185,14 @@ fn the_probe_refuses_a_compressed_upload_that_gzip_does_not_verify() {
 #[test]
 fn the_probe_refuses_an_upload_that_does_not_verify() {
     use director::api::executor;
-    use std::io::{Read, Write};
     let native = executor::native().unwrap();
-    let (home, mut child, mut out) = probe("probe-tampered", false);
+    let (home, child, out) = probe("probe-tampered", false);
     let (header, body) = executor::upload_header(native, false);
     let mut body = body.to_vec();
     // The last byte is in the section headers: the binary still runs, and must not verify.
     *body.last_mut().unwrap() ^= 0xff;
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(header.as_bytes()).unwrap();
-    stdin.write_all(&body).unwrap();
-    drop(stdin);
-    let mut rest = Vec::new();
-    out.read_to_end(&mut rest).unwrap();
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!((status.code(), err.as_str(), rest.len()), (Some(1), "the uploaded executor does not verify\n", 0));
+    let (code, err, rest) = upload(child, out, &header, &body);
+    assert_eq!((code, err.as_str(), rest), (Some(1), "the uploaded executor does not verify\n", 0));
     assert_eq!(std::fs::read_dir(home.join(".cache/director/bin")).unwrap().count(), 0);
     let _ = std::fs::remove_dir_all(&home);
 }
