@@ -34,13 +34,49 @@ static WRITE_LOCK: Mutex<()> = Mutex::new(());
 /// the fleet's size.
 static PARSED: Mutex<Option<HashMap<PathBuf, Arc<Parsed>>>> = Mutex::new(None);
 
+/// A line that is not blank or a comment: its number, marker, host field and key text.
+type Line = Arc<(usize, Marker, Names, String)>;
+
 /// One known_hosts file as last read.
 struct Parsed {
     stamp: (u64, i64, i64, u64),
-    /// (line number, marker, patterns, key text) of each line that is not blank or a comment.
-    lines: Vec<(usize, Marker, Names, String)>,
+    /// The file's bytes through its last newline, and how many lines that is.
+    complete: Vec<u8>,
+    newlines: usize,
+    /// Each line that is not blank or a comment; the first `settled` are of `complete`.
+    lines: Vec<Line>,
+    settled: usize,
     /// The entries that match a host, by the host as looked up.
     matches: Mutex<HashMap<String, Arc<Vec<Arc<Entry>>>>>,
+}
+
+impl Parsed {
+    /// `bytes` parsed, taking the lines of `before` when the file only grew after them (a
+    /// run's first contacts append a line per node: without this each append had every
+    /// node re-read every line, quadratic in the fleet's size).
+    fn read(stamp: (u64, i64, i64, u64), bytes: Vec<u8>, before: Option<&Parsed>) -> Parsed {
+        let (mut lines, mut newlines, from) = match before {
+            Some(b) if bytes.starts_with(&b.complete) => (b.lines[..b.settled].to_vec(), b.newlines, b.complete.len()),
+            _ => (Vec::new(), 0, 0),
+        };
+        let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1).max(from);
+        let mut take = |segment: &[u8], lines: &mut Vec<Line>| {
+            for line in String::from_utf8_lossy(segment).lines() {
+                newlines += 1;
+                if let Some(parsed) = Entry::split(line, newlines) {
+                    lines.push(Arc::new(parsed));
+                }
+            }
+            newlines
+        };
+        // The complete lines first: what the next read can take as they are.
+        let complete_newlines = take(&bytes[from..end], &mut lines);
+        let settled = lines.len();
+        take(&bytes[end..], &mut lines);
+        let mut complete = bytes;
+        complete.truncate(end);
+        Parsed { stamp, complete, newlines: complete_newlines, lines, settled, matches: Mutex::default() }
+    }
 }
 
 impl Parsed {
@@ -61,16 +97,15 @@ impl Parsed {
             .get_or_insert_with(HashMap::new)
             .get(file)
             .cloned();
-        let parsed = match known.filter(|p| p.stamp == stamp) {
-            Some(p) => p,
-            None => {
-                let text = match std::fs::read(file) {
-                    Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        let parsed = match known {
+            Some(p) if p.stamp == stamp => p,
+            known => {
+                let bytes = match std::fs::read(file) {
+                    Ok(bytes) => bytes,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
                     Err(e) => return Err(cannot(e)),
                 };
-                let lines = text.lines().enumerate().filter_map(|(n, line)| Entry::split(line, n + 1)).collect();
-                let parsed = Arc::new(Parsed { stamp, lines, matches: Mutex::default() });
+                let parsed = Arc::new(Parsed::read(stamp, bytes, known.as_deref()));
                 let mut all = PARSED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 all.get_or_insert_with(HashMap::new).insert(file.to_path_buf(), parsed.clone());
                 parsed
@@ -83,8 +118,9 @@ impl Parsed {
         let found: Vec<Arc<Entry>> = parsed
             .lines
             .iter()
-            .filter(|(_, _, names, _)| names.matches(host))
-            .filter_map(|(n, marker, _, key)| {
+            .filter(|line| line.2.matches(host))
+            .filter_map(|line| {
+                let (n, marker, _, key) = &**line;
                 let key = PublicKey::from_openssh(key).ok()?;
                 Some(Arc::new(Entry { marker: *marker, key, file: file.to_path_buf(), line: *n }))
             })
@@ -494,6 +530,28 @@ fn record(mut file: std::fs::File, pattern: &str, key: &PublicKey) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file that only grew is read from where it was (its earlier lines kept as they were
+    /// parsed), with the right line numbers; a last line without its newline is read again
+    /// once it has one; a file changed before its end is read whole again.
+    #[test]
+    fn an_appended_file_is_read_from_where_it_was() {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ3e1qgpxYczhcepGKCQA0XjTDTAAfzJv9/TyP6v9D6";
+        let numbers = |p: &Parsed| {
+            p.lines.iter().map(|l| (l.0, l.2.matches("a") as u8 + 2 * l.2.matches("b") as u8)).collect::<Vec<_>>()
+        };
+        let one = Parsed::read((0, 0, 0, 0), format!("# c\na {key}\n\nb {key}").into_bytes(), None);
+        assert_eq!(numbers(&one), [(2, 1), (4, 2)]);
+        assert_eq!((one.settled, one.newlines, one.complete.len()), (1, 3, format!("# c\na {key}\n\n").len()));
+        // `b`'s line gets its newline and another line follows.
+        let two = Parsed::read((1, 0, 0, 0), format!("# c\na {key}\n\nb {key}\na,b {key}\n").into_bytes(), Some(&one));
+        assert_eq!(numbers(&two), [(2, 1), (4, 2), (5, 3)]);
+        assert!(Arc::ptr_eq(&one.lines[0], &two.lines[0]), "the first line was parsed again");
+        assert_eq!((two.settled, two.newlines), (3, 5));
+        // Rewritten in place (ssh-keygen -R renames a new file; an editor may not).
+        let three = Parsed::read((2, 0, 0, 0), format!("b {key}\n").into_bytes(), Some(&two));
+        assert_eq!(numbers(&three), [(1, 2)]);
+    }
 
     #[test]
     fn patterns_negation_and_hashes_match_as_openssh_does() {
