@@ -227,8 +227,7 @@ impl Cx<'_> {
         if paths.is_empty() {
             return;
         }
-        let makes: Vec<_> =
-            paths.iter().cloned().map(|path| move |id| Request::Stat { id, path, text_limit: 0 }).collect();
+        let makes: Vec<_> = paths.iter().cloned().map(stat_of).collect();
         // Not sent (the link is gone): each job asks for itself, and hears why.
         if let Ok(asked) = self.session.ask_all(makes).await {
             lock(&self.state().ahead).file(generation, paths.into_iter().zip(asked));
@@ -245,10 +244,7 @@ impl Cx<'_> {
         let asked = lock(&self.state().ahead).take_stat(path, self.session);
         let done = match asked {
             Some(asked) => asked.done().await?,
-            None => {
-                let path = path.to_string();
-                self.session.call(move |id| Request::Stat { id, path, text_limit: 0 }).await?
-            }
+            None => self.session.call(stat_of(path.to_string())).await?,
         };
         match done {
             Done::Stat { stat } => Ok(stat),
@@ -455,6 +451,11 @@ pub enum Checked {
 enum Step {
     Reply(Option<Reply>),
     Cancel,
+}
+
+/// The request for what is at `path`, without its text (a job's check of its record).
+fn stat_of(path: String) -> impl FnOnce(u64) -> Request {
+    move |id| Request::Stat { id, path, text_limit: 0 }
 }
 
 /// A batch of journal lines cut into the pieces of its requests: at most

@@ -77,9 +77,7 @@ impl Parsed {
         complete.truncate(end);
         Parsed { stamp, complete, newlines: complete_newlines, lines, settled, matches: Mutex::default() }
     }
-}
 
-impl Parsed {
     /// The entries of `file` that match `host` (none when the file does not exist).
     fn matching(file: &Path, host: &str) -> Result<Arc<Vec<Arc<Entry>>>, String> {
         let cannot = |e: std::io::Error| format!("cannot read {}: {}", file.display(), crate::error::io_reason(&e));
