@@ -61,6 +61,7 @@ pub(crate) const RECORDED_OUTPUT: usize = 4 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stored {
     /// Shared with every other cache holding an equal large value ([`shared`]).
+    #[serde(deserialize_with = "shared_from_text")]
     pub value: Arc<Value>,
     pub at: u64,
     /// Set by `ARG --secret`/`ENV --secret`: every run masks this value.
@@ -163,9 +164,6 @@ impl NodeCache {
                 cache.expired = Expired { args: stale(&cache.args), envs: stale(&cache.envs) };
                 cache.args.retain(|_, s| fresh(s));
                 cache.envs.retain(|_, s| fresh(s));
-                for stored in cache.args.values_mut().chain(cache.envs.values_mut()) {
-                    stored.value = shared(stored.value.clone());
-                }
                 // The expired ones go from the node with the next save.
                 let gone = cache.expired.args.iter().map(|k| Dirty::Key(Section::Args, k.clone()));
                 let gone = gone.chain(cache.expired.envs.iter().map(|k| Dirty::Key(Section::Envs, k.clone())));
@@ -363,6 +361,37 @@ struct Shelf {
     by_hash: std::collections::HashMap<u64, Vec<Weak<Value>>>,
     /// Buckets counted when the dead ones were last dropped.
     pruned_at: usize,
+    /// The large values loaded from nodes' caches, by their text there ([`shared_from_text`]).
+    by_text: std::collections::HashMap<Box<str>, Weak<Value>>,
+    texts_pruned_at: usize,
+}
+
+/// Texts from this long are looked up on the shelf before they are parsed.
+const SHARED_TEXT_FROM: usize = 1024;
+
+/// A stored value read from a node's cache, as [`shared`] would return it; a long text that
+/// another cache already held is not parsed again. Every node's cache holds the same QUERY
+/// map of every node (Directord's semantics: 15 KB a node at 1,000 nodes): parsed on each
+/// node's greeting, that was a million map entries built and dropped for one kept.
+fn shared_from_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<Value>, D::Error> {
+    use serde::de::Error;
+    let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+    let text = raw.get();
+    let parse = || serde_json::from_str::<Value>(text).map(Arc::new).map_err(D::Error::custom);
+    if text.len() < SHARED_TEXT_FROM {
+        return Ok(shared(parse()?));
+    }
+    if let Some(held) = lock(&VALUES).by_text.get(text).and_then(Weak::upgrade) {
+        return Ok(held);
+    }
+    let value = shared(parse()?);
+    let mut shelf = lock(&VALUES);
+    shelf.by_text.insert(text.into(), Arc::downgrade(&value));
+    if shelf.by_text.len() > 2 * shelf.texts_pruned_at.max(64) {
+        shelf.by_text.retain(|_, w| w.strong_count() > 0);
+        shelf.texts_pruned_at = shelf.by_text.len();
+    }
+    Ok(value)
 }
 
 /// `value`, or an equal value another cache already holds: a large mapping or list (a QUERY's
@@ -533,6 +562,17 @@ mod tests {
         let shared = |x: &NodeCache, y: &NodeCache, key: &str| Arc::ptr_eq(&x.args[key].value, &y.args[key].value);
         assert!(shared(&a, &b, "query") && shared(&a, &one, "query"));
         assert!(!shared(&a, &b, "small"), "small values are not worth sharing");
+        // A long one is found by its text, parsed once: loaded from a cache that never held it
+        // in this process, and again from another.
+        let wide = Value::Object((0..200).map(|i| (format!("node{i}"), json!(format!("host-{i}")))).collect());
+        let text = format!(r#"{{"v":{LAYOUT},"args":{{"wide":{{"value":{wide},"at":0}}}}}}"#);
+        assert!(!lock(&VALUES).by_text.contains_key(wide.to_string().as_str()));
+        let (e, why) = NodeCache::load(Some(&text), 1, TTL);
+        assert_eq!(why, None);
+        assert!(lock(&VALUES).by_text.contains_key(wide.to_string().as_str()), "not shelved by its text");
+        let (f, _) = NodeCache::load(Some(&text), 1, TTL);
+        assert!(shared(&e, &f, "wide"));
+        assert_eq!(*e.args["wide"].value, wide);
         // Set on two nodes from separate allocations, and merged the same way on both.
         let (mut c, mut d) = (NodeCache::default(), NodeCache::default());
         c.set(Kind::Args, "q", big(50), false, 0, TTL);
