@@ -173,11 +173,51 @@ pub(crate) async fn until<T>(notify: &Notify, mut ready: impl FnMut() -> Option<
 
 struct Rendezvous {
     participants: Vec<usize>,
-    /// Node → `Some(value)` arrived (the value may be absent), `None` left.
-    seen: Mutex<HashMap<usize, Option<Option<Value>>>>,
+    members: HashSet<usize>,
+    seen: Mutex<Seen>,
     /// What every target gets, built once by the first to see the rendezvous complete.
     answer: OnceLock<Arc<Value>>,
+    /// Fired once, when the last participant arrives or leaves: the targets waiting are not
+    /// woken by each arrival (at 1,000 targets, each of them checking every participant at
+    /// each arrival was 9 % of the operator's CPU in the deploy).
     notify: Notify,
+}
+
+/// `Some(value)`: the node arrived (the value may be absent); `None`: it left.
+type Arrived = Option<Option<Value>>;
+
+#[derive(Default)]
+struct Seen {
+    by_node: HashMap<usize, Arrived>,
+    /// How many participants are in `by_node`.
+    participants: usize,
+}
+
+impl Rendezvous {
+    fn new(participants: Vec<usize>) -> Rendezvous {
+        let members = participants.iter().copied().collect();
+        Rendezvous { participants, members, seen: Mutex::default(), answer: OnceLock::new(), notify: Notify::new() }
+    }
+
+    /// Notes what `node` brought, unless something is noted of it already and `replaces`
+    /// (given what) says no; whether it was noted. Wakes the targets waiting when that
+    /// completed the rendezvous.
+    fn note(&self, node: usize, brought: Option<Option<Value>>, replaces: impl FnOnce(&Arrived) -> bool) -> bool {
+        let complete = {
+            let mut seen = lock(&self.seen);
+            match seen.by_node.get(&node) {
+                Some(held) if !replaces(held) => return false,
+                Some(_) => {}
+                None => seen.participants += usize::from(self.members.contains(&node)),
+            }
+            seen.by_node.insert(node, brought);
+            seen.participants == self.members.len()
+        };
+        if complete {
+            self.notify.notify_waiters();
+        }
+        true
+    }
 }
 
 /// A node arriving at a QUERY with its value (which may be absent), or leaving it (`None`).
@@ -202,15 +242,7 @@ impl Shared {
     /// The shared state of nodes `names` (in the run's order), with a rendezvous for each
     /// QUERY job: its id and its targets (indices into `names`).
     pub fn new(names: Vec<String>, queries: impl IntoIterator<Item = (usize, Vec<usize>)>) -> Self {
-        let queries = queries
-            .into_iter()
-            .map(|(job, participants)| {
-                (
-                    job,
-                    Rendezvous { participants, seen: Mutex::default(), answer: OnceLock::new(), notify: Notify::new() },
-                )
-            })
-            .collect();
+        let queries = queries.into_iter().map(|(job, participants)| (job, Rendezvous::new(participants))).collect();
         Shared { nodes: names.into_iter().map(NodeState::new).collect(), queries, observer: None }
     }
 
@@ -222,18 +254,8 @@ impl Shared {
     /// Another engine's node arrived at (or left) QUERY `job`.
     pub fn arrive(&self, arrival: Arrival) {
         let (Some(r), Some(node)) = (self.queries.get(&arrival.job), self.position(&arrival.node)) else { return };
-        let first = {
-            let mut seen = lock(&r.seen);
-            match (seen.get(&node), &arrival.value) {
-                (None, _) | (Some(None), Some(_)) => {
-                    seen.insert(node, arrival.value.clone());
-                    true
-                }
-                _ => false,
-            }
-        };
-        if first {
-            r.notify.notify_waiters();
+        let arrived = arrival.value.is_some();
+        if r.note(node, arrival.value.clone(), |held| held.is_none() && arrived) {
             self.tell(arrival);
         }
     }
@@ -260,15 +282,14 @@ impl Shared {
         build: impl Fn(&[(usize, &Option<Value>)]) -> Value,
     ) -> Arc<Value> {
         let Some(r) = self.queries.get(&job) else { return Arc::new(build(&[(node, &value)])) };
-        lock(&r.seen).insert(node, Some(value.clone()));
-        r.notify.notify_waiters();
+        r.note(node, Some(value.clone()), |_| true);
         self.tell(Arrival { job, node: self.nodes[node].name.clone(), value: Some(value) });
         until(&r.notify, || {
             let seen = lock(&r.seen);
-            r.participants.iter().all(|p| seen.contains_key(p)).then(|| {
+            (seen.participants == r.members.len()).then(|| {
                 let answer = r.answer.get_or_init(|| {
                     let arrived: Vec<_> =
-                        r.participants.iter().filter_map(|p| seen[p].as_ref().map(|v| (*p, v))).collect();
+                        r.participants.iter().filter_map(|p| seen.by_node[p].as_ref().map(|v| (*p, v))).collect();
                     Arc::new(build(&arrived))
                 });
                 answer.clone()
@@ -280,14 +301,7 @@ impl Shared {
     /// `node` will not reach QUERY `job`.
     pub fn leave(&self, job: usize, node: usize) {
         if let Some(r) = self.queries.get(&job) {
-            let left = {
-                let mut seen = lock(&r.seen);
-                let left = !seen.contains_key(&node);
-                seen.entry(node).or_insert(None);
-                left
-            };
-            r.notify.notify_waiters();
-            if left {
+            if r.note(node, None, |_| false) {
                 self.tell(Arrival { job, node: self.nodes[node].name.clone(), value: None });
             }
         }
