@@ -202,7 +202,7 @@ impl Rendezvous {
     /// Notes what `node` brought, unless something is noted of it already and `replaces`
     /// (given what) says no; whether it was noted. Wakes the targets waiting when that
     /// completed the rendezvous.
-    fn note(&self, node: usize, brought: Option<Option<Value>>, replaces: impl FnOnce(&Arrived) -> bool) -> bool {
+    fn note(&self, node: usize, brought: Arrived, replaces: impl FnOnce(&Arrived) -> bool) -> bool {
         let complete = {
             let mut seen = lock(&self.seen);
             match seen.by_node.get(&node) {
@@ -211,12 +211,17 @@ impl Rendezvous {
                 None => seen.participants += usize::from(self.members.contains(&node)),
             }
             seen.by_node.insert(node, brought);
-            seen.participants == self.members.len()
+            self.complete(&seen)
         };
         if complete {
             self.notify.notify_waiters();
         }
         true
+    }
+
+    /// Whether every participant arrived or left.
+    fn complete(&self, seen: &Seen) -> bool {
+        seen.participants == self.members.len()
     }
 }
 
@@ -286,7 +291,7 @@ impl Shared {
         self.tell(Arrival { job, node: self.nodes[node].name.clone(), value: Some(value) });
         until(&r.notify, || {
             let seen = lock(&r.seen);
-            (seen.participants == r.members.len()).then(|| {
+            r.complete(&seen).then(|| {
                 let answer = r.answer.get_or_init(|| {
                     let arrived: Vec<_> =
                         r.participants.iter().filter_map(|p| seen.by_node[p].as_ref().map(|v| (*p, v))).collect();
