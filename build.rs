@@ -4,8 +4,9 @@
 //! never waits on the outer build's lock. musl is preferred (smallest, fully static); when
 //! that target is not installed, glibc with `+crt-static` is used and a warning says so.
 //! It is built for every architecture director serves (x86_64, and aarch64 when its target
-//! is installed); `OUT_DIR/executors.rs` lists them, each with its binary, the binary
-//! gzip-compressed (what is sent to a node that has gzip), and its sha3-256. With the
+//! is installed); `OUT_DIR/executors.rs` lists them, each with its binary, the stage that
+//! installs it on a node (crates/director-stage) and what the stage reads (the binary
+//! LZ4-compressed, after its length and checksum), and its sha3-256. With the
 //! toolchain's rust-src, the standard library is built with the executor, without its
 //! backtrace symbolization, and without unwind tables (x86_64: 490 KB instead of 816 KB).
 
@@ -21,6 +22,9 @@ fn main() {
         "crates/director-exec/Cargo.toml",
         "crates/director-proto/src",
         "crates/director-proto/Cargo.toml",
+        "crates/director-stage/src",
+        "crates/director-stage/Cargo.toml",
+        "crates/director-stage/Cargo.lock",
         "Cargo.lock",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
@@ -82,17 +86,29 @@ fn main() {
         };
         let bytes = std::fs::read(&path).unwrap();
         let hex: String = Sha3_256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        // What goes on the wire to a node that has gzip (every Linux distribution's base).
-        let gz = out.join(format!("director-exec-{arch}.gz"));
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        std::io::Write::write_all(&mut encoder, &bytes).unwrap();
-        std::fs::write(&gz, encoder.finish().unwrap()).unwrap();
+        // The stage that installs it on a node (crates/director-stage), for the same target.
+        let flags = candidates.iter().find(|(t, _)| *t == target).map_or("", |(_, f)| *f);
+        let stage = build_stage(&root, &target_dir, target, flags)
+            .unwrap_or_else(|e| panic!("could not build the stage for {target}: {e}"));
+        // What follows the stage on the wire: the binary's lengths and XXH3-64, then the
+        // binary LZ4-compressed (the stage's format, see its main.rs).
+        let packed = out.join(format!("director-exec-{arch}.lz4"));
+        let mode = lz4::block::CompressionMode::HIGHCOMPRESSION(12);
+        let block = lz4::block::compress(&bytes, Some(mode), false).unwrap();
+        let mut upload = Vec::with_capacity(16 + block.len());
+        upload.extend_from_slice(&(block.len() as u32).to_le_bytes());
+        upload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        upload.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&bytes).to_le_bytes());
+        upload.extend_from_slice(&block);
+        std::fs::write(&packed, upload).unwrap();
         table.push_str(&format!(
-            "    Executor {{ arch: {arch:?}, target: {target:?}, binary: include_bytes!({:?}), gz: include_bytes!({:?}), sha3: {hex:?} }},\n",
+            "    Executor {{ arch: {arch:?}, target: {target:?}, binary: include_bytes!({:?}), stage: include_bytes!({:?}), packed: include_bytes!({:?}), sha3: {hex:?} }},\n",
             path.display().to_string(),
-            gz.display().to_string()
+            stage.display().to_string(),
+            packed.display().to_string()
         ));
-        summary.push(format!("{arch} {} bytes sha3 {}", bytes.len(), &hex[..16]));
+        let wire = std::fs::metadata(&stage).unwrap().len() + std::fs::metadata(&packed).unwrap().len();
+        summary.push(format!("{arch} {} bytes ({wire} on the wire) sha3 {}", bytes.len(), &hex[..16]));
     }
     table.push_str("];\n");
     std::fs::write(out.join("executors.rs"), table).unwrap();
@@ -112,6 +128,26 @@ fn main() {
         std::env::var("CARGO_PKG_VERSION").unwrap(),
         summary.join(", ")
     );
+}
+
+/// The stage (crates/director-stage, a workspace of its own: `no_std`, so built only with
+/// its own profile) for `target`. Static glibc needs its unwinder's library linked too.
+fn build_stage(root: &Path, target_dir: &Path, target: &str, flags: &str) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root.join("crates/director-stage"))
+        .args(["build", "--quiet", "--locked", "--profile", "exec", "--target", target, "--target-dir"])
+        .arg(target_dir.join("stage"));
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+        cmd.env_remove(var);
+    }
+    let glibc = if target.ends_with("-gnu") { " -C link-arg=-lgcc_eh" } else { "" };
+    cmd.env("RUSTFLAGS", format!("-C force-unwind-tables=no {flags}{glibc}").trim_end());
+    let output = cmd.output().map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).lines().take(5).collect::<Vec<_>>().join(" | "));
+    }
+    Ok(target_dir.join("stage").join(target).join("exec").join("director-stage"))
 }
 
 /// [`build`] with the standard library built for the executor (see where it is called).

@@ -4,15 +4,14 @@
 //! `${XDG_CACHE_HOME:-$HOME/.cache}/director/bin/director-exec-<sha3>`, so a node either has
 //! exactly this build or does not have it, and two director versions never step on each other.
 //! One exec session does it all: the probe starts the executor if it is there; if it is not,
-//! it prints a marker line naming the node's architecture (and whether it has gzip), reads
-//! the executor from its stdin (compressed when it can decompress), writes a temp file and
-//! starts it as `install`: the uploaded binary renames itself into place and serves, in the
-//! same session and process. What it renames is verified: compressed, by gzip, which refuses
-//! a stream whose output does not match the CRC-32 and length the operator packed with it
-//! (the bytes came through SSH's MAC; what could still go wrong is a cut or a full disk);
-//! sent as it is, by the executor hashing itself against its sha3 before it renames. Concurrent
-//! first contacts from two runs each rename a whole, verified file and never expose a partial
-//! one.
+//! it prints a marker line naming the node's architecture, writes the stage that follows on
+//! its stdin to a temp file and starts it (crates/director-stage, a few KB sent as it is);
+//! the stage reads the executor after it on the same stdin, LZ4-compressed, decodes it in its
+//! own process, checks its length and XXH3-64, writes and renames it into place and becomes
+//! it: one session and, after the shell's `uname`, `mkdir`, `head` and `chmod`, one process.
+//! Nothing is needed on the node but a POSIX shell and those four; no decompressor is
+//! started. Concurrent first contacts from two runs each rename a whole, verified file and
+//! never expose a partial one.
 
 /// One embedded executor: a static Linux binary for one architecture.
 #[derive(Debug)]
@@ -22,8 +21,11 @@ pub struct Executor {
     /// The Rust target it was built for.
     pub target: &'static str,
     pub binary: &'static [u8],
-    /// `binary`, gzip-compressed: what a node with gzip receives.
-    pub gz: &'static [u8],
+    /// The stage that installs `binary` on a node (crates/director-stage), sent as it is.
+    pub stage: &'static [u8],
+    /// What the stage reads after itself: `binary`'s compressed and whole lengths (u32 LE),
+    /// its XXH3-64 (u64 LE), and `binary` LZ4-compressed.
+    pub packed: &'static [u8],
     /// sha3-256 of `binary`, hex: part of its file name on the node.
     pub sha3: &'static str,
 }
@@ -69,14 +71,16 @@ fn dir_expr() -> &'static str {
 }
 
 /// Starts the executor for the node's architecture if present; otherwise prints
-/// `MISSING_MARKER <uname -m> <gz|->` and installs what follows on its stdin
-/// ([`upload_header`] and the bytes), then starts it. It runs on every start, so in the
-/// usual case it forks nothing: when exactly one of the executors this director carries is there, that one
-/// starts without asking `uname -m` (`by_arch` asks it always: after that one could not run,
-/// in a home shared by nodes of two architectures). An executor whose file, directory or the
-/// one above is not owned by this user is not started: the probe prints `UNSAFE_MARKER
-/// <path>` instead (the shell's `-O`); the executor itself refuses to serve from a path
-/// anyone may write to (see director-exec's `unsafe_path`), with the same marker.
+/// `MISSING_MARKER <uname -m>`, then reads the line [`upload_header`] sends, the stage after
+/// it (written to a temp file, made executable and started), and the stage reads the rest. It
+/// runs on every start, so in the usual case it forks nothing: when exactly one of the
+/// executors this director carries is there, that one starts without asking `uname -m`
+/// (`by_arch` asks it always: after that one could not run, in a home shared by nodes of two
+/// architectures). An executor whose file, directory or the one above is not owned by this
+/// user is not started: the probe prints `UNSAFE_MARKER <path>` instead (the shell's `-O`);
+/// the executor itself refuses to serve from a path anyone may write to (see director-exec's
+/// `unsafe_path`), with the same marker. `head -c` reads no further than it is asked, so what
+/// follows the stage is left on stdin for the stage, and what follows the executor for it.
 pub fn probe_command(by_arch: bool) -> String {
     let cases: String = EXECUTORS
         .iter()
@@ -92,16 +96,15 @@ pub fn probe_command(by_arch: bool) -> String {
         format!(r#"for h in {}; do [ -x "$d/director-exec-$h" ] && n="$n $h"; done; "#, shas.join(" "))
     };
     format!(
-        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") m="$(uname -m)"; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; [ -n "$m" ] || m="$(uname -m)"; z=-; command -v gzip >/dev/null 2>&1 && z=gz; echo "{MISSING_MARKER} $m $z"; umask 077; mkdir -p "$d" || exit 1; read -r n h f || exit 0; t="$d/.director-exec-$h.$$.tmp"; trap 'rm -f "$t"' EXIT; if [ "$f" = gz ]; then head -c "$n" | gzip -dc > "$t"; else head -c "$n" > "$t"; fi || exit 1; chmod 700 "$t"; trap - EXIT; exec "$t" install "$h" "$d/director-exec-$h" "$f""#,
+        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") m="$(uname -m)"; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; [ -n "$m" ] || m="$(uname -m)"; echo "{MISSING_MARKER} $m"; umask 077; mkdir -p "$d" || exit 1; read -r s h || exit 0; t="$d/.director-stage.$$.tmp"; trap 'rm -f "$t"' EXIT; head -c "$s" > "$t" || exit 1; chmod 700 "$t"; exec "$t" "$d/.director-exec-$h.$$.tmp" "$d/director-exec-$h""#,
         dir = dir_expr(),
     )
 }
 
-/// The line that precedes an upload to the probe: size, hash and format of what follows
-/// (`gz` when `gzip`, the node has gzip).
-pub fn upload_header(executor: &Executor, gzip: bool) -> (String, &'static [u8]) {
-    let (body, format) = if gzip { (executor.gz, "gz") } else { (executor.binary, "raw") };
-    (format!("{} {} {format}\n", body.len(), executor.sha3), body)
+/// The line that precedes an upload to the probe (the stage's size and the executor's sha3),
+/// and what follows it: the stage, then what it reads.
+pub fn upload_header(executor: &Executor) -> (String, [&'static [u8]; 2]) {
+    (format!("{} {}\n", executor.stage.len(), executor.sha3), [executor.stage, executor.packed])
 }
 
 /// Reads `executor` from stdin into a temp file, verifies it, renames it into place.
@@ -119,9 +122,9 @@ pub fn install_command(executor: &Executor) -> String {
 pub enum ProbeAnswer {
     /// Not all there yet.
     NeedMore,
-    /// The executor is missing; the node's `uname -m`, and whether it has gzip. The probe
-    /// now waits for the upload on its stdin.
-    Missing { arch: String, gzip: bool },
+    /// The executor is missing; the node's `uname -m`. The probe now waits for the upload on
+    /// its stdin.
+    Missing { arch: String },
     /// Another user could have replaced the executor: this path is not safe.
     Unsafe { path: String },
     /// The executor started: these bytes are protocol frames.
@@ -144,9 +147,8 @@ pub fn read_probe(bytes: &[u8]) -> ProbeAnswer {
             match line.strip_prefix(UNSAFE_MARKER) {
                 Some(path) => ProbeAnswer::Unsafe { path: path.trim().to_string() },
                 None => {
-                    let mut words = line.strip_prefix(MISSING_MARKER).unwrap_or("").split_whitespace();
-                    let arch = words.next().unwrap_or("").to_string();
-                    ProbeAnswer::Missing { arch, gzip: words.next() == Some("gz") }
+                    let arch = line.strip_prefix(MISSING_MARKER).unwrap_or("").trim().to_string();
+                    ProbeAnswer::Missing { arch }
                 }
             }
         }
@@ -163,10 +165,13 @@ mod tests {
         for e in EXECUTORS {
             let hex: String = Sha3_256::digest(e.binary).iter().map(|b| format!("{b:02x}")).collect();
             assert_eq!(hex, e.sha3, "{}", e.arch);
-            // What a node with gzip receives is the same binary, and much smaller.
-            let mut unpacked = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(e.gz), &mut unpacked).unwrap();
-            assert!(unpacked == e.binary && e.gz.len() * 10 < e.binary.len() * 6, "{}: {}", e.arch, e.gz.len());
+            // What a node receives: the stage, small, sent as it is, then the binary's lengths
+            // and checksum and the binary compressed (that it decodes to the binary is what
+            // the e2e tests of the probe check, on the stage itself).
+            let word = |at: usize| u32::from_le_bytes(e.packed[at..at + 4].try_into().unwrap()) as usize;
+            assert_eq!((word(0) + 16, word(4)), (e.packed.len(), e.binary.len()), "{}", e.arch);
+            assert!(e.packed.len() * 10 < e.binary.len() * 7, "{}: {} packed", e.arch, e.packed.len());
+            assert!(e.stage.len() <= 32 * 1024, "{}: a stage of {} bytes", e.arch, e.stage.len());
             // No larger than x86_64's at 711fc31, before it grew by a quarter (issue 20): what
             // every first contact sends, decompresses and hashes. Built with its own standard
             // library and no unwind tables (build.rs; setup installs rust-src), it is 490 KB.
@@ -187,14 +192,8 @@ mod tests {
     fn probe_answers() {
         assert_eq!(read_probe(b""), ProbeAnswer::NeedMore);
         assert_eq!(read_probe(b"director-exec-mis"), ProbeAnswer::NeedMore);
-        assert_eq!(
-            read_probe(b"director-exec-missing aarch64 gz\n"),
-            ProbeAnswer::Missing { arch: "aarch64".into(), gzip: true }
-        );
-        assert_eq!(
-            read_probe(b"director-exec-missing x86_64 -\n"),
-            ProbeAnswer::Missing { arch: "x86_64".into(), gzip: false }
-        );
+        assert_eq!(read_probe(b"director-exec-missing aarch64\n"), ProbeAnswer::Missing { arch: "aarch64".into() });
+        assert_eq!(read_probe(b"director-exec-missing x86_64\n"), ProbeAnswer::Missing { arch: "x86_64".into() });
         assert_eq!(read_probe(&[0, 0, 0, 40, b'{']), ProbeAnswer::Started);
         assert_eq!(
             read_probe(b"director-exec-unsafe /tmp/c/director/bin\n"),

@@ -229,7 +229,7 @@ impl Connection {
                     ProbeAnswer::Missing { .. } if sent => {
                         return Err("the executor was installed but does not start".to_string());
                     }
-                    ProbeAnswer::Missing { arch, gzip } => {
+                    ProbeAnswer::Missing { arch } => {
                         // The probe waits on its stdin for the upload: in the same session.
                         tracing::info!(node = %node, ms = probe.elapsed().as_millis() as u64, "probe done: no executor for {arch}");
                         let exe = executor::for_arch(&arch)
@@ -237,16 +237,17 @@ impl Connection {
                         let end = link.pending.iter().position(|&b| b == b'\n').map_or(0, |at| at + 1);
                         link.pending.drain(..end);
                         let started = std::time::Instant::now();
-                        let (header, body) = executor::upload_header(exe, gzip);
+                        let (header, [stage, packed]) = executor::upload_header(exe);
                         let sent_all = async {
                             link.writer.write_all(header.as_bytes()).await?;
-                            link.writer.write_all(body).await?;
+                            link.writer.write_all(stage).await?;
+                            link.writer.write_all(packed).await?;
                             link.writer.flush().await
                         };
                         sent_all.await.map_err(|e| format!("upload failed: {e}"))?;
                         sent = true;
                         uploaded(exe);
-                        tracing::info!(node = %node, ms = started.elapsed().as_millis() as u64, bytes = body.len(), "executor uploaded for {who}");
+                        tracing::info!(node = %node, ms = started.elapsed().as_millis() as u64, bytes = stage.len() + packed.len(), "executor uploaded for {who}");
                     }
                     ProbeAnswer::NeedMore => match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
                         Incoming::Data(d) => link.pending.extend_from_slice(&d),

@@ -70,19 +70,15 @@ fn several_local_nodes_install_the_executor_once_without_racing() {
     }
 }
 
-/// The probe run by a shell as a node runs it, with a PATH holding only what the probe uses
-/// (gzip or not), in a fresh HOME; it has printed its missing-executor line when this returns.
-fn probe(
-    name: &str,
-    gzip: bool,
-) -> (std::path::PathBuf, std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
+/// The probe run by a shell as a node runs it, with a PATH holding only what the probe uses,
+/// in a fresh HOME; it has printed its missing-executor line when this returns.
+fn probe(name: &str) -> (std::path::PathBuf, std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
     use director::api::executor;
     use std::io::BufRead;
     let home = scratch(name);
     let bin = home.join("path");
     std::fs::create_dir_all(&bin).unwrap();
-    let tools = ["head", "mkdir", "chmod", "uname", "rm"];
-    for tool in tools.iter().chain(if gzip { &["gzip"][..] } else { &[][..] }) {
+    for tool in ["head", "mkdir", "chmod", "uname", "rm"] {
         let found = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists()).unwrap();
         std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
     }
@@ -97,42 +93,47 @@ fn probe(
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    let want = format!("director-exec-missing {} {}\n", std::env::consts::ARCH, if gzip { "gz" } else { "-" });
-    assert_eq!(line, want);
+    assert_eq!(line, format!("director-exec-missing {}\n", std::env::consts::ARCH));
     (home, child, out)
 }
 
-/// The probe, run by a shell as a node runs it, installs the executor it is sent on its
-/// stdin and starts it in the same session: compressed when the node has gzip, as it is when
-/// not.
+/// The probe, run by a shell as a node runs it (no decompressor on its PATH), installs the
+/// executor it is sent on its stdin and starts it in the same session and process: the stage
+/// it writes and starts decodes the executor, renames it into place and becomes it, and the
+/// executor then reads the operator's frames from what follows on the same stdin.
 #[test]
-fn the_probe_installs_what_it_reads_and_starts_it_with_or_without_gzip() {
+fn the_probe_installs_what_it_reads_and_starts_it() {
     use director::api::executor;
     use std::io::{Read, Write};
     let native = executor::native().unwrap();
-    for gzip in [true, false] {
-        let (home, mut child, mut out) = probe(&format!("probe-gzip-{gzip}"), gzip);
-        let (header, body) = executor::upload_header(native, gzip);
-        assert_eq!(body.len(), if gzip { native.gz.len() } else { native.binary.len() });
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(header.as_bytes()).unwrap();
-        stdin.write_all(body).unwrap();
-        stdin.flush().unwrap();
-        // The executor greets: a frame whose JSON says hello.
-        let mut len = [0u8; 4];
-        out.read_exact(&mut len).unwrap();
-        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
-        out.read_exact(&mut frame).unwrap();
-        assert!(String::from_utf8_lossy(&frame).starts_with("{\"t\":\"hello\""), "{}", String::from_utf8_lossy(&frame));
-        drop(stdin);
-        assert!(child.wait().unwrap().success());
-        let dir = home.join(".cache/director/bin");
-        let installed = dir.join(format!("director-exec-{}", native.sha3));
-        assert_eq!(std::fs::read(installed).unwrap(), native.binary);
-        // Nothing else: no temp file left behind.
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-        let _ = std::fs::remove_dir_all(&home);
-    }
+    let (home, mut child, mut out) = probe("probe-stage");
+    let (header, [stage, packed]) = executor::upload_header(native);
+    assert_eq!(header, format!("{} {}\n", native.stage.len(), native.sha3));
+    // On the wire: much less than the binary.
+    assert!((stage.len() + packed.len()) * 10 < native.binary.len() * 8);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(header.as_bytes()).unwrap();
+    stdin.write_all(stage).unwrap();
+    stdin.write_all(packed).unwrap();
+    stdin.flush().unwrap();
+    // The executor greets: a frame whose JSON says hello, from the shell's own process.
+    let mut len = [0u8; 4];
+    out.read_exact(&mut len).unwrap();
+    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+    out.read_exact(&mut frame).unwrap();
+    let hello = String::from_utf8_lossy(&frame);
+    assert!(hello.starts_with("{\"t\":\"hello\""), "{hello}");
+    assert!(hello.contains(&format!("\"pid\":{},", child.id())), "{hello}");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let dir = home.join(".cache/director/bin");
+    let installed = dir.join(format!("director-exec-{}", native.sha3));
+    assert_eq!(std::fs::read(&installed).unwrap(), native.binary);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777, 0o700);
+    // Nothing else: neither the stage nor a temp file left behind.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    let _ = std::fs::remove_dir_all(&home);
 }
 
 /// Sends `header` and `body` to a probe waiting for its upload and closes its stdin: its exit
@@ -145,8 +146,8 @@ fn upload(
 ) -> (Option<i32>, String, usize) {
     use std::io::{Read, Write};
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(header.as_bytes()).unwrap();
-    stdin.write_all(body).unwrap();
+    // The stage may refuse the upload before it has read it all.
+    let _ = stdin.write_all(header.as_bytes()).and_then(|_| stdin.write_all(body));
     drop(stdin);
     let mut rest = Vec::new();
     out.read_to_end(&mut rest).unwrap();
@@ -155,44 +156,32 @@ fn upload(
     (child.wait().unwrap().code(), err, rest.len())
 }
 
-/// A compressed upload that does not decompress to what the operator packed (a byte changed
-/// in the stream or in its CRC-32, a stream cut short) is refused by gzip: nothing is
-/// installed or started, and nothing of it is left. The executor does not hash itself after
-/// gzip (see `install` in director-exec), so this is the check that must hold.
-#[test]
-fn the_probe_refuses_a_compressed_upload_that_gzip_does_not_verify() {
-    use director::api::executor;
-    let native = executor::native().unwrap();
-    let (_, gz) = executor::upload_header(native, true);
-    let mut middle = gz.to_vec();
-    middle[gz.len() / 2] ^= 0x01;
-    let mut crc = gz.to_vec();
-    crc[gz.len() - 8] ^= 0x01;
-    let cut = gz[..gz.len() - 100].to_vec();
-    for (case, body) in [("middle", middle), ("crc", crc), ("cut", cut)] {
-        let (home, child, out) = probe(&format!("probe-gz-{case}"), true);
-        // The header names the whole stream's length; a cut one ends early.
-        let (code, err, rest) = upload(child, out, &format!("{} {} gz\n", gz.len(), native.sha3), &body);
-        assert_eq!((case, code, rest), (case, Some(1), 0), "{err}");
-        assert!(err.trim_start().starts_with("gzip: stdin: "), "{case}: {err}");
-        assert_eq!(std::fs::read_dir(home.join(".cache/director/bin")).unwrap().count(), 0, "{case}");
-        let _ = std::fs::remove_dir_all(&home);
-    }
-}
-
-/// An upload whose bytes are not the executor named (one byte changed on the way, a file
-/// cut short on a full disk) is not installed and does not start; nothing of it is left.
+/// An upload that does not decode to the executor the operator packed (a byte changed in the
+/// compressed stream, in its checksum or its length, a stream cut short) is refused by the
+/// stage: nothing is installed or started, and nothing of it (the stage, a temp file) is left.
 #[test]
 fn the_probe_refuses_an_upload_that_does_not_verify() {
     use director::api::executor;
     let native = executor::native().unwrap();
-    let (home, child, out) = probe("probe-tampered", false);
-    let (header, body) = executor::upload_header(native, false);
-    let mut body = body.to_vec();
-    // The last byte is in the section headers: the binary still runs, and must not verify.
-    *body.last_mut().unwrap() ^= 0xff;
-    let (code, err, rest) = upload(child, out, &header, &body);
-    assert_eq!((code, err.as_str(), rest), (Some(1), "the uploaded executor does not verify\n", 0));
-    assert_eq!(std::fs::read_dir(home.join(".cache/director/bin")).unwrap().count(), 0);
-    let _ = std::fs::remove_dir_all(&home);
+    let (header, [stage, packed]) = executor::upload_header(native);
+    let changed = |at: usize| {
+        let mut p = packed.to_vec();
+        p[at] ^= 0x01;
+        p
+    };
+    let cases = [
+        ("middle", changed(packed.len() / 2), "the uploaded executor does not verify\n"),
+        ("last", changed(packed.len() - 1), "the uploaded executor does not verify\n"),
+        ("checksum", changed(8), "the uploaded executor does not verify\n"),
+        ("length", changed(4), "the uploaded executor does not verify\n"),
+        ("cut", packed[..packed.len() - 100].to_vec(), "the upload was cut short\n"),
+        ("huge", [&[0xff; 8][..], &packed[8..]].concat(), "the upload is not an executor\n"),
+    ];
+    for (case, body, said) in cases {
+        let (home, child, out) = probe(&format!("probe-refused-{case}"));
+        let (code, err, rest) = upload(child, out, &header, &[stage, &body[..]].concat());
+        assert_eq!((case, code, err.as_str(), rest), (case, Some(1), said, 0));
+        assert_eq!(std::fs::read_dir(home.join(".cache/director/bin")).unwrap().count(), 0, "{case}");
+        let _ = std::fs::remove_dir_all(&home);
+    }
 }

@@ -13,9 +13,8 @@
 //! in arrival order, except local copies, which get a thread of their own.
 //!
 //! `director-exec verify SHA3` hashes the executor's own file and exits 0 only if it matches:
-//! the operator uses it to check an upload before renaming it into place.
-//! `director-exec install SHA3 PATH`, run from the upload's temp file, does the same, renames
-//! itself to PATH and serves.
+//! the operator uses it to check an upload before renaming it into place (when it replaces
+//! a file that is not its executor). A first contact installs it with director-stage instead.
 
 mod cache;
 mod facter;
@@ -71,16 +70,9 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("serve") => serve(),
         Some("verify") if args.len() == 3 => std::process::exit(if verify(&args[2]) { 0 } else { 1 }),
-        Some("install") if matches!(args.len(), 4 | 5) => {
-            if let Err(message) = install(&args[2], &args[3], args.get(4).map(String::as_str)) {
-                eprintln!("{message}");
-                std::process::exit(1);
-            }
-            serve()
-        }
         Some("--version") => println!("director-exec {} protocol {PROTOCOL_VERSION}", env!("CARGO_PKG_VERSION")),
         _ => {
-            eprintln!("usage: director-exec serve | verify SHA3 | install SHA3 PATH [gz|raw] | --version");
+            eprintln!("usage: director-exec serve | verify SHA3 | --version");
             std::process::exit(2);
         }
     }
@@ -92,26 +84,6 @@ fn verify(expected: &str) -> bool {
     let digest = Sha3_256::digest(&bytes);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     hex == expected
-}
-
-/// The first start of an uploaded executor, from its temp file: it renames itself to `to`
-/// (atomically: a concurrent install of the same executor only replaces the same bytes) and
-/// serves, one process instead of a verify, a `mv` and a start. Its bytes are verified first:
-/// by gzip when they came compressed (`checked` is `gz`: gzip refused any output whose CRC-32
-/// or length is not what the operator packed, and the probe stopped), otherwise by hashing
-/// itself against `expected` (3 ms of a first contact's CPU that gzip has already spent).
-/// What does not verify is removed.
-fn install(expected: &str, to: &str, checked: Option<&str>) -> Result<(), String> {
-    let me =
-        std::fs::read_link("/proc/self/exe").map_err(|e| format!("the uploaded executor cannot find itself: {e}"))?;
-    if checked != Some("gz") && !verify(expected) {
-        let _ = std::fs::remove_file(&me);
-        return Err("the uploaded executor does not verify".into());
-    }
-    std::fs::rename(&me, to).map_err(|e| {
-        let _ = std::fs::remove_file(&me);
-        format!("the uploaded executor cannot be put in place: {e}")
-    })
 }
 
 /// The executor's own file, its directory or the one above it when anyone may write to it or
