@@ -8,7 +8,8 @@
 //! its stdin to a temp file and starts it (crates/director-stage, a few KB sent as it is);
 //! the stage reads the executor after it on the same stdin, LZ4-compressed, decodes it in its
 //! own process, checks its length and XXH3-64, writes and renames it into place and becomes
-//! it: one session and, after the shell's `uname`, `mkdir`, `head` and `chmod`, one process.
+//! it: one session and, after the shell's `uname`, `mkdir` (where the directory is missing:
+//! not after an upgrade), `head` and `chmod`, one process.
 //! Nothing is needed on the node but a POSIX shell and those four; no decompressor is
 //! started. Concurrent first contacts from two runs each rename a whole, verified file and
 //! never expose a partial one.
@@ -96,7 +97,7 @@ pub fn probe_command(by_arch: bool) -> String {
         format!(r#"for h in {}; do [ -x "$d/director-exec-$h" ] && n="$n $h"; done; "#, shas.join(" "))
     };
     format!(
-        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") m="$(uname -m)"; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; [ -n "$m" ] || m="$(uname -m)"; echo "{MISSING_MARKER} $m"; umask 077; mkdir -p "$d" || exit 1; read -r s h || exit 0; t="$d/.director-stage.$$.tmp"; trap 'rm -f "$t"' EXIT; head -c "$s" > "$t" || exit 1; chmod 700 "$t"; exec "$t" "$d/.director-exec-$h.$$.tmp" "$d/director-exec-$h""#,
+        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") m="$(uname -m)"; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; [ -n "$m" ] || m="$(uname -m)"; echo "{MISSING_MARKER} $m"; umask 077; [ -d "$d" ] || mkdir -p "$d" || exit 1; read -r s h || exit 0; t="$d/.director-stage.$$.tmp"; trap 'rm -f "$t"' EXIT; head -c "$s" > "$t" || exit 1; chmod 700 "$t"; exec "$t" "$d/.director-exec-$h.$$.tmp" "$d/director-exec-$h""#,
         dir = dir_expr(),
     )
 }

@@ -73,12 +73,19 @@ fn several_local_nodes_install_the_executor_once_without_racing() {
 /// The probe run by a shell as a node runs it, with a PATH holding only what the probe uses,
 /// in a fresh HOME; it has printed its missing-executor line when this returns.
 fn probe(name: &str) -> (std::path::PathBuf, std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
+    probe_with(scratch(name), &["head", "mkdir", "chmod", "uname", "rm"])
+}
+
+/// [`probe`] in `home`, with only `tools` on its PATH.
+fn probe_with(
+    home: std::path::PathBuf,
+    tools: &[&str],
+) -> (std::path::PathBuf, std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
     use director::api::executor;
     use std::io::BufRead;
-    let home = scratch(name);
     let bin = home.join("path");
     std::fs::create_dir_all(&bin).unwrap();
-    for tool in ["head", "mkdir", "chmod", "uname", "rm"] {
+    for tool in tools {
         let found = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists()).unwrap();
         std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
     }
@@ -133,6 +140,32 @@ fn the_probe_installs_what_it_reads_and_starts_it() {
     assert_eq!(std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777, 0o700);
     // Nothing else: neither the stage nor a temp file left behind.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// A node that has the executors' directory already (director was upgraded: a new executor,
+/// the directory of the last) starts no `mkdir`: the install works with no `mkdir` on PATH.
+#[test]
+fn a_probe_where_the_directory_is_there_starts_no_mkdir() {
+    use director::api::executor;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let native = executor::native().unwrap();
+    let home = scratch("probe-upgrade");
+    let dir = home.join(".cache/director/bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    for d in [home.join(".cache/director"), dir.clone()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let (home, mut child, mut out) = probe_with(home, &["head", "chmod", "uname", "rm"]);
+    let (header, [stage, packed]) = executor::upload_header(native);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&[header.as_bytes(), stage, packed].concat()).unwrap();
+    let mut len = [0u8; 4];
+    out.read_exact(&mut len).unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(std::fs::read(dir.join(format!("director-exec-{}", native.sha3))).unwrap(), native.binary);
     let _ = std::fs::remove_dir_all(&home);
 }
 
