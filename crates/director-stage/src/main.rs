@@ -77,11 +77,11 @@ fn install(temp: *const c_char, path: *const c_char) -> Result<(), &'static str>
     if packed_len > LIMIT || len > LIMIT || len == 0 {
         return Err("the upload is not an executor\n");
     }
-    let packed = Buffer::new(packed_len)?;
-    let binary = Buffer::new(len)?;
-    read_exactly(packed.bytes())?;
-    match lz4_flex::block::decompress_into(packed.bytes(), binary.bytes()) {
-        Ok(n) if n == len && xxhash_rust::xxh3::xxh3_64(binary.bytes()) == sum => {}
+    let packed = mapped(packed_len)?;
+    let binary = mapped(len)?;
+    read_exactly(packed)?;
+    match lz4_flex::block::decompress_into(packed, binary) {
+        Ok(n) if n == len && xxhash_rust::xxh3::xxh3_64(binary) == sum => {}
         _ => return Err("the uploaded executor does not verify\n"),
     }
     // SAFETY: `temp` is a valid C string; the file is created for this user alone.
@@ -91,10 +91,13 @@ fn install(temp: *const c_char, path: *const c_char) -> Result<(), &'static str>
     if fd < 0 {
         return Err("the executor cannot be written\n");
     }
-    let mut left = binary.bytes() as &[u8];
+    let mut left = &binary[..];
     while !left.is_empty() {
         // SAFETY: fd is open, `left` is valid for its length.
         let n = unsafe { libc::write(fd, left.as_ptr().cast::<c_void>(), left.len()) };
+        if n < 0 && errno_is_eintr() {
+            continue;
+        }
         if n <= 0 {
             // SAFETY: fd is open.
             unsafe { libc::close(fd) };
@@ -130,32 +133,18 @@ fn errno_is_eintr() -> bool {
     unsafe { *libc::__errno_location() == libc::EINTR }
 }
 
-/// Anonymous memory of `len` bytes, for the process's short life (never unmapped: the process
-/// becomes the executor or exits).
-struct Buffer {
-    at: *mut u8,
-    len: usize,
-}
-
-impl Buffer {
-    fn new(len: usize) -> Result<Buffer, &'static str> {
-        let prot = libc::PROT_READ | libc::PROT_WRITE;
-        // SAFETY: a fresh private anonymous mapping.
-        let at = unsafe {
-            libc::mmap(core::ptr::null_mut(), len.max(1), prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
-        };
-        if at == libc::MAP_FAILED {
-            return Err("no memory for the upload\n");
-        }
-        Ok(Buffer { at: at.cast(), len })
+/// Anonymous memory of `len` bytes for the process's short life: never unmapped (the process
+/// becomes the executor or exits), so it is `'static`.
+fn mapped(len: usize) -> Result<&'static mut [u8], &'static str> {
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    // SAFETY: a fresh private anonymous mapping.
+    let at =
+        unsafe { libc::mmap(core::ptr::null_mut(), len.max(1), prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+    if at == libc::MAP_FAILED {
+        return Err("no memory for the upload\n");
     }
-
-    #[allow(clippy::mut_from_ref)]
-    fn bytes(&self) -> &mut [u8] {
-        // SAFETY: the mapping is `len` bytes, alive and only reached through this one buffer,
-        // one borrow at a time.
-        unsafe { core::slice::from_raw_parts_mut(self.at, self.len) }
-    }
+    // SAFETY: the mapping is `len` bytes (at least), zeroed, and reached only through this slice.
+    Ok(unsafe { core::slice::from_raw_parts_mut(at.cast::<u8>(), len) })
 }
 
 /// Writes `message` to stderr, where the probe's errors go.
