@@ -87,7 +87,9 @@ fn probe_with(
     std::fs::create_dir_all(&bin).unwrap();
     for tool in tools {
         let found = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists()).unwrap();
-        std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+        if !bin.join(tool).exists() {
+            std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+        }
     }
     let mut child = Command::new("/bin/sh")
         .arg("-c")
@@ -166,6 +168,42 @@ fn a_probe_where_the_directory_is_there_starts_no_mkdir() {
     drop(stdin);
     assert!(child.wait().unwrap().success());
     assert_eq!(std::fs::read(dir.join(format!("director-exec-{}", native.sha3))).unwrap(), native.binary);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// First contacts at once on one node (two runs, two operators): every probe finds the
+/// executor missing, each stage installs its own temp file and renames it over the same
+/// path, and every one starts and greets; one file is left, the executor, whole.
+#[test]
+fn probes_installing_at_once_each_start_and_leave_one_whole_file() {
+    use director::api::executor;
+    use std::io::{Read, Write};
+    let native = executor::native().unwrap();
+    let home = scratch("probe-together");
+    let tools = ["head", "mkdir", "chmod", "uname", "rm"];
+    let probes: Vec<_> = (0..4).map(|_| probe_with(home.clone(), &tools)).collect();
+    let (header, [stage, packed]) = executor::upload_header(native);
+    let upload = [header.as_bytes(), stage, packed].concat();
+    let mut running = Vec::new();
+    for (_, mut child, out) in probes {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&upload).unwrap();
+        running.push((child, out, stdin));
+    }
+    for (mut child, mut out, stdin) in running {
+        let mut len = [0u8; 4];
+        out.read_exact(&mut len).unwrap();
+        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+        out.read_exact(&mut frame).unwrap();
+        assert!(frame.starts_with(b"{\"t\":\"hello\""), "{}", String::from_utf8_lossy(&frame));
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+    }
+    let dir = home.join(".cache/director/bin");
+    let names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, [format!("director-exec-{}", native.sha3)]);
+    assert_eq!(std::fs::read(dir.join(&names[0])).unwrap(), native.binary);
     let _ = std::fs::remove_dir_all(&home);
 }
 
