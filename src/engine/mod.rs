@@ -229,10 +229,12 @@ pub(crate) async fn run(
                     add(&mut summary, not_attempted(&plan, index, why, &sink).await);
                     continue;
                 }
-                let (gate, task, cancel, plan, sink) =
-                    (gate.clone(), node_task(index), cancel.clone(), plan.clone(), sink.clone());
+                // The slot is taken here, in the catalog's order, not by the spawned task: which
+                // of them the runtime polls first would otherwise decide who goes first.
+                let permit = gate.clone().acquire_owned().await;
+                let (task, cancel, plan, sink) = (node_task(index), cancel.clone(), plan.clone(), sink.clone());
                 tasks.spawn(async move {
-                    let _permit = gate.acquire_owned().await;
+                    let _permit = permit;
                     if *cancel.borrow() != CancelLevel::None {
                         return not_attempted(&plan, index, "not attempted: the run was cancelled", &sink).await;
                     }
