@@ -55,7 +55,7 @@ fn main() {
             if target.ends_with("-musl") {
                 match build_std(&root, &target_dir, target, flags) {
                     Ok(path) => {
-                        built = Some((path, *target));
+                        built = Some((path, *target, *flags));
                         break;
                     }
                     Err(e) => println!(
@@ -68,13 +68,13 @@ fn main() {
                     if !failures.is_empty() {
                         println!("cargo:warning=executor for {arch} built for {target} (static glibc): musl target unavailable; run `rustup target add {arch}-unknown-linux-musl` for a smaller executor");
                     }
-                    built = Some((path, *target));
+                    built = Some((path, *target, *flags));
                     break;
                 }
                 Err(e) => failures.push(format!("{target}: {e}")),
             }
         }
-        let Some((path, target)) = built else {
+        let Some((path, target, flags)) = built else {
             if *arch == "x86_64" {
                 panic!("could not build the executor:\n{}", failures.join("\n"));
             }
@@ -87,7 +87,6 @@ fn main() {
         let bytes = std::fs::read(&path).unwrap();
         let hex: String = Sha3_256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         // The stage that installs it on a node (crates/director-stage), for the same target.
-        let flags = candidates.iter().find(|(t, _)| *t == target).map_or("", |(_, f)| *f);
         let stage = build_stage(&root, &target_dir, target, flags)
             .unwrap_or_else(|e| panic!("could not build the stage for {target}: {e}"));
         // What follows the stage on the wire: the binary's lengths and XXH3-64, then the
@@ -100,14 +99,14 @@ fn main() {
         upload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         upload.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&bytes).to_le_bytes());
         upload.extend_from_slice(&block);
-        std::fs::write(&packed, upload).unwrap();
+        std::fs::write(&packed, &upload).unwrap();
         table.push_str(&format!(
             "    Executor {{ arch: {arch:?}, target: {target:?}, binary: include_bytes!({:?}), stage: include_bytes!({:?}), packed: include_bytes!({:?}), sha3: {hex:?} }},\n",
             path.display().to_string(),
             stage.display().to_string(),
             packed.display().to_string()
         ));
-        let wire = std::fs::metadata(&stage).unwrap().len() + std::fs::metadata(&packed).unwrap().len();
+        let wire = std::fs::metadata(&stage).unwrap().len() as usize + upload.len();
         summary.push(format!("{arch} {} bytes ({wire} on the wire) sha3 {}", bytes.len(), &hex[..16]));
     }
     table.push_str("];\n");
@@ -133,21 +132,12 @@ fn main() {
 /// The stage (crates/director-stage, a workspace of its own: `no_std`, so built only with
 /// its own profile) for `target`. Static glibc needs its unwinder's library linked too.
 fn build_stage(root: &Path, target_dir: &Path, target: &str, flags: &str) -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(root.join("crates/director-stage"))
-        .args(["build", "--quiet", "--locked", "--profile", "exec", "--target", target, "--target-dir"])
-        .arg(target_dir.join("stage"));
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
-        cmd.env_remove(var);
-    }
+    let target_dir = target_dir.join("stage");
     let glibc = if target.ends_with("-gnu") { " -C link-arg=-lgcc_eh" } else { "" };
-    cmd.env("RUSTFLAGS", format!("-C force-unwind-tables=no {flags}{glibc}").trim_end());
-    let output = cmd.output().map_err(|e| e.to_string())?;
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).lines().take(5).collect::<Vec<_>>().join(" | "));
-    }
-    Ok(target_dir.join("stage").join(target).join("exec").join("director-stage"))
+    let mut cmd = nested_cargo(&root.join("crates/director-stage"), target, &target_dir, &format!("{flags}{glibc}"));
+    cmd.arg("--locked");
+    run(cmd)?;
+    Ok(target_dir.join(target).join("exec").join("director-stage"))
 }
 
 /// [`build`] with the standard library built for the executor (see where it is called).
@@ -164,14 +154,23 @@ fn build_std(root: &Path, target_dir: &Path, target: &str, flags: &str) -> Resul
 }
 
 fn build(root: &Path, target_dir: &Path, target: &str, flags: &str, std: bool) -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(root)
-        .args(["build", "--quiet", "--profile", "exec", "-p", "director-exec", "--target", target, "--target-dir"])
-        .arg(target_dir);
+    let mut cmd = nested_cargo(root, target, target_dir, flags);
+    cmd.args(["-p", "director-exec"]);
     if std {
         cmd.args(["-Z", "build-std=std,panic_abort", "-Z", "build-std-features="]).env("RUSTC_BOOTSTRAP", "1");
     }
+    run(cmd)?;
+    Ok(target_dir.join(target).join("exec").join("director-exec"))
+}
+
+/// `cargo build --profile exec` in `dir` for `target`, into `target_dir`, with `flags` and
+/// none of the outer build's flags, target or target directory.
+fn nested_cargo(dir: &Path, target: &str, target_dir: &Path, flags: &str) -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(dir)
+        .args(["build", "--quiet", "--profile", "exec", "--target", target, "--target-dir"])
+        .arg(target_dir);
     for var in [
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
@@ -185,9 +184,14 @@ fn build(root: &Path, target_dir: &Path, target: &str, flags: &str, std: bool) -
     // were an eighth of the binary (x86_64: 564 KB with them, 490 KB without) that every first
     // contact sends, decompresses, hashes and maps.
     cmd.env("RUSTFLAGS", format!("-C force-unwind-tables=no {flags}").trim_end());
+    cmd
+}
+
+/// Runs a nested build: its first lines of errors when it fails.
+fn run(mut cmd: Command) -> Result<(), String> {
     let output = cmd.output().map_err(|e| e.to_string())?;
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).lines().take(5).collect::<Vec<_>>().join(" | "));
     }
-    Ok(target_dir.join(target).join("exec").join("director-exec"))
+    Ok(())
 }
