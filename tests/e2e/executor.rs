@@ -113,7 +113,7 @@ fn probe_with(
 #[test]
 fn the_probe_installs_what_it_reads_and_starts_it() {
     use director::api::executor;
-    use std::io::{Read, Write};
+    use std::io::Write;
     let native = executor::native().unwrap();
     let (home, mut child, mut out) = probe("probe-stage");
     let (header, [stage, packed]) = executor::upload_header(native);
@@ -125,13 +125,8 @@ fn the_probe_installs_what_it_reads_and_starts_it() {
     stdin.write_all(stage).unwrap();
     stdin.write_all(packed).unwrap();
     stdin.flush().unwrap();
-    // The executor greets: a frame whose JSON says hello, from the shell's own process.
-    let mut len = [0u8; 4];
-    out.read_exact(&mut len).unwrap();
-    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
-    out.read_exact(&mut frame).unwrap();
-    let hello = String::from_utf8_lossy(&frame);
-    assert!(hello.starts_with("{\"t\":\"hello\""), "{hello}");
+    // The executor greets, from the shell's own process.
+    let hello = hello(&mut out);
     assert!(hello.contains(&format!("\"pid\":{},", child.id())), "{hello}");
     drop(stdin);
     assert!(child.wait().unwrap().success());
@@ -150,7 +145,7 @@ fn the_probe_installs_what_it_reads_and_starts_it() {
 #[test]
 fn a_probe_where_the_directory_is_there_starts_no_mkdir() {
     use director::api::executor;
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let native = executor::native().unwrap();
     let home = scratch("probe-upgrade");
@@ -163,8 +158,7 @@ fn a_probe_where_the_directory_is_there_starts_no_mkdir() {
     let (header, [stage, packed]) = executor::upload_header(native);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&[header.as_bytes(), stage, packed].concat()).unwrap();
-    let mut len = [0u8; 4];
-    out.read_exact(&mut len).unwrap();
+    hello(&mut out);
     drop(stdin);
     assert!(child.wait().unwrap().success());
     assert_eq!(std::fs::read(dir.join(format!("director-exec-{}", native.sha3))).unwrap(), native.binary);
@@ -177,7 +171,7 @@ fn a_probe_where_the_directory_is_there_starts_no_mkdir() {
 #[test]
 fn probes_installing_at_once_each_start_and_leave_one_whole_file() {
     use director::api::executor;
-    use std::io::{Read, Write};
+    use std::io::Write;
     let native = executor::native().unwrap();
     let home = scratch("probe-together");
     let tools = ["head", "mkdir", "chmod", "uname", "rm"];
@@ -191,11 +185,7 @@ fn probes_installing_at_once_each_start_and_leave_one_whole_file() {
         running.push((child, out, stdin));
     }
     for (mut child, mut out, stdin) in running {
-        let mut len = [0u8; 4];
-        out.read_exact(&mut len).unwrap();
-        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
-        out.read_exact(&mut frame).unwrap();
-        assert!(frame.starts_with(b"{\"t\":\"hello\""), "{}", String::from_utf8_lossy(&frame));
+        hello(&mut out);
         drop(stdin);
         assert!(child.wait().unwrap().success());
     }
@@ -205,6 +195,18 @@ fn probes_installing_at_once_each_start_and_leave_one_whole_file() {
     assert_eq!(names, [format!("director-exec-{}", native.sha3)]);
     assert_eq!(std::fs::read(dir.join(&names[0])).unwrap(), native.binary);
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// The executor's first frame on `out` (after the probe's missing-executor line), which must
+/// be its greeting: its JSON.
+fn hello(out: &mut impl std::io::Read) -> String {
+    let mut len = [0u8; 4];
+    out.read_exact(&mut len).unwrap();
+    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+    out.read_exact(&mut frame).unwrap();
+    let hello = String::from_utf8_lossy(&frame).into_owned();
+    assert!(hello.starts_with("{\"t\":\"hello\""), "{hello}");
+    hello
 }
 
 /// Sends `header` and `body` to a probe waiting for its upload and closes its stdin: its exit
