@@ -23,7 +23,7 @@
 //! quadratic in the fleet's size).
 
 use super::shared::lock;
-use director_proto::journal::Change;
+use director_proto::journal::line_of;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -212,26 +212,21 @@ impl NodeCache {
     /// are then considered saved.
     pub fn take_journal(&mut self) -> (Vec<String>, usize) {
         let dirty = std::mem::take(&mut self.dirty);
-        let value = |section: Section, key: &str| -> Option<Value> {
-            let v = match section {
-                Section::Jobs => self.jobs.get(key).map(serde_json::to_value),
-                Section::Parents => self.parents.get(key).map(serde_json::to_value),
-                Section::Args => self.args.get(key).map(serde_json::to_value),
-                Section::Envs => self.envs.get(key).map(serde_json::to_value),
-            };
-            v.map(|v| v.expect("a cache entry serializes"))
-        };
         let lines: Vec<String> = dirty
             .into_iter()
             .map(|d| match d {
-                Dirty::All => Change { s: "*".to_string(), k: None, v: None },
-                Dirty::Clear(section) => Change { s: section.as_str().to_string(), k: None, v: None },
+                Dirty::All => line_of::<()>("*", None, None),
+                Dirty::Clear(section) => line_of::<()>(section.as_str(), None, None),
                 Dirty::Key(section, key) => {
-                    let v = value(section, &key);
-                    Change { s: section.as_str().to_string(), k: Some(key), v }
+                    let (s, k) = (section.as_str(), Some(key.as_str()));
+                    match section {
+                        Section::Jobs => line_of(s, k, self.jobs.get(&key)),
+                        Section::Parents => line_of(s, k, self.parents.get(&key)),
+                        Section::Args => line_of(s, k, self.args.get(&key)),
+                        Section::Envs => line_of(s, k, self.envs.get(&key)),
+                    }
                 }
             })
-            .map(|c| c.line())
             .collect();
         let size = lines.iter().map(String::len).sum();
         (lines, size)

@@ -140,7 +140,7 @@ impl Cx<'_> {
             return Ok(());
         }
         let mut result: Result<(), NotSaved> = Ok(());
-        let pieces = journal_pieces(&lines);
+        let pieces = journal_pieces(lines);
         let last = pieces.len().saturating_sub(1);
         for (n, lines) in pieces.into_iter().enumerate() {
             let more = n < last;
@@ -461,8 +461,15 @@ fn stat_of(path: String) -> impl FnOnce(u64) -> Request {
 /// A batch of journal lines cut into the pieces of its requests: at most
 /// [`director_proto::journal::APPEND_CHUNK`] bytes each, cut anywhere but inside a character
 /// (the node joins them before it appends: see [`Request::AppendCache`]'s `more`).
-fn journal_pieces(lines: &[String]) -> Vec<String> {
-    let text = lines.concat();
+fn journal_pieces(lines: Vec<String>) -> Vec<String> {
+    // One piece, the common case, is the text itself: no copy of it beyond joining the lines.
+    let text = match <[String; 1]>::try_from(lines) {
+        Ok([line]) => line,
+        Err(lines) => lines.concat(),
+    };
+    if text.len() <= director_proto::journal::APPEND_CHUNK {
+        return if text.is_empty() { Vec::new() } else { vec![text] };
+    }
     let mut pieces = Vec::with_capacity(text.len() / director_proto::journal::APPEND_CHUNK + 1);
     let mut rest = text.as_str();
     while !rest.is_empty() {
@@ -502,14 +509,18 @@ mod tests {
     fn journal_lines_go_in_pieces_below_the_chunk_size_cut_between_characters() {
         let line = |n: usize| format!("{}\n", "é".repeat(n / 2));
         let lines = vec![line(APPEND_CHUNK / 2), line(10), line(3 * APPEND_CHUNK), line(10)];
-        let pieces = journal_pieces(&lines);
+        let pieces = journal_pieces(lines.clone());
         assert_eq!(pieces.concat(), lines.concat());
         assert_eq!(pieces.len(), 4);
         // Full pieces but the last; a piece ends a byte short rather than cut a character.
         let sizes: Vec<usize> = pieces.iter().map(String::len).collect();
         assert!(sizes[..3].iter().all(|&n| n == APPEND_CHUNK || n == APPEND_CHUNK - 1), "{sizes:?}");
         assert!(sizes[3] < APPEND_CHUNK);
-        assert!(journal_pieces(&[]).is_empty());
+        assert!(journal_pieces(Vec::new()).is_empty());
+        assert!(journal_pieces(vec![String::new()]).is_empty());
+        // A batch under the chunk size is one piece, whether one line or several.
+        assert_eq!(journal_pieces(vec![line(10)]), [line(10)]);
+        assert_eq!(journal_pieces(vec![line(10), line(4)]), [line(10) + &line(4)]);
         // Each piece, even all quotes, travels in a frame.
         const { assert!(2 * APPEND_CHUNK + 64 < director_proto::MAX_FRAME) };
     }

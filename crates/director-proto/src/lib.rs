@@ -259,13 +259,14 @@ impl std::error::Error for FrameError {}
 /// Encodes one message as a whole frame; a message larger than [`MAX_FRAME`], which the
 /// other side would refuse, is an error here instead.
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
-    let body = serde_json::to_vec(message).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    if body.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge(body.len()));
+    // The body is written after room for its length: one buffer, not a body and its copy.
+    let mut frame = vec![0u8; 4];
+    serde_json::to_writer(&mut frame, message).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let len = frame.len() - 4;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
     }
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
+    frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(frame)
 }
 
