@@ -33,41 +33,39 @@ pub const APPEND_CHUNK: usize = 1024 * 1024;
 /// The sections of a node cache, as the base file and the journal name them.
 pub const SECTIONS: [&str; 4] = ["jobs", "parents", "args", "envs"];
 
-/// One line of the journal (see the module docs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One line of the journal (see the module docs), as the executor reads it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Change {
     /// The section, or `*` for all of them.
     pub s: String,
     /// The key; none empties the section.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub k: Option<String>,
     /// The new value; none removes the key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub v: Option<Value>,
 }
 
 impl Change {
     /// The change as one journal line, with its newline.
     pub fn line(&self) -> String {
-        let mut text = serde_json::to_string(self).expect("a change serializes");
-        text.push('\n');
-        text
+        line_of(&self.s, self.k.as_deref(), self.v.as_ref())
     }
 }
 
-/// The line of a change whose value is given as it is held, serialized in place (no copy
-/// of it as a [`Value`] first, which for a large shared value, a QUERY's map on every node,
-/// was a deep copy per node): the same text as [`Change::line`] of the same change.
+/// A journal line, with its newline: the one place its shape is written. The value is
+/// serialized as it is held (no copy of it as a [`Value`] first, which for a large shared
+/// value, a QUERY's map on every node, was a deep copy per node).
 pub fn line_of<V: Serialize + ?Sized>(s: &str, k: Option<&str>, v: Option<&V>) -> String {
     #[derive(Serialize)]
-    struct Borrowed<'a, V: ?Sized> {
+    struct Line<'a, V: ?Sized> {
         s: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         k: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         v: Option<&'a V>,
     }
-    let mut text = serde_json::to_string(&Borrowed { s, k, v }).expect("a change serializes");
+    let mut text = serde_json::to_string(&Line { s, k, v }).expect("a change serializes");
     text.push('\n');
     text
 }
@@ -147,12 +145,18 @@ mod tests {
 
     #[test]
     fn a_change_given_as_held_is_the_line_of_its_value() {
-        let v = json!({"value": {"b": [1, null, "q\"uote"], "a": true}, "at": 3});
+        // Keys in order, so the text is the same with serde_json's preserve_order or without.
+        let v = json!({"at": 3, "value": {"a": true, "b": [1, null, "q\"uote"]}});
         assert_eq!(line_of("args", Some("k"), Some(&v)), put("args", "k", v.clone()));
+        assert_eq!(
+            line_of("args", Some("k"), Some(&v)),
+            "{\"s\":\"args\",\"k\":\"k\",\"v\":{\"at\":3,\"value\":{\"a\":true,\"b\":[1,null,\"q\\\"uote\"]}}}\n"
+        );
         assert_eq!(
             line_of::<()>("jobs", Some("k"), None),
             Change { s: "jobs".into(), k: Some("k".into()), v: None }.line()
         );
+        assert_eq!(line_of::<()>("jobs", Some("k"), None), "{\"s\":\"jobs\",\"k\":\"k\"}\n");
         assert_eq!(line_of::<()>("*", None, None), "{\"s\":\"*\"}\n");
     }
 
