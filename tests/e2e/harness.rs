@@ -248,6 +248,41 @@ fn raise_neighbour_table(entries: u64) {
     }
 }
 
+/// Subnets (the third byte of 10.B.X.0/24) claimed by this process's live fleets.
+static SUBNETS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// A tag for this fleet's namespaces and links, and a subnet for its addresses, neither in
+/// use on this machine: a run killed before its fleets' Drop leaves namespaces, links and
+/// addresses behind, and a fleet that drew them again would fail to start its hosts.
+fn claim_network() -> (String, u8) {
+    let pid = std::process::id();
+    let out = Command::new("ip").args(["-o", "-4", "addr", "show"]).output().map(|o| o.stdout).unwrap_or_default();
+    let in_use = |x: u8| {
+        String::from_utf8_lossy(&out).split_whitespace().any(|w| {
+            let mut bytes = w.split('/').next().unwrap_or("").split('.');
+            bytes.next() == Some("10")
+                && bytes.next().and_then(|b| b.parse::<u8>().ok()).is_some_and(|b| b >= 231)
+                && bytes.next() == Some(&x.to_string())
+        })
+    };
+    let mut claimed = SUBNETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let serial = FLEETS.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{:x}{:x}", pid % 0xfff, serial);
+        let subnet = ((pid.wrapping_mul(31).wrapping_add(serial * 7)) % 250) as u8 + 1;
+        let stale = std::path::Path::new(&format!("/run/netns/dt{tag}n0")).exists()
+            || std::path::Path::new(&format!("/sys/class/net/dt{tag}a0")).exists();
+        if !stale && !claimed.contains(&subnet) && !in_use(subnet) {
+            claimed.push(subnet);
+            return (tag, subnet);
+        }
+        assert!(
+            serial < 10_000,
+            "no free subnet of 10.231.X.0/24 for a fleet: remove leftover `dt*` namespaces and links"
+        );
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -255,10 +290,7 @@ fn free_port() -> u16 {
 impl Fleet {
     /// Starts `n` hosts named h1..hn.
     pub(crate) fn start(n: usize) -> Fleet {
-        let serial = FLEETS.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        let tag = format!("{:x}{:x}", pid % 0xfff, serial);
-        let subnet = ((pid.wrapping_mul(31).wrapping_add(serial * 7)) % 250) as u8 + 1;
+        let (tag, subnet) = claim_network();
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fleet-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("operator-home")).unwrap();
@@ -822,6 +854,7 @@ impl Drop for Fleet {
         if self.view != self.dir {
             let _ = std::fs::remove_dir(&self.view);
         }
+        SUBNETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|&x| x != self.subnet);
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
