@@ -8,10 +8,12 @@
 //! its stdin to a temp file and starts it (crates/director-stage, a few KB sent as it is);
 //! the stage reads the executor after it on the same stdin, LZ4-compressed, decodes it in its
 //! own process, checks its length and XXH3-64, writes and renames it into place and becomes
-//! it: one session and, after the shell's `uname`, `mkdir` (where the directory is missing:
-//! not after an upgrade), `head` and `chmod`, one process.
-//! Nothing is needed on the node but a POSIX shell and those four; no decompressor is
-//! started. Concurrent first contacts from two runs each rename a whole, verified file and
+//! it: one session and, after the shell's `head` and `chmod` (and `uname` where the shell does
+//! not name its machine, as bash does: dash, say), one process. Where the executors'
+//! directory is missing (a first contact), the stage is written to the home directory and
+//! makes the directory itself, once the upload verified.
+//! Nothing is needed on the node but a POSIX shell and those three (`mkdir` too when the
+//! home directory cannot be written); no decompressor is started. Concurrent first contacts from two runs each rename a whole, verified file and
 //! never expose a partial one.
 
 /// One embedded executor: a static Linux binary for one architecture.
@@ -73,11 +75,13 @@ fn dir_expr() -> &'static str {
 
 /// Starts the executor for the node's architecture if present; otherwise prints
 /// `MISSING_MARKER <uname -m>`, then reads the line [`upload_header`] sends, the stage after
-/// it (written to a temp file, made executable and started), and the stage reads the rest. It
-/// runs on every start, so in the usual case it forks nothing: when exactly one of the
-/// executors this director carries is there, that one starts without asking `uname -m`
-/// (`by_arch` asks it always: after that one could not run, in a home shared by nodes of two
-/// architectures). An executor whose file, directory or the one above is not owned by this
+/// it (written to a temp file, in the executors' directory if it is there, else in the home
+/// directory, else in the directory made by `mkdir`; made executable and started), and the
+/// stage reads the rest. It runs on every start, so in the usual case it forks nothing: when
+/// exactly one of the executors this director carries is there, that one starts without asking
+/// the architecture, and otherwise bash's `$HOSTTYPE` answers when it names one carried
+/// (`by_arch` asks `uname -m` always: after the executor chosen could not run, in a home
+/// shared by nodes of two architectures). An executor whose file, directory or the one above is not owned by this
 /// user is not started: the probe prints `UNSAFE_MARKER <path>` instead (the shell's `-O`);
 /// the executor itself refuses to serve from a path anyone may write to (see director-exec's
 /// `unsafe_path`), with the same marker. `head -c` reads no further than it is asked, so what
@@ -96,8 +100,19 @@ pub fn probe_command(by_arch: bool) -> String {
     } else {
         format!(r#"for h in {}; do [ -x "$d/director-exec-$h" ] && n="$n $h"; done; "#, shas.join(" "))
     };
+    // bash names the machine it was built for: when that is an architecture carried, no
+    // `uname` is started (a 32-bit bash on a 64-bit kernel names another, and asks `uname`).
+    let carried: Vec<&str> = EXECUTORS
+        .iter()
+        .flat_map(|e| if e.arch == "aarch64" { vec!["aarch64", "arm64"] } else { vec![e.arch] })
+        .collect();
+    let arch = if by_arch {
+        r#"m="$(uname -m)""#.to_string()
+    } else {
+        format!(r#"m="$HOSTTYPE"; case "$m" in {}) ;; *) m="$(uname -m)";; esac"#, carried.join("|"))
+    };
     format!(
-        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") m="$(uname -m)"; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; [ -n "$m" ] || m="$(uname -m)"; echo "{MISSING_MARKER} $m"; umask 077; [ -d "$d" ] || mkdir -p "$d" || exit 1; read -r s h || exit 0; t="$d/.director-stage.$$.tmp"; trap 'rm -f "$t"' EXIT; head -c "$s" > "$t" || exit 1; chmod 700 "$t"; exec "$t" "$d/.director-exec-$h.$$.tmp" "$d/director-exec-$h""#,
+        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") {arch}; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; [ -n "$m" ] || {arch}; echo "{MISSING_MARKER} $m"; umask 077; read -r s h || exit 0; t="$d/.director-stage.$$.tmp"; [ -d "$d" ] || {{ [ -w "$HOME" ] && t="$HOME/.director-stage.$$.tmp"; }} || mkdir -p "$d" || exit 1; trap 'rm -f "$t"' EXIT; head -c "$s" > "$t" || exit 1; chmod 700 "$t"; exec "$t" "$d/.director-exec-$h.$$.tmp" "$d/director-exec-$h""#,
         dir = dir_expr(),
     )
 }

@@ -72,13 +72,24 @@ fn several_local_nodes_install_the_executor_once_without_racing() {
 
 /// The probe run by a shell as a node runs it, with a PATH holding only what the probe uses,
 /// in a fresh HOME; it has printed its missing-executor line when this returns.
+/// No `mkdir` among them: a first contact makes the executors' directory in the stage.
 fn probe(name: &str) -> (std::path::PathBuf, std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
-    probe_with(scratch(name), &["head", "mkdir", "chmod", "uname", "rm"])
+    probe_with(scratch(name), &["head", "chmod", "uname", "rm"])
 }
 
 /// [`probe`] in `home`, with only `tools` on its PATH.
 fn probe_with(
     home: std::path::PathBuf,
+    tools: &[&str],
+) -> (std::path::PathBuf, std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
+    probe_in("/bin/sh", home, &[], tools)
+}
+
+/// [`probe_with`] run by `shell`, with `env` set beside HOME and PATH.
+fn probe_in(
+    shell: &str,
+    home: std::path::PathBuf,
+    env: &[(&str, &Path)],
     tools: &[&str],
 ) -> (std::path::PathBuf, std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
     use director::api::executor;
@@ -91,11 +102,12 @@ fn probe_with(
             std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
         }
     }
-    let mut child = Command::new("/bin/sh")
+    let mut child = Command::new(shell)
         .arg("-c")
         .arg(executor::probe_command(false))
         .env_clear()
         .env("HOME", &home)
+        .envs(env.iter().copied())
         .env("PATH", &bin)
         .stdin(std::process::Stdio::piped())
         .spawn_piped();
@@ -135,9 +147,54 @@ fn the_probe_installs_what_it_reads_and_starts_it() {
     assert_eq!(std::fs::read(&installed).unwrap(), native.binary);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777, 0o700);
-    // Nothing else: neither the stage nor a temp file left behind.
+    // Nothing else: neither the stage nor a temp file left behind, there or in the home.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    assert_eq!(entries(&home), [".cache", "path"]);
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// The names in `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+/// Under bash, which names its machine, a first contact starts no `uname`; and where the home
+/// cannot be written (here: it does not exist) and the cache is elsewhere, the probe makes the
+/// executors' directory with `mkdir` and writes the stage there.
+#[test]
+fn a_probe_under_bash_asks_no_uname_and_one_without_a_home_makes_the_directory() {
+    use director::api::executor;
+    use std::io::Write;
+    let native = executor::native().unwrap();
+    let (header, [stage, packed]) = executor::upload_header(native);
+    let upload = [header.as_bytes(), stage, packed].concat();
+    let home = scratch("probe-bash");
+    let (home, mut child, mut out) = probe_in("/bin/bash", home, &[], &["head", "chmod"]);
+    child.stdin.take().unwrap().write_all(&upload).unwrap();
+    hello(&mut out);
+    assert!(child.wait().unwrap().success());
+    let installed = home.join(".cache/director/bin").join(format!("director-exec-{}", native.sha3));
+    assert_eq!(std::fs::read(&installed).unwrap(), native.binary);
+    assert_eq!(entries(&home), [".cache", "path"]);
+    let _ = std::fs::remove_dir_all(&home);
+
+    let tools = scratch("probe-homeless");
+    let cache = tools.join("xdg");
+    let (tools, mut child, mut out) = probe_in(
+        "/bin/sh",
+        tools,
+        &[("HOME", Path::new("/nonexistent/director")), ("XDG_CACHE_HOME", &cache)],
+        &["head", "mkdir", "chmod", "uname", "rm"],
+    );
+    child.stdin.take().unwrap().write_all(&upload).unwrap();
+    hello(&mut out);
+    assert!(child.wait().unwrap().success());
+    let dir = cache.join("director/bin");
+    assert_eq!(entries(&dir), [format!("director-exec-{}", native.sha3)]);
+    let _ = std::fs::remove_dir_all(&tools);
 }
 
 /// A node that has the executors' directory already (director was upgraded: a new executor,
@@ -254,7 +311,8 @@ fn the_probe_refuses_an_upload_that_does_not_verify() {
         let (home, child, out) = probe(&format!("probe-refused-{case}"));
         let (code, err, rest) = upload(child, out, &header, &[stage, &body[..]].concat());
         assert_eq!((case, code, err.as_str(), rest), (case, Some(1), said, 0));
-        assert_eq!(std::fs::read_dir(home.join(".cache/director/bin")).unwrap().count(), 0, "{case}");
+        // Not even the executors' directory: the stage makes it once the upload verified.
+        assert_eq!(entries(&home), ["path"], "{case}");
         let _ = std::fs::remove_dir_all(&home);
     }
 }

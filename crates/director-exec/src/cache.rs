@@ -9,8 +9,8 @@
 //! syncs at most once per [`SYNC_GAP`] ([`serve_appends`]): the operator sends the records of
 //! the jobs that finish meanwhile in its next append, so a long run of short jobs costs the
 //! node one sync per batch of jobs, not one per job. The executor
-//! greets with the base and the journal replayed; a journal past
-//! [`director_proto::journal::COMPACT_AT`] is then folded into a new base (written to a temp
+//! greets with the base and the journal replayed; a journal past a quarter of the base (see
+//! [`director_proto::journal::compacts`]) is then folded into a new base (written to a temp
 //! file, fsynced, renamed) and started again. A base larger than
 //! [`director_proto::MAX_CACHE`] is set aside as `cache.json.too-large`.
 
@@ -203,7 +203,7 @@ pub fn load() -> (Option<String>, Option<u64>) {
         }
         return (None, Some(size));
     }
-    if log.len() > journal::COMPACT_AT && own {
+    if journal::compacts(log.len(), text.as_ref().map_or(0, String::len)) && own {
         let _ = compact(&base, &merged, &mut journal);
     }
     (Some(merged), None)

@@ -383,14 +383,36 @@ pub fn sentinel(from: &str) -> Done {
     Done::Text { data: format!("queue sentinel delivered to {told} running executor(s)") }
 }
 
-/// Polls this executor's drain mailbox; a letter becomes [`Reply::Drain`].
-pub fn watch_drain(outbox: crate::Outbox) {
-    let path = state_dir().join("drain").join(std::process::id().to_string());
-    std::thread::spawn(move || loop {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        if let Ok(from) = fs::read_to_string(&path) {
-            let _ = fs::remove_file(&path);
+/// This executor's drain mailbox, looked at by the reading thread at most every
+/// [`Mailbox::EVERY`] (not a thread of its own: a short run would start one for nothing).
+pub struct Mailbox {
+    path: PathBuf,
+    next: std::time::Instant,
+}
+
+impl Mailbox {
+    pub const EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+    pub fn new() -> Mailbox {
+        let path = state_dir().join("drain").join(std::process::id().to_string());
+        Mailbox { path, next: std::time::Instant::now() + Mailbox::EVERY }
+    }
+
+    /// How long until the next look, in milliseconds (for `poll`).
+    pub fn due_in_ms(&self) -> i32 {
+        self.next.saturating_duration_since(std::time::Instant::now()).as_millis().min(i32::MAX as u128) as i32
+    }
+
+    /// When it is time, looks: a letter becomes [`Reply::Drain`].
+    pub fn look(&mut self, outbox: &crate::Outbox) {
+        let now = std::time::Instant::now();
+        if now < self.next {
+            return;
+        }
+        self.next = now + Mailbox::EVERY;
+        if let Ok(from) = fs::read_to_string(&self.path) {
+            let _ = fs::remove_file(&self.path);
             outbox.send(&Reply::Drain { from });
         }
-    });
+    }
 }

@@ -123,19 +123,18 @@ fn serve() {
     if let Some(cache) = cache {
         outbox.send_data(0, cache.as_bytes());
     }
-    files::watch_drain(outbox.clone());
+    let mut mailbox = files::Mailbox::new();
     // Appends to the cache journal (each synced to disk) on a thread of their own, in the
-    // order they came: the next job starts while the node syncs the last one's record.
-    let (appends, queued) = std::sync::mpsc::channel::<(u64, String)>();
-    let appender = {
-        let outbox = outbox.clone();
-        std::thread::spawn(move || cache::serve_appends(queued, |replies| outbox.send_all(replies)))
-    };
+    // order they came: the next job starts while the node syncs the last one's record. The
+    // thread starts with the first append (a run answered from the cache makes none).
+    let mut appender: Option<(std::sync::mpsc::Sender<(u64, String)>, std::thread::JoinHandle<()>)> = None;
 
     let mut puts: HashMap<u64, files::Put> = HashMap::new();
     // The pieces of a batch of journal lines until the piece that ends it.
     let mut appending = String::new();
-    let mut stdin = std::io::stdin().lock();
+    // Read directly (not through std's buffered stdin): `poll` on it then says the truth.
+    // SAFETY: fd 0 is this process's stdin, open for its whole life; never closed here.
+    let mut stdin = std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(0) });
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     let mut chunk = vec![0u8; 256 * 1024];
     // The answers to what one read brought go in one write after it (a batch of stats asked
@@ -149,6 +148,19 @@ fn serve() {
         }
     };
     'read: loop {
+        // Nothing to read for a while: the drain mailbox is looked at meanwhile.
+        let mut wait = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+        // SAFETY: poll over one descriptor this function's struct describes.
+        match unsafe { libc::poll(&mut wait, 1, mailbox.due_in_ms()) } {
+            0 => {
+                mailbox.look(&outbox);
+                continue;
+            }
+            // SAFETY: errno is this thread's.
+            r if r < 0 && unsafe { *libc::__errno_location() } == libc::EINTR => continue,
+            _ => {}
+        }
+        mailbox.look(&outbox);
         let n = match stdin.read(&mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
@@ -189,6 +201,13 @@ fn serve() {
                                 if !appending.is_empty() {
                                     lines = std::mem::take(&mut appending) + &lines;
                                 }
+                                let (appends, _) = appender.get_or_insert_with(|| {
+                                    let (appends, queued) = std::sync::mpsc::channel();
+                                    let outbox = outbox.clone();
+                                    let serve =
+                                        move || cache::serve_appends(queued, |replies| outbox.send_all(replies));
+                                    (appends, std::thread::spawn(serve))
+                                });
                                 let _ = appends.send((id, lines));
                             }
                             Request::Sentinel { id, from } => done(id, files::sentinel(&from)),
@@ -241,8 +260,10 @@ fn serve() {
         buf.drain(..at);
     }
     // Appends already asked for are made before the executor goes.
-    drop(appends);
-    let _ = appender.join();
+    if let Some((appends, thread)) = appender {
+        drop(appends);
+        let _ = thread.join();
+    }
     // Unfinished transfers delete their temp files here.
     drop(puts);
     jobs.kill_all();

@@ -84,6 +84,7 @@ fn install(temp: *const c_char, path: *const c_char) -> Result<(), &'static str>
         Ok(n) if n == len && xxhash_rust::xxh3::xxh3_64(binary) == sum => {}
         _ => return Err("the uploaded executor does not verify\n"),
     }
+    make_parents(path)?;
     // SAFETY: `temp` is a valid C string; the file is created for this user alone.
     let fd = unsafe {
         libc::open(temp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o700)
@@ -108,6 +109,45 @@ fn install(temp: *const c_char, path: *const c_char) -> Result<(), &'static str>
     // SAFETY: fd is open; temp and path are valid C strings.
     if unsafe { libc::close(fd) } != 0 || unsafe { libc::rename(temp, path) } != 0 {
         return Err("the uploaded executor cannot be put in place\n");
+    }
+    Ok(())
+}
+
+/// Makes the directories above `path` that are missing, for this user alone, as `mkdir -p`
+/// would (the probe starts no `mkdir`: on a first contact the executors' directory is made
+/// here, after the upload verified, so a refused one leaves no directory behind either).
+fn make_parents(path: *const c_char) -> Result<(), &'static str> {
+    const FAILED: &str = "the executor's directory cannot be made\n";
+    let mut dir = [0u8; 4096];
+    // SAFETY: `path` is a valid C string.
+    let len = unsafe { libc::strlen(path) };
+    if len >= dir.len() {
+        return Err(FAILED);
+    }
+    // SAFETY: every `i` is below `len`, within `path`.
+    let Some(end) = (0..len).rev().find(|&i| unsafe { *path.add(i) } == b'/' as c_char) else {
+        return Ok(());
+    };
+    // SAFETY: `end` < len, within `path`; `dir` keeps a NUL after the copy.
+    unsafe { core::ptr::copy_nonoverlapping(path.cast::<u8>(), dir.as_mut_ptr(), end) };
+    let made = |at: usize, dir: &mut [u8; 4096]| {
+        let kept = dir[at];
+        dir[at] = 0;
+        // SAFETY: `dir` is NUL-terminated at `at`.
+        let ok = unsafe { libc::mkdir(dir.as_ptr().cast::<c_char>(), 0o700) } == 0
+            || unsafe { *libc::__errno_location() } == libc::EEXIST;
+        dir[at] = kept;
+        ok
+    };
+    // Usually one call: the directory is there already, or only it is missing.
+    if end == 0 || made(end, &mut dir) {
+        return Ok(());
+    }
+    // Otherwise each level from the top, as `mkdir -p` does.
+    for at in 1..=end {
+        if (at == end || dir[at] == b'/') && !made(at, &mut dir) {
+            return Err(FAILED);
+        }
     }
     Ok(())
 }
