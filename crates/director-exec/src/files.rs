@@ -338,43 +338,49 @@ pub fn copy_local(id: u64, from: &str, path: &str, size: u64, sha3: String, attr
     put.finish()
 }
 
-/// Marks this executor as serving, so a QUEUESENTINEL from another run can reach it; the
-/// mark goes when the returned guard drops.
-pub struct Live(PathBuf);
+/// Removes this executor's drain mailbox when it goes, so a letter left unread never reaches
+/// a later process given the same pid.
+pub struct Mailman;
 
-impl Live {
-    pub fn register() -> Live {
-        let dir = state_dir().join("live");
-        let _ = fs::create_dir_all(&dir);
-        let path = dir.join(std::process::id().to_string());
-        let _ = File::create(&path);
-        Live(path)
-    }
-}
-
-impl Drop for Live {
+impl Drop for Mailman {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
         let _ = fs::remove_file(state_dir().join("drain").join(std::process::id().to_string()));
     }
 }
 
+/// The pids of this user's executors serving from this state directory, but this one: found
+/// in /proc (their `exe` in `bin/`, started as `serve`), so a start marks nothing on disk.
+/// Another user's processes do not let their `exe` be read, and another state directory's
+/// executors live in another `bin/`.
+fn serving_executors() -> Vec<u32> {
+    let bin = state_dir().join("bin");
+    let me = std::process::id();
+    let Ok(procs) = fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) else { return false };
+            // A replaced executor still runs from its unlinked file.
+            let exe = exe.to_string_lossy();
+            let exe = Path::new(exe.strip_suffix(" (deleted)").unwrap_or(&exe));
+            exe.parent() == Some(bin.as_path())
+                && exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("director-exec-"))
+                && fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|&b| b == 0).nth(1) == Some(b"serve".as_slice()))
+        })
+        .collect()
+}
+
 /// Tells every other live executor of this user to drain; returns how many were told.
 pub fn sentinel(from: &str) -> Done {
-    let live = state_dir().join("live");
     let drain = state_dir().join("drain");
     let _ = fs::create_dir_all(&drain);
-    let me = std::process::id().to_string();
+    let me = std::process::id();
     let mut told = 0;
-    for entry in fs::read_dir(&live).into_iter().flatten().flatten() {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if pid == me {
-            continue;
-        }
-        if !Path::new("/proc").join(&pid).exists() {
-            let _ = fs::remove_file(entry.path());
-            continue;
-        }
+    for pid in serving_executors() {
+        let pid = pid.to_string();
         let tmp = drain.join(format!(".{pid}.{me}.tmp"));
         if fs::write(&tmp, from).and_then(|_| fs::rename(&tmp, drain.join(&pid))).is_ok() {
             told += 1;
