@@ -359,6 +359,15 @@ struct Shelf {
     /// The large values loaded from nodes' caches, by their text there ([`shared_from_text`]).
     by_text: std::collections::HashMap<Box<str>, Weak<Value>>,
     texts_pruned_at: usize,
+    /// The value last shelved or found: given again (a QUERY's map, one allocation set on
+    /// every node), it is known without hashing its text again, a thousand times.
+    last: Weak<Value>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many values [`shared`] hashed on this thread.
+    static HASHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Texts from this long are looked up on the shelf before they are parsed.
@@ -396,6 +405,12 @@ pub(crate) fn shared(value: Arc<Value>) -> Arc<Value> {
     if !crate::catalog::template::is_large(&value) {
         return value;
     }
+    // The weak reference keeps the allocation: the same address is the same value.
+    if std::ptr::eq(lock(&VALUES).last.as_ptr(), Arc::as_ptr(&value)) {
+        return value;
+    }
+    #[cfg(test)]
+    HASHED.with(|h| h.set(h.get() + 1));
     let mut hasher = std::hash::DefaultHasher::new();
     serde_json::to_writer(HashWriter(&mut hasher), &*value).expect("a value serializes");
     let hash = std::hash::Hasher::finish(&hasher);
@@ -405,9 +420,11 @@ pub(crate) fn shared(value: Arc<Value>) -> Arc<Value> {
     };
     // Compared outside the lock: two equal values shelved at once only miss one sharing.
     if let Some(held) = candidates.into_iter().find(|c| same(c, &value)) {
+        lock(&VALUES).last = Arc::downgrade(&held);
         return held;
     }
     let mut shelf = lock(&VALUES);
+    shelf.last = Arc::downgrade(&value);
     let bucket = shelf.by_hash.entry(hash).or_default();
     bucket.retain(|w| w.strong_count() > 0);
     bucket.push(Arc::downgrade(&value));
@@ -541,6 +558,23 @@ mod tests {
         let mut c = full();
         assert!(c.evict(&"f".repeat(56)));
         assert!(c.jobs.is_empty());
+    }
+
+    /// One allocation set on every node (a QUERY's map) is hashed once, not once a node; an
+    /// equal value from another allocation is still found by its hash.
+    #[test]
+    fn a_value_set_on_every_node_is_hashed_once() {
+        let map = Arc::new(Value::Object((0..300).map(|i| (format!("n{i}"), json!({"user": "root"}))).collect()));
+        let before = HASHED.with(std::cell::Cell::get);
+        let mut caches: Vec<NodeCache> = (0..50).map(|_| NodeCache::default()).collect();
+        for cache in &mut caches {
+            cache.set(Kind::Args, "query", map.clone(), false, 0, TTL);
+        }
+        assert_eq!(HASHED.with(std::cell::Cell::get) - before, 1);
+        assert!(caches.iter().all(|c| Arc::ptr_eq(&c.args["query"].value, &map)));
+        let copy = Arc::new((*map).clone());
+        assert!(Arc::ptr_eq(&shared(copy), &map));
+        assert_eq!(HASHED.with(std::cell::Cell::get) - before, 2);
     }
 
     /// A large value is held once however many caches hold it: loaded from each node's file,
