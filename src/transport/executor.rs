@@ -76,7 +76,9 @@ fn dir_expr() -> &'static str {
 /// Starts the executor for the node's architecture if present; otherwise prints
 /// `MISSING_MARKER <uname -m>`, then reads the line [`upload_header`] sends, the stage after
 /// it (written to a temp file, in the executors' directory if it is there, else in the home
-/// directory, else in the directory made by `mkdir`; made executable and started), and the
+/// directory when the executors' directory is under it (no `XDG_CACHE_HOME`: a home mounted
+/// `noexec` could not run the executor either), else in the directory made by `mkdir`; made
+/// executable and started), and the
 /// stage reads the rest. It runs on every start, so in the usual case it forks nothing: when
 /// exactly one of the executors this director carries is there, that one starts without asking
 /// the architecture, and otherwise bash's `$HOSTTYPE` answers when it names one carried
@@ -112,7 +114,7 @@ pub fn probe_command(by_arch: bool) -> String {
         format!(r#"m="$HOSTTYPE"; case "$m" in {}) ;; *) m="$(uname -m)";; esac"#, carried.join("|"))
     };
     format!(
-        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") {arch}; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; [ -n "$m" ] || {arch}; echo "{MISSING_MARKER} $m"; umask 077; read -r s h || exit 0; t="$d/.director-stage.$$.tmp"; [ -d "$d" ] || {{ [ -w "$HOME" ] && t="$HOME/.director-stage.$$.tmp"; }} || mkdir -p "$d" || exit 1; trap 'rm -f "$t"' EXIT; head -c "$s" > "$t" || exit 1; chmod 700 "$t"; exec "$t" "$d/.director-exec-$h.$$.tmp" "$d/director-exec-$h""#,
+        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") {arch}; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; [ -n "$m" ] || {arch}; echo "{MISSING_MARKER} $m"; umask 077; read -r s h || exit 0; t="$d/.director-stage.$$.tmp"; [ -d "$d" ] || {{ [ -z "$XDG_CACHE_HOME" ] && [ -w "$HOME" ] && t="$HOME/.director-stage.$$.tmp"; }} || mkdir -p "$d" || exit 1; trap 'rm -f "$t"' EXIT; head -c "$s" > "$t" || exit 1; chmod 700 "$t"; exec "$t" "$d/.director-exec-$h.$$.tmp" "$d/director-exec-$h""#,
         dir = dir_expr(),
     )
 }

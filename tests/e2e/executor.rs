@@ -161,9 +161,9 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Under bash, which names its machine, a first contact starts no `uname`; and where the home
-/// cannot be written (here: it does not exist) and the cache is elsewhere, the probe makes the
-/// executors' directory with `mkdir` and writes the stage there.
+/// Under bash, which names its machine, a first contact starts no `uname`; and where the cache
+/// is elsewhere (`XDG_CACHE_HOME`) and the home cannot be written (here: it does not exist), the
+/// probe makes the executors' directory with `mkdir` and writes the stage there.
 #[test]
 fn a_probe_under_bash_asks_no_uname_and_one_without_a_home_makes_the_directory() {
     use director::api::executor;
