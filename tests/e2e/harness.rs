@@ -411,8 +411,13 @@ impl Fleet {
         if host.certified {
             text.push_str(&format!("HostCertificate {}\n", seen.join("ssh_host_ed25519_key-cert.pub").display()));
         }
-        if host.arch.is_some() {
-            text.push_str(&format!("SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin\n", seen.join("fakebin").display()));
+        if let Some(arch) = &host.arch {
+            // bash names the machine it was built for in HOSTTYPE (kept from its environment
+            // when set there): a bash of that machine names it.
+            text.push_str(&format!(
+                "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOSTTYPE={arch}\n",
+                seen.join("fakebin").display()
+            ));
         }
         std::fs::write(&config, text).unwrap();
         let log = std::fs::File::create(host.dir.join("sshd.log")).unwrap();
@@ -556,9 +561,9 @@ impl Fleet {
         self.start_host(i);
     }
 
-    /// Makes host `i` answer `uname -m` with `arch` on its logins (restarting its sshd): an
-    /// arm64 host, with binfmt_misc running aarch64 binaries through qemu. What runs there
-    /// is real; only the login shell's answer to `uname -m` is not the machine's.
+    /// Makes host `i` answer `uname -m` with `arch` on its logins, and bash's `HOSTTYPE` too
+    /// (restarting its sshd): an arm64 host, with binfmt_misc running aarch64 binaries through
+    /// qemu. What runs there is real; only the login shell's answers are not the machine's.
     pub(crate) fn set_arch(&mut self, i: usize, arch: &str) {
         let bin = self.hosts[i].dir.join("fakebin");
         std::fs::create_dir_all(&bin).unwrap();

@@ -127,7 +127,7 @@ fn serve() {
     // Appends to the cache journal (each synced to disk) on a thread of their own, in the
     // order they came: the next job starts while the node syncs the last one's record. The
     // thread starts with the first append (a run answered from the cache makes none).
-    let mut appender: Option<(std::sync::mpsc::Sender<(u64, String)>, std::thread::JoinHandle<()>)> = None;
+    let mut appender: Option<Appender> = None;
 
     let mut puts: HashMap<u64, files::Put> = HashMap::new();
     // The pieces of a batch of journal lines until the piece that ends it.
@@ -268,6 +268,9 @@ fn serve() {
     drop(puts);
     jobs.kill_all();
 }
+
+/// The journal's append thread: where its appends are queued, and the thread.
+type Appender = (std::sync::mpsc::Sender<(u64, String)>, std::thread::JoinHandle<()>);
 
 fn facts() -> Facts {
     // SAFETY: uname fills the zeroed struct we own; the fields are NUL-terminated C strings.
