@@ -85,12 +85,8 @@ fn a_killed_executor_loses_no_record_it_saved() {
             saved.push(job);
             if saved.len() == 100 {
                 // Mid-run: the executor dies at once, between or inside its appends. It is
-                // found by its mark in the host's own state directory.
-                let live = fleet.hosts[0].home_path(".cache/director/live");
-                let pids: Vec<i32> = std::fs::read_dir(&live)
-                    .unwrap()
-                    .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                    .collect();
+                // found among the host's processes.
+                let pids = fleet.hosts[0].executor_pids();
                 assert_eq!(pids.len(), 1, "{pids:?}");
                 // SAFETY: killing the executor this test's run started.
                 assert_eq!(unsafe { libc::kill(pids[0], libc::SIGKILL) }, 0);

@@ -69,6 +69,34 @@ impl Host {
         self.dir.join("home").join(rel)
     }
 
+    /// The pids of the executors serving on this host: by their `exe` (a `director-exec-*`
+    /// started as `serve`), in this host's network namespace when it has one (its own /proc
+    /// paths are then its mount namespace's), else running from its home.
+    pub(crate) fn executor_pids(&self) -> Vec<i32> {
+        let ns = self.netns.as_ref().map(|ns| {
+            let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(format!("/run/netns/{ns}")).unwrap());
+            format!("net:[{ino}]")
+        });
+        let bin = self.home_path(".cache/director/bin");
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { return false };
+                let serving = exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("director-exec-"))
+                    && std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.split(|&b| b == 0).nth(1) == Some(b"serve".as_slice()));
+                serving
+                    && match &ns {
+                        Some(ns) => std::fs::read_link(format!("/proc/{pid}/ns/net"))
+                            .is_ok_and(|l| l.to_string_lossy() == ns.as_str()),
+                        None => exe.parent() == Some(bin.as_path()),
+                    }
+            })
+            .collect()
+    }
+
     /// Path, as seen from the operator's side, of `rel` under the home of `user`, one of
     /// [`Fleet::add_users`]'.
     pub(crate) fn user_path(&self, user: &str, rel: &str) -> PathBuf {

@@ -8,7 +8,8 @@
 //!
 //! The state directory is `${XDG_CACHE_HOME:-$HOME/.cache}/director`, the same place the
 //! executor itself is installed under: `cache.json` and `cache.journal` are the node cache,
-//! `live/<pid>` marks a serving executor, `drain/<pid>` asks that executor to drain its run.
+//! `drain/<pid>` asks the executor `pid` to drain its run (the serving executors are found in
+//! /proc, see [`sentinel`]; a start writes nothing to mark itself).
 
 use director_proto::{Attrs, Done, Reply};
 use sha3::{Digest, Sha3_224};
