@@ -13,8 +13,8 @@
 //! directory is missing (a first contact), the stage is written to the home directory and
 //! makes the directory itself, once the upload verified.
 //! Nothing is needed on the node but a POSIX shell and those three (`mkdir` too when the
-//! home directory cannot be written); no decompressor is started. Concurrent first contacts from two runs each rename a whole, verified file and
-//! never expose a partial one.
+//! home directory cannot be written); no decompressor is started. Concurrent first contacts
+//! from two runs each rename a whole, verified file and never expose a partial one.
 
 /// One embedded executor: a static Linux binary for one architecture.
 #[derive(Debug)]
@@ -78,24 +78,19 @@ fn dir_expr() -> &'static str {
 /// it (written to a temp file, in the executors' directory if it is there, else in the home
 /// directory when the executors' directory is under it (no `XDG_CACHE_HOME`: a home mounted
 /// `noexec` could not run the executor either), else in the directory made by `mkdir`; made
-/// executable and started), and the
-/// stage reads the rest. It runs on every start, so in the usual case it forks nothing: when
-/// exactly one of the executors this director carries is there, that one starts without asking
-/// the architecture, and otherwise bash's `$HOSTTYPE` answers when it names one carried
-/// (`by_arch` asks `uname -m` always: after the executor chosen could not run, in a home
-/// shared by nodes of two architectures). An executor whose file, directory or the one above is not owned by this
-/// user is not started: the probe prints `UNSAFE_MARKER <path>` instead (the shell's `-O`);
+/// executable and started), and the stage reads the rest. It runs on every start, so in the
+/// usual case it forks nothing: when exactly one of the executors this director carries is
+/// there, that one starts without asking the architecture, and otherwise bash's `$HOSTTYPE`
+/// answers when it names one carried (`by_arch` asks `uname -m` always: after the executor
+/// chosen could not run, in a home shared by nodes of two architectures). An executor whose
+/// file, directory or the one above is not owned by this user is not started: the probe prints `UNSAFE_MARKER <path>` instead (the shell's `-O`);
 /// the executor itself refuses to serve from a path anyone may write to (see director-exec's
 /// `unsafe_path`), with the same marker. `head -c` reads no further than it is asked, so what
 /// follows the stage is left on stdin for the stage, and what follows the executor for it.
 pub fn probe_command(by_arch: bool) -> String {
-    let cases: String = EXECUTORS
-        .iter()
-        .map(|e| {
-            let names = if e.arch == "aarch64" { "aarch64|arm64".to_string() } else { e.arch.to_string() };
-            format!("{names}) h={};; ", e.sha3)
-        })
-        .collect();
+    // What `uname -m` (or bash's HOSTTYPE) says on a node each executor serves.
+    let names = |e: &Executor| if e.arch == "aarch64" { "aarch64|arm64" } else { e.arch };
+    let cases: String = EXECUTORS.iter().map(|e| format!("{}) h={};; ", names(e), e.sha3)).collect();
     let shas: Vec<&str> = EXECUTORS.iter().map(|e| e.sha3).collect();
     let present = if by_arch {
         String::new()
@@ -104,10 +99,7 @@ pub fn probe_command(by_arch: bool) -> String {
     };
     // bash names the machine it was built for: when that is an architecture carried, no
     // `uname` is started (a 32-bit bash on a 64-bit kernel names another, and asks `uname`).
-    let carried: Vec<&str> = EXECUTORS
-        .iter()
-        .flat_map(|e| if e.arch == "aarch64" { vec!["aarch64", "arm64"] } else { vec![e.arch] })
-        .collect();
+    let carried: Vec<&str> = EXECUTORS.iter().map(names).collect();
     let arch = if by_arch {
         r#"m="$(uname -m)""#.to_string()
     } else {

@@ -666,8 +666,6 @@ mod tests {
         list.iter().map(|s| (*s).to_string()).collect()
     }
 
-    /// OpenSSH's four forms of an algorithm list (ssh_config(5), KexAlgorithms): replace,
-    /// `+` append, `-` remove by pattern, `^` put first; names this SSH lacks come back.
     #[test]
     fn aes_gcm_comes_first_where_the_machine_has_aes_instructions() {
         let names = |list: Vec<russh::cipher::Name>| list.iter().map(|c| c.as_ref().to_string()).collect::<Vec<_>>();
@@ -687,6 +685,8 @@ mod tests {
         assert_eq!(names(chosen.cipher.into_owned()), asked);
     }
 
+    /// OpenSSH's four forms of an algorithm list (ssh_config(5), KexAlgorithms): replace,
+    /// `+` append, `-` remove by pattern, `^` put first; names this SSH lacks come back.
     #[test]
     fn algorithm_lists_read_as_openssh_reads_them() {
         let defaults = names(&["a", "b", "c"]);
