@@ -89,7 +89,7 @@ fn a_killed_executor_loses_no_record_it_saved() {
                 let pids = fleet.hosts[0].executor_pids();
                 assert_eq!(pids.len(), 1, "{pids:?}");
                 // SAFETY: killing the executor this test's run started.
-                assert_eq!(unsafe { libc::kill(pids[0], libc::SIGKILL) }, 0);
+                assert_eq!(unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) }, 0);
                 break;
             }
         }

@@ -69,32 +69,19 @@ impl Host {
         self.dir.join("home").join(rel)
     }
 
-    /// The pids of the executors serving on this host: by their `exe` (a `director-exec-*`
-    /// started as `serve`), in this host's network namespace when it has one (its own /proc
-    /// paths are then its mount namespace's), else running from its home.
-    pub(crate) fn executor_pids(&self) -> Vec<i32> {
-        let ns = self.netns.as_ref().map(|ns| {
-            let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(format!("/run/netns/{ns}")).unwrap());
-            format!("net:[{ino}]")
-        });
-        let bin = self.home_path(".cache/director/bin");
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    /// The pids of the executors serving on this host: under its sshd, a `director-exec-*`
+    /// started as `serve`, but not a job's process between its fork and its exec, which looks
+    /// the same and whose parent is an executor.
+    pub(crate) fn executor_pids(&self) -> Vec<u32> {
+        let serving: Vec<u32> = self
+            .commands("serve")
+            .into_iter()
             .filter(|pid| {
-                let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { return false };
-                let serving = exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("director-exec-"))
-                    && std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .is_ok_and(|c| c.split(|&b| b == 0).nth(1) == Some(b"serve".as_slice()));
-                serving
-                    && match &ns {
-                        Some(ns) => std::fs::read_link(format!("/proc/{pid}/ns/net"))
-                            .is_ok_and(|l| l.to_string_lossy() == ns.as_str()),
-                        None => exe.parent() == Some(bin.as_path()),
-                    }
+                std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .is_ok_and(|exe| exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("director-exec-")))
             })
-            .collect()
+            .collect();
+        serving.iter().copied().filter(|pid| !parent_of(*pid).is_some_and(|p| serving.contains(&p))).collect()
     }
 
     /// Path, as seen from the operator's side, of `rel` under the home of `user`, one of
@@ -193,12 +180,15 @@ fn children(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
-            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok()) == Some(pid)
-        })
+        .filter(|p| parent_of(*p) == Some(pid))
         .collect()
+}
+
+/// The parent of process `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 pub(crate) struct Fleet {

@@ -339,39 +339,38 @@ pub fn copy_local(id: u64, from: &str, path: &str, size: u64, sha3: String, attr
     put.finish()
 }
 
-/// Removes this executor's drain mailbox when it goes, so a letter left unread never reaches
-/// a later process given the same pid.
-pub struct Mailman;
-
-impl Drop for Mailman {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(state_dir().join("drain").join(std::process::id().to_string()));
-    }
-}
-
 /// The pids of this user's executors serving from this state directory, but this one: found
 /// in /proc (their `exe` in `bin/`, started as `serve`), so a start marks nothing on disk.
 /// Another user's processes do not let their `exe` be read, and another state directory's
-/// executors live in another `bin/`.
+/// executors live in another `bin/`. A job's process between its fork and its exec looks the
+/// same: its parent is an executor, and it is left out (a letter to it would wait for the
+/// next process given its pid).
 fn serving_executors() -> Vec<u32> {
     let bin = state_dir().join("bin");
+    let serving = |pid: u32| {
+        let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) else { return false };
+        // A replaced executor still runs from its unlinked file.
+        let exe = exe.to_string_lossy();
+        let exe = Path::new(exe.strip_suffix(" (deleted)").unwrap_or(&exe));
+        exe.parent() == Some(bin.as_path())
+            && exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("director-exec-"))
+            && fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).nth(1) == Some(b"serve".as_slice()))
+    };
     let me = std::process::id();
     let Ok(procs) = fs::read_dir("/proc") else { return Vec::new() };
     procs
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) else { return false };
-            // A replaced executor still runs from its unlinked file.
-            let exe = exe.to_string_lossy();
-            let exe = Path::new(exe.strip_suffix(" (deleted)").unwrap_or(&exe));
-            exe.parent() == Some(bin.as_path())
-                && exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("director-exec-"))
-                && fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.split(|&b| b == 0).nth(1) == Some(b"serve".as_slice()))
-        })
+        .filter(|&pid| pid != me && serving(pid) && !parent_of(pid).is_some_and(serving))
         .collect()
+}
+
+/// The parent of process `pid`, from /proc.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Tells every other live executor of this user to drain; returns how many were told.
@@ -391,7 +390,9 @@ pub fn sentinel(from: &str) -> Done {
 }
 
 /// This executor's drain mailbox, looked at by the reading thread at most every
-/// [`Mailbox::EVERY`] (not a thread of its own: a short run would start one for nothing).
+/// [`Mailbox::EVERY`] (not a thread of its own: a short run would start one for nothing), and
+/// removed when the executor goes, so a letter left unread never reaches a later process
+/// given the same pid.
 pub struct Mailbox {
     path: PathBuf,
     next: std::time::Instant,
@@ -424,6 +425,12 @@ impl Mailbox {
             let _ = fs::remove_file(&self.path);
             outbox.send(&Reply::Drain { from });
         }
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 

@@ -109,7 +109,6 @@ fn serve() {
     }
     let outbox = Outbox(Arc::new(Mutex::new(std::io::stdout())));
     let jobs = job::Jobs::default();
-    let _mailman = files::Mailman;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (cache, cache_set_aside) = cache::load();
     outbox.send(&Reply::Hello {
