@@ -28,6 +28,12 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 
+/// dlmalloc instead of musl's mallocng: mallocng maps and unmaps pages for a process's first
+/// small allocations, 12 % of this executor's CPU in a 12-job deploy (`perf`); with dlmalloc
+/// the executor's CPU there is 13 % lower and a job's 4 % (W4, scale bench).
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 /// Where every frame to the operator goes; one lock per whole frame keeps frames intact.
 #[derive(Clone)]
 pub struct Outbox(Arc<Mutex<std::io::Stdout>>);
