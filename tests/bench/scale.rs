@@ -10,8 +10,9 @@
 //! `CARGO_TARGET_DIR`). `BENCH_ONLY=w1,w4` measures only those workloads
 //! (`first`, `w1`, `w2`, `w3`, `w4`, `w4local`), for a quick A/B while bisecting;
 //! `BENCH_PERF=first,w4` then runs those once more with the candidate under `perf record -a -g`,
-//! the whole machine (profiles in `target/tmp/scale-<workload>.perf.data`; `floor` records the
-//! floor the same way, to set its sshd and client beside director's), and `BENCH_HEAP=w2` under
+//! the whole machine (profiles in `target/tmp/scale-<workload>.perf.data`; `floor` and `script`
+//! record the floor and the script floor the same way, to set their sshd, shells and client
+//! beside director's), and `BENCH_HEAP=w2` under
 //! heaptrack (`target/tmp/scale-<workload>.heaptrack.zst`).
 //!
 //! Every binary runs as a process with a fresh HOME of its own, its key in an ssh-agent (the
@@ -484,16 +485,19 @@ fn main() {
             let b = &binaries[0];
             // The floor runs here, in this process: the whole machine is recorded around it,
             // to set its sshd, shells and client beside director's.
-            if (variable, workload) == ("BENCH_PERF", "floor") {
-                let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scale-floor.perf.data");
+            if variable == "BENCH_PERF" && matches!(workload, "floor" | "script") {
+                let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("scale-{workload}.perf.data"));
                 let mut perf = Command::new("perf");
                 let perf = perf.args(["record", "-a", "-g", "-q", "-o"]).arg(&out).spawn().expect("perf");
                 std::thread::sleep(Duration::from_secs(1));
-                let took = floor_run(None, nodes);
+                let took = match workload {
+                    "floor" => floor_run(None, nodes),
+                    _ => floor_run(Some(script.clone()), hosts),
+                };
                 // SAFETY: signalling the child we started.
                 unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
                 let _ = perf.wait_with_output();
-                println!("  {variable}: floor in {:.0} ms, profile in {}", ms(took), out.display());
+                println!("  {variable}: {workload} floor in {:.0} ms, profile in {}", ms(took), out.display());
                 continue;
             }
             let (file, catalog) = match workload {
