@@ -337,6 +337,35 @@ fn a_200_mb_file_streams_with_flat_memory_and_never_lands_half_written() {
 }
 
 #[test]
+fn content_sent_packed_or_as_it_is_lands_byte_for_byte_on_every_node() {
+    let fleet = Fleet::start(2);
+    // About 1 MB that packs well (several data frames, each packed), and noise that does not.
+    let text: String = (0..28_000).map(|i| format!("line {i} of a file that packs well\n")).collect();
+    fleet.file("text.txt", &text);
+    let noise = fleet.path().join("noise.bin");
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c 300000 /dev/urandom > {}", noise.display()))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    fleet.file("page.j2", &format!("{{{{ greeting }}}}\n{}", "a templated line that packs well\n".repeat(400)));
+    let file = fleet.file(
+        "pack.yaml",
+        "- jobs:\n    - ARG: greeting hello\n    - COPY: text.txt /tmp/text.txt\n    - COPY: noise.bin /tmp/noise.bin\n    - ADD: --blueprint page.j2 /tmp/page.txt\n",
+    );
+    let (c, events, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(run_finished(&events).0.jobs_ok, 8);
+    let page = format!("hello\n{}", "a templated line that packs well\n".repeat(400));
+    for host in &fleet.hosts {
+        assert_eq!(std::fs::read_to_string(host.dir.join("tmp/text.txt")).unwrap(), text);
+        assert_eq!(std::fs::read(host.dir.join("tmp/noise.bin")).unwrap(), std::fs::read(&noise).unwrap());
+        assert_eq!(std::fs::read_to_string(host.dir.join("tmp/page.txt")).unwrap(), page);
+    }
+}
+
+#[test]
 fn the_12_job_deploy_runs_cold_then_entirely_from_the_cache() {
     let fleet = Fleet::start(3);
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deploy/deploy-12.yaml");

@@ -270,10 +270,12 @@ pub struct Put {
     sha3: String,
     attrs: Attrs,
     failed: Option<String>,
+    /// A packed transfer's decoded piece (its data frames are [`director_proto::pack`]ed).
+    unpacked: Option<Vec<u8>>,
 }
 
 impl Put {
-    pub fn begin(id: u64, path: &str, size: u64, sha3: String, attrs: Attrs) -> Result<Put, String> {
+    pub fn begin(id: u64, path: &str, size: u64, sha3: String, attrs: Attrs, packed: bool) -> Result<Put, String> {
         Ok(Put {
             temp: Temp::create(Path::new(path), id)?,
             hasher: Sha3_224::new(),
@@ -281,7 +283,22 @@ impl Put {
             sha3,
             attrs,
             failed: None,
+            unpacked: packed.then(Vec::new),
         })
+    }
+
+    /// Takes a data frame; true once every byte has arrived (or a packed frame did not decode).
+    pub fn take(&mut self, frame: &[u8]) -> bool {
+        let Some(mut piece) = self.unpacked.take() else { return self.feed(frame) };
+        let done = match director_proto::unpack(frame, &mut piece) {
+            Ok(()) => self.feed(&piece),
+            Err(e) => {
+                self.failed.get_or_insert_with(|| e.to_string());
+                true
+            }
+        };
+        self.unpacked = Some(piece);
+        done
     }
 
     /// Takes a chunk; true once every byte has arrived.
@@ -315,7 +332,7 @@ impl Put {
 
 /// Copies a file already on the node (sent earlier in this run) to `path`, atomically.
 pub fn copy_local(id: u64, from: &str, path: &str, size: u64, sha3: String, attrs: Attrs) -> Done {
-    let mut put = match Put::begin(id, path, size, sha3, attrs) {
+    let mut put = match Put::begin(id, path, size, sha3, attrs, false) {
         Ok(p) => p,
         Err(e) => return failed(e),
     };

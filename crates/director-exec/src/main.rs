@@ -180,7 +180,7 @@ fn serve() {
                     match frame {
                         Inbound::Data { id, bytes } => {
                             if let Some(put) = puts.get_mut(&id) {
-                                if put.feed(&bytes) {
+                                if put.take(&bytes) {
                                     let put = puts.remove(&id).expect("present");
                                     done(id, put.finish());
                                 }
@@ -216,15 +216,15 @@ fn serve() {
                                 let _ = appends.send((id, lines));
                             }
                             Request::Sentinel { id, from } => done(id, files::sentinel(&from)),
-                            Request::Put { id, path, size, sha3, attrs, copy_from: Some(from) } => {
+                            Request::Put { id, path, size, sha3, attrs, copy_from: Some(from), .. } => {
                                 let outbox = outbox.clone();
                                 pool::spawn(move || {
                                     let d = files::copy_local(id, &from, &path, size, sha3, attrs);
                                     outbox.send(&Reply::Done { id, done: d });
                                 });
                             }
-                            Request::Put { id, path, size, sha3, attrs, copy_from: None } => {
-                                match files::Put::begin(id, &path, size, sha3, attrs) {
+                            Request::Put { id, path, size, sha3, attrs, copy_from: None, packed } => {
+                                match files::Put::begin(id, &path, size, sha3, attrs, packed) {
                                     Ok(put) if size == 0 => done(id, put.finish()),
                                     Ok(put) => {
                                         puts.insert(id, put);

@@ -26,7 +26,7 @@ pub mod journal;
 
 /// Version of this protocol. The executor announces it in [`Reply::Hello`]; the operator
 /// refuses (and re-installs) an executor that speaks another one.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Largest frame either side accepts. Output is sent in chunks far below this.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -43,6 +43,28 @@ pub const OUTPUT_CHUNK: usize = 16 * 1024;
 
 /// Size of the data frames a file is sent in.
 pub const DATA_CHUNK: usize = 128 * 1024;
+
+/// A piece of a file (at most [`DATA_CHUNK`] bytes) as a packed data frame carries it: its
+/// length (u32, little endian), then an LZ4 block of it.
+pub fn pack(piece: &[u8]) -> Vec<u8> {
+    lz4_flex::block::compress_prepend_size(piece)
+}
+
+/// The piece a packed data frame carries, decoded into `into` (which it replaces); an error
+/// for a frame that does not decode, or decodes to more than [`DATA_CHUNK`] bytes.
+pub fn unpack(frame: &[u8], into: &mut Vec<u8>) -> Result<(), &'static str> {
+    const BAD: &str = "a packed data frame does not decode";
+    let (len, block) = frame.split_first_chunk::<4>().ok_or(BAD)?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > DATA_CHUNK {
+        return Err(BAD);
+    }
+    into.resize(len, 0);
+    match lz4_flex::block::decompress_into(block, into) {
+        Ok(n) if n == len => Ok(()),
+        _ => Err(BAD),
+    }
+}
 
 /// Top bit of a frame's length word: the frame is raw file data, not JSON.
 const DATA_FLAG: u32 = 0x8000_0000;
@@ -95,8 +117,18 @@ pub enum Request {
     Stat { id: u64, path: String, text_limit: u64 },
     /// Write `path` atomically: a temp file beside it receives `size` bytes (data frames with
     /// this id, or a local copy of `copy_from`), is checked against `sha3` (sha3-224), gets
-    /// `attrs`, is fsynced and renamed over `path`. Answered once all bytes arrived.
-    Put { id: u64, path: String, size: u64, sha3: String, attrs: Attrs, copy_from: Option<String> },
+    /// `attrs`, is fsynced and renamed over `path`. Answered once all bytes arrived. With
+    /// `packed`, each data frame is a [`pack`]ed piece of at most [`DATA_CHUNK`] bytes.
+    Put {
+        id: u64,
+        path: String,
+        size: u64,
+        sha3: String,
+        attrs: Attrs,
+        copy_from: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        packed: bool,
+    },
     /// Append `lines` ([`journal::Change`] lines, at most [`journal::APPEND_CHUNK`] bytes) to
     /// the node cache's journal, durably, before answering. With `more`, they are a piece of
     /// a larger batch (cut anywhere, even inside a line): kept, answered at once, and
@@ -422,6 +454,48 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_packed_piece_unpacks_to_itself_and_a_bad_one_is_refused() {
+        let piece: Vec<u8> = (0..DATA_CHUNK).map(|i| (i % 251) as u8).collect();
+        let frame = pack(&piece);
+        assert!(frame.len() < piece.len() / 8);
+        let mut into = vec![7u8; 3];
+        unpack(&frame, &mut into).unwrap();
+        assert_eq!(into, piece);
+        let bad = "a packed data frame does not decode";
+        assert_eq!(unpack(&frame[..frame.len() - 1], &mut into), Err(bad));
+        assert_eq!(unpack(&frame[..3], &mut into), Err(bad));
+        // A length past a data chunk is not decoded (nor allocated).
+        let mut long = frame.clone();
+        long[..4].copy_from_slice(&(DATA_CHUNK as u32 + 1).to_le_bytes());
+        assert_eq!(unpack(&long, &mut into), Err(bad));
+        // A length that is not what the block decodes to.
+        let mut short = frame;
+        short[..4].copy_from_slice(&(DATA_CHUNK as u32 - 1).to_le_bytes());
+        assert_eq!(unpack(&short, &mut into), Err(bad));
+    }
+
+    #[test]
+    fn a_put_is_packed_only_when_it_says_so() {
+        let put = |packed| Request::Put {
+            id: 1,
+            path: "/x".into(),
+            size: 2,
+            sha3: "s".into(),
+            attrs: Attrs::default(),
+            copy_from: None,
+            packed,
+        };
+        let plain = String::from_utf8(encode(&put(false)).unwrap()).unwrap();
+        assert!(!plain.contains("packed"), "{plain}");
+        let packed = encode(&put(true)).unwrap();
+        assert!(String::from_utf8_lossy(&packed).contains(r#""packed":true"#));
+        match decode::<Request>(&encode(&put(false)).unwrap()).unwrap() {
+            Some((Request::Put { packed, .. }, _)) => assert!(!packed),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn frames_round_trip_and_wait_for_more_bytes() {
