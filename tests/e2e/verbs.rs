@@ -272,16 +272,17 @@ fn a_queue_sentinel_from_another_run_drains_the_pending_jobs() {
 }
 
 /// Max resident memory of a finished child, in KiB (wait4 reports it for that child alone).
+/// `bytes` random bytes at `path`.
+fn random_file(path: &Path, bytes: u64) {
+    let made = Command::new("sh").arg("-c").arg(format!("head -c {bytes} /dev/urandom > {}", path.display())).status();
+    assert!(made.unwrap().success());
+}
+
 #[test]
 fn a_200_mb_file_streams_with_flat_memory_and_never_lands_half_written() {
     let fleet = Fleet::start(1);
     let big = fleet.path().join("big.bin");
-    let made = Command::new("sh")
-        .arg("-c")
-        .arg(format!("head -c 200000000 /dev/urandom > {}", big.display()))
-        .status()
-        .unwrap();
-    assert!(made.success());
+    random_file(&big, 200_000_000);
     let file = fleet.file("big.yaml", &format!("- jobs:\n    - COPY: {} /tmp/big.bin\n", big.display()));
     #[allow(clippy::zombie_processes)] // reaped by waitpid in wait_rss
     // Its summary line is not the test's output.
@@ -343,12 +344,7 @@ fn content_sent_packed_or_as_it_is_lands_byte_for_byte_on_every_node() {
     let text: String = (0..28_000).map(|i| format!("line {i} of a file that packs well\n")).collect();
     fleet.file("text.txt", &text);
     let noise = fleet.path().join("noise.bin");
-    let made = Command::new("sh")
-        .arg("-c")
-        .arg(format!("head -c 300000 /dev/urandom > {}", noise.display()))
-        .status()
-        .unwrap();
-    assert!(made.success());
+    random_file(&noise, 300_000);
     fleet.file("page.j2", &format!("{{{{ greeting }}}}\n{}", "a templated line that packs well\n".repeat(400)));
     let file = fleet.file(
         "pack.yaml",
