@@ -39,8 +39,8 @@
 //!   record to the node cache);
 //! - **W4 local**: the same 1,000 jobs on the embedded catalog (local transport), per job.
 //!
-//! Peak RSS is the operator process's own during first contact, W1 and W2: its VmHWM, read from /proc every
-//! 5 ms while it runs. (Not `wait4`'s ru_maxrss: a child spawned with vfork, as std's
+//! Peak RSS is the operator process's own during first contact, W1 and W2: its VmHWM, read
+//! from /proc every 5 ms while it runs. (Not `wait4`'s ru_maxrss: a child spawned with vfork, as std's
 //! `Command` does, starts with its parent's peak, so that figure was the bench's own memory
 //! whenever the bench held more than director.) Beside it, the memory floor: the most bytes
 //! the script floor (bare russh running the deploy on every node at once) held live on the
