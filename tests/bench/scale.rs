@@ -39,12 +39,12 @@
 //!   record to the node cache);
 //! - **W4 local**: the same 1,000 jobs on the embedded catalog (local transport), per job.
 //!
-//! Peak RSS is the operator process's own during first contact, W1 and W2: its VmHWM, read
-//! from /proc every 5 ms while it runs. (Not `wait4`'s ru_maxrss: a child spawned with vfork, as std's
+//! Peak RSS is the operator process's own during first contact, W1 and W2: its VmHWM, read from
+//! /proc every 5 ms while it runs. (Not `wait4`'s ru_maxrss: a child spawned with vfork, as std's
 //! `Command` does, starts with its parent's peak, so that figure was the bench's own memory
-//! whenever the bench held more than director.) Beside it, the memory floor: the most bytes
-//! the script floor (bare russh running the deploy on every node at once) held live on the
-//! bench's heap, counted by its allocator.
+//! whenever the bench held more than director.) Beside it, the memory floor: the most bytes the
+//! script floor (bare russh running the deploy on every node at once) held live on the bench's
+//! heap, counted by its allocator.
 //!
 //! `BENCH_TUI=1`: after the rounds, the candidate's TUI runs W1 live in a tmux terminal (its
 //! `o` key), on the whole catalog: the time until the screen says it finished, how the screen
