@@ -359,9 +359,13 @@ struct Shelf {
     /// The large values loaded from nodes' caches, by their text there ([`shared_from_text`]).
     by_text: std::collections::HashMap<Box<str>, Weak<Value>>,
     texts_pruned_at: usize,
-    /// The value last shelved or found: given again (a QUERY's map, one allocation set on
-    /// every node), it is known without hashing its text again, a thousand times.
-    last: Weak<Value>,
+}
+
+thread_local! {
+    /// The value this thread last shelved or found: given again (a QUERY's map, one
+    /// allocation set on every node), it is known without hashing its text again, a thousand
+    /// times (once a thread, not once a node; and another thread's values do not displace it).
+    static LAST: std::cell::RefCell<Weak<Value>> = const { std::cell::RefCell::new(Weak::new()) };
 }
 
 #[cfg(test)]
@@ -406,7 +410,7 @@ pub(crate) fn shared(value: Arc<Value>) -> Arc<Value> {
         return value;
     }
     // The weak reference keeps the allocation: the same address is the same value.
-    if std::ptr::eq(lock(&VALUES).last.as_ptr(), Arc::as_ptr(&value)) {
+    if LAST.with(|last| std::ptr::eq(last.borrow().as_ptr(), Arc::as_ptr(&value))) {
         return value;
     }
     #[cfg(test)]
@@ -420,11 +424,11 @@ pub(crate) fn shared(value: Arc<Value>) -> Arc<Value> {
     };
     // Compared outside the lock: two equal values shelved at once only miss one sharing.
     if let Some(held) = candidates.into_iter().find(|c| same(c, &value)) {
-        lock(&VALUES).last = Arc::downgrade(&held);
+        LAST.with(|last| *last.borrow_mut() = Arc::downgrade(&held));
         return held;
     }
+    LAST.with(|last| *last.borrow_mut() = Arc::downgrade(&value));
     let mut shelf = lock(&VALUES);
-    shelf.last = Arc::downgrade(&value);
     let bucket = shelf.by_hash.entry(hash).or_default();
     bucket.retain(|w| w.strong_count() > 0);
     bucket.push(Arc::downgrade(&value));
