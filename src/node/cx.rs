@@ -140,11 +140,11 @@ impl Cx<'_> {
             return Ok(());
         }
         let mut result: Result<(), NotSaved> = Ok(());
-        let pieces = journal_pieces(lines);
+        let (pieces, packed) = journal_pieces(lines);
         let last = pieces.len().saturating_sub(1);
         for (n, lines) in pieces.into_iter().enumerate() {
             let more = n < last;
-            result = match self.home.call(|id| Request::AppendCache { id, lines, more }).await {
+            result = match self.home.call(|id| Request::AppendCache { id, lines, more, packed }).await {
                 Ok(Done::Failed { message }) => Err(NotSaved::Refused(message)),
                 Ok(_) => Ok(()),
                 Err(e) => Err(NotSaved::Lost(e)),
@@ -458,15 +458,32 @@ fn stat_of(path: String) -> impl FnOnce(u64) -> Request {
     move |id| Request::Stat { id, path, text_limit: 0 }
 }
 
+/// Journal text at least this large goes packed when that makes it a quarter smaller: a
+/// QUERY's map of every node, which each node keeps, is the largest thing a run sends to a
+/// node, and the SSH connection keeps a write buffer the size of its largest burst.
+const PACK_LINES: usize = 4 * 1024;
+
 /// A batch of journal lines cut into the pieces of its requests: at most
 /// [`director_proto::journal::APPEND_CHUNK`] bytes each, cut anywhere but inside a character
-/// (the node joins them before it appends: see [`Request::AppendCache`]'s `more`).
-fn journal_pieces(lines: Vec<String>) -> Vec<String> {
+/// (the node joins them before it appends: see [`Request::AppendCache`]'s `more`); and
+/// whether their text is [`director_proto::pack_text`]ed.
+fn journal_pieces(lines: Vec<String>) -> (Vec<String>, bool) {
     // One piece, the common case, is the text itself: no copy of it beyond joining the lines.
-    let text = match <[String; 1]>::try_from(lines) {
+    let mut text = match <[String; 1]>::try_from(lines) {
         Ok([line]) => line,
         Err(lines) => lines.concat(),
     };
+    let mut packed = false;
+    if text.len() >= PACK_LINES {
+        let small = director_proto::pack_text(&text);
+        if small.len() < text.len() - text.len() / 4 {
+            (text, packed) = (small, true);
+        }
+    }
+    (cut_pieces(text), packed)
+}
+
+fn cut_pieces(text: String) -> Vec<String> {
     if text.len() <= director_proto::journal::APPEND_CHUNK {
         return if text.is_empty() { Vec::new() } else { vec![text] };
     }
@@ -502,26 +519,56 @@ impl std::fmt::Display for NotSaved {
 
 #[cfg(test)]
 mod tests {
-    use super::journal_pieces;
+    use super::{cut_pieces, journal_pieces, PACK_LINES};
     use director_proto::journal::APPEND_CHUNK;
 
     #[test]
     fn journal_lines_go_in_pieces_below_the_chunk_size_cut_between_characters() {
         let line = |n: usize| format!("{}\n", "é".repeat(n / 2));
-        let lines = vec![line(APPEND_CHUNK / 2), line(10), line(3 * APPEND_CHUNK), line(10)];
-        let pieces = journal_pieces(lines.clone());
+        let lines = [line(APPEND_CHUNK / 2), line(10), line(3 * APPEND_CHUNK), line(10)];
+        let pieces = cut_pieces(lines.concat());
         assert_eq!(pieces.concat(), lines.concat());
         assert_eq!(pieces.len(), 4);
         // Full pieces but the last; a piece ends a byte short rather than cut a character.
         let sizes: Vec<usize> = pieces.iter().map(String::len).collect();
         assert!(sizes[..3].iter().all(|&n| n == APPEND_CHUNK || n == APPEND_CHUNK - 1), "{sizes:?}");
         assert!(sizes[3] < APPEND_CHUNK);
-        assert!(journal_pieces(Vec::new()).is_empty());
-        assert!(journal_pieces(vec![String::new()]).is_empty());
+        assert!(journal_pieces(Vec::new()).0.is_empty());
+        assert!(journal_pieces(vec![String::new()]).0.is_empty());
         // A batch under the chunk size is one piece, whether one line or several.
-        assert_eq!(journal_pieces(vec![line(10)]), [line(10)]);
-        assert_eq!(journal_pieces(vec![line(10), line(4)]), [line(10) + &line(4)]);
+        assert_eq!(journal_pieces(vec![line(10)]), (vec![line(10)], false));
+        assert_eq!(journal_pieces(vec![line(10), line(4)]), (vec![line(10) + &line(4)], false));
         // Each piece, even all quotes, travels in a frame.
         const { assert!(2 * APPEND_CHUNK + 64 < director_proto::MAX_FRAME) };
+    }
+
+    #[test]
+    fn a_large_batch_that_packs_well_goes_packed_and_in_pieces() {
+        // A QUERY's map of 1,000 nodes, kept by each of them.
+        let map: String = (0..1000).map(|i| format!("\"h{i}\":{{\"app_user\":\"root\"}},")).collect();
+        let line = format!("{{\"s\":\"args\",\"k\":\"query\",\"v\":{{{map}}}}}\n");
+        let (pieces, packed) = journal_pieces(vec![line.clone()]);
+        assert!(packed);
+        assert_eq!(pieces.len(), 1);
+        assert!(pieces[0].len() < line.len() / 2, "{} of {}", pieces[0].len(), line.len());
+        assert_eq!(director_proto::unpack_text(&pieces[0]).unwrap(), line);
+        // Past the chunk size, the packed text is cut like any other (the node joins it first).
+        let big: Vec<String> = (0..40).map(|_| line.clone()).collect();
+        let (pieces, packed) = journal_pieces(big.clone());
+        assert!(packed);
+        assert_eq!(director_proto::unpack_text(&pieces.concat()).unwrap(), big.concat());
+        // Small, or not worth it: as it is.
+        let small = "x".repeat(PACK_LINES - 1);
+        assert_eq!(journal_pieces(vec![small.clone()]), (vec![small], false));
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let noise: String = (0..8000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect();
+        assert_eq!(journal_pieces(vec![noise.clone()]), (vec![noise], false));
     }
 }

@@ -362,6 +362,31 @@ fn content_sent_packed_or_as_it_is_lands_byte_for_byte_on_every_node() {
 }
 
 #[test]
+fn a_large_batch_of_cache_records_sent_packed_is_kept_whole() {
+    let fleet = Fleet::start(2);
+    // 65 KB of captured output that LZ4 makes a quarter of it, kept as an arg in each node's
+    // cache: its record goes packed.
+    let capture =
+        fleet.file("capture.yaml", "- jobs:\n    - RUN: --stdout-arg numbers seq -f 'node output line %g' 1 3000\n");
+    let (c, _, err) = orchestrate_json(&fleet, &capture, &[]);
+    assert_eq!(c, 0, "{err}");
+    // A later run reads it back from the node's journal.
+    let file = fleet.file("use.yaml", "- jobs:\n    - RUN: echo \"{{ numbers }}\" | sed -n '1p;$p' > /tmp/ends\n");
+    let (c, _, err) = orchestrate_json(&fleet, &file, &[]);
+    assert_eq!(c, 0, "{err}");
+    for host in &fleet.hosts {
+        let ends = std::fs::read_to_string(host.dir.join("tmp/ends")).unwrap();
+        assert_eq!(ends, "node output line 1\nnode output line 3000\n");
+        // Stored as text (the journal, or the base it was folded into), not as it travelled.
+        let stored: String = ["cache.journal", "cache.json"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(host.home_path(&format!(".cache/director/{f}"))).ok())
+            .collect();
+        assert!(stored.contains("line 2999\\nnode output line 3000"), "{}", stored.len());
+    }
+}
+
+#[test]
 fn the_12_job_deploy_runs_cold_then_entirely_from_the_cache() {
     let fleet = Fleet::start(3);
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deploy/deploy-12.yaml");

@@ -198,13 +198,22 @@ fn serve() {
                             Request::Hash { id, path } => done(id, files::hash(&path)),
                             Request::Read { id, path } => done(id, files::read(&path)),
                             Request::Stat { id, path, text_limit } => done(id, files::stat(&path, text_limit)),
-                            Request::AppendCache { id, lines, more: true } => {
+                            Request::AppendCache { id, lines, more: true, .. } => {
                                 appending.push_str(&lines);
                                 done(id, Done::Ok);
                             }
-                            Request::AppendCache { id, mut lines, more: false } => {
+                            Request::AppendCache { id, mut lines, more: false, packed } => {
                                 if !appending.is_empty() {
                                     lines = std::mem::take(&mut appending) + &lines;
+                                }
+                                if packed {
+                                    match director_proto::unpack_text(&lines) {
+                                        Ok(text) => lines = text,
+                                        Err(message) => {
+                                            done(id, Done::Failed { message: message.to_string() });
+                                            continue;
+                                        }
+                                    }
                                 }
                                 let (appends, _) = appender.get_or_insert_with(|| {
                                     let (appends, queued) = std::sync::mpsc::channel();

@@ -66,6 +66,37 @@ pub fn unpack(frame: &[u8], into: &mut Vec<u8>) -> Result<(), &'static str> {
     }
 }
 
+/// Journal lines as a packed [`Request::AppendCache`] carries them: in pieces of at most
+/// [`DATA_CHUNK`] bytes, each [`pack`]ed and preceded by its packed length (u32, little
+/// endian), all in hex (a JSON string that needs no escaping).
+pub fn pack_text(text: &str) -> String {
+    let mut bytes = Vec::new();
+    for piece in text.as_bytes().chunks(DATA_CHUNK) {
+        let packed = pack(piece);
+        bytes.extend_from_slice(&(packed.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&packed);
+    }
+    hex(&bytes)
+}
+
+/// The text [`pack_text`] packed; an error for anything else.
+pub fn unpack_text(packed: &str) -> Result<String, &'static str> {
+    const BAD: &str = "packed journal lines do not decode";
+    let bytes = unhex(packed).ok_or(BAD)?;
+    let (mut rest, mut text, mut piece) = (&bytes[..], Vec::new(), Vec::new());
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len) as usize;
+        let block = tail.get(..len).ok_or(BAD)?;
+        unpack(block, &mut piece).map_err(|_| BAD)?;
+        text.extend_from_slice(&piece);
+        rest = &tail[len..];
+    }
+    if !rest.is_empty() {
+        return Err(BAD);
+    }
+    String::from_utf8(text).map_err(|_| BAD)
+}
+
 /// Top bit of a frame's length word: the frame is raw file data, not JSON.
 const DATA_FLAG: u32 = 0x8000_0000;
 
@@ -138,6 +169,10 @@ pub enum Request {
         lines: String,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         more: bool,
+        /// The batch's text (its pieces joined) is [`pack_text`]ed: the node decodes it
+        /// before it appends.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        packed: bool,
     },
     /// Ask every other executor of this user on the node to drain its queues (QUEUESENTINEL):
     /// [`Done::Text`] tells how many were told.
@@ -477,6 +512,29 @@ mod tests {
     }
 
     #[test]
+    fn packed_journal_lines_unpack_to_themselves_and_anything_else_is_refused() {
+        let text: String = (0..20_000).map(|i| format!("{{\"s\":\"args\",\"k\":\"h{i}\",\"v\":\"é\"}}\n")).collect();
+        assert!(text.len() > 2 * DATA_CHUNK);
+        let packed = pack_text(&text);
+        assert!(packed.len() < text.len() / 2, "{} of {}", packed.len(), text.len());
+        assert!(packed.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(unpack_text(&packed).unwrap(), text);
+        assert_eq!(unpack_text(&pack_text("")).unwrap(), "");
+        let bad = Err("packed journal lines do not decode");
+        assert_eq!(unpack_text(&packed[..packed.len() - 2]), bad);
+        assert_eq!(unpack_text("zz"), bad);
+        assert_eq!(unpack_text(&format!("{packed}00")), bad);
+        // Bytes that are not UTF-8 once decoded.
+        assert_eq!(
+            unpack_text(&hex(&{
+                let p = pack(&[0xff, 0xfe]);
+                [(p.len() as u32).to_le_bytes().to_vec(), p].concat()
+            })),
+            bad
+        );
+    }
+
+    #[test]
     fn a_put_is_packed_only_when_it_says_so() {
         let put = |packed| Request::Put {
             id: 1,
@@ -547,10 +605,10 @@ mod tests {
         junk.extend_from_slice(b"{x}");
         assert!(matches!(decode::<Request>(&junk), Err(FrameError::Malformed(_))));
         // What decode would refuse, encode refuses to write.
-        let huge = Request::AppendCache { id: 1, lines: "x".repeat(MAX_FRAME), more: false };
+        let huge = Request::AppendCache { id: 1, lines: "x".repeat(MAX_FRAME), more: false, packed: false };
         assert!(matches!(encode(&huge), Err(FrameError::TooLarge(n)) if n > MAX_FRAME));
         // Journal pieces of the largest size, even all quotes (escaped twice as long), fit.
-        let fits = Request::AppendCache { id: 1, lines: "\"".repeat(journal::APPEND_CHUNK), more: true };
+        let fits = Request::AppendCache { id: 1, lines: "\"".repeat(journal::APPEND_CHUNK), more: true, packed: false };
         assert!(encode(&fits).is_ok());
     }
 
