@@ -47,7 +47,13 @@ const PACKED_KEPT: usize = 64 * 1024 * 1024;
 type Pieces = Arc<tokio::sync::OnceCell<Option<Arc<[Vec<u8>]>>>>;
 
 /// The packed contents of this process, and their bytes.
-static PACKED: Mutex<(usize, Option<HashMap<String, Pieces>>)> = Mutex::new((0, None));
+#[derive(Default)]
+struct Packed {
+    by_sha3: HashMap<String, Pieces>,
+    kept: usize,
+}
+
+static PACKED: std::sync::LazyLock<Mutex<Packed>> = std::sync::LazyLock::new(Mutex::default);
 
 /// `content` (`size` bytes, hash `sha3`) as packed data frames, when it is worth it.
 async fn packed(sha3: &str, size: u64, content: &Content<'_>) -> Option<Arc<[Vec<u8>]>> {
@@ -56,12 +62,10 @@ async fn packed(sha3: &str, size: u64, content: &Content<'_>) -> Option<Arc<[Vec
     }
     let cell = {
         let mut packed = PACKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (kept, by_sha3) = &mut *packed;
-        let by_sha3 = by_sha3.get_or_insert_with(HashMap::new);
-        match by_sha3.get(sha3) {
+        match packed.by_sha3.get(sha3) {
             Some(cell) => cell.clone(),
-            None if *kept >= PACKED_KEPT => return None,
-            None => by_sha3.entry(sha3.to_string()).or_default().clone(),
+            None if packed.kept >= PACKED_KEPT => return None,
+            None => packed.by_sha3.entry(sha3.to_string()).or_default().clone(),
         }
     };
     cell.get_or_init(|| async {
@@ -82,7 +86,7 @@ async fn packed(sha3: &str, size: u64, content: &Content<'_>) -> Option<Arc<[Vec
         if total as u64 > size - size / 8 {
             return None;
         }
-        PACKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0 += total;
+        PACKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).kept += total;
         Some(Arc::from(pieces))
     })
     .await
