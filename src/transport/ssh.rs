@@ -666,6 +666,14 @@ mod tests {
         list.iter().map(|s| (*s).to_string()).collect()
     }
 
+    /// russh is the patched copy in vendor/russh (its PATCHED.md): each connection's four
+    /// internal queues allocate 32 slots of these at once, 17.5 KB a queue unpatched.
+    #[test]
+    fn russh_is_the_patched_copy_whose_queue_slots_are_small() {
+        let slot = std::mem::size_of::<russh::client::Msg>();
+        assert!(slot <= 128, "russh::client::Msg is {slot} bytes: is vendor/russh still the russh built?");
+    }
+
     #[test]
     fn aes_gcm_comes_first_where_the_machine_has_aes_instructions() {
         let names = |list: Vec<russh::cipher::Name>| list.iter().map(|c| c.as_ref().to_string()).collect::<Vec<_>>();

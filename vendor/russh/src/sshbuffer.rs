@@ -409,6 +409,8 @@ impl PacketWriter {
     // SSH packet prefix = packet_length (cipher::PACKET_LENGTH_LEN bytes)
     // + padding_length (1 byte).
     const PACKET_PREFIX_LEN: usize = cipher::PACKET_LENGTH_LEN + 1;
+    // Patched: the write buffer's capacity kept after a flush.
+    const WRITE_BUFFER_KEPT: usize = 4096;
 
     pub fn clear() -> Self {
         Self::new(Box::new(cipher::clear::Key {}), Compress::None)
@@ -612,6 +614,9 @@ impl PacketWriter {
             w.write_all(&self.write_buffer.buffer).await?;
             w.flush().await?;
             self.write_buffer.buffer.clear();
+            // Patched: give back what a burst grew the buffer to; kept, it stayed at the
+            // connection's largest burst for the connection's life.
+            self.write_buffer.buffer.shrink_to(Self::WRITE_BUFFER_KEPT);
         }
         Ok(())
     }
