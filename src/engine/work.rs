@@ -511,7 +511,7 @@ async fn show_diff(cx: &Cx<'_>, job: &Job, outgoing: &[Outgoing]) {
                     _ => None,
                 };
                 let new = diff::New { bytes, size: file.size, sha3: &file.sha3 };
-                diff::describe(&file.dest, stat.as_ref(), &new, &attrs)
+                diff::describe(&file.dest, stat.as_deref(), &new, &attrs)
             }
             Ok(Done::Failed { message }) => Some(format!("{}: cannot tell what changes: {message}\n", file.dest)),
             Ok(other) => Some(format!("{}: cannot tell what changes: unexpected answer {other:?}\n", file.dest)),

@@ -247,7 +247,7 @@ impl Cx<'_> {
             None => self.session.call(stat_of(path.to_string())).await?,
         };
         match done {
-            Done::Stat { stat } => Ok(stat),
+            Done::Stat { stat } => Ok(stat.map(|s| *s)),
             Done::Failed { message } => Err(message),
             other => Err(format!("unexpected answer {other:?}")),
         }

@@ -255,7 +255,7 @@ impl Session {
                 )
             }
         };
-        let greeting = Greeting { facts, cache, cache_set_aside, now };
+        let greeting = Greeting { facts: *facts, cache, cache_set_aside, now };
         let routes: Routes = Arc::default();
         let lost = Arc::new(Mutex::new(None));
         let drained = Arc::new(Mutex::new(None));

@@ -91,7 +91,7 @@ pub fn stat(path: &str, text_limit: u64) -> Done {
         }
     }
     Done::Stat {
-        stat: Some(director_proto::FileStat {
+        stat: Some(Box::new(director_proto::FileStat {
             kind: kind.to_string(),
             size: meta.len(),
             mode: meta.mode() & 0o7777,
@@ -101,7 +101,7 @@ pub fn stat(path: &str, text_limit: u64) -> Done {
             group: name_of(meta.gid(), "/etc/group"),
             sha3,
             text,
-        }),
+        })),
     }
 }
 

@@ -120,7 +120,7 @@ fn serve() {
     outbox.send(&Reply::Hello {
         version: PROTOCOL_VERSION,
         pid: std::process::id(),
-        facts: facts(),
+        facts: Box::new(facts()),
         cache_bytes: cache.as_ref().map(|c| c.len() as u64),
         cache_set_aside,
         now,

@@ -225,14 +225,15 @@ pub struct Facts {
     pub packager: String,
 }
 
-/// The answer to a file operation.
+/// The answer to a file operation. The stat is boxed: inline, it made every [`Reply`] (and
+/// every slot of the operator's reply queues) 160 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Done {
     Ok,
     Hash { sha3: Option<String> },
     Text { data: String },
-    Stat { stat: Option<FileStat> },
+    Stat { stat: Option<Box<FileStat>> },
     Failed { message: String },
 }
 
@@ -262,7 +263,8 @@ pub enum Reply {
     Hello {
         version: u32,
         pid: u32,
-        facts: Facts,
+        /// Boxed, as [`Done::Stat`]'s stat: a [`Reply`] is as large as its largest variant.
+        facts: Box<Facts>,
         /// The size of the node's cache as last saved (its base with its journal replayed),
         /// if there is one: its text follows at once, in data frames of transfer 0
         /// ([`encode_data`], [`decode_data`]).
@@ -489,6 +491,15 @@ mod tests {
     }
 
     use super::*;
+
+    /// The operator keeps a reply queue per request in flight on every node, each with a
+    /// first block of 32 slots the size of a [`Reply`]: a variant that grows past this (a
+    /// stat, the facts) goes behind a `Box`.
+    #[test]
+    fn a_reply_and_a_request_stay_small() {
+        assert!(std::mem::size_of::<Reply>() <= 56, "Reply is {} bytes", std::mem::size_of::<Reply>());
+        assert!(std::mem::size_of::<Done>() <= 40, "Done is {} bytes", std::mem::size_of::<Done>());
+    }
 
     #[test]
     fn a_packed_piece_unpacks_to_itself_and_a_bad_one_is_refused() {
