@@ -465,9 +465,11 @@ async fn run_node(
     // Reaching the node is bounded (connect, authentication, then the executor's start) and
     // gives way to a cancel: a node whose login shell stalls never holds the run, and what
     // was started there is ended as the connection closes.
+    // Both phases boxed: their futures are freed once done instead of sizing the node's task
+    // for the whole run (at 1,000 nodes, every node's task is alive at once).
     let mut watch_cancel = cancel.clone();
     let conn = tokio::select! {
-        conn = connect(node, config, sink) => conn,
+        conn = Box::pin(connect(node, config, sink)) => conn,
         _ = cancelled(&mut watch_cancel) => {
             return not_attempted(plan, index, "run cancelled before this job started", sink).await;
         }
@@ -497,7 +499,7 @@ async fn run_node(
             }
         }
     };
-    let (conn, session, greeting) = match starting.await {
+    let (conn, session, greeting) = match Box::pin(starting).await {
         Ok(Some(r)) => r,
         Ok(None) => return not_attempted(plan, index, "run cancelled before this job started", sink).await,
         Err(error) => {
