@@ -560,15 +560,7 @@ mod tests {
         // Small, or not worth it: as it is.
         let small = "x".repeat(PACK_LINES - 1);
         assert_eq!(journal_pieces(vec![small.clone()]), (vec![small], false));
-        let mut x = 0x2545_f491_4f6c_dd1d_u64;
-        let noise: String = (0..8000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                char::from(b'a' + (x % 26) as u8)
-            })
-            .collect();
+        let noise: String = crate::node::noise(8000).iter().map(|b| char::from(b'a' + b % 26)).collect();
         assert_eq!(journal_pieces(vec![noise.clone()]), (vec![noise], false));
     }
 }

@@ -606,16 +606,7 @@ mod tests {
 
     #[tokio::test]
     async fn content_that_does_not_pack_well_or_is_small_goes_as_it_is() {
-        // xorshift: bytes LZ4 cannot make smaller.
-        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-        let noise: Vec<u8> = (0..50_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = crate::node::noise(50_000);
         assert!(packed("noise", noise.len() as u64, &Content::Bytes(&noise)).await.is_none());
         let small = vec![b'a'; PACK_MIN as usize - 1];
         assert!(packed("small", small.len() as u64, &Content::Bytes(&small)).await.is_none());

@@ -496,7 +496,7 @@ mod tests {
     /// first block of 32 slots the size of a [`Reply`]: a variant that grows past this (a
     /// stat, the facts) goes behind a `Box`.
     #[test]
-    fn a_reply_and_a_request_stay_small() {
+    fn a_reply_and_a_done_stay_small() {
         assert!(std::mem::size_of::<Reply>() <= 56, "Reply is {} bytes", std::mem::size_of::<Reply>());
         assert!(std::mem::size_of::<Done>() <= 40, "Done is {} bytes", std::mem::size_of::<Done>());
     }
