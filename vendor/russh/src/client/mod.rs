@@ -51,7 +51,7 @@ use ssh_encoding::{Decode, Encode};
 use ssh_key::{Algorithm, Certificate, HashAlg, PrivateKey, PublicKey};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::pin;
-use tokio::sync::mpsc::{
+use crate::queue::{
     Receiver, Sender, UnboundedReceiver, UnboundedSender, channel, unbounded_channel,
 };
 use tokio::sync::oneshot;
@@ -2125,7 +2125,7 @@ mod tests {
     use std::sync::Arc;
 
     use ssh_encoding::Encode;
-    use tokio::sync::mpsc::{channel, unbounded_channel};
+    use crate::queue::{channel, unbounded_channel};
 
     use super::*;
     use crate::auth::{AuthRequest, Method};
@@ -2151,8 +2151,8 @@ mod tests {
 
     fn keyboard_interactive_session() -> (
         Session,
-        tokio::sync::mpsc::Sender<Msg>,
-        tokio::sync::mpsc::UnboundedReceiver<Reply>,
+        crate::queue::Sender<Msg>,
+        crate::queue::UnboundedReceiver<Reply>,
     ) {
         let config = Arc::new(Config::default());
         let (sender, receiver) = channel(config.channel_buffer_size);
@@ -2210,7 +2210,7 @@ mod tests {
     /// An authenticated session with one outstanding `hostkeys-prove-00` request.
     fn hostkeys_prove_session() -> (
         Session,
-        tokio::sync::mpsc::Sender<Msg>,
+        crate::queue::Sender<Msg>,
         oneshot::Receiver<Result<(), crate::Error>>,
         PrivateKey,
     ) {

@@ -46,7 +46,8 @@ use ssh_key::{Certificate, PrivateKey};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::pin;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
+use crate::queue as mpsc;
 
 use crate::cipher::{OpeningKey, clear};
 use crate::kex::dh::groups::{BUILTIN_SAFE_DH_GROUPS, DH_GROUP14, DhGroup};
@@ -1106,8 +1107,8 @@ where
 
     // Reading SSH id and allocating a session.
     let mut stream = SshRead::new(stream);
-    let (priority_sender, priority_receiver) = tokio::sync::mpsc::unbounded_channel();
-    let (sender, receiver) = tokio::sync::mpsc::channel(config.event_buffer_size);
+    let (priority_sender, priority_receiver) = crate::queue::unbounded_channel();
+    let (sender, receiver) = crate::queue::channel(config.event_buffer_size);
     let handle = server::session::Handle {
         priority_sender,
         sender,
