@@ -34,7 +34,7 @@ pub enum OpenError {
     Failed(String),
 }
 
-type Routes = Arc<Mutex<HashMap<u64, mpsc::Sender<Reply>>>>;
+type Routes = Arc<Mutex<HashMap<u64, mpsc::Sender<Box<Reply>>>>>;
 
 /// Content smaller than this goes as it is: a frame or two either way.
 const PACK_MIN: u64 = 4 * 1024;
@@ -114,10 +114,25 @@ struct Pipe {
     _guard: Option<Box<dyn Send + Sync>>,
 }
 
+/// The replies to one request, in order; they end when the link is lost. Each is boxed
+/// while it waits: a queue's first block is 32 slots, 1.8 KB of replies held inline for every
+/// request in flight on every node, 288 bytes of pointers.
+pub struct Replies(mpsc::Receiver<Box<Reply>>);
+
+impl Replies {
+    pub async fn recv(&mut self) -> Option<Reply> {
+        self.0.recv().await.map(|reply| *reply)
+    }
+
+    pub fn try_recv(&mut self) -> Result<Reply, mpsc::error::TryRecvError> {
+        self.0.try_recv().map(|reply| *reply)
+    }
+}
+
 /// A request sent ahead ([`Session::ask_all`]); dropped unasked, its answer is thrown away.
 pub struct Asked {
     pipe: Arc<Pipe>,
-    rx: mpsc::Receiver<Reply>,
+    rx: Replies,
 }
 
 impl Asked {
@@ -288,7 +303,7 @@ impl Session {
         check: Option<String>,
         env: Vec<(String, String)>,
         timeout: Duration,
-    ) -> Result<(u64, mpsc::Receiver<Reply>), String> {
+    ) -> Result<(u64, Replies), String> {
         self.pipe().run(command, check, env, timeout).await
     }
 
@@ -355,9 +370,10 @@ impl Pipe {
 
     /// Sends the request `make` builds with a fresh id; its replies arrive on the receiver,
     /// which ends if the link is lost.
-    async fn start(&self, make: impl FnOnce(u64) -> Request) -> Result<(u64, mpsc::Receiver<Reply>), String> {
+    async fn start(&self, make: impl FnOnce(u64) -> Request) -> Result<(u64, Replies), String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
+        let rx = Replies(rx);
         self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, tx);
         // A link already lost has no dispatcher left to end this route: the request would
         // wait forever. (The dispatcher marks the link lost before it drops the routes.)
@@ -373,7 +389,7 @@ impl Pipe {
     }
 
     /// [`Pipe::start`] for several requests, sent in one write.
-    async fn start_all<F: FnOnce(u64) -> Request>(&self, makes: Vec<F>) -> Result<Vec<mpsc::Receiver<Reply>>, String> {
+    async fn start_all<F: FnOnce(u64) -> Request>(&self, makes: Vec<F>) -> Result<Vec<Replies>, String> {
         let (mut frames, mut ids, mut receivers) = (Vec::new(), Vec::new(), Vec::new());
         for make in makes {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -382,7 +398,7 @@ impl Pipe {
             let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
             self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, tx);
             ids.push(id);
-            receivers.push(rx);
+            receivers.push(Replies(rx));
         }
         let forget = || {
             let mut routes = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -407,12 +423,12 @@ impl Pipe {
         check: Option<String>,
         env: Vec<(String, String)>,
         timeout: Duration,
-    ) -> Result<(u64, mpsc::Receiver<Reply>), String> {
+    ) -> Result<(u64, Replies), String> {
         let timeout_ms = timeout.as_millis() as u64;
         self.start(|id| Request::Run { id, command, env, cwd: None, timeout_ms, check }).await
     }
 
-    async fn done_of(&self, mut rx: mpsc::Receiver<Reply>) -> Result<Done, String> {
+    async fn done_of(&self, mut rx: Replies) -> Result<Done, String> {
         while let Some(reply) = rx.recv().await {
             if let Reply::Done { done, .. } = reply {
                 return Ok(done);
@@ -547,7 +563,7 @@ async fn dispatch(
                     };
                     if let Some(tx) = tx {
                         // A reader that went away is not waited for.
-                        let _ = tx.send(reply).await;
+                        let _ = tx.send(Box::new(reply)).await;
                     }
                 }
                 Ok(None) => break,
