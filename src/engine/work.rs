@@ -13,7 +13,7 @@ use super::NodeRun;
 use crate::catalog::template::{Context, Renderer, Stop};
 use crate::catalog::Node;
 use crate::event::{Event, JobStatus, RunMode, Stream};
-use crate::node::cache::{JobRecord, Kind};
+use crate::node::cache::{JobRecord, Kind, Parts};
 use crate::node::diff;
 use crate::node::preview::Pending;
 use crate::node::shared::lock;
@@ -568,7 +568,7 @@ async fn record(
                     files: std::mem::take(&mut finish.files),
                     output: recorded_output(finish),
                     slot: fingerprint::slot(job, rendered.run_as.as_deref()),
-                    parts: fingerprint.parts(rendered),
+                    parts: Parts::of(&fingerprint.parts(rendered)),
                 },
             );
             finish.dirty = true;

@@ -49,19 +49,20 @@ impl Pending {
 /// of the same job (`before`) and its parts now.
 pub(crate) fn why_new(now: &BTreeMap<String, String>, before: Option<&JobRecord>, expired: &Expired) -> String {
     let Some(before) = before.filter(|b| !b.parts.is_empty()) else { return NEVER_RAN.to_string() };
+    let before = before.parts.map();
     let changed: Vec<&str> = now
         .keys()
-        .chain(before.parts.keys())
+        .chain(before.keys())
         .map(String::as_str)
         .collect::<BTreeSet<_>>()
         .into_iter()
-        .filter(|k| now.get(*k) != before.parts.get(*k))
+        .filter(|k| now.get(*k) != before.get(*k))
         .collect();
     let mut reasons = Vec::new();
     let mut files = Vec::new();
     for k in changed.iter().filter_map(|k| k.strip_prefix("file:")) {
         let key = format!("file:{k}");
-        files.push(match (before.parts.contains_key(&key), now.contains_key(&key)) {
+        files.push(match (before.contains_key(&key), now.contains_key(&key)) {
             (true, true) => format!("the source of {k} changed"),
             (false, _) => format!("it now writes {k}"),
             (true, false) => format!("it no longer writes {k}"),
@@ -121,7 +122,7 @@ mod tests {
     }
 
     fn record(items: &[(&str, &str)]) -> JobRecord {
-        JobRecord { parts: parts(items), slot: "s".into(), ..JobRecord::default() }
+        JobRecord { parts: super::super::cache::Parts::of(&parts(items)), slot: "s".into(), ..JobRecord::default() }
     }
 
     #[test]
