@@ -499,7 +499,7 @@ async fn run_node(
             }
         }
     };
-    let (conn, session, greeting) = match Box::pin(starting).await {
+    let (conn, session, mut greeting) = match Box::pin(starting).await {
         Ok(Some(r)) => r,
         Ok(None) => return not_attempted(plan, index, "run cancelled before this job started", sink).await,
         Err(error) => {
@@ -516,7 +516,11 @@ async fn run_node(
             .into_iter()
             .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
             .collect();
-    let (cache, why) = cache::NodeCache::load(greeting.cache.as_deref(), greeting.now, config.args_ttl);
+    // The cache's text goes as soon as it is read: kept for the node's run, it was the
+    // largest thing a re-run held per node (a QUERY's map of every node in each node's cache).
+    let text = greeting.cache.take();
+    let (cache, why) = cache::NodeCache::load(text.as_deref(), greeting.now, config.args_ttl);
+    drop(text);
     // Values an earlier run's `--secret` stored on this node stay secret in this run.
     cache.secret_values().for_each(|v| sink.secrets.add_value(v));
     *state.cache() = cache;

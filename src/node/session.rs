@@ -98,6 +98,9 @@ async fn packed(sha3: &str, size: u64, content: &Content<'_>) -> Option<Arc<[Vec
 /// executor is held back by the SSH channel's window when the operator cannot keep up.
 const ROUTE_DEPTH: usize = 16;
 
+/// The capacity a link's read buffer keeps between bursts.
+const READ_KEPT: usize = 4096;
+
 /// A session with the node's executor. Its link can be replaced in place
 /// ([`Session::adopt`]), as after a reboot: whoever holds the session keeps it.
 pub struct Session {
@@ -569,6 +572,12 @@ async fn dispatch(
                 Ok(None) => break,
                 Err(e) => break 'outer format!("unreadable reply from the executor: {e}"),
             }
+        }
+        // What a large reply (the node cache, a long output) grew the buffer to is given back
+        // once it is read, while the link waits: kept, it was tens of KB a node for the run.
+        // (Not while a frame is half read: that would copy it again at every piece.)
+        if buf.len() < READ_KEPT && buf.capacity() > READ_KEPT {
+            buf.shrink_to(READ_KEPT);
         }
         match incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
             Incoming::Data(d) => buf.extend_from_slice(&d),

@@ -39,7 +39,7 @@
 //!   record to the node cache);
 //! - **W4 local**: the same 1,000 jobs on the embedded catalog (local transport), per job.
 //!
-//! Peak RSS is the operator process's own during first contact, W1 and W2: its VmHWM, read from
+//! Peak RSS is the operator process's own during first contact, W1, W2 and W3: its VmHWM, read from
 //! /proc every 5 ms while it runs. (Not `wait4`'s ru_maxrss: a child spawned with vfork, as std's
 //! `Command` does, starts with its parent's peak, so that figure was the bench's own memory
 //! whenever the bench held more than director.) Beside it, the memory floor: the most bytes the
@@ -96,6 +96,7 @@ struct Figures {
     rss_kb: Vec<u64>,
     rss_w1_kb: Vec<u64>,
     rss_first_kb: Vec<u64>,
+    rss_w3_kb: Vec<u64>,
     /// The operator's CPU time per workload, by the workload's row label.
     cpu: std::collections::BTreeMap<&'static str, Vec<Duration>>,
     failures: Vec<String>,
@@ -458,6 +459,7 @@ fn main() {
             }
             if wanted("w3") {
                 let r = bench.w3(b);
+                f.rss_w3_kb.extend(r.as_ref().map(|m| m.max_rss_kb).ok());
                 take("W3", r, &mut f.w3);
             }
             if wanted("w4") {
@@ -612,10 +614,11 @@ fn main() {
         println!("{line}");
     }
     type Pick = fn(&Figures) -> &Vec<u64>;
-    let rss_rows: [(&str, Pick); 3] = [
+    let rss_rows: [(&str, Pick); 4] = [
         ("operator peak RSS during first contact", |f| &f.rss_first_kb),
         ("operator peak RSS during W1", |f| &f.rss_w1_kb),
         ("operator peak RSS during W2", |f| &f.rss_kb),
+        ("operator peak RSS during W3", |f| &f.rss_w3_kb),
     ];
     for (name, pick) in rss_rows {
         let mut line = format!("  {name:<44}");
