@@ -1288,12 +1288,18 @@ where
     })
 }
 
+/// Patched: the read buffer's capacity kept between packets.
+const READ_BUFFER_KEPT: usize = 4096;
+
 async fn start_reading<R: AsyncRead + Unpin>(
     mut stream_read: R,
     mut buffer: SSHBuffer,
     mut cipher: Box<dyn OpeningKey + Send>,
 ) -> Result<(usize, R, SSHBuffer, Box<dyn OpeningKey + Send>), crate::Error> {
     buffer.buffer.clear();
+    // Patched: give back what a large packet grew the read buffer to (up to 32 KB) before
+    // waiting for the next one; kept, it stayed that size for the connection's life.
+    buffer.buffer.shrink_to(READ_BUFFER_KEPT);
     let n = cipher::read(&mut stream_read, &mut buffer, &mut *cipher).await?;
     Ok((n, stream_read, buffer, cipher))
 }
