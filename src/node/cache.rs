@@ -717,8 +717,9 @@ mod tests {
     /// map they were made from, through the base file and through the journal.
     #[test]
     fn fingerprint_parts_keep_their_text_and_read_back() {
-        let map: BTreeMap<String, String> =
-            [("command", "0a1b"), ("arg:version", "ff00"), ("file:/etc/x", "")].map(|(k, v)| (k.into(), v.into())).into();
+        let map: BTreeMap<String, String> = [("command", "0a1b"), ("arg:version", "ff00"), ("file:/etc/x", "")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .into();
         let parts = Parts::of(&map);
         assert_eq!(parts.map(), map);
         assert!(Parts::of(&BTreeMap::new()).is_empty());
@@ -726,10 +727,7 @@ mod tests {
         c.put_job("f1", JobRecord { at: 1, verb: "RUN".into(), parts, ..JobRecord::default() });
         c.put_job("f2", JobRecord { at: 2, verb: "RUN".into(), ..JobRecord::default() });
         let text = c.to_text();
-        assert!(
-            text.contains(r#""parts":{"arg:version":"ff00","command":"0a1b","file:/etc/x":""}"#),
-            "{text}"
-        );
+        assert!(text.contains(r#""parts":{"arg:version":"ff00","command":"0a1b","file:/etc/x":""}"#), "{text}");
         assert!(!text.contains(r#""f2":{"at":2,"verb":"RUN","parts""#), "no parts, none written: {text}");
         let (loaded, why) = NodeCache::load(Some(&text), 1, TTL);
         assert_eq!(why, None);
