@@ -94,7 +94,8 @@ impl Serialize for Parts {
 impl<'de> Deserialize<'de> for Parts {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Parts, D::Error> {
         let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
-        Ok(Parts((raw.get() != "{}").then_some(raw)))
+        let empty = raw.get().chars().filter(|c| !c.is_whitespace()).eq("{}".chars());
+        Ok(Parts((!empty).then_some(raw)))
     }
 }
 
@@ -733,8 +734,9 @@ mod tests {
         assert_eq!(why, None);
         assert_eq!(loaded.jobs["f1"].parts.map(), map);
         assert!(loaded.jobs["f2"].parts.is_empty());
-        // As an earlier director wrote them (spaced, or an empty map), and through the journal.
-        let spaced = r#"{"v":1,"jobs":{"f":{"at":1,"verb":"RUN","parts":{ "command" : "0a1b" }},"g":{"at":1,"verb":"RUN","parts":{}}}}"#;
+        // Spaced as a hand edit may leave them, empty as an earlier director wrote none, and
+        // through the journal.
+        let spaced = r#"{"v":1,"jobs":{"f":{"at":1,"verb":"RUN","parts":{ "command" : "0a1b" }},"g":{"at":1,"verb":"RUN","parts":{ }}}}"#;
         let (old, why) = NodeCache::load(Some(spaced), 1, TTL);
         assert_eq!(why, None);
         assert_eq!(old.jobs["f"].parts.map(), BTreeMap::from([("command".to_string(), "0a1b".to_string())]));
