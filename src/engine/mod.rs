@@ -516,11 +516,10 @@ async fn run_node(
             .into_iter()
             .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
             .collect();
-    // The cache's text goes as soon as it is read: kept for the node's run, it was the
-    // largest thing a re-run held per node (a QUERY's map of every node in each node's cache).
-    let text = greeting.cache.take();
-    let (cache, why) = cache::NodeCache::load(text.as_deref(), greeting.now, config.args_ttl);
-    drop(text);
+    // The cache's text is taken out of the greeting and dropped once parsed: kept for the
+    // node's run, it was the largest thing a re-run held per node (a QUERY's map of every node
+    // in each node's cache).
+    let (cache, why) = cache::NodeCache::load(greeting.cache.take().as_deref(), greeting.now, config.args_ttl);
     // Values an earlier run's `--secret` stored on this node stay secret in this run.
     cache.secret_values().for_each(|v| sink.secrets.add_value(v));
     *state.cache() = cache;

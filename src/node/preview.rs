@@ -115,6 +115,7 @@ pub(crate) fn newest<'a>(jobs: &'a BTreeMap<String, JobRecord>, slot: &str) -> O
 
 #[cfg(test)]
 mod tests {
+    use super::super::cache::Parts;
     use super::*;
 
     fn parts(items: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -122,7 +123,7 @@ mod tests {
     }
 
     fn record(items: &[(&str, &str)]) -> JobRecord {
-        JobRecord { parts: super::super::cache::Parts::of(&parts(items)), slot: "s".into(), ..JobRecord::default() }
+        JobRecord { parts: Parts::of(&parts(items)), slot: "s".into(), ..JobRecord::default() }
     }
 
     #[test]

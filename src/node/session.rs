@@ -371,13 +371,18 @@ impl Pipe {
         w.flush().await.map_err(|e| e.to_string())
     }
 
+    /// The route the dispatcher sends request `id`'s replies on, and where they arrive.
+    fn route(&self, id: u64) -> Replies {
+        let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
+        self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, tx);
+        Replies(rx)
+    }
+
     /// Sends the request `make` builds with a fresh id; its replies arrive on the receiver,
     /// which ends if the link is lost.
     async fn start(&self, make: impl FnOnce(u64) -> Request) -> Result<(u64, Replies), String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
-        let rx = Replies(rx);
-        self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, tx);
+        let rx = self.route(id);
         // A link already lost has no dispatcher left to end this route: the request would
         // wait forever. (The dispatcher marks the link lost before it drops the routes.)
         if let Some(lost) = self.lost() {
@@ -398,10 +403,8 @@ impl Pipe {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let frame = encode(&make(id)).map_err(|e| format!("the request cannot be sent: {e}"))?;
             frames.extend_from_slice(&frame);
-            let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
-            self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, tx);
+            receivers.push(self.route(id));
             ids.push(id);
-            receivers.push(Replies(rx));
         }
         let forget = || {
             let mut routes = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
