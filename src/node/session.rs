@@ -532,7 +532,7 @@ impl Pipe {
 }
 
 async fn dispatch(
-    mut incoming: mpsc::Receiver<Incoming>,
+    mut incoming: crate::transport::Feed,
     mut buf: Vec<u8>,
     mut stderr: Vec<u8>,
     routes: Routes,

@@ -102,7 +102,7 @@ fn link_of(mut child: tokio::process::Child) -> Link {
     let errors = tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
         while let Ok(n) = stderr.read(&mut buf).await {
-            if n == 0 || err_tx.send(Incoming::Stderr(buf[..n].to_vec())).await.is_err() {
+            if n == 0 || err_tx.send(Incoming::Stderr(bytes::Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
                 break;
             }
         }
@@ -113,7 +113,7 @@ fn link_of(mut child: tokio::process::Child) -> Link {
             match stdout.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if tx.send(Incoming::Data(buf[..n].to_vec())).await.is_err() {
+                    if tx.send(Incoming::Data(bytes::Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
                         return;
                     }
                 }
@@ -123,5 +123,11 @@ fn link_of(mut child: tokio::process::Child) -> Link {
         let status = child.wait().await.ok().and_then(|s| s.code()).map(|c| c as u32);
         let _ = tx.send(Incoming::Closed(status)).await;
     });
-    Link { writer: Box::new(writer), incoming, pending: Vec::new(), guard: None, settle: None }
+    Link {
+        writer: Box::new(writer),
+        incoming: super::Feed::queue(incoming),
+        pending: Vec::new(),
+        guard: None,
+        settle: None,
+    }
 }

@@ -29,22 +29,64 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub enum Incoming {
     /// Bytes from the executor's stdout: protocol frames.
-    Data(Vec<u8>),
+    Data(bytes::Bytes),
     /// Bytes from its stderr: kept for error messages only.
-    Stderr(Vec<u8>),
+    Stderr(bytes::Bytes),
     /// The process ended or the channel closed; the exit status when one was reported.
     Closed(Option<u32>),
 }
 
-/// Reads from the executor a link holds before it waits for the engine to take them (each at
-/// most an SSH packet, 32 KiB): bounded, so a node's output waits in its SSH window, not in
-/// the operator's memory.
+/// Reads from a local executor a link holds before it waits for the engine to take them:
+/// bounded, so a node's output waits in its pipe, not in the operator's memory.
 pub(crate) const LINK_DEPTH: usize = 32;
+
+/// What a link reads from its executor, in order, ending with one [`Incoming::Closed`].
+///
+/// An SSH channel is read where its messages arrive (russh's queue for the channel), with no
+/// task or queue of director's between: a task and a queue a link cost a hop for every read
+/// and 2.4 KB of queue per node. A child's pipes are read by tasks into a queue.
+pub struct Feed(Source);
+
+enum Source {
+    Queue(mpsc::Receiver<Incoming>),
+    Channel { read: russh::ChannelReadHalf, status: Option<u32>, ended: bool },
+}
+
+impl Feed {
+    pub(crate) fn queue(queue: mpsc::Receiver<Incoming>) -> Feed {
+        Feed(Source::Queue(queue))
+    }
+
+    pub(crate) fn channel(read: russh::ChannelReadHalf) -> Feed {
+        Feed(Source::Channel { read, status: None, ended: false })
+    }
+
+    /// The next thing read; `None` after [`Incoming::Closed`] was given (or, for a queue, once
+    /// its writers are gone). Cancel-safe: nothing read is held across an await.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        match &mut self.0 {
+            Source::Queue(queue) => queue.recv().await,
+            Source::Channel { ended: true, .. } => None,
+            Source::Channel { read, status, ended } => loop {
+                match read.wait().await {
+                    Some(russh::ChannelMsg::Data { data }) => return Some(Incoming::Data(data)),
+                    Some(russh::ChannelMsg::ExtendedData { data, .. }) => return Some(Incoming::Stderr(data)),
+                    Some(russh::ChannelMsg::ExitStatus { exit_status }) => *status = Some(exit_status),
+                    Some(_) => {}
+                    None => {
+                        *ended = true;
+                        return Some(Incoming::Closed(*status));
+                    }
+                }
+            },
+        }
+    }
+}
 
 /// A byte pipe to one executor process.
 pub struct Link {
     pub writer: Box<dyn AsyncWrite + Send + Unpin>,
-    pub incoming: mpsc::Receiver<Incoming>,
+    pub incoming: Feed,
     /// Bytes already read from stdout while probing, to be decoded first.
     pub pending: Vec<u8>,
     /// Keeps what the link needs alive (the child process of a local link).

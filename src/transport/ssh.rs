@@ -11,15 +11,14 @@
 use super::auth::describe;
 pub(crate) use super::auth::Credentials;
 use super::known_hosts::HostKeyCheck;
-use super::{Incoming, Link, LINK_DEPTH};
+use super::Link;
 use crate::catalog::{HostKeyPolicy, Node};
 use russh::client;
 use russh::keys::PublicKeyOrCertificate;
-use russh::ChannelMsg;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 /// Handshakes in flight towards one address (sshd's MaxStartups starts dropping at 10).
 pub(crate) const PER_ADDRESS_HANDSHAKES: usize = 8;
@@ -589,7 +588,7 @@ impl SshConnection {
         let channel =
             self.handle.channel_open_session().await.map_err(|e| format!("cannot open a channel: {}", describe(&e)))?;
         let id = channel.id();
-        let (mut read, write) = channel.split();
+        let (read, write) = channel.split();
         let write = Arc::new(write);
         lock(&self.unsettled).insert(id, write.clone());
         if let Some(socket) = agent {
@@ -598,25 +597,6 @@ impl SshConnection {
         }
         write.exec(true, command).await.map_err(|e| format!("cannot start the executor: {}", describe(&e)))?;
         let writer = write.make_writer();
-        let (tx, incoming) = mpsc::channel(LINK_DEPTH);
-        tokio::spawn(async move {
-            let mut status = None;
-            while let Some(msg) = read.wait().await {
-                let item = match msg {
-                    ChannelMsg::Data { data } => Incoming::Data(data.to_vec()),
-                    ChannelMsg::ExtendedData { data, .. } => Incoming::Stderr(data.to_vec()),
-                    ChannelMsg::ExitStatus { exit_status } => {
-                        status = Some(exit_status);
-                        continue;
-                    }
-                    _ => continue,
-                };
-                if tx.send(item).await.is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(Incoming::Closed(status)).await;
-        });
         let unsettled = Arc::downgrade(&self.unsettled);
         let settle = move || {
             if let Some(unsettled) = unsettled.upgrade() {
@@ -625,7 +605,7 @@ impl SshConnection {
         };
         Ok(Link {
             writer: Box::new(writer),
-            incoming,
+            incoming: super::Feed::channel(read),
             pending: Vec::new(),
             guard: Some(Box::new(write)),
             settle: Some(Box::new(settle)),
