@@ -36,12 +36,16 @@ pub(crate) const CACHED_HINT: &str = "done before with this exact fingerprint (-
 /// Largest `--blueprint` template (it is rendered in memory).
 const BLUEPRINT_LIMIT: u64 = 16 * 1024 * 1024;
 
+/// A job rendered, with the files it sends: boxed, as it waits in a node's future (inline, it
+/// sized every state of every node's job, 264 bytes twice).
+pub(crate) type Ready = Box<(Rendered, Vec<Outgoing>)>;
+
 /// Runs `job` on the node and reports it; returns its status.
 pub(crate) async fn run_job(
     nr: &NodeRun<'_>,
     job: &Job,
     cancel: watch::Receiver<CancelLevel>,
-    ready: Option<(Rendered, Vec<Outgoing>)>,
+    ready: Option<Ready>,
 ) -> JobStatus {
     let cx = &nr.cx;
     let started = Instant::now();
@@ -50,9 +54,9 @@ pub(crate) async fn run_job(
         Ok(Ok(ready))
     } else if job.heavy() {
         let stop = Stop::armed();
-        within(prepare(nr, job, Some(&stop)), job, cancel.clone(), &stop).await
+        within(prepare(nr, job, Some(&stop)), job, cancel.clone(), &stop).await.map(|r| r.map(Box::new))
     } else {
-        Ok(prepare(nr, job, None).await)
+        Ok(prepare(nr, job, None).await.map(Box::new))
     };
     let finish = match prepared {
         Err(interrupted) => interrupted,
@@ -61,14 +65,16 @@ pub(crate) async fn run_job(
             Some(why) => Finish::would_run(why),
             None => Finish::failed(format!("{reason} (job {} `{}` on node {})", job.id + 1, job.label(), cx.node.name)),
         },
-        Ok(Ok((rendered, outgoing))) => {
+        Ok(Ok(mut ready)) => {
+            let outgoing = std::mem::take(&mut ready.1);
+            let rendered = &ready.0;
             // A secret is known as rendered on this node before anything about the job is said.
             if job.work.secret().is_some() {
                 cx.sink.secrets.add_value(&rendered.value);
             }
-            let fingerprint = fingerprint::of(job, &rendered, &nr.config.seal);
+            let fingerprint = fingerprint::of(job, rendered, &nr.config.seal);
             let fp = &fingerprint.hash;
-            let info = rendered_info(job, &rendered);
+            let info = rendered_info(job, rendered);
             cx.sink
                 .emit(Event::JobStarted {
                     node: cx.node.name.clone(),
@@ -79,14 +85,15 @@ pub(crate) async fn run_job(
                 })
                 .await;
             let mut finish = if planning {
-                let finish = preview(nr, job, &fingerprint, &rendered, cancel, started).await;
+                // Boxed: a plan's path, kept out of the size of every job's future.
+                let finish = Box::pin(preview(nr, job, &fingerprint, rendered, cancel, started)).await;
                 if finish.status == JobStatus::WouldRun && nr.config.diff {
                     show_diff(cx, job, &outgoing).await;
                 }
                 finish
             } else {
-                match lookup(cx, job, fp, &rendered).await {
-                    Lookup::Hit(hit) => hit,
+                match lookup(cx, job, fp, rendered).await {
+                    Lookup::Hit(hit) => *hit,
                     Lookup::Do { drift, recorded } => {
                         if nr.config.diff {
                             show_diff(cx, job, &outgoing).await;
@@ -95,8 +102,7 @@ pub(crate) async fn run_job(
                         if !job.work.traits().cache_only {
                             cx.moved();
                         }
-                        let task =
-                            Task { job: job.reference(started), rendered: &rendered, outgoing, cancel, recorded };
+                        let task = Task { job: job.reference(started), rendered, outgoing, cancel, recorded };
                         let mut finish = job.work.perform(cx, task).await;
                         // What the verb's own check found counts as drift only against a record.
                         match (finish.status, drift.or(finish.drift.take().filter(|_| recorded))) {
@@ -127,7 +133,7 @@ pub(crate) async fn run_job(
             // The job's own outcome stands when only its record could not be saved (a full
             // disk): the node is told, and the job runs again next time. A plan records nothing.
             if !planning {
-                if let Err(e) = record(cx, job, &fingerprint, &rendered, &mut finish).await {
+                if let Err(e) = record(cx, job, &fingerprint, rendered, &mut finish).await {
                     if cx.session.lost().is_none() {
                         let message = format!("job {} ({}): {e}; it will run again next time", job.id + 1, job.label());
                         cx.sink.emit(Event::NodeNotice { node: cx.node.name.clone(), message }).await;
@@ -180,7 +186,7 @@ pub(crate) async fn run_job(
 /// The first job's rendering, made with what it will be run with (nothing happens between),
 /// is handed back for [`run_job`] to use (a heavy one renders again there, where it can be
 /// cancelled).
-pub(crate) async fn look_ahead(nr: &NodeRun<'_>, group: &[usize]) -> Option<(Rendered, Vec<Outgoing>)> {
+pub(crate) async fn look_ahead(nr: &NodeRun<'_>, group: &[usize]) -> Option<Ready> {
     let cx = &nr.cx;
     // Only as far as the last job checked that way, and not at all on a node with no records.
     let last = group.iter().rposition(|&j| nr.plan.jobs[j].work.traits().probes)?;
@@ -205,7 +211,7 @@ pub(crate) async fn look_ahead(nr: &NodeRun<'_>, group: &[usize]) -> Option<(Ren
             paths.extend(job.work.probes(record, &rendered));
         }
         if i == 0 && !job.heavy() {
-            first = Some((rendered, outgoing));
+            first = Some(Box::new((rendered, outgoing)));
         }
         if !holds {
             break;
@@ -371,8 +377,9 @@ fn render_work(
 
 /// What the node cache says of a job before it runs.
 enum Lookup {
-    /// Answered from its record, which the node still matches.
-    Hit(Finish),
+    /// Answered from its record, which the node still matches (boxed: the answer is held
+    /// while the job runs).
+    Hit(Box<Finish>),
     /// To do. `drift`: why the node no longer matches the record it has; `recorded`: it has
     /// one, which the verb's own check ([`crate::verb::Verb::check`]) checks as it runs.
     Do { drift: Option<String>, recorded: bool },
@@ -392,7 +399,7 @@ async fn lookup(cx: &Cx<'_>, job: &Job, fp: &str, rendered: &Rendered) -> Lookup
     if let Some(why) = job.work.verify(cx, &record, rendered).await {
         return Lookup::Do { drift: Some(why), recorded: false };
     }
-    Lookup::Hit(hit(cx, record))
+    Lookup::Hit(Box::new(hit(cx, record)))
 }
 
 /// [`hit`] for the record of `fp`, if the node cache has one.
@@ -453,7 +460,7 @@ async fn preview(
         }
         _ if !job.cacheable() => Finish::would_run("a job like this always runs: it is never answered from the cache"),
         _ => match lookup(cx, job, &fingerprint.hash, rendered).await {
-            Lookup::Hit(hit) => hit,
+            Lookup::Hit(hit) => *hit,
             Lookup::Do { drift: Some(drift), .. } => Finish::would_run(format!("was cached, but {drift}")),
             Lookup::Do { recorded, .. } if job.work.check(rendered, recorded).is_some() => {
                 // Only the check runs: "true" stands for the work it would let through.

@@ -114,15 +114,20 @@ impl Cx<'_> {
     /// Emits `event` once every change queued before it is on the node (at once if none is):
     /// a job is reported finished only when its record will survive the executor, and after
     /// the jobs before it.
-    pub async fn report(&self, event: Event) {
-        {
-            let mut unsaved = lock(&self.state().unsaved);
-            if let Some(last) = unsaved.last_mut() {
+    pub fn report(&self, event: Event) -> impl std::future::Future<Output = ()> + Send + '_ {
+        let unqueued = match lock(&self.state().unsaved).last_mut() {
+            Some(last) => {
                 last.reports.push(event);
-                return;
+                None
+            }
+            None => Some(event),
+        };
+        let now = unqueued.map(|event| self.sink.emit(event));
+        async move {
+            if let Some(emitting) = now {
+                emitting.await;
             }
         }
-        self.sink.emit(event).await;
     }
 
     /// Sends everything queued, in order, all in one append (the node syncs once for all of
