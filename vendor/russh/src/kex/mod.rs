@@ -56,7 +56,9 @@ use crate::{CryptoVec, Error, cipher};
 #[derive(Debug)]
 pub(crate) enum SessionKexState<K> {
     Idle,
-    InProgress(K),
+    /// Boxed (director's patch): a kex in progress is 1.5 KB (ML-KEM's key among it), and
+    /// inline it sized every session for its whole life, idle after the first exchange.
+    InProgress(Box<K>),
     Taken, // some async activity still going on such as host key checks
 }
 
