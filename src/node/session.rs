@@ -398,14 +398,16 @@ impl Pipe {
 
     /// [`Pipe::start`] for several requests, sent in one write.
     async fn start_all<F: FnOnce(u64) -> Request>(&self, makes: Vec<F>) -> Result<Vec<Replies>, String> {
-        let (mut frames, mut ids, mut receivers) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut frames, mut ids) = (Vec::new(), Vec::new());
+        // Every request is encoded before any is routed: one that cannot be leaves no route
+        // of the others behind.
         for make in makes {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let frame = encode(&make(id)).map_err(|e| format!("the request cannot be sent: {e}"))?;
             frames.extend_from_slice(&frame);
-            receivers.push(self.route(id));
             ids.push(id);
         }
+        let receivers = ids.iter().map(|&id| self.route(id)).collect();
         let forget = || {
             let mut routes = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for id in &ids {
@@ -607,6 +609,31 @@ async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Requests sent together: one that cannot be encoded (over the frame limit) sends none
+    /// and leaves no route behind, not even those of the requests before it.
+    #[tokio::test]
+    async fn requests_that_cannot_all_be_sent_leave_no_route() {
+        let pipe = Pipe {
+            writer: tokio::sync::Mutex::new(Box::new(tokio::io::sink())),
+            routes: Routes::default(),
+            next_id: AtomicU64::new(1),
+            lost: Arc::default(),
+            drained: Arc::default(),
+            _guard: None,
+        };
+        let huge = "x".repeat(director_proto::MAX_FRAME);
+        let makes: Vec<Box<dyn FnOnce(u64) -> Request>> = vec![
+            Box::new(|id| Request::Stat { id, path: "/etc/hostname".into(), text_limit: 0 }),
+            Box::new(move |id| Request::Stat { id, path: huge, text_limit: 0 }),
+        ];
+        let refused = pipe.start_all(makes).await.err().expect("refused");
+        assert!(refused.starts_with("the request cannot be sent: "), "{refused}");
+        assert!(pipe.routes.lock().unwrap().is_empty());
+        let sent = pipe.start_all(vec![|id| Request::Stat { id, path: "/".into(), text_limit: 0 }]).await;
+        assert_eq!(sent.map(|replies| replies.len()), Ok(1));
+        assert_eq!(pipe.routes.lock().unwrap().len(), 1);
+    }
 
     #[tokio::test]
     async fn content_goes_packed_once_when_it_packs_well() {
