@@ -29,7 +29,7 @@ use crate::catalog::template::Renderer;
 use crate::catalog::{Account, Node, TransportKind};
 use crate::error::exit;
 use crate::event::{Event, JobBrief, JobCounts, JobStatus, NodeOutcome, RunMode, Summary};
-use crate::node::session::{OpenError, Session};
+use crate::node::session::{Greeting, OpenError, Session};
 use crate::node::shared::{self, Shared};
 use crate::node::{cache, CancelLevel, Cx, Relink, Relinked, Sink};
 use crate::plan::{Plan, Schedule};
@@ -412,7 +412,7 @@ async fn start_session(
     config: &EngineConfig,
     sink: &Sink,
     first: bool,
-) -> Result<(Session, crate::node::session::Greeting), String> {
+) -> Result<(Session, Greeting), String> {
     let started = Instant::now();
     let mut force = false;
     let password = config.become_password.as_deref();
@@ -471,7 +471,7 @@ async fn run_node(
     let conn = tokio::select! {
         conn = Box::pin(connect(node, config, sink)) => conn,
         _ = cancelled(&mut watch_cancel) => {
-            return not_attempted(plan, index, "run cancelled before this job started", sink).await;
+            return Box::pin(not_attempted(plan, index, "run cancelled before this job started", sink)).await;
         }
     };
     let starting = async {
@@ -499,38 +499,18 @@ async fn run_node(
             }
         }
     };
-    let (conn, session, mut greeting) = match Box::pin(starting).await {
+    let (conn, session, greeting) = match Box::pin(starting).await {
         Ok(Some(r)) => r,
-        Ok(None) => return not_attempted(plan, index, "run cancelled before this job started", sink).await,
+        Ok(None) => return Box::pin(not_attempted(plan, index, "run cancelled before this job started", sink)).await,
         Err(error) => {
             sink.emit(Event::NodeUnreachable { node: node.name.clone(), error }).await;
             tally.unreachable = true;
             return tally;
         }
     };
-    let state = &shared.nodes[index];
-    state.set_clock(greeting.now);
-    let f = &greeting.facts;
-    *shared::lock(&state.facts) =
-        [("hostname", &f.hostname), ("arch", &f.arch), ("os", &f.os), ("kernel", &f.kernel), ("packager", &f.packager)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
-            .collect();
-    // The cache's text is taken out of the greeting and dropped once parsed: kept for the
-    // node's run, it was the largest thing a re-run held per node (a QUERY's map of every node
-    // in each node's cache).
-    let (cache, why) = cache::NodeCache::load(greeting.cache.take().as_deref(), greeting.now, config.args_ttl);
-    // Values an earlier run's `--secret` stored on this node stay secret in this run.
-    cache.secret_values().for_each(|v| sink.secrets.add_value(v));
-    *state.cache() = cache;
-    if let Some(why) = why {
-        sink.emit(Event::NodeNotice { node: node.name.clone(), message: why }).await;
-    }
-    if let Some(bytes) = greeting.cache_set_aside {
-        let message = format!(
-            "the node cache was {bytes} bytes, over the {} MiB a node cache may hold: it was set aside as cache.json.too-large and a new one started",
-            director_proto::MAX_CACHE >> 20
-        );
+    // What the greeting says is taken in by a plain function: held in this future, it sized
+    // every node's task for the whole run.
+    for message in take_greeting(&shared.nodes[index], greeting, config, sink) {
         sink.emit(Event::NodeNotice { node: node.name.clone(), message }).await;
     }
     let lanes = plan.lanes(index);
@@ -585,11 +565,38 @@ async fn run_node(
             other.shutdown().await;
         }
     }
+    // Closing (and a cancelled node's report) boxed: each is the largest thing this future
+    // would otherwise hold, for the whole run, for one step at its end.
     if let Some(conn) = executors.conn.into_inner() {
-        conn.close().await;
+        Box::pin(conn.close()).await;
     }
     sink.emit(tally.finished(node)).await;
     tally
+}
+
+/// Takes in what a node's executor said as it started: the node's clock, its facts and its
+/// cache (the cache's text dropped once parsed: kept for the node's run, it was the largest
+/// thing a re-run held per node). Gives back the notices to emit about the cache.
+fn take_greeting(state: &shared::NodeState, greeting: Greeting, config: &EngineConfig, sink: &Sink) -> Vec<String> {
+    state.set_clock(greeting.now);
+    let f = &greeting.facts;
+    *shared::lock(&state.facts) =
+        [("hostname", &f.hostname), ("arch", &f.arch), ("os", &f.os), ("kernel", &f.kernel), ("packager", &f.packager)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+            .collect();
+    let (cache, why) = cache::NodeCache::load(greeting.cache.as_deref(), greeting.now, config.args_ttl);
+    // Values an earlier run's `--secret` stored on this node stay secret in this run.
+    cache.secret_values().for_each(|v| sink.secrets.add_value(v));
+    *state.cache() = cache;
+    let mut notices: Vec<String> = why.into_iter().collect();
+    if let Some(bytes) = greeting.cache_set_aside {
+        notices.push(format!(
+            "the node cache was {bytes} bytes, over the {} MiB a node cache may hold: it was set aside as cache.json.too-large and a new one started",
+            director_proto::MAX_CACHE >> 20
+        ));
+    }
+    notices
 }
 
 /// One node as the engine drives it: the context its jobs get ([`Cx`]), and what only the

@@ -187,7 +187,9 @@ impl Cx<'_> {
             woken.as_mut().enable();
             let done = finished.load(std::sync::atomic::Ordering::SeqCst);
             if !lock(&state.unsaved).is_empty() {
-                let _ = self.flush().await;
+                // Boxed while it runs: the saver waits beside every node's jobs for the
+                // whole run, and a flush's future (1.3 KB) is there only while it sends.
+                let _ = Box::pin(self.flush()).await;
                 continue;
             }
             if done {
