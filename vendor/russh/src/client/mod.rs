@@ -2104,6 +2104,12 @@ async fn reply<H: Handler>(
                     }
 
                     session.kex = SessionKexState::Idle;
+                    // director's patch: the exchange's transcript (both KEXINITs, both
+                    // ephemeral keys: several KB with a hybrid ML-KEM kex) is only read by a
+                    // server's rekey; a client's rekey starts a new one. Not kept.
+                    if let Some(enc) = session.common.encrypted.as_mut() {
+                        enc.exchange = None;
+                    }
 
                     if session.common.strict_kex {
                         pkt.seqn = Wrapping(0);
