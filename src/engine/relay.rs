@@ -397,7 +397,7 @@ async fn run_site(
             }
         }
         tokio::select! {
-            incoming = link.incoming.recv() => match incoming.unwrap_or(Incoming::Closed(None)) {
+            incoming = link.incoming.recv() => match incoming {
                 Incoming::Data(d) => pending.extend_from_slice(&d),
                 Incoming::Stderr(e) => stderr.extend_from_slice(&e),
                 Incoming::Closed(status) => {

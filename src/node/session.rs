@@ -175,7 +175,7 @@ pub enum Content<'a> {
 /// executor that exits meanwhile is an error that says how, with the end of its stderr.
 async fn read_more(link: &mut Link, buf: &mut Vec<u8>, stderr: &mut Vec<u8>) -> Result<(), OpenError> {
     loop {
-        match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
+        match link.incoming.recv().await {
             Incoming::Data(d) => {
                 buf.extend_from_slice(&d);
                 return Ok(());
@@ -584,7 +584,7 @@ async fn dispatch(
         if buf.len() < READ_KEPT && buf.capacity() > READ_KEPT {
             buf.shrink_to(READ_KEPT);
         }
-        match incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
+        match incoming.recv().await {
             Incoming::Data(d) => buf.extend_from_slice(&d),
             Incoming::Stderr(e) => {
                 stderr.extend_from_slice(&e);

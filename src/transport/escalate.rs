@@ -53,7 +53,7 @@ pub(crate) async fn dialogue(link: &mut Link, account: &Account, password: Optio
             link.pending.drain(..at + ready.len());
             return Ok(());
         }
-        match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
+        match link.incoming.recv().await {
             Incoming::Data(d) => link.pending.extend_from_slice(&d),
             Incoming::Stderr(e) => {
                 stderr.extend_from_slice(&e);

@@ -40,7 +40,7 @@ pub enum Incoming {
 /// bounded, so a node's output waits in its pipe, not in the operator's memory.
 pub(crate) const LINK_DEPTH: usize = 32;
 
-/// What a link reads from its executor, in order, ending with one [`Incoming::Closed`].
+/// What a link reads from its executor, in order, ending with [`Incoming::Closed`].
 ///
 /// An SSH channel is read where its messages arrive (russh's queue for the channel), with no
 /// task or queue of director's between: a task and a queue a link cost a hop for every read
@@ -49,7 +49,7 @@ pub struct Feed(Source);
 
 enum Source {
     Queue(mpsc::Receiver<Incoming>),
-    Channel { read: russh::ChannelReadHalf, status: Option<u32>, ended: bool },
+    Channel { read: russh::ChannelReadHalf, status: Option<u32> },
 }
 
 impl Feed {
@@ -58,25 +58,22 @@ impl Feed {
     }
 
     pub(crate) fn channel(read: russh::ChannelReadHalf) -> Feed {
-        Feed(Source::Channel { read, status: None, ended: false })
+        Feed(Source::Channel { read, status: None })
     }
 
-    /// The next thing read; `None` after [`Incoming::Closed`] was given (or, for a queue, once
-    /// its writers are gone). Cancel-safe: nothing read is held across an await.
-    pub async fn recv(&mut self) -> Option<Incoming> {
+    /// The next thing read. Once nothing more can come (the channel closed, the queue's
+    /// writers gone), [`Incoming::Closed`], again at every later read. Cancel-safe: nothing
+    /// read is held across an await.
+    pub async fn recv(&mut self) -> Incoming {
         match &mut self.0 {
-            Source::Queue(queue) => queue.recv().await,
-            Source::Channel { ended: true, .. } => None,
-            Source::Channel { read, status, ended } => loop {
+            Source::Queue(queue) => queue.recv().await.unwrap_or(Incoming::Closed(None)),
+            Source::Channel { read, status } => loop {
                 match read.wait().await {
-                    Some(russh::ChannelMsg::Data { data }) => return Some(Incoming::Data(data)),
-                    Some(russh::ChannelMsg::ExtendedData { data, .. }) => return Some(Incoming::Stderr(data)),
+                    Some(russh::ChannelMsg::Data { data }) => return Incoming::Data(data),
+                    Some(russh::ChannelMsg::ExtendedData { data, .. }) => return Incoming::Stderr(data),
                     Some(russh::ChannelMsg::ExitStatus { exit_status }) => *status = Some(exit_status),
                     Some(_) => {}
-                    None => {
-                        *ended = true;
-                        return Some(Incoming::Closed(*status));
-                    }
+                    None => return Incoming::Closed(*status),
                 }
             },
         }
@@ -181,7 +178,7 @@ impl Connection {
         drop(std::mem::replace(&mut link.writer, Box::new(tokio::io::sink())));
         let (mut stdout, mut stderr) = (std::mem::take(&mut link.pending), Vec::new());
         loop {
-            let incoming = link.incoming.recv().await.unwrap_or(Incoming::Closed(None));
+            let incoming = link.incoming.recv().await;
             if matches!(incoming, Incoming::Closed(_)) {
                 link.settled();
             }
@@ -291,7 +288,7 @@ impl Connection {
                         uploaded(exe);
                         tracing::info!(node = %node, ms = started.elapsed().as_millis() as u64, bytes = stage.len() + packed.len(), "executor uploaded for {who}");
                     }
-                    ProbeAnswer::NeedMore => match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
+                    ProbeAnswer::NeedMore => match link.incoming.recv().await {
                         Incoming::Data(d) => link.pending.extend_from_slice(&d),
                         Incoming::Stderr(e) => probe_stderr.extend_from_slice(&e),
                         Incoming::Closed(status) => {

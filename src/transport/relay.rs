@@ -231,7 +231,7 @@ impl Connection {
                     uploaded(body.len() as u64);
                     sent = true;
                 }
-                Answer::NeedMore => match link.incoming.recv().await.unwrap_or(Incoming::Closed(None)) {
+                Answer::NeedMore => match link.incoming.recv().await {
                     Incoming::Data(d) => link.pending.extend_from_slice(&d),
                     Incoming::Stderr(e) => stderr.extend_from_slice(&e),
                     Incoming::Closed(status) => {
