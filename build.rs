@@ -10,6 +10,9 @@
 //! toolchain's rust-src, the standard library is built with the executor, without its
 //! backtrace symbolization, and without unwind tables (x86_64: 490 KB instead of 816 KB).
 
+#[path = "packaging/hot_code.rs"]
+mod hot_code;
+
 use sha3::{Digest, Sha3_256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -114,7 +117,7 @@ fn main() {
     // The man pages' date: the last commit's, else the epoch (a tarball with no history).
     let date = Command::new("git")
         .args(["log", "-1", "--format=%cs"])
-        .current_dir(root)
+        .current_dir(&root)
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -122,11 +125,35 @@ fn main() {
         .filter(|d| d.len() == 10)
         .unwrap_or_else(|| "1970-01-01".to_string());
     println!("cargo:rustc-env=DIRECTOR_DATE={date}");
+    lay_out_hot_code(&root, &out);
     println!(
         "cargo:rustc-env=DIRECTOR_LONG_VERSION={} (executors: {})",
         std::env::var("CARGO_PKG_VERSION").unwrap(),
         summary.join(", ")
     );
+}
+
+/// A release build for x86_64 Linux (glibc), which links with the toolchain's lld, places the
+/// functions a run executes first (packaging/hot_code.rs says why); `DIRECTOR_HOT_CODE=0`
+/// leaves the linker's own layout.
+fn lay_out_hot_code(root: &Path, out: &Path) {
+    let list = root.join("packaging/hot-code.txt");
+    println!("cargo:rerun-if-changed={}", list.display());
+    println!("cargo:rerun-if-changed={}", root.join("packaging/hot_code.rs").display());
+    println!("cargo:rerun-if-env-changed=DIRECTOR_HOT_CODE");
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let wanted = var("PROFILE") == "release"
+        && var("CARGO_CFG_TARGET_ARCH") == "x86_64"
+        && var("CARGO_CFG_TARGET_OS") == "linux"
+        && var("CARGO_CFG_TARGET_ENV") == "gnu"
+        && var("DIRECTOR_HOT_CODE") != "0";
+    let Ok(names) = std::fs::read_to_string(&list) else { return };
+    if !wanted {
+        return;
+    }
+    let script = out.join("hot-code.ld");
+    std::fs::write(&script, hot_code::linker_script(&names)).unwrap();
+    println!("cargo:rustc-link-arg-bin=director=-Wl,-T,{}", script.display());
 }
 
 /// The stage (crates/director-stage, a workspace of its own: `no_std`, so built only with

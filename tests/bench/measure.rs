@@ -26,6 +26,17 @@ pub(crate) fn vm_hwm_kb(pid: u32) -> Option<u64> {
     hwm.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
+/// What process `pid` has resident now, in KiB: anonymous (heap, stacks) and file-backed (its
+/// code and data mapped from the binary and libraries).
+pub(crate) fn rss_parts_kb(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let v = status.lines().find_map(|l| l.strip_prefix(name))?;
+        v.trim().trim_end_matches("kB").trim().parse().ok()
+    };
+    Some((field("RssAnon:")?, field("RssFile:")?))
+}
+
 /// The CPU time (user + system) this process has used so far, all its threads: around an
 /// in-process floor, what the bare client cost.
 pub(crate) fn own_cpu() -> Duration {
@@ -50,14 +61,20 @@ pub(crate) fn measure(mut cmd: Command) -> Result<Measured, String> {
     let poller = {
         let done = done.clone();
         std::thread::spawn(move || {
-            let mut peak = 0;
+            let (mut peak, mut parts) = (0, (0, 0));
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 match vm_hwm_kb(id) {
                     Some(kb) => peak = peak.max(kb),
                     None if peak > 0 => break,
                     None => {}
                 }
+                if let Some(now) = rss_parts_kb(id).filter(|now| now.0 + now.1 > parts.0 + parts.1) {
+                    parts = now;
+                }
                 std::thread::sleep(Duration::from_millis(5));
+            }
+            if std::env::var_os("BENCH_RSS_PARTS").is_some() {
+                eprintln!("  [rss] at its highest: {} KiB anonymous, {} KiB file-backed", parts.0, parts.1);
             }
             peak
         })

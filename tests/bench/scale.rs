@@ -13,7 +13,11 @@
 //! the whole machine (profiles in `target/tmp/scale-<workload>.perf.data`; `floor` and `script`
 //! record the floor and the script floor the same way, to set their sshd, shells and client
 //! beside director's), and `BENCH_HEAP=w2` under
-//! heaptrack (`target/tmp/scale-<workload>.heaptrack.zst`).
+//! heaptrack (`target/tmp/scale-<workload>.heaptrack.zst`). `BENCH_RSS_PARTS=1` prints, for
+//! every run, its resident memory at its highest split into anonymous and file-backed (code).
+//! `BENCH_HOT_CODE=first,w1,w2,w3,w4local` runs those under callgrind and writes the functions
+//! they executed to `packaging/hot-code.txt`, the layout release builds link with
+//! (packaging/hot_code.rs); the report says how much code that layout placed first.
 //!
 //! Every binary runs as a process with a fresh HOME of its own, its key in an ssh-agent (the
 //! catalog is Directord's format and names no key), the machine's ssh_config, and known_hosts
@@ -55,6 +59,7 @@
 //! first contact and W1 only, against a floor that opens as many connections.
 
 mod floor;
+mod hot_code;
 #[path = "../e2e/harness.rs"]
 mod harness;
 mod measure;
@@ -475,7 +480,11 @@ fn main() {
     }
     // BENCH_PERF=first,w4: one more run of each with the candidate under `perf record -a -g`;
     // BENCH_HEAP=w2: the same under heaptrack (where the operator's memory goes).
-    let profilers = [("BENCH_PERF", "perf.data"), ("BENCH_HEAP", "heaptrack")];
+    // BENCH_HOT_CODE=first,w1,w2,w3,w4local: the same under callgrind, and the functions those
+    // runs executed written to packaging/hot-code.txt (see packaging/hot_code.rs).
+    let profilers = [("BENCH_PERF", "perf.data"), ("BENCH_HEAP", "heaptrack"), ("BENCH_HOT_CODE", "callgrind")];
+    let hot_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scale-hot-code");
+    let _ = std::fs::remove_dir_all(&hot_dir);
     let profiled = profilers.iter().any(|(v, _)| std::env::var(v).is_ok_and(|w| !w.is_empty()));
     if profiled && binaries.len() > 1 {
         // A baseline's first contact may have been the last: the candidate's executor back on
@@ -531,13 +540,24 @@ fn main() {
                     cmd.args(["record", "-a", "-g", "-q", "-o"]).arg(&out);
                     cmd
                 }
-                _ => {
+                "BENCH_HEAP" => {
                     let mut cmd = Command::new("heaptrack");
                     cmd.arg("-o").arg(&out);
                     cmd
                 }
+                _ => {
+                    std::fs::create_dir_all(&hot_dir).expect("the callgrind profiles' directory");
+                    let mut cmd = Command::new("valgrind");
+                    cmd.args(["--tool=callgrind", "--demangle=no"])
+                        .arg(format!("--callgrind-out-file={}/{workload}.%p", hot_dir.display()));
+                    cmd
+                }
             };
             cmd.arg("--").arg(inner.get_program()).args(inner.get_args());
+            if variable == "BENCH_HOT_CODE" && workload != "w4local" {
+                // Under callgrind every handshake is tens of times slower.
+                cmd.args(["--connect-timeout", "300"]);
+            }
             cmd.env_clear();
             for (k, v) in inner.get_envs() {
                 if let Some(v) = v {
@@ -548,6 +568,19 @@ fn main() {
                 Ok(m) => println!("  {variable}: {workload} in {:.0} ms, profile in {}", ms(m.wall), out.display()),
                 Err(e) => println!("  {variable}: {workload} failed: {e}"),
             }
+        }
+    }
+    let recorded = std::env::var("BENCH_HOT_CODE").unwrap_or_default().replace(',', ", ");
+    if !recorded.is_empty() {
+        let binary = std::fs::canonicalize(&binaries[0].path).expect("the candidate's path");
+        let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/hot-code.txt");
+        let what = format!("{recorded} on {hosts} hosts");
+        match hot_code::executed(&hot_dir, &binary).and_then(|names| {
+            hot_code::write_list(&list, &names, &what)?;
+            Ok(names.len())
+        }) {
+            Ok(n) => println!("  BENCH_HOT_CODE: {n} functions written to {}", list.display()),
+            Err(e) => println!("  BENCH_HOT_CODE: {e}"),
         }
     }
     // BENCH_TUI=1: the candidate's TUI, live in a tmux terminal, runs W1 on the whole
@@ -650,6 +683,13 @@ fn main() {
     for (b, f) in binaries.iter().zip(&figures) {
         let version = Command::new(&b.path).arg("--version").output().unwrap();
         println!("  {}: {} {}", b.label, b.path.display(), String::from_utf8_lossy(&version.stdout).trim());
+        if let Some((hot, all)) = hot_code::layout(&b.path) {
+            println!(
+                "    code: {:.1} MB, the hot code placed first {:.1} MB of it",
+                all as f64 / 1e6,
+                hot as f64 / 1e6
+            );
+        }
         for failure in &f.failures {
             println!("  {} FAILED {failure}", b.label);
         }

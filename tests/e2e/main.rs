@@ -15,6 +15,7 @@ mod history; // history, manage, locks, cancel, retry, bootstrap
 mod hostkeys; // known_hosts with ssh-keygen as the oracle
 mod inputs; // the bad-input suite (tests/inputs/)
 mod inventory; // Ansible inventories
+mod layout; // the release build's code layout (packaging/hot_code.rs), linked for real
 mod logging; // DIRECTOR_LOG and -v
 mod plan; // --plan and --diff
 mod podman; // CONTAINER_IMAGE and POD with podman
