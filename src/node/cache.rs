@@ -57,16 +57,18 @@ pub struct JobRecord {
 
 /// The parts of a job's fingerprint as its record keeps them: their JSON text, in one
 /// allocation, read back only when a plan says what changed ([`Parts::map`]). Kept as maps
-/// (a string and a tree slot per part) they were 7 MB of the operator's 79 at 1,000 hosts.
+/// (a string and a tree slot per part) they were 7 MB of the operator's 79 at 1,000 hosts; as
+/// one text per record, 2.5 MB of 69. A job's parts are the same on every node it runs on
+/// unless its rendering differs there, so equal texts are one allocation ([`PARTS`]).
 #[derive(Debug, Clone, Default)]
-pub struct Parts(Option<Box<serde_json::value::RawValue>>);
+pub struct Parts(Option<Arc<str>>);
 
 impl Parts {
     pub fn of(parts: &BTreeMap<String, String>) -> Parts {
         if parts.is_empty() {
             return Parts(None);
         }
-        Parts(Some(serde_json::value::to_raw_value(parts).expect("a map of strings serializes")))
+        Parts(Some(shared_parts(&serde_json::to_string(parts).expect("a map of strings serializes"))))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -75,7 +77,7 @@ impl Parts {
 
     /// The parts, by name (none when the text is not such a map).
     pub fn map(&self) -> BTreeMap<String, String> {
-        self.0.as_ref().and_then(|raw| serde_json::from_str(raw.get()).ok()).unwrap_or_default()
+        self.0.as_deref().and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default()
     }
 }
 
@@ -87,7 +89,14 @@ impl PartialEq for Parts {
 
 impl Serialize for Parts {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        use serde::ser::Error;
+        match self.0.as_deref() {
+            // The text was JSON when it was kept: it is written as it is.
+            Some(text) => {
+                serde_json::from_str::<&serde_json::value::RawValue>(text).map_err(S::Error::custom)?.serialize(s)
+            }
+            None => s.serialize_none(),
+        }
     }
 }
 
@@ -95,7 +104,57 @@ impl<'de> Deserialize<'de> for Parts {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Parts, D::Error> {
         let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
         let empty = raw.get().chars().filter(|c| !c.is_whitespace()).eq("{}".chars());
-        Ok(Parts((!empty).then_some(raw)))
+        Ok(Parts((!empty).then(|| shared_parts(raw.get()))))
+    }
+}
+
+/// Every fingerprint parts text some record holds, by a hash of it (see [`shared_parts`]).
+static PARTS: LazyLock<Mutex<WeakBins<str>>> = LazyLock::new(Mutex::default);
+
+/// `text` as one allocation shared with every record that holds an equal one.
+fn shared_parts(text: &str) -> Arc<str> {
+    let hash =
+        std::hash::BuildHasher::hash_one(&std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default(), text);
+    let mut bins = lock(&PARTS);
+    if let Some(held) = bins.held(hash).find(|t| **t == *text) {
+        return held;
+    }
+    let kept: Arc<str> = text.into();
+    bins.keep(hash, &kept);
+    kept
+}
+
+/// Weak references to shared allocations by a hash of their content; the dead ones are
+/// dropped as the bins grow.
+struct WeakBins<T: ?Sized> {
+    by_hash: std::collections::HashMap<u64, Vec<Weak<T>>>,
+    /// Bins counted when the dead ones were last dropped.
+    pruned_at: usize,
+}
+
+impl<T: ?Sized> Default for WeakBins<T> {
+    fn default() -> Self {
+        WeakBins { by_hash: Default::default(), pruned_at: 0 }
+    }
+}
+
+impl<T: ?Sized> WeakBins<T> {
+    /// The live allocations whose content has this hash.
+    fn held(&self, hash: u64) -> impl Iterator<Item = Arc<T>> + '_ {
+        self.by_hash.get(&hash).into_iter().flatten().filter_map(Weak::upgrade)
+    }
+
+    fn keep(&mut self, hash: u64, value: &Arc<T>) {
+        let bin = self.by_hash.entry(hash).or_default();
+        bin.retain(|w| w.strong_count() > 0);
+        bin.push(Arc::downgrade(value));
+        if self.by_hash.len() > 2 * self.pruned_at.max(64) {
+            self.by_hash.retain(|_, b| {
+                b.retain(|w| w.strong_count() > 0);
+                !b.is_empty()
+            });
+            self.pruned_at = self.by_hash.len();
+        }
     }
 }
 
@@ -397,9 +456,7 @@ static VALUES: LazyLock<Mutex<Shelf>> = LazyLock::new(Mutex::default);
 
 #[derive(Default)]
 struct Shelf {
-    by_hash: std::collections::HashMap<u64, Vec<Weak<Value>>>,
-    /// Buckets counted when the dead ones were last dropped.
-    pruned_at: usize,
+    by_hash: WeakBins<Value>,
     /// The large values loaded from nodes' caches, by their text there ([`shared_from_text`]).
     by_text: std::collections::HashMap<Box<str>, Weak<Value>>,
     texts_pruned_at: usize,
@@ -464,7 +521,7 @@ pub(crate) fn shared(value: Arc<Value>) -> Arc<Value> {
     let hash = std::hash::Hasher::finish(&hasher);
     let candidates: Vec<Arc<Value>> = {
         let shelf = lock(&VALUES);
-        shelf.by_hash.get(&hash).map(|b| b.iter().filter_map(Weak::upgrade).collect()).unwrap_or_default()
+        shelf.by_hash.held(hash).collect()
     };
     // Compared outside the lock: two equal values shelved at once only miss one sharing.
     if let Some(held) = candidates.into_iter().find(|c| same(c, &value)) {
@@ -472,17 +529,7 @@ pub(crate) fn shared(value: Arc<Value>) -> Arc<Value> {
         return held;
     }
     LAST.with(|last| *last.borrow_mut() = Arc::downgrade(&value));
-    let mut shelf = lock(&VALUES);
-    let bucket = shelf.by_hash.entry(hash).or_default();
-    bucket.retain(|w| w.strong_count() > 0);
-    bucket.push(Arc::downgrade(&value));
-    if shelf.by_hash.len() > 2 * shelf.pruned_at.max(64) {
-        shelf.by_hash.retain(|_, b| {
-            b.retain(|w| w.strong_count() > 0);
-            !b.is_empty()
-        });
-        shelf.pruned_at = shelf.by_hash.len();
-    }
+    lock(&VALUES).by_hash.keep(hash, &value);
     value
 }
 
@@ -745,5 +792,20 @@ mod tests {
         director_proto::journal::replay(&mut node, &c.take_journal().0.concat());
         let (replayed, _) = NodeCache::load(Some(&Value::Object(node).to_string()), 1, TTL);
         assert_eq!(replayed.jobs["f1"].parts.map(), map);
+    }
+
+    /// Equal parts are one text however many records hold them, made or read from a node.
+    #[test]
+    fn equal_fingerprint_parts_are_kept_once() {
+        let map: BTreeMap<String, String> = [("command".to_string(), "77aa".to_string())].into();
+        let (a, b) = (Parts::of(&map), Parts::of(&map));
+        let same = |x: &Parts, y: &Parts| Arc::ptr_eq(x.0.as_ref().unwrap(), y.0.as_ref().unwrap());
+        assert!(same(&a, &b));
+        let (loaded, _) =
+            NodeCache::load(Some(r#"{"v":1,"jobs":{"f":{"at":1,"verb":"RUN","parts":{"command":"77aa"}}}}"#), 1, TTL);
+        assert!(same(&a, &loaded.jobs["f"].parts));
+        let other = Parts::of(&[("command".to_string(), "77ab".to_string())].into());
+        assert!(!same(&a, &other));
+        assert_ne!(a, other);
     }
 }
