@@ -17,7 +17,9 @@
 //! every run, its resident memory at its highest split into anonymous and file-backed (code).
 //! `BENCH_HOT_CODE=first,w1,w2,w3,w4local` runs those under callgrind and writes the functions
 //! they executed to `packaging/hot-code.txt`, the layout release builds link with
-//! (packaging/hot_code.rs); the report says how much code that layout placed first.
+//! (packaging/hot_code.rs); the report says how much code that layout placed first. The
+//! candidate is target/release/director as `cargo bench` builds it, with this environment:
+//! a build made with other settings (`DIRECTOR_HOT_CODE=0`) is compared as a baseline path.
 //!
 //! Every binary runs as a process with a fresh HOME of its own, its key in an ssh-agent (the
 //! catalog is Directord's format and names no key), the machine's ssh_config, and known_hosts
