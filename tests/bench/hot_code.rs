@@ -52,7 +52,7 @@ pub(crate) fn write_list(path: &Path, names: &BTreeSet<String>, recorded: &str) 
     let mut text = format!(
         "# The functions a run of director executes ({recorded}), as callgrind saw them:\n\
          # a release build places them first (packaging/hot_code.rs). Regenerate with\n\
-         # `BENCH_HOSTS=20 BENCH_ROUNDS=1 BENCH_ONLY=first BENCH_HOT_CODE=first,w1,w2,w3,w4local cargo bench --bench scale`.\n"
+         # `DIRECTOR_HOT_CODE=0 BENCH_HOSTS=20 BENCH_ROUNDS=1 BENCH_ONLY=first BENCH_HOT_CODE=first,w1,w2,w3,w4local cargo bench --bench scale`.\n"
     );
     for name in names {
         text.push_str(name);

@@ -15,7 +15,8 @@
 //! beside director's), and `BENCH_HEAP=w2` under
 //! heaptrack (`target/tmp/scale-<workload>.heaptrack.zst`). `BENCH_RSS_PARTS=1` prints, for
 //! every run, its resident memory at its highest split into anonymous and file-backed (code).
-//! `BENCH_HOT_CODE=first,w1,w2,w3,w4local` runs those under callgrind and writes the functions
+//! `DIRECTOR_HOT_CODE=0 BENCH_HOT_CODE=first,w1,w2,w3,w4local` (a build without the layout)
+//! runs those under callgrind and writes the functions
 //! they executed to `packaging/hot-code.txt`, the layout release builds link with
 //! (packaging/hot_code.rs); the report says how much code that layout placed first. The
 //! candidate is target/release/director as `cargo bench` builds it, with this environment:
@@ -302,6 +303,14 @@ fn main() {
     // W1 make sense then: the deploy's nodes would share their caches and files.
     let nodes = env("BENCH_NODES", hosts).max(hosts);
     let rounds = env("BENCH_ROUNDS", 3);
+    // Callgrind names a laid-out binary's functions but not their object (`???`), so the list
+    // is recorded from a build without the layout.
+    let candidate = Path::new(env!("CARGO_BIN_EXE_director"));
+    if std::env::var("BENCH_HOT_CODE").is_ok_and(|w| !w.is_empty())
+        && hot_code::layout(candidate).is_some_and(|(hot, _)| hot > 0)
+    {
+        panic!("BENCH_HOT_CODE records the hot code of a build without its layout: run it as DIRECTOR_HOT_CODE=0 cargo bench ...")
+    }
     let only: Option<Vec<String>> =
         std::env::var("BENCH_ONLY").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let only = match only {
@@ -343,7 +352,7 @@ fn main() {
 
     let mut binaries = vec![Binary {
         label: "candidate".into(),
-        path: PathBuf::from(env!("CARGO_BIN_EXE_director")),
+        path: candidate.to_path_buf(),
         home: fleet.path().join("home-candidate"),
     }];
     // BENCH_BASELINE: a path, or several `name=path` separated by commas.
@@ -578,6 +587,13 @@ fn main() {
         let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/hot-code.txt");
         let what = format!("{recorded} on {hosts} hosts");
         match hot_code::executed(&hot_dir, &binary).and_then(|names| {
+            if names.len() < 1000 {
+                return Err(format!(
+                    "callgrind named {} of the candidate's functions: {} left as it was",
+                    names.len(),
+                    list.display()
+                ));
+            }
             hot_code::write_list(&list, &names, &what)?;
             Ok(names.len())
         }) {
