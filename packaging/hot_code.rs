@@ -6,7 +6,9 @@
 //! The kernel maps a binary's code 64 KiB at a time around each page a process touches
 //! (fault-around), and the linker scatters those functions over all 12 MB of `.text`: a
 //! run touched almost every 64 KiB of it, and every page mapped counts in the operator's
-//! resident memory. Placed first, in one `.text.hot` output section, they take 4 to 5 MB.
+//! resident memory. Placed first, in one `.text.hot` output section, they take 4 to 5 MB; in
+//! the list's order, which is the order they had in a build without this layout (the
+//! linker's own locality, a function near its callers, without the cold code between).
 //!
 //! Symbol names carry hashes that change when a dependency or the toolchain does (legacy
 //! mangling's `17h<hash>E`, v0's crate disambiguators `Cs<hash>_`), and LLVM suffixes local

@@ -47,11 +47,30 @@ pub(crate) fn executed(dir: &Path, binary: &Path) -> Result<BTreeSet<String>, St
     Ok(names)
 }
 
+/// `names` in the order `binary` has them in memory (names it lacks last): laid out in that
+/// order, the hot code keeps the linker's own locality (a function near its callers), only
+/// without the cold code between.
+pub(crate) fn in_binary_order(binary: &Path, names: BTreeSet<String>) -> Result<Vec<String>, String> {
+    let nm = Command::new("nm").arg("--defined-only").arg(binary).output().map_err(|e| format!("nm: {e}"))?;
+    let mut at = HashMap::new();
+    for line in String::from_utf8_lossy(&nm.stdout).lines() {
+        let mut f = line.split_whitespace();
+        if let (Some(addr), Some("t" | "T"), Some(name)) = (f.next(), f.next(), f.next()) {
+            if let Ok(addr) = u64::from_str_radix(addr, 16) {
+                at.entry(name.to_string()).or_insert(addr);
+            }
+        }
+    }
+    let mut names: Vec<String> = names.into_iter().collect();
+    names.sort_by_key(|n| at.get(n).copied().unwrap_or(u64::MAX));
+    Ok(names)
+}
+
 /// Writes the list `packaging/hot-code.txt` holds.
-pub(crate) fn write_list(path: &Path, names: &BTreeSet<String>, recorded: &str) -> Result<(), String> {
+pub(crate) fn write_list(path: &Path, names: &[String], recorded: &str) -> Result<(), String> {
     let mut text = format!(
         "# The functions a run of director executes ({recorded}), as callgrind saw them:\n\
-         # a release build places them first (packaging/hot_code.rs). Regenerate with\n\
+         # a release build places them first, in this order (packaging/hot_code.rs). Regenerate with\n\
          # `DIRECTOR_HOT_CODE=0 BENCH_HOSTS=20 BENCH_ROUNDS=1 BENCH_ONLY=first BENCH_HOT_CODE=first,w1,w2,w3,w4local cargo bench --bench scale`.\n"
     );
     for name in names {

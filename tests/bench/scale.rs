@@ -594,6 +594,7 @@ fn main() {
                     list.display()
                 ));
             }
+            let names = hot_code::in_binary_order(&binary, names)?;
             hot_code::write_list(&list, &names, &what)?;
             Ok(names.len())
         }) {
