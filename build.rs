@@ -147,10 +147,10 @@ fn lay_out_hot_code(root: &Path, out: &Path) {
         && var("CARGO_CFG_TARGET_OS") == "linux"
         && var("CARGO_CFG_TARGET_ENV") == "gnu"
         && var("DIRECTOR_HOT_CODE") != "0";
-    let Ok(names) = std::fs::read_to_string(&list) else { return };
     if !wanted {
         return;
     }
+    let Ok(names) = std::fs::read_to_string(&list) else { return };
     let script = out.join("hot-code.ld");
     std::fs::write(&script, hot_code::linker_script(&names)).unwrap();
     println!("cargo:rustc-link-arg-bin=director=-Wl,-T,{}", script.display());

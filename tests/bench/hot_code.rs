@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::process::Command;
 
 /// The names of the functions of `binary` that callgrind's profiles in `dir` saw execute.
 pub(crate) fn executed(dir: &Path, binary: &Path) -> Result<BTreeSet<String>, String> {
@@ -51,15 +50,9 @@ pub(crate) fn executed(dir: &Path, binary: &Path) -> Result<BTreeSet<String>, St
 /// order, the hot code keeps the linker's own locality (a function near its callers), only
 /// without the cold code between.
 pub(crate) fn in_binary_order(binary: &Path, names: BTreeSet<String>) -> Result<Vec<String>, String> {
-    let nm = Command::new("nm").arg("--defined-only").arg(binary).output().map_err(|e| format!("nm: {e}"))?;
     let mut at = HashMap::new();
-    for line in String::from_utf8_lossy(&nm.stdout).lines() {
-        let mut f = line.split_whitespace();
-        if let (Some(addr), Some("t" | "T"), Some(name)) = (f.next(), f.next(), f.next()) {
-            if let Ok(addr) = u64::from_str_radix(addr, 16) {
-                at.entry(name.to_string()).or_insert(addr);
-            }
-        }
+    for (name, addr) in crate::elf::functions(binary)? {
+        at.entry(name).or_insert(addr);
     }
     let mut names: Vec<String> = names.into_iter().collect();
     names.sort_by_key(|n| at.get(n).copied().unwrap_or(u64::MAX));
@@ -80,17 +73,11 @@ pub(crate) fn write_list(path: &Path, names: &[String], recorded: &str) -> Resul
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The size of `binary`'s `.text.hot` section and of all its code, in bytes (from `readelf`).
+/// The size of `binary`'s `.text.hot` section and of all its code, in bytes.
 pub(crate) fn layout(binary: &Path) -> Option<(u64, u64)> {
-    let out = Command::new("readelf").arg("-SW").arg(binary).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
     let (mut hot, mut all) = (0, 0);
-    for line in text.lines() {
-        // `[15] .text.hot PROGBITS <addr> <offset> <size> ...`
-        let fields: Vec<&str> = line.split(']').nth(1).unwrap_or("").split_whitespace().collect();
-        let (Some(name), Some(size)) = (fields.first(), fields.get(4)) else { continue };
-        let Ok(size) = u64::from_str_radix(size, 16) else { continue };
-        match *name {
+    for (name, _, size) in crate::elf::sections(binary).ok()? {
+        match name.as_str() {
             ".text.hot" => (hot, all) = (size, all + size),
             ".text" => all += size,
             _ => {}

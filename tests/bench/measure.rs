@@ -21,20 +21,18 @@ pub(crate) struct Measured {
 /// The peak resident memory of process `pid` so far (VmHWM), in KiB; `None` once it is gone
 /// or a zombie.
 pub(crate) fn vm_hwm_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
-    hwm.trim().trim_end_matches("kB").trim().parse().ok()
+    status_kb(&proc_status(pid)?, "VmHWM:")
 }
 
-/// What process `pid` has resident now, in KiB: anonymous (heap, stacks) and file-backed (its
-/// code and data mapped from the binary and libraries).
-pub(crate) fn rss_parts_kb(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let v = status.lines().find_map(|l| l.strip_prefix(name))?;
-        v.trim().trim_end_matches("kB").trim().parse().ok()
-    };
-    Some((field("RssAnon:")?, field("RssFile:")?))
+/// Process `pid`'s `/proc/<pid>/status`; `None` once it is gone.
+fn proc_status(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
+}
+
+/// The field `name` (with its colon) of a process's status, in KiB.
+fn status_kb(status: &str, name: &str) -> Option<u64> {
+    let v = status.lines().find_map(|l| l.strip_prefix(name))?;
+    v.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// The CPU time (user + system) this process has used so far, all its threads: around an
@@ -61,19 +59,27 @@ pub(crate) fn measure(mut cmd: Command) -> Result<Measured, String> {
     let poller = {
         let done = done.clone();
         std::thread::spawn(move || {
+            // BENCH_RSS_PARTS=1: also what is resident at its highest, anonymous (heap,
+            // stacks) and file-backed (code and data mapped from the binary and libraries).
+            let split = std::env::var_os("BENCH_RSS_PARTS").is_some();
             let (mut peak, mut parts) = (0, (0, 0));
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                match vm_hwm_kb(id) {
+                let status = proc_status(id).unwrap_or_default();
+                match status_kb(&status, "VmHWM:") {
                     Some(kb) => peak = peak.max(kb),
                     None if peak > 0 => break,
                     None => {}
                 }
-                if let Some(now) = rss_parts_kb(id).filter(|now| now.0 + now.1 > parts.0 + parts.1) {
-                    parts = now;
+                if split {
+                    if let (Some(anon), Some(file)) = (status_kb(&status, "RssAnon:"), status_kb(&status, "RssFile:")) {
+                        if anon + file > parts.0 + parts.1 {
+                            parts = (anon, file);
+                        }
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            if std::env::var_os("BENCH_RSS_PARTS").is_some() {
+            if split {
                 eprintln!("  [rss] at its highest: {} KiB anonymous, {} KiB file-backed", parts.0, parts.1);
             }
             peak

@@ -61,6 +61,8 @@
 //! (each node its own SSH connection and executor; the aliases of a host share its home), for
 //! first contact and W1 only, against a floor that opens as many connections.
 
+#[path = "../e2e/elf.rs"]
+mod elf;
 mod floor;
 mod hot_code;
 #[path = "../e2e/harness.rs"]
@@ -495,7 +497,10 @@ fn main() {
     // runs executed written to packaging/hot-code.txt (see packaging/hot_code.rs).
     let profilers = [("BENCH_PERF", "perf.data"), ("BENCH_HEAP", "heaptrack"), ("BENCH_HOT_CODE", "callgrind")];
     let hot_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scale-hot-code");
-    let _ = std::fs::remove_dir_all(&hot_dir);
+    let recorded = std::env::var("BENCH_HOT_CODE").unwrap_or_default().replace(',', ", ");
+    if !recorded.is_empty() {
+        let _ = std::fs::remove_dir_all(&hot_dir);
+    }
     let profiled = profilers.iter().any(|(v, _)| std::env::var(v).is_ok_and(|w| !w.is_empty()));
     if profiled && binaries.len() > 1 {
         // A baseline's first contact may have been the last: the candidate's executor back on
@@ -581,7 +586,6 @@ fn main() {
             }
         }
     }
-    let recorded = std::env::var("BENCH_HOT_CODE").unwrap_or_default().replace(',', ", ");
     if !recorded.is_empty() {
         let binary = std::fs::canonicalize(&binaries[0].path).expect("the candidate's path");
         let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/hot-code.txt");

@@ -36,29 +36,13 @@ fn build(dir: &Path, name: &str, script: Option<&Path>) -> std::path::PathBuf {
 
 /// Symbol name → address, of `binary`'s functions.
 fn functions(binary: &Path) -> Vec<(String, u64)> {
-    let nm = Command::new("nm").arg(binary).output().unwrap();
-    String::from_utf8_lossy(&nm.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (addr, kind, name) = (f.next()?, f.next()?, f.next()?);
-            let addr = u64::from_str_radix(addr, 16).ok()?;
-            matches!(kind, "t" | "T").then(|| (name.to_string(), addr))
-        })
-        .collect()
+    crate::elf::functions(binary).unwrap()
 }
 
 /// Where `binary`'s `.text.hot` section is: its start and end addresses.
 fn hot_section(binary: &Path) -> Option<(u64, u64)> {
-    let readelf = Command::new("readelf").arg("-SW").arg(binary).output().unwrap();
-    String::from_utf8_lossy(&readelf.stdout).lines().find_map(|l| {
-        let f: Vec<&str> = l.split(']').nth(1)?.split_whitespace().collect();
-        if f.first() != Some(&".text.hot") {
-            return None;
-        }
-        let (addr, size) = (u64::from_str_radix(f[2], 16).ok()?, u64::from_str_radix(f[4], 16).ok()?);
-        Some((addr, addr + size))
-    })
+    let sections = crate::elf::sections(binary).unwrap();
+    sections.into_iter().find(|(name, ..)| name == ".text.hot").map(|(_, addr, size)| (addr, addr + size))
 }
 
 #[test]

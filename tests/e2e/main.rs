@@ -5,6 +5,7 @@ mod auth; // keys, the agent, passwords, ssh_config identities
 mod cache; // the node cache's journal: killed executors, concurrent runs, size
 mod cli; // the command line: bad input, usage errors, a closed stdout, completions
 mod corpus; // Directord's own functional tests, unchanged
+mod elf; // what a linked binary holds (nm, readelf), shared with the scale bench
 mod escalate; // become: sudo, su, passwords kept secret
 mod exec; // `director exec`
 mod executor; // the executor: install, replacement, probe, death
