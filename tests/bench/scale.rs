@@ -109,6 +109,8 @@ struct Figures {
     rss_w3_kb: Vec<u64>,
     /// The operator's CPU time per workload, by the workload's row label.
     cpu: std::collections::BTreeMap<&'static str, Vec<Duration>>,
+    /// The whole machine's CPU time per workload, by the workload's row label.
+    machine: std::collections::BTreeMap<&'static str, Vec<Duration>>,
     failures: Vec<String>,
 }
 
@@ -379,7 +381,7 @@ fn main() {
     // The floors open one connection per node (several per host with BENCH_NODES).
     let floor_cpu = std::cell::RefCell::new(Vec::new());
     let floor_run = |script: Option<Arc<Vec<u8>>>, nodes: usize| {
-        let (started, cpu) = (Instant::now(), measure::own_cpu());
+        let (started, cpu, machine) = (Instant::now(), measure::own_cpu(), measure::machine_cpu());
         runtime.block_on(async {
             let tasks: Vec<_> = (0..nodes)
                 .map(|i| &bench.fleet.hosts[i % bench.hosts])
@@ -403,7 +405,8 @@ fn main() {
         if script.is_none() {
             floor_cpu.borrow_mut().push(measure::own_cpu() - cpu);
         }
-        started.elapsed()
+        // With the whole machine's CPU meanwhile.
+        (started.elapsed(), measure::machine_cpu() - machine)
     };
 
     // Every binary reaches every node once before the rounds (host keys, executors), the
@@ -422,6 +425,8 @@ fn main() {
     unsafe { libc::sync() };
     let (mut floors, mut script_floors, mut script_floor_heap) = (Vec::new(), Vec::new(), Vec::new());
     let (mut w4_floors, mut w4_local_floors) = (Vec::new(), Vec::new());
+    // The whole machine's CPU during the floor and the script floor.
+    let (mut floor_machine, mut script_machine) = (Vec::new(), Vec::new());
     // W4's work itself: 1,000 `sh -c 'echo N'` one after another (what each RUN costs on the
     // node, however it is sent), on W4's hosts over one session each, and here.
     let w4_script = Arc::new(
@@ -437,14 +442,18 @@ fn main() {
         started.elapsed()
     };
     for round in 0..rounds {
-        floors.push(floor_run(None, nodes));
+        let (wall, machine) = floor_run(None, nodes);
+        floors.push(wall);
+        floor_machine.push(machine);
         if wanted("w2") {
             let before = measure::heap_reset_peak();
-            script_floors.push(floor_run(Some(script.clone()), hosts));
+            let (wall, machine) = floor_run(Some(script.clone()), hosts);
+            script_floors.push(wall);
+            script_machine.push(machine);
             script_floor_heap.push((measure::heap_peak() - before) as u64);
         }
         if wanted("w4") {
-            w4_floors.push(floor_run(Some(w4_script.clone()), W4_HOSTS.min(hosts)));
+            w4_floors.push(floor_run(Some(w4_script.clone()), W4_HOSTS.min(hosts)).0);
         }
         if wanted("w4local") {
             w4_local_floors.push(spawn_floor());
@@ -456,6 +465,7 @@ fn main() {
                 Ok(m) => {
                     into.push(m.wall);
                     f.cpu.entry(name).or_default().push(m.cpu);
+                    f.machine.entry(name).or_default().push(m.machine_cpu);
                 }
                 Err(e) => f.failures.push(format!("round {}: {name}: {e}", round + 1)),
             };
@@ -520,8 +530,8 @@ fn main() {
                 let perf = perf.args(["record", "-a", "-g", "-q", "-o"]).arg(&out).spawn().expect("perf");
                 std::thread::sleep(Duration::from_secs(1));
                 let took = match workload {
-                    "floor" => floor_run(None, nodes),
-                    _ => floor_run(Some(script.clone()), hosts),
+                    "floor" => floor_run(None, nodes).0,
+                    _ => floor_run(Some(script.clone()), hosts).0,
                 };
                 // SAFETY: signalling the child we started.
                 unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
@@ -692,6 +702,34 @@ fn main() {
         for f in &figures {
             let cell = match f.cpu.get(name) {
                 Some(v) if !v.is_empty() => format!("{:.0} ms", ms(median(v.clone()))),
+                _ => "—".to_string(),
+            };
+            line.push_str(&format!(" | {cell:>26}"));
+        }
+        println!("{line}");
+    }
+    // The work each workload took on this machine, all processes (it is CPU-bound here: the
+    // sshds, shells and executors of a hundred nodes share two cores), to the floor's.
+    let floor_machine = median(floor_machine);
+    let script_machine = (!script_machine.is_empty()).then(|| median(script_machine));
+    println!(
+        "  machine CPU, floor / script floor          : {:>9.0} ms / {}",
+        ms(floor_machine),
+        script_machine.map_or("—".into(), |d| format!("{:.0} ms", ms(d)))
+    );
+    for (name, base) in [
+        ("first contact", Some(floor_machine)),
+        ("W1", Some(floor_machine)),
+        ("W2", script_machine),
+        ("W3", Some(floor_machine)),
+    ] {
+        let mut line = format!("  {:<44}", format!("machine CPU, {name} / floor's"));
+        for f in &figures {
+            let cell = match (f.machine.get(name), base) {
+                (Some(v), Some(base)) if !v.is_empty() => {
+                    let m = median(v.clone());
+                    format!("{:.0} ms  {:.2}x", ms(m), m.as_secs_f64() / base.as_secs_f64())
+                }
                 _ => "—".to_string(),
             };
             line.push_str(&format!(" | {cell:>26}"));
