@@ -167,9 +167,6 @@ fn relay_agent(plan: &Plan) -> Result<Option<std::path::PathBuf>, Error> {
 impl Running {
     /// The next event (already handed to the history), or `None` once the run has ended.
     pub(crate) async fn next(&mut self) -> Option<Incoming> {
-        if self.caught_up() {
-            self.recorder.send();
-        }
         let incoming = tokio::select! {
             event = self.events.recv() => event.map(|e| Incoming::Event(e.take())),
             Some(()) = self.remote_cancel.recv() => Some(Incoming::CancelledElsewhere),
@@ -180,12 +177,6 @@ impl Running {
             None => {}
         }
         incoming
-    }
-
-    /// Whether every event so far was taken: nothing is waiting to be. A frontend writes out
-    /// what it holds then, as the history does, once per burst of events.
-    pub(crate) fn caught_up(&self) -> bool {
-        self.events.is_empty()
     }
 
     /// Raises the cancel level ([`CancelLevel::Drain`], then [`CancelLevel::Kill`]);

@@ -99,13 +99,6 @@ impl Frontend {
         }
     }
 
-    /// No more events are waiting: what is held goes out.
-    pub(crate) fn flush(&mut self) {
-        if let Frontend::Json(j) = self {
-            j.flush();
-        }
-    }
-
     /// Called on a timer: live views show elapsed times, plain lines held for folding go out.
     pub(crate) fn tick(&mut self, now: Instant) {
         match self {
@@ -124,12 +117,10 @@ impl Frontend {
         }
     }
 
-    /// The run is over: a live view leaves the screen tidy, held lines go out.
+    /// The run is over: a live view leaves the screen tidy.
     pub(crate) fn finish(&mut self) {
-        match self {
-            Frontend::Live(l) => l.finish(),
-            Frontend::Json(j) => j.flush(),
-            Frontend::Text(_) => {}
+        if let Frontend::Live(l) = self {
+            l.finish();
         }
     }
 }
@@ -206,9 +197,6 @@ pub(crate) async fn follow(mut running: Running, output: Output, shown: text::Sh
                         }
                     }
                     frontend.handle(&event);
-                    if running.caught_up() {
-                        frontend.flush();
-                    }
                 }
                 Some(Incoming::CancelledElsewhere) => frontend.notice("cancelled from another terminal (`director manage --cancel`): killing the running jobs"),
                 None => break,

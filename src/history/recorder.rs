@@ -1,9 +1,8 @@
 //! Writes a run's events into the history, on a thread of its own.
 //!
 //! The recorder is one more consumer of the engine's events (beside the frontends), so the
-//! history holds exactly what the user saw. Events go to the thread together, as many as came
-//! at once (the caller says when it has caught up: one wake of the thread per burst, not one per
-//! event); the thread writes each batch in one transaction, at most one every `COMMIT_GAP`, so a fleet's worth of results
+//! history holds exactly what the user saw. Events queue on a channel; the thread writes each
+//! batch in one transaction, at most one every `COMMIT_GAP`, so a fleet's worth of results
 //! costs a few commits, not one per event. Output is kept per job and node, capped at
 //! [`KEEP_HEAD`] + [`KEEP_TAIL`] bytes per stream: the start and the end, with a marker
 //! saying how much was cut between them. It is cut as it comes, on the caller's side, so the
@@ -25,8 +24,6 @@ use std::time::{Duration, Instant};
 const COMMIT_GAP: Duration = Duration::from_millis(20);
 /// Most events in one commit.
 const MAX_BATCH: usize = 2000;
-/// Most events held on the caller's side before they go to the thread, caught up or not.
-const SEND_AT: usize = 256;
 /// How often a writer whose database failed tries again (connecting anew on PostgreSQL).
 const RETRY: Duration = Duration::from_secs(2);
 /// How long the end of a run waits for a database that does not answer.
@@ -56,9 +53,7 @@ enum Msg {
 type Kept = HashMap<(String, usize), (Capped, Capped)>;
 
 pub(crate) struct Recorder {
-    tx: mpsc::Sender<Vec<Msg>>,
-    /// What goes to the thread at the next [`Recorder::send`].
-    pending: Vec<Msg>,
+    tx: mpsc::Sender<Msg>,
     started: Instant,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Output is cut to what is kept here, as it comes, and only that goes to the writer
@@ -79,7 +74,7 @@ impl Recorder {
             .name("history".into())
             .spawn(move || state.serve(rx, cancelled))
             .map_err(|e| Error::internal(format!("cannot start the history writer: {e}")))?;
-        Ok(Recorder { tx, pending: Vec::new(), started: Instant::now(), thread: Some(thread), output: Kept::new() })
+        Ok(Recorder { tx, started: Instant::now(), thread: Some(thread), output: Kept::new() })
     }
 
     pub(crate) fn record(&mut self, event: &Event) {
@@ -94,28 +89,17 @@ impl Recorder {
             }
             Event::JobFinished { node, job, .. } => {
                 if let Some(kept) = self.output.remove(&(node.clone(), *job)) {
-                    self.pending.push(Msg::Output { node: node.clone(), job: *job, kept: Box::new(kept) });
+                    let _ = self.tx.send(Msg::Output { node: node.clone(), job: *job, kept: Box::new(kept) });
                 }
             }
             _ => {}
         }
-        self.pending.push(Msg::Event(event.clone(), self.started.elapsed().as_millis() as i64));
-        if self.pending.len() >= SEND_AT {
-            self.send();
-        }
-    }
-
-    /// Hands what was recorded so far to the thread: called when no more events are waiting.
-    pub(crate) fn send(&mut self) {
-        if !self.pending.is_empty() {
-            let _ = self.tx.send(std::mem::take(&mut self.pending));
-        }
+        let _ = self.tx.send(Msg::Event(event.clone(), self.started.elapsed().as_millis() as i64));
     }
 
     /// Writes what is queued and stops the thread.
     pub(crate) fn close(mut self) {
-        self.pending.push(Msg::Close);
-        self.send();
+        let _ = self.tx.send(Msg::Close);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -210,7 +194,7 @@ impl State {
         }
     }
 
-    fn serve(&mut self, rx: mpsc::Receiver<Vec<Msg>>, cancelled: tokio::sync::mpsc::UnboundedSender<()>) {
+    fn serve(&mut self, rx: mpsc::Receiver<Msg>, cancelled: tokio::sync::mpsc::UnboundedSender<()>) {
         let mut open = true;
         // Far enough in the past that the first batch goes at once.
         let mut written = Instant::now() - COMMIT_GAP;
@@ -317,19 +301,15 @@ impl State {
 
     /// Takes one message: an event joins `batch`, a job's output is kept for its end. Returns
     /// whether the channel is still open (`Close` ends it).
-    /// Takes what the caller sent; false once it said the run is over.
-    fn take(&mut self, msgs: Vec<Msg>, batch: &mut Vec<(Event, i64)>) -> bool {
-        let mut open = true;
-        for msg in msgs {
-            match msg {
-                Msg::Event(e, at) => batch.push((e, at)),
-                Msg::Output { node, job, kept } => {
-                    self.output.insert((node, job), *kept);
-                }
-                Msg::Close => open = false,
+    fn take(&mut self, msg: Msg, batch: &mut Vec<(Event, i64)>) -> bool {
+        match msg {
+            Msg::Event(e, at) => batch.push((e, at)),
+            Msg::Output { node, job, kept } => {
+                self.output.insert((node, job), *kept);
             }
+            Msg::Close => return false,
         }
-        open
+        true
     }
 
     fn cancel_requested(&self) -> bool {
