@@ -22,7 +22,8 @@ pub(crate) struct Measured {
 }
 
 /// The CPU time this machine has spent so far, all its CPUs and processes (user, nice, system,
-/// interrupts, steal; not idle or waiting for I/O), from `/proc/stat`, in its clock ticks
+/// interrupts; not idle, waiting for I/O, or stolen by the hypervisor: that is not work done
+/// here, and it would count a busy host as ours), from `/proc/stat`, in its clock ticks
 /// (10 ms). Around a workload on a CPU-bound fleet on this machine, the work it took, whoever
 /// did it: a steadier figure than its time for changes of a few per cent.
 pub(crate) fn machine_cpu() -> Duration {
@@ -33,7 +34,7 @@ pub(crate) fn machine_cpu() -> Duration {
         .map(|l| {
             let v: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
             // user nice system idle iowait irq softirq steal
-            [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum()
+            [0, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum()
         })
         .unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
