@@ -717,13 +717,13 @@ fn main() {
         ms(floor_machine),
         script_machine.map_or("—".into(), |d| format!("{:.0} ms", ms(d)))
     );
-    for (name, base) in [
-        ("first contact", Some(floor_machine)),
-        ("W1", Some(floor_machine)),
-        ("W2", script_machine),
-        ("W3", Some(floor_machine)),
+    for (name, base, floor) in [
+        ("first contact", Some(floor_machine), "floor's"),
+        ("W1", Some(floor_machine), "floor's"),
+        ("W2", script_machine, "script floor's"),
+        ("W3", Some(floor_machine), "floor's"),
     ] {
-        let mut line = format!("  {:<44}", format!("machine CPU, {name} / floor's"));
+        let mut line = format!("  {:<44}", format!("machine CPU, {name} / {floor}"));
         for f in &figures {
             let cell = match (f.machine.get(name), base) {
                 (Some(v), Some(base)) if !v.is_empty() => {

@@ -145,9 +145,9 @@ pub fn mkdir(path: &str, attrs: &Attrs) -> Done {
     }
 }
 
-/// A buffer to read a file of `size` bytes through: no larger than the file (and a byte, to
-/// see its end in the same read), at most 128 KiB. A short job's small file then costs no
-/// 128 KiB of pages cleared and faulted in.
+/// A buffer to read a file of `size` bytes through: the file's size and a byte (never empty, so
+/// a file that grew since its size was read is still read to its end), at most 128 KiB. A
+/// short job's small file then costs no 128 KiB of pages cleared and faulted in.
 fn read_buffer(size: u64) -> Vec<u8> {
     vec![0u8; usize::try_from(size).unwrap_or(usize::MAX).saturating_add(1).min(128 * 1024)]
 }
