@@ -549,7 +549,7 @@ async fn run_node(
         cx.state().wake.notify_one();
         results
     };
-    let (results, ()) = futures::future::join(jobs, cx.saving(&finished)).await;
+    let (results, ()) = futures::future::join(jobs, cx.saving(&finished, config.mode == RunMode::Run)).await;
     for statuses in results {
         for s in statuses {
             tally.count(s);
@@ -585,7 +585,8 @@ fn take_greeting(state: &shared::NodeState, greeting: Greeting, config: &EngineC
             .into_iter()
             .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
             .collect();
-    let (cache, why) = cache::NodeCache::load(greeting.cache.as_deref(), greeting.now, config.args_ttl);
+    let (cache, why) =
+        cache::NodeCache::load(greeting.cache.as_deref(), greeting.journal.as_deref(), greeting.now, config.args_ttl);
     // Values an earlier run's `--secret` stored on this node stay secret in this run.
     cache.secret_values().for_each(|v| sink.secrets.add_value(v));
     *state.cache() = cache;

@@ -200,6 +200,61 @@ pub struct NodeCache {
     /// appended since (an upper bound: a key set twice counts twice).
     #[serde(skip)]
     pub size: usize,
+    /// Whether the journal it was read with is due to be folded into its base
+    /// ([`director_proto::journal::compacts`]).
+    #[serde(skip)]
+    compact: bool,
+}
+
+/// One journal line as the operator reads it: the value is kept as its text until it is
+/// parsed as its section's type.
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(borrow)]
+    s: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    k: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    v: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Replays the journal's `lines` onto `cache` (see [`director_proto::journal`]), each value
+/// parsed straight as its section's type. A line that does not parse (the torn end of an
+/// append cut short by a crash), or whose value is not what its section holds, is skipped;
+/// every line before and after it applies.
+fn replay(cache: &mut NodeCache, lines: &str) {
+    fn put<T: serde::de::DeserializeOwned>(section: &mut BTreeMap<String, T>, k: String, v: Option<&str>) {
+        match v.map(serde_json::from_str) {
+            None => {
+                section.remove(&k);
+            }
+            Some(Ok(value)) => {
+                section.insert(k, value);
+            }
+            Some(Err(_)) => {}
+        }
+    }
+    for line in lines.lines() {
+        let Ok(Line { s, k, v }) = serde_json::from_str::<Line>(line) else { continue };
+        let v = v.map(serde_json::value::RawValue::get);
+        match (&*s, k.map(std::borrow::Cow::into_owned)) {
+            ("*", _) => {
+                cache.jobs.clear();
+                cache.parents.clear();
+                cache.args.clear();
+                cache.envs.clear();
+            }
+            ("jobs", None) => cache.jobs.clear(),
+            ("parents", None) => cache.parents.clear(),
+            ("args", None) => cache.args.clear(),
+            ("envs", None) => cache.envs.clear(),
+            ("jobs", Some(k)) => put(&mut cache.jobs, k, v),
+            ("parents", Some(k)) => put(&mut cache.parents, k, v),
+            ("args", Some(k)) => put(&mut cache.args, k, v),
+            ("envs", Some(k)) => put(&mut cache.envs, k, v),
+            _ => {}
+        }
+    }
 }
 
 /// One section of the cache, as the journal names it.
@@ -254,12 +309,22 @@ impl Kind {
 }
 
 impl NodeCache {
-    /// Reads the file's text; expired args and envs are dropped. The second value says why
-    /// the text was not usable, if it was not.
-    pub fn load(text: Option<&str>, now: u64, ttl: u64) -> (NodeCache, Option<String>) {
-        let Some(text) = text else { return (NodeCache::default(), None) };
-        match serde_json::from_str::<NodeCache>(text) {
+    /// Reads the base file's text and replays the journal's lines onto it ([`replay`]);
+    /// expired args and envs are dropped. The second value says why the base was not usable,
+    /// if it was not (the journal is then not replayed: the run starts afresh).
+    pub fn load(text: Option<&str>, journal: Option<&str>, now: u64, ttl: u64) -> (NodeCache, Option<String>) {
+        let parsed = match text {
+            Some(text) => serde_json::from_str::<NodeCache>(text),
+            None if journal.is_some() => Ok(NodeCache { v: LAYOUT, ..NodeCache::default() }),
+            None => return (NodeCache::default(), None),
+        };
+        match parsed {
             Ok(mut cache) if cache.v == LAYOUT => {
+                let (base, lines) = (text.map_or(0, str::len), journal.map_or(0, str::len));
+                if let Some(journal) = journal {
+                    replay(&mut cache, journal);
+                    cache.compact = director_proto::journal::compacts(lines, base);
+                }
                 let fresh = |s: &Stored| s.at.saturating_add(ttl) > now;
                 let stale = |section: &BTreeMap<String, Stored>| {
                     section.iter().filter(|(_, s)| !fresh(s)).map(|(k, _)| k.clone()).collect()
@@ -271,7 +336,7 @@ impl NodeCache {
                 let gone = cache.expired.args.iter().map(|k| Dirty::Key(Section::Args, k.clone()));
                 let gone = gone.chain(cache.expired.envs.iter().map(|k| Dirty::Key(Section::Envs, k.clone())));
                 cache.dirty = gone.collect();
-                cache.size = text.len();
+                cache.size = base + lines;
                 (cache, None)
             }
             Ok(cache) => (
@@ -284,9 +349,22 @@ impl NodeCache {
 
     /// The whole cache as the base file holds it.
     pub fn to_text(&self) -> String {
-        let mut copy = self.clone();
-        copy.v = LAYOUT;
-        serde_json::to_string(&copy).expect("cache serializes")
+        #[derive(Serialize)]
+        struct Base<'a> {
+            v: u32,
+            jobs: &'a BTreeMap<String, JobRecord>,
+            parents: &'a BTreeMap<String, ParentRecord>,
+            args: &'a BTreeMap<String, Stored>,
+            envs: &'a BTreeMap<String, Stored>,
+        }
+        let base = Base { v: LAYOUT, jobs: &self.jobs, parents: &self.parents, args: &self.args, envs: &self.envs };
+        serde_json::to_string(&base).expect("cache serializes")
+    }
+
+    /// The whole cache as the new base, when the journal it was read with is due to be folded
+    /// into its base (once: the cache is then considered folded).
+    pub fn take_compaction(&mut self) -> Option<String> {
+        std::mem::take(&mut self.compact).then(|| self.to_text())
     }
 
     fn touch(&mut self, dirty: Dirty) {
@@ -597,13 +675,13 @@ mod tests {
         assert!(!c.set(Kind::Args, "a", json!(1), false, 1001, TTL));
         c.jobs.insert("f".into(), JobRecord { at: 1000, verb: "RUN".into(), ..JobRecord::default() });
         let text = c.to_text();
-        let (fresh, why) = NodeCache::load(Some(&text), 1000 + TTL - 1, TTL);
+        let (fresh, why) = NodeCache::load(Some(&text), None, 1000 + TTL - 1, TTL);
         assert_eq!((fresh.arg("a"), why), (Some(&json!(1)), None));
-        let (old, _) = NodeCache::load(Some(&text), 1000 + TTL, TTL);
+        let (old, _) = NodeCache::load(Some(&text), None, 1000 + TTL, TTL);
         assert_eq!(old.arg("a"), None);
         assert_eq!(old.expired.args, ["a".to_string()].into());
         assert!(old.jobs.contains_key("f"));
-        let (broken, why) = NodeCache::load(Some("{\"v\":1,"), 0, TTL);
+        let (broken, why) = NodeCache::load(Some("{\"v\":1,"), None, 0, TTL);
         assert_eq!(broken, NodeCache::default());
         assert!(why.unwrap().starts_with("the node cache is unreadable"));
     }
@@ -681,8 +759,8 @@ mod tests {
         one.set(Kind::Args, "query", big(40), false, 0, TTL);
         one.set(Kind::Args, "small", json!({"a": 1}), false, 0, TTL);
         let text = one.to_text();
-        let (a, _) = NodeCache::load(Some(&text), 1, TTL);
-        let (b, _) = NodeCache::load(Some(&text), 1, TTL);
+        let (a, _) = NodeCache::load(Some(&text), None, 1, TTL);
+        let (b, _) = NodeCache::load(Some(&text), None, 1, TTL);
         let shared = |x: &NodeCache, y: &NodeCache, key: &str| Arc::ptr_eq(&x.args[key].value, &y.args[key].value);
         assert!(shared(&a, &b, "query") && shared(&a, &one, "query"));
         assert!(!shared(&a, &b, "small"), "small values are not worth sharing");
@@ -691,10 +769,10 @@ mod tests {
         let wide = Value::Object((0..200).map(|i| (format!("node{i}"), json!(format!("host-{i}")))).collect());
         let text = format!(r#"{{"v":{LAYOUT},"args":{{"wide":{{"value":{wide},"at":0}}}}}}"#);
         assert!(!lock(&VALUES).by_text.contains_key(wide.to_string().as_str()));
-        let (e, why) = NodeCache::load(Some(&text), 1, TTL);
+        let (e, why) = NodeCache::load(Some(&text), None, 1, TTL);
         assert_eq!(why, None);
         assert!(lock(&VALUES).by_text.contains_key(wide.to_string().as_str()), "not shelved by its text");
-        let (f, _) = NodeCache::load(Some(&text), 1, TTL);
+        let (f, _) = NodeCache::load(Some(&text), None, 1, TTL);
         assert!(shared(&e, &f, "wide"));
         assert_eq!(*e.args["wide"].value, wide);
         // Set on two nodes from separate allocations, and merged the same way on both.
@@ -721,7 +799,7 @@ mod tests {
         before.put_job("f1", JobRecord { at: 1, verb: "RUN".into(), ..JobRecord::default() });
         before.put_job("f2", JobRecord { at: 2, verb: "RUN".into(), ..JobRecord::default() });
         let base = before.to_text();
-        let (mut c, _) = NodeCache::load(Some(&base), 10 * TTL, TTL);
+        let (mut c, _) = NodeCache::load(Some(&base), None, 10 * TTL, TTL);
         assert_eq!(c.size, base.len());
         assert!(c.arg("old").is_none());
         c.put_job(
@@ -747,18 +825,80 @@ mod tests {
         assert_eq!(keys, ["args:old", "jobs:f3", "jobs:f1", "envs:E", "parents:p", "args:a"]);
         let mut node: Map<String, Value> = serde_json::from_str(&base).unwrap();
         director_proto::journal::replay(&mut node, &lines.concat());
-        let (replayed, why) = NodeCache::load(Some(&Value::Object(node).to_string()), 10 * TTL, TTL);
+        let (replayed, why) = NodeCache::load(Some(&Value::Object(node).to_string()), None, 10 * TTL, TTL);
         assert_eq!(why, None);
         assert_eq!(
             (&replayed.jobs, &replayed.parents, &replayed.args, &replayed.envs),
             (&c.jobs, &c.parents, &c.args, &c.envs)
         );
+        // The operator's own replay of the same lines (as the executor greets with them) makes
+        // the same cache.
+        let (replayed, why) = NodeCache::load(Some(&base), Some(&lines.concat()), 10 * TTL, TTL);
+        assert_eq!(why, None);
+        assert_eq!(
+            (&replayed.jobs, &replayed.parents, &replayed.args, &replayed.envs),
+            (&c.jobs, &c.parents, &c.args, &c.envs)
+        );
+        assert_eq!(replayed.size, base.len() + lines.concat().len());
         assert!(c.take_journal().0.is_empty(), "saved changes are not sent twice");
         // Emptying a section supersedes the keys changed in it before.
         c.put_job("f4", JobRecord::default());
         c.evict("jobs");
         let lines = c.take_journal().0;
         assert_eq!(lines, ["{\"s\":\"jobs\"}\n"]);
+    }
+
+    /// Replayed by the operator: a torn line, or one whose value is not what its section
+    /// holds, is skipped and every other line applies; sections are emptied one or all; the
+    /// cache is due to be folded once its journal outgrows a quarter of its base.
+    #[test]
+    fn the_operator_replays_whole_lines_and_knows_when_to_fold() {
+        let base = r#"{"v":1,"jobs":{"a":{"at":1,"verb":"RUN"},"b":{"at":2,"verb":"RUN"}},"parents":{"p":{"status":"ok","at":1}}}"#;
+        let journal = [
+            r#"{"s":"jobs","k":"c","v":{"at":3,"verb":"COPY","files":[["/x","h"]]}}"#,
+            r#"{"s":"jobs","k":"a"}"#,
+            r#"{"s":"jobs","k":"d","v":{"at":"#,
+            r#"{"s":"jobs","k":"e","v":"not a record"}"#,
+            r#"{"s":"args","k":"q","v":{"value":{"n1":[1,2]},"at":5,"secret":true}}"#,
+            r#"{"s":"nosuch","k":"z","v":1}"#,
+            r#"{"s":"parents"}"#,
+            "",
+            r#"{"s":"envs","k":"E","v":{"value":"x","at":5}}"#,
+        ]
+        .join(
+            "
+",
+        );
+        let (c, why) = NodeCache::load(Some(base), Some(&journal), 6, TTL);
+        assert_eq!(why, None);
+        assert_eq!(c.jobs.keys().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(c.jobs["c"].files, [("/x".to_string(), "h".to_string())]);
+        assert!(c.parents.is_empty());
+        assert_eq!(c.arg("q"), Some(&json!({"n1": [1, 2]})));
+        assert!(c.args["q"].secret);
+        assert_eq!(c.env_pairs(), [("E".to_string(), "x".to_string())]);
+        let (all, _) = NodeCache::load(Some(base), Some(&format!("{journal}\n{{\"s\":\"*\"}}\n")), 6, TTL);
+        assert!(all.jobs.is_empty() && all.args.is_empty() && all.envs.is_empty() && all.parents.is_empty());
+        // No base yet: the journal alone.
+        let (fresh, why) = NodeCache::load(None, Some(&journal), 6, TTL);
+        assert_eq!(why, None);
+        assert_eq!(fresh.jobs.keys().collect::<Vec<_>>(), ["c"]);
+        // An unreadable base is not replayed onto.
+        let (broken, why) = NodeCache::load(Some("{\"v\":1,"), Some(&journal), 6, TTL);
+        assert!(why.unwrap().starts_with("the node cache is unreadable"));
+        assert!(broken.jobs.is_empty());
+        // Folded once the journal is past a quarter of the base (within the bounds), once.
+        let short = r#"{"s":"jobs","k":"a"}"#;
+        let (mut small, _) = NodeCache::load(Some(base), Some(short), 6, TTL);
+        assert_eq!(small.take_compaction(), None);
+        let long = format!("{short}\n").repeat(director_proto::journal::COMPACT_MIN / short.len() + 1);
+        let (mut due, _) = NodeCache::load(Some(base), Some(&long), 6, TTL);
+        let folded = due.take_compaction().expect("due");
+        assert_eq!(due.take_compaction(), None);
+        let (again, why) = NodeCache::load(Some(&folded), None, 6, TTL);
+        assert_eq!(why, None);
+        assert_eq!(again.jobs.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(again.parents, due.parents);
     }
 
     /// A record's fingerprint parts are kept as the text the node has and come back as the
@@ -777,20 +917,20 @@ mod tests {
         let text = c.to_text();
         assert!(text.contains(r#""parts":{"arg:version":"ff00","command":"0a1b","file:/etc/x":""}"#), "{text}");
         assert!(!text.contains(r#""f2":{"at":2,"verb":"RUN","parts""#), "no parts, none written: {text}");
-        let (loaded, why) = NodeCache::load(Some(&text), 1, TTL);
+        let (loaded, why) = NodeCache::load(Some(&text), None, 1, TTL);
         assert_eq!(why, None);
         assert_eq!(loaded.jobs["f1"].parts.map(), map);
         assert!(loaded.jobs["f2"].parts.is_empty());
         // Spaced as a hand edit may leave them, empty as an earlier director wrote none, and
         // through the journal.
         let spaced = r#"{"v":1,"jobs":{"f":{"at":1,"verb":"RUN","parts":{ "command" : "0a1b" }},"g":{"at":1,"verb":"RUN","parts":{ }}}}"#;
-        let (old, why) = NodeCache::load(Some(spaced), 1, TTL);
+        let (old, why) = NodeCache::load(Some(spaced), None, 1, TTL);
         assert_eq!(why, None);
         assert_eq!(old.jobs["f"].parts.map(), BTreeMap::from([("command".to_string(), "0a1b".to_string())]));
         assert!(old.jobs["g"].parts.is_empty());
         let mut node: Map<String, Value> = serde_json::from_str(r#"{"v":1}"#).unwrap();
         director_proto::journal::replay(&mut node, &c.take_journal().0.concat());
-        let (replayed, _) = NodeCache::load(Some(&Value::Object(node).to_string()), 1, TTL);
+        let (replayed, _) = NodeCache::load(Some(&Value::Object(node).to_string()), None, 1, TTL);
         assert_eq!(replayed.jobs["f1"].parts.map(), map);
     }
 
@@ -801,8 +941,12 @@ mod tests {
         let (a, b) = (Parts::of(&map), Parts::of(&map));
         let same = |x: &Parts, y: &Parts| Arc::ptr_eq(x.0.as_ref().unwrap(), y.0.as_ref().unwrap());
         assert!(same(&a, &b));
-        let (loaded, _) =
-            NodeCache::load(Some(r#"{"v":1,"jobs":{"f":{"at":1,"verb":"RUN","parts":{"command":"77aa"}}}}"#), 1, TTL);
+        let (loaded, _) = NodeCache::load(
+            Some(r#"{"v":1,"jobs":{"f":{"at":1,"verb":"RUN","parts":{"command":"77aa"}}}}"#),
+            None,
+            1,
+            TTL,
+        );
         assert!(same(&a, &loaded.jobs["f"].parts));
         let other = Parts::of(&[("command".to_string(), "77ab".to_string())].into());
         assert!(!same(&a, &other));

@@ -177,10 +177,30 @@ impl Cx<'_> {
         result.map_err(|e| e.to_string())
     }
 
-    /// The node's saver: sends what [`Cx::save_soon`] queues while the node's jobs go on,
-    /// until `finished` is set, then what is left.
-    pub async fn saving(&self, finished: &std::sync::atomic::AtomicBool) {
+    /// Sends the cache as the node's new base if its journal is due to be folded into it
+    /// (the executor greeted with both and parsed neither: see [`Request::Compact`]), before
+    /// any append of this run. The node refuses it if another run changed its cache meanwhile;
+    /// the journal is then folded by a later run. The cache's text is held only while sent.
+    async fn compact(&self) {
         let state = self.state();
+        let _turn = state.save.lock().await;
+        let Some(text) = state.cache().take_compaction() else { return };
+        match self.home.compact(text.as_bytes()).await {
+            Ok(Done::Ok) => {}
+            Ok(done) => tracing::info!(node = %self.node.name, "the node cache was not folded: {done:?}"),
+            Err(e) => tracing::info!(node = %self.node.name, "the node cache was not folded: {e}"),
+        }
+    }
+
+    /// The node's saver: sends what [`Cx::save_soon`] queues while the node's jobs go on,
+    /// until `finished` is set, then what is left. With `compact`, it first sends the cache
+    /// folded whole when the journal it was read with is due to be folded into its base
+    /// ([`Cx::compact`]).
+    pub async fn saving(&self, finished: &std::sync::atomic::AtomicBool, compact: bool) {
+        let state = self.state();
+        if compact {
+            Box::pin(self.compact()).await;
+        }
         loop {
             let woken = state.wake.notified();
             tokio::pin!(woken);

@@ -153,8 +153,10 @@ impl Asked {
 /// What the executor said when it started.
 pub struct Greeting {
     pub facts: Facts,
-    /// The node cache file's text, if there is one.
+    /// The node cache's base file's text, if there is one.
     pub cache: Option<String>,
+    /// The journal lines to replay onto it, if there are any.
+    pub journal: Option<String>,
     /// The size of a cache file too large to send, which the executor set aside.
     pub cache_set_aside: Option<u64>,
     /// The node's clock.
@@ -229,9 +231,11 @@ impl Session {
         })
         .await
         .map_err(|_| silent(hello_timeout))??;
-        let (facts, cache_bytes, cache_set_aside, now) = match hello {
-            Reply::Hello { version, facts, cache_bytes, cache_set_aside, now, .. } if version == PROTOCOL_VERSION => {
-                (facts, cache_bytes, cache_set_aside, now)
+        let (facts, cache_bytes, journal_bytes, cache_set_aside, now) = match hello {
+            Reply::Hello { version, facts, cache_bytes, journal_bytes, cache_set_aside, now, .. }
+                if version == PROTOCOL_VERSION =>
+            {
+                (facts, cache_bytes, journal_bytes, cache_set_aside, now)
             }
             Reply::Hello { version, .. } => {
                 return Err(OpenError::WrongExecutor(format!(
@@ -240,40 +244,43 @@ impl Session {
             }
             other => return Err(OpenError::WrongExecutor(format!("the executor greeted with {other:?}"))),
         };
-        let cache = match cache_bytes {
-            None => None,
-            Some(size) if size > MAX_CACHE as u64 => {
-                return Err(OpenError::WrongExecutor(format!(
-                    "the executor announced a node cache of {size} bytes, over the {} MiB a node cache may hold",
-                    MAX_CACHE >> 20
-                )))
-            }
-            Some(size) => {
-                let mut text = Vec::with_capacity(size as usize);
-                while text.len() < size as usize {
-                    match decode_data(&buf) {
-                        Ok(Some(DataFrame { id: 0, bytes, used })) if text.len() + bytes.len() <= size as usize => {
-                            text.extend_from_slice(bytes);
-                            buf.drain(..used);
-                        }
-                        Ok(Some(_)) => {
-                            return Err(OpenError::WrongExecutor(
-                                "the executor sent more than the node cache it announced".into(),
-                            ))
-                        }
-                        Ok(None) => tokio::time::timeout(hello_timeout, read_more(&mut link, &mut buf, &mut stderr))
-                            .await
-                            .map_err(|_| silent(hello_timeout))??,
-                        Err(e) => return Err(OpenError::WrongExecutor(format!("the node cache is not readable: {e}"))),
-                    }
+        let base = cache_bytes.unwrap_or(0);
+        let size = base.saturating_add(journal_bytes);
+        if size > MAX_CACHE as u64 {
+            return Err(OpenError::WrongExecutor(format!(
+                "the executor announced a node cache of {size} bytes, over the {} MiB a node cache may hold",
+                MAX_CACHE >> 20
+            )));
+        }
+        // The base's text, then the journal's, in the same data frames.
+        let mut text = Vec::with_capacity(size as usize);
+        while text.len() < size as usize {
+            match decode_data(&buf) {
+                Ok(Some(DataFrame { id: 0, bytes, used })) if text.len() + bytes.len() <= size as usize => {
+                    text.extend_from_slice(bytes);
+                    buf.drain(..used);
                 }
-                Some(
-                    String::from_utf8(text)
-                        .map_err(|_| OpenError::WrongExecutor("the node cache is not text".into()))?,
-                )
+                Ok(Some(_)) => {
+                    return Err(OpenError::WrongExecutor(
+                        "the executor sent more than the node cache it announced".into(),
+                    ))
+                }
+                Ok(None) => tokio::time::timeout(hello_timeout, read_more(&mut link, &mut buf, &mut stderr))
+                    .await
+                    .map_err(|_| silent(hello_timeout))??,
+                Err(e) => return Err(OpenError::WrongExecutor(format!("the node cache is not readable: {e}"))),
             }
+        }
+        // Bytes that are not UTF-8 (a line torn inside a character by a crash, a damaged base)
+        // are read as U+FFFD: the torn line is skipped as it is replayed, a damaged base is
+        // reported if it no longer parses.
+        let text_of = |bytes: Vec<u8>| {
+            String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
         };
-        let greeting = Greeting { facts: *facts, cache, cache_set_aside, now };
+        let lines = text.split_off(base as usize);
+        let (cache, journal) = (cache_bytes.map(|_| text_of(text)), (journal_bytes > 0).then(|| text_of(lines)));
+        let cache_set_aside = (cache_set_aside > 0).then_some(cache_set_aside);
+        let greeting = Greeting { facts: *facts, cache, journal, cache_set_aside, now };
         let routes: Routes = Arc::default();
         let lost = Arc::new(Mutex::new(None));
         let drained = Arc::new(Mutex::new(None));
@@ -333,6 +340,12 @@ impl Session {
         content: Content<'_>,
     ) -> Result<Done, String> {
         self.pipe().put(path, size, sha3, attrs, content).await
+    }
+
+    /// Replaces the node cache's base with `text` and starts its journal again, if both are
+    /// still what the executor greeted with ([`Request::Compact`]).
+    pub async fn compact(&self, text: &[u8]) -> Result<Done, String> {
+        self.pipe().compact(text).await
     }
 
     /// Set once another run (or a job of this one) sent a QUEUESENTINEL to this node.
@@ -505,6 +518,30 @@ impl Pipe {
                     frame[..DATA_HEADER].copy_from_slice(&data_header(id, n));
                     self.send_frame(&frame[..DATA_HEADER + n]).await?;
                     sent += n as u64;
+                }
+            }
+        }
+        self.done_of(rx).await
+    }
+
+    async fn compact(&self, text: &[u8]) -> Result<Done, String> {
+        let size = text.len() as u64;
+        // Packed when it packs well (a QUERY's map of many nodes does): fewer bytes through
+        // the cipher on both ends.
+        let pieces = (size >= PACK_MIN)
+            .then(|| text.chunks(DATA_CHUNK).map(director_proto::pack).collect::<Vec<_>>())
+            .filter(|pieces| pieces.iter().map(Vec::len).sum::<usize>() as u64 <= size - size / 8);
+        let packed = pieces.is_some();
+        let (id, rx) = self.start(|id| Request::Compact { id, size, packed }).await?;
+        match &pieces {
+            Some(pieces) => {
+                for piece in pieces {
+                    self.send_frame(&encode_data(id, piece)).await?;
+                }
+            }
+            None => {
+                for chunk in text.chunks(DATA_CHUNK) {
+                    self.send_frame(&encode_data(id, chunk)).await?;
                 }
             }
         }

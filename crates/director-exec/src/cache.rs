@@ -6,15 +6,19 @@
 //! An append is one `write` of whole lines after making sure the file ends with a newline (a
 //! crash mid-append leaves a torn line, which replay skips), then `fdatasync`: what the
 //! operator was told is saved survives a crash of the executor or of the node. One executor
-//! syncs at most once per [`SYNC_GAP`] ([`serve_appends`]): the operator sends the records of
+//! syncs at most once per [`SYNC_GAP`] ([`serve`]): the operator sends the records of
 //! the jobs that finish meanwhile in its next append, so a long run of short jobs costs the
-//! node one sync per batch of jobs, not one per job. The executor
-//! greets with the base and the journal replayed; a journal past a quarter of the base (see
-//! [`director_proto::journal::compacts`]) is then folded into a new base (written to a temp
-//! file, fsynced, renamed) and started again. A base larger than
-//! [`director_proto::MAX_CACHE`] is set aside as `cache.json.too-large`.
+//! node one sync per batch of jobs, not one per job.
+//!
+//! The executor greets with the base and the journal's lines as they are on disk ([`load`]):
+//! the operator parses them anyway, so it replays the journal, and once the journal
+//! outgrows a quarter of the base (see [`director_proto::journal::compacts`]) it sends the
+//! folded cache back ([`Work::Compact`]), which replaces the base (written to a temp file,
+//! fsynced, renamed) and starts the journal again. A journal past
+//! [`director_proto::journal::COMPACT_AT`] (no operator folded it) is folded here. A base
+//! larger than [`director_proto::MAX_CACHE`] is set aside as `cache.json.too-large`.
 
-use crate::files::{cache_path, Temp};
+use crate::files::{cache_path, Put, Temp};
 use director_proto::journal::{self, Header};
 use director_proto::{Attrs, Done, Reply, MAX_CACHE};
 use std::fs::{self, File, OpenOptions};
@@ -64,10 +68,10 @@ impl Locked {
         self.0.metadata().map(|m| m.len()).unwrap_or(0)
     }
 
-    fn text(&mut self) -> String {
+    fn bytes(&mut self) -> Vec<u8> {
         let mut bytes = Vec::new();
         let _ = self.0.seek(SeekFrom::Start(0)).and_then(|_| self.0.read_to_end(&mut bytes));
-        String::from_utf8_lossy(&bytes).into_owned()
+        bytes
     }
 
     /// Empties the journal and names the base it now applies to.
@@ -88,18 +92,50 @@ fn signature(base: &Path) -> String {
     }
 }
 
-/// Makes the appends that come on `queued` (by the id to answer, with their lines), in order,
-/// each answered once synced, until `queued` closes. An append that comes less than
-/// [`SYNC_GAP`] after the last one waits for the rest of it; appends that came meanwhile join
-/// it, in one write and one sync, and are answered together (one call of `answer`).
-pub fn serve_appends(queued: Receiver<(u64, String)>, mut answer: impl FnMut(&[Reply])) {
+/// What the journal's thread is asked to do, in the order asked.
+pub enum Work {
+    /// Append journal lines; answer request `id` once they are synced.
+    Append(u64, String),
+    /// Put the new base the operator sent (received whole, not yet committed) in place.
+    Compact(u64, Box<Put>),
+}
+
+/// Does the work that comes on `queued`, in order, each answered once done, until `queued`
+/// closes. An append that comes less than [`SYNC_GAP`] after the last one waits for the rest
+/// of it; appends that came meanwhile join it, in one write and one sync, and are answered
+/// together (one call of `answer`). A compaction is checked against what this executor
+/// `greeted` with.
+pub fn serve(queued: Receiver<Work>, greeted: Greeted, mut answer: impl FnMut(&[Reply])) {
     let mut last: Option<Instant> = None;
-    while let Ok(first) = queued.recv() {
+    let mut next: Option<Work> = None;
+    loop {
+        let work = match next.take() {
+            Some(work) => work,
+            None => match queued.recv() {
+                Ok(work) => work,
+                Err(_) => return,
+            },
+        };
+        let first = match work {
+            Work::Compact(id, put) => {
+                answer(&[Reply::Done { id, done: compact(put, &greeted) }]);
+                continue;
+            }
+            Work::Append(id, lines) => (id, lines),
+        };
         if let Some(at) = last {
             std::thread::sleep((at + SYNC_GAP).saturating_duration_since(Instant::now()));
         }
         let mut batch = vec![first];
-        batch.extend(queued.try_iter());
+        for work in queued.try_iter() {
+            match work {
+                Work::Append(id, lines) => batch.push((id, lines)),
+                compaction => {
+                    next = Some(compaction);
+                    break;
+                }
+            }
+        }
         let mut lines = String::new();
         for (_, more) in &batch {
             if !lines.is_empty() && !lines.ends_with('\n') {
@@ -147,42 +183,94 @@ pub fn append(lines: &str) -> Done {
     }
 }
 
-/// The node cache's text for the greeting, and the size of a cache too large to send, which
-/// was set aside instead.
-pub fn load() -> (Option<String>, Option<u64>) {
+/// What the executor greets with: the base's bytes and the journal's lines (its header left
+/// out), each as it is on disk, for the operator to parse and replay; the size of a base too
+/// large to send, which was set aside instead; and what the files were then ([`Greeted`]).
+pub struct Loaded {
+    pub base: Option<Vec<u8>>,
+    pub journal: Option<Vec<u8>>,
+    pub set_aside: Option<u64>,
+    pub greeted: Greeted,
+}
+
+/// The journal's length and the base's signature when the executor greeted: a compaction
+/// the operator sends later folds exactly those, so it is made only if both are unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Greeted {
+    journal_len: u64,
+    base: String,
+}
+
+/// Reads the node cache for the greeting (see the module docs). The journal is sent as it
+/// is while it is at most [`director_proto::journal::COMPACT_AT`] and the whole at most
+/// [`MAX_CACHE`]: the executor parses nothing. Past either (a journal no operator folded, an
+/// older director's), the executor replays it onto the base itself, as before, and folds it.
+pub fn load() -> Loaded {
     let base = cache_path();
-    let set_aside = |size: u64| {
-        let _ = fs::rename(&base, base.with_extension("json.too-large"));
-        size
-    };
     let Ok(mut journal) = Locked::open(false) else {
         // No journal (none written yet, or none can be kept here): the base alone, as it is.
-        return match fs::metadata(&base) {
-            Ok(m) if m.len() > MAX_CACHE as u64 => (None, Some(set_aside(m.len()))),
-            _ => (fs::read_to_string(&base).ok(), None),
+        let (text, set_aside) = match fs::metadata(&base) {
+            Ok(m) if m.len() > MAX_CACHE as u64 => (None, Some(set_aside(&base, m.len()))),
+            _ => (fs::read(&base).ok(), None),
         };
+        let greeted = Greeted { journal_len: 0, base: signature(&base) };
+        return Loaded { base: text, journal: None, set_aside, greeted };
     };
+    let (text, lines, set_aside) = read(&base, &mut journal);
+    let greeted = Greeted { journal_len: journal.len(), base: signature(&base) };
+    Loaded { base: text, journal: lines, set_aside, greeted }
+}
+
+/// Renames a base of `size` bytes, too large to send, out of the way; gives back the size.
+fn set_aside(base: &Path, size: u64) -> u64 {
+    let _ = fs::rename(base, base.with_extension("json.too-large"));
+    size
+}
+
+/// [`load`] with the journal locked: the base, the journal's lines to replay, the size of a
+/// base set aside.
+fn read(base: &Path, journal: &mut Locked) -> (Option<Vec<u8>>, Option<Vec<u8>>, Option<u64>) {
     let own = journal.own();
-    let text = match fs::metadata(&base) {
+    let text = match fs::metadata(base) {
         Ok(m) if m.len() > MAX_CACHE as u64 && own => {
-            let size = set_aside(m.len());
-            let _ = journal.restart(&base);
-            return (None, Some(size));
+            let size = set_aside(base, m.len());
+            let _ = journal.restart(base);
+            return (None, None, Some(size));
         }
-        Ok(m) if m.len() > MAX_CACHE as u64 => return (None, Some(m.len())),
-        _ => fs::read_to_string(&base).ok(),
+        Ok(m) if m.len() > MAX_CACHE as u64 => return (None, None, Some(m.len())),
+        _ => fs::read(base).ok(),
     };
-    let log = journal.text();
-    let (names, lines) = journal::split(&log);
-    let current = names.as_deref() == Some(signature(&base).as_str());
-    if lines.trim().is_empty() || !current {
+    let mut log = journal.bytes();
+    let header = Header { base: signature(base) }.line();
+    let current = log.starts_with(header.as_bytes());
+    if !current || log[header.len()..].iter().all(u8::is_ascii_whitespace) {
         // Nothing to replay, or a journal of another base (replaced without it): start anew.
         if !log.is_empty() && !current && own {
-            let _ = journal.restart(&base);
+            let _ = journal.restart(base);
         }
-        return (text, None);
+        return (text, None, None);
     }
-    let mut cache = match text.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+    let lines = log.len() - header.len();
+    let base_len = text.as_ref().map_or(0, Vec::len);
+    if lines <= journal::COMPACT_AT && base_len + lines <= MAX_CACHE {
+        log.drain(..header.len());
+        return (text, Some(log), None);
+    }
+    let (merged, set_aside) = fold(base, text, &log[header.len()..], own, journal);
+    (merged, None, set_aside)
+}
+
+/// Replays journal `lines` onto the base `text` here, for a journal past what is sent as it
+/// is; the result is set aside when too large, and written as the new base when the
+/// executor owns the cache.
+fn fold(
+    base: &Path,
+    text: Option<Vec<u8>>,
+    lines: &[u8],
+    own: bool,
+    journal: &mut Locked,
+) -> (Option<Vec<u8>>, Option<u64>) {
+    let mut cache = match text.as_deref().map(serde_json::from_slice::<serde_json::Value>) {
         Some(Ok(serde_json::Value::Object(map))) => map,
         // An unreadable base is reported by the operator; the journal still holds what came
         // after it, which is kept.
@@ -193,24 +281,50 @@ pub fn load() -> (Option<String>, Option<u64>) {
             map
         }
     };
-    journal::replay(&mut cache, lines);
+    journal::replay(&mut cache, &String::from_utf8_lossy(lines));
     let merged = serde_json::to_string(&cache).expect("a cache serializes");
     if merged.len() > MAX_CACHE {
         let size = merged.len() as u64;
         if own {
-            set_aside(size);
-            let _ = journal.restart(&base);
+            set_aside(base, size);
+            let _ = journal.restart(base);
         }
         return (None, Some(size));
     }
-    if journal::compacts(log.len(), text.as_ref().map_or(0, String::len)) && own {
-        let _ = compact(&base, &merged, &mut journal);
+    if own {
+        let _ = write_base(base, &merged, journal);
     }
-    (Some(merged), None)
+    (Some(merged.into_bytes()), None)
+}
+
+/// Puts the base the operator folded (`put`, received whole) in place of the base and
+/// journal this executor greeted with, and starts the journal again; refused when either
+/// changed since (another run appended or folded: what it wrote is not in `put`).
+fn compact(put: Box<Put>, greeted: &Greeted) -> Done {
+    let base = cache_path();
+    let journal = Locked::open(false)
+        .map_err(|e| format!("cannot open the node cache's journal {}: {e}", journal_path().display()));
+    let result = journal.and_then(|mut journal| {
+        if !journal.own() {
+            return Err("the node cache belongs to another user: it is not rewritten".to_string());
+        }
+        if (Greeted { journal_len: journal.len(), base: signature(&base) }) != *greeted {
+            return Err("the node cache changed since this executor read it: it is not rewritten".to_string());
+        }
+        match put.finish() {
+            Done::Ok => journal.restart(&base),
+            Done::Failed { message } => Err(message),
+            other => Err(format!("unexpected {other:?}")),
+        }
+    });
+    match result {
+        Ok(()) => Done::Ok,
+        Err(message) => Done::Failed { message },
+    }
 }
 
 /// Writes `merged` as the new base and starts the journal again, under its lock.
-fn compact(base: &Path, merged: &str, journal: &mut Locked) -> Result<(), String> {
+fn write_base(base: &Path, merged: &str, journal: &mut Locked) -> Result<(), String> {
     let mut temp = Temp::create(base, 0)?;
     temp.file
         .as_mut()
@@ -233,8 +347,9 @@ mod tests {
         std::env::set_var("XDG_CACHE_HOME", &home);
         let (appends, queued) = std::sync::mpsc::channel();
         let (tell, told) = std::sync::mpsc::channel::<Vec<u64>>();
+        let greeted = load().greeted;
         let server = std::thread::spawn(move || {
-            serve_appends(queued, |replies| {
+            serve(queued, greeted, |replies| {
                 let ids = replies.iter().map(|r| match r {
                     Reply::Done { id, done: Done::Ok } => *id,
                     other => panic!("unexpected {other:?}"),
@@ -243,14 +358,14 @@ mod tests {
             });
         });
         let line = |n: u64| format!("{{\"s\":\"jobs\",\"k\":\"{n}\",\"v\":{{}}}}\n");
-        appends.send((1, line(1))).unwrap();
+        appends.send(Work::Append(1, line(1))).unwrap();
         assert_eq!(told.recv().unwrap(), vec![1]);
         // Four more, 2 ms apart, right after the first was synced: each would be written and
         // synced alone; they wait for the gap and go together (a thread of this test held up
         // past the gap may split them once).
         for n in 2..=5 {
             std::thread::sleep(Duration::from_millis(2));
-            appends.send((n, line(n))).unwrap();
+            appends.send(Work::Append(n, line(n))).unwrap();
         }
         drop(appends);
         server.join().unwrap();

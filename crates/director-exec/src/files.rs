@@ -272,9 +272,10 @@ fn umask() -> u32 {
 /// An atomic write in progress, fed by data frames.
 pub struct Put {
     temp: Temp,
-    hasher: Sha3_224,
+    /// The hasher and the sha3-224 it must end with; none for a transfer checked by its
+    /// size alone (the node cache's new base: the SSH channel's integrity is its check).
+    hasher: Option<(Sha3_224, String)>,
     left: u64,
-    sha3: String,
     attrs: Attrs,
     failed: Option<String>,
     /// A packed transfer's decoded piece (its data frames are [`director_proto::pack`]ed).
@@ -282,12 +283,18 @@ pub struct Put {
 }
 
 impl Put {
-    pub fn begin(id: u64, path: &str, size: u64, sha3: String, attrs: Attrs, packed: bool) -> Result<Put, String> {
+    pub fn begin(
+        id: u64,
+        path: &Path,
+        size: u64,
+        sha3: Option<String>,
+        attrs: Attrs,
+        packed: bool,
+    ) -> Result<Put, String> {
         Ok(Put {
-            temp: Temp::create(Path::new(path), id)?,
-            hasher: Sha3_224::new(),
+            temp: Temp::create(path, id)?,
+            hasher: sha3.map(|sha3| (Sha3_224::new(), sha3)),
             left: size,
-            sha3,
             attrs,
             failed: None,
             unpacked: packed.then(Vec::new),
@@ -316,7 +323,9 @@ impl Put {
             } else if let Err(e) = self.temp.file.as_mut().expect("open").write_all(bytes) {
                 self.failed = Some(format!("cannot write {}: {e}", self.temp.path.display()));
             }
-            self.hasher.update(bytes);
+            if let Some((hasher, _)) = &mut self.hasher {
+                hasher.update(bytes);
+            }
         }
         self.left = self.left.saturating_sub(bytes.len() as u64);
         self.left == 0
@@ -326,9 +335,11 @@ impl Put {
         if let Some(message) = self.failed {
             return failed(message);
         }
-        let got = hex(&self.hasher.finalize());
-        if got != self.sha3 {
-            return failed(format!("data integrity failure: expected sha3-224 {}, received {got}", self.sha3));
+        if let Some((hasher, sha3)) = self.hasher {
+            let got = hex(&hasher.finalize());
+            if got != sha3 {
+                return failed(format!("data integrity failure: expected sha3-224 {sha3}, received {got}"));
+            }
         }
         match self.temp.commit(&self.attrs) {
             Ok(()) => Done::Ok,
@@ -339,7 +350,7 @@ impl Put {
 
 /// Copies a file already on the node (sent earlier in this run) to `path`, atomically.
 pub fn copy_local(id: u64, from: &str, path: &str, size: u64, sha3: String, attrs: Attrs) -> Done {
-    let mut put = match Put::begin(id, path, size, sha3, attrs, false) {
+    let mut put = match Put::begin(id, Path::new(path), size, Some(sha3), attrs, false) {
         Ok(p) => p,
         Err(e) => return failed(e),
     };

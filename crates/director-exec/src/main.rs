@@ -23,9 +23,12 @@ mod job;
 mod pool;
 mod watchdog;
 
-use director_proto::{decode_inbound, encode, Done, Facts, Inbound, Reply, Request, PROTOCOL_VERSION};
+use director_proto::{
+    decode_inbound, encode, Attrs, Done, Facts, Inbound, Reply, Request, MAX_CACHE, PROTOCOL_VERSION,
+};
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// dlmalloc instead of musl's mallocng: mallocng maps and unmaps pages for a process's first
@@ -119,25 +122,38 @@ fn serve() {
     let outbox = Outbox(Arc::new(Mutex::new(std::io::stdout())));
     let jobs = job::Jobs::default();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (cache, cache_set_aside) = cache::load();
+    let cache::Loaded { base, journal, set_aside, greeted } = cache::load();
     outbox.send(&Reply::Hello {
         version: PROTOCOL_VERSION,
         pid: std::process::id(),
         facts: Box::new(facts()),
-        cache_bytes: cache.as_ref().map(|c| c.len() as u64),
-        cache_set_aside,
+        cache_bytes: base.as_ref().map(|c| c.len() as u64),
+        journal_bytes: journal.as_ref().map_or(0, |j| j.len() as u64),
+        cache_set_aside: set_aside.unwrap_or(0),
         now,
     });
-    if let Some(cache) = cache {
-        outbox.send_data(0, cache.as_bytes());
+    for text in [base, journal].into_iter().flatten() {
+        outbox.send_data(0, &text);
     }
     let mut mailbox = files::Mailbox::new();
-    // Appends to the cache journal (each synced to disk) on a thread of their own, in the
-    // order they came: the next job starts while the node syncs the last one's record. The
-    // thread starts with the first append (a run answered from the cache makes none).
+    // Appends to the cache journal (each synced to disk) and compactions on a thread of their
+    // own, in the order they came: the next job starts while the node syncs the last one's
+    // record. The thread starts with the first of them (a run answered from the cache makes
+    // none).
     let mut appender: Option<Appender> = None;
+    let mut journal_work = |work: cache::Work| {
+        let (appends, _) = appender.get_or_insert_with(|| {
+            let (appends, queued) = std::sync::mpsc::channel();
+            let (outbox, greeted) = (outbox.clone(), greeted.clone());
+            let serve = move || cache::serve(queued, greeted, |replies| outbox.send_all(replies));
+            (appends, std::thread::spawn(serve))
+        });
+        let _ = appends.send(work);
+    };
 
     let mut puts: HashMap<u64, files::Put> = HashMap::new();
+    // The new bases of the node cache being received, as puts, for the journal's thread.
+    let mut compactions: HashMap<u64, files::Put> = HashMap::new();
     // The pieces of a batch of journal lines until the piece that ends it.
     let mut appending = String::new();
     // Read directly (not through std's buffered stdin): `poll` on it then says the truth.
@@ -193,6 +209,11 @@ fn serve() {
                                     let put = puts.remove(&id).expect("present");
                                     done(id, put.finish());
                                 }
+                            } else if let Some(put) = compactions.get_mut(&id) {
+                                if put.take(&bytes) {
+                                    let put = compactions.remove(&id).expect("present");
+                                    journal_work(cache::Work::Compact(id, Box::new(put)));
+                                }
                             }
                         }
                         Inbound::Request(request) => match request {
@@ -224,14 +245,21 @@ fn serve() {
                                         }
                                     }
                                 }
-                                let (appends, _) = appender.get_or_insert_with(|| {
-                                    let (appends, queued) = std::sync::mpsc::channel();
-                                    let outbox = outbox.clone();
-                                    let serve =
-                                        move || cache::serve_appends(queued, |replies| outbox.send_all(replies));
-                                    (appends, std::thread::spawn(serve))
-                                });
-                                let _ = appends.send((id, lines));
+                                journal_work(cache::Work::Append(id, lines));
+                            }
+                            Request::Compact { id, size, .. } if size > MAX_CACHE as u64 => {
+                                done(id, Done::Failed { message: format!("a node cache of {size} bytes is too large") })
+                            }
+                            Request::Compact { id, size, packed } => {
+                                let attrs = Attrs { mode: Some(0o600), ..Attrs::default() };
+                                let path = files::cache_path();
+                                match files::Put::begin(id, &path, size, None, attrs, packed) {
+                                    Ok(put) if size == 0 => journal_work(cache::Work::Compact(id, Box::new(put))),
+                                    Ok(put) => {
+                                        compactions.insert(id, put);
+                                    }
+                                    Err(message) => done(id, Done::Failed { message }),
+                                }
                             }
                             Request::Sentinel { id, from } => done(id, files::sentinel(&from)),
                             Request::Put { id, path, size, sha3, attrs, copy_from: Some(from), .. } => {
@@ -242,7 +270,7 @@ fn serve() {
                                 });
                             }
                             Request::Put { id, path, size, sha3, attrs, copy_from: None, packed } => {
-                                match files::Put::begin(id, &path, size, sha3, attrs, packed) {
+                                match files::Put::begin(id, Path::new(&path), size, Some(sha3), attrs, packed) {
                                     Ok(put) if size == 0 => done(id, put.finish()),
                                     Ok(put) => {
                                         puts.insert(id, put);
@@ -293,7 +321,7 @@ fn serve() {
 }
 
 /// The journal's append thread: where its appends are queued, and the thread.
-type Appender = (std::sync::mpsc::Sender<(u64, String)>, std::thread::JoinHandle<()>);
+type Appender = (std::sync::mpsc::Sender<cache::Work>, std::thread::JoinHandle<()>);
 
 fn facts() -> Facts {
     // SAFETY: uname fills the zeroed struct we own; the fields are NUL-terminated C strings.

@@ -14,27 +14,29 @@
 //! than replayed onto the wrong base. Replaying skips a line that does not parse (the torn
 //! end of an append cut short by a crash); every whole line before and after it applies.
 //!
-//! The executor replays the journal onto the base when it starts and greets with the result;
-//! once the journal outgrows a quarter of the base (between [`COMPACT_MIN`] and
-//! [`COMPACT_AT`], see [`compacts`]), it writes that result as the new base and starts an
-//! empty journal. This module owns the format and the replay; the executor owns the files
-//! and their locking.
+//! The executor greets with the base and the journal's lines as they are, and the operator
+//! replays them (it parses the cache anyway; the executor parses neither). Once the journal
+//! outgrows a quarter of the base (between [`COMPACT_MIN`] and [`COMPACT_AT`], see
+//! [`compacts`]), the operator sends the result back as the new base
+//! ([`crate::Request::Compact`]) and the executor starts an empty journal. A journal past
+//! [`COMPACT_AT`] (which no operator folded) is replayed ([`replay`]) and folded by the
+//! executor itself. This module owns the format and the replay onto a JSON object; the
+//! executor owns the files and their locking, the operator its typed replay.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Journal size past which the executor folds it into the base when it starts, however large
-/// the base.
+/// Journal size past which it is folded however large the base; a journal past it (no
+/// operator folded it) is folded by the executor as it starts, not sent.
 pub const COMPACT_AT: usize = 256 * 1024;
 /// Journal size up to which it is kept, however small the base.
 pub const COMPACT_MIN: usize = 32 * 1024;
 
 /// Whether a journal of `journal` bytes is folded into a base of `base` bytes: past a quarter
-/// of the base, within [`COMPACT_MIN`] and [`COMPACT_AT`]. Every start of the executor reads
-/// the journal, so the journal of a small cache stays small: a node that runs often is not
-/// slowed by reading a quarter of a megabyte of old records for a cache of a few kilobytes
-/// (about 2 ms every start, with the record of one `RUN` appended each run), and it is
-/// rewritten once in a few dozen runs; a large base is rewritten no more often than now.
+/// of the base, within [`COMPACT_MIN`] and [`COMPACT_AT`]. Every run sends and replays the
+/// journal, so the journal of a small cache stays small: a node that runs often is not
+/// slowed by a quarter of a megabyte of old records for a cache of a few kilobytes, and it is
+/// rewritten once in a few dozen runs; a large base is rewritten no more often than that.
 pub fn compacts(journal: usize, base: usize) -> bool {
     journal > (base / 4).clamp(COMPACT_MIN, COMPACT_AT)
 }

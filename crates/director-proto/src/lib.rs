@@ -26,7 +26,7 @@ pub mod journal;
 
 /// Version of this protocol. The executor announces it in [`Reply::Hello`]; the operator
 /// refuses (and re-installs) an executor that speaks another one.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Largest frame either side accepts. Output is sent in chunks far below this.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -174,6 +174,18 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         packed: bool,
     },
+    /// Replace the node cache's base with `size` bytes of data frames (with `packed`, each
+    /// a [`pack`]ed piece), the base and journal this executor greeted with folded into one
+    /// by the operator, and start the journal again: durably (written beside, fsynced,
+    /// renamed) and only if neither changed since the greeting (another run appended or
+    /// folded meanwhile: [`Done::Failed`], and nothing changes). It is queued behind the
+    /// appends asked before it.
+    Compact {
+        id: u64,
+        size: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        packed: bool,
+    },
     /// Ask every other executor of this user on the node to drain its queues (QUEUESENTINEL):
     /// [`Done::Text`] tells how many were told.
     Sentinel { id: u64, from: String },
@@ -265,14 +277,19 @@ pub enum Reply {
         pid: u32,
         /// Boxed, as [`Done::Stat`]'s stat: a [`Reply`] is as large as its largest variant.
         facts: Box<Facts>,
-        /// The size of the node's cache as last saved (its base with its journal replayed),
-        /// if there is one: its text follows at once, in data frames of transfer 0
-        /// ([`encode_data`], [`decode_data`]).
+        /// The size of the node cache's base file, if there is one: its text follows at
+        /// once, in data frames of transfer 0 ([`encode_data`], [`decode_data`]).
         cache_bytes: Option<u64>,
+        /// The size of the journal lines to replay onto the base (its header left out, see
+        /// [`journal`]), 0 when there are none: they follow the base's text in the same data
+        /// frames. The operator replays them; the executor does not parse the cache.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        journal_bytes: u64,
         /// The size of a cache file larger than [`MAX_CACHE`], which was set aside (renamed
-        /// `cache.json.too-large`) instead of sent.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        cache_set_aside: Option<u64>,
+        /// `cache.json.too-large`) instead of sent; 0 when none was. (Sizes that may be none
+        /// are 0 instead, so a [`Reply`] stays small.)
+        #[serde(default, skip_serializing_if = "is_zero")]
+        cache_set_aside: u64,
         /// The node's clock, seconds since the epoch: cache expiry is judged by it.
         now: u64,
     },
@@ -305,6 +322,10 @@ pub enum Reply {
     Error {
         message: String,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why a frame could not be decoded.
