@@ -200,7 +200,7 @@ pub struct NodeCache {
     /// appended since (an upper bound: a key set twice counts twice).
     #[serde(skip)]
     pub size: usize,
-    /// Whether the journal it was read with is due to be folded into its base
+    /// Whether the base and journal it was read from are due to be folded into one
     /// ([`director_proto::journal::compacts`]).
     #[serde(skip)]
     compact: bool,
@@ -218,43 +218,63 @@ struct Line<'a> {
     v: Option<&'a serde_json::value::RawValue>,
 }
 
-/// Replays the journal's `lines` onto `cache` (see [`director_proto::journal`]), each value
-/// parsed straight as its section's type. A line that does not parse (the torn end of an
-/// append cut short by a crash), or whose value is not what its section holds, is skipped;
-/// every line before and after it applies.
-fn replay(cache: &mut NodeCache, lines: &str) {
-    fn put<T: serde::de::DeserializeOwned>(section: &mut BTreeMap<String, T>, k: String, v: Option<&str>) {
+/// Replays the journal's `lines` onto `cache`, read from a base of `base` bytes (see
+/// [`director_proto::journal`]), each value parsed straight as its section's type. A line
+/// that does not parse (the torn end of an append cut short by a crash), or whose value is
+/// not what its section holds, is skipped; every line before and after it applies. Gives
+/// back about how many of the bytes read are dead: every line but one that adds a key counts
+/// its own length (what it replaced or removed was about as large, or it is itself of no
+/// use), and emptying a section or all of them counts everything read before it.
+fn replay(cache: &mut NodeCache, lines: &str, base: usize) -> usize {
+    /// Sets or removes `k`; whether that added a key.
+    fn put<T: serde::de::DeserializeOwned>(section: &mut BTreeMap<String, T>, k: String, v: Option<&str>) -> bool {
         match v.map(serde_json::from_str) {
             None => {
                 section.remove(&k);
+                false
             }
-            Some(Ok(value)) => {
-                section.insert(k, value);
-            }
-            Some(Err(_)) => {}
+            Some(Ok(value)) => section.insert(k, value).is_none(),
+            Some(Err(_)) => false,
         }
     }
-    for line in lines.lines() {
-        let Ok(Line { s, k, v }) = serde_json::from_str::<Line>(line) else { continue };
+    let (mut dead, mut read) = (0, base);
+    for line in lines.split_inclusive('\n') {
+        read += line.len();
+        let Ok(Line { s, k, v }) = serde_json::from_str::<Line>(line) else {
+            dead += line.len();
+            continue;
+        };
         let v = v.map(serde_json::value::RawValue::get);
-        match (&*s, k.map(std::borrow::Cow::into_owned)) {
+        let added = match (&*s, k.map(std::borrow::Cow::into_owned)) {
             ("*", _) => {
                 cache.jobs.clear();
                 cache.parents.clear();
                 cache.args.clear();
                 cache.envs.clear();
+                dead = read;
+                continue;
             }
-            ("jobs", None) => cache.jobs.clear(),
-            ("parents", None) => cache.parents.clear(),
-            ("args", None) => cache.args.clear(),
-            ("envs", None) => cache.envs.clear(),
+            (section @ ("jobs" | "parents" | "args" | "envs"), None) => {
+                match section {
+                    "jobs" => cache.jobs.clear(),
+                    "parents" => cache.parents.clear(),
+                    "args" => cache.args.clear(),
+                    _ => cache.envs.clear(),
+                }
+                dead = read;
+                continue;
+            }
             ("jobs", Some(k)) => put(&mut cache.jobs, k, v),
             ("parents", Some(k)) => put(&mut cache.parents, k, v),
             ("args", Some(k)) => put(&mut cache.args, k, v),
             ("envs", Some(k)) => put(&mut cache.envs, k, v),
-            _ => {}
+            _ => false,
+        };
+        if !added {
+            dead += line.len();
         }
     }
+    dead
 }
 
 /// One section of the cache, as the journal names it.
@@ -322,8 +342,8 @@ impl NodeCache {
             Ok(mut cache) if cache.v == LAYOUT => {
                 let (base, lines) = (text.map_or(0, str::len), journal.map_or(0, str::len));
                 if let Some(journal) = journal {
-                    replay(&mut cache, journal);
-                    cache.compact = director_proto::journal::compacts(lines, base);
+                    let dead = replay(&mut cache, journal, base);
+                    cache.compact = director_proto::journal::compacts(dead, base + lines);
                 }
                 let fresh = |s: &Stored| s.at.saturating_add(ttl) > now;
                 let stale = |section: &BTreeMap<String, Stored>| {
@@ -850,7 +870,7 @@ mod tests {
 
     /// Replayed by the operator: a torn line, or one whose value is not what its section
     /// holds, is skipped and every other line applies; sections are emptied one or all; the
-    /// cache is due to be folded once its journal outgrows a quarter of its base.
+    /// cache is due to be folded once the journal made enough of it dead.
     #[test]
     fn the_operator_replays_whole_lines_and_knows_when_to_fold() {
         let base = r#"{"v":1,"jobs":{"a":{"at":1,"verb":"RUN"},"b":{"at":2,"verb":"RUN"}},"parents":{"p":{"status":"ok","at":1}}}"#;
@@ -887,7 +907,15 @@ mod tests {
         let (broken, why) = NodeCache::load(Some("{\"v\":1,"), Some(&journal), 6, TTL);
         assert!(why.unwrap().starts_with("the node cache is unreadable"));
         assert!(broken.jobs.is_empty());
-        // Folded once the journal is past a quarter of the base (within the bounds), once.
+        // Folded once the dead weight is past a quarter of what is live (and COMPACT_MIN),
+        // once; a journal of live records only is not, however long.
+        let records: String = (0..2_000)
+            .map(|n| format!("{{\"s\":\"jobs\",\"k\":\"n{n}\",\"v\":{{\"at\":1,\"verb\":\"RUN\"}}}}\n"))
+            .collect();
+        assert!(records.len() > director_proto::journal::COMPACT_MIN);
+        let (mut live, _) = NodeCache::load(Some(base), Some(&records), 6, TTL);
+        assert_eq!(live.jobs.len(), 2_002);
+        assert_eq!(live.take_compaction(), None);
         let short = r#"{"s":"jobs","k":"a"}"#;
         let (mut small, _) = NodeCache::load(Some(base), Some(short), 6, TTL);
         assert_eq!(small.take_compaction(), None);

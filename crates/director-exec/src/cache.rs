@@ -11,8 +11,8 @@
 //! node one sync per batch of jobs, not one per job.
 //!
 //! The executor greets with the base and the journal's lines as they are on disk ([`load`]):
-//! the operator parses them anyway, so it replays the journal, and once the journal
-//! outgrows a quarter of the base (see [`director_proto::journal::compacts`]) it sends the
+//! the operator parses them anyway, so it replays the journal, and once the journal made
+//! enough of the cache dead weight (see [`director_proto::journal::compacts`]) it sends the
 //! folded cache back ([`Work::Compact`]), which replaces the base (written to a temp file,
 //! fsynced, renamed) and starts the journal again. A journal past
 //! [`director_proto::journal::COMPACT_AT`] (no operator folded it) is folded here. A base

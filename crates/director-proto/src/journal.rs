@@ -15,8 +15,8 @@
 //! end of an append cut short by a crash); every whole line before and after it applies.
 //!
 //! The executor greets with the base and the journal's lines as they are, and the operator
-//! replays them (it parses the cache anyway; the executor parses neither). Once the journal
-//! outgrows a quarter of the base (between [`COMPACT_MIN`] and [`COMPACT_AT`], see
+//! replays them (it parses the cache anyway; the executor parses neither). Once the dead
+//! weight the journal made (entries replaced or removed) passes a quarter of the live (see
 //! [`compacts`]), the operator sends the result back as the new base
 //! ([`crate::Request::Compact`]) and the executor starts an empty journal. A journal past
 //! [`COMPACT_AT`] (which no operator folded) is replayed ([`replay`]) and folded by the
@@ -26,19 +26,23 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Journal size past which it is folded however large the base; a journal past it (no
-/// operator folded it) is folded by the executor as it starts, not sent.
+/// Journal size past which the executor folds it as it starts, however large the base,
+/// instead of sending it (a journal no operator folded: an older director's, or one of live
+/// entries only that grew this large).
 pub const COMPACT_AT: usize = 256 * 1024;
-/// Journal size up to which it is kept, however small the base.
+/// Dead bytes a cache keeps, however small it is (see [`compacts`]).
 pub const COMPACT_MIN: usize = 32 * 1024;
 
-/// Whether a journal of `journal` bytes is folded into a base of `base` bytes: past a quarter
-/// of the base, within [`COMPACT_MIN`] and [`COMPACT_AT`]. Every run sends and replays the
-/// journal, so the journal of a small cache stays small: a node that runs often is not
-/// slowed by a quarter of a megabyte of old records for a cache of a few kilobytes, and it is
-/// rewritten once in a few dozen runs; a large base is rewritten no more often than that.
-pub fn compacts(journal: usize, base: usize) -> bool {
-    journal > (base / 4).clamp(COMPACT_MIN, COMPACT_AT)
+/// Whether a cache of `total` bytes (its base and journal) of which about `dead` bytes are
+/// dead (lines and entries that later lines replaced or removed, lines that do not parse) is
+/// folded into a new base: once the dead bytes are past a quarter of the live ones, and at
+/// least [`COMPACT_MIN`]. Every run sends and replays the journal, so the dead weight of a
+/// cache that changes often stays small (a node that runs the same jobs often is not slowed
+/// by a quarter of a megabyte of old records), and it is rewritten once in a few dozen runs;
+/// a journal that holds only live entries (a first deploy's records) is never rewritten: a
+/// base would hold the same bytes.
+pub fn compacts(dead: usize, total: usize) -> bool {
+    dead > (total.saturating_sub(dead) / 4).max(COMPACT_MIN)
 }
 
 /// Largest piece of journal lines in one [`crate::Request::AppendCache`]: a larger batch goes
@@ -160,18 +164,15 @@ mod tests {
     }
 
     #[test]
-    fn a_journal_is_folded_past_a_quarter_of_its_base_within_bounds() {
-        // A small base: its journal is kept up to COMPACT_MIN.
-        assert!(!compacts(COMPACT_MIN, 5_000));
-        assert!(compacts(COMPACT_MIN + 1, 5_000));
-        // A middling one: a quarter of it.
-        assert!(!compacts(100_000, 400_000));
-        assert!(compacts(100_001, 400_000));
-        // A large one: never more than COMPACT_AT.
-        assert!(!compacts(COMPACT_AT, 45_000_000));
-        assert!(compacts(COMPACT_AT + 1, 45_000_000));
-        // No base: as a small one.
-        assert!(compacts(COMPACT_MIN + 1, 0));
+    fn a_cache_is_folded_once_its_dead_bytes_pass_a_quarter_of_its_live_ones() {
+        // A small cache: dead bytes are kept up to COMPACT_MIN.
+        assert!(!compacts(COMPACT_MIN, COMPACT_MIN + 5_000));
+        assert!(compacts(COMPACT_MIN + 1, COMPACT_MIN + 5_000));
+        // A middling one: a quarter of its live bytes.
+        assert!(!compacts(100_000, 500_000));
+        assert!(compacts(100_001, 500_000));
+        // All live, however large: never.
+        assert!(!compacts(0, 45_000_000));
     }
 
     #[test]
