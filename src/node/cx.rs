@@ -180,12 +180,12 @@ impl Cx<'_> {
     /// Sends the cache as the node's new base if its journal is due to be folded into it
     /// (the executor greeted with both and parsed neither: see [`Request::Compact`]), before
     /// any append of this run. The node refuses it if another run changed its cache meanwhile;
-    /// the journal is then folded by a later run. The cache's text is held only while sent.
+    /// the journal is then folded by a later run. The cache's text is held only until sent.
     async fn compact(&self) {
         let state = self.state();
         let _turn = state.save.lock().await;
         let Some(text) = state.cache().take_compaction() else { return };
-        match self.home.compact(text.as_bytes()).await {
+        match self.home.compact(text).await {
             Ok(Done::Ok) => {}
             Ok(done) => tracing::info!(node = %self.node.name, "the node cache was not folded: {done:?}"),
             Err(e) => tracing::info!(node = %self.node.name, "the node cache was not folded: {e}"),

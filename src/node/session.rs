@@ -344,7 +344,7 @@ impl Session {
 
     /// Replaces the node cache's base with `text` and starts its journal again, if both are
     /// still what the executor greeted with ([`Request::Compact`]).
-    pub async fn compact(&self, text: &[u8]) -> Result<Done, String> {
+    pub async fn compact(&self, text: String) -> Result<Done, String> {
         self.pipe().compact(text).await
     }
 
@@ -524,7 +524,8 @@ impl Pipe {
         self.done_of(rx).await
     }
 
-    async fn compact(&self, text: &[u8]) -> Result<Done, String> {
+    async fn compact(&self, text: String) -> Result<Done, String> {
+        let text = text.into_bytes();
         let size = text.len() as u64;
         // Packed when it packs well (a QUERY's map of many nodes does): fewer bytes through
         // the cipher on both ends.
@@ -545,6 +546,8 @@ impl Pipe {
                 }
             }
         }
+        // Not held while the node writes and syncs it (a thousand nodes may fold at once).
+        drop((text, pieces));
         self.done_of(rx).await
     }
 
