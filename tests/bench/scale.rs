@@ -5,7 +5,11 @@
 //! namespace). `BENCH_HOSTS` (default 100, up to 1,000 and more on a 2-core machine),
 //! `BENCH_ROUNDS` (default 3), `BENCH_BASELINE=/path/to/another/director` (or several,
 //! `name=path,name=path`): the same workloads with those binaries too, interleaved in the same
-//! rounds (who goes first turns with each round) and printed side by side. Build a baseline
+//! rounds (who goes first turns with each round) and printed side by side, then paired: the
+//! candidate's run over the baseline's of the same round, median and range of those ratios
+//! for the time and the machine's CPU (the floors drift between rounds; two runs side by side
+//! in one round share the drift), which is how a change of a few per cent is told from this
+//! machine's noise. Build a baseline
 //! with `git worktree add ../base <commit>` and `cargo build --release` there (with its own
 //! `CARGO_TARGET_DIR`). `BENCH_ONLY=w1,w4` measures only those workloads
 //! (`first`, `w1`, `w2`, `w3`, `w4`, `w4local`), for a quick A/B while bisecting;
@@ -111,7 +115,37 @@ struct Figures {
     cpu: std::collections::BTreeMap<&'static str, Vec<Duration>>,
     /// The whole machine's CPU time per workload, by the workload's row label.
     machine: std::collections::BTreeMap<&'static str, Vec<Duration>>,
+    /// Each measured run by workload: its round, its time and the machine's CPU, to pair it
+    /// with another binary's run of the same round ([`paired`]).
+    by_round: std::collections::BTreeMap<&'static str, Vec<(usize, Duration, Duration)>>,
     failures: Vec<String>,
+}
+
+/// The candidate's runs over a baseline's of the same workload, round by round (the two ran
+/// one after the other, so the machine's drift between rounds cancels out): the median of the
+/// ratios and their range, for the time and for the machine's CPU; none without a round in
+/// which both ran.
+fn paired(candidate: &[(usize, Duration, Duration)], baseline: &[(usize, Duration, Duration)]) -> Option<String> {
+    let (mut time, mut work) = (Vec::new(), Vec::new());
+    for &(round, wall, machine) in candidate {
+        if let Some(&(_, b_wall, b_machine)) = baseline.iter().find(|(r, _, _)| *r == round) {
+            time.push(wall.as_secs_f64() / b_wall.as_secs_f64());
+            if !b_machine.is_zero() {
+                work.push(machine.as_secs_f64() / b_machine.as_secs_f64());
+            }
+        }
+    }
+    let summary = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        let median = if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 };
+        format!("{median:.3}x ({:.3}–{:.3})", v[0], v[v.len() - 1])
+    };
+    if time.is_empty() {
+        return None;
+    }
+    let work = if work.is_empty() { "—".to_string() } else { summary(work) };
+    Some(format!("time {}  machine CPU {work}", summary(time)))
 }
 
 /// A line of the table: its label, its figures, the floor it is divided by (or none: per job),
@@ -466,6 +500,7 @@ fn main() {
                     into.push(m.wall);
                     f.cpu.entry(name).or_default().push(m.cpu);
                     f.machine.entry(name).or_default().push(m.machine_cpu);
+                    f.by_round.entry(name).or_default().push((round, m.wall, m.machine_cpu));
                 }
                 Err(e) => f.failures.push(format!("round {}: {name}: {e}", round + 1)),
             };
@@ -735,6 +770,16 @@ fn main() {
             line.push_str(&format!(" | {cell:>26}"));
         }
         println!("{line}");
+    }
+    // Each baseline against the candidate, run by run: what a change did, without the drift
+    // of the floors between rounds.
+    for (b, f) in binaries.iter().zip(&figures).skip(1) {
+        println!("  {} / {}, paired by round (median, range):", binaries[0].label, b.label);
+        for (name, runs) in &figures[0].by_round {
+            if let Some(text) = f.by_round.get(name).and_then(|theirs| paired(runs, theirs)) {
+                println!("    {name:<14} {text}");
+            }
+        }
     }
     match tui {
         Some(Ok(line)) => println!("  {line}"),
