@@ -78,19 +78,21 @@ async fn packed(sha3: &str, size: u64, content: &Content<'_>) -> Option<Arc<[Vec
         if bytes.len() as u64 != size {
             return None;
         }
-        let pieces: Vec<Vec<u8>> =
-            tokio::task::spawn_blocking(move || bytes.chunks(DATA_CHUNK).map(director_proto::pack).collect())
-                .await
-                .ok()?;
+        let pieces = tokio::task::spawn_blocking(move || pack_pieces(&bytes)).await.ok()??;
         let total: usize = pieces.iter().map(Vec::len).sum();
-        if total as u64 > size - size / 8 {
-            return None;
-        }
         PACKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).kept += total;
         Some(Arc::from(pieces))
     })
     .await
     .clone()
+}
+
+/// `bytes` as packed data frames (a [`director_proto::pack`]ed piece of [`DATA_CHUNK`] bytes
+/// each), when that makes them an eighth smaller or more.
+fn pack_pieces(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let pieces: Vec<Vec<u8>> = bytes.chunks(DATA_CHUNK).map(director_proto::pack).collect();
+    let (total, size) = (pieces.iter().map(Vec::len).sum::<usize>(), bytes.len());
+    (total <= size - size / 8).then_some(pieces)
 }
 
 /// Replies a request's route holds before the link waits for its reader: a job's output
@@ -529,22 +531,15 @@ impl Pipe {
         let size = text.len() as u64;
         // Packed when it packs well (a QUERY's map of many nodes does): fewer bytes through
         // the cipher on both ends.
-        let pieces = (size >= PACK_MIN)
-            .then(|| text.chunks(DATA_CHUNK).map(director_proto::pack).collect::<Vec<_>>())
-            .filter(|pieces| pieces.iter().map(Vec::len).sum::<usize>() as u64 <= size - size / 8);
+        let pieces = (size >= PACK_MIN).then(|| pack_pieces(&text)).flatten();
         let packed = pieces.is_some();
         let (id, rx) = self.start(|id| Request::Compact { id, size, packed }).await?;
-        match &pieces {
-            Some(pieces) => {
-                for piece in pieces {
-                    self.send_frame(&encode_data(id, piece)).await?;
-                }
-            }
-            None => {
-                for chunk in text.chunks(DATA_CHUNK) {
-                    self.send_frame(&encode_data(id, chunk)).await?;
-                }
-            }
+        let frames: Vec<&[u8]> = match &pieces {
+            Some(pieces) => pieces.iter().map(Vec::as_slice).collect(),
+            None => text.chunks(DATA_CHUNK).collect(),
+        };
+        for frame in frames {
+            self.send_frame(&encode_data(id, frame)).await?;
         }
         // Not held while the node writes and syncs it (a thousand nodes may fold at once).
         drop((text, pieces));
