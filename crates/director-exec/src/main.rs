@@ -140,8 +140,9 @@ fn serve() {
     // own, in the order they came: the next job starts while the node syncs the last one's
     // record. The thread starts with the first of them (a run answered from the cache makes
     // none).
-    let mut appender: Option<Appender> = None;
-    let mut journal_work = |work: cache::Work| {
+    let appender: std::cell::RefCell<Option<Appender>> = std::cell::RefCell::default();
+    let journal_work = |work: cache::Work| {
+        let mut appender = appender.borrow_mut();
         let (appends, _) = appender.get_or_insert_with(|| {
             let (appends, queued) = std::sync::mpsc::channel();
             let (outbox, greeted) = (outbox.clone(), greeted.clone());
@@ -151,9 +152,8 @@ fn serve() {
         let _ = appends.send(work);
     };
 
-    let mut puts: HashMap<u64, files::Put> = HashMap::new();
-    // The new bases of the node cache being received, as puts, for the journal's thread.
-    let mut compactions: HashMap<u64, files::Put> = HashMap::new();
+    // The files being received in data frames, and where each goes once whole.
+    let mut puts: HashMap<u64, (files::Put, Landing)> = HashMap::new();
     // The pieces of a batch of journal lines until the piece that ends it.
     let mut appending = String::new();
     // Read directly (not through std's buffered stdin): `poll` on it then says the truth.
@@ -164,6 +164,10 @@ fn serve() {
     // together, a file's last data frame and the next request), not one write each.
     let held = std::cell::RefCell::new(Vec::new());
     let done = |id: u64, done: Done| held.borrow_mut().push(Reply::Done { id, done });
+    let land = |id: u64, put: files::Put, landing: Landing| match landing {
+        Landing::File => done(id, put.finish()),
+        Landing::CacheBase => journal_work(cache::Work::Compact(id, Box::new(put))),
+    };
     let answer = || {
         let replies = std::mem::take(&mut *held.borrow_mut());
         if !replies.is_empty() {
@@ -204,15 +208,10 @@ fn serve() {
                     at += used;
                     match frame {
                         Inbound::Data { id, bytes } => {
-                            if let Some(put) = puts.get_mut(&id) {
+                            if let Some((put, _)) = puts.get_mut(&id) {
                                 if put.take(&bytes) {
-                                    let put = puts.remove(&id).expect("present");
-                                    done(id, put.finish());
-                                }
-                            } else if let Some(put) = compactions.get_mut(&id) {
-                                if put.take(&bytes) {
-                                    let put = compactions.remove(&id).expect("present");
-                                    journal_work(cache::Work::Compact(id, Box::new(put)));
+                                    let (put, landing) = puts.remove(&id).expect("present");
+                                    land(id, put, landing);
                                 }
                             }
                         }
@@ -254,9 +253,9 @@ fn serve() {
                                 let attrs = Attrs { mode: Some(0o600), ..Attrs::default() };
                                 let path = files::cache_path();
                                 match files::Put::begin(id, &path, size, None, attrs, packed) {
-                                    Ok(put) if size == 0 => journal_work(cache::Work::Compact(id, Box::new(put))),
+                                    Ok(put) if size == 0 => land(id, put, Landing::CacheBase),
                                     Ok(put) => {
-                                        compactions.insert(id, put);
+                                        puts.insert(id, (put, Landing::CacheBase));
                                     }
                                     Err(message) => done(id, Done::Failed { message }),
                                 }
@@ -271,9 +270,9 @@ fn serve() {
                             }
                             Request::Put { id, path, size, sha3, attrs, copy_from: None, packed } => {
                                 match files::Put::begin(id, Path::new(&path), size, Some(sha3), attrs, packed) {
-                                    Ok(put) if size == 0 => done(id, put.finish()),
+                                    Ok(put) if size == 0 => land(id, put, Landing::File),
                                     Ok(put) => {
-                                        puts.insert(id, put);
+                                        puts.insert(id, (put, Landing::File));
                                     }
                                     // The data frames that follow find no transfer and are dropped.
                                     Err(message) => done(id, Done::Failed { message }),
@@ -311,13 +310,21 @@ fn serve() {
         buf.drain(..at);
     }
     // Appends already asked for are made before the executor goes.
-    if let Some((appends, thread)) = appender {
+    if let Some((appends, thread)) = appender.into_inner() {
         drop(appends);
         let _ = thread.join();
     }
     // Unfinished transfers delete their temp files here.
     drop(puts);
     jobs.kill_all();
+}
+
+/// Where a file received in data frames goes once whole.
+enum Landing {
+    /// The path a [`Request::Put`] named: renamed into place and answered at once.
+    File,
+    /// The node cache's new base ([`Request::Compact`]): handed to the journal's thread.
+    CacheBase,
 }
 
 /// The journal's append thread: where its appends are queued, and the thread.
