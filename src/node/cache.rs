@@ -245,30 +245,24 @@ fn replay(cache: &mut NodeCache, lines: &str, base: usize) -> usize {
             continue;
         };
         let v = v.map(serde_json::value::RawValue::get);
-        let added = match (&*s, k.map(std::borrow::Cow::into_owned)) {
-            ("*", _) => {
-                cache.jobs.clear();
-                cache.parents.clear();
-                cache.args.clear();
-                cache.envs.clear();
-                dead = read;
-                continue;
-            }
-            (section @ ("jobs" | "parents" | "args" | "envs"), None) => {
-                match section {
-                    "jobs" => cache.jobs.clear(),
-                    "parents" => cache.parents.clear(),
-                    "args" => cache.args.clear(),
-                    _ => cache.envs.clear(),
+        let added = match (&*s, Section::named(&s), k.map(std::borrow::Cow::into_owned)) {
+            ("*", _, _) => {
+                for section in Section::ALL {
+                    cache.empty(section);
                 }
                 dead = read;
                 continue;
             }
-            ("jobs", Some(k)) => put(&mut cache.jobs, k, v),
-            ("parents", Some(k)) => put(&mut cache.parents, k, v),
-            ("args", Some(k)) => put(&mut cache.args, k, v),
-            ("envs", Some(k)) => put(&mut cache.envs, k, v),
-            _ => false,
+            (_, Some(section), None) => {
+                cache.empty(section);
+                dead = read;
+                continue;
+            }
+            (_, Some(Section::Jobs), Some(k)) => put(&mut cache.jobs, k, v),
+            (_, Some(Section::Parents), Some(k)) => put(&mut cache.parents, k, v),
+            (_, Some(Section::Args), Some(k)) => put(&mut cache.args, k, v),
+            (_, Some(Section::Envs), Some(k)) => put(&mut cache.envs, k, v),
+            (_, None, _) => false,
         };
         if !added {
             dead += line.len();
@@ -287,6 +281,13 @@ pub(crate) enum Section {
 }
 
 impl Section {
+    const ALL: [Section; 4] = [Section::Jobs, Section::Parents, Section::Args, Section::Envs];
+
+    /// The section the journal (and CACHEEVICT) calls `name`.
+    fn named(name: &str) -> Option<Section> {
+        Section::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Section::Jobs => "jobs",
@@ -521,20 +522,27 @@ impl NodeCache {
     }
 
     /// Forgets what `tag` names; true if anything was there.
+    /// Empties one section; whether it held anything.
+    fn empty(&mut self, section: Section) -> bool {
+        match section {
+            Section::Jobs => !std::mem::take(&mut self.jobs).is_empty(),
+            Section::Parents => !std::mem::take(&mut self.parents).is_empty(),
+            Section::Args => !std::mem::take(&mut self.args).is_empty(),
+            Section::Envs => !std::mem::take(&mut self.envs).is_empty(),
+        }
+    }
+
     pub fn evict(&mut self, tag: &str) -> bool {
         let had = !(self.jobs.is_empty() && self.parents.is_empty() && self.args.is_empty() && self.envs.is_empty());
-        let (changed, dirty) = match tag {
-            "all" => {
+        let (changed, dirty) = match (tag, Section::named(tag)) {
+            ("all", _) => {
                 let size = self.size;
                 *self = NodeCache { size, ..NodeCache::default() };
                 (had, Dirty::All)
             }
-            "jobs" => (!std::mem::take(&mut self.jobs).is_empty(), Dirty::Clear(Section::Jobs)),
-            "parents" => (!std::mem::take(&mut self.parents).is_empty(), Dirty::Clear(Section::Parents)),
-            "args" => (!std::mem::take(&mut self.args).is_empty(), Dirty::Clear(Section::Args)),
-            "envs" => (!std::mem::take(&mut self.envs).is_empty(), Dirty::Clear(Section::Envs)),
-            "query" => (self.args.remove("query").is_some(), Dirty::Key(Section::Args, "query".to_string())),
-            fingerprint => {
+            (_, Some(section)) => (self.empty(section), Dirty::Clear(section)),
+            ("query", None) => (self.args.remove("query").is_some(), Dirty::Key(Section::Args, "query".to_string())),
+            (fingerprint, None) => {
                 (self.jobs.remove(fingerprint).is_some(), Dirty::Key(Section::Jobs, fingerprint.to_string()))
             }
         };
