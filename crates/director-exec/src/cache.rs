@@ -4,11 +4,15 @@
 //! Every access holds an exclusive `flock` on the journal, so the executors of two runs on one
 //! node append whole lines in turn and a compaction never drops a line appended meanwhile.
 //! An append is one `write` of whole lines after making sure the file ends with a newline (a
-//! crash mid-append leaves a torn line, which replay skips), then `fdatasync`: what the
-//! operator was told is saved survives a crash of the executor or of the node. One executor
-//! syncs at most once per [`SYNC_GAP`] ([`serve`]): the operator sends the records of
-//! the jobs that finish meanwhile in its next append, so a long run of short jobs costs the
-//! node one sync per batch of jobs, not one per job.
+//! crash mid-append leaves a torn line, which replay skips): what the operator was told is
+//! saved survives the executor being killed or its connection dropped. The journal is synced
+//! to disk once, when the executor's session ends ([`serve`]), not per append: a node that
+//! loses power during a run or right after it may forget that run's last records, and those
+//! jobs run again next time (a RUN's own effects, which nothing syncs, may not have reached
+//! the disk either). One executor appends at
+//! most once per [`APPEND_GAP`] ([`serve`]): the operator sends the records of the jobs that
+//! finish meanwhile in its next append, so a long run of short jobs costs the node (and the
+//! operator) one append per batch of jobs, not one per job.
 //!
 //! The executor greets with the base and the journal's lines as they are on disk ([`load`]):
 //! the operator parses them anyway, so it replays the journal, and once the journal made
@@ -29,8 +33,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-/// The least time between two appends (each one write and one sync) of one executor.
-pub const SYNC_GAP: Duration = Duration::from_millis(10);
+/// The least time between two appends of one executor.
+pub const APPEND_GAP: Duration = Duration::from_millis(10);
 
 fn journal_path() -> PathBuf {
     cache_path().with_extension("journal")
@@ -94,18 +98,19 @@ fn signature(base: &Path) -> String {
 
 /// What the journal's thread is asked to do, in the order asked.
 pub enum Work {
-    /// Append journal lines; answer request `id` once they are synced.
+    /// Append journal lines; answer request `id` once they are written.
     Append(u64, String),
     /// Put the new base the operator sent (received whole, not yet committed) in place.
     Compact(u64, Box<Put>),
 }
 
 /// Does the work that comes on `queued`, in order, each answered once done, until `queued`
-/// closes. An append that comes less than [`SYNC_GAP`] after the last one waits for the rest
-/// of it; appends that came meanwhile join it, in one write and one sync, and are answered
-/// together (one call of `answer`). A compaction is checked against what this executor
-/// `greeted` with.
+/// closes; then syncs the journal if it appended to it. An append that comes less than
+/// [`APPEND_GAP`] after the last one waits for the rest of it; appends that came meanwhile
+/// join it, in one write, and are answered together (one call of `answer`). A compaction is
+/// checked against what this executor `greeted` with.
 pub fn serve(queued: Receiver<Work>, greeted: Greeted, mut answer: impl FnMut(&[Reply])) {
+    let mut appended = false;
     let mut last: Option<Instant> = None;
     let mut next: Option<Work> = None;
     loop {
@@ -113,7 +118,7 @@ pub fn serve(queued: Receiver<Work>, greeted: Greeted, mut answer: impl FnMut(&[
             Some(work) => work,
             None => match queued.recv() {
                 Ok(work) => work,
-                Err(_) => return,
+                Err(_) => break,
             },
         };
         let first = match work {
@@ -124,7 +129,7 @@ pub fn serve(queued: Receiver<Work>, greeted: Greeted, mut answer: impl FnMut(&[
             Work::Append(id, lines) => (id, lines),
         };
         if let Some(at) = last {
-            std::thread::sleep((at + SYNC_GAP).saturating_duration_since(Instant::now()));
+            std::thread::sleep((at + APPEND_GAP).saturating_duration_since(Instant::now()));
         }
         let mut batch = vec![first];
         for work in queued.try_iter() {
@@ -144,9 +149,14 @@ pub fn serve(queued: Receiver<Work>, greeted: Greeted, mut answer: impl FnMut(&[
             lines.push_str(more);
         }
         let done = append(&lines);
+        appended |= matches!(done, Done::Ok);
         last = Some(Instant::now());
         let replies: Vec<Reply> = batch.into_iter().map(|(id, _)| Reply::Done { id, done: done.clone() }).collect();
         answer(&replies);
+    }
+    if appended {
+        // No lock: syncing another run's appends with ours does no harm.
+        let _ = File::open(journal_path()).and_then(|journal| journal.sync_data());
     }
 }
 
@@ -171,11 +181,7 @@ pub fn append(lines: &str) -> Done {
         if !text.ends_with('\n') {
             text.push('\n');
         }
-        journal
-            .0
-            .write_all(text.as_bytes())
-            .and_then(|_| journal.0.sync_data())
-            .map_err(|e| format!("cannot append to the node cache's journal: {e}"))
+        journal.0.write_all(text.as_bytes()).map_err(|e| format!("cannot append to the node cache's journal: {e}"))
     });
     match result {
         Ok(()) => Done::Ok,
@@ -341,7 +347,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn appends_within_the_gap_share_one_write_and_one_sync() {
+    fn appends_within_the_gap_share_one_write() {
         let home = std::env::temp_dir().join(format!("director-exec-cache-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&home);
         // The only test of this crate that reads the state directory.
@@ -361,8 +367,8 @@ mod tests {
         let line = |n: u64| format!("{{\"s\":\"jobs\",\"k\":\"{n}\",\"v\":{{}}}}\n");
         appends.send(Work::Append(1, line(1))).unwrap();
         assert_eq!(told.recv().unwrap(), vec![1]);
-        // Four more, 2 ms apart, right after the first was synced: each would be written and
-        // synced alone; they wait for the gap and go together (a thread of this test held up
+        // Four more, 2 ms apart, right after the first was written: each would be written
+        // alone; they wait for the gap and go together (a thread of this test held up
         // past the gap may split them once).
         for n in 2..=5 {
             std::thread::sleep(Duration::from_millis(2));

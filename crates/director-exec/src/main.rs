@@ -136,10 +136,10 @@ fn serve() {
         outbox.send_data(0, &text);
     }
     let mut mailbox = files::Mailbox::new();
-    // Appends to the cache journal (each synced to disk) and compactions on a thread of their
-    // own, in the order they came: the next job starts while the node syncs the last one's
-    // record. The thread starts with the first of them (a run answered from the cache makes
-    // none).
+    // Appends to the cache journal and compactions on a thread of their own, in the order they
+    // came: the next job starts while the node writes the last one's record (or waits for
+    // another run's lock on the journal). The thread starts with the first of them (a run
+    // answered from the cache makes none) and syncs the journal when the session ends.
     let appender: std::cell::RefCell<Option<Appender>> = std::cell::RefCell::default();
     let journal_work = |work: cache::Work| {
         let mut appender = appender.borrow_mut();

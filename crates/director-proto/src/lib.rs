@@ -161,9 +161,9 @@ pub enum Request {
         packed: bool,
     },
     /// Append `lines` ([`journal::Change`] lines, at most [`journal::APPEND_CHUNK`] bytes) to
-    /// the node cache's journal, durably, before answering. With `more`, they are a piece of
-    /// a larger batch (cut anywhere, even inside a line): kept, answered at once, and
-    /// appended with the piece that ends the batch, in one write and one sync.
+    /// the node cache's journal before answering (synced to disk when the session ends). With
+    /// `more`, they are a piece of a larger batch (cut anywhere, even inside a line): kept,
+    /// answered at once, and appended with the piece that ends the batch, in one write.
     AppendCache {
         id: u64,
         lines: String,
