@@ -82,20 +82,29 @@ fn dir_expr() -> &'static str {
 /// usual case it forks nothing: when exactly one of the executors this director carries is
 /// there, that one starts without asking the architecture, and otherwise bash's `$HOSTTYPE`
 /// answers when it names one carried (`by_arch` asks `uname -m` always: after the executor
-/// chosen could not run, in a home shared by nodes of two architectures). An executor whose
-/// file, directory or the one above is not owned by this user is not started: the probe prints `UNSAFE_MARKER <path>` instead (the shell's `-O`);
-/// the executor itself refuses to serve from a path anyone may write to (see director-exec's
-/// `unsafe_path`), with the same marker. `head -c` reads no further than it is asked, so what
-/// follows the stage is left on stdin for the stage, and what follows the executor for it.
+/// chosen could not run, in a home shared by nodes of two architectures). That usual case is
+/// the script's first line, and a shell reads a line only once it ran the one before: the
+/// rest is not even parsed when the executor starts. An executor whose file, directory or
+/// the one above is not owned by this user is not started: the probe prints
+/// `UNSAFE_MARKER <path>` instead (the shell's `-O`); the executor itself refuses to serve
+/// from a path anyone may write to (see director-exec's `unsafe_path`), with the same marker.
+/// `head -c` reads no further than it is asked, so what follows the stage is left on stdin
+/// for the stage, and what follows the executor for it.
 pub fn probe_command(by_arch: bool) -> String {
     // What `uname -m` (or bash's HOSTTYPE) says on a node each executor serves.
     let names = |e: &Executor| if e.arch == "aarch64" { "aarch64|arm64" } else { e.arch };
     let cases: String = EXECUTORS.iter().map(|e| format!("{}) h={};; ", names(e), e.sha3)).collect();
     let shas: Vec<&str> = EXECUTORS.iter().map(|e| e.sha3).collect();
-    let present = if by_arch {
+    let owned =
+        format!(r#"for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done"#);
+    // The first line: exactly one of the executors carried is there, and starts.
+    let one = if by_arch {
         String::new()
     } else {
-        format!(r#"for h in {}; do [ -x "$d/director-exec-$h" ] && n="$n $h"; done; "#, shas.join(" "))
+        format!(
+            r#"n=; for h in {}; do [ -x "$d/director-exec-$h" ] && n="$n $h"; done; case "$n" in " "*" "*|"") ;; *) p="$d/director-exec-${{n# }}"; {owned}; exec "$p" serve;; esac"#,
+            shas.join(" ")
+        )
     };
     // bash names the machine it was built for: when that is an architecture carried, no
     // `uname` is started (a 32-bit bash on a 64-bit kernel names another, and asks `uname`).
@@ -106,7 +115,8 @@ pub fn probe_command(by_arch: bool) -> String {
         format!(r#"m="$HOSTTYPE"; case "$m" in {}) ;; *) m="$(uname -m)";; esac"#, carried.join("|"))
     };
     format!(
-        r#"{dir}; n=; m=; {present}case "$n" in " "*" "*|"") {arch}; h=; case "$m" in {cases}esac;; *) h="${{n# }}";; esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then for f in "$d/.." "$d" "$p"; do [ -O "$f" ] || {{ echo "{UNSAFE_MARKER} $f"; exit 0; }}; done; exec "$p" serve; fi; [ -n "$m" ] || {arch}; echo "{MISSING_MARKER} $m"; umask 077; read -r s h || exit 0; t="$d/.director-stage.$$.tmp"; [ -d "$d" ] || {{ [ -z "$XDG_CACHE_HOME" ] && [ -w "$HOME" ] && t="$HOME/.director-stage.$$.tmp"; }} || mkdir -p "$d" || exit 1; trap 'rm -f "$t"' EXIT; head -c "$s" > "$t" || exit 1; chmod 700 "$t"; exec "$t" "$d/.director-exec-$h.$$.tmp" "$d/director-exec-$h""#,
+        r#"{dir}; {one}
+{arch}; h=; case "$m" in {cases}esac; p="$d/director-exec-$h"; if [ -n "$h" ] && [ -x "$p" ]; then {owned}; exec "$p" serve; fi; echo "{MISSING_MARKER} $m"; umask 077; read -r s h || exit 0; t="$d/.director-stage.$$.tmp"; [ -d "$d" ] || {{ [ -z "$XDG_CACHE_HOME" ] && [ -w "$HOME" ] && t="$HOME/.director-stage.$$.tmp"; }} || mkdir -p "$d" || exit 1; trap 'rm -f "$t"' EXIT; head -c "$s" > "$t" || exit 1; chmod 700 "$t"; exec "$t" "$d/.director-exec-$h.$$.tmp" "$d/director-exec-$h""#,
         dir = dir_expr(),
     )
 }
