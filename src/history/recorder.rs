@@ -3,9 +3,7 @@
 //! The recorder is one more consumer of the engine's events (beside the frontends), so the
 //! history holds exactly what the user saw. Events queue on a channel; the thread writes each
 //! batch in one transaction, at most one every `COMMIT_GAP`, so a fleet's worth of results
-//! costs a few commits, not one per event. Within the gap the thread sleeps and then takes
-//! what came: an event does not wake it (only the first after a quiet spell, and the run's
-//! end, do), so a run of short jobs does not cost a switch of threads per event. Output is kept per job and node, capped at
+//! costs a few commits, not one per event. Output is kept per job and node, capped at
 //! [`KEEP_HEAD`] + [`KEEP_TAIL`] bytes per stream: the start and the end, with a marker
 //! saying how much was cut between them. It is cut as it comes, on the caller's side, so the
 //! queue to the thread never holds more of it than that.
@@ -103,8 +101,6 @@ impl Recorder {
     pub(crate) fn close(mut self) {
         let _ = self.tx.send(Msg::Close);
         if let Some(t) = self.thread.take() {
-            // It may be sleeping out a commit gap.
-            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -210,20 +206,13 @@ impl State {
                 Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            // What comes within the gap since the last commit joins this one: the thread
-            // sleeps it out (the run's end wakes it, see `Recorder::close`), then takes what
-            // is queued.
-            if open && !batch.is_empty() {
-                let wait = COMMIT_GAP.saturating_sub(written.elapsed());
-                if !wait.is_zero() {
-                    std::thread::park_timeout(wait);
-                }
-            }
+            // What comes within the gap since the last commit joins this one.
             while open && !batch.is_empty() && batch.len() < MAX_BATCH {
-                match rx.try_recv() {
+                // Past the gap, a zero wait takes only what is already queued.
+                match rx.recv_timeout(COMMIT_GAP.saturating_sub(written.elapsed())) {
                     Ok(msg) => open = self.take(msg, &mut batch),
-                    Err(mpsc::TryRecvError::Disconnected) => open = false,
-                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
                 }
             }
             if !batch.is_empty() || (!open && !self.backlog.is_empty()) {
