@@ -521,7 +521,6 @@ impl NodeCache {
         self.args.values().chain(self.envs.values()).filter(|s| s.secret).map(|s| &*s.value)
     }
 
-    /// Forgets what `tag` names; true if anything was there.
     /// Empties one section; whether it held anything.
     fn empty(&mut self, section: Section) -> bool {
         match section {
@@ -532,6 +531,7 @@ impl NodeCache {
         }
     }
 
+    /// Forgets what `tag` names; true if anything was there.
     pub fn evict(&mut self, tag: &str) -> bool {
         let had = !(self.jobs.is_empty() && self.parents.is_empty() && self.args.is_empty() && self.envs.is_empty());
         let (changed, dirty) = match (tag, Section::named(tag)) {

@@ -9,10 +9,10 @@
 //! to disk once, when the executor's session ends ([`serve`]), not per append: a node that
 //! loses power during a run or right after it may forget that run's last records, and those
 //! jobs run again next time (a RUN's own effects, which nothing syncs, may not have reached
-//! the disk either). One executor appends at
-//! most once per [`APPEND_GAP`] ([`serve`]): the operator sends the records of the jobs that
-//! finish meanwhile in its next append, so a long run of short jobs costs the node (and the
-//! operator) one append per batch of jobs, not one per job.
+//! the disk either). One executor appends at most once per [`APPEND_GAP`] ([`serve`]): the
+//! operator sends the records of the jobs that finish meanwhile in its next append, so a
+//! long run of short jobs costs the node (and the operator) one append per batch of jobs,
+//! not one per job.
 //!
 //! The executor greets with the base and the journal's lines as they are on disk ([`load`]):
 //! the operator parses them anyway, so it replays the journal, and once the journal made
