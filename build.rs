@@ -29,6 +29,8 @@ fn main() {
         "crates/director-stage/Cargo.toml",
         "crates/director-stage/Cargo.lock",
         "Cargo.lock",
+        // The executor's profile (`[profile.exec]`) is there.
+        "Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
