@@ -61,6 +61,9 @@ pub(crate) struct Host {
     /// Booted with systemd as PID 1 ([`Fleet::add_systemd_host`]); `sshd` holds the
     /// supervisor of its `systemd-nspawn`, in a process group of its own.
     systemd: bool,
+    /// The control groups a systemd host's container lives in, its own in each hierarchy
+    /// ([`own_cgroups`]), removed when it stops.
+    cgroups: Vec<PathBuf>,
 }
 
 impl Host {
@@ -255,6 +258,32 @@ fn systemd_image(extra: &[&str]) -> PathBuf {
     root
 }
 
+/// Control groups named `name` made beside this process's own, one in each hierarchy whose
+/// tree a container's systemd shares with `systemd-nspawn --keep-unit`: the unified one and
+/// the v1 `name=systemd` one of a hybrid host. Without them every container of the test
+/// process had the same group as its root, and their systemds removed each other's units'
+/// groups: a unit failed now and then at its start ("Failed at step CGROUP … No such file or
+/// directory") and the host booted `degraded`.
+fn own_cgroups(name: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let unified = if root.join("cgroup.procs").exists() { root.to_path_buf() } else { root.join("unified") };
+    let mut made = Vec::new();
+    for line in std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default().lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+        let mount = match controllers {
+            "" => unified.clone(),
+            "name=systemd" => root.join("systemd"),
+            _ => continue,
+        };
+        let dir = mount.join(path.trim_start_matches('/')).join(name);
+        if mount.join("cgroup.procs").exists() && std::fs::create_dir_all(&dir).is_ok() {
+            made.push(dir);
+        }
+    }
+    made
+}
+
 /// Raises the kernel's neighbour table thresholds to `entries` at least (never lowers them).
 fn raise_neighbour_table(entries: u64) {
     for (name, want) in [("gc_thresh1", entries / 4), ("gc_thresh2", entries / 2), ("gc_thresh3", entries)] {
@@ -352,6 +381,7 @@ impl Fleet {
             users: false,
             key_types: vec!["ed25519"],
             systemd: false,
+            cgroups: Vec::new(),
         };
         if is_root() {
             let ns = format!("dt{}n{}", self.tag, i);
@@ -681,6 +711,22 @@ impl Fleet {
             }
             let _ = c.wait();
         }
+        // Deepest first: the container's systemd made its own tree inside.
+        for top in std::mem::take(&mut self.hosts[i].cgroups) {
+            let mut dirs: Vec<PathBuf> = Vec::new();
+            let mut stack = vec![top];
+            while let Some(dir) = stack.pop() {
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(entry.path());
+                    }
+                }
+                dirs.push(dir);
+            }
+            for dir in dirs.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
     }
 
     /// Adds a host that boots systemd as its PID 1 (see the module docs) and waits for its
@@ -722,8 +768,11 @@ impl Fleet {
     fn boot(&mut self, i: usize) {
         let host = &mut self.hosts[i];
         let ns = host.netns.clone().expect("a systemd host has a network namespace");
+        host.cgroups = own_cgroups(&format!("director-{ns}"));
+        let join: String =
+            host.cgroups.iter().map(|dir| format!("echo $$ > {}/cgroup.procs && ", dir.display())).collect();
         let script = format!(
-            "while :; do systemd-nspawn --register=no --keep-unit --quiet --console=passive --capability=all --system-call-filter='bpf @keyring' -D {root} --machine={name} --network-namespace-path=/run/netns/{ns} -b; rc=$?; [ $rc = 133 ] || exit $rc; done",
+            "{join}while :; do systemd-nspawn --register=no --keep-unit --quiet --console=passive --capability=all --system-call-filter='bpf @keyring' -D {root} --machine={name} --network-namespace-path=/run/netns/{ns} -b; rc=$?; [ $rc = 133 ] || exit $rc; done",
             root = host.dir.join("root").display(),
             name = host.name,
         );

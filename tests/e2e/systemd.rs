@@ -22,7 +22,7 @@ fn a_systemd_host_boots_systemd_as_pid_1_runs_jobs_and_comes_back_from_a_reboot(
         )
     };
     let out = exec(
-        "ps -p 1 -o comm=; systemctl is-system-running --wait; cut -d' ' -f22 /proc/1/stat > /var/tmp/boot-before",
+        "ps -p 1 -o comm=; systemctl is-system-running --wait; systemctl --failed --no-legend --plain; cut -d' ' -f22 /proc/1/stat > /var/tmp/boot-before",
     );
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let said = stdout(&out);
