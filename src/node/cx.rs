@@ -1,11 +1,10 @@
 //! What a job gets on its node ([`Cx`]) and how a verb says how it ended ([`Finish`]): run a
 //! command there and stream its output as events, ask the executor for one thing, stat a
 //! path, and reach the node's state (its cache, the other nodes at a QUERY). It also keeps
-//! the node cache on the node: changes are queued ([`Cx::save_soon`]) and go with the node's
-//! next request (or the node's saver, [`Cx::saving`], sends them if none comes) while the next
-//! jobs run, and a job is reported finished once its record is there ([`Cx::report`]). It
-//! knows nothing of the plan, the engine's settings or the node's other executors: the verbs
-//! use it, the engine builds it.
+//! the node cache on the node: changes are queued ([`Cx::save_soon`]) and sent by the node's
+//! saver ([`Cx::saving`]) while the next jobs run, and a job is reported finished once its
+//! record is there ([`Cx::report`]). It knows nothing of the plan, the engine's settings or
+//! the node's other executors: the verbs use it, the engine builds it.
 
 use super::preview::Pending;
 use super::session::Session;
@@ -81,12 +80,10 @@ impl Cx<'_> {
     }
 
     /// Queues what changed in the in-memory cache for the node's journal (see
-    /// [`super::cache`]), sends it ahead to go with the node's next request (the job's next
-    /// one, usually: one SSH packet for both), and wakes the node's saver ([`Cx::saving`]),
-    /// which sends it if nothing else went and waits for the node's answer: the job goes on
-    /// while its record travels. `job` names the job whose record it is, for the notice if
-    /// the node cannot store it. Refused at once if the cache would outgrow what a node cache
-    /// may hold.
+    /// [`super::cache`]) and wakes the node's saver ([`Cx::saving`]): the job goes on while its
+    /// record travels and the node syncs it. `job` names the job whose record it is, for the
+    /// notice if the node cannot store it. Refused at once if the cache would outgrow what a
+    /// node cache may hold.
     pub fn save_soon(&self, job: Option<String>) -> Result<(), String> {
         let state = self.state();
         let mut cache = state.cache();
@@ -102,38 +99,10 @@ impl Cx<'_> {
             ));
         }
         cache.size = total;
-        // Queued under the cache's lock: lines are queued in the order they were taken; and
-        // sent ahead under the queue's, in the same order.
-        let mut unsaved = lock(&state.unsaved);
-        drop(cache);
-        unsaved.push(Unsaved { lines, acks: Vec::new(), job, reports: Vec::new() });
-        // Before the saver folded the cache, the saver sends them (after the fold).
-        if state.riding.load(std::sync::atomic::Ordering::SeqCst) {
-            self.send_ahead(&mut unsaved);
-        }
-        drop(unsaved);
+        // Queued under the cache's lock: lines are queued in the order they were taken.
+        lock(&state.unsaved).push(Unsaved { lines, job, reports: Vec::new() });
         state.wake.notify_one();
         Ok(())
-    }
-
-    /// Sends ahead ([`Session::defer`]) the lines of the queued entries not sent yet, in one
-    /// append (in pieces when large); its answers wait in the last of them. Called with the
-    /// queue locked, so lines leave in the order they were queued.
-    fn send_ahead(&self, unsaved: &mut [Unsaved]) {
-        let lines: Vec<String> = unsaved.iter_mut().flat_map(|u| std::mem::take(&mut u.lines)).collect();
-        if lines.is_empty() {
-            return;
-        }
-        let (pieces, packed) = journal_pieces(lines);
-        let last = pieces.len().saturating_sub(1);
-        let acks = pieces
-            .into_iter()
-            .enumerate()
-            .map(|(n, lines)| self.home.defer(|id| Request::AppendCache { id, lines, more: n < last, packed }))
-            .collect();
-        if let Some(entry) = unsaved.last_mut() {
-            entry.acks = acks;
-        }
     }
 
     /// Queues what changed and waits until everything queued is on the node.
@@ -161,60 +130,40 @@ impl Cx<'_> {
         }
     }
 
-    /// Sends everything queued and not sent yet, in order, in one append, and what was sent
-    /// ahead if no write took it along; waits for the node's answers, then emits the events
-    /// that waited for them; the jobs whose records could not be stored are told in a notice.
+    /// Sends everything queued, in order, all in one append (the node syncs once for all of
+    /// them), then emits the events that waited for it; the jobs whose records could not be
+    /// stored are told in a notice.
     pub async fn flush(&self) -> Result<(), String> {
         let state = self.state();
         let _turn = state.save.lock().await;
-        // Each append's answers, and the number of entries it carries.
-        let mut appends: Vec<(Vec<Result<super::session::Asked, String>>, usize)> = Vec::new();
-        let taken = {
+        let (lines, taken) = {
             let mut unsaved = lock(&state.unsaved);
-            self.send_ahead(&mut unsaved);
-            let mut carried = 0;
-            for entry in unsaved.iter_mut() {
-                carried += 1;
-                if !entry.acks.is_empty() {
-                    appends.push((std::mem::take(&mut entry.acks), carried));
-                    carried = 0;
-                }
-            }
-            // Entries that had no lines to send (none are queued so): nothing to wait for.
-            if carried > 0 {
-                appends.push((Vec::new(), carried));
-            }
-            unsaved.len()
+            let lines: Vec<String> = unsaved.iter_mut().flat_map(|u| std::mem::take(&mut u.lines)).collect();
+            (lines, unsaved.len())
         };
         if taken == 0 {
             return Ok(());
         }
-        self.home.kick().await;
-        let mut outcomes: Vec<(Result<(), NotSaved>, usize)> = Vec::with_capacity(appends.len());
-        for (acks, carried) in appends {
-            let mut result = Ok(());
-            for ack in acks {
-                result = match ack {
-                    Ok(asked) => match asked.done().await {
-                        Ok(Done::Failed { message }) => Err(NotSaved::Refused(message)),
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(NotSaved::Lost(e)),
-                    },
-                    Err(e) => Err(NotSaved::Lost(e)),
-                };
-                if result.is_err() {
-                    break;
-                }
+        let mut result: Result<(), NotSaved> = Ok(());
+        let (pieces, packed) = journal_pieces(lines);
+        let last = pieces.len().saturating_sub(1);
+        for (n, lines) in pieces.into_iter().enumerate() {
+            let more = n < last;
+            result = match self.home.call(|id| Request::AppendCache { id, lines, more, packed }).await {
+                Ok(Done::Failed { message }) => Err(NotSaved::Refused(message)),
+                Ok(_) => Ok(()),
+                Err(e) => Err(NotSaved::Lost(e)),
+            };
+            if result.is_err() {
+                break;
             }
-            outcomes.push((result, carried));
         }
         // Events queued behind these changes meanwhile go out with them, in order.
         let sent: Vec<Unsaved> = lock(&state.unsaved).drain(..taken).collect();
-        let results = outcomes.iter().flat_map(|(result, carried)| std::iter::repeat_n(result, *carried));
         // A job whose record did not reach the node is told, even when the node was lost:
         // it is reported done, but it will run again.
-        for (unsaved, result) in sent.into_iter().zip(results) {
-            if let (Err(e), Some(job)) = (result, unsaved.job) {
+        for unsaved in sent {
+            if let (Err(e), Some(job)) = (&result, unsaved.job) {
                 let message = match e {
                     NotSaved::Refused(_) => format!("{job}: {e}; it will run again next time"),
                     NotSaved::Lost(_) => format!("{job}: cannot save its record: {e}; it will run again next time"),
@@ -225,10 +174,7 @@ impl Cx<'_> {
                 self.sink.emit(event).await;
             }
         }
-        match outcomes.into_iter().find_map(|(result, _)| result.err()) {
-            Some(e) => Err(e.to_string()),
-            None => Ok(()),
-        }
+        result.map_err(|e| e.to_string())
     }
 
     /// Sends the cache as the node's new base if its journal is due to be folded into it
@@ -255,7 +201,6 @@ impl Cx<'_> {
         if compact {
             Box::pin(self.compact()).await;
         }
-        state.riding.store(true, std::sync::atomic::Ordering::SeqCst);
         loop {
             let woken = state.wake.notified();
             tokio::pin!(woken);

@@ -95,14 +95,6 @@ fn pack_pieces(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
     (total <= size - size / 8).then_some(pieces)
 }
 
-/// Requests sent ahead ([`Session::defer`]): their frames, in the order they were deferred,
-/// and their ids.
-#[derive(Default)]
-struct Riders {
-    bytes: Vec<u8>,
-    ids: Vec<u64>,
-}
-
 /// Replies a request's route holds before the link waits for its reader: a job's output
 /// streams through at the pace of whoever reads it, in memory bounded per job, and the node's
 /// executor is held back by the SSH channel's window when the operator cannot keep up.
@@ -120,8 +112,6 @@ pub struct Session {
 /// One live link to an executor.
 struct Pipe {
     writer: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
-    /// Requests waiting to go out with the next write ([`Session::defer`]).
-    riders: Mutex<Riders>,
     routes: Routes,
     next_id: AtomicU64,
     lost: Arc<Mutex<Option<String>>>,
@@ -299,7 +289,6 @@ impl Session {
         tokio::spawn(dispatch(link.incoming, buf, stderr, routes.clone(), lost.clone(), drained.clone()));
         let pipe = Pipe {
             writer: tokio::sync::Mutex::new(link.writer),
-            riders: Mutex::default(),
             routes,
             next_id: AtomicU64::new(1),
             lost,
@@ -341,20 +330,6 @@ impl Session {
         let pipe = self.pipe();
         let started = pipe.start_all(makes).await?;
         Ok(started.into_iter().map(|rx| Asked { pipe: pipe.clone(), rx }).collect())
-    }
-
-    /// Queues the request `make` builds (with a fresh id) to go out with the next write on
-    /// the link, whoever makes it, ahead of what that write carries: one write, and one SSH
-    /// packet, instead of two. [`Session::kick`] sends it if no other write comes.
-    pub fn defer(&self, make: impl FnOnce(u64) -> Request) -> Result<Asked, String> {
-        let pipe = self.pipe();
-        let rx = pipe.defer(make)?;
-        Ok(Asked { pipe, rx })
-    }
-
-    /// Sends the requests still waiting for a write ([`Session::defer`]), if any are.
-    pub async fn kick(&self) {
-        self.pipe().kick().await;
     }
 
     /// Writes `path` on the node atomically with `content` of `size` bytes and hash `sha3`.
@@ -405,56 +380,10 @@ impl Pipe {
         self.send_frame(&frame).await
     }
 
-    /// Writes `frame` after the requests deferred so far ([`Pipe::defer`]), in one write.
     async fn send_frame(&self, frame: &[u8]) -> Result<(), String> {
         let mut w = self.writer.lock().await;
-        let riders = std::mem::take(&mut *self.riders.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        if riders.ids.is_empty() && frame.is_empty() {
-            return Ok(());
-        }
-        let bytes = match riders.bytes {
-            bytes if bytes.is_empty() => std::borrow::Cow::Borrowed(frame),
-            mut bytes => {
-                bytes.extend_from_slice(frame);
-                std::borrow::Cow::Owned(bytes)
-            }
-        };
-        let written = async {
-            w.write_all(&bytes).await?;
-            w.flush().await
-        }
-        .await;
-        if written.is_err() {
-            // Their routes end: whoever waits on them hears the link is lost.
-            let mut routes = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for id in &riders.ids {
-                routes.remove(id);
-            }
-        }
-        written.map_err(|e| e.to_string())
-    }
-
-    /// See [`Session::defer`].
-    fn defer(&self, make: impl FnOnce(u64) -> Request) -> Result<Replies, String> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode(&make(id)).map_err(|e| format!("the request cannot be sent: {e}"))?;
-        let rx = self.route(id);
-        // As in `start`: a link already lost would leave the route waiting forever.
-        if let Some(lost) = self.lost() {
-            self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
-            return Err(lost);
-        }
-        let mut riders = self.riders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        riders.bytes.extend_from_slice(&frame);
-        riders.ids.push(id);
-        Ok(rx)
-    }
-
-    /// See [`Session::kick`]. A write that fails ends the deferred requests' routes.
-    async fn kick(&self) {
-        if !self.riders.lock().unwrap_or_else(std::sync::PoisonError::into_inner).ids.is_empty() {
-            let _ = self.send_frame(&[]).await;
-        }
+        w.write_all(frame).await.map_err(|e| e.to_string())?;
+        w.flush().await.map_err(|e| e.to_string())
     }
 
     /// The route the dispatcher sends request `id`'s replies on, and where they arrive.
@@ -720,7 +649,14 @@ mod tests {
     /// and leaves no route behind, not even those of the requests before it.
     #[tokio::test]
     async fn requests_that_cannot_all_be_sent_leave_no_route() {
-        let pipe = pipe_to(Box::new(tokio::io::sink()));
+        let pipe = Pipe {
+            writer: tokio::sync::Mutex::new(Box::new(tokio::io::sink())),
+            routes: Routes::default(),
+            next_id: AtomicU64::new(1),
+            lost: Arc::default(),
+            drained: Arc::default(),
+            _guard: None,
+        };
         let huge = "x".repeat(director_proto::MAX_FRAME);
         let makes: Vec<Box<dyn FnOnce(u64) -> Request>> = vec![
             Box::new(|id| Request::Stat { id, path: "/etc/hostname".into(), text_limit: 0 }),
@@ -732,74 +668,6 @@ mod tests {
         let sent = pipe.start_all(vec![|id| Request::Stat { id, path: "/".into(), text_limit: 0 }]).await;
         assert_eq!(sent.map(|replies| replies.len()), Ok(1));
         assert_eq!(pipe.routes.lock().unwrap().len(), 1);
-    }
-
-    fn pipe_to(writer: Box<dyn AsyncWrite + Send + Unpin>) -> Pipe {
-        Pipe {
-            writer: tokio::sync::Mutex::new(writer),
-            riders: Mutex::default(),
-            routes: Routes::default(),
-            next_id: AtomicU64::new(1),
-            lost: Arc::default(),
-            drained: Arc::default(),
-            _guard: None,
-        }
-    }
-
-    /// Keeps each write it is given apart; or refuses them all.
-    struct Writes(Arc<Mutex<Vec<Vec<u8>>>>, bool);
-
-    impl AsyncWrite for Writes {
-        fn poll_write(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            if self.1 {
-                return std::task::Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
-            }
-            self.0.lock().unwrap().push(buf.to_vec());
-            std::task::Poll::Ready(Ok(buf.len()))
-        }
-
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
-
-    /// A deferred request goes out in the next write, ahead of what that write carries; a
-    /// kick sends what no write took; a write that fails ends the deferred requests' routes.
-    #[tokio::test]
-    async fn deferred_requests_ride_the_next_write() {
-        let writes = Arc::new(Mutex::new(Vec::new()));
-        let pipe = pipe_to(Box::new(Writes(writes.clone(), false)));
-        let append = |id| Request::AppendCache { id, lines: "{}\n".into(), more: false, packed: false };
-        let stat = |id| Request::Stat { id, path: "/".into(), text_limit: 0 };
-        let _ahead = pipe.defer(append).unwrap();
-        pipe.kick().await;
-        pipe.kick().await;
-        let _first = pipe.defer(append).unwrap();
-        let _then = pipe.defer(append).unwrap();
-        let _asked = pipe.start(stat).await.unwrap();
-        pipe.kick().await;
-        let together = [encode(&append(2)).unwrap(), encode(&append(3)).unwrap(), encode(&stat(4)).unwrap()].concat();
-        assert_eq!(*writes.lock().unwrap(), [encode(&append(1)).unwrap(), together]);
-
-        let pipe = pipe_to(Box::new(Writes(writes, true)));
-        let lost = pipe.defer(append).unwrap();
-        pipe.kick().await;
-        assert!(pipe.routes.lock().unwrap().is_empty());
-        assert_eq!(pipe.done_of(lost).await.err().as_deref(), Some("connection to the executor lost"));
     }
 
     #[tokio::test]

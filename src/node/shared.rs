@@ -32,9 +32,6 @@ pub struct NodeState {
     pub save: tokio::sync::Mutex<()>,
     /// Wakes the node's saver ([`super::Cx::saving`]).
     pub wake: Notify,
-    /// The saver has folded the node cache, or had nothing to fold: from now on changes go
-    /// to the node as they are queued, with the node's next request ([`super::Cx::save_soon`]).
-    pub riding: AtomicBool,
     /// The node's task has ended.
     pub done: AtomicBool,
     /// Wakes whoever waits on this node's cache or jobs.
@@ -103,9 +100,6 @@ impl Ahead {
 pub struct Unsaved {
     /// Taken when they are sent; the entry stays queued until the node has them.
     pub lines: Vec<String>,
-    /// The answers to the append that sent them and the entries' before it not yet sent
-    /// ([`super::Cx::save_soon`]), on the last entry that append carries.
-    pub acks: Vec<Result<super::session::Asked, String>>,
     /// The job whose record they carry (`job 3 (RUN …)`), named if they cannot be saved.
     pub job: Option<String>,
     /// Events that wait for these changes to be on the node: a job is reported finished
@@ -123,7 +117,6 @@ impl NodeState {
             unsaved: Mutex::default(),
             save: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
-            riding: AtomicBool::new(false),
             done: AtomicBool::new(false),
             changed: Notify::new(),
             pending: Mutex::default(),
