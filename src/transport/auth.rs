@@ -58,6 +58,93 @@ pub(crate) struct Credentials {
     defaults: Vec<(PathBuf, Identity)>,
     /// Certificates by file: `FILE-cert.pub` of each identity, and each CertificateFile.
     certificates: HashMap<PathBuf, Certificate>,
+    /// The agents this run signs with, by socket.
+    agents: std::sync::Mutex<HashMap<PathBuf, Arc<RunAgent>>>,
+}
+
+/// One ssh-agent as a run uses it: asked once for the keys it holds, and its connections
+/// kept for the next login. ssh asks a fresh connection per login; a run of a thousand logins
+/// made the agent accept, poll among and close a thousand (its own CPU doubled), and ask its
+/// key list a thousand times, for the same answer within one run.
+struct RunAgent {
+    socket: PathBuf,
+    /// The keys it holds (and their comments), asked with the first login that needs them;
+    /// none when it cannot be reached.
+    held: tokio::sync::OnceCell<Vec<(PublicKey, String)>>,
+    /// Connections not in use (the agent answers one request at a time on each).
+    idle: std::sync::Mutex<Vec<AgentClient<tokio::net::UnixStream>>>,
+}
+
+impl RunAgent {
+    fn new(socket: PathBuf) -> Self {
+        RunAgent { socket, held: tokio::sync::OnceCell::new(), idle: std::sync::Mutex::default() }
+    }
+
+    /// A connection kept from before, if any.
+    fn kept(&self) -> Option<AgentClient<tokio::net::UnixStream>> {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+    }
+
+    fn keep(&self, client: AgentClient<tokio::net::UnixStream>) {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(client);
+    }
+
+    async fn connect(&self) -> std::io::Result<AgentClient<tokio::net::UnixStream>> {
+        connect_agent(&self.socket).await.map(AgentClient::connect)
+    }
+
+    /// The keys it holds, asked once.
+    async fn held(&self) -> &[(PublicKey, String)] {
+        self.held
+            .get_or_init(|| async {
+                let Ok(mut client) = self.connect().await else { return Vec::new() };
+                let held = client.request_identities().await;
+                self.keep(client);
+                held.unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|id| match id {
+                        AgentIdentity::PublicKey { key, comment } => Some((key, comment)),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .await
+    }
+}
+
+/// Signs through a run's [`RunAgent`], on a kept connection when there is one: one that went
+/// (the agent restarted) is dropped and the request made once more on a fresh one; a refusal
+/// by the agent itself is not asked again.
+struct AgentSigner<'a>(&'a RunAgent);
+
+impl russh::Signer for AgentSigner<'_> {
+    type Error = SignError;
+
+    fn auth_sign(
+        &mut self,
+        key: &AgentIdentity,
+        hash_alg: Option<HashAlg>,
+        to_sign: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, Self::Error>> + Send {
+        let agent = self.0;
+        async move {
+            let fail = |e: russh::AgentAuthError| SignError(e.to_string());
+            if let Some(mut client) = agent.kept() {
+                match client.auth_sign(key, hash_alg, to_sign.clone()).await {
+                    Err(russh::AgentAuthError::Key(russh::keys::Error::IO(_))) => {}
+                    Ok(signed) => {
+                        agent.keep(client);
+                        return Ok(signed);
+                    }
+                    Err(e) => return Err(fail(e)),
+                }
+            }
+            let mut client = agent.connect().await.map_err(|e| SignError(crate::error::io_reason(&e)))?;
+            let signed = client.auth_sign(key, hash_alg, to_sign).await.map_err(fail)?;
+            agent.keep(client);
+            Ok(signed)
+        }
+    }
 }
 
 impl Credentials {
@@ -103,6 +190,12 @@ impl Credentials {
             }
         }
         Ok(creds)
+    }
+
+    /// The run's agent at `socket`.
+    fn agent(&self, socket: PathBuf) -> Arc<RunAgent> {
+        let mut agents = self.agents.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        agents.entry(socket).or_insert_with_key(|s| Arc::new(RunAgent::new(s.clone()))).clone()
     }
 
     fn add_certificate(&mut self, path: &Path) {
@@ -326,23 +419,10 @@ pub(crate) async fn authenticate<H: client::Handler>(
     let user = node.user.clone();
     let describe = |e: russh::Error| describe(&e);
     let rsa_hash = handle.best_supported_rsa_hash().await.map_err(describe)?.flatten();
-    let sock = socket(&node.ssh.agent);
-    let mut agent = match &sock {
-        Some(path) => connect_agent(path).await.ok().map(AgentClient::connect),
-        None => None,
-    };
-    let held: Vec<(PublicKey, String)> = match agent.as_mut() {
-        Some(a) => a
-            .request_identities()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|id| match id {
-                AgentIdentity::PublicKey { key, comment } => Some((key, comment)),
-                _ => None,
-            })
-            .collect(),
-        None => Vec::new(),
+    let agent = socket(&node.ssh.agent).map(|path| creds.agent(path));
+    let held: &[(PublicKey, String)] = match &agent {
+        Some(agent) => agent.held().await,
+        None => &[],
     };
     // The identity files: the node's, else the default ones.
     let files: Vec<(PathBuf, Identity)> = match &node.identity_file {
@@ -359,7 +439,7 @@ pub(crate) async fn authenticate<H: client::Handler>(
     // 1. The agent's keys that are identity files; 2. its other keys (not with
     // IdentitiesOnly); 3. the identity files it does not hold.
     let mut from_agent = Vec::new();
-    for (key, comment) in &held {
+    for (key, comment) in held {
         match files.iter().find(|(_, id)| id.public().key_data() == key.key_data()) {
             Some((path, _)) => {
                 let what = format!("key {} (through ssh-agent)", path.display());
@@ -408,12 +488,12 @@ pub(crate) async fn authenticate<H: client::Handler>(
                     .success()
             }
             Offer::Certificate { cert, signer: Signer::Agent(public), .. } => {
-                let Some(agent) = agent.as_mut() else { continue };
+                let Some(agent) = agent.as_deref() else { continue };
                 let hash = if public.algorithm().is_rsa() { rsa_hash.or(Some(HashAlg::Sha512)) } else { None };
                 handle
-                    .authenticate_certificate_with(&user, *cert, hash, agent)
+                    .authenticate_certificate_with(&user, *cert, hash, &mut AgentSigner(agent))
                     .await
-                    .map_err(|e| format!("ssh-agent could not sign: {e}"))?
+                    .map_err(|e| format!("ssh-agent could not sign: {}", e.0))?
                     .success()
             }
             Offer::Key { signer: Signer::Key(key), .. } => {
@@ -425,12 +505,12 @@ pub(crate) async fn authenticate<H: client::Handler>(
                     .success()
             }
             Offer::Key { signer: Signer::Agent(public), .. } => {
-                let Some(agent) = agent.as_mut() else { continue };
+                let Some(agent) = agent.as_deref() else { continue };
                 let hash = if public.algorithm().is_rsa() { rsa_hash } else { None };
                 handle
-                    .authenticate_publickey_with(&user, public, hash, agent)
+                    .authenticate_publickey_with(&user, public, hash, &mut AgentSigner(agent))
                     .await
-                    .map_err(|e| format!("ssh-agent could not sign: {e}"))?
+                    .map_err(|e| format!("ssh-agent could not sign: {}", e.0))?
                     .success()
             }
         };
@@ -563,6 +643,43 @@ mod tests {
         std::fs::write(dir.join("garbage"), "not a key\n").unwrap();
         let (_, hint) = load_identity(&dir.join("garbage"), &[]).err().unwrap();
         assert_eq!(hint, "it must be a private key in OpenSSH or PEM format");
+    }
+
+    /// A run asks the agent for its keys once and keeps its connection; a kept connection that
+    /// went (the agent restarted) is replaced for the same request, and the agent's own
+    /// refusal is said, not asked again.
+    #[test]
+    fn a_runs_agent_connection_is_kept_and_replaced_when_it_went() {
+        let dir = scratch("kept");
+        let key = keygen(&dir, "id_ed25519", "");
+        let agent = Agent::start(&dir);
+        agent.add(&key);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let run = RunAgent::new(agent.1.clone());
+        let kept = || run.idle.lock().unwrap().len();
+        let held = rt.block_on(run.held()).to_vec();
+        assert_eq!(held.len(), 1);
+        assert_eq!(kept(), 1);
+        let identity = AgentIdentity::PublicKey { key: held[0].0.clone(), comment: String::new() };
+        let sign =
+            || rt.block_on(russh::Signer::auth_sign(&mut AgentSigner(&run), &identity, None, b"session".to_vec()));
+        assert!(sign().is_ok());
+        assert_eq!(kept(), 1);
+        // The agent restarts on the same socket: the kept connection fails, a fresh one signs.
+        let socket = agent.1.clone();
+        drop(agent);
+        std::fs::remove_file(&socket).unwrap();
+        let agent = Agent::start(&dir);
+        agent.add(&key);
+        assert!(sign().is_ok());
+        assert_eq!(kept(), 1);
+        // A key the agent no longer holds: its refusal.
+        let ok = Command::new("ssh-add").arg("-D").env("SSH_AUTH_SOCK", &agent.1).stderr(Stdio::null()).status();
+        assert!(ok.unwrap().success());
+        assert_eq!(sign().err().map(|e| e.0).as_deref(), Some("Agent failure"));
+        // Gone for good (its socket left behind): why, as an I/O error reads.
+        drop(agent);
+        assert_eq!(sign().err().map(|e| e.0).as_deref(), Some("Connection refused"));
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! `BENCH_PERF=first,w4` then runs those once more with the candidate under `perf record -a -g`,
 //! the whole machine (profiles in `target/tmp/scale-<workload>.perf.data`; `floor` and `script`
 //! record the floor and the script floor the same way, to set their sshd, shells and client
-//! beside director's), and `BENCH_HEAP=w2` under
+//! beside director's; `BENCH_PERF_EVENTS=raw_syscalls:sys_enter` records those events instead
+//! of call graphs, to count every process's system calls), and `BENCH_HEAP=w2` under
 //! heaptrack (`target/tmp/scale-<workload>.heaptrack.zst`). `BENCH_RSS_PARTS=1` prints, for
 //! every run, its resident memory at its highest split into anonymous and file-backed (code).
 //! `DIRECTOR_HOT_CODE=0 BENCH_HOT_CODE=first,w1,w2,w3,w4local` (a build without the layout)
@@ -86,6 +87,18 @@ use std::time::{Duration, Instant};
 
 #[global_allocator]
 static HEAP: measure::Counting = measure::Counting;
+
+/// `perf record`'s arguments up to its output file: the whole machine, with call graphs, or
+/// the events `BENCH_PERF_EVENTS` names.
+fn perf_record() -> Vec<String> {
+    let mut args: Vec<String> = ["record", "-a", "-q"].map(String::from).into();
+    match std::env::var("BENCH_PERF_EVENTS") {
+        Ok(events) if !events.is_empty() => args.extend(["-e".to_string(), events]),
+        _ => args.push("-g".to_string()),
+    }
+    args.push("-o".to_string());
+    args
+}
 
 /// Hosts W4 runs on.
 const W4_HOSTS: usize = 6;
@@ -562,7 +575,7 @@ fn main() {
             if variable == "BENCH_PERF" && matches!(workload, "floor" | "script") {
                 let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("scale-{workload}.perf.data"));
                 let mut perf = Command::new("perf");
-                let perf = perf.args(["record", "-a", "-g", "-q", "-o"]).arg(&out).spawn().expect("perf");
+                let perf = perf.args(perf_record()).arg(&out).spawn().expect("perf");
                 std::thread::sleep(Duration::from_secs(1));
                 let took = match workload {
                     "floor" => floor_run(None, nodes).0,
@@ -598,7 +611,7 @@ fn main() {
                     let mut cmd = Command::new("perf");
                     // The whole machine: on a one-box fleet the nodes' sshd, executors and
                     // shells share the cores with the operator (`perf report --sort comm`).
-                    cmd.args(["record", "-a", "-g", "-q", "-o"]).arg(&out);
+                    cmd.args(perf_record()).arg(&out);
                     cmd
                 }
                 "BENCH_HEAP" => {

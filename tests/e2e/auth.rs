@@ -205,14 +205,22 @@ fn certificate_files_and_rsa_certificates_get_in() {
 
 #[test]
 fn ssh_agent_authenticates_when_no_identity_file_is_set() {
-    let fleet = Fleet::start(2);
+    let fleet = Fleet::start(3);
     let sock = fleet.path().join("agent.sock");
-    let agent = Command::new("ssh-agent").arg("-a").arg(&sock).output().unwrap();
-    assert!(agent.status.success());
-    let agent_pid: String = String::from_utf8_lossy(&agent.stdout)
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("SSH_AGENT_PID=").map(str::to_string))
+    // In the foreground, its debug log says every connection and request it gets.
+    let log_path = fleet.path().join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut agent = Command::new("ssh-agent")
+        .arg("-d")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
         .unwrap();
+    while !sock.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let add = Command::new("ssh-add").arg(&fleet.key).env("SSH_AUTH_SOCK", &sock).output().unwrap();
     assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
     let catalog = std::fs::read_to_string(fleet.catalog()).unwrap();
@@ -220,6 +228,8 @@ fn ssh_agent_authenticates_when_no_identity_file_is_set() {
         catalog.lines().filter(|l| !l.contains("identity_file")).map(|l| format!("{l}\n")).collect();
     let catalog = fleet.file("agent-catalog.yaml", &without_key);
     let file = fleet.file("one.yaml", "- jobs:\n    - RUN: true\n");
+    // One node after another (batches of one): each login after the first finds the agent's
+    // connection the one before kept.
     let out = output(
         fleet
             .director()
@@ -227,12 +237,18 @@ fn ssh_agent_authenticates_when_no_identity_file_is_set() {
             .arg(&file)
             .arg("--catalog")
             .arg(&catalog)
-            .arg("--json")
+            .args(["--json", "--serial", "1"])
             .env("SSH_AUTH_SOCK", &sock),
     );
-    let _ = Command::new("kill").arg(&agent_pid).output();
+    let _ = agent.kill();
+    let _ = agent.wait();
     assert_eq!(code(&out), 0, "{}", stdout(&out));
-    assert_eq!(run_finished(&schema::parse(&out.stdout)).0.jobs_ok, 2);
+    assert_eq!(run_finished(&schema::parse(&out.stdout)).0.jobs_ok, 3);
+    // The run asked the agent for its keys once, and signed three logins on one connection
+    // (ssh-add's own was the first).
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!((count("new_socket: type = CONNECTION"), count(") type 11"), count(") type 13")), (2, 1, 3), "{log}");
 
     // Without the agent (and no default keys in the isolated home) the failure says why.
     let out = output(fleet.director().arg("orchestrate").arg(&file).arg("--catalog").arg(&catalog).args([
