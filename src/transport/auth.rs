@@ -73,11 +73,24 @@ struct RunAgent {
     held: tokio::sync::OnceCell<Vec<(PublicKey, String)>>,
     /// Connections not in use (the agent answers one request at a time on each).
     idle: std::sync::Mutex<Vec<AgentClient<tokio::net::UnixStream>>>,
+    /// A turn on one of at most [`AGENT_LINKS`] connections: ssh-agent serves one request at
+    /// a time whatever their number, and every connection kept open is one more descriptor of
+    /// its own (its limit is the user's) that its `poll` goes through at each wake: a burst of
+    /// a thousand logins must not leave a thousand open for the run.
+    turns: tokio::sync::Semaphore,
 }
+
+/// The most connections a run holds to one agent.
+const AGENT_LINKS: usize = 4;
 
 impl RunAgent {
     fn new(socket: PathBuf) -> Self {
-        RunAgent { socket, held: tokio::sync::OnceCell::new(), idle: std::sync::Mutex::default() }
+        RunAgent {
+            socket,
+            held: tokio::sync::OnceCell::new(),
+            idle: std::sync::Mutex::default(),
+            turns: tokio::sync::Semaphore::new(AGENT_LINKS),
+        }
     }
 
     /// A connection kept from before, if any.
@@ -97,6 +110,7 @@ impl RunAgent {
     async fn held(&self) -> &[(PublicKey, String)] {
         self.held
             .get_or_init(|| async {
+                let Ok(_turn) = self.turns.acquire().await else { return Vec::new() };
                 let Ok(mut client) = self.connect().await else { return Vec::new() };
                 let held = client.request_identities().await;
                 self.keep(client);
@@ -129,6 +143,7 @@ impl russh::Signer for AgentSigner<'_> {
         let agent = self.0;
         async move {
             let fail = |e: russh::AgentAuthError| SignError(e.to_string());
+            let _turn = agent.turns.acquire().await.map_err(|e| SignError(e.to_string()))?;
             if let Some(mut client) = agent.kept() {
                 match client.auth_sign(key, hash_alg, to_sign.clone()).await {
                     Err(russh::AgentAuthError::Key(russh::keys::Error::IO(_))) => {}
@@ -673,6 +688,12 @@ mod tests {
         agent.add(&key);
         assert!(sign().is_ok());
         assert_eq!(kept(), 1);
+        // Sixteen logins signing at once share a few connections.
+        let burst = (0..16).map(|_| async {
+            russh::Signer::auth_sign(&mut AgentSigner(&run), &identity, None, b"session".to_vec()).await
+        });
+        assert!(rt.block_on(futures::future::join_all(burst)).iter().all(Result::is_ok));
+        assert!((1..=AGENT_LINKS).contains(&kept()), "{} kept", kept());
         // A key the agent no longer holds: its refusal.
         let ok = Command::new("ssh-add").arg("-D").env("SSH_AUTH_SOCK", &agent.1).stderr(Stdio::null()).status();
         assert!(ok.unwrap().success());
