@@ -64,8 +64,8 @@ pub(crate) struct Credentials {
 
 /// One ssh-agent as a run uses it: asked once for the keys it holds, and its connections
 /// kept for the next login. ssh asks a fresh connection per login; a run of a thousand logins
-/// made the agent accept, poll among and close a thousand, and ask its
-/// key list a thousand times, for the same answer within one run.
+/// made the agent accept, poll among and close a thousand, and list its keys a thousand times,
+/// for the same answer within one run.
 struct RunAgent {
     socket: PathBuf,
     /// The keys it holds (and their comments), asked with the first login that needs them;

@@ -218,9 +218,13 @@ fn ssh_agent_authenticates_when_no_identity_file_is_set() {
         .stderr(log)
         .spawn()
         .unwrap();
-    while !sock.exists() {
+    for _ in 0..500 {
+        if sock.exists() {
+            break;
+        }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    assert!(sock.exists(), "ssh-agent did not listen on {}", sock.display());
     let add = Command::new("ssh-add").arg(&fleet.key).env("SSH_AUTH_SOCK", &sock).output().unwrap();
     assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
     let catalog = std::fs::read_to_string(fleet.catalog()).unwrap();
