@@ -21,9 +21,16 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 /// The async runtime every run goes on (the command line's and the TUI's): the one place it
-/// is built.
+/// is built. One thread: a run's tasks (a node's engine task, its connection's task, the
+/// frontend) hand each other work at every step, and across threads each hand-over is a
+/// wake-up of another thread (an interrupt, on a VM an exit); on one thread it is a queue's
+/// push. What is slow or blocking goes to `spawn_blocking` (templates, packing); the history
+/// and the TUI's keyboard have threads of their own. On one thread every node task that is
+/// ready writes before any connection's task runs to send: executor uploads are bounded
+/// fleet-wide (`transport::send`) and the targets of a QUERY go on one by one
+/// (`node::shared`), so the bytes written and not yet sent stay few.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))
