@@ -113,26 +113,17 @@ impl Link {
 /// many at once (a QUERY's targets) is paced where they are woken (`node::shared`).
 const IN_FLIGHT: usize = 2 << 20;
 
-/// Writes of fewer bytes than this go without a turn (a script's input that is a line or
-/// none): their sum stays small at any fleet size.
-const SMALL_WRITE: usize = 4096;
-
 /// How much of a large write takes one turn: a turn is never more than the whole budget.
 const PIECE: usize = 64 * 1024;
 
 static SENDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(IN_FLIGHT);
 
-/// Writes `parts` to `writer` in order and flushes it. A large write goes in pieces, each
-/// holding its bytes' share of [`IN_FLIGHT`] until the task has yielded once after writing
-/// it: the connection's task, woken by the write, has then had its turn to take the bytes
-/// (on one thread, tasks woken run before a yielded one comes back).
+/// Writes `parts` to `writer` in order, in pieces flushed one by one, each holding its
+/// bytes' share of [`IN_FLIGHT`] until the task has yielded once after writing it: the
+/// connection's task, woken by the write, has then had its turn to take the bytes (on one
+/// thread, tasks woken run before a yielded one comes back). A script's input of a line
+/// takes a turn too: it is one yield, at most once a node.
 pub(crate) async fn send<W: AsyncWrite + Unpin + ?Sized>(writer: &mut W, parts: &[&[u8]]) -> std::io::Result<()> {
-    if parts.iter().map(|p| p.len()).sum::<usize>() < SMALL_WRITE {
-        for part in parts {
-            writer.write_all(part).await?;
-        }
-        return writer.flush().await;
-    }
     for part in parts {
         for piece in part.chunks(PIECE) {
             // Never closed: acquiring cannot fail.
