@@ -424,8 +424,8 @@ impl NodeCache {
                     match section {
                         Section::Jobs => line_of(s, k, self.jobs.get(&key)),
                         Section::Parents => line_of(s, k, self.parents.get(&key)),
-                        Section::Args => line_of(s, k, self.args.get(&key)),
-                        Section::Envs => line_of(s, k, self.envs.get(&key)),
+                        Section::Args => line_of(s, k, self.args.get(&key).map(StoredLine::of).as_ref()),
+                        Section::Envs => line_of(s, k, self.envs.get(&key).map(StoredLine::of).as_ref()),
                     }
                 }
             })
@@ -639,6 +639,69 @@ pub(crate) fn shared(value: Arc<Value>) -> Arc<Value> {
     value
 }
 
+/// A [`Stored`] as a journal line holds it: the same JSON, with a large value's text written
+/// once a thread and copied after ([`written`]).
+#[derive(Serialize)]
+struct StoredLine<'a> {
+    value: ValueText<'a>,
+    at: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    secret: bool,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ValueText<'a> {
+    Held(&'a Value),
+    Written(Arc<serde_json::value::RawValue>),
+}
+
+impl<'a> StoredLine<'a> {
+    fn of(stored: &'a Stored) -> StoredLine<'a> {
+        let value = match written(&stored.value) {
+            Some(text) => ValueText::Written(text),
+            None => ValueText::Held(&stored.value),
+        };
+        StoredLine { value, at: stored.at, secret: stored.secret }
+    }
+}
+
+thread_local! {
+    /// The large value this thread last wrote into a journal line, and its text: a QUERY's
+    /// map, one allocation set on every node, is serialized once, not once a node (a thousand
+    /// times its thousand entries at 1,000 nodes). The weak reference keeps the allocation, so
+    /// the same address is the same value (a shared value is never changed in place:
+    /// `Arc::make_mut` moves it while a weak reference is held).
+    static WRITTEN: std::cell::RefCell<(Weak<Value>, Option<Arc<serde_json::value::RawValue>>)> =
+        const { std::cell::RefCell::new((Weak::new(), None)) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many large values [`written`] serialized on this thread.
+    static WROTE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The JSON text of a large value, serialized once for every cache that holds the same
+/// allocation in a row; none for a small one (written as it is).
+fn written(value: &Arc<Value>) -> Option<Arc<serde_json::value::RawValue>> {
+    if !crate::catalog::template::is_large(value) {
+        return None;
+    }
+    WRITTEN.with(|last| {
+        let mut last = last.borrow_mut();
+        if std::ptr::eq(last.0.as_ptr(), Arc::as_ptr(value)) {
+            return last.1.clone();
+        }
+        #[cfg(test)]
+        WROTE.with(|w| w.set(w.get() + 1));
+        let text: Arc<serde_json::value::RawValue> =
+            serde_json::value::to_raw_value(&**value).expect("a value serializes").into();
+        *last = (Arc::downgrade(value), Some(text.clone()));
+        Some(text)
+    })
+}
+
 /// Feeds what is written to a hasher.
 struct HashWriter<'a>(&'a mut std::hash::DefaultHasher);
 
@@ -776,6 +839,33 @@ mod tests {
         let copy = Arc::new((*map).clone());
         assert!(Arc::ptr_eq(&shared(copy), &map));
         assert_eq!(HASHED.with(std::cell::Cell::get) - before, 2);
+    }
+
+    /// The same large value set on every node is serialized once for all their journal lines,
+    /// and each line is the one [`Stored`] itself makes.
+    #[test]
+    fn a_value_set_on_every_node_is_written_once() {
+        let map = Arc::new(Value::Object((0..300).map(|i| (format!("n{i}"), json!({"user": "root"}))).collect()));
+        let before = WROTE.with(std::cell::Cell::get);
+        let mut caches: Vec<NodeCache> = (0..50).map(|_| NodeCache::default()).collect();
+        for cache in &mut caches {
+            cache.set(Kind::Args, "query", map.clone(), false, 7, TTL);
+        }
+        caches[3].mark_secret(Kind::Args, "query");
+        let lines: Vec<Vec<String>> = caches.iter_mut().map(|c| c.take_journal().0).collect();
+        assert_eq!(WROTE.with(std::cell::Cell::get) - before, 1);
+        for (cache, lines) in caches.iter().zip(&lines) {
+            assert_eq!(lines, &[line_of("args", Some("query"), Some(&cache.args["query"]))]);
+        }
+        assert!(lines[3][0].contains(r#""secret":true"#) && !lines[4][0].contains("secret"));
+        // Another value, then the first again: each is written again (one is remembered).
+        let mut other = NodeCache::default();
+        other.set(Kind::Args, "query", json!((0..40).collect::<Vec<_>>()), false, 7, TTL);
+        other.set(Kind::Envs, "small", json!("v"), false, 7, TTL);
+        other.take_journal();
+        caches[0].set(Kind::Args, "query", map.clone(), false, 9 + TTL, TTL);
+        assert_eq!(caches[0].take_journal().0, [line_of("args", Some("query"), Some(&caches[0].args["query"]))]);
+        assert_eq!(WROTE.with(std::cell::Cell::get) - before, 3);
     }
 
     /// A large value is held once however many caches hold it: loaded from each node's file,
