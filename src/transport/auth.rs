@@ -85,9 +85,15 @@ const AGENT_LINKS: usize = 4;
 
 impl RunAgent {
     fn new(socket: PathBuf) -> Self {
+        RunAgent::with_held(socket, None)
+    }
+
+    /// One whose keys were already asked (`held`: [`Credentials::load`] asks them before the
+    /// runtime serves, when an identity file may be the agent's copy).
+    fn with_held(socket: PathBuf, held: Option<Vec<(PublicKey, String)>>) -> Self {
         RunAgent {
             socket,
-            held: tokio::sync::OnceCell::new(),
+            held: tokio::sync::OnceCell::new_with(held),
             idle: std::sync::Mutex::default(),
             turns: tokio::sync::Semaphore::new(AGENT_LINKS),
         }
@@ -167,7 +173,7 @@ impl Credentials {
     /// an unreadable identity file is an input error located where it was written.
     pub(crate) fn load(catalog: &Catalog, nodes: &[Node]) -> Result<Self, Error> {
         let mut creds = Credentials::default();
-        let mut agents: HashMap<Option<PathBuf>, Vec<PublicKey>> = HashMap::new();
+        let mut agents: HashMap<Option<PathBuf>, Vec<(PublicKey, String)>> = HashMap::new();
         let ssh_nodes = nodes.iter().filter(|n| n.transport == TransportKind::Ssh);
         for node in ssh_nodes.clone() {
             let own = node.identity_file.iter().map(|p| (p, &node.ssh));
@@ -194,6 +200,11 @@ impl Credentials {
                 creds.add_certificate(file);
             }
         }
+        // What the agents said is what the run's logins use: they are not asked again.
+        let known = agents.into_iter().filter_map(|(socket, held)| Some((socket?, held)));
+        let run_agents = creds.agents.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        run_agents
+            .extend(known.map(|(socket, held)| (socket.clone(), Arc::new(RunAgent::with_held(socket, Some(held))))));
         if ssh_nodes.clone().any(|n| n.identity_file.is_none() || n.jumps.iter().any(|j| j.identity_file.is_none())) {
             for name in DEFAULT_IDENTITIES {
                 let path = crate::paths::expand_home(name);
@@ -242,12 +253,12 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// Loads one identity file: the key; or, protected by a passphrase, the agent's copy, else
 /// the key decrypted with a passphrase asked on the terminal.
-fn load_identity(path: &Path, agent: &[PublicKey]) -> Result<Identity, (String, String)> {
+fn load_identity(path: &Path, agent: &[(PublicKey, String)]) -> Result<Identity, (String, String)> {
     match russh::keys::load_secret_key(path, None) {
         Ok(key) => Ok(Identity::Key(Arc::new(key))),
         Err(russh::keys::Error::KeyIsEncrypted) => {
             if let Some(public) = public_half(path) {
-                if agent.iter().any(|k| k.key_data() == public.key_data()) {
+                if agent.iter().any(|(k, _)| k.key_data() == public.key_data()) {
                     return Ok(Identity::Agent(public));
                 }
             }
@@ -305,10 +316,10 @@ fn socket(agent: &AgentSocket) -> Option<PathBuf> {
     }
 }
 
-/// The public keys the agent at `sock` holds, asked over its socket: this runs before the
+/// The public keys the agent at `sock` holds, and their comments, asked over its socket: this runs before the
 /// async runtime serves connections, so it speaks the agent protocol's one request
 /// (REQUEST_IDENTITIES) itself. No agent, or an agent that does not answer: none.
-fn agent_identities(sock: Option<&Path>) -> Vec<PublicKey> {
+fn agent_identities(sock: Option<&Path>) -> Vec<(PublicKey, String)> {
     use std::io::{Read, Write};
     let Some(sock) = sock else { return Vec::new() };
     let Ok(mut stream) = std::os::unix::net::UnixStream::connect(sock) else { return Vec::new() };
@@ -338,9 +349,9 @@ fn agent_identities(sock: Option<&Path>) -> Vec<PublicKey> {
         *at += 4 + n;
         Some(item)
     };
-    while let (Some(blob), Some(_comment)) = (next(&mut at), next(&mut at)) {
+    while let (Some(blob), Some(comment)) = (next(&mut at), next(&mut at)) {
         if let Ok(key) = PublicKey::from_bytes(&blob) {
-            keys.push(key);
+            keys.push((key, String::from_utf8_lossy(&comment).into_owned()));
         }
     }
     keys
@@ -594,6 +605,25 @@ mod tests {
             Agent(child, sock)
         }
 
+        /// Adds an encrypted key, its passphrase given as ssh-add asks it (SSH_ASKPASS).
+        fn add_with(&self, key: &Path, passphrase: &str) {
+            let askpass = key.with_extension("askpass");
+            std::fs::write(&askpass, format!("#!/bin/sh\necho '{passphrase}'\n")).unwrap();
+            std::fs::set_permissions(&askpass, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+            let ok = Command::new("ssh-add")
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &self.1)
+                .env("SSH_ASKPASS", &askpass)
+                .env("SSH_ASKPASS_REQUIRE", "force")
+                .env("DISPLAY", ":0")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "ssh-add with a passphrase");
+        }
+
         fn add(&self, key: &Path) {
             let ok = Command::new("ssh-add")
                 .arg(key)
@@ -622,7 +652,10 @@ mod tests {
         agent.add(&key);
         let held = agent_identities(Some(&agent.1));
         let public = russh::keys::load_public_key(with_suffix(&key, ".pub")).unwrap();
-        assert_eq!(held.iter().map(russh::keys::PublicKey::key_data).collect::<Vec<_>>(), [public.key_data()]);
+        assert_eq!(
+            held.iter().map(|(k, c)| (k.key_data(), c.as_str())).collect::<Vec<_>>(),
+            [(public.key_data(), "id_ed25519")]
+        );
         assert!(agent_identities(Some(&dir.join("no-agent-here"))).is_empty());
         assert!(agent_identities(None).is_empty());
     }
@@ -638,7 +671,7 @@ mod tests {
         let public = public_half(&locked).unwrap();
         let published = russh::keys::load_public_key(with_suffix(&locked, ".pub")).unwrap();
         assert_eq!(public.key_data(), published.key_data());
-        match load_identity(&locked, std::slice::from_ref(&public)) {
+        match load_identity(&locked, &[(public.clone(), String::new())]) {
             Ok(Identity::Agent(k)) => assert_eq!(k.key_data(), public.key_data()),
             Ok(Identity::Key(_)) => panic!("an encrypted key was read without its passphrase"),
             Err(e) => panic!("{e:?}"),
@@ -658,6 +691,34 @@ mod tests {
         std::fs::write(dir.join("garbage"), "not a key\n").unwrap();
         let (_, hint) = load_identity(&dir.join("garbage"), &[]).err().unwrap();
         assert_eq!(hint, "it must be a private key in OpenSSH or PEM format");
+    }
+
+    /// Asked for its keys while the identity files are loaded (one is encrypted: the agent's
+    /// copy may sign), the agent is not asked again by the run's logins: its answer, comments
+    /// and all, is theirs. The agent is gone by the time they would ask.
+    #[test]
+    fn the_agent_asked_while_loading_keys_is_not_asked_again() {
+        let dir = scratch("asked-once");
+        let locked = keygen(&dir, "id_locked", "correct horse");
+        let agent = Agent::start(&dir);
+        agent.add_with(&locked, "correct horse");
+        let yaml = format!("nodes:\n  - {{name: n1, host: 10.0.0.1, identity_file: {}}}\n", locked.display());
+        let mut catalog =
+            Catalog::from_documents(vec![crate::catalog::yaml::Document::parse(Path::new("c.yaml"), yaml).unwrap()])
+                .unwrap();
+        catalog.nodes[0].ssh.agent = AgentSocket::Path(agent.1.clone());
+        let creds = Credentials::load(&catalog, &catalog.nodes).unwrap();
+        assert!(matches!(creds.by_path[&locked], Identity::Agent(_)));
+        let socket = agent.1.clone();
+        drop(agent);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let run = creds.agent(socket);
+        let held = rt.block_on(run.held());
+        let public = public_half(&locked).unwrap();
+        assert_eq!(
+            held.iter().map(|(k, c)| (k.key_data(), c.as_str())).collect::<Vec<_>>(),
+            [(public.key_data(), "id_locked")]
+        );
     }
 
     /// A run asks the agent for its keys once and keeps its connection; a kept connection that
