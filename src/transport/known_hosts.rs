@@ -34,6 +34,15 @@ static WRITE_LOCK: Mutex<()> = Mutex::new(());
 /// the fleet's size.
 static PARSED: Mutex<Option<HashMap<PathBuf, Arc<Parsed>>>> = Mutex::new(None);
 
+/// The hashed names this process recorded (HashKnownHosts), with the host each one hashes.
+/// A first contact with a fleet looks every node up in every line recorded so far, three
+/// times (before its handshake, after it, and again under the file's lock before recording):
+/// with an HMAC per line and lookup, quadratic in the fleet's size. A line this process wrote
+/// is matched by comparing the host with the one it hashed, which is what its HMAC would say
+/// (the salted hash of one name matches that name only). Lines from anywhere else are
+/// matched by their HMAC, as OpenSSH matches them.
+static RECORDED: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+
 /// A line that is not blank or a comment: its number, marker, host field and key text.
 type Line = Arc<(usize, Marker, Names, String)>;
 
@@ -294,6 +303,8 @@ enum Names {
         keyed: Box<Hmac<sha1::Sha1>>,
         digest: Vec<u8>,
     },
+    /// A hashed name this process recorded ([`RECORDED`]): the host it hashes.
+    Recorded(String),
     /// A hashed name that is not readable: it matches nothing, as in OpenSSH.
     Unreadable,
 }
@@ -302,6 +313,9 @@ impl Names {
     fn parse(field: &str) -> Names {
         use base64::Engine;
         let Some(hashed) = field.strip_prefix("|1|") else { return Names::Patterns(field.to_string()) };
+        if let Some(host) = lock(&RECORDED).as_ref().and_then(|r| r.get(field)) {
+            return Names::Recorded(host.clone());
+        }
         let b64 = base64::engine::general_purpose::STANDARD;
         let Some((salt, digest)) = hashed.split_once('|') else { return Names::Unreadable };
         match (b64.decode(salt), b64.decode(digest)) {
@@ -315,13 +329,26 @@ impl Names {
         match self {
             Names::Patterns(patterns) => super::pattern::list(patterns, host),
             Names::Hashed { keyed, digest } => {
+                #[cfg(test)]
+                HMACS.with(|n| n.set(n.get() + 1));
                 let mut mac = (**keyed).clone();
                 mac.update(host.as_bytes());
                 mac.finalize().into_bytes().as_slice() == digest.as_slice()
             }
+            Names::Recorded(hashed) => hashed == host,
             Names::Unreadable => false,
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many HMACs [`Names::matches`] computed on this thread.
+    static HMACS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn keyed(salt: &[u8]) -> Hmac<sha1::Sha1> {
@@ -415,6 +442,9 @@ impl HostKeyCheck {
             return Ok(None);
         }
         let written = if self.hash { hash_host(&pattern, &salt()) } else { pattern.clone() };
+        if self.hash {
+            lock(&RECORDED).get_or_insert_with(HashMap::new).insert(written.clone(), pattern.clone());
+        }
         record(file, &written, key).map_err(failed)?;
         Ok(Some(path.to_path_buf()))
     }
@@ -564,6 +594,49 @@ mod tests {
         let hashed = hash_host("web1", &[7u8; 20]);
         assert!(host_matches(&hashed, "web1"));
         assert!(!host_matches(&hashed, "web2"));
+    }
+
+    /// Hashed lines this process recorded are matched without an HMAC, and match what their
+    /// HMAC would: their own host only. A hashed line written by anything else (ssh, another
+    /// run) is matched by its HMAC.
+    #[test]
+    fn hashed_lines_recorded_by_this_process_are_matched_without_an_hmac() {
+        let dir = std::env::temp_dir().join(format!("director-kh-recorded-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("known_hosts");
+        let key: PublicKey =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl".parse().unwrap();
+        // A line from elsewhere first: ssh's own, for `other`.
+        std::fs::write(&file, format!("{} {}\n", hash_host("other", &[9u8; 20]), key.to_openssh().unwrap())).unwrap();
+        let files = Arc::new(KnownHosts { user: vec![file.clone()], global: vec![], explicit: true });
+        let check = |host: &str, port: u16| HostKeyCheck {
+            node: host.to_string(),
+            host: host.to_string(),
+            port,
+            policy: HostKeyPolicy::AcceptNew,
+            files: files.clone(),
+            hash: true,
+        };
+        let hosts: Vec<(String, u16)> =
+            (0..20).map(|i| (format!("h{i}"), if i % 2 == 0 { 22 } else { 2222 })).collect();
+        for (host, port) in &hosts {
+            assert_eq!(check(host, *port).check(&key), Ok(Some(file.clone())), "{host} recorded");
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().filter(|l| l.starts_with("|1|")).count(), 21, "{text}");
+        let hmacs = || HMACS.with(std::cell::Cell::get);
+        let before = hmacs();
+        for (i, (host, port)) in hosts.iter().enumerate() {
+            let found = files.entries(&host_pattern(host, *port)).unwrap();
+            assert_eq!(found.iter().map(|e| e.line).collect::<Vec<_>>(), [i + 2], "{host}");
+            assert_eq!(check(host, *port).check(&key), Ok(None), "{host} known");
+        }
+        // One HMAC a lookup: the one line from elsewhere.
+        assert_eq!(hmacs() - before, hosts.len());
+        assert!(files.entries("h1").unwrap().is_empty(), "h1 is recorded on port 2222 only");
+        assert_eq!(files.entries("other").unwrap().iter().map(|e| e.line).collect::<Vec<_>>(), [1]);
+        assert!(files.entries("h0x").unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A file is read once for every lookup of a run, and again once it changed.
