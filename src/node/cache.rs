@@ -824,16 +824,22 @@ mod tests {
         assert!(c.jobs.is_empty());
     }
 
+    /// A QUERY's map of 300 nodes, one allocation set on 50 nodes' caches at `now`.
+    fn query_on_fifty_nodes(now: u64) -> (Arc<Value>, Vec<NodeCache>) {
+        let map = Arc::new(Value::Object((0..300).map(|i| (format!("n{i}"), json!({"user": "root"}))).collect()));
+        let mut caches: Vec<NodeCache> = (0..50).map(|_| NodeCache::default()).collect();
+        for cache in &mut caches {
+            cache.set(Kind::Args, "query", map.clone(), false, now, TTL);
+        }
+        (map, caches)
+    }
+
     /// One allocation set on every node (a QUERY's map) is hashed once, not once a node; an
     /// equal value from another allocation is still found by its hash.
     #[test]
     fn a_value_set_on_every_node_is_hashed_once() {
-        let map = Arc::new(Value::Object((0..300).map(|i| (format!("n{i}"), json!({"user": "root"}))).collect()));
         let before = HASHED.with(std::cell::Cell::get);
-        let mut caches: Vec<NodeCache> = (0..50).map(|_| NodeCache::default()).collect();
-        for cache in &mut caches {
-            cache.set(Kind::Args, "query", map.clone(), false, 0, TTL);
-        }
+        let (map, caches) = query_on_fifty_nodes(0);
         assert_eq!(HASHED.with(std::cell::Cell::get) - before, 1);
         assert!(caches.iter().all(|c| Arc::ptr_eq(&c.args["query"].value, &map)));
         let copy = Arc::new((*map).clone());
@@ -845,12 +851,8 @@ mod tests {
     /// and each line is the one [`Stored`] itself makes.
     #[test]
     fn a_value_set_on_every_node_is_written_once() {
-        let map = Arc::new(Value::Object((0..300).map(|i| (format!("n{i}"), json!({"user": "root"}))).collect()));
         let before = WROTE.with(std::cell::Cell::get);
-        let mut caches: Vec<NodeCache> = (0..50).map(|_| NodeCache::default()).collect();
-        for cache in &mut caches {
-            cache.set(Kind::Args, "query", map.clone(), false, 7, TTL);
-        }
+        let (map, mut caches) = query_on_fifty_nodes(7);
         caches[3].mark_secret(Kind::Args, "query");
         let lines: Vec<Vec<String>> = caches.iter_mut().map(|c| c.take_journal().0).collect();
         assert_eq!(WROTE.with(std::cell::Cell::get) - before, 1);
