@@ -316,8 +316,9 @@ impl Names {
         }
         let b64 = base64::engine::general_purpose::STANDARD;
         let Some((salt, digest)) = hashed.split_once('|') else { return Names::Unreadable };
-        match (b64.decode(salt), b64.decode(digest)) {
-            (Ok(salt), Ok(digest)) => Names::Hashed(Box::new(Keyed::new(&salt, digest))),
+        // hostfile.c's extract_salt: a salt is SHA-1's length, else the line is skipped.
+        match (b64.decode(salt).map(<[u8; 20]>::try_from), b64.decode(digest)) {
+            (Ok(Ok(salt)), Ok(digest)) => Names::Hashed(Box::new(Keyed::new(&salt, digest))),
             _ => Names::Unreadable,
         }
     }
@@ -340,7 +341,7 @@ impl Names {
 /// SHA-1's initial state (FIPS 180-4, 5.3.1).
 const SHA1_IV: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
 
-/// A hashed line's HMAC-SHA1 (RFC 2104) keyed with its salt: SHA-1's state after the key's
+/// A hashed line's HMAC-SHA1 (RFC 2104) keyed with its 20-byte salt: SHA-1's state after the key's
 /// inner pad and after its outer pad, each one block, computed once when the line is read.
 /// A lookup then costs two SHA-1 blocks with nothing copied or allocated: the host's own
 /// block (the same for every line, [`Lookup`]) onto the inner state, and the inner digest's
@@ -355,19 +356,11 @@ struct Keyed {
 }
 
 impl Keyed {
-    fn new(salt: &[u8], digest: Vec<u8>) -> Keyed {
-        use sha1::Digest;
-        // A key longer than a block is hashed first.
-        let hashed;
-        let key = if salt.len() > 64 {
-            hashed = sha1::Sha1::digest(salt);
-            hashed.as_slice()
-        } else {
-            salt
-        };
+    fn new(salt: &[u8; 20], digest: Vec<u8>) -> Keyed {
+        // The key (shorter than a block) padded with zeros, then each pad.
         let pad = |byte: u8| {
             let mut block = [byte; 64];
-            block.iter_mut().zip(key).for_each(|(b, k)| *b ^= k);
+            block.iter_mut().zip(salt).for_each(|(b, k)| *b ^= k);
             let mut state = SHA1_IV;
             sha1::block_api::compress(&mut state, &[block]);
             state
@@ -671,25 +664,51 @@ mod tests {
         assert!(!host_matches(&hashed, "web2"));
     }
 
-    /// A hashed line's HMAC, made block by block, is the `hmac` crate's: for salts shorter
-    /// than a block, of a block, longer (hashed first), and hosts of every length around
-    /// where SHA-1's padding takes another block.
+    /// A hashed line's HMAC, made block by block, is the `hmac` crate's: for hosts of every
+    /// length around where SHA-1's padding takes another block.
     #[test]
     fn hashed_names_match_as_the_hmac_crate_computes_them() {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD;
-        for salt_len in [1, 20, 63, 64, 65, 100] {
-            let salt: Vec<u8> = (0..salt_len).map(|i| (i * 37 + 11) as u8).collect();
+        for seed in [0u8, 11, 255] {
+            let salt: Vec<u8> = (0..20u8).map(|i| i.wrapping_mul(37).wrapping_add(seed)).collect();
             for host_len in (0..=130).filter(|n| n % 13 == 0 || (50..=60).contains(n) || (115..=125).contains(n)) {
                 let host: String = (0..host_len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
                 let field = format!("|1|{}|{}", b64.encode(&salt), b64.encode(hmac_sha1(&salt, &host)));
-                assert!(host_matches(&field, &host), "salt {salt_len}, host {host_len}");
-                assert!(!host_matches(&field, &format!("{host}x")), "salt {salt_len}, host {host_len}+1");
+                assert!(host_matches(&field, &host), "salt {seed}, host {host_len}");
+                assert!(!host_matches(&field, &format!("{host}x")), "salt {seed}, host {host_len}+1");
             }
         }
         // A digest that is not SHA-1's length matches nothing.
         let short = format!("|1|{}|{}", b64.encode([1u8; 20]), b64.encode(&hmac_sha1(&[1u8; 20], "web1")[..19]));
         assert!(!host_matches(&short, "web1"));
+    }
+
+    /// A hashed name whose salt is not 20 bytes is skipped, as OpenSSH skips it: the oracle
+    /// is `ssh-keygen -F` on the same file.
+    #[test]
+    fn a_hashed_name_with_a_salt_of_another_length_is_skipped_as_ssh_keygen_skips_it() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let dir = std::env::temp_dir().join(format!("director-kh-salt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        for len in [16usize, 19, 20, 21, 32] {
+            let salt: Vec<u8> = (1..=len as u8).collect();
+            let field = format!("|1|{}|{}", b64.encode(&salt), b64.encode(hmac_sha1(&salt, "web1")));
+            let file = dir.join(format!("known_hosts-{len}"));
+            std::fs::write(&file, format!("{field} {key}\n")).unwrap();
+            let found = std::process::Command::new("ssh-keygen")
+                .args(["-F", "web1", "-f"])
+                .arg(&file)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert_eq!(host_matches(&field, "web1"), found, "salt of {len} bytes");
+            assert_eq!(found, len == 20, "ssh-keygen, salt of {len} bytes");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Hashed lines this process recorded are matched without an HMAC, and match what their
