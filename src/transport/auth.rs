@@ -101,11 +101,11 @@ impl RunAgent {
 
     /// A connection kept from before, if any.
     fn kept(&self) -> Option<AgentClient<tokio::net::UnixStream>> {
-        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+        super::lock(&self.idle).pop()
     }
 
     fn keep(&self, client: AgentClient<tokio::net::UnixStream>) {
-        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(client);
+        super::lock(&self.idle).push(client);
     }
 
     async fn connect(&self) -> std::io::Result<AgentClient<tokio::net::UnixStream>> {
@@ -220,7 +220,7 @@ impl Credentials {
 
     /// The run's agent at `socket`.
     fn agent(&self, socket: PathBuf) -> Arc<RunAgent> {
-        let mut agents = self.agents.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut agents = super::lock(&self.agents);
         agents.entry(socket).or_insert_with_key(|s| Arc::new(RunAgent::new(s.clone()))).clone()
     }
 

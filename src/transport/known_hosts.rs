@@ -17,6 +17,7 @@
 //! otherwise its plain key is judged as above. Checking is never skipped silently: `off` must
 //! be asked for, and the CLI warns when it is.
 
+use super::lock;
 use crate::catalog::HostKeyPolicy;
 use hmac::{Hmac, KeyInit, Mac};
 use russh::keys::{Algorithm, HashAlg, PublicKey};
@@ -98,12 +99,7 @@ impl Parsed {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
             Err(e) => return Err(cannot(e)),
         };
-        let known = PARSED
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_or_insert_with(HashMap::new)
-            .get(file)
-            .cloned();
+        let known = lock(&PARSED).get_or_insert_with(HashMap::new).get(file).cloned();
         let parsed = match known {
             Some(p) if p.stamp == stamp => p,
             known => {
@@ -113,12 +109,12 @@ impl Parsed {
                     Err(e) => return Err(cannot(e)),
                 };
                 let parsed = Arc::new(Parsed::read(stamp, bytes, known.as_deref()));
-                let mut all = PARSED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut all = lock(&PARSED);
                 all.get_or_insert_with(HashMap::new).insert(file.to_path_buf(), parsed.clone());
                 parsed
             }
         };
-        let mut matches = parsed.matches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut matches = lock(&parsed.matches);
         if let Some(found) = matches.get(host) {
             return Ok(found.clone());
         }
@@ -316,9 +312,10 @@ impl Names {
         }
         let b64 = base64::engine::general_purpose::STANDARD;
         let Some((salt, digest)) = hashed.split_once('|') else { return Names::Unreadable };
-        // hostfile.c's extract_salt: a salt is SHA-1's length, else the line is skipped.
-        match (b64.decode(salt).map(<[u8; 20]>::try_from), b64.decode(digest)) {
-            (Ok(Ok(salt)), Ok(digest)) => Names::Hashed(Box::new(Keyed::new(&salt, digest))),
+        // hostfile.c's extract_salt: a salt is SHA-1's length, else the line is skipped; a
+        // digest of another length matches no host (OpenSSH compares it with one of 20 bytes).
+        match (b64.decode(salt).map(<[u8; 20]>::try_from), b64.decode(digest).map(<[u8; 20]>::try_from)) {
+            (Ok(Ok(salt)), Ok(Ok(digest))) => Names::Hashed(Box::new(Keyed::new(&salt, &digest))),
             _ => Names::Unreadable,
         }
     }
@@ -352,11 +349,12 @@ const SHA1_IV: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0
 struct Keyed {
     inner: [u32; 5],
     outer: [u32; 5],
-    digest: Vec<u8>,
+    /// The digest to match, as SHA-1's state words.
+    digest: [u32; 5],
 }
 
 impl Keyed {
-    fn new(salt: &[u8; 20], digest: Vec<u8>) -> Keyed {
+    fn new(salt: &[u8; 20], digest: &[u8; 20]) -> Keyed {
         // The key (shorter than a block) padded with zeros, then each pad.
         let pad = |byte: u8| {
             let mut block = [byte; 64];
@@ -365,7 +363,11 @@ impl Keyed {
             sha1::block_api::compress(&mut state, &[block]);
             state
         };
-        Keyed { inner: pad(0x36), outer: pad(0x5c), digest }
+        let mut words = [0u32; 5];
+        for (word, bytes) in words.iter_mut().zip(digest.chunks_exact(4)) {
+            *word = u32::from_be_bytes(bytes.try_into().expect("4 bytes"));
+        }
+        Keyed { inner: pad(0x36), outer: pad(0x5c), digest: words }
     }
 
     fn matches(&self, host: &Lookup<'_>) -> bool {
@@ -380,7 +382,7 @@ impl Keyed {
         block[56..].copy_from_slice(&((64 + 20) * 8u64).to_be_bytes());
         let mut outer = self.outer;
         sha1::block_api::compress(&mut outer, &[block]);
-        self.digest.len() == 20 && outer.iter().zip(self.digest.chunks_exact(4)).all(|(w, d)| w.to_be_bytes() == d)
+        outer == self.digest
     }
 }
 
@@ -412,21 +414,13 @@ thread_local! {
     static HMACS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn keyed(salt: &[u8]) -> Hmac<sha1::Sha1> {
-    <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(salt).expect("HMAC takes any key length")
-}
-
 #[cfg(test)]
 fn host_matches(field: &str, host: &str) -> bool {
     Names::parse(field).matches(&Lookup::new(host))
 }
 
 fn hmac_sha1(salt: &[u8], host: &str) -> Vec<u8> {
-    let mut mac = keyed(salt);
+    let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(salt).expect("HMAC takes any key length");
     mac.update(host.as_bytes());
     mac.finalize().into_bytes().to_vec()
 }
@@ -497,7 +491,7 @@ impl HostKeyCheck {
         }
         // One writer at a time: the tasks of this run (a mutex), and other processes (an
         // exclusive lock on the file itself, as long as the line is being written).
-        let _guard = WRITE_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = lock(&WRITE_LOCK);
         let path = self.files.writable();
         let failed =
             |e: std::io::Error| format!("cannot record the host key of node {} in {}: {e}", self.node, path.display());
@@ -586,7 +580,7 @@ fn open_locked(path: &Path) -> std::io::Result<std::fs::File> {
 /// `path`, under the same lock as [`HostKeyCheck::check`]'s writes.
 pub(crate) fn append(path: &Path, lines: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let _guard = WRITE_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard = lock(&WRITE_LOCK);
     let mut file = open_locked(path)?;
     let mut text = line_start(&mut file)?.to_string();
     text.push_str(lines);
@@ -623,6 +617,17 @@ fn record(mut file: std::fs::File, pattern: &str, key: &PublicKey) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A host key for the tests' lines.
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+    /// A directory of its own, made afresh.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("director-kh-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 
     /// A file that only grew is read from where it was (its earlier lines kept as they were
     /// parsed), with the right line numbers; a last line without its newline is read again
@@ -690,9 +695,8 @@ mod tests {
     fn a_hashed_name_with_a_salt_of_another_length_is_skipped_as_ssh_keygen_skips_it() {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD;
-        let dir = std::env::temp_dir().join(format!("director-kh-salt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        let dir = scratch("salt");
+        let key = KEY;
         for len in [16usize, 19, 20, 21, 32] {
             let salt: Vec<u8> = (1..=len as u8).collect();
             let field = format!("|1|{}|{}", b64.encode(&salt), b64.encode(hmac_sha1(&salt, "web1")));
@@ -716,11 +720,9 @@ mod tests {
     /// run) is matched by its HMAC.
     #[test]
     fn hashed_lines_recorded_by_this_process_are_matched_without_an_hmac() {
-        let dir = std::env::temp_dir().join(format!("director-kh-recorded-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("recorded");
         let file = dir.join("known_hosts");
-        let key: PublicKey =
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl".parse().unwrap();
+        let key: PublicKey = KEY.parse().unwrap();
         // A line from elsewhere first: ssh's own, for `other`.
         std::fs::write(&file, format!("{} {}\n", hash_host("other", &[9u8; 20]), key.to_openssh().unwrap())).unwrap();
         let files = Arc::new(KnownHosts { user: vec![file.clone()], global: vec![], explicit: true });
@@ -757,10 +759,9 @@ mod tests {
     /// A file is read once for every lookup of a run, and again once it changed.
     #[test]
     fn a_file_is_read_again_only_when_it_changed() {
-        let dir = std::env::temp_dir().join(format!("director-kh-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("read-again");
         let file = dir.join("known_hosts");
-        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        let key = KEY;
         std::fs::write(&file, format!("# a comment\nweb1,web2 {key}\n@revoked web3 {key}\n")).unwrap();
         let files = KnownHosts { user: vec![file.clone()], global: vec![dir.join("absent")], explicit: true };
         let lines = |host: &str| files.entries(host).unwrap().iter().map(|e| (e.line, e.marker)).collect::<Vec<_>>();

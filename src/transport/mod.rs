@@ -137,6 +137,12 @@ pub(crate) async fn send<W: AsyncWrite + Unpin + ?Sized>(writer: &mut W, parts: 
     Ok(())
 }
 
+/// `m`'s guard, whether or not a thread panicked holding it: what the transport's mutexes
+/// guard (caches, kept connections) stays usable.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Progress a transport reports while connecting, for the engine to turn into events.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Progress {

@@ -11,7 +11,7 @@
 use super::auth::describe;
 pub(crate) use super::auth::Credentials;
 use super::known_hosts::HostKeyCheck;
-use super::Link;
+use super::{lock, Link};
 use crate::catalog::{HostKeyPolicy, Node};
 use russh::client;
 use russh::keys::PublicKeyOrCertificate;
@@ -176,10 +176,6 @@ type Unsettled = Arc<Mutex<HashMap<russh::ChannelId, Arc<russh::ChannelWriteHalf
 /// How long processes signalled with TERM get before KILL (sudo passes TERM on to the command
 /// it runs in a session of its own; KILL cannot be passed on).
 const TERM_GRACE: Duration = Duration::from_millis(200);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// russh's algorithms, with the host key types known for the host first, as OpenSSH orders
 /// them: a host known by its RSA key is asked for that key, so a second key type it has
